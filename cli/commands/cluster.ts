@@ -1,0 +1,31 @@
+/** `mxc cluster status`. */
+import { ApiClient, type ClientOptions } from '../client.js';
+import { color, printJson } from '../output.js';
+
+export async function status(opts: ClientOptions & { json?: boolean }) {
+  const client = new ApiClient(opts);
+  const s = await client.get<Record<string, unknown> & { workloads_by_status: Record<string, number> }>(
+    '/api/cluster/status',
+  );
+  if (opts.json) return printJson({ coordinator: client.base, ...s });
+  const out = (k: string, v: unknown) => process.stdout.write(`${color.bold(k.padEnd(14))}${v}\n`);
+  out('coordinator', client.base);
+  out('database', s.database);
+  out(
+    'nodes',
+    `${s.node_count} (${s.nodes_ready} ready, ${s.nodes_draining} draining, ${s.nodes_down} down)`,
+  );
+  out(
+    'workloads',
+    `${s.workload_count}${
+      Object.keys(s.workloads_by_status).length
+        ? ` (${Object.entries(s.workloads_by_status)
+            .map(([k, v]) => `${v} ${k}`)
+            .join(', ')})`
+        : ''
+    }`,
+  );
+  out('cpu', `${s.used_cpu} of ${s.total_cpu} reserved`);
+  out('memory', `${s.used_memory_mb} of ${s.total_memory_mb} MiB reserved`);
+  if (s.cache_public_key) out('cache key', s.cache_public_key);
+}

@@ -1,0 +1,195 @@
+/**
+ * The long-running commands: `mxc coordinator`, `mxc agent` and `mxc up` (standalone: coordinator and one
+ * agent in one process, state under ./.mxc, then builds and submits examples/hello_world).
+ */
+import { resolve } from 'node:path';
+import { Agent } from '../../agent/daemon.js';
+import { BuildError, buildJob } from '../../compiler/build.js';
+import { repoPath } from '../../scheduler/paths.js';
+import { startCoordinator } from '../../scheduler/server.js';
+import { ApiClient } from '../client.js';
+import { CliError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { color } from '../output.js';
+
+interface CoordinatorOpts {
+  port: string;
+  host: string;
+  dataDir: string;
+}
+
+const envTokens = () => ({
+  api: process.env.MXC_API_TOKEN || undefined,
+  agent: process.env.MXC_AGENT_TOKEN || undefined,
+});
+
+const ttl = () => (process.env.MXC_HEARTBEAT_TTL ? Number(process.env.MXC_HEARTBEAT_TTL) * 1000 : undefined);
+
+function parsePort(p: string): number {
+  const n = Number(p);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new CliError(`--port must be a TCP port number, got "${p}"`, 2);
+  return n;
+}
+
+/** Resolves when SIGINT or SIGTERM arrives. */
+const untilSignal = () =>
+  new Promise<string>((r) => {
+    process.once('SIGINT', () => r('SIGINT'));
+    process.once('SIGTERM', () => r('SIGTERM'));
+  });
+
+async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new CliError(
+        `port ${port} is in use: is another mxc running? Stop it, or pick another with --port`,
+      );
+    }
+    throw err;
+  }
+}
+
+export async function coordinator(opts: CoordinatorOpts) {
+  const logger = createLogger('mxc-coordinator');
+  const port = parsePort(opts.port);
+  const server = await listenOrExplain(port, () =>
+    startCoordinator({
+      port,
+      host: opts.host,
+      dataDir: resolve(opts.dataDir),
+      databaseUrl: process.env.DATABASE_URL || undefined,
+      tokens: envTokens(),
+      heartbeatTtlMs: ttl(),
+      logger,
+    }),
+  );
+  await untilSignal();
+  logger.info('shutting down');
+  await server.close();
+}
+
+interface AgentOpts {
+  coordinator?: string;
+  token?: string;
+  name?: string;
+  cpu?: string;
+  memory?: string;
+  stateDir: string;
+  storeRoot?: string;
+  attr?: string[];
+}
+
+function parseAttributes(list: string[] = []): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const a of list) {
+    const eq = a.indexOf('=');
+    if (eq <= 0) throw new CliError(`--attr takes key=value, got "${a}"`, 2);
+    out[a.slice(0, eq)] = a.slice(eq + 1);
+  }
+  return out;
+}
+
+export async function agent(opts: AgentOpts) {
+  const logger = createLogger('mxc-agent');
+  const a = new Agent({
+    coordinator: opts.coordinator ?? process.env.MXC_COORDINATOR ?? 'http://127.0.0.1:4000',
+    token: opts.token ?? process.env.MXC_AGENT_TOKEN ?? undefined,
+    name: opts.name ?? process.env.MXC_AGENT_NAME,
+    cpu: opts.cpu ? Number(opts.cpu) : undefined,
+    memoryMb: opts.memory ? Number(opts.memory) : undefined,
+    stateDir: resolve(opts.stateDir),
+    storeRoot: opts.storeRoot ? resolve(opts.storeRoot) : undefined,
+    attributes: parseAttributes(opts.attr),
+    logger,
+    microvm: await loadMicroVm(resolve(opts.stateDir)),
+  });
+  await a.start();
+  await untilSignal();
+  logger.info('shutting down; stopping workloads');
+  await a.close();
+}
+
+/** The microVM runner, when its module is present. */
+async function loadMicroVm(stateDir: string) {
+  try {
+    const { microVmSupport } = await import('../../agent/microvm-support.js');
+    return microVmSupport(stateDir);
+  } catch {
+    return undefined;
+  }
+}
+
+interface UpOpts extends CoordinatorOpts {
+  demo: boolean;
+}
+
+export async function up(opts: UpOpts) {
+  const logger = createLogger('mxc');
+  const dataDir = resolve(opts.dataDir);
+  const port = parsePort(opts.port);
+  const tokens = envTokens();
+  const server = await listenOrExplain(port, () =>
+    startCoordinator({
+      port,
+      host: opts.host,
+      dataDir,
+      databaseUrl: process.env.DATABASE_URL || undefined,
+      tokens,
+      heartbeatTtlMs: ttl(),
+      logger,
+    }),
+  );
+  const agent = new Agent({
+    coordinator: server.url,
+    token: tokens.agent ?? tokens.api,
+    name: process.env.MXC_AGENT_NAME ?? 'local',
+    stateDir: `${dataDir}/agent`,
+    logger,
+    microvm: await loadMicroVm(`${dataDir}/agent`),
+  });
+  await agent.start();
+  await agent.ready;
+
+  const url = server.url.replace('127.0.0.1', 'localhost');
+  const say = (s = '') => process.stdout.write(`${s}\n`);
+  say();
+  say(
+    `${color.bold('mxc is up')}  (standalone: coordinator + agent "local", ${server.db.engine} state in ${dataDir})`,
+  );
+  say(`  dashboard   ${url}/`);
+  say(`  API         ${url}/api/cluster/status`);
+  if (opts.demo) {
+    try {
+      const { storePath, spec } = await buildJob(repoPath('examples', 'hello_world'));
+      const client = new ApiClient({ coordinator: server.url, token: tokens.api });
+      const { pushJobClosure } = await import('./push-closure.js');
+      await pushJobClosure(client, spec, { quiet: true });
+      const res = await client.post<{ job: { key: string }; changed: boolean; workloads: string[] }>(
+        '/api/jobs',
+        spec,
+      );
+      say(`  demo        examples/hello_world → ${storePath}`);
+      say(
+        `              ${res.changed ? `submitted ${res.job.key}` : `${res.job.key} already submitted (unchanged)`}`,
+      );
+    } catch (err) {
+      const msg = err instanceof BuildError || err instanceof CliError ? err.message : String(err);
+      say(color.yellow(`  demo        could not build or submit examples/hello_world: ${msg}`));
+    }
+  }
+  say();
+  say('Try, in another terminal:');
+  say(`  ${color.dim('$')} npx mxc workloads list`);
+  say(`  ${color.dim('$')} npx mxc workloads logs <id>`);
+  say(`  ${color.dim('$')} nix-build examples/web --no-out-link | npx mxc submit --wait`);
+  say(`  ${color.dim('$')} npx mxc nodes list; npx mxc cluster status`);
+  say();
+  say('Ctrl-C stops everything; the next `npm start` finds this state again.');
+  await untilSignal();
+  say('\nstopping…');
+  await agent.close();
+  await server.close();
+}

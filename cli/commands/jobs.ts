@@ -1,0 +1,68 @@
+/** `mxc jobs list|show|stop|versions`. */
+import { ApiClient, type ClientOptions } from '../client.js';
+import { ago, color, printJson, printTable, statusColor } from '../output.js';
+
+interface Opts extends ClientOptions {
+  json?: boolean;
+}
+
+interface JobView {
+  id: string;
+  key: string;
+  status: string;
+  current_version: number;
+  updated_at: string;
+  spec: { instances: number; service: boolean; cron_schedule?: string | null; mxc: { isolation: string } };
+  workloads?: { id: string; status: string; node_id: string | null; job_version: number }[];
+}
+
+export async function list(opts: Opts) {
+  const rows = await new ApiClient(opts).get<JobView[]>('/api/jobs');
+  if (opts.json) return printJson(rows);
+  printTable(
+    ['job', 'status', 'version', 'type', 'instances', 'isolation', 'updated'],
+    rows.map((j) => [
+      j.key,
+      statusColor(j.status),
+      String(j.current_version),
+      j.spec.cron_schedule ? 'cron' : j.spec.service ? 'service' : 'batch',
+      String(j.spec.instances),
+      j.spec.mxc.isolation,
+      ago(j.updated_at),
+    ]),
+  );
+}
+
+export async function show(id: string, opts: Opts) {
+  const j = await new ApiClient(opts).get<JobView>(`/api/jobs/${encodeURIComponent(id)}`);
+  if (opts.json) return printJson(j);
+  const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(10))}${v}\n`);
+  out('job', j.key);
+  out('id', j.id);
+  out('status', statusColor(j.status));
+  out('version', String(j.current_version));
+  process.stdout.write(`\n${color.bold('workloads')}\n`);
+  printTable(
+    ['id', 'version', 'status'],
+    (j.workloads ?? []).map((w) => [w.id, String(w.job_version), statusColor(w.status)]),
+  );
+}
+
+export async function stop(id: string, opts: Opts) {
+  const r = await new ApiClient(opts).post<{ job: JobView; stopped: number }>(
+    `/api/jobs/${encodeURIComponent(id)}/stop`,
+  );
+  if (opts.json) return printJson(r);
+  process.stdout.write(`${r.job.key}: stopped (${r.stopped} workload(s) stopping)\n`);
+}
+
+export async function versions(id: string, opts: Opts) {
+  const rows = await new ApiClient(opts).get<{ version: number; spec_hash: string; created_at: string }[]>(
+    `/api/jobs/${encodeURIComponent(id)}/versions`,
+  );
+  if (opts.json) return printJson(rows);
+  printTable(
+    ['version', 'spec hash', 'created'],
+    rows.map((v) => [String(v.version), v.spec_hash.slice(0, 16), new Date(v.created_at).toISOString()]),
+  );
+}

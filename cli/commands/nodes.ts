@@ -1,0 +1,77 @@
+/** `mxc nodes list|show|drain|undrain`. */
+import { ApiClient, type ClientOptions } from '../client.js';
+import { ago, color, printJson, printTable, statusColor } from '../output.js';
+
+interface Opts extends ClientOptions {
+  json?: boolean;
+}
+
+interface NodeView {
+  id: string;
+  name: string;
+  status: string;
+  connected: boolean;
+  cpu: number;
+  memory_mb: number;
+  disk_mb: number;
+  used: { cpu: number; memory_mb: number; disk_mb: number };
+  capabilities: { isolation: string[]; nix: string | null; kvm: boolean; attributes: Record<string, string> };
+  last_seen_at: string;
+  version: string;
+  workloads?: { id: string; status: string }[];
+}
+
+export async function list(opts: Opts) {
+  const rows = await new ApiClient(opts).get<NodeView[]>('/api/nodes');
+  if (opts.json) return printJson(rows);
+  printTable(
+    ['name', 'status', 'cpu', 'memory', 'isolation', 'seen', 'id'],
+    rows.map((n) => [
+      n.name,
+      statusColor(n.status),
+      `${round(n.used.cpu)}/${n.cpu}`,
+      `${n.used.memory_mb}/${n.memory_mb} MiB`,
+      n.capabilities.isolation.join(','),
+      n.connected ? 'connected' : ago(n.last_seen_at),
+      n.id,
+    ]),
+  );
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+export async function show(id: string, opts: Opts) {
+  const n = await new ApiClient(opts).get<NodeView>(`/api/nodes/${encodeURIComponent(id)}`);
+  if (opts.json) return printJson(n);
+  const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(14))}${v}\n`);
+  out('name', n.name);
+  out('id', n.id);
+  out('status', `${statusColor(n.status)}${n.connected ? '' : ' (not connected)'}`);
+  out('cpu', `${round(n.used.cpu)} of ${n.cpu} reserved`);
+  out('memory', `${n.used.memory_mb} of ${n.memory_mb} MiB reserved`);
+  out('disk', `${n.used.disk_mb} of ${n.disk_mb} MiB reserved`);
+  out('isolation', n.capabilities.isolation.join(', '));
+  out('nix', n.capabilities.nix ?? 'not found');
+  out('kvm', n.capabilities.kvm ? 'usable' : 'not usable');
+  out(
+    'attributes',
+    Object.entries(n.capabilities.attributes)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ') || '-',
+  );
+  out('agent', n.version);
+  out('last seen', ago(n.last_seen_at));
+  process.stdout.write(`\n${color.bold('workloads')}\n`);
+  printTable(
+    ['id', 'status'],
+    (n.workloads ?? []).map((w) => [w.id, statusColor(w.status)]),
+  );
+}
+
+export async function drain(id: string, opts: Opts & { undo?: boolean }) {
+  const n = await new ApiClient(opts).post<NodeView>(
+    `/api/nodes/${encodeURIComponent(id)}/${opts.undo ? 'undrain' : 'drain'}`,
+  );
+  if (opts.json) return printJson(n);
+  process.stdout.write(`${n.name}: ${statusColor(n.status)}\n`);
+}

@@ -1,0 +1,67 @@
+/** `mxc submit [FILE]`: reads a job (store path, file or JSON; stdin by default), validates it, sends it, optionally waits. */
+import { JobInputError, readJobInput } from '../../compiler/job-input.js';
+import { ApiClient, type ClientOptions } from '../client.js';
+import { CliError } from '../errors.js';
+import { printJson } from '../output.js';
+import { waitForJob } from './wait.js';
+
+export interface SubmitOptions extends ClientOptions {
+  json?: boolean;
+  wait?: boolean;
+  timeout?: string;
+  push?: boolean;
+}
+
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) {
+    throw new CliError(
+      'no job given: pipe `nix-build examples/x --no-out-link` into `mxc submit`, or pass a file path',
+    );
+  }
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function submit(file: string | undefined, opts: SubmitOptions): Promise<void> {
+  let spec: Awaited<ReturnType<typeof readJobInput>>['spec'];
+  try {
+    const input = file ? (file === '-' ? await readStdin() : file) : await readStdin();
+    spec = (await readJobInput(input, file && file !== '-' ? file : 'stdin')).spec;
+  } catch (err) {
+    if (err instanceof JobInputError) throw new CliError(err.message, 2);
+    throw err;
+  }
+  const client = new ApiClient(opts);
+  if (opts.push !== false) {
+    const { pushJobClosure } = await import('./push-closure.js');
+    await pushJobClosure(client, spec, { quiet: opts.json === true });
+  }
+  const res = await client.post<{
+    job: { id: string; key: string };
+    version: number;
+    changed: boolean;
+    workloads: string[];
+  }>('/api/jobs', spec);
+  if (!opts.wait) {
+    if (opts.json) printJson(res);
+    else if (res.changed) {
+      process.stdout.write(
+        `submitted ${res.job.key} version ${res.version}: ${res.workloads.length} workload(s)\n`,
+      );
+      for (const w of res.workloads) process.stdout.write(`  ${w}\n`);
+    } else process.stdout.write(`${res.job.key} is unchanged (version ${res.version}); nothing to do\n`);
+    return;
+  }
+  const result = await waitForJob(client, res.job.id, {
+    timeoutMs: Number(opts.timeout ?? '300') * 1000,
+    quiet: opts.json === true,
+    batch: !spec.service,
+  });
+  if (opts.json) printJson({ ...res, workloads: result.workloads });
+  else {
+    for (const w of result.workloads)
+      process.stdout.write(`${w.id}  ${w.status}${w.node ? `  on ${w.node}` : ''}\n`);
+  }
+  if (!result.ok) throw new CliError(result.reason, 1);
+}

@@ -1,0 +1,156 @@
+/** `mxc workloads list|show|stop|logs|events`. */
+import { ApiClient, type ClientOptions } from '../client.js';
+import { CliError } from '../errors.js';
+import { ago, color, printJson, printTable, statusColor } from '../output.js';
+
+interface Opts extends ClientOptions {
+  json?: boolean;
+}
+
+interface WorkloadView {
+  id: string;
+  job: string;
+  instance: number;
+  status: string;
+  node: string | null;
+  cpu: number;
+  memory_mb: number;
+  isolation: string;
+  pending_reason: string | null;
+  error: string | null;
+  restarts: number;
+  ports: Record<string, number>;
+  processes: { name: string; state: string; runs: number; failures: number; exit_code: number | null }[];
+  created_at: string;
+  updated_at: string;
+  events?: { ts: string; from_status: string | null; to_status: string; reason: string }[];
+}
+
+export async function list(opts: Opts & { status?: string; job?: string; node?: string }) {
+  const q = new URLSearchParams();
+  if (opts.status) q.set('status', opts.status);
+  if (opts.job) q.set('job', opts.job);
+  if (opts.node) q.set('node', opts.node);
+  const rows = await new ApiClient(opts).get<WorkloadView[]>(`/api/workloads${q.size ? `?${q}` : ''}`);
+  if (opts.json) return printJson(rows);
+  printTable(
+    ['id', 'job', 'status', 'node', 'cpu', 'mem', 'updated', 'note'],
+    rows.map((w) => [
+      w.id,
+      w.job,
+      statusColor(w.status),
+      w.node ?? '-',
+      String(w.cpu),
+      `${w.memory_mb}M`,
+      ago(w.updated_at),
+      w.status === 'pending' ? (w.pending_reason ?? 'waiting for a scheduling pass') : (w.error ?? ''),
+    ]),
+  );
+}
+
+export async function show(id: string, opts: Opts) {
+  const w = await new ApiClient(opts).get<WorkloadView>(`/api/workloads/${encodeURIComponent(id)}`);
+  if (opts.json) return printJson(w);
+  const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(12))}${v}\n`);
+  out('id', w.id);
+  out('job', `${w.job} (instance ${w.instance})`);
+  out('status', statusColor(w.status));
+  out('node', w.node ?? '-');
+  out('isolation', w.isolation);
+  out('resources', `cpu ${w.cpu}, memory ${w.memory_mb} MiB`);
+  if (w.restarts) out('restarts', String(w.restarts));
+  if (Object.keys(w.ports).length)
+    out(
+      'ports',
+      Object.entries(w.ports)
+        .map(([n, p]) => `${n}=${p}`)
+        .join(', '),
+    );
+  if (w.status === 'pending') out('pending', w.pending_reason ?? 'waiting for a scheduling pass');
+  if (w.error) out('error', w.error);
+  if (w.processes.length) {
+    process.stdout.write(`\n${color.bold('processes')}\n`);
+    printTable(
+      ['name', 'state', 'runs', 'failures', 'exit'],
+      w.processes.map((p) => [
+        p.name,
+        statusColor(p.state),
+        String(p.runs),
+        String(p.failures),
+        String(p.exit_code ?? '-'),
+      ]),
+    );
+  }
+  process.stdout.write(`\n${color.bold('events')}\n`);
+  printTable(
+    ['when', 'transition', 'reason'],
+    (w.events ?? []).map((e) => [
+      new Date(e.ts).toISOString(),
+      `${e.from_status ?? '∅'} → ${e.to_status}`,
+      e.reason,
+    ]),
+  );
+}
+
+export async function stop(id: string, opts: Opts) {
+  const w = await new ApiClient(opts).post<WorkloadView>(`/api/workloads/${encodeURIComponent(id)}/stop`);
+  if (opts.json) return printJson(w);
+  process.stdout.write(`${w.id}: ${statusColor(w.status)}\n`);
+}
+
+export async function events(id: string, opts: Opts) {
+  const rows = await new ApiClient(opts).get<NonNullable<WorkloadView['events']>>(
+    `/api/workloads/${encodeURIComponent(id)}/events`,
+  );
+  if (opts.json) return printJson(rows);
+  printTable(
+    ['when', 'transition', 'reason'],
+    rows.map((e) => [new Date(e.ts).toISOString(), `${e.from_status ?? '∅'} → ${e.to_status}`, e.reason]),
+  );
+}
+
+interface LogRow {
+  id: number;
+  process: string;
+  stream: string;
+  run: number;
+  ts: number;
+  line: string;
+}
+
+const printLog = (l: LogRow, json?: boolean) => {
+  if (json) process.stdout.write(`${JSON.stringify(l)}\n`);
+  else if (l.stream === 'system') process.stdout.write(color.dim(`[${l.process}] ${l.line}\n`));
+  else process.stdout.write(`${color.dim(`[${l.process}]`)} ${l.line}\n`);
+};
+
+export async function logs(id: string, opts: Opts & { process?: string; follow?: boolean; tail?: string }) {
+  const client = new ApiClient(opts);
+  const q = new URLSearchParams();
+  if (opts.process) q.set('process', opts.process);
+  if (opts.tail) q.set('limit', opts.tail);
+  if (!opts.follow) {
+    const rows = await client.get<LogRow[]>(`/api/workloads/${encodeURIComponent(id)}/logs?${q}`);
+    if (opts.json && !opts.follow) return printJson(rows);
+    for (const l of rows) printLog(l);
+    return;
+  }
+  q.set('follow', '1');
+  const res = await client.raw('GET', `/api/workloads/${encodeURIComponent(id)}/logs?${q}`);
+  if (!res.ok || !res.body) {
+    const body = (await res.json().catch(() => ({}))) as { error?: { message: string } };
+    throw new CliError(body.error?.message ?? `HTTP ${res.status}`);
+  }
+  let buf = '';
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body) {
+    buf += decoder.decode(chunk as Uint8Array, { stream: true });
+    let nl = buf.indexOf('\n');
+    while (nl >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line) printLog(JSON.parse(line) as LogRow, opts.json);
+      nl = buf.indexOf('\n');
+    }
+  }
+}

@@ -1,0 +1,10 @@
+/** Errors the CLI shows as a message (exit 1, or the given code) rather than as a crash report. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * `mxc`: the command definitions, only. Each command's work lives in `cli/commands/`, imported lazily so
+ * `--help` stays fast. This is the only module that turns errors into exit codes.
+ */
+import { Command, Option } from 'commander';
+import { CliError } from './errors.js';
+
+export const VERSION = '0.1.0';
+
+const program = new Command('mxc')
+  .description('mxc: a Nix-native workload orchestrator')
+  .version(VERSION, '-V, --version')
+  .showHelpAfterError('(run with --help for usage)')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  $ npx mxc up                                                   # coordinator + agent + demo on :4000
+  $ nix-build examples/hello_world --no-out-link | npx mxc submit --wait
+  $ npx mxc workloads list
+  $ npx mxc workloads logs <id> -f
+
+Environment: MXC_COORDINATOR (default http://127.0.0.1:4000), MXC_API_TOKEN, MXC_AGENT_TOKEN,
+DATABASE_URL (PostgreSQL; embedded PGlite when unset), MXC_HEARTBEAT_TTL (seconds).`,
+  );
+
+/** Options every client command takes. */
+function client(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('-c, --coordinator <url>', 'coordinator URL').env('MXC_COORDINATOR'))
+    .addOption(new Option('--token <token>', 'API token').env('MXC_API_TOKEN'))
+    .option('--json', 'print JSON for scripts');
+}
+
+const lazy =
+  <M, K extends keyof M>(load: () => Promise<M>, name: K) =>
+  async (...args: unknown[]) => {
+    const mod = await load();
+    // Commander passes (args…, options, command); our functions take (args…, options).
+    return (mod[name] as (...a: unknown[]) => Promise<void>)(...args.slice(0, -1));
+  };
+
+const daemons = () => import('./commands/daemons.js');
+const workloads = () => import('./commands/workloads.js');
+const nodes = () => import('./commands/nodes.js');
+const jobs = () => import('./commands/jobs.js');
+
+program
+  .command('up')
+  .description('run a standalone cluster (coordinator + one agent) and submit the hello_world demo')
+  .option('-p, --port <port>', 'HTTP port', '4000')
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('-d, --data-dir <dir>', 'state directory', '.mxc')
+  .option('--no-demo', 'do not build and submit examples/hello_world')
+  .addHelpText('after', '\nExample:\n  $ npx mxc up --port 4000 --data-dir ./.mxc')
+  .action(lazy(daemons, 'up'));
+
+program
+  .command('coordinator')
+  .description('run the coordinator alone (PostgreSQL from DATABASE_URL, else embedded PGlite)')
+  .option('-p, --port <port>', 'HTTP port', '4000')
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('-d, --data-dir <dir>', 'state directory', '.mxc')
+  .addHelpText(
+    'after',
+    '\nExample:\n  $ MXC_API_TOKEN=s3cret DATABASE_URL=postgres://127.0.0.1/mxc npx mxc coordinator --port 4000',
+  )
+  .action(lazy(daemons, 'coordinator'));
+
+program
+  .command('agent')
+  .description('run an agent that joins a coordinator and runs workloads')
+  .addOption(new Option('-c, --coordinator <url>', 'coordinator URL').env('MXC_COORDINATOR'))
+  .addOption(new Option('--token <token>', 'agent join token').env('MXC_AGENT_TOKEN'))
+  .addOption(new Option('--name <name>', 'node name (default: hostname)').env('MXC_AGENT_NAME'))
+  .addOption(new Option('--cpu <n>', 'cpu cores offered (default: detected)').env('MXC_AGENT_CPU'))
+  .addOption(new Option('--memory <mb>', 'memory offered in MiB (default: detected)').env('MXC_AGENT_MEMORY'))
+  .addOption(
+    new Option('--state-dir <dir>', 'agent state directory').env('MXC_AGENT_STATE_DIR').default('.mxc/agent'),
+  )
+  .addOption(
+    new Option('--store-root <dir>', 'run on a chroot nix store under DIR').env('MXC_AGENT_STORE_ROOT'),
+  )
+  .option('--attr <key=value...>', 'node attributes for placement constraints')
+  .addHelpText(
+    'after',
+    '\nExample:\n  $ npx mxc agent --coordinator http://10.0.0.1:4000 --token $JOIN_TOKEN --attr rack=a1',
+  )
+  .action(lazy(daemons, 'agent'));
+
+client(program.command('submit [file]'))
+  .description('submit a job: the store path nix-build printed, a JSON file, or JSON on stdin')
+  .option('-w, --wait', 'wait until the workloads run (non-zero exit with the reason if they cannot)')
+  .option('--timeout <seconds>', 'how long --wait waits', '300')
+  .option('--no-push', 'do not upload the closure to the coordinator cache')
+  .addHelpText(
+    'after',
+    '\nExample:\n  $ nix-build examples/hello_world --no-out-link | npx mxc submit --wait',
+  )
+  .action(async (file: string | undefined, opts) =>
+    (await import('./commands/submit.js')).submit(file, opts),
+  );
+
+program
+  .command('build <file>')
+  .description('nix-build a job expression, validate it, print the store path of its JSON')
+  .option('-A, --attr <attr>', 'attribute to build')
+  .option('--json', 'print the job spec instead of its store path')
+  .addHelpText(
+    'after',
+    '\nExample:\n  $ npx mxc build examples/web --argstr greeting hi\n(--arg NAME EXPR and --argstr NAME VALUE are passed to nix-build)',
+  )
+  .action(async (file: string, opts) =>
+    (await import('./commands/build.js')).build(file, { ...opts, ...nixArgs }),
+  );
+
+const wl = program.command('workloads').alias('wl').description('workloads (placed instances of jobs)');
+client(wl.command('list'))
+  .description('list workloads')
+  .option('--status <s,...>', 'filter by status')
+  .option('--job <job>', 'filter by job id or key')
+  .option('--node <node>', 'filter by node id or name')
+  .addHelpText('after', '\nExample:\n  $ npx mxc workloads list --status pending,failed')
+  .action(lazy(workloads, 'list'));
+client(wl.command('show <id>'))
+  .description('a workload: status, why it is pending, processes, event history')
+  .addHelpText('after', '\nExample:\n  $ npx mxc workloads show hello_world-0-1a2b3c4d')
+  .action(lazy(workloads, 'show'));
+client(wl.command('stop <id>')).description('stop a workload').action(lazy(workloads, 'stop'));
+client(wl.command('events <id>'))
+  .description('a workload’s status history')
+  .action(lazy(workloads, 'events'));
+client(wl.command('logs <id>'))
+  .description('output of a workload’s processes')
+  .option('-p, --process <name>', 'only this process')
+  .option('-f, --follow', 'keep printing new lines until the workload ends')
+  .option('-n, --tail <lines>', 'how many recent lines', '1000')
+  .addHelpText('after', '\nExample:\n  $ npx mxc workloads logs hello_world-0-1a2b3c4d -p hello_world -f')
+  .action(lazy(workloads, 'logs'));
+
+const nd = program.command('nodes').description('nodes (agents) of the cluster');
+client(nd.command('list')).description('list nodes').action(lazy(nodes, 'list'));
+client(nd.command('show <id>'))
+  .description('a node, its resources and workloads')
+  .action(lazy(nodes, 'show'));
+client(nd.command('drain <id>'))
+  .description('move a node’s workloads elsewhere and take no new ones')
+  .option('--undo', 'end the drain')
+  .action(lazy(nodes, 'drain'));
+
+const jb = program.command('jobs').description('submitted jobs and their versions');
+client(jb.command('list')).description('list jobs').action(lazy(jobs, 'list'));
+client(jb.command('show <id>')).description('a job and its workloads').action(lazy(jobs, 'show'));
+client(jb.command('stop <id>')).description('stop every workload of a job').action(lazy(jobs, 'stop'));
+client(jb.command('versions <id>'))
+  .description('every submitted version of a job')
+  .action(lazy(jobs, 'versions'));
+
+const cl = program.command('cluster').description('the cluster as a whole');
+client(cl.command('status'))
+  .description('nodes, workloads and resources at a glance')
+  .action(async (opts) => (await import('./commands/cluster.js')).status(opts));
+
+program
+  .command('version')
+  .description('print the mxc version')
+  .action(() => {
+    process.stdout.write(`mxc ${VERSION}\n`);
+  });
+
+/** `--arg NAME EXPR` / `--argstr NAME VALUE` take two values, which commander cannot express: lift them out first. */
+const nixArgs: { arg: string[]; argstr: string[] } = { arg: [], argstr: [] };
+function liftNixArgs(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if ((a === '--arg' || a === '--argstr') && argv[2] === 'build') {
+      if (i + 2 >= argv.length) throw new CliError(`${a} takes a name and a value`, 2);
+      nixArgs[a === '--arg' ? 'arg' : 'argstr'].push(argv[i + 1]!, argv[i + 2]!);
+      i += 2;
+    } else out.push(a);
+  }
+  return out;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  try {
+    await program.parseAsync(liftNixArgs(argv));
+  } catch (err) {
+    if (err instanceof CliError) {
+      process.stderr.write(`mxc: ${err.message}\n`);
+      process.exit(err.exitCode);
+    }
+    process.stderr.write(
+      `mxc: internal error: ${(err as Error).stack ?? String(err)}\nThis is a bug in mxc; please report it with the command you ran.\n`,
+    );
+    process.exit(70);
+  }
+}

@@ -1,0 +1,67 @@
+/** Output for people (tables sized to the terminal, colour only on a TTY) and for scripts (`--json`). */
+const tty = process.stdout.isTTY === true && !process.env.NO_COLOR;
+
+const paint = (code: number) => (s: string) => (tty ? `\u001b[${code}m${s}\u001b[0m` : s);
+export const color = { red: paint(31), green: paint(32), yellow: paint(33), dim: paint(2), bold: paint(1) };
+
+export function statusColor(s: string): string {
+  if (s === 'running' || s === 'ready') return color.green(s);
+  if (s === 'failed' || s === 'lost' || s === 'down') return color.red(s);
+  if (s === 'pending' || s === 'starting' || s === 'stopping' || s === 'draining') return color.yellow(s);
+  return s;
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
+
+const visible = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, '').length;
+
+/** A table with a header row; the widest column is cut to fit the terminal. */
+export function printTable(headers: string[], rows: string[][]): void {
+  if (rows.length === 0) {
+    process.stdout.write(color.dim('(none)\n'));
+    return;
+  }
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => visible(r[i] ?? ''))));
+  const max = process.stdout.columns ?? 160;
+  const total = () => widths.reduce((a, b) => a + b + 2, 0);
+  while (total() > max) {
+    const i = widths.indexOf(Math.max(...widths));
+    if (widths[i]! <= 12) break;
+    widths[i]!--;
+  }
+  const cell = (s: string, w: number) => {
+    const v = visible(s);
+    if (v > w) return `${s.replace(/\u001b\[[0-9;]*m/g, '').slice(0, w - 1)}…`;
+    return s + ' '.repeat(w - v);
+  };
+  process.stdout.write(
+    `${headers.map((h, i) => color.bold(cell(h.toUpperCase(), widths[i]!))).join('  ')}\n`,
+  );
+  for (const r of rows)
+    process.stdout.write(
+      `${r
+        .map((c, i) => cell(c ?? '', widths[i]!))
+        .join('  ')
+        .trimEnd()}\n`,
+    );
+}
+
+export function ago(ts: string | Date | null | undefined): string {
+  if (!ts) return '-';
+  const s = Math.max(0, Math.round((Date.now() - new Date(ts).getTime()) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+/** A one-line progress bar on stderr (TTY only). */
+export function progress(label: string, done: number, total: number, extra = ''): void {
+  if (!process.stderr.isTTY) return;
+  const w = 24;
+  const f = total > 0 ? Math.min(w, Math.round((done / total) * w)) : w;
+  process.stderr.write(`\r${label} [${'#'.repeat(f)}${'.'.repeat(w - f)}] ${done}/${total} ${extra}\u001b[K`);
+  if (done >= total) process.stderr.write('\n');
+}

@@ -1,0 +1,49 @@
+/** The one error handler: coded JSON for every error; 4xx messages go to the client, 5xx details only to the log. */
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { MxcError } from '../errors.js';
+
+export function installErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError | MxcError | Error, req, reply) => {
+    if (err instanceof MxcError) {
+      if (err.status >= 500) req.log.error({ err }, err.message);
+      return reply
+        .status(err.status)
+        .send({ error: { code: err.code, message: err.message, details: err.details } });
+    }
+    const fe = err as FastifyError;
+    const status = fe.statusCode ?? 500;
+    if (status < 500) {
+      const code =
+        fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+          ? 'BODY_TOO_LARGE'
+          : fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+            ? 'UNSUPPORTED_MEDIA_TYPE'
+            : status === 400
+              ? 'BAD_REQUEST'
+              : (fe.code ?? 'BAD_REQUEST');
+      const message =
+        code === 'BODY_TOO_LARGE'
+          ? `request body is larger than the limit of ${app.initialConfig.bodyLimit} bytes`
+          : fe.message.startsWith('Body is not valid JSON') || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY'
+            ? `request body is not valid JSON: ${fe.message}`
+            : fe.message;
+      return reply.status(status).send({ error: { code, message } });
+    }
+    req.log.error({ err }, 'internal error');
+    return reply
+      .status(500)
+      .send({
+        error: {
+          code: 'INTERNAL',
+          message: 'internal error; the coordinator log has the details (request id ' + req.id + ')',
+        },
+      });
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply
+      .status(404)
+      .send({
+        error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` },
+      }),
+  );
+}

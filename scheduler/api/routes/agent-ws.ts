@@ -1,0 +1,91 @@
+/**
+ * `/api/agent/ws`: the agent connection. The agent authenticates with its join token, sends `hello`
+ * within 10 s, then heartbeats and reports. Bad frames get an `error` message; they never crash the coordinator.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { WebSocket } from 'ws';
+import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js';
+import type { AgentSession, Coordinator } from '../../coordinator.js';
+import { MxcError } from '../../errors.js';
+import { isAgent, type Tokens } from '../auth.js';
+
+const HELLO_TIMEOUT_MS = 10_000;
+
+export async function agentSocketRoutes(
+  app: FastifyInstance,
+  opts: { coordinator: Coordinator; tokens: Tokens },
+) {
+  const { coordinator } = opts;
+  app.get('/api/agent/ws', { websocket: true }, (socket: WebSocket, req) => {
+    const session: AgentSession = {
+      send: (msg: CoordinatorMessage) => {
+        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
+      },
+      close: (code = 1000, reason = '') => socket.close(code, reason),
+    };
+    if (!isAgent(req, opts.tokens)) {
+      session.send({
+        type: 'error',
+        code: 'UNAUTHORIZED',
+        message: 'wrong or missing agent token: start the agent with --token (MXC_AGENT_TOKEN)',
+      });
+      socket.close(4401, 'unauthorized');
+      return;
+    }
+    let nodeId: string | null = null;
+    const helloTimer = setTimeout(() => {
+      if (!nodeId) socket.close(4408, 'no hello within 10 s');
+    }, HELLO_TIMEOUT_MS);
+    // Messages are handled one at a time, in order, per connection.
+    let chain: Promise<void> = Promise.resolve();
+
+    socket.on('message', (raw) => {
+      chain = chain.then(async () => {
+        let msg: AgentMessage;
+        try {
+          const parsed = AgentMessage.safeParse(JSON.parse(raw.toString()));
+          if (!parsed.success) {
+            session.send({
+              type: 'error',
+              code: 'BAD_MESSAGE',
+              message: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
+            });
+            return;
+          }
+          msg = parsed.data;
+        } catch (err) {
+          session.send({
+            type: 'error',
+            code: 'BAD_MESSAGE',
+            message: `not JSON: ${(err as Error).message}`,
+          });
+          return;
+        }
+        try {
+          if (!nodeId) {
+            if (msg.type !== 'hello') {
+              session.send({
+                type: 'error',
+                code: 'HELLO_FIRST',
+                message: 'send hello before anything else',
+              });
+              return;
+            }
+            clearTimeout(helloTimer);
+            nodeId = await coordinator.agentConnected(session, msg);
+            return;
+          }
+          await coordinator.agentMessage(nodeId, msg);
+        } catch (err) {
+          if (err instanceof MxcError) session.send({ type: 'error', code: err.code, message: err.message });
+          else req.log.error({ err }, 'agent message failed');
+        }
+      });
+    });
+    socket.on('close', () => {
+      clearTimeout(helloTimer);
+      if (nodeId) coordinator.agentDisconnected(nodeId, session);
+    });
+    socket.on('error', (err) => req.log.warn({ err }, 'agent socket error'));
+  });
+}

@@ -1,0 +1,76 @@
+/** `/api/cluster/status`, `/healthz` and `/metrics` (Prometheus text). */
+import type { FastifyInstance } from 'fastify';
+import type { Coordinator } from '../../coordinator.js';
+import * as nodes from '../../store/nodes.js';
+import * as wl from '../../store/workloads.js';
+
+export async function clusterStatus(coordinator: Coordinator) {
+  const db = coordinator.db;
+  const [all, usage, byStatus] = await Promise.all([
+    nodes.listNodes(db),
+    wl.usageByNode(db),
+    wl.countByStatus(db),
+  ]);
+  const live = all.filter((n) => n.status !== 'down');
+  const sum = (f: (n: nodes.NodeRow) => number) => live.reduce((a, n) => a + f(n), 0);
+  const used = (k: 'cpu' | 'memory_mb' | 'disk_mb') =>
+    live.reduce((a, n) => a + (usage.get(n.id)?.[k] ?? 0), 0);
+  return {
+    node_count: all.length,
+    nodes_ready: all.filter((n) => n.status === 'ready').length,
+    nodes_down: all.filter((n) => n.status === 'down').length,
+    nodes_draining: all.filter((n) => n.status === 'draining').length,
+    workload_count: Object.values(byStatus).reduce((a, b) => a + b, 0),
+    workloads_by_status: byStatus,
+    workloads_running: byStatus.running ?? 0,
+    total_cpu: sum((n) => n.cpu),
+    total_memory_mb: sum((n) => n.memory_mb),
+    total_disk_mb: sum((n) => n.disk_mb),
+    used_cpu: used('cpu'),
+    used_memory_mb: used('memory_mb'),
+    used_disk_mb: used('disk_mb'),
+    database: db.engine,
+  };
+}
+
+export async function clusterRoutes(
+  app: FastifyInstance,
+  opts: { coordinator: Coordinator; extra?: () => Promise<Record<string, unknown>> },
+) {
+  app.get('/api/cluster/status', async () => ({
+    data: { ...(await clusterStatus(opts.coordinator)), ...((await opts.extra?.()) ?? {}) },
+  }));
+
+  app.get('/healthz', async () => {
+    await opts.coordinator.db.query('SELECT 1');
+    return { status: 'ok' };
+  });
+
+  app.get('/metrics', async (_req, reply) => {
+    const s = await clusterStatus(opts.coordinator);
+    const lines = [
+      '# HELP mxc_nodes Nodes by status.',
+      '# TYPE mxc_nodes gauge',
+      `mxc_nodes{status="ready"} ${s.nodes_ready}`,
+      `mxc_nodes{status="draining"} ${s.nodes_draining}`,
+      `mxc_nodes{status="down"} ${s.nodes_down}`,
+      '# HELP mxc_workloads Workloads by status.',
+      '# TYPE mxc_workloads gauge',
+      ...['pending', 'starting', 'running', 'stopping', 'stopped', 'failed', 'lost'].map(
+        (st) => `mxc_workloads{status="${st}"} ${s.workloads_by_status[st] ?? 0}`,
+      ),
+      '# HELP mxc_cpu_cores CPU cores of live nodes, total and reserved.',
+      '# TYPE mxc_cpu_cores gauge',
+      `mxc_cpu_cores{kind="total"} ${s.total_cpu}`,
+      `mxc_cpu_cores{kind="used"} ${s.used_cpu}`,
+      '# HELP mxc_memory_bytes Memory of live nodes, total and reserved.',
+      '# TYPE mxc_memory_bytes gauge',
+      `mxc_memory_bytes{kind="total"} ${s.total_memory_mb * 1048576}`,
+      `mxc_memory_bytes{kind="used"} ${s.used_memory_mb * 1048576}`,
+      '# HELP process_resident_memory_bytes Coordinator resident memory.',
+      '# TYPE process_resident_memory_bytes gauge',
+      `process_resident_memory_bytes ${process.memoryUsage().rss}`,
+    ];
+    return reply.type('text/plain; version=0.0.4').send(`${lines.join('\n')}\n`);
+  });
+}

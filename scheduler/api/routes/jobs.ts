@@ -1,0 +1,41 @@
+/** `/api/jobs`: submit (create or replace), list, show, versions, stop. */
+import type { FastifyInstance } from 'fastify';
+import type { Coordinator } from '../../coordinator.js';
+import { errors } from '../../errors.js';
+import * as jobs from '../../store/jobs.js';
+import * as wl from '../../store/workloads.js';
+
+export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
+  const db = coordinator.db;
+
+  app.post('/api/jobs', async (req, reply) => {
+    if (req.body === undefined || req.body === null || typeof req.body !== 'object') {
+      throw errors.badRequest('send the job spec as a JSON object (Content-Type: application/json)');
+    }
+    const res = await coordinator.submitJob(req.body);
+    return reply.status(res.changed ? 201 : 200).send({
+      data: { job: res.job, version: res.version, changed: res.changed, workloads: res.workloads },
+    });
+  });
+
+  app.get('/api/jobs', async () => ({ data: await jobs.listJobs(db) }));
+
+  app.get<{ Params: { id: string } }>('/api/jobs/:id', async (req) => {
+    const job = await jobs.getJob(db, req.params.id);
+    if (!job) throw errors.notFound('job', req.params.id);
+    const v = await jobs.getJobVersion(db, job.id, job.current_version);
+    const workloads = await wl.listWorkloads(db, { jobId: job.id, limit: 1000 });
+    return { data: { ...job, spec: v?.spec, workloads } };
+  });
+
+  app.get<{ Params: { id: string } }>('/api/jobs/:id/versions', async (req) => {
+    const job = await jobs.getJob(db, req.params.id);
+    if (!job) throw errors.notFound('job', req.params.id);
+    return { data: await jobs.listJobVersions(db, job.id) };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/jobs/:id/stop', async (req) => {
+    const res = await coordinator.stopJob(req.params.id);
+    return { data: res };
+  });
+}

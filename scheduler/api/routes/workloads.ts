@@ -1,0 +1,144 @@
+/** `/api/workloads`: list, show (with pending reason and events), stop, events, logs (optionally followed). */
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { WorkloadStatus } from '../../../spec/messages.js';
+import type { ChangeEvent, Coordinator } from '../../coordinator.js';
+import { isTerminal } from '../../core/lifecycle.js';
+import { errors } from '../../errors.js';
+import * as jobs from '../../store/jobs.js';
+import * as logs from '../../store/logs.js';
+import * as nodes from '../../store/nodes.js';
+import * as wl from '../../store/workloads.js';
+
+const ListQuery = z.object({
+  status: z
+    .string()
+    .transform((s) => s.split(','))
+    .pipe(z.array(WorkloadStatus))
+    .optional(),
+  job: z.string().optional(),
+  node: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(10000).optional(),
+});
+
+const LogsQuery = z.object({
+  process: z.string().optional(),
+  after: z.coerce.number().int().min(0).optional(),
+  limit: z.coerce.number().int().min(1).max(100000).optional(),
+  follow: z.enum(['0', '1', 'true', 'false']).optional(),
+});
+
+export async function workloadRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
+  const db = coordinator.db;
+
+  const parse = <T>(schema: z.ZodType<T>, v: unknown, what: string): T => {
+    const r = schema.safeParse(v);
+    if (!r.success)
+      throw errors.validation(
+        what,
+        r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
+      );
+    return r.data;
+  };
+
+  const present = async (ws: wl.WorkloadRow[]) => {
+    const nodeNames = new Map((await nodes.listNodes(db)).map((n) => [n.id, n.name]));
+    const jobKeys = new Map<string, string>();
+    for (const w of ws) {
+      if (!jobKeys.has(w.job_id)) jobKeys.set(w.job_id, (await jobs.getJob(db, w.job_id))?.key ?? w.job_id);
+    }
+    return ws.map((w) => ({
+      ...w,
+      job: jobKeys.get(w.job_id),
+      node: w.node_id ? nodeNames.get(w.node_id) : null,
+    }));
+  };
+
+  app.get('/api/workloads', async (req) => {
+    const q = parse(ListQuery, req.query, 'query');
+    let jobId: string | undefined;
+    if (q.job) {
+      const job = await jobs.getJob(db, q.job);
+      if (!job) throw errors.notFound('job', q.job);
+      jobId = job.id;
+    }
+    let nodeId: string | undefined;
+    if (q.node) {
+      const node = await nodes.getNode(db, q.node);
+      if (!node) throw errors.notFound('node', q.node);
+      nodeId = node.id;
+    }
+    return {
+      data: await present(await wl.listWorkloads(db, { status: q.status, jobId, nodeId, limit: q.limit })),
+    };
+  });
+
+  const load = async (id: string) => {
+    const w = await wl.getWorkload(db, id);
+    if (!w) throw errors.notFound('workload', id);
+    return w;
+  };
+
+  app.get<{ Params: { id: string } }>('/api/workloads/:id', async (req) => {
+    const w = await load(req.params.id);
+    const [view] = await present([w]);
+    const events = await wl.listEvents(db, w.id);
+    return { data: { ...view, events } };
+  });
+
+  app.get<{ Params: { id: string } }>('/api/workloads/:id/events', async (req) => {
+    const w = await load(req.params.id);
+    return { data: await wl.listEvents(db, w.id) };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/workloads/:id/stop', async (req) => ({
+    data: await coordinator.stopWorkload(req.params.id),
+  }));
+
+  app.get<{ Params: { id: string } }>('/api/workloads/:id/logs', async (req, reply) => {
+    const q = parse(LogsQuery, req.query, 'query');
+    const w = await load(req.params.id);
+    const follow = q.follow === '1' || q.follow === 'true';
+    if (!follow)
+      return {
+        data: await logs.readLogs(db, w.id, { process: q.process, afterId: q.after, limit: q.limit }),
+      };
+
+    // Follow: newline-delimited JSON, one log line per line, until the workload ends or the client leaves.
+    reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
+    let after = q.after ?? 0;
+    let ended = false;
+    let busy = false;
+    const pump = async () => {
+      if (busy || ended) return;
+      busy = true;
+      try {
+        for (;;) {
+          const rows = await logs.readLogs(db, w.id, { process: q.process, afterId: after, limit: 1000 });
+          for (const r of rows) reply.raw.write(`${JSON.stringify(r)}\n`);
+          if (rows.length) after = rows[rows.length - 1]!.id;
+          if (rows.length < 1000) break;
+        }
+        const now = await wl.getWorkload(db, w.id);
+        if (!now || isTerminal(now.status)) finish();
+      } finally {
+        busy = false;
+      }
+    };
+    const onChange = (e: ChangeEvent) => {
+      if (e.id === w.id) void pump();
+    };
+    const timer = setInterval(() => void pump(), 1000);
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      clearInterval(timer);
+      coordinator.events.off('change', onChange);
+      reply.raw.end();
+    };
+    coordinator.events.on('change', onChange);
+    req.raw.on('close', finish);
+    await pump();
+    return reply;
+  });
+}

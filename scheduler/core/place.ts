@@ -1,0 +1,279 @@
+/**
+ * The pure placement core: `place(snapshot, demands, opts) → Plan`. Feasibility is a chain of small
+ * checkers (each passes a node or names a rejection reason), ranking a chain of scorers, ties broken by a
+ * hash seeded from the evaluation id. No I/O, no clock, no unseeded randomness.
+ */
+import { createHash } from 'node:crypto';
+
+export type Isolation = 'process' | 'sandbox' | 'microvm';
+
+export interface NodeView {
+  id: string;
+  name: string;
+  status: 'ready' | 'down' | 'draining';
+  cpu: number;
+  memory_mb: number;
+  disk_mb: number;
+  used: { cpu: number; memory_mb: number; disk_mb: number };
+  isolation: readonly Isolation[];
+  /** Attributes matched by placement constraints; `host` is always the node name. */
+  attributes: Readonly<Record<string, string>>;
+}
+
+/** An instance already placed (counts for `limit` constraints and the spread-by-job scorer). */
+export interface PlacedInstance {
+  jobId: string;
+  nodeId: string;
+}
+
+export interface Snapshot {
+  nodes: readonly NodeView[];
+  placed: readonly PlacedInstance[];
+}
+
+export interface Demand {
+  workloadId: string;
+  jobId: string;
+  cpu: number;
+  memory_mb: number;
+  disk_mb: number;
+  isolation: Isolation;
+  /** Aurora placement constraints: attribute → "value" | "!value" | "limit:N". */
+  constraints: Readonly<Record<string, string>>;
+}
+
+export type Strategy = 'spread' | 'pack';
+
+export interface PlaceOptions {
+  strategy: Strategy;
+  /** Seeds the tie-break, so a placement can be replayed (the evaluation id). */
+  seed: string;
+}
+
+export interface Placement {
+  workloadId: string;
+  nodeId: string;
+  score: number;
+}
+
+export interface Failure {
+  workloadId: string;
+  /** How many nodes each reason filtered. */
+  reasons: Record<RejectionCode, number>;
+  /** One human sentence: "3 nodes: insufficient memory (need 512 MiB, max free 256 MiB)". */
+  summary: string;
+}
+
+export interface Plan {
+  placements: Placement[];
+  failures: Failure[];
+}
+
+/** Rejection reasons, stable codes shown by the API. */
+export const REJECTION = {
+  NODE_DOWN: 'node down',
+  NODE_DRAINING: 'node draining',
+  CPU: 'insufficient cpu',
+  MEMORY: 'insufficient memory',
+  DISK: 'insufficient disk',
+  ISOLATION: 'isolation not supported',
+  CONSTRAINT: 'constraint not met',
+  DEDICATED: 'dedicated to another job',
+  LIMIT: 'limit reached',
+} as const;
+export type RejectionCode = keyof typeof REJECTION;
+
+interface CheckContext {
+  demand: Demand;
+  node: NodeView;
+  /** Instances of each job per attribute value, kept current as the plan grows. */
+  countFor: (jobId: string, attribute: string, value: string | undefined) => number;
+}
+
+type Checker = (ctx: CheckContext) => RejectionCode | null;
+
+const free = (n: NodeView) => ({
+  cpu: n.cpu - n.used.cpu,
+  memory_mb: n.memory_mb - n.used.memory_mb,
+  disk_mb: n.disk_mb - n.used.disk_mb,
+});
+
+// Tolerate float dust in fractional cpu sums (0.1 + 0.2).
+const EPS = 1e-9;
+
+export const NodeReadyChecker: Checker = ({ node }) =>
+  node.status === 'down' ? 'NODE_DOWN' : node.status === 'draining' ? 'NODE_DRAINING' : null;
+export const IsolationChecker: Checker = ({ node, demand }) =>
+  node.isolation.includes(demand.isolation) ? null : 'ISOLATION';
+export const CpuChecker: Checker = ({ node, demand }) => (free(node).cpu + EPS >= demand.cpu ? null : 'CPU');
+export const MemoryChecker: Checker = ({ node, demand }) =>
+  free(node).memory_mb >= demand.memory_mb ? null : 'MEMORY';
+export const DiskChecker: Checker = ({ node, demand }) =>
+  free(node).disk_mb >= demand.disk_mb ? null : 'DISK';
+
+/** `"value"` must equal the node attribute, `"!value"` must not. `limit:` and `dedicated` are checked elsewhere. */
+export const ValueConstraintChecker: Checker = ({ node, demand }) => {
+  for (const [attr, want] of Object.entries(demand.constraints)) {
+    if (want.startsWith('limit:') || attr === 'dedicated') continue;
+    const have = node.attributes[attr];
+    if (want.startsWith('!')) {
+      if (
+        want
+          .slice(1)
+          .split(',')
+          .includes(have ?? '')
+      )
+        return 'CONSTRAINT';
+    } else if (!want.split(',').includes(have ?? '\u0000')) {
+      return 'CONSTRAINT';
+    }
+  }
+  return null;
+};
+
+/** A node with a `dedicated` attribute takes only jobs asking for that value; a job asking for one goes only there. */
+export const DedicatedChecker: Checker = ({ node, demand }) => {
+  const nodeDedicated = node.attributes.dedicated;
+  const wanted = demand.constraints.dedicated;
+  if (nodeDedicated === undefined && wanted === undefined) return null;
+  return nodeDedicated === wanted ? null : 'DEDICATED';
+};
+
+/** `attr: "limit:N"`: at most N instances of this job per distinct value of `attr`. */
+export const LimitChecker: Checker = ({ node, demand, countFor }) => {
+  for (const [attr, want] of Object.entries(demand.constraints)) {
+    if (!want.startsWith('limit:')) continue;
+    const limit = Number.parseInt(want.slice('limit:'.length), 10);
+    if (countFor(demand.jobId, attr, node.attributes[attr]) >= limit) return 'LIMIT';
+  }
+  return null;
+};
+
+export const CHECKERS: readonly Checker[] = [
+  NodeReadyChecker,
+  IsolationChecker,
+  DedicatedChecker,
+  ValueConstraintChecker,
+  LimitChecker,
+  CpuChecker,
+  MemoryChecker,
+  DiskChecker,
+];
+
+type Scorer = (node: NodeView, demand: Demand, sameJobOnNode: number) => number;
+
+/** Fraction of the node left free after placing, averaged over cpu and memory (0..1). */
+const freeFractionAfter = (node: NodeView, d: Demand) => {
+  const f = free(node);
+  const cpu = node.cpu > 0 ? (f.cpu - d.cpu) / node.cpu : 0;
+  const mem = node.memory_mb > 0 ? (f.memory_mb - d.memory_mb) / node.memory_mb : 0;
+  return (cpu + mem) / 2;
+};
+
+/** spread: prefer the emptiest node. */
+export const SpreadScorer: Scorer = (node, d) => freeFractionAfter(node, d);
+/** pack: prefer the fullest node that fits. */
+export const PackScorer: Scorer = (node, d) => 1 - freeFractionAfter(node, d);
+/** Anti-affinity between instances of one job: each one already on the node costs half a point. */
+export const JobSpreadScorer: Scorer = (_node, _d, sameJobOnNode) => -0.5 * sameJobOnNode;
+
+const tieBreak = (seed: string, workloadId: string, nodeId: string) =>
+  createHash('sha256').update(`${seed}\u0000${workloadId}\u0000${nodeId}`).digest().readUInt32BE(0) / 2 ** 32;
+
+const MiB = (mb: number) => (mb >= 1024 ? `${(mb / 1024).toFixed(1)} GiB` : `${Math.round(mb)} MiB`);
+
+function describe(
+  reasons: Partial<Record<RejectionCode, number>>,
+  total: number,
+  demand: Demand,
+  nodes: readonly NodeView[],
+): string {
+  if (total === 0) return 'no nodes have joined the cluster';
+  const parts = (Object.entries(reasons) as [RejectionCode, number][])
+    .sort((a, b) => b[1] - a[1])
+    .map(([code, count]) => {
+      const label = `${count} node${count === 1 ? '' : 's'}: ${REJECTION[code]}`;
+      const ready = nodes.filter((n) => n.status === 'ready');
+      const maxFree = (k: 'cpu' | 'memory_mb' | 'disk_mb') => Math.max(0, ...ready.map((n) => free(n)[k]));
+      switch (code) {
+        case 'MEMORY':
+          return `${label} (need ${MiB(demand.memory_mb)}, max free ${MiB(maxFree('memory_mb'))})`;
+        case 'CPU':
+          return `${label} (need ${demand.cpu}, max free ${Math.round(maxFree('cpu') * 100) / 100})`;
+        case 'DISK':
+          return `${label} (need ${MiB(demand.disk_mb)}, max free ${MiB(maxFree('disk_mb'))})`;
+        case 'ISOLATION':
+          return `${label} (needs ${demand.isolation})`;
+        case 'CONSTRAINT':
+          return `${label} (${Object.entries(demand.constraints)
+            .filter(([a, v]) => a !== 'dedicated' && !v.startsWith('limit:'))
+            .map(([a, v]) => `${a}=${v}`)
+            .join(', ')})`;
+        default:
+          return label;
+      }
+    });
+  return parts.join('; ');
+}
+
+/**
+ * Places each demand on the best feasible node, in order, accounting for what the plan already used.
+ * Never exceeds a node's capacity; every demand that does not fit gets a failure with its reasons.
+ */
+export function place(snapshot: Snapshot, demands: readonly Demand[], opts: PlaceOptions): Plan {
+  const nodes = snapshot.nodes.map((n) => ({ ...n, used: { ...n.used } }));
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  // jobId → nodeId → count
+  const perNode = new Map<string, Map<string, number>>();
+  const bump = (jobId: string, nodeId: string) => {
+    const m = perNode.get(jobId) ?? new Map<string, number>();
+    perNode.set(jobId, m);
+    m.set(nodeId, (m.get(nodeId) ?? 0) + 1);
+  };
+  for (const p of snapshot.placed) bump(p.jobId, p.nodeId);
+  const countFor = (jobId: string, attribute: string, value: string | undefined) => {
+    const m = perNode.get(jobId);
+    if (!m || value === undefined) return 0;
+    let c = 0;
+    for (const [nodeId, k] of m) if (byId.get(nodeId)?.attributes[attribute] === value) c += k;
+    return c;
+  };
+  const scorer: Scorer = opts.strategy === 'pack' ? PackScorer : SpreadScorer;
+
+  const plan: Plan = { placements: [], failures: [] };
+  for (const demand of demands) {
+    const reasons: Partial<Record<RejectionCode, number>> = {};
+    let best: { node: (typeof nodes)[number]; score: number; tie: number } | null = null;
+    for (const node of nodes) {
+      let rejected: RejectionCode | null = null;
+      for (const check of CHECKERS) {
+        rejected = check({ demand, node, countFor });
+        if (rejected) break;
+      }
+      if (rejected) {
+        reasons[rejected] = (reasons[rejected] ?? 0) + 1;
+        continue;
+      }
+      const same = perNode.get(demand.jobId)?.get(node.id) ?? 0;
+      const score = scorer(node, demand, same) + JobSpreadScorer(node, demand, same);
+      const tie = tieBreak(opts.seed, demand.workloadId, node.id);
+      if (!best || score > best.score + EPS || (Math.abs(score - best.score) <= EPS && tie > best.tie)) {
+        best = { node, score, tie };
+      }
+    }
+    if (best) {
+      best.node.used.cpu += demand.cpu;
+      best.node.used.memory_mb += demand.memory_mb;
+      best.node.used.disk_mb += demand.disk_mb;
+      bump(demand.jobId, best.node.id);
+      plan.placements.push({ workloadId: demand.workloadId, nodeId: best.node.id, score: best.score });
+    } else {
+      plan.failures.push({
+        workloadId: demand.workloadId,
+        reasons: reasons as Record<RejectionCode, number>,
+        summary: describe(reasons, nodes.length, demand, nodes),
+      });
+    }
+  }
+  return plan;
+}

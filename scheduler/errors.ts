@@ -1,0 +1,44 @@
+/**
+ * Coded errors: every error the API returns has a stable code, an HTTP status and a message that
+ * says what to do. Thrown anywhere in the coordinator, turned into JSON by the one error handler.
+ */
+export class MxcError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    message: string,
+    readonly details?: unknown,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'MxcError';
+  }
+}
+
+export const errors = {
+  unauthorized: (what: string) =>
+    new MxcError(
+      'UNAUTHORIZED',
+      401,
+      `missing or wrong ${what} token: pass it as "Authorization: Bearer <token>" (mxc: --token or MXC_API_TOKEN)`,
+    ),
+  validation: (what: string, problems: string[]) =>
+    new MxcError('VALIDATION_FAILED', 422, `${what} is invalid:\n  ${problems.join('\n  ')}`, { problems }),
+  badRequest: (message: string) => new MxcError('BAD_REQUEST', 400, message),
+  notFound: (kind: string, id: string) =>
+    new MxcError('NOT_FOUND', 404, `${kind} "${id}" not found; list them with \`mxc ${kind}s list\``),
+  conflict: (code: string, message: string) => new MxcError(code, 409, message),
+  closureIncomplete: (missing: string[]) =>
+    new MxcError(
+      'CLOSURE_INCOMPLETE',
+      422,
+      `the job's closure is not complete in the coordinator's cache (${missing.length} path(s) missing); push it with \`mxc submit\`, which uploads what is missing`,
+      { missing },
+    ),
+} as const;
+
+/** Turns anything thrown into an Error, keeping the original as `cause`. */
+export function toError(err: unknown, context?: string): Error {
+  if (err instanceof Error) return context ? new Error(`${context}: ${err.message}`, { cause: err }) : err;
+  return new Error(`${context ? `${context}: ` : ''}${String(err)}`, { cause: err });
+}

@@ -1,0 +1,67 @@
+/**
+ * Starts a coordinator: opens the database (PostgreSQL from DATABASE_URL, else embedded PGlite in the
+ * data dir), migrates it, builds the HTTP app and listens. Returns handles for a clean shutdown.
+ */
+import { mkdir } from 'node:fs/promises';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { buildApp } from './api/app.js';
+import type { Tokens } from './api/auth.js';
+import { Coordinator } from './coordinator.js';
+import type { Strategy } from './core/place.js';
+import { type Db, openDb } from './store/db.js';
+import { migrate } from './store/migrate.js';
+
+export interface CoordinatorServerOptions {
+  port: number;
+  host?: string;
+  dataDir: string;
+  databaseUrl?: string;
+  tokens: Tokens;
+  logger: Logger;
+  heartbeatTtlMs?: number;
+  heartbeatIntervalMs?: number;
+  strategy?: Strategy;
+}
+
+export interface CoordinatorServer {
+  app: FastifyInstance;
+  coordinator: Coordinator;
+  db: Db;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startCoordinator(opts: CoordinatorServerOptions): Promise<CoordinatorServer> {
+  await mkdir(opts.dataDir, { recursive: true });
+  const db = await openDb({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir });
+  try {
+    const applied = await migrate(db);
+    if (applied.length) opts.logger.info({ applied }, 'database migrated');
+    const ttl = opts.heartbeatTtlMs ?? 30_000;
+    const coordinator = new Coordinator(db, opts.logger.child({ component: 'coordinator' }), {
+      heartbeatTtlMs: ttl,
+      heartbeatIntervalMs: opts.heartbeatIntervalMs ?? Math.max(50, Math.min(5000, Math.floor(ttl / 3))),
+      strategy: opts.strategy ?? 'spread',
+    });
+    const app = await buildApp({ coordinator, tokens: opts.tokens, logger: opts.logger });
+    const address = await app.listen({ port: opts.port, host: opts.host ?? '127.0.0.1' });
+    coordinator.start();
+    const url = address.replace('[::1]', '127.0.0.1');
+    opts.logger.info({ url, database: db.engine }, 'coordinator listening');
+    return {
+      app,
+      coordinator,
+      db,
+      url,
+      async close() {
+        await coordinator.close();
+        await app.close();
+        await db.close();
+      },
+    };
+  } catch (err) {
+    await db.close().catch(() => {});
+    throw err;
+  }
+}

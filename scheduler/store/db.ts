@@ -1,0 +1,107 @@
+/**
+ * The database handle: one small interface over two engines, PostgreSQL through `pg` (DATABASE_URL)
+ * and embedded PGlite (a data directory). Same SQL dialect, same migrations, same queries.
+ */
+import { mkdirSync } from 'node:fs';
+import pg from 'pg';
+
+export interface Queryable {
+  /** Runs one parameterised statement and returns its rows. */
+  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(sql: string): Promise<void>;
+}
+
+export interface Db extends Queryable {
+  readonly engine: 'postgres' | 'pglite';
+  /** Runs `fn` in one transaction; rolls back when it throws. */
+  tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+// Bigint (int8) and numeric come back as strings from pg by default; our counters fit in a double.
+pg.types.setTypeParser(20, (v) => Number(v));
+pg.types.setTypeParser(1700, (v) => Number(v));
+
+/** Opens PostgreSQL at `url`. */
+export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<Db> {
+  const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 10 });
+  pool.on('error', () => {
+    // An idle client lost its connection; the pool replaces it. Queries report their own errors.
+  });
+  await pool.query('SELECT 1');
+  return {
+    engine: 'postgres',
+    async query<T>(sql: string, params: readonly unknown[] = []) {
+      const r = await pool.query(sql, params as unknown[]);
+      return r.rows as T[];
+    },
+    async exec(sql: string) {
+      await pool.query(sql);
+    },
+    async tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const q: Queryable = {
+          async query<R>(sql: string, params: readonly unknown[] = []) {
+            const r = await client.query(sql, params as unknown[]);
+            return r.rows as R[];
+          },
+          async exec(sql: string) {
+            await client.query(sql);
+          },
+        };
+        const out = await fn(q);
+        await client.query('COMMIT');
+        return out;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}
+
+/** Opens (creating when needed) an embedded PGlite database in `dir`, or in memory when dir is null. */
+export async function openPglite(dir: string | null): Promise<Db> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  if (dir) mkdirSync(dir, { recursive: true });
+  // int8 and numeric as numbers, as with pg above.
+  const parsers = { 20: (v: string) => Number(v), 1700: (v: string) => Number(v) };
+  const db = dir ? new PGlite(dir, { parsers }) : new PGlite({ parsers });
+  await db.waitReady;
+  const wrap = (q: {
+    query: (s: string, p?: unknown[]) => Promise<{ rows: unknown[] }>;
+    exec: (s: string) => Promise<unknown>;
+  }): Queryable => ({
+    async query<T>(sql: string, params: readonly unknown[] = []) {
+      const r = await q.query(sql, params as unknown[]);
+      return r.rows as T[];
+    },
+    async exec(sql: string) {
+      await q.exec(sql);
+    },
+  });
+  return {
+    engine: 'pglite',
+    ...wrap(db),
+    async tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+      return db.transaction(async (t) => fn(wrap(t)));
+    },
+    async close() {
+      await db.close();
+    },
+  };
+}
+
+/** PostgreSQL when a URL is given, else PGlite in `dataDir/db`. */
+export async function openDb(opts: { databaseUrl?: string; dataDir?: string | null }): Promise<Db> {
+  if (opts.databaseUrl) return openPostgres(opts.databaseUrl);
+  return openPglite(opts.dataDir ? `${opts.dataDir}/db` : null);
+}

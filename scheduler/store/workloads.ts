@@ -1,0 +1,200 @@
+/**
+ * SQL for `workloads` and their `workload_events`. Every status change goes through `transition`,
+ * which enforces the state machine of core/lifecycle and records the event with its reason.
+ */
+import type { WorkloadStatus } from '../../spec/messages.js';
+import { ACTIVE_STATUSES, checkTransition } from '../core/lifecycle.js';
+import type { Queryable } from './db.js';
+
+export interface WorkloadRow {
+  id: string;
+  job_id: string;
+  job_version: number;
+  instance: number;
+  status: WorkloadStatus;
+  node_id: string | null;
+  cpu: number;
+  memory_mb: number;
+  disk_mb: number;
+  isolation: 'process' | 'sandbox' | 'microvm';
+  pending_reason: string | null;
+  error: string | null;
+  restarts: number;
+  ports: Record<string, number>;
+  processes: unknown[];
+  created_at: Date;
+  updated_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+export interface WorkloadEventRow {
+  id: number;
+  workload_id: string;
+  ts: Date;
+  from_status: WorkloadStatus | null;
+  to_status: WorkloadStatus;
+  reason: string;
+}
+
+export type NewWorkload = Pick<
+  WorkloadRow,
+  'id' | 'job_id' | 'job_version' | 'instance' | 'cpu' | 'memory_mb' | 'disk_mb' | 'isolation' | 'restarts'
+>;
+
+export async function insertWorkloads(q: Queryable, ws: NewWorkload[], reason: string): Promise<void> {
+  if (ws.length === 0) return;
+  await q.query(
+    `INSERT INTO workloads (id, job_id, job_version, instance, status, cpu, memory_mb, disk_mb, isolation, restarts)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::float8[], $7::int[], $8::int[], $9::text[], $10::int[])`,
+    [
+      ws.map((w) => w.id),
+      ws.map((w) => w.job_id),
+      ws.map((w) => w.job_version),
+      ws.map((w) => w.instance),
+      ws.map(() => 'pending'),
+      ws.map((w) => w.cpu),
+      ws.map((w) => w.memory_mb),
+      ws.map((w) => w.disk_mb),
+      ws.map((w) => w.isolation),
+      ws.map((w) => w.restarts),
+    ],
+  );
+  await q.query(
+    `INSERT INTO workload_events (workload_id, from_status, to_status, reason)
+     SELECT unnest($1::text[]), NULL, 'pending', $2`,
+    [ws.map((w) => w.id), reason],
+  );
+}
+
+export async function getWorkload(q: Queryable, id: string, forUpdate = false): Promise<WorkloadRow | null> {
+  const rows = await q.query<WorkloadRow>(
+    `SELECT * FROM workloads WHERE id = $1${forUpdate ? ' FOR UPDATE' : ''}`,
+    [id],
+  );
+  return rows[0] ?? null;
+}
+
+export interface WorkloadFilter {
+  status?: WorkloadStatus[];
+  jobId?: string;
+  nodeId?: string;
+  limit?: number;
+}
+
+export async function listWorkloads(q: Queryable, f: WorkloadFilter = {}): Promise<WorkloadRow[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (f.status?.length) {
+    params.push(f.status);
+    where.push(`status = ANY($${params.length}::text[])`);
+  }
+  if (f.jobId) {
+    params.push(f.jobId);
+    where.push(`job_id = $${params.length}`);
+  }
+  if (f.nodeId) {
+    params.push(f.nodeId);
+    where.push(`node_id = $${params.length}`);
+  }
+  params.push(f.limit ?? 1000);
+  return q.query<WorkloadRow>(
+    `SELECT * FROM workloads ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+     ORDER BY created_at DESC, instance LIMIT $${params.length}`,
+    params,
+  );
+}
+
+/** Moves a workload to `to` (checked against the state machine) and records the event. */
+export async function transition(
+  q: Queryable,
+  w: Pick<WorkloadRow, 'id' | 'status'>,
+  to: WorkloadStatus,
+  reason: string,
+  extra: { error?: string | null; node_id?: string | null } = {},
+): Promise<void> {
+  checkTransition(w.status, to);
+  const sets = ['status = $2', 'updated_at = now()'];
+  const params: unknown[] = [w.id, to];
+  if (to === 'running') sets.push('started_at = COALESCE(started_at, now())');
+  if (to === 'stopped' || to === 'failed' || to === 'lost') sets.push('finished_at = now()');
+  if (to !== 'pending') sets.push('pending_reason = NULL');
+  if (extra.error !== undefined) {
+    params.push(extra.error);
+    sets.push(`error = $${params.length}`);
+  }
+  if (extra.node_id !== undefined) {
+    params.push(extra.node_id);
+    sets.push(`node_id = $${params.length}`);
+  }
+  await q.query(`UPDATE workloads SET ${sets.join(', ')} WHERE id = $1`, params);
+  await q.query(
+    'INSERT INTO workload_events (workload_id, from_status, to_status, reason) VALUES ($1, $2, $3, $4)',
+    [w.id, w.status, to, reason],
+  );
+}
+
+export async function setPendingReasons(
+  q: Queryable,
+  reasons: { id: string; reason: string }[],
+): Promise<void> {
+  if (reasons.length === 0) return;
+  await q.query(
+    `UPDATE workloads SET pending_reason = v.reason
+     FROM (SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS reason) AS v
+     WHERE workloads.id = v.id AND workloads.status = 'pending'`,
+    [reasons.map((r) => r.id), reasons.map((r) => r.reason)],
+  );
+}
+
+export async function setWorkloadRuntime(
+  q: Queryable,
+  id: string,
+  r: { ports?: Record<string, number>; processes?: unknown[] },
+): Promise<void> {
+  await q.query(
+    `UPDATE workloads SET ports = COALESCE($2::jsonb, ports), processes = COALESCE($3::jsonb, processes), updated_at = now()
+     WHERE id = $1`,
+    [id, r.ports ? JSON.stringify(r.ports) : null, r.processes ? JSON.stringify(r.processes) : null],
+  );
+}
+
+/** Resources held on each node by its active workloads. */
+export async function usageByNode(
+  q: Queryable,
+  nodeIds?: string[],
+): Promise<Map<string, { cpu: number; memory_mb: number; disk_mb: number }>> {
+  const rows = await q.query<{ node_id: string; cpu: number; memory_mb: number; disk_mb: number }>(
+    `SELECT node_id, COALESCE(sum(cpu), 0)::float8 AS cpu, COALESCE(sum(memory_mb), 0)::float8 AS memory_mb,
+            COALESCE(sum(disk_mb), 0)::float8 AS disk_mb
+     FROM workloads WHERE status = ANY($1::text[]) AND node_id IS NOT NULL
+     ${nodeIds ? 'AND node_id = ANY($2::text[])' : ''} GROUP BY node_id`,
+    nodeIds ? [ACTIVE_STATUSES, nodeIds] : [ACTIVE_STATUSES],
+  );
+  return new Map(rows.map((r) => [r.node_id, { cpu: r.cpu, memory_mb: r.memory_mb, disk_mb: r.disk_mb }]));
+}
+
+/** Active placements (job per node), for limit constraints and spreading. */
+export async function activePlacements(q: Queryable): Promise<{ job_id: string; node_id: string }[]> {
+  return q.query(
+    `SELECT job_id, node_id FROM workloads WHERE status = ANY($1::text[]) AND node_id IS NOT NULL`,
+    [ACTIVE_STATUSES],
+  );
+}
+
+export async function listEvents(q: Queryable, workloadId: string): Promise<WorkloadEventRow[]> {
+  return q.query<WorkloadEventRow>('SELECT * FROM workload_events WHERE workload_id = $1 ORDER BY id', [
+    workloadId,
+  ]);
+}
+
+export async function recentEvents(q: Queryable, limit = 50): Promise<WorkloadEventRow[]> {
+  return q.query<WorkloadEventRow>('SELECT * FROM workload_events ORDER BY id DESC LIMIT $1', [limit]);
+}
+
+export async function countByStatus(q: Queryable): Promise<Record<string, number>> {
+  const rows = await q.query<{ status: string; n: number }>(
+    'SELECT status, count(*)::int AS n FROM workloads GROUP BY status',
+  );
+  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+}

@@ -1,0 +1,247 @@
+/**
+ * The job spec: what `nix-build` of a nixlib job produces and what `mxc submit` sends.
+ * Shaped like nix-aurora's JSON (Job / Task / Process / Resources / Constraint) with mxc's own
+ * fields kept together under the `mxc` key. Every object is strict: unknown attributes are refused.
+ */
+import { z } from 'zod';
+
+/** A process name: used in file names and `nix_init_<name>`, so kept to a safe alphabet. */
+export const ProcessName = z
+  .string()
+  .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, 'must be 1-128 characters of letters, digits, _ . -');
+
+/** One command line, pinned to store paths (Thermos process). */
+export const Process = z
+  .object({
+    name: ProcessName,
+    cmdline: z.string().min(1, 'must not be empty'),
+    /** Restarts allowed before the process counts as failed (0 = unlimited, as in Thermos). */
+    max_failures: z.number().int().min(0).default(1),
+    /** Restarted even after a successful exit. */
+    daemon: z.boolean().default(false),
+    /** Not waited for: the task may finish while it still runs. */
+    ephemeral: z.boolean().default(false),
+    /** Runs at teardown, after the other processes have stopped. */
+    final: z.boolean().default(false),
+    /** A run shorter than this (seconds) delays the restart until it has passed. */
+    min_duration: z.number().min(0).default(5),
+  })
+  .strict();
+
+/** `{ order = [ "a" "b" ] }`: b starts only after a has finished successfully. */
+export const OrderConstraint = z
+  .object({ order: z.array(ProcessName).min(2, 'an order constraint names at least two processes') })
+  .strict();
+
+/** Task resources in Aurora units: cpu cores (fractional), ram and disk in bytes. */
+export const Resources = z
+  .object({
+    cpu: z.number().min(0, 'must not be negative'),
+    ram: z.number().int().min(0, 'must not be negative'),
+    disk: z.number().int().min(0, 'must not be negative'),
+  })
+  .strict();
+
+export const Task = z
+  .object({
+    name: ProcessName,
+    processes: z.array(Process).min(1, 'a task needs at least one process'),
+    constraints: z.array(OrderConstraint).default([]),
+    resources: Resources.optional(),
+    max_failures: z.number().int().min(0).default(1),
+    max_concurrency: z.number().int().min(0).default(0),
+    finalization_wait: z.number().min(0).default(30),
+  })
+  .strict();
+
+export const UpdateConfig = z
+  .object({
+    batch_size: z.number().int().min(1).default(1),
+    restart_threshold: z.number().int().min(0).default(60),
+    watch_secs: z.number().int().min(0).default(45),
+    max_per_shard_failures: z.number().int().min(0).default(0),
+    max_total_failures: z.number().int().min(0).default(0),
+    rollback_on_failure: z.boolean().default(true),
+    wait_for_batch_completion: z.boolean().default(false),
+  })
+  .strict();
+
+export const HealthCheckConfig = z
+  .object({
+    initial_interval_secs: z.number().min(0).default(15),
+    interval_secs: z.number().min(0).default(10),
+    timeout_secs: z.number().min(0).default(1),
+    max_consecutive_failures: z.number().int().min(0).default(0),
+    endpoint: z.string().default('/health'),
+    expected_response: z.string().default('ok'),
+    expected_response_code: z.number().int().min(0).default(0),
+    /** mxc: which named port the check talks to (defaults to the announcer's primary port). */
+    port: z.string().optional(),
+  })
+  .strict();
+
+export const Announcer = z
+  .object({
+    primary_port: z.string().default('http'),
+    port_map: z.record(z.string(), z.string()).optional(),
+  })
+  .strict();
+
+/**
+ * Placement constraints, Aurora style: attribute → value. `"value"` must match the node attribute,
+ * `"!value"` must not, `"limit:N"` allows at most N instances of the job per attribute value.
+ * The attribute `dedicated` reserves nodes: a node with a `dedicated` attribute takes only jobs
+ * that ask for that value.
+ */
+export const PlacementConstraints = z.record(
+  z.string().regex(/^[A-Za-z0-9_.-]+$/, 'attribute names use letters, digits, _ . -'),
+  z.string().min(1),
+);
+
+export const Isolation = z.enum(['process', 'sandbox', 'microvm']);
+
+const StorePath = z
+  .string()
+  .regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/, 'must be a /nix/store path');
+
+/** mxc's own fields, kept under one key so the rest stays nix-aurora's shape. */
+export const MxcFields = z
+  .object({
+    isolation: Isolation.default('process'),
+    /** Network for sandboxed and microVM workloads: `host` shares the host's, `none` unshares it. */
+    network: z.enum(['host', 'none']).default('host'),
+    env: z
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are [A-Za-z_][A-Za-z0-9_]*'),
+        z.string(),
+      )
+      .default({}),
+    /** Named ports; the agent allocates each and exports `MXC_PORT_<NAME>`. */
+    ports: z
+      .array(z.string().regex(/^[a-z][a-z0-9_]*$/, 'port names are lower-case [a-z][a-z0-9_]*'))
+      .default([]),
+    /** Store paths whose closure the job needs (the process scripts at least). */
+    closure: z.array(StorePath).default([]),
+    /** Secret names; values are delivered by the agent at start, never through the store. */
+    secrets: z.array(z.string().regex(/^[A-Za-z0-9_.-]+$/)).default([]),
+  })
+  .strict();
+
+export const JobSpec = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
+    role: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
+    cluster: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
+    environment: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
+    contact: z.string().nullable().optional(),
+    instances: z.number().int().min(1).max(10000).default(1),
+    task: Task,
+    announce: Announcer.nullable().optional(),
+    cron_schedule: z.string().nullable().optional(),
+    cron_collision_policy: z.enum(['KILL_EXISTING', 'CANCEL_NEW', 'RUN_OVERLAP']).default('KILL_EXISTING'),
+    constraints: PlacementConstraints.nullable().optional(),
+    service: z.boolean().default(false),
+    update_config: UpdateConfig.optional(),
+    max_task_failures: z.number().int().min(-1).default(1),
+    production: z.boolean().default(false),
+    priority: z.number().int().default(0),
+    health_check_config: HealthCheckConfig.optional(),
+    enable_hooks: z.boolean().default(false),
+    mxc: MxcFields.default(MxcFields.parse({})),
+  })
+  .strict()
+  .superRefine((job, ctx) => {
+    const names = new Set<string>();
+    job.task.processes.forEach((p, i) => {
+      if (names.has(p.name)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['task', 'processes', i, 'name'],
+          message: `duplicate process name "${p.name}"`,
+        });
+      }
+      names.add(p.name);
+    });
+    job.task.constraints.forEach((c, i) => {
+      c.order.forEach((n, j) => {
+        if (!names.has(n)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['task', 'constraints', i, 'order', j],
+            message: `order names process "${n}", which the task does not have`,
+          });
+        }
+      });
+    });
+    const cycle = findOrderCycle(job.task.constraints.map((c) => c.order));
+    if (cycle) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['task', 'constraints'],
+        message: `order constraints form a cycle: ${cycle.join(' → ')}`,
+      });
+    }
+    if (job.cron_schedule && job.service) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cron_schedule'],
+        message: 'a service cannot have a cron_schedule',
+      });
+    }
+  });
+
+export type JobSpec = z.infer<typeof JobSpec>;
+export type JobSpecInput = z.input<typeof JobSpec>;
+export type Task = z.infer<typeof Task>;
+export type Process = z.infer<typeof Process>;
+export type Resources = z.infer<typeof Resources>;
+export type Isolation = z.infer<typeof Isolation>;
+
+/** Default resources when a task names none (Aurora's defaults are per cluster; these are ours). */
+export const DEFAULT_RESOURCES: Resources = { cpu: 1, ram: 256 * 1024 * 1024, disk: 1024 * 1024 * 1024 };
+
+/** The stable identity of a job: resubmitting the same key replaces its workloads. */
+export function jobKey(job: Pick<JobSpec, 'cluster' | 'role' | 'environment' | 'name'>): string {
+  return `${job.cluster}/${job.role}/${job.environment}/${job.name}`;
+}
+
+/** Returns one cycle of the order graph (as a list of names, first repeated at the end), or null. */
+export function findOrderCycle(orders: string[][]): string[] | null {
+  const edges = new Map<string, Set<string>>();
+  for (const order of orders) {
+    for (let i = 0; i + 1 < order.length; i++) {
+      const from = order[i]!;
+      if (!edges.has(from)) edges.set(from, new Set());
+      edges.get(from)!.add(order[i + 1]!);
+    }
+  }
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const visit = (n: string): string[] | null => {
+    if (state.get(n) === 'done') return null;
+    if (state.get(n) === 'open') return [...stack.slice(stack.indexOf(n)), n];
+    state.set(n, 'open');
+    stack.push(n);
+    for (const m of edges.get(n) ?? []) {
+      const c = visit(m);
+      if (c) return c;
+    }
+    stack.pop();
+    state.set(n, 'done');
+    return null;
+  };
+  for (const n of edges.keys()) {
+    const c = visit(n);
+    if (c) return c;
+  }
+  return null;
+}
+
+/** Every problem of a failed parse, as `path: message` lines. */
+export function describeIssues(error: z.ZodError): string[] {
+  return error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+}

@@ -1,0 +1,139 @@
+/**
+ * The agent ⇄ coordinator protocol, one JSON message per WebSocket frame, discriminated by `type`.
+ * The agent opens `/api/agent/ws` with `Authorization: Bearer <MXC_AGENT_TOKEN>` and sends `hello`.
+ */
+import { z } from 'zod';
+import { JobSpec } from './job.js';
+
+export const WORKLOAD_STATUSES = [
+  'pending',
+  'starting',
+  'running',
+  'stopping',
+  'stopped',
+  'failed',
+  'lost',
+] as const;
+export const WorkloadStatus = z.enum(WORKLOAD_STATUSES);
+export type WorkloadStatus = z.infer<typeof WorkloadStatus>;
+
+/** What the agent knows about the machine and its abilities. */
+export const Capabilities = z
+  .object({
+    os: z.string(),
+    arch: z.string(),
+    nix: z.string().nullable(),
+    bubblewrap: z.boolean(),
+    qemu: z.boolean(),
+    kvm: z.boolean(),
+    cgroups: z.boolean(),
+    /** Isolations this node can run. */
+    isolation: z.array(z.enum(['process', 'sandbox', 'microvm'])),
+    /** Free-form attributes matched by placement constraints (host, rack, dedicated, …). */
+    attributes: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+export type Capabilities = z.infer<typeof Capabilities>;
+
+export const NodeResources = z
+  .object({
+    cpu: z.number().positive(),
+    memory_mb: z.number().int().positive(),
+    disk_mb: z.number().int().min(0),
+  })
+  .strict();
+export type NodeResources = z.infer<typeof NodeResources>;
+
+/** What the agent runs, as it reports on (re)connect. */
+export const RunningReport = z.object({ workload_id: z.string(), status: WorkloadStatus }).strict();
+
+export const AgentHello = z
+  .object({
+    type: z.literal('hello'),
+    name: z.string().min(1).max(253),
+    version: z.string(),
+    resources: NodeResources,
+    capabilities: Capabilities,
+    running: z.array(RunningReport).default([]),
+  })
+  .strict();
+
+export const AgentHeartbeat = z.object({ type: z.literal('heartbeat') }).strict();
+
+export const AgentWorkloadStatus = z
+  .object({
+    type: z.literal('workload_status'),
+    workload_id: z.string(),
+    status: WorkloadStatus,
+    reason: z.string().optional(),
+    /** Named ports allocated for the workload. */
+    ports: z.record(z.string(), z.number().int()).optional(),
+    /** Per-process state, for the workload page. */
+    processes: z
+      .array(
+        z.object({
+          name: z.string(),
+          state: z.enum(['waiting', 'running', 'success', 'failed', 'killed']),
+          runs: z.number().int(),
+          failures: z.number().int(),
+          exit_code: z.number().int().nullable(),
+        }),
+      )
+      .optional(),
+  })
+  .strict();
+
+export const LogLine = z.object({
+  process: z.string(),
+  stream: z.enum(['stdout', 'stderr', 'system']),
+  run: z.number().int(),
+  ts: z.number(),
+  line: z.string(),
+});
+export type LogLine = z.infer<typeof LogLine>;
+
+export const AgentLogs = z
+  .object({ type: z.literal('logs'), workload_id: z.string(), lines: z.array(LogLine).max(10000) })
+  .strict();
+
+export const AgentMessage = z.discriminatedUnion('type', [
+  AgentHello,
+  AgentHeartbeat,
+  AgentWorkloadStatus,
+  AgentLogs,
+]);
+export type AgentMessage = z.infer<typeof AgentMessage>;
+
+/** What the agent is told to run. */
+export const WorkloadAssignment = z
+  .object({
+    id: z.string(),
+    job_id: z.string(),
+    instance: z.number().int().min(0),
+    spec: JobSpec,
+  })
+  .strict();
+export type WorkloadAssignment = z.infer<typeof WorkloadAssignment>;
+
+export const CoordinatorWelcome = z
+  .object({
+    type: z.literal('welcome'),
+    node_id: z.string(),
+    heartbeat_interval_ms: z.number().int().positive(),
+  })
+  .strict();
+export const CoordinatorStart = z.object({ type: z.literal('start'), workload: WorkloadAssignment }).strict();
+export const CoordinatorStop = z
+  .object({ type: z.literal('stop'), workload_id: z.string(), reason: z.string().optional() })
+  .strict();
+export const CoordinatorError = z
+  .object({ type: z.literal('error'), code: z.string(), message: z.string() })
+  .strict();
+
+export const CoordinatorMessage = z.discriminatedUnion('type', [
+  CoordinatorWelcome,
+  CoordinatorStart,
+  CoordinatorStop,
+  CoordinatorError,
+]);
+export type CoordinatorMessage = z.infer<typeof CoordinatorMessage>;

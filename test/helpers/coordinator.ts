@@ -1,0 +1,94 @@
+/** Starts a real coordinator (listening on 127.0.0.1:0) on a fresh database of the given engine. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Tokens } from '../../scheduler/api/auth.js';
+import { type CoordinatorServer, startCoordinator } from '../../scheduler/server.js';
+import type { JobSpecInput } from '../../spec/job.js';
+import { createPostgresDb, dropPostgresDb, type Engine, seedPgliteDataDir } from './db.js';
+import { testLogger } from './logger.js';
+
+export interface TestCoordinator extends CoordinatorServer {
+  dataDir: string;
+  /** fetch against the coordinator, with JSON in and out. */
+  api: <T = any>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ) => Promise<{ status: number; body: T }>;
+  stop(): Promise<void>;
+}
+
+export async function startTestCoordinator(
+  engine: Engine,
+  opts: {
+    tokens?: Tokens;
+    heartbeatTtlMs?: number;
+    dataDir?: string;
+    databaseUrl?: string;
+    port?: number;
+  } = {},
+): Promise<TestCoordinator & { databaseUrl?: string; dbName?: string }> {
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
+  let databaseUrl = opts.databaseUrl;
+  let dbName: string | undefined;
+  if (engine === 'pglite' && !opts.dataDir) await seedPgliteDataDir(dataDir);
+  if (engine === 'postgres' && !databaseUrl) {
+    const created = await createPostgresDb();
+    databaseUrl = created.url;
+    dbName = created.name;
+  }
+  const server = await startCoordinator({
+    port: opts.port ?? 0,
+    dataDir,
+    databaseUrl,
+    tokens: opts.tokens ?? {},
+    logger: testLogger(),
+    heartbeatTtlMs: opts.heartbeatTtlMs ?? 30_000,
+  });
+  const api: TestCoordinator['api'] = async (method, path, body, headers = {}) => {
+    const res = await fetch(`${server.url}${path}`, {
+      method,
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // not JSON (metrics, cache files)
+    }
+    return { status: res.status, body: parsed as any };
+  };
+  return {
+    ...server,
+    dataDir,
+    databaseUrl,
+    dbName,
+    api,
+    async stop() {
+      await server.close();
+      if (dbName && !opts.databaseUrl) await dropPostgresDb(dbName);
+      if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A valid job spec that needs no nix (plain command lines, no closure). */
+export function plainJob(over: Partial<JobSpecInput> = {}): JobSpecInput {
+  return {
+    name: 'web',
+    role: 'www',
+    cluster: 'test',
+    environment: 'prod',
+    service: true,
+    task: {
+      name: 'web',
+      processes: [{ name: 'web', cmdline: 'sleep 1000' }],
+      resources: { cpu: 1, ram: 512 * 1024 * 1024, disk: 100 * 1024 * 1024 },
+    },
+    ...over,
+  };
+}

@@ -1,0 +1,210 @@
+/** The pure placement core: table-driven cases and fast-check properties. */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { type Demand, type NodeView, place } from '../../scheduler/core/place.js';
+
+const node = (id: string, over: Partial<NodeView> = {}): NodeView => ({
+  id,
+  name: id,
+  status: 'ready',
+  cpu: 4,
+  memory_mb: 4096,
+  disk_mb: 10_000,
+  used: { cpu: 0, memory_mb: 0, disk_mb: 0 },
+  isolation: ['process', 'sandbox'],
+  attributes: { host: id },
+  ...over,
+});
+
+const demand = (id: string, over: Partial<Demand> = {}): Demand => ({
+  workloadId: id,
+  jobId: 'job',
+  cpu: 1,
+  memory_mb: 512,
+  disk_mb: 100,
+  isolation: 'process',
+  constraints: {},
+  ...over,
+});
+
+const opts = { strategy: 'spread' as const, seed: 'seed' };
+
+describe('place', () => {
+  it('explains why nothing fits, with the largest free amount', () => {
+    const plan = place(
+      {
+        nodes: [node('a', { memory_mb: 256 }), node('b', { memory_mb: 256 }), node('c', { memory_mb: 256 })],
+        placed: [],
+      },
+      [demand('w', { memory_mb: 512 })],
+      opts,
+    );
+    expect(plan.placements).toEqual([]);
+    expect(plan.failures[0]!.summary).toBe('3 nodes: insufficient memory (need 512 MiB, max free 256 MiB)');
+    expect(plan.failures[0]!.reasons).toEqual({ MEMORY: 3 });
+  });
+
+  it('says when no node has joined', () => {
+    expect(place({ nodes: [], placed: [] }, [demand('w')], opts).failures[0]!.summary).toBe(
+      'no nodes have joined the cluster',
+    );
+  });
+
+  it.each([
+    ['down nodes', node('a', { status: 'down' }), {}, 'NODE_DOWN'],
+    ['draining nodes', node('a', { status: 'draining' }), {}, 'NODE_DRAINING'],
+    ['cpu', node('a', { cpu: 0.5 }), {}, 'CPU'],
+    ['disk', node('a', { disk_mb: 10 }), {}, 'DISK'],
+    ['isolation', node('a'), { isolation: 'microvm' as const }, 'ISOLATION'],
+    [
+      'value constraint',
+      node('a', { attributes: { host: 'a', rack: 'r1' } }),
+      { constraints: { rack: 'r2' } },
+      'CONSTRAINT',
+    ],
+    [
+      'negated constraint',
+      node('a', { attributes: { host: 'a', rack: 'r1' } }),
+      { constraints: { rack: '!r1' } },
+      'CONSTRAINT',
+    ],
+    ['dedicated node', node('a', { attributes: { host: 'a', dedicated: 'db/x' } }), {}, 'DEDICATED'],
+    ['dedicated job', node('a'), { constraints: { dedicated: 'db/x' } }, 'DEDICATED'],
+  ])('rejects %s', (_name, n, over, code) => {
+    const plan = place({ nodes: [n], placed: [] }, [demand('w', over)], opts);
+    expect(plan.placements).toEqual([]);
+    expect(Object.keys(plan.failures[0]!.reasons)).toEqual([code]);
+  });
+
+  it('matches value and dedicated constraints', () => {
+    const plan = place(
+      {
+        nodes: [
+          node('a', { attributes: { host: 'a', rack: 'r1' } }),
+          node('b', { attributes: { host: 'b', rack: 'r2', dedicated: 'db/x' } }),
+        ],
+        placed: [],
+      },
+      [
+        demand('w1', { constraints: { rack: 'r2', dedicated: 'db/x' } }),
+        demand('w2', { constraints: { rack: '!r2' } }),
+      ],
+      opts,
+    );
+    expect(plan.placements.map((p) => [p.workloadId, p.nodeId])).toEqual([
+      ['w1', 'b'],
+      ['w2', 'a'],
+    ]);
+  });
+
+  it('enforces limit:N per attribute value, counting what is already placed', () => {
+    const nodes = [node('a'), node('b')];
+    const plan = place(
+      { nodes, placed: [{ jobId: 'job', nodeId: 'a' }] },
+      [
+        demand('w1', { constraints: { host: 'limit:1' } }),
+        demand('w2', { constraints: { host: 'limit:1' } }),
+      ],
+      opts,
+    );
+    expect(plan.placements.map((p) => p.nodeId)).toEqual(['b']);
+    expect(plan.failures[0]!.reasons).toEqual({ LIMIT: 2 });
+  });
+
+  it('spreads instances of one job and packs with pack', () => {
+    const nodes = [node('a'), node('b'), node('c')];
+    const ds = [demand('w1'), demand('w2'), demand('w3')];
+    const spread = place({ nodes, placed: [] }, ds, opts);
+    expect(new Set(spread.placements.map((p) => p.nodeId)).size).toBe(3);
+    const packed = place(
+      { nodes: [node('a', { used: { cpu: 2, memory_mb: 2048, disk_mb: 0 } }), node('b')], placed: [] },
+      [demand('w', { jobId: 'other' })],
+      {
+        strategy: 'pack',
+        seed: 's',
+      },
+    );
+    expect(packed.placements[0]!.nodeId).toBe('a');
+  });
+
+  const arbNode = fc.record({
+    id: fc.uuid(),
+    cpu: fc.integer({ min: 1, max: 16 }),
+    memory_mb: fc.integer({ min: 128, max: 16384 }),
+    disk_mb: fc.integer({ min: 0, max: 100_000 }),
+    usedFrac: fc.double({ min: 0, max: 1, noNaN: true }),
+    status: fc.constantFrom('ready', 'ready', 'ready', 'down', 'draining'),
+  });
+  const arbDemand = fc.record({
+    cpu: fc.constantFrom(0.1, 0.25, 0.5, 1, 2, 4),
+    memory_mb: fc.integer({ min: 1, max: 8192 }),
+    disk_mb: fc.integer({ min: 0, max: 20_000 }),
+    jobId: fc.constantFrom('j1', 'j2', 'j3'),
+  });
+  const build = (ns: fc.infer<typeof arbNode>[], ds: fc.infer<typeof arbDemand>[]) => ({
+    nodes: ns.map((n, i) =>
+      node(`n${i}`, {
+        cpu: n.cpu,
+        memory_mb: n.memory_mb,
+        disk_mb: n.disk_mb,
+        status: n.status as NodeView['status'],
+        used: {
+          cpu: Math.floor(n.cpu * n.usedFrac),
+          memory_mb: Math.floor(n.memory_mb * n.usedFrac),
+          disk_mb: Math.floor(n.disk_mb * n.usedFrac),
+        },
+      }),
+    ),
+    demands: ds.map((d, i) => demand(`w${i}`, d)),
+  });
+
+  it('never places over capacity, never on an unready node, and every unplaced demand has a reason', () => {
+    fc.assert(
+      fc.property(
+        fc.array(arbNode, { maxLength: 8 }),
+        fc.array(arbDemand, { maxLength: 40 }),
+        fc.string(),
+        (ns, ds, seed) => {
+          const { nodes, demands } = build(ns, ds);
+          const plan = place({ nodes, placed: [] }, demands, { strategy: 'spread', seed });
+          const used = new Map(nodes.map((n) => [n.id, { ...n.used }]));
+          for (const p of plan.placements) {
+            const n = nodes.find((x) => x.id === p.nodeId)!;
+            const d = demands.find((x) => x.workloadId === p.workloadId)!;
+            expect(n.status).toBe('ready');
+            const u = used.get(n.id)!;
+            u.cpu += d.cpu;
+            u.memory_mb += d.memory_mb;
+            u.disk_mb += d.disk_mb;
+            expect(u.cpu).toBeLessThanOrEqual(n.cpu + 1e-9);
+            expect(u.memory_mb).toBeLessThanOrEqual(n.memory_mb);
+            expect(u.disk_mb).toBeLessThanOrEqual(n.disk_mb);
+          }
+          expect(plan.placements.length + plan.failures.length).toBe(demands.length);
+          for (const f of plan.failures) {
+            expect(f.summary.length).toBeGreaterThan(0);
+            expect(Object.values(f.reasons).reduce((a, b) => a + b, 0)).toBe(nodes.length);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('is deterministic for a given seed', () => {
+    fc.assert(
+      fc.property(
+        fc.array(arbNode, { maxLength: 6 }),
+        fc.array(arbDemand, { maxLength: 20 }),
+        fc.string(),
+        (ns, ds, seed) => {
+          const { nodes, demands } = build(ns, ds);
+          const a = place({ nodes, placed: [] }, demands, { strategy: 'spread', seed });
+          const b = place({ nodes, placed: [] }, demands, { strategy: 'spread', seed });
+          expect(a).toEqual(b);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
