@@ -1,0 +1,61 @@
+/** Detects what this machine offers: resources, os/arch, nix, bubblewrap, QEMU/KVM, cgroup v2. */
+import { access, constants, readFile, statfs } from 'node:fs/promises';
+import os from 'node:os';
+import { hasCommand } from '../compiler/exec.js';
+import { nixVersion } from '../compiler/nix.js';
+import type { Capabilities, NodeResources } from '../spec/messages.js';
+
+export async function detectResources(
+  dir: string,
+  override: Partial<NodeResources> = {},
+): Promise<NodeResources> {
+  let disk = 0;
+  try {
+    const s = await statfs(dir);
+    disk = Math.floor((s.bavail * s.bsize) / 1048576);
+  } catch {
+    disk = 0;
+  }
+  return {
+    cpu: override.cpu ?? os.cpus().length,
+    memory_mb: override.memory_mb ?? Math.floor(os.totalmem() / 1048576),
+    disk_mb: override.disk_mb ?? disk,
+  };
+}
+
+async function cgroupsV2Writable(): Promise<boolean> {
+  try {
+    const controllers = await readFile('/sys/fs/cgroup/cgroup.controllers', 'utf8');
+    await access('/sys/fs/cgroup', constants.W_OK);
+    return controllers.includes('memory') && controllers.includes('cpu');
+  } catch {
+    return false;
+  }
+}
+
+export async function detectCapabilities(opts: {
+  attributes?: Record<string, string>;
+  bubblewrap?: () => Promise<boolean>;
+  hypervisor?: () => Promise<{ qemu: boolean; kvm: boolean }>;
+}): Promise<Capabilities> {
+  const [nix, bwrap, hv, cgroups] = await Promise.all([
+    nixVersion(),
+    opts.bubblewrap ? opts.bubblewrap() : hasCommand('bwrap', ['--version']),
+    opts.hypervisor ? opts.hypervisor() : Promise.resolve({ qemu: false, kvm: false }),
+    cgroupsV2Writable(),
+  ]);
+  const isolation: Capabilities['isolation'] = ['process'];
+  if (bwrap) isolation.push('sandbox');
+  if (hv.qemu) isolation.push('microvm');
+  return {
+    os: os.platform(),
+    arch: os.arch(),
+    nix,
+    bubblewrap: bwrap,
+    qemu: hv.qemu,
+    kvm: hv.kvm,
+    cgroups,
+    isolation,
+    attributes: opts.attributes ?? {},
+  };
+}

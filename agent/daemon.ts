@@ -1,0 +1,466 @@
+/**
+ * The agent daemon: joins the coordinator over a WebSocket (reconnecting with backoff and jitter),
+ * heartbeats, and for each assigned workload realises its closure, runs its task (plain, sandboxed or
+ * in a microVM), keeps and streams its logs and reports its status. Processes keep running while the
+ * coordinator is away; on reconnect the agent reports what it runs and the coordinator reconciles.
+ */
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import WebSocket from 'ws';
+import { closureOf } from '../compiler/nix.js';
+import {
+  CoordinatorMessage,
+  type LogLine,
+  type WorkloadAssignment,
+  type WorkloadStatus,
+} from '../spec/messages.js';
+import { detectCapabilities, detectResources } from './capabilities.js';
+import { WorkloadLogStore } from './logs/log-store.js';
+import { type CacheTrust, realiseClosure } from './realise.js';
+import { bubblewrapAvailable, sandboxLaunch } from './sandbox.js';
+import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentOptions {
+  coordinator: string;
+  token?: string;
+  name?: string;
+  cpu?: number;
+  memoryMb?: number;
+  stateDir: string;
+  storeRoot?: string;
+  attributes?: Record<string, string>;
+  logger: Logger;
+  gracePeriodMs?: number;
+  /** Hooks for the microVM runner (set by the microVM module when present). */
+  microvm?: MicroVmSupport;
+}
+
+/** What the agent needs from the microVM module; kept as an interface so the daemon does not depend on QEMU. */
+export interface MicroVmSupport {
+  detect(): Promise<{ qemu: boolean; kvm: boolean }>;
+  run(args: {
+    assignment: WorkloadAssignment;
+    workDir: string;
+    storeDir: string;
+    closure: string[];
+    env: Record<string, string>;
+    ports: { name: string; hostPort: number; guestPort: number }[];
+    onLog: (l: LogLine) => void;
+    gracePeriodMs: number;
+  }): Promise<{ done: Promise<TaskSnapshot>; stop(): Promise<unknown> }>;
+}
+
+interface Running {
+  assignment: WorkloadAssignment;
+  status: WorkloadStatus;
+  stop: (reason: string) => Promise<unknown>;
+  logs: WorkloadLogStore;
+  ports: Record<string, number>;
+  stopping: boolean;
+}
+
+export class Agent {
+  private ws: WebSocket | null = null;
+  private readonly running = new Map<string, Running>();
+  private heartbeat: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private attempt = 0;
+  private closed = false;
+  private cache: CacheTrust | null = null;
+  private pendingLogs = new Map<string, LogLine[]>();
+  private logFlush: NodeJS.Timeout | null = null;
+  nodeId: string | null = null;
+  readonly name: string;
+  private readonly log: Logger;
+  private connectedOnce: (() => void) | null = null;
+  /** Resolves once the agent has been welcomed the first time. */
+  readonly ready: Promise<void>;
+
+  constructor(readonly opts: AgentOptions) {
+    this.name = opts.name ?? os.hostname();
+    this.log = opts.logger.child({ agent: this.name });
+    this.ready = new Promise((r) => {
+      this.connectedOnce = r;
+    });
+  }
+
+  async start(): Promise<void> {
+    await mkdir(join(this.opts.stateDir, 'workloads'), { recursive: true });
+    await this.stopOrphans();
+    this.connect();
+  }
+
+  /** Workloads left by a previous agent process: their supervisor is gone, so stop what is left of them. */
+  private async stopOrphans() {
+    const dir = join(this.opts.stateDir, 'workloads');
+    for (const id of await readdir(dir).catch(() => [] as string[])) {
+      const pidFile = join(dir, id, 'pids.json');
+      const pids = JSON.parse(await readFile(pidFile, 'utf8').catch(() => '[]')) as number[];
+      for (const pid of pids) {
+        try {
+          process.kill(-pid, 'SIGKILL');
+          this.log.warn({ workload: id, pid }, 'stopped an orphaned process group from a previous agent run');
+        } catch {
+          // already gone
+        }
+      }
+      await rm(pidFile, { force: true });
+    }
+  }
+
+  private wsUrl() {
+    const u = new URL(this.opts.coordinator);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    u.pathname = '/api/agent/ws';
+    return u.toString();
+  }
+
+  private connect() {
+    if (this.closed) return;
+    const ws = new WebSocket(this.wsUrl(), {
+      headers: this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {},
+      handshakeTimeout: 10_000,
+    });
+    this.ws = ws;
+    ws.on('open', () => void this.onOpen(ws));
+    ws.on('message', (raw) => void this.onMessage(raw.toString()));
+    ws.on('close', (code, reason) => {
+      if (this.ws === ws) this.ws = null;
+      if (this.heartbeat) clearInterval(this.heartbeat);
+      this.heartbeat = null;
+      if (code === 4401)
+        this.log.error('the coordinator refused the agent token; check --token / MXC_AGENT_TOKEN');
+      if (!this.closed) {
+        this.log.warn({ code, reason: reason.toString() }, 'disconnected from coordinator; reconnecting');
+        this.scheduleReconnect();
+      }
+    });
+    ws.on('error', (err) => this.log.debug({ err }, 'coordinator connection error'));
+  }
+
+  private scheduleReconnect() {
+    if (this.reconnectTimer || this.closed) return;
+    // Exponential backoff with full jitter, capped at 10 s.
+    const base = Math.min(10_000, 250 * 2 ** this.attempt++);
+    const delay = Math.random() * base;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private async onOpen(ws: WebSocket) {
+    const [resources, capabilities] = await Promise.all([
+      detectResources(this.opts.stateDir, { cpu: this.opts.cpu, memory_mb: this.opts.memoryMb }),
+      detectCapabilities({
+        attributes: this.opts.attributes,
+        bubblewrap: bubblewrapAvailable,
+        hypervisor: this.opts.microvm?.detect,
+      }),
+    ]);
+    await this.refreshCacheTrust();
+    ws.send(
+      JSON.stringify({
+        type: 'hello',
+        name: this.name,
+        version: AGENT_VERSION,
+        resources,
+        capabilities,
+        running: [...this.running.entries()].map(([id, r]) => ({ workload_id: id, status: r.status })),
+      }),
+    );
+  }
+
+  /** Learns the coordinator's cache key; the agent trusts that key and nothing else. */
+  private async refreshCacheTrust() {
+    try {
+      const res = await fetch(new URL('/api/cache/key', this.opts.coordinator), {
+        headers: this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {},
+      });
+      if (!res.ok) return;
+      const body = (await res.json()) as { data: { public_key: string } };
+      this.cache = {
+        url: new URL('/cache', this.opts.coordinator).toString(),
+        publicKey: body.data.public_key,
+      };
+    } catch (err) {
+      this.log.debug({ err }, 'no cache key from the coordinator');
+    }
+  }
+
+  private send(msg: unknown) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  private async onMessage(raw: string) {
+    let msg: CoordinatorMessage;
+    try {
+      msg = CoordinatorMessage.parse(JSON.parse(raw));
+    } catch (err) {
+      this.log.error({ err }, 'unreadable message from coordinator');
+      return;
+    }
+    switch (msg.type) {
+      case 'welcome':
+        this.nodeId = msg.node_id;
+        this.attempt = 0;
+        if (this.heartbeat) clearInterval(this.heartbeat);
+        this.heartbeat = setInterval(() => this.send({ type: 'heartbeat' }), msg.heartbeat_interval_ms);
+        this.log.info({ node: msg.node_id }, 'joined coordinator');
+        this.connectedOnce?.();
+        return;
+      case 'start':
+        if (this.running.has(msg.workload.id)) {
+          this.report(msg.workload.id);
+          return;
+        }
+        void this.startWorkload(msg.workload).catch((err) => this.log.error({ err }, 'start failed'));
+        return;
+      case 'stop': {
+        const r = this.running.get(msg.workload_id);
+        if (!r) {
+          this.send({
+            type: 'workload_status',
+            workload_id: msg.workload_id,
+            status: 'stopped',
+            reason: 'not running on this agent',
+          });
+          return;
+        }
+        void this.stopWorkload(msg.workload_id, msg.reason ?? 'stop requested');
+        return;
+      }
+      case 'error':
+        this.log.error({ code: msg.code }, msg.message);
+        return;
+    }
+  }
+
+  private report(id: string, reason?: string, processes?: TaskSnapshot['processes']) {
+    const r = this.running.get(id);
+    if (!r) return;
+    this.send({
+      type: 'workload_status',
+      workload_id: id,
+      status: r.status,
+      reason,
+      ports: r.ports,
+      processes: processes?.map(({ pid: _pid, ...p }) => p),
+    });
+  }
+
+  private queueLog(id: string, line: LogLine) {
+    const q = this.pendingLogs.get(id) ?? [];
+    this.pendingLogs.set(id, q);
+    q.push(line);
+    if (q.length >= 5000) this.flushLogs();
+    if (!this.logFlush) this.logFlush = setTimeout(() => this.flushLogs(), 100);
+  }
+
+  private flushLogs() {
+    if (this.logFlush) clearTimeout(this.logFlush);
+    this.logFlush = null;
+    if (this.ws?.readyState !== WebSocket.OPEN) return; // kept on disk; the coordinator misses lines while away
+    for (const [id, lines] of this.pendingLogs) {
+      for (let i = 0; i < lines.length; i += 5000) {
+        this.send({ type: 'logs', workload_id: id, lines: lines.slice(i, i + 5000) });
+      }
+    }
+    this.pendingLogs.clear();
+  }
+
+  private async startWorkload(a: WorkloadAssignment) {
+    const dir = join(this.opts.stateDir, 'workloads', a.id);
+    const workDir = join(dir, 'work');
+    await mkdir(workDir, { recursive: true });
+    await writeFile(join(dir, 'assignment.json'), JSON.stringify(a));
+    const logs = new WorkloadLogStore(join(dir, 'logs'));
+    const entry: Running = {
+      assignment: a,
+      status: 'starting',
+      stop: async () => {},
+      logs,
+      ports: {},
+      stopping: false,
+    };
+    this.running.set(a.id, entry);
+    const system = (line: string) => {
+      const l: LogLine = { process: 'mxc', stream: 'system', run: 0, ts: Date.now(), line };
+      logs.append(l);
+      this.queueLog(a.id, l);
+    };
+    const abort = new AbortController();
+    entry.stop = async () => abort.abort();
+    try {
+      const closure = a.spec.mxc.closure;
+      system(`realising ${closure.length} store path(s)${this.cache ? ` from ${this.cache.url}` : ''}`);
+      const t0 = Date.now();
+      await realiseClosure({
+        paths: closure,
+        storeRoot: this.opts.storeRoot,
+        cache: this.cache,
+        signal: abort.signal,
+        onProgress: (p) => {
+          if (p.line.startsWith('copying path')) system(p.line);
+        },
+      });
+      system(`closure ready in ${Date.now() - t0} ms`);
+      if (entry.stopping) throw new Error('stopped before start');
+
+      for (const port of a.spec.mxc.ports) entry.ports[port] = await freePort();
+      const env: Record<string, string> = {
+        PATH: '/run/current-system/sw/bin:/usr/bin:/bin',
+        HOME: workDir,
+        ...a.spec.mxc.env,
+        MXC_WORKLOAD_ID: a.id,
+        MXC_JOB: a.spec.name,
+        MXC_INSTANCE: String(a.instance),
+        ...Object.fromEntries(
+          Object.entries(entry.ports).map(([n, p]) => [`MXC_PORT_${n.toUpperCase()}`, String(p)]),
+        ),
+      };
+      const onLog = (l: LogLine) => {
+        logs.append(l);
+        this.queueLog(a.id, l);
+      };
+      const grace = this.opts.gracePeriodMs ?? 5000;
+      let done: Promise<TaskSnapshot>;
+      if (a.spec.mxc.isolation === 'microvm') {
+        if (!this.opts.microvm) throw new Error('this agent cannot run microVM workloads');
+        const vm = await this.opts.microvm.run({
+          assignment: a,
+          workDir,
+          storeDir: join(this.opts.storeRoot ?? '/', 'nix', 'store'),
+          closure,
+          env,
+          ports: Object.entries(entry.ports).map(([name, hostPort]) => ({
+            name,
+            hostPort,
+            guestPort: hostPort,
+          })),
+          onLog,
+          gracePeriodMs: grace,
+        });
+        done = vm.done;
+        entry.stop = () => vm.stop();
+      } else {
+        const launch =
+          a.spec.mxc.isolation === 'sandbox'
+            ? sandboxLaunch({
+                storeRoot: this.opts.storeRoot,
+                closure: await closureForSandbox(closure, this.opts.storeRoot),
+                workDir,
+                network: a.spec.mxc.network,
+              })
+            : undefined;
+        const runner = new TaskRunner({
+          workloadId: a.id,
+          task: a.spec.task,
+          workDir,
+          env,
+          launch,
+          gracePeriodMs: grace,
+          onLog,
+          onChange: (snap) => {
+            void writeFile(join(dir, 'pids.json'), JSON.stringify(runner.pids())).catch(() => {});
+            this.report(a.id, undefined, snap.processes);
+          },
+        });
+        runner.start();
+        done = runner.done;
+        entry.stop = (reason: string) => runner.stop(reason);
+      }
+      entry.status = 'running';
+      this.report(a.id, 'processes started');
+      const result = await done;
+      await this.finish(a.id, result);
+    } catch (err) {
+      const reason = entry.stopping ? 'stopped' : `could not start: ${(err as Error).message}`;
+      system(reason);
+      entry.status = entry.stopping ? 'stopped' : 'failed';
+      this.report(a.id, reason);
+      await this.cleanup(a.id);
+    }
+  }
+
+  private async finish(id: string, result: TaskSnapshot) {
+    const r = this.running.get(id);
+    if (!r) return;
+    r.status =
+      r.stopping || result.status === 'stopped'
+        ? 'stopped'
+        : result.status === 'success'
+          ? 'stopped'
+          : 'failed';
+    const reason =
+      result.status === 'success' ? 'task finished successfully' : (result.reason ?? `task ${result.status}`);
+    this.report(id, reason, result.processes);
+    await this.cleanup(id);
+  }
+
+  private async cleanup(id: string) {
+    const r = this.running.get(id);
+    this.flushLogs();
+    this.running.delete(id);
+    await r?.logs.close();
+    await rm(join(this.opts.stateDir, 'workloads', id, 'pids.json'), { force: true });
+  }
+
+  private async stopWorkload(id: string, reason: string) {
+    const r = this.running.get(id);
+    if (!r || r.stopping) return;
+    r.stopping = true;
+    if (r.status === 'running') {
+      r.status = 'stopping';
+      this.report(id, reason);
+    }
+    await r.stop(reason);
+  }
+
+  /** Stops every workload (agent shutdown with --stop-workloads) — by default workloads are left running. */
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.running.keys()].map((id) => this.stopWorkload(id, 'agent shutting down')));
+  }
+
+  runningIds(): string[] {
+    return [...this.running.keys()];
+  }
+
+  /**
+   * Leaves the cluster. The connection closes first, so the coordinator does not record the workloads
+   * as stopped by request: it sees them lost (after reconnect or the TTL) and reschedules them.
+   */
+  async close(opts: { stopWorkloads?: boolean } = {}): Promise<void> {
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.flushLogs();
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, 'agent shutting down');
+    if (opts.stopWorkloads !== false) await this.stopAll();
+  }
+}
+
+/** The full closure of the roots, as the sandbox must expose every path of it. */
+async function closureForSandbox(roots: string[], storeRoot?: string): Promise<string[]> {
+  return closureOf(roots, { store: storeRoot });
+}
+
+/** A free TCP port on the loopback (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}

@@ -1,0 +1,172 @@
+/**
+ * One workload's log lines on disk: JSONL files in the workload's log directory, rotated by size
+ * with a cap on the number of files, kept after the workload ends (pruned by age, see prune.ts).
+ */
+import { createReadStream, mkdirSync } from 'node:fs';
+import { appendFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { LogLine } from '../../spec/messages.js';
+
+export interface LogStoreOptions {
+  /** A file is rotated before it would grow past this (default 4 MiB). */
+  maxBytesPerFile?: number;
+  /** Files kept, the current one included; the oldest rotated file is dropped beyond it (default 5). */
+  maxFiles?: number;
+  /** Appended lines reach the disk at most this long after `append` (default 200 ms). */
+  flushIntervalMs?: number;
+}
+
+export interface LogQuery {
+  /** Only lines of this process (`:task` for the supervisor's task-level lines). */
+  process?: string;
+  /** Only lines with `ts >= sinceTs` (ms since the epoch). */
+  sinceTs?: number;
+  /** At most this many lines: the most recent ones, still in chronological order. */
+  limit?: number;
+}
+
+/** The current file; rotated files are `log.1.jsonl` (newest) … `log.<maxFiles-1>.jsonl` (oldest). */
+export const CURRENT_FILE = 'log.jsonl';
+const rotatedFile = (i: number): string => `log.${i}.jsonl`;
+
+/** Flush early when this much is pending, so a chatty process does not pile up memory. */
+const FLUSH_BYTES = 256 * 1024;
+
+export class WorkloadLogStore {
+  private readonly maxBytes: number;
+  private readonly maxFiles: number;
+  private readonly flushMs: number;
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  private timer: NodeJS.Timeout | null = null;
+  /** Writes are serialised through this chain. */
+  private writing: Promise<void> = Promise.resolve();
+  private currentSize: number | null = null;
+  private closed = false;
+
+  constructor(
+    readonly dir: string,
+    opts: LogStoreOptions = {},
+  ) {
+    this.maxBytes = opts.maxBytesPerFile ?? 4 * 1024 * 1024;
+    this.maxFiles = opts.maxFiles ?? 5;
+    this.flushMs = opts.flushIntervalMs ?? 200;
+    if (!Number.isFinite(this.maxBytes) || this.maxBytes < 1) {
+      throw new Error(`maxBytesPerFile must be a positive number of bytes, got ${opts.maxBytesPerFile}`);
+    }
+    if (!Number.isInteger(this.maxFiles) || this.maxFiles < 1) {
+      throw new Error(`maxFiles must be an integer of at least 1 (the current file), got ${opts.maxFiles}`);
+    }
+    mkdirSync(dir, { recursive: true });
+  }
+
+  /** Queues one line; it is written within flushIntervalMs, or on flush()/read()/close(). */
+  append(line: LogLine): void {
+    if (this.closed)
+      throw new Error(`log store ${this.dir} is closed; lines cannot be appended after close()`);
+    const text = `${JSON.stringify(line)}\n`;
+    this.pending.push(text);
+    this.pendingBytes += Buffer.byteLength(text);
+    // Background flushes swallow errors: flush() already reported them as a warning.
+    if (this.pendingBytes >= FLUSH_BYTES) this.flush().catch(() => {});
+    else this.timer ??= setTimeout(() => this.flush().catch(() => {}), this.flushMs);
+  }
+
+  /** Writes everything appended so far; resolves once it is on disk, rejects if this batch could not be written. */
+  flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const lines = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (lines.length === 0) return this.writing;
+    const attempt = this.writing.then(() => this.write(lines));
+    // One failed batch must not wedge the chain for the ones after it.
+    this.writing = attempt.catch((err: unknown) => {
+      process.emitWarning(`log store ${this.dir}: ${lines.length} log lines lost: ${String(err)}`);
+    });
+    return attempt;
+  }
+
+  /** Lines matching `query`, oldest first, from all kept files. */
+  async read(query: LogQuery = {}): Promise<LogLine[]> {
+    await this.flush();
+    const limit = query.limit ?? Number.POSITIVE_INFINITY;
+    if (limit <= 0) return [];
+    let out: LogLine[] = [];
+    for (let i = this.maxFiles - 1; i >= 0; i--) {
+      const file = join(this.dir, i === 0 ? CURRENT_FILE : rotatedFile(i));
+      for await (const line of readJsonl(file)) {
+        if (query.process !== undefined && line.process !== query.process) continue;
+        if (query.sinceTs !== undefined && line.ts < query.sinceTs) continue;
+        out.push(line);
+        // Keep only the tail, trimming in batches rather than on every line.
+        if (out.length >= 2 * limit) out = out.slice(out.length - limit);
+      }
+    }
+    return out.length > limit ? out.slice(out.length - limit) : out;
+  }
+
+  /** Writes what is pending and refuses further appends. The files stay. */
+  async close(): Promise<void> {
+    const flushed = this.flush();
+    this.closed = true;
+    await flushed;
+  }
+
+  private async write(lines: string[]): Promise<void> {
+    const file = join(this.dir, CURRENT_FILE);
+    if (this.currentSize === null)
+      this.currentSize = await stat(file)
+        .then((s) => s.size)
+        .catch(() => 0);
+    let batch = '';
+    let batchBytes = 0;
+    for (const text of lines) {
+      const bytes = Buffer.byteLength(text);
+      if (this.currentSize + batchBytes + bytes > this.maxBytes && this.currentSize + batchBytes > 0) {
+        if (batch) await appendFile(file, batch);
+        batch = '';
+        batchBytes = 0;
+        await this.rotate();
+      }
+      batch += text;
+      batchBytes += bytes;
+    }
+    if (batch) await appendFile(file, batch);
+    this.currentSize += batchBytes;
+  }
+
+  private async rotate(): Promise<void> {
+    const path = (i: number): string => join(this.dir, i === 0 ? CURRENT_FILE : rotatedFile(i));
+    await rm(path(this.maxFiles - 1), { force: true });
+    for (let i = this.maxFiles - 2; i >= 0; i--) {
+      await rename(path(i), path(i + 1)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    }
+    this.currentSize = 0;
+  }
+}
+
+/** The valid log lines of one JSONL file; a missing file is empty, a torn last line (crash) is skipped. */
+async function* readJsonl(file: string): AsyncGenerator<LogLine> {
+  const stream = createReadStream(file, { encoding: 'utf8' });
+  const opened = await new Promise<boolean>((resolve) => {
+    stream.once('open', () => resolve(true));
+    stream.once('error', () => resolve(false));
+  });
+  if (!opened) return;
+  for await (const text of createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY })) {
+    if (!text) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      continue;
+    }
+    const parsed = LogLine.safeParse(value);
+    if (parsed.success) yield parsed.data;
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * The `sandbox` isolation: a launcher that wraps each process in bubblewrap with every namespace
+ * unshared, only the workload's closure (path by path, read-only) and its work directory visible.
+ */
+import { accessSync, constants, existsSync } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
+import { run } from '../compiler/exec.js';
+import type { Process } from '../spec/job.js';
+import { directArgv, type LaunchContext, type LaunchSpec } from './supervisor/cmdline.js';
+
+export interface SandboxOptions {
+  /** Directory containing `nix/store` (a separate store the agent realised into); default `/`, the host store. */
+  storeRoot?: string;
+  /** Store paths to expose, normally the full closure of the job's processes. */
+  closure: string[];
+  /** The workload's directory: bound writable at the same path, and the processes' cwd. */
+  workDir: string;
+  /** `host` keeps the host's network namespace; `none` leaves only a loopback interface. */
+  network: 'host' | 'none';
+  /** The bwrap executable; default: found on the agent's PATH. */
+  bwrapPath?: string;
+  /**
+   * A shell inside the closure for cmdlines that are not a plain command (`$VAR`, pipes, …), as
+   * [file, ...args before the script]. Default: the first closure path with `bin/sh`, or with a
+   * `busybox` binary (run as `busybox sh`).
+   */
+  shell?: string[];
+}
+
+const STORE_PATH = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/;
+
+/** Absolute path of `name` on the agent's own PATH (the child's env may have no PATH at all). */
+function findOnPath(name: string): string {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {}
+  }
+  throw new Error(
+    `${name} was not found on PATH; install bubblewrap (apt-get install bubblewrap) to use isolation "sandbox"`,
+  );
+}
+
+function hostPath(storeRoot: string, storePath: string): string {
+  return storeRoot === '/' ? storePath : join(storeRoot, storePath);
+}
+
+function findShell(storeRoot: string, closure: string[]): string[] | null {
+  for (const p of closure) {
+    if (existsSync(hostPath(storeRoot, `${p}/bin/sh`))) return [`${p}/bin/sh`];
+    if (existsSync(hostPath(storeRoot, `${p}/busybox`))) return [`${p}/busybox`, 'sh'];
+  }
+  return null;
+}
+
+function validate(opts: SandboxOptions): void {
+  const root = opts.storeRoot ?? '/';
+  if (!isAbsolute(root)) throw new Error(`sandbox storeRoot must be an absolute path, got "${root}"`);
+  if (!isAbsolute(opts.workDir))
+    throw new Error(`sandbox workDir must be an absolute path, got "${opts.workDir}"`);
+  for (const reserved of ['/nix', '/proc', '/dev']) {
+    if (opts.workDir === reserved || opts.workDir.startsWith(`${reserved}/`)) {
+      throw new Error(
+        `sandbox workDir ${opts.workDir} lies under ${reserved}, which the sandbox provides itself; use a directory elsewhere`,
+      );
+    }
+  }
+  for (const p of opts.closure) {
+    if (!STORE_PATH.test(p))
+      throw new Error(`sandbox closure entry "${p}" is not a /nix/store/<hash>-<name> path`);
+  }
+}
+
+/**
+ * The bubblewrap arguments (everything before the command). Why each choice:
+ * - `--unshare-all` (+ `--share-net` for network host): new user/pid/ipc/uts/cgroup/net namespaces.
+ * - `--die-with-parent`: if the agent dies, its sandboxes die with it instead of running unsupervised.
+ * - no `--new-session`: it exists to stop TIOCSTI injection into a controlling terminal, and our
+ *   processes have none (the supervisor's spawn already calls setsid). Without it the payload stays
+ *   in bwrap's process group, so the supervisor's group SIGTERM reaches it directly.
+ * - each closure path bound read-only on its own: the rest of the store (other jobs' paths) stays
+ *   invisible. `/tmp` is a private tmpfs; `/proc` and `/dev` are fresh; nothing else of the host.
+ * - the work dir is bound writable at the same path, not at /work: the paths in the environment the
+ *   agent builds (and in logs) then mean the same thing inside and outside.
+ */
+export function bwrapArgs(opts: SandboxOptions): string[] {
+  validate(opts);
+  const root = opts.storeRoot ?? '/';
+  const args = ['--unshare-all'];
+  if (opts.network === 'host') args.push('--share-net');
+  args.push('--die-with-parent');
+  for (const p of [...new Set(opts.closure)].sort()) args.push('--ro-bind', hostPath(root, p), p);
+  args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  // After --tmpfs /tmp, so a work dir under /tmp is bound on top of the private tmpfs.
+  args.push('--bind', opts.workDir, opts.workDir, '--chdir', opts.workDir);
+  // bwrap's root is a tmpfs on which it created the mount points (/nix/store among them); once they
+  // exist, make it read-only so nobody adds files next to the store paths.
+  args.push('--remount-ro', '/');
+  return args;
+}
+
+/** A TaskRunner launcher running each process under bubblewrap (see `bwrapArgs`). */
+export function sandboxLaunch(opts: SandboxOptions): (proc: Process, ctx: LaunchContext) => LaunchSpec {
+  const prefix = bwrapArgs(opts);
+  const bwrap = opts.bwrapPath ?? findOnPath('bwrap');
+  const root = opts.storeRoot ?? '/';
+  const shell = opts.shell ?? findShell(root, opts.closure);
+  const inClosure = (file: string): boolean =>
+    opts.closure.some((p) => file === p || file.startsWith(`${p}/`));
+  return (proc, ctx) => {
+    const direct = directArgv(proc.cmdline);
+    let command: string[];
+    if (direct) {
+      if (!inClosure(direct.file)) {
+        throw new Error(
+          `process ${proc.name}: ${direct.file} is not inside the workload's closure, so the sandbox cannot see it; ` +
+            'use a store path from the job (mxc.closure)',
+        );
+      }
+      command = [direct.file, ...direct.args];
+    } else {
+      if (!shell) {
+        throw new Error(
+          `process ${proc.name}: cmdline is a shell command line but the closure has no shell (bin/sh or busybox); ` +
+            'make the process a store script, or add a shell to the closure',
+        );
+      }
+      command = [...shell, '-c', proc.cmdline];
+    }
+    return {
+      file: bwrap,
+      args: [...prefix, '--', ...command],
+      env: ctx.env,
+      cwd: ctx.workDir,
+      leaderIsMonitor: true,
+    };
+  };
+}
+
+/** Whether bubblewrap exists and can create its namespaces here (a real sandbox start, not just --version). */
+export async function bubblewrapAvailable(bwrapPath?: string): Promise<boolean> {
+  try {
+    const bwrap = bwrapPath ?? findOnPath('bwrap');
+    const probe = [
+      '--unshare-all',
+      '--die-with-parent',
+      '--ro-bind',
+      '/',
+      '/',
+      '--proc',
+      '/proc',
+      '--dev',
+      '/dev',
+    ];
+    await run(bwrap, [...probe, '--', 'true'], { timeoutMs: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
