@@ -1,0 +1,66 @@
+/**
+ * Metadata of local store paths (NAR hash and size, references, deriver) from one
+ * `nix path-info --json` call per batch, the facts a binary cache upload claims.
+ */
+import { z } from 'zod';
+import { type RunOptions, run } from './exec.js';
+import { NIX_OFFLINE_OPTIONS } from './nix.js';
+
+export interface PathInfo {
+  path: string;
+  /** As nix prints it (SRI `sha256-…` on nix 2.8). */
+  narHash: string;
+  narSize: number;
+  references: string[];
+  deriver?: string;
+}
+
+const PathInfoJson = z.array(
+  z.object({
+    path: z.string(),
+    narHash: z.string().optional(),
+    narSize: z.number().int().nonnegative().optional(),
+    references: z.array(z.string()).optional(),
+    deriver: z.string().optional(),
+    valid: z.boolean().optional(),
+  }),
+);
+
+/** Keeps command lines well below ARG_MAX even for long store path names. */
+const BATCH = 500;
+
+/** Path info for each given path, in input order; throws naming a path that is not valid locally. */
+export async function queryPathInfos(paths: readonly string[], opts: RunOptions = {}): Promise<PathInfo[]> {
+  const out: PathInfo[] = [];
+  for (let i = 0; i < paths.length; i += BATCH) {
+    const batch = paths.slice(i, i + BATCH);
+    const { stdout } = await run(
+      'nix',
+      [
+        '--extra-experimental-features',
+        'nix-command',
+        ...NIX_OFFLINE_OPTIONS,
+        'path-info',
+        '--json',
+        ...batch,
+      ],
+      opts,
+    );
+    const parsed = PathInfoJson.safeParse(JSON.parse(stdout));
+    if (!parsed.success)
+      throw new Error(`unexpected \`nix path-info --json\` output: ${parsed.error.message}`);
+    for (const p of parsed.data) {
+      if (p.valid === false || p.narHash === undefined || p.narSize === undefined) {
+        throw new Error(`${p.path} is not a valid path in the local nix store; build or realise it first`);
+      }
+      out.push({
+        path: p.path,
+        narHash: p.narHash,
+        narSize: p.narSize,
+        references: p.references ?? [],
+        deriver: p.deriver,
+      });
+    }
+  }
+  return out;
+}

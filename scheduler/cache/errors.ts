@@ -1,0 +1,38 @@
+/**
+ * Coded errors of the binary cache: a stable code, an HTTP status and a message saying what to do,
+ * sent as `{ error: { code, message } }` like every other API error.
+ */
+import type { FastifyReply } from 'fastify';
+
+export type CacheErrorCode =
+  | 'CACHE_UNAUTHORIZED'
+  | 'CACHE_BAD_REQUEST'
+  | 'CACHE_INVALID_PATH'
+  | 'CACHE_HASH_MISMATCH'
+  | 'CACHE_SIZE_MISMATCH'
+  | 'CACHE_NOT_A_NAR'
+  | 'CACHE_TOO_LARGE'
+  | 'CACHE_MISSING_REFERENCES'
+  | 'CACHE_UNSUPPORTED_MEDIA_TYPE'
+  | 'CACHE_UPLOAD_ABORTED'
+  | 'CACHE_KEY_INVALID'
+  | 'CACHE_KEY_NAME_INVALID'
+  | 'CACHE_KEY_NAME_MISMATCH';
+
+export class CacheError extends Error {
+  constructor(
+    readonly code: CacheErrorCode,
+    readonly statusCode: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'CacheError';
+  }
+}
+
+/** Sends a CacheError as JSON; anything else is rethrown for the app's error handler (logged as 5xx). */
+export function sendCacheError(reply: FastifyReply, err: unknown): FastifyReply {
+  if (!(err instanceof CacheError)) throw err;
+  return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message } });
+}

@@ -1,0 +1,183 @@
+/**
+ * The coordinator's signed Nix binary cache as a fastify plugin: the read side nix itself talks to
+ * (`/cache/…`) and the write side `mxc push` uses (`/api/cache/…`).
+ */
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { parseUploadClaim } from './claim.js';
+import { CacheError, sendCacheError } from './errors.js';
+import { DEFAULT_KEY_NAME, loadOrCreateKey } from './key.js';
+import { CacheStore } from './store.js';
+
+export { CacheError, type CacheErrorCode } from './errors.js';
+export { type CacheKey, DEFAULT_KEY_NAME } from './key.js';
+export { CacheStore, DEFAULT_MAX_NAR_BYTES } from './store.js';
+
+export interface CacheOptions {
+  /** The cache lives in `<dataDir>/cache` (nar/, narinfo/, tmp/, key files). */
+  dataDir: string;
+  /** Name of the signing key; default `mxc-1`. */
+  keyName?: string;
+  /** Decides whether a request may read (narinfo/nar) or write (upload). Return false → 401. */
+  authorize?: (req: FastifyRequest, access: 'read' | 'write') => boolean;
+  /** Largest uncompressed NAR an upload may have; default 8 GiB. */
+  maxNarBytes?: number;
+  /** Brotli quality for stored NARs (0–11); default 4, fast with a good ratio. */
+  brotliQuality?: number;
+  /** Use this store instead of opening `<dataDir>/cache` (when the app needs it elsewhere too). */
+  store?: CacheStore;
+}
+
+/** The cache directory inside a coordinator data dir. */
+export function cacheDir(dataDir: string): string {
+  return join(dataDir, 'cache');
+}
+
+/** Creates the signing key on first start; returns its name and `name:base64` public key. */
+export async function ensureCacheKey(
+  dataDir: string,
+  keyName = DEFAULT_KEY_NAME,
+): Promise<{ name: string; publicKey: string }> {
+  const key = await loadOrCreateKey(cacheDir(dataDir), keyName);
+  return { name: key.name, publicKey: key.publicKey };
+}
+
+/** Opens (and prepares) the cache store of a data dir. */
+export async function openCacheStore(
+  dataDir: string,
+  opts: Pick<CacheOptions, 'keyName' | 'maxNarBytes' | 'brotliQuality'> = {},
+): Promise<CacheStore> {
+  const dir = cacheDir(dataDir);
+  const key = await loadOrCreateKey(dir, opts.keyName ?? DEFAULT_KEY_NAME);
+  const store = new CacheStore(dir, key, opts);
+  await store.init();
+  return store;
+}
+
+const MissingBody = z.object({ paths: z.array(z.string()).max(200_000) }).strict();
+
+const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n';
+
+/** Registered with `app.register(cachePlugin, opts)`; routes are absolute, not prefixed. */
+export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Promise<void> {
+  const store = opts.store ?? (await openCacheStore(opts.dataDir, opts));
+  const maxNarBytes = store.maxNarBytes;
+
+  const guard = (access: 'read' | 'write') => async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!opts.authorize || opts.authorize(req, access)) return;
+    // An unread upload body would otherwise be drained byte by byte before the socket is reused.
+    if (access === 'write') reply.header('connection', 'close');
+    return reply.code(401).send({
+      error: {
+        code: 'CACHE_UNAUTHORIZED',
+        message: `this request needs ${access} access to the binary cache; send "Authorization: Bearer <token>" with a valid token`,
+      },
+    });
+  };
+
+  // Upload bodies stay streams (parsed by nobody) so a NAR is never held in memory. Any content type
+  // gets here so the handler can answer a wrong one with a coded error instead of fastify's own.
+  const passStream = (
+    _req: FastifyRequest,
+    payload: NodeJS.ReadableStream,
+    done: (e: Error | null, b?: unknown) => void,
+  ) => done(null, payload);
+  app.addContentTypeParser('application/octet-stream', passStream);
+  app.addContentTypeParser('*', passStream);
+
+  app.get('/cache/nix-cache-info', { onRequest: guard('read') }, async (_req, reply) =>
+    reply.type('text/x-nix-cache-info').send(NIX_CACHE_INFO),
+  );
+
+  app.get<{ Params: { file: string } }>('/cache/:file', { onRequest: guard('read') }, async (req, reply) => {
+    const { file } = req.params;
+    const path = file.endsWith('.narinfo')
+      ? store.narinfoFileForHash(file.slice(0, -'.narinfo'.length))
+      : null;
+    const text = path ? await readFile(path, 'utf8').catch(() => null) : null;
+    // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
+    if (text === null) return reply.code(404).type('text/plain').send('not found\n');
+    return reply.type('text/x-nix-narinfo').send(text);
+  });
+
+  app.get<{ Params: { file: string } }>(
+    '/cache/nar/:file',
+    { onRequest: guard('read') },
+    async (req, reply) => {
+      const path = store.narFile(req.params.file);
+      const st = path ? await stat(path).catch(() => null) : null;
+      if (!path || !st?.isFile()) return reply.code(404).type('text/plain').send('not found\n');
+      reply.header('content-length', st.size).header('cache-control', 'public, max-age=31536000, immutable');
+      return reply.type('application/x-nix-nar').send(createReadStream(path));
+    },
+  );
+
+  app.get('/api/cache/key', { onRequest: guard('read') }, async () => ({
+    data: { name: store.key.name, public_key: store.key.publicKey },
+  }));
+
+  app.post(
+    '/api/cache/missing',
+    { onRequest: guard('write'), bodyLimit: 32 * 1024 * 1024 },
+    async (req, reply) => {
+      const parsed = MissingBody.safeParse(req.body);
+      if (!parsed.success) {
+        return reply.code(400).send({
+          error: {
+            code: 'CACHE_BAD_REQUEST',
+            message: `the body must be {"paths": [store paths…]}: ${parsed.error.issues
+              .map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`)
+              .join('; ')}`,
+          },
+        });
+      }
+      try {
+        return { data: { missing: await store.missing(parsed.data.paths) } };
+      } catch (err) {
+        return sendCacheError(reply, err);
+      }
+    },
+  );
+
+  // A wildcard, not `:name`: store path names run to 244 characters, past fastify's maxParamLength.
+  app.put<{ Params: { '*': string }; Querystring: Record<string, string | undefined> }>(
+    '/api/cache/nar/*',
+    { onRequest: guard('write'), bodyLimit: maxNarBytes },
+    async (req, reply) => {
+      const body = req.body as Readable | undefined;
+      try {
+        const type = (req.headers['content-type'] ?? '').split(';')[0].trim();
+        if (type !== 'application/octet-stream' || !body || typeof body.pipe !== 'function') {
+          throw new CacheError(
+            'CACHE_UNSUPPORTED_MEDIA_TYPE',
+            415,
+            'upload the NAR as the raw request body with "Content-Type: application/octet-stream"',
+          );
+        }
+        const claim = parseUploadClaim(req.headers, req.query, maxNarBytes);
+        const result = await store.put(req.params['*'], claim, body);
+        if (!result.created) {
+          reply.header('connection', 'close');
+          body.resume();
+        }
+        const { info } = result;
+        return reply.code(result.created ? 201 : 200).send({
+          data: {
+            path: info.storePath,
+            created: result.created,
+            nar_hash: info.narHash,
+            nar_size: info.narSize,
+            file_size: info.fileSize,
+          },
+        });
+      } catch (err) {
+        if (body && !body.readableEnded) reply.header('connection', 'close');
+        return sendCacheError(reply, err);
+      }
+    },
+  );
+}

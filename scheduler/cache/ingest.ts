@@ -1,0 +1,205 @@
+/**
+ * One upload, streamed: NAR hash and size are computed while the body is compressed into a temp
+ * file; only when they match the claim are the NAR and then its signed narinfo renamed into place.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { open, rename, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createBrotliCompress, constants as zc } from 'node:zlib';
+import { fingerprint, hashPart, type NarInfo, renderNarInfo } from '../../compiler/nar-info.js';
+import { formatSha256, toNixBase32 } from '../../compiler/nix-base32.js';
+import { CacheError } from './errors.js';
+import { signFingerprint } from './key.js';
+import type { CacheStore } from './store.js';
+
+/** What the uploader says about the path; every field is checked or signed as given. */
+export interface IngestClaim {
+  /** sha256 of the uncompressed NAR (32 bytes). */
+  narHash: Buffer;
+  narSize: number;
+  /** Full store paths, or bare hash parts of paths already in the cache (or of the path itself). */
+  references: string[];
+  deriver?: string;
+}
+
+export interface IngestResult {
+  created: boolean;
+  info: NarInfo;
+}
+
+/** A NAR starts with the length-prefixed string "nix-archive-1". */
+const NAR_MAGIC = Buffer.concat([Buffer.from([13, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('nix-archive-1')]);
+
+/** Hashes and counts the uncompressed stream, failing fast once it is longer than claimed. */
+class NarMeter extends Transform {
+  readonly hash = createHash('sha256');
+  bytes = 0;
+  private head = Buffer.alloc(0);
+
+  constructor(
+    private readonly limit: number,
+    private readonly onTooLong: (bytes: number) => CacheError,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    const err = this.check(chunk);
+    if (err) {
+      cb(err);
+      return;
+    }
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+
+  private check(chunk: Buffer): CacheError | null {
+    if (this.bytes > this.limit) return this.onTooLong(this.bytes);
+    if (this.head.length < NAR_MAGIC.length) {
+      this.head = Buffer.concat([this.head, chunk]).subarray(0, NAR_MAGIC.length);
+      if (!this.head.equals(NAR_MAGIC.subarray(0, this.head.length))) {
+        return new CacheError(
+          'CACHE_NOT_A_NAR',
+          400,
+          'the upload body is not a NAR; send the output of `nix-store --dump <path>` uncompressed',
+        );
+      }
+    }
+    return null;
+  }
+}
+
+/** Hashes and counts the compressed stream (the narinfo's FileHash/FileSize). */
+class FileMeter extends Transform {
+  readonly hash = createHash('sha256');
+  bytes = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Checks references, streams the body into the cache and publishes it; see the module header. */
+export async function ingestNar(
+  store: CacheStore,
+  storePath: string,
+  claim: IngestClaim,
+  body: NodeJS.ReadableStream,
+): Promise<IngestResult> {
+  // The cache must never hold a path whose closure it cannot serve, so references come first.
+  const resolved = new Set<string>();
+  const absent: string[] = [];
+  for (const ref of claim.references) {
+    const full = ref.startsWith('/')
+      ? ref
+      : ref === hashPart(storePath.slice(11))
+        ? storePath
+        : await store.pathOfHash(ref);
+    if (full === storePath || (full && (await store.has(full)))) resolved.add(full);
+    else absent.push(full ?? ref);
+  }
+  const references = [...resolved].sort();
+  if (absent.length > 0) {
+    throw new CacheError(
+      'CACHE_MISSING_REFERENCES',
+      409,
+      `${storePath} references paths the cache does not hold: ${absent.join(', ')}; ` +
+        'upload references first (`mxc push` orders the closure for you)',
+    );
+  }
+  if (claim.narSize > store.maxNarBytes) throw tooLarge(storePath, claim.narSize, store.maxNarBytes);
+
+  const tmp = join(store.tmpDir, `${hashPart(storePath.slice(11))}.${randomBytes(6).toString('hex')}.nar.br`);
+  const nar = new NarMeter(Math.min(claim.narSize, store.maxNarBytes), (bytes) =>
+    bytes > store.maxNarBytes
+      ? tooLarge(storePath, bytes, store.maxNarBytes)
+      : sizeMismatch(storePath, claim.narSize, `more than ${claim.narSize}`),
+  );
+  const file = new FileMeter();
+  const brotli = createBrotliCompress({
+    params: {
+      [zc.BROTLI_PARAM_QUALITY]: store.brotliQuality,
+      [zc.BROTLI_PARAM_SIZE_HINT]: Math.min(claim.narSize, 2 ** 31 - 1),
+      [zc.BROTLI_PARAM_LGWIN]: 22,
+    },
+  });
+  try {
+    try {
+      await pipeline(body, nar, brotli, file, createWriteStream(tmp, { mode: 0o644 }));
+    } catch (err) {
+      if (err instanceof CacheError) throw err;
+      throw new CacheError(
+        'CACHE_UPLOAD_ABORTED',
+        400,
+        `the upload of ${storePath} stopped after ${nar.bytes} of ${claim.narSize} bytes; run the push again`,
+        { cause: err },
+      );
+    }
+    if (nar.bytes !== claim.narSize) throw sizeMismatch(storePath, claim.narSize, String(nar.bytes));
+    const narHash = nar.hash.digest();
+    if (!narHash.equals(claim.narHash)) {
+      throw new CacheError(
+        'CACHE_HASH_MISMATCH',
+        422,
+        `the NAR received for ${storePath} has hash ${formatSha256(narHash)}, not the claimed ` +
+          `${formatSha256(claim.narHash)}; the local path may be corrupt (try \`nix-store --verify-path ${storePath}\`)`,
+      );
+    }
+    const fileHash = file.hash.digest();
+    const narFileName = `${toNixBase32(fileHash)}.nar.br`;
+    await fsyncFile(tmp);
+    await rename(tmp, join(store.narDir, narFileName));
+
+    const unsigned: NarInfo = {
+      storePath,
+      url: `nar/${narFileName}`,
+      compression: 'br',
+      fileHash: formatSha256(fileHash),
+      fileSize: file.bytes,
+      narHash: formatSha256(narHash),
+      narSize: nar.bytes,
+      references,
+      deriver: claim.deriver,
+      sigs: [],
+    };
+    const info: NarInfo = { ...unsigned, sigs: [signFingerprint(store.key, fingerprint(unsigned))] };
+    const infoTmp = `${tmp}.narinfo`;
+    await writeFile(infoTmp, renderNarInfo(info), { mode: 0o644, flush: true });
+    await rename(infoTmp, store.narinfoFile(storePath));
+    return { created: true, info };
+  } finally {
+    await unlink(tmp).catch(() => {});
+    await unlink(`${tmp}.narinfo`).catch(() => {});
+  }
+}
+
+function tooLarge(storePath: string, bytes: number, max: number): CacheError {
+  return new CacheError(
+    'CACHE_TOO_LARGE',
+    413,
+    `${storePath} is ${bytes} bytes uncompressed, over the cache limit of ${max} bytes; raise maxNarBytes on the coordinator`,
+  );
+}
+
+function sizeMismatch(storePath: string, claimed: number, got: string): CacheError {
+  return new CacheError(
+    'CACHE_SIZE_MISMATCH',
+    422,
+    `the NAR received for ${storePath} is ${got} bytes, not the claimed NarSize ${claimed}; ` +
+      'send exactly the output of `nix-store --dump <path>`',
+  );
+}

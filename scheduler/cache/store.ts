@@ -1,0 +1,139 @@
+/**
+ * The cache on disk: `<dir>/narinfo/<hash>.narinfo`, `<dir>/nar/<filehash>.nar.br`, `<dir>/tmp/`.
+ * A path is in the cache exactly when its narinfo exists; narinfos are published last, by rename.
+ */
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { hashPart, type NarInfo, parseNarInfo, STORE_DIR, storeBasename } from '../../compiler/nar-info.js';
+import { CacheError } from './errors.js';
+import { type IngestClaim, type IngestResult, ingestNar } from './ingest.js';
+import type { CacheKey } from './key.js';
+
+/** Compressed NAR file names we serve: `<nix base32>.nar` plus a known compression suffix. */
+const NAR_FILE_RE = /^[0-9a-z]{52}\.nar(\.(br|xz|bz2|zst))?$/;
+const HASH_RE = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/;
+
+export interface CacheStoreOptions {
+  /** Largest uncompressed NAR accepted, in bytes. */
+  maxNarBytes?: number;
+  /** Brotli quality 0–11; higher is smaller and much slower. */
+  brotliQuality?: number;
+}
+
+export const DEFAULT_MAX_NAR_BYTES = 8 * 1024 ** 3;
+
+export class CacheStore {
+  readonly narDir: string;
+  readonly narinfoDir: string;
+  readonly tmpDir: string;
+  readonly maxNarBytes: number;
+  readonly brotliQuality: number;
+
+  constructor(
+    readonly dir: string,
+    readonly key: CacheKey,
+    opts: CacheStoreOptions = {},
+  ) {
+    this.narDir = join(dir, 'nar');
+    this.narinfoDir = join(dir, 'narinfo');
+    this.tmpDir = join(dir, 'tmp');
+    this.maxNarBytes = opts.maxNarBytes ?? DEFAULT_MAX_NAR_BYTES;
+    this.brotliQuality = opts.brotliQuality ?? 4;
+  }
+
+  /** Creates the folders and drops temp files a crashed upload left behind. */
+  async init(): Promise<void> {
+    await mkdir(this.narDir, { recursive: true });
+    await mkdir(this.narinfoDir, { recursive: true });
+    await rm(this.tmpDir, { recursive: true, force: true });
+    await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  /** The narinfo file for a store path or basename; throws CACHE_INVALID_PATH for anything else. */
+  narinfoFile(storePath: string): string {
+    const base = storeBasename(storePath);
+    if (!base) throw invalidPath(storePath);
+    return join(this.narinfoDir, `${hashPart(base)}.narinfo`);
+  }
+
+  /** The narinfo file for a bare hash part (what nix asks for), or null when it is not one. */
+  narinfoFileForHash(hash: string): string | null {
+    return HASH_RE.test(hash) ? join(this.narinfoDir, `${hash}.narinfo`) : null;
+  }
+
+  /** The compressed NAR file for a `nar/<file>` URL component, or null when the name is not ours. */
+  narFile(file: string): string | null {
+    return NAR_FILE_RE.test(file) ? join(this.narDir, file) : null;
+  }
+
+  /** Whether the cache holds exactly this path (same hash part and name). */
+  async has(storePath: string): Promise<boolean> {
+    return (await this.info(storePath)) !== null;
+  }
+
+  /** The given paths (full store paths or basenames) that the cache does not hold, in input order. */
+  async missing(paths: string[]): Promise<string[]> {
+    for (const p of paths) if (!storeBasename(p)) throw invalidPath(p);
+    const present = await Promise.all(paths.map((p) => this.has(p)));
+    return paths.filter((_, i) => !present[i]);
+  }
+
+  /** The narinfo of exactly this path; null when absent or when its hash part belongs to another name. */
+  async info(storePath: string): Promise<NarInfo | null> {
+    const info = await readNarInfo(this.narinfoFile(storePath));
+    return info && info.storePath === `${STORE_DIR}/${storeBasename(storePath)}` ? info : null;
+  }
+
+  /** The full store path the cache holds under a hash part, or null. */
+  async pathOfHash(hash: string): Promise<string | null> {
+    const file = this.narinfoFileForHash(hash);
+    return file ? ((await readNarInfo(file))?.storePath ?? null) : null;
+  }
+
+  /** Every store path in the cache (for listings and tests). */
+  async list(): Promise<string[]> {
+    const files = (await readdir(this.narinfoDir)).filter((f) => f.endsWith('.narinfo'));
+    const infos = await Promise.all(files.map((f) => readNarInfo(join(this.narinfoDir, f))));
+    return infos.flatMap((i) => (i ? [i.storePath] : [])).sort();
+  }
+
+  /**
+   * Stores one uploaded path: checks the claim against the streamed NAR, compresses, signs and
+   * publishes. Already present → `{ created: false }` without reading the body.
+   */
+  async put(basename: string, claim: IngestClaim, body: NodeJS.ReadableStream): Promise<IngestResult> {
+    const base = storeBasename(basename);
+    if (!base || basename.includes('/')) throw invalidPath(basename);
+    const storePath = `${STORE_DIR}/${base}`;
+    const existing = await this.info(storePath);
+    if (existing) return { created: false, info: existing };
+    // Nix's hash part covers the name, so another name under the same hash is a forgery or a mistake.
+    const holder = await this.pathOfHash(hashPart(base));
+    if (holder) {
+      throw new CacheError(
+        'CACHE_INVALID_PATH',
+        409,
+        `the cache already holds ${holder} under the hash part of ${storePath}; check the name you are uploading`,
+      );
+    }
+    return ingestNar(this, storePath, claim, body);
+  }
+}
+
+async function readNarInfo(file: string): Promise<NarInfo | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    return null;
+  }
+  return parseNarInfo(text);
+}
+
+function invalidPath(p: string): CacheError {
+  return new CacheError(
+    'CACHE_INVALID_PATH',
+    400,
+    `${JSON.stringify(p)} is not a store path: expected /nix/store/<32-char nix-base32 hash>-<name> or its basename`,
+  );
+}

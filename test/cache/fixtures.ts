@@ -1,0 +1,131 @@
+/**
+ * Shared pieces of the cache tests: a small real closure built with nix (busybox + two script
+ * derivations), a fastify app carrying only the cache plugin, and a raw upload helper.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { run } from '../../compiler/exec.js';
+import { closureOf, nixBuild } from '../../compiler/nix.js';
+import { type CacheOptions, cachePlugin } from '../../scheduler/cache/index.js';
+
+export const NIX_COMMAND = ['--extra-experimental-features', 'nix-command'] as const;
+
+/**
+ * Builds `<script>` → `<lib>` and `<script>` → busybox. `salt` makes distinct paths so tests can
+ * have closures no other test pushed.
+ */
+export async function buildClosure(salt: string): Promise<{ root: string; lib: string; busybox: string }> {
+  const expr = `
+    let
+      bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; };
+      lib = derivation { name = "mxc-cache-lib-${salt}"; system = builtins.currentSystem; builder = "\${bb}/busybox";
+        args = [ "sh" "-c" "\${bb}/busybox mkdir -p $out; echo hello-${salt} > $out/data" ]; };
+      script = derivation { name = "mxc-cache-script-${salt}"; system = builtins.currentSystem; builder = "\${bb}/busybox";
+        args = [ "sh" "-c" "\${bb}/busybox mkdir -p $out/bin; echo '#!\${bb}/busybox sh' > $out/bin/hi; echo 'cat \${lib}/data' >> $out/bin/hi; \${bb}/busybox chmod +x $out/bin/hi" ]; };
+    in { inherit bb lib script; }`;
+  const [lib, root] = await nixBuild(['-E', expr, '-A', 'lib', '-A', 'script']);
+  const busybox = (await closureOf([root])).find((p) => p.endsWith('-busybox'));
+  if (!lib || !root || !busybox) throw new Error('the test closure did not build as expected');
+  return { root, lib, busybox };
+}
+
+export interface TestCache {
+  app: FastifyInstance;
+  url: string;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+/** A listening app with just the cache plugin, on 127.0.0.1 and a free port. */
+export async function startCache(opts: Partial<CacheOptions> = {}): Promise<TestCache> {
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-cache-')));
+  const app = Fastify({ logger: false });
+  await app.register(cachePlugin, { ...opts, dataDir });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const addr = app.server.address();
+  if (!addr || typeof addr === 'string') throw new Error('no port');
+  return {
+    app,
+    url: `http://127.0.0.1:${addr.port}`,
+    dataDir,
+    close: async () => {
+      await app.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** `nix-store --dump` of a path, in memory (test paths are small). */
+export async function dumpNar(path: string): Promise<Buffer> {
+  const { execa } = await import('execa');
+  const r = await execa('nix-store', ['--dump', path], { encoding: 'buffer' });
+  return Buffer.from(r.stdout);
+}
+
+/** Raw PUT of a body with the given headers; resolves with status and parsed JSON. */
+export function rawUpload(
+  url: string,
+  headers: Record<string, string | number>,
+  body: Buffer,
+): Promise<{
+  status: number;
+  json: { error?: { code: string; message: string }; data?: Record<string, unknown> };
+}> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'PUT', headers: { 'content-length': body.length, ...headers } });
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        try {
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) });
+        } catch {
+          reject(new Error(`non-JSON answer ${res.statusCode}: ${text}`));
+        }
+      });
+    });
+    // A refused upload may be closed before the body is sent; the answer still arrives.
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE' && err.code !== 'ECONNRESET') reject(err);
+    });
+    Readable.from([body]).pipe(req);
+  });
+}
+
+/**
+ * Realises `path` into a fresh chroot store from the cache at `url`. Nix's own narinfo disk cache
+ * (keyed by URL) is bypassed so one test's tampered or missing narinfo cannot leak into the next.
+ */
+export async function realiseFrom(
+  url: string,
+  publicKey: string,
+  path: string,
+  store: string,
+): Promise<void> {
+  await run('nix-store', [
+    '--store',
+    store,
+    '--realise',
+    path,
+    '--option',
+    'substituters',
+    `${url}/cache`,
+    '--option',
+    'trusted-public-keys',
+    publicKey,
+    '--option',
+    'require-sigs',
+    'true',
+    '--option',
+    'narinfo-cache-positive-ttl',
+    '0',
+    '--option',
+    'narinfo-cache-negative-ttl',
+    '0',
+  ]);
+}
