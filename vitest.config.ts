@@ -7,6 +7,7 @@ process.env.MXC_TEST_RUN_ID ??= randomBytes(6).toString('hex');
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',

@@ -20,7 +20,7 @@ import {
 import { detectCapabilities, detectResources } from './capabilities.js';
 import { WorkloadLogStore } from './logs/log-store.js';
 import { type CacheTrust, realiseClosure } from './realise.js';
-import { bubblewrapAvailable, sandboxLaunch } from './sandbox.js';
+import { bubblewrapAvailable, sandboxLaunch, storeViewLaunch } from './sandbox.js';
 import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -184,10 +184,13 @@ export class Agent {
       });
       if (!res.ok) return;
       const body = (await res.json()) as { data: { public_key: string } };
-      this.cache = {
-        url: new URL('/cache', this.opts.coordinator).toString(),
-        publicKey: body.data.public_key,
-      };
+      const url = new URL('/cache', this.opts.coordinator);
+      let netrcFile: string | undefined;
+      if (this.opts.token) {
+        netrcFile = join(this.opts.stateDir, 'netrc');
+        await writeFile(netrcFile, `machine ${url.hostname} login mxc password ${this.opts.token}\n`, { mode: 0o600 });
+      }
+      this.cache = { url: url.toString(), publicKey: body.data.public_key, netrcFile };
     } catch (err) {
       this.log.debug({ err }, 'no cache key from the coordinator');
     }
@@ -357,7 +360,9 @@ export class Agent {
                 workDir,
                 network: a.spec.mxc.network,
               })
-            : undefined;
+            : this.opts.storeRoot
+              ? storeViewLaunch({ storeRoot: this.opts.storeRoot })
+              : undefined;
         const runner = new TaskRunner({
           workloadId: a.id,
           task: a.spec.task,

@@ -10,7 +10,8 @@ export interface CacheTrust {
   url: string;
   /** `name:base64` */
   publicKey: string;
-  /** Token for reading the cache, sent by nix as basic-auth-free bearer via netrc is not possible: we pass it in the URL query. */
+  /** A netrc file holding the agent token as the password for the cache's host (nix sends basic auth). */
+  netrcFile?: string;
 }
 
 export interface RealiseOptions {
@@ -37,6 +38,11 @@ export function trustOptions(cache: CacheTrust | null | undefined): string[] {
     '--option',
     'fallback',
     'false',
+    // A path pushed a moment ago must not be hidden by a cached "not found".
+    '--option',
+    'narinfo-cache-negative-ttl',
+    '0',
+    ...(cache?.netrcFile ? ['--option', 'netrc-file', cache.netrcFile] : []),
   ];
 }
 

@@ -6,11 +6,14 @@ import { mkdir } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
-import type { Tokens } from './api/auth.js';
+import { isAgent, isClient, type Tokens } from './api/auth.js';
+import { cachePlugin, openCacheStore } from './cache/index.js';
 import { Coordinator } from './coordinator.js';
+import { errors } from './errors.js';
 import type { Strategy } from './core/place.js';
 import { type Db, openDb } from './store/db.js';
 import { migrate } from './store/migrate.js';
+import { dashboardPlugin } from './ui/index.js';
 
 export interface CoordinatorServerOptions {
   port: number;
@@ -38,13 +41,41 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
   try {
     const applied = await migrate(db);
     if (applied.length) opts.logger.info({ applied }, 'database migrated');
+    const cache = await openCacheStore(opts.dataDir);
     const ttl = opts.heartbeatTtlMs ?? 30_000;
     const coordinator = new Coordinator(db, opts.logger.child({ component: 'coordinator' }), {
       heartbeatTtlMs: ttl,
       heartbeatIntervalMs: opts.heartbeatIntervalMs ?? Math.max(50, Math.min(5000, Math.floor(ttl / 3))),
       strategy: opts.strategy ?? 'spread',
+      // A job is accepted only when its closure is complete in the cache: the cache refuses a path
+      // whose references it lacks, so a present root means a complete closure.
+      checkClosure: async (spec) => {
+        const missing = await cache.missing(spec.mxc.closure);
+        if (missing.length) throw errors.closureIncomplete(missing);
+      },
     });
-    const app = await buildApp({ coordinator, tokens: opts.tokens, logger: opts.logger });
+    const app = await buildApp({
+      coordinator,
+      tokens: opts.tokens,
+      logger: opts.logger,
+      plugins: [
+        async (a) => {
+          await a.register(cachePlugin, {
+            dataDir: opts.dataDir,
+            store: cache,
+            authorize: (req, access) =>
+              access === 'write' ? isClient(req, opts.tokens) : isClient(req, opts.tokens) || isAgent(req, opts.tokens),
+          });
+        },
+        async (a) => {
+          await a.register(dashboardPlugin, { tokens: opts.tokens });
+        },
+      ],
+      statusExtra: async () => ({
+        cache_public_key: cache.key.publicKey,
+        cache_paths: (await cache.list()).length,
+      }),
+    });
     const address = await app.listen({ port: opts.port, host: opts.host ?? '127.0.0.1' });
     coordinator.start();
     const url = address.replace('[::1]', '127.0.0.1');

@@ -20,6 +20,11 @@ export function tokenMatches(given: string | undefined, expected: string): boole
 export function bearer(req: FastifyRequest): string | undefined {
   const h = req.headers.authorization;
   if (h?.startsWith('Bearer ')) return h.slice('Bearer '.length).trim();
+  // Nix substituters authenticate with HTTP basic auth from a netrc file: the password is the token.
+  if (h?.startsWith('Basic ')) {
+    const decoded = Buffer.from(h.slice('Basic '.length), 'base64').toString('utf8');
+    return decoded.slice(decoded.indexOf(':') + 1);
+  }
   // EventSource and WebSocket in browsers cannot set headers: accept ?token= as well.
   const q = (req.query as Record<string, unknown> | undefined)?.token;
   return typeof q === 'string' ? q : undefined;

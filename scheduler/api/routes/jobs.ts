@@ -4,6 +4,7 @@ import type { Coordinator } from '../../coordinator.js';
 import { errors } from '../../errors.js';
 import * as jobs from '../../store/jobs.js';
 import * as wl from '../../store/workloads.js';
+import { presentWorkloads } from '../views.js';
 
 export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;
@@ -24,7 +25,7 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     const job = await jobs.getJob(db, req.params.id);
     if (!job) throw errors.notFound('job', req.params.id);
     const v = await jobs.getJobVersion(db, job.id, job.current_version);
-    const workloads = await wl.listWorkloads(db, { jobId: job.id, limit: 1000 });
+    const workloads = await presentWorkloads(db, await wl.listWorkloads(db, { jobId: job.id, limit: 1000 }));
     return { data: { ...job, spec: v?.spec, workloads } };
   });
 

@@ -9,6 +9,7 @@ import * as jobs from '../../store/jobs.js';
 import * as logs from '../../store/logs.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
+import { presentWorkloads } from '../views.js';
 
 const ListQuery = z.object({
   status: z
@@ -41,18 +42,7 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
     return r.data;
   };
 
-  const present = async (ws: wl.WorkloadRow[]) => {
-    const nodeNames = new Map((await nodes.listNodes(db)).map((n) => [n.id, n.name]));
-    const jobKeys = new Map<string, string>();
-    for (const w of ws) {
-      if (!jobKeys.has(w.job_id)) jobKeys.set(w.job_id, (await jobs.getJob(db, w.job_id))?.key ?? w.job_id);
-    }
-    return ws.map((w) => ({
-      ...w,
-      job: jobKeys.get(w.job_id),
-      node: w.node_id ? nodeNames.get(w.node_id) : null,
-    }));
-  };
+  const present = (ws: wl.WorkloadRow[]) => presentWorkloads(db, ws);
 
   app.get('/api/workloads', async (req) => {
     const q = parse(ListQuery, req.query, 'query');
