@@ -38,6 +38,8 @@ export interface ChangeEvent {
 }
 
 const MB = 1024 * 1024;
+/** Placements committed per transaction. */
+const APPLY_CHUNK = 2000;
 
 export class Coordinator {
   readonly events = new EventEmitter();
@@ -311,9 +313,7 @@ export class Coordinator {
     const out = new Map<string, Record<string, string>>();
     for (const w of ws) {
       const k = `${w.job_id}/${w.job_version}`;
-      if (out.has(k)) continue;
-      const v = await jobs.getJobVersion(this.db, w.job_id, w.job_version);
-      out.set(k, v?.spec.constraints ?? {});
+      if (!out.has(k)) out.set(k, (await this.specOf(w.job_id, w.job_version))?.constraints ?? {});
     }
     return out;
   }
@@ -333,20 +333,44 @@ export class Coordinator {
     };
   }
 
-  /** Applies placements in one transaction, re-checking capacity under row locks. */
+  /**
+   * Applies placements in transactions of at most APPLY_CHUNK, re-checking capacity under row locks
+   * (nodes, then workloads, in id order). A placement that no longer fits is a conflict, left pending.
+   */
   private async applyPlacements(
+    placements: { workloadId: string; nodeId: string }[],
+  ): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
+    const applied: wl.WorkloadRow[] = [];
+    let conflicts = 0;
+    for (let i = 0; i < placements.length; i += APPLY_CHUNK) {
+      const r = await this.applyChunk(placements.slice(i, i + APPLY_CHUNK));
+      applied.push(...r.applied);
+      conflicts += r.conflicts;
+    }
+    return { applied, conflicts };
+  }
+
+  private async applyChunk(
     placements: { workloadId: string; nodeId: string }[],
   ): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
     return this.db.tx(async (q) => {
       const nodeIds = [...new Set(placements.map((p) => p.nodeId))];
       const locked = new Map((await nodes.lockNodes(q, nodeIds)).map((n) => [n.id, n]));
       const usage = await wl.usageByNode(q, nodeIds);
-      const applied: wl.WorkloadRow[] = [];
+      const pending = new Map(
+        (
+          await wl.lockPending(
+            q,
+            placements.map((p) => p.workloadId),
+          )
+        ).map((w) => [w.id, w]),
+      );
+      const accepted: { w: wl.WorkloadRow; node: nodes.NodeRow }[] = [];
       let conflicts = 0;
       for (const p of placements) {
         const node = locked.get(p.nodeId);
-        const w = await wl.getWorkload(q, p.workloadId, true);
-        if (!w || w.status !== 'pending') continue;
+        const w = pending.get(p.workloadId);
+        if (!w) continue; // stopped or placed meanwhile
         const used = usage.get(p.nodeId) ?? { cpu: 0, memory_mb: 0, disk_mb: 0 };
         if (
           !node ||
@@ -362,23 +386,42 @@ export class Coordinator {
         used.memory_mb += w.memory_mb;
         used.disk_mb += w.disk_mb;
         usage.set(p.nodeId, used);
-        await wl.transition(q, w, 'starting', `placed on ${node.name}`, { node_id: node.id });
-        applied.push({ ...w, status: 'starting', node_id: node.id });
+        accepted.push({ w, node });
       }
-      return { applied, conflicts };
+      await wl.transitionMany(
+        q,
+        accepted.map(({ w, node }) => ({ id: w.id, node_id: node.id, reason: `placed on ${node.name}` })),
+        'pending',
+        'starting',
+      );
+      return {
+        applied: accepted.map(({ w, node }) => ({ ...w, status: 'starting' as const, node_id: node.id })),
+        conflicts,
+      };
     });
   }
 
   private sendStart(nodeId: string, w: wl.WorkloadRow) {
     const session = this.sessions.get(nodeId);
     if (!session) return; // sent again when the agent reconnects
-    void jobs.getJobVersion(this.db, w.job_id, w.job_version).then((v) => {
-      if (v)
-        session.send({
-          type: 'start',
-          workload: { id: w.id, job_id: w.job_id, instance: w.instance, spec: v.spec },
-        });
+    void this.specOf(w.job_id, w.job_version).then((spec) => {
+      if (spec)
+        session.send({ type: 'start', workload: { id: w.id, job_id: w.job_id, instance: w.instance, spec } });
     });
+  }
+
+  /** Job versions never change once written, so they are cached. */
+  private readonly specs = new Map<string, Promise<JobSpec | null>>();
+  private specOf(jobId: string, version: number): Promise<JobSpec | null> {
+    const k = `${jobId}/${version}`;
+    let p = this.specs.get(k);
+    if (!p) {
+      p = jobs.getJobVersion(this.db, jobId, version).then((v) => v?.spec ?? null);
+      p.catch(() => this.specs.delete(k));
+      if (this.specs.size > 10_000) this.specs.clear();
+      this.specs.set(k, p);
+    }
+    return p;
   }
 
   // ---------------------------------------------------------------- agents

@@ -9,8 +9,8 @@ import { buildApp } from './api/app.js';
 import { isAgent, isClient, type Tokens } from './api/auth.js';
 import { cachePlugin, openCacheStore } from './cache/index.js';
 import { Coordinator } from './coordinator.js';
-import { errors } from './errors.js';
 import type { Strategy } from './core/place.js';
+import { errors } from './errors.js';
 import { type Db, openDb } from './store/db.js';
 import { migrate } from './store/migrate.js';
 import { dashboardPlugin } from './ui/index.js';
@@ -64,7 +64,9 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
             dataDir: opts.dataDir,
             store: cache,
             authorize: (req, access) =>
-              access === 'write' ? isClient(req, opts.tokens) : isClient(req, opts.tokens) || isAgent(req, opts.tokens),
+              access === 'write'
+                ? isClient(req, opts.tokens)
+                : isClient(req, opts.tokens) || isAgent(req, opts.tokens),
           });
         },
         async (a) => {

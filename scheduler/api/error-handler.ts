@@ -30,20 +30,16 @@ export function installErrorHandler(app: FastifyInstance): void {
       return reply.status(status).send({ error: { code, message } });
     }
     req.log.error({ err }, 'internal error');
-    return reply
-      .status(500)
-      .send({
-        error: {
-          code: 'INTERNAL',
-          message: 'internal error; the coordinator log has the details (request id ' + req.id + ')',
-        },
-      });
+    return reply.status(500).send({
+      error: {
+        code: 'INTERNAL',
+        message: 'internal error; the coordinator log has the details (request id ' + req.id + ')',
+      },
+    });
   });
   app.setNotFoundHandler((req, reply) =>
-    reply
-      .status(404)
-      .send({
-        error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` },
-      }),
+    reply.status(404).send({
+      error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` },
+    }),
   );
 }

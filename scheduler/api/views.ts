@@ -12,5 +12,9 @@ export async function presentWorkloads(db: Queryable, ws: WorkloadRow[]): Promis
   for (const w of ws) {
     if (!jobKeys.has(w.job_id)) jobKeys.set(w.job_id, (await jobs.getJob(db, w.job_id))?.key ?? w.job_id);
   }
-  return ws.map((w) => ({ ...w, job: jobKeys.get(w.job_id)!, node: w.node_id ? (nodeNames.get(w.node_id) ?? null) : null }));
+  return ws.map((w) => ({
+    ...w,
+    job: jobKeys.get(w.job_id)!,
+    node: w.node_id ? (nodeNames.get(w.node_id) ?? null) : null,
+  }));
 }

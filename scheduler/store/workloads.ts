@@ -198,3 +198,48 @@ export async function countByStatus(q: Queryable): Promise<Record<string, number
   );
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
 }
+
+/**
+ * Moves many workloads from `from` to `to` in two statements (placement applies thousands at once),
+ * checked against the state machine; only rows still in `from` move. Returns the ids that moved.
+ */
+export async function transitionMany(
+  q: Queryable,
+  moves: { id: string; reason: string; node_id?: string | null }[],
+  from: WorkloadStatus,
+  to: WorkloadStatus,
+): Promise<string[]> {
+  if (moves.length === 0) return [];
+  checkTransition(from, to);
+  const rows = await q.query<{ id: string }>(
+    `UPDATE workloads SET status = $4, updated_at = now(), pending_reason = NULL,
+       node_id = CASE WHEN v.set_node THEN v.node_id ELSE workloads.node_id END
+     FROM (SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS node_id, unnest($5::bool[]) AS set_node) AS v
+     WHERE workloads.id = v.id AND workloads.status = $3
+     RETURNING workloads.id`,
+    [
+      moves.map((m) => m.id),
+      moves.map((m) => m.node_id ?? null),
+      from,
+      to,
+      moves.map((m) => m.node_id !== undefined),
+    ],
+  );
+  const moved = new Set(rows.map((r) => r.id));
+  const events = moves.filter((m) => moved.has(m.id));
+  await q.query(
+    `INSERT INTO workload_events (workload_id, from_status, to_status, reason)
+     SELECT unnest($1::text[]), $2, $3, unnest($4::text[])`,
+    [events.map((m) => m.id), from, to, events.map((m) => m.reason)],
+  );
+  return events.map((m) => m.id);
+}
+
+/** Locks the given pending workloads for a plan's apply. */
+export async function lockPending(q: Queryable, ids: string[]): Promise<WorkloadRow[]> {
+  if (ids.length === 0) return [];
+  return q.query<WorkloadRow>(
+    `SELECT * FROM workloads WHERE id = ANY($1::text[]) AND status = 'pending' ORDER BY id FOR UPDATE`,
+    [ids],
+  );
+}

@@ -16,7 +16,12 @@ import { testLogger } from '../helpers/logger.js';
 import { eventually } from '../helpers/protocol-agent.js';
 
 const mxc = (args: string[], opts: { env?: Record<string, string>; input?: string } = {}) =>
-  execa('node', [repoPath('bin', 'mxc.js'), ...args], { reject: false, env: opts.env, input: opts.input, cwd: repoPath() });
+  execa('node', [repoPath('bin', 'mxc.js'), ...args], {
+    reject: false,
+    env: opts.env,
+    input: opts.input,
+    cwd: repoPath(),
+  });
 
 describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
   let c: TestCoordinator;
@@ -48,7 +53,13 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
   });
 
   it('submits the nix-build output, waits until it runs, and shows its logs', async () => {
-    const build = await execa('nix-build', ['--option', 'substituters', '', repoPath('examples', 'hello_world'), '--no-out-link']);
+    const build = await execa('nix-build', [
+      '--option',
+      'substituters',
+      '',
+      repoPath('examples', 'hello_world'),
+      '--no-out-link',
+    ]);
     const submit = await mxc(['submit', '--wait', '--timeout', '60'], { env, input: build.stdout });
     expect(submit.stderr).toMatch(/^uploaded 2 path\(s\), [0-9.]+ MiB; 0 already in the cache$/);
     expect(submit.exitCode).toBe(0);
@@ -60,10 +71,14 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
     expect(status.cache_paths).toBeGreaterThanOrEqual(2);
     expect(status.cache_public_key).toMatch(/^mxc-1:/);
 
-    const logs = await eventually(async () => {
-      const r = await mxc(['workloads', 'logs', id], { env });
-      return r.stdout.includes('Hello, world!') ? r.stdout : null;
-    }, 15_000, 'Hello, world! in the logs');
+    const logs = await eventually(
+      async () => {
+        const r = await mxc(['workloads', 'logs', id], { env });
+        return r.stdout.includes('Hello, world!') ? r.stdout : null;
+      },
+      15_000,
+      'Hello, world! in the logs',
+    );
     expect(logs).toMatch(/copying path .*busybox/);
 
     const list = JSON.parse((await mxc(['workloads', 'list', '--json'], { env })).stdout);
@@ -77,7 +92,11 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
 
     const stop = await mxc(['workloads', 'stop', id], { env });
     expect(stop.exitCode).toBe(0);
-    await eventually(async () => JSON.parse((await mxc(['workloads', 'show', id, '--json'], { env })).stdout).status === 'stopped', 15_000);
+    await eventually(
+      async () =>
+        JSON.parse((await mxc(['workloads', 'show', id, '--json'], { env })).stdout).status === 'stopped',
+      15_000,
+    );
     expect(agent.runningIds()).toEqual([]);
   });
 
@@ -86,7 +105,16 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
     expect(notJson.exitCode).toBe(2);
     expect(notJson.stderr).toMatch(/stdin is not valid JSON/);
 
-    const invalid = await mxc(['submit'], { env, input: JSON.stringify({ name: 'x', role: 'r', cluster: 'c', environment: 'e', task: { name: 't', processes: [], extra: 1 } }) });
+    const invalid = await mxc(['submit'], {
+      env,
+      input: JSON.stringify({
+        name: 'x',
+        role: 'r',
+        cluster: 'c',
+        environment: 'e',
+        task: { name: 't', processes: [], extra: 1 },
+      }),
+    });
     expect(invalid.exitCode).toBe(2);
     expect(invalid.stderr).toMatch(/task\.processes: a task needs at least one process/);
     expect(invalid.stderr).toMatch(/task: Unrecognized key: "extra"/);

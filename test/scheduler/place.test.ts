@@ -141,7 +141,9 @@ describe('place', () => {
     disk_mb: fc.integer({ min: 0, max: 20_000 }),
     jobId: fc.constantFrom('j1', 'j2', 'j3'),
   });
-  const build = (ns: fc.infer<typeof arbNode>[], ds: fc.infer<typeof arbDemand>[]) => ({
+  type ArbNode = typeof arbNode extends fc.Arbitrary<infer T> ? T : never;
+  type ArbDemand = typeof arbDemand extends fc.Arbitrary<infer T> ? T : never;
+  const build = (ns: ArbNode[], ds: ArbDemand[]) => ({
     nodes: ns.map((n, i) =>
       node(`n${i}`, {
         cpu: n.cpu,

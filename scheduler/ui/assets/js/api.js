@@ -55,7 +55,12 @@ export async function api(method, path, body) {
   }
   if (!res.ok) {
     const e = json?.error;
-    const err = new ApiError(res.status, e?.code ?? `HTTP_${res.status}`, e?.message ?? (text || res.statusText), e?.details);
+    const err = new ApiError(
+      res.status,
+      e?.code ?? `HTTP_${res.status}`,
+      e?.message ?? (text || res.statusText),
+      e?.details,
+    );
     if (res.status === 401) unauthorized(err);
     throw err;
   }
@@ -112,7 +117,11 @@ export async function followLogs(workloadId, { process, after = 0, signal, onLin
   if (!res.ok) {
     const body = await res.json().catch(() => null);
     if (res.status === 401) unauthorized();
-    throw new ApiError(res.status, body?.error?.code ?? `HTTP_${res.status}`, body?.error?.message ?? res.statusText);
+    throw new ApiError(
+      res.status,
+      body?.error?.code ?? `HTTP_${res.status}`,
+      body?.error?.message ?? res.statusText,
+    );
   }
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let rest = '';

@@ -83,7 +83,15 @@ export function ago(when) {
   const t = new Date(when);
   const s = Math.round((Date.now() - t.getTime()) / 1000);
   const text =
-    s < 5 ? 'just now' : s < 60 ? `${s}s ago` : s < 3600 ? `${Math.floor(s / 60)}m ago` : s < 86400 ? `${Math.floor(s / 3600)}h ago` : `${Math.floor(s / 86400)}d ago`;
+    s < 5
+      ? 'just now'
+      : s < 60
+        ? `${s}s ago`
+        : s < 3600
+          ? `${Math.floor(s / 60)}m ago`
+          : s < 86400
+            ? `${Math.floor(s / 3600)}h ago`
+            : `${Math.floor(s / 86400)}d ago`;
   return html`<time datetime="${t.toISOString()}" title="${t.toLocaleString()}">${text}</time>`;
 }
 

@@ -62,7 +62,10 @@ async function route() {
   }
   const hit = ROUTES.map(([re, fn]) => [re.exec(path), fn]).find(([m]) => m);
   if (!hit) {
-    render(view, html`<h1>Not found</h1><p>No page at <code>${path}</code>. <a href="#/">Back to the overview</a>.</p>`);
+    render(
+      view,
+      html`<h1>Not found</h1><p>No page at <code>${path}</code>. <a href="#/">Back to the overview</a>.</p>`,
+    );
     return;
   }
   const [match, show] = hit;

@@ -28,7 +28,9 @@ export async function showJobs(page, { query }) {
   const draw = () => {
     const q = form.q.value.trim().toLowerCase();
     const status = form.status.value;
-    const shown = jobs.filter((j) => (!q || j.key.toLowerCase().includes(q)) && (!status || j.status === status));
+    const shown = jobs.filter(
+      (j) => (!q || j.key.toLowerCase().includes(q)) && (!status || j.status === status),
+    );
     render(
       region,
       table(
@@ -42,7 +44,9 @@ export async function showJobs(page, { query }) {
           counts(byJob.get(j.id) ?? []),
           ago(j.updated_at),
         ]),
-        jobs.length ? 'No job matches the filters.' : 'No jobs yet. Submit one on the Submit page or with `mxc submit`.',
+        jobs.length
+          ? 'No job matches the filters.'
+          : 'No jobs yet. Submit one on the Submit page or with `mxc submit`.',
       ),
     );
   };
@@ -81,7 +85,9 @@ export async function showJob(page, { params: [id] }) {
     const spec = job.spec ?? {};
     const closure = spec.mxc?.closure ?? [];
     // A live repaint keeps the version specs the reader has opened.
-    const open = new Set([...page.querySelectorAll('details[data-version][open]')].map((d) => d.dataset.version));
+    const open = new Set(
+      [...page.querySelectorAll('details[data-version][open]')].map((d) => d.dataset.version),
+    );
     const active = job.workloads.some((w) => !['stopped', 'failed', 'lost'].includes(w.status));
     render(
       page,
@@ -116,7 +122,9 @@ export async function showJob(page, { params: [id] }) {
       ${table(
         ['Version', 'Submitted', 'Spec hash', 'Spec'],
         versions.map((v) => [
-          v.version === job.current_version ? html`<strong>v${v.version}</strong> (current)` : `v${v.version}`,
+          v.version === job.current_version
+            ? html`<strong>v${v.version}</strong> (current)`
+            : `v${v.version}`,
           ago(v.created_at),
           html`<code>${String(v.spec_hash ?? '').slice(0, 16)}</code>`,
           html`<details data-version="${v.version}" ${open.has(String(v.version)) ? 'open' : ''}><summary>show</summary><pre class="json">${JSON.stringify(v.spec, null, 2)}</pre></details>`,
@@ -128,7 +136,10 @@ export async function showJob(page, { params: [id] }) {
   };
   const load = async () => {
     const enc = encodeURIComponent(id);
-    [job, versions] = await Promise.all([api('GET', `/api/jobs/${enc}`), api('GET', `/api/jobs/${enc}/versions`)]);
+    [job, versions] = await Promise.all([
+      api('GET', `/api/jobs/${enc}`),
+      api('GET', `/api/jobs/${enc}/versions`),
+    ]);
     draw();
   };
   page.addEventListener('click', async (ev) => {
@@ -148,6 +159,7 @@ export async function showJob(page, { params: [id] }) {
   return {
     refresh: load,
     wants: (e) =>
-      (e.kind === 'job' && e.id === job?.id) || (e.kind === 'workload' && job?.workloads.some((w) => w.id === e.id)),
+      (e.kind === 'job' && e.id === job?.id) ||
+      (e.kind === 'workload' && job?.workloads.some((w) => w.id === e.id)),
   };
 }

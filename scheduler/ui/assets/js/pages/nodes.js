@@ -18,7 +18,9 @@ function capabilities(c) {
 
 function attributes(c) {
   const a = Object.entries(c?.attributes ?? {});
-  return a.length ? html`<span class="chips">${a.map(([k, v]) => html`<span class="chip attr">${k}=${v}</span>`)}</span>` : '';
+  return a.length
+    ? html`<span class="chips">${a.map(([k, v]) => html`<span class="chip attr">${k}=${v}</span>`)}</span>`
+    : '';
 }
 
 /** What the node's Nix store holds: its Nix version, and the store totals when the agent reports them. */

@@ -2,7 +2,8 @@
 import { ago, badge, cpu, html, link, mb, table } from '../html.js';
 
 function why(w) {
-  if (w.status === 'pending' && w.pending_reason) return html`<span class="reason">${w.pending_reason}</span>`;
+  if (w.status === 'pending' && w.pending_reason)
+    return html`<span class="reason">${w.pending_reason}</span>`;
   if (w.error) return html`<span class="reason bad">${w.error}</span>`;
   return '';
 }
@@ -15,11 +16,15 @@ export function workloadTable(workloads, { node = true, job = true } = {}, empty
     ['Status', (w) => html`<span data-status-of="${w.id}">${badge(w.status)}</span>`],
     node && [
       'Node',
-      (w) => (w.node_id ? link(w.node ?? w.node_id, 'nodes', w.node ?? w.node_id) : html`<span class="muted">—</span>`),
+      (w) =>
+        w.node_id
+          ? link(w.node ?? w.node_id, 'nodes', w.node ?? w.node_id)
+          : html`<span class="muted">—</span>`,
     ],
     [
       'Resources',
-      (w) => html`<span class="nowrap">${cpu(w.cpu)} cpu · ${mb(w.memory_mb)}</span> <span class="chip iso">${w.isolation}</span>`,
+      (w) =>
+        html`<span class="nowrap">${cpu(w.cpu)} cpu · ${mb(w.memory_mb)}</span> <span class="chip iso">${w.isolation}</span>`,
     ],
     ['Restarts', (w) => w.restarts],
     ['Updated', (w) => ago(w.updated_at)],

@@ -12,7 +12,9 @@ function processTable(w, spec) {
   const reported = Array.isArray(w.processes) ? w.processes : [];
   const names = new Set(reported.map((p) => p.name));
   // Processes the agent has not reported yet still show, from the spec.
-  const planned = (spec?.task?.processes ?? []).filter((p) => !names.has(p.name)).map((p) => ({ name: p.name }));
+  const planned = (spec?.task?.processes ?? [])
+    .filter((p) => !names.has(p.name))
+    .map((p) => ({ name: p.name }));
   return table(
     ['Process', 'State', 'Runs', 'Failures', 'Exit code'],
     [...reported, ...planned].map((p) => [
@@ -29,14 +31,18 @@ function processTable(w, spec) {
 function eventsTable(events) {
   return table(
     ['When', 'From', 'To', 'Reason'],
-    [...events].reverse().map((e) => [ago(e.ts), e.from_status ? badge(e.from_status) : '', badge(e.to_status), e.reason]),
+    [...events]
+      .reverse()
+      .map((e) => [ago(e.ts), e.from_status ? badge(e.from_status) : '', badge(e.to_status), e.reason]),
     'No events.',
   );
 }
 
 function ports(w) {
   const entries = Object.entries(w.ports ?? {});
-  return entries.length ? entries.map(([k, v]) => html`<span class="chip">${k}: ${v}</span>`) : html`<span class="muted">none</span>`;
+  return entries.length
+    ? entries.map(([k, v]) => html`<span class="chip">${k}: ${v}</span>`)
+    : html`<span class="muted">none</span>`;
 }
 
 export async function showWorkload(page, { params: [id] }) {
@@ -144,7 +150,8 @@ export async function showWorkload(page, { params: [id] }) {
         if (abort === ctl) logState.textContent = logsEl.childElementCount ? 'ended' : 'no output';
       },
       (err) => {
-        if (abort === ctl && err.name !== 'AbortError') logState.textContent = `log stream failed: ${err.message}`;
+        if (abort === ctl && err.name !== 'AbortError')
+          logState.textContent = `log stream failed: ${err.message}`;
       },
     );
   };
@@ -152,7 +159,9 @@ export async function showWorkload(page, { params: [id] }) {
   follow('');
 
   return {
-    wants: (e) => e.kind === 'workload' && e.id === w.id,
+    // Log events count too: the coordinator announces status changes only, and process states
+    // (runs, failures) change within `running`, usually together with output.
+    wants: (e) => (e.kind === 'workload' || e.kind === 'log') && e.id === w.id,
     refresh: async () => {
       w = await api('GET', `/api/workloads/${enc}`);
       draw();

@@ -7,20 +7,37 @@ const STATUSES = ['pending', 'starting', 'running', 'stopping', 'stopped', 'fail
 
 function options(values, selected, anyLabel) {
   return html`<option value="">${anyLabel}</option>${values.map(
-    ([value, label]) => html`<option value="${value}" ${value === selected ? 'selected' : ''}>${label}</option>`,
+    ([value, label]) =>
+      html`<option value="${value}" ${value === selected ? 'selected' : ''}>${label}</option>`,
   )}`;
 }
 
 export async function showWorkloads(page, { query }) {
-  const filter = { status: query.get('status') ?? '', job: query.get('job') ?? '', node: query.get('node') ?? '' };
+  const filter = {
+    status: query.get('status') ?? '',
+    job: query.get('job') ?? '',
+    node: query.get('node') ?? '',
+  };
   const [jobs, nodes] = await Promise.all([api('GET', '/api/jobs'), api('GET', '/api/nodes')]);
   render(
     page,
     html`<h1>Workloads</h1>
     <form class="filters" id="workload-filters">
-      <label>Status <select name="status">${options(STATUSES.map((s) => [s, s]), filter.status, 'any')}</select></label>
-      <label>Job <select name="job">${options(jobs.map((j) => [j.id, j.key]), filter.job, 'any')}</select></label>
-      <label>Node <select name="node">${options(nodes.map((n) => [n.name, n.name]), filter.node, 'any')}</select></label>
+      <label>Status <select name="status">${options(
+        STATUSES.map((s) => [s, s]),
+        filter.status,
+        'any',
+      )}</select></label>
+      <label>Job <select name="job">${options(
+        jobs.map((j) => [j.id, j.key]),
+        filter.job,
+        'any',
+      )}</select></label>
+      <label>Node <select name="node">${options(
+        nodes.map((n) => [n.name, n.name]),
+        filter.node,
+        'any',
+      )}</select></label>
     </form>
     <div id="workloads-table"></div>`,
   );
@@ -36,7 +53,14 @@ export async function showWorkloads(page, { query }) {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(filter)) if (v) q.set(k, v);
     const ws = await api('GET', `/api/workloads${q.size ? `?${q}` : ''}`);
-    render(region, workloadTable(ws, {}, Object.values(filter).some(Boolean) ? 'No workload matches the filters.' : 'No workloads yet.'));
+    render(
+      region,
+      workloadTable(
+        ws,
+        {},
+        Object.values(filter).some(Boolean) ? 'No workload matches the filters.' : 'No workloads yet.',
+      ),
+    );
   };
   await load();
   return { refresh: load, wants: (e) => e.kind === 'workload' };
