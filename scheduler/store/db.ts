@@ -63,7 +63,7 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       }
     },
     async close() {
-      await pool.end();
+      if (!pool.ended) await pool.end();
     },
   };
 }
@@ -95,7 +95,7 @@ export async function openPglite(dir: string | null): Promise<Db> {
       return db.transaction(async (t) => fn(wrap(t)));
     },
     async close() {
-      await db.close();
+      if (!db.closed) await db.close();
     },
   };
 }

@@ -10,6 +10,9 @@ import { testLogger } from './logger.js';
 
 export interface TestCoordinator extends CoordinatorServer {
   dataDir: string;
+  /** The PostgreSQL database made for this coordinator (engine postgres). */
+  databaseUrl?: string;
+  dbName?: string;
   /** fetch against the coordinator, with JSON in and out. */
   api: <T = any>(
     method: string,
@@ -29,7 +32,7 @@ export async function startTestCoordinator(
     databaseUrl?: string;
     port?: number;
   } = {},
-): Promise<TestCoordinator & { databaseUrl?: string; dbName?: string }> {
+): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
   let databaseUrl = opts.databaseUrl;
   let dbName: string | undefined;

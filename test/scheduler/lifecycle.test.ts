@@ -1,0 +1,126 @@
+/**
+ * Lifecycle across failures and restarts: the restart policy from the spec, nothing lost across a
+ * coordinator restart, concurrent migrations, and the state machine refusing invalid transitions.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { canTransition } from '../../scheduler/core/lifecycle.js';
+import { openPostgres } from '../../scheduler/store/db.js';
+import { loadMigrations, migrate } from '../../scheduler/store/migrate.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { dropPostgresDb, ENGINES, PG_ADMIN_URL, urlFor } from '../helpers/db.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+
+describe('state machine', () => {
+  it('allows only the documented transitions', () => {
+    expect(canTransition('pending', 'starting')).toBe(true);
+    expect(canTransition('running', 'pending')).toBe(false);
+    expect(canTransition('stopped', 'running')).toBe(false);
+    expect(canTransition('failed', 'starting')).toBe(false);
+    expect(canTransition('stopping', 'running')).toBe(false);
+  });
+});
+
+describe('migrations', () => {
+  it('succeed when two coordinators migrate one database at once', async () => {
+    const name = `mxc_test_mig_${Date.now()}`;
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.end();
+    try {
+      const [a, b] = await Promise.all([openPostgres(urlFor(name)), openPostgres(urlFor(name))]);
+      const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
+      expect([...ra, ...rb].sort()).toEqual(loadMigrations().map((m) => m.name));
+      await a.close();
+      await b.close();
+    } finally {
+      await dropPostgresDb(name);
+    }
+  });
+});
+
+describe.each(ENGINES)('lifecycle on %s', (engine) => {
+  let c: TestCoordinator | undefined;
+  const agents: ProtocolAgent[] = [];
+  afterEach(async () => {
+    for (const a of agents.splice(0)) a.close();
+    await c?.stop();
+    c = undefined;
+  });
+
+  it('restarts a failed task up to max_task_failures, then keeps it failed with the last error', async () => {
+    c = await startTestCoordinator(engine);
+    const a = new ProtocolAgent({ url: c.url, name: 'n', autoRun: false });
+    agents.push(await a.connect());
+    const sub = await c.api('POST', '/api/jobs', plainJob({ max_task_failures: 3 }));
+    expect(sub.status).toBe(201);
+    const failed = new Set<string>();
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const start = await a.waitFor((m) => m.type === 'start' && !failed.has(m.workload.id));
+      if (start.type !== 'start') throw new Error('unreachable');
+      a.send({ type: 'workload_status', workload_id: start.workload.id, status: 'running' });
+      a.send({
+        type: 'workload_status',
+        workload_id: start.workload.id,
+        status: 'failed',
+        reason: `boom ${attempt}`,
+      });
+      failed.add(start.workload.id);
+    }
+    const all = await eventually(async () => {
+      const ws = (await c!.api('GET', '/api/workloads')).body.data;
+      return ws.length === 3 && ws.every((w: { status: string }) => w.status === 'failed') ? ws : null;
+    });
+    const last = all.find((w: { restarts: number }) => w.restarts === 2);
+    expect(last.error).toBe('boom 3');
+    // No fourth attempt.
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await c.api('GET', '/api/workloads')).body.data).toHaveLength(3);
+    const events = (await c.api('GET', `/api/workloads/${last.id}/events`)).body.data;
+    expect(events[0].reason).toMatch(/restarted after failure 2 of 3/);
+  });
+
+  it('keeps jobs, workloads, placements and history across a coordinator restart', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mxc-restart-'));
+    c = await startTestCoordinator(engine, { dataDir });
+    const keepDb = { databaseUrl: c.databaseUrl, dbName: c.dbName };
+    const port = Number(new URL(c.url).port);
+    const a = await new ProtocolAgent({ url: c.url, name: 'n' }).connect();
+    const sub = await c.api('POST', '/api/jobs', plainJob());
+    const [id] = sub.body.data.workloads;
+    await eventually(
+      async () => (await c!.api('GET', `/api/workloads/${id}`)).body.data.status === 'running',
+    );
+    a.close();
+    await c.coordinator.close();
+    await c.app.close();
+    await c.db.close();
+    c = undefined;
+
+    const c2 = await startTestCoordinator(engine, { dataDir, databaseUrl: keepDb.databaseUrl, port });
+    try {
+      const w = (await c2.api('GET', `/api/workloads/${id}`)).body.data;
+      expect(w.status).toBe('running');
+      expect(w.node).toBe('n');
+      expect(w.events.map((e: { to_status: string }) => e.to_status)).toEqual([
+        'pending',
+        'starting',
+        'running',
+      ]);
+      // The agent comes back still running it: nothing is rescheduled.
+      const back = await new ProtocolAgent({ url: c2.url, name: 'n' }).connect([id]);
+      agents.push(back);
+      await new Promise((r) => setTimeout(r, 300));
+      const ws = (await c2.api('GET', '/api/workloads')).body.data;
+      expect(ws.map((x: { id: string; status: string }) => [x.id, x.status])).toEqual([[id, 'running']]);
+    } finally {
+      await c2.stop();
+      if (keepDb.dbName) await dropPostgresDb(keepDb.dbName);
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
