@@ -4,7 +4,7 @@
  * in a microVM), keeps and streams its logs and reports its status. Processes keep running while the
  * coordinator is away; on reconnect the agent reports what it runs and the coordinator reconciles.
  */
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -18,9 +18,14 @@ import {
   type WorkloadStatus,
 } from '../spec/messages.js';
 import { detectCapabilities, detectResources } from './capabilities.js';
+import { cgroupLaunch, createWorkloadCgroup, prepareCgroupRoot, removeWorkloadCgroup } from './cgroups.js';
+import { prepareWorkloadRoot, removeStaleRoots, removeWorkloadRoots } from './gc.js';
+import { Housekeeping } from './housekeeping.js';
 import { WorkloadLogStore } from './logs/log-store.js';
-import { type CacheTrust, realiseClosure } from './realise.js';
+import { stopOrphans, writePids } from './orphans.js';
+import { type CacheTrust, RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
 import { bubblewrapAvailable, sandboxLaunch, storeViewLaunch } from './sandbox.js';
+import { plainLaunch } from './supervisor/cmdline.js';
 import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -38,7 +43,26 @@ export interface AgentOptions {
   gracePeriodMs?: number;
   /** Hooks for the microVM runner (set by the microVM module when present). */
   microvm?: MicroVmSupport;
+  /**
+   * The cache key to trust (`name:base64`), pinned out of band. Unset: the key the coordinator
+   * serves at /api/cache/key (trust on first use of the connection).
+   */
+  cachePublicKey?: string;
+  /**
+   * Garbage-collect the store when its filesystem has less free space than this (MiB), checked
+   * periodically and after each workload ends. Default: 1024 with `storeRoot` (the agent's own
+   * store), 0 (never) on the host store, whose other users the agent does not know.
+   */
+  gcMinFreeMb?: number;
+  /** How long an ended workload's logs are kept (ms); default 7 days. */
+  logRetentionMs?: number;
+  /** How often the housekeeping (low-space GC, log pruning) runs (ms); default 60 s. */
+  housekeepingIntervalMs?: number;
+  /** Enforce task memory/cpu limits with cgroup v2 when usable (default true). */
+  cgroups?: boolean;
 }
+
+export const DEFAULT_LOG_RETENTION_MS = 7 * 24 * 3600_000;
 
 /** What the agent needs from the microVM module; kept as an interface so the daemon does not depend on QEMU. */
 export interface MicroVmSupport {
@@ -62,6 +86,8 @@ interface Running {
   logs: WorkloadLogStore;
   ports: Record<string, number>;
   stopping: boolean;
+  /** The workload's cgroup directory, when limits are enforced. */
+  cgroup?: string;
 }
 
 export class Agent {
@@ -74,6 +100,9 @@ export class Agent {
   private cache: CacheTrust | null = null;
   private pendingLogs = new Map<string, LogLine[]>();
   private logFlush: NodeJS.Timeout | null = null;
+  private housekeeping: Housekeeping | null = null;
+  /** `<cgroup2>/mxc` when task limits are enforced, else null. */
+  private cgroupRoot: string | null = null;
   nodeId: string | null = null;
   readonly name: string;
   private readonly log: Logger;
@@ -91,26 +120,23 @@ export class Agent {
 
   async start(): Promise<void> {
     await mkdir(join(this.opts.stateDir, 'workloads'), { recursive: true });
-    await this.stopOrphans();
-    this.connect();
-  }
-
-  /** Workloads left by a previous agent process: their supervisor is gone, so stop what is left of them. */
-  private async stopOrphans() {
-    const dir = join(this.opts.stateDir, 'workloads');
-    for (const id of await readdir(dir).catch(() => [] as string[])) {
-      const pidFile = join(dir, id, 'pids.json');
-      const pids = JSON.parse(await readFile(pidFile, 'utf8').catch(() => '[]')) as number[];
-      for (const pid of pids) {
-        try {
-          process.kill(-pid, 'SIGKILL');
-          this.log.warn({ workload: id, pid }, 'stopped an orphaned process group from a previous agent run');
-        } catch {
-          // already gone
-        }
-      }
-      await rm(pidFile, { force: true });
+    // Workloads of a previous agent run: their supervisor is gone and their output pipes with it, so
+    // stop what is left of them. The coordinator hears `running: []` and replaces them.
+    for (const o of await stopOrphans(join(this.opts.stateDir, 'workloads'))) {
+      this.log.warn(o, 'stopped an orphaned process group from a previous agent run');
     }
+    await removeStaleRoots(this.opts.stateDir);
+    if (this.opts.cgroups !== false) this.cgroupRoot = await prepareCgroupRoot();
+    this.housekeeping = new Housekeeping({
+      stateDir: this.opts.stateDir,
+      storeRoot: this.opts.storeRoot,
+      gcMinFreeMb: this.opts.gcMinFreeMb ?? (this.opts.storeRoot ? 1024 : 0),
+      logRetentionMs: this.opts.logRetentionMs ?? DEFAULT_LOG_RETENTION_MS,
+      live: () => this.running.keys(),
+      logger: this.log,
+    });
+    this.housekeeping.start(this.opts.housekeepingIntervalMs ?? 60_000);
+    this.connect();
   }
 
   private wsUrl() {
@@ -161,6 +187,7 @@ export class Agent {
         attributes: this.opts.attributes,
         bubblewrap: bubblewrapAvailable,
         hypervisor: this.opts.microvm?.detect,
+        cgroups: this.cgroupRoot !== null,
       }),
     ]);
     await this.refreshCacheTrust();
@@ -184,13 +211,21 @@ export class Agent {
       });
       if (!res.ok) return;
       const body = (await res.json()) as { data: { public_key: string } };
+      let publicKey = body.data.public_key;
+      if (this.opts.cachePublicKey && this.opts.cachePublicKey !== publicKey) {
+        this.log.warn(
+          { served: publicKey, pinned: this.opts.cachePublicKey },
+          'the coordinator serves a cache key other than the pinned one; trusting only the pinned key',
+        );
+        publicKey = this.opts.cachePublicKey;
+      }
       const url = new URL('/cache', this.opts.coordinator);
       let netrcFile: string | undefined;
       if (this.opts.token) {
         netrcFile = join(this.opts.stateDir, 'netrc');
         await writeFile(netrcFile, `machine ${url.hostname} login mxc password ${this.opts.token}\n`, { mode: 0o600 });
       }
-      this.cache = { url: url.toString(), publicKey: body.data.public_key, netrcFile };
+      this.cache = { url: url.toString(), publicKey, netrcFile };
     } catch (err) {
       this.log.debug({ err }, 'no cache key from the coordinator');
     }
@@ -303,16 +338,23 @@ export class Agent {
       const closure = a.spec.mxc.closure;
       system(`realising ${closure.length} store path(s)${this.cache ? ` from ${this.cache.url}` : ''}`);
       const t0 = Date.now();
-      await realiseClosure({
+      const fetched = await realiseClosure({
         paths: closure,
         storeRoot: this.opts.storeRoot,
         cache: this.cache,
+        gcRoot: closure.length ? await prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined,
         signal: abort.signal,
-        onProgress: (p) => {
-          if (p.line.startsWith('copying path')) system(p.line);
+        onLine: (line) => {
+          if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
+        },
+        onProgress: (p, finished) => {
+          if (finished) system(`fetched ${finished} (${progressText(p)})`);
         },
       });
-      system(`closure ready in ${Date.now() - t0} ms`);
+      system(
+        `closure ready in ${Date.now() - t0} ms` +
+          (fetched.pathsTotal ? `: fetched ${progressText(fetched)}` : ': every path already in the store'),
+      );
       if (entry.stopping) throw new Error('stopped before start');
 
       for (const port of a.spec.mxc.ports) entry.ports[port] = await freePort();
@@ -339,7 +381,7 @@ export class Agent {
           assignment: a,
           workDir,
           storeDir: join(this.opts.storeRoot ?? '/', 'nix', 'store'),
-          closure,
+          closure: await closureOf(closure, { store: this.opts.storeRoot }),
           env,
           ports: Object.entries(entry.ports).map(([name, hostPort]) => ({
             name,
@@ -352,7 +394,7 @@ export class Agent {
         done = vm.done;
         entry.stop = () => vm.stop();
       } else {
-        const launch =
+        const isolated =
           a.spec.mxc.isolation === 'sandbox'
             ? sandboxLaunch({
                 storeRoot: this.opts.storeRoot,
@@ -362,7 +404,13 @@ export class Agent {
               })
             : this.opts.storeRoot
               ? storeViewLaunch({ storeRoot: this.opts.storeRoot })
-              : undefined;
+              : plainLaunch;
+        let launch = isolated;
+        if (this.cgroupRoot) {
+          const r = a.spec.task.resources;
+          entry.cgroup = await createWorkloadCgroup(this.cgroupRoot, a.id, { ramBytes: r?.ram, cpu: r?.cpu });
+          launch = cgroupLaunch(isolated, entry.cgroup);
+        }
         const runner = new TaskRunner({
           workloadId: a.id,
           task: a.spec.task,
@@ -372,7 +420,7 @@ export class Agent {
           gracePeriodMs: grace,
           onLog,
           onChange: (snap) => {
-            void writeFile(join(dir, 'pids.json'), JSON.stringify(runner.pids())).catch(() => {});
+            void writePids(dir, runner.pids()).catch(() => {});
             this.report(a.id, undefined, snap.processes);
           },
         });
@@ -385,7 +433,8 @@ export class Agent {
       const result = await done;
       await this.finish(a.id, result);
     } catch (err) {
-      const reason = entry.stopping ? 'stopped' : `could not start: ${(err as Error).message}`;
+      const why = err instanceof RealiseError ? err.message : `could not start: ${(err as Error).message}`;
+      const reason = entry.stopping ? 'stopped' : why;
       system(reason);
       entry.status = entry.stopping ? 'stopped' : 'failed';
       this.report(a.id, reason);
@@ -414,6 +463,10 @@ export class Agent {
     this.running.delete(id);
     await r?.logs.close();
     await rm(join(this.opts.stateDir, 'workloads', id, 'pids.json'), { force: true });
+    if (r?.cgroup) await removeWorkloadCgroup(r.cgroup).catch((err) => this.log.warn({ err }, 'cgroup removal failed'));
+    // The closure is collectable from now on; collect at once if space is short.
+    await removeWorkloadRoots(this.opts.stateDir, id);
+    void this.housekeeping?.gcIfLow();
   }
 
   private async stopWorkload(id: string, reason: string) {
@@ -442,6 +495,7 @@ export class Agent {
    */
   async close(opts: { stopWorkloads?: boolean } = {}): Promise<void> {
     this.closed = true;
+    this.housekeeping?.stop();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.flushLogs();
     if (this.heartbeat) clearInterval(this.heartbeat);
@@ -450,6 +504,11 @@ export class Agent {
     ws?.close(1000, 'agent shutting down');
     if (opts.stopWorkloads !== false) await this.stopAll();
   }
+}
+
+function progressText(p: RealiseProgress): string {
+  const mib = (n: number) => (n / 1048576).toFixed(2);
+  return `${p.pathsDone}/${p.pathsTotal} paths, ${mib(p.bytesDone)}/${mib(p.bytesTotal)} MiB`;
 }
 
 /** The full closure of the roots, as the sandbox must expose every path of it. */

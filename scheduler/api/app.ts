@@ -9,6 +9,7 @@ import type { Coordinator } from '../coordinator.js';
 import { errors } from '../errors.js';
 import { isAgent, isClient, type Tokens } from './auth.js';
 import { installErrorHandler } from './error-handler.js';
+import { openApiDocument } from './openapi.js';
 import { agentSocketRoutes } from './routes/agent-ws.js';
 import { clusterRoutes } from './routes/cluster.js';
 import { eventRoutes } from './routes/events.js';
@@ -24,12 +25,14 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Extra plugins registered after the API (cache, dashboard), given the app. */
   plugins?: ((app: FastifyInstance) => Promise<void>)[];
+  /** The coordinator's version, shown in the OpenAPI document. */
+  version?: string;
   /** Extra fields for /api/cluster/status (cache key, …). */
   statusExtra?: () => Promise<Record<string, unknown>>;
 }
 
 /** Routes reachable without a client token. The agent socket checks its own token. */
-const OPEN_ROUTES = new Set(['/healthz', '/api/agent/ws']);
+const OPEN_ROUTES = new Set(['/healthz', '/api/agent/ws', '/api/openapi.json']);
 
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -63,6 +66,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(nodeRoutes, { coordinator: opts.coordinator });
   await app.register(clusterRoutes, { coordinator: opts.coordinator, extra: opts.statusExtra });
   await app.register(eventRoutes, { coordinator: opts.coordinator });
+  const openapi = openApiDocument(opts.version ?? '0.0.0');
+  app.get('/api/openapi.json', async () => openapi);
   for (const p of opts.plugins ?? []) await p(app);
   return app;
 }

@@ -1,6 +1,7 @@
 /** `/api/workloads`: list, show (with pending reason and events), stop, events, logs (optionally followed). */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { LogsQuery, WorkloadListQuery } from '../../../spec/api.js';
 import { WorkloadStatus } from '../../../spec/messages.js';
 import type { ChangeEvent, Coordinator } from '../../coordinator.js';
 import { isTerminal } from '../../core/lifecycle.js';
@@ -11,22 +12,13 @@ import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
 import { presentWorkloads } from '../views.js';
 
-const ListQuery = z.object({
+/** The list query, with `status` split into known statuses. */
+const ListQuery = WorkloadListQuery.extend({
   status: z
     .string()
-    .transform((s) => s.split(','))
+    .transform((v) => v.split(','))
     .pipe(z.array(WorkloadStatus))
     .optional(),
-  job: z.string().optional(),
-  node: z.string().optional(),
-  limit: z.coerce.number().int().min(1).max(10000).optional(),
-});
-
-const LogsQuery = z.object({
-  process: z.string().optional(),
-  after: z.coerce.number().int().min(0).optional(),
-  limit: z.coerce.number().int().min(1).max(100000).optional(),
-  follow: z.enum(['0', '1', 'true', 'false']).optional(),
 });
 
 export async function workloadRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {

@@ -1,0 +1,124 @@
+/**
+ * Shapes of the REST API's responses and query strings (bodies in are the job spec of job.ts and the
+ * small request schemas here). The OpenAPI document at /api/openapi.json is generated from these.
+ */
+import { z } from 'zod';
+import { JobSpec } from './job.js';
+import { Capabilities, WorkloadStatus } from './messages.js';
+
+export const ApiError = z.object({
+  error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
+});
+
+const Usage = z.object({ cpu: z.number(), memory_mb: z.number(), disk_mb: z.number() });
+
+export const Node = z.object({
+  id: z.string(),
+  name: z.string(),
+  status: z.enum(['ready', 'down', 'draining']),
+  connected: z.boolean(),
+  cpu: z.number(),
+  memory_mb: z.number(),
+  disk_mb: z.number(),
+  used: Usage,
+  capabilities: Capabilities,
+  version: z.string(),
+  last_seen_at: z.string(),
+});
+
+export const WorkloadEvent = z.object({
+  id: z.number(),
+  workload_id: z.string(),
+  ts: z.string(),
+  from_status: WorkloadStatus.nullable(),
+  to_status: WorkloadStatus,
+  reason: z.string(),
+});
+
+export const Workload = z.object({
+  id: z.string(),
+  job_id: z.string(),
+  job: z.string().describe('cluster/role/environment/name'),
+  job_version: z.number().int(),
+  instance: z.number().int(),
+  status: WorkloadStatus,
+  node_id: z.string().nullable(),
+  node: z.string().nullable(),
+  cpu: z.number(),
+  memory_mb: z.number(),
+  disk_mb: z.number(),
+  isolation: z.enum(['process', 'sandbox', 'microvm']),
+  pending_reason: z.string().nullable().describe('why the scheduler could not place it, per node reason'),
+  error: z.string().nullable(),
+  restarts: z.number().int(),
+  ports: z.record(z.string(), z.number()),
+  processes: z.array(z.unknown()),
+  created_at: z.string(),
+  updated_at: z.string(),
+  started_at: z.string().nullable(),
+  finished_at: z.string().nullable(),
+});
+
+export const Job = z.object({
+  id: z.string(),
+  key: z.string(),
+  cluster: z.string(),
+  role: z.string(),
+  environment: z.string(),
+  name: z.string(),
+  current_version: z.number().int(),
+  status: z.enum(['active', 'stopped']),
+  created_at: z.string(),
+  updated_at: z.string(),
+  spec: JobSpec.optional(),
+});
+
+export const SubmitResult = z.object({
+  job: Job,
+  version: z.number().int(),
+  changed: z.boolean().describe('false when an identical spec was already current'),
+  workloads: z.array(z.string()),
+});
+
+export const ClusterStatus = z.object({
+  node_count: z.number(),
+  nodes_ready: z.number(),
+  nodes_down: z.number(),
+  nodes_draining: z.number(),
+  workload_count: z.number(),
+  workloads_by_status: z.record(z.string(), z.number()),
+  workloads_running: z.number(),
+  total_cpu: z.number(),
+  total_memory_mb: z.number(),
+  total_disk_mb: z.number(),
+  used_cpu: z.number(),
+  used_memory_mb: z.number(),
+  used_disk_mb: z.number(),
+  database: z.enum(['postgres', 'pglite']),
+  cache_public_key: z.string().optional(),
+  cache_paths: z.number().optional(),
+});
+
+export const LogEntry = z.object({
+  id: z.number(),
+  workload_id: z.string(),
+  process: z.string(),
+  stream: z.enum(['stdout', 'stderr', 'system']),
+  run: z.number().int(),
+  ts: z.number(),
+  line: z.string(),
+});
+
+export const WorkloadListQuery = z.object({
+  status: z.string().optional().describe('comma-separated statuses'),
+  job: z.string().optional().describe('job id or key'),
+  node: z.string().optional().describe('node id or name'),
+  limit: z.coerce.number().int().min(1).max(10000).optional(),
+});
+
+export const LogsQuery = z.object({
+  process: z.string().optional(),
+  after: z.coerce.number().int().min(0).optional().describe('only lines with a larger id'),
+  limit: z.coerce.number().int().min(1).max(100000).optional(),
+  follow: z.enum(['0', '1', 'true', 'false']).optional().describe('stream ndjson until the workload ends'),
+});
