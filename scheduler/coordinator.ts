@@ -11,6 +11,7 @@ import type { AgentMessage, CoordinatorMessage, WorkloadStatus } from '../spec/m
 import { ACTIVE_STATUSES, canTransition, isTerminal } from './core/lifecycle.js';
 import { type Demand, type NodeView, place, type Strategy } from './core/place.js';
 import { errors, MxcError } from './errors.js';
+import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as logs from './store/logs.js';
@@ -26,8 +27,11 @@ export interface CoordinatorOptions {
   heartbeatTtlMs: number;
   heartbeatIntervalMs: number;
   strategy: Strategy;
-  /** Checks a job's closure before it is accepted; throws a coded error listing what is missing. */
-  checkClosure?: (spec: JobSpec) => Promise<void>;
+  /**
+   * The full closure of a job (paths and NAR sizes) from the cache; throws a coded error listing what
+   * is missing, so a job that could never start is refused before anything is replaced.
+   */
+  closureOf?: (spec: JobSpec) => Promise<closures.ClosurePath[]>;
 }
 
 /** What changed, for live views (dashboard, `--wait`). */
@@ -38,6 +42,11 @@ export interface ChangeEvent {
 }
 
 const MB = 1024 * 1024;
+
+interface JobInfo {
+  constraints: Record<string, string>;
+  closure: { path: string; size: number }[];
+}
 /** Placements committed per transaction. */
 const APPLY_CHUNK = 2000;
 
@@ -94,7 +103,7 @@ export class Coordinator {
     const parsed = JobSpec.safeParse(body);
     if (!parsed.success) throw errors.validation('job spec', describeIssues(parsed.error));
     const spec = parsed.data;
-    await this.opts.checkClosure?.(spec);
+    const closure = (await this.opts.closureOf?.(spec)) ?? [];
     const key = jobKey(spec);
     const hash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
     const res = await this.db.tx(async (q) => {
@@ -118,6 +127,7 @@ export class Coordinator {
         await jobs.setJobVersion(q, job.id, version);
         job = { ...job, current_version: version, status: 'active' };
       }
+      await closures.insertJobClosure(q, job.id, version, closure);
       const stopped = await this.stopJobWorkloads(q, job.id, `replaced by version ${version}`);
       const created = newWorkloads(job.id, version, spec, 0);
       await wl.insertWorkloads(q, created, `submitted (version ${version})`);
@@ -193,6 +203,85 @@ export class Coordinator {
       if (w.node_id)
         this.sessions.get(w.node_id)?.send({ type: 'stop', workload_id: w.id, reason: 'stop requested' });
     }
+  }
+
+  /**
+   * Pre-warm: tells the nodes where a job's workloads run or would go to realise its closure now, so
+   * a later rollout does not wait for downloads. `body` may carry the next version's spec.
+   */
+  async prewarm(
+    idOrKey: string,
+    body?: unknown,
+  ): Promise<{
+    paths: number;
+    bytes: number;
+    nodes: { node: string; missing_bytes: number; sent: boolean }[];
+  }> {
+    const job = await jobs.getJob(this.db, idOrKey);
+    if (!job) throw errors.notFound('job', idOrKey);
+    let spec: JobSpec;
+    let closure: closures.ClosurePath[];
+    if (
+      body !== undefined &&
+      body !== null &&
+      !(typeof body === 'object' && Object.keys(body).length === 0)
+    ) {
+      const parsed = JobSpec.safeParse(body);
+      if (!parsed.success) throw errors.validation('job spec', describeIssues(parsed.error));
+      spec = parsed.data;
+      if (jobKey(spec) !== job.key) {
+        throw errors.badRequest(
+          `the spec is for ${jobKey(spec)}, not ${job.key}; pre-warm it under its own job`,
+        );
+      }
+      closure = (await this.opts.closureOf?.(spec)) ?? [];
+    } else {
+      spec = (await this.specOf(job.id, job.current_version))!;
+      closure = await closures.jobClosure(this.db, job.id, job.current_version);
+    }
+    const snapshot = await this.snapshot();
+    const held = await closures.holders(
+      this.db,
+      closure.map((p) => p.path),
+    );
+    for (const n of snapshot.nodes) n.storePaths = held.get(n.id) ?? new Set();
+    // Where it runs now, and where a fresh placement of every instance would go.
+    const targets = new Set(
+      (await wl.listWorkloads(this.db, { jobId: job.id, status: ['starting', 'running'] }))
+        .map((w) => w.node_id)
+        .filter((n): n is string => n !== null),
+    );
+    const r = spec.task.resources ?? DEFAULT_RESOURCES;
+    const plan = place(
+      snapshot,
+      Array.from({ length: spec.instances }, (_, i) => ({
+        workloadId: `prewarm-${i}`,
+        jobId: job.id,
+        cpu: r.cpu,
+        memory_mb: Math.ceil(r.ram / MB),
+        disk_mb: Math.ceil(r.disk / MB),
+        isolation: spec.mxc.isolation,
+        constraints: spec.constraints ?? {},
+        closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
+      })),
+      { strategy: this.opts.strategy, seed: job.id },
+    );
+    for (const p of plan.placements) targets.add(p.nodeId);
+    const paths = closure.map((p) => p.path);
+    const out: { node: string; missing_bytes: number; sent: boolean }[] = [];
+    for (const nodeId of targets) {
+      const node = snapshot.nodes.find((n) => n.id === nodeId);
+      if (!node) continue;
+      const missing = closure.filter((p) => !node.storePaths?.has(p.path));
+      const session = this.sessions.get(nodeId);
+      if (session && missing.length) session.send({ type: 'prewarm', job_id: job.id, paths });
+      out.push({
+        node: node.name,
+        missing_bytes: missing.reduce((a, p) => a + p.nar_size, 0),
+        sent: !!session && missing.length > 0,
+      });
+    }
+    return { paths: paths.length, bytes: closure.reduce((a, p) => a + p.nar_size, 0), nodes: out };
   }
 
   // ---------------------------------------------------------------- nodes
@@ -282,16 +371,23 @@ export class Coordinator {
       if (pending.length === 0) return;
       pending.sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.instance - b.instance);
       const snapshot = await this.snapshot();
-      const jobConstraints = await this.constraintsFor(pending);
-      const demands: Demand[] = pending.map((w) => ({
-        workloadId: w.id,
-        jobId: w.job_id,
-        cpu: w.cpu,
-        memory_mb: w.memory_mb,
-        disk_mb: w.disk_mb,
-        isolation: w.isolation,
-        constraints: jobConstraints.get(`${w.job_id}/${w.job_version}`) ?? {},
-      }));
+      const jobInfo = await this.jobInfoFor(pending);
+      const demands: Demand[] = pending.map((w) => {
+        const info = jobInfo.get(`${w.job_id}/${w.job_version}`);
+        return {
+          workloadId: w.id,
+          jobId: w.job_id,
+          cpu: w.cpu,
+          memory_mb: w.memory_mb,
+          disk_mb: w.disk_mb,
+          isolation: w.isolation,
+          constraints: info?.constraints ?? {},
+          closure: info?.closure,
+        };
+      });
+      const wanted = [...new Set([...jobInfo.values()].flatMap((i) => i.closure.map((p) => p.path)))];
+      const held = await closures.holders(this.db, wanted);
+      for (const n of snapshot.nodes) n.storePaths = held.get(n.id) ?? new Set();
       const evalId = randomUUID();
       const plan = place(snapshot, demands, { strategy: this.opts.strategy, seed: evalId });
       await wl.setPendingReasons(
@@ -309,11 +405,20 @@ export class Coordinator {
     }
   }
 
-  private async constraintsFor(ws: wl.WorkloadRow[]): Promise<Map<string, Record<string, string>>> {
-    const out = new Map<string, Record<string, string>>();
+  /** Constraints and closure (with sizes) of each job version among the workloads. */
+  private async jobInfoFor(ws: wl.WorkloadRow[]): Promise<Map<string, JobInfo>> {
+    const out = new Map<string, JobInfo>();
     for (const w of ws) {
       const k = `${w.job_id}/${w.job_version}`;
-      if (!out.has(k)) out.set(k, (await this.specOf(w.job_id, w.job_version))?.constraints ?? {});
+      if (out.has(k)) continue;
+      const [spec, closure] = await Promise.all([
+        this.specOf(w.job_id, w.job_version),
+        closures.jobClosure(this.db, w.job_id, w.job_version),
+      ]);
+      out.set(k, {
+        constraints: spec?.constraints ?? {},
+        closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
+      });
     }
     return out;
   }
@@ -444,6 +549,7 @@ export class Coordinator {
       previous.close(4000, 'replaced by a newer connection from the same node');
     this.sessions.set(node.id, session);
     this.lastSeen.set(node.id, Date.now());
+    if (hello.store_paths) await closures.setNodePaths(this.db, node.id, hello.store_paths);
     session.send({ type: 'welcome', node_id: node.id, heartbeat_interval_ms: this.opts.heartbeatIntervalMs });
     this.log.info({ node: node.name, id: node.id }, 'agent connected');
     await this.reconcileAgent(node, hello.running);
@@ -501,12 +607,21 @@ export class Coordinator {
         return;
       case 'hello':
         throw errors.badRequest('hello sent twice on one connection');
+      case 'store_paths':
+        await closures.addNodePaths(this.db, nodeId, msg.added);
+        await closures.removeNodePaths(this.db, nodeId, msg.removed);
+        this.emit({ kind: 'node', id: nodeId });
+        return;
       case 'workload_status': {
-        if (msg.ports || msg.processes) {
+        if (msg.ports || msg.processes || msg.fetched) {
+          const w = await wl.getWorkload(this.db, msg.workload_id);
+          if (!w || w.node_id !== nodeId) return;
           await wl.setWorkloadRuntime(this.db, msg.workload_id, {
             ports: msg.ports,
             processes: msg.processes,
+            fetched: msg.fetched,
           });
+          this.emit({ kind: 'workload', id: msg.workload_id, status: w.status });
         }
         await this.applyStatus(nodeId, msg.workload_id, msg.status, msg.reason ?? `reported by agent`);
         return;

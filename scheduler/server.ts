@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
 import { isAgent, isClient, type Tokens } from './api/auth.js';
+import { cachedClosure } from './cache/closure.js';
 import { cachePlugin, openCacheStore } from './cache/index.js';
 import { Coordinator } from './coordinator.js';
 import type { Strategy } from './core/place.js';
@@ -47,11 +48,12 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       heartbeatTtlMs: ttl,
       heartbeatIntervalMs: opts.heartbeatIntervalMs ?? Math.max(50, Math.min(5000, Math.floor(ttl / 3))),
       strategy: opts.strategy ?? 'spread',
-      // A job is accepted only when its closure is complete in the cache: the cache refuses a path
-      // whose references it lacks, so a present root means a complete closure.
-      checkClosure: async (spec) => {
-        const missing = await cache.missing(spec.mxc.closure);
-        if (missing.length) throw errors.closureIncomplete(missing);
+      // A job is accepted only when its closure is complete in the cache (the cache refuses a path
+      // whose references it lacks, so present roots mean a complete closure).
+      closureOf: async (spec) => {
+        const c = await cachedClosure(cache, spec.mxc.closure);
+        if (c.missing.length) throw errors.closureIncomplete(c.missing);
+        return c.paths;
       },
     });
     const app = await buildApp({

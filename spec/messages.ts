@@ -55,6 +55,17 @@ export const AgentHello = z
     resources: NodeResources,
     capabilities: Capabilities,
     running: z.array(RunningReport).default([]),
+    /** Store paths the node holds (full paths), for closure-aware placement. */
+    store_paths: z.array(z.string()).max(1_000_000).optional(),
+  })
+  .strict();
+
+/** Changes to the node's store after realising or collecting garbage. */
+export const AgentStorePaths = z
+  .object({
+    type: z.literal('store_paths'),
+    added: z.array(z.string()).max(1_000_000).default([]),
+    removed: z.array(z.string()).max(1_000_000).default([]),
   })
   .strict();
 
@@ -66,6 +77,8 @@ export const AgentWorkloadStatus = z
     workload_id: z.string(),
     status: WorkloadStatus,
     reason: z.string().optional(),
+    /** What realising the closure had to fetch from the cache. */
+    fetched: z.object({ paths: z.number().int().min(0), bytes: z.number().int().min(0) }).optional(),
     /** Named ports allocated for the workload. */
     ports: z.record(z.string(), z.number().int()).optional(),
     /** Per-process state, for the workload page. */
@@ -101,6 +114,7 @@ export const AgentMessage = z.discriminatedUnion('type', [
   AgentHeartbeat,
   AgentWorkloadStatus,
   AgentLogs,
+  AgentStorePaths,
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
@@ -126,6 +140,10 @@ export const CoordinatorStart = z.object({ type: z.literal('start'), workload: W
 export const CoordinatorStop = z
   .object({ type: z.literal('stop'), workload_id: z.string(), reason: z.string().optional() })
   .strict();
+/** Realise these store paths now, ahead of a rollout (pre-warm). */
+export const CoordinatorPrewarm = z
+  .object({ type: z.literal('prewarm'), job_id: z.string(), paths: z.array(z.string()) })
+  .strict();
 export const CoordinatorError = z
   .object({ type: z.literal('error'), code: z.string(), message: z.string() })
   .strict();
@@ -134,6 +152,7 @@ export const CoordinatorMessage = z.discriminatedUnion('type', [
   CoordinatorWelcome,
   CoordinatorStart,
   CoordinatorStop,
+  CoordinatorPrewarm,
   CoordinatorError,
 ]);
 export type CoordinatorMessage = z.infer<typeof CoordinatorMessage>;

@@ -40,6 +40,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     bodyLimit: opts.bodyLimit ?? 4 * 1024 * 1024,
     // Requests are not logged one by one (agents poll and heartbeat); errors are.
     logController: new LogController({ disableRequestLogging: true }),
+    // Live streams (events, followed logs) must not hold a shutdown open.
+    forceCloseConnections: true,
   });
   installErrorHandler(app);
   await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });

@@ -18,6 +18,8 @@ export interface NodeView {
   isolation: readonly Isolation[];
   /** Attributes matched by placement constraints; `host` is always the node name. */
   attributes: Readonly<Record<string, string>>;
+  /** Store paths the node holds, among those the demands need (closure locality). */
+  storePaths?: ReadonlySet<string>;
 }
 
 /** An instance already placed (counts for `limit` constraints and the spread-by-job scorer). */
@@ -40,6 +42,8 @@ export interface Demand {
   isolation: Isolation;
   /** Aurora placement constraints: attribute → "value" | "!value" | "limit:N". */
   constraints: Readonly<Record<string, string>>;
+  /** The job's closure with NAR sizes; nodes missing fewer bytes of it score higher. */
+  closure?: readonly { path: string; size: number }[];
 }
 
 export type Strategy = 'spread' | 'pack';
@@ -54,6 +58,8 @@ export interface Placement {
   workloadId: string;
   nodeId: string;
   score: number;
+  /** Bytes of the closure the node has to fetch. */
+  missingBytes: number;
 }
 
 export interface Failure {
@@ -177,6 +183,22 @@ export const PackScorer: Scorer = (node, d) => 1 - freeFractionAfter(node, d);
 /** Anti-affinity between instances of one job: each one already on the node costs half a point. */
 export const JobSpreadScorer: Scorer = (_node, _d, sameJobOnNode) => -0.5 * sameJobOnNode;
 
+/** Bytes of the demand's closure the node does not hold yet. */
+export function missingBytes(node: NodeView, d: Demand): number {
+  let missing = 0;
+  for (const p of d.closure ?? []) if (!node.storePaths?.has(p.path)) missing += p.size;
+  return missing;
+}
+
+/**
+ * closure locality: a node holding the whole closure gains half a point over one holding none of it,
+ * as much as one more instance of the job costs, so locality breaks ties without stacking instances.
+ */
+export const ClosureLocalityScorer: Scorer = (node, d) => {
+  const total = (d.closure ?? []).reduce((a, p) => a + p.size, 0);
+  return total > 0 ? 0.5 * (1 - missingBytes(node, d) / total) : 0;
+};
+
 const tieBreak = (seed: string, workloadId: string, nodeId: string) =>
   createHash('sha256').update(`${seed}\u0000${workloadId}\u0000${nodeId}`).digest().readUInt32BE(0) / 2 ** 32;
 
@@ -255,7 +277,10 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
         continue;
       }
       const same = perNode.get(demand.jobId)?.get(node.id) ?? 0;
-      const score = scorer(node, demand, same) + JobSpreadScorer(node, demand, same);
+      const score =
+        scorer(node, demand, same) +
+        JobSpreadScorer(node, demand, same) +
+        ClosureLocalityScorer(node, demand, same);
       const tie = tieBreak(opts.seed, demand.workloadId, node.id);
       if (!best || score > best.score + EPS || (Math.abs(score - best.score) <= EPS && tie > best.tie)) {
         best = { node, score, tie };
@@ -266,7 +291,12 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
       best.node.used.memory_mb += demand.memory_mb;
       best.node.used.disk_mb += demand.disk_mb;
       bump(demand.jobId, best.node.id);
-      plan.placements.push({ workloadId: demand.workloadId, nodeId: best.node.id, score: best.score });
+      plan.placements.push({
+        workloadId: demand.workloadId,
+        nodeId: best.node.id,
+        score: best.score,
+        missingBytes: missingBytes(best.node, demand),
+      });
     } else {
       plan.failures.push({
         workloadId: demand.workloadId,

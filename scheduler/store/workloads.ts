@@ -26,6 +26,8 @@ export interface WorkloadRow {
   updated_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
+  fetched_paths: number | null;
+  fetched_bytes: number | null;
 }
 
 export interface WorkloadEventRow {
@@ -150,12 +152,19 @@ export async function setPendingReasons(
 export async function setWorkloadRuntime(
   q: Queryable,
   id: string,
-  r: { ports?: Record<string, number>; processes?: unknown[] },
+  r: { ports?: Record<string, number>; processes?: unknown[]; fetched?: { paths: number; bytes: number } },
 ): Promise<void> {
   await q.query(
-    `UPDATE workloads SET ports = COALESCE($2::jsonb, ports), processes = COALESCE($3::jsonb, processes), updated_at = now()
+    `UPDATE workloads SET ports = COALESCE($2::jsonb, ports), processes = COALESCE($3::jsonb, processes),
+       fetched_paths = COALESCE($4, fetched_paths), fetched_bytes = COALESCE($5, fetched_bytes), updated_at = now()
      WHERE id = $1`,
-    [id, r.ports ? JSON.stringify(r.ports) : null, r.processes ? JSON.stringify(r.processes) : null],
+    [
+      id,
+      r.ports ? JSON.stringify(r.ports) : null,
+      r.processes ? JSON.stringify(r.processes) : null,
+      r.fetched?.paths ?? null,
+      r.fetched?.bytes ?? null,
+    ],
   );
 }
 

@@ -2,14 +2,23 @@
  * Test databases: a migrated template database on the real PostgreSQL server, cloned per test (fast and
  * isolated), and in-memory PGlite for the same suites. `ENGINES` lists what a suite runs on.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { type Db, openPglite, openPostgres } from '../../scheduler/store/db.js';
-import { migrate } from '../../scheduler/store/migrate.js';
+import { loadMigrations, migrate } from '../../scheduler/store/migrate.js';
 
 export const PG_ADMIN_URL = process.env.MXC_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-// One template per test run (vitest.config sets the run id), migrated once, cloned per test.
-const TEMPLATE = `mxc_tpl_${(process.env.MXC_TEST_RUN_ID ?? 'local').replace(/[^a-z0-9]/g, '')}`;
+// One template per set of migrations, migrated once and cloned per test. Keyed by the migrations' content,
+// so concurrent runs share it and a changed migration gets a new one; old ones are harmless leftovers.
+const TEMPLATE = `mxc_tpl_${createHash('sha256')
+  .update(
+    loadMigrations()
+      .map((m) => m.sql)
+      .join('\u0000'),
+  )
+  .digest('hex')
+  .slice(0, 16)}`;
+
 export const urlFor = (db: string) => {
   const u = new URL(PG_ADMIN_URL);
   u.pathname = `/${db}`;
@@ -35,9 +44,6 @@ function ensureTemplate(): Promise<void> {
     try {
       const exists = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [TEMPLATE]);
       if (exists.rowCount) return;
-      // Templates of earlier runs are of no more use.
-      const old = await c.query(`SELECT datname FROM pg_database WHERE datname LIKE 'mxc\\_tpl\\_%'`);
-      for (const r of old.rows) await c.query(`DROP DATABASE IF EXISTS ${r.datname} WITH (FORCE)`);
       await c.query(`CREATE DATABASE ${TEMPLATE}`);
       const db = await openPostgres(urlFor(TEMPLATE), { max: 1 });
       await migrate(db);

@@ -210,3 +210,27 @@ describe('place', () => {
     );
   });
 });
+
+describe('closure locality', () => {
+  it('prefers the node missing the fewest bytes of the closure, and says how much it must fetch', () => {
+    const closure = [
+      { path: '/nix/store/a-big', size: 900 },
+      { path: '/nix/store/b-small', size: 100 },
+    ];
+    const nodes = [
+      node('empty'),
+      node('has-small', { storePaths: new Set(['/nix/store/b-small']) }),
+      node('has-big', { storePaths: new Set(['/nix/store/a-big']) }),
+    ];
+    const plan = place({ nodes, placed: [] }, [demand('w', { closure })], opts);
+    expect(plan.placements[0]).toMatchObject({ nodeId: 'has-big', missingBytes: 100 });
+  });
+
+  it('still spreads when locality is equal', () => {
+    const closure = [{ path: '/nix/store/a', size: 10 }];
+    const held = new Set(['/nix/store/a']);
+    const nodes = [node('a', { storePaths: held }), node('b', { storePaths: held })];
+    const plan = place({ nodes, placed: [] }, [demand('w1', { closure }), demand('w2', { closure })], opts);
+    expect(new Set(plan.placements.map((p) => p.nodeId)).size).toBe(2);
+  });
+});

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../../coordinator.js';
 import { errors } from '../../errors.js';
+import * as closures from '../../store/closures.js';
 import * as jobs from '../../store/jobs.js';
 import * as wl from '../../store/workloads.js';
 import { presentWorkloads } from '../views.js';
@@ -33,6 +34,29 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     const job = await jobs.getJob(db, req.params.id);
     if (!job) throw errors.notFound('job', req.params.id);
     return { data: await jobs.listJobVersions(db, job.id) };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/jobs/:id/prewarm', async (req) => ({
+    data: await coordinator.prewarm(req.params.id, req.body),
+  }));
+
+  app.get<{ Params: { id: string }; Querystring: { version?: string } }>(
+    '/api/jobs/:id/closure',
+    async (req) => {
+      const job = await jobs.getJob(db, req.params.id);
+      if (!job) throw errors.notFound('job', req.params.id);
+      const version = req.query.version ? Number(req.query.version) : job.current_version;
+      if (!Number.isInteger(version) || version < 1)
+        throw errors.badRequest('version must be a positive integer');
+      return { data: await closures.jobClosure(db, job.id, version) };
+    },
+  );
+
+  app.get<{ Querystring: { contains?: string } }>('/api/store-paths', async (req) => {
+    const needle = req.query.contains?.trim();
+    if (!needle)
+      throw errors.badRequest('give ?contains=<store path or part of a name>, e.g. ?contains=openssl');
+    return { data: await closures.whereUsed(db, needle) };
   });
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/stop', async (req) => {

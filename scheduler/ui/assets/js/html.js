@@ -110,7 +110,9 @@ export function errorBox(err) {
   const problems = Array.isArray(err?.details?.problems) ? err.details.problems : [];
   // A validation message repeats its problems after the first line; the list shows them instead.
   const message = String(err?.message ?? err);
-  return html`<div class="error" role="alert"><strong>${err?.code ?? 'ERROR'}</strong>
-    <span class="msg">${problems.length ? message.split('\n')[0] : message}</span>
-    ${problems.length ? html`<ul class="problems">${problems.map((p) => html`<li>${p}</li>`)}</ul>` : ''}</div>`;
+  const list = problems.length
+    ? html`<ul class="problems">${problems.map((p) => html`<li>${p}</li>`)}</ul>`
+    : '';
+  // One line of markup: the box keeps the message's own line breaks (white-space: pre-line).
+  return html`<div class="error" role="alert"><strong>${err?.code ?? 'ERROR'}</strong><span class="msg">${problems.length ? message.split('\n')[0] : message}</span>${list}</div>`;
 }

@@ -55,7 +55,7 @@ export async function showNodes(page) {
           bar(n.used.memory_mb, n.memory_mb, mb),
           bar(n.used.disk_mb, n.disk_mb, mb),
           html`${capabilities(n.capabilities)} ${attributes(n.capabilities)}`,
-          store(n),
+          html`<span class="nowrap">${store(n)}</span>`,
           ago(n.last_seen_at),
         ]),
         'No nodes have joined. Start an agent with `mxc agent --coordinator <url>`.',

@@ -6,13 +6,28 @@ import { recentChanges } from '../live.js';
 const STATUSES = ['pending', 'starting', 'running', 'stopping', 'stopped', 'failed', 'lost'];
 const KIND_PAGES = { workload: 'workloads', node: 'nodes', job: 'jobs' };
 
+const CACHE_LABELS = {
+  cache_paths: 'Store paths',
+  cache_bytes: 'Size',
+  cache_size_bytes: 'Size',
+  cache_nar_bytes: 'NAR bytes',
+};
+
+function cacheValue(k, v) {
+  if (/bytes/.test(k)) return mb(Number(v) / 1048576);
+  return typeof v === 'object' ? JSON.stringify(v) : v;
+}
+
 function cacheCard(status, key) {
-  // Cache size fields are whatever the cache adds to the cluster status (cache_*), when it exists.
-  const fields = Object.entries(status).filter(([k]) => k.startsWith('cache_'));
+  // Size fields are whatever the cache adds to the cluster status (cache_*), when it exists; the key
+  // endpoint already gives the public key.
+  const fields = Object.entries(status).filter(
+    ([k]) => k.startsWith('cache_') && !(key && k === 'cache_public_key'),
+  );
   if (!key && !fields.length) return html`<p class="muted">No binary cache on this coordinator.</p>`;
   return html`<dl class="facts">
     ${key ? html`<dt>Key</dt><dd><code>${key.name}</code></dd><dt>Public key</dt><dd><code class="wrap">${key.public_key}</code></dd>` : ''}
-    ${fields.map(([k, v]) => html`<dt>${k.replace(/^cache_/, '').replace(/_/g, ' ')}</dt><dd>${/bytes/.test(k) ? mb(Number(v) / 1048576) : typeof v === 'object' ? JSON.stringify(v) : v}</dd>`)}
+    ${fields.map(([k, v]) => html`<dt>${CACHE_LABELS[k] ?? k.replace(/^cache_/, '').replace(/_/g, ' ')}</dt><dd id="${k.replace(/_/g, '-')}">${cacheValue(k, v)}</dd>`)}
   </dl>`;
 }
 
@@ -36,7 +51,7 @@ export async function showOverview(page) {
     render(
       page,
       html`<h1>Overview</h1>
-      <div class="cards">
+      <div class="cards overview">
         <article class="card">
           <h2>${link('Nodes', 'nodes')}</h2>
           <p class="big" id="node-count">${s.node_count}</p>
@@ -57,7 +72,7 @@ export async function showOverview(page) {
           <div class="meter"><span>Memory</span>${bar(s.used_memory_mb, s.total_memory_mb, mb)}</div>
           <div class="meter"><span>Disk</span>${bar(s.used_disk_mb, s.total_disk_mb, mb)}</div>
         </article>
-        <article class="card">
+        <article class="card wide">
           <h2>Binary cache</h2>
           ${cacheCard(s, key)}
         </article>

@@ -1,0 +1,108 @@
+/** SQL for `job_closure` (each job version's store paths and sizes) and `node_store_paths` (what each node holds). */
+import type { Queryable } from './db.js';
+
+export interface ClosurePath {
+  path: string;
+  nar_size: number;
+}
+
+export async function insertJobClosure(
+  q: Queryable,
+  jobId: string,
+  version: number,
+  paths: ClosurePath[],
+): Promise<void> {
+  if (paths.length === 0) return;
+  await q.query(
+    `INSERT INTO job_closure (job_id, version, path, nar_size)
+     SELECT $1, $2, unnest($3::text[]), unnest($4::bigint[]) ON CONFLICT DO NOTHING`,
+    [jobId, version, paths.map((p) => p.path), paths.map((p) => p.nar_size)],
+  );
+}
+
+export async function jobClosure(q: Queryable, jobId: string, version: number): Promise<ClosurePath[]> {
+  return q.query<ClosurePath>(
+    'SELECT path, nar_size FROM job_closure WHERE job_id = $1 AND version = $2 ORDER BY path',
+    [jobId, version],
+  );
+}
+
+/** Replaces what a node is known to hold (its report on hello). */
+export async function setNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<void> {
+  await q.query('DELETE FROM node_store_paths WHERE node_id = $1', [nodeId]);
+  await addNodePaths(q, nodeId, paths);
+}
+
+export async function addNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<void> {
+  if (paths.length === 0) return;
+  await q.query(
+    `INSERT INTO node_store_paths (node_id, path) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`,
+    [nodeId, paths],
+  );
+}
+
+export async function removeNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<void> {
+  if (paths.length === 0) return;
+  await q.query('DELETE FROM node_store_paths WHERE node_id = $1 AND path = ANY($2::text[])', [
+    nodeId,
+    paths,
+  ]);
+}
+
+/** For the given paths, which nodes hold which of them. */
+export async function holders(q: Queryable, paths: string[]): Promise<Map<string, Set<string>>> {
+  const out = new Map<string, Set<string>>();
+  if (paths.length === 0) return out;
+  const rows = await q.query<{ node_id: string; path: string }>(
+    'SELECT node_id, path FROM node_store_paths WHERE path = ANY($1::text[])',
+    [paths],
+  );
+  for (const r of rows) {
+    const s = out.get(r.node_id) ?? new Set<string>();
+    s.add(r.path);
+    out.set(r.node_id, s);
+  }
+  return out;
+}
+
+export async function nodePathCounts(q: Queryable): Promise<Map<string, number>> {
+  const rows = await q.query<{ node_id: string; n: number }>(
+    'SELECT node_id, count(*)::int AS n FROM node_store_paths GROUP BY node_id',
+  );
+  return new Map(rows.map((r) => [r.node_id, r.n]));
+}
+
+export interface Provenance {
+  path: string;
+  nar_size: number;
+  job_id: string;
+  job: string;
+  version: number;
+  current: boolean;
+  workloads: { id: string; status: string; node: string | null }[];
+}
+
+/** Store paths whose name contains `needle` (or equal a full path), with the jobs and live workloads that use them. */
+export async function whereUsed(q: Queryable, needle: string): Promise<Provenance[]> {
+  const rows = await q.query<{
+    path: string;
+    nar_size: number;
+    job_id: string;
+    job: string;
+    version: number;
+    current: boolean;
+    workloads: { id: string; status: string; node: string | null }[] | null;
+  }>(
+    `SELECT c.path, c.nar_size, c.job_id, j.key AS job, c.version, (j.current_version = c.version) AS current,
+       (SELECT json_agg(json_build_object('id', w.id, 'status', w.status, 'node', n.name) ORDER BY w.id)
+          FROM workloads w LEFT JOIN nodes n ON n.id = w.node_id
+         WHERE w.job_id = c.job_id AND w.job_version = c.version
+           AND w.status IN ('pending', 'starting', 'running', 'stopping')) AS workloads
+     FROM job_closure c JOIN jobs j ON j.id = c.job_id
+     WHERE c.path = $1 OR c.path LIKE '/nix/store/%' || $2 || '%'
+     ORDER BY c.path, j.key, c.version DESC
+     LIMIT 1000`,
+    [needle, needle.replace(/[\\%_]/g, (m) => `\\${m}`)],
+  );
+  return rows.map((r) => ({ ...r, workloads: r.workloads ?? [] }));
+}
