@@ -3,11 +3,12 @@
  * only the paths it lacks, references before referrers, a few at a time, each NAR streamed from
  * `nix-store --dump` straight into the request body.
  */
+
 import http from 'node:http';
 import https from 'node:https';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { execa } from 'execa';
+import { type CommandError, runStreaming } from './exec.js';
 import { narStream } from './nar-dump.js';
 import { hashPart, STORE_DIR } from './nar-info.js';
 import { closureOf } from './nix.js';
@@ -229,19 +230,21 @@ function produceNar(path: string, source: NarSource, signal?: AbortSignal): NarP
       finished: async () => {},
     };
   }
-  const dump = execa('nix-store', ['--dump', path], { buffer: false, cancelSignal: signal, reject: false });
+  const dump = runStreaming('nix-store', ['--dump', path], { signal });
   return {
-    stream: dump.stdout!,
+    stream: dump.stdout,
     cancel: async () => {
       dump.kill();
-      await dump;
+      await dump.done.catch(() => {});
     },
     finished: async () => {
-      const r = await dump;
-      if (r.exitCode !== 0) {
+      try {
+        await dump.done;
+      } catch (err) {
+        const e = err as CommandError;
         throw new PushError(
           'PUSH_DUMP_FAILED',
-          `nix-store --dump ${path} failed (exit ${r.exitCode}): ${String(r.stderr ?? '').trim()}`,
+          `nix-store --dump ${path} failed (exit ${e.exitCode}): ${e.stderr.trim()}`,
         );
       }
     },

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { DEFAULT_RESOURCES, describeIssues, JobSpec, jobKey } from '../spec/job.js';
 import type { AgentMessage, CoordinatorMessage, WorkloadStatus } from '../spec/messages.js';
 import { ACTIVE_STATUSES, canTransition, isTerminal } from './core/lifecycle.js';
-import { type Demand, type NodeView, place, type Strategy } from './core/place.js';
+import { type Demand, type NodeView, type PlacedInstance, place, type Strategy } from './core/place.js';
 import { errors, MxcError } from './errors.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
@@ -137,7 +137,8 @@ export class Coordinator {
     if (res.changed) {
       this.log.info({ job: key, version: res.version, workloads: res.workloads.length }, 'job submitted');
       this.emit({ kind: 'job', id: res.job.id });
-      await this.evaluate();
+      // The job is committed whatever happens to this pass; a failed pass is logged and retried later.
+      await this.evaluate().catch((err) => this.log.error({ err }, 'scheduling pass after submit failed'));
     }
     const { stopped: _s, ...out } = res;
     return out;
@@ -424,9 +425,7 @@ export class Coordinator {
   }
 
   /** The cluster as the pure core sees it. */
-  async snapshot(
-    q: Queryable = this.db,
-  ): Promise<{ nodes: NodeView[]; placed: { jobId: string; nodeId: string }[] }> {
+  async snapshot(q: Queryable = this.db): Promise<{ nodes: NodeView[]; placed: PlacedInstance[] }> {
     const [rows, usage, placed] = await Promise.all([
       nodes.listNodes(q),
       wl.usageByNode(q),
@@ -434,7 +433,7 @@ export class Coordinator {
     ]);
     return {
       nodes: rows.map((n) => toNodeView(n, usage.get(n.id))),
-      placed: placed.map((p) => ({ jobId: p.job_id, nodeId: p.node_id })),
+      placed: placed.map((p) => ({ jobId: p.job_id, nodeId: p.node_id, count: p.n })),
     };
   }
 
@@ -456,6 +455,12 @@ export class Coordinator {
   }
 
   private async applyChunk(
+    placements: { workloadId: string; nodeId: string }[],
+  ): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
+    return retryOnConflict(() => this.applyChunkOnce(placements));
+  }
+
+  private async applyChunkOnce(
     placements: { workloadId: string; nodeId: string }[],
   ): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
     return this.db.tx(async (q) => {
@@ -753,6 +758,19 @@ export class Coordinator {
       for (const w of lost) this.emit({ kind: 'workload', id: w.id, status: 'lost' });
     }
     if (changed) await this.evaluate();
+  }
+}
+
+/** Retries a transaction that PostgreSQL aborted for a deadlock or a serialization failure. */
+async function retryOnConflict<T>(fn: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (i >= attempts || (code !== '40P01' && code !== '40001')) throw err;
+      await new Promise((r) => setTimeout(r, 5 * i + Math.random() * 20));
+    }
   }
 }
 

@@ -22,10 +22,12 @@ export interface NodeView {
   storePaths?: ReadonlySet<string>;
 }
 
-/** An instance already placed (counts for `limit` constraints and the spread-by-job scorer). */
+/** Instances already placed (count for `limit` constraints and the spread-by-job scorer). */
 export interface PlacedInstance {
   jobId: string;
   nodeId: string;
+  /** How many instances of the job run on the node (default 1). */
+  count?: number;
 }
 
 export interface Snapshot {
@@ -199,8 +201,16 @@ export const ClosureLocalityScorer: Scorer = (node, d) => {
   return total > 0 ? 0.5 * (1 - missingBytes(node, d) / total) : 0;
 };
 
-const tieBreak = (seed: string, workloadId: string, nodeId: string) =>
-  createHash('sha256').update(`${seed}\u0000${workloadId}\u0000${nodeId}`).digest().readUInt32BE(0) / 2 ** 32;
+/** A 32-bit hash of a string (seeded per evaluation through the workload's hash). */
+const hash32 = (s: string) => createHash('sha256').update(s).digest().readUInt32BE(0);
+
+/** Mixes two 32-bit values (murmur3's finaliser): one hash per workload and per node, not per pair. */
+function mix(a: number, b: number): number {
+  let h = (a ^ Math.imul(b, 0x9e3779b1)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
 
 const MiB = (mb: number) => (mb >= 1024 ? `${(mb / 1024).toFixed(1)} GiB` : `${Math.round(mb)} MiB`);
 
@@ -247,12 +257,13 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
   const byId = new Map(nodes.map((n) => [n.id, n]));
   // jobId → nodeId → count
   const perNode = new Map<string, Map<string, number>>();
-  const bump = (jobId: string, nodeId: string) => {
+  const bump = (jobId: string, nodeId: string, n = 1) => {
     const m = perNode.get(jobId) ?? new Map<string, number>();
     perNode.set(jobId, m);
-    m.set(nodeId, (m.get(nodeId) ?? 0) + 1);
+    m.set(nodeId, (m.get(nodeId) ?? 0) + n);
   };
-  for (const p of snapshot.placed) bump(p.jobId, p.nodeId);
+  for (const p of snapshot.placed) bump(p.jobId, p.nodeId, p.count ?? 1);
+  const nodeSalt = new Map(nodes.map((n) => [n.id, hash32(n.id)]));
   const countFor = (jobId: string, attribute: string, value: string | undefined) => {
     const m = perNode.get(jobId);
     if (!m || value === undefined) return 0;
@@ -264,6 +275,7 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
 
   const plan: Plan = { placements: [], failures: [] };
   for (const demand of demands) {
+    const demandSalt = hash32(`${opts.seed}\u0000${demand.workloadId}`);
     const reasons: Partial<Record<RejectionCode, number>> = {};
     let best: { node: (typeof nodes)[number]; score: number; tie: number } | null = null;
     for (const node of nodes) {
@@ -281,7 +293,7 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
         scorer(node, demand, same) +
         JobSpreadScorer(node, demand, same) +
         ClosureLocalityScorer(node, demand, same);
-      const tie = tieBreak(opts.seed, demand.workloadId, node.id);
+      const tie = mix(demandSalt, nodeSalt.get(node.id)!);
       if (!best || score > best.score + EPS || (Math.abs(score - best.score) <= EPS && tie > best.tie)) {
         best = { node, score, tie };
       }

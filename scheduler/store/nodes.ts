@@ -66,11 +66,14 @@ export async function setNodeStatus(
 /** Persists last-seen times for many nodes in one statement (heartbeats are batched in memory). */
 export async function touchNodes(q: Queryable, seen: { id: string; at: Date }[]): Promise<void> {
   if (seen.length === 0) return;
+  // Rows are locked in id order, as lockNodes does, so a flush never deadlocks with a plan's apply.
+  const sorted = [...seen].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   await q.query(
-    `UPDATE nodes SET last_seen_at = v.at
-     FROM (SELECT unnest($1::text[]) AS id, unnest($2::timestamptz[]) AS at) AS v
-     WHERE nodes.id = v.id AND v.at > nodes.last_seen_at`,
-    [seen.map((s) => s.id), seen.map((s) => s.at.toISOString())],
+    `WITH locked AS (SELECT id FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
+     UPDATE nodes SET last_seen_at = v.at
+     FROM (SELECT unnest($1::text[]) AS id, unnest($2::timestamptz[]) AS at) AS v, locked
+     WHERE nodes.id = v.id AND locked.id = v.id AND v.at > nodes.last_seen_at`,
+    [sorted.map((s) => s.id), sorted.map((s) => s.at.toISOString())],
   );
 }
 

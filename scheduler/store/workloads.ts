@@ -183,10 +183,13 @@ export async function usageByNode(
   return new Map(rows.map((r) => [r.node_id, { cpu: r.cpu, memory_mb: r.memory_mb, disk_mb: r.disk_mb }]));
 }
 
-/** Active placements (job per node), for limit constraints and spreading. */
-export async function activePlacements(q: Queryable): Promise<{ job_id: string; node_id: string }[]> {
+/** Active instances per job and node, for limit constraints and spreading. */
+export async function activePlacements(
+  q: Queryable,
+): Promise<{ job_id: string; node_id: string; n: number }[]> {
   return q.query(
-    `SELECT job_id, node_id FROM workloads WHERE status = ANY($1::text[]) AND node_id IS NOT NULL`,
+    `SELECT job_id, node_id, count(*)::int AS n FROM workloads
+     WHERE status = ANY($1::text[]) AND node_id IS NOT NULL GROUP BY job_id, node_id`,
     [ACTIVE_STATUSES],
   );
 }

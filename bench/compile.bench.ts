@@ -1,0 +1,116 @@
+/**
+ * Compile time (issue 3): `mxc build` of an example against plain `nix-build` of the same file, run
+ * side by side in alternating order, for an already-built job and for a changed one (a temp copy with a
+ * new greeting each run, so every run builds). Prints medians and the ratio (target ≤ 1.2×), plus
+ * Node's own start-up and the in-process library call, which say where mxc's extra time goes.
+ * Options: MXC_BENCH_RUNS (default 10), MXC_BENCH_EXAMPLE (default examples/hello_world).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildJob } from '../compiler/build.js';
+import { repoPath } from '../scheduler/paths.js';
+import { Report } from './lib/report.js';
+import { envInt, fmtMs, median } from './lib/stats.js';
+import { timeCommand } from './lib/timing.js';
+
+const TARGET_RATIO = 1.2;
+const verdict = (ratio: number) =>
+  ratio <= TARGET_RATIO ? `meets the ≤ ${TARGET_RATIO}× target` : `misses the ≤ ${TARGET_RATIO}× target`;
+const NIX_BUILD = ['--option', 'substituters', '', '--no-out-link'];
+
+export async function main(): Promise<void> {
+  const runs = Math.max(1, envInt('MXC_BENCH_RUNS', 10));
+  const example = process.env.MXC_BENCH_EXAMPLE ?? 'examples/hello_world';
+  const r = new Report('compile');
+  r.say(`  ${example}, ${runs} runs each, alternating order`);
+  const mxc = [repoPath('bin', 'mxc.js')];
+  const file = repoPath(example, 'default.nix');
+  const cwd = repoPath();
+
+  const mxcBuild = (f: string) => timeCommand(process.execPath, [...mxc, 'build', f], { cwd });
+  const nixBuild = (f: string) => timeCommand('nix-build', [...NIX_BUILD, f], { cwd });
+
+  // Warm both, and the store, once.
+  await mxcBuild(file);
+  await nixBuild(file);
+
+  const built = { mxc: [] as number[], nix: [] as number[], lib: [] as number[], node: [] as number[] };
+  for (let i = 0; i < runs; i++) {
+    if (i % 2 === 0) {
+      built.mxc.push(await mxcBuild(file));
+      built.nix.push(await nixBuild(file));
+    } else {
+      built.nix.push(await nixBuild(file));
+      built.mxc.push(await mxcBuild(file));
+    }
+    const t = performance.now();
+    await buildJob(file);
+    built.lib.push(performance.now() - t);
+    built.node.push(await timeCommand(process.execPath, [...mxc, '--version'], { cwd }));
+  }
+  r.progress('already-built runs done');
+
+  // Changed job: a copy of the example with a new string each run (each tool gets its own).
+  const source = await readFile(file, 'utf8');
+  const nixlib = repoPath('nixlib');
+  if (!source.includes('../../nixlib'))
+    throw new Error(`${example} does not import ../../nixlib; cannot make a changed copy`);
+  const dir = await mkdtemp(join(tmpdir(), 'mxc-bench-compile-'));
+  const changed = { mxc: [] as number[], nix: [] as number[] };
+  try {
+    const variant = async (tag: string) => {
+      const f = join(dir, `${tag}-${randomBytes(4).toString('hex')}.nix`);
+      const text = source
+        .replace('../../nixlib', nixlib)
+        .replace(/echo "([^"]*)"/, `echo "$1 ${tag} ${randomBytes(6).toString('hex')}"`);
+      if (text === source) throw new Error(`could not vary ${example}: no echo "…" line to change`);
+      await writeFile(f, text);
+      return f;
+    };
+    for (let i = 0; i < runs; i++) {
+      const [a, b] = [await variant('mxc'), await variant('nix')];
+      if (i % 2 === 0) {
+        changed.mxc.push(await mxcBuild(a));
+        changed.nix.push(await nixBuild(b));
+      } else {
+        changed.nix.push(await nixBuild(b));
+        changed.mxc.push(await mxcBuild(a));
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  r.progress('changed-job runs done');
+
+  r.say('');
+  const m = (xs: number[]) => median(xs);
+  r.figure({ name: 'already built: nix-build (median)', value: m(built.nix), unit: 'ms' });
+  r.figure({
+    name: 'already built: mxc build (median)',
+    value: m(built.mxc),
+    unit: 'ms',
+    anchor: { value: m(built.nix), label: 'nix-build side by side', higherIsBetter: false },
+    note: verdict(m(built.mxc) / m(built.nix)),
+  });
+  r.figure({ name: '  of which node start + CLI load (mxc --version)', value: m(built.node), unit: 'ms' });
+  r.figure({
+    name: '  buildJob() in process (nix-build + validate)',
+    value: m(built.lib),
+    unit: 'ms',
+    note: `= ${(m(built.lib) / m(built.nix)).toFixed(2)}× nix-build`,
+  });
+  r.figure({ name: 'changed job: nix-build (median)', value: m(changed.nix), unit: 'ms' });
+  r.figure({
+    name: 'changed job: mxc build (median)',
+    value: m(changed.mxc),
+    unit: 'ms',
+    anchor: { value: m(changed.nix), label: 'nix-build side by side', higherIsBetter: false },
+    note: verdict(m(changed.mxc) / m(changed.nix)),
+  });
+  r.note(
+    `mxc build − nix-build: ${fmtMs(m(built.mxc) - m(built.nix))} built, ${fmtMs(m(changed.mxc) - m(changed.nix))} changed; Node start-up alone is ${fmtMs(m(built.node))}`,
+  );
+  r.save({ runs, example, samples: { built, changed } });
+}

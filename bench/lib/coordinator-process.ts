@@ -1,0 +1,116 @@
+/**
+ * Runs the real coordinator (`node bin/mxc.js coordinator`, or `up` for coordinator + agent) as a child
+ * process, so its CPU and memory can be read from /proc apart from the load generator. Optionally under
+ * `--cpu-prof`, whose profile is written when it exits on SIGINT.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, existsSync, readdirSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { repoPath } from '../../scheduler/paths.js';
+import { sleep } from './stats.js';
+
+export interface CoordinatorProcessOptions {
+  /** `coordinator` (alone) or `up` (coordinator + one in-process agent, no demo). */
+  command?: 'coordinator' | 'up';
+  dataDir: string;
+  databaseUrl?: string;
+  env?: Record<string, string>;
+  /** Write a V8 CPU profile into this directory. */
+  cpuProfDir?: string;
+  /** How long to wait for it to answer. */
+  startTimeoutMs?: number;
+}
+
+export interface CoordinatorProcess {
+  pid: number;
+  url: string;
+  logFile: string;
+  child: ChildProcess;
+  /** SIGINT, wait for exit (SIGKILL after 20 s); returns the CPU profile path when one was asked for. */
+  stop(): Promise<string | null>;
+}
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startCoordinatorProcess(opts: CoordinatorProcessOptions): Promise<CoordinatorProcess> {
+  const entry = repoPath('bin', 'mxc.js');
+  if (!existsSync(repoPath('dist', 'cli', 'main.js')))
+    throw new Error('the CLI is not built: run `npm run setup` (npm run bench does it) first');
+  await mkdir(opts.dataDir, { recursive: true });
+  const port = await freePort();
+  const logFile = join(opts.dataDir, 'coordinator.log');
+  const log = createWriteStream(logFile);
+  const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
+  const args = [
+    ...nodeArgs,
+    entry,
+    opts.command ?? 'coordinator',
+    '--port',
+    String(port),
+    '--data-dir',
+    opts.dataDir,
+  ];
+  if (opts.command === 'up') args.push('--no-demo');
+  const child = spawn(process.execPath, args, {
+    cwd: repoPath(),
+    env: {
+      ...process.env,
+      MXC_LOG_FORMAT: 'json',
+      MXC_LOG_LEVEL: process.env.MXC_LOG_LEVEL ?? 'warn',
+      ...(opts.databaseUrl ? { DATABASE_URL: opts.databaseUrl } : {}),
+      ...opts.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 60_000);
+  for (;;) {
+    if (child.exitCode !== null)
+      throw new Error(`the coordinator exited with code ${child.exitCode} on start; see ${logFile}`);
+    try {
+      const res = await fetch(`${url}/api/cluster/status`);
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`the coordinator did not answer on ${url} within the start timeout; see ${logFile}`);
+    }
+    await sleep(100);
+  }
+  return {
+    pid: child.pid!,
+    url,
+    logFile,
+    child,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGINT');
+        const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        await exited;
+        clearTimeout(t);
+      }
+      log.end();
+      if (!opts.cpuProfDir) return null;
+      const profiles = readdirSync(opts.cpuProfDir).filter((f) => f.endsWith('.cpuprofile'));
+      return profiles.length ? join(opts.cpuProfDir, profiles.sort().at(-1)!) : null;
+    },
+  };
+}

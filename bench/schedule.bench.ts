@@ -1,0 +1,230 @@
+/**
+ * Scheduling throughput (issue 4): N simulated agents over real WebSockets, then M workload placements
+ * submitted as jobs through POST /api/jobs and committed to PostgreSQL by a coordinator in a child
+ * process. Prints placements/s (anchor: Nomad C1M/C2M), submit→placed p50/p99 per job, coordinator RSS
+ * and the CPU split between coordinator, PostgreSQL and the load generator.
+ * Scale: MXC_BENCH_AGENTS, MXC_BENCH_PLACEMENTS, MXC_BENCH_INSTANCES (per job), MXC_BENCH_CONCURRENCY
+ * (POSTs in flight), MXC_BENCH_AUTORUN=1 (agents answer `running`), MXC_BENCH_PROFILE=1 (CPU profile).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startCoordinatorProcess } from './lib/coordinator-process.js';
+import { formatProfile, summariseProfile } from './lib/cpu-profile.js';
+import { getJson, pool, postJson } from './lib/http.js';
+import { createBenchDb, queryOnce } from './lib/pg.js';
+import { cpuMark, RssSampler, rssBytes } from './lib/proc.js';
+import { Report } from './lib/report.js';
+import { connectAgents, SimAgent } from './lib/sim-agent.js';
+import { envInt, fmt, fmtMiB, percentile, sleep } from './lib/stats.js';
+
+const NOMAD_C1M = 3750;
+const NOMAD_C2M = 1500;
+const FULL_PLACEMENTS = 100_000;
+
+/** A valid job spec with `instances` copies of a no-op process, small enough that capacity never binds. */
+export function benchJob(i: number, instances: number) {
+  return {
+    name: `bench-${i}`,
+    role: 'bench',
+    cluster: 'bench',
+    environment: 'prod',
+    instances,
+    service: true,
+    task: {
+      name: 'noop',
+      processes: [{ name: 'noop', cmdline: '/bin/true' }],
+      resources: { cpu: 0.1, ram: 64 * 1024 * 1024, disk: 0 },
+    },
+  };
+}
+
+interface JobTiming {
+  submitAt: number;
+  respondedAt: number;
+  starts: number;
+  lastStartAt: number;
+}
+
+export async function main(): Promise<void> {
+  const agentsN = envInt('MXC_BENCH_AGENTS', 1000);
+  const placementsN = envInt('MXC_BENCH_PLACEMENTS', 10_000);
+  const instances = Math.min(envInt('MXC_BENCH_INSTANCES', 100), placementsN);
+  const concurrency = envInt('MXC_BENCH_CONCURRENCY', 4);
+  const autoRun = process.env.MXC_BENCH_AUTORUN === '1';
+  const profile = process.env.MXC_BENCH_PROFILE === '1';
+  const jobsN = Math.ceil(placementsN / instances);
+  const total = jobsN * instances;
+  const r = new Report('schedule');
+  r.say(
+    `  ${fmt(agentsN)} agents (cpu 64, 256 GiB each), ${fmt(jobsN)} jobs × ${instances} instances = ${fmt(total)} placements, ${concurrency} POSTs in flight, agents ${autoRun ? 'answer running' : 'stay silent after start'}`,
+  );
+
+  const db = await createBenchDb();
+  const dataDir = await mkdtemp(join(tmpdir(), 'mxc-bench-schedule-'));
+  const coord = await startCoordinatorProcess({
+    dataDir,
+    databaseUrl: db.url,
+    cpuProfDir: profile ? join(dataDir, 'prof') : undefined,
+  });
+  const rss = new RssSampler(coord.pid);
+  let agents: SimAgent[] = [];
+  try {
+    r.progress(
+      `coordinator pid ${coord.pid} on ${coord.url}, database ${db.name}; idle RSS ${fmtMiB(rssBytes(coord.pid))}`,
+    );
+
+    const timings = new Map<string, JobTiming>();
+    let starts = 0;
+    let lastStartAt = 0;
+    const onStart = (s: { jobName: string }, at: number) => {
+      starts++;
+      lastStartAt = at;
+      const t = timings.get(s.jobName);
+      if (t) {
+        t.starts++;
+        t.lastStartAt = at;
+      }
+    };
+    const tc = performance.now();
+    agents = await connectAgents(
+      agentsN,
+      (i) =>
+        new SimAgent({
+          url: coord.url,
+          name: `sim-${String(i).padStart(5, '0')}`,
+          cpu: 64,
+          memoryMb: 256 * 1024,
+          autoRun,
+          onStart,
+        }),
+      20,
+      (n) => r.progress(`${fmt(n)} agents joined`),
+    );
+    const joinS = (performance.now() - tc) / 1000;
+    const nodes = await getJson<{ status: string }[]>(`${coord.url}/api/nodes`);
+    const ready = nodes.filter((n) => n.status === 'ready').length;
+    if (ready < agentsN) throw new Error(`only ${ready} of ${agentsN} nodes are ready after joining`);
+    r.progress(
+      `${fmt(agentsN)} agents joined in ${joinS.toFixed(1)} s; coordinator RSS ${fmtMiB(rssBytes(coord.pid))}`,
+    );
+    const rssAfterJoin = rssBytes(coord.pid);
+
+    const cpu = cpuMark(coord.pid, db.name);
+    const t0 = performance.now();
+    // A failed POST is counted, not fatal: the job may be stored and placed by a later pass anyway.
+    const postErrors: string[] = [];
+    const submitting = pool(jobsN, concurrency, async (i) => {
+      const name = `bench-${i}`;
+      const t: JobTiming = { submitAt: performance.now(), respondedAt: 0, starts: 0, lastStartAt: 0 };
+      timings.set(name, t);
+      try {
+        await postJson(`${coord.url}/api/jobs`, benchJob(i, instances));
+      } catch (err) {
+        postErrors.push((err as Error).message);
+      }
+      t.respondedAt = performance.now();
+    });
+    // Progress, and a stall guard: the run fails when nothing is placed for a minute.
+    let lastSeen = 0;
+    let lastChange = performance.now();
+    let submitted = false;
+    void submitting.then(() => {
+      submitted = true;
+    });
+    while (starts < total) {
+      await sleep(1000);
+      if (starts !== lastSeen) {
+        lastSeen = starts;
+        lastChange = performance.now();
+      } else if (performance.now() - lastChange > 60_000) {
+        throw new Error(`no placement for 60 s at ${fmt(starts)} of ${fmt(total)}; see ${coord.logFile}`);
+      }
+      const el = (performance.now() - t0) / 1000;
+      if (Math.round(el) % 5 === 0)
+        r.progress(
+          `${fmt(starts)} / ${fmt(total)} placed (${fmt(starts / el, 0)}/s), ${submitted ? 'all' : fmt(timings.size)} jobs sent, ${postErrors.length} POST errors, RSS ${fmtMiB(rss.last)}`,
+        );
+    }
+    await submitting;
+    const placedS = (lastStartAt - t0) / 1000;
+    const used = cpu();
+    // The database's own count: what was committed, whatever the agents saw.
+    const counts = await queryOnce<{ status: string; n: number }>(
+      db.url,
+      'SELECT status, count(*)::int AS n FROM workloads GROUP BY status ORDER BY status',
+    );
+    const committed = counts.filter((c) => c.status !== 'pending').reduce((a, c) => a + c.n, 0);
+    rss.sample();
+
+    const perJob = [...timings.values()].map((t) => t.lastStartAt - t.submitAt);
+    const postLat = [...timings.values()].map((t) => t.respondedAt - t.submitAt);
+    const rate = total / placedS;
+    r.say('');
+    r.figure({
+      name: 'placements/s (first submit → last start)',
+      value: rate,
+      unit: 'placements/s',
+      anchor: { value: NOMAD_C1M, label: 'Nomad C1M', higherIsBetter: true },
+    });
+    r.figure({
+      name: '  vs Nomad C2M',
+      value: rate,
+      unit: 'placements/s',
+      anchor: { value: NOMAD_C2M, label: 'Nomad C2M', higherIsBetter: true },
+    });
+    r.figure({ name: 'placements committed (not pending) in DB', value: committed, unit: 'workloads' });
+    r.figure({ name: 'wall time for all placements', value: placedS, unit: 's' });
+    r.figure({
+      name: 'submit→placed p50 (job: POST → its last start)',
+      value: percentile(perJob, 0.5),
+      unit: 'ms',
+    });
+    r.figure({ name: 'submit→placed p99', value: percentile(perJob, 0.99), unit: 'ms' });
+    r.figure({ name: 'POST /api/jobs latency p50', value: percentile(postLat, 0.5), unit: 'ms' });
+    r.figure({ name: 'POST /api/jobs latency p99', value: percentile(postLat, 0.99), unit: 'ms' });
+    r.figure({ name: 'coordinator RSS after agents joined', value: rssAfterJoin / 1024 / 1024, unit: 'MiB' });
+    r.figure({ name: 'coordinator RSS peak', value: rss.peak / 1024 / 1024, unit: 'MiB' });
+    r.figure({ name: 'coordinator RSS at end', value: rss.last / 1024 / 1024, unit: 'MiB' });
+    r.figure({
+      name: 'CPU: coordinator',
+      value: used.coordinator,
+      unit: 's',
+      note: `${fmt((100 * used.coordinator) / used.wall, 0)}% of a core`,
+    });
+    r.figure({
+      name: 'CPU: PostgreSQL (all backends)',
+      value: used.postgres,
+      unit: 's',
+      note: `${fmt((100 * used.postgres) / used.wall, 0)}% of a core`,
+    });
+    r.figure({
+      name: 'CPU: load generator (this process)',
+      value: used.bench,
+      unit: 's',
+      note: `${fmt((100 * used.bench) / used.wall, 0)}% of a core`,
+    });
+    r.figure({ name: 'coordinator CPU per placement', value: (1000 * used.coordinator) / total, unit: 'ms' });
+    r.figure({ name: 'PostgreSQL CPU per placement', value: (1000 * used.postgres) / total, unit: 'ms' });
+    if (total < FULL_PLACEMENTS) {
+      r.note(
+        `scaled run: ${fmt(total)} placements; at this rate ${fmt(FULL_PLACEMENTS)} would take ${fmt(FULL_PLACEMENTS / rate, 0)} s (the rate may fall as active workloads grow: every pass reads all of them)`,
+      );
+    }
+    if (postErrors.length)
+      r.note(`${postErrors.length} POST /api/jobs failed (jobs still placed later); first: ${postErrors[0]}`);
+    r.note(`workloads by status: ${counts.map((c) => `${c.status} ${c.n}`).join(', ')}`);
+    for (const a of agents) a.close();
+    agents = [];
+    const prof = await coord.stop();
+    if (prof) for (const line of formatProfile(summariseProfile(prof))) r.say(`  ${line}`);
+    r.save({ agents: agentsN, jobs: jobsN, instances, concurrency, autoRun, profile: prof });
+  } finally {
+    rss.stop();
+    for (const a of agents) a.close();
+    await coord.stop();
+    await db.drop().catch((e) => r.note(`could not drop ${db.name}: ${(e as Error).message}`));
+    if (!profile) await rm(dataDir, { recursive: true, force: true });
+    else r.note(`coordinator log and profile kept in ${dataDir}`);
+  }
+}

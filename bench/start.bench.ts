@@ -1,0 +1,252 @@
+/**
+ * Start latency (issue 5): `mxc up` (coordinator + real agent) in a child process; a batch job built
+ * from a Nix expression whose one process is a busybox script that pings a TCP port, its closure already
+ * in the agent's store. Submits N one-instance jobs one after another and measures POST → `running`
+ * (SSE /api/events) and POST → the process actually running (its ping), p50/p99 (target p99 ≤ 100 ms
+ * warm); then spawns the same scripts bare, side by side, for the agent's overhead per process start
+ * (target ≤ 5 ms). Options: MXC_BENCH_WORKLOADS (default 200), MXC_BENCH_PGLITE=1 (embedded database).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildJob } from '../compiler/build.js';
+import { pushClosure } from '../compiler/push.js';
+import { repoPath } from '../scheduler/paths.js';
+import type { JobSpec } from '../spec/job.js';
+import { startCoordinatorProcess } from './lib/coordinator-process.js';
+import { getJson, postJson } from './lib/http.js';
+import { createBenchDb } from './lib/pg.js';
+import { Report } from './lib/report.js';
+import { type ChangeSeen, subscribeEvents } from './lib/sse.js';
+import { envInt, fmtMs, median, percentile, sleep } from './lib/stats.js';
+
+const P99_TARGET_MS = 100;
+const PER_PROCESS_TARGET_MS = 5;
+const K8S_STARTUP_SLO_P99_MS = 5000;
+
+/** A batch job: one process that sends its workload id to 127.0.0.1:$MXC_BENCH_PORT and exits. */
+const jobExpr = (nixlib: string) => `
+{ mxc ? import ${nixlib} { } }:
+let
+  ping = mxc.Process {
+    name = "ping";
+    cmdline = ''echo "$MXC_WORKLOAD_ID" | \${mxc.busybox} nc 127.0.0.1 "$MXC_BENCH_PORT"'';
+  };
+in
+mxc.Job {
+  name = "bench-start";
+  cluster = "bench";
+  role = "bench";
+  environment = "prod";
+  task = mxc.Task {
+    processes = [ ping ];
+    resources = mxc.Resources { cpu = 0.01; ram = 1 * mxc.MB; disk = 0; };
+  };
+}
+`;
+
+/** Receives pings: the time each id's first line arrived. */
+function pingServer(): Promise<{ server: Server; port: number; seen: Map<string, number> }> {
+  const seen = new Map<string, number>();
+  const server = createServer((sock) => {
+    let buf = '';
+    sock.on('data', (c) => {
+      const at = performance.now();
+      buf += c.toString();
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) {
+        const id = buf.slice(0, nl).trim();
+        if (!seen.has(id)) seen.set(id, at);
+        sock.end();
+      }
+    });
+    sock.on('error', () => {});
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => {
+      const a = server.address();
+      resolve({ server, port: typeof a === 'object' && a ? a.port : 0, seen });
+    }),
+  );
+}
+
+async function until<T>(fn: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(1);
+  }
+}
+
+/** Runs `file` with `env`, resolving when it exits (non-zero is an error). */
+function runBare(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(file, args, { env, stdio: 'ignore' });
+    c.once('error', reject);
+    c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${file} exited with ${code}`))));
+  });
+}
+
+export async function main(): Promise<void> {
+  const n = Math.max(1, envInt('MXC_BENCH_WORKLOADS', 200));
+  const usePglite = process.env.MXC_BENCH_PGLITE === '1';
+  const r = new Report('start');
+  const dataDir = await mkdtemp(join(tmpdir(), 'mxc-bench-start-'));
+  const exprFile = join(dataDir, 'job.nix');
+  await writeFile(exprFile, jobExpr(repoPath('nixlib')));
+  const { spec } = await buildJob(exprFile);
+  const init = spec.task.processes.find((p) => p.name.startsWith('nix_init_'));
+  const script = spec.task.processes.find((p) => p.name === 'ping');
+  if (!script) throw new Error('the built job has no "ping" process');
+  r.say(
+    `  ${n} workloads, one at a time; ${spec.task.processes.length} processes each (${spec.task.processes.map((p) => p.name).join(', ')}); database ${usePglite ? 'PGlite' : 'PostgreSQL'}`,
+  );
+
+  const ping = await pingServer();
+  const db = usePglite ? null : await createBenchDb();
+  const coord = await startCoordinatorProcess({
+    command: 'up',
+    dataDir: join(dataDir, 'mxc'),
+    databaseUrl: db?.url,
+  });
+  const events = new Map<string, Map<string, number>>();
+  const stream = await subscribeEvents(coord.url, (e: ChangeSeen) => {
+    if (e.kind !== 'workload' || !e.status) return;
+    const m = events.get(e.id) ?? new Map<string, number>();
+    if (!m.has(e.status)) m.set(e.status, e.at);
+    events.set(e.id, m);
+  });
+  try {
+    // The agent joins on its own; wait for it.
+    const t = performance.now();
+    for (;;) {
+      const nodes = await getJson<{ status: string }[]>(`${coord.url}/api/nodes`);
+      if (nodes.some((x) => x.status === 'ready')) break;
+      if (performance.now() - t > 60_000) throw new Error('the agent of `mxc up` did not join within 60 s');
+      await sleep(100);
+    }
+    // The coordinator accepts a job only when its closure is in its cache, as `mxc submit` ensures.
+    const pushed = await pushClosure({ coordinator: coord.url, paths: spec.mxc.closure });
+    r.progress(
+      `mxc up (pid ${coord.pid}) ready; agent joined; closure pushed (${pushed.uploaded.length} path(s))`,
+    );
+
+    const jobFor = (i: number): JobSpec => ({
+      ...spec,
+      name: `bench-start-${i}`,
+      mxc: { ...spec.mxc, env: { ...spec.mxc.env, MXC_BENCH_PORT: String(ping.port) } },
+    });
+    const rows: { placed: number; running: number; exec: number; agent: number; id: string }[] = [];
+    const warmup = Math.min(5, n);
+    for (let i = 0; i < n + warmup; i++) {
+      const t0 = performance.now();
+      const res = await postJson<{ workloads: string[] }>(`${coord.url}/api/jobs`, jobFor(i));
+      const id = res.workloads[0]!;
+      const running = await until(() => events.get(id)?.get('running'), 30_000, `${id} running`);
+      const exec = await until(() => ping.seen.get(id), 30_000, `${id}'s process to ping`);
+      const starting = events.get(id)?.get('starting') ?? Number.NaN;
+      await until(
+        () => events.get(id)?.get('stopped') ?? events.get(id)?.get('failed'),
+        30_000,
+        `${id} to finish`,
+      );
+      if (events.get(id)?.has('failed')) throw new Error(`workload ${id} failed; see ${coord.logFile}`);
+      if (i >= warmup)
+        rows.push({
+          id,
+          placed: starting - t0,
+          running: running - t0,
+          exec: exec - t0,
+          agent: exec - starting,
+        });
+      if ((i + 1) % 50 === 0) r.progress(`${i + 1 - warmup} / ${n} workloads`);
+    }
+
+    // The same processes spawned bare, side by side: init (when the job has one) then the script.
+    const bare: number[] = [];
+    const bareOne: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const id = `bare-${i}`;
+      const env = { ...process.env, MXC_WORKLOAD_ID: id, MXC_BENCH_PORT: String(ping.port) };
+      const t0 = performance.now();
+      if (init) {
+        const [file, ...args] = init.cmdline.split(' ');
+        await runBare(file!, args, env);
+      }
+      const t1 = performance.now();
+      await runBare(script.cmdline, [], env);
+      const at = await until(() => ping.seen.get(id), 10_000, `${id} to ping`);
+      bare.push(at - t0);
+      bareOne.push(at - t1);
+    }
+
+    // The agent's own account of realising the closure, from its system log lines.
+    const realise: number[] = [];
+    for (const row of rows.slice(0, 50)) {
+      const lines = await getJson<{ line: string }[]>(`${coord.url}/api/workloads/${row.id}/logs`);
+      const m = lines.map((l) => /closure ready in (\d+) ms/.exec(l.line)).find(Boolean);
+      if (m) realise.push(Number(m[1]));
+    }
+
+    const col = (k: 'placed' | 'running' | 'exec' | 'agent') => rows.map((x) => x[k]);
+    const procs = spec.task.processes.length;
+    const overhead = median(col('agent')) - median(bare);
+    r.say('');
+    r.figure({
+      name: 'submit → running p50 (POST → SSE running)',
+      value: percentile(col('running'), 0.5),
+      unit: 'ms',
+    });
+    r.figure({
+      name: 'submit → running p99',
+      value: percentile(col('running'), 0.99),
+      unit: 'ms',
+      anchor: { value: P99_TARGET_MS, label: 'target', higherIsBetter: false },
+    });
+    r.figure({
+      name: '  vs Kubernetes pod-startup SLO p99',
+      value: percentile(col('running'), 0.99),
+      unit: 'ms',
+      anchor: { value: K8S_STARTUP_SLO_P99_MS, label: 'k8s SLO', higherIsBetter: false },
+    });
+    r.figure({
+      name: 'submit → process executing p50 (its ping)',
+      value: percentile(col('exec'), 0.5),
+      unit: 'ms',
+    });
+    r.figure({ name: 'submit → process executing p99', value: percentile(col('exec'), 0.99), unit: 'ms' });
+    r.figure({
+      name: 'submit → placed (SSE starting) p50',
+      value: percentile(col('placed'), 0.5),
+      unit: 'ms',
+    });
+    r.figure({
+      name: 'placed → process executing p50 (agent path)',
+      value: percentile(col('agent'), 0.5),
+      unit: 'ms',
+    });
+    r.figure({ name: 'placed → process executing p99', value: percentile(col('agent'), 0.99), unit: 'ms' });
+    if (realise.length)
+      r.figure({ name: '  of which closure realise (agent log) p50', value: median(realise), unit: 'ms' });
+    r.figure({ name: `bare spawn of the same ${procs} process(es) p50`, value: median(bare), unit: 'ms' });
+    r.figure({ name: 'bare spawn of the script alone p50', value: median(bareOne), unit: 'ms' });
+    r.figure({
+      name: 'agent overhead per process start',
+      value: overhead / procs,
+      unit: 'ms',
+      anchor: { value: PER_PROCESS_TARGET_MS, label: 'target', higherIsBetter: false },
+      note: `(${fmtMs(overhead)} per workload over a bare spawn, / ${procs} processes)`,
+    });
+    r.save({ workloads: n, database: usePglite ? 'pglite' : 'postgres', samples: rows.length });
+  } finally {
+    stream.close();
+    await coord.stop();
+    ping.server.close();
+    await db?.drop().catch((e) => r.note(`could not drop ${db.name}: ${(e as Error).message}`));
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
