@@ -114,59 +114,99 @@ program
     (await import('./commands/build.js')).build(file, { ...opts, ...nixArgs }),
   );
 
+/** A subcommand's help ends with an example. */
+const example = (cmd: Command, text: string) => cmd.addHelpText('after', `\nExample:\n  $ ${text}`);
+
 const wl = program.command('workloads').alias('wl').description('workloads (placed instances of jobs)');
-client(wl.command('list'))
-  .description('list workloads')
-  .option('--status <s,...>', 'filter by status')
-  .option('--job <job>', 'filter by job id or key')
-  .option('--node <node>', 'filter by node id or name')
-  .addHelpText('after', '\nExample:\n  $ npx mxc workloads list --status pending,failed')
-  .action(lazy(workloads, 'list'));
-client(wl.command('show <id>'))
-  .description('a workload: status, why it is pending, processes, event history')
-  .addHelpText('after', '\nExample:\n  $ npx mxc workloads show hello_world-0-1a2b3c4d')
-  .action(lazy(workloads, 'show'));
-client(wl.command('stop <id>')).description('stop a workload').action(lazy(workloads, 'stop'));
-client(wl.command('events <id>'))
-  .description('a workload’s status history')
-  .action(lazy(workloads, 'events'));
-client(wl.command('logs <id>'))
-  .description('output of a workload’s processes')
-  .option('-p, --process <name>', 'only this process')
-  .option('-f, --follow', 'keep printing new lines until the workload ends')
-  .option('-n, --tail <lines>', 'how many recent lines', '1000')
-  .addHelpText('after', '\nExample:\n  $ npx mxc workloads logs hello_world-0-1a2b3c4d -p hello_world -f')
-  .action(lazy(workloads, 'logs'));
+example(
+  client(wl.command('list'))
+    .description('list workloads')
+    .option('--status <s,...>', 'filter by status')
+    .option('--job <job>', 'filter by job id or key')
+    .option('--node <node>', 'filter by node id or name'),
+  'npx mxc workloads list --status pending,failed',
+).action(lazy(workloads, 'list'));
+example(
+  client(wl.command('show <id>')).description(
+    'a workload: status, why it is pending, processes, event history',
+  ),
+  'npx mxc workloads show hello_world-0-1a2b3c4d',
+).action(lazy(workloads, 'show'));
+example(
+  client(wl.command('stop <id>')).description('stop a workload'),
+  'npx mxc workloads stop hello_world-0-1a2b3c4d',
+).action(lazy(workloads, 'stop'));
+example(
+  client(wl.command('events <id>')).description('a workload’s status history'),
+  'npx mxc workloads events hello_world-0-1a2b3c4d',
+).action(lazy(workloads, 'events'));
+example(
+  client(wl.command('logs <id>'))
+    .description('output of a workload’s processes')
+    .option('-p, --process <name>', 'only this process')
+    .option('-f, --follow', 'keep printing new lines until the workload ends')
+    .option('-n, --tail <lines>', 'how many recent lines', '1000'),
+  'npx mxc workloads logs hello_world-0-1a2b3c4d -p hello_world -f',
+).action(lazy(workloads, 'logs'));
 
 const nd = program.command('nodes').description('nodes (agents) of the cluster');
-client(nd.command('list')).description('list nodes').action(lazy(nodes, 'list'));
-client(nd.command('show <id>'))
-  .description('a node, its resources and workloads')
-  .action(lazy(nodes, 'show'));
-client(nd.command('drain <id>'))
-  .description('move a node’s workloads elsewhere and take no new ones')
-  .option('--undo', 'end the drain')
-  .action(lazy(nodes, 'drain'));
+example(client(nd.command('list')).description('list nodes'), 'npx mxc nodes list --json').action(
+  lazy(nodes, 'list'),
+);
+example(
+  client(nd.command('show <id>')).description('a node, its resources and workloads'),
+  'npx mxc nodes show local',
+).action(lazy(nodes, 'show'));
+example(
+  client(nd.command('drain <id>'))
+    .description('move a node’s workloads elsewhere and take no new ones')
+    .option('--undo', 'end the drain'),
+  'npx mxc nodes drain worker-3        # later: npx mxc nodes drain worker-3 --undo',
+).action(lazy(nodes, 'drain'));
 
 const jb = program.command('jobs').description('submitted jobs and their versions');
-client(jb.command('list')).description('list jobs').action(lazy(jobs, 'list'));
-client(jb.command('show <id>')).description('a job and its workloads').action(lazy(jobs, 'show'));
-client(jb.command('stop <id>')).description('stop every workload of a job').action(lazy(jobs, 'stop'));
-client(jb.command('versions <id>'))
-  .description('every submitted version of a job')
-  .action(lazy(jobs, 'versions'));
+example(client(jb.command('list')).description('list jobs'), 'npx mxc jobs list').action(lazy(jobs, 'list'));
+example(
+  client(jb.command('show <id>')).description('a job and its workloads (id, cluster/role/env/name, or name)'),
+  'npx mxc jobs show devcluster/www-data/devel/hello_world',
+).action(lazy(jobs, 'show'));
+example(
+  client(jb.command('stop <id>')).description('stop every workload of a job'),
+  'npx mxc jobs stop hello_world',
+).action(lazy(jobs, 'stop'));
+example(
+  client(jb.command('versions <id>')).description('every submitted version of a job'),
+  'npx mxc jobs versions hello_world',
+).action(lazy(jobs, 'versions'));
+const store = () => import('./commands/store.js');
+example(
+  client(jb.command('prewarm <id> [file]')).description(
+    'realise a job’s closure (or its next version’s, from FILE) on the nodes where it runs or would go',
+  ),
+  'npx mxc jobs prewarm hello_world $(nix-build examples/hello_world --no-out-link)',
+).action(lazy(store, 'prewarm'));
+
+example(
+  client(program.command('where <path-or-name>')).description(
+    'which jobs and workloads have a store path (or a name part such as "openssl") in their closure',
+  ),
+  'npx mxc where busybox',
+).action(lazy(store, 'where'));
 
 const cl = program.command('cluster').description('the cluster as a whole');
-client(cl.command('status'))
-  .description('nodes, workloads and resources at a glance')
-  .action(async (opts) => (await import('./commands/cluster.js')).status(opts));
+example(
+  client(cl.command('status')).description('nodes, workloads, resources and cache key at a glance'),
+  'npx mxc cluster status --json',
+).action(async (opts) => (await import('./commands/cluster.js')).status(opts));
 
-program
-  .command('version')
-  .description('print the mxc version')
-  .action(() => {
-    process.stdout.write(`mxc ${VERSION}\n`);
-  });
+example(
+  program.command('completion <shell>').description('print a completion script for bash, zsh or fish'),
+  'eval "$(npx mxc completion bash)"',
+).action(async (shell: string) => (await import('./commands/completion.js')).completion(shell, program));
+
+example(program.command('version').description('print the mxc version'), 'npx mxc version').action(() => {
+  process.stdout.write(`mxc ${VERSION}\n`);
+});
 
 /** `--arg NAME EXPR` / `--argstr NAME VALUE` take two values, which commander cannot express: lift them out first. */
 const nixArgs: { arg: string[]; argstr: string[] } = { arg: [], argstr: [] };

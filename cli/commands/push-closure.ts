@@ -7,7 +7,11 @@ import { progress } from '../output.js';
 
 const MiB = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
 
-export async function pushJobClosure(client: ApiClient, spec: JobSpec, opts: { quiet: boolean }): Promise<void> {
+export async function pushJobClosure(
+  client: ApiClient,
+  spec: JobSpec,
+  opts: { quiet: boolean },
+): Promise<void> {
   if (spec.mxc.closure.length === 0) return;
   try {
     const r = await pushClosure({
@@ -16,13 +20,22 @@ export async function pushJobClosure(client: ApiClient, spec: JobSpec, opts: { q
       paths: spec.mxc.closure,
       onProgress: opts.quiet
         ? undefined
-        : (p) => progress('uploading closure', p.pathsDone, p.pathsTotal, `${MiB(p.bytesDone)} of ${MiB(p.bytesTotal)}`),
+        : (p) =>
+            progress(
+              'uploading closure',
+              p.pathsDone,
+              p.pathsTotal,
+              `${MiB(p.bytesDone)} of ${MiB(p.bytesTotal)}`,
+            ),
     });
     if (!opts.quiet && r.uploaded.length) {
-      process.stderr.write(`uploaded ${r.uploaded.length} path(s), ${MiB(r.bytes)}; ${r.skipped} already in the cache\n`);
+      process.stderr.write(
+        `uploaded ${r.uploaded.length} path(s), ${MiB(r.bytes)}; ${r.skipped} already in the cache\n`,
+      );
     }
   } catch (err) {
-    if (err instanceof PushError) throw new CliError(`could not upload the closure: ${err.message} [${err.code}]`);
+    if (err instanceof PushError)
+      throw new CliError(`could not upload the closure: ${err.message} [${err.code}]`);
     throw err;
   }
 }

@@ -1,0 +1,61 @@
+/** `mxc where STORE_PATH|NAME` (which jobs and workloads run a store path) and `mxc jobs prewarm`. */
+import { readJobInput } from '../../compiler/job-input.js';
+import { ApiClient, type ClientOptions } from '../client.js';
+import { color, printJson, printTable, statusColor } from '../output.js';
+
+interface Opts extends ClientOptions {
+  json?: boolean;
+}
+
+interface Provenance {
+  path: string;
+  nar_size: number;
+  job: string;
+  version: number;
+  current: boolean;
+  workloads: { id: string; status: string; node: string | null }[];
+}
+
+const size = (b: number) =>
+  b >= 1048576 ? `${(b / 1048576).toFixed(1)} MiB` : `${(b / 1024).toFixed(1)} KiB`;
+
+export async function where(needle: string, opts: Opts) {
+  const rows = await new ApiClient(opts).get<Provenance[]>(
+    `/api/store-paths?contains=${encodeURIComponent(needle)}`,
+  );
+  if (opts.json) return printJson(rows);
+  if (rows.length === 0) {
+    process.stdout.write(`no job's closure has a store path matching "${needle}"\n`);
+    return;
+  }
+  printTable(
+    ['store path', 'size', 'job', 'version', 'workloads'],
+    rows.map((r) => [
+      r.path,
+      size(r.nar_size),
+      r.job,
+      `${r.version}${r.current ? '' : color.dim(' (old)')}`,
+      r.workloads.map((w) => `${w.id} ${statusColor(w.status)}${w.node ? ` on ${w.node}` : ''}`).join(', ') ||
+        '-',
+    ]),
+  );
+}
+
+export async function prewarm(id: string, file: string | undefined, opts: Opts) {
+  const body = file ? (await readJobInput(file, file)).spec : undefined;
+  const r = await new ApiClient(opts).post<{
+    paths: number;
+    bytes: number;
+    nodes: { node: string; missing_bytes: number; sent: boolean }[];
+  }>(`/api/jobs/${encodeURIComponent(id)}/prewarm`, body);
+  if (opts.json) return printJson(r);
+  process.stdout.write(`closure: ${r.paths} path(s), ${size(r.bytes)}\n`);
+  printTable(
+    ['node', 'missing', 'action'],
+    r.nodes.map((n) => [
+      n.node,
+      size(n.missing_bytes),
+      n.sent ? 'realising now' : n.missing_bytes ? 'not connected' : 'already warm',
+    ]),
+  );
+}
