@@ -1,0 +1,129 @@
+/** The CLI itself: help with an example everywhere, completion scripts, exit codes, JSON output. */
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { repoPath } from '../../scheduler/paths.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+
+const mxc = (args: string[], env: Record<string, string> = {}) =>
+  execa('node', [repoPath('bin', 'mxc.js'), ...args], { reject: false, env });
+
+const COMMANDS = [
+  ['up'],
+  ['coordinator'],
+  ['agent'],
+  ['submit'],
+  ['build'],
+  ['workloads', 'list'],
+  ['workloads', 'show'],
+  ['workloads', 'stop'],
+  ['workloads', 'logs'],
+  ['workloads', 'events'],
+  ['nodes', 'list'],
+  ['nodes', 'show'],
+  ['nodes', 'drain'],
+  ['jobs', 'list'],
+  ['jobs', 'show'],
+  ['jobs', 'stop'],
+  ['jobs', 'versions'],
+  ['jobs', 'prewarm'],
+  ['cluster', 'status'],
+  ['where'],
+  ['completion'],
+  ['version'],
+];
+
+describe('mxc CLI', () => {
+  it.each(COMMANDS.map((c) => [c.join(' '), c]))('mxc %s --help shows an example', async (_name, cmd) => {
+    const r = await mxc([...(cmd as string[]), '--help']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toMatch(/Example:\n {2}\$ /);
+  });
+
+  it('prints completion scripts that name every command', async () => {
+    for (const shell of ['bash', 'zsh', 'fish']) {
+      const r = await mxc(['completion', shell]);
+      expect(r.exitCode).toBe(0);
+      for (const c of ['workloads', 'nodes', 'jobs', 'submit', 'where']) expect(r.stdout).toContain(c);
+    }
+    const bash = await mxc(['completion', 'bash']);
+    const check = await execa('bash', ['-n'], { input: bash.stdout, reject: false });
+    expect(check.exitCode).toBe(0);
+    const bad = await mxc(['completion', 'tcsh']);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/unknown shell "tcsh"; choose bash, zsh or fish/);
+  });
+
+  it('exits 1 with a hint on an unknown command', async () => {
+    const r = await mxc(['frobnicate']);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toMatch(/unknown command 'frobnicate'/);
+  });
+
+  describe('against a coordinator', () => {
+    let c: TestCoordinator;
+    let agent: ProtocolAgent;
+    let env: Record<string, string>;
+    beforeAll(async () => {
+      c = await startTestCoordinator('postgres');
+      agent = await new ProtocolAgent({ url: c.url, name: 'cli-node' }).connect();
+      env = { MXC_COORDINATOR: c.url };
+    });
+    afterAll(async () => {
+      agent?.close();
+      await c?.stop();
+    });
+
+    it('lists, shows, drains and stops in tables and JSON', async () => {
+      const r = await execa('node', [repoPath('bin', 'mxc.js'), 'submit', '--wait', '--json'], {
+        input: JSON.stringify(plainJob({ name: 'clijob', instances: 2 })),
+        env,
+        reject: false,
+      });
+      expect(r.exitCode).toBe(0);
+      const submitted = JSON.parse(r.stdout);
+      expect(submitted.workloads.map((w: { status: string }) => w.status)).toEqual(['running', 'running']);
+
+      const jobs = JSON.parse((await mxc(['jobs', 'list', '--json'], env)).stdout);
+      expect(jobs[0].key).toBe('test/www/prod/clijob');
+      const table = (await mxc(['jobs', 'list'], env)).stdout;
+      expect(table).toMatch(/^JOB\s+STATUS\s+VERSION/);
+      expect(table).toMatch(/test\/www\/prod\/clijob\s+active\s+1\s+service\s+2\s+process/);
+      const versions = JSON.parse(
+        (await mxc(['jobs', 'versions', 'test/www/prod/clijob', '--json'], env)).stdout,
+      );
+      expect(versions).toHaveLength(1);
+
+      const node = JSON.parse((await mxc(['nodes', 'show', 'cli-node', '--json'], env)).stdout);
+      expect(node.workloads).toHaveLength(2);
+      const drained = await mxc(['nodes', 'drain', 'cli-node'], env);
+      expect(drained.stdout).toMatch(/cli-node: draining/);
+      await eventually(async () => {
+        const ws = JSON.parse(
+          (await mxc(['workloads', 'list', '--json', '--status', 'pending'], env)).stdout,
+        );
+        return ws.length === 2 && ws[0].pending_reason === '1 node: node draining';
+      });
+      const undo = await mxc(['nodes', 'drain', 'cli-node', '--undo'], env);
+      expect(undo.stdout).toMatch(/cli-node: ready/);
+      await eventually(
+        async () =>
+          JSON.parse((await mxc(['workloads', 'list', '--json', '--status', 'running'], env)).stdout)
+            .length === 2,
+      );
+
+      const stop = await mxc(['jobs', 'stop', 'test/www/prod/clijob'], env);
+      expect(stop.stdout).toMatch(/stopped \(2 workload\(s\) stopping\)/);
+      const show = await mxc(['workloads', 'show', submitted.workloads[0].id], env);
+      expect(show.stdout).toMatch(/events/);
+      const bogus = await mxc(['workloads', 'show', 'nope'], env);
+      expect(bogus.exitCode).toBe(1);
+      expect(bogus.stderr).toMatch(
+        /workload "nope" not found; list them with `mxc workloads list` \[NOT_FOUND\]/,
+      );
+      const badStatus = await mxc(['workloads', 'list', '--status', 'sleeping'], env);
+      expect(badStatus.exitCode).toBe(1);
+      expect(badStatus.stderr).toMatch(/VALIDATION_FAILED/);
+    });
+  });
+});
