@@ -11,6 +11,16 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const say = (s) => process.stderr.write(`[setup] ${s}\n`);
 
+/** Runs a set-up step; on failure says which and stops, without a stack trace (the step printed why). */
+function step(what, file, args) {
+  try {
+    execFileSync(file, args, { cwd: root, stdio: 'inherit' });
+  } catch {
+    say(`${what} failed (its output is above)`);
+    process.exit(1);
+  }
+}
+
 /** command (or file) → Debian package that provides it. */
 const SYSTEM = [
   { need: 'nix-build', pkg: 'nix-bin', why: 'builds jobs and realises closures' },
@@ -55,7 +65,7 @@ const stamp = join(root, 'node_modules', '.mxc-lock-hash');
 const lockHash = createHash('sha256').update(readFileSync(lock)).digest('hex');
 if (!existsSync(stamp) || readFileSync(stamp, 'utf8') !== lockHash) {
   say('installing npm dependencies (npm ci)');
-  execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  step('npm ci', 'npm', ['ci', '--no-audit', '--no-fund']);
   writeFileSync(stamp, lockHash);
 }
 
@@ -78,13 +88,10 @@ const srcTime = Math.max(
 );
 if (!existsSync(built) || statSync(built).mtimeMs < srcTime) {
   say('compiling TypeScript');
-  execFileSync(
-    process.execPath,
-    [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
-    {
-      cwd: root,
-      stdio: 'inherit',
-    },
-  );
+  step('compiling TypeScript', process.execPath, [
+    join(root, 'node_modules', 'typescript', 'bin', 'tsc'),
+    '-p',
+    'tsconfig.build.json',
+  ]);
   writeFileSync(built, new Date().toISOString());
 }
