@@ -137,8 +137,9 @@ export class Coordinator {
     if (res.changed) {
       this.log.info({ job: key, version: res.version, workloads: res.workloads.length }, 'job submitted');
       this.emit({ kind: 'job', id: res.job.id });
-      // The job is committed whatever happens to this pass; a failed pass is logged and retried later.
-      await this.evaluate().catch((err) => this.log.error({ err }, 'scheduling pass after submit failed'));
+      // Like Nomad's job register, submit returns once the job is committed; placement follows in the
+      // next scheduling pass (coalesced with other submits), visible through the workloads' status.
+      this.requestEvaluation();
     }
     const { stopped: _s, ...out } = res;
     return out;

@@ -63,7 +63,10 @@ describe.each(ENGINES)('coordinator on %s', (engine) => {
     const sub = await c.api('POST', '/api/jobs', plainJob());
     expect(sub.status).toBe(201);
     const [id] = sub.body.data.workloads;
-    const pending = await workload(id);
+    const pending = await eventually(async () => {
+      const w = await workload(id);
+      return w.pending_reason ? w : null;
+    });
     expect(pending.status).toBe('pending');
     expect(pending.pending_reason).toBe('no nodes have joined the cluster');
 
@@ -120,7 +123,10 @@ describe.each(ENGINES)('coordinator on %s', (engine) => {
     });
     const nodes = (await c.api('GET', '/api/nodes')).body.data;
     expect(nodes[0].used.cpu).toBe(3);
-    const pending = (await c.api('GET', '/api/workloads?status=pending')).body.data;
+    const pending = await eventually(async () => {
+      const ws = (await c.api('GET', '/api/workloads?status=pending')).body.data;
+      return ws.length === 9 && ws.every((w: { pending_reason: string | null }) => w.pending_reason) ? ws : null;
+    });
     expect(pending).toHaveLength(9);
     expect(pending[0].pending_reason).toBe('1 node: insufficient cpu (need 1, max free 0)');
 
