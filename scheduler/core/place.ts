@@ -54,6 +54,12 @@ export interface PlaceOptions {
   strategy: Strategy;
   /** Seeds the tie-break, so a placement can be replayed (the evaluation id). */
   seed: string;
+  /**
+   * Stop looking once this many feasible nodes were scored (Nomad's limit iterator): the best of a
+   * seeded sample, instead of scoring every node for every workload. Default: every node up to 16,
+   * then 2·log2(nodes), at least 16. Nodes holding part of the closure are always looked at first.
+   */
+  candidateLimit?: number;
 }
 
 export interface Placement {
@@ -249,6 +255,29 @@ function describe(
 }
 
 /**
+ * The order nodes are looked at for a demand: those holding part of its closure first (most bytes
+ * held first), then every node from a seeded offset, so samples differ per workload but replay.
+ */
+function* candidates<N extends NodeView>(nodes: N[], demand: Demand, salt: number): Generator<N> {
+  const closure = demand.closure ?? [];
+  const first: N[] = [];
+  if (closure.length > 0) {
+    const held = nodes
+      .map((n) => ({ n, held: closure.reduce((a, p) => a + (n.storePaths?.has(p.path) ? p.size : 0), 0) }))
+      .filter((x) => x.held > 0)
+      .sort((a, b) => b.held - a.held);
+    for (const x of held) first.push(x.n);
+  }
+  const seen = new Set(first);
+  yield* first;
+  const start = nodes.length ? salt % nodes.length : 0;
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[(start + i) % nodes.length]!;
+    if (!seen.has(n)) yield n;
+  }
+}
+
+/**
  * Places each demand on the best feasible node, in order, accounting for what the plan already used.
  * Never exceeds a node's capacity; every demand that does not fit gets a failure with its reasons.
  */
@@ -264,6 +293,8 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
   };
   for (const p of snapshot.placed) bump(p.jobId, p.nodeId, p.count ?? 1);
   const nodeSalt = new Map(nodes.map((n) => [n.id, hash32(n.id)]));
+  const limit =
+    opts.candidateLimit ?? (nodes.length <= 16 ? nodes.length : Math.max(16, 2 * Math.ceil(Math.log2(nodes.length))));
   const countFor = (jobId: string, attribute: string, value: string | undefined) => {
     const m = perNode.get(jobId);
     if (!m || value === undefined) return 0;
@@ -278,7 +309,9 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
     const demandSalt = hash32(`${opts.seed}\u0000${demand.workloadId}`);
     const reasons: Partial<Record<RejectionCode, number>> = {};
     let best: { node: (typeof nodes)[number]; score: number; tie: number } | null = null;
-    for (const node of nodes) {
+    let feasible = 0;
+    for (const node of candidates(nodes, demand, demandSalt)) {
+      if (feasible >= limit) break;
       let rejected: RejectionCode | null = null;
       for (const check of CHECKERS) {
         rejected = check({ demand, node, countFor });
@@ -288,6 +321,7 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
         reasons[rejected] = (reasons[rejected] ?? 0) + 1;
         continue;
       }
+      feasible++;
       const same = perNode.get(demand.jobId)?.get(node.id) ?? 0;
       const score =
         scorer(node, demand, same) +

@@ -163,7 +163,7 @@ describe('place', () => {
   it('never places over capacity, never on an unready node, and every unplaced demand has a reason', () => {
     fc.assert(
       fc.property(
-        fc.array(arbNode, { maxLength: 8 }),
+        fc.array(arbNode, { maxLength: 40 }),
         fc.array(arbDemand, { maxLength: 40 }),
         fc.string(),
         (ns, ds, seed) => {
@@ -196,7 +196,7 @@ describe('place', () => {
   it('is deterministic for a given seed', () => {
     fc.assert(
       fc.property(
-        fc.array(arbNode, { maxLength: 6 }),
+        fc.array(arbNode, { maxLength: 40 }),
         fc.array(arbDemand, { maxLength: 20 }),
         fc.string(),
         (ns, ds, seed) => {
