@@ -1,5 +1,5 @@
 /** Detects what this machine offers: resources, os/arch, nix, bubblewrap, QEMU/KVM, cgroup v2. */
-import { access, constants, readFile, statfs } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { hasCommand } from '../compiler/exec.js';
 import { nixVersion } from '../compiler/nix.js';
@@ -23,26 +23,18 @@ export async function detectResources(
   };
 }
 
-async function cgroupsV2Writable(): Promise<boolean> {
-  try {
-    const controllers = await readFile('/sys/fs/cgroup/cgroup.controllers', 'utf8');
-    await access('/sys/fs/cgroup', constants.W_OK);
-    return controllers.includes('memory') && controllers.includes('cpu');
-  } catch {
-    return false;
-  }
-}
-
 export async function detectCapabilities(opts: {
   attributes?: Record<string, string>;
   bubblewrap?: () => Promise<boolean>;
   hypervisor?: () => Promise<{ qemu: boolean; kvm: boolean }>;
+  /** Whether task resource limits are enforced (cgroup v2 prepared by the daemon); default false. */
+  cgroups?: boolean;
 }): Promise<Capabilities> {
-  const [nix, bwrap, hv, cgroups] = await Promise.all([
+  const cgroups = opts.cgroups ?? false;
+  const [nix, bwrap, hv] = await Promise.all([
     nixVersion(),
     opts.bubblewrap ? opts.bubblewrap() : hasCommand('bwrap', ['--version']),
     opts.hypervisor ? opts.hypervisor() : Promise.resolve({ qemu: false, kvm: false }),
-    cgroupsV2Writable(),
   ]);
   const isolation: Capabilities['isolation'] = ['process'];
   if (bwrap) isolation.push('sandbox');

@@ -23,7 +23,7 @@ import { prepareWorkloadRoot, removeStaleRoots, removeWorkloadRoots } from './gc
 import { Housekeeping } from './housekeeping.js';
 import { WorkloadLogStore } from './logs/log-store.js';
 import { stopOrphans, writePids } from './orphans.js';
-import { type CacheTrust, RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
+import { type CacheTrust, initStore, RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
 import { bubblewrapAvailable, sandboxLaunch, storeViewLaunch } from './sandbox.js';
 import { plainLaunch } from './supervisor/cmdline.js';
 import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
@@ -126,6 +126,7 @@ export class Agent {
       this.log.warn(o, 'stopped an orphaned process group from a previous agent run');
     }
     await removeStaleRoots(this.opts.stateDir);
+    if (this.opts.storeRoot) await initStore(this.opts.storeRoot);
     if (this.opts.cgroups !== false) this.cgroupRoot = await prepareCgroupRoot();
     this.housekeeping = new Housekeeping({
       stateDir: this.opts.stateDir,
@@ -223,7 +224,9 @@ export class Agent {
       let netrcFile: string | undefined;
       if (this.opts.token) {
         netrcFile = join(this.opts.stateDir, 'netrc');
-        await writeFile(netrcFile, `machine ${url.hostname} login mxc password ${this.opts.token}\n`, { mode: 0o600 });
+        await writeFile(netrcFile, `machine ${url.hostname} login mxc password ${this.opts.token}\n`, {
+          mode: 0o600,
+        });
       }
       this.cache = { url: url.toString(), publicKey, netrcFile };
     } catch (err) {
@@ -343,6 +346,7 @@ export class Agent {
         storeRoot: this.opts.storeRoot,
         cache: this.cache,
         gcRoot: closure.length ? await prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined,
+        scratchDir: dir,
         signal: abort.signal,
         onLine: (line) => {
           if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
@@ -463,7 +467,8 @@ export class Agent {
     this.running.delete(id);
     await r?.logs.close();
     await rm(join(this.opts.stateDir, 'workloads', id, 'pids.json'), { force: true });
-    if (r?.cgroup) await removeWorkloadCgroup(r.cgroup).catch((err) => this.log.warn({ err }, 'cgroup removal failed'));
+    if (r?.cgroup)
+      await removeWorkloadCgroup(r.cgroup).catch((err) => this.log.warn({ err }, 'cgroup removal failed'));
     // The closure is collectable from now on; collect at once if space is short.
     await removeWorkloadRoots(this.opts.stateDir, id);
     void this.housekeeping?.gcIfLow();

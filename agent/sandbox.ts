@@ -166,13 +166,34 @@ export async function bubblewrapAvailable(bwrapPath?: string): Promise<boolean> 
  * except that `/nix/store` is the agent's store, so processes run exactly what the agent realised.
  * No namespaces are unshared beyond the mount namespace bwrap needs.
  */
-export function storeViewLaunch(opts: { storeRoot: string; bwrapPath?: string }): (proc: Process, ctx: LaunchContext) => LaunchSpec {
-  if (!isAbsolute(opts.storeRoot)) throw new Error(`storeRoot must be an absolute path, got "${opts.storeRoot}"`);
+export function storeViewLaunch(opts: {
+  storeRoot: string;
+  bwrapPath?: string;
+}): (proc: Process, ctx: LaunchContext) => LaunchSpec {
+  if (!isAbsolute(opts.storeRoot))
+    throw new Error(`storeRoot must be an absolute path, got "${opts.storeRoot}"`);
   const bwrap = opts.bwrapPath ?? findOnPath('bwrap');
-  const prefix = ['--bind', '/', '/', '--ro-bind', join(opts.storeRoot, 'nix', 'store'), '/nix/store', '--dev-bind', '/dev', '/dev', '--die-with-parent'];
+  const prefix = [
+    '--bind',
+    '/',
+    '/',
+    '--ro-bind',
+    join(opts.storeRoot, 'nix', 'store'),
+    '/nix/store',
+    '--dev-bind',
+    '/dev',
+    '/dev',
+    '--die-with-parent',
+  ];
   return (proc, ctx) => {
     const direct = directArgv(proc.cmdline);
     const command = direct ? [direct.file, ...direct.args] : ['/bin/sh', '-c', proc.cmdline];
-    return { file: bwrap, args: [...prefix, '--chdir', ctx.workDir, '--', ...command], env: ctx.env, cwd: ctx.workDir, leaderIsMonitor: true };
+    return {
+      file: bwrap,
+      args: [...prefix, '--chdir', ctx.workDir, '--', ...command],
+      env: ctx.env,
+      cwd: ctx.workDir,
+      leaderIsMonitor: true,
+    };
   };
 }

@@ -1,0 +1,112 @@
+/**
+ * The agent's store garbage: each workload's closure is rooted under `<stateDir>/gcroots/<workload>/`
+ * while the workload exists; `collectGarbage` (`mxc agent gc`, or automatic when the store's
+ * filesystem runs low) deletes every store path no root keeps, never a live closure.
+ */
+import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run } from '../compiler/exec.js';
+
+export interface GcOptions {
+  stateDir: string;
+  /** Chroot store root (`nix-store --store DIR`); unset: the host store. */
+  storeRoot?: string;
+  signal?: AbortSignal;
+}
+
+export interface GcResult {
+  /** Bytes freed: the NAR sizes of the deleted paths. */
+  freedBytes: number;
+  /** Store paths deleted. */
+  deleted: number;
+  /** The deleted store paths. */
+  paths: string[];
+}
+
+/** The directory holding a workload's root links. */
+export function workloadRootDir(stateDir: string, workloadId: string): string {
+  return join(stateDir, 'gcroots', workloadId);
+}
+
+/** Where `realiseClosure({ gcRoot })` should put a workload's roots (creates the directory). */
+export async function prepareWorkloadRoot(stateDir: string, workloadId: string): Promise<string> {
+  const dir = workloadRootDir(stateDir, workloadId);
+  await mkdir(dir, { recursive: true });
+  return join(dir, 'root');
+}
+
+/**
+ * Drops a workload's roots; its closure becomes collectable unless another root keeps it. The
+ * store's own link to the removed root goes stale and Nix removes it at the next collection.
+ */
+export async function removeWorkloadRoots(stateDir: string, workloadId: string): Promise<void> {
+  await rm(workloadRootDir(stateDir, workloadId), { recursive: true, force: true });
+}
+
+/** Drops the roots of every workload not in `keep` (an agent start: nothing of a previous run survives). */
+export async function removeStaleRoots(stateDir: string, keep: Iterable<string> = []): Promise<string[]> {
+  const alive = new Set(keep);
+  const ids = await readdir(join(stateDir, 'gcroots')).catch(() => [] as string[]);
+  const removed = ids.filter((id) => !alive.has(id));
+  await Promise.all(removed.map((id) => removeWorkloadRoots(stateDir, id)));
+  return removed;
+}
+
+/**
+ * `nix-store [--store DIR] --gc`: deletes every path that no GC root (nor a running nix) keeps.
+ * Nix reports what it freed in MiB with two decimals; the bytes are counted from the NAR sizes of
+ * the dead paths instead, listed just before.
+ */
+export async function collectGarbage(opts: GcOptions): Promise<GcResult> {
+  const store = opts.storeRoot ? ['--store', opts.storeRoot] : [];
+  const nix = (args: string[]) =>
+    run('nix-store', [...store, ...args, '--option', 'substituters', ''], {
+      signal: opts.signal,
+      timeoutMs: 60 * 60_000,
+    });
+  try {
+    const dead = (await nix(['--gc', '--print-dead'])).stdout
+      .split('\n')
+      .filter((l) => l.startsWith('/nix/store/'));
+    const sizes = new Map<string, number>();
+    if (dead.length > 0) {
+      const out = (await nix(['--query', '--size', ...dead]).catch(() => ({ stdout: '' }))).stdout.split(
+        '\n',
+      );
+      for (const [i, p] of dead.entries()) sizes.set(p, Number(out[i]) || 0);
+    }
+    const { stderr } = await nix(['--gc']);
+    const paths = [...stderr.matchAll(/^deleting '(\/nix\/store\/[^']+)'$/gm)]
+      .map((m) => m[1]!)
+      .filter((p) => /^\/nix\/store\/[0-9a-z]{32}-/.test(p));
+    const freedBytes = paths.reduce((n, p) => n + (sizes.get(p) ?? 0), 0);
+    return { freedBytes, deleted: paths.length, paths };
+  } catch (err) {
+    throw new Error(
+      `garbage collection of the ${opts.storeRoot ? `store under ${opts.storeRoot}` : 'host store'} failed`,
+      { cause: err },
+    );
+  }
+}
+
+/** For `mxc agent gc`: one collection of the agent's store, keeping every workload's closure. */
+export async function runAgentGc(opts: { stateDir: string; storeRoot?: string }): Promise<GcResult> {
+  return collectGarbage(opts);
+}
+
+/** Free space, in MiB, of the filesystem holding the store (the chroot store's, or /nix/store's). */
+export async function storeFreeMb(storeRoot?: string): Promise<number> {
+  const dir = storeRoot ? storeRoot : '/nix/store';
+  const s = await statfs(dir);
+  return Math.floor((s.bavail * s.bsize) / 1048576);
+}
+
+/**
+ * Collects when the store's filesystem has less than `minFreeMb` free. Returns the result, or null
+ * when there was enough space.
+ */
+export async function collectIfLow(opts: GcOptions & { minFreeMb: number }): Promise<GcResult | null> {
+  const free = await storeFreeMb(opts.storeRoot);
+  if (free >= opts.minFreeMb) return null;
+  return collectGarbage(opts);
+}
