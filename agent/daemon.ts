@@ -25,6 +25,7 @@ import { WorkloadLogStore } from './logs/log-store.js';
 import { stopOrphans, writePids } from './orphans.js';
 import { type CacheTrust, initStore, RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
 import { bubblewrapAvailable, sandboxLaunch, storeViewLaunch } from './sandbox.js';
+import { listStorePaths } from './store-report.js';
 import { plainLaunch } from './supervisor/cmdline.js';
 import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
 
@@ -88,6 +89,8 @@ interface Running {
   stopping: boolean;
   /** The workload's cgroup directory, when limits are enforced. */
   cgroup?: string;
+  /** What realising its closure fetched from the cache. */
+  fetched?: { paths: number; bytes: number };
 }
 
 export class Agent {
@@ -134,6 +137,7 @@ export class Agent {
       gcMinFreeMb: this.opts.gcMinFreeMb ?? (this.opts.storeRoot ? 1024 : 0),
       logRetentionMs: this.opts.logRetentionMs ?? DEFAULT_LOG_RETENTION_MS,
       live: () => this.running.keys(),
+      onCollected: (r) => this.send({ type: 'store_paths', added: [], removed: r.paths }),
       logger: this.log,
     });
     this.housekeeping.start(this.opts.housekeepingIntervalMs ?? 60_000);
@@ -192,6 +196,7 @@ export class Agent {
       }),
     ]);
     await this.refreshCacheTrust();
+    const storePaths = await listStorePaths(this.opts.storeRoot);
     ws.send(
       JSON.stringify({
         type: 'hello',
@@ -200,6 +205,7 @@ export class Agent {
         resources,
         capabilities,
         running: [...this.running.entries()].map(([id, r]) => ({ workload_id: id, status: r.status })),
+        store_paths: storePaths,
       }),
     );
   }
@@ -276,6 +282,11 @@ export class Agent {
         void this.stopWorkload(msg.workload_id, msg.reason ?? 'stop requested');
         return;
       }
+      case 'prewarm':
+        void this.prewarm(msg.job_id, msg.paths).catch((err) =>
+          this.log.warn({ err, job: msg.job_id }, 'pre-warm failed'),
+        );
+        return;
       case 'error':
         this.log.error({ code: msg.code }, msg.message);
         return;
@@ -291,8 +302,30 @@ export class Agent {
       status: r.status,
       reason,
       ports: r.ports,
+      fetched: r.fetched,
       processes: processes?.map(({ pid: _pid, ...p }) => p),
     });
+  }
+
+  /**
+   * Realises a closure ahead of a rollout (the coordinator's pre-warm), rooted under
+   * gcroots/prewarm-<job> until the next pre-warm of that job, and reports what the store gained.
+   */
+  private async prewarm(jobId: string, paths: string[]) {
+    const scratchDir = join(this.opts.stateDir, 'prewarm');
+    await mkdir(scratchDir, { recursive: true });
+    const fetched = await realiseClosure({
+      paths,
+      storeRoot: this.opts.storeRoot,
+      cache: this.cache,
+      gcRoot: await prepareWorkloadRoot(this.opts.stateDir, `prewarm-${jobId}`),
+      scratchDir,
+    });
+    this.log.info(
+      { job: jobId, paths: fetched.pathsTotal, bytes: fetched.bytesTotal },
+      'pre-warmed a closure',
+    );
+    this.send({ type: 'store_paths', added: paths, removed: [] });
   }
 
   private queueLog(id: string, line: LogLine) {
@@ -359,6 +392,14 @@ export class Agent {
         `closure ready in ${Date.now() - t0} ms` +
           (fetched.pathsTotal ? `: fetched ${progressText(fetched)}` : ': every path already in the store'),
       );
+      entry.fetched = { paths: fetched.pathsDone, bytes: fetched.bytesDone };
+      if (fetched.pathsDone > 0) {
+        this.send({
+          type: 'store_paths',
+          added: await closureOf(closure, { store: this.opts.storeRoot }),
+          removed: [],
+        });
+      }
       if (entry.stopping) throw new Error('stopped before start');
 
       for (const port of a.spec.mxc.ports) entry.ports[port] = await freePort();

@@ -16,6 +16,8 @@ export interface HousekeepingOptions {
   logRetentionMs: number;
   /** Ids of the workloads that exist now: their directories are never pruned. */
   live: () => Iterable<string>;
+  /** Told what a collection deleted (the agent reports it to the coordinator). */
+  onCollected?: (r: GcResult) => void;
   logger: Logger;
 }
 
@@ -51,6 +53,7 @@ export class Housekeeping {
       minFreeMb: min,
     })
       .then((r) => {
+        if (r?.deleted) this.opts.onCollected?.(r);
         if (r)
           this.opts.logger.info(
             { freedBytes: r.freedBytes, deleted: r.deleted },

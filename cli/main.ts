@@ -32,6 +32,9 @@ function client(cmd: Command): Command {
     .option('--json', 'print JSON for scripts');
 }
 
+/** A subcommand's help ends with an example. */
+const example = (cmd: Command, text: string) => cmd.addHelpText('after', `\nExample:\n  $ ${text}`);
+
 const lazy =
   <M, K extends keyof M>(load: () => Promise<M>, name: K) =>
   async (...args: unknown[]) => {
@@ -67,7 +70,7 @@ program
   )
   .action(lazy(daemons, 'coordinator'));
 
-program
+const agentCommand = program
   .command('agent')
   .description('run an agent that joins a coordinator and runs workloads')
   .addOption(new Option('-c, --coordinator <url>', 'coordinator URL').env('MXC_COORDINATOR'))
@@ -82,11 +85,39 @@ program
     new Option('--store-root <dir>', 'run on a chroot nix store under DIR').env('MXC_AGENT_STORE_ROOT'),
   )
   .option('--attr <key=value...>', 'node attributes for placement constraints')
+  .addOption(
+    new Option('--cache-key <name:key>', 'trust this cache key instead of asking the coordinator').env(
+      'MXC_CACHE_PUBLIC_KEY',
+    ),
+  )
+  .addOption(
+    new Option('--gc-min-free <mb>', 'collect garbage when the store has less free space (0: never)').env(
+      'MXC_AGENT_GC_MIN_FREE',
+    ),
+  )
+  .addOption(
+    new Option('--log-retention <days>', 'keep logs of ended workloads this long (default 7)').env(
+      'MXC_AGENT_LOG_RETENTION',
+    ),
+  )
   .addHelpText(
     'after',
     '\nExample:\n  $ npx mxc agent --coordinator http://10.0.0.1:4000 --token $JOIN_TOKEN --attr rack=a1',
   )
   .action(lazy(daemons, 'agent'));
+example(
+  agentCommand
+    .command('gc')
+    .description('collect store paths no workload of this agent needs (live closures are kept)')
+    .addOption(
+      new Option('--state-dir <dir>', 'agent state directory')
+        .env('MXC_AGENT_STATE_DIR')
+        .default('.mxc/agent'),
+    )
+    .addOption(new Option('--store-root <dir>', 'the agent’s chroot store').env('MXC_AGENT_STORE_ROOT'))
+    .option('--json', 'print JSON for scripts'),
+  'npx mxc agent gc --state-dir /var/lib/mxc/agent',
+).action(lazy(daemons, 'agentGc'));
 
 client(program.command('submit [file]'))
   .description('submit a job: the store path nix-build printed, a JSON file, or JSON on stdin')
@@ -113,9 +144,6 @@ program
   .action(async (file: string, opts) =>
     (await import('./commands/build.js')).build(file, { ...opts, ...nixArgs }),
   );
-
-/** A subcommand's help ends with an example. */
-const example = (cmd: Command, text: string) => cmd.addHelpText('after', `\nExample:\n  $ ${text}`);
 
 const wl = program.command('workloads').alias('wl').description('workloads (placed instances of jobs)');
 example(
@@ -224,6 +252,11 @@ function liftNixArgs(argv: string[]): string[] {
 }
 
 export async function main(argv = process.argv): Promise<void> {
+  // `mxc … | head` closes our stdout early: that is the reader's choice, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   try {
     await program.parseAsync(liftNixArgs(argv));
   } catch (err) {

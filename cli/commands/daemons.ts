@@ -80,6 +80,17 @@ interface AgentOpts {
   stateDir: string;
   storeRoot?: string;
   attr?: string[];
+  cacheKey?: string;
+  gcMinFree?: string;
+  logRetention?: string;
+}
+
+function positive(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0)
+    throw new CliError(`${flag} must be a non-negative number, got "${v}"`, 2);
+  return n;
 }
 
 function parseAttributes(list: string[] = []): Record<string, string> {
@@ -98,8 +109,13 @@ export async function agent(opts: AgentOpts) {
     coordinator: opts.coordinator ?? process.env.MXC_COORDINATOR ?? 'http://127.0.0.1:4000',
     token: opts.token ?? process.env.MXC_AGENT_TOKEN ?? undefined,
     name: opts.name ?? process.env.MXC_AGENT_NAME,
-    cpu: opts.cpu ? Number(opts.cpu) : undefined,
-    memoryMb: opts.memory ? Number(opts.memory) : undefined,
+    cpu: positive(opts.cpu, '--cpu'),
+    memoryMb: positive(opts.memory, '--memory'),
+    cachePublicKey: opts.cacheKey,
+    gcMinFreeMb: positive(opts.gcMinFree, '--gc-min-free'),
+    logRetentionMs: opts.logRetention
+      ? positive(opts.logRetention, '--log-retention')! * 86_400_000
+      : undefined,
     stateDir: resolve(opts.stateDir),
     storeRoot: opts.storeRoot ? resolve(opts.storeRoot) : undefined,
     attributes: parseAttributes(opts.attr),
@@ -192,4 +208,21 @@ export async function up(opts: UpOpts) {
   say('\nstopping…');
   await agent.close();
   await server.close();
+}
+
+/** `mxc agent gc`: collect what no workload of this agent needs (live closures are rooted and kept). */
+export async function agentGc(opts: { stateDir: string; storeRoot?: string; json?: boolean }) {
+  const { runAgentGc } = await import('../../agent/gc.js');
+  const r = await runAgentGc({
+    stateDir: resolve(opts.stateDir),
+    storeRoot: opts.storeRoot ? resolve(opts.storeRoot) : undefined,
+  });
+  if (opts.json)
+    process.stdout.write(
+      `${JSON.stringify({ freed_bytes: r.freedBytes, deleted: r.deleted, paths: r.paths }, null, 2)}\n`,
+    );
+  else
+    process.stdout.write(
+      `deleted ${r.deleted} store path(s), freed ${(r.freedBytes / 1048576).toFixed(1)} MiB\n`,
+    );
 }

@@ -64,3 +64,37 @@ it('places one instance on each agent, and each realises the closure into its ow
     expect(text).toMatch(/copying path .*busybox/);
   }
 });
+
+it('pre-warms a new closure on the nodes where the job runs, before any rollout', async () => {
+  const a = await cluster.agent('warm-a');
+  const s1 = await buildScript('prewarm-v1', 'exec sleep 1000\n');
+  await push(cluster.c, [s1.path]);
+  const jobId = await submit(cluster.c, scriptJob('prewarmed', s1.path, { constraints: { host: 'warm-a' } }));
+  await waitWorkloads(cluster.c, jobId, (l) => l.some((w) => w.status === 'running'), 'v1 to run');
+
+  // The next version's closure is pushed and pre-warmed: the node fetches it while v1 keeps running.
+  const s2 = await buildScript('prewarm-v2', 'exec sleep 1000\n');
+  await push(cluster.c, [s2.path]);
+  const res = await cluster.c.api(
+    'POST',
+    `/api/jobs/${jobId}/prewarm`,
+    scriptJob('prewarmed', s2.path, { constraints: { host: 'warm-a' } }),
+    { authorization: 'Bearer client-token' },
+  );
+  expect(res.status).toBe(200);
+  expect(res.body.data.nodes).toEqual([{ node: 'warm-a', missing_bytes: expect.any(Number), sent: true }]);
+  const store = join(cluster.dir, 'warm-a', 'store');
+  await eventually(async () => isValidPath(s2.path, { store }), 20_000, 'the pre-warmed path in the store');
+  expect(a.runningIds()).toHaveLength(1);
+  // The coordinator learnt it: a second pre-warm finds nothing missing.
+  const again = await eventually(async () => {
+    const r = await cluster.c.api(
+      'POST',
+      `/api/jobs/${jobId}/prewarm`,
+      scriptJob('prewarmed', s2.path, { constraints: { host: 'warm-a' } }),
+      { authorization: 'Bearer client-token' },
+    );
+    return r.body.data.nodes[0].missing_bytes === 0 ? r : null;
+  });
+  expect(again.body.data.nodes[0].sent).toBe(false);
+});

@@ -81,6 +81,13 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
     );
     expect(logs).toMatch(/copying path .*busybox/);
 
+    // It says what it had to fetch, and the coordinator knows what runs where.
+    const shown = JSON.parse((await mxc(['workloads', 'show', id, '--json'], { env })).stdout);
+    expect(shown.fetched_paths).toBe(2);
+    expect(shown.fetched_bytes).toBeGreaterThan(1_000_000);
+    const where = JSON.parse((await mxc(['where', 'busybox', '--json'], { env })).stdout);
+    expect(where[0].workloads).toEqual([{ id, status: 'running', node: `e2e-${engine}` }]);
+
     const list = JSON.parse((await mxc(['workloads', 'list', '--json'], { env })).stdout);
     expect(list.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[id, 'running']]);
     const nodes = JSON.parse((await mxc(['nodes', 'list', '--json'], { env })).stdout);

@@ -125,7 +125,9 @@ describe.each(ENGINES)('coordinator on %s', (engine) => {
     expect(nodes[0].used.cpu).toBe(3);
     const pending = await eventually(async () => {
       const ws = (await c.api('GET', '/api/workloads?status=pending')).body.data;
-      return ws.length === 9 && ws.every((w: { pending_reason: string | null }) => w.pending_reason) ? ws : null;
+      return ws.length === 9 && ws.every((w: { pending_reason: string | null }) => w.pending_reason)
+        ? ws
+        : null;
     });
     expect(pending).toHaveLength(9);
     expect(pending[0].pending_reason).toBe('1 node: insufficient cpu (need 1, max free 0)');
