@@ -294,7 +294,8 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
   for (const p of snapshot.placed) bump(p.jobId, p.nodeId, p.count ?? 1);
   const nodeSalt = new Map(nodes.map((n) => [n.id, hash32(n.id)]));
   const limit =
-    opts.candidateLimit ?? (nodes.length <= 16 ? nodes.length : Math.max(16, 2 * Math.ceil(Math.log2(nodes.length))));
+    opts.candidateLimit ??
+    (nodes.length <= 16 ? nodes.length : Math.max(16, 2 * Math.ceil(Math.log2(nodes.length))));
   const countFor = (jobId: string, attribute: string, value: string | undefined) => {
     const m = perNode.get(jobId);
     if (!m || value === undefined) return 0;
