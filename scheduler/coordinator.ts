@@ -6,6 +6,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import { nextRun, parseCron } from '../spec/cron.js';
 import { DEFAULT_RESOURCES, describeIssues, JobSpec, jobKey } from '../spec/job.js';
 import type { AgentMessage, CoordinatorMessage, WorkloadStatus } from '../spec/messages.js';
 import { ACTIVE_STATUSES, canTransition, isTerminal } from './core/lifecycle.js';
@@ -129,8 +130,14 @@ export class Coordinator {
       }
       await closures.insertJobClosure(q, job.id, version, closure);
       const stopped = await this.stopJobWorkloads(q, job.id, `replaced by version ${version}`);
-      const created = newWorkloads(job.id, version, spec, 0);
+      // A cron job runs on its schedule, not on submit.
+      const created = spec.cron_schedule ? [] : newWorkloads(job.id, version, spec, 0);
       await wl.insertWorkloads(q, created, `submitted (version ${version})`);
+      await jobs.setNextRun(
+        q,
+        job.id,
+        spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), new Date()) : null,
+      );
       return { job, version, changed: true, workloads: created.map((w) => w.id), stopped };
     });
     this.dispatchStops(res.stopped);
@@ -150,6 +157,7 @@ export class Coordinator {
     if (!job) throw errors.notFound('job', idOrKey);
     const stopped = await this.db.tx(async (q) => {
       await jobs.setJobStatus(q, job.id, 'stopped');
+      await jobs.setNextRun(q, job.id, null);
       return this.stopJobWorkloads(q, job.id, 'job stopped');
     });
     this.dispatchStops(stopped);
@@ -717,8 +725,52 @@ export class Coordinator {
     await nodes.touchNodes(this.db, seen);
   }
 
+  /**
+   * Launches the cron jobs that are due: each run places `instances` new workloads, after applying the
+   * job's collision policy to a previous run still alive (KILL_EXISTING stops it, CANCEL_NEW skips this
+   * run, RUN_OVERLAP lets both run).
+   */
+  async runDueCronJobs(now = new Date()): Promise<number> {
+    const { launched, stops } = await this.db.tx(async (q) => {
+      let launched = 0;
+      const stops: wl.WorkloadRow[] = [];
+      for (const job of await jobs.dueCronJobs(q, now)) {
+        const spec = (await jobs.getJobVersion(q, job.id, job.current_version))?.spec;
+        if (!spec?.cron_schedule) {
+          await jobs.setNextRun(q, job.id, null);
+          continue;
+        }
+        await jobs.setNextRun(q, job.id, nextRun(parseCron(spec.cron_schedule), now));
+        const live = await wl.listWorkloads(q, {
+          jobId: job.id,
+          status: ['pending', 'starting', 'running'],
+          limit: 100_000,
+        });
+        if (live.length > 0 && spec.cron_collision_policy === 'CANCEL_NEW') {
+          this.log.info({ job: job.key }, 'cron run skipped: the previous run is still going (CANCEL_NEW)');
+          continue;
+        }
+        if (live.length > 0 && spec.cron_collision_policy === 'KILL_EXISTING') {
+          stops.push(
+            ...(await this.stopJobWorkloads(q, job.id, 'a new cron run replaces it (KILL_EXISTING)')),
+          );
+        }
+        const created = newWorkloads(job.id, job.current_version, spec, 0);
+        await wl.insertWorkloads(q, created, `cron run for ${now.toISOString().slice(0, 16)}Z`);
+        launched++;
+      }
+      return { launched, stops };
+    });
+    this.dispatchStops(stops);
+    if (launched > 0) this.requestEvaluation();
+    return launched;
+  }
+
   /** Liveness: a node silent for longer than the TTL is down, its workloads lost and replaced. */
   async tick(now = Date.now()): Promise<void> {
+    await this.runDueCronJobs(new Date(now)).catch((err) =>
+      this.log.error({ err }, 'launching cron jobs failed'),
+    );
     await this.flushSeen();
     const all = await nodes.listNodes(this.db);
     let changed = false;

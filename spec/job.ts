@@ -4,6 +4,7 @@
  * fields kept together under the `mxc` key. Every object is strict: unknown attributes are refused.
  */
 import { z } from 'zod';
+import { nextRun, parseCron } from './cron.js';
 
 /** A process name: used in file names and `nix_init_<name>`, so kept to a safe alphabet. */
 export const ProcessName = z
@@ -191,6 +192,13 @@ export const JobSpec = z
         path: ['cron_schedule'],
         message: 'a service cannot have a cron_schedule',
       });
+    }
+    if (job.cron_schedule) {
+      try {
+        nextRun(parseCron(job.cron_schedule), new Date(0));
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['cron_schedule'], message: (err as Error).message });
+      }
     }
   });
 

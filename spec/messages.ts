@@ -81,6 +81,8 @@ export const AgentWorkloadStatus = z
     fetched: z.object({ paths: z.number().int().min(0), bytes: z.number().int().min(0) }).optional(),
     /** Named ports allocated for the workload. */
     ports: z.record(z.string(), z.number().int()).optional(),
+    /** The HTTP health check's verdict, for jobs with a health_check_config. */
+    health: z.enum(['unknown', 'healthy', 'unhealthy']).optional(),
     /** Per-process state, for the workload page. */
     processes: z
       .array(

@@ -12,6 +12,7 @@ interface JobView {
   status: string;
   current_version: number;
   updated_at: string;
+  next_run_at: string | null;
   spec: { instances: number; service: boolean; cron_schedule?: string | null; mxc: { isolation: string } };
   workloads?: { id: string; status: string; node_id: string | null; job_version: number }[];
 }
@@ -41,6 +42,11 @@ export async function show(id: string, opts: Opts) {
   out('id', j.id);
   out('status', statusColor(j.status));
   out('version', String(j.current_version));
+  if (j.spec.cron_schedule)
+    out(
+      'schedule',
+      `${j.spec.cron_schedule} (UTC); next run ${j.next_run_at ? new Date(j.next_run_at).toISOString() : '-'}`,
+    );
   process.stdout.write(`\n${color.bold('workloads')}\n`);
   printTable(
     ['id', 'version', 'status'],

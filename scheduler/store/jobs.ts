@@ -13,6 +13,7 @@ export interface JobRow {
   status: 'active' | 'stopped';
   created_at: Date;
   updated_at: Date;
+  next_run_at: Date | null;
 }
 
 export interface JobVersionRow {
@@ -100,4 +101,17 @@ export async function listJobVersions(q: Queryable, jobId: string): Promise<JobV
   return q.query<JobVersionRow>('SELECT * FROM job_versions WHERE job_id = $1 ORDER BY version DESC', [
     jobId,
   ]);
+}
+
+export async function setNextRun(q: Queryable, jobId: string, at: Date | null): Promise<void> {
+  await q.query('UPDATE jobs SET next_run_at = $2 WHERE id = $1', [jobId, at?.toISOString() ?? null]);
+}
+
+/** Active cron jobs due to run, locked so two coordinators never launch the same run. */
+export async function dueCronJobs(q: Queryable, now: Date): Promise<JobRow[]> {
+  return q.query<JobRow>(
+    `SELECT * FROM jobs WHERE status = 'active' AND next_run_at IS NOT NULL AND next_run_at <= $1
+     ORDER BY next_run_at FOR UPDATE SKIP LOCKED`,
+    [now.toISOString()],
+  );
 }

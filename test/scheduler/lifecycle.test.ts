@@ -124,3 +124,61 @@ describe.each(ENGINES)('lifecycle on %s', (engine) => {
     }
   });
 });
+
+describe('cron jobs', () => {
+  let c: TestCoordinator | undefined;
+  afterEach(async () => {
+    await c?.stop();
+    c = undefined;
+  });
+
+  const cronJob = (policy: 'KILL_EXISTING' | 'CANCEL_NEW' | 'RUN_OVERLAP') =>
+    plainJob({
+      name: `cron-${policy.toLowerCase()}`,
+      service: false,
+      cron_schedule: '*/5 * * * *',
+      cron_collision_policy: policy,
+    });
+  const live = async (jobId: string) =>
+    (await c!.api('GET', `/api/workloads?job=${jobId}`)).body.data.filter((w: { status: string }) =>
+      ['pending', 'starting', 'running'].includes(w.status),
+    );
+
+  it('run on their schedule, not on submit, and apply the collision policy', async () => {
+    c = await startTestCoordinator('postgres');
+    const bad = await c.api('POST', '/api/jobs', { ...cronJob('RUN_OVERLAP'), cron_schedule: '*/5 * * *' });
+    expect(bad.status).toBe(422);
+    expect(bad.body.error.message).toMatch(/cron_schedule: "\*\/5 \* \* \*" has 4 field/);
+
+    const ids: Record<string, string> = {};
+    for (const policy of ['KILL_EXISTING', 'CANCEL_NEW', 'RUN_OVERLAP'] as const) {
+      const sub = await c.api('POST', '/api/jobs', cronJob(policy));
+      expect(sub.status).toBe(201);
+      expect(sub.body.data.workloads).toEqual([]);
+      ids[policy] = sub.body.data.job.id;
+      const job = (await c.api('GET', `/api/jobs/${ids[policy]}`)).body.data;
+      expect(new Date(job.next_run_at).getUTCMinutes() % 5).toBe(0);
+    }
+    const first = new Date((await c.api('GET', `/api/jobs/${ids.KILL_EXISTING}`)).body.data.next_run_at);
+    expect(await c.coordinator.runDueCronJobs(new Date(first.getTime() - 1000))).toBe(0);
+    expect(await c.coordinator.runDueCronJobs(first)).toBe(3);
+    for (const id of Object.values(ids)) expect(await live(id)).toHaveLength(1);
+    const second = new Date(first.getTime() + 5 * 60_000);
+    expect(new Date((await c.api('GET', `/api/jobs/${ids.KILL_EXISTING}`)).body.data.next_run_at)).toEqual(
+      second,
+    );
+
+    // The next run while the first is still pending (no node): each policy does its thing.
+    const before = (await live(ids.KILL_EXISTING))[0].id;
+    expect(await c.coordinator.runDueCronJobs(second)).toBe(2);
+    const killed = await live(ids.KILL_EXISTING);
+    expect(killed).toHaveLength(1);
+    expect(killed[0].id).not.toBe(before);
+    expect(await live(ids.CANCEL_NEW)).toHaveLength(1);
+    expect(await live(ids.RUN_OVERLAP)).toHaveLength(2);
+
+    // A stopped cron job never runs again.
+    await c.api('POST', `/api/jobs/${ids.RUN_OVERLAP}/stop`);
+    expect((await c.api('GET', `/api/jobs/${ids.RUN_OVERLAP}`)).body.data.next_run_at).toBeNull();
+  });
+});
