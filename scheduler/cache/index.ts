@@ -95,10 +95,9 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
 
   app.get<{ Params: { file: string } }>('/cache/:file', { onRequest: guard('read') }, async (req, reply) => {
     const { file } = req.params;
-    const path = file.endsWith('.narinfo')
-      ? store.narinfoFileForHash(file.slice(0, -'.narinfo'.length))
+    const text = file.endsWith('.narinfo')
+      ? await store.narinfoText(file.slice(0, -'.narinfo'.length))
       : null;
-    const text = path ? await readFile(path, 'utf8').catch(() => null) : null;
     // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
     if (text === null) return reply.code(404).type('text/plain').send('not found\n');
     return reply.type('text/x-nix-narinfo').send(text);

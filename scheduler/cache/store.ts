@@ -22,6 +22,9 @@ export interface CacheStoreOptions {
 
 export const DEFAULT_MAX_NAR_BYTES = 8 * 1024 ** 3;
 
+/** Narinfo texts kept in memory (a few hundred bytes each). */
+const NARINFO_CACHE_ENTRIES = 200_000;
+
 export class CacheStore {
   readonly narDir: string;
   readonly narinfoDir: string;
@@ -60,6 +63,25 @@ export class CacheStore {
   narinfoFileForHash(hash: string): string | null {
     return HASH_RE.test(hash) ? join(this.narinfoDir, `${hash}.narinfo`) : null;
   }
+
+  /**
+   * The narinfo text for a hash part, or null. Published narinfos never change (uploads are idempotent
+   * and nothing is deleted), so texts are kept in memory once read: narinfo lookups are the hot path of
+   * every substitution. Misses are not remembered, since the path may be uploaded a moment later.
+   */
+  async narinfoText(hash: string): Promise<string | null> {
+    const hit = this.narinfoTexts.get(hash);
+    if (hit !== undefined) return hit;
+    const file = this.narinfoFileForHash(hash);
+    const text = file ? await readFile(file, 'utf8').catch(() => null) : null;
+    if (text !== null) {
+      if (this.narinfoTexts.size >= NARINFO_CACHE_ENTRIES) this.narinfoTexts.clear();
+      this.narinfoTexts.set(hash, text);
+    }
+    return text;
+  }
+
+  private readonly narinfoTexts = new Map<string, string>();
 
   /** The compressed NAR file for a `nar/<file>` URL component, or null when the name is not ours. */
   narFile(file: string): string | null {
