@@ -4,7 +4,7 @@
  * in a microVM), keeps and streams its logs and reports its status. Processes keep running while the
  * coordinator is away; on reconnect the agent reports what it runs and the coordinator reconciles.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,8 @@ import {
 } from '../spec/messages.js';
 import { detectCapabilities, detectResources } from './capabilities.js';
 import { cgroupLaunch, createWorkloadCgroup, prepareCgroupRoot, removeWorkloadCgroup } from './cgroups.js';
-import { prepareWorkloadRoot, removeStaleRoots, removeWorkloadRoots } from './gc.js';
+import { addIndirectRoots, prepareWorkloadRoot, removeStaleRoots, removeWorkloadRoots } from './gc.js';
+import { type Health, HealthChecker, healthCheckPort } from './health.js';
 import { Housekeeping } from './housekeeping.js';
 import { WorkloadLogStore } from './logs/log-store.js';
 import { stopOrphans, writePids } from './orphans.js';
@@ -91,11 +92,21 @@ interface Running {
   cgroup?: string;
   /** What realising its closure fetched from the cache. */
   fetched?: { paths: number; bytes: number };
+  /** The HTTP health check, for jobs with a health_check_config, and its verdict. */
+  checker?: HealthChecker;
+  health?: Health;
+  /** Set when the health check failed the workload: it ends `failed` with this reason. */
+  healthFailure?: string;
 }
 
 export class Agent {
   private ws: WebSocket | null = null;
   private readonly running = new Map<string, Running>();
+  /**
+   * Closure roots this agent realised (and Nix verified) since it started. Starting them again skips
+   * nix: only the GC roots are added. Forgotten when the agent collects garbage.
+   */
+  private readonly realised = new Set<string>();
   private heartbeat: NodeJS.Timeout | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
@@ -137,7 +148,10 @@ export class Agent {
       gcMinFreeMb: this.opts.gcMinFreeMb ?? (this.opts.storeRoot ? 1024 : 0),
       logRetentionMs: this.opts.logRetentionMs ?? DEFAULT_LOG_RETENTION_MS,
       live: () => this.running.keys(),
-      onCollected: (r) => this.send({ type: 'store_paths', added: [], removed: r.paths }),
+      onCollected: (r) => {
+        this.realised.clear();
+        this.send({ type: 'store_paths', added: [], removed: r.paths });
+      },
       logger: this.log,
     });
     this.housekeeping.start(this.opts.housekeepingIntervalMs ?? 60_000);
@@ -303,8 +317,24 @@ export class Agent {
       reason,
       ports: r.ports,
       fetched: r.fetched,
+      health: r.health,
       processes: processes?.map(({ pid: _pid, ...p }) => p),
     });
+  }
+
+  /** Whether every root was realised by this agent before and is still in its store. */
+  private async alreadyRealised(roots: string[]): Promise<boolean> {
+    if (!roots.every((p) => this.realised.has(p))) return false;
+    const base = this.opts.storeRoot ?? '/';
+    const present = await Promise.all(
+      roots.map((p) =>
+        stat(join(base, p)).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
+    return present.every(Boolean);
   }
 
   /**
@@ -374,20 +404,30 @@ export class Agent {
       const closure = a.spec.mxc.closure;
       system(`realising ${closure.length} store path(s)${this.cache ? ` from ${this.cache.url}` : ''}`);
       const t0 = Date.now();
-      const fetched = await realiseClosure({
-        paths: closure,
-        storeRoot: this.opts.storeRoot,
-        cache: this.cache,
-        gcRoot: closure.length ? await prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined,
-        scratchDir: dir,
-        signal: abort.signal,
-        onLine: (line) => {
-          if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
-        },
-        onProgress: (p, finished) => {
-          if (finished) system(`fetched ${finished} (${progressText(p)})`);
-        },
-      });
+      const gcRoot = closure.length ? await prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined;
+      const warm = gcRoot !== undefined && (await this.alreadyRealised(closure));
+      const fetched = warm
+        ? await addIndirectRoots(gcRoot, closure, this.opts.storeRoot).then(() => ({
+            pathsDone: 0,
+            pathsTotal: 0,
+            bytesDone: 0,
+            bytesTotal: 0,
+          }))
+        : await realiseClosure({
+            paths: closure,
+            storeRoot: this.opts.storeRoot,
+            cache: this.cache,
+            gcRoot,
+            scratchDir: dir,
+            signal: abort.signal,
+            onLine: (line) => {
+              if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
+            },
+            onProgress: (p, finished) => {
+              if (finished) system(`fetched ${finished} (${progressText(p)})`);
+            },
+          });
+      for (const p of closure) this.realised.add(p);
       system(
         `closure ready in ${Date.now() - t0} ms` +
           (fetched.pathsTotal ? `: fetched ${progressText(fetched)}` : ': every path already in the store'),
@@ -403,6 +443,8 @@ export class Agent {
       if (entry.stopping) throw new Error('stopped before start');
 
       for (const port of a.spec.mxc.ports) entry.ports[port] = await freePort();
+      // Resolved before anything starts, so a check naming an undeclared port fails the start clearly.
+      const healthPort = a.spec.health_check_config ? healthCheckPort(a.spec, entry.ports) : null;
       const env: Record<string, string> = {
         PATH: '/run/current-system/sw/bin:/usr/bin:/bin',
         HOME: workDir,
@@ -474,7 +516,12 @@ export class Agent {
         entry.stop = (reason: string) => runner.stop(reason);
       }
       entry.status = 'running';
+      if (a.spec.health_check_config && healthPort !== null) {
+        entry.health = 'unknown';
+        entry.checker = this.healthChecker(a.id, entry, a.spec.health_check_config, healthPort, system);
+      }
       this.report(a.id, 'processes started');
+      entry.checker?.start();
       const result = await done;
       await this.finish(a.id, result);
     } catch (err) {
@@ -487,23 +534,54 @@ export class Agent {
     }
   }
 
+  /** The workload's health checker: reports each verdict change, and fails the workload when unhealthy. */
+  private healthChecker(
+    id: string,
+    entry: Running,
+    config: NonNullable<WorkloadAssignment['spec']['health_check_config']>,
+    port: number,
+    system: (line: string) => void,
+  ): HealthChecker {
+    return new HealthChecker({
+      config,
+      port,
+      onLog: system,
+      onChange: (health) => {
+        entry.health = health;
+        this.report(id);
+      },
+      onUnhealthy: (reason) => {
+        if (entry.stopping) return;
+        entry.healthFailure = reason;
+        void entry.stop(reason);
+      },
+    });
+  }
+
   private async finish(id: string, result: TaskSnapshot) {
     const r = this.running.get(id);
     if (!r) return;
+    r.checker?.stop();
     r.status =
-      r.stopping || result.status === 'stopped'
-        ? 'stopped'
-        : result.status === 'success'
+      r.healthFailure !== undefined
+        ? 'failed'
+        : r.stopping || result.status === 'stopped'
           ? 'stopped'
-          : 'failed';
+          : result.status === 'success'
+            ? 'stopped'
+            : 'failed';
     const reason =
-      result.status === 'success' ? 'task finished successfully' : (result.reason ?? `task ${result.status}`);
+      r.healthFailure ??
+      (result.status === 'success'
+        ? 'task finished successfully'
+        : (result.reason ?? `task ${result.status}`));
     this.report(id, reason, result.processes);
     await this.cleanup(id);
   }
 
   private async cleanup(id: string) {
     const r = this.running.get(id);
+    r?.checker?.stop();
     this.flushLogs();
     this.running.delete(id);
     await r?.logs.close();
@@ -519,6 +597,7 @@ export class Agent {
     const r = this.running.get(id);
     if (!r || r.stopping) return;
     r.stopping = true;
+    r.checker?.stop(); // probes of a stopping workload would only fail
     if (r.status === 'running') {
       r.status = 'stopping';
       this.report(id, reason);

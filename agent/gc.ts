@@ -3,9 +3,11 @@
  * while the workload exists; `collectGarbage` (`mxc agent gc`, or automatic when the store's
  * filesystem runs low) deletes every store path no root keeps, never a live closure.
  */
-import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rm, statfs, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../compiler/exec.js';
+import { toNixBase32 } from '../compiler/nix-base32.js';
 
 export interface GcOptions {
   stateDir: string;
@@ -109,4 +111,25 @@ export async function collectIfLow(opts: GcOptions & { minFreeMb: number }): Pro
   const free = await storeFreeMb(opts.storeRoot);
   if (free >= opts.minFreeMb) return null;
   return collectGarbage(opts);
+}
+
+/**
+ * Registers `paths` as indirect GC roots at `<gcRoot>`, `<gcRoot>-2`, … exactly as
+ * `nix-store --add-root <gcRoot> --realise` does (a symlink to the path, and a link to that symlink in
+ * the store's gcroots/auto named by the SHA-1 of its location), without starting nix. Only for paths
+ * this agent has realised and verified already.
+ */
+export async function addIndirectRoots(gcRoot: string, paths: string[], storeRoot?: string): Promise<void> {
+  const auto = join(storeRoot ?? '/', 'nix', 'var', 'nix', 'gcroots', 'auto');
+  await mkdir(auto, { recursive: true });
+  await Promise.all(
+    paths.map(async (p, i) => {
+      const link = i === 0 ? gcRoot : `${gcRoot}-${i + 1}`;
+      await rm(link, { force: true });
+      await symlink(p, link);
+      const name = toNixBase32(createHash('sha1').update(link).digest());
+      await rm(join(auto, name), { force: true });
+      await symlink(link, join(auto, name));
+    }),
+  );
 }

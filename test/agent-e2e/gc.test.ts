@@ -100,3 +100,33 @@ describe('garbage collection of an agent store', () => {
     await eventually(async () => !(await isValidPath(s.path, { store })), 15_000, 'the automatic collection');
   });
 });
+
+describe('warm starts', () => {
+  it('start a closure the agent realised before without nix, and still root it against a gc', async () => {
+    const name = 'gc-warm';
+    await cluster.agent(name, { gcMinFreeMb: 0 });
+    const state = join(cluster.dir, name, 'state');
+    const store = join(cluster.dir, name, 'store');
+    const s = await buildScript('gc-warm', 'echo warm up\nexec sleep 1000\n');
+    await push(cluster.c, [s.path]);
+    const first = await submit(cluster.c, scriptJob('warm-1', s.path, { constraints: { host: name } }));
+    const [w1] = await waitWorkloads(cluster.c, first, running, 'the first run');
+    await cluster.c.coordinator.stopJob(first);
+    await waitWorkloads(cluster.c, first, (ws) => ws[0]?.status === 'stopped', 'the first run to stop');
+
+    const second = await submit(cluster.c, scriptJob('warm-2', s.path, { constraints: { host: name } }));
+    const [w2] = await waitWorkloads(cluster.c, second, running, 'the second run');
+    const lines = await eventually(async () => {
+      const ls = (await logLines(cluster.c, w2!.id)).map((l) => l.line);
+      return ls.some((l) => l.startsWith('closure ready')) ? ls : null;
+    });
+    expect(lines.some((l) => /closure ready in \d+ ms: every path already in the store/.test(l))).toBe(true);
+    expect(lines.some((l) => l.startsWith('copying path'))).toBe(false);
+    expect(w1!.id).not.toBe(w2!.id);
+    // Rooted exactly as nix would: the closure survives a collection while the workload lives.
+    expect(await readlink(join(workloadRootDir(state, w2!.id), 'root'))).toBe(s.path);
+    await runAgentGc({ stateDir: state, storeRoot: store });
+    for (const p of s.closure) expect(await isValidPath(p, { store }), p).toBe(true);
+    await cluster.c.coordinator.stopJob(second);
+  });
+});
