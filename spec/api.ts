@@ -21,6 +21,8 @@ export const Node = z.object({
   memory_mb: z.number(),
   disk_mb: z.number(),
   used: Usage,
+  /** What the node's store holds, as the agent reported it. */
+  store: z.object({ paths: z.number().int() }),
   capabilities: Capabilities,
   version: z.string(),
   last_seen_at: z.string(),

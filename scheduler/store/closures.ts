@@ -84,15 +84,7 @@ export interface Provenance {
 
 /** Store paths whose name contains `needle` (or equal a full path), with the jobs and live workloads that use them. */
 export async function whereUsed(q: Queryable, needle: string): Promise<Provenance[]> {
-  const rows = await q.query<{
-    path: string;
-    nar_size: number;
-    job_id: string;
-    job: string;
-    version: number;
-    current: boolean;
-    workloads: { id: string; status: string; node: string | null }[] | null;
-  }>(
+  const rows = await q.query<Omit<Provenance, 'workloads'> & { workloads: Provenance['workloads'] | null }>(
     `SELECT c.path, c.nar_size, c.job_id, j.key AS job, c.version, (j.current_version = c.version) AS current,
        (SELECT json_agg(json_build_object('id', w.id, 'status', w.status, 'node', n.name) ORDER BY w.id)
           FROM workloads w LEFT JOIN nodes n ON n.id = w.node_id

@@ -92,6 +92,8 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
     expect(list.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[id, 'running']]);
     const nodes = JSON.parse((await mxc(['nodes', 'list', '--json'], { env })).stdout);
     expect(nodes[0]).toMatchObject({ name: `e2e-${engine}`, status: 'ready', connected: true });
+    // The agent told the coordinator what its store holds: at least this closure.
+    expect(nodes[0].store.paths).toBeGreaterThanOrEqual(2);
 
     // A resubmit of the same store path changes nothing.
     const again = await mxc(['submit', build.stdout.trim()], { env });

@@ -2,17 +2,19 @@
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../../coordinator.js';
 import { errors } from '../../errors.js';
+import * as closures from '../../store/closures.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
 
 export async function nodeRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;
   const present = async (rows: nodes.NodeRow[]) => {
-    const usage = await wl.usageByNode(db);
+    const [usage, paths] = await Promise.all([wl.usageByNode(db), closures.nodePathCounts(db)]);
     return rows.map((n) => ({
       ...n,
       connected: coordinator.isConnected(n.id),
       used: usage.get(n.id) ?? { cpu: 0, memory_mb: 0, disk_mb: 0 },
+      store: { paths: paths.get(n.id) ?? 0 },
     }));
   };
 
