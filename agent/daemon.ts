@@ -172,8 +172,17 @@ export class Agent {
       handshakeTimeout: 10_000,
     });
     this.ws = ws;
-    ws.on('open', () => void this.onOpen(ws));
-    ws.on('message', (raw) => void this.onMessage(raw.toString()));
+    ws.on('open', () => {
+      this.onOpen(ws).catch((err) => {
+        this.log.error({ err }, 'could not introduce the agent to the coordinator; reconnecting');
+        ws.close(1011, 'hello failed');
+      });
+    });
+    ws.on('message', (raw) => {
+      this.onMessage(raw.toString()).catch((err) =>
+        this.log.error({ err }, 'handling a coordinator message failed'),
+      );
+    });
     ws.on('close', (code, reason) => {
       if (this.ws === ws) this.ws = null;
       if (this.heartbeat) clearInterval(this.heartbeat);
@@ -293,7 +302,9 @@ export class Agent {
           });
           return;
         }
-        void this.stopWorkload(msg.workload_id, msg.reason ?? 'stop requested');
+        this.stopWorkload(msg.workload_id, msg.reason ?? 'stop requested').catch((err) =>
+          this.log.error({ err, workload: msg.workload_id }, 'stopping a workload failed'),
+        );
         return;
       }
       case 'prewarm':

@@ -523,10 +523,17 @@ export class Coordinator {
   private sendStart(nodeId: string, w: wl.WorkloadRow) {
     const session = this.sessions.get(nodeId);
     if (!session) return; // sent again when the agent reconnects
-    void this.specOf(w.job_id, w.job_version).then((spec) => {
-      if (spec)
-        session.send({ type: 'start', workload: { id: w.id, job_id: w.job_id, instance: w.instance, spec } });
-    });
+    void this.specOf(w.job_id, w.job_version)
+      .then((spec) => {
+        if (spec)
+          session.send({
+            type: 'start',
+            workload: { id: w.id, job_id: w.job_id, instance: w.instance, spec },
+          });
+      })
+      .catch((err) =>
+        this.log.error({ err, workload: w.id }, 'could not send a start; it is sent again on reconnect'),
+      );
   }
 
   /** Job versions never change once written, so they are cached. */
@@ -627,13 +634,14 @@ export class Coordinator {
         this.emit({ kind: 'node', id: nodeId });
         return;
       case 'workload_status': {
-        if (msg.ports || msg.processes || msg.fetched) {
+        if (msg.ports || msg.processes || msg.fetched || msg.health) {
           const w = await wl.getWorkload(this.db, msg.workload_id);
           if (!w || w.node_id !== nodeId) return;
           await wl.setWorkloadRuntime(this.db, msg.workload_id, {
             ports: msg.ports,
             processes: msg.processes,
             fetched: msg.fetched,
+            health: msg.health,
           });
           this.emit({ kind: 'workload', id: msg.workload_id, status: w.status });
         }

@@ -53,6 +53,16 @@ export const Workload = z.object({
   pending_reason: z.string().nullable().describe('why the scheduler could not place it, per node reason'),
   error: z.string().nullable(),
   restarts: z.number().int(),
+  health: z
+    .enum(['unknown', 'healthy', 'unhealthy'])
+    .nullable()
+    .describe('last health check verdict, when the job has one'),
+  fetched_paths: z
+    .number()
+    .int()
+    .nullable()
+    .describe('store paths realising the closure fetched from the cache'),
+  fetched_bytes: z.number().int().nullable(),
   ports: z.record(z.string(), z.number()),
   processes: z.array(z.unknown()),
   created_at: z.string(),

@@ -32,6 +32,16 @@ function parsePort(p: string): number {
   return n;
 }
 
+/**
+ * A daemon logs an unexpected rejection instead of dying with every workload it supervises; the code
+ * paths that can fail handle their errors, this is the last line.
+ */
+function keepRunningOnUnhandled(logger: { error: (o: object, msg: string) => void }) {
+  process.on('unhandledRejection', (err) =>
+    logger.error({ err }, 'unhandled rejection (a bug in mxc): kept running'),
+  );
+}
+
 /** Resolves when SIGINT or SIGTERM arrives. */
 const untilSignal = () =>
   new Promise<string>((r) => {
@@ -54,6 +64,7 @@ async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promis
 
 export async function coordinator(opts: CoordinatorOpts) {
   const logger = createLogger('mxc-coordinator');
+  keepRunningOnUnhandled(logger);
   const port = parsePort(opts.port);
   const server = await listenOrExplain(port, () =>
     startCoordinator({
@@ -105,6 +116,7 @@ function parseAttributes(list: string[] = []): Record<string, string> {
 
 export async function agent(opts: AgentOpts) {
   const logger = createLogger('mxc-agent');
+  keepRunningOnUnhandled(logger);
   const a = new Agent({
     coordinator: opts.coordinator ?? process.env.MXC_COORDINATOR ?? 'http://127.0.0.1:4000',
     token: opts.token ?? process.env.MXC_AGENT_TOKEN ?? undefined,
@@ -144,6 +156,7 @@ interface UpOpts extends CoordinatorOpts {
 
 export async function up(opts: UpOpts) {
   const logger = createLogger('mxc');
+  keepRunningOnUnhandled(logger);
   const dataDir = resolve(opts.dataDir);
   const port = parsePort(opts.port);
   const tokens = envTokens();

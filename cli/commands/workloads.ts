@@ -19,6 +19,9 @@ interface WorkloadView {
   pending_reason: string | null;
   error: string | null;
   restarts: number;
+  fetched_paths: number | null;
+  fetched_bytes: number | null;
+  health: 'unknown' | 'healthy' | 'unhealthy' | null;
   ports: Record<string, number>;
   processes: { name: string; state: string; runs: number; failures: number; exit_code: number | null }[];
   created_at: string;
@@ -59,6 +62,21 @@ export async function show(id: string, opts: Opts) {
   out('isolation', w.isolation);
   out('resources', `cpu ${w.cpu}, memory ${w.memory_mb} MiB`);
   if (w.restarts) out('restarts', String(w.restarts));
+  if (w.health)
+    out(
+      'health',
+      w.health === 'healthy'
+        ? color.green(w.health)
+        : w.health === 'unhealthy'
+          ? color.red(w.health)
+          : w.health,
+    );
+  if (w.fetched_paths !== null) {
+    out(
+      'fetched',
+      `${w.fetched_paths} path(s), ${((w.fetched_bytes ?? 0) / 1048576).toFixed(1)} MiB from the cache`,
+    );
+  }
   if (Object.keys(w.ports).length)
     out(
       'ports',

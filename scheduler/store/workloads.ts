@@ -28,6 +28,7 @@ export interface WorkloadRow {
   finished_at: Date | null;
   fetched_paths: number | null;
   fetched_bytes: number | null;
+  health: 'unknown' | 'healthy' | 'unhealthy' | null;
 }
 
 export interface WorkloadEventRow {
@@ -152,11 +153,17 @@ export async function setPendingReasons(
 export async function setWorkloadRuntime(
   q: Queryable,
   id: string,
-  r: { ports?: Record<string, number>; processes?: unknown[]; fetched?: { paths: number; bytes: number } },
+  r: {
+    ports?: Record<string, number>;
+    processes?: unknown[];
+    fetched?: { paths: number; bytes: number };
+    health?: 'unknown' | 'healthy' | 'unhealthy';
+  },
 ): Promise<void> {
   await q.query(
     `UPDATE workloads SET ports = COALESCE($2::jsonb, ports), processes = COALESCE($3::jsonb, processes),
-       fetched_paths = COALESCE($4, fetched_paths), fetched_bytes = COALESCE($5, fetched_bytes), updated_at = now()
+       fetched_paths = COALESCE($4, fetched_paths), fetched_bytes = COALESCE($5, fetched_bytes),
+       health = COALESCE($6, health), updated_at = now()
      WHERE id = $1`,
     [
       id,
@@ -164,6 +171,7 @@ export async function setWorkloadRuntime(
       r.processes ? JSON.stringify(r.processes) : null,
       r.fetched?.paths ?? null,
       r.fetched?.bytes ?? null,
+      r.health ?? null,
     ],
   );
 }

@@ -103,6 +103,9 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
         }
         const now = await wl.getWorkload(db, w.id);
         if (!now || isTerminal(now.status)) finish();
+      } catch (err) {
+        req.log.warn({ err }, 'log follow ended by an error');
+        finish();
       } finally {
         busy = false;
       }

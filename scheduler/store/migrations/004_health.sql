@@ -1,0 +1,2 @@
+-- The health check verdict the agent last reported for a workload (unknown, healthy, unhealthy).
+ALTER TABLE workloads ADD COLUMN health text;
