@@ -50,7 +50,8 @@ describe('cron', () => {
           expect(matches(c, n)).toBe(true);
           const first = new Date(after.getTime());
           first.setUTCSeconds(0, 0);
-          for (let t = first.getTime() + 60_000; t < n.getTime(); t += 60_000) expect(matches(c, new Date(t))).toBe(false);
+          for (let t = first.getTime() + 60_000; t < n.getTime(); t += 60_000)
+            expect(matches(c, new Date(t))).toBe(false);
         },
       ),
       { numRuns: 100 },
