@@ -26,6 +26,7 @@ import { WorkloadLogStore } from './logs/log-store.js';
 import { stopOrphans, writePids } from './orphans.js';
 import { type CacheTrust, initStore, RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
 import { bubblewrapAvailable, sandboxLaunch, storeViewLaunch } from './sandbox.js';
+import { provideSecrets, removeSecrets } from './secrets.js';
 import { listStorePaths } from './store-report.js';
 import { plainLaunch } from './supervisor/cmdline.js';
 import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
@@ -43,6 +44,8 @@ export interface AgentOptions {
   attributes?: Record<string, string>;
   logger: Logger;
   gracePeriodMs?: number;
+  /** One file per secret, named as jobs reference them (`mxc.secrets`). */
+  secretsDir?: string;
   /** Hooks for the microVM runner (set by the microVM module when present). */
   microvm?: MicroVmSupport;
   /**
@@ -466,6 +469,12 @@ export class Agent {
         ...Object.fromEntries(
           Object.entries(entry.ports).map(([n, p]) => [`MXC_PORT_${n.toUpperCase()}`, String(p)]),
         ),
+        ...(await provideSecrets(
+          a.spec.mxc.secrets,
+          this.opts.secretsDir,
+          workDir,
+          a.spec.mxc.isolation === 'microvm' ? '/work' : workDir,
+        )),
       };
       const onLog = (l: LogLine) => {
         logs.append(l);
@@ -597,6 +606,7 @@ export class Agent {
     this.running.delete(id);
     await r?.logs.close();
     await rm(join(this.opts.stateDir, 'workloads', id, 'pids.json'), { force: true });
+    await removeSecrets(join(this.opts.stateDir, 'workloads', id, 'work'));
     if (r?.cgroup)
       await removeWorkloadCgroup(r.cgroup).catch((err) => this.log.warn({ err }, 'cgroup removal failed'));
     // The closure is collectable from now on; collect at once if space is short.

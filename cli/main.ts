@@ -86,6 +86,11 @@ const agentCommand = program
   )
   .option('--attr <key=value...>', 'node attributes for placement constraints')
   .addOption(
+    new Option('--secrets-dir <dir>', 'one file per secret that jobs reference by name').env(
+      'MXC_AGENT_SECRETS_DIR',
+    ),
+  )
+  .addOption(
     new Option('--cache-key <name:key>', 'trust this cache key instead of asking the coordinator').env(
       'MXC_CACHE_PUBLIC_KEY',
     ),

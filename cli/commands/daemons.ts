@@ -92,6 +92,7 @@ interface AgentOpts {
   storeRoot?: string;
   attr?: string[];
   cacheKey?: string;
+  secretsDir?: string;
   gcMinFree?: string;
   logRetention?: string;
 }
@@ -124,6 +125,7 @@ export async function agent(opts: AgentOpts) {
     cpu: positive(opts.cpu, '--cpu'),
     memoryMb: positive(opts.memory, '--memory'),
     cachePublicKey: opts.cacheKey,
+    secretsDir: opts.secretsDir ? resolve(opts.secretsDir) : undefined,
     gcMinFreeMb: positive(opts.gcMinFree, '--gc-min-free'),
     logRetentionMs: opts.logRetention
       ? positive(opts.logRetention, '--log-retention')! * 86_400_000
