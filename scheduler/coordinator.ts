@@ -12,11 +12,13 @@ import type { AgentMessage, CoordinatorMessage, WorkloadStatus } from '../spec/m
 import { ACTIVE_STATUSES, canTransition, isTerminal } from './core/lifecycle.js';
 import { type Demand, type NodeView, type PlacedInstance, place, type Strategy } from './core/place.js';
 import { errors, MxcError } from './errors.js';
+import { advanceRollouts, type RolloutHost, startRollout } from './rollout.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as logs from './store/logs.js';
 import * as nodes from './store/nodes.js';
+import * as updates from './store/updates.js';
 import * as wl from './store/workloads.js';
 
 export interface AgentSession {
@@ -88,6 +90,7 @@ export class Coordinator {
     for (const s of this.sessions.values()) s.close(1001, 'coordinator shutting down');
     this.sessions.clear();
     await this.evaluating;
+    await this.rolloutRunning;
     await this.flushSeen().catch(() => {});
   }
 
@@ -110,6 +113,7 @@ export class Coordinator {
     const res = await this.db.tx(async (q) => {
       let job = await jobs.getJobByKey(q, key, true);
       let version = 1;
+      let previous: number | null = null;
       if (!job) {
         job = await jobs.insertJob(q, { id: randomUUID(), key, spec, specHash: hash });
       } else {
@@ -121,14 +125,25 @@ export class Coordinator {
             changed: false,
             workloads: [] as string[],
             stopped: [],
+            rolling: false,
           };
         }
+        previous = job.status === 'active' ? job.current_version : null;
         version = job.current_version + 1;
         await jobs.insertJobVersion(q, job.id, version, spec, hash);
         await jobs.setJobVersion(q, job.id, version);
         job = { ...job, current_version: version, status: 'active' };
       }
       await closures.insertJobClosure(q, job.id, version, closure);
+      // With an update_config, a running job is updated batch by batch instead of all at once.
+      if (previous !== null && spec.update_config && !spec.cron_schedule) {
+        const live = await wl.listWorkloads(q, { jobId: job.id, status: ['starting', 'running'], limit: 1 });
+        if (live.length > 0) {
+          await startRollout(q, job.id, previous, version);
+          return { job, version, changed: true, workloads: [] as string[], stopped: [], rolling: true };
+        }
+      }
+      await updates.cancelRolling(q, job.id, `superseded by version ${version}`);
       const stopped = await this.stopJobWorkloads(q, job.id, `replaced by version ${version}`);
       // A cron job runs on its schedule, not on submit.
       const created = spec.cron_schedule ? [] : newWorkloads(job.id, version, spec, 0);
@@ -138,7 +153,7 @@ export class Coordinator {
         job.id,
         spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), new Date()) : null,
       );
-      return { job, version, changed: true, workloads: created.map((w) => w.id), stopped };
+      return { job, version, changed: true, workloads: created.map((w) => w.id), stopped, rolling: false };
     });
     this.dispatchStops(res.stopped);
     if (res.changed) {
@@ -147,6 +162,7 @@ export class Coordinator {
       // Like Nomad's job register, submit returns once the job is committed; placement follows in the
       // next scheduling pass (coalesced with other submits), visible through the workloads' status.
       this.requestEvaluation();
+      if (res.rolling) this.requestRolloutStep();
     }
     const { stopped: _s, ...out } = res;
     return out;
@@ -157,6 +173,7 @@ export class Coordinator {
     if (!job) throw errors.notFound('job', idOrKey);
     const stopped = await this.db.tx(async (q) => {
       await jobs.setJobStatus(q, job.id, 'stopped');
+      await updates.cancelRolling(q, job.id, 'job stopped');
       await jobs.setNextRun(q, job.id, null);
       return this.stopJobWorkloads(q, job.id, 'job stopped');
     });
@@ -292,6 +309,56 @@ export class Coordinator {
       });
     }
     return { paths: paths.length, bytes: closure.reduce((a, p) => a + p.nar_size, 0), nodes: out };
+  }
+
+  // ---------------------------------------------------------------- rolling updates
+
+  private rolloutRunning: Promise<void> | null = null;
+  private rolloutAgain = false;
+
+  /** Advances rolling updates soon; concurrent requests coalesce. */
+  requestRolloutStep(): void {
+    if (this.closed) return;
+    if (this.rolloutRunning) {
+      this.rolloutAgain = true;
+      return;
+    }
+    this.rolloutRunning = (async () => {
+      try {
+        do {
+          this.rolloutAgain = false;
+          await this.stepRollouts();
+        } while (this.rolloutAgain && !this.closed);
+      } catch (err) {
+        this.log.error({ err }, 'advancing rolling updates failed');
+      } finally {
+        this.rolloutRunning = null;
+      }
+    })();
+  }
+
+  /** One step of every rolling update, in one transaction. */
+  async stepRollouts(now = new Date()): Promise<void> {
+    const host: RolloutHost = {
+      stopWorkloads: async (q, ws, reason) => {
+        const toAgents: wl.WorkloadRow[] = [];
+        for (const w of ws) {
+          if (w.status === 'pending') await wl.transition(q, w, 'stopped', reason);
+          else if (w.status === 'starting' || w.status === 'running') {
+            await wl.transition(q, w, 'stopping', reason);
+            toAgents.push(w);
+          }
+        }
+        return toAgents;
+      },
+      createWorkloads: async (q, jobId, version, spec, instances, reason) => {
+        await wl.insertWorkloads(q, newWorkloads(jobId, version, spec, 0, instances), reason);
+      },
+    };
+    const r = await retryOnConflict(() => this.db.tx((q) => advanceRollouts(q, host, now)));
+    this.dispatchStops(r.stops);
+    for (const id of r.changedJobs) this.emit({ kind: 'job', id });
+    if (r.created) this.requestEvaluation();
   }
 
   // ---------------------------------------------------------------- nodes
@@ -699,6 +766,7 @@ export class Coordinator {
     });
     if (outcome === 'applied') {
       this.emit({ kind: 'workload', id, status });
+      this.requestRolloutStep();
       if (isTerminal(status)) this.requestEvaluation();
     }
   }
@@ -779,6 +847,7 @@ export class Coordinator {
     await this.runDueCronJobs(new Date(now)).catch((err) =>
       this.log.error({ err }, 'launching cron jobs failed'),
     );
+    this.requestRolloutStep();
     await this.flushSeen();
     const all = await nodes.listNodes(this.db);
     let changed = false;

@@ -15,6 +15,7 @@ interface JobView {
   next_run_at: string | null;
   spec: { instances: number; service: boolean; cron_schedule?: string | null; mxc: { isolation: string } };
   workloads?: { id: string; status: string; node_id: string | null; job_version: number }[];
+  update?: { status: string; from_version: number; to_version: number; message: string } | null;
 }
 
 export async function list(opts: Opts) {
@@ -42,6 +43,12 @@ export async function show(id: string, opts: Opts) {
   out('id', j.id);
   out('status', statusColor(j.status));
   out('version', String(j.current_version));
+  if (j.update) {
+    out(
+      'update',
+      `${j.update.from_version} → ${j.update.to_version}: ${statusColor(j.update.status === 'rolling' ? 'starting' : j.update.status === 'succeeded' ? 'running' : 'failed').replace(/starting|running|failed/, j.update.status)} (${j.update.message})`,
+    );
+  }
   if (j.spec.cron_schedule)
     out(
       'schedule',

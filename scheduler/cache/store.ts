@@ -2,7 +2,7 @@
  * The cache on disk: `<dir>/narinfo/<hash>.narinfo`, `<dir>/nar/<filehash>.nar.br`, `<dir>/tmp/`.
  * A path is in the cache exactly when its narinfo exists; narinfos are published last, by rename.
  */
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hashPart, type NarInfo, parseNarInfo, STORE_DIR, storeBasename } from '../../compiler/nar-info.js';
 import { CacheError } from './errors.js';
@@ -65,23 +65,28 @@ export class CacheStore {
   }
 
   /**
-   * The narinfo text for a hash part, or null. Published narinfos never change (uploads are idempotent
-   * and nothing is deleted), so texts are kept in memory once read: narinfo lookups are the hot path of
-   * every substitution. Misses are not remembered, since the path may be uploaded a moment later.
+   * The narinfo text for a hash part, or null. Narinfo lookups are the hot path of every substitution,
+   * so texts are kept in memory and re-read only when the file changed (a stat instead of a read).
+   * Misses are not remembered, since the path may be uploaded a moment later.
    */
   async narinfoText(hash: string): Promise<string | null> {
-    const hit = this.narinfoTexts.get(hash);
-    if (hit !== undefined) return hit;
     const file = this.narinfoFileForHash(hash);
-    const text = file ? await readFile(file, 'utf8').catch(() => null) : null;
-    if (text !== null) {
-      if (this.narinfoTexts.size >= NARINFO_CACHE_ENTRIES) this.narinfoTexts.clear();
-      this.narinfoTexts.set(hash, text);
+    if (!file) return null;
+    const info = await stat(file).catch(() => null);
+    if (!info) {
+      this.narinfoTexts.delete(hash);
+      return null;
     }
+    const hit = this.narinfoTexts.get(hash);
+    if (hit && hit.mtimeMs === info.mtimeMs && hit.size === info.size) return hit.text;
+    const text = await readFile(file, 'utf8').catch(() => null);
+    if (text === null) return null;
+    if (this.narinfoTexts.size >= NARINFO_CACHE_ENTRIES) this.narinfoTexts.clear();
+    this.narinfoTexts.set(hash, { text, mtimeMs: info.mtimeMs, size: info.size });
     return text;
   }
 
-  private readonly narinfoTexts = new Map<string, string>();
+  private readonly narinfoTexts = new Map<string, { text: string; mtimeMs: number; size: number }>();
 
   /** The compressed NAR file for a `nar/<file>` URL component, or null when the name is not ours. */
   narFile(file: string): string | null {

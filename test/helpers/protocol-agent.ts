@@ -15,6 +15,8 @@ export interface ProtocolAgentOptions {
   attributes?: Record<string, string>;
   /** Report `running` as soon as a start arrives (default true). */
   autoRun?: boolean;
+  /** Decides what to report for a start (default: running when autoRun). */
+  onStart?: (m: Extract<CoordinatorMessage, { type: 'start' }>) => 'running' | 'failed' | null;
   heartbeat?: boolean;
 }
 
@@ -81,9 +83,23 @@ export class ProtocolAgent {
         this.timer = setInterval(() => this.send({ type: 'heartbeat' }), m.heartbeat_interval_ms);
       }
     }
-    if (m.type === 'start' && this.opts.autoRun !== false) {
-      this.running.add(m.workload.id);
-      this.send({ type: 'workload_status', workload_id: m.workload.id, status: 'running' });
+    if (m.type === 'start') {
+      const verdict = this.opts.onStart
+        ? this.opts.onStart(m)
+        : this.opts.autoRun !== false
+          ? 'running'
+          : null;
+      if (verdict) {
+        this.send({ type: 'workload_status', workload_id: m.workload.id, status: 'running' });
+        if (verdict === 'running') this.running.add(m.workload.id);
+        else
+          this.send({
+            type: 'workload_status',
+            workload_id: m.workload.id,
+            status: 'failed',
+            reason: 'it broke',
+          });
+      }
     }
     if (m.type === 'stop') {
       this.running.delete(m.workload_id);

@@ -4,6 +4,7 @@ import type { Coordinator } from '../../coordinator.js';
 import { errors } from '../../errors.js';
 import * as closures from '../../store/closures.js';
 import * as jobs from '../../store/jobs.js';
+import * as updates from '../../store/updates.js';
 import * as wl from '../../store/workloads.js';
 import { presentWorkloads } from '../views.js';
 
@@ -27,13 +28,20 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     if (!job) throw errors.notFound('job', req.params.id);
     const v = await jobs.getJobVersion(db, job.id, job.current_version);
     const workloads = await presentWorkloads(db, await wl.listWorkloads(db, { jobId: job.id, limit: 1000 }));
-    return { data: { ...job, spec: v?.spec, workloads } };
+    const [update] = await updates.listUpdates(db, job.id);
+    return { data: { ...job, spec: v?.spec, workloads, update: update ?? null } };
   });
 
   app.get<{ Params: { id: string } }>('/api/jobs/:id/versions', async (req) => {
     const job = await jobs.getJob(db, req.params.id);
     if (!job) throw errors.notFound('job', req.params.id);
     return { data: await jobs.listJobVersions(db, job.id) };
+  });
+
+  app.get<{ Params: { id: string } }>('/api/jobs/:id/updates', async (req) => {
+    const job = await jobs.getJob(db, req.params.id);
+    if (!job) throw errors.notFound('job', req.params.id);
+    return { data: await updates.listUpdates(db, job.id) };
   });
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/prewarm', async (req) => ({

@@ -1,0 +1,165 @@
+/**
+ * Rolling updates (Aurora's UpdateConfig): a job resubmitted with an `update_config` while its previous
+ * version runs is replaced `batch_size` instances at a time. An instance of the new version counts once
+ * it has run for `watch_secs` (and, when the job has a health check, reported healthy). More failed
+ * instances than `max_total_failures` end the update: rolled back to the previous version when
+ * `rollback_on_failure`, else left as it is and marked failed. Advanced by the coordinator's tick and
+ * after every status change; every step is one transaction.
+ */
+import { randomUUID } from 'node:crypto';
+import type { JobSpec } from '../spec/job.js';
+import type { Queryable } from './store/db.js';
+import * as jobs from './store/jobs.js';
+import * as updates from './store/updates.js';
+import type { WorkloadRow } from './store/workloads.js';
+import * as wl from './store/workloads.js';
+
+/** What a rollout needs from the coordinator. */
+export interface RolloutHost {
+  /** Moves live workloads towards stopped; returns those an agent must be told to stop. */
+  stopWorkloads(q: Queryable, ws: WorkloadRow[], reason: string): Promise<WorkloadRow[]>;
+  /** Creates pending workloads of `version` for the given instances. */
+  createWorkloads(
+    q: Queryable,
+    jobId: string,
+    version: number,
+    spec: JobSpec,
+    instances: number[],
+    reason: string,
+  ): Promise<void>;
+}
+
+export interface StepResult {
+  stops: WorkloadRow[];
+  created: boolean;
+  changedJobs: string[];
+}
+
+const LIVE = new Set(['pending', 'starting', 'running']);
+
+/** Starts a rollout from `from` to `to` (the caller has already made `to` the job's current version). */
+export async function startRollout(
+  q: Queryable,
+  jobId: string,
+  from: number,
+  to: number,
+  rollback = false,
+): Promise<void> {
+  await updates.cancelRolling(q, jobId, `superseded by the update to version ${to}`);
+  await updates.insertUpdate(q, {
+    id: randomUUID(),
+    job_id: jobId,
+    from_version: from,
+    to_version: to,
+    rollback,
+    message: rollback ? `rolling back to version ${to}` : `updating from version ${from} to ${to}`,
+  });
+}
+
+/** Advances every rolling update by what can be done now. */
+export async function advanceRollouts(q: Queryable, host: RolloutHost, now: Date): Promise<StepResult> {
+  const out: StepResult = { stops: [], created: false, changedJobs: [] };
+  for (const u of await updates.lockRolling(q)) {
+    const before = out.stops.length + Number(out.created);
+    await advanceOne(q, host, u, now, out);
+    if (out.stops.length + Number(out.created) !== before) out.changedJobs.push(u.job_id);
+  }
+  return out;
+}
+
+async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow, now: Date, out: StepResult) {
+  const target = (await jobs.getJobVersion(q, u.job_id, u.to_version))?.spec;
+  if (!target)
+    return updates.setUpdate(q, u.id, { status: 'failed', message: `version ${u.to_version} is gone` });
+  const cfg = target.update_config ?? {
+    batch_size: 1,
+    watch_secs: 45,
+    max_total_failures: 0,
+    max_per_shard_failures: 0,
+    rollback_on_failure: true,
+    restart_threshold: 60,
+    wait_for_batch_completion: false,
+  };
+  const all = await wl.listWorkloads(q, { jobId: u.job_id, limit: 100_000 });
+  const failures = all.filter(
+    (w) =>
+      w.job_version === u.to_version &&
+      (w.status === 'failed' || w.status === 'lost') &&
+      w.created_at >= u.created_at,
+  ).length;
+
+  if (failures > cfg.max_total_failures) {
+    const why = `${failures} instance(s) of version ${u.to_version} failed (max_total_failures ${cfg.max_total_failures})`;
+    if (cfg.rollback_on_failure && !u.rollback) {
+      await updates.setUpdate(q, u.id, {
+        status: 'rolled_back',
+        message: `${why}; rolled back to version ${u.from_version}`,
+      });
+      await jobs.setJobVersion(q, u.job_id, u.from_version);
+      await startRollout(q, u.job_id, u.to_version, u.from_version, true);
+    } else {
+      await updates.setUpdate(q, u.id, { status: 'failed', message: why });
+    }
+    return;
+  }
+
+  const n = target.instances;
+  const batchEnd = Math.min(n, u.next_instance + cfg.batch_size);
+  let batchDone = true;
+  for (let instance = u.next_instance; instance < batchEnd; instance++) {
+    const mine = all
+      .filter((w) => w.instance === instance)
+      .sort((a, b) => b.created_at.getTime() - a.created_at.getTime());
+    const newest = mine.find((w) => w.job_version === u.to_version && LIVE.has(w.status));
+    const others = mine.filter(
+      (w) =>
+        w.job_version !== u.to_version &&
+        (w.status === 'pending' || w.status === 'starting' || w.status === 'running'),
+    );
+    if (!newest) {
+      // Replace this instance: the old one stops, the new one is placed (capacity frees as it stops).
+      out.stops.push(
+        ...(await host.stopWorkloads(q, others, `replaced by version ${u.to_version} (rolling update)`)),
+      );
+      await host.createWorkloads(
+        q,
+        u.job_id,
+        u.to_version,
+        target,
+        [instance],
+        `rolling update to version ${u.to_version}`,
+      );
+      out.created = true;
+      batchDone = false;
+      continue;
+    }
+    if (others.length)
+      out.stops.push(...(await host.stopWorkloads(q, others, `replaced by version ${u.to_version}`)));
+    const watched =
+      newest.status === 'running' &&
+      newest.started_at !== null &&
+      now.getTime() - newest.started_at.getTime() >= cfg.watch_secs * 1000 &&
+      (target.health_check_config ? newest.health === 'healthy' : newest.health !== 'unhealthy');
+    if (!watched) batchDone = false;
+  }
+  if (!batchDone) return;
+  if (batchEnd < n) {
+    await updates.setUpdate(q, u.id, {
+      next_instance: batchEnd,
+      message: `${batchEnd} of ${n} instance(s) updated`,
+    });
+    return advanceOne(q, host, { ...u, next_instance: batchEnd }, now, out);
+  }
+  // Every instance runs the target version: instances beyond the new count go.
+  const extra = all.filter(
+    (w) => w.instance >= n && (w.status === 'pending' || w.status === 'starting' || w.status === 'running'),
+  );
+  out.stops.push(...(await host.stopWorkloads(q, extra, `version ${u.to_version} has ${n} instance(s)`)));
+  await updates.setUpdate(q, u.id, {
+    status: 'succeeded',
+    next_instance: n,
+    message: u.rollback
+      ? `rolled back to version ${u.to_version}`
+      : `all ${n} instance(s) run version ${u.to_version}`,
+  });
+}

@@ -1,0 +1,60 @@
+/** SQL for `job_updates`: rolling updates of a job from one version to another, batch by batch. */
+import type { Queryable } from './db.js';
+
+export type UpdateStatus = 'rolling' | 'succeeded' | 'failed' | 'rolled_back' | 'cancelled';
+
+export interface UpdateRow {
+  id: string;
+  job_id: string;
+  from_version: number;
+  to_version: number;
+  status: UpdateStatus;
+  rollback: boolean;
+  next_instance: number;
+  message: string;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export async function insertUpdate(
+  q: Queryable,
+  u: Pick<UpdateRow, 'id' | 'job_id' | 'from_version' | 'to_version' | 'rollback' | 'message'>,
+): Promise<void> {
+  await q.query(
+    `INSERT INTO job_updates (id, job_id, from_version, to_version, status, rollback, message)
+     VALUES ($1, $2, $3, $4, 'rolling', $5, $6)`,
+    [u.id, u.job_id, u.from_version, u.to_version, u.rollback, u.message],
+  );
+}
+
+/** Rolling updates, locked so that two coordinators never advance the same one. */
+export async function lockRolling(q: Queryable): Promise<UpdateRow[]> {
+  return q.query<UpdateRow>(
+    `SELECT * FROM job_updates WHERE status = 'rolling' ORDER BY created_at FOR UPDATE SKIP LOCKED`,
+  );
+}
+
+export async function setUpdate(
+  q: Queryable,
+  id: string,
+  f: { status?: UpdateStatus; next_instance?: number; message?: string },
+): Promise<void> {
+  await q.query(
+    `UPDATE job_updates SET status = COALESCE($2, status), next_instance = COALESCE($3, next_instance),
+       message = COALESCE($4, message), updated_at = now() WHERE id = $1`,
+    [id, f.status ?? null, f.next_instance ?? null, f.message ?? null],
+  );
+}
+
+/** Ends a job's rolling update, if any, because a newer submit or a stop supersedes it. */
+export async function cancelRolling(q: Queryable, jobId: string, message: string): Promise<void> {
+  await q.query(
+    `UPDATE job_updates SET status = 'cancelled', message = $2, updated_at = now()
+     WHERE job_id = $1 AND status = 'rolling'`,
+    [jobId, message],
+  );
+}
+
+export async function listUpdates(q: Queryable, jobId: string): Promise<UpdateRow[]> {
+  return q.query<UpdateRow>('SELECT * FROM job_updates WHERE job_id = $1 ORDER BY created_at DESC', [jobId]);
+}

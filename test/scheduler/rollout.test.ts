@@ -1,0 +1,112 @@
+/**
+ * Rolling updates against a real coordinator and database with protocol-level agents: batch by batch
+ * with a watch period, and a failing new version rolled back to the previous one.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { JobSpecInput } from '../../spec/job.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+
+describe('rolling updates', () => {
+  let c: TestCoordinator;
+  const agents: ProtocolAgent[] = [];
+  afterEach(async () => {
+    for (const a of agents.splice(0)) a.close();
+    await c?.stop();
+  });
+
+  const job = (cmd: string, over: Partial<JobSpecInput> = {}) =>
+    plainJob({
+      name: 'rolling',
+      instances: 3,
+      task: {
+        name: 't',
+        processes: [{ name: 'p', cmdline: cmd }],
+        resources: { cpu: 0.5, ram: 64 << 20, disk: 1 << 20 },
+      },
+      update_config: { batch_size: 2, watch_secs: 1, max_total_failures: 0, rollback_on_failure: true },
+      ...over,
+    });
+  const byVersion = async (jobId: string) => {
+    const ws = (await c.api('GET', `/api/workloads?job=${jobId}`)).body.data as {
+      job_version: number;
+      status: string;
+      instance: number;
+    }[];
+    const out: Record<string, number> = {};
+    for (const w of ws)
+      out[`v${w.job_version}:${w.status}`] = (out[`v${w.job_version}:${w.status}`] ?? 0) + 1;
+    return out;
+  };
+
+  it('replaces instances batch by batch, each batch watched before the next', async () => {
+    c = await startTestCoordinator('postgres');
+    // Every start after the first three is recorded with the instances still running the old version.
+    const a = new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 });
+    agents.push(await a.connect());
+    const v1 = await c.api('POST', '/api/jobs', job('v1'));
+    const jobId = v1.body.data.job.id;
+    await eventually(async () => (await byVersion(jobId))['v1:running'] === 3);
+
+    const v2 = await c.api('POST', '/api/jobs', job('v2'));
+    expect(v2.status).toBe(201);
+    expect(v2.body.data.version).toBe(2);
+    expect(v2.body.data.workloads).toEqual([]);
+    // First batch: two instances move, the third keeps running version 1 during the watch.
+    await eventually(async () => {
+      const v = await byVersion(jobId);
+      return v['v2:running'] === 2 && v['v1:running'] === 1 ? v : null;
+    }, 10_000);
+    const midway = (await c.api('GET', `/api/jobs/${jobId}`)).body.data.update;
+    expect(midway).toMatchObject({ status: 'rolling', from_version: 1, to_version: 2 });
+    const done = await eventually(async () => {
+      const u = (await c.api('GET', `/api/jobs/${jobId}`)).body.data.update;
+      return u.status === 'succeeded' ? u : null;
+    }, 20_000);
+    expect(done.message).toBe('all 3 instance(s) run version 2');
+    expect(await byVersion(jobId)).toEqual({ 'v2:running': 3, 'v1:stopped': 3 });
+  });
+
+  it('rolls back to the previous version when the new one fails', async () => {
+    c = await startTestCoordinator('postgres');
+    const a = new ProtocolAgent({
+      url: c.url,
+      name: 'n',
+      cpu: 8,
+      onStart: (m) => (m.workload.spec.task.processes[0]!.cmdline === 'broken' ? 'failed' : 'running'),
+    });
+    agents.push(await a.connect());
+    const v1 = await c.api('POST', '/api/jobs', job('good'));
+    const jobId = v1.body.data.job.id;
+    await eventually(async () => (await byVersion(jobId))['v1:running'] === 3);
+
+    await c.api('POST', '/api/jobs', job('broken'));
+    const history = await eventually(async () => {
+      const us = (await c.api('GET', `/api/jobs/${jobId}/updates`)).body.data;
+      return us.length === 2 && us[0].status === 'succeeded' ? us : null;
+    }, 20_000);
+    expect(history[1]).toMatchObject({ status: 'rolled_back', from_version: 1, to_version: 2 });
+    expect(history[1].message).toMatch(
+      /[12] instance\(s\) of version 2 failed \(max_total_failures 0\); rolled back to version 1/,
+    );
+    expect(history[0]).toMatchObject({ rollback: true, from_version: 2, to_version: 1 });
+    const jobNow = (await c.api('GET', `/api/jobs/${jobId}`)).body.data;
+    expect(jobNow.current_version).toBe(1);
+    const v = await eventually(async () => {
+      const x = await byVersion(jobId);
+      return x['v1:running'] === 3 ? x : null;
+    });
+    expect(v['v2:running']).toBeUndefined();
+  });
+
+  it('replaces everything at once without an update_config, as before', async () => {
+    c = await startTestCoordinator('pglite');
+    agents.push(await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect());
+    const v1 = await c.api('POST', '/api/jobs', job('v1', { update_config: undefined }));
+    const jobId = v1.body.data.job.id;
+    await eventually(async () => (await byVersion(jobId))['v1:running'] === 3);
+    const v2 = await c.api('POST', '/api/jobs', job('v2', { update_config: undefined }));
+    expect(v2.body.data.workloads).toHaveLength(3);
+    await eventually(async () => (await byVersion(jobId))['v2:running'] === 3);
+  });
+});
