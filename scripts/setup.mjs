@@ -33,14 +33,37 @@ const SYSTEM = [
 ];
 
 const onPath = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const canApt = process.getuid?.() === 0 && onPath('apt-get');
+const aptEnv = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+
+/** Package lists that are missing or older than a day make installs and the kernel download fail. */
+function aptListsStale() {
+  const dir = '/var/lib/apt/lists';
+  try {
+    const lists = readdirSync(dir).filter((f) => f.endsWith('_Packages') || f.endsWith('_Packages.lz4'));
+    if (lists.length === 0) return true;
+    return Date.now() - Math.max(...lists.map((f) => statSync(join(dir, f)).mtimeMs)) > 86_400_000;
+  } catch {
+    return true;
+  }
+}
+
+/** microVM tests download Debian's kernel package: its name must resolve from the package lists. */
+function kernelResolvable() {
+  const r = spawnSync('apt-cache', ['depends', 'linux-image-amd64'], { encoding: 'utf8' });
+  return r.status === 0 && /Depends:\s*linux-image-\d/.test(r.stdout);
+}
 const missing = SYSTEM.filter((s) => (s.file ? !existsSync(s.file) : !onPath(s.need)));
 
 if (missing.length > 0) {
   const pkgs = [...new Set(missing.map((m) => m.pkg))];
-  const isRoot = process.getuid?.() === 0;
-  if (isRoot && onPath('apt-get')) {
+  if (canApt) {
+    if (aptListsStale()) {
+      say('refreshing the package lists (apt-get update)');
+      spawnSync('apt-get', ['update'], { stdio: 'inherit', env: aptEnv });
+    }
     say(`installing ${pkgs.join(' ')} with apt-get`);
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    const env = aptEnv;
     const install = () =>
       spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...pkgs], { stdio: 'inherit', env })
         .status === 0;
@@ -57,6 +80,11 @@ if (missing.length > 0) {
     say(`install them with: sudo apt-get install -y ${pkgs.join(' ')}`);
     process.exit(1);
   }
+}
+
+if (canApt && !kernelResolvable()) {
+  say('refreshing the package lists so the microVM kernel package resolves (apt-get update)');
+  spawnSync('apt-get', ['update'], { stdio: 'inherit', env: aptEnv });
 }
 
 // npm ci when node_modules is missing or was installed from another lock file.
