@@ -226,6 +226,22 @@ example(
   'npx mxc where busybox',
 ).action(lazy(store, 'where'));
 
+const tk = program.command('tokens').description('named client and agent tokens');
+const tokens = () => import('./commands/tokens.js');
+example(
+  client(tk.command('create <name>'))
+    .description('create a token (printed once; only its digest is kept)')
+    .option('--kind <kind>', 'client (CLI, dashboard) or agent (joining)', 'client'),
+  'npx mxc tokens create rack-a-agents --kind agent',
+).action(lazy(tokens, 'create'));
+example(client(tk.command('list')).description('list token names and kinds'), 'npx mxc tokens list').action(
+  lazy(tokens, 'list'),
+);
+example(
+  client(tk.command('revoke <name>')).description('revoke a token'),
+  'npx mxc tokens revoke rack-a-agents',
+).action(lazy(tokens, 'revoke'));
+
 const cl = program.command('cluster').description('the cluster as a whole');
 example(
   client(cl.command('status')).description('nodes, workloads, resources and cache key at a glance'),

@@ -6,7 +6,7 @@ import { mkdir } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
-import { isAgent, isClient, type Tokens } from './api/auth.js';
+import { Auth, type Tokens } from './api/auth.js';
 import { cachedClosure } from './cache/closure.js';
 import { cachePlugin, openCacheStore } from './cache/index.js';
 import { Coordinator } from './coordinator.js';
@@ -43,6 +43,11 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     const applied = await migrate(db);
     if (applied.length) opts.logger.info({ applied }, 'database migrated');
     const cache = await openCacheStore(opts.dataDir);
+    const auth = new Auth(opts.tokens, db);
+    await auth.load();
+    // Several coordinators share the table: pick up tokens created or revoked elsewhere.
+    const authReload = setInterval(() => void auth.load().catch(() => {}), 10_000);
+    authReload.unref();
     const ttl = opts.heartbeatTtlMs ?? 30_000;
     const coordinator = new Coordinator(db, opts.logger.child({ component: 'coordinator' }), {
       heartbeatTtlMs: ttl,
@@ -58,7 +63,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     });
     const app = await buildApp({
       coordinator,
-      tokens: opts.tokens,
+      auth,
       logger: opts.logger,
       plugins: [
         async (a) => {
@@ -66,9 +71,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
             dataDir: opts.dataDir,
             store: cache,
             authorize: (req, access) =>
-              access === 'write'
-                ? isClient(req, opts.tokens)
-                : isClient(req, opts.tokens) || isAgent(req, opts.tokens),
+              access === 'write' ? auth.isClient(req) : auth.isClient(req) || auth.isAgent(req),
           });
         },
         async (a) => {
@@ -77,7 +80,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       ],
       statusExtra: async () => ({
         cache_public_key: cache.key.publicKey,
-        cache_paths: (await cache.list()).length,
+        cache_paths: await cache.count(),
       }),
     });
     const address = await app.listen({ port: opts.port, host: opts.host ?? '127.0.0.1' });
@@ -90,6 +93,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       db,
       url,
       async close() {
+        clearInterval(authReload);
         await coordinator.close();
         await app.close();
         await db.close();

@@ -7,7 +7,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Logger } from 'pino';
 import type { Coordinator } from '../coordinator.js';
 import { errors } from '../errors.js';
-import { isAgent, isClient, type Tokens } from './auth.js';
+import type { Auth } from './auth.js';
 import { installErrorHandler } from './error-handler.js';
 import { openApiDocument } from './openapi.js';
 import { agentSocketRoutes } from './routes/agent-ws.js';
@@ -15,11 +15,12 @@ import { clusterRoutes } from './routes/cluster.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
+import { tokenRoutes } from './routes/tokens.js';
 import { workloadRoutes } from './routes/workloads.js';
 
 export interface AppOptions {
   coordinator: Coordinator;
-  tokens: Tokens;
+  auth: Auth;
   logger: Logger;
   /** Largest JSON body accepted (job specs). */
   bodyLimit?: number;
@@ -51,18 +52,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     if (!path.startsWith('/api/') && path !== '/metrics') return;
     if (OPEN_ROUTES.has(path) || path.startsWith('/api/cache/')) return;
     // Agents may read what they need with their own token.
-    if (isClient(req, opts.tokens)) return;
-    if (
-      path.startsWith('/api/workloads') &&
-      req.method === 'GET' &&
-      isAgent(req, opts.tokens) &&
-      opts.tokens.agent
-    )
-      return;
+    if (opts.auth.isClient(req)) return;
     throw errors.unauthorized('API');
   });
 
-  await app.register(agentSocketRoutes, { coordinator: opts.coordinator, tokens: opts.tokens });
+  await app.register(agentSocketRoutes, { coordinator: opts.coordinator, auth: opts.auth });
+  await app.register(tokenRoutes, { auth: opts.auth, db: opts.coordinator.db });
   await app.register(jobRoutes, { coordinator: opts.coordinator });
   await app.register(workloadRoutes, { coordinator: opts.coordinator });
   await app.register(nodeRoutes, { coordinator: opts.coordinator });

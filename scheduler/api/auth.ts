@@ -1,13 +1,23 @@
-/** Bearer-token checks: client (MXC_API_TOKEN) and agent (MXC_AGENT_TOKEN) tokens, compared in constant time. */
-import { createHash, timingSafeEqual } from 'node:crypto';
+/**
+ * Who may call what. Client tokens (CLI, dashboard) and agent join tokens come from the environment
+ * (MXC_API_TOKEN, MXC_AGENT_TOKEN) and from the `api_tokens` table (`mxc tokens create`), stored as
+ * SHA-256 digests and compared in constant time. With no client token at all the API is open; with no
+ * agent token, agents join with a client token (or freely when the API is open).
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
+import { errors } from '../errors.js';
+import type { Queryable } from '../store/db.js';
+import * as tokensTable from '../store/tokens.js';
 
 export interface Tokens {
-  /** Clients (CLI, dashboard). Unset: the API is open. */
+  /** Clients (CLI, dashboard). */
   api?: string;
-  /** Agents joining. Unset: falls back to the API token, else open. */
+  /** Agents joining. */
   agent?: string;
 }
+
+export type TokenKind = 'client' | 'agent';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -30,11 +40,83 @@ export function bearer(req: FastifyRequest): string | undefined {
   return typeof q === 'string' ? q : undefined;
 }
 
-export function isClient(req: FastifyRequest, tokens: Tokens): boolean {
-  return tokens.api === undefined || tokenMatches(bearer(req), tokens.api);
-}
+/** The coordinator's token checks; the table's digests are kept in memory and reloaded on change. */
+export class Auth {
+  private stored: { kind: TokenKind; digest: Buffer }[] = [];
 
-export function isAgent(req: FastifyRequest, tokens: Tokens): boolean {
-  const expected = tokens.agent ?? tokens.api;
-  return expected === undefined || tokenMatches(bearer(req), expected);
+  constructor(
+    readonly env: Tokens,
+    private readonly db?: Queryable,
+  ) {}
+
+  /** Reads the stored tokens (at start, and periodically so that several coordinators agree). */
+  async load(): Promise<void> {
+    if (!this.db) return;
+    const rows = await tokensTable.listTokens(this.db);
+    this.stored = rows.map((r) => ({ kind: r.kind, digest: Buffer.from(r.token_hash, 'hex') }));
+  }
+
+  private matchesStored(given: string | undefined, kind: TokenKind): boolean {
+    if (given === undefined) return false;
+    const d = digest(given);
+    let hit = false;
+    for (const t of this.stored) if (t.kind === kind && timingSafeEqual(d, t.digest)) hit = true;
+    return hit;
+  }
+
+  private hasClientTokens(): boolean {
+    return this.env.api !== undefined || this.stored.some((t) => t.kind === 'client');
+  }
+
+  private hasAgentTokens(): boolean {
+    return this.env.agent !== undefined || this.stored.some((t) => t.kind === 'agent');
+  }
+
+  /** A CLI or dashboard request. */
+  isClient(req: FastifyRequest): boolean {
+    if (!this.hasClientTokens()) return true;
+    const given = bearer(req);
+    return (
+      (this.env.api !== undefined && tokenMatches(given, this.env.api)) || this.matchesStored(given, 'client')
+    );
+  }
+
+  /** An agent joining or reading the cache. */
+  isAgent(req: FastifyRequest): boolean {
+    if (!this.hasAgentTokens()) return this.isClient(req);
+    const given = bearer(req);
+    return (
+      (this.env.agent !== undefined && tokenMatches(given, this.env.agent)) ||
+      this.matchesStored(given, 'agent')
+    );
+  }
+
+  /** Creates a named token and returns it; only its digest is kept. */
+  async create(name: string, kind: TokenKind): Promise<{ name: string; kind: TokenKind; token: string }> {
+    if (!this.db) throw errors.badRequest('this coordinator has no database for tokens');
+    const token = `mxc_${kind === 'agent' ? 'a' : 'c'}_${randomBytes(24).toString('base64url')}`;
+    try {
+      await tokensTable.insertToken(this.db, {
+        id: randomBytes(8).toString('hex'),
+        name,
+        kind,
+        hash: digest(token).toString('hex'),
+      });
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        throw errors.conflict(
+          'TOKEN_EXISTS',
+          `a token named "${name}" exists; revoke it first or pick another name`,
+        );
+      }
+      throw err;
+    }
+    await this.load();
+    return { name, kind, token };
+  }
+
+  async revoke(name: string): Promise<void> {
+    if (!this.db || !(await tokensTable.deleteToken(this.db, name))) throw errors.notFound('token', name);
+    await this.load();
+  }
 }

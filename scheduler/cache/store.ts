@@ -118,6 +118,11 @@ export class CacheStore {
   }
 
   /** Every store path in the cache (for listings and tests). */
+  /** How many paths the cache holds (one narinfo each). */
+  async count(): Promise<number> {
+    return (await readdir(this.narinfoDir)).filter((f) => f.endsWith('.narinfo')).length;
+  }
+
   async list(): Promise<string[]> {
     const files = (await readdir(this.narinfoDir)).filter((f) => f.endsWith('.narinfo'));
     const infos = await Promise.all(files.map((f) => readNarInfo(join(this.narinfoDir, f))));

@@ -249,3 +249,47 @@ describe('OpenAPI', () => {
     }
   });
 });
+
+describe.each(ENGINES)('stored tokens on %s', (engine) => {
+  it('are created once, turn auth on, let agents join, and stop working when revoked', async () => {
+    const c = await startTestCoordinator(engine);
+    try {
+      // Open until a client token exists.
+      expect((await c.api('GET', '/api/tokens')).status).toBe(200);
+      const admin = await c.api('POST', '/api/tokens', { name: 'admin', kind: 'client' });
+      expect(admin.status).toBe(201);
+      const token: string = admin.body.data.token;
+      expect(token).toMatch(/^mxc_c_/);
+      const bearer = { authorization: `Bearer ${token}` };
+      expect((await c.api('GET', '/api/workloads')).status).toBe(401);
+      expect((await c.api('GET', '/api/workloads', undefined, bearer)).status).toBe(200);
+
+      const joining = await c.api('POST', '/api/tokens', { name: 'rack-a', kind: 'agent' }, bearer);
+      const agentToken: string = joining.body.data.token;
+      const dup = await c.api('POST', '/api/tokens', { name: 'rack-a', kind: 'agent' }, bearer);
+      expect(dup.status).toBe(409);
+      expect(dup.body.error.code).toBe('TOKEN_EXISTS');
+      const bad = await c.api('POST', '/api/tokens', { name: 'x y', kind: 'root' }, bearer);
+      expect(bad.status).toBe(422);
+
+      const listed = (await c.api('GET', '/api/tokens', undefined, bearer)).body.data;
+      expect(listed.map((t: { name: string; kind: string }) => [t.name, t.kind])).toEqual([
+        ['admin', 'client'],
+        ['rack-a', 'agent'],
+      ]);
+      expect(JSON.stringify(listed)).not.toContain(agentToken);
+      // Agents join with their token, not with a client token.
+      const a = await new ProtocolAgent({ url: c.url, name: 'n', token: agentToken }).connect();
+      a.close();
+      await expect(new ProtocolAgent({ url: c.url, name: 'm', token }).connect()).rejects.toThrow(/4401/);
+
+      expect((await c.api('DELETE', '/api/tokens/rack-a', undefined, bearer)).status).toBe(204);
+      await expect(
+        new ProtocolAgent({ url: c.url, name: 'n', token: agentToken }).connect(),
+      ).rejects.toThrow();
+      expect((await c.api('DELETE', '/api/tokens/rack-a', undefined, bearer)).status).toBe(404);
+    } finally {
+      await c.stop();
+    }
+  });
+});

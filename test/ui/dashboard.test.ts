@@ -1,11 +1,14 @@
 /**
  * The dashboard in headless Chromium against a real coordinator with protocol-level agents: pages show
- * real cluster state, live updates arrive without a reload, stop works, bad submits show their errors,
- * and a token-protected coordinator shows only the login until the token is given. Screenshots go to test-artifacts/.
+ * real cluster state (health, fetched bytes, store paths, closures with sizes, pre-warm, rolling updates,
+ * cron, where a store path runs), live updates arrive without a reload, stop works, bad submits show their
+ * errors, and a token-protected coordinator shows only the login until the token is given.
+ * Screenshots go to test-artifacts/ui/.
  */
 import { mkdir } from 'node:fs/promises';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closureOf } from '../../compiler/nix.js';
 import { pushClosure } from '../../compiler/push.js';
 import { buildClosure } from '../cache/fixtures.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
@@ -62,17 +65,30 @@ async function openPage(
   return page;
 }
 
+/** The dashboard's byte format (html.js `bytes`), to check sizes against the API's numbers. */
+const fmtBytes = (v: number) =>
+  v < 1024 ? `${v} B` : v < 1024 ** 2 ? `${(v / 1024).toFixed(1)} KiB` : `${(v / 1024 ** 2).toFixed(1)} MiB`;
+
 const shot = (page: Page, name: string) =>
   page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
 
 describe('dashboard', () => {
   let c: TestCoordinator;
   const agents: ProtocolAgent[] = [];
+  // A real closure (script → lib, script → busybox), which alpha already holds and beta does not.
+  let closure: Awaited<ReturnType<typeof buildClosure>>;
+  let closurePaths: string[];
 
   beforeAll(async () => {
-    c = await startTestCoordinator('postgres');
+    [c, closure] = await Promise.all([startTestCoordinator('postgres'), buildClosure('ui-dashboard')]);
+    closurePaths = await closureOf([closure.root]);
+    const alpha = new ProtocolAgent({ url: c.url, name: 'alpha', cpu: 4, attributes: { rack: 'r1' } });
+    // Alpha's hello reports its store, as a real agent's does.
+    const send = alpha.send.bind(alpha);
+    alpha.send = (m: unknown) =>
+      send((m as { type: string }).type === 'hello' ? { ...(m as object), store_paths: closurePaths } : m);
     agents.push(
-      await new ProtocolAgent({ url: c.url, name: 'alpha', cpu: 4, attributes: { rack: 'r1' } }).connect(),
+      await alpha.connect(),
       await new ProtocolAgent({ url: c.url, name: 'beta', cpu: 2, attributes: { rack: XSS } }).connect(),
     );
   });
@@ -84,8 +100,7 @@ describe('dashboard', () => {
   });
 
   it('shows the cluster, follows it live, stops a workload, and explains bad submits', async () => {
-    // A real closure in the cache, so the job page has store paths to list.
-    const closure = await buildClosure('ui-dashboard');
+    // The closure in the cache, so the job page has store paths (with sizes) to list.
     await pushClosure({ coordinator: c.url, paths: [closure.root] });
     const web = await c.api('POST', '/api/jobs', {
       ...plainJob({ name: 'web', instances: 2 }),
@@ -120,6 +135,9 @@ describe('dashboard', () => {
     expect(await page.textContent('#nodes-table')).toContain(XSS);
     expect(await page.locator('#nodes-table img').count()).toBe(0);
     expect(await page.evaluate(() => (window as { __xss?: number }).__xss)).toBeUndefined();
+    // The store column counts what each agent reported holding.
+    expect(await page.textContent('[data-store-of="alpha"]')).toBe('nix 2.8 · 3 store paths');
+    expect(await page.textContent('[data-store-of="beta"]')).toBe('nix 2.8 · 0 store paths');
     await shot(page, 'nodes');
 
     // The pending workload says why.
@@ -155,6 +173,8 @@ describe('dashboard', () => {
       workload_id: apiId,
       status: 'running',
       processes: [{ name: 'web', state: 'running', runs: 1, failures: 0, exit_code: null }],
+      health: 'healthy',
+      fetched: { paths: 2, bytes: 1234 },
     });
     agent.send({
       type: 'logs',
@@ -167,19 +187,94 @@ describe('dashboard', () => {
     await page.locator('#logs >> text=listening on :8080').waitFor({ timeout: 5000 });
     expect(await page.textContent('#logs')).toContain(XSS);
     await page.locator('#processes >> text=running').waitFor();
+    // The agent's health verdict and what realising the closure fetched, live.
+    await page.locator('#workload-health >> text=healthy').waitFor({ timeout: 5000 });
+    expect(await page.textContent('#fetched')).toBe('fetched 2 paths, 1.2 KiB');
     await shot(page, 'workload');
     await page.click('#stop-workload');
     await agent.waitFor((m) => m.type === 'stop' && m.workload_id === apiId, 5000);
     await page.locator('#workload-status >> text=stopped').waitFor({ timeout: 5000 });
     expect((await c.api('GET', `/api/workloads/${apiId}`)).body.data.status).toBe('stopped');
 
-    // Job page: spec, closure, versions.
-    await page.goto(`${c.url}/#/jobs/${web.body.data.job.id}`);
+    // Job page: spec, the full closure with sizes and its total, versions.
+    const webId = web.body.data.job.id as string;
+    await page.goto(`${c.url}/#/jobs/${webId}`);
     await page.locator('#closure').waitFor();
-    expect(await page.textContent('#closure')).toContain(closure.root);
+    const sizes = (await c.api('GET', `/api/jobs/${webId}/closure`)).body.data as { nar_size: number }[];
+    const total = sizes.reduce((a, p) => a + p.nar_size, 0);
+    expect(total).toBeGreaterThan(1024);
+    for (const p of closurePaths) expect(await page.textContent('#closure')).toContain(p);
+    expect(await page.textContent('#closure-total')).toBe(`(3 store paths, ${fmtBytes(total)})`);
+    expect(await page.locator('#closure .chip >> text=root').count()).toBe(1);
     expect(await page.textContent('#spec')).toContain('"instances": 2');
     expect(await page.textContent('.page')).toContain('v1 (current)');
+    // Pre-warm: every node the job runs on or would go to, with what it lacks.
+    await page.click('button[data-action="prewarm"]');
+    await page.locator('#prewarm-result table').waitFor({ timeout: 5000 });
+    const prewarmText = await page.textContent('#prewarm-result');
+    expect(prewarmText).toContain(`Pre-warm of 3 paths (${fmtBytes(total)})`);
+    expect(prewarmText).toMatch(/alpha\s*0 B\s*has the closure/);
+    // Every node running the job is listed; beta (if it runs one) lacks the closure and is told to fetch it.
+    const webNodes = (await c.api('GET', `/api/workloads?job=${webId}`)).body.data.map(
+      (w: { node: string }) => w.node,
+    );
+    for (const n of webNodes) expect(prewarmText).toContain(n);
+    if (webNodes.includes('beta')) {
+      expect(prewarmText).toMatch(new RegExp(`beta\\s*${fmtBytes(total)}\\s*fetching`));
+      await agents[1]!.waitFor((m) => m.type === 'prewarm', 5000);
+    }
     await shot(page, 'job');
+
+    // A rolling update to v2, followed live on the job page to its end, with its history.
+    const v2 = await c.api('POST', '/api/jobs', {
+      ...plainJob({
+        name: 'web',
+        instances: 2,
+        update_config: { batch_size: 1, watch_secs: 0, max_total_failures: 0, rollback_on_failure: true },
+      }),
+      task: { ...plainJob().task, processes: [{ name: 'web', cmdline: 'sleep 2000' }] },
+      mxc: { closure: [closure.root], ports: ['http'] },
+    });
+    expect(v2.status).toBe(201);
+    await page.locator('#update-status >> text=succeeded').waitFor({ timeout: 10_000 });
+    expect(await page.textContent('#update')).toContain('v1 → v2');
+    expect(await page.textContent('#update-message')).toBe('all 2 instance(s) run version 2');
+    expect(await page.textContent('#updates')).toContain('succeeded');
+    expect(await page.locator('#prewarm-result').count()).toBe(0);
+    await shot(page, 'job-updated');
+
+    // A cron job shows its schedule and the next run, in the future.
+    const cron = await c.api(
+      'POST',
+      '/api/jobs',
+      plainJob({ name: 'nightly', service: false, cron_schedule: '0 3 * * *' }),
+    );
+    expect(cron.status).toBe(201);
+    await page.goto(`${c.url}/#/jobs/${cron.body.data.job.id}`);
+    await page.locator('#cron').waitFor();
+    expect(await page.textContent('#cron')).toContain('0 3 * * *');
+    expect(await page.textContent('#next-run')).toMatch(/^in \d+[smh]/);
+
+    // Where is…: which jobs and live workloads have busybox in their closure; search terms stay text.
+    await page.click('nav >> text=Where is');
+    await page.fill('#where-form input[name="q"]', closure.busybox.split('-').slice(1).join('-'));
+    await page.click('#where-form button');
+    await page.locator('#where-results table').waitFor();
+    const whereText = await page.textContent('#where-results');
+    expect(whereText).toContain(closure.busybox);
+    expect(whereText).toContain('test/www/prod/web');
+    const live = (await c.api('GET', `/api/workloads?job=${webId}&status=running`)).body.data as {
+      id: string;
+    }[];
+    expect(live.length).toBe(2);
+    for (const w of live) expect(whereText).toContain(w.id);
+    expect(await page.textContent('#where-summary')).toMatch(/^1 store path in\s+1 job, 2 live workloads/);
+    await shot(page, 'where');
+    await page.fill('#where-form input[name="q"]', XSS);
+    await page.click('#where-form button');
+    await page.locator('#where-results .empty').waitFor();
+    expect(await page.textContent('#where-results')).toContain(XSS);
+    expect(await page.locator('#where-results img').count()).toBe(0);
 
     // Submit: a JSON syntax error locally, then the coordinator's problems, then a good submit.
     await page.click('nav >> text=Submit');
@@ -215,6 +310,9 @@ describe('dashboard', () => {
     await phone.goto(`${c.url}/#/workloads/${apiId}`);
     await phone.locator('#workload-status').waitFor();
     await shot(phone, 'workload-phone');
+    await phone.goto(`${c.url}/#/jobs/${webId}`);
+    await phone.locator('#closure').waitFor();
+    await shot(phone, 'job-phone');
     await phone.close();
 
     expect(page.errors).toEqual([]);

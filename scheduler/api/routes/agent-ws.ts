@@ -7,13 +7,13 @@ import type { WebSocket } from 'ws';
 import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js';
 import type { AgentSession, Coordinator } from '../../coordinator.js';
 import { MxcError } from '../../errors.js';
-import { isAgent, type Tokens } from '../auth.js';
+import type { Auth } from '../auth.js';
 
 const HELLO_TIMEOUT_MS = 10_000;
 
 export async function agentSocketRoutes(
   app: FastifyInstance,
-  opts: { coordinator: Coordinator; tokens: Tokens },
+  opts: { coordinator: Coordinator; auth: Auth },
 ) {
   const { coordinator } = opts;
   app.get('/api/agent/ws', { websocket: true }, (socket: WebSocket, req) => {
@@ -23,7 +23,7 @@ export async function agentSocketRoutes(
       },
       close: (code = 1000, reason = '') => socket.close(code, reason),
     };
-    if (!isAgent(req, opts.tokens)) {
+    if (!opts.auth.isAgent(req)) {
       session.send({
         type: 'error',
         code: 'UNAUTHORIZED',

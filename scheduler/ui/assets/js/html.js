@@ -59,10 +59,12 @@ export function mb(n) {
   return `${Math.round(v)} MiB`;
 }
 
+/** Byte counts (NAR sizes, fetched bytes): one decimal up to GiB, where closures live. */
 export function bytes(n) {
   const v = Number(n) || 0;
   if (v < 1024) return `${v} B`;
-  return v < 1024 * 1024 ? `${(v / 1024).toFixed(1)} KiB` : mb(v / 1024 / 1024);
+  if (v < 1024 * 1024) return `${(v / 1024).toFixed(1)} KiB`;
+  return v < 1024 ** 3 ? `${(v / 1024 / 1024).toFixed(1)} MiB` : mb(v / 1024 / 1024);
 }
 
 export function cpu(n) {
@@ -78,21 +80,27 @@ export function bar(used, total, fmt = String) {
     <span class="bar-label">${fmt(used)} / ${fmt(total)}</span></div>`;
 }
 
+/** A short relative time: "3m ago" for the past, "in 3m" for the future (next cron runs). */
 export function ago(when) {
   if (!when) return html`<span class="muted">—</span>`;
   const t = new Date(when);
   const s = Math.round((Date.now() - t.getTime()) / 1000);
-  const text =
-    s < 5
-      ? 'just now'
-      : s < 60
-        ? `${s}s ago`
-        : s < 3600
-          ? `${Math.floor(s / 60)}m ago`
-          : s < 86400
-            ? `${Math.floor(s / 3600)}h ago`
-            : `${Math.floor(s / 86400)}d ago`;
+  const span = (a) =>
+    a < 60
+      ? `${a}s`
+      : a < 3600
+        ? `${Math.floor(a / 60)}m`
+        : a < 86400
+          ? `${Math.floor(a / 3600)}h`
+          : `${Math.floor(a / 86400)}d`;
+  const text = Math.abs(s) < 5 ? 'just now' : s > 0 ? `${span(s)} ago` : `in ${span(-s)}`;
   return html`<time datetime="${t.toISOString()}" title="${t.toLocaleString()}">${text}</time>`;
+}
+
+/** The agent's HTTP health check verdict (null: the job has no check, so nothing is shown). */
+export function healthBadge(health) {
+  if (!health) return '';
+  return html`<span class="badge s-${String(health).replace(/[^a-z]/g, '')}" title="the agent's HTTP health check">${health === 'unknown' ? 'health unknown' : health}</span>`;
 }
 
 export function empty(text) {

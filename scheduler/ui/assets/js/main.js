@@ -10,6 +10,7 @@ import { showLogin } from './pages/login.js';
 import { showNode, showNodes } from './pages/nodes.js';
 import { showOverview } from './pages/overview.js';
 import { showSubmit } from './pages/submit.js';
+import { showWhere } from './pages/where.js';
 import { showWorkload } from './pages/workload.js';
 import { showWorkloads } from './pages/workloads.js';
 
@@ -21,6 +22,7 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, showJob],
   [/^\/workloads$/, showWorkloads],
   [/^\/workloads\/([^/]+)$/, showWorkload],
+  [/^\/where$/, showWhere],
   [/^\/submit$/, showSubmit],
 ];
 

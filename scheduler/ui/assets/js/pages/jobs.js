@@ -1,6 +1,11 @@
-/** Jobs: the filterable list, and one job's page with its spec, closure, versions and workloads. */
-import { api } from '../api.js';
+/**
+ * Jobs: the filterable list, and one job's page with its spec, schedule, rolling updates, closure
+ * (with sizes and a pre-warm button), versions and workloads.
+ */
+import { api, optional } from '../api.js';
 import { ago, badge, errorBox, html, link, render, table } from '../html.js';
+import { closureCard } from './job-closure.js';
+import { scheduleFacts, updateCard, updatesTable } from './job-updates.js';
 import { workloadTable } from './workload-table.js';
 
 function counts(ws) {
@@ -80,10 +85,13 @@ function processList(spec) {
 export async function showJob(page, { params: [id] }) {
   let job = null;
   let versions = [];
+  let closure = null;
+  let updates = [];
   let problem = null;
+  // The last pre-warm's outcome stays on the page across live repaints.
+  let prewarm = null;
   const draw = () => {
     const spec = job.spec ?? {};
-    const closure = spec.mxc?.closure ?? [];
     // A live repaint keeps the version specs the reader has opened.
     const open = new Set(
       [...page.querySelectorAll('details[data-version][open]')].map((d) => d.dataset.version),
@@ -106,16 +114,17 @@ export async function showJob(page, { params: [id] }) {
             <dt>Version</dt><dd>v${job.current_version}</dd>
             <dt>Instances</dt><dd>${spec.instances ?? 1}${spec.service ? ' (service)' : ''}</dd>
             <dt>Isolation</dt><dd>${spec.mxc?.isolation ?? 'process'}</dd>
+            ${scheduleFacts(job, spec)}
+            ${spec.health_check_config ? html`<dt>Health check</dt><dd><code>${spec.health_check_config.endpoint ?? '/health'}</code></dd>` : ''}
             <dt>Updated</dt><dd>${ago(job.updated_at)}</dd>
           </dl>
         </article>
-        <article class="card wide">
-          <h2>Closure <span class="muted small">(${closure.length} store path${closure.length === 1 ? '' : 's'})</span></h2>
-          ${closure.length ? html`<ul class="paths" id="closure">${closure.map((p) => html`<li><code>${p}</code></li>`)}</ul>` : html`<p class="muted">No store paths: the processes use only what the node has.</p>`}
-        </article>
+        ${updateCard(job.update, spec.instances ?? 1)}
+        ${closureCard(closure, spec.mxc?.closure ?? [], prewarm)}
       </div>
       <h2>Workloads</h2>
       ${workloadTable(job.workloads, { job: false }, 'No workloads.')}
+      ${updatesTable(updates)}
       <h2>Processes</h2>
       ${processList(spec)}
       <h2>Versions</h2>
@@ -136,13 +145,32 @@ export async function showJob(page, { params: [id] }) {
   };
   const load = async () => {
     const enc = encodeURIComponent(id);
-    [job, versions] = await Promise.all([
+    // Closure and updates are newer endpoints: an older coordinator answers 404, and the page still works.
+    [job, versions, closure, updates] = await Promise.all([
       api('GET', `/api/jobs/${enc}`),
       api('GET', `/api/jobs/${enc}/versions`),
+      optional(`/api/jobs/${enc}/closure`),
+      optional(`/api/jobs/${enc}/updates`).then((u) => u ?? []),
     ]);
+    // A pre-warm result speaks of the version it ran for; a new version makes it stale.
+    if (prewarm?.version !== undefined && prewarm.version !== job.current_version) prewarm = null;
+    draw();
+  };
+  const runPrewarm = async (button) => {
+    button.disabled = true;
+    const version = job.current_version;
+    prewarm = { running: true, version };
+    draw();
+    try {
+      prewarm = { result: await api('POST', `/api/jobs/${encodeURIComponent(job.id)}/prewarm`), version };
+    } catch (err) {
+      prewarm = { error: err, version };
+    }
     draw();
   };
   page.addEventListener('click', async (ev) => {
+    const pre = ev.target.closest('button[data-action="prewarm"]');
+    if (pre) return runPrewarm(pre);
     const button = ev.target.closest('button[data-action="stop-job"]');
     if (!button || !confirm(`Stop every workload of ${job.key}?`)) return;
     button.disabled = true;

@@ -29,7 +29,7 @@ function store(n) {
   const s = n.store ?? c.store;
   const parts = [c.nix ? `nix ${c.nix}` : 'no nix'];
   if (s && typeof s === 'object') {
-    if (s.paths !== undefined) parts.push(`${s.paths} paths`);
+    if (s.paths !== undefined) parts.push(`${s.paths} store path${Number(s.paths) === 1 ? '' : 's'}`);
     if (s.bytes !== undefined) parts.push(mb(Number(s.bytes) / 1048576));
   }
   return parts.join(' · ');
@@ -55,8 +55,8 @@ export async function showNodes(page) {
           bar(n.used.memory_mb, n.memory_mb, mb),
           bar(n.used.disk_mb, n.disk_mb, mb),
           html`${capabilities(n.capabilities)} ${attributes(n.capabilities)}`,
-          html`<span class="nowrap">${store(n)}</span>`,
-          ago(n.last_seen_at),
+          html`<span class="nowrap" data-store-of="${n.name}">${store(n)}</span>`,
+          html`<span class="nowrap">${ago(n.last_seen_at)}</span>`,
         ]),
         'No nodes have joined. Start an agent with `mxc agent --coordinator <url>`.',
       ),
@@ -94,7 +94,7 @@ export async function showNode(page, { params: [id] }) {
           <dl class="facts">
             <dt>Id</dt><dd><code>${n.id}</code></dd>
             <dt>System</dt><dd>${c.os} / ${c.arch}</dd>
-            <dt>Store</dt><dd>${store(n)}</dd>
+            <dt>Store</dt><dd id="node-store">${store(n)}</dd>
             <dt>Agent</dt><dd>${n.version}${n.connected ? '' : ' (disconnected)'}</dd>
             <dt>Capabilities</dt><dd>${capabilities(c)}</dd>
             <dt>Attributes</dt><dd>${attributes(c) || html`<span class="muted">none</span>`}</dd>

@@ -1,5 +1,5 @@
 /** The workload table shared by the workloads, job and node pages. */
-import { ago, badge, cpu, html, link, mb, table } from '../html.js';
+import { ago, badge, cpu, healthBadge, html, link, mb, table } from '../html.js';
 
 function why(w) {
   if (w.status === 'pending' && w.pending_reason)
@@ -13,7 +13,12 @@ export function workloadTable(workloads, { node = true, job = true } = {}, empty
   const columns = [
     ['Workload', (w) => html`<a class="mono" href="#/workloads/${encodeURIComponent(w.id)}">${w.id}</a>`],
     job && ['Job', (w) => link(w.job ?? w.job_id, 'jobs', w.job_id)],
-    ['Status', (w) => html`<span data-status-of="${w.id}">${badge(w.status)}</span>`],
+    [
+      'Status',
+      // Health only while it matters: a stopped workload's last verdict is history.
+      (w) =>
+        html`<span class="chips"><span data-status-of="${w.id}">${badge(w.status)}</span>${w.status === 'running' ? healthBadge(w.health) : ''}</span>`,
+    ],
     node && [
       'Node',
       (w) =>

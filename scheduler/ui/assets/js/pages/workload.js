@@ -3,7 +3,7 @@
  * live logs of one or all processes (a followed NDJSON stream, restarted when the process choice changes).
  */
 import { api, followLogs } from '../api.js';
-import { ago, badge, cpu, errorBox, html, link, mb, render, table } from '../html.js';
+import { ago, badge, bytes, cpu, errorBox, healthBadge, html, link, mb, render, table } from '../html.js';
 
 const TERMINAL = ['stopped', 'failed', 'lost'];
 const MAX_LOG_LINES = 5000;
@@ -36,6 +36,15 @@ function eventsTable(events) {
       .map((e) => [ago(e.ts), e.from_status ? badge(e.from_status) : '', badge(e.to_status), e.reason]),
     'No events.',
   );
+}
+
+/** What realising the closure cost: the paths and bytes fetched from the coordinator's cache. */
+function fetched(w) {
+  if (w.fetched_paths === null || w.fetched_paths === undefined)
+    return html`<span class="muted">not reported</span>`;
+  const n = Number(w.fetched_paths);
+  if (n === 0) return 'nothing: the closure was already on the node';
+  return `fetched ${n} path${n === 1 ? '' : 's'}, ${bytes(w.fetched_bytes)}`;
 }
 
 function ports(w) {
@@ -71,7 +80,7 @@ export async function showWorkload(page, { params: [id] }) {
     const stoppable = !TERMINAL.includes(w.status) && w.status !== 'stopping';
     render(
       info,
-      html`<div class="title-row"><h1 class="mono">${w.id}</h1><span id="workload-status">${badge(w.status)}</span>
+      html`<div class="title-row"><h1 class="mono">${w.id}</h1><span id="workload-status">${badge(w.status)}</span><span id="workload-health">${healthBadge(w.health)}</span>
         <span class="spacer"></span>
         <button type="button" class="action danger" id="stop-workload" ${stoppable ? '' : 'disabled'}>Stop</button>
       </div>
@@ -88,6 +97,7 @@ export async function showWorkload(page, { params: [id] }) {
             <dt>Isolation</dt><dd>${w.isolation}</dd>
             <dt>Resources</dt><dd>${cpu(w.cpu)} cpu · ${mb(w.memory_mb)} memory · ${mb(w.disk_mb)} disk</dd>
             <dt>Ports</dt><dd>${ports(w)}</dd>
+            <dt>Closure</dt><dd id="fetched">${fetched(w)}</dd>
             <dt>Restarts</dt><dd>${w.restarts}</dd>
             <dt>Started</dt><dd>${ago(w.started_at)}</dd>
             <dt>Finished</dt><dd>${ago(w.finished_at)}</dd>
