@@ -78,6 +78,39 @@ const routes: Record<string, Record<string, Op>> = {
   },
   '/api/nodes/{id}/undrain': { post: { summary: 'End a drain', params: idParam('node'), ok: api.Node } },
   '/api/cluster/status': { get: { summary: 'Cluster totals', ok: api.ClusterStatus } },
+  '/api/jobs/{id}/closure': {
+    get: {
+      summary: 'The job closure with NAR sizes',
+      params: idParam('job'),
+      ok: z.array(z.object({ path: z.string(), nar_size: z.number() })),
+    },
+  },
+  '/api/jobs/{id}/prewarm': {
+    post: {
+      summary: 'Realise the closure where the job runs or would go',
+      params: idParam('job'),
+      body: JobSpec,
+      ok: z.unknown(),
+    },
+  },
+  '/api/jobs/{id}/updates': {
+    get: { summary: 'Rolling updates of the job', params: idParam('job'), ok: z.array(z.unknown()) },
+  },
+  '/api/store-paths': {
+    get: {
+      summary: 'Jobs and live workloads whose closure has a matching store path',
+      params: [{ name: 'contains', in: 'query', required: true, schema: { type: 'string' } }],
+      ok: z.array(z.unknown()),
+    },
+  },
+  '/api/tokens': {
+    get: { summary: 'Token names and kinds', ok: z.array(z.unknown()) },
+    post: {
+      summary: 'Create a named token (returned once)',
+      body: z.object({ name: z.string(), kind: z.enum(['client', 'agent']) }),
+      ok: z.object({ name: z.string(), kind: z.string(), token: z.string() }),
+    },
+  },
 };
 
 export function openApiDocument(version: string): Record<string, unknown> {
