@@ -120,10 +120,19 @@ export const AgentMessage = z.discriminatedUnion('type', [
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
+/**
+ * Workload ids name directories on agents: letters, digits and `_ . -` only, never `.` or `..`, so a
+ * confused or hostile coordinator cannot point an agent outside its state directory.
+ */
+export const WorkloadId = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,200}$/, 'workload ids are 1-200 letters, digits, _ . -')
+  .refine((s) => s !== '.' && s !== '..', 'a workload id cannot be . or ..');
+
 /** What the agent is told to run. */
 export const WorkloadAssignment = z
   .object({
-    id: z.string(),
+    id: WorkloadId,
     job_id: z.string(),
     instance: z.number().int().min(0),
     spec: JobSpec,
@@ -140,11 +149,20 @@ export const CoordinatorWelcome = z
   .strict();
 export const CoordinatorStart = z.object({ type: z.literal('start'), workload: WorkloadAssignment }).strict();
 export const CoordinatorStop = z
-  .object({ type: z.literal('stop'), workload_id: z.string(), reason: z.string().optional() })
+  .object({ type: z.literal('stop'), workload_id: WorkloadId, reason: z.string().optional() })
   .strict();
 /** Realise these store paths now, ahead of a rollout (pre-warm). */
 export const CoordinatorPrewarm = z
-  .object({ type: z.literal('prewarm'), job_id: z.string(), paths: z.array(z.string()) })
+  .object({
+    type: z.literal('prewarm'),
+    job_id: z.string().regex(/^[A-Za-z0-9-]{1,100}$/, 'job ids are letters, digits and -'),
+    // Handed to nix-store as arguments: only store paths, never something that reads as an option.
+    paths: z.array(
+      z
+        .string()
+        .regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/, 'must be a /nix/store path'),
+    ),
+  })
   .strict();
 export const CoordinatorError = z
   .object({ type: z.literal('error'), code: z.string(), message: z.string() })

@@ -49,3 +49,17 @@ describe('spec', () => {
     expect(msgs).toContain('task.resources.cpu: must not be negative');
   });
 });
+
+describe('protocol', () => {
+  it('refuses workload ids and pre-warm paths that could escape the agent state dir or read as options', async () => {
+    const { CoordinatorMessage } = await import('../../spec/messages.js');
+    expect(CoordinatorMessage.safeParse({ type: 'stop', workload_id: '..' }).success).toBe(false);
+    expect(CoordinatorMessage.safeParse({ type: 'stop', workload_id: '../etc' }).success).toBe(false);
+    expect(CoordinatorMessage.safeParse({ type: 'stop', workload_id: 'web-0-1a2b3c4d' }).success).toBe(true);
+    const prewarm = (p: string) =>
+      CoordinatorMessage.safeParse({ type: 'prewarm', job_id: 'abc-1', paths: [p] }).success;
+    expect(prewarm('--option')).toBe(false);
+    expect(prewarm('/nix/store/00000000000000000000000000000000-x/../../etc')).toBe(false);
+    expect(prewarm('/nix/store/0c1sljyc8rj96fl6wkj8q0hfqc2s6n1l-busybox')).toBe(true);
+  });
+});
