@@ -217,7 +217,6 @@ export class TaskRunner {
   private startProcess(p: ProcState): void {
     p.runs++;
     p.state = 'running';
-    p.startedAt = Date.now();
     p.exit_code = null;
     const run = p.runs;
     let spec: LaunchSpec | null = null;
@@ -238,6 +237,8 @@ export class TaskRunner {
       });
     }
     p.exited = exited;
+    // Counted from when the process exists: a fork slowed by load must not eat into min_duration.
+    p.startedAt = Date.now();
     if (p.pid !== null) this.procLog(p, `run ${run} started (pid ${p.pid})`);
     p.leaderIsMonitor = spec?.leaderIsMonitor ?? false;
     const leaderIsMonitor = p.leaderIsMonitor;

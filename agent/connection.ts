@@ -1,0 +1,177 @@
+/**
+ * The agent's WebSocket to the coordinator: connects and reconnects (backoff with jitter), says hello,
+ * heartbeats, parses what the coordinator sends, and batches workload log lines to it.
+ */
+import type { Logger } from 'pino';
+import WebSocket from 'ws';
+import { CoordinatorMessage, type LogLine, type WorkloadStatus } from '../spec/messages.js';
+import { fetchCacheTrust } from './cache-trust.js';
+import { detectCapabilities, detectResources } from './capabilities.js';
+import type { AgentOptions } from './daemon.js';
+import type { CacheTrust } from './realise.js';
+import { bubblewrapAvailable } from './sandbox.js';
+import { listStorePaths } from './store-report.js';
+import { AGENT_VERSION } from './version.js';
+
+export interface ConnectionOptions {
+  agent: AgentOptions;
+  name: string;
+  log: Logger;
+  /** What the agent runs now, for the hello (the coordinator reconciles against it). */
+  running: () => { workload_id: string; status: WorkloadStatus }[];
+  /** Whether task limits are enforced with cgroups, for the hello's capabilities. */
+  cgroups: () => boolean;
+  /** Each valid coordinator message; `welcome` after the heartbeat is set up. */
+  onMessage: (msg: CoordinatorMessage) => void;
+}
+
+export class CoordinatorConnection {
+  private ws: WebSocket | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private attempt = 0;
+  private closed = false;
+  private trust: CacheTrust | null = null;
+  private pendingLogs = new Map<string, LogLine[]>();
+  private logFlush: NodeJS.Timeout | null = null;
+  private readonly opts: AgentOptions;
+  private readonly log: Logger;
+
+  constructor(private readonly c: ConnectionOptions) {
+    this.opts = c.agent;
+    this.log = c.log;
+  }
+
+  /** The cache to realise from and the key to trust, once learnt from the coordinator. */
+  get cache(): CacheTrust | null {
+    return this.trust;
+  }
+
+  private wsUrl() {
+    const u = new URL(this.opts.coordinator);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    u.pathname = '/api/agent/ws';
+    return u.toString();
+  }
+
+  connect(): void {
+    if (this.closed) return;
+    const ws = new WebSocket(this.wsUrl(), {
+      headers: this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {},
+      handshakeTimeout: 10_000,
+    });
+    this.ws = ws;
+    ws.on('open', () => {
+      this.onOpen(ws).catch((err) => {
+        this.log.error({ err }, 'could not introduce the agent to the coordinator; reconnecting');
+        ws.close(1011, 'hello failed');
+      });
+    });
+    ws.on('message', (raw) => {
+      this.onMessage(raw.toString()).catch((err) =>
+        this.log.error({ err }, 'handling a coordinator message failed'),
+      );
+    });
+    ws.on('close', (code, reason) => {
+      if (this.ws === ws) this.ws = null;
+      if (this.heartbeat) clearInterval(this.heartbeat);
+      this.heartbeat = null;
+      if (code === 4401)
+        this.log.error('the coordinator refused the agent token; check --token / MXC_AGENT_TOKEN');
+      if (!this.closed) {
+        this.log.warn({ code, reason: reason.toString() }, 'disconnected from coordinator; reconnecting');
+        this.scheduleReconnect();
+      }
+    });
+    ws.on('error', (err) => this.log.debug({ err }, 'coordinator connection error'));
+  }
+
+  private scheduleReconnect() {
+    if (this.reconnectTimer || this.closed) return;
+    // Exponential backoff with full jitter, capped at 10 s.
+    const base = Math.min(10_000, 250 * 2 ** this.attempt++);
+    const delay = Math.random() * base;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private async onOpen(ws: WebSocket) {
+    const [resources, capabilities] = await Promise.all([
+      detectResources(this.opts.stateDir, { cpu: this.opts.cpu, memory_mb: this.opts.memoryMb }),
+      detectCapabilities({
+        attributes: this.opts.attributes,
+        bubblewrap: bubblewrapAvailable,
+        hypervisor: this.opts.microvm?.detect,
+        cgroups: this.c.cgroups(),
+      }),
+    ]);
+    // The agent trusts the coordinator's cache key and nothing else.
+    const trust = await fetchCacheTrust(this.opts, this.log);
+    if (trust) this.trust = trust;
+    const storePaths = await listStorePaths(this.opts.storeRoot);
+    ws.send(
+      JSON.stringify({
+        type: 'hello',
+        name: this.c.name,
+        version: AGENT_VERSION,
+        resources,
+        capabilities,
+        running: this.c.running(),
+        store_paths: storePaths,
+      }),
+    );
+  }
+
+  send(msg: unknown): void {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  private async onMessage(raw: string) {
+    let msg: CoordinatorMessage;
+    try {
+      msg = CoordinatorMessage.parse(JSON.parse(raw));
+    } catch (err) {
+      this.log.error({ err }, 'unreadable message from coordinator');
+      return;
+    }
+    if (msg.type === 'welcome') {
+      this.attempt = 0;
+      if (this.heartbeat) clearInterval(this.heartbeat);
+      this.heartbeat = setInterval(() => this.send({ type: 'heartbeat' }), msg.heartbeat_interval_ms);
+    }
+    this.c.onMessage(msg);
+  }
+
+  queueLog(id: string, line: LogLine): void {
+    const q = this.pendingLogs.get(id) ?? [];
+    this.pendingLogs.set(id, q);
+    q.push(line);
+    if (q.length >= 5000) this.flushLogs();
+    if (!this.logFlush) this.logFlush = setTimeout(() => this.flushLogs(), 100);
+  }
+
+  flushLogs(): void {
+    if (this.logFlush) clearTimeout(this.logFlush);
+    this.logFlush = null;
+    if (this.ws?.readyState !== WebSocket.OPEN) return; // kept on disk; the coordinator misses lines while away
+    for (const [id, lines] of this.pendingLogs) {
+      for (let i = 0; i < lines.length; i += 5000) {
+        this.send({ type: 'logs', workload_id: id, lines: lines.slice(i, i + 5000) });
+      }
+    }
+    this.pendingLogs.clear();
+  }
+
+  /** Stops reconnecting, sends what logs are pending and closes the socket. */
+  close(): void {
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.flushLogs();
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, 'agent shutting down');
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * Starts one workload's task once its closure is in the store: builds its environment (ports,
+ * secrets) and picks the launcher — plain, store view, sandbox, cgroup-wrapped, or a microVM.
+ */
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { closureOf } from '../compiler/nix.js';
+import type { LogLine, WorkloadAssignment } from '../spec/messages.js';
+import { cgroupLaunch, createWorkloadCgroup } from './cgroups.js';
+import type { AgentOptions } from './daemon.js';
+import { writePids } from './orphans.js';
+import { sandboxLaunch, storeViewLaunch } from './sandbox.js';
+import { provideSecrets } from './secrets.js';
+import { plainLaunch } from './supervisor/cmdline.js';
+import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
+import type { Running } from './workload-run.js';
+
+/** The environment every process of the workload starts with; provides its secrets on the way. */
+export async function workloadEnv(
+  a: WorkloadAssignment,
+  workDir: string,
+  ports: Record<string, number>,
+  secretsDir: string | undefined,
+): Promise<Record<string, string>> {
+  return {
+    PATH: '/run/current-system/sw/bin:/usr/bin:/bin',
+    HOME: workDir,
+    ...a.spec.mxc.env,
+    MXC_WORKLOAD_ID: a.id,
+    MXC_JOB: a.spec.name,
+    MXC_INSTANCE: String(a.instance),
+    ...Object.fromEntries(Object.entries(ports).map(([n, p]) => [`MXC_PORT_${n.toUpperCase()}`, String(p)])),
+    ...(await provideSecrets(
+      a.spec.mxc.secrets,
+      secretsDir,
+      workDir,
+      a.spec.mxc.isolation === 'microvm' ? '/work' : workDir,
+    )),
+  };
+}
+
+export interface LaunchArgs {
+  agent: Pick<AgentOptions, 'storeRoot' | 'microvm' | 'gracePeriodMs'>;
+  /** `<cgroup2>/mxc` when task limits are enforced, else null. */
+  cgroupRoot: string | null;
+  /** The workload's state directory (pids.json lives there) and its working directory. */
+  dir: string;
+  workDir: string;
+  env: Record<string, string>;
+  onLog: (l: LogLine) => void;
+  /** Told each change of the task's processes. */
+  onChange: (processes: TaskSnapshot['processes']) => void;
+}
+
+/**
+ * Launches the task of `entry`: sets its `stop` (and `cgroup` once created, so cleanup removes it
+ * even when the launch fails later) and returns the promise of the task's end.
+ */
+export async function launchWorkload(
+  entry: Running,
+  l: LaunchArgs,
+): Promise<{ done: Promise<TaskSnapshot> }> {
+  const a = entry.assignment;
+  const closure = a.spec.mxc.closure;
+  const storeRoot = l.agent.storeRoot;
+  const grace = l.agent.gracePeriodMs ?? 5000;
+  if (a.spec.mxc.isolation === 'microvm') {
+    if (!l.agent.microvm) throw new Error('this agent cannot run microVM workloads');
+    const vm = await l.agent.microvm.run({
+      assignment: a,
+      workDir: l.workDir,
+      storeDir: join(storeRoot ?? '/', 'nix', 'store'),
+      closure: await closureOf(closure, { store: storeRoot }),
+      env: l.env,
+      ports: Object.entries(entry.ports).map(([name, hostPort]) => ({
+        name,
+        hostPort,
+        guestPort: hostPort,
+      })),
+      onLog: l.onLog,
+      gracePeriodMs: grace,
+    });
+    entry.stop = () => vm.stop();
+    return { done: vm.done };
+  }
+  const isolated =
+    a.spec.mxc.isolation === 'sandbox'
+      ? sandboxLaunch({
+          storeRoot,
+          closure: await closureForSandbox(closure, storeRoot),
+          workDir: l.workDir,
+          network: a.spec.mxc.network,
+        })
+      : storeRoot
+        ? storeViewLaunch({ storeRoot })
+        : plainLaunch;
+  let launch = isolated;
+  if (l.cgroupRoot) {
+    const r = a.spec.task.resources;
+    entry.cgroup = await createWorkloadCgroup(l.cgroupRoot, a.id, { ramBytes: r?.ram, cpu: r?.cpu });
+    launch = cgroupLaunch(isolated, entry.cgroup);
+  }
+  const runner = new TaskRunner({
+    workloadId: a.id,
+    task: a.spec.task,
+    workDir: l.workDir,
+    env: l.env,
+    launch,
+    gracePeriodMs: grace,
+    onLog: l.onLog,
+    onChange: (snap) => {
+      void writePids(l.dir, runner.pids()).catch(() => {});
+      l.onChange(snap.processes);
+    },
+  });
+  runner.start();
+  entry.stop = (reason: string) => runner.stop(reason);
+  return { done: runner.done };
+}
+
+/** The full closure of the roots, as the sandbox must expose every path of it. */
+async function closureForSandbox(roots: string[], storeRoot?: string): Promise<string[]> {
+  return closureOf(roots, { store: storeRoot });
+}
+
+/** A free TCP port on the loopback (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}

@@ -1,0 +1,283 @@
+/**
+ * The workloads this agent runs, each from assignment to end: realises its closure (or only roots it
+ * when already realised here), starts it with its health check, reports its status, stops it and cleans up.
+ */
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { closureOf } from '../compiler/nix.js';
+import type { LogLine, WorkloadAssignment, WorkloadStatus } from '../spec/messages.js';
+import { removeWorkloadCgroup } from './cgroups.js';
+import type { CoordinatorConnection } from './connection.js';
+import type { AgentOptions } from './daemon.js';
+import { addIndirectRoots, prepareWorkloadRoot, removeWorkloadRoots } from './gc.js';
+import { type Health, HealthChecker, healthCheckPort } from './health.js';
+import { WorkloadLogStore } from './logs/log-store.js';
+import { RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
+import { removeSecrets } from './secrets.js';
+import type { TaskSnapshot } from './supervisor/task-runner.js';
+import { freePort, launchWorkload, workloadEnv } from './workload-launch.js';
+
+export interface Running {
+  assignment: WorkloadAssignment;
+  status: WorkloadStatus;
+  stop: (reason: string) => Promise<unknown>;
+  logs: WorkloadLogStore;
+  ports: Record<string, number>;
+  stopping: boolean;
+  /** The workload's cgroup directory, when limits are enforced. */
+  cgroup?: string;
+  /** What realising its closure fetched from the cache. */
+  fetched?: { paths: number; bytes: number };
+  /** The HTTP health check, for jobs with a health_check_config, and its verdict. */
+  checker?: HealthChecker;
+  health?: Health;
+  /** Set when the health check failed the workload: it ends `failed` with this reason. */
+  healthFailure?: string;
+}
+
+export interface WorkloadRunsOptions {
+  agent: AgentOptions;
+  log: Logger;
+  conn: Pick<CoordinatorConnection, 'send' | 'queueLog' | 'flushLogs' | 'cache'>;
+  /** `<cgroup2>/mxc` when task limits are enforced, else null (known once the agent started). */
+  cgroupRoot: () => string | null;
+  /** Collects garbage now if the store runs short of space. */
+  gcIfLow: () => void;
+}
+
+export class WorkloadRuns {
+  private readonly running = new Map<string, Running>();
+  /**
+   * Closure roots this agent realised (and Nix verified) since it started. Starting them again skips
+   * nix: only the GC roots are added. Forgotten when the agent collects garbage.
+   */
+  readonly realised = new Set<string>();
+  private readonly opts: AgentOptions;
+  private readonly log: Logger;
+
+  constructor(private readonly w: WorkloadRunsOptions) {
+    this.opts = w.agent;
+    this.log = w.log;
+  }
+
+  has(id: string): boolean {
+    return this.running.has(id);
+  }
+
+  ids(): IterableIterator<string> {
+    return this.running.keys();
+  }
+
+  /** What runs now, as the hello reports it. */
+  statuses(): { workload_id: string; status: WorkloadStatus }[] {
+    return [...this.running.entries()].map(([id, r]) => ({ workload_id: id, status: r.status }));
+  }
+
+  report(id: string, reason?: string, processes?: TaskSnapshot['processes']): void {
+    const r = this.running.get(id);
+    if (!r) return;
+    this.w.conn.send({
+      type: 'workload_status',
+      workload_id: id,
+      status: r.status,
+      reason,
+      ports: r.ports,
+      fetched: r.fetched,
+      health: r.health,
+      processes: processes?.map(({ pid: _pid, ...p }) => p),
+    });
+  }
+
+  /** Whether every root was realised by this agent before and is still in its store. */
+  private async alreadyRealised(roots: string[]): Promise<boolean> {
+    if (!roots.every((p) => this.realised.has(p))) return false;
+    const base = this.opts.storeRoot ?? '/';
+    const present = await Promise.all(
+      roots.map((p) =>
+        stat(join(base, p)).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
+    return present.every(Boolean);
+  }
+
+  async start(a: WorkloadAssignment): Promise<void> {
+    const dir = join(this.opts.stateDir, 'workloads', a.id);
+    const workDir = join(dir, 'work');
+    await mkdir(workDir, { recursive: true });
+    await writeFile(join(dir, 'assignment.json'), JSON.stringify(a));
+    const logs = new WorkloadLogStore(join(dir, 'logs'));
+    const entry: Running = {
+      assignment: a,
+      status: 'starting',
+      stop: async () => {},
+      logs,
+      ports: {},
+      stopping: false,
+    };
+    this.running.set(a.id, entry);
+    const system = (line: string) => {
+      const l: LogLine = { process: 'mxc', stream: 'system', run: 0, ts: Date.now(), line };
+      logs.append(l);
+      this.w.conn.queueLog(a.id, l);
+    };
+    const abort = new AbortController();
+    entry.stop = async () => abort.abort();
+    try {
+      const closure = a.spec.mxc.closure;
+      const cache = this.w.conn.cache;
+      system(`realising ${closure.length} store path(s)${cache ? ` from ${cache.url}` : ''}`);
+      const t0 = Date.now();
+      const gcRoot = closure.length ? await prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined;
+      const warm = gcRoot !== undefined && (await this.alreadyRealised(closure));
+      const fetched = warm
+        ? await addIndirectRoots(gcRoot, closure, this.opts.storeRoot).then(() => ({
+            pathsDone: 0,
+            pathsTotal: 0,
+            bytesDone: 0,
+            bytesTotal: 0,
+          }))
+        : await realiseClosure({
+            paths: closure,
+            storeRoot: this.opts.storeRoot,
+            cache: this.w.conn.cache,
+            gcRoot,
+            scratchDir: dir,
+            signal: abort.signal,
+            onLine: (line) => {
+              if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
+            },
+            onProgress: (p, finished) => {
+              if (finished) system(`fetched ${finished} (${progressText(p)})`);
+            },
+          });
+      for (const p of closure) this.realised.add(p);
+      system(
+        `closure ready in ${Date.now() - t0} ms` +
+          (fetched.pathsTotal ? `: fetched ${progressText(fetched)}` : ': every path already in the store'),
+      );
+      entry.fetched = { paths: fetched.pathsDone, bytes: fetched.bytesDone };
+      if (fetched.pathsDone > 0) {
+        this.w.conn.send({
+          type: 'store_paths',
+          added: await closureOf(closure, { store: this.opts.storeRoot }),
+          removed: [],
+        });
+      }
+      if (entry.stopping) throw new Error('stopped before start');
+
+      for (const port of a.spec.mxc.ports) entry.ports[port] = await freePort();
+      // Resolved before anything starts, so a check naming an undeclared port fails the start clearly.
+      const healthPort = a.spec.health_check_config ? healthCheckPort(a.spec, entry.ports) : null;
+      const env = await workloadEnv(a, workDir, entry.ports, this.opts.secretsDir);
+      const { done } = await launchWorkload(entry, {
+        agent: this.opts,
+        cgroupRoot: this.w.cgroupRoot(),
+        dir,
+        workDir,
+        env,
+        onLog: (l: LogLine) => {
+          logs.append(l);
+          this.w.conn.queueLog(a.id, l);
+        },
+        onChange: (processes) => this.report(a.id, undefined, processes),
+      });
+      entry.status = 'running';
+      if (a.spec.health_check_config && healthPort !== null) {
+        entry.health = 'unknown';
+        entry.checker = this.healthChecker(a.id, entry, a.spec.health_check_config, healthPort, system);
+      }
+      this.report(a.id, 'processes started');
+      entry.checker?.start();
+      const result = await done;
+      await this.finish(a.id, result);
+    } catch (err) {
+      const why = err instanceof RealiseError ? err.message : `could not start: ${(err as Error).message}`;
+      const reason = entry.stopping ? 'stopped' : why;
+      system(reason);
+      entry.status = entry.stopping ? 'stopped' : 'failed';
+      this.report(a.id, reason);
+      await this.cleanup(a.id);
+    }
+  }
+
+  /** The workload's health checker: reports each verdict change, and fails the workload when unhealthy. */
+  private healthChecker(
+    id: string,
+    entry: Running,
+    config: NonNullable<WorkloadAssignment['spec']['health_check_config']>,
+    port: number,
+    system: (line: string) => void,
+  ): HealthChecker {
+    return new HealthChecker({
+      config,
+      port,
+      onLog: system,
+      onChange: (health) => {
+        entry.health = health;
+        this.report(id);
+      },
+      onUnhealthy: (reason) => {
+        if (entry.stopping) return;
+        entry.healthFailure = reason;
+        void entry.stop(reason);
+      },
+    });
+  }
+
+  private async finish(id: string, result: TaskSnapshot) {
+    const r = this.running.get(id);
+    if (!r) return;
+    r.checker?.stop();
+    r.status =
+      r.healthFailure !== undefined
+        ? 'failed'
+        : r.stopping || result.status === 'stopped'
+          ? 'stopped'
+          : result.status === 'success'
+            ? 'stopped'
+            : 'failed';
+    const reason =
+      r.healthFailure ??
+      (result.status === 'success'
+        ? 'task finished successfully'
+        : (result.reason ?? `task ${result.status}`));
+    this.report(id, reason, result.processes);
+    await this.cleanup(id);
+  }
+
+  private async cleanup(id: string) {
+    const r = this.running.get(id);
+    r?.checker?.stop();
+    this.w.conn.flushLogs();
+    this.running.delete(id);
+    await r?.logs.close();
+    await rm(join(this.opts.stateDir, 'workloads', id, 'pids.json'), { force: true });
+    await removeSecrets(join(this.opts.stateDir, 'workloads', id, 'work'));
+    if (r?.cgroup)
+      await removeWorkloadCgroup(r.cgroup).catch((err) => this.log.warn({ err }, 'cgroup removal failed'));
+    // The closure is collectable from now on; collect at once if space is short.
+    await removeWorkloadRoots(this.opts.stateDir, id);
+    this.w.gcIfLow();
+  }
+
+  async stop(id: string, reason: string): Promise<void> {
+    const r = this.running.get(id);
+    if (!r || r.stopping) return;
+    r.stopping = true;
+    r.checker?.stop(); // probes of a stopping workload would only fail
+    if (r.status === 'running') {
+      r.status = 'stopping';
+      this.report(id, reason);
+    }
+    await r.stop(reason);
+  }
+}
+
+function progressText(p: RealiseProgress): string {
+  const mib = (n: number) => (n / 1048576).toFixed(2);
+  return `${p.pathsDone}/${p.pathsTotal} paths, ${mib(p.bytesDone)}/${mib(p.bytesTotal)} MiB`;
+}
