@@ -1,0 +1,113 @@
+/**
+ * Reconciling what agents report with what the store wants: the workloads an agent runs when it
+ * (re)connects, and the status changes it reports, checked against the lifecycle state machine.
+ */
+import type { Logger } from 'pino';
+import type { WorkloadStatus } from '../spec/messages.js';
+import type { AgentSession, ChangeEvent } from './coordinator-types.js';
+import { ACTIVE_STATUSES, canTransition, isTerminal } from './core/lifecycle.js';
+import type { Db } from './store/db.js';
+import * as jobs from './store/jobs.js';
+import type * as nodes from './store/nodes.js';
+import * as wl from './store/workloads.js';
+import { replaceWorkloads } from './workload-changes.js';
+
+export interface AgentReportDeps {
+  db: Db;
+  log: Logger;
+  sessionOf: (nodeId: string) => AgentSession | undefined;
+  emit: (e: ChangeEvent) => void;
+  sendStart: (nodeId: string, w: wl.WorkloadRow) => void;
+  requestRolloutStep: () => void;
+  requestEvaluation: () => void;
+}
+
+/** Matches what a (re)connecting agent runs with what the store wants on its node. */
+export async function reconcileAgent(
+  deps: AgentReportDeps,
+  node: nodes.NodeRow,
+  running: { workload_id: string; status: WorkloadStatus }[],
+): Promise<void> {
+  const session = deps.sessionOf(node.id);
+  const reported = new Map(running.map((r) => [r.workload_id, r.status]));
+  const wanted = await wl.listWorkloads(deps.db, {
+    nodeId: node.id,
+    status: [...ACTIVE_STATUSES],
+    limit: 100_000,
+  });
+  const wantedIds = new Set(wanted.map((w) => w.id));
+  // Running on the agent but no longer wanted here: stop it.
+  for (const id of reported.keys()) {
+    if (!wantedIds.has(id))
+      session?.send({ type: 'stop', workload_id: id, reason: 'not wanted by the coordinator' });
+  }
+  const lost: wl.WorkloadRow[] = [];
+  for (const w of wanted) {
+    const st = reported.get(w.id);
+    if (w.status === 'stopping') {
+      if (st) session?.send({ type: 'stop', workload_id: w.id, reason: 'stop requested' });
+      else await applyStatus(deps, node.id, w.id, 'stopped', 'agent no longer runs it');
+    } else if (st) {
+      if (st !== w.status && !isTerminal(st))
+        await applyStatus(deps, node.id, w.id, st, 'reported on reconnect');
+    } else if (w.status === 'starting') {
+      deps.sendStart(node.id, w);
+    } else {
+      lost.push(w);
+    }
+  }
+  if (lost.length) {
+    await deps.db.tx(async (q) => {
+      for (const w of lost) await wl.transition(q, w, 'lost', `agent ${node.name} no longer runs it`);
+      await replaceWorkloads(q, lost, 'rescheduled after loss');
+    });
+    for (const w of lost) deps.emit({ kind: 'workload', id: w.id, status: 'lost' });
+  }
+}
+
+/** Applies a status an agent reported, when the state machine allows it; follows up failures. */
+export async function applyStatus(
+  deps: AgentReportDeps,
+  nodeId: string,
+  id: string,
+  status: WorkloadStatus,
+  reason: string,
+): Promise<void> {
+  const outcome = await deps.db.tx(async (q) => {
+    const w = await wl.getWorkload(q, id, true);
+    if (!w || w.node_id !== nodeId) return 'ignored' as const;
+    if (w.status === status) return 'same' as const;
+    if (!canTransition(w.status, status)) {
+      // A late "running" for a workload we are stopping, or a report after loss: keep ours.
+      deps.log.warn(
+        { workload: id, from: w.status, to: status },
+        'refused invalid transition reported by agent',
+      );
+      if (w.status === 'stopping' && status === 'running') {
+        deps.sessionOf(nodeId)?.send({ type: 'stop', workload_id: id, reason: 'stop requested' });
+      }
+      return 'refused' as const;
+    }
+    const wasStopping = w.status === 'stopping';
+    const to = wasStopping && status === 'failed' ? 'stopped' : status;
+    await wl.transition(q, w, to, reason, status === 'failed' ? { error: reason } : {});
+    if (to === 'failed') {
+      const v = await jobs.getJobVersion(q, w.job_id, w.job_version);
+      const max = v?.spec.max_task_failures ?? 1;
+      if (max === -1 || w.restarts + 1 < max) {
+        await replaceWorkloads(
+          q,
+          [w],
+          `restarted after failure ${w.restarts + 1}${max === -1 ? '' : ` of ${max}`}`,
+          true,
+        );
+      }
+    }
+    return 'applied' as const;
+  });
+  if (outcome === 'applied') {
+    deps.emit({ kind: 'workload', id, status });
+    deps.requestRolloutStep();
+    if (isTerminal(status)) deps.requestEvaluation();
+  }
+}

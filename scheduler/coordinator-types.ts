@@ -1,0 +1,34 @@
+/**
+ * Types shared by the coordinator façade and the modules it delegates to; coordinator.ts re-exports
+ * them, so the API layer keeps importing them from there.
+ */
+import type { JobSpec } from '../spec/job.js';
+import type { CoordinatorMessage } from '../spec/messages.js';
+import type { Strategy } from './core/place.js';
+import type * as closures from './store/closures.js';
+
+export interface AgentSession {
+  send(msg: CoordinatorMessage): void;
+  close(code?: number, reason?: string): void;
+}
+
+export interface CoordinatorOptions {
+  heartbeatTtlMs: number;
+  heartbeatIntervalMs: number;
+  strategy: Strategy;
+  /**
+   * The full closure of a job (paths and NAR sizes) from the cache; throws a coded error listing what
+   * is missing, so a job that could never start is refused before anything is replaced.
+   */
+  closureOf?: (spec: JobSpec) => Promise<closures.ClosurePath[]>;
+}
+
+/** What changed, for live views (dashboard, `--wait`). */
+export interface ChangeEvent {
+  kind: 'workload' | 'node' | 'job' | 'log';
+  id: string;
+  status?: string;
+}
+
+/** Looks up a job version's spec (cached by the coordinator: versions never change once written). */
+export type SpecLookup = (jobId: string, version: number) => Promise<JobSpec | null>;

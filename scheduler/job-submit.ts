@@ -1,0 +1,80 @@
+/**
+ * Recording a submitted job in one transaction: a new version when the spec changed, then either a
+ * rolling update or stopping the old workloads and creating the new ones (none for a cron job).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { nextRun, parseCron } from '../spec/cron.js';
+import type { JobSpec } from '../spec/job.js';
+import { startRollout } from './rollout.js';
+import * as closures from './store/closures.js';
+import type { Db } from './store/db.js';
+import * as jobs from './store/jobs.js';
+import * as updates from './store/updates.js';
+import * as wl from './store/workloads.js';
+import { newWorkloads, stopJobWorkloads } from './workload-changes.js';
+
+export interface RecordedSubmission {
+  job: jobs.JobRow;
+  version: number;
+  changed: boolean;
+  workloads: string[];
+  /** Workloads an agent must be told to stop. */
+  stopped: wl.WorkloadRow[];
+  /** A rolling update was started instead of replacing everything at once. */
+  rolling: boolean;
+}
+
+/** Stores a validated spec under `key`; an identical spec of an active job is a no-op. */
+export async function recordSubmission(
+  db: Db,
+  key: string,
+  spec: JobSpec,
+  closure: closures.ClosurePath[],
+): Promise<RecordedSubmission> {
+  const hash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
+  return db.tx(async (q) => {
+    let job = await jobs.getJobByKey(q, key, true);
+    let version = 1;
+    let previous: number | null = null;
+    if (!job) {
+      job = await jobs.insertJob(q, { id: randomUUID(), key, spec, specHash: hash });
+    } else {
+      const current = await jobs.getJobVersion(q, job.id, job.current_version);
+      if (current?.spec_hash === hash && job.status === 'active') {
+        return {
+          job,
+          version: job.current_version,
+          changed: false,
+          workloads: [] as string[],
+          stopped: [],
+          rolling: false,
+        };
+      }
+      previous = job.status === 'active' ? job.current_version : null;
+      version = job.current_version + 1;
+      await jobs.insertJobVersion(q, job.id, version, spec, hash);
+      await jobs.setJobVersion(q, job.id, version);
+      job = { ...job, current_version: version, status: 'active' };
+    }
+    await closures.insertJobClosure(q, job.id, version, closure);
+    // With an update_config, a running job is updated batch by batch instead of all at once.
+    if (previous !== null && spec.update_config && !spec.cron_schedule) {
+      const live = await wl.listWorkloads(q, { jobId: job.id, status: ['starting', 'running'], limit: 1 });
+      if (live.length > 0) {
+        await startRollout(q, job.id, previous, version);
+        return { job, version, changed: true, workloads: [] as string[], stopped: [], rolling: true };
+      }
+    }
+    await updates.cancelRolling(q, job.id, `superseded by version ${version}`);
+    const stopped = await stopJobWorkloads(q, job.id, `replaced by version ${version}`);
+    // A cron job runs on its schedule, not on submit.
+    const created = spec.cron_schedule ? [] : newWorkloads(job.id, version, spec, 0);
+    await wl.insertWorkloads(q, created, `submitted (version ${version})`);
+    await jobs.setNextRun(
+      q,
+      job.id,
+      spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), new Date()) : null,
+    );
+    return { job, version, changed: true, workloads: created.map((w) => w.id), stopped, rolling: false };
+  });
+}
