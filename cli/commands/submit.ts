@@ -43,9 +43,31 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
     changed: boolean;
     workloads: string[];
   }>('/api/jobs', spec);
-  if (!opts.wait) {
+  const rolling = res.changed && res.workloads.length === 0 && !spec.cron_schedule;
+  if (spec.cron_schedule && !opts.json) {
+    process.stdout.write(
+      `${res.job.key} version ${res.version} runs on its schedule "${spec.cron_schedule}" (UTC)\n`,
+    );
+    return;
+  }
+  if (rolling && opts.wait) {
+    const update = await waitForUpdate(client, res.job.id, Number(opts.timeout ?? '300') * 1000);
+    if (opts.json) printJson({ ...res, update });
+    else
+      process.stdout.write(
+        `${res.job.key}: rolling update to version ${res.version} ${update.status}: ${update.message}\n`,
+      );
+    if (update.status !== 'succeeded')
+      throw new CliError(`the rolling update did not succeed: ${update.message}`, 1);
+    return;
+  }
+  if (!opts.wait || spec.cron_schedule || rolling) {
     if (opts.json) printJson(res);
-    else if (res.changed) {
+    else if (rolling) {
+      process.stdout.write(
+        `${res.job.key}: rolling update to version ${res.version} started; follow it with \`mxc jobs show ${res.job.key}\`\n`,
+      );
+    } else if (res.changed) {
       process.stdout.write(
         `submitted ${res.job.key} version ${res.version}: ${res.workloads.length} workload(s)\n`,
       );
@@ -64,4 +86,22 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
       process.stdout.write(`${w.id}  ${w.status}${w.node ? `  on ${w.node}` : ''}\n`);
   }
   if (!result.ok) throw new CliError(result.reason, 1);
+}
+
+/** Waits until the job's rolling update has ended (succeeded, rolled back, failed or cancelled). */
+async function waitForUpdate(
+  client: ApiClient,
+  jobId: string,
+  timeoutMs: number,
+): Promise<{ status: string; message: string }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const job = await client.get<{ update: { status: string; message: string } | null }>(
+      `/api/jobs/${encodeURIComponent(jobId)}`,
+    );
+    if (job.update && job.update.status !== 'rolling') return job.update;
+    if (Date.now() > deadline)
+      return { status: 'still rolling', message: job.update?.message ?? 'no progress reported' };
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }

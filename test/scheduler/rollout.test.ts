@@ -2,7 +2,9 @@
  * Rolling updates against a real coordinator and database with protocol-level agents: batch by batch
  * with a watch period, and a failing new version rolled back to the previous one.
  */
+import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
+import { repoPath } from '../../scheduler/paths.js';
 import type { JobSpecInput } from '../../spec/job.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
@@ -97,6 +99,28 @@ describe('rolling updates', () => {
       return x['v1:running'] === 3 ? x : null;
     });
     expect(v['v2:running']).toBeUndefined();
+  });
+
+  it('mxc submit --wait follows a rolling update to its end; a cron job reports its schedule', async () => {
+    c = await startTestCoordinator('postgres');
+    agents.push(await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect());
+    const env = { MXC_COORDINATOR: c.url };
+    const submit = (spec: unknown) =>
+      execa('node', [repoPath('bin', 'mxc.js'), 'submit', '--wait', '--no-push'], {
+        input: JSON.stringify(spec),
+        env,
+        reject: false,
+      });
+    const v1 = await submit(job('v1'));
+    expect(v1.exitCode).toBe(0);
+    const v2 = await submit(job('v2'));
+    expect(v2.exitCode).toBe(0);
+    expect(v2.stdout).toBe(
+      'test/www/prod/rolling: rolling update to version 2 succeeded: all 3 instance(s) run version 2',
+    );
+    const cron = await submit(plainJob({ name: 'nightly', service: false, cron_schedule: '0 3 * * *' }));
+    expect(cron.exitCode).toBe(0);
+    expect(cron.stdout).toBe('test/www/prod/nightly version 1 runs on its schedule "0 3 * * *" (UTC)');
   });
 
   it('replaces everything at once without an update_config, as before', async () => {
