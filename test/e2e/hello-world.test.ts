@@ -99,7 +99,21 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
     const again = await mxc(['submit', build.stdout.trim()], { env });
     expect(again.stdout).toMatch(/unchanged/);
 
+    // Following the logs prints what is there, then new lines, and ends when the workload does.
+    const follow = execa(
+      'node',
+      [repoPath('bin', 'mxc.js'), 'workloads', 'logs', id, '-f', '-p', 'hello_world'],
+      {
+        env,
+        reject: false,
+      },
+    );
+    await new Promise((r) => setTimeout(r, 500));
     const stop = await mxc(['workloads', 'stop', id], { env });
+    const followed = await follow;
+    expect(followed.exitCode).toBe(0);
+    expect(followed.stdout).toMatch(/\[hello_world\] Hello, world!/);
+    expect(followed.stdout).not.toMatch(/nix_init_hello_world/);
     expect(stop.exitCode).toBe(0);
     await eventually(
       async () =>
