@@ -1,0 +1,71 @@
+/**
+ * The coordinator goes away and comes back on the same database: a real agent keeps its processes
+ * running meanwhile, reconnects with backoff, reports what it runs, and nothing is rescheduled.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { Agent } from '../../agent/daemon.js';
+import { pushClosure } from '../../compiler/push.js';
+import { buildScript } from '../agent/helpers.js';
+import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { testLogger } from '../helpers/logger.js';
+import { eventually, scriptJob } from './harness.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const f of cleanup.reverse()) await f().catch(() => {});
+});
+
+it('keeps workloads running through a coordinator restart and reconciles on reconnect', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mxc-coord-restart-'));
+  const { url: databaseUrl, name } = await createPostgresDb();
+  cleanup.push(
+    () => rm(dir, { recursive: true, force: true }),
+    () => dropPostgresDb(name),
+  );
+  const dataDir = join(dir, 'coordinator');
+  let c: TestCoordinator = await startTestCoordinator('postgres', { dataDir, databaseUrl });
+  const port = Number(new URL(c.url).port);
+  const agent = new Agent({
+    coordinator: c.url,
+    name: 'steady',
+    stateDir: join(dir, 'agent'),
+    storeRoot: join(dir, 'store'),
+    logger: testLogger(),
+    gracePeriodMs: 500,
+  });
+  cleanup.push(() => agent.close());
+  await agent.start();
+  await agent.ready;
+
+  const s = await buildScript('coord-restart', 'echo up\nexec sleep 1000\n');
+  await pushClosure({ coordinator: c.url, paths: [s.path] });
+  const sub = await c.coordinator.submitJob(scriptJob('steady', s.path));
+  const id = sub.workloads[0]!;
+  await eventually(async () => (await c.api('GET', `/api/workloads/${id}`)).body.data.status === 'running');
+
+  // The coordinator goes away; the process does not.
+  await c.coordinator.close();
+  await c.app.close();
+  await c.db.close();
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(agent.runningIds()).toEqual([id]);
+
+  c = await startTestCoordinator('postgres', { dataDir, databaseUrl, port });
+  cleanup.push(() => c.stop());
+  await eventually(
+    async () =>
+      (await c.api('GET', '/api/nodes')).body.data.find(
+        (n: { name: string; connected: boolean }) => n.name === 'steady',
+      )?.connected,
+    20_000,
+    'the agent to reconnect',
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  const ws = (await c.api('GET', '/api/workloads')).body.data;
+  expect(ws.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[id, 'running']]);
+  expect(agent.runningIds()).toEqual([id]);
+});
