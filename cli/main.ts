@@ -204,6 +204,12 @@ example(
   'npx mxc jobs show devcluster/www-data/devel/hello_world',
 ).action(lazy(jobs, 'show'));
 example(
+  client(jb.command('restart <id>')).description(
+    'restart a job’s workloads without a config change (batch by batch with an update_config)',
+  ),
+  'npx mxc jobs restart web',
+).action(lazy(jobs, 'restart'));
+example(
   client(jb.command('stop <id>')).description('stop every workload of a job'),
   'npx mxc jobs stop hello_world',
 ).action(lazy(jobs, 'stop'));

@@ -16,7 +16,7 @@ import { recordSubmission } from './job-submit.js';
 import { markNodeDown } from './liveness.js';
 import { type ClusterSnapshot, clusterSnapshot, retryOnConflict, schedulePass } from './placement.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
-import { advanceRollouts } from './rollout.js';
+import { advanceRollouts, startRollout } from './rollout.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
@@ -24,7 +24,7 @@ import * as logs from './store/logs.js';
 import * as nodes from './store/nodes.js';
 import * as updates from './store/updates.js';
 import * as wl from './store/workloads.js';
-import { replaceWorkloads, rolloutHost, stopJobWorkloads } from './workload-changes.js';
+import { newWorkloads, replaceWorkloads, rolloutHost, stopJobWorkloads } from './workload-changes.js';
 
 export type { AgentSession, ChangeEvent, CoordinatorOptions };
 
@@ -121,6 +121,41 @@ export class Coordinator {
     this.dispatchStops(stopped);
     this.emit({ kind: 'job', id: job.id });
     return { job: { ...job, status: 'stopped' }, stopped: stopped.length };
+  }
+
+  /**
+   * Restarts a job's workloads without a config change: batch by batch through the rollout machinery
+   * when the job has an update_config, else all at once.
+   */
+  async restartJob(idOrKey: string): Promise<{ job: jobs.JobRow; rolling: boolean; workloads: string[] }> {
+    const job = await jobs.getJob(this.db, idOrKey);
+    if (!job) throw errors.notFound('job', idOrKey);
+    if (job.status !== 'active')
+      throw errors.conflict('JOB_STOPPED', `job ${job.key} is stopped; submit it again to run it`);
+    const spec = (await this.specOf(job.id, job.current_version))!;
+    if (spec.cron_schedule) {
+      throw errors.conflict(
+        'CRON_JOB',
+        `job ${job.key} runs on its schedule; there is nothing to restart between runs`,
+      );
+    }
+    const res = await this.db.tx(async (q) => {
+      const live = await wl.listWorkloads(q, { jobId: job.id, status: ['starting', 'running'], limit: 1 });
+      if (spec.update_config && live.length > 0) {
+        await startRollout(q, job.id, job.current_version, job.current_version, 'restart');
+        return { rolling: true, workloads: [] as string[], stops: [] as wl.WorkloadRow[] };
+      }
+      await updates.cancelRolling(q, job.id, 'superseded by a restart');
+      const stops = await stopJobWorkloads(q, job.id, 'restarted');
+      const created = newWorkloads(job.id, job.current_version, spec, 0);
+      await wl.insertWorkloads(q, created, 'restart');
+      return { rolling: false, workloads: created.map((w) => w.id), stops };
+    });
+    this.dispatchStops(res.stops);
+    this.emit({ kind: 'job', id: job.id });
+    if (res.rolling) this.requestRolloutStep();
+    else this.requestEvaluation();
+    return { job, rolling: res.rolling, workloads: res.workloads };
   }
 
   async stopWorkload(id: string): Promise<wl.WorkloadRow> {

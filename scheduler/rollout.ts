@@ -43,16 +43,26 @@ export async function startRollout(
   jobId: string,
   from: number,
   to: number,
-  rollback = false,
+  kind: 'update' | 'rollback' | 'restart' = 'update',
 ): Promise<void> {
-  await updates.cancelRolling(q, jobId, `superseded by the update to version ${to}`);
+  await updates.cancelRolling(
+    q,
+    jobId,
+    `superseded by the ${kind === 'restart' ? 'restart' : `update to version ${to}`}`,
+  );
   await updates.insertUpdate(q, {
     id: randomUUID(),
     job_id: jobId,
     from_version: from,
     to_version: to,
-    rollback,
-    message: rollback ? `rolling back to version ${to}` : `updating from version ${from} to ${to}`,
+    rollback: kind === 'rollback',
+    restart: kind === 'restart',
+    message:
+      kind === 'rollback'
+        ? `rolling back to version ${to}`
+        : kind === 'restart'
+          ? `restarting version ${to}`
+          : `updating from version ${from} to ${to}`,
   });
 }
 
@@ -96,7 +106,7 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
         message: `${why}; rolled back to version ${u.from_version}`,
       });
       await jobs.setJobVersion(q, u.job_id, u.from_version);
-      await startRollout(q, u.job_id, u.to_version, u.from_version, true);
+      await startRollout(q, u.job_id, u.to_version, u.from_version, 'rollback');
     } else {
       await updates.setUpdate(q, u.id, { status: 'failed', message: why });
     }
@@ -110,16 +120,20 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
     const mine = all
       .filter((w) => w.instance === instance)
       .sort((a, b) => b.created_at.getTime() - a.created_at.getTime());
-    const newest = mine.find((w) => w.job_version === u.to_version && LIVE.has(w.status));
-    const others = mine.filter(
+    // The instance's current workload: the target version, and for a restart one started after it began.
+    const newest = mine.find(
       (w) =>
-        w.job_version !== u.to_version &&
-        (w.status === 'pending' || w.status === 'starting' || w.status === 'running'),
+        w.job_version === u.to_version && LIVE.has(w.status) && (!u.restart || w.created_at >= u.created_at),
     );
+    const others = mine.filter((w) => w !== newest && LIVE.has(w.status));
     if (!newest) {
       // Replace this instance: the old one stops, the new one is placed (capacity frees as it stops).
       out.stops.push(
-        ...(await host.stopWorkloads(q, others, `replaced by version ${u.to_version} (rolling update)`)),
+        ...(await host.stopWorkloads(
+          q,
+          others,
+          u.restart ? 'restarted (rolling restart)' : `replaced by version ${u.to_version} (rolling update)`,
+        )),
       );
       await host.createWorkloads(
         q,
@@ -127,7 +141,9 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
         u.to_version,
         target,
         [instance],
-        `rolling update to version ${u.to_version}`,
+        u.restart
+          ? `rolling restart of version ${u.to_version}`
+          : `rolling update to version ${u.to_version}`,
       );
       out.created = true;
       batchDone = false;
@@ -160,6 +176,8 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
     next_instance: n,
     message: u.rollback
       ? `rolled back to version ${u.to_version}`
-      : `all ${n} instance(s) run version ${u.to_version}`,
+      : u.restart
+        ? `all ${n} instance(s) restarted`
+        : `all ${n} instance(s) run version ${u.to_version}`,
   });
 }

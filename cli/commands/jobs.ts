@@ -69,6 +69,18 @@ export async function stop(id: string, opts: Opts) {
   process.stdout.write(`${r.job.key}: stopped (${r.stopped} workload(s) stopping)\n`);
 }
 
+export async function restart(id: string, opts: Opts) {
+  const r = await new ApiClient(opts).post<{ job: JobView; rolling: boolean; workloads: string[] }>(
+    `/api/jobs/${encodeURIComponent(id)}/restart`,
+  );
+  if (opts.json) return printJson(r);
+  process.stdout.write(
+    r.rolling
+      ? `${r.job.key}: rolling restart started (batch by batch, per its update_config); follow it with \`mxc jobs show ${r.job.key}\`\n`
+      : `${r.job.key}: restarted, ${r.workloads.length} new workload(s)\n`,
+  );
+}
+
 export async function versions(id: string, opts: Opts) {
   const rows = await new ApiClient(opts).get<{ version: number; spec_hash: string; created_at: string }[]>(
     `/api/jobs/${encodeURIComponent(id)}/versions`,

@@ -93,6 +93,13 @@ const routes: Record<string, Record<string, Op>> = {
       ok: z.unknown(),
     },
   },
+  '/api/jobs/{id}/restart': {
+    post: {
+      summary: 'Restart without a config change (rolling with an update_config)',
+      params: idParam('job'),
+      ok: z.unknown(),
+    },
+  },
   '/api/jobs/{id}/updates': {
     get: { summary: 'Rolling updates of the job', params: idParam('job'), ok: z.array(z.unknown()) },
   },

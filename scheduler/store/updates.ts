@@ -10,6 +10,8 @@ export interface UpdateRow {
   to_version: number;
   status: UpdateStatus;
   rollback: boolean;
+  /** A restart of the same version: instances count once they were started after the restart began. */
+  restart: boolean;
   next_instance: number;
   message: string;
   created_at: Date;
@@ -18,12 +20,12 @@ export interface UpdateRow {
 
 export async function insertUpdate(
   q: Queryable,
-  u: Pick<UpdateRow, 'id' | 'job_id' | 'from_version' | 'to_version' | 'rollback' | 'message'>,
+  u: Pick<UpdateRow, 'id' | 'job_id' | 'from_version' | 'to_version' | 'rollback' | 'restart' | 'message'>,
 ): Promise<void> {
   await q.query(
-    `INSERT INTO job_updates (id, job_id, from_version, to_version, status, rollback, message)
-     VALUES ($1, $2, $3, $4, 'rolling', $5, $6)`,
-    [u.id, u.job_id, u.from_version, u.to_version, u.rollback, u.message],
+    `INSERT INTO job_updates (id, job_id, from_version, to_version, status, rollback, restart, message)
+     VALUES ($1, $2, $3, $4, 'rolling', $5, $6, $7)`,
+    [u.id, u.job_id, u.from_version, u.to_version, u.rollback, u.restart, u.message],
   );
 }
 

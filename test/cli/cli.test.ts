@@ -26,6 +26,7 @@ const COMMANDS = [
   ['jobs', 'show'],
   ['jobs', 'stop'],
   ['jobs', 'versions'],
+  ['jobs', 'restart'],
   ['jobs', 'prewarm'],
   ['cluster', 'status'],
   ['tokens', 'create'],

@@ -123,6 +123,52 @@ describe('rolling updates', () => {
     expect(cron.stdout).toBe('test/www/prod/nightly version 1 runs on its schedule "0 3 * * *" (UTC)');
   });
 
+  it('restarts a job without a config change: batch by batch with an update_config, else all at once', async () => {
+    c = await startTestCoordinator('postgres');
+    agents.push(await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect());
+    const rolling = (await c.api('POST', '/api/jobs', job('r'))).body.data.job.id;
+    const plain = (await c.api('POST', '/api/jobs', job('p', { name: 'plain', update_config: undefined })))
+      .body.data.job.id;
+    await eventually(
+      async () =>
+        (await byVersion(rolling))['v1:running'] === 3 && (await byVersion(plain))['v1:running'] === 3,
+    );
+    const before = new Set(
+      (await c.api('GET', '/api/workloads?status=running')).body.data.map((w: { id: string }) => w.id),
+    );
+
+    const r1 = await c.api('POST', `/api/jobs/${rolling}/restart`);
+    expect(r1.body.data).toMatchObject({ rolling: true, workloads: [] });
+    const r2 = await c.api('POST', `/api/jobs/${plain}/restart`);
+    expect(r2.body.data.rolling).toBe(false);
+    expect(r2.body.data.workloads).toHaveLength(3);
+
+    const done = await eventually(async () => {
+      const u = (await c.api('GET', `/api/jobs/${rolling}`)).body.data.update;
+      return u?.status === 'succeeded' ? u : null;
+    }, 20_000);
+    expect(done).toMatchObject({
+      restart: true,
+      from_version: 1,
+      to_version: 1,
+      message: 'all 3 instance(s) restarted',
+    });
+    await eventually(async () => (await byVersion(plain))['v1:running'] === 3);
+    const now = (await c.api('GET', '/api/workloads?status=running')).body.data.map(
+      (w: { id: string }) => w.id,
+    );
+    expect(now).toHaveLength(6);
+    for (const id of now) expect(before.has(id)).toBe(false);
+    expect((await byVersion(rolling))['v1:stopped']).toBe(3);
+
+    const missing = await c.api('POST', '/api/jobs/nope/restart');
+    expect(missing.status).toBe(404);
+    await c.api('POST', `/api/jobs/${plain}/stop`);
+    const stopped = await c.api('POST', `/api/jobs/${plain}/restart`);
+    expect(stopped.status).toBe(409);
+    expect(stopped.body.error.code).toBe('JOB_STOPPED');
+  });
+
   it('replaces everything at once without an update_config, as before', async () => {
     c = await startTestCoordinator('pglite');
     agents.push(await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect());

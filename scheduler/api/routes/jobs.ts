@@ -67,6 +67,10 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     return { data: await closures.whereUsed(db, needle) };
   });
 
+  app.post<{ Params: { id: string } }>('/api/jobs/:id/restart', async (req) => ({
+    data: await coordinator.restartJob(req.params.id),
+  }));
+
   app.post<{ Params: { id: string } }>('/api/jobs/:id/stop', async (req) => {
     const res = await coordinator.stopJob(req.params.id);
     return { data: res };
