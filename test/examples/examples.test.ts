@@ -198,14 +198,14 @@ describe('examples on a real coordinator and agent', () => {
   });
 
   test('pipeline: the ephemeral sidecar does not keep the task alive', async () => {
-    // The example's serve never ends; make it exit at once (busybox `true`, already in the closure)
-    // so the task is done while the sidecar still loops.
+    // The example's serve never ends; make it exit after a second (busybox, already in the closure)
+    // so the task is done while the sidecar still loops, having had the time to say it is alive.
     const spec = await buildExample('pipeline');
     spec.name = 'pipeline-ephemeral';
     const initServe = spec.task.processes.find((p) => p.name === 'nix_init_serve')!;
     const busybox = initServe.cmdline.split(' ')[0]!;
     expect(busybox).toMatch(/^\/nix\/store\/.*-busybox\/busybox$/);
-    spec.task.processes.find((p) => p.name === 'serve')!.cmdline = `${busybox} true`;
+    spec.task.processes.find((p) => p.name === 'serve')!.cmdline = `${busybox} sleep 1`;
     const { workloads } = await deploy(spec);
     const id = workloads[0]!;
     const done = await waitStatus(id, 'stopped');
