@@ -193,6 +193,14 @@ export const JobSpec = z
         message: 'a service cannot have a cron_schedule',
       });
     }
+    if (job.health_check_config && job.mxc.network === 'none' && job.mxc.isolation !== 'process') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['health_check_config'],
+        message:
+          'a job with mxc.network = "none" cannot be health-checked over HTTP; give it network "host" or drop the check',
+      });
+    }
     if (job.cron_schedule) {
       try {
         nextRun(parseCron(job.cron_schedule), new Date(0));

@@ -63,3 +63,19 @@ describe('protocol', () => {
     expect(prewarm('/nix/store/0c1sljyc8rj96fl6wkj8q0hfqc2s6n1l-busybox')).toBe(true);
   });
 });
+
+describe('health checks', () => {
+  it('are refused for a job whose network is none', () => {
+    const r = JobSpec.safeParse({
+      name: 'j',
+      role: 'r',
+      cluster: 'c',
+      environment: 'e',
+      task: { name: 't', processes: [{ name: 'p', cmdline: 'x' }] },
+      health_check_config: {},
+      mxc: { isolation: 'sandbox', network: 'none', ports: ['http'] },
+    });
+    expect(r.success).toBe(false);
+    expect(r.error!.issues[0]!.message).toMatch(/cannot be health-checked over HTTP/);
+  });
+});
