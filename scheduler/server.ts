@@ -75,7 +75,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
           });
         },
         async (a) => {
-          await a.register(dashboardPlugin, { tokens: opts.tokens });
+          await a.register(dashboardPlugin);
         },
       ],
       statusExtra: async () => ({

@@ -3,7 +3,6 @@
  * of `scheduler/ui/assets/` under `/ui/`. The shell holds no data; every datum comes from the token-checked API.
  */
 import type { FastifyInstance } from 'fastify';
-import type { Tokens } from '../api/auth.js';
 import { repoPath } from '../paths.js';
 import { loadAssets } from './assets.js';
 
@@ -15,7 +14,7 @@ const SECURITY_HEADERS = {
   'referrer-policy': 'no-referrer',
 };
 
-export async function dashboardPlugin(app: FastifyInstance, _opts: { tokens: Tokens }): Promise<void> {
+export async function dashboardPlugin(app: FastifyInstance): Promise<void> {
   // Read once at start: a fixed set of files, so a request path can never reach outside the folder.
   const assets = await loadAssets(repoPath('scheduler', 'ui', 'assets'));
   const shell = assets.get('index.html');
