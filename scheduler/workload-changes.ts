@@ -7,6 +7,7 @@ import { DEFAULT_RESOURCES, type JobSpec } from '../spec/job.js';
 import type { RolloutHost } from './rollout.js';
 import type { Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
+import * as updates from './store/updates.js';
 import * as wl from './store/workloads.js';
 
 const MB = 1024 * 1024;
@@ -58,6 +59,19 @@ export async function stopJobWorkloads(
 }
 
 /** Creates pending replacements for workloads whose job is still active (same instance, next attempt). */
+/**
+ * An instance of the previous version that a rolling update has not reached yet still serves: lost or
+ * failed, it is replaced at its own version until the rollout gets to it.
+ */
+async function awaitsRollout(q: Queryable, jobId: string, w: wl.WorkloadRow): Promise<boolean> {
+  const [latest] = await updates.listUpdates(q, jobId);
+  return (
+    latest?.status === 'rolling' &&
+    latest.from_version === w.job_version &&
+    w.instance >= latest.next_instance
+  );
+}
+
 export async function replaceWorkloads(
   q: Queryable,
   ws: wl.WorkloadRow[],
@@ -67,7 +81,8 @@ export async function replaceWorkloads(
   let n = 0;
   for (const w of ws) {
     const job = await jobs.getJob(q, w.job_id);
-    if (!job || job.status !== 'active' || job.current_version !== w.job_version) continue;
+    if (!job || job.status !== 'active') continue;
+    if (job.current_version !== w.job_version && !(await awaitsRollout(q, job.id, w))) continue;
     const v = await jobs.getJobVersion(q, w.job_id, w.job_version);
     if (!v) continue;
     const restarts = w.restarts + (countAsFailure ? 1 : 0);

@@ -169,6 +169,43 @@ describe('rolling updates', () => {
     expect(stopped.body.error.code).toBe('JOB_STOPPED');
   });
 
+  it('keeps serving with the old version where the rollout has not arrived yet, when a node is lost', async () => {
+    c = await startTestCoordinator('postgres', { heartbeatTtlMs: 800 });
+    const steady = await new ProtocolAgent({ url: c.url, name: 'steady', cpu: 8 }).connect();
+    const fragile = await new ProtocolAgent({ url: c.url, name: 'fragile', cpu: 8 }).connect();
+    agents.push(steady, fragile);
+    // One instance per node (spread), without a limit, so the survivor can take both.
+    const v1 = await c.api('POST', '/api/jobs', job('v1', { instances: 2 }));
+    const jobId = v1.body.data.job.id;
+    await eventually(async () => (await byVersion(jobId))['v1:running'] === 2);
+    // A slow rollout (one instance at a time, watched for a minute) starts with instance 0.
+    await c.api(
+      'POST',
+      '/api/jobs',
+      job('v2', {
+        instances: 2,
+        update_config: { batch_size: 1, watch_secs: 60, max_total_failures: 0, rollback_on_failure: true },
+      }),
+    );
+    const ws = (await c.api('GET', `/api/workloads?job=${jobId}&status=running`)).body.data;
+    const lost = ws.find(
+      (w: { instance: number; job_version: number }) => w.instance === 1 && w.job_version === 1,
+    );
+    expect(lost).toBeDefined();
+    (lost.node === 'fragile' ? fragile : steady).stopHeartbeats();
+    const survivor = lost.node === 'fragile' ? 'steady' : 'fragile';
+    // Instance 1 still runs version 1, on the node that is left, while the rollout waits.
+    const replacement = await eventually(async () => {
+      const all = (await c.api('GET', `/api/workloads?job=${jobId}`)).body.data;
+      return all.find(
+        (w: { id: string; instance: number; job_version: number; status: string }) =>
+          w.instance === 1 && w.job_version === 1 && w.status === 'running' && w.id !== lost.id,
+      );
+    }, 15_000);
+    expect(replacement.node).toBe(survivor);
+    expect((await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status).toBe('rolling');
+  });
+
   it('replaces everything at once without an update_config, as before', async () => {
     c = await startTestCoordinator('pglite');
     agents.push(await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect());
