@@ -1,8 +1,9 @@
 /**
  * Rolling updates (Aurora's UpdateConfig): a job resubmitted with an `update_config` while its previous
  * version runs is replaced `batch_size` instances at a time. An instance of the new version counts once
- * it has run for `watch_secs` (and, when the job has a health check, reported healthy). More failed
- * instances than `max_total_failures` end the update: rolled back to the previous version when
+ * it has run for `watch_secs` (and, when the job has a health check, reported healthy). An instance is
+ * retried until it failed more than `max_per_shard_failures` times; more failed instances than
+ * `max_total_failures` end the update: rolled back to the previous version when
  * `rollback_on_failure`, else left as it is and marked failed. Advanced by the coordinator's tick and
  * after every status change; every step is one transaction.
  */
@@ -91,12 +92,19 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
     wait_for_batch_completion: false,
   };
   const all = await wl.listWorkloads(q, { jobId: u.job_id, limit: 100_000 });
-  const failures = all.filter(
-    (w) =>
+  // An instance whose new workloads failed more than max_per_shard_failures times has failed the
+  // update (until then it is retried); more failed instances than max_total_failures end it.
+  const failuresPerInstance = new Map<number, number>();
+  for (const w of all) {
+    if (
       w.job_version === u.to_version &&
       (w.status === 'failed' || w.status === 'lost') &&
-      w.created_at >= u.created_at,
-  ).length;
+      w.created_at >= u.created_at
+    ) {
+      failuresPerInstance.set(w.instance, (failuresPerInstance.get(w.instance) ?? 0) + 1);
+    }
+  }
+  const failures = [...failuresPerInstance.values()].filter((n) => n > cfg.max_per_shard_failures).length;
 
   if (failures > cfg.max_total_failures) {
     const why = `${failures} instance(s) of version ${u.to_version} failed (max_total_failures ${cfg.max_total_failures})`;

@@ -206,6 +206,40 @@ describe('rolling updates', () => {
     expect((await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status).toBe('rolling');
   });
 
+  it('retries an instance up to max_per_shard_failures before counting it failed', async () => {
+    c = await startTestCoordinator('postgres');
+    const seen = new Set<number>();
+    // Each instance of the new version fails on its first start, then runs.
+    const a = new ProtocolAgent({
+      url: c.url,
+      name: 'n',
+      cpu: 8,
+      onStart: (m) => {
+        if (m.workload.spec.task.processes[0]!.cmdline !== 'flaky') return 'running';
+        if (seen.has(m.workload.instance)) return 'running';
+        seen.add(m.workload.instance);
+        return 'failed';
+      },
+    });
+    agents.push(await a.connect());
+    const jobId = (await c.api('POST', '/api/jobs', job('good'))).body.data.job.id;
+    await eventually(async () => (await byVersion(jobId))['v1:running'] === 3);
+    await c.api(
+      'POST',
+      '/api/jobs',
+      job('flaky', {
+        update_config: { batch_size: 2, watch_secs: 1, max_per_shard_failures: 1, max_total_failures: 0 },
+      }),
+    );
+    const done = await eventually(async () => {
+      const u = (await c.api('GET', `/api/jobs/${jobId}`)).body.data.update;
+      return u && u.status !== 'rolling' ? u : null;
+    }, 20_000);
+    expect(done).toMatchObject({ status: 'succeeded', to_version: 2 });
+    const v = await byVersion(jobId);
+    expect(v, JSON.stringify(v)).toMatchObject({ 'v2:running': 3, 'v2:failed': 3 });
+  });
+
   it('replaces everything at once without an update_config, as before', async () => {
     c = await startTestCoordinator('pglite');
     agents.push(await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect());
