@@ -47,6 +47,8 @@ export interface LaunchArgs {
   dir: string;
   workDir: string;
   env: Record<string, string>;
+  /** The full closure of the job's roots, when the caller has computed it already. */
+  fullClosure?: string[];
   onLog: (l: LogLine) => void;
   /** Told each change of the task's processes. */
   onChange: (processes: TaskSnapshot['processes']) => void;
@@ -64,13 +66,15 @@ export async function launchWorkload(
   const closure = a.spec.mxc.closure;
   const storeRoot = l.agent.storeRoot;
   const grace = l.agent.gracePeriodMs ?? 5000;
+  // The sandbox and the microVM expose every path of the closure, not only its roots.
+  const fullClosure = async () => l.fullClosure ?? (await closureOf(closure, { store: storeRoot }));
   if (a.spec.mxc.isolation === 'microvm') {
     if (!l.agent.microvm) throw new Error('this agent cannot run microVM workloads');
     const vm = await l.agent.microvm.run({
       assignment: a,
       workDir: l.workDir,
       storeDir: join(storeRoot ?? '/', 'nix', 'store'),
-      closure: await closureOf(closure, { store: storeRoot }),
+      closure: await fullClosure(),
       env: l.env,
       ports: Object.entries(entry.ports).map(([name, hostPort]) => ({
         name,
@@ -87,7 +91,7 @@ export async function launchWorkload(
     a.spec.mxc.isolation === 'sandbox'
       ? sandboxLaunch({
           storeRoot,
-          closure: await closureForSandbox(closure, storeRoot),
+          closure: await fullClosure(),
           workDir: l.workDir,
           network: a.spec.mxc.network,
         })
@@ -116,11 +120,6 @@ export async function launchWorkload(
   runner.start();
   entry.stop = (reason: string) => runner.stop(reason);
   return { done: runner.done };
-}
-
-/** The full closure of the roots, as the sandbox must expose every path of it. */
-async function closureForSandbox(roots: string[], storeRoot?: string): Promise<string[]> {
-  return closureOf(roots, { store: storeRoot });
 }
 
 /** A free TCP port on the loopback (the OS picks it). */

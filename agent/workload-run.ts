@@ -160,13 +160,12 @@ export class WorkloadRuns {
           (fetched.pathsTotal ? `: fetched ${progressText(fetched)}` : ': every path already in the store'),
       );
       entry.fetched = { paths: fetched.pathsDone, bytes: fetched.bytesDone };
-      if (fetched.pathsDone > 0) {
-        this.w.conn.send({
-          type: 'store_paths',
-          added: await closureOf(closure, { store: this.opts.storeRoot }),
-          removed: [],
-        });
-      }
+      // Computed once: the coordinator learns what the store gained, isolated launches expose all of it.
+      const fullClosure =
+        fetched.pathsDone > 0 || a.spec.mxc.isolation !== 'process'
+          ? await closureOf(closure, { store: this.opts.storeRoot })
+          : undefined;
+      if (fetched.pathsDone > 0) this.w.conn.send({ type: 'store_paths', added: fullClosure!, removed: [] });
       if (entry.stopping) throw new Error('stopped before start');
 
       for (const port of a.spec.mxc.ports) entry.ports[port] = await freePort();
@@ -179,6 +178,7 @@ export class WorkloadRuns {
         dir,
         workDir,
         env,
+        fullClosure,
         onLog: (l: LogLine) => {
           logs.append(l);
           this.w.conn.queueLog(a.id, l);
