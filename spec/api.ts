@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { JobSpec } from './job.js';
-import { Capabilities, WorkloadStatus } from './messages.js';
+import { Capabilities, ProcessReport, WorkloadStatus } from './messages.js';
 
 export const ApiError = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
@@ -64,7 +64,7 @@ export const Workload = z.object({
     .describe('store paths realising the closure fetched from the cache'),
   fetched_bytes: z.number().int().nullable(),
   ports: z.record(z.string(), z.number()),
-  processes: z.array(z.unknown()),
+  processes: z.array(ProcessReport),
   created_at: z.string(),
   updated_at: z.string(),
   started_at: z.string().nullable(),
@@ -82,8 +82,36 @@ export const Job = z.object({
   status: z.enum(['active', 'stopped']),
   created_at: z.string(),
   updated_at: z.string(),
-  spec: JobSpec.optional(),
+  /** Cron jobs: the next scheduled run. */
+  next_run_at: z.string().nullable(),
 });
+
+/** A job with its current spec (`GET /api/jobs`). */
+export const JobWithSpec = Job.extend({ spec: JobSpec });
+
+/** A rolling update (or restart, or rollback) of a job. */
+export const JobUpdate = z.object({
+  id: z.string(),
+  job_id: z.string(),
+  from_version: z.number().int(),
+  to_version: z.number().int(),
+  status: z.enum(['rolling', 'succeeded', 'failed', 'rolled_back', 'cancelled']),
+  rollback: z.boolean(),
+  restart: z.boolean(),
+  next_instance: z.number().int(),
+  message: z.string(),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+
+/** `GET /api/jobs/:id`: the job with its workloads and latest update. */
+export const JobDetail = JobWithSpec.extend({ workloads: z.array(Workload), update: JobUpdate.nullable() });
+
+/** `GET /api/workloads/:id`: the workload with its history. */
+export const WorkloadDetail = Workload.extend({ events: z.array(WorkloadEvent) });
+
+/** `GET /api/nodes/:id`: the node with its workloads. */
+export const NodeDetail = Node.extend({ workloads: z.array(Workload.omit({ job: true, node: true })) });
 
 export const SubmitResult = z.object({
   job: Job,

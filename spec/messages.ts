@@ -71,6 +71,15 @@ export const AgentStorePaths = z
 
 export const AgentHeartbeat = z.object({ type: z.literal('heartbeat') }).strict();
 
+/** One process of a workload as the agent reports it. */
+export const ProcessReport = z.object({
+  name: z.string(),
+  state: z.enum(['waiting', 'running', 'success', 'failed', 'killed']),
+  runs: z.number().int(),
+  failures: z.number().int(),
+  exit_code: z.number().int().nullable(),
+});
+
 export const AgentWorkloadStatus = z
   .object({
     type: z.literal('workload_status'),
@@ -84,17 +93,7 @@ export const AgentWorkloadStatus = z
     /** The HTTP health check's verdict, for jobs with a health_check_config. */
     health: z.enum(['unknown', 'healthy', 'unhealthy']).optional(),
     /** Per-process state, for the workload page. */
-    processes: z
-      .array(
-        z.object({
-          name: z.string(),
-          state: z.enum(['waiting', 'running', 'success', 'failed', 'killed']),
-          runs: z.number().int(),
-          failures: z.number().int(),
-          exit_code: z.number().int().nullable(),
-        }),
-      )
-      .optional(),
+    processes: z.array(ProcessReport).optional(),
   })
   .strict();
 

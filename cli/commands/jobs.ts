@@ -1,4 +1,6 @@
 /** `mxc jobs list|show|stop|versions`. */
+import type { z } from 'zod';
+import type * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
 
@@ -6,17 +8,8 @@ interface Opts extends ClientOptions {
   json?: boolean;
 }
 
-interface JobView {
-  id: string;
-  key: string;
-  status: string;
-  current_version: number;
-  updated_at: string;
-  next_run_at: string | null;
-  spec: { instances: number; service: boolean; cron_schedule?: string | null; mxc: { isolation: string } };
-  workloads?: { id: string; status: string; node_id: string | null; job_version: number }[];
-  update?: { status: string; from_version: number; to_version: number; message: string } | null;
-}
+type JobView = z.infer<typeof api.JobWithSpec>;
+type JobDetail = z.infer<typeof api.JobDetail>;
 
 export async function list(opts: Opts) {
   const rows = await new ApiClient(opts).get<JobView[]>('/api/jobs');
@@ -36,7 +29,7 @@ export async function list(opts: Opts) {
 }
 
 export async function show(id: string, opts: Opts) {
-  const j = await new ApiClient(opts).get<JobView>(`/api/jobs/${encodeURIComponent(id)}`);
+  const j = await new ApiClient(opts).get<JobDetail>(`/api/jobs/${encodeURIComponent(id)}`);
   if (opts.json) return printJson(j);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(10))}${v}\n`);
   out('job', j.key);
@@ -62,7 +55,7 @@ export async function show(id: string, opts: Opts) {
 }
 
 export async function stop(id: string, opts: Opts) {
-  const r = await new ApiClient(opts).post<{ job: JobView; stopped: number }>(
+  const r = await new ApiClient(opts).post<{ job: z.infer<typeof api.Job>; stopped: number }>(
     `/api/jobs/${encodeURIComponent(id)}/stop`,
   );
   if (opts.json) return printJson(r);
@@ -70,9 +63,11 @@ export async function stop(id: string, opts: Opts) {
 }
 
 export async function restart(id: string, opts: Opts) {
-  const r = await new ApiClient(opts).post<{ job: JobView; rolling: boolean; workloads: string[] }>(
-    `/api/jobs/${encodeURIComponent(id)}/restart`,
-  );
+  const r = await new ApiClient(opts).post<{
+    job: z.infer<typeof api.Job>;
+    rolling: boolean;
+    workloads: string[];
+  }>(`/api/jobs/${encodeURIComponent(id)}/restart`);
   if (opts.json) return printJson(r);
   process.stdout.write(
     r.rolling

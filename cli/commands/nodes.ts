@@ -1,4 +1,6 @@
 /** `mxc nodes list|show|drain|undrain`. */
+import type { z } from 'zod';
+import type * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
 
@@ -6,20 +8,8 @@ interface Opts extends ClientOptions {
   json?: boolean;
 }
 
-interface NodeView {
-  id: string;
-  name: string;
-  status: string;
-  connected: boolean;
-  cpu: number;
-  memory_mb: number;
-  disk_mb: number;
-  used: { cpu: number; memory_mb: number; disk_mb: number };
-  capabilities: { isolation: string[]; nix: string | null; kvm: boolean; attributes: Record<string, string> };
-  last_seen_at: string;
-  version: string;
-  workloads?: { id: string; status: string }[];
-}
+type NodeView = z.infer<typeof api.Node>;
+type NodeDetail = z.infer<typeof api.NodeDetail>;
 
 export async function list(opts: Opts) {
   const rows = await new ApiClient(opts).get<NodeView[]>('/api/nodes');
@@ -41,7 +31,7 @@ export async function list(opts: Opts) {
 const round = (x: number) => Math.round(x * 100) / 100;
 
 export async function show(id: string, opts: Opts) {
-  const n = await new ApiClient(opts).get<NodeView>(`/api/nodes/${encodeURIComponent(id)}`);
+  const n = await new ApiClient(opts).get<NodeDetail>(`/api/nodes/${encodeURIComponent(id)}`);
   if (opts.json) return printJson(n);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(14))}${v}\n`);
   out('name', n.name);

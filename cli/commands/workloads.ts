@@ -1,4 +1,6 @@
 /** `mxc workloads list|show|stop|logs|events`. */
+import type { z } from 'zod';
+import type * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
@@ -7,27 +9,9 @@ interface Opts extends ClientOptions {
   json?: boolean;
 }
 
-interface WorkloadView {
-  id: string;
-  job: string;
-  instance: number;
-  status: string;
-  node: string | null;
-  cpu: number;
-  memory_mb: number;
-  isolation: string;
-  pending_reason: string | null;
-  error: string | null;
-  restarts: number;
-  fetched_paths: number | null;
-  fetched_bytes: number | null;
-  health: 'unknown' | 'healthy' | 'unhealthy' | null;
-  ports: Record<string, number>;
-  processes: { name: string; state: string; runs: number; failures: number; exit_code: number | null }[];
-  created_at: string;
-  updated_at: string;
-  events?: { ts: string; from_status: string | null; to_status: string; reason: string }[];
-}
+type WorkloadView = z.infer<typeof api.Workload>;
+type WorkloadDetail = z.infer<typeof api.WorkloadDetail>;
+type WorkloadEvent = z.infer<typeof api.WorkloadEvent>;
 
 export async function list(opts: Opts & { status?: string; job?: string; node?: string }) {
   const q = new URLSearchParams();
@@ -52,7 +36,7 @@ export async function list(opts: Opts & { status?: string; job?: string; node?: 
 }
 
 export async function show(id: string, opts: Opts) {
-  const w = await new ApiClient(opts).get<WorkloadView>(`/api/workloads/${encodeURIComponent(id)}`);
+  const w = await new ApiClient(opts).get<WorkloadDetail>(`/api/workloads/${encodeURIComponent(id)}`);
   if (opts.json) return printJson(w);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(12))}${v}\n`);
   out('id', w.id);
@@ -102,11 +86,7 @@ export async function show(id: string, opts: Opts) {
   process.stdout.write(`\n${color.bold('events')}\n`);
   printTable(
     ['when', 'transition', 'reason'],
-    (w.events ?? []).map((e) => [
-      new Date(e.ts).toISOString(),
-      `${e.from_status ?? '∅'} → ${e.to_status}`,
-      e.reason,
-    ]),
+    w.events.map((e) => [new Date(e.ts).toISOString(), `${e.from_status ?? '∅'} → ${e.to_status}`, e.reason]),
   );
 }
 
@@ -117,7 +97,7 @@ export async function stop(id: string, opts: Opts) {
 }
 
 export async function events(id: string, opts: Opts) {
-  const rows = await new ApiClient(opts).get<NonNullable<WorkloadView['events']>>(
+  const rows = await new ApiClient(opts).get<WorkloadEvent[]>(
     `/api/workloads/${encodeURIComponent(id)}/events`,
   );
   if (opts.json) return printJson(rows);
@@ -127,14 +107,7 @@ export async function events(id: string, opts: Opts) {
   );
 }
 
-interface LogRow {
-  id: number;
-  process: string;
-  stream: string;
-  run: number;
-  ts: number;
-  line: string;
-}
+type LogRow = z.infer<typeof api.LogEntry>;
 
 const printLog = (l: LogRow, json?: boolean) => {
   if (json) process.stdout.write(`${JSON.stringify(l)}\n`);

@@ -32,7 +32,7 @@ interface Op {
 
 const routes: Record<string, Record<string, Op>> = {
   '/api/jobs': {
-    get: { summary: 'List jobs with their current spec', ok: z.array(api.Job) },
+    get: { summary: 'List jobs with their current spec', ok: z.array(api.JobWithSpec) },
     post: {
       summary: 'Submit a job spec (201: new version; 200: identical spec, no-op)',
       body: JobSpec,
@@ -40,7 +40,7 @@ const routes: Record<string, Record<string, Op>> = {
     },
   },
   '/api/jobs/{id}': {
-    get: { summary: 'A job, its spec and workloads', params: idParam('job'), ok: api.Job },
+    get: { summary: 'A job, its spec and workloads', params: idParam('job'), ok: api.JobDetail },
   },
   '/api/jobs/{id}/versions': {
     get: { summary: 'Every submitted version', params: idParam('job'), ok: z.array(z.unknown()) },
@@ -55,7 +55,7 @@ const routes: Record<string, Record<string, Op>> = {
     get: {
       summary: 'A workload with pending reason and events',
       params: idParam('workload'),
-      ok: api.Workload,
+      ok: api.WorkloadDetail,
     },
   },
   '/api/workloads/{id}/events': {
@@ -72,7 +72,9 @@ const routes: Record<string, Record<string, Op>> = {
     post: { summary: 'Stop a workload', params: idParam('workload'), ok: api.Workload },
   },
   '/api/nodes': { get: { summary: 'List nodes', ok: z.array(api.Node) } },
-  '/api/nodes/{id}': { get: { summary: 'A node and its workloads', params: idParam('node'), ok: api.Node } },
+  '/api/nodes/{id}': {
+    get: { summary: 'A node and its workloads', params: idParam('node'), ok: api.NodeDetail },
+  },
   '/api/nodes/{id}/drain': {
     post: { summary: 'Move workloads off a node; take no new ones', params: idParam('node'), ok: api.Node },
   },
@@ -101,7 +103,7 @@ const routes: Record<string, Record<string, Op>> = {
     },
   },
   '/api/jobs/{id}/updates': {
-    get: { summary: 'Rolling updates of the job', params: idParam('job'), ok: z.array(z.unknown()) },
+    get: { summary: 'Rolling updates of the job', params: idParam('job'), ok: z.array(api.JobUpdate) },
   },
   '/api/store-paths': {
     get: {
