@@ -2,8 +2,10 @@
  * `/api/agent/ws`: the agent connection. The agent authenticates with its join token, sends `hello`
  * within 10 s, then heartbeats and reports. Bad frames get an `error` message; they never crash the coordinator.
  */
+
 import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
+import { describeIssues } from '../../../spec/job.js';
 import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js';
 import type { AgentSession, Coordinator } from '../../coordinator.js';
 import { MxcError } from '../../errors.js';
@@ -48,7 +50,7 @@ export async function agentSocketRoutes(
             session.send({
               type: 'error',
               code: 'BAD_MESSAGE',
-              message: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
+              message: describeIssues(parsed.error).join('; '),
             });
             return;
           }

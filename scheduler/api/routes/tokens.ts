@@ -1,6 +1,8 @@
 /** `/api/tokens`: create (the token is shown once), list (names and kinds only), revoke. */
+
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { describeIssues } from '../../../spec/job.js';
 import { errors } from '../../errors.js';
 import type { Queryable } from '../../store/db.js';
 import * as tokensTable from '../../store/tokens.js';
@@ -16,11 +18,7 @@ const CreateToken = z
 export async function tokenRoutes(app: FastifyInstance, opts: { auth: Auth; db: Queryable }) {
   app.post('/api/tokens', async (req, reply) => {
     const r = CreateToken.safeParse(req.body);
-    if (!r.success)
-      throw errors.validation(
-        'token request',
-        r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
-      );
+    if (!r.success) throw errors.validation('token request', describeIssues(r.error));
     return reply.status(201).send({ data: await opts.auth.create(r.data.name, r.data.kind) });
   });
   app.get('/api/tokens', async () => {

@@ -1,7 +1,9 @@
 /** `/api/workloads`: list, show (with pending reason and events), stop, events, logs (optionally followed). */
+
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { LogsQuery, WorkloadListQuery } from '../../../spec/api.js';
+import { describeIssues } from '../../../spec/job.js';
 import { WorkloadStatus } from '../../../spec/messages.js';
 import type { ChangeEvent, Coordinator } from '../../coordinator.js';
 import { isTerminal } from '../../core/lifecycle.js';
@@ -26,11 +28,7 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
 
   const parse = <T>(schema: z.ZodType<T>, v: unknown, what: string): T => {
     const r = schema.safeParse(v);
-    if (!r.success)
-      throw errors.validation(
-        what,
-        r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
-      );
+    if (!r.success) throw errors.validation(what, describeIssues(r.error));
     return r.data;
   };
 
