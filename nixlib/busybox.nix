@@ -1,48 +1,46 @@
-# The host's static busybox, brought into the store so scripts can name their interpreter by
-# store path without nixpkgs. A fixed-output derivation (flat sha256 of the binary, which flat
-# mode stores non-executable) plus a directory holding an executable copy named `busybox`:
-# busybox picks its applet from argv[0]'s basename, so the interpreter must be `…/busybox`. Impure evaluation (nix-build) hashes the host
-# binary; pure evaluation (flakes) cannot read /usr/bin and uses the pinned hash below. Both give
-# the same store paths when the host's busybox is the pinned one.
+# The host's static busybox in the store, as a directory holding an executable named `busybox`
+# (busybox picks its applet from argv[0]'s basename, so the interpreter must be `…/busybox`).
+# Impure evaluation (nix-build) imports the host file with `builtins.path`: no build at all, so it
+# works with a sandboxed Nix too. Pure evaluation (flakes) cannot read /usr/bin: it describes the
+# same directory as a fixed-output derivation with the pinned NAR hash, which has the very same
+# store path (a recursive sha256 output is addressed like an import), so once nix-build has imported
+# it the flake needs no build either; on a cold store with a sandboxed Nix the flake needs
+# `--option extra-sandbox-paths /usr/bin/busybox` to run that derivation's builder.
 {
   system,
   hostBusybox ? "/usr/bin/busybox",
   sha256 ? null,
 }:
 let
-  # sha256 (flat) of Debian 12's busybox-static 1:1.35.0-4+deb12u1+b1 (amd64) /usr/bin/busybox.
+  # NAR sha256 of the directory { busybox (executable) } for Debian 12's busybox-static.
   pinned = import ./busybox-pin.nix;
   pure = !(builtins ? currentSystem);
-  hash =
-    if sha256 != null then
-      sha256
-    else if pure then
-      pinned.sha256
-    else
-      builtins.hashFile "sha256" (/. + hostBusybox);
-
-  binary = derivation {
-    name = "busybox-static";
+  named = baseNameOf hostBusybox == "busybox";
+  imported = builtins.path {
+    path = /. + dirOf hostBusybox;
+    name = "busybox";
+    filter = p: _type: baseNameOf p == "busybox";
+  };
+  described = derivation {
+    name = "busybox";
     inherit system;
     builder = hostBusybox;
     args = [
       "sh"
       "-c"
-      "\"$builder\" cat \"$builder\" > \"$out\""
+      "\"$builder\" mkdir \"$out\" && \"$builder\" cp \"$builder\" \"$out/busybox\" && \"$builder\" chmod 555 \"$out/busybox\""
     ];
-    outputHashMode = "flat";
+    outputHashMode = "recursive";
     outputHashAlgo = "sha256";
-    outputHash = hash;
+    outputHash = if sha256 != null then sha256 else pinned.narHash;
   };
 in
-derivation {
-  name = "busybox";
-  inherit system;
-  builder = hostBusybox;
-  args = [
-    "sh"
-    "-c"
-    "\"$builder\" mkdir \"$out\" && \"$builder\" cp \"$binary\" \"$out/busybox\" && \"$builder\" chmod 555 \"$out/busybox\""
-  ];
-  inherit binary;
-}
+if pure || sha256 != null || !named then
+  (
+    if named then
+      described
+    else
+      throw "nixlib: hostBusybox must name a file called busybox (busybox picks its applet from argv[0]), got ${hostBusybox}"
+  )
+else
+  imported

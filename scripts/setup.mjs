@@ -24,6 +24,8 @@ function step(what, file, args) {
 /** command (or file) → Debian package that provides it. */
 const SYSTEM = [
   { need: 'nix-build', pkg: 'nix-bin', why: 'builds jobs and realises closures' },
+  // nix-bin's recommended package: the nixbld group and users root's builds run as, and /etc/nix/nix.conf.
+  { file: '/etc/nix/nix.conf', pkg: 'nix-setup-systemd', why: "Nix's build users (nixbld) and nix.conf" },
   { need: 'bwrap', pkg: 'bubblewrap', why: 'sandboxed workloads' },
   { file: '/usr/bin/busybox', pkg: 'busybox-static', why: 'the store interpreter of job scripts' },
   { need: 'qemu-system-x86_64', pkg: 'qemu-system-x86', why: 'microVM workloads' },
@@ -78,6 +80,30 @@ if (missing.length > 0) {
     say('missing system packages:');
     for (const m of missing) say(`  ${m.pkg.padEnd(16)} (${m.file ?? m.need}: ${m.why})`);
     say(`install them with: sudo apt-get install -y ${pkgs.join(' ')}`);
+    process.exit(1);
+  }
+}
+
+// Probe the system's Nix with a real build (sandboxed, as on NixOS): a missing nixbld group, a store
+// that is not writable or a broken nix.conf shows here, with what to do, instead of in the first job.
+{
+  const expr =
+    'let bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; }; ' +
+    'in derivation { name = "mxc-nix-probe"; system = builtins.currentSystem; builder = "${bb}/busybox"; ' +
+    'args = [ "sh" "-c" "echo ok > $out" ]; }';
+  const r = spawnSync(
+    'nix-build',
+    ['--no-out-link', '--option', 'substituters', '', '--option', 'sandbox', 'true', '-E', expr],
+    { encoding: 'utf8' },
+  );
+  if (r.status !== 0) {
+    const why = (r.stderr || r.error?.message || '').trim().split('\n').slice(-3).join('\n  ');
+    say(`nix cannot build here:\n  ${why}`);
+    if (/nixbld/.test(why))
+      say('the build users are missing: apt-get install -y nix-setup-systemd (it creates the nixbld group)');
+    else if (/Permission denied|read-only/i.test(why))
+      say('the Nix store is not writable by this user: run as root, or use a Nix daemon (NIX_REMOTE=daemon)');
+    else say('check /etc/nix/nix.conf and that `nix-build -E` works for this user');
     process.exit(1);
   }
 }
