@@ -1,8 +1,8 @@
 /** Detects what this machine offers: resources, os/arch, nix, bubblewrap, QEMU/KVM, cgroup v2. */
 import { statfs } from 'node:fs/promises';
 import os from 'node:os';
-import { hasCommand } from '../compiler/exec.js';
-import { nixVersion } from '../compiler/nix.js';
+import { hasCommand } from '../lib/exec.js';
+import { nixVersion } from '../lib/nix.js';
 import type { Capabilities, NodeResources } from '../spec/messages.js';
 
 export async function detectResources(

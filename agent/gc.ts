@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, rm, statfs, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { run } from '../compiler/exec.js';
-import { toNixBase32 } from '../compiler/nix-base32.js';
+import { run } from '../lib/exec.js';
+import { toNixBase32 } from '../lib/nix-base32.js';
 
 export interface GcOptions {
   stateDir: string;

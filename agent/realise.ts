@@ -6,7 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CommandError, run } from '../compiler/exec.js';
+import { CommandError, run } from '../lib/exec.js';
 import { RealiseLog, type RealiseProgress } from './realise-log.js';
 
 export type { RealiseProgress } from './realise-log.js';

@@ -4,7 +4,7 @@
  */
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
-import { run } from '../compiler/exec.js';
+import { run } from '../lib/exec.js';
 import type { Process } from '../spec/job.js';
 import { directArgv, type LaunchContext, type LaunchSpec } from './supervisor/cmdline.js';
 

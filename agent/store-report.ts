@@ -1,5 +1,5 @@
 /** What the agent tells the coordinator about its store: every valid path on join, changes after that. */
-import { run } from '../compiler/exec.js';
+import { run } from '../lib/exec.js';
 
 /** All valid paths of the store (the host's, or a chroot store under `storeRoot`). */
 export async function listStorePaths(storeRoot?: string): Promise<string[]> {

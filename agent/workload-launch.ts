@@ -4,7 +4,7 @@
  */
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { closureOf } from '../compiler/nix.js';
+import { closureOf } from '../lib/nix.js';
 import type { LogLine, WorkloadAssignment } from '../spec/messages.js';
 import { cgroupLaunch, createWorkloadCgroup } from './cgroups.js';
 import type { AgentOptions } from './daemon.js';

@@ -5,7 +5,7 @@
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { closureOf } from '../compiler/nix.js';
+import { closureOf } from '../lib/nix.js';
 import type { LogLine, WorkloadAssignment, WorkloadStatus } from '../spec/messages.js';
 import { removeWorkloadCgroup } from './cgroups.js';
 import type { CoordinatorConnection } from './connection.js';

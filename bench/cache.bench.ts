@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Fastify from 'fastify';
-import { run } from '../compiler/exec.js';
-import { closureOf, nixBuild } from '../compiler/nix.js';
 import { pushClosure } from '../compiler/push.js';
+import { run } from '../lib/exec.js';
+import { closureOf, nixBuild } from '../lib/nix.js';
 import { cachePlugin, ensureCacheKey } from '../scheduler/cache/index.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_PATHS ?? 300);

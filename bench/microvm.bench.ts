@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { detectHypervisor, prepareMicroVmAssets, startMicroVm } from '../agent/microvm/index.js';
-import { closureOf, nixBuild } from '../compiler/nix.js';
+import { closureOf, nixBuild } from '../lib/nix.js';
 import { Task } from '../spec/job.js';
 
 const RUNS = 5;

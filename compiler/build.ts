@@ -2,10 +2,11 @@
  * `mxc build`: nix-builds a job expression (offline), then reads and validates the job JSON. Nix's own
  * error text (file and line) comes through unchanged.
  */
+
+import { CommandError } from '../lib/exec.js';
+import { nixBuild } from '../lib/nix.js';
 import type { JobSpec } from '../spec/job.js';
-import { CommandError } from './exec.js';
 import { readJobInput } from './job-input.js';
-import { nixBuild } from './nix.js';
 
 export interface BuildOptions {
   attr?: string;

@@ -8,11 +8,11 @@ import http from 'node:http';
 import https from 'node:https';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { type CommandError, runStreaming } from './exec.js';
-import { narStream } from './nar-dump.js';
-import { hashPart, STORE_DIR } from './nar-info.js';
-import { closureOf } from './nix.js';
-import { type PathInfo, queryPathInfos } from './path-info.js';
+import { type CommandError, runStreaming } from '../lib/exec.js';
+import { narStream } from '../lib/nar-dump.js';
+import { hashPart, STORE_DIR } from '../lib/nar-info.js';
+import { closureOf } from '../lib/nix.js';
+import { type PathInfo, queryPathInfos } from '../lib/path-info.js';
 
 export interface PushProgress {
   pathsDone: number;

@@ -12,7 +12,6 @@
   sha256 ? null,
 }:
 let
-  # NAR sha256 of the directory { busybox (executable) } for Debian 12's busybox-static.
   pinned = import ./busybox-pin.nix;
   pure = !(builtins ? currentSystem);
   named = baseNameOf hostBusybox == "busybox";
@@ -21,26 +20,30 @@ let
     name = "busybox";
     filter = p: _type: baseNameOf p == "busybox";
   };
-  described = derivation {
-    name = "busybox";
-    inherit system;
-    builder = hostBusybox;
-    args = [
-      "sh"
-      "-c"
-      "\"$builder\" mkdir \"$out\" && \"$builder\" cp \"$builder\" \"$out/busybox\" && \"$builder\" chmod 555 \"$out/busybox\""
-    ];
-    outputHashMode = "recursive";
-    outputHashAlgo = "sha256";
-    outputHash = if sha256 != null then sha256 else pinned.narHash;
-  };
+  # Downstream derivations name this one as an input derivation in both modes, and a fixed-output
+  # derivation's identity is its output hash alone (not its builder), so jobs get the same store
+  # paths whether evaluated purely or not.
+  described =
+    builder:
+    derivation {
+      name = "busybox";
+      inherit system builder;
+      args = [
+        "sh"
+        "-c"
+        "\"$builder\" mkdir \"$out\" && \"$builder\" cp \"$builder\" \"$out/busybox\" && \"$builder\" chmod 555 \"$out/busybox\""
+      ];
+      outputHashMode = "recursive";
+      outputHashAlgo = "sha256";
+      outputHash = if sha256 != null then sha256 else pinned.narHash;
+    };
 in
-if pure || sha256 != null || !named then
-  (
-    if named then
-      described
-    else
-      throw "nixlib: hostBusybox must name a file called busybox (busybox picks its applet from argv[0]), got ${hostBusybox}"
-  )
+if !named then
+  throw "nixlib: hostBusybox must name a file called busybox (busybox picks its applet from argv[0]), got ${hostBusybox}"
+else if pure then
+  described hostBusybox
+else if sha256 != null || builtins.hashFile "sha256" (/. + hostBusybox) == pinned.sha256 then
+  # Already in the store under this very path (the import above), so nothing is built.
+  described "${imported}/busybox"
 else
   imported

@@ -124,7 +124,7 @@ if (!existsSync(stamp) || readFileSync(stamp, 'utf8') !== lockHash) {
 }
 
 // Compile when any source is newer than the last build.
-const SOURCES = ['spec', 'compiler', 'scheduler', 'agent', 'cli'];
+const SOURCES = ['spec', 'lib', 'compiler', 'scheduler', 'agent', 'cli'];
 const newest = (dir) => {
   let t = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {

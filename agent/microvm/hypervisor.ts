@@ -7,7 +7,7 @@ import { constants } from 'node:fs';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CommandError, hasCommand, run } from '../../compiler/exec.js';
+import { CommandError, hasCommand, run } from '../../lib/exec.js';
 
 export const QEMU = 'qemu-system-x86_64';
 

@@ -5,7 +5,7 @@
  */
 import { copyFile, mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { run } from '../../compiler/exec.js';
+import { run } from '../../lib/exec.js';
 
 /** xz stream magic: the bzImage carries its payload as one xz stream after the setup code. */
 const XZ_MAGIC = Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]);

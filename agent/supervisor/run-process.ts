@@ -4,8 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
+import { readLines } from '../../lib/line-reader.js';
 import type { LaunchSpec } from './cmdline.js';
-import { readLines } from './line-reader.js';
 
 export interface RunExit {
   /** Exit code; 128+signal number when killed by a signal (the shell's convention); 127 when it never started. */

@@ -3,8 +3,8 @@
  * `X-Nix-*` headers or, equivalently, the query string, and rejects malformed claims.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { STORE_DIR, storeBasename } from '../../compiler/nar-info.js';
-import { parseSha256 } from '../../compiler/nix-base32.js';
+import { STORE_DIR, storeBasename } from '../../lib/nar-info.js';
+import { parseSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import type { IngestClaim } from './ingest.js';
 

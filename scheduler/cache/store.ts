@@ -4,7 +4,7 @@
  */
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hashPart, type NarInfo, parseNarInfo, STORE_DIR, storeBasename } from '../../compiler/nar-info.js';
+import { hashPart, type NarInfo, parseNarInfo, STORE_DIR, storeBasename } from '../../lib/nar-info.js';
 import { CacheError } from './errors.js';
 import { type IngestClaim, type IngestResult, ingestNar } from './ingest.js';
 import type { CacheKey } from './key.js';

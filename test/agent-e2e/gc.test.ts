@@ -8,7 +8,7 @@ import { readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgentGc, workloadRootDir } from '../../agent/gc.js';
-import { isValidPath } from '../../compiler/nix.js';
+import { isValidPath } from '../../lib/nix.js';
 import { buildScript } from '../agent/helpers.js';
 import {
   type Cluster,

@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { isValidPath } from '../../compiler/nix.js';
+import { isValidPath } from '../../lib/nix.js';
 import { buildScript } from '../agent/helpers.js';
 import {
   type Cluster,

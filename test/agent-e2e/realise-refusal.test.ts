@@ -8,9 +8,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Agent } from '../../agent/daemon.js';
-import { run } from '../../compiler/exec.js';
-import { parseNarInfo } from '../../compiler/nar-info.js';
-import { isValidPath } from '../../compiler/nix.js';
+import { run } from '../../lib/exec.js';
+import { parseNarInfo } from '../../lib/nar-info.js';
+import { isValidPath } from '../../lib/nix.js';
 import { buildScript } from '../agent/helpers.js';
 import {
   type Cluster,

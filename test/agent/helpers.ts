@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { closureOf, nixBuild } from '../../compiler/nix.js';
+import { closureOf, nixBuild } from '../../lib/nix.js';
 import { type Process, Task } from '../../spec/job.js';
 
 const BUSYBOX =

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { bubblewrapAvailable, bwrapArgs, sandboxLaunch } from '../../agent/sandbox.js';
 import { liveGroupMembers } from '../../agent/supervisor/process-group.js';
-import { run } from '../../compiler/exec.js';
-import { NIX_OFFLINE_OPTIONS } from '../../compiler/nix.js';
+import { run } from '../../lib/exec.js';
+import { NIX_OFFLINE_OPTIONS } from '../../lib/nix.js';
 import { buildScript, makeTask, sleep, tempDir } from './helpers.js';
 import { harness } from './task-runner-harness.js';
 

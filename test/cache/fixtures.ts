@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { run } from '../../compiler/exec.js';
-import { closureOf, nixBuild } from '../../compiler/nix.js';
+import { run } from '../../lib/exec.js';
+import { closureOf, nixBuild } from '../../lib/nix.js';
 import { type CacheOptions, cachePlugin } from '../../scheduler/cache/index.js';
 
 export const NIX_COMMAND = ['--extra-experimental-features', 'nix-command'] as const;

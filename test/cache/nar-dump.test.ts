@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { afterAll, expect, test } from 'vitest';
-import { narStream } from '../../compiler/nar-dump.js';
+import { narStream } from '../../lib/nar-dump.js';
 import { buildClosure, dumpNar } from './fixtures.js';
 
 const dirs: string[] = [];

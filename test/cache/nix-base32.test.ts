@@ -2,9 +2,9 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { run } from '../../compiler/exec.js';
-import { isStoreBasename, storeBasename } from '../../compiler/nar-info.js';
-import { formatSha256, fromNixBase32, parseSha256, toNixBase32 } from '../../compiler/nix-base32.js';
+import { run } from '../../lib/exec.js';
+import { isStoreBasename, storeBasename } from '../../lib/nar-info.js';
+import { formatSha256, fromNixBase32, parseSha256, toNixBase32 } from '../../lib/nix-base32.js';
 
 describe('nix base32', () => {
   test('round-trips any bytes', () => {

@@ -3,9 +3,9 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { run } from '../../compiler/exec.js';
-import { parseNarInfo } from '../../compiler/nar-info.js';
 import { type PushProgress, pushClosure } from '../../compiler/push.js';
+import { run } from '../../lib/exec.js';
+import { parseNarInfo } from '../../lib/nar-info.js';
 import { ensureCacheKey } from '../../scheduler/cache/index.js';
 import { buildClosure, NIX_COMMAND, realiseFrom, startCache, type TestCache } from './fixtures.js';
 

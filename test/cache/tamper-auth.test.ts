@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyRequest } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { run } from '../../compiler/exec.js';
-import { parseNarInfo } from '../../compiler/nar-info.js';
-import { queryPathInfos } from '../../compiler/path-info.js';
 import { PushError, pushClosure } from '../../compiler/push.js';
+import { run } from '../../lib/exec.js';
+import { parseNarInfo } from '../../lib/nar-info.js';
+import { queryPathInfos } from '../../lib/path-info.js';
 import { ensureCacheKey } from '../../scheduler/cache/index.js';
 import { buildClosure, dumpNar, rawUpload, realiseFrom, startCache, type TestCache } from './fixtures.js';
 

@@ -2,8 +2,8 @@
 // and a failure stops new uploads.
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import type { PathInfo } from '../../compiler/path-info.js';
 import { uploadInOrder } from '../../compiler/push.js';
+import type { PathInfo } from '../../lib/path-info.js';
 
 /** A random DAG: path i may only reference paths with a smaller index (and itself). */
 const dag = fc.array(fc.array(fc.nat(), { maxLength: 4 }), { minLength: 1, maxLength: 40 }).map((refLists) =>

@@ -4,8 +4,8 @@ import { readdir, stat } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { queryPathInfos } from '../../compiler/path-info.js';
 import { pushClosure } from '../../compiler/push.js';
+import { queryPathInfos } from '../../lib/path-info.js';
 import { buildClosure, dumpNar, rawUpload, startCache, type TestCache } from './fixtures.js';
 
 let cache: TestCache;

@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
 import { microVmSupport } from '../../agent/microvm-support.js';
-import { closureOf } from '../../compiler/nix.js';
+import { closureOf } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { testLogger } from '../helpers/logger.js';

@@ -10,8 +10,8 @@ import { buildCpio } from '../../agent/microvm/cpio.js';
 import { envScript } from '../../agent/microvm/guest-files.js';
 import { parseGuestLine } from '../../agent/microvm/guest-protocol.js';
 import { buildStoreView } from '../../agent/microvm/store-view.js';
-import { run } from '../../compiler/exec.js';
-import { closureOf, nixBuild } from '../../compiler/nix.js';
+import { run } from '../../lib/exec.js';
+import { closureOf, nixBuild } from '../../lib/nix.js';
 
 const dirs: string[] = [];
 afterAll(async () => {

@@ -13,7 +13,7 @@ import {
   type MicroVmOptions,
   startMicroVm,
 } from '../../agent/microvm/index.js';
-import { closureOf, nixBuild } from '../../compiler/nix.js';
+import { closureOf, nixBuild } from '../../lib/nix.js';
 import type { LogLine } from '../../spec/messages.js';
 import { testAssets } from './assets-helper.js';
 import { Task, type TaskInput } from './task-input.js';

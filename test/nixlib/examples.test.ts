@@ -8,8 +8,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hasCommand, run } from '../../compiler/exec.js';
-import { closureOf, nixBuild } from '../../compiler/nix.js';
+import { hasCommand, run } from '../../lib/exec.js';
+import { closureOf, nixBuild } from '../../lib/nix.js';
 import { describeIssues, JobSpec } from '../../spec/job.js';
 import { REPO } from './nix-eval.js';
 

@@ -7,8 +7,8 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../compiler/exec.js';
-import { NIX_OFFLINE_OPTIONS, nixBuild } from '../../compiler/nix.js';
+import { run } from '../../lib/exec.js';
+import { NIX_OFFLINE_OPTIONS, nixBuild } from '../../lib/nix.js';
 import { REPO } from './nix-eval.js';
 
 const NIX = ['--extra-experimental-features', 'nix-command flakes', ...NIX_OFFLINE_OPTIONS];

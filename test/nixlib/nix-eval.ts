@@ -3,8 +3,8 @@
  * build the examples. Paths are absolute so the tests run from any working directory.
  */
 import { fileURLToPath } from 'node:url';
-import { CommandError, run } from '../../compiler/exec.js';
-import { NIX_OFFLINE_OPTIONS } from '../../compiler/nix.js';
+import { CommandError, run } from '../../lib/exec.js';
+import { NIX_OFFLINE_OPTIONS } from '../../lib/nix.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const HERE = fileURLToPath(new URL('./', import.meta.url));

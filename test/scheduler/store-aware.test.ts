@@ -3,8 +3,8 @@
  * closure locality, pre-warm and provenance (`/api/store-paths`).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { closureOf } from '../../compiler/nix.js';
 import { pushClosure } from '../../compiler/push.js';
+import { closureOf } from '../../lib/nix.js';
 import { buildClosure } from '../cache/fixtures.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';

@@ -8,8 +8,8 @@
 import { mkdir } from 'node:fs/promises';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closureOf } from '../../compiler/nix.js';
 import { pushClosure } from '../../compiler/push.js';
+import { closureOf } from '../../lib/nix.js';
 import { buildClosure } from '../cache/fixtures.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
