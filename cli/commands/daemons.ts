@@ -2,7 +2,9 @@
  * The long-running commands: `mxc coordinator`, `mxc agent` and `mxc up` (standalone: coordinator and one
  * agent in one process, state under ./.mxc, then builds and submits examples/hello_world).
  */
-import { resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { Agent } from '../../agent/daemon.js';
 import { BuildError, buildJob } from '../../compiler/build.js';
 import { repoPath } from '../../scheduler/paths.js';
@@ -156,12 +158,41 @@ interface UpOpts extends CoordinatorOpts {
   demo: boolean;
 }
 
+/**
+ * The standalone process's own credential, kept 0600 in the data dir (created on first start): its
+ * agent joins and its demo submits with it, so `mxc tokens create` can never lock `mxc up` out of itself,
+ * and a user on this machine can read it to reach a token-protected API.
+ */
+export async function localToken(dataDir: string): Promise<{ token: string; file: string }> {
+  const file = join(dataDir, 'local-token');
+  await mkdir(dataDir, { recursive: true });
+  try {
+    const token = (await readFile(file, 'utf8')).trim();
+    if (token) {
+      await chmod(file, 0o600);
+      return { token, file };
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const token = `mxc_l_${randomBytes(24).toString('base64url')}`;
+  await writeFile(file, `${token}\n`, { mode: 0o600 });
+  return { token, file };
+}
+
+/** Whether the API refuses a request without a token (a client token exists, in the env or the table). */
+async function apiNeedsToken(url: string): Promise<boolean> {
+  const res = await fetch(`${url}/api/cluster/status`).catch(() => null);
+  return res?.status === 401;
+}
+
 export async function up(opts: UpOpts) {
   const logger = createLogger('mxc');
   keepRunningOnUnhandled(logger);
   const dataDir = resolve(opts.dataDir);
   const port = parsePort(opts.port);
-  const tokens = envTokens();
+  const local = await localToken(dataDir);
+  const tokens = { ...envTokens(), local: local.token };
   const server = await listenOrExplain(port, () =>
     startCoordinator({
       port,
@@ -175,7 +206,7 @@ export async function up(opts: UpOpts) {
   );
   const agent = new Agent({
     coordinator: server.url,
-    token: tokens.agent ?? tokens.api,
+    token: local.token,
     name: process.env.MXC_AGENT_NAME ?? 'local',
     stateDir: `${dataDir}/agent`,
     logger,
@@ -185,17 +216,26 @@ export async function up(opts: UpOpts) {
   await agent.ready;
 
   const url = server.url.replace('127.0.0.1', 'localhost');
-  const say = (s = '') => process.stdout.write(`${s}\n`);
+  // The banner is written in one piece, after the demo, so log lines never cut through it.
+  const banner: string[] = [];
+  const say = (s = '') => banner.push(s);
   say();
   say(
     `${color.bold('mxc is up')}  (standalone: coordinator + agent "local", ${server.db.engine} state in ${dataDir})`,
   );
   say(`  dashboard   ${url}/`);
   say(`  API         ${url}/api/cluster/status`);
+  if (await apiNeedsToken(server.url)) {
+    say(`  token       the API needs a token; this one is kept in ${local.file}:`);
+    say(`              ${local.token}`);
+    say(
+      `              ${color.dim('$')} export MXC_API_TOKEN=$(cat ${local.file})   # the dashboard asks for it once`,
+    );
+  }
   if (opts.demo) {
     try {
       const { storePath, spec } = await buildJob(repoPath('examples', 'hello_world'));
-      const client = new ApiClient({ coordinator: server.url, token: tokens.api });
+      const client = new ApiClient({ coordinator: server.url, token: local.token });
       const { pushJobClosure } = await import('./push-closure.js');
       await pushJobClosure(client, spec, { quiet: true });
       const res = await client.post<{ job: { key: string }; changed: boolean; workloads: string[] }>(
@@ -219,8 +259,9 @@ export async function up(opts: UpOpts) {
   say(`  ${color.dim('$')} npx mxc nodes list; npx mxc cluster status`);
   say();
   say('Ctrl-C stops everything; the next `npm start` finds this state again.');
+  process.stdout.write(`${banner.join('\n')}\n`);
   await untilSignal();
-  say('\nstopping…');
+  process.stdout.write('\nstopping…\n');
   await agent.close();
   await server.close();
 }

@@ -1,7 +1,7 @@
 /** `mxc tokens create|list|revoke`: named client and agent tokens kept (as digests) by the coordinator. */
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { printJson, printTable } from '../output.js';
+import { color, printJson, printTable } from '../output.js';
 
 interface Opts extends ClientOptions {
   json?: boolean;
@@ -10,13 +10,34 @@ interface Opts extends ClientOptions {
 export async function create(name: string, opts: Opts & { kind: string }) {
   if (opts.kind !== 'client' && opts.kind !== 'agent')
     throw new CliError(`--kind is client or agent, not "${opts.kind}"`, 2);
-  const t = await new ApiClient(opts).post<{ name: string; kind: string; token: string }>('/api/tokens', {
+  const client = new ApiClient(opts);
+  const t = await client.post<{ name: string; kind: string; token: string }>('/api/tokens', {
     name,
     kind: opts.kind,
   });
-  if (opts.json) return printJson(t);
+  // Accepted without a token: the API was open until now, and this token closes it.
+  const closed = client.token ? undefined : openModeWarning(t.kind);
+  if (opts.json) {
+    printJson(t);
+    if (closed) process.stderr.write(`mxc: ${closed}\n`);
+    return;
+  }
   process.stdout.write(`${t.token}\n`);
   process.stderr.write(`created ${t.kind} token "${t.name}"; it is shown only now, keep it safe\n`);
+  if (closed) process.stderr.write(`${color.yellow('note:')} ${closed}\n`);
+}
+
+function openModeWarning(kind: string): string {
+  if (kind === 'agent')
+    return (
+      'agents must now join with an agent token (mxc agent --token TOKEN, or MXC_AGENT_TOKEN); ' +
+      'the agent of `mxc up` keeps its own credential'
+    );
+  return (
+    'the API was open and now needs a token for every request. Pass it with --token TOKEN, or\n' +
+    '  export MXC_API_TOKEN=TOKEN   (the token printed above)\n' +
+    'The dashboard asks for it once; `mxc up` keeps running and prints its own token (in its data dir).'
+  );
 }
 
 export async function list(opts: Opts) {

@@ -15,6 +15,12 @@ export interface Tokens {
   api?: string;
   /** Agents joining. */
   agent?: string;
+  /**
+   * The standalone process's own credential (`mxc up`: its agent and its demo submit). Accepted for
+   * clients and agents alike, so creating a token can never lock `mxc up` out of itself; it never closes
+   * an open API.
+   */
+  local?: string;
 }
 
 export type TokenKind = 'client' | 'agent';
@@ -76,6 +82,7 @@ export class Auth {
   isClient(req: FastifyRequest): boolean {
     if (!this.hasClientTokens()) return true;
     const given = bearer(req);
+    if (this.env.local !== undefined && tokenMatches(given, this.env.local)) return true;
     return (
       (this.env.api !== undefined && tokenMatches(given, this.env.api)) || this.matchesStored(given, 'client')
     );
@@ -85,6 +92,7 @@ export class Auth {
   isAgent(req: FastifyRequest): boolean {
     if (!this.hasAgentTokens()) return this.isClient(req);
     const given = bearer(req);
+    if (this.env.local !== undefined && tokenMatches(given, this.env.local)) return true;
     return (
       (this.env.agent !== undefined && tokenMatches(given, this.env.agent)) ||
       this.matchesStored(given, 'agent')

@@ -362,7 +362,7 @@ describe('dashboard with a client token', () => {
     await page.fill('#token', 'wrong');
     await page.click('#login-form button');
     await page.locator('#login-error >> text=not accepted').waitFor();
-    expect(await page.evaluate(() => sessionStorage.getItem('mxc.token'))).toBeNull();
+    expect(await page.evaluate(() => localStorage.getItem('mxc.token'))).toBeNull();
 
     await page.fill('#token', 'sesame');
     await page.click('#login-form button');

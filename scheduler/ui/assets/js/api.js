@@ -1,14 +1,15 @@
 /**
  * The dashboard's only door to the coordinator: JSON calls with the client token, the server-sent
- * change feed, and followed log streams. The token lives in sessionStorage (gone when the tab closes).
+ * change feed, and followed log streams. The token lives in localStorage, so a new tab is signed in
+ * too; logging out (or a 401) forgets it.
  */
 
 const TOKEN_KEY = 'mxc.token';
 
 export const token = {
-  get: () => sessionStorage.getItem(TOKEN_KEY) || '',
-  set: (t) => sessionStorage.setItem(TOKEN_KEY, t),
-  clear: () => sessionStorage.removeItem(TOKEN_KEY),
+  get: () => localStorage.getItem(TOKEN_KEY) || '',
+  set: (t) => localStorage.setItem(TOKEN_KEY, t),
+  clear: () => localStorage.removeItem(TOKEN_KEY),
 };
 
 /** An API error as the coordinator sends it: `{ error: { code, message, details } }`. */
