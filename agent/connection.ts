@@ -2,6 +2,9 @@
  * The agent's WebSocket to the coordinator: connects and reconnects (backoff with jitter), says hello,
  * heartbeats, parses what the coordinator sends, and batches workload log lines to it.
  */
+import { randomBytes } from 'node:crypto';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { CoordinatorMessage, type LogLine, type WorkloadStatus } from '../spec/messages.js';
@@ -78,6 +81,10 @@ export class CoordinatorConnection {
       this.heartbeat = null;
       if (code === 4401)
         this.log.error('the coordinator refused the agent token; check --token / MXC_AGENT_TOKEN');
+      if (code === 4403)
+        this.log.error(
+          'the coordinator refused this node identity: another machine joined under this name, or the state directory (node-secret.json) was lost; an operator can remove the node (mxc nodes remove) to let it join again',
+        );
       if (!this.closed) {
         this.log.warn({ code, reason: reason.toString() }, 'disconnected from coordinator; reconnecting');
         this.scheduleReconnect();
@@ -111,10 +118,12 @@ export class CoordinatorConnection {
     const trust = await fetchCacheTrust(this.opts, this.log);
     if (trust) this.trust = trust;
     const storePaths = await listStorePaths(this.opts.storeRoot);
+    const secret = await this.readNodeSecret();
     ws.send(
       JSON.stringify({
         type: 'hello',
         name: this.c.name,
+        ...(secret ? { secret } : {}),
         version: AGENT_VERSION,
         resources,
         capabilities,
@@ -138,10 +147,33 @@ export class CoordinatorConnection {
     }
     if (msg.type === 'welcome') {
       this.attempt = 0;
+      if (msg.node_secret) await this.saveNodeSecret(msg.node_secret);
       if (this.heartbeat) clearInterval(this.heartbeat);
       this.heartbeat = setInterval(() => this.send({ type: 'heartbeat' }), msg.heartbeat_interval_ms);
     }
     this.c.onMessage(msg);
+  }
+
+  private get secretFile() {
+    return join(this.opts.stateDir, 'node-secret.json');
+  }
+
+  /** The node secret issued to this node's name on its first join, if any. */
+  private async readNodeSecret(): Promise<string | null> {
+    try {
+      const saved = JSON.parse(await readFile(this.secretFile, 'utf8')) as { name?: string; secret?: string };
+      return saved.name === this.c.name && typeof saved.secret === 'string' ? saved.secret : null;
+    } catch {
+      return null; // first join
+    }
+  }
+
+  /** Keeps the node secret owner-readable only; written whole (temp file + rename). */
+  private async saveNodeSecret(secret: string) {
+    const tmp = `${this.secretFile}.${randomBytes(4).toString('hex')}.tmp`;
+    await writeFile(tmp, JSON.stringify({ name: this.c.name, secret }), { mode: 0o600 });
+    await rename(tmp, this.secretFile);
+    this.log.info('joined for the first time; node secret kept in the state directory');
   }
 
   queueLog(id: string, line: LogLine): void {

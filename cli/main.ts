@@ -196,6 +196,12 @@ example(
     .option('--undo', 'end the drain'),
   'npx mxc nodes drain worker-3        # later: npx mxc nodes drain worker-3 --undo',
 ).action(lazy(nodes, 'drain'));
+example(
+  client(nd.command('remove <id>')).description(
+    'forget a node (reinstalled machine): its workloads move, its next join gets a new node secret',
+  ),
+  'npx mxc nodes remove worker-3',
+).action(lazy(nodes, 'remove'));
 
 const jb = program.command('jobs').description('submitted jobs and their versions');
 example(client(jb.command('list')).description('list jobs'), 'npx mxc jobs list').action(lazy(jobs, 'list'));

@@ -13,7 +13,8 @@ import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinato
 import { launchDueCronJobs } from './cron-runner.js';
 import { errors, MxcError } from './errors.js';
 import { recordSubmission } from './job-submit.js';
-import { markNodeDown } from './liveness.js';
+import { loseNodeWorkloads, markNodeDown } from './liveness.js';
+import { admitNode } from './node-identity.js';
 import { type ClusterSnapshot, clusterSnapshot, retryOnConflict, schedulePass } from './placement.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
 import { advanceRollouts, startRollout } from './rollout.js';
@@ -263,6 +264,27 @@ export class Coordinator {
     return (await nodes.getNode(this.db, node.id))!;
   }
 
+  /**
+   * Removes a node (an operator's decision, e.g. after reinstalling a machine): its active workloads
+   * are lost and replaced, and the next hello under its name is a first join with a new node secret.
+   */
+  async removeNode(idOrName: string): Promise<{ id: string; name: string; lost: number }> {
+    const node = await nodes.getNode(this.db, idOrName);
+    if (!node) throw errors.notFound('node', idOrName);
+    const lost = await this.db.tx(async (q) => {
+      const active = await loseNodeWorkloads(q, node, `node ${node.name} removed`);
+      await nodes.deleteNode(q, node.id);
+      return active;
+    });
+    this.sessions.get(node.id)?.close(4410, 'node removed by an operator');
+    this.sessions.delete(node.id);
+    this.log.warn({ node: node.name, lost: lost.length }, 'node removed');
+    this.emit({ kind: 'node', id: node.id });
+    for (const w of lost) this.emit({ kind: 'workload', id: w.id, status: 'lost' });
+    this.requestEvaluation();
+    return { id: node.id, name: node.name, lost: lost.length };
+  }
+
   /** Ends a drain: the node takes work again. */
   async undrainNode(idOrName: string): Promise<nodes.NodeRow> {
     const node = await nodes.getNode(this.db, idOrName);
@@ -356,21 +378,20 @@ export class Coordinator {
     session: AgentSession,
     hello: Extract<AgentMessage, { type: 'hello' }>,
   ): Promise<string> {
-    const existing = await nodes.getNode(this.db, hello.name);
-    const node = await nodes.upsertNode(this.db, {
-      id: existing?.id ?? randomUUID(),
-      name: hello.name,
-      resources: hello.resources,
-      capabilities: hello.capabilities,
-      version: hello.version,
-    });
+    // A refused hello (wrong or missing node secret) throws here, before anything changes.
+    const { node, issuedSecret } = await this.db.tx((q) => admitNode(q, hello, randomUUID()));
     const previous = this.sessions.get(node.id);
     if (previous && previous !== session)
       previous.close(4000, 'replaced by a newer connection from the same node');
     this.sessions.set(node.id, session);
     this.lastSeen.set(node.id, Date.now());
     if (hello.store_paths) await closures.setNodePaths(this.db, node.id, hello.store_paths);
-    session.send({ type: 'welcome', node_id: node.id, heartbeat_interval_ms: this.opts.heartbeatIntervalMs });
+    session.send({
+      type: 'welcome',
+      node_id: node.id,
+      heartbeat_interval_ms: this.opts.heartbeatIntervalMs,
+      ...(issuedSecret ? { node_secret: issuedSecret } : {}),
+    });
     this.log.info({ node: node.name, id: node.id }, 'agent connected');
     await reconcileAgent(this.agentDeps, node, hello.running);
     this.emit({ kind: 'node', id: node.id, status: node.status });

@@ -3,7 +3,7 @@
  * and replaced elsewhere.
  */
 import { ACTIVE_STATUSES } from './core/lifecycle.js';
-import type { Db } from './store/db.js';
+import type { Db, Queryable } from './store/db.js';
 import * as nodes from './store/nodes.js';
 import * as wl from './store/workloads.js';
 import { replaceWorkloads } from './workload-changes.js';
@@ -16,21 +16,30 @@ export async function markNodeDown(
 ): Promise<wl.WorkloadRow[]> {
   return db.tx(async (q) => {
     await nodes.setNodeStatus(q, n.id, 'down');
-    const active = await wl.listWorkloads(q, {
-      nodeId: n.id,
-      status: [...ACTIVE_STATUSES],
-      limit: 100_000,
-    });
-    for (const w of active) {
-      if (w.status === 'stopping')
-        await wl.transition(q, w, 'stopped', `node ${n.name} went down while stopping`);
-      else await wl.transition(q, w, 'lost', `node ${n.name} missed heartbeats for ${heartbeatTtlMs} ms`);
-    }
-    await replaceWorkloads(
-      q,
-      active.filter((w) => w.status !== 'stopping'),
-      `rescheduled: node ${n.name} down`,
-    );
-    return active;
+    return loseNodeWorkloads(q, n, `node ${n.name} missed heartbeats for ${heartbeatTtlMs} ms`);
   });
+}
+
+/** Ends a node's stopping workloads and loses (and replaces) the others; returns them all. */
+export async function loseNodeWorkloads(
+  q: Queryable,
+  n: nodes.NodeRow,
+  why: string,
+): Promise<wl.WorkloadRow[]> {
+  const active = await wl.listWorkloads(q, {
+    nodeId: n.id,
+    status: [...ACTIVE_STATUSES],
+    limit: 100_000,
+  });
+  for (const w of active) {
+    if (w.status === 'stopping')
+      await wl.transition(q, w, 'stopped', `node ${n.name} went away while stopping`);
+    else await wl.transition(q, w, 'lost', why);
+  }
+  await replaceWorkloads(
+    q,
+    active.filter((w) => w.status !== 'stopping'),
+    `rescheduled: ${why}`,
+  );
+  return active;
 }

@@ -51,6 +51,8 @@ export const AgentHello = z
   .object({
     type: z.literal('hello'),
     name: z.string().min(1).max(253),
+    /** The node secret issued on this node's first join (absent on the first join). */
+    secret: z.string().max(256).optional(),
     version: z.string(),
     resources: NodeResources,
     capabilities: Capabilities,
@@ -144,6 +146,8 @@ export const CoordinatorWelcome = z
     type: z.literal('welcome'),
     node_id: z.string(),
     heartbeat_interval_ms: z.number().int().positive(),
+    /** Issued on a node's first join: keep it (0600) and present it in every later hello. */
+    node_secret: z.string().max(256).optional(),
   })
   .strict();
 export const CoordinatorStart = z.object({ type: z.literal('start'), workload: WorkloadAssignment }).strict();

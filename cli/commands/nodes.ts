@@ -1,4 +1,4 @@
-/** `mxc nodes list|show|drain|undrain`. */
+/** `mxc nodes list|show|drain|undrain|remove`. */
 import type { z } from 'zod';
 import type * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
@@ -64,4 +64,15 @@ export async function drain(id: string, opts: Opts & { undo?: boolean }) {
   );
   if (opts.json) return printJson(n);
   process.stdout.write(`${n.name}: ${statusColor(n.status)}\n`);
+}
+
+/** Forgets a node, e.g. after reinstalling its machine: its next join gets a new node secret. */
+export async function remove(id: string, opts: Opts) {
+  const r = await new ApiClient(opts).request<{ id: string; name: string; lost: number }>(
+    'DELETE',
+    `/api/nodes/${encodeURIComponent(id)}`,
+  );
+  if (opts.json) return printJson(r);
+  process.stdout.write(`${r.name}: removed (${r.lost} workload(s) replaced elsewhere)
+`);
 }

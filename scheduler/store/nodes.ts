@@ -51,6 +51,21 @@ export async function getNode(q: Queryable, idOrName: string): Promise<NodeRow |
   return rows[0] ?? null;
 }
 
+export async function getNodeByName(q: Queryable, name: string): Promise<NodeRow | null> {
+  const rows = await q.query<NodeRow>('SELECT * FROM nodes WHERE name = $1', [name]);
+  return rows[0] ?? null;
+}
+
+/**
+ * Forgets a node (an operator's removal): its workloads keep their history but no longer name it;
+ * its store paths, secret, socket claim and queued commands go with it (ON DELETE CASCADE).
+ */
+export async function deleteNode(q: Queryable, id: string): Promise<boolean> {
+  await q.query('UPDATE workloads SET node_id = NULL WHERE node_id = $1', [id]);
+  const rows = await q.query('DELETE FROM nodes WHERE id = $1 RETURNING id', [id]);
+  return rows.length > 0;
+}
+
 export async function setNodeStatus(
   q: Queryable,
   id: string,

@@ -18,7 +18,15 @@ export interface ProtocolAgentOptions {
   /** Decides what to report for a start (default: running when autoRun). */
   onStart?: (m: Extract<CoordinatorMessage, { type: 'start' }>) => 'running' | 'failed' | null;
   heartbeat?: boolean;
+  /**
+   * The node secret to present; default: the one this process was issued for this name, like a real
+   * agent keeping it in its state directory. `null` presents none.
+   */
+  secret?: string | null;
 }
+
+/** Node secrets issued to protocol agents in this process, by node name (a real agent's state dir). */
+const issuedSecrets = new Map<string, string>();
 
 export class ProtocolAgent {
   ws!: WebSocket;
@@ -42,9 +50,11 @@ export class ProtocolAgent {
       this.ws.once('error', reject);
     });
     this.ws.on('message', (raw) => this.onMessage(JSON.parse(raw.toString()) as CoordinatorMessage));
+    const secret = this.opts.secret === undefined ? issuedSecrets.get(this.opts.name) : this.opts.secret;
     this.send({
       type: 'hello',
       name: this.opts.name,
+      ...(secret ? { secret } : {}),
       version: 'test',
       resources: { cpu: this.opts.cpu ?? 4, memory_mb: this.opts.memory_mb ?? 4096, disk_mb: 100_000 },
       capabilities: {
@@ -79,6 +89,7 @@ export class ProtocolAgent {
     this.received.push(m);
     if (m.type === 'welcome') {
       this.nodeId = m.node_id;
+      if (m.node_secret) issuedSecrets.set(this.opts.name, m.node_secret);
       if (this.opts.heartbeat !== false) {
         this.timer = setInterval(() => this.send({ type: 'heartbeat' }), m.heartbeat_interval_ms);
       }

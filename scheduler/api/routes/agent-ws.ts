@@ -74,7 +74,18 @@ export async function agentSocketRoutes(
               return;
             }
             clearTimeout(helloTimer);
-            nodeId = await coordinator.agentConnected(session, msg);
+            try {
+              nodeId = await coordinator.agentConnected(session, msg);
+            } catch (err) {
+              // A refused identity (node secret) ends the connection; nothing was changed.
+              if (err instanceof MxcError && err.status === 403) {
+                session.send({ type: 'error', code: err.code, message: err.message });
+                req.log.warn({ node: msg.name, code: err.code }, 'refused an agent hello');
+                socket.close(4403, err.code);
+                return;
+              }
+              throw err;
+            }
             return;
           }
           await coordinator.agentMessage(nodeId, msg);

@@ -1,4 +1,4 @@
-/** `/api/nodes`: list, show (with its workloads), drain, undrain. */
+/** `/api/nodes`: list, show (with its workloads), drain, undrain, remove. */
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../../coordinator.js';
 import { errors } from '../../errors.js';
@@ -29,6 +29,9 @@ export async function nodeRoutes(app: FastifyInstance, { coordinator }: { coordi
 
   app.post<{ Params: { id: string } }>('/api/nodes/:id/drain', async (req) => ({
     data: await coordinator.drainNode(req.params.id),
+  }));
+  app.delete<{ Params: { id: string } }>('/api/nodes/:id', async (req) => ({
+    data: await coordinator.removeNode(req.params.id),
   }));
   app.post<{ Params: { id: string } }>('/api/nodes/:id/undrain', async (req) => ({
     data: await coordinator.undrainNode(req.params.id),
