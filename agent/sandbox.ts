@@ -139,6 +139,14 @@ export function sandboxLaunch(opts: SandboxOptions): (proc: Process, ctx: Launch
   };
 }
 
+let probed: Promise<boolean> | null = null;
+
+/** `bubblewrapAvailable()` for the agent's own bwrap, probed once per agent process. */
+export function bubblewrapUsable(): Promise<boolean> {
+  probed ??= bubblewrapAvailable();
+  return probed;
+}
+
 /** Whether bubblewrap exists and can create its namespaces here (a real sandbox start, not just --version). */
 export async function bubblewrapAvailable(bwrapPath?: string): Promise<boolean> {
   try {
@@ -162,29 +170,23 @@ export async function bubblewrapAvailable(bwrapPath?: string): Promise<boolean> 
 }
 
 /**
- * The `process` isolation on an agent with its own chroot store (`--store-root`): the host as it is,
- * except that `/nix/store` is the agent's store, so processes run exactly what the agent realised.
- * No namespaces are unshared beyond the mount namespace bwrap needs.
+ * The `process` isolation: the host as it is, in a PID namespace of its own. The namespace is what
+ * makes stop complete: when the payload exits (or is killed), bubblewrap's init inside the namespace
+ * exits and the kernel kills every process left in it, including a `setsid` child that left the
+ * process group the supervisor signals. bwrap's init (not the payload) is pid 1 there, so the payload
+ * gets SIGTERM like anywhere else (a pid 1 ignores signals it has no handler for). `/proc` is the
+ * namespace's own, so the pids a process sees and the ones it can read agree. With `storeRoot` (the
+ * agent's own chroot store), `/nix/store` is that store, so processes run exactly what it realised.
  */
-export function storeViewLaunch(opts: {
-  storeRoot: string;
-  bwrapPath?: string;
-}): (proc: Process, ctx: LaunchContext) => LaunchSpec {
-  if (!isAbsolute(opts.storeRoot))
+export function hostLaunch(
+  opts: { storeRoot?: string; bwrapPath?: string } = {},
+): (proc: Process, ctx: LaunchContext) => LaunchSpec {
+  if (opts.storeRoot !== undefined && !isAbsolute(opts.storeRoot))
     throw new Error(`storeRoot must be an absolute path, got "${opts.storeRoot}"`);
   const bwrap = opts.bwrapPath ?? findOnPath('bwrap');
-  const prefix = [
-    '--bind',
-    '/',
-    '/',
-    '--ro-bind',
-    join(opts.storeRoot, 'nix', 'store'),
-    '/nix/store',
-    '--dev-bind',
-    '/dev',
-    '/dev',
-    '--die-with-parent',
-  ];
+  const prefix = ['--dev-bind', '/', '/', '--unshare-pid', '--die-with-parent', '--proc', '/proc'];
+  if (opts.storeRoot && opts.storeRoot !== '/')
+    prefix.push('--ro-bind', join(opts.storeRoot, 'nix', 'store'), '/nix/store');
   return (proc, ctx) => {
     const direct = directArgv(proc.cmdline);
     const command = direct ? [direct.file, ...direct.args] : ['/bin/sh', '-c', proc.cmdline];

@@ -5,13 +5,14 @@
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { closureOf } from '../lib/nix.js';
+import type { Process } from '../spec/job.js';
 import type { LogLine, WorkloadAssignment } from '../spec/messages.js';
 import { cgroupLaunch, createWorkloadCgroup } from './cgroups.js';
 import type { AgentOptions } from './daemon.js';
 import { writePids } from './orphans.js';
-import { sandboxLaunch, storeViewLaunch } from './sandbox.js';
+import { bubblewrapUsable, hostLaunch, sandboxLaunch } from './sandbox.js';
 import { provideSecrets } from './secrets.js';
-import { plainLaunch } from './supervisor/cmdline.js';
+import { type LaunchContext, type LaunchSpec, plainLaunch } from './supervisor/cmdline.js';
 import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
 import type { Running } from './workload-run.js';
 
@@ -95,9 +96,7 @@ export async function launchWorkload(
           workDir: l.workDir,
           network: a.spec.mxc.network,
         })
-      : storeRoot
-        ? storeViewLaunch({ storeRoot })
-        : plainLaunch;
+      : await processLaunch(storeRoot, l.onLog);
   let launch = isolated;
   if (l.cgroupRoot) {
     const r = a.spec.task.resources;
@@ -120,6 +119,29 @@ export async function launchWorkload(
   runner.start();
   entry.stop = (reason: string) => runner.stop(reason);
   return { done: runner.done };
+}
+
+/**
+ * The `process` isolation's launcher: the host in a PID namespace of its own (see `hostLaunch`).
+ * Without a usable bubblewrap the processes run plainly, and the workload's log says what that costs.
+ */
+async function processLaunch(
+  storeRoot: string | undefined,
+  onLog: (l: LogLine) => void,
+): Promise<(proc: Process, ctx: LaunchContext) => LaunchSpec> {
+  if (await bubblewrapUsable()) return hostLaunch({ storeRoot });
+  if (storeRoot)
+    throw new Error("bubblewrap is needed to run workloads from the agent's own store (--store-root)");
+  onLog({
+    process: 'mxc',
+    stream: 'system',
+    run: 0,
+    ts: Date.now(),
+    line:
+      'bubblewrap is not usable here: processes get no PID namespace of their own, so a process that ' +
+      'leaves its process group (setsid) survives stop; install bubblewrap',
+  });
+  return plainLaunch;
 }
 
 /** A free TCP port on the loopback (the OS picks it). */

@@ -104,11 +104,18 @@ export class WorkloadRuns {
     return present.every(Boolean);
   }
 
+  /**
+   * Runs the workload unless it already runs here: a second `start` for the same id (a duplicate
+   * message, a reconnect racing a start) only re-reports its status. The entry is registered before
+   * the first await, so no interleaving can run the task twice.
+   */
   async start(a: WorkloadAssignment): Promise<void> {
+    if (this.running.has(a.id)) {
+      this.report(a.id);
+      return;
+    }
     const dir = join(this.opts.stateDir, 'workloads', a.id);
     const workDir = join(dir, 'work');
-    await mkdir(workDir, { recursive: true });
-    await writeFile(join(dir, 'assignment.json'), JSON.stringify(a));
     const logs = new WorkloadLogStore(join(dir, 'logs'));
     const entry: Running = {
       assignment: a,
@@ -127,6 +134,8 @@ export class WorkloadRuns {
     const abort = new AbortController();
     entry.stop = async () => abort.abort();
     try {
+      await mkdir(workDir, { recursive: true });
+      await writeFile(join(dir, 'assignment.json'), JSON.stringify(a));
       const closure = a.spec.mxc.closure;
       const cache = this.w.conn.cache;
       system(`realising ${closure.length} store path(s)${cache ? ` from ${cache.url}` : ''}`);
