@@ -57,11 +57,21 @@ export async function reconcileAgent(
     }
   }
   if (lost.length) {
-    await deps.db.tx(async (q) => {
-      for (const w of lost) await wl.transition(q, w, 'lost', `agent ${node.name} no longer runs it`);
-      await replaceWorkloads(q, lost, 'rescheduled after loss');
+    const moved = await deps.db.tx(async (q) => {
+      const out: wl.WorkloadRow[] = [];
+      for (const w of lost) {
+        // A report may have ended it meanwhile (failed, say): then that report's follow-up stands.
+        const m = await wl.transitionWith(q, w, (cur) =>
+          cur.node_id === node.id && (cur.status === 'starting' || cur.status === 'running')
+            ? { to: 'lost', reason: `agent ${node.name} no longer runs it` }
+            : null,
+        );
+        if (m) out.push(w);
+      }
+      await replaceWorkloads(q, out, 'rescheduled after loss');
+      return out;
     });
-    for (const w of lost) deps.emit({ kind: 'workload', id: w.id, status: 'lost' });
+    for (const w of moved) deps.emit({ kind: 'workload', id: w.id, status: 'lost' });
   }
 }
 
@@ -74,36 +84,43 @@ export async function applyStatus(
   reason: string,
 ): Promise<void> {
   const outcome = await deps.db.tx(async (q) => {
-    const w = await wl.getWorkload(q, id, true);
-    if (!w || w.node_id !== nodeId) return 'ignored' as const;
-    if (w.status === status) return 'same' as const;
-    if (!canTransition(w.status, status)) {
-      // A late "running" for a workload we are stopping, or a report after loss: keep ours.
-      deps.log.warn(
-        { workload: id, from: w.status, to: status },
-        'refused invalid transition reported by agent',
-      );
-      if (w.status === 'stopping' && status === 'running') {
-        deps.sessionOf(nodeId)?.send({ type: 'stop', workload_id: id, reason: 'stop requested' });
-      }
-      return 'refused' as const;
-    }
-    const wasStopping = w.status === 'stopping';
-    const to = wasStopping && status === 'failed' ? 'stopped' : status;
-    await wl.transition(q, w, to, reason, status === 'failed' ? { error: reason } : {});
-    if (to === 'failed') {
-      const v = await jobs.getJobVersion(q, w.job_id, w.job_version);
-      const max = v?.spec.max_task_failures ?? 1;
-      if (max === -1 || w.restarts + 1 < max) {
-        await replaceWorkloads(
-          q,
-          [w],
-          `restarted after failure ${w.restarts + 1}${max === -1 ? '' : ` of ${max}`}`,
-          true,
+    let w = await wl.getWorkload(q, id);
+    // Each attempt decides on the row as it is now; a lost race re-reads (bounded), never overwrites.
+    for (let attempt = 0; attempt < 5 && w; attempt++) {
+      if (w.node_id !== nodeId) return 'ignored' as const;
+      if (w.status === status) return 'same' as const;
+      if (!canTransition(w.status, status)) {
+        // A late "running" for a workload we are stopping, or a report after loss: keep ours.
+        deps.log.warn(
+          { workload: id, from: w.status, to: status },
+          'refused invalid transition reported by agent',
         );
+        if (w.status === 'stopping' && status === 'running') {
+          deps.sessionOf(nodeId)?.send({ type: 'stop', workload_id: id, reason: 'stop requested' });
+        }
+        return 'refused' as const;
       }
+      const to = w.status === 'stopping' && status === 'failed' ? 'stopped' : status;
+      const moved = await wl.transition(q, w, to, reason, status === 'failed' ? { error: reason } : {});
+      if (!moved) {
+        w = await wl.getWorkload(q, id);
+        continue;
+      }
+      if (to === 'failed') {
+        const v = await jobs.getJobVersion(q, w.job_id, w.job_version);
+        const max = v?.spec.max_task_failures ?? 1;
+        if (max === -1 || w.restarts + 1 < max) {
+          await replaceWorkloads(
+            q,
+            [w],
+            `restarted after failure ${w.restarts + 1}${max === -1 ? '' : ` of ${max}`}`,
+            true,
+          );
+        }
+      }
+      return 'applied' as const;
     }
-    return 'applied' as const;
+    return 'ignored' as const;
   });
   if (outcome === 'applied') {
     deps.emit({ kind: 'workload', id, status });

@@ -25,7 +25,13 @@ import * as logs from './store/logs.js';
 import * as nodes from './store/nodes.js';
 import * as updates from './store/updates.js';
 import * as wl from './store/workloads.js';
-import { newWorkloads, replaceWorkloads, rolloutHost, stopJobWorkloads } from './workload-changes.js';
+import {
+  newWorkloads,
+  replaceWorkloads,
+  rolloutHost,
+  stopJobWorkloads,
+  stopWorkloads,
+} from './workload-changes.js';
 
 export type { AgentSession, ChangeEvent, CoordinatorOptions };
 
@@ -161,20 +167,24 @@ export class Coordinator {
 
   async stopWorkload(id: string): Promise<wl.WorkloadRow> {
     const stopped = await this.db.tx(async (q) => {
-      const w = await wl.getWorkload(q, id, true);
+      const w = await wl.getWorkload(q, id);
       if (!w) throw errors.notFound('workload', id);
-      if (w.status === 'pending') {
-        await wl.transition(q, w, 'stopped', 'stopped by request');
-        return [] as wl.WorkloadRow[];
-      }
-      if (w.status !== 'starting' && w.status !== 'running') {
+      let ended: wl.WorkloadRow = w;
+      const moved = await wl.transitionWith(q, w, (cur) => {
+        ended = cur;
+        return cur.status === 'pending'
+          ? { to: 'stopped', reason: 'stopped by request' }
+          : cur.status === 'starting' || cur.status === 'running'
+            ? { to: 'stopping', reason: 'stopped by request' }
+            : null;
+      });
+      if (!moved) {
         throw errors.conflict(
           'NOT_STOPPABLE',
-          `workload ${id} is ${w.status}; only pending, starting or running workloads can be stopped`,
+          `workload ${id} is ${ended.status}; only pending, starting or running workloads can be stopped`,
         );
       }
-      await wl.transition(q, w, 'stopping', 'stopped by request');
-      return [w];
+      return moved.status === 'stopping' ? [moved] : [];
     });
     this.dispatchStops(stopped);
     const w = await wl.getWorkload(this.db, id);
@@ -254,9 +264,9 @@ export class Coordinator {
         status: ['starting', 'running'],
         limit: 100_000,
       });
-      for (const w of active) await wl.transition(q, w, 'stopping', `node ${node.name} draining`);
-      await replaceWorkloads(q, active, `moved off draining node ${node.name}`);
-      return active;
+      const moved = await stopWorkloads(q, active, `node ${node.name} draining`);
+      await replaceWorkloads(q, moved, `moved off draining node ${node.name}`);
+      return moved;
     });
     this.dispatchStops(moved);
     this.emit({ kind: 'node', id: node.id, status: 'draining' });

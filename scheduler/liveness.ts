@@ -31,15 +31,18 @@ export async function loseNodeWorkloads(
     status: [...ACTIVE_STATUSES],
     limit: 100_000,
   });
+  const lost: wl.WorkloadRow[] = [];
   for (const w of active) {
-    if (w.status === 'stopping')
-      await wl.transition(q, w, 'stopped', `node ${n.name} went away while stopping`);
-    else await wl.transition(q, w, 'lost', why);
+    const moved = await wl.transitionWith(q, w, (cur) =>
+      cur.status === 'stopping'
+        ? { to: 'stopped', reason: `node ${n.name} went away while stopping` }
+        : cur.status === 'starting' || cur.status === 'running'
+          ? { to: 'lost', reason: why }
+          : null,
+    );
+    // Only what this change turned lost is replaced: a workload that ended meanwhile was handled there.
+    if (moved?.status === 'lost') lost.push(w);
   }
-  await replaceWorkloads(
-    q,
-    active.filter((w) => w.status !== 'stopping'),
-    `rescheduled: ${why}`,
-  );
+  await replaceWorkloads(q, lost, `rescheduled: ${why}`);
   return active;
 }

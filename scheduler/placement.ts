@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { SpecLookup } from './coordinator-types.js';
+import { fits, take } from './core/fit.js';
 import { type Demand, type NodeView, type PlacedInstance, place, type Strategy } from './core/place.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
@@ -148,19 +149,11 @@ async function applyChunkOnce(
       const w = pending.get(p.workloadId);
       if (!w) continue; // stopped or placed meanwhile
       const used = usage.get(p.nodeId) ?? { cpu: 0, memory_mb: 0, disk_mb: 0 };
-      if (
-        !node ||
-        node.status !== 'ready' ||
-        used.cpu + w.cpu > node.cpu + 1e-9 ||
-        used.memory_mb + w.memory_mb > node.memory_mb ||
-        used.disk_mb + w.disk_mb > node.disk_mb
-      ) {
+      if (!node || node.status !== 'ready' || !fits(node, used, w)) {
         conflicts++;
         continue;
       }
-      used.cpu += w.cpu;
-      used.memory_mb += w.memory_mb;
-      used.disk_mb += w.disk_mb;
+      take(used, w);
       usage.set(p.nodeId, used);
       accepted.push({ w, node });
     }

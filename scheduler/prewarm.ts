@@ -2,8 +2,9 @@
  * Pre-warm: works out which nodes a job's workloads run on or would go to, and tells them to realise
  * the missing part of its closure now, so a later rollout does not wait for downloads.
  */
-import { DEFAULT_RESOURCES, describeIssues, JobSpec, jobKey } from '../spec/job.js';
+import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
 import type { AgentSession, SpecLookup } from './coordinator-types.js';
+import { demandOf } from './core/fit.js';
 import { place, type Strategy } from './core/place.js';
 import { errors } from './errors.js';
 import { clusterSnapshot } from './placement.js';
@@ -11,8 +12,6 @@ import * as closures from './store/closures.js';
 import type { Db } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as wl from './store/workloads.js';
-
-const MB = 1024 * 1024;
 
 export interface PrewarmDeps {
   db: Db;
@@ -61,15 +60,13 @@ export async function prewarmJob(deps: PrewarmDeps, idOrKey: string, body?: unkn
       .map((w) => w.node_id)
       .filter((n): n is string => n !== null),
   );
-  const r = spec.task.resources ?? DEFAULT_RESOURCES;
+  const demand = demandOf(spec);
   const plan = place(
     snapshot,
     Array.from({ length: spec.instances }, (_, i) => ({
       workloadId: `prewarm-${i}`,
       jobId: job.id,
-      cpu: r.cpu,
-      memory_mb: Math.ceil(r.ram / MB),
-      disk_mb: Math.ceil(r.disk / MB),
+      ...demand,
       isolation: spec.mxc.isolation,
       constraints: spec.constraints ?? {},
       closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),

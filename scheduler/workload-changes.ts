@@ -3,14 +3,13 @@
  * replacements for lost or failed ones, and stops for a job's live workloads (also for rollouts).
  */
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_RESOURCES, type JobSpec } from '../spec/job.js';
+import type { JobSpec } from '../spec/job.js';
+import { demandOf } from './core/fit.js';
 import type { RolloutHost } from './rollout.js';
 import type { Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as updates from './store/updates.js';
 import * as wl from './store/workloads.js';
-
-const MB = 1024 * 1024;
 
 /** The workload rows for a job version (all instances, or the given ones). */
 export function newWorkloads(
@@ -20,19 +19,36 @@ export function newWorkloads(
   restarts: number,
   instances?: number[],
 ): wl.NewWorkload[] {
-  const r = spec.task.resources ?? DEFAULT_RESOURCES;
+  const demand = demandOf(spec);
   const list = instances ?? Array.from({ length: spec.instances }, (_, i) => i);
   return list.map((instance) => ({
     id: `${spec.name}-${instance}-${randomBytes(4).toString('hex')}`,
     job_id: jobId,
     job_version: version,
     instance,
-    cpu: r.cpu,
-    memory_mb: Math.ceil(r.ram / MB),
-    disk_mb: Math.ceil(r.disk / MB),
+    ...demand,
     isolation: spec.mxc.isolation,
     restarts,
   }));
+}
+
+/**
+ * Moves a live workload towards stopped: pending → stopped, starting or running → stopping (an agent
+ * must be told). Re-decides on the fresh row after a lost race; returns the row when an agent must stop it.
+ */
+export async function stopWorkload(
+  q: Queryable,
+  w: wl.WorkloadRow,
+  reason: string,
+): Promise<wl.WorkloadRow | null> {
+  const moved = await wl.transitionWith(q, w, (cur) =>
+    cur.status === 'pending'
+      ? { to: 'stopped', reason }
+      : cur.status === 'starting' || cur.status === 'running'
+        ? { to: 'stopping', reason }
+        : null,
+  );
+  return moved?.status === 'stopping' ? moved : null;
 }
 
 /** Moves every non-terminal workload of a job towards stopped; returns those an agent must stop. */
@@ -46,19 +62,23 @@ export async function stopJobWorkloads(
     status: ['pending', 'starting', 'running'],
     limit: 100_000,
   });
+  return stopWorkloads(q, live, reason);
+}
+
+/** Moves the given workloads towards stopped; returns those an agent must stop. */
+export async function stopWorkloads(
+  q: Queryable,
+  ws: wl.WorkloadRow[],
+  reason: string,
+): Promise<wl.WorkloadRow[]> {
   const toAgents: wl.WorkloadRow[] = [];
-  for (const w of live) {
-    if (w.status === 'pending') {
-      await wl.transition(q, w, 'stopped', reason);
-    } else {
-      await wl.transition(q, w, 'stopping', reason);
-      toAgents.push(w);
-    }
+  for (const w of ws) {
+    const moved = await stopWorkload(q, w, reason);
+    if (moved) toAgents.push(moved);
   }
   return toAgents;
 }
 
-/** Creates pending replacements for workloads whose job is still active (same instance, next attempt). */
 /**
  * An instance of the previous version that a rolling update has not reached yet still serves: lost or
  * failed, it is replaced at its own version until the rollout gets to it.
@@ -72,6 +92,7 @@ async function awaitsRollout(q: Queryable, jobId: string, w: wl.WorkloadRow): Pr
   );
 }
 
+/** Creates pending replacements for workloads whose job is still active (same instance, next attempt). */
 export async function replaceWorkloads(
   q: Queryable,
   ws: wl.WorkloadRow[],
@@ -95,17 +116,7 @@ export async function replaceWorkloads(
 
 /** How rolling updates stop old workloads and create new ones. */
 export const rolloutHost: RolloutHost = {
-  stopWorkloads: async (q, ws, reason) => {
-    const toAgents: wl.WorkloadRow[] = [];
-    for (const w of ws) {
-      if (w.status === 'pending') await wl.transition(q, w, 'stopped', reason);
-      else if (w.status === 'starting' || w.status === 'running') {
-        await wl.transition(q, w, 'stopping', reason);
-        toAgents.push(w);
-      }
-    }
-    return toAgents;
-  },
+  stopWorkloads,
   createWorkloads: async (q, jobId, version, spec, instances, reason) => {
     await wl.insertWorkloads(q, newWorkloads(jobId, version, spec, 0, instances), reason);
   },

@@ -4,6 +4,9 @@
  * hash seeded from the evaluation id. No I/O, no clock, no unseeded randomness.
  */
 import { createHash } from 'node:crypto';
+import { fitsOn, take } from './fit.js';
+
+export { demandOf, fits, type Resources } from './fit.js';
 
 export type Isolation = 'process' | 'sandbox' | 'microvm';
 
@@ -119,11 +122,12 @@ export const NodeReadyChecker: Checker = ({ node }) =>
   node.status === 'down' ? 'NODE_DOWN' : node.status === 'draining' ? 'NODE_DRAINING' : null;
 export const IsolationChecker: Checker = ({ node, demand }) =>
   node.isolation.includes(demand.isolation) ? null : 'ISOLATION';
-export const CpuChecker: Checker = ({ node, demand }) => (free(node).cpu + EPS >= demand.cpu ? null : 'CPU');
+export const CpuChecker: Checker = ({ node, demand }) =>
+  fitsOn('cpu', node, node.used, demand) ? null : 'CPU';
 export const MemoryChecker: Checker = ({ node, demand }) =>
-  free(node).memory_mb >= demand.memory_mb ? null : 'MEMORY';
+  fitsOn('memory_mb', node, node.used, demand) ? null : 'MEMORY';
 export const DiskChecker: Checker = ({ node, demand }) =>
-  free(node).disk_mb >= demand.disk_mb ? null : 'DISK';
+  fitsOn('disk_mb', node, node.used, demand) ? null : 'DISK';
 
 /** `"value"` must equal the node attribute, `"!value"` must not. `limit:` and `dedicated` are checked elsewhere. */
 export const ValueConstraintChecker: Checker = ({ node, demand }) => {
@@ -334,9 +338,7 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
       }
     }
     if (best) {
-      best.node.used.cpu += demand.cpu;
-      best.node.used.memory_mb += demand.memory_mb;
-      best.node.used.disk_mb += demand.disk_mb;
+      take(best.node.used, demand);
       bump(demand.jobId, best.node.id);
       plan.placements.push({
         workloadId: demand.workloadId,

@@ -1,9 +1,10 @@
 /**
- * SQL for `workloads` and their `workload_events`. Every status change goes through `transition`,
- * which enforces the state machine of core/lifecycle and records the event with its reason.
+ * SQL for `workloads` and their `workload_events`. Every status change is one statement guarded by the
+ * status it expects (`transition`, `transitionMany`), checked against core/lifecycle's state machine
+ * and recorded as an event with its reason; losing a race yields no row, never an overwrite.
  */
 import type { WorkloadStatus } from '../../spec/messages.js';
-import { ACTIVE_STATUSES, checkTransition } from '../core/lifecycle.js';
+import { ACTIVE_STATUSES, checkTransition, isTerminal } from '../core/lifecycle.js';
 import type { Queryable } from './db.js';
 
 export interface WorkloadRow {
@@ -108,19 +109,23 @@ export async function listWorkloads(q: Queryable, f: WorkloadFilter = {}): Promi
   );
 }
 
-/** Moves a workload to `to` (checked against the state machine) and records the event. */
+/**
+ * Moves a workload from `from` to `to` in one statement guarded by the expected status, recording the
+ * event in the same statement. Returns the row as it is now, or null when the workload was not in
+ * `from` any more (a concurrent change won): the caller re-reads and decides, never overwrites.
+ */
 export async function transition(
   q: Queryable,
   w: Pick<WorkloadRow, 'id' | 'status'>,
   to: WorkloadStatus,
   reason: string,
   extra: { error?: string | null; node_id?: string | null } = {},
-): Promise<void> {
+): Promise<WorkloadRow | null> {
   checkTransition(w.status, to);
-  const sets = ['status = $2', 'updated_at = now()'];
-  const params: unknown[] = [w.id, to];
+  const sets = ['status = $3', 'updated_at = now()'];
+  const params: unknown[] = [w.id, w.status, to, reason];
   if (to === 'running') sets.push('started_at = COALESCE(started_at, now())');
-  if (to === 'stopped' || to === 'failed' || to === 'lost') sets.push('finished_at = now()');
+  if (isTerminal(to)) sets.push('finished_at = now()');
   if (to !== 'pending') sets.push('pending_reason = NULL');
   if (extra.error !== undefined) {
     params.push(extra.error);
@@ -130,11 +135,47 @@ export async function transition(
     params.push(extra.node_id);
     sets.push(`node_id = $${params.length}`);
   }
-  await q.query(`UPDATE workloads SET ${sets.join(', ')} WHERE id = $1`, params);
-  await q.query(
-    'INSERT INTO workload_events (workload_id, from_status, to_status, reason) VALUES ($1, $2, $3, $4)',
-    [w.id, w.status, to, reason],
+  const rows = await q.query<WorkloadRow>(
+    `WITH moved AS (
+       UPDATE workloads SET ${sets.join(', ')} WHERE id = $1 AND status = $2 RETURNING *
+     ), ev AS (
+       INSERT INTO workload_events (workload_id, from_status, to_status, reason)
+       SELECT id, $2, $3, $4 FROM moved
+     )
+     SELECT * FROM moved`,
+    params,
   );
+  return rows[0] ?? null;
+}
+
+/** What to do with a workload as it is now: the status to move it to, or null to leave it. */
+export type Decision = { to: WorkloadStatus; reason: string; error?: string | null } | null;
+
+/**
+ * A guarded transition that handles a lost race explicitly: when the workload is no longer in the
+ * status `decide` saw, it is re-read and `decide` asked again (a bounded number of times). Returns the
+ * row as moved, or null when `decide` left it (or it is gone).
+ */
+export async function transitionWith(
+  q: Queryable,
+  w: WorkloadRow,
+  decide: (current: WorkloadRow) => Decision,
+): Promise<WorkloadRow | null> {
+  let current: WorkloadRow | null = w;
+  for (let attempt = 0; attempt < 5 && current; attempt++) {
+    const d = decide(current);
+    if (!d) return null;
+    const moved = await transition(
+      q,
+      current,
+      d.to,
+      d.reason,
+      d.error !== undefined ? { error: d.error } : {},
+    );
+    if (moved) return moved;
+    current = await getWorkload(q, current.id);
+  }
+  return null;
 }
 
 export async function setPendingReasons(

@@ -2,26 +2,180 @@
  * Lifecycle across failures and restarts: the restart policy from the spec, nothing lost across a
  * coordinator restart, concurrent migrations, and the state machine refusing invalid transitions.
  */
+
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterEach, describe, expect, it } from 'vitest';
-import { canTransition } from '../../scheduler/core/lifecycle.js';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type AgentReportDeps, applyStatus, reconcileAgent } from '../../scheduler/agent-reports.js';
+import { canTransition, InvalidTransitionError, isTerminal } from '../../scheduler/core/lifecycle.js';
+import { recordSubmission } from '../../scheduler/job-submit.js';
+import { markNodeDown } from '../../scheduler/liveness.js';
 import { openPostgres } from '../../scheduler/store/db.js';
 import { loadMigrations, migrate } from '../../scheduler/store/migrate.js';
+import * as nodes from '../../scheduler/store/nodes.js';
+import * as wl from '../../scheduler/store/workloads.js';
+import { JobSpec } from '../../spec/job.js';
+import { WORKLOAD_STATUSES, type WorkloadStatus } from '../../spec/messages.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { dropPostgresDb, ENGINES, PG_ADMIN_URL, urlFor } from '../helpers/db.js';
+import { dropPostgresDb, ENGINES, freshDb, PG_ADMIN_URL, urlFor } from '../helpers/db.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 
+// The state machine as documented (spec/glossary): every pair not listed here must be refused.
+const ALLOWED_PAIRS = new Set([
+  'pending→starting',
+  'pending→stopped',
+  'pending→failed',
+  'starting→running',
+  'starting→stopping',
+  'starting→stopped',
+  'starting→failed',
+  'starting→lost',
+  'running→stopping',
+  'running→stopped',
+  'running→failed',
+  'running→lost',
+  'stopping→stopped',
+  'stopping→failed',
+  'stopping→lost',
+]);
+const PAIRS = WORKLOAD_STATUSES.flatMap((from) => WORKLOAD_STATUSES.map((to) => [from, to] as const));
+
 describe('state machine', () => {
-  it('allows only the documented transitions', () => {
-    expect(canTransition('pending', 'starting')).toBe(true);
-    expect(canTransition('running', 'pending')).toBe(false);
-    expect(canTransition('stopped', 'running')).toBe(false);
-    expect(canTransition('failed', 'starting')).toBe(false);
-    expect(canTransition('stopping', 'running')).toBe(false);
+  it.each(PAIRS)('%s → %s is allowed only when documented', (from, to) => {
+    expect(canTransition(from, to)).toBe(ALLOWED_PAIRS.has(`${from}→${to}`));
   });
+});
+
+const silent = pino({ level: 'silent' });
+const testNode = {
+  resources: { cpu: 64, memory_mb: 65_536, disk_mb: 100_000 },
+  capabilities: {
+    os: 'linux',
+    arch: 'x64',
+    nix: null,
+    bubblewrap: false,
+    qemu: false,
+    kvm: false,
+    cgroups: false,
+    isolation: ['process' as const],
+    attributes: {},
+  },
+  version: 'test',
+};
+
+describe.each(ENGINES)('guarded transitions on %s', (engine) => {
+  let db: Awaited<ReturnType<typeof freshDb>>;
+  let jobId: string;
+  let nodeId: string;
+  beforeAll(async () => {
+    db = await freshDb(engine);
+    const sub = await recordSubmission(db, 'test/www/prod/web', JobSpec.parse(plainJob()), []);
+    jobId = sub.job.id;
+    nodeId = (await nodes.upsertNode(db, { id: 'node-1', name: 'n1', ...testNode })).id;
+  });
+  afterAll(async () => db?.close());
+
+  /** A workload put straight into `status` (placed on the node), as the store would hold it. */
+  async function workloadIn(status: WorkloadStatus, restarts = 0): Promise<wl.WorkloadRow> {
+    const id = `w-${randomUUID()}`;
+    await wl.insertWorkloads(
+      db,
+      [
+        {
+          id,
+          job_id: jobId,
+          job_version: 1,
+          instance: 0,
+          cpu: 1,
+          memory_mb: 1,
+          disk_mb: 1,
+          isolation: 'process',
+          restarts,
+        },
+      ],
+      'test',
+    );
+    await db.query('UPDATE workloads SET status = $2, node_id = $3 WHERE id = $1', [id, status, nodeId]);
+    return (await wl.getWorkload(db, id))!;
+  }
+
+  it('moves every allowed pair in one guarded statement with its event, and refuses every other pair', async () => {
+    for (const [from, to] of PAIRS) {
+      const w = await workloadIn(from);
+      if (ALLOWED_PAIRS.has(`${from}→${to}`)) {
+        const moved = await wl.transition(db, w, to, `test ${from}→${to}`);
+        expect(moved?.status, `${from}→${to}`).toBe(to);
+        const events = await wl.listEvents(db, w.id);
+        expect(events.at(-1)).toMatchObject({
+          from_status: from,
+          to_status: to,
+          reason: `test ${from}→${to}`,
+        });
+        expect(moved!.finished_at !== null, `${from}→${to} finished_at`).toBe(isTerminal(to));
+        // The same change again finds the row no longer in `from`: no row, nothing overwritten.
+        expect(await wl.transition(db, w, to, 'again')).toBeNull();
+        expect((await wl.listEvents(db, w.id)).length).toBe(events.length);
+      } else {
+        await expect(wl.transition(db, w, to, 'refused'), `${from}→${to}`).rejects.toBeInstanceOf(
+          InvalidTransitionError,
+        );
+        expect((await wl.getWorkload(db, w.id))!.status).toBe(from);
+      }
+    }
+  });
+
+  it('never applies a change whose expected status is stale', async () => {
+    for (const [from, to] of PAIRS.filter(([f, t]) => ALLOWED_PAIRS.has(`${f}→${t}`))) {
+      // The row moved on (to any other status) after the caller read it as `from`.
+      for (const actual of WORKLOAD_STATUSES.filter((s) => s !== from)) {
+        const w = await workloadIn(actual);
+        expect(await wl.transition(db, { id: w.id, status: from }, to, 'stale')).toBeNull();
+        expect((await wl.getWorkload(db, w.id))!.status).toBe(actual);
+      }
+    }
+  });
+
+  const deps: AgentReportDeps = {
+    get db() {
+      return db;
+    },
+    log: silent,
+    sessionOf: () => undefined,
+    emit: () => {},
+    sendStart: () => {},
+    requestRolloutStep: () => {},
+    requestEvaluation: () => {},
+  };
+
+  it.each(['agent reconnect', 'node down'] as const)(
+    'a failure reported while the %s declares the workload lost is never overwritten nor replaced twice',
+    async (race) => {
+      // max_task_failures 1 (the default): a failed workload is not replaced, a lost one is.
+      for (let round = 0; round < 15; round++) {
+        await db.query(`UPDATE workloads SET status = 'stopped' WHERE status <> 'stopped'`);
+        const w = await workloadIn('running');
+        const node = (await nodes.getNode(db, nodeId))!;
+        await Promise.all([
+          applyStatus(deps, nodeId, w.id, 'failed', 'boom'),
+          race === 'agent reconnect'
+            ? reconcileAgent(deps, node, [])
+            : markNodeDown(db, node, 1000).then(() => nodes.setNodeStatus(db, nodeId, 'ready')),
+        ]);
+        const row = (await wl.getWorkload(db, w.id))!;
+        const terminal = (await wl.listEvents(db, w.id)).filter((e) => isTerminal(e.to_status));
+        expect(terminal, `round ${round}`).toHaveLength(1);
+        expect(terminal[0]!.to_status).toBe(row.status);
+        const replacements = (await wl.listWorkloads(db, { jobId, status: ['pending'], limit: 1000 })).length;
+        // Lost first: replaced once, the late failure refused. Failed first: kept failed, no replacement.
+        expect(replacements, `round ${round} (${row.status})`).toBe(row.status === 'lost' ? 1 : 0);
+        expect(row.status === 'failed' ? row.error : 'boom').toBe('boom');
+      }
+    },
+  );
 });
 
 describe('migrations', () => {

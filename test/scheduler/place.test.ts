@@ -1,6 +1,7 @@
 /** The pure placement core: table-driven cases and fast-check properties. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { demandOf, fits, take } from '../../scheduler/core/fit.js';
 import { type Demand, type NodeView, place } from '../../scheduler/core/place.js';
 
 const node = (id: string, over: Partial<NodeView> = {}): NodeView => ({
@@ -191,6 +192,42 @@ describe('place', () => {
       ),
       { numRuns: 300 },
     );
+  });
+
+  it("the applier's fits() accepts every placement of a plan, and refuses one more of a rejected demand", () => {
+    fc.assert(
+      fc.property(fc.array(arbNode, { maxLength: 20 }), fc.array(arbDemand, { maxLength: 30 }), (ns, ds) => {
+        const { nodes, demands } = build(ns, ds);
+        const plan = place({ nodes, placed: [] }, demands, { strategy: 'pack', seed: 's' });
+        const used = new Map(nodes.map((n) => [n.id, { ...n.used }]));
+        for (const p of plan.placements) {
+          const n = nodes.find((x) => x.id === p.nodeId)!;
+          const d = demands.find((x) => x.workloadId === p.workloadId)!;
+          expect(fits(n, used.get(n.id)!, d)).toBe(true);
+          take(used.get(n.id)!, d);
+        }
+        // A demand refused only for resources fits on no ready node, by the same function.
+        for (const f of plan.failures) {
+          const d = demands.find((x) => x.workloadId === f.workloadId)!;
+          const onlyResources = Object.keys(f.reasons).every((r) =>
+            ['CPU', 'MEMORY', 'DISK', 'NODE_DOWN', 'NODE_DRAINING'].includes(r),
+          );
+          if (onlyResources)
+            for (const n of nodes.filter((x) => x.status === 'ready'))
+              expect(fits(n, used.get(n.id)!, d)).toBe(false);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('demandOf rounds the spec up to MiB and falls back to the defaults', () => {
+    expect(demandOf({ task: { resources: { cpu: 0.5, ram: 1, disk: 1024 * 1024 + 1 } } } as never)).toEqual({
+      cpu: 0.5,
+      memory_mb: 1,
+      disk_mb: 2,
+    });
+    expect(demandOf({ task: {} } as never)).toEqual({ cpu: 1, memory_mb: 256, disk_mb: 1024 });
   });
 
   it('is deterministic for a given seed', () => {
