@@ -16,10 +16,11 @@ export async function detectResources(
   } catch {
     disk = 0;
   }
+  // 0 means "detect" (the seed's MXC_AGENT_CPU=0): a node offering nothing could never join.
   return {
-    cpu: override.cpu ?? os.cpus().length,
-    memory_mb: override.memory_mb ?? Math.floor(os.totalmem() / 1048576),
-    disk_mb: override.disk_mb ?? disk,
+    cpu: override.cpu || os.cpus().length,
+    memory_mb: override.memory_mb || Math.floor(os.totalmem() / 1048576),
+    disk_mb: override.disk_mb || disk,
   };
 }
 

@@ -106,7 +106,11 @@ export class CoordinatorConnection {
 
   private async onOpen(ws: WebSocket) {
     const [resources, capabilities] = await Promise.all([
-      detectResources(this.opts.stateDir, { cpu: this.opts.cpu, memory_mb: this.opts.memoryMb }),
+      detectResources(this.opts.stateDir, {
+        cpu: this.opts.cpu,
+        memory_mb: this.opts.memoryMb,
+        disk_mb: this.opts.diskMb,
+      }),
       detectCapabilities({
         attributes: this.opts.attributes,
         bubblewrap: bubblewrapAvailable,

@@ -26,6 +26,8 @@ export interface AgentOptions {
   name?: string;
   cpu?: number;
   memoryMb?: number;
+  /** Disk offered (MiB); default the free space of the state directory. */
+  diskMb?: number;
   stateDir: string;
   storeRoot?: string;
   attributes?: Record<string, string>;

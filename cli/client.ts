@@ -1,9 +1,30 @@
 /** The CLI's HTTP client: the coordinator URL and token, coded API errors turned into CliErrors. */
+import { readSettings, SettingsError } from '../lib/settings.js';
 import { CliError } from './errors.js';
 
 export interface ClientOptions {
   coordinator?: string;
   token?: string;
+  /** A file holding the token (--token-file; MXC_API_TOKEN_FILE in the environment). */
+  tokenFile?: string;
+}
+
+/** The coordinator URL and token from flags and the environment, checked (bad values exit 2). */
+function clientSettings(opts: ClientOptions) {
+  try {
+    return readSettings({
+      roles: ['client'],
+      flags: {
+        MXC_COORDINATOR: { value: opts.coordinator, flag: '--coordinator' },
+        MXC_API_TOKEN: { value: opts.token, flag: '--token' },
+        MXC_API_TOKEN_FILE: { value: opts.tokenFile, flag: '--token-file' },
+      },
+    });
+  } catch (err) {
+    if (err instanceof SettingsError)
+      throw new CliError(err.message.replace('refusing to start', 'stopped'), 2);
+    throw err;
+  }
 }
 
 export class ApiClient {
@@ -11,11 +32,9 @@ export class ApiClient {
   readonly token?: string;
 
   constructor(opts: ClientOptions) {
-    this.base = (opts.coordinator ?? process.env.MXC_COORDINATOR ?? 'http://127.0.0.1:4000').replace(
-      /\/+$/,
-      '',
-    );
-    this.token = opts.token ?? process.env.MXC_API_TOKEN ?? undefined;
+    const s = clientSettings(opts);
+    this.base = s.MXC_COORDINATOR![0]!.replace(/\/+$/, '');
+    this.token = s.MXC_API_TOKEN;
   }
 
   headers(extra: Record<string, string> = {}): Record<string, string> {

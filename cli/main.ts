@@ -20,8 +20,9 @@ Examples:
   $ npx mxc workloads list
   $ npx mxc workloads logs <id> -f
 
-Environment: MXC_COORDINATOR (default http://127.0.0.1:4000), MXC_API_TOKEN, MXC_AGENT_TOKEN,
-DATABASE_URL (PostgreSQL; embedded PGlite when unset), MXC_HEARTBEAT_TTL (seconds).`,
+Environment: MXC_COORDINATOR (default http://127.0.0.1:4000), MXC_API_TOKEN (or MXC_API_TOKEN_FILE),
+MXC_AGENT_TOKEN(_FILE), DATABASE_URL or DATABASE_HOST/… (PostgreSQL; embedded PGlite when unset),
+MXC_HEARTBEAT_TTL (seconds), MXC_MODE (for \`mxc serve\`): every variable is in the README's table.`,
   );
 
 /** Options every client command takes. */
@@ -29,6 +30,7 @@ function client(cmd: Command): Command {
   return cmd
     .addOption(new Option('-c, --coordinator <url>', 'coordinator URL').env('MXC_COORDINATOR'))
     .addOption(new Option('--token <token>', 'API token').env('MXC_API_TOKEN'))
+    .addOption(new Option('--token-file <file>', 'file holding the API token (MXC_API_TOKEN_FILE)'))
     .option('--json', 'print JSON for scripts');
 }
 
@@ -51,33 +53,52 @@ const jobs = () => import('./commands/jobs.js');
 program
   .command('up')
   .description('run a standalone cluster (coordinator + one agent) and submit the hello_world demo')
-  .option('-p, --port <port>', 'HTTP port', '4000')
-  .option('--host <host>', 'address to listen on', '127.0.0.1')
-  .option('-d, --data-dir <dir>', 'state directory', '.mxc')
+  .option('-p, --port <port>', 'HTTP port (PORT, default 4000)')
+  .option('--host <host>', 'address to listen on (MXC_LISTEN_ADDRESS, default 127.0.0.1)')
+  .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
   .option('--no-demo', 'do not build and submit examples/hello_world')
   .addHelpText('after', '\nExample:\n  $ npx mxc up --port 4000 --data-dir ./.mxc')
   .action(lazy(daemons, 'up'));
 
 program
   .command('coordinator')
-  .description('run the coordinator alone (PostgreSQL from DATABASE_URL, else embedded PGlite)')
-  .option('-p, --port <port>', 'HTTP port', '4000')
-  .option('--host <host>', 'address to listen on', '127.0.0.1')
-  .option('-d, --data-dir <dir>', 'state directory', '.mxc')
+  .description(
+    'run the coordinator alone (PostgreSQL from DATABASE_URL or DATABASE_HOST, else embedded PGlite)',
+  )
+  .option('-p, --port <port>', 'HTTP port (PORT, default 4000)')
+  .option('--host <host>', 'address to listen on (MXC_LISTEN_ADDRESS, default 127.0.0.1)')
+  .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
   .addHelpText(
     'after',
-    '\nExample:\n  $ MXC_API_TOKEN=s3cret DATABASE_URL=postgres://127.0.0.1/mxc npx mxc coordinator --port 4000',
+    '\nExample:\n  $ MXC_API_TOKEN_FILE=/run/secrets/api DATABASE_URL=postgres://127.0.0.1/mxc npx mxc coordinator --port 4000',
   )
   .action(lazy(daemons, 'coordinator'));
+
+program
+  .command('serve')
+  .description(
+    'run the role MXC_MODE names (standalone, coordinator or agent), configured by the environment only',
+  )
+  .addHelpText(
+    'after',
+    '\nExample:\n  $ MXC_MODE=agent MXC_COORDINATOR=http://10.0.0.1:4000 MXC_AGENT_TOKEN_FILE=/run/secrets/join npx mxc serve',
+  )
+  .action(lazy(daemons, 'serve'));
 
 const agentCommand = program
   .command('agent')
   .description('run an agent that joins a coordinator and runs workloads')
   .addOption(new Option('-c, --coordinator <url>', 'coordinator URL').env('MXC_COORDINATOR'))
-  .addOption(new Option('--token <token>', 'agent join token').env('MXC_AGENT_TOKEN'))
+  .addOption(new Option('--token-file <file>', 'file holding the agent join token (MXC_AGENT_TOKEN_FILE)'))
+  .addOption(
+    new Option('--token <token>', 'agent join token (MXC_AGENT_TOKEN; visible in ps: prefer --token-file)'),
+  )
   .addOption(new Option('--name <name>', 'node name (default: hostname)').env('MXC_AGENT_NAME'))
-  .addOption(new Option('--cpu <n>', 'cpu cores offered (default: detected)').env('MXC_AGENT_CPU'))
-  .addOption(new Option('--memory <mb>', 'memory offered in MiB (default: detected)').env('MXC_AGENT_MEMORY'))
+  .addOption(new Option('--cpu <n>', 'cpu cores offered (0 or unset: detected)').env('MXC_AGENT_CPU'))
+  .addOption(
+    new Option('--memory <mb>', 'memory offered in MiB (0 or unset: detected)').env('MXC_AGENT_MEMORY'),
+  )
+  .addOption(new Option('--disk <mb>', 'disk offered in MiB (0 or unset: free space)').env('MXC_AGENT_DISK'))
   .addOption(
     new Option('--state-dir <dir>', 'agent state directory').env('MXC_AGENT_STATE_DIR').default('.mxc/agent'),
   )
@@ -107,7 +128,7 @@ const agentCommand = program
   )
   .addHelpText(
     'after',
-    '\nExample:\n  $ npx mxc agent --coordinator http://10.0.0.1:4000 --token $JOIN_TOKEN --attr rack=a1',
+    '\nExample:\n  $ npx mxc agent --coordinator http://10.0.0.1:4000 --token-file /run/secrets/join --attr rack=a1',
   )
   .action(lazy(daemons, 'agent'));
 example(

@@ -26,6 +26,10 @@ export interface CoordinatorServerOptions {
   heartbeatTtlMs?: number;
   heartbeatIntervalMs?: number;
   strategy?: Strategy;
+  /** PostgreSQL connections (POOL_SIZE); default 10. */
+  poolSize?: number;
+  /** Serve the dashboard (MXC_UI_ENABLED); default true. */
+  ui?: boolean;
 }
 
 export interface CoordinatorServer {
@@ -38,7 +42,7 @@ export interface CoordinatorServer {
 
 export async function startCoordinator(opts: CoordinatorServerOptions): Promise<CoordinatorServer> {
   await mkdir(opts.dataDir, { recursive: true });
-  const db = await openDb({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir });
+  const db = await openDb({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, poolSize: opts.poolSize });
   try {
     const applied = await migrate(db);
     if (applied.length) opts.logger.info({ applied }, 'database migrated');
@@ -75,7 +79,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
           });
         },
         async (a) => {
-          await a.register(dashboardPlugin);
+          if (opts.ui !== false) await a.register(dashboardPlugin);
         },
       ],
       statusExtra: async () => ({

@@ -7,6 +7,13 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Agent } from '../../agent/daemon.js';
 import { BuildError, buildJob } from '../../compiler/build.js';
+import {
+  databaseUrl,
+  type ReadSettingsOptions,
+  readSettings,
+  type Settings,
+  SettingsError,
+} from '../../lib/settings.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { startCoordinator } from '../../scheduler/server.js';
 import { ApiClient } from '../client.js';
@@ -15,24 +22,51 @@ import { createLogger } from '../logger.js';
 import { color } from '../output.js';
 
 interface CoordinatorOpts {
-  port: string;
-  host: string;
-  dataDir: string;
+  port?: string;
+  host?: string;
+  dataDir?: string;
 }
 
-const envTokens = () => ({
-  api: process.env.MXC_API_TOKEN || undefined,
-  agent: process.env.MXC_AGENT_TOKEN || undefined,
+/**
+ * Reads and checks every setting the roles use (flags win over the environment); bad values stop
+ * the start with one line per problem (exit 2), before anything listens or joins.
+ */
+function settings(
+  roles: ('coordinator' | 'agent')[],
+  flags: ReadSettingsOptions['flags'] = {},
+  only?: ReadSettingsOptions['only'],
+) {
+  try {
+    return readSettings({ roles, flags, only });
+  } catch (err) {
+    if (err instanceof SettingsError) throw new CliError(err.message, 2);
+    throw err;
+  }
+}
+
+const coordinatorFlags = (opts: CoordinatorOpts) => ({
+  PORT: { value: opts.port, flag: '--port' },
+  MXC_LISTEN_ADDRESS: { value: opts.host, flag: '--host' },
+  MXC_DATA_DIR: { value: opts.dataDir, flag: '--data-dir' },
 });
 
-const ttl = () => (process.env.MXC_HEARTBEAT_TTL ? Number(process.env.MXC_HEARTBEAT_TTL) * 1000 : undefined);
-
-function parsePort(p: string): number {
-  const n = Number(p);
-  if (!Number.isInteger(n) || n < 0 || n > 65535)
-    throw new CliError(`--port must be a TCP port number, got "${p}"`, 2);
-  return n;
+/** The coordinator's start options from its settings. */
+function coordinatorOptions(s: Settings) {
+  return {
+    port: s.PORT!,
+    host: s.MXC_LISTEN_ADDRESS!,
+    dataDir: resolve(s.MXC_DATA_DIR!),
+    databaseUrl: databaseUrl(s),
+    poolSize: s.POOL_SIZE,
+    tokens: { api: s.MXC_API_TOKEN, agent: s.MXC_AGENT_TOKEN },
+    heartbeatTtlMs: s.MXC_HEARTBEAT_TTL! * 1000,
+    strategy: s.MXC_SCHEDULER_STRATEGY,
+    ui: s.MXC_UI_ENABLED,
+  };
 }
+
+const logger = (name: string, s: Settings) =>
+  createLogger(name, { level: s.MXC_LOG_LEVEL, format: s.MXC_LOG_FORMAT });
 
 /**
  * A daemon logs an unexpected rejection instead of dying with every workload it supervises; the code
@@ -65,46 +99,31 @@ async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promis
 }
 
 export async function coordinator(opts: CoordinatorOpts) {
-  const logger = createLogger('mxc-coordinator');
-  keepRunningOnUnhandled(logger);
-  const port = parsePort(opts.port);
-  const server = await listenOrExplain(port, () =>
-    startCoordinator({
-      port,
-      host: opts.host,
-      dataDir: resolve(opts.dataDir),
-      databaseUrl: process.env.DATABASE_URL || undefined,
-      tokens: envTokens(),
-      heartbeatTtlMs: ttl(),
-      logger,
-    }),
-  );
+  const s = settings(['coordinator'], coordinatorFlags(opts));
+  const log = logger('mxc-coordinator', s);
+  keepRunningOnUnhandled(log);
+  const o = coordinatorOptions(s);
+  const server = await listenOrExplain(o.port, () => startCoordinator({ ...o, logger: log }));
   await untilSignal();
-  logger.info('shutting down');
+  log.info('shutting down');
   await server.close();
 }
 
 interface AgentOpts {
   coordinator?: string;
   token?: string;
+  tokenFile?: string;
   name?: string;
   cpu?: string;
   memory?: string;
-  stateDir: string;
+  disk?: string;
+  stateDir?: string;
   storeRoot?: string;
   attr?: string[];
   cacheKey?: string;
   secretsDir?: string;
   gcMinFree?: string;
   logRetention?: string;
-}
-
-function positive(v: string | undefined, flag: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0)
-    throw new CliError(`${flag} must be a non-negative number, got "${v}"`, 2);
-  return n;
 }
 
 function parseAttributes(list: string[] = []): Record<string, string> {
@@ -117,30 +136,63 @@ function parseAttributes(list: string[] = []): Record<string, string> {
   return out;
 }
 
+const agentFlags = (opts: AgentOpts) => ({
+  MXC_COORDINATOR: { value: opts.coordinator, flag: '--coordinator' },
+  MXC_AGENT_TOKEN: { value: opts.token, flag: '--token' },
+  MXC_AGENT_TOKEN_FILE: { value: opts.tokenFile, flag: '--token-file' },
+  MXC_AGENT_NAME: { value: opts.name, flag: '--name' },
+  MXC_AGENT_CPU: { value: opts.cpu, flag: '--cpu' },
+  MXC_AGENT_MEMORY: { value: opts.memory, flag: '--memory' },
+  MXC_AGENT_DISK: { value: opts.disk, flag: '--disk' },
+  MXC_AGENT_STATE_DIR: { value: opts.stateDir, flag: '--state-dir' },
+  MXC_AGENT_STORE_ROOT: { value: opts.storeRoot, flag: '--store-root' },
+  MXC_CACHE_PUBLIC_KEY: { value: opts.cacheKey, flag: '--cache-key' },
+  MXC_AGENT_SECRETS_DIR: { value: opts.secretsDir, flag: '--secrets-dir' },
+  MXC_AGENT_GC_MIN_FREE: { value: opts.gcMinFree, flag: '--gc-min-free' },
+  MXC_AGENT_LOG_RETENTION: { value: opts.logRetention, flag: '--log-retention' },
+});
+
+/** 0 means "detect", as in the seed (MXC_AGENT_CPU=0). */
+const detectWhenZero = (n: number | undefined) => (n ? n : undefined);
+
+/** The agent's options from its settings (coordinator, token and name are the caller's in standalone). */
+async function agentOptions(s: Settings, stateDir: string) {
+  return {
+    cpu: detectWhenZero(s.MXC_AGENT_CPU),
+    memoryMb: detectWhenZero(s.MXC_AGENT_MEMORY),
+    diskMb: detectWhenZero(s.MXC_AGENT_DISK),
+    cachePublicKey: s.MXC_CACHE_PUBLIC_KEY,
+    secretsDir: s.MXC_AGENT_SECRETS_DIR ? resolve(s.MXC_AGENT_SECRETS_DIR) : undefined,
+    gcMinFreeMb: s.MXC_AGENT_GC_MIN_FREE,
+    logRetentionMs: s.MXC_AGENT_LOG_RETENTION! * 86_400_000,
+    stateDir,
+    storeRoot: s.MXC_AGENT_STORE_ROOT ? resolve(s.MXC_AGENT_STORE_ROOT) : undefined,
+    microvm: s.MXC_HYPERVISOR === 'none' ? undefined : await loadMicroVm(stateDir),
+  };
+}
+
 export async function agent(opts: AgentOpts) {
-  const logger = createLogger('mxc-agent');
-  keepRunningOnUnhandled(logger);
+  const s = settings(['agent'], agentFlags(opts));
+  const coordinators = s.MXC_COORDINATOR!;
+  if (coordinators.length > 1)
+    throw new CliError(
+      `MXC_COORDINATOR / --coordinator: this agent joins one coordinator; got ${coordinators.length} URLs`,
+      2,
+    );
+  const attributes = parseAttributes(opts.attr);
+  const log = logger('mxc-agent', s);
+  keepRunningOnUnhandled(log);
   const a = new Agent({
-    coordinator: opts.coordinator ?? process.env.MXC_COORDINATOR ?? 'http://127.0.0.1:4000',
-    token: opts.token ?? process.env.MXC_AGENT_TOKEN ?? undefined,
-    name: opts.name ?? process.env.MXC_AGENT_NAME,
-    cpu: positive(opts.cpu, '--cpu'),
-    memoryMb: positive(opts.memory, '--memory'),
-    cachePublicKey: opts.cacheKey,
-    secretsDir: opts.secretsDir ? resolve(opts.secretsDir) : undefined,
-    gcMinFreeMb: positive(opts.gcMinFree, '--gc-min-free'),
-    logRetentionMs: opts.logRetention
-      ? positive(opts.logRetention, '--log-retention')! * 86_400_000
-      : undefined,
-    stateDir: resolve(opts.stateDir),
-    storeRoot: opts.storeRoot ? resolve(opts.storeRoot) : undefined,
-    attributes: parseAttributes(opts.attr),
-    logger,
-    microvm: await loadMicroVm(resolve(opts.stateDir)),
+    ...(await agentOptions(s, resolve(s.MXC_AGENT_STATE_DIR!))),
+    coordinator: coordinators[0]!,
+    token: s.MXC_AGENT_TOKEN,
+    name: s.MXC_AGENT_NAME,
+    attributes,
+    logger: log,
   });
   await a.start();
   await untilSignal();
-  logger.info('shutting down; stopping workloads');
+  log.info('shutting down; stopping workloads');
   await a.close();
 }
 
@@ -152,6 +204,18 @@ async function loadMicroVm(stateDir: string) {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * `mxc serve`: the one entry point of a deployment, as the seed's releases have. MXC_MODE picks the
+ * role (standalone: coordinator + one agent in one process, without the demo); every other setting
+ * comes from the environment.
+ */
+export async function serve() {
+  const { MXC_MODE: mode } = settings(['coordinator', 'agent'], {}, ['MXC_MODE']);
+  if (mode === 'coordinator') return coordinator({});
+  if (mode === 'agent') return agent({});
+  return up({ demo: false });
 }
 
 interface UpOpts extends CoordinatorOpts {
@@ -187,30 +251,24 @@ async function apiNeedsToken(url: string): Promise<boolean> {
 }
 
 export async function up(opts: UpOpts) {
-  const logger = createLogger('mxc');
+  const s = settings(['coordinator', 'agent'], coordinatorFlags(opts));
+  const logger = createLogger('mxc', { level: s.MXC_LOG_LEVEL, format: s.MXC_LOG_FORMAT });
   keepRunningOnUnhandled(logger);
-  const dataDir = resolve(opts.dataDir);
-  const port = parsePort(opts.port);
+  const o = coordinatorOptions(s);
+  const { dataDir } = o;
   const local = await localToken(dataDir);
-  const tokens = { ...envTokens(), local: local.token };
-  const server = await listenOrExplain(port, () =>
-    startCoordinator({
-      port,
-      host: opts.host,
-      dataDir,
-      databaseUrl: process.env.DATABASE_URL || undefined,
-      tokens,
-      heartbeatTtlMs: ttl(),
-      logger,
-    }),
-  );
+  const tokens = { ...o.tokens, local: local.token };
+  const server = await listenOrExplain(o.port, () => startCoordinator({ ...o, tokens, logger }));
   const agent = new Agent({
+    // Standalone keeps the agent's state inside the data dir unless told otherwise.
+    ...(await agentOptions(
+      s,
+      process.env.MXC_AGENT_STATE_DIR ? resolve(s.MXC_AGENT_STATE_DIR!) : `${dataDir}/agent`,
+    )),
     coordinator: server.url,
     token: local.token,
-    name: process.env.MXC_AGENT_NAME ?? 'local',
-    stateDir: `${dataDir}/agent`,
+    name: s.MXC_AGENT_NAME ?? 'local',
     logger,
-    microvm: await loadMicroVm(`${dataDir}/agent`),
   });
   await agent.start();
   await agent.ready;

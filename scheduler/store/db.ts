@@ -101,7 +101,11 @@ export async function openPglite(dir: string | null): Promise<Db> {
 }
 
 /** PostgreSQL when a URL is given, else PGlite in `dataDir/db`. */
-export async function openDb(opts: { databaseUrl?: string; dataDir?: string | null }): Promise<Db> {
-  if (opts.databaseUrl) return openPostgres(opts.databaseUrl);
+export async function openDb(opts: {
+  databaseUrl?: string;
+  dataDir?: string | null;
+  poolSize?: number;
+}): Promise<Db> {
+  if (opts.databaseUrl) return openPostgres(opts.databaseUrl, { max: opts.poolSize });
   return openPglite(opts.dataDir ? `${opts.dataDir}/db` : null);
 }

@@ -1,0 +1,317 @@
+/**
+ * Configuration: every setting is read and checked before a daemon starts (bad values refused with a
+ * line naming the variable), secrets come from files, and the seed's settings work end to end through
+ * the real CLI: `mxc serve` picks its role from MXC_MODE, the coordinator opens PostgreSQL from
+ * DATABASE_HOST/… with DATABASE_PASSWORD_FILE, agents join with a token file and detect their
+ * resources with MXC_AGENT_CPU=0, MXC_UI_ENABLED=false turns the dashboard off, and
+ * MXC_SCHEDULER_STRATEGY=pack places a job on the fullest node that fits.
+ */
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os, { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { databaseUrl, readSettings, SettingsError } from '../../lib/settings.js';
+import { repoPath } from '../../scheduler/paths.js';
+import { SETTINGS } from '../../spec/settings.js';
+import { type DaemonProcess, listeningUrl, MXC_BIN, startDaemon } from '../helpers/daemon-process.js';
+import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { eventually } from '../helpers/protocol-agent.js';
+
+let dir = '';
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mxc-settings-'));
+});
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const problems = (env: Record<string, string>, roles: ('coordinator' | 'agent' | 'client')[]) => {
+  try {
+    readSettings({ roles, env });
+    return [];
+  } catch (err) {
+    if (err instanceof SettingsError) return err.problems;
+    throw err;
+  }
+};
+
+describe('readSettings', () => {
+  it.each([
+    [{ MXC_HEARTBEAT_TTL: 'abc' }, /^MXC_HEARTBEAT_TTL="abc": must be a number of seconds > 0$/],
+    [{ MXC_HEARTBEAT_TTL: '0' }, /^MXC_HEARTBEAT_TTL="0"/],
+    [{ PORT: '70000' }, /^PORT="70000": must be a TCP port/],
+    [{ PORT: '80x' }, /^PORT="80x"/],
+    [{ POOL_SIZE: '0' }, /^POOL_SIZE="0"/],
+    [{ DATABASE_PORT: 'five' }, /^DATABASE_PORT="five"/],
+    [{ DATABASE_URL: 'mysql://x/y' }, /^DATABASE_URL="mysql:\/\/x\/y": must be a postgres:\/\//],
+    [{ MXC_UI_ENABLED: 'maybe' }, /^MXC_UI_ENABLED="maybe": must be true or false$/],
+    [{ MXC_SCHEDULER_STRATEGY: 'binpack' }, /must be one of spread, pack$/],
+    [{ MXC_MODE: 'leader' }, /^MXC_MODE="leader": must be one of standalone, coordinator, agent$/],
+    [{ MXC_LOG_LEVEL: 'loud' }, /^MXC_LOG_LEVEL="loud"/],
+  ])('refuses %o for the coordinator', (env, message) => {
+    const p = problems(env, ['coordinator']);
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(message);
+  });
+
+  it.each([
+    [{ MXC_AGENT_CPU: 'lots' }, /^MXC_AGENT_CPU="lots": must be a number of cores ≥ 0 \(0: detect\)$/],
+    [{ MXC_AGENT_MEMORY: '1.5' }, /^MXC_AGENT_MEMORY="1.5"/],
+    [{ MXC_COORDINATOR: 'ftp://x' }, /^MXC_COORDINATOR="ftp:\/\/x": must be an http/],
+    [{ MXC_HYPERVISOR: 'firecracker' }, /"firecracker" is not supported: mxc runs microVMs with QEMU/],
+    [{ MXC_HYPERVISOR: 'cloud-hypervisor' }, /"cloud-hypervisor" is not supported/],
+    [{ MXC_HYPERVISOR: 'xen' }, /^MXC_HYPERVISOR="xen": must be one of qemu, none$/],
+    [{ MXC_AGENT_NAME: '../etc' }, /^MXC_AGENT_NAME="..\/etc"/],
+    [{ MXC_CACHE_PUBLIC_KEY: 'nokey' }, /^MXC_CACHE_PUBLIC_KEY="nokey"/],
+  ])('refuses %o for the agent', (env, message) => {
+    const p = problems(env, ['agent']);
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(message);
+  });
+
+  it('reports every problem at once, and only those of the roles asked', () => {
+    const env = { MXC_HEARTBEAT_TTL: 'x', PORT: 'y', MXC_AGENT_CPU: 'z' };
+    expect(problems(env, ['coordinator'])).toHaveLength(2);
+    expect(problems(env, ['agent'])).toHaveLength(1);
+    // A client command does not care about a daemon's PORT in the same shell.
+    expect(problems(env, ['client'])).toEqual([]);
+  });
+
+  it('gives defaults, and 0 for agent resources means detect', () => {
+    const s = readSettings({ roles: ['coordinator', 'agent'], env: {} });
+    expect(s.PORT).toBe(4000);
+    expect(s.MXC_HEARTBEAT_TTL).toBe(30);
+    expect(s.MXC_SCHEDULER_STRATEGY).toBe('spread');
+    expect(s.MXC_UI_ENABLED).toBe(true);
+    expect(s.MXC_MODE).toBe('standalone');
+    expect(s.MXC_AGENT_CPU).toBe(0);
+    expect(s.MXC_COORDINATOR).toEqual(['http://127.0.0.1:4000']);
+    expect(databaseUrl(s)).toBeUndefined();
+  });
+
+  it('reads secrets from *_FILE, refuses both, names unreadable and empty files, never echoes a secret', async () => {
+    const f = join(dir, 'api-token');
+    await writeFile(f, 's3cret-value\n');
+    expect(readSettings({ roles: ['client'], env: { MXC_API_TOKEN_FILE: f } }).MXC_API_TOKEN).toBe(
+      's3cret-value',
+    );
+    const both = problems({ MXC_API_TOKEN: 'other', MXC_API_TOKEN_FILE: f }, ['client']);
+    expect(both[0]).toMatch(/MXC_API_TOKEN and MXC_API_TOKEN_FILE are both set/);
+    expect(problems({ MXC_AGENT_TOKEN_FILE: join(dir, 'none') }, ['agent'])[0]).toMatch(
+      /^MXC_AGENT_TOKEN_FILE=.*none: cannot read it \(ENOENT\)$/,
+    );
+    const empty = join(dir, 'empty');
+    await writeFile(empty, '');
+    expect(problems({ DATABASE_PASSWORD_FILE: empty }, ['coordinator'])[0]).toMatch(/the file is empty/);
+    // A flag names its file too (--token-file), and wins over the environment.
+    const s = readSettings({
+      roles: ['agent'],
+      env: { MXC_AGENT_TOKEN_FILE: join(dir, 'none') },
+      flags: { MXC_AGENT_TOKEN_FILE: { value: f, flag: '--token-file' } },
+    });
+    expect(s.MXC_AGENT_TOKEN).toBe('s3cret-value');
+    for (const p of problems({ MXC_API_TOKEN: ' ' }, ['client'])) expect(p).not.toContain('"');
+  });
+
+  it('builds the PostgreSQL URL from DATABASE_HOST/PORT/USER/NAME and the password file', async () => {
+    const pw = join(dir, 'db-pw');
+    await writeFile(pw, 'p@ss/word\n');
+    const env = {
+      DATABASE_HOST: 'db.example',
+      DATABASE_PORT: '6543',
+      DATABASE_USER: 'mxc',
+      DATABASE_NAME: 'orchestra',
+      DATABASE_PASSWORD_FILE: pw,
+    };
+    const url = databaseUrl(readSettings({ roles: ['coordinator'], env }))!;
+    expect(url).toBe('postgres://mxc:p%40ss%2Fword@db.example:6543/orchestra');
+    const socket = databaseUrl(
+      readSettings({ roles: ['coordinator'], env: { DATABASE_HOST: '/run/postgresql' } }),
+    );
+    expect(socket).toBe('postgres://mxc@/mxc?host=%2Frun%2Fpostgresql&port=5432');
+    // The seed's Ecto URL, and a password added to a URL without one.
+    const ecto = databaseUrl(
+      readSettings({
+        roles: ['coordinator'],
+        env: { DATABASE_URL: 'ecto://u@h/d', DATABASE_PASSWORD_FILE: pw },
+      }),
+    );
+    expect(ecto).toBe('postgres://u:p%40ss%2Fword@h/d');
+  });
+
+  it('documents every setting in the README configuration table with its default', async () => {
+    const readme = await readFile(repoPath('README.md'), 'utf8');
+    for (const s of SETTINGS) {
+      expect(readme, s.env).toContain(`| \`${s.env}\``);
+      if ('secret' in s && s.secret) expect(readme, `${s.env}_FILE`).toContain(`${s.env}_FILE`);
+    }
+  });
+});
+
+describe('through the real CLI', () => {
+  const mxc = (args: string[], env: Record<string, string>) =>
+    execa(process.execPath, [MXC_BIN, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+      extendEnv: false,
+      reject: false,
+      cwd: repoPath(),
+      timeout: 30_000,
+    });
+
+  it.each([
+    [
+      ['coordinator'],
+      { MXC_HEARTBEAT_TTL: 'abc' },
+      /MXC_HEARTBEAT_TTL="abc": must be a number of seconds > 0/,
+    ],
+    [['serve'], { MXC_MODE: 'leader' }, /MXC_MODE="leader"/],
+    [
+      ['serve'],
+      { MXC_MODE: 'coordinator', MXC_SCHEDULER_STRATEGY: 'random' },
+      /MXC_SCHEDULER_STRATEGY="random"/,
+    ],
+    [['agent'], { MXC_HYPERVISOR: 'firecracker' }, /"firecracker" is not supported/],
+    [['agent', '--token-file', '/nonexistent/join'], {}, /--token-file=\/nonexistent\/join: cannot read it/],
+    [['up', '--no-demo'], { PORT: 'http' }, /PORT="http"/],
+    [['jobs', 'list'], { MXC_API_TOKEN_FILE: '/nonexistent/api' }, /MXC_API_TOKEN_FILE=\/nonexistent\/api/],
+  ])('mxc %j with %o exits 2 before starting anything', async (args, env, message) => {
+    const r = await mxc(args, { MXC_DATA_DIR: join(dir, 'never'), ...env });
+    expect(r.stderr).toMatch(/^mxc: bad configuration/);
+    expect(r.stderr).toMatch(message);
+    expect(r.exitCode).toBe(2);
+  });
+
+  describe('mxc serve with the seed’s settings on PostgreSQL', () => {
+    let db: { url: string; name: string };
+    const daemons: DaemonProcess[] = [];
+    let url = '';
+    let files: Record<string, string> = {};
+
+    beforeAll(async () => {
+      db = await createPostgresDb();
+      files = {
+        api: join(dir, 'api.token'),
+        agent: join(dir, 'agent.token'),
+        dbpw: join(dir, 'db.password'),
+      };
+      await writeFile(files.api!, 'client-secret-1\n');
+      await writeFile(files.agent!, 'join-secret-2\n');
+      await writeFile(files.dbpw!, 'unused-under-trust\n');
+      for (const f of Object.values(files)) await chmod(f, 0o400);
+      const c = startDaemon(process.execPath, [MXC_BIN, 'serve'], {
+        MXC_MODE: 'coordinator',
+        PORT: '0',
+        MXC_DATA_DIR: join(dir, 'coordinator'),
+        DATABASE_HOST: '127.0.0.1',
+        DATABASE_PORT: '5432',
+        DATABASE_USER: 'postgres',
+        DATABASE_NAME: db.name,
+        DATABASE_PASSWORD_FILE: files.dbpw!,
+        POOL_SIZE: '4',
+        MXC_API_TOKEN_FILE: files.api!,
+        MXC_AGENT_TOKEN_FILE: files.agent!,
+        MXC_UI_ENABLED: 'false',
+        MXC_SCHEDULER_STRATEGY: 'pack',
+        MXC_HEARTBEAT_TTL: '10',
+      });
+      daemons.push(c);
+      url = await listeningUrl(c);
+      // Two agents: `big` offers more than `small`; pack fills the one with the least room that fits.
+      const agent = (name: string, extra: Record<string, string>, args: string[] = []) =>
+        startDaemon(process.execPath, [MXC_BIN, ...(args.length ? args : ['serve'])], {
+          MXC_COORDINATOR: url,
+          MXC_AGENT_NAME: name,
+          MXC_AGENT_STATE_DIR: join(dir, name, 'state'),
+          MXC_AGENT_STORE_ROOT: join(dir, name, 'store'),
+          MXC_HYPERVISOR: 'none',
+          ...extra,
+        });
+      daemons.push(
+        agent('big', {
+          MXC_MODE: 'agent',
+          MXC_AGENT_TOKEN_FILE: files.agent!,
+          MXC_AGENT_CPU: '0',
+          MXC_AGENT_MEMORY: '0',
+        }),
+        agent('small', { MXC_AGENT_MEMORY: '256' }, ['agent', '--token-file', files.agent!, '--cpu', '1']),
+      );
+      await Promise.all(
+        daemons.slice(1).map((d) => d.waitFor((l) => l.msg === 'joined coordinator', 'join')),
+      );
+    }, 120_000);
+
+    afterAll(async () => {
+      for (const d of daemons.reverse()) await d.stop();
+      if (db) await dropPostgresDb(db.name);
+    });
+
+    const api = async (path: string, token?: string) => {
+      const res = await fetch(`${url}${path}`, {
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      });
+      return { status: res.status, body: (await res.text()) as string };
+    };
+
+    it('runs the coordinator on that database with the token from its file, without the dashboard', async () => {
+      expect((await api('/api/nodes')).status).toBe(401);
+      const nodes = JSON.parse((await api('/api/nodes', 'client-secret-1')).body).data as {
+        name: string;
+        cpu: number;
+        memory_mb: number;
+      }[];
+      const byName = Object.fromEntries(nodes.map((n) => [n.name, n]));
+      // MXC_AGENT_CPU=0 / MXC_AGENT_MEMORY=0: detected, as the seed documents.
+      expect(byName.big?.cpu).toBe(os.cpus().length);
+      expect(byName.big?.memory_mb).toBe(Math.floor(os.totalmem() / 1048576));
+      expect(byName.small).toMatchObject({ cpu: 1, memory_mb: 256 });
+      expect((await api('/')).status).toBe(404);
+      // The nodes are in the PostgreSQL database named by DATABASE_NAME.
+      const { openPostgres } = await import('../../scheduler/store/db.js');
+      const pg = await openPostgres(db.url, { max: 1 });
+      const rows = await pg.query<{ name: string }>('SELECT name FROM nodes ORDER BY name');
+      await pg.close();
+      expect(rows.map((r) => r.name)).toEqual(['big', 'small']);
+    });
+
+    it('keeps the tokens out of every process’s argv', async () => {
+      for (const d of daemons) {
+        const argv = await readFile(`/proc/${d.proc.pid}/cmdline`, 'utf8');
+        expect(argv).not.toContain('secret');
+      }
+    });
+
+    it('places with MXC_SCHEDULER_STRATEGY=pack on the fullest node that fits, and the job runs', async () => {
+      const build = await execa('nix-build', [
+        '--option',
+        'substituters',
+        '',
+        repoPath('examples', 'hello_world'),
+        '--no-out-link',
+      ]);
+      const submit = await execa(
+        process.execPath,
+        [MXC_BIN, 'submit', '--wait', '--timeout', '60', '--token-file', files.api!],
+        {
+          env: { MXC_COORDINATOR: url },
+          input: build.stdout,
+          reject: false,
+          cwd: repoPath(),
+        },
+      );
+      expect(submit.stderr + submit.stdout).toMatch(/running\s+on small/);
+      expect(submit.exitCode).toBe(0);
+      await eventually(
+        async () => {
+          const r = await execa(process.execPath, [MXC_BIN, 'workloads', 'list', '--json'], {
+            env: { MXC_COORDINATOR: url, MXC_API_TOKEN_FILE: files.api! },
+            reject: false,
+          });
+          return r.stdout.includes('"running"') ? r.stdout : null;
+        },
+        15_000,
+        'a running workload',
+      );
+    }, 90_000);
+  });
+});
