@@ -264,12 +264,14 @@ const tokens = () => import('./commands/tokens.js');
 example(
   client(tk.command('create <name>'))
     .description('create a token (printed once; only its digest is kept)')
-    .option('--kind <kind>', 'client (CLI, dashboard) or agent (joining)', 'client'),
-  'npx mxc tokens create rack-a-agents --kind agent',
+    .option('--kind <kind>', 'client (CLI, dashboard) or agent (joining)', 'client')
+    .option('--scope <scope>', 'client tokens: read, push (read + cache uploads) or admin (everything)'),
+  'npx mxc tokens create ci --scope push',
 ).action(lazy(tokens, 'create'));
-example(client(tk.command('list')).description('list token names and kinds'), 'npx mxc tokens list').action(
-  lazy(tokens, 'list'),
-);
+example(
+  client(tk.command('list')).description('list token names, kinds and scopes'),
+  'npx mxc tokens list',
+).action(lazy(tokens, 'list'));
 example(
   client(tk.command('revoke <name>')).description('revoke a token'),
   'npx mxc tokens revoke rack-a-agents',

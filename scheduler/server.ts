@@ -49,8 +49,9 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     const cache = await openCacheStore(opts.dataDir);
     const auth = new Auth(opts.tokens, db);
     await auth.load();
-    // Several coordinators share the table: pick up tokens created or revoked elsewhere.
-    const authReload = setInterval(() => void auth.load().catch(() => {}), 10_000);
+    // Several coordinators share the table: pick up tokens created or revoked elsewhere, within a
+    // second, so a token revoked on one coordinator also ends its streams on the others.
+    const authReload = setInterval(() => void auth.load().catch(() => {}), 1000);
     authReload.unref();
     const ttl = opts.heartbeatTtlMs ?? 30_000;
     const coordinator = new Coordinator(db, opts.logger.child({ component: 'coordinator' }), {
@@ -74,8 +75,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
           await a.register(cachePlugin, {
             dataDir: opts.dataDir,
             store: cache,
-            authorize: (req, access) =>
-              access === 'write' ? auth.isClient(req) : auth.isClient(req) || auth.isAgent(req),
+            // Access is decided by the app's route hook (config.access on each cache route).
           });
         },
         async (a) => {

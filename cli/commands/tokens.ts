@@ -7,13 +7,18 @@ interface Opts extends ClientOptions {
   json?: boolean;
 }
 
-export async function create(name: string, opts: Opts & { kind: string }) {
+export async function create(name: string, opts: Opts & { kind: string; scope?: string }) {
   if (opts.kind !== 'client' && opts.kind !== 'agent')
     throw new CliError(`--kind is client or agent, not "${opts.kind}"`, 2);
+  if (opts.scope !== undefined && !['read', 'push', 'admin'].includes(opts.scope))
+    throw new CliError(`--scope is read, push or admin, not "${opts.scope}"`, 2);
+  if (opts.scope !== undefined && opts.kind === 'agent')
+    throw new CliError('--scope is for client tokens; agent tokens join agents and read the cache', 2);
   const client = new ApiClient(opts);
-  const t = await client.post<{ name: string; kind: string; token: string }>('/api/tokens', {
+  const t = await client.post<{ name: string; kind: string; scope: string; token: string }>('/api/tokens', {
     name,
     kind: opts.kind,
+    ...(opts.scope ? { scope: opts.scope } : {}),
   });
   // Accepted without a token: the API was open until now, and this token closes it.
   const closed = client.token ? undefined : openModeWarning(t.kind);
@@ -23,7 +28,8 @@ export async function create(name: string, opts: Opts & { kind: string }) {
     return;
   }
   process.stdout.write(`${t.token}\n`);
-  process.stderr.write(`created ${t.kind} token "${t.name}"; it is shown only now, keep it safe\n`);
+  const scope = t.kind === 'client' ? ` (scope ${t.scope})` : '';
+  process.stderr.write(`created ${t.kind} token "${t.name}"${scope}; it is shown only now, keep it safe\n`);
   if (closed) process.stderr.write(`${color.yellow('note:')} ${closed}\n`);
 }
 
@@ -41,13 +47,18 @@ function openModeWarning(kind: string): string {
 }
 
 export async function list(opts: Opts) {
-  const rows = await new ApiClient(opts).get<{ name: string; kind: string; created_at: string }[]>(
-    '/api/tokens',
-  );
+  const rows = await new ApiClient(opts).get<
+    { name: string; kind: string; scope?: string; created_at: string }[]
+  >('/api/tokens');
   if (opts.json) return printJson(rows);
   printTable(
-    ['name', 'kind', 'created'],
-    rows.map((t) => [t.name, t.kind, new Date(t.created_at).toISOString()]),
+    ['name', 'kind', 'scope', 'created'],
+    rows.map((t) => [
+      t.name,
+      t.kind,
+      t.kind === 'client' ? (t.scope ?? 'admin') : '-',
+      new Date(t.created_at).toISOString(),
+    ]),
   );
 }
 

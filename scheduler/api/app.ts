@@ -3,11 +3,16 @@
  * then the binary cache, then the API routes one file per resource, then the dashboard.
  */
 import websocket from '@fastify/websocket';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
 import type { Logger } from 'pino';
 import type { Coordinator } from '../coordinator.js';
-import { errors } from '../errors.js';
-import type { Auth } from './auth.js';
+import { MxcError } from '../errors.js';
+import { type Access, type Auth, allows, refusal, routeAccess } from './auth.js';
 import { installErrorHandler } from './error-handler.js';
 import { openApiDocument } from './openapi.js';
 import { agentSocketRoutes } from './routes/agent-ws.js';
@@ -32,8 +37,38 @@ export interface AppOptions {
   statusExtra?: () => Promise<Record<string, unknown>>;
 }
 
-/** Routes reachable without a client token. The agent socket checks its own token. */
-const OPEN_ROUTES = new Set(['/healthz', '/api/agent/ws', '/api/openapi.json']);
+/** One route of the app with the access it needs (for tests and audits of the route table). */
+export interface RouteEntry {
+  method: string;
+  url: string;
+  access: Access;
+}
+
+const routeTables = new WeakMap<FastifyInstance, RouteEntry[]>();
+
+/** Every route of an app built by `buildApp`, with the access each needs. */
+export function routeTableOf(app: FastifyInstance): RouteEntry[] {
+  return routeTables.get(app) ?? [];
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * A state-changing request a browser could have been tricked into sending: one whose credential the
+ * browser adds by itself (open mode: none; a `?token=` in the URL) from a page of another origin.
+ */
+function crossSite(req: FastifyRequest): boolean {
+  if (SAFE_METHODS.has(req.method)) return false;
+  if (req.headers.authorization) return false;
+  if (req.headers['sec-fetch-site'] === 'cross-site') return true;
+  const origin = req.headers.origin;
+  if (origin === undefined) return false;
+  try {
+    return new URL(origin).host !== req.headers.host;
+  } catch {
+    return true;
+  }
+}
 
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -45,16 +80,48 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     forceCloseConnections: true,
   });
   installErrorHandler(app);
-  await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });
 
-  app.addHook('onRequest', async (req) => {
-    const path = req.url.split('?')[0]!;
-    if (!path.startsWith('/api/') && path !== '/metrics') return;
-    if (OPEN_ROUTES.has(path) || path.startsWith('/api/cache/')) return;
-    // Agents may read what they need with their own token.
-    if (opts.auth.isClient(req)) return;
-    throw errors.unauthorized('API');
+  // Access is decided on the route fastify matched (its config), never on the URL text: fastify decodes
+  // and normalises paths, so any test of `req.url` can be walked around (`/%61pi/…`).
+  const routeTable: RouteEntry[] = [];
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) {
+      routeTable.push({ method, url: r.url, access: routeAccess(method, r.config?.access) });
+    }
   });
+  app.decorateRequest('principal', null);
+  app.addHook('onRequest', async (req, reply) => {
+    // No route matched: the not-found handler answers, and it reveals nothing.
+    if (req.routeOptions.url === undefined) return;
+    const access = routeAccess(req.method, req.routeOptions.config.access);
+    const principal = opts.auth.identify(req);
+    req.principal = principal;
+    if (!allows(principal, access)) {
+      const url = req.routeOptions.url;
+      const cache = url.startsWith('/cache/') || url.startsWith('/api/cache/');
+      // An unread upload body would otherwise be drained byte by byte before the socket is reused.
+      if (!SAFE_METHODS.has(req.method)) reply.header('connection', 'close');
+      throw refusal(principal, access, cache);
+    }
+    if (access !== 'public' && crossSite(req)) {
+      throw new MxcError(
+        'CROSS_SITE',
+        403,
+        `a ${req.method} from origin ${req.headers.origin ?? '(cross-site)'} is refused: state-changing requests come from the CLI or the dashboard on this coordinator's own origin`,
+      );
+    }
+    // A revoked token's open streams (events, followed logs) end at once, not when the client leaves.
+    // Only responses already streaming are cut: an answer being computed finishes as it would have.
+    if (access !== 'public' && access !== 'agent-socket') {
+      const untrack = opts.auth.track(
+        () => !reply.raw.headersSent || allows(opts.auth.identify(req), access),
+        () => req.raw.socket?.destroy(),
+      );
+      reply.raw.once('close', untrack);
+    }
+  });
+
+  await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });
 
   await app.register(agentSocketRoutes, { coordinator: opts.coordinator, auth: opts.auth });
   await app.register(tokenRoutes, { auth: opts.auth, db: opts.coordinator.db });
@@ -64,7 +131,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(clusterRoutes, { coordinator: opts.coordinator, extra: opts.statusExtra });
   await app.register(eventRoutes, { coordinator: opts.coordinator });
   const openapi = openApiDocument(opts.version ?? '0.0.0');
-  app.get('/api/openapi.json', async () => openapi);
+  app.get('/api/openapi.json', { config: { access: 'public' } }, async () => openapi);
   for (const p of opts.plugins ?? []) await p(app);
+  routeTables.set(app, routeTable);
   return app;
 }

@@ -1,12 +1,15 @@
 /**
- * Who may call what. Client tokens (CLI, dashboard) and agent join tokens come from the environment
+ * Who may call what. Client tokens (CLI, dashboard, CI) and agent join tokens come from the environment
  * (MXC_API_TOKEN, MXC_AGENT_TOKEN) and from the `api_tokens` table (`mxc tokens create`), stored as
- * SHA-256 digests and compared in constant time. With no client token at all the API is open; with no
- * agent token, agents join with a client token (or freely when the API is open).
+ * SHA-256 digests and compared in constant time. A client token has a scope: `read` (look), `push` (look
+ * and upload to the cache) or `admin` (everything). With no client token at all the API is open (and the
+ * coordinator listens on loopback only); with no agent token, agents join with a client token (or freely
+ * when the API is open). Every route declares its access level in its route config (`config.access`),
+ * and one hook decides on the route fastify matched, never on the URL text.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { errors } from '../errors.js';
+import { errors, MxcError } from '../errors.js';
 import type { Queryable } from '../store/db.js';
 import * as tokensTable from '../store/tokens.js';
 
@@ -24,6 +27,34 @@ export interface Tokens {
 }
 
 export type TokenKind = 'client' | 'agent';
+
+/** What a client token may do; each includes the ones before it. */
+export const SCOPES = ['read', 'push', 'admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/**
+ * A route's access level: `public` (anyone), `agent-socket` (the handler checks the agent token itself so
+ * it can answer on the socket), `cache-read` (any client or agent token), or a client scope. A route that
+ * declares nothing needs `read` for GET/HEAD and `admin` for anything else.
+ */
+export type Access = 'public' | 'agent-socket' | 'cache-read' | Scope;
+
+/** Who is calling: the token's name and what it may do. `anonymous` only in open mode. */
+export interface Principal {
+  kind: TokenKind | 'anonymous';
+  name: string;
+  scope: Scope;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    access?: Access;
+  }
+  interface FastifyRequest {
+    /** Set by the access hook for every matched route. */
+    principal: Principal | null;
+  }
+}
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -46,9 +77,61 @@ export function bearer(req: FastifyRequest): string | undefined {
   return typeof q === 'string' ? q : undefined;
 }
 
+/** The access a route needs: its declared level, else by method. */
+export function routeAccess(method: string, declared: Access | undefined): Access {
+  if (declared) return declared;
+  return method === 'GET' || method === 'HEAD' ? 'read' : 'admin';
+}
+
+const scopeRank = (s: Scope) => SCOPES.indexOf(s);
+
+/** Whether a caller (null: no valid token) may use a route of the given access level. */
+export function allows(p: Principal | null, access: Access): boolean {
+  if (access === 'public' || access === 'agent-socket') return true;
+  if (!p) return false;
+  if (access === 'cache-read') return true;
+  // Agent tokens reach the cache and the agent socket, nothing else.
+  if (p.kind === 'agent') return false;
+  return scopeRank(p.scope) >= scopeRank(access);
+}
+
+/** The coded refusal for a caller without the access a route needs. */
+export function refusal(p: Principal | null, access: Access, cache: boolean): MxcError {
+  if (!p) {
+    if (cache)
+      return new MxcError(
+        'CACHE_UNAUTHORIZED',
+        401,
+        `this request needs ${access === 'cache-read' ? 'read' : 'write'} access to the binary cache; send "Authorization: Bearer <token>" with a valid token`,
+      );
+    return errors.unauthorized('API');
+  }
+  const what = p.kind === 'agent' ? 'an agent token' : `token "${p.name}" (scope ${p.scope})`;
+  return new MxcError(
+    cache ? 'CACHE_FORBIDDEN' : 'FORBIDDEN',
+    403,
+    `${what} may not do this: it needs scope ${access}; create one with \`mxc tokens create NAME --scope ${access}\``,
+  );
+}
+
+interface StoredToken {
+  kind: TokenKind;
+  name: string;
+  scope: Scope;
+  digest: Buffer;
+}
+
+/** A request or live stream (agent socket, event stream, followed logs) opened under some token. */
+interface Stream {
+  /** Whether the caller still has the access it was let in with. */
+  allowed: () => boolean;
+  close: () => void;
+}
+
 /** The coordinator's token checks; the table's digests are kept in memory and reloaded on change. */
 export class Auth {
-  private stored: { kind: TokenKind; digest: Buffer }[] = [];
+  private stored: StoredToken[] = [];
+  private readonly streams = new Set<Stream>();
 
   constructor(
     readonly env: Tokens,
@@ -59,18 +142,26 @@ export class Auth {
   async load(): Promise<void> {
     if (!this.db) return;
     const rows = await tokensTable.listTokens(this.db);
-    this.stored = rows.map((r) => ({ kind: r.kind, digest: Buffer.from(r.token_hash, 'hex') }));
+    this.stored = rows.map((r) => ({
+      kind: r.kind,
+      name: r.name,
+      scope: r.scope ?? 'admin',
+      digest: Buffer.from(r.token_hash, 'hex'),
+    }));
+    this.closeRevokedStreams();
   }
 
-  private matchesStored(given: string | undefined, kind: TokenKind): boolean {
-    if (given === undefined) return false;
+  private matchStored(given: string | undefined, kind: TokenKind): StoredToken | undefined {
+    if (given === undefined) return undefined;
     const d = digest(given);
-    let hit = false;
-    for (const t of this.stored) if (t.kind === kind && timingSafeEqual(d, t.digest)) hit = true;
+    let hit: StoredToken | undefined;
+    // Every digest is compared, so the time does not say which one matched.
+    for (const t of this.stored) if (t.kind === kind && timingSafeEqual(d, t.digest)) hit = t;
     return hit;
   }
 
-  private hasClientTokens(): boolean {
+  /** Whether any client token exists; without one the API is open. */
+  hasClientTokens(): boolean {
     return this.env.api !== undefined || this.stored.some((t) => t.kind === 'client');
   }
 
@@ -78,14 +169,27 @@ export class Auth {
     return this.env.agent !== undefined || this.stored.some((t) => t.kind === 'agent');
   }
 
+  /** The caller of a request, or null when it has no valid token (and the API is not open). */
+  identify(req: FastifyRequest): Principal | null {
+    const given = bearer(req);
+    if (this.env.api !== undefined && tokenMatches(given, this.env.api))
+      return { kind: 'client', name: 'MXC_API_TOKEN', scope: 'admin' };
+    if (this.env.local !== undefined && tokenMatches(given, this.env.local))
+      return { kind: 'client', name: 'local', scope: 'admin' };
+    const client = this.matchStored(given, 'client');
+    if (client) return { kind: 'client', name: client.name, scope: client.scope };
+    if (this.env.agent !== undefined && tokenMatches(given, this.env.agent))
+      return { kind: 'agent', name: 'MXC_AGENT_TOKEN', scope: 'read' };
+    const agent = this.matchStored(given, 'agent');
+    if (agent) return { kind: 'agent', name: agent.name, scope: 'read' };
+    if (!this.hasClientTokens()) return { kind: 'anonymous', name: 'anonymous', scope: 'admin' };
+    return null;
+  }
+
   /** A CLI or dashboard request. */
   isClient(req: FastifyRequest): boolean {
-    if (!this.hasClientTokens()) return true;
-    const given = bearer(req);
-    if (this.env.local !== undefined && tokenMatches(given, this.env.local)) return true;
-    return (
-      (this.env.api !== undefined && tokenMatches(given, this.env.api)) || this.matchesStored(given, 'client')
-    );
+    const p = this.identify(req);
+    return p !== null && p.kind !== 'agent';
   }
 
   /** An agent joining or reading the cache. */
@@ -95,12 +199,38 @@ export class Auth {
     if (this.env.local !== undefined && tokenMatches(given, this.env.local)) return true;
     return (
       (this.env.agent !== undefined && tokenMatches(given, this.env.agent)) ||
-      this.matchesStored(given, 'agent')
+      this.matchStored(given, 'agent') !== undefined
     );
   }
 
+  /**
+   * Keeps a live stream under watch: when the token it was opened with is revoked (here, or on another
+   * coordinator and seen at the next reload), `close` is called. Returns the function that stops watching.
+   */
+  track(allowed: () => boolean, close: () => void): () => void {
+    const s: Stream = { allowed, close };
+    this.streams.add(s);
+    return () => this.streams.delete(s);
+  }
+
+  private closeRevokedStreams(): void {
+    for (const s of [...this.streams]) {
+      if (s.allowed()) continue;
+      this.streams.delete(s);
+      try {
+        s.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
   /** Creates a named token and returns it; only its digest is kept. */
-  async create(name: string, kind: TokenKind): Promise<{ name: string; kind: TokenKind; token: string }> {
+  async create(
+    name: string,
+    kind: TokenKind,
+    scope: Scope = 'admin',
+  ): Promise<{ name: string; kind: TokenKind; scope: Scope; token: string }> {
     if (!this.db) throw errors.badRequest('this coordinator has no database for tokens');
     const token = `mxc_${kind === 'agent' ? 'a' : 'c'}_${randomBytes(24).toString('base64url')}`;
     try {
@@ -108,6 +238,7 @@ export class Auth {
         id: randomBytes(8).toString('hex'),
         name,
         kind,
+        scope: kind === 'agent' ? 'read' : scope,
         hash: digest(token).toString('hex'),
       });
     } catch (err) {
@@ -120,7 +251,7 @@ export class Auth {
       throw err;
     }
     await this.load();
-    return { name, kind, token };
+    return { name, kind, scope: kind === 'agent' ? 'read' : scope, token };
   }
 
   async revoke(name: string): Promise<void> {

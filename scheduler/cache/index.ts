@@ -89,23 +89,29 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
   app.addContentTypeParser('application/octet-stream', passStream);
   app.addContentTypeParser('*', passStream);
 
-  app.get('/cache/nix-cache-info', { onRequest: guard('read') }, async (_req, reply) =>
-    reply.type('text/x-nix-cache-info').send(NIX_CACHE_INFO),
+  app.get(
+    '/cache/nix-cache-info',
+    { onRequest: guard('read'), config: { access: 'cache-read' } },
+    async (_req, reply) => reply.type('text/x-nix-cache-info').send(NIX_CACHE_INFO),
   );
 
-  app.get<{ Params: { file: string } }>('/cache/:file', { onRequest: guard('read') }, async (req, reply) => {
-    const { file } = req.params;
-    const text = file.endsWith('.narinfo')
-      ? await store.narinfoText(file.slice(0, -'.narinfo'.length))
-      : null;
-    // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
-    if (text === null) return reply.code(404).type('text/plain').send('not found\n');
-    return reply.type('text/x-nix-narinfo').send(text);
-  });
+  app.get<{ Params: { file: string } }>(
+    '/cache/:file',
+    { onRequest: guard('read'), config: { access: 'cache-read' } },
+    async (req, reply) => {
+      const { file } = req.params;
+      const text = file.endsWith('.narinfo')
+        ? await store.narinfoText(file.slice(0, -'.narinfo'.length))
+        : null;
+      // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
+      if (text === null) return reply.code(404).type('text/plain').send('not found\n');
+      return reply.type('text/x-nix-narinfo').send(text);
+    },
+  );
 
   app.get<{ Params: { file: string } }>(
     '/cache/nar/:file',
-    { onRequest: guard('read') },
+    { onRequest: guard('read'), config: { access: 'cache-read' } },
     async (req, reply) => {
       const path = store.narFile(req.params.file);
       const st = path ? await stat(path).catch(() => null) : null;
@@ -115,13 +121,13 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
     },
   );
 
-  app.get('/api/cache/key', { onRequest: guard('read') }, async () => ({
+  app.get('/api/cache/key', { onRequest: guard('read'), config: { access: 'cache-read' } }, async () => ({
     data: { name: store.key.name, public_key: store.key.publicKey },
   }));
 
   app.post(
     '/api/cache/missing',
-    { onRequest: guard('write'), bodyLimit: 32 * 1024 * 1024 },
+    { onRequest: guard('write'), config: { access: 'push' }, bodyLimit: 32 * 1024 * 1024 },
     async (req, reply) => {
       const parsed = MissingBody.safeParse(req.body);
       if (!parsed.success) {
@@ -145,7 +151,7 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
   // A wildcard, not `:name`: store path names run to 244 characters, past fastify's maxParamLength.
   app.put<{ Params: { '*': string }; Querystring: Record<string, string | undefined> }>(
     '/api/cache/nar/*',
-    { onRequest: guard('write'), bodyLimit: maxNarBytes },
+    { onRequest: guard('write'), config: { access: 'push' }, bodyLimit: maxNarBytes },
     async (req, reply) => {
       const body = req.body as Readable | undefined;
       try {

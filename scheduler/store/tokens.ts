@@ -1,22 +1,25 @@
-/** SQL for `api_tokens`: named client and agent tokens, kept as SHA-256 digests only. */
+/** SQL for `api_tokens`: named client and agent tokens with their scope, kept as SHA-256 digests only. */
 import type { Queryable } from './db.js';
 
 export interface TokenRow {
   id: string;
   name: string;
   kind: 'client' | 'agent';
+  /** read, push or admin (agents: read). */
+  scope: 'read' | 'push' | 'admin';
   token_hash: string;
   created_at: Date;
 }
 
 export async function insertToken(
   q: Queryable,
-  t: { id: string; name: string; kind: 'client' | 'agent'; hash: string },
+  t: { id: string; name: string; kind: 'client' | 'agent'; scope: TokenRow['scope']; hash: string },
 ): Promise<void> {
-  await q.query('INSERT INTO api_tokens (id, name, kind, token_hash) VALUES ($1, $2, $3, $4)', [
+  await q.query('INSERT INTO api_tokens (id, name, kind, scope, token_hash) VALUES ($1, $2, $3, $4, $5)', [
     t.id,
     t.name,
     t.kind,
+    t.scope,
     t.hash,
   ]);
 }

@@ -20,11 +20,11 @@ export async function dashboardPlugin(app: FastifyInstance): Promise<void> {
   const shell = assets.get('index.html');
   if (!shell) throw new Error('mxc: dashboard assets are missing scheduler/ui/assets/index.html');
 
-  app.get('/', async (_req, reply) =>
+  app.get('/', { config: { access: 'public' } }, async (_req, reply) =>
     reply.headers(SECURITY_HEADERS).header('cache-control', 'no-cache').type(shell.type).send(shell.body),
   );
 
-  app.get<{ Params: { '*': string } }>('/ui/*', async (req, reply) => {
+  app.get<{ Params: { '*': string } }>('/ui/*', { config: { access: 'public' } }, async (req, reply) => {
     const file = assets.get(req.params['*']);
     if (!file)
       return reply.code(404).send({

@@ -18,87 +18,98 @@ export async function agentSocketRoutes(
   opts: { coordinator: Coordinator; auth: Auth },
 ) {
   const { coordinator } = opts;
-  app.get('/api/agent/ws', { websocket: true }, (socket: WebSocket, req) => {
-    const session: AgentSession = {
-      send: (msg: CoordinatorMessage) => {
-        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
-      },
-      close: (code = 1000, reason = '') => socket.close(code, reason),
-    };
-    if (!opts.auth.isAgent(req)) {
-      session.send({
-        type: 'error',
-        code: 'UNAUTHORIZED',
-        message: 'wrong or missing agent token: start the agent with --token (MXC_AGENT_TOKEN)',
-      });
-      socket.close(4401, 'unauthorized');
-      return;
-    }
-    let nodeId: string | null = null;
-    const helloTimer = setTimeout(() => {
-      if (!nodeId) socket.close(4408, 'no hello within 10 s');
-    }, HELLO_TIMEOUT_MS);
-    // Messages are handled one at a time, in order, per connection.
-    let chain: Promise<void> = Promise.resolve();
+  app.get(
+    '/api/agent/ws',
+    { websocket: true, config: { access: 'agent-socket' } },
+    (socket: WebSocket, req) => {
+      const session: AgentSession = {
+        send: (msg: CoordinatorMessage) => {
+          if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
+        },
+        close: (code = 1000, reason = '') => socket.close(code, reason),
+      };
+      if (!opts.auth.isAgent(req)) {
+        session.send({
+          type: 'error',
+          code: 'UNAUTHORIZED',
+          message: 'wrong or missing agent token: start the agent with --token (MXC_AGENT_TOKEN)',
+        });
+        socket.close(4401, 'unauthorized');
+        return;
+      }
+      // Revoking the token the agent joined with ends its session.
+      const untrack = opts.auth.track(
+        () => opts.auth.isAgent(req),
+        () => socket.close(4401, 'agent token revoked'),
+      );
+      let nodeId: string | null = null;
+      const helloTimer = setTimeout(() => {
+        if (!nodeId) socket.close(4408, 'no hello within 10 s');
+      }, HELLO_TIMEOUT_MS);
+      // Messages are handled one at a time, in order, per connection.
+      let chain: Promise<void> = Promise.resolve();
 
-    socket.on('message', (raw) => {
-      chain = chain.then(async () => {
-        let msg: AgentMessage;
-        try {
-          const parsed = AgentMessage.safeParse(JSON.parse(raw.toString()));
-          if (!parsed.success) {
-            session.send({
-              type: 'error',
-              code: 'BAD_MESSAGE',
-              message: describeIssues(parsed.error).join('; '),
-            });
-            return;
-          }
-          msg = parsed.data;
-        } catch (err) {
-          session.send({
-            type: 'error',
-            code: 'BAD_MESSAGE',
-            message: `not JSON: ${(err as Error).message}`,
-          });
-          return;
-        }
-        try {
-          if (!nodeId) {
-            if (msg.type !== 'hello') {
+      socket.on('message', (raw) => {
+        chain = chain.then(async () => {
+          let msg: AgentMessage;
+          try {
+            const parsed = AgentMessage.safeParse(JSON.parse(raw.toString()));
+            if (!parsed.success) {
               session.send({
                 type: 'error',
-                code: 'HELLO_FIRST',
-                message: 'send hello before anything else',
+                code: 'BAD_MESSAGE',
+                message: describeIssues(parsed.error).join('; '),
               });
               return;
             }
-            clearTimeout(helloTimer);
-            try {
-              nodeId = await coordinator.agentConnected(session, msg);
-            } catch (err) {
-              // A refused identity (node secret) ends the connection; nothing was changed.
-              if (err instanceof MxcError && err.status === 403) {
-                session.send({ type: 'error', code: err.code, message: err.message });
-                req.log.warn({ node: msg.name, code: err.code }, 'refused an agent hello');
-                socket.close(4403, err.code);
-                return;
-              }
-              throw err;
-            }
+            msg = parsed.data;
+          } catch (err) {
+            session.send({
+              type: 'error',
+              code: 'BAD_MESSAGE',
+              message: `not JSON: ${(err as Error).message}`,
+            });
             return;
           }
-          await coordinator.agentMessage(nodeId, msg);
-        } catch (err) {
-          if (err instanceof MxcError) session.send({ type: 'error', code: err.code, message: err.message });
-          else req.log.error({ err }, 'agent message failed');
-        }
+          try {
+            if (!nodeId) {
+              if (msg.type !== 'hello') {
+                session.send({
+                  type: 'error',
+                  code: 'HELLO_FIRST',
+                  message: 'send hello before anything else',
+                });
+                return;
+              }
+              clearTimeout(helloTimer);
+              try {
+                nodeId = await coordinator.agentConnected(session, msg);
+              } catch (err) {
+                // A refused identity (node secret) ends the connection; nothing was changed.
+                if (err instanceof MxcError && err.status === 403) {
+                  session.send({ type: 'error', code: err.code, message: err.message });
+                  req.log.warn({ node: msg.name, code: err.code }, 'refused an agent hello');
+                  socket.close(4403, err.code);
+                  return;
+                }
+                throw err;
+              }
+              return;
+            }
+            await coordinator.agentMessage(nodeId, msg);
+          } catch (err) {
+            if (err instanceof MxcError)
+              session.send({ type: 'error', code: err.code, message: err.message });
+            else req.log.error({ err }, 'agent message failed');
+          }
+        });
       });
-    });
-    socket.on('close', () => {
-      clearTimeout(helloTimer);
-      if (nodeId) coordinator.agentDisconnected(nodeId, session);
-    });
-    socket.on('error', (err) => req.log.warn({ err }, 'agent socket error'));
-  });
+      socket.on('close', () => {
+        untrack();
+        clearTimeout(helloTimer);
+        if (nodeId) coordinator.agentDisconnected(nodeId, session);
+      });
+      socket.on('error', (err) => req.log.warn({ err }, 'agent socket error'));
+    },
+  );
 }

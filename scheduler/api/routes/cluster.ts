@@ -41,7 +41,7 @@ export async function clusterRoutes(
     data: { ...(await clusterStatus(opts.coordinator)), ...((await opts.extra?.()) ?? {}) },
   }));
 
-  app.get('/healthz', async () => {
+  app.get('/healthz', { config: { access: 'public' } }, async () => {
     await opts.coordinator.db.query('SELECT 1');
     return { status: 'ok' };
   });
