@@ -58,13 +58,30 @@ export class PushError extends Error {
   }
 }
 
+/** The closure in the local store; a root that is not there is the user's mistake, said plainly. */
+async function localClosure(paths: string[], signal?: AbortSignal): Promise<string[]> {
+  try {
+    return await closureOf(paths, { signal });
+  } catch (err) {
+    const stderr = (err as CommandError).stderr ?? '';
+    const gone = [...stderr.matchAll(/path '([^']+)' is not valid/g)].map((m) => m[1]!);
+    if (gone.length === 0) throw err;
+    throw new PushError(
+      'PUSH_PATH_MISSING',
+      `the job's closure names ${gone.join(', ')}, which is not in this machine's Nix store: ` +
+        'build the job here first (nix-build …), or pass --no-push when the coordinator’s cache already has it',
+      { cause: err },
+    );
+  }
+}
+
 /** Longest X-Nix-References header we send as basenames; past it we send hash parts (the cache resolves them). */
 const MAX_REFS_HEADER = 8 * 1024;
 
 /** Pushes the closure of `opts.paths`; safe to re-run after a failure (it resumes per path). */
 export async function pushClosure(opts: PushOptions): Promise<PushResult> {
   const base = new URL(opts.coordinator.endsWith('/') ? opts.coordinator : `${opts.coordinator}/`);
-  const closure = await closureOf(opts.paths, { signal: opts.signal });
+  const closure = await localClosure(opts.paths, opts.signal);
   const missing = await askMissing(base, opts.token, closure, opts.signal);
   const infos = missing.length > 0 ? await queryPathInfos(missing, { signal: opts.signal }) : [];
   const progress: PushProgress = {

@@ -35,7 +35,10 @@ export async function pushJobClosure(
     }
   } catch (err) {
     if (err instanceof PushError)
-      throw new CliError(`could not upload the closure: ${err.message} [${err.code}]`);
+      throw new CliError(
+        `could not upload the closure: ${err.message} [${err.code}]`,
+        err.code === 'PUSH_PATH_MISSING' ? 2 : 1,
+      );
     throw err;
   }
 }

@@ -37,6 +37,7 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
     const { pushJobClosure } = await import('./push-closure.js');
     await pushJobClosure(client, spec, { quiet: opts.json === true });
   }
+  const since = Date.now() - 1000;
   const res = await client.post<{
     job: { id: string; key: string };
     version: number;
@@ -50,18 +51,7 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
     );
     return;
   }
-  if (rolling && opts.wait) {
-    const update = await waitForUpdate(client, res.job.id, Number(opts.timeout ?? '300') * 1000);
-    if (opts.json) printJson({ ...res, update });
-    else
-      process.stdout.write(
-        `${res.job.key}: rolling update to version ${res.version} ${update.status}: ${update.message}\n`,
-      );
-    if (update.status !== 'succeeded')
-      throw new CliError(`the rolling update did not succeed: ${update.message}`, 1);
-    return;
-  }
-  if (!opts.wait || spec.cron_schedule || rolling) {
+  if (!opts.wait || spec.cron_schedule) {
     if (opts.json) printJson(res);
     else if (rolling) {
       process.stdout.write(
@@ -75,33 +65,39 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
     } else process.stdout.write(`${res.job.key} is unchanged (version ${res.version}); nothing to do\n`);
     return;
   }
+  if (!opts.json)
+    process.stderr.write(
+      res.changed
+        ? `submitted ${res.job.key} version ${res.version}${rolling ? ': rolling update' : ''}; waiting until it is up\n`
+        : `${res.job.key} is unchanged (version ${res.version}); checking that it is up\n`,
+    );
+  const timeout = Number(opts.timeout ?? '300');
+  if (!Number.isFinite(timeout) || timeout <= 0)
+    throw new CliError(`--timeout takes a number of seconds, got "${opts.timeout}"`, 2);
   const result = await waitForJob(client, res.job.id, {
-    timeoutMs: Number(opts.timeout ?? '300') * 1000,
+    timeoutMs: timeout * 1000,
     quiet: opts.json === true,
-    batch: !spec.service,
+    since,
+    rolling,
   });
-  if (opts.json) printJson({ ...res, workloads: result.workloads });
+  if (opts.json)
+    printJson({
+      ...res,
+      ok: result.ok,
+      reason: result.reason || undefined,
+      workloads: result.workloads,
+      update: result.update,
+    });
   else {
-    for (const w of result.workloads)
-      process.stdout.write(`${w.id}  ${w.status}${w.node ? `  on ${w.node}` : ''}\n`);
+    if (rolling && result.update)
+      process.stdout.write(
+        `${res.job.key}: rolling update to version ${res.version} ${result.update.status}: ${result.update.message}\n`,
+      );
+    else
+      for (const w of result.workloads)
+        process.stdout.write(
+          `${w.id}  ${w.status}${w.node ? `  on ${w.node}` : ''}${w.health && w.health !== 'unknown' ? `  ${w.health}` : ''}\n`,
+        );
   }
   if (!result.ok) throw new CliError(result.reason, 1);
-}
-
-/** Waits until the job's rolling update has ended (succeeded, rolled back, failed or cancelled). */
-async function waitForUpdate(
-  client: ApiClient,
-  jobId: string,
-  timeoutMs: number,
-): Promise<{ status: string; message: string }> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const job = await client.get<{ update: { status: string; message: string } | null }>(
-      `/api/jobs/${encodeURIComponent(jobId)}`,
-    );
-    if (job.update && job.update.status !== 'rolling') return job.update;
-    if (Date.now() > deadline)
-      return { status: 'still rolling', message: job.update?.message ?? 'no progress reported' };
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }

@@ -1,53 +1,203 @@
-/** Waiting for a job's workloads to run (`submit --wait`), with the reason when they cannot. */
+/**
+ * `submit --wait`: follows a job until it is really up (services: every instance running and, with a
+ * health check, healthy; batch jobs: every instance finished successfully), printing progress on stderr
+ * (placement, closure realisation, health, rollout batches). Gives up with the reason as soon as an
+ * instance fails, and within seconds when a workload cannot be placed.
+ */
+import type { z } from 'zod';
+import type * as api from '../../spec/api.js';
 import type { ApiClient } from '../client.js';
-import { progress } from '../output.js';
 
-interface WorkloadView {
-  id: string;
-  status: string;
-  node?: string | null;
-  pending_reason?: string | null;
-  error?: string | null;
-  job_version: number;
+type W = Pick<
+  z.infer<typeof api.Workload>,
+  | 'id'
+  | 'status'
+  | 'node'
+  | 'pending_reason'
+  | 'error'
+  | 'job_version'
+  | 'instance'
+  | 'health'
+  | 'fetched_paths'
+  | 'fetched_bytes'
+  | 'created_at'
+  | 'finished_at'
+>;
+
+interface JobState {
+  current_version: number;
+  spec: { instances: number; service: boolean; health_check_config?: unknown };
+  workloads: W[];
+  update: { status: string; message: string; to_version: number } | null;
 }
 
-export async function waitForJob(
-  client: ApiClient,
-  jobId: string,
-  opts: { timeoutMs: number; quiet?: boolean; batch?: boolean },
-): Promise<{ ok: boolean; reason: string; workloads: WorkloadView[] }> {
+export interface WaitResult {
+  ok: boolean;
+  reason: string;
+  workloads: W[];
+  update?: { status: string; message: string } | null;
+}
+
+export interface WaitOptions {
+  timeoutMs: number;
+  quiet?: boolean;
+  /** Failures that ended before this (an earlier submit's) are history, not this submit's verdict. */
+  since: number;
+  /** How long a workload may stay pending with a reason while nothing in the cluster frees capacity. */
+  unplaceableMs?: number;
+  /** Wait for a rolling update to end instead of for the workloads alone. */
+  rolling?: boolean;
+  pollMs?: number;
+}
+
+const MiB = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+/** How an ended batch instance counts: `finished` (or a clean `stopped`) is success. */
+// `finished` is how the scheduler names a clean end once it tells ends apart; until then a clean `stopped`.
+const succeeded = (w: W) => (w.status as string) === 'finished' || (w.status === 'stopped' && !w.error);
+const ended = (w: W) => ['stopped', 'failed', 'lost', 'finished'].includes(w.status);
+
+/** The newest attempt of each instance of the current version. */
+function newestPerInstance(job: JobState): W[] {
+  const by = new Map<number, W>();
+  for (const w of job.workloads) {
+    if (w.job_version !== job.current_version) continue;
+    const seen = by.get(w.instance);
+    if (!seen || w.created_at > seen.created_at || (w.created_at === seen.created_at && w.id > seen.id))
+      by.set(w.instance, w);
+  }
+  return [...by.values()].sort((a, b) => a.instance - b.instance);
+}
+
+/** Says what changed about each workload since the last poll, one line each. */
+class Progress {
+  private seen = new Map<string, string>();
+  private updateMessage = '';
+  constructor(private readonly quiet: boolean) {}
+
+  private say(key: string, state: string, line: string) {
+    if (this.seen.get(key) === state) return;
+    this.seen.set(key, state);
+    if (!this.quiet) process.stderr.write(`${line}\n`);
+  }
+
+  workload(w: W, hasHealthCheck: boolean) {
+    const id = w.id;
+    if (w.status === 'pending')
+      this.say(
+        `${id}:p`,
+        w.pending_reason ?? '',
+        `${id}  pending${w.pending_reason ? `: ${w.pending_reason}` : ''}`,
+      );
+    if (w.node && w.status !== 'pending') this.say(`${id}:n`, w.node, `${id}  placed on ${w.node}`);
+    if (w.status === 'starting' && w.fetched_paths === null)
+      this.say(`${id}:s`, 'x', `${id}  realising its closure`);
+    if (w.fetched_paths !== null)
+      this.say(
+        `${id}:f`,
+        'x',
+        `${id}  closure realised${w.fetched_paths ? ` (fetched ${w.fetched_paths} path(s), ${MiB(w.fetched_bytes ?? 0)})` : ' (already in the store)'}`,
+      );
+    if (w.status === 'running')
+      this.say(`${id}:r`, 'x', `${id}  running${hasHealthCheck ? '; waiting for its health check' : ''}`);
+    if (hasHealthCheck && w.health && w.health !== 'unknown')
+      this.say(`${id}:h`, w.health, `${id}  ${w.health}`);
+    if (ended(w)) this.say(`${id}:e`, w.status, `${id}  ${w.status}${w.error ? `: ${w.error}` : ''}`);
+  }
+
+  update(u: JobState['update']) {
+    if (u && u.message !== this.updateMessage) {
+      this.updateMessage = u.message;
+      if (!this.quiet) process.stderr.write(`rollout to version ${u.to_version}: ${u.message}\n`);
+    }
+  }
+}
+
+/** Whether anything in the cluster is about to free capacity (a stop in progress). */
+async function capacityComing(client: ApiClient): Promise<boolean> {
+  const stopping = await client.get<unknown[]>('/api/workloads?status=stopping');
+  return stopping.length > 0;
+}
+
+export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOptions): Promise<WaitResult> {
   const deadline = Date.now() + opts.timeoutMs;
-  let last: WorkloadView[] = [];
+  const unplaceableMs = opts.unplaceableMs ?? 3000;
+  const progress = new Progress(opts.quiet === true);
+  const pendingSince = new Map<string, number>();
   for (;;) {
-    const job = await client.get<{ current_version: number; workloads: WorkloadView[] }>(
-      `/api/jobs/${encodeURIComponent(jobId)}`,
+    const job = await client.get<JobState>(`/api/jobs/${encodeURIComponent(jobId)}`);
+    const hasHealth = job.spec.health_check_config != null;
+    const current = newestPerInstance(job);
+    const all = job.workloads.filter((w) => w.job_version === job.current_version);
+    for (const w of all) progress.workload(w, hasHealth);
+    progress.update(job.update);
+    const result = (ok: boolean, reason: string): WaitResult => ({
+      ok,
+      reason,
+      workloads: current,
+      update: job.update,
+    });
+
+    // A failure of this submit, at once: any attempt of the current version that failed after it.
+    const failed = all.find(
+      (w) =>
+        (w.status === 'failed' || w.status === 'lost') &&
+        (w.finished_at === null || Date.parse(w.finished_at) >= opts.since),
     );
-    // The newest attempt per instance of the current version.
-    const current = job.workloads.filter((w) => w.job_version === job.current_version);
-    last = current;
-    const failed = current.find(
-      (w) => w.status === 'failed' && !current.some((o) => o !== w && o.status !== 'failed' && o.id > w.id),
+    if (failed)
+      return result(false, `workload ${failed.id} ${failed.status}: ${failed.error ?? 'no reason given'}`);
+    if (job.update && job.update.status !== 'rolling' && opts.rolling) {
+      if (job.update.status !== 'succeeded')
+        return result(false, `the rolling update ${job.update.status}: ${job.update.message}`);
+    }
+
+    const rollingOn = opts.rolling && job.update?.status === 'rolling';
+    const complete = current.length >= job.spec.instances;
+    if (!rollingOn && complete) {
+      if (job.spec.service) {
+        if (current.every((w) => w.status === 'running' && (!hasHealth || w.health === 'healthy')))
+          return result(true, '');
+        const gone = current.find(ended);
+        if (gone)
+          return result(false, `workload ${gone.id} ${gone.status}: ${gone.error ?? 'no reason given'}`);
+      } else if (current.every(succeeded)) return result(true, '');
+      else {
+        const bad = current.find((w) => ended(w) && !succeeded(w));
+        if (bad) return result(false, `workload ${bad.id} ${bad.status}: ${bad.error ?? 'no reason given'}`);
+      }
+    }
+
+    // Pending with a reason while nothing is stopping: no node can take it now, and waiting will not help.
+    const now = Date.now();
+    for (const w of current) {
+      if (w.status !== 'pending' || !w.pending_reason) pendingSince.delete(w.id);
+      else if (!pendingSince.has(w.id)) pendingSince.set(w.id, now);
+    }
+    const stuck = current.find(
+      (w) =>
+        w.status === 'pending' && w.pending_reason && now - (pendingSince.get(w.id) ?? now) >= unplaceableMs,
     );
-    const done = current.filter((w) => w.status === 'running' || (opts.batch && w.status === 'stopped'));
-    const live = current.filter((w) => !['stopped', 'failed', 'lost'].includes(w.status));
-    if (!opts.quiet) progress('waiting', done.length, Math.max(done.length, live.length, 1));
-    if (live.length > 0 && live.every((w) => w.status === 'running'))
-      return { ok: true, reason: '', workloads: current };
-    if (opts.batch && live.length === 0 && current.some((w) => w.status === 'stopped') && !failed) {
-      return { ok: true, reason: '', workloads: current };
+    if (stuck && !(await capacityComing(client))) {
+      return result(
+        false,
+        `workload ${stuck.id} cannot be placed: ${stuck.pending_reason}. The job stays submitted and is placed when capacity appears (mxc workloads show ${stuck.id})`,
+      );
     }
-    if (failed && live.length === 0) {
-      return {
-        ok: false,
-        reason: `workload ${failed.id} failed: ${failed.error ?? 'no reason given'}`,
-        workloads: current,
-      };
-    }
-    if (Date.now() > deadline) {
+
+    if (now > deadline) {
       const pending = current.find((w) => w.status === 'pending');
-      const why = pending?.pending_reason ? `; ${pending.id} is pending: ${pending.pending_reason}` : '';
-      return { ok: false, reason: `timed out waiting for the workloads to run${why}`, workloads: last };
+      const unhealthy = current.find((w) => w.status === 'running' && hasHealth && w.health !== 'healthy');
+      const why = pending?.pending_reason
+        ? `; ${pending.id} is pending: ${pending.pending_reason}`
+        : unhealthy
+          ? `; ${unhealthy.id} is ${unhealthy.health ?? 'not yet'} healthy`
+          : rollingOn
+            ? `; the rolling update is at: ${job.update?.message}`
+            : '';
+      return result(
+        false,
+        `timed out after ${Math.round(opts.timeoutMs / 1000)} s waiting for the job to be up${why}`,
+      );
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
   }
 }

@@ -61,7 +61,8 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
       '--no-out-link',
     ]);
     const submit = await mxc(['submit', '--wait', '--timeout', '60'], { env, input: build.stdout });
-    expect(submit.stderr).toMatch(/^uploaded 2 path\(s\), [0-9.]+ MiB; 0 already in the cache$/);
+    expect(submit.stderr).toMatch(/^uploaded 2 path\(s\), [0-9.]+ MiB; 0 already in the cache$/m);
+    expect(submit.stderr).toMatch(/^hello_world-0-[0-9a-f]{8} {2}closure realised \(fetched 2 path\(s\)/m);
     expect(submit.exitCode).toBe(0);
     expect(submit.stdout).toMatch(/hello_world-0-[0-9a-f]{8}\s+running\s+on e2e-/);
     const id = submit.stdout.split(/\s+/)[0]!;

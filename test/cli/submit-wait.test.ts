@@ -1,0 +1,110 @@
+/**
+ * An honest `mxc submit --wait`, with the real CLI against a real `mxc up`: 0 only when the job is really
+ * up (a service running and healthy, a batch job finished), progress on stderr while waiting, a non-zero
+ * exit with the reason as soon as an instance fails, within seconds when nothing can place a workload,
+ * and a coded error (never "internal error") for a closure path missing from the local store.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nixBuild } from '../../lib/nix.js';
+import { repoPath } from '../../scheduler/paths.js';
+import { mxc, UpProcess, upDatabase } from './up-harness.js';
+
+/** A one-process job built from nixlib into the store; returns the store path of its JSON. */
+async function buildJob(dir: string, name: string, cmdline: string, extra = '', cpu = '0.1') {
+  const file = join(dir, `${name}.nix`);
+  await writeFile(
+    file,
+    `let mxc = import ${repoPath('nixlib')} { }; in mxc.Job {
+      name = "${name}"; cluster = "devcluster"; role = "www-data"; environment = "devel";
+      ${extra}
+      task = mxc.Task {
+        processes = [ (mxc.Process { name = "main"; cmdline = ${JSON.stringify(cmdline)}; }) ];
+        resources = mxc.Resources { cpu = ${cpu}; ram = 16 * mxc.MB; disk = 8 * mxc.MB; };
+      };
+    }`,
+  );
+  const [out] = await nixBuild([file]);
+  return out!;
+}
+
+describe('mxc submit --wait', () => {
+  let dir: string;
+  let db: Awaited<ReturnType<typeof upDatabase>>;
+  let up: UpProcess;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mxc-wait-'));
+    db = await upDatabase();
+    up = await UpProcess.start({ dataDir: join(dir, 'data'), databaseUrl: db.url });
+    env = { MXC_COORDINATOR: up.url, MXC_API_TOKEN: '' };
+  });
+
+  afterAll(async () => {
+    await up?.stop();
+    await db?.drop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a service with a health check: 0 once it is healthy, with progress on the way', async () => {
+    const [web] = await nixBuild([repoPath('examples', 'web')]);
+    const r = await mxc(['submit', web!, '--wait', '--timeout', '60'], { env });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/waiting until it is up/);
+    expect(r.stderr).toMatch(/web-0-\S+ {2}placed on local/);
+    expect(r.stderr).toMatch(/web-0-\S+ {2}closure realised/);
+    expect(r.stderr).toMatch(/web-0-\S+ {2}running; waiting for its health check/);
+    expect(r.stderr).toMatch(/web-0-\S+ {2}healthy/);
+    expect(r.stdout).toMatch(/^web-0-\S+ {2}running {2}on local {2}healthy$/m);
+    // It was really healthy when --wait returned.
+    const id = r.stdout.trim().split(/\s+/)[0]!;
+    const shown = JSON.parse((await mxc(['workloads', 'show', id, '--json'], { env })).stdout);
+    expect([shown.status, shown.health]).toEqual(['running', 'healthy']);
+  }, 90_000);
+
+  it('a batch job: 0 once every instance has finished', async () => {
+    const [batch] = await nixBuild([repoPath('examples', 'batch')]);
+    const r = await mxc(['submit', batch!, '--wait', '--timeout', '60'], { env });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const rows = r.stdout.trim().split('\n');
+    expect(rows).toHaveLength(2);
+    for (const row of rows) expect(row).toMatch(/^batch-[01]-\S+ {2}(stopped|finished) {2}on local$/);
+  }, 90_000);
+
+  it('exits 1 with the reason as soon as an instance fails', async () => {
+    const job = await buildJob(dir, 'fails', 'echo about to fail; exit 3');
+    const t0 = Date.now();
+    const r = await mxc(['submit', job, '--wait', '--timeout', '120'], { env });
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/mxc: workload fails-0-\S+ failed: /);
+    expect(r.stderr).not.toMatch(/internal error|timed out/);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  }, 60_000);
+
+  it('exits 1 within seconds, with the pending reason, when no node can place a workload', async () => {
+    const job = await buildJob(dir, 'huge', 'sleep 100', 'service = true;', '64');
+    const t0 = Date.now();
+    const r = await mxc(['submit', job, '--wait', '--timeout', '120'], { env });
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/huge-0-\S+ {2}pending: 1 node: insufficient cpu \(need 64/);
+    expect(r.stderr).toMatch(/mxc: workload huge-0-\S+ cannot be placed: 1 node: insufficient cpu/);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  }, 60_000);
+
+  it('a closure path missing from the local store is a coded error, not an internal one', async () => {
+    const [hello] = await nixBuild([repoPath('examples', 'hello_world')]);
+    const spec = JSON.parse(await readFile(hello!, 'utf8'));
+    spec.mxc.closure.push('/nix/store/00000000000000000000000000000000-not-built-here');
+    const file = join(dir, 'missing.json');
+    await writeFile(file, JSON.stringify(spec));
+    const r = await mxc(['submit', file, '--wait'], { env });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(
+      /not-built-here, which is not in this machine's Nix store: build the job here first .*\[PUSH_PATH_MISSING\]/,
+    );
+    expect(r.stderr).not.toMatch(/internal error/);
+  });
+});
