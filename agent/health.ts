@@ -174,15 +174,14 @@ function quote(body: string): string {
 }
 
 /**
- * The host port a job's health check talks to: its `port`, else the announcer's primary port, else the
- * first of mxc.ports. Throws a clear error when the job has no such port.
+ * The host port a job's health check talks to: mxc.health_port, else the announcer's primary port, else
+ * the first of mxc.ports. Throws a clear error when the job has no such port.
  */
 export function healthCheckPort(spec: JobSpec, ports: Record<string, number>): number {
-  const c = spec.health_check_config;
-  const name = c?.port ?? spec.announce?.primary_port ?? spec.mxc.ports[0];
+  const name = spec.mxc.health_port ?? spec.announce?.primary_port ?? spec.mxc.ports[0];
   if (name === undefined)
     throw new Error(
-      'the job has a health_check_config but no port to check: declare one in mxc.ports (and name it in health_check_config.port)',
+      'the job has a health_check_config but no port to check: declare one in mxc.ports (and name it in HealthCheckConfig { port = …; })',
     );
   const port = ports[name];
   if (port === undefined)

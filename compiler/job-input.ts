@@ -1,9 +1,18 @@
 /**
- * Reads a job spec from what a user hands `mxc submit`: the store path `nix-build` printed, a file
- * path, or the JSON itself; validates it against spec/ and reports every problem with its JSON path.
+ * Reads a job from what a user hands `mxc submit`: the store path `nix-build` printed, a file path,
+ * or the JSON itself. nix-build prints an Aurora job; its `nix_init_*` processes name the sidecar
+ * with mxc's fields, which is read from the store and joined under `mxc` (spec/job.ts). A JSON that
+ * already has `mxc` is taken as is. Validates against spec/ and reports every problem with its path.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { describeIssues, JobSpec } from '../spec/job.js';
+import {
+  AuroraJob,
+  describeIssues,
+  JobSpec,
+  MxcFields,
+  mxcFieldsFromAurora,
+  sidecarPathOf,
+} from '../spec/job.js';
 
 export class JobInputError extends Error {
   constructor(
@@ -15,19 +24,61 @@ export class JobInputError extends Error {
   }
 }
 
-/** Parses and validates JSON text as a job spec. */
-export function parseJobJson(text: string, source: string): JobSpec {
-  let raw: unknown;
+function parseJson(text: string, source: string): unknown {
   try {
-    raw = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
     throw new JobInputError(
       `${source} is not valid JSON (${(err as Error).message}); pass the output of nix-build, a file, or the JSON itself`,
     );
   }
+}
+
+function validate(raw: unknown, source: string): JobSpec {
   const r = JobSpec.safeParse(raw);
   if (!r.success) throw new JobInputError(`${source} is not a valid job spec:`, describeIssues(r.error));
   return r.data;
+}
+
+/** The sidecar's fields, read from the store path the nix_init processes name. */
+async function readSidecar(path: string, source: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw new JobInputError(
+      `${source}: its nix_init processes name the sidecar ${path} (mxc's fields), which is not in this store; ` +
+        'submit from the machine that built the job, or copy the sidecar along (nix copy)',
+    );
+  }
+  const raw = parseJson(text, path);
+  const r = MxcFields.safeParse(raw);
+  if (!r.success) throw new JobInputError(`${path} is not a valid mxc sidecar:`, describeIssues(r.error));
+  return raw;
+}
+
+/**
+ * Parses JSON text as a job: an Aurora job (joined with its sidecar, or with what its cmdlines say
+ * when it has none), or a spec that carries `mxc` already.
+ */
+export async function parseJobJson(text: string, source: string): Promise<JobSpec> {
+  const raw = parseJson(text, source);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new JobInputError(`${source} is not a job: expected a JSON object`);
+  if ('mxc' in raw) return validate(raw, source);
+  const aurora = AuroraJob.safeParse(raw);
+  if (!aurora.success)
+    throw new JobInputError(`${source} is not a valid Aurora job:`, describeIssues(aurora.error));
+  let sidecar: string | null;
+  try {
+    sidecar = sidecarPathOf(raw as Parameters<typeof sidecarPathOf>[0]);
+  } catch (err) {
+    throw new JobInputError(`${source}: ${(err as Error).message}`);
+  }
+  const mxc = sidecar
+    ? await readSidecar(sidecar, source)
+    : mxcFieldsFromAurora(raw as Parameters<typeof sidecarPathOf>[0]);
+  return validate({ ...raw, mxc }, source);
 }
 
 /** Resolves `text` (stdin content or an argument) to a job spec: a path to a JSON file, or JSON. */
@@ -41,7 +92,7 @@ export async function readJobInput(
       'no job given: pipe `nix-build examples/x --no-out-link` into `mxc submit`, or pass a file path',
     );
   }
-  if (trimmed.startsWith('{')) return { spec: parseJobJson(trimmed, source), path: null };
+  if (trimmed.startsWith('{')) return { spec: await parseJobJson(trimmed, source), path: null };
   const lines = trimmed.split('\n').filter((l) => l.trim());
   // nix-build can print several outputs; a job derivation has one.
   const path = lines[lines.length - 1]!.trim();
@@ -57,5 +108,5 @@ export async function readJobInput(
     throw new JobInputError(`${path} is a directory; pass the job JSON file nix-build produced`);
   if (info.size > 16 * 1024 * 1024)
     throw new JobInputError(`${path} is larger than 16 MiB; that is not a job spec`);
-  return { spec: parseJobJson(await readFile(path, 'utf8'), path), path };
+  return { spec: await parseJobJson(await readFile(path, 'utf8'), path), path };
 }

@@ -1,5 +1,7 @@
 # UpdateConfig, HealthCheckConfig and Announcer: plain settings records with nix-aurora's defaults.
-# Only the attributes the user passed reach the JSON; spec/job.ts fills in the same defaults.
+# Only the attributes the user passed reach the JSON; spec/job.ts fills in the same defaults. The
+# JSON keeps to Aurora's fields: HealthCheckConfig's `port` goes to the sidecar (mxc.health_port),
+# and Announcer's map is written as Aurora's `portmap` (nix-aurora's `port_map` is accepted too).
 let
   types = import ./types.nix;
   t = types;
@@ -14,6 +16,7 @@ rec {
     max_total_failures = field (t.nonNegative t.int) 0;
     rollback_on_failure = field t.bool true;
     wait_for_batch_completion = field t.bool false;
+    pulse_interval_secs = field (t.atLeast 1 t.int) null;
   };
 
   healthFields = {
@@ -24,12 +27,14 @@ rec {
     endpoint = field t.str "/health";
     expected_response = field t.str "ok";
     expected_response_code = field (t.nonNegative t.int) 0;
-    # mxc: the named port (from mxc.ports) the check talks to.
+    # mxc: the named port the check talks to (written to the sidecar as mxc.health_port).
     port = field t.str null;
   };
 
   announcerFields = {
     primary_port = field t.str "http";
+    portmap = field (t.attrsOf t.str) null;
+    # nix-aurora's spelling of Aurora's `portmap`.
     port_map = field (t.attrsOf t.str) null;
   };
 
@@ -40,5 +45,15 @@ rec {
   normalizeUpdate = ctx: v: types.checkArgs "${ctx}: UpdateConfig" updateFields (types.argsOf v);
   normalizeHealth = ctx: v: types.checkArgs "${ctx}: HealthCheckConfig" healthFields (types.argsOf v);
   normalizeAnnouncer =
-    ctx: v: if v == null then null else types.checkArgs "${ctx}: Announcer" announcerFields (types.argsOf v);
+    ctx: v:
+    if v == null then
+      null
+    else
+      let
+        a = types.checkArgs "${ctx}: Announcer" announcerFields (types.argsOf v);
+      in
+      if a ? portmap && a ? port_map then
+        types.fail "${ctx}: Announcer" "give either 'portmap' (Aurora's name) or 'port_map' (nix-aurora's), not both"
+      else
+        builtins.removeAttrs a [ "port_map" ] // (if a ? port_map then { portmap = a.port_map; } else { });
 }

@@ -22,9 +22,29 @@ let
   job = import ./job.nix { inherit writers; };
   constraints = import ./constraints.nix;
   configs = import ./configs.nix;
+  units = import ./units.nix;
+  util = import ./util.nix;
 in
-import ./units.nix
+units
 // {
+  # nix-aurora's helpers, spelled as its examples write them: `utils.MB`, `utils.files.…`.
+  utils = units // {
+    files = {
+      # A file whose {{…}} bindings (`{{thermos.ports[http]}}`, `{{mesos.instance}}`, …) are bound
+      # at launch: use it inside a cmdline (`-config.file=${utils.files.copiedExpandedFile ./x.yml}`);
+      # it expands to a shell substitution that writes the bound copy of the store file into the
+      # sandbox and yields its name. The bindings are listed in the cmdline, so the executor binds them.
+      copiedExpandedFile =
+        filePath:
+        let
+          keys = util.bindings (builtins.readFile filePath);
+          q = util.shellQuote;
+          pairs = map (k: "${q k} ${q "{{${k}}}"}") keys;
+        in
+        "$(${util.join " " ([ "${writers.expandFile}" "${filePath}" (q (baseNameOf (toString filePath))) ] ++ pairs)})";
+    };
+  };
+
   inherit (job) Job Service;
   inherit (import ./task.nix) Task;
   inherit (import ./process.nix) Process;

@@ -1,6 +1,9 @@
 # Job { … } / Service { … }: checks the whole job, writes each process as a store script, adds
-# the nix_init_<p> processes and their order constraints (as nix-aurora), and writes the JSON
-# spec (spec/job.ts) with a derivation. Only attributes the user passed go into the JSON.
+# the nix_init_<p> processes and their order constraints (as nix-aurora), and writes two store
+# files: the Aurora job JSON (what nix-build prints; only Aurora's fields, so `aurora job create
+# --read-json` takes it) and the sidecar `….mxc.json` with mxc's fields (closure, isolation, ports,
+# env, secrets, network, health_port). The nix_init cmdlines name the sidecar: nix_init realises it
+# on a Thermos executor, and `mxc submit` finds it there. Only attributes the user passed go in.
 { writers }:
 let
   types = import ./types.nix;
@@ -92,14 +95,21 @@ let
       problems =
         if effective.service && effective.cron_schedule != null then
           types.fail fctx "a service cannot have a cron_schedule (use Job { … } for cron jobs, or drop cron_schedule)"
-        else if health != null && health ? port && !(elem health.port ports) then
+        else if badPort != null then
+          types.fail fctx "{{thermos.ports[${badPort}]}}: mxc port names are lower-case [a-z][a-z0-9_]*"
+        else if health != null && health ? port && !(elem health.port allPorts) then
           types.fail "${ctx}: HealthCheckConfig" "attribute 'port' names port ${toJSON health.port}, which mxc.ports does not declare (${
-            if ports == [ ] then "add mxc.ports = [ ${toJSON health.port} ];" else "ports: ${util.join ", " ports}"
+            if allPorts == [ ] then "add mxc.ports = [ ${toJSON health.port} ];" else "ports: ${util.join ", " allPorts}"
           })"
         else if args ? constraints && args.constraints != null then
           builtins.seq (constraints.checkPlacement fctx args.constraints) null
         else
           null;
+
+      # Ports a cmdline binds Aurora's way ({{thermos.ports[NAME]}}) are ports the agent allocates.
+      boundPorts = util.unique (concatMap util.portBindings (map (p: p.cmdline) tk.processes));
+      badPort = util.findFirst (n: match "[a-z][a-z0-9_]*" n == null) boundPorts;
+      allPorts = util.unique (ports ++ boundPorts);
 
       scripts = builtins.listToAttrs (
         map (p: {
@@ -111,16 +121,18 @@ let
         }) tk.processes
       );
 
+      # A cmdline with {{…}} bindings stays as written (the executor binds it at launch, as Thermos
+      # does); any other runs as its store script, exec'd without a shell.
       processJson = concatMap (p: [
         (
           {
             name = "nix_init_${p.name}";
-            cmdline = "${writers.testExists} ${scripts.${p.name}}";
+            cmdline = "${writers.nixInit} ${p.name} ${scripts.${p.name}} ${sidecar}";
           }
           # Thermos only orders final processes after final ones: the init of a final runs at teardown too.
           // util.optionalAttrs (p.final or false) { final = true; }
         )
-        (p // { cmdline = "${scripts.${p.name}}"; })
+        (p // { cmdline = if util.hasBindings p.cmdline then p.cmdline else "${scripts.${p.name}}"; })
       ]) tk.processes;
 
       taskJson =
@@ -144,10 +156,18 @@ let
         builtins.attrValues (mx.env or { })
       );
       closure = util.unique (
-        map (p: "${scripts.${p.name}}") tk.processes ++ writers.initRoots ++ (mx.closure or [ ]) ++ envRoots
+        map (p: "${scripts.${p.name}}") tk.processes ++ [ "${writers.nixInit}" ] ++ (mx.closure or [ ]) ++ envRoots
       );
 
-      spec =
+      mxcJson =
+        mx
+        // {
+          inherit closure;
+        }
+        // util.optionalAttrs (allPorts != [ ]) { ports = allPorts; }
+        // util.optionalAttrs (health != null && health ? port) { health_port = health.port; };
+
+      aurora =
         builtins.removeAttrs args [
           "task"
           "mxc"
@@ -158,20 +178,26 @@ let
         // {
           inherit name;
           task = taskJson;
-          mxc = mx // { inherit closure; };
         }
         // util.optionalAttrs (args ? update_config) { update_config = configs.normalizeUpdate ctx args.update_config; }
-        // util.optionalAttrs (health != null) { health_check_config = health; }
+        // util.optionalAttrs (health != null) { health_check_config = builtins.removeAttrs health [ "port" ]; }
         // util.optionalAttrs (args ? announce) { announce = configs.normalizeAnnouncer ctx args.announce; };
 
-      checkedSpec = builtins.seq jobArgsChecked (builtins.seq problems spec);
-      json = toJSON checkedSpec;
+      checked = x: builtins.seq jobArgsChecked (builtins.seq problems x);
+      sidecar = writers.writeText (storeName "mxc-job-${key}.mxc.json" "mxc-job-${name}.mxc.json") (toJSON (checked mxcJson));
+      json = toJSON (checked aurora);
       drv = writers.writeText (storeName "mxc-job-${key}.json" "mxc-job-${name}.json") json;
     in
     drv
     // {
-      spec = checkedSpec;
-      inherit json scripts;
+      # What mxc's API takes: the Aurora job with the sidecar's fields under `mxc` (spec/job.ts).
+      spec = checked (aurora // { mxc = mxcJson; });
+      inherit
+        aurora
+        json
+        scripts
+        sidecar
+        ;
       jobKey = "${args.cluster}/${args.role}/${args.environment}/${name}";
     };
 in

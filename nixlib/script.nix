@@ -36,11 +36,58 @@ rec {
   # A busybox binary by store path, for commands inside cmdlines (`${mxc.busybox} httpd …`).
   busyboxBin = if withPkgs then "${pkgs.busybox}/bin/busybox" else bb;
 
-  # The command nix_init_<p> runs: a cheap assertion that the agent realised the script.
-  testExists = if withPkgs then "${pkgs.coreutils}/bin/test -e" else "${bb} test -e";
+  # What nix_init_<p> runs (`nix-init P SCRIPT SIDECAR`), as nix-aurora's: realise the process
+  # script and the job's sidecar (whose references are the job's whole closure) and root them in
+  # the sandbox under .gc/P, so the Aurora JSON runs on a plain Thermos executor. mxc's agent has
+  # realised the closure before the start (and exports MXC_WORKLOAD_ID): it exits at once.
+  nixInit = writeScript "mxc-nix-init" ''
+    #!${shell}
+    [ -n "''${MXC_WORKLOAD_ID:-}" ] && exit 0
+    name=$1
+    shift
+    if ! command -v nix-store >/dev/null 2>&1; then
+      for f in "''${HOME:-/nonexistent}/.nix-profile/etc/profile.d/nix.sh" /nix/var/nix/profiles/default/etc/profile.d/nix-daemon.sh; do
+        if [ -e "$f" ]; then . "$f"; break; fi
+      done
+    fi
+    if command -v nix-store >/dev/null 2>&1; then
+      exec nix-store --add-root ".gc/$name" --indirect -r "$@"
+    fi
+    for p in "$@"; do
+      if [ ! -e "$p" ]; then
+        echo "nix_init_$name: $p is not in the store and nix-store is not available to realise it" >&2
+        exit 1
+      fi
+    done
+  '';
 
-  # Closure roots every job needs besides its scripts (the nix_init command's package).
-  initRoots = if withPkgs then [ "${pkgs.coreutils}" ] else [ ];
+  # utils.files.copiedExpandedFile at launch (`expand TEMPLATE NAME KEY VALUE …`): writes TEMPLATE to
+  # ./NAME with each {{KEY}} replaced by VALUE (the executor bound the values in the cmdline) and
+  # prints NAME. Plain string search, so keys and values need no escaping.
+  expandFile = writeScript "mxc-expand-file" ''
+    #!${shell}
+    tpl=$1
+    out=$2
+    shift 2
+    ${awk} 'BEGIN {
+        for (i = 1; i + 1 < ARGC; i += 2) val["{{" ARGV[i] "}}"] = ARGV[i + 1]
+        ARGC = 1
+      }
+      {
+        line = $0; done = ""
+        while (1) {
+          best = 0
+          for (k in val) { p = index(line, k); if (p > 0 && (best == 0 || p < best)) { best = p; bk = k } }
+          if (best == 0) break
+          done = done substr(line, 1, best - 1) val[bk]
+          line = substr(line, best + length(bk))
+        }
+        print done line
+      }' "$@" < "$tpl" > "$out" || exit 1
+    echo "$out"
+  '';
+
+  awk = if withPkgs then "${pkgs.gawk}/bin/awk" else "${bb} awk";
 
   writeScript =
     name: text:

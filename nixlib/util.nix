@@ -58,4 +58,13 @@ rec {
   }) (if length xs < 2 then 0 else length xs - 1);
 
   join = builtins.concatStringsSep;
+
+  # A shell word that stays one word whatever s holds.
+  shellQuote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # Thermos/pystachio bindings: does text contain a {{…}}, and the KEY of each {{KEY}} in it.
+  hasBindings = text: builtins.match ".*[{][{][^{}]+[}][}].*" (builtins.replaceStrings [ "\n" ] [ " " ] text) != null;
+  bindings = text: unique (concatMap (x: if builtins.isList x then x else [ ]) (builtins.split "[{][{]([^{}]+)[}][}]" text));
+  # The NAMEs of {{thermos.ports[NAME]}} in text.
+  portBindings = text: concatMap (x: if builtins.isList x then x else [ ]) (builtins.split "[{][{]thermos[.]ports[[]([^]{}]+)[]][}][}]" text);
 }

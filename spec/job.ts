@@ -1,7 +1,9 @@
 /**
- * The job spec: what `nix-build` of a nixlib job produces and what `mxc submit` sends.
- * Shaped like nix-aurora's JSON (Job / Task / Process / Resources / Constraint) with mxc's own
- * fields kept together under the `mxc` key. Every object is strict: unknown attributes are refused.
+ * The job spec. `nix-build` of a nixlib job produces an Apache Aurora job document (`AuroraJob`:
+ * only Aurora's own fields, so `aurora job create --read-json` takes it) plus a sidecar store file
+ * with mxc's extensions (`MxcFields`: closure, isolation, ports, env, secrets, network). `mxc submit`
+ * joins the two into `JobSpec` (the Aurora job with the sidecar under `mxc`), which the API, the
+ * store and the agents use. Every object is strict: unknown attributes are refused.
  */
 import { z } from 'zod';
 import { nextRun, parseCron } from './cron.js';
@@ -10,6 +12,29 @@ import { nextRun, parseCron } from './cron.js';
 export const ProcessName = z
   .string()
   .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, 'must be 1-128 characters of letters, digits, _ . -');
+
+/** Task resources in Aurora units: cpu cores (fractional), ram and disk in bytes. */
+export const Resources = z
+  .object({
+    cpu: z.number().min(0, 'must not be negative'),
+    ram: z.number().int().min(0, 'must not be negative'),
+    disk: z.number().int().min(0, 'must not be negative'),
+    /** Aurora's GPU count: mxc places no GPUs, so only 0 is accepted. */
+    gpu: z.literal(0, { error: 'mxc does not schedule GPUs; leave gpu out or 0' }).optional(),
+  })
+  .strict();
+
+/** Thermos' Logger: accepted so Aurora documents parse; mxc's agent logs every process itself. */
+const AuroraLogger = z
+  .object({
+    destination: z.enum(['file', 'console', 'both', 'none']).optional(),
+    mode: z.enum(['standard', 'rotate']).optional(),
+    rotate: z
+      .object({ log_size: z.number().int().min(0).optional(), backups: z.number().int().min(0).optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
 
 /** One command line, pinned to store paths (Thermos process). */
 export const Process = z
@@ -26,21 +51,16 @@ export const Process = z
     final: z.boolean().default(false),
     /** A run shorter than this (seconds) delays the restart until it has passed. */
     min_duration: z.number().min(0).default(5),
+    /** Aurora's log destination settings; mxc keeps every process's output in its own log store. */
+    logger: AuroraLogger.optional(),
+    /** Reserved by Thermos ("currently unused"); accepted for Aurora documents, not enforced. */
+    resources: Resources.optional(),
   })
   .strict();
 
 /** `{ order = [ "a" "b" ] }`: b starts only after a has finished successfully. */
 export const OrderConstraint = z
   .object({ order: z.array(ProcessName).min(2, 'an order constraint names at least two processes') })
-  .strict();
-
-/** Task resources in Aurora units: cpu cores (fractional), ram and disk in bytes. */
-export const Resources = z
-  .object({
-    cpu: z.number().min(0, 'must not be negative'),
-    ram: z.number().int().min(0, 'must not be negative'),
-    disk: z.number().int().min(0, 'must not be negative'),
-  })
   .strict();
 
 export const Task = z
@@ -52,6 +72,8 @@ export const Task = z
     max_failures: z.number().int().min(0).default(1),
     max_concurrency: z.number().int().min(0).default(0),
     finalization_wait: z.number().min(0).default(30),
+    /** Aurora's task user (MESOS-3546 stop-gap); mxc runs a workload as the agent's user. */
+    user: z.string().optional(),
   })
   .strict();
 
@@ -64,6 +86,8 @@ export const UpdateConfig = z
     max_total_failures: z.number().int().min(0).default(0),
     rollback_on_failure: z.boolean().default(true),
     wait_for_batch_completion: z.boolean().default(false),
+    /** Aurora's update heartbeat: an update with it pauses when no pulse arrives in time. */
+    pulse_interval_secs: z.number().int().min(1).optional(),
   })
   .strict();
 
@@ -76,15 +100,28 @@ export const HealthCheckConfig = z
     endpoint: z.string().default('/health'),
     expected_response: z.string().default('ok'),
     expected_response_code: z.number().int().min(0).default(0),
-    /** mxc: which named port the check talks to (defaults to the announcer's primary port). */
-    port: z.string().optional(),
   })
   .strict();
 
 export const Announcer = z
   .object({
     primary_port: z.string().default('http'),
-    port_map: z.record(z.string(), z.string()).optional(),
+    /** Aurora's `portmap`: alias → port name (`aurora = "http"`) or a static port number as text. */
+    portmap: z.record(z.string(), z.string()).optional(),
+  })
+  .strict();
+
+/** Aurora's LifecycleConfig: accepted so Aurora documents parse (mxc stops with SIGTERM + grace). */
+const LifecycleConfig = z
+  .object({
+    http: z
+      .object({
+        port: z.string().optional(),
+        graceful_shutdown_endpoint: z.string().optional(),
+        shutdown_endpoint: z.string().optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -105,7 +142,10 @@ const StorePath = z
   .string()
   .regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/, 'must be a /nix/store path');
 
-/** mxc's own fields, kept under one key so the rest stays nix-aurora's shape. */
+/**
+ * mxc's own fields: the sidecar document nixlib writes next to the Aurora job (`…​.mxc.json`), joined
+ * under `mxc` in the spec mxc's API takes. Aurora never sees them.
+ */
 export const MxcFields = z
   .object({
     isolation: Isolation.default('process'),
@@ -125,10 +165,13 @@ export const MxcFields = z
     closure: z.array(StorePath).default([]),
     /** Secret names; values are delivered by the agent at start, never through the store. */
     secrets: z.array(z.string().regex(/^[A-Za-z0-9_.-]+$/)).default([]),
+    /** The named port the HTTP health check talks to (default: the announcer's primary port). */
+    health_port: z.string().optional(),
   })
   .strict();
 
-export const JobSpec = z
+/** Apache Aurora's Job (config/schema/base.py, 0.10–0.11, the nix-aurora era): what nix-build outputs. */
+export const AuroraJob = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
     role: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
@@ -152,8 +195,15 @@ export const JobSpec = z
     priority: z.number().int().default(0),
     health_check_config: HealthCheckConfig.optional(),
     enable_hooks: z.boolean().default(false),
-    mxc: MxcFields.default(MxcFields.parse({})),
+    tier: z.string().optional(),
+    lifecycle: LifecycleConfig.optional(),
+    /** Aurora's UI links ("unsupported" upstream, AURORA-739): stored, shown, not interpreted. */
+    task_links: z.record(z.string(), z.string()).optional(),
   })
+  .strict();
+
+/** The job as mxc's API takes it: the Aurora job plus the sidecar's fields under `mxc`. */
+export const JobSpec = AuroraJob.extend({ mxc: MxcFields.default(MxcFields.parse({})) })
   .strict()
   .superRefine((job, ctx) => {
     const names = new Set<string>();
@@ -201,6 +251,13 @@ export const JobSpec = z
           'a job with mxc.network = "none" cannot be health-checked over HTTP; give it network "host" or drop the check',
       });
     }
+    if (job.mxc.health_port !== undefined && !job.mxc.ports.includes(job.mxc.health_port)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['mxc', 'health_port'],
+        message: `names port "${job.mxc.health_port}", which mxc.ports does not declare`,
+      });
+    }
     if (job.cron_schedule) {
       try {
         nextRun(parseCron(job.cron_schedule), new Date(0));
@@ -211,6 +268,8 @@ export const JobSpec = z
   });
 
 export type JobSpec = z.infer<typeof JobSpec>;
+export type AuroraJob = z.infer<typeof AuroraJob>;
+export type MxcFields = z.infer<typeof MxcFields>;
 export type JobSpecInput = z.input<typeof JobSpec>;
 export type Task = z.infer<typeof Task>;
 export type Process = z.infer<typeof Process>;
@@ -255,6 +314,44 @@ export function findOrderCycle(orders: string[][]): string[] | null {
     if (c) return c;
   }
   return null;
+}
+
+const STORE_ROOT = /\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+/g;
+const SIDECAR = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]*\.mxc\.json$/;
+const PORT_BINDING = /\{\{thermos\.ports\[([^\]{}]+)\]\}\}/g;
+
+/** An Aurora job's processes, for the helpers below (only name and cmdline are read). */
+type AuroraProcesses = { task?: { processes?: { name?: unknown; cmdline?: unknown }[] } };
+
+/**
+ * The sidecar (`….mxc.json`, mxc's fields) the `nix_init_*` processes of a nixlib-built Aurora job
+ * name, or null for an Aurora job written without nixlib. Throws when they name different ones.
+ */
+export function sidecarPathOf(job: AuroraProcesses): string | null {
+  const found = new Set<string>();
+  for (const p of job.task?.processes ?? []) {
+    if (typeof p.name !== 'string' || !p.name.startsWith('nix_init_') || typeof p.cmdline !== 'string')
+      continue;
+    for (const w of p.cmdline.trim().split(/\s+/)) if (SIDECAR.test(w)) found.add(w);
+  }
+  if (found.size > 1)
+    throw new Error(`the nix_init processes name ${found.size} different sidecars: ${[...found].join(', ')}`);
+  return found.size ? [...found][0]! : null;
+}
+
+/**
+ * mxc's fields for an Aurora job that has no sidecar: its closure roots are the store paths its
+ * cmdlines mention, its ports the ones they bind (`{{thermos.ports[NAME]}}`); the rest defaults.
+ */
+export function mxcFieldsFromAurora(job: AuroraProcesses): z.input<typeof MxcFields> {
+  const closure = new Set<string>();
+  const ports = new Set<string>();
+  for (const p of job.task?.processes ?? []) {
+    if (typeof p.cmdline !== 'string') continue;
+    for (const m of p.cmdline.matchAll(STORE_ROOT)) closure.add(m[0]);
+    for (const m of p.cmdline.matchAll(PORT_BINDING)) ports.add(m[1]!);
+  }
+  return { closure: [...closure], ports: [...ports] };
 }
 
 /** Every problem of a failed parse, as `path: message` lines. */

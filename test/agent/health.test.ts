@@ -229,7 +229,7 @@ describe('healthCheckPort', () => {
     expect(healthCheckPort(spec({ mxc: { ports: ['http', 'admin'] } }), ports)).toBe(1000);
     expect(
       healthCheckPort(
-        spec({ mxc: { ports: ['http', 'admin'] }, health_check_config: { port: 'admin' } }),
+        spec({ mxc: { ports: ['http', 'admin'], health_port: 'admin' } }),
         ports,
       ),
     ).toBe(2000);
@@ -245,7 +245,7 @@ describe('healthCheckPort', () => {
   test('a port the job does not declare is a clear error', () => {
     expect(() => healthCheckPort(spec({}), {})).toThrow(/no port to check: declare one in mxc\.ports/);
     expect(() =>
-      healthCheckPort(spec({ mxc: { ports: ['http'] }, health_check_config: { port: 'admin' } }), {
+      healthCheckPort(spec({ mxc: { ports: ['http'] }, announce: { primary_port: 'admin' } }), {
         http: 1,
       }),
     ).toThrow(/port "admin", which the job does not declare: add it to mxc\.ports \(declared: http\)/);

@@ -131,7 +131,7 @@ describe.concurrent('mxc build', () => {
     const r = await mxc(['build', join(dir, 'invalid.nix')]);
     expect(r.exitCode).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/invalid-job\.json is not a valid job spec:/);
+    expect(r.stderr).toMatch(/invalid-job\.json is not a valid Aurora job:/);
     const problems = r.stderr.split('\n').filter((l) => l.startsWith('  '));
     expect(problems.map((l) => l.trim())).toEqual([
       'name: must be 1-128 characters of letters, digits, _ . -',

@@ -61,15 +61,15 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
       '--no-out-link',
     ]);
     const submit = await mxc(['submit', '--wait', '--timeout', '60'], { env, input: build.stdout });
-    expect(submit.stderr).toMatch(/^uploaded 2 path\(s\), [0-9.]+ MiB; 0 already in the cache$/m);
-    expect(submit.stderr).toMatch(/^hello_world-0-[0-9a-f]{8} {2}closure realised \(fetched 2 path\(s\)/m);
+    expect(submit.stderr).toMatch(/^uploaded 3 path\(s\), [0-9.]+ MiB; 0 already in the cache$/m);
+    expect(submit.stderr).toMatch(/^hello_world-0-[0-9a-f]{8} {2}closure realised \(fetched 3 path\(s\)/m);
     expect(submit.exitCode).toBe(0);
     expect(submit.stdout).toMatch(/hello_world-0-[0-9a-f]{8}\s+running\s+on e2e-/);
     const id = submit.stdout.split(/\s+/)[0]!;
 
     // The agent substituted the closure into its own store from the signed cache.
     const status = JSON.parse((await mxc(['cluster', 'status', '--json'], { env })).stdout);
-    expect(status.cache_paths).toBeGreaterThanOrEqual(2);
+    expect(status.cache_paths).toBeGreaterThanOrEqual(3);
     expect(status.cache_public_key).toMatch(/^mxc-1:/);
 
     const logs = await eventually(
@@ -84,7 +84,7 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
 
     // It says what it had to fetch, and the coordinator knows what runs where.
     const shown = JSON.parse((await mxc(['workloads', 'show', id, '--json'], { env })).stdout);
-    expect(shown.fetched_paths).toBe(2);
+    expect(shown.fetched_paths).toBe(3);
     expect(shown.fetched_bytes).toBeGreaterThan(1_000_000);
     const where = JSON.parse((await mxc(['where', 'busybox', '--json'], { env })).stdout);
     expect(where[0].workloads).toEqual([{ id, status: 'running', node: `e2e-${engine}` }]);

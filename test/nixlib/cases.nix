@@ -114,16 +114,58 @@ in
       scriptIsStorePath = isStorePath (builtins.elemAt ps 1).cmdline;
       scriptName = builtins.match ".*-(mxc-process-.*)" (builtins.elemAt ps 1).cmdline;
       sameAsScripts = (builtins.elemAt ps 1).cmdline == "${j.scripts.a}";
-      initRunsBusyboxTest = (builtins.elemAt ps 0).cmdline == "${mxc.busybox} test -e ${j.scripts.a}";
-      closure = j.spec.mxc.closure == [ "${j.scripts.a}" ];
+      initRealisesScriptAndSidecar = builtins.match "/nix/store/[0-9a-z]{32}-mxc-nix-init a ([^ ]+) (/nix/store/[0-9a-z]{32}-mxc-job-c-r-e-a[.]mxc[.]json)" (builtins.elemAt ps 0).cmdline
+        == [ "${j.scripts.a}" "${j.sidecar}" ];
+      closure = builtins.length j.spec.mxc.closure == 2 && builtins.head j.spec.mxc.closure == "${j.scripts.a}";
     };
     expected = {
       scriptIsStorePath = true;
       scriptName = [ "mxc-process-c-r-e-a-a" ];
       sameAsScripts = true;
-      initRunsBusyboxTest = true;
+      initRealisesScriptAndSidecar = true;
       closure = true;
     };
+  };
+
+  # A cmdline with Thermos bindings stays as written (the executor binds it); its bound ports are
+  # ports the agent allocates.
+  bindingCmdlineStaysAndDeclaresPorts = {
+    expr = let
+      j = job { mxc.ports = [ "admin" ]; } (mxc.Task { processes = [ (mxc.Process { name = "a"; cmdline = "serve --port={{thermos.ports[http]}} --id={{mesos.instance}}"; }) ]; });
+    in { cmdline = (builtins.elemAt j.spec.task.processes 1).cmdline; ports = j.spec.mxc.ports; };
+    expected = { cmdline = "serve --port={{thermos.ports[http]}} --id={{mesos.instance}}"; ports = [ "admin" "http" ]; };
+  };
+
+  # The Aurora document holds Aurora's fields only; mxc's go to the sidecar.
+  auroraJsonHasNoMxcFields = {
+    expr = let
+      j = job { mxc.ports = [ "http" ]; health_check_config = mxc.HealthCheckConfig { port = "http"; }; } task1;
+      doc = builtins.fromJSON (builtins.unsafeDiscardStringContext j.json);
+    in { mxc = doc ? mxc; hc = doc.health_check_config; side = builtins.removeAttrs j.spec.mxc [ "closure" ]; };
+    expected = { mxc = false; hc = { }; side = { ports = [ "http" ]; health_port = "http"; }; };
+  };
+
+  # nix-aurora's authoring API: units under utils, Announcer's port_map written as Aurora's portmap,
+  # UpdateConfig's pulse_interval_secs.
+  nixAuroraSpellings = {
+    expr = let
+      s = (job {
+        announce = mxc.Announcer { port_map = { aurora = "{{primary_port}}"; }; };
+        update_config = mxc.UpdateConfig { pulse_interval_secs = 60; restart_threshold = 30; };
+      } task1).spec;
+    in { inherit (s) announce update_config; units = [ mxc.utils.B mxc.utils.KB mxc.utils.MB mxc.utils.GB ]; };
+    expected = {
+      announce = { portmap = { aurora = "{{primary_port}}"; }; };
+      update_config = { pulse_interval_secs = 60; restart_threshold = 30; };
+      units = [ 1 1024 1048576 1073741824 ];
+    };
+  };
+
+  copiedExpandedFileListsItsBindings = {
+    expr = let
+      frag = mxc.utils.files.copiedExpandedFile ./expand-fixture.yml;
+    in builtins.match "[$][(]/nix/store/[0-9a-z]{32}-mxc-expand-file /nix/store/[0-9a-z]{32}-expand-fixture[.]yml (.*)[)]" frag;
+    expected = [ "'expand-fixture.yml' 'thermos.ports[http]' '{{thermos.ports[http]}}' 'mesos.instance' '{{mesos.instance}}'" ];
   };
 
   scriptInterpreterIsAStorePath = {
@@ -165,17 +207,17 @@ in
     in {
       env = s.env.DATA == "${file}";
       count = builtins.length s.closure;
-      last = builtins.elemAt s.closure 1 == "${file}";
+      last = builtins.elemAt s.closure 2 == "${file}";
     };
-    expected = { env = true; count = 2; last = true; };
+    expected = { env = true; count = 3; last = true; };
   };
 
   storePathsInEnvBecomeClosureRoots = {
     expr = let
       file = mxc.writeText "data.txt" "data";
       s = (job { mxc.env = { DATA = "${file}/sub"; PLAIN = "/etc/x"; }; } task1).spec.mxc;
-    in [ (builtins.length s.closure) (builtins.elemAt s.closure 1 == "${file}") ];
-    expected = [ 2 true ];
+    in [ (builtins.length s.closure) (builtins.elemAt s.closure 2 == "${file}") ];
+    expected = [ 3 true ];
   };
 
   placementConstraintHelpers = {
@@ -187,13 +229,14 @@ in
     expr = let s = (job {
       update_config = mxc.UpdateConfig { batch_size = 2; };
       health_check_config = mxc.HealthCheckConfig { endpoint = "/ping"; port = "http"; };
-      announce = mxc.Announcer { primary_port = "http"; port_map.health = "http"; };
+      announce = mxc.Announcer { primary_port = "http"; portmap.health = "http"; };
       mxc.ports = [ "http" ];
-    } task1).spec; in { inherit (s) update_config health_check_config announce; };
+    } task1).spec; in { inherit (s) update_config health_check_config announce; inherit (s.mxc) health_port; };
     expected = {
       update_config = { batch_size = 2; };
-      health_check_config = { endpoint = "/ping"; port = "http"; };
-      announce = { primary_port = "http"; port_map.health = "http"; };
+      health_check_config = { endpoint = "/ping"; };
+      announce = { primary_port = "http"; portmap.health = "http"; };
+      health_port = "http";
     };
   };
 
@@ -212,7 +255,7 @@ in
   };
 
   jsonIsTheSpec = {
-    expr = let j = job { } task1; in builtins.fromJSON (builtins.unsafeDiscardStringContext j.json) == j.spec;
+    expr = let j = job { } task1; in builtins.fromJSON (builtins.unsafeDiscardStringContext j.json) == j.aurora;
     expected = true;
   };
 
@@ -221,7 +264,7 @@ in
     expected = "c/r/e/n";
   };
 
-  # With pkgs, scripts run under pkgs.bash and nix_init uses pkgs.coreutils (fake pkgs here:
+  # With pkgs, scripts (nix_init's too) run under pkgs.bash (fake pkgs here:
   # there is no nixpkgs on this machine, so only the wiring is checked).
   withPkgs = {
     expr = let
@@ -249,12 +292,12 @@ in
       script = "#!/nix/store/00000000000000000000000000000000-bash/bin/bash\necho a\n";
       executable = true;
       processes = [
-        { name = "nix_init_a"; cmdline = "/nix/store/00000000000000000000000000000000-coreutils/bin/test -e /nix/store/00000000000000000000000000000000-mxc-process-c-r-e-a-a"; }
+        { name = "nix_init_a"; cmdline = "/nix/store/00000000000000000000000000000000-mxc-nix-init a /nix/store/00000000000000000000000000000000-mxc-process-c-r-e-a-a /nix/store/00000000000000000000000000000000-mxc-job-c-r-e-a.mxc.json"; }
         { name = "a"; cmdline = "/nix/store/00000000000000000000000000000000-mxc-process-c-r-e-a-a"; }
       ];
       closure = [
         "/nix/store/00000000000000000000000000000000-mxc-process-c-r-e-a-a"
-        "/nix/store/00000000000000000000000000000000-coreutils"
+        "/nix/store/00000000000000000000000000000000-mxc-nix-init"
       ];
     };
   };

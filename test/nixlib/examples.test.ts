@@ -1,20 +1,25 @@
 /**
- * Every example builds with plain `nix-build` (no nixpkgs, no substituters) into one JSON file
- * that spec/job.ts accepts; its process scripts are real store scripts that run by themselves.
+ * Every example builds with plain `nix-build` (no nixpkgs, no substituters) into one JSON file:
+ * a valid Apache Aurora job (checked against a JSON Schema of Aurora's own fields) whose sidecar
+ * carries mxc's fields, which spec/job.ts accepts joined; its process scripts run by themselves.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readJobInput } from '../../compiler/job-input.js';
 import { hasCommand, run } from '../../lib/exec.js';
 import { closureOf, nixBuild } from '../../lib/nix.js';
-import { describeIssues, JobSpec } from '../../spec/job.js';
+import type { JobSpec } from '../../spec/job.js';
 import { REPO } from './nix-eval.js';
 
 const EXAMPLES = ['hello_world', 'web', 'pipeline', 'batch', 'cron', 'microvm'];
 const jobs = new Map<string, JobSpec>();
+const auroraDocs = new Map<string, unknown>();
 const outPaths = new Map<string, string>();
 let scratch = '';
 const HAS_BWRAP = await hasCommand('bwrap', ['--version']);
@@ -29,9 +34,8 @@ beforeAll(async () => {
   for (const [i, name] of EXAMPLES.entries()) {
     const out = outs[i]!;
     outPaths.set(name, out);
-    const parsed = JobSpec.safeParse(JSON.parse(await readFile(out, 'utf8')));
-    if (!parsed.success) throw new Error(`examples/${name}: ${describeIssues(parsed.error).join('; ')}`);
-    jobs.set(name, parsed.data);
+    auroraDocs.set(name, JSON.parse(await readFile(out, 'utf8')));
+    jobs.set(name, (await readJobInput(out, `examples/${name}`)).spec);
   }
   scratch = await mkdtemp(join(tmpdir(), 'mxc-nixlib-'));
 }, 120_000);
@@ -110,6 +114,25 @@ function freePort(): Promise<number> {
 }
 
 describe('examples', () => {
+  const auroraSchema = new Ajv({ allErrors: true }).compile(
+    JSON.parse(readFileSync(join(REPO, 'test', 'fixtures', 'aurora-job.schema.json'), 'utf8')),
+  );
+
+  it.each(EXAMPLES)("%s builds into a valid Aurora job: only Aurora's fields, at every level", (name) => {
+    const doc = auroraDocs.get(name);
+    const ok = auroraSchema(doc);
+    expect(auroraSchema.errors ?? [], JSON.stringify(doc)).toEqual([]);
+    expect(ok).toBe(true);
+  });
+
+  it('the Aurora schema check refuses what Aurora refuses (it can fail)', () => {
+    const doc = structuredClone(auroraDocs.get('web')) as Record<string, unknown>;
+    expect(auroraSchema({ ...doc, mxc: {} })).toBe(false);
+    const task = doc.task as { processes: Record<string, unknown>[] };
+    task.processes[0]!.env = {};
+    expect(auroraSchema(doc)).toBe(false);
+  });
+
   it.each(EXAMPLES)(
     '%s builds into one JSON file that JobSpec accepts, named after its folder',
     async (name) => {
@@ -132,25 +155,48 @@ describe('examples', () => {
         const text = await readFile(p.cmdline, 'utf8');
         expect(text).toMatch(/^#!\/nix\/store\/[0-9a-z]{32}-busybox\/busybox sh\n/);
         const init = j.task.processes.find((x) => x.name === `nix_init_${p.name}`);
-        expect(init?.cmdline).toMatch(new RegExp(`^/nix/store/\\S+/busybox test -e ${p.cmdline}$`));
+        expect(init?.cmdline).toMatch(
+          new RegExp(
+            `^/nix/store/[0-9a-z]{32}-mxc-nix-init ${p.name} ${p.cmdline} /nix/store/\\S+\\.mxc\\.json$`,
+          ),
+        );
+        expect(j.mxc.closure).toContain(init!.cmdline.split(' ')[0]);
         expect(j.task.constraints).toContainEqual({ order: [`nix_init_${p.name}`, p.name] });
-        // The init command must succeed on its own, split on spaces, without a shell or nix-store.
+        // Under mxc's agent (MXC_WORKLOAD_ID set) the init command is a no-op, without a shell line.
         const [file, ...args] = init!.cmdline.split(' ');
-        await run(file!, args, { env: {} });
+        const cwd = await mkdtemp(join(scratch, 'init-'));
+        await run(file!, args, { env: { MXC_WORKLOAD_ID: 'w' }, cwd });
+        expect(await readdir(cwd)).toEqual([]);
       }
     },
   );
 
-  it('a nix_init_ command fails when its script is missing', async () => {
-    const init = job('hello_world').task.processes.find((p) => p.name === 'nix_init_hello_world')!;
-    const [file, ...args] = init.cmdline.replace(/-mxc-process-/, '-missing-process-').split(' ');
-    await expect(run(file!, args, { env: {} })).rejects.toThrow();
+  it('nix_init_ realises the script and the sidecar and roots them in the sandbox, as nix-aurora', async () => {
+    const init = job('web').task.processes.find((p) => p.name === 'nix_init_httpd')!;
+    const [file, ...args] = init.cmdline.split(' ');
+    const cwd = await mkdtemp(join(scratch, 'thermos-'));
+    await run(file!, args, { env: { PATH: '/usr/bin:/bin', HOME: cwd }, cwd });
+    expect((await readdir(join(cwd, '.gc'))).sort()).toEqual(['httpd', 'httpd-2']);
+    const roots = await run('nix-store', ['--gc', '--print-roots']);
+    expect(roots.stdout).toContain(join(cwd, '.gc', 'httpd'));
   });
 
-  it('hello_world: its closure is the script and busybox, nothing from the host', async () => {
+  it('nix_init_ without nix-store checks the paths are there and fails when one is missing', async () => {
+    const init = job('hello_world').task.processes.find((p) => p.name === 'nix_init_hello_world')!;
+    const [file, ...args] = init.cmdline.split(' ');
+    const env = { PATH: '/nonexistent', HOME: '/nonexistent' };
+    await run(file!, args, { env, cwd: scratch });
+    const missing = init.cmdline.replace(/-mxc-process-/, '-missing-process-').split(' ');
+    await expect(run(file!, missing.slice(1), { env, cwd: scratch })).rejects.toThrow(
+      /not in the store and nix-store is not available/,
+    );
+  });
+
+  it('hello_world: its closure is the script, the init command and busybox, nothing from the host', async () => {
     const closure = await closureOf(job('hello_world').mxc.closure);
-    expect(closure).toHaveLength(2);
+    expect(closure).toHaveLength(3);
     expect(closure.some((p) => p.endsWith('-busybox'))).toBe(true);
+    expect(closure.some((p) => p.endsWith('-mxc-nix-init'))).toBe(true);
   });
 
   it('hello_world: the process script prints Hello, world! and keeps running', async () => {
@@ -180,8 +226,8 @@ describe('examples', () => {
   it('web: httpd serves the store site and answers the health check on MXC_PORT_HTTP', async () => {
     const j = job('web');
     expect(j.mxc.ports).toEqual(['http']);
+    expect(j.mxc.health_port).toBe('http');
     expect(j.health_check_config).toMatchObject({
-      port: 'http',
       endpoint: '/health',
       expected_response: 'ok',
     });
