@@ -24,7 +24,12 @@
         builtins.listToAttrs (
           map (name: {
             inherit name;
-            value = import (./examples + "/${name}") { inherit mxc; };
+            # nixlib goes in as `mxc`, or as `aurora` for a job written the nix-aurora way.
+            value =
+              let
+                f = import (./examples + "/${name}");
+              in
+              f (builtins.intersectAttrs (builtins.functionArgs f) { inherit mxc; aurora = mxc; });
           }) exampleDirs
         )
       );

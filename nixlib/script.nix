@@ -63,13 +63,15 @@ rec {
 
   # utils.files.copiedExpandedFile at launch (`expand TEMPLATE NAME KEY VALUE …`): writes TEMPLATE to
   # ./NAME with each {{KEY}} replaced by VALUE (the executor bound the values in the cmdline) and
-  # prints NAME. Plain string search, so keys and values need no escaping.
+  # prints NAME. Plain string search, so keys and values need no escaping; the whole file is one
+  # record (RS is a control character), so it is written byte for byte, final newline or not.
   expandFile = writeScript "mxc-expand-file" ''
     #!${shell}
     tpl=$1
     out=$2
     shift 2
     ${awk} 'BEGIN {
+        RS = "\001"
         for (i = 1; i + 1 < ARGC; i += 2) val["{{" ARGV[i] "}}"] = ARGV[i + 1]
         ARGC = 1
       }
@@ -82,7 +84,7 @@ rec {
           done = done substr(line, 1, best - 1) val[bk]
           line = substr(line, best + length(bk))
         }
-        print done line
+        printf "%s", done line
       }' "$@" < "$tpl" > "$out" || exit 1
     echo "$out"
   '';

@@ -17,7 +17,7 @@ import { closureOf, nixBuild } from '../../lib/nix.js';
 import type { JobSpec } from '../../spec/job.js';
 import { REPO } from './nix-eval.js';
 
-const EXAMPLES = ['hello_world', 'web', 'pipeline', 'batch', 'cron', 'microvm'];
+const EXAMPLES = ['hello_world', 'web', 'pipeline', 'batch', 'cron', 'microvm', 'nix_aurora'];
 const jobs = new Map<string, JobSpec>();
 const auroraDocs = new Map<string, unknown>();
 const outPaths = new Map<string, string>();
@@ -150,14 +150,17 @@ describe('examples', () => {
       const mine = j.task.processes.filter((p) => !p.name.startsWith('nix_init_'));
       expect(mine.length).toBeGreaterThan(0);
       for (const p of mine) {
-        expect(p.cmdline).toMatch(/^\/nix\/store\/[0-9a-z]{32}-mxc-process-devcluster-www-data-devel-/);
-        expect(j.mxc.closure).toContain(p.cmdline);
-        const text = await readFile(p.cmdline, 'utf8');
-        expect(text).toMatch(/^#!\/nix\/store\/[0-9a-z]{32}-busybox\/busybox sh\n/);
         const init = j.task.processes.find((x) => x.name === `nix_init_${p.name}`);
+        const script = init!.cmdline.split(' ')[2]!;
+        expect(script).toMatch(/^\/nix\/store\/[0-9a-z]{32}-mxc-process-devcluster-www-data-devel-/);
+        // The JSON runs the script, unless the cmdline has {{…}} bindings for the executor to bind.
+        if (!p.cmdline.includes('{{')) expect(p.cmdline).toBe(script);
+        expect(j.mxc.closure).toContain(script);
+        const text = await readFile(script, 'utf8');
+        expect(text).toMatch(/^#!\/nix\/store\/[0-9a-z]{32}-busybox\/busybox sh\n/);
         expect(init?.cmdline).toMatch(
           new RegExp(
-            `^/nix/store/[0-9a-z]{32}-mxc-nix-init ${p.name} ${p.cmdline} /nix/store/\\S+\\.mxc\\.json$`,
+            `^/nix/store/[0-9a-z]{32}-mxc-nix-init ${p.name} ${script} /nix/store/\\S+\\.mxc\\.json$`,
           ),
         );
         expect(j.mxc.closure).toContain(init!.cmdline.split(' ')[0]);
@@ -296,6 +299,39 @@ describe('examples', () => {
     const r = await runScript(scriptOf('cron', 'tick'));
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^cron: tick at /);
+  });
+
+  it('nix_aurora: bound the way an executor binds it, it serves its expanded files on the bound port', async () => {
+    const j = job('nix_aurora');
+    expect(j.mxc.ports).toEqual(['http']);
+    expect(j.announce).toEqual({ primary_port: 'http', portmap: { aurora: '{{primary_port}}' } });
+    expect(j.update_config).toMatchObject({ restart_threshold: 30, pulse_interval_secs: 60 });
+    const httpd = j.task.processes.find((p) => p.name === 'httpd')!;
+    expect(httpd.cmdline).toContain('-p {{thermos.ports[http]}}');
+    const port = await freePort();
+    // What Thermos (or mxc's agent) does at launch: bind {{…}} in the cmdline, run it under a shell.
+    const bound = httpd.cmdline
+      .replaceAll('{{thermos.ports[http]}}', String(port))
+      .replaceAll('{{mesos.instance}}', '1');
+    const cwd = await mkdtemp(join(scratch, 'nix-aurora-'));
+    const child = spawn('/bin/sh', ['-c', bound], { cwd, env: {}, detached: true });
+    try {
+      let health = '';
+      for (let i = 0; i < 50 && health !== 'ok'; i++) {
+        health = await fetch(`http://127.0.0.1:${port}/health`)
+          .then((r) => r.text())
+          .catch(() => '');
+        if (health !== 'ok') await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(health).toBe('ok');
+      expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toContain(
+        `Instance 1 of a nix-aurora job, serving on port ${port}</h1>`,
+      );
+      // copiedExpandedFile wrote the bound copy into the sandbox, the template stays in the store.
+      expect(await readFile(join(cwd, 'www', 'index.html'), 'utf8')).toContain(`port ${port}`);
+    } finally {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    }
   });
 
   it('microvm: asks for microVM isolation without network', async () => {

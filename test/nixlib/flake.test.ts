@@ -49,6 +49,7 @@ describe('flake.nix', () => {
       'cron',
       'hello_world',
       'microvm',
+      'nix_aurora',
       'pipeline',
       'web',
     ]);

@@ -13,7 +13,7 @@ import { CommandError, run } from '../../lib/exec.js';
 import { closureOf, NIX_OFFLINE_OPTIONS, nixBuild } from '../../lib/nix.js';
 import { REPO } from './nix-eval.js';
 
-const EXAMPLES = ['hello_world', 'web', 'pipeline', 'batch', 'cron', 'microvm'];
+const EXAMPLES = ['hello_world', 'web', 'pipeline', 'batch', 'cron', 'microvm', 'nix_aurora'];
 const SANDBOX = ['--option', 'sandbox', 'true'];
 const FLAKES = ['--extra-experimental-features', 'nix-command flakes'];
 let scratch = '';
