@@ -5,6 +5,7 @@
 import type { JobSpec } from '../spec/job.js';
 import type { CoordinatorMessage } from '../spec/messages.js';
 import type { Strategy } from './core/place.js';
+import type { LeaderLease } from './leader-lease.js';
 import type * as closures from './store/closures.js';
 
 export interface AgentSession {
@@ -13,6 +14,12 @@ export interface AgentSession {
 }
 
 export interface CoordinatorOptions {
+  /** This coordinator's id in the registry and the lease (stable across restarts of one data dir). */
+  id: string;
+  /** The address it serves on, as others should reach it (`--advertise-url`). */
+  url?: string;
+  /** The leader lease; leader-only work (liveness verdicts, cron, rollouts) runs only while it holds. */
+  lease: LeaderLease;
   heartbeatTtlMs: number;
   heartbeatIntervalMs: number;
   strategy: Strategy;

@@ -19,6 +19,7 @@ import { type ClusterSnapshot, clusterSnapshot, retryOnConflict, schedulePass } 
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
 import { advanceRollouts, startRollout } from './rollout.js';
 import * as closures from './store/closures.js';
+import * as coordinatorsStore from './store/coordinators.js';
 import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as logs from './store/logs.js';
@@ -38,13 +39,19 @@ export type { AgentSession, ChangeEvent, CoordinatorOptions };
 export class Coordinator {
   readonly events = new EventEmitter();
   private readonly sessions = new Map<string, AgentSession>();
-  private readonly lastSeen = new Map<string, number>();
-  private readonly unflushedSeen = new Set<string>();
+  /** The socket-ownership epoch of each local session (node_sessions.conn_epoch). */
+  private readonly sessionEpochs = new Map<AgentSession, number>();
+  /** Monotonic time of each node's last message here, not yet written to the database. */
+  private readonly unflushedSeen = new Map<string, number>();
   private evaluating: Promise<void> | null = null;
   private evaluateAgain = false;
   private timers: NodeJS.Timeout[] = [];
-  private readonly startedAt = Date.now();
   private closed = false;
+  /** No liveness verdict before this monotonic time: one TTL after start, an election or a stall. */
+  private graceUntil = 0;
+  private lastTickAt = 0;
+  private lastLeaderWorkAt = 0;
+  private ticking: Promise<void> | null = null;
   /** What the agent-report handlers need from the coordinator. */
   private readonly agentDeps: AgentReportDeps;
 
@@ -65,26 +72,54 @@ export class Coordinator {
     };
   }
 
+  /** How often heartbeats are flushed, the registry beaten and (on the leader) silence judged. */
+  get tickMs(): number {
+    return Math.max(50, Math.min(this.opts.heartbeatTtlMs / 4, 500));
+  }
+
+  /** Silence of a coordinator's registry row after which it counts as dead. */
+  get coordinatorDeadMs(): number {
+    return Math.max(2000, this.tickMs * 8);
+  }
+
   /** Starts the liveness timer and a first scheduling pass. */
   start(): void {
-    const every = Math.max(100, Math.min(this.opts.heartbeatTtlMs / 4, 5000));
+    this.lastTickAt = performance.now();
+    this.grace('coordinator started');
+    this.opts.lease.events.on('elected', () => this.grace('became leader'));
     this.timers.push(
-      setInterval(
-        () => void this.tick().catch((e) => this.log.error({ err: e }, 'liveness tick failed')),
-        every,
-      ),
+      setInterval(() => {
+        if (this.ticking) return;
+        this.ticking = this.tick()
+          .catch((e) => this.log.error({ err: e }, 'liveness tick failed'))
+          .finally(() => {
+            this.ticking = null;
+          });
+      }, this.tickMs),
     );
     this.requestEvaluation();
+  }
+
+  /** Gives agents one TTL before any liveness verdict (Nomad's failover heartbeat TTL). */
+  private grace(why: string) {
+    this.graceUntil = Math.max(this.graceUntil, performance.now() + this.opts.heartbeatTtlMs);
+    this.log.info({ why, ms: this.opts.heartbeatTtlMs }, 'agents get one heartbeat TTL of grace');
   }
 
   async close(): Promise<void> {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    await this.ticking;
     for (const s of this.sessions.values()) s.close(1001, 'coordinator shutting down');
     this.sessions.clear();
     await this.evaluating;
     await this.rolloutRunning;
     await this.flushSeen().catch(() => {});
+    await coordinatorsStore.removeCoordinator(this.db, this.opts.id).catch(() => {});
+  }
+
+  isLeader(): boolean {
+    return this.opts.lease.isLeader();
   }
 
   private emit(e: ChangeEvent) {
@@ -244,9 +279,15 @@ export class Coordinator {
     })();
   }
 
-  /** One step of every rolling update, in one transaction. */
+  /** One step of every rolling update, in one transaction (leader only, fenced). */
   async stepRollouts(now = new Date()): Promise<void> {
-    const r = await retryOnConflict(() => this.db.tx((q) => advanceRollouts(q, rolloutHost, now)));
+    if (!this.isLeader()) return;
+    const r = await retryOnConflict(() =>
+      this.db.tx(async (q) => {
+        await this.opts.lease.fence(q);
+        return advanceRollouts(q, rolloutHost, now);
+      }),
+    );
     this.dispatchStops(r.stops);
     for (const id of r.changedJobs) this.emit({ kind: 'job', id });
     if (r.created) this.requestEvaluation();
@@ -388,13 +429,17 @@ export class Coordinator {
     session: AgentSession,
     hello: Extract<AgentMessage, { type: 'hello' }>,
   ): Promise<string> {
-    // A refused hello (wrong or missing node secret) throws here, before anything changes.
-    const { node, issuedSecret } = await this.db.tx((q) => admitNode(q, hello, randomUUID()));
+    // A refused hello (wrong or missing node secret) throws here, before anything changes. The claim
+    // bumps the socket epoch, fencing out whichever coordinator held this node's socket before.
+    const { node, issuedSecret, epoch } = await this.db.tx(async (q) => {
+      const admitted = await admitNode(q, hello, randomUUID());
+      return { ...admitted, epoch: await nodes.claimSession(q, admitted.node.id, this.opts.id) };
+    });
     const previous = this.sessions.get(node.id);
     if (previous && previous !== session)
       previous.close(4000, 'replaced by a newer connection from the same node');
     this.sessions.set(node.id, session);
-    this.lastSeen.set(node.id, Date.now());
+    this.sessionEpochs.set(session, epoch);
     if (hello.store_paths) await closures.setNodePaths(this.db, node.id, hello.store_paths);
     session.send({
       type: 'welcome',
@@ -454,8 +499,11 @@ export class Coordinator {
   }
 
   agentDisconnected(nodeId: string, session: AgentSession): void {
+    this.sessionEpochs.delete(session);
     if (this.sessions.get(nodeId) === session) {
       this.sessions.delete(nodeId);
+      // What we heard last is written now, so the leader's clock starts from the real last heartbeat.
+      void this.flushSeen().catch(() => {});
       this.log.warn(
         { node: nodeId },
         'agent disconnected; its workloads are kept until the heartbeat TTL passes',
@@ -469,18 +517,21 @@ export class Coordinator {
   }
 
   private markSeen(nodeId: string) {
-    this.lastSeen.set(nodeId, Date.now());
-    this.unflushedSeen.add(nodeId);
+    this.unflushedSeen.set(nodeId, performance.now());
   }
 
+  /** Writes the batched last-seen times; closes local sockets of nodes the leader declared down. */
   private async flushSeen() {
     if (this.unflushedSeen.size === 0) return;
-    const seen = [...this.unflushedSeen].map((id) => ({
-      id,
-      at: new Date(this.lastSeen.get(id) ?? Date.now()),
-    }));
+    const now = performance.now();
+    const seen = [...this.unflushedSeen].map(([id, at]) => ({ id, ageMs: now - at }));
     this.unflushedSeen.clear();
-    await nodes.touchNodes(this.db, seen);
+    for (const r of await nodes.touchNodes(this.db, seen)) {
+      if (r.status !== 'down') continue;
+      // Declared down (while silent, or by a leader that could not hear us): the agent says hello again.
+      this.sessions.get(r.id)?.close(4001, 'node was declared down; reconnect');
+      this.sessions.delete(r.id);
+    }
   }
 
   /**
@@ -489,29 +540,52 @@ export class Coordinator {
    * run, RUN_OVERLAP lets both run).
    */
   async runDueCronJobs(now = new Date()): Promise<number> {
-    const { launched, stops } = await launchDueCronJobs(this.db, this.log, now);
+    if (!this.isLeader()) return 0;
+    const { launched, stops } = await launchDueCronJobs(this.db, this.log, now, (q) =>
+      this.opts.lease.fence(q),
+    );
     this.dispatchStops(stops);
     if (launched > 0) this.requestEvaluation();
     return launched;
   }
 
-  /** Liveness: a node silent for longer than the TTL is down, its workloads lost and replaced. */
-  async tick(now = Date.now()): Promise<void> {
-    await this.runDueCronJobs(new Date(now)).catch((err) =>
-      this.log.error({ err }, 'launching cron jobs failed'),
-    );
-    this.requestRolloutStep();
+  /**
+   * Every tick: flush heartbeats, then beat the registry (in that order: the leader counts silence up
+   * to our last beat). On the leader, outside grace: judge silent nodes; about once a second: cron
+   * launches, rollout steps, registry pruning. An event-loop stall grants one TTL of grace.
+   */
+  async tick(): Promise<void> {
+    const mono = performance.now();
+    const gap = mono - this.lastTickAt;
+    this.lastTickAt = mono;
+    if (gap > this.tickMs * 2 + 1000) this.grace(`event loop stalled for ${Math.round(gap)} ms`);
     await this.flushSeen();
-    const all = await nodes.listNodes(this.db);
+    await coordinatorsStore.beatCoordinator(this.db, this.opts.id, this.opts.url ?? '');
+    if (!this.isLeader() || this.closed) return;
+    if (mono - this.lastLeaderWorkAt >= 1000) {
+      this.lastLeaderWorkAt = mono;
+      await this.runDueCronJobs().catch((err) => this.log.error({ err }, 'launching cron jobs failed'));
+      this.requestRolloutStep();
+      await coordinatorsStore.pruneCoordinators(this.db, 3_600_000).catch(() => {});
+    }
+    if (performance.now() < this.graceUntil) return;
+    await this.judgeSilence();
+  }
+
+  /** Declares nodes down whose silence the database clock says exceeds the TTL (leader only). */
+  private async judgeSilence(): Promise<void> {
+    const ttl = this.opts.heartbeatTtlMs;
+    const silent = await nodes.silentNodes(this.db, ttl, this.coordinatorDeadMs);
     let changed = false;
-    for (const n of all) {
-      if (n.status === 'down') continue;
-      const seen = this.lastSeen.get(n.id) ?? this.startedAt;
-      if (now - seen <= this.opts.heartbeatTtlMs) continue;
+    for (const n of silent) {
+      const lost = await markNodeDown(this.db, n, ttl, {
+        coordinatorDeadMs: this.coordinatorDeadMs,
+        fence: (q) => this.opts.lease.fence(q),
+      });
+      if (!lost) continue;
       changed = true;
       this.sessions.get(n.id)?.close(4001, 'heartbeat TTL expired');
       this.sessions.delete(n.id);
-      const lost = await markNodeDown(this.db, n, this.opts.heartbeatTtlMs);
       this.log.warn({ node: n.name, lost: lost.length }, 'node down');
       this.emit({ kind: 'node', id: n.id, status: 'down' });
       for (const w of lost) this.emit({ kind: 'workload', id: w.id, status: 'lost' });

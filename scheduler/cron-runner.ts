@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import { nextRun, parseCron } from '../spec/cron.js';
-import type { Db } from './store/db.js';
+import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as wl from './store/workloads.js';
 import { newWorkloads, stopJobWorkloads } from './workload-changes.js';
@@ -18,8 +18,10 @@ export async function launchDueCronJobs(
   db: Db,
   log: Logger,
   now: Date,
+  fence: (q: Queryable) => Promise<void> = async () => {},
 ): Promise<{ launched: number; stops: wl.WorkloadRow[] }> {
   return db.tx(async (q) => {
+    await fence(q);
     let launched = 0;
     const stops: wl.WorkloadRow[] = [];
     for (const job of await jobs.dueCronJobs(q, now)) {

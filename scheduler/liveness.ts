@@ -1,5 +1,5 @@
 /**
- * Declaring a silent node down in one transaction: its stopping workloads end, the others are lost
+ * Liveness verdicts (leader only), judged on the database clock: declaring a silent node down in one transaction: its stopping workloads end, the others are lost
  * and replaced elsewhere.
  */
 import { ACTIVE_STATUSES } from './core/lifecycle.js';
@@ -8,13 +8,23 @@ import * as nodes from './store/nodes.js';
 import * as wl from './store/workloads.js';
 import { replaceWorkloads } from './workload-changes.js';
 
-/** Marks the node down and returns the workloads that were active on it. */
+/**
+ * Marks the node down and returns the workloads that were active on it. With `verdict` (the leader's
+ * liveness sweep): the lease is fenced first, in the same transaction, so a deposed leader's verdict
+ * fails; and the node's silence is re-checked under its row lock, returning null when it spoke since.
+ */
 export async function markNodeDown(
   db: Db,
   n: nodes.NodeRow,
   heartbeatTtlMs: number,
-): Promise<wl.WorkloadRow[]> {
+  verdict?: { coordinatorDeadMs: number; fence: (q: Queryable) => Promise<void> },
+): Promise<wl.WorkloadRow[] | null> {
   return db.tx(async (q) => {
+    if (verdict) {
+      await verdict.fence(q);
+      const still = await nodes.silentNodes(q, heartbeatTtlMs, verdict.coordinatorDeadMs, n.id);
+      if (still.length === 0) return null;
+    }
     await nodes.setNodeStatus(q, n.id, 'down');
     return loseNodeWorkloads(q, n, `node ${n.name} missed heartbeats for ${heartbeatTtlMs} ms`);
   });

@@ -2,7 +2,9 @@
  * Starts a coordinator: opens the database (PostgreSQL from DATABASE_URL, else embedded PGlite in the
  * data dir), migrates it, builds the HTTP app and listens. Returns handles for a clean shutdown.
  */
-import { mkdir } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
@@ -12,6 +14,8 @@ import { cachePlugin, openCacheStore } from './cache/index.js';
 import { Coordinator } from './coordinator.js';
 import type { Strategy } from './core/place.js';
 import { errors } from './errors.js';
+import { LeaderLease, leaseTimings } from './leader-lease.js';
+import * as coordinatorsStore from './store/coordinators.js';
 import { type Db, openDb } from './store/db.js';
 import { migrate } from './store/migrate.js';
 import { dashboardPlugin } from './ui/index.js';
@@ -30,6 +34,10 @@ export interface CoordinatorServerOptions {
   poolSize?: number;
   /** Serve the dashboard (MXC_UI_ENABLED); default true. */
   ui?: boolean;
+  /** Leader lease in ms (MXC_LEADER_LEASE seconds); default 15 s, renew deadline 2/3, retry 2/15. */
+  leaderLeaseMs?: number;
+  /** The URL other coordinators and the cluster status show for this one; default the listen address. */
+  advertiseUrl?: string;
 }
 
 export interface CoordinatorServer {
@@ -54,7 +62,17 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     const authReload = setInterval(() => void auth.load().catch(() => {}), 1000);
     authReload.unref();
     const ttl = opts.heartbeatTtlMs ?? 30_000;
-    const coordinator = new Coordinator(db, opts.logger.child({ component: 'coordinator' }), {
+    const id = await coordinatorId(opts.dataDir);
+    const log = opts.logger.child({ component: 'coordinator', coordinator: id });
+    const lease = new LeaderLease(
+      db,
+      id,
+      leaseTimings(opts.leaderLeaseMs),
+      log.child({ component: 'lease' }),
+    );
+    const coordinator = new Coordinator(db, log, {
+      id,
+      lease,
       heartbeatTtlMs: ttl,
       heartbeatIntervalMs: opts.heartbeatIntervalMs ?? Math.max(50, Math.min(5000, Math.floor(ttl / 3))),
       strategy: opts.strategy ?? 'spread',
@@ -88,8 +106,12 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       }),
     });
     const address = await app.listen({ port: opts.port, host: opts.host ?? '127.0.0.1' });
-    coordinator.start();
     const url = address.replace('[::1]', '127.0.0.1');
+    coordinator.opts.url = opts.advertiseUrl ?? url;
+    await coordinatorsStore.beatCoordinator(db, id, coordinator.opts.url);
+    // The first election round runs before we serve work, so a lone coordinator leads at once.
+    await lease.start();
+    coordinator.start();
     opts.logger.info({ url, database: db.engine }, 'coordinator listening');
     return {
       app,
@@ -99,6 +121,8 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       async close() {
         clearInterval(authReload);
         await coordinator.close();
+        // Released at once (and NOTIFYed), so another coordinator takes over without waiting.
+        await lease.stop();
         await app.close();
         await db.close();
       },
@@ -107,4 +131,21 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     await db.close().catch(() => {});
     throw err;
   }
+}
+
+/** This coordinator's id: MXC_COORDINATOR_ID, else one kept in the data dir (stable across restarts). */
+async function coordinatorId(dataDir: string): Promise<string> {
+  if (process.env.MXC_COORDINATOR_ID) return process.env.MXC_COORDINATOR_ID;
+  const file = join(dataDir, 'coordinator-id');
+  try {
+    const id = (await readFile(file, 'utf8')).trim();
+    if (id) return id;
+  } catch {
+    // first start
+  }
+  const id = randomUUID();
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, `${id}\n`);
+  await rename(tmp, file);
+  return id;
 }

@@ -137,6 +137,20 @@ export const ClusterStatus = z.object({
   database: z.enum(['postgres', 'pglite']),
   cache_public_key: z.string().optional(),
   cache_paths: z.number().optional(),
+  /** High availability: the lease holder's id, and every live coordinator on this database. */
+  leader: z.string().nullable().optional(),
+  leader_epoch: z.number().nullable().optional(),
+  coordinators: z
+    .array(
+      z.object({
+        id: z.string(),
+        url: z.string(),
+        leader: z.boolean(),
+        last_seen_at: z.union([z.string(), z.date()]),
+      }),
+    )
+    .optional(),
+  coordinator_id: z.string().optional(),
 });
 
 export const LogEntry = z.object({

@@ -250,6 +250,22 @@ export const SETTINGS = [
     schema: number('a number of seconds > 0', 0, true),
   },
   {
+    env: 'MXC_LEADER_LEASE',
+    roles: C,
+    default: '15',
+    value: '15',
+    doc: 'seconds of the leader lease (several coordinators on one PostgreSQL); the leader renews within 2/3 of it, others retry every 2/15',
+    schema: number('a number of seconds ≥ 0.3', 0.3),
+  },
+  {
+    env: 'MXC_ADVERTISE_URL',
+    roles: C,
+    default: 'the listen address',
+    flag: '--advertise-url',
+    doc: 'the URL others reach this coordinator at, as `GET /api/cluster/status` lists it',
+    schema: httpUrl,
+  },
+  {
     env: 'MXC_SCHEDULER_STRATEGY',
     roles: C,
     default: 'spread',

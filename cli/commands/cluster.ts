@@ -1,6 +1,6 @@
 /** `mxc cluster status`. */
 import { ApiClient, type ClientOptions } from '../client.js';
-import { color, printJson } from '../output.js';
+import { ago, color, printJson } from '../output.js';
 
 export async function status(opts: ClientOptions & { json?: boolean }) {
   const client = new ApiClient(opts);
@@ -28,4 +28,16 @@ export async function status(opts: ClientOptions & { json?: boolean }) {
   out('cpu', `${s.used_cpu} of ${s.total_cpu} reserved`);
   out('memory', `${s.used_memory_mb} of ${s.total_memory_mb} MiB reserved`);
   if (s.cache_public_key) out('cache key', s.cache_public_key);
+  const coords = (s.coordinators ?? []) as {
+    id: string;
+    url: string;
+    leader: boolean;
+    last_seen_at: string;
+  }[];
+  out('leader', s.leader ?? 'none (election under way)');
+  for (const c of coords)
+    out(
+      c.leader ? 'coordinator *' : 'coordinator',
+      `${c.url || '-'}  ${color.dim(c.id)}  seen ${ago(c.last_seen_at)}`,
+    );
 }

@@ -25,6 +25,7 @@ interface CoordinatorOpts {
   port?: string;
   host?: string;
   dataDir?: string;
+  advertiseUrl?: string;
 }
 
 /**
@@ -48,6 +49,7 @@ const coordinatorFlags = (opts: CoordinatorOpts) => ({
   PORT: { value: opts.port, flag: '--port' },
   MXC_LISTEN_ADDRESS: { value: opts.host, flag: '--host' },
   MXC_DATA_DIR: { value: opts.dataDir, flag: '--data-dir' },
+  MXC_ADVERTISE_URL: { value: opts.advertiseUrl, flag: '--advertise-url' },
 });
 
 /** The coordinator's start options from its settings. */
@@ -62,6 +64,8 @@ function coordinatorOptions(s: Settings) {
     heartbeatTtlMs: s.MXC_HEARTBEAT_TTL! * 1000,
     strategy: s.MXC_SCHEDULER_STRATEGY,
     ui: s.MXC_UI_ENABLED,
+    leaderLeaseMs: s.MXC_LEADER_LEASE === undefined ? undefined : Math.round(s.MXC_LEADER_LEASE * 1000),
+    advertiseUrl: s.MXC_ADVERTISE_URL,
   };
 }
 

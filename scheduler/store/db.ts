@@ -16,6 +16,11 @@ export interface Db extends Queryable {
   readonly engine: 'postgres' | 'pglite';
   /** Runs `fn` in one transaction; rolls back when it throws. */
   tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * LISTENs on a channel (a dedicated connection on PostgreSQL, re-established when lost). A wake-up
+   * only: notifications are lost while nobody listens, so callers also poll. Returns an unlisten.
+   */
+  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -62,9 +67,52 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         client.release();
       }
     },
+    listen: (channel, onNotify) => listenPostgres(url, channel, onNotify),
     async close() {
       if (!pool.ended) await pool.end();
     },
+  };
+}
+
+/** A dedicated client for LISTEN (pooled clients cannot keep one), reconnecting after errors. */
+async function listenPostgres(
+  url: string,
+  channel: string,
+  onNotify: (payload: string) => void,
+): Promise<() => Promise<void>> {
+  let client: pg.Client | null = null;
+  let stopped = false;
+  let retry: NodeJS.Timeout | null = null;
+  const connect = async () => {
+    const c = new pg.Client({ connectionString: url });
+    c.on('notification', (n) => {
+      if (n.channel === channel) onNotify(n.payload ?? '');
+    });
+    c.on('error', () => {
+      if (client === c) client = null;
+      void c.end().catch(() => {});
+      if (!stopped && !retry) retry = setTimeout(reconnect, 1000);
+    });
+    await c.connect();
+    await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    if (stopped) {
+      await c.end().catch(() => {});
+      return;
+    }
+    client = c;
+  };
+  const reconnect = () => {
+    retry = null;
+    connect().catch(() => {
+      if (!stopped && !retry) retry = setTimeout(reconnect, 1000);
+    });
+  };
+  await connect();
+  return async () => {
+    stopped = true;
+    if (retry) clearTimeout(retry);
+    await client?.end().catch(() => {});
+    client = null;
   };
 }
 
@@ -93,6 +141,12 @@ export async function openPglite(dir: string | null): Promise<Db> {
     ...wrap(db),
     async tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
       return db.transaction(async (t) => fn(wrap(t)));
+    },
+    async listen(channel, onNotify) {
+      const unlisten = await db.listen(channel, onNotify);
+      return async () => {
+        if (!db.closed) await unlisten();
+      };
     },
     async close() {
       if (!db.closed) await db.close();

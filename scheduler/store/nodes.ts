@@ -78,18 +78,79 @@ export async function setNodeStatus(
   return rows[0] ?? null;
 }
 
-/** Persists last-seen times for many nodes in one statement (heartbeats are batched in memory). */
-export async function touchNodes(q: Queryable, seen: { id: string; at: Date }[]): Promise<void> {
-  if (seen.length === 0) return;
+/**
+ * Persists last-seen times for many nodes in one statement (heartbeats are batched in memory). Each
+ * time is given as an age in ms and stored on the database clock, which the leader judges by. Returns
+ * the status of each node touched, so the holder can close sockets of nodes declared down.
+ */
+export async function touchNodes(
+  q: Queryable,
+  seen: { id: string; ageMs: number }[],
+): Promise<{ id: string; status: NodeRow['status'] }[]> {
+  if (seen.length === 0) return [];
   // Rows are locked in id order, as lockNodes does, so a flush never deadlocks with a plan's apply.
   const sorted = [...seen].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  await q.query(
+  return q.query<{ id: string; status: NodeRow['status'] }>(
     `WITH locked AS (SELECT id FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
-     UPDATE nodes SET last_seen_at = v.at
-     FROM (SELECT unnest($1::text[]) AS id, unnest($2::timestamptz[]) AS at) AS v, locked
-     WHERE nodes.id = v.id AND locked.id = v.id AND v.at > nodes.last_seen_at`,
-    [sorted.map((s) => s.id), sorted.map((s) => s.at.toISOString())],
+     UPDATE nodes SET last_seen_at = GREATEST(nodes.last_seen_at, now() - v.age * interval '1 millisecond')
+     FROM (SELECT unnest($1::text[]) AS id, unnest($2::double precision[]) AS age) AS v, locked
+     WHERE nodes.id = v.id AND locked.id = v.id
+     RETURNING nodes.id, nodes.status`,
+    [sorted.map((s) => s.id), sorted.map((s) => Math.max(0, s.ageMs))],
   );
+}
+
+/**
+ * Nodes whose silence exceeds the TTL, counting only silence their coordinator could have heard: while
+ * the socket holder beats the registry, silence runs up to its last beat (its flushes precede its
+ * beats); once the holder is dead, from the later of the node's last heartbeat and the holder's last
+ * beat, so the agent has one TTL to reconnect elsewhere. `onlyId` re-checks one node, row-locked.
+ */
+export async function silentNodes(
+  q: Queryable,
+  ttlMs: number,
+  coordinatorDeadMs: number,
+  onlyId?: string,
+): Promise<NodeRow[]> {
+  return q.query<NodeRow>(
+    `SELECT n.* FROM nodes n
+       LEFT JOIN node_sessions s ON s.node_id = n.id
+       LEFT JOIN mxc_coordinators c ON c.id = s.coordinator_id
+     WHERE n.status <> 'down' AND ($3::text IS NULL OR n.id = $3)
+       AND (CASE WHEN c.last_seen_at > now() - $2 * interval '1 millisecond'
+                 THEN LEAST(c.last_seen_at, now()) - n.last_seen_at
+                 ELSE now() - GREATEST(n.last_seen_at, COALESCE(c.last_seen_at, n.last_seen_at)) END)
+           > $1 * interval '1 millisecond'
+     ORDER BY n.id
+     ${onlyId ? 'FOR UPDATE OF n' : ''}`,
+    [ttlMs, coordinatorDeadMs, onlyId ?? null],
+  );
+}
+
+/** Records that `coordinatorId` now holds the node's socket; the new epoch fences the previous holder. */
+export async function claimSession(q: Queryable, nodeId: string, coordinatorId: string): Promise<number> {
+  const rows = await q.query<{ conn_epoch: number }>(
+    `INSERT INTO node_sessions (node_id, coordinator_id, conn_epoch) VALUES ($1, $2, 1)
+     ON CONFLICT (node_id) DO UPDATE SET coordinator_id = EXCLUDED.coordinator_id,
+       conn_epoch = node_sessions.conn_epoch + 1, connected_at = now()
+     RETURNING conn_epoch`,
+    [nodeId, coordinatorId],
+  );
+  return rows[0]!.conn_epoch;
+}
+
+/** Whether `coordinatorId` still holds the node's socket at `epoch`. */
+export async function holdsSession(
+  q: Queryable,
+  nodeId: string,
+  coordinatorId: string,
+  epoch: number,
+): Promise<boolean> {
+  const rows = await q.query(
+    'SELECT 1 FROM node_sessions WHERE node_id = $1 AND coordinator_id = $2 AND conn_epoch = $3',
+    [nodeId, coordinatorId, epoch],
+  );
+  return rows.length > 0;
 }
 
 /** Locks the given nodes' rows for a plan's apply, in id order to avoid deadlocks. */

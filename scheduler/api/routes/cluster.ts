@@ -1,15 +1,19 @@
 /** `/api/cluster/status`, `/healthz` and `/metrics` (Prometheus text). */
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../../coordinator.js';
+import * as coordinatorsStore from '../../store/coordinators.js';
+import * as leader from '../../store/leader.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
 
 export async function clusterStatus(coordinator: Coordinator) {
   const db = coordinator.db;
-  const [all, usage, byStatus] = await Promise.all([
+  const [all, usage, byStatus, lease, coords] = await Promise.all([
     nodes.listNodes(db),
     wl.usageByNode(db),
     wl.countByStatus(db),
+    leader.currentLeader(db),
+    coordinatorsStore.listCoordinators(db, coordinator.coordinatorDeadMs),
   ]);
   const live = all.filter((n) => n.status !== 'down');
   const sum = (f: (n: nodes.NodeRow) => number) => live.reduce((a, n) => a + f(n), 0);
@@ -30,6 +34,17 @@ export async function clusterStatus(coordinator: Coordinator) {
     used_memory_mb: used('memory_mb'),
     used_disk_mb: used('disk_mb'),
     database: db.engine,
+    /** The id of the coordinator holding the leader lease (null during an election). */
+    leader: lease?.holder ?? null,
+    leader_epoch: lease?.epoch ?? null,
+    coordinators: coords.map((c) => ({
+      id: c.id,
+      url: c.url,
+      leader: c.id === lease?.holder,
+      last_seen_at: c.last_seen_at,
+    })),
+    /** The coordinator that answered. */
+    coordinator_id: coordinator.opts.id,
   };
 }
 

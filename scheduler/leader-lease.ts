@@ -1,0 +1,154 @@
+/**
+ * The leader lease loop (Kubernetes' timings: 15 s lease, renew deadline 10 s, retry 2 s; scaled by
+ * MXC_LEADER_LEASE): every coordinator tries to take the lease, the holder renews it and stops leader
+ * work the moment a renewal fails or its deadline passes on its own monotonic clock. Leader-only
+ * transactions call `fence(q)`, which re-checks holder and epoch inside the transaction.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { MxcError } from './errors.js';
+import type { Db, Queryable } from './store/db.js';
+import * as leader from './store/leader.js';
+
+export const LEADER_CHANNEL = 'mxc_leader';
+
+export interface LeaseTimings {
+  leaseMs: number;
+  renewDeadlineMs: number;
+  retryMs: number;
+}
+
+/** Kubernetes' defaults (15/10/2 s), scaled to the given lease. */
+export function leaseTimings(leaseMs = 15_000): LeaseTimings {
+  return {
+    leaseMs,
+    renewDeadlineMs: Math.round((leaseMs * 2) / 3),
+    retryMs: Math.max(50, Math.round((leaseMs * 2) / 15)),
+  };
+}
+
+export const notLeader = () =>
+  new MxcError(
+    'NOT_LEADER',
+    503,
+    'this coordinator no longer holds the leader lease; the leader does this work',
+  );
+
+const mono = () => performance.now();
+
+export class LeaderLease {
+  readonly events = new EventEmitter();
+  private epoch: number | null = null;
+  /** Monotonic time of the last successful acquire or renew. */
+  private renewedAt = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private unlisten: (() => Promise<void>) | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly db: Db,
+    readonly holder: string,
+    readonly timings: LeaseTimings,
+    private readonly log: Logger,
+  ) {}
+
+  /** True while we hold the lease and renewed it within the renew deadline (our monotonic clock). */
+  isLeader(): boolean {
+    return this.epoch !== null && mono() - this.renewedAt < this.timings.renewDeadlineMs;
+  }
+
+  /** The epoch we lead at, or null. */
+  get currentEpoch(): number | null {
+    return this.isLeader() ? this.epoch : null;
+  }
+
+  /** Inside a leader-only transaction: throws NOT_LEADER unless the lease is still ours at our epoch. */
+  async fence(q: Queryable): Promise<void> {
+    const epoch = this.currentEpoch;
+    if (epoch === null || !(await leader.holdsLease(q, this.holder, epoch, this.timings.leaseMs))) {
+      this.stepDown('a fenced write found the lease gone');
+      throw notLeader();
+    }
+  }
+
+  async start(): Promise<void> {
+    // A clean shutdown elsewhere NOTIFYs: try at once instead of at the next retry.
+    this.unlisten = await this.db.listen(LEADER_CHANNEL, () => this.kick()).catch(() => null);
+    await this.cycle();
+    this.schedule();
+  }
+
+  private schedule() {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.cycle().finally(() => this.schedule());
+    }, this.timings.retryMs);
+  }
+
+  private kick() {
+    if (!this.stopped && !this.isLeader()) void this.cycle();
+  }
+
+  /** One election round: renew when leading, else try to acquire. */
+  cycle(): Promise<void> {
+    if (this.running) return this.running;
+    this.running = this.round().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async round() {
+    if (this.stopped) return;
+    const started = mono();
+    try {
+      if (this.epoch !== null) {
+        // Past the renew deadline we already stopped leader work; a late renewal must not resume it.
+        if (!this.isLeader()) return this.stepDown('the renew deadline passed');
+        const ok = await leader.renewLease(this.db, this.holder, this.epoch, this.timings.leaseMs);
+        if (ok) this.renewedAt = started;
+        else this.stepDown('the lease was lost');
+        return;
+      }
+      const epoch = await leader.acquireLease(
+        this.db,
+        this.holder,
+        this.timings.leaseMs,
+        this.db.engine === 'pglite',
+      );
+      if (epoch !== null && !this.stopped) {
+        this.epoch = epoch;
+        this.renewedAt = started;
+        this.log.info({ epoch }, 'became leader');
+        this.events.emit('elected', epoch);
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'leader election round failed');
+      if (this.epoch !== null && !this.isLeader()) this.stepDown('renewals failed past the deadline');
+    }
+  }
+
+  private stepDown(why: string) {
+    if (this.epoch === null) return;
+    const epoch = this.epoch;
+    this.epoch = null;
+    this.log.warn({ epoch, why }, 'stepped down as leader');
+    this.events.emit('lost', epoch);
+  }
+
+  /** Stops the loop; a leader releases the lease and tells the others at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+    await this.unlisten?.().catch(() => {});
+    const epoch = this.epoch;
+    this.epoch = null;
+    if (epoch !== null) {
+      await leader.releaseLease(this.db, this.holder, epoch).catch(() => {});
+      await this.db.query('SELECT pg_notify($1, $2)', [LEADER_CHANNEL, 'released']).catch(() => {});
+    }
+  }
+}
