@@ -77,6 +77,9 @@ export class WorkloadRuns {
   report(id: string, reason?: string, processes?: TaskSnapshot['processes']): void {
     const r = this.running.get(id);
     if (!r) return;
+    // An ended workload's last lines (exit codes included) reach the coordinator before its end does, so
+    // a follower that stops at the end has seen them all.
+    if (r.status === 'stopped' || r.status === 'failed') this.w.conn.flushLogs();
     this.w.conn.send({
       type: 'workload_status',
       workload_id: id,

@@ -200,7 +200,8 @@ example(
     .description('output of a workload’s processes')
     .option('-p, --process <name>', 'only this process')
     .option('-f, --follow', 'keep printing new lines until the workload ends')
-    .option('-n, --tail <lines>', 'how many recent lines', '1000'),
+    .option('-n, --tail <lines>', 'how many recent lines', '1000')
+    .option('-t, --timestamps', 'prefix each line with its time (UTC, ISO 8601)'),
   'npx mxc workloads logs hello_world-0-1a2b3c4d -p hello_world -f',
 ).action(lazy(workloads, 'logs'));
 

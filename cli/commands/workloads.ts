@@ -109,21 +109,47 @@ export async function events(id: string, opts: Opts) {
 
 type LogRow = z.infer<typeof api.LogEntry>;
 
-const printLog = (l: LogRow, json?: boolean) => {
-  if (json) process.stdout.write(`${JSON.stringify(l)}\n`);
-  else if (l.stream === 'system') process.stdout.write(color.dim(`[${l.process}] ${l.line}\n`));
-  else process.stdout.write(`${color.dim(`[${l.process}]`)} ${l.line}\n`);
+const printLog = (l: LogRow, json?: boolean, timestamps?: boolean) => {
+  if (json) return process.stdout.write(`${JSON.stringify(l)}\n`);
+  const ts = timestamps ? `${new Date(l.ts).toISOString()} ` : '';
+  if (l.stream === 'system') process.stdout.write(color.dim(`${ts}[${l.process}] ${l.line}\n`));
+  else process.stdout.write(`${ts}${color.dim(`[${l.process}]`)} ${l.line}\n`);
 };
 
-export async function logs(id: string, opts: Opts & { process?: string; follow?: boolean; tail?: string }) {
+/** `-p NAME` must name a process of the workload's task (or mxc's own `mxc` / `:task` lines). */
+async function checkProcess(client: ApiClient, id: string, name: string): Promise<void> {
+  const w = await client.get<WorkloadView>(`/api/workloads/${encodeURIComponent(id)}`);
+  const job = await client.get<{ spec: { task: { processes: { name: string }[] } } }>(
+    `/api/jobs/${encodeURIComponent(w.job_id)}`,
+  );
+  const names = new Set([
+    'mxc',
+    ':task',
+    ...job.spec.task.processes.map((p) => p.name),
+    ...w.processes.map((p) => p.name),
+  ]);
+  if (!names.has(name))
+    throw new CliError(
+      `workload ${w.id} has no process "${name}"; its processes: ${[...names].filter((n) => n !== 'mxc' && n !== ':task').join(', ')}`,
+      2,
+    );
+}
+
+export async function logs(
+  id: string,
+  opts: Opts & { process?: string; follow?: boolean; tail?: string; timestamps?: boolean },
+) {
   const client = new ApiClient(opts);
   const q = new URLSearchParams();
-  if (opts.process) q.set('process', opts.process);
+  if (opts.process) {
+    await checkProcess(client, id, opts.process);
+    q.set('process', opts.process);
+  }
   if (opts.tail) q.set('limit', opts.tail);
   if (!opts.follow) {
     const rows = await client.get<LogRow[]>(`/api/workloads/${encodeURIComponent(id)}/logs?${q}`);
-    if (opts.json && !opts.follow) return printJson(rows);
-    for (const l of rows) printLog(l);
+    if (opts.json) return printJson(rows);
+    for (const l of rows) printLog(l, false, opts.timestamps);
     return;
   }
   q.set('follow', '1');
@@ -140,7 +166,7 @@ export async function logs(id: string, opts: Opts & { process?: string; follow?:
     while (nl >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      if (line) printLog(JSON.parse(line) as LogRow, opts.json);
+      if (line) printLog(JSON.parse(line) as LogRow, opts.json, opts.timestamps);
       nl = buf.indexOf('\n');
     }
   }

@@ -27,7 +27,7 @@ export async function insertLogs(q: Queryable, workloadId: string, lines: LogLin
 export async function readLogs(
   q: Queryable,
   workloadId: string,
-  opts: { process?: string; afterId?: number; limit?: number } = {},
+  opts: { process?: string; afterId?: number; limit?: number; oldestFirst?: boolean } = {},
 ): Promise<LogRow[]> {
   const params: unknown[] = [workloadId, opts.afterId ?? 0];
   let where = 'workload_id = $1 AND id > $2';
@@ -36,6 +36,13 @@ export async function readLogs(
     where += ` AND process = $${params.length}`;
   }
   params.push(opts.limit ?? 1000);
+  // Following pages forward through the oldest `limit` lines after `afterId`, so nothing is skipped.
+  if (opts.oldestFirst)
+    return q.query<LogRow>(
+      `SELECT id, workload_id, process, stream, run, ts, line FROM workload_logs WHERE ${where}
+         ORDER BY id LIMIT $${params.length}`,
+      params,
+    );
   // The newest `limit` lines after `afterId`, returned oldest first.
   return q.query<LogRow>(
     `SELECT * FROM (SELECT id, workload_id, process, stream, run, ts, line FROM workload_logs WHERE ${where}

@@ -87,19 +87,30 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
     // Follow: newline-delimited JSON, one log line per line, until the workload ends or the client leaves.
     reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
     let after = q.after ?? 0;
+    let first = true;
     let ended = false;
     let busy = false;
     const pump = async () => {
       if (busy || ended) return;
       busy = true;
       try {
+        // The end is read before the lines: agents send an ended workload's last lines before its end,
+        // so the lines read after seeing it are all there are.
+        const now = await wl.getWorkload(db, w.id);
         for (;;) {
-          const rows = await logs.readLogs(db, w.id, { process: q.process, afterId: after, limit: 1000 });
+          // Without `after`, the first read is the tail (-n); then every line after the last one sent.
+          const tail = first && q.after === undefined;
+          first = false;
+          const rows = await logs.readLogs(db, w.id, {
+            process: q.process,
+            afterId: after,
+            limit: tail ? (q.limit ?? 1000) : 1000,
+            oldestFirst: !tail,
+          });
           for (const r of rows) reply.raw.write(`${JSON.stringify(r)}\n`);
           if (rows.length) after = rows[rows.length - 1]!.id;
-          if (rows.length < 1000) break;
+          if (!tail && rows.length < 1000) break;
         }
-        const now = await wl.getWorkload(db, w.id);
         if (!now || isTerminal(now.status)) finish();
       } catch (err) {
         req.log.warn({ err }, 'log follow ended by an error');

@@ -1,0 +1,87 @@
+/**
+ * `mxc workloads logs -f` on a workload that ends, with the real CLI against a real `mxc up`: every line
+ * arrives, the burst just before the end and the exit lines included, and the command then ends by itself.
+ * The dashboard follows through the same route (`followLogs` in the UI's api.js).
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nixBuild } from '../../lib/nix.js';
+import { repoPath } from '../../scheduler/paths.js';
+import { mxc, UpProcess, upDatabase } from './up-harness.js';
+
+const LINES = 2000;
+
+describe('mxc workloads logs -f', () => {
+  let dir: string;
+  let db: Awaited<ReturnType<typeof upDatabase>>;
+  let up: UpProcess;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mxc-logs-'));
+    db = await upDatabase();
+    up = await UpProcess.start({ dataDir: join(dir, 'data'), databaseUrl: db.url });
+    env = { MXC_COORDINATOR: up.url, MXC_API_TOKEN: '' };
+  });
+
+  afterAll(async () => {
+    await up?.stop();
+    await db?.drop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('delivers every line of an ending workload, its exit line last, then ends', async () => {
+    const file = join(dir, 'burst.nix');
+    // Waits for its follower, then prints a burst right before it exits.
+    await writeFile(
+      file,
+      `let mxc = import ${repoPath('nixlib')} { }; in mxc.Job {
+        name = "burst"; cluster = "devcluster"; role = "www-data"; environment = "devel";
+        task = mxc.Task {
+          processes = [ (mxc.Process { name = "burst"; min_duration = 0; cmdline = ''
+            ${'$'}{mxc.busybox} sleep 2
+            i=1; while [ $i -le ${LINES} ]; do echo "line $i"; i=$((i + 1)); done
+            echo "the very last line"
+          ''; }) ];
+          resources = mxc.Resources { cpu = 0.1; ram = 16 * mxc.MB; disk = 8 * mxc.MB; };
+        };
+      }`,
+    );
+    const [job] = await nixBuild([file]);
+    const submitted = await mxc(['submit', job!, '--json'], { env });
+    expect(submitted.exitCode, submitted.stderr).toBe(0);
+    const [id] = JSON.parse(submitted.stdout).workloads as string[];
+
+    const t0 = Date.now();
+    const follow = await execa('node', [repoPath('bin', 'mxc.js'), 'workloads', 'logs', id!, '-f'], {
+      env,
+      reject: false,
+      timeout: 60_000,
+    });
+    expect(follow.exitCode, follow.stderr).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    const out = follow.stdout.split('\n');
+    const mine = out.filter((l) => l.startsWith('[burst] line '));
+    expect(mine).toHaveLength(LINES);
+    expect(mine[LINES - 1]).toBe(`[burst] line ${LINES}`);
+    expect(out).toContain('[burst] the very last line');
+    // The exit lines: the process's and the task's.
+    expect(follow.stdout).toMatch(/\[burst\] run 1 exited with code 0 after/);
+    expect(out.filter(Boolean).at(-1)).toMatch(/task finished: success/);
+
+    // With -p only that process, its exit line included; --timestamps prefixes each line with its time.
+    const one = await mxc(['workloads', 'logs', id!, '-p', 'burst', '-f', '--timestamps'], { env });
+    expect(one.exitCode).toBe(0);
+    const lines = one.stdout.trim().split('\n');
+    expect(lines.every((l) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[burst\] /.test(l))).toBe(true);
+    expect(lines.at(-1)).toMatch(/run 1 exited with code 0/);
+
+    // An unknown process is a usage error naming the ones there are, not an empty log.
+    const nope = await mxc(['workloads', 'logs', id!, '-p', 'nope'], { env });
+    expect(nope.exitCode).toBe(2);
+    expect(nope.stderr).toMatch(/has no process "nope"; its processes: .*burst/);
+  }, 120_000);
+});
