@@ -4,7 +4,7 @@
  * exit with the reason as soon as an instance fails, within seconds when nothing can place a workload,
  * and a coded error (never "internal error") for a closure path missing from the local store.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -95,8 +95,10 @@ describe('mxc submit --wait', () => {
   }, 60_000);
 
   it('a closure path missing from the local store is a coded error, not an internal one', async () => {
-    const [hello] = await nixBuild([repoPath('examples', 'hello_world')]);
-    const spec = JSON.parse(await readFile(hello!, 'utf8'));
+    // The full spec (Aurora's fields joined with mxc's), as `mxc build --json` prints it.
+    const built = await mxc(['build', repoPath('examples', 'hello_world'), '--json']);
+    expect(built.exitCode, built.stderr).toBe(0);
+    const spec = JSON.parse(built.stdout);
     spec.mxc.closure.push('/nix/store/00000000000000000000000000000000-not-built-here');
     const file = join(dir, 'missing.json');
     await writeFile(file, JSON.stringify(spec));
