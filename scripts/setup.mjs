@@ -147,5 +147,7 @@ if (!existsSync(built) || statSync(built).mtimeMs < srcTime) {
     '-p',
     'tsconfig.build.json',
   ]);
+  // The CLI runs from the esbuild bundle (one file, commands loaded lazily); dist/ keeps the tsc output.
+  step('bundling the CLI', process.execPath, [join(root, 'scripts', 'bundle.mjs')]);
   writeFileSync(built, new Date().toISOString());
 }

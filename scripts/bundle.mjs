@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+// Bundles the CLI and daemons into one file, dist/mxc.mjs (esbuild, straight from the TypeScript
+// sources). Commands stay lazy: esbuild wraps each dynamically imported module in an init function,
+// so `mxc --version` evaluates commander and main.ts only. The files it reads at run time stay in
+// the package's own layout (migrations, dashboard assets, job.schema.json, nixlib, examples), found
+// from the package root as in development. PGlite (wasm and data files beside its module) and pino
+// (transport workers loaded by path) load from node_modules; optional native add-ons are skipped.
+import { build } from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+export const BUNDLE_EXTERNAL = [
+  '@electric-sql/pglite',
+  'pino',
+  'pino-pretty',
+  // Optional add-ons that ws and pg try to load and do without.
+  'bufferutil',
+  'utf-8-validate',
+  'pg-native',
+];
+
+const result = await build({
+  entryPoints: [join(root, 'cli', 'main.ts')],
+  outdir: join(root, 'dist', 'bundle'),
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
+  entryNames: 'mxc',
+  outExtension: { '.js': '.mjs' },
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  external: BUNDLE_EXTERNAL,
+  // Bundled CommonJS dependencies call require() for Node built-ins.
+  banner: {
+    js: "import { createRequire as __mxcRequire } from 'node:module'; const require = __mxcRequire(import.meta.url);",
+  },
+  minifyWhitespace: true,
+  minifySyntax: true,
+  legalComments: 'none',
+  metafile: true,
+  logLevel: 'warning',
+});
+const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
+process.stderr.write(`[bundle] dist/bundle ${(bytes / 1048576).toFixed(2)} MiB\n`);
