@@ -113,3 +113,32 @@ export async function listeningUrl(d: DaemonProcess): Promise<string> {
 
 /** The built CLI, as a user runs it. */
 export const MXC_BIN = repoPath('bin', 'mxc.js');
+
+/** Splits a systemd command line (whitespace, '…' and "…" quoting, backslash escapes). */
+export function splitExecStart(line: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let inWord = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (c === "'" || c === '"') {
+      const end = line.indexOf(c, i + 1);
+      if (end < 0) throw new Error(`unbalanced quote in ExecStart: ${line}`);
+      cur += line.slice(i + 1, end);
+      i = end;
+      inWord = true;
+    } else if (c === '\\' && i + 1 < line.length) {
+      cur += line[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) out.push(cur);
+      cur = '';
+      inWord = false;
+    } else {
+      cur += c;
+      inWord = true;
+    }
+  }
+  if (inWord) out.push(cur);
+  return out;
+}

@@ -1,7 +1,9 @@
 /**
  * flake.nix evaluates purely and offline, and its jobs are the same store paths as
- * `nix-build examples/<name>`. The flake is copied (flake.nix, nixlib, examples only) to a
- * temporary `path:` flake, so the test neither needs git nor copies node_modules into the store.
+ * `nix-build examples/<name>`, although the flake has a nixpkgs input: flake.lock pins it, so locking
+ * needs no lookup, and inputs are fetched only when an output uses them (the package, app, dev shell).
+ * The flake is copied (flake.nix, flake.lock, nixlib, examples, nix) to a temporary `path:` flake, so
+ * the test neither needs git nor copies node_modules into the store.
  */
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,7 +18,7 @@ let dir = '';
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mxc-flake-'));
-  for (const entry of ['flake.nix', 'nixlib', 'examples']) {
+  for (const entry of ['flake.nix', 'flake.lock', 'nixlib', 'examples', 'nix']) {
     await cp(join(REPO, entry), join(dir, entry), { recursive: true });
   }
 });
@@ -39,7 +41,7 @@ describe('flake.nix', () => {
     expect(built[0]?.outputs.out).toBe(viaNixBuild);
   }, 60_000);
 
-  it('lists a job for every example and exposes lib and the module placeholders', async () => {
+  it('lists a job for every example and exposes lib, the modules, the overlay and the package names', async () => {
     const evalAttr = async (attr: string, apply: string) =>
       JSON.parse(
         (await run('nix', [...NIX, 'eval', '--json', `path:${dir}#${attr}`, '--apply', apply])).stdout,
@@ -54,6 +56,15 @@ describe('flake.nix', () => {
       'web',
     ]);
     expect(await evalAttr('lib', 'lib: lib.MB')).toBe(1048576);
-    expect(await evalAttr('nixosModules', 'builtins.attrNames')).toEqual(['agent', 'coordinator']);
+    expect(await evalAttr('nixosModules', 'builtins.attrNames')).toEqual([
+      'agent',
+      'coordinator',
+      'default',
+      'postgres',
+    ]);
+    expect(await evalAttr('overlays', 'builtins.attrNames')).toEqual(['default']);
+    // Naming the outputs that use nixpkgs does not fetch it either (building them does).
+    expect(await evalAttr('packages.x86_64-linux', 'builtins.attrNames')).toEqual(['default', 'mxc']);
+    expect(await evalAttr('apps.x86_64-linux', 'builtins.attrNames')).toEqual(['default']);
   }, 60_000);
 });

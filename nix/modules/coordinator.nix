@@ -1,0 +1,261 @@
+# services.mxc.coordinator: the mxc coordinator as a hardened systemd service (option names follow
+# samrose/mxc where it has them). Secrets are files handed over with LoadCredential, never written to
+# the store or the unit's Environment. The module builds no derivation of its own (ExecStart is a
+# command line), so it evaluates with any pkgs and is tested with lib.evalModules alone.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib)
+    mkEnableOption
+    mkIf
+    mkOption
+    optional
+    optionalAttrs
+    types
+    ;
+  cfg = config.services.mxc.coordinator;
+  db = cfg.database;
+  # A database on this machine (socket or loopback): order after the local PostgreSQL.
+  localDb =
+    db.url == null
+    && (lib.hasPrefix "/" db.host || db.host == "localhost" || db.host == "127.0.0.1" || db.host == "::1");
+  credentials =
+    optional (cfg.apiTokenFile != null) "api-token:${toString cfg.apiTokenFile}"
+    ++ optional (cfg.agentTokenFile != null) "agent-token:${toString cfg.agentTokenFile}"
+    ++ optional (db.passwordFile != null) "database-password:${toString db.passwordFile}";
+in
+{
+  options.services.mxc.coordinator = {
+    enable = mkEnableOption "the mxc coordinator (API, dashboard, scheduler, binary cache)";
+
+    package = mkOption {
+      type = types.package;
+      default =
+        pkgs.mxc
+          or (throw "services.mxc.coordinator.package: set it to mxc.packages.<system>.default, or add mxc's overlays.default");
+      defaultText = lib.literalExpression "pkgs.mxc (from mxc's overlay; the flake's module sets its own package)";
+      description = "The mxc package; its bin/mxc runs the coordinator.";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 4000;
+      description = "HTTP port: API, dashboard, binary cache and the agents' WebSocket (PORT).";
+    };
+
+    listenAddress = mkOption {
+      type = types.str;
+      default = "0.0.0.0";
+      description = "Address to listen on (MXC_LISTEN_ADDRESS); agents on other machines need a routable one.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open `port` in the firewall.";
+    };
+
+    database = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "postgres://mxc@db.example:5432/mxc";
+        description = "A full PostgreSQL URL without the password (DATABASE_URL); wins over host/port/name/user.";
+      };
+      host = mkOption {
+        type = types.str;
+        default = "/run/postgresql";
+        description = "PostgreSQL host, or a socket directory (the default: the local server, peer authentication as the `mxc` user).";
+      };
+      port = mkOption {
+        type = types.port;
+        default = 5432;
+        description = "PostgreSQL port.";
+      };
+      name = mkOption {
+        type = types.str;
+        default = "mxc";
+        description = "Database name.";
+      };
+      user = mkOption {
+        type = types.str;
+        default = "mxc";
+        description = "Database user.";
+      };
+      passwordFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/mxc-db-password";
+        description = "File holding the database password (passed with LoadCredential as DATABASE_PASSWORD_FILE).";
+      };
+      poolSize = mkOption {
+        type = types.ints.between 1 1000;
+        default = 10;
+        description = "PostgreSQL connections (POOL_SIZE).";
+      };
+    };
+
+    apiTokenFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/mxc-api-token";
+      description = "File holding the client API token (MXC_API_TOKEN_FILE). Without one, the API is open until a client token is created.";
+    };
+
+    agentTokenFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/mxc-agent-token";
+      description = "File holding the token agents join with (MXC_AGENT_TOKEN_FILE); the API token when unset.";
+    };
+
+    cacheDir = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = "Where the binary cache keeps its key and NARs (MXC_CACHE_DIR); unset: under the state directory. Made writable for the service.";
+    };
+
+    heartbeatTtl = mkOption {
+      type = types.ints.positive;
+      default = 30;
+      description = "Seconds of agent silence before its node is down and its workloads are placed elsewhere (MXC_HEARTBEAT_TTL).";
+    };
+
+    schedulerStrategy = mkOption {
+      type = types.enum [
+        "spread"
+        "pack"
+      ];
+      default = "spread";
+      description = "Placement: spread over the nodes with the most room, or pack the fullest node that fits (MXC_SCHEDULER_STRATEGY).";
+    };
+
+    uiEnabled = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Serve the dashboard (MXC_UI_ENABLED).";
+    };
+
+    logLevel = mkOption {
+      type = types.enum [
+        "fatal"
+        "error"
+        "warn"
+        "info"
+        "debug"
+        "trace"
+        "silent"
+      ];
+      default = "info";
+      description = "Log level (MXC_LOG_LEVEL); logs are JSON lines in the journal.";
+    };
+
+    extraEnvironment = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        MXC_LEADER_LEASE = "15";
+      };
+      description = "More environment variables (see the README's configuration table). Never secrets: use the *File options.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    users.users.mxc = {
+      isSystemUser = true;
+      group = "mxc";
+      home = "/var/lib/mxc";
+      description = "mxc coordinator";
+    };
+    users.groups.mxc = { };
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.port ];
+
+    systemd.services.mxc-coordinator = {
+      description = "mxc coordinator";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ] ++ optional localDb "postgresql.service";
+      requires = optional (localDb && config.services.postgresql.enable) "postgresql.service";
+
+      environment =
+        {
+          PORT = toString cfg.port;
+          MXC_LISTEN_ADDRESS = cfg.listenAddress;
+          MXC_DATA_DIR = "%S/mxc";
+          HOME = "%S/mxc";
+          POOL_SIZE = toString db.poolSize;
+          MXC_HEARTBEAT_TTL = toString cfg.heartbeatTtl;
+          MXC_SCHEDULER_STRATEGY = cfg.schedulerStrategy;
+          MXC_UI_ENABLED = lib.boolToString cfg.uiEnabled;
+          MXC_LOG_LEVEL = cfg.logLevel;
+          MXC_LOG_FORMAT = "json";
+        }
+        // (
+          if db.url != null then
+            { DATABASE_URL = db.url; }
+          else
+            {
+              DATABASE_HOST = db.host;
+              DATABASE_PORT = toString db.port;
+              DATABASE_NAME = db.name;
+              DATABASE_USER = db.user;
+            }
+        )
+        # %d is the unit's credentials directory: systemd copies each LoadCredential file there.
+        // optionalAttrs (cfg.apiTokenFile != null) { MXC_API_TOKEN_FILE = "%d/api-token"; }
+        // optionalAttrs (cfg.agentTokenFile != null) { MXC_AGENT_TOKEN_FILE = "%d/agent-token"; }
+        // optionalAttrs (db.passwordFile != null) { DATABASE_PASSWORD_FILE = "%d/database-password"; }
+        // optionalAttrs (cfg.cacheDir != null) { MXC_CACHE_DIR = toString cfg.cacheDir; }
+        // cfg.extraEnvironment;
+
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/mxc coordinator";
+        User = "mxc";
+        Group = "mxc";
+        StateDirectory = "mxc";
+        StateDirectoryMode = "0750";
+        WorkingDirectory = "%S/mxc";
+        LoadCredential = credentials;
+        Restart = "on-failure";
+        RestartSec = 5;
+        ReadWritePaths = optional (cfg.cacheDir != null) (toString cfg.cacheDir);
+
+        # Hardening: an unprivileged network service that writes only its state directory.
+        NoNewPrivileges = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectKernelLogs = true;
+        ProtectKernelModules = true;
+        ProtectKernelTunables = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+        LockPersonality = true;
+        CapabilityBoundingSet = "";
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+        UMask = "0077";
+        # Node's JIT writes executable memory: MemoryDenyWriteExecute would kill it.
+      };
+    };
+  };
+}

@@ -1,0 +1,309 @@
+/**
+ * The NixOS modules (nix/modules) evaluated with nixpkgs' real module system, then run: the test
+ * renders what systemd would start for each unit (ExecStart, Environment, the credentials directory
+ * filled from LoadCredential, %d and %S resolved) and runs exactly that against the real mxc and
+ * PostgreSQL: the postgres module's set-up creates the role's password and grants, the coordinator
+ * serves on that role's database with its token files, an agent joins with its token file, and a job
+ * runs. What is not emulated: the `mxc` user (the processes run as the test's user), the sandboxing
+ * directives (checked as values), and the package build (a stand-in runs this checkout's bin/mxc.js).
+ *
+ * Needs MXC_NIXPKGS_LIB = a checkout of github:nix-community/nixpkgs.lib (or nixpkgs); without it the
+ * module tests are SKIPPED (the set-up has no network to fetch it) and only the parse check runs.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { execa } from 'execa';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../../lib/exec.js';
+import { repoPath } from '../../scheduler/paths.js';
+import {
+  type DaemonProcess,
+  listeningUrl,
+  MXC_BIN,
+  splitExecStart,
+  startDaemon,
+} from '../helpers/daemon-process.js';
+import { PG_ADMIN_URL } from '../helpers/db.js';
+
+const LIB = process.env.MXC_NIXPKGS_LIB;
+const MODULES = ['coordinator', 'agent', 'postgres'].map((m) => repoPath('nix', 'modules', `${m}.nix`));
+
+interface Unit {
+  environment: Record<string, string>;
+  serviceConfig: Record<string, unknown>;
+  after: string[];
+  requires: string[];
+  wantedBy: string[];
+  postStart: string;
+}
+interface Rendered {
+  services: Record<string, Unit>;
+  users: Record<string, Record<string, unknown>>;
+  groups: string[];
+  firewall: number[];
+  postgresql: {
+    enable: boolean;
+    enableTCPIP: boolean;
+    ensureDatabases: string[];
+    ensureUsers: { name: string }[];
+    authentication: string;
+  };
+}
+
+describe('NixOS modules', () => {
+  it('parse', async () => {
+    for (const m of MODULES) await run('nix-instantiate', ['--parse', m]);
+  });
+});
+
+if (!LIB) {
+  describe('NixOS modules under lib.evalModules', () => {
+    it.skip('SKIPPED: set MXC_NIXPKGS_LIB to a checkout of github:nix-community/nixpkgs.lib to run them', () => {});
+  });
+}
+
+describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', () => {
+  let dir = '';
+  const tag = randomBytes(4).toString('hex');
+  const role = `mxc_nixos_${tag}`;
+  const dbName = `mxc_nixos_${tag}`;
+  const daemons: DaemonProcess[] = [];
+  let pkg = '';
+  let secrets: Record<'api' | 'agent' | 'dbpw', string>;
+
+  const admin = async <T>(fn: (c: pg.Client) => Promise<T>, database?: string) => {
+    const u = new URL(PG_ADMIN_URL);
+    if (database) u.pathname = `/${database}`;
+    const c = new pg.Client({ connectionString: u.toString() });
+    await c.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  };
+
+  /** Evaluates the modules with `configuration` (Nix module text) and returns what NixOS would get. */
+  const evaluate = async (configuration: string): Promise<Rendered> => {
+    const file = join(dir, `configuration-${randomBytes(3).toString('hex')}.nix`);
+    await writeFile(file, configuration);
+    const { stdout } = await run('nix-instantiate', [
+      '--eval',
+      '--strict',
+      '--json',
+      repoPath('test', 'nixos', 'eval.nix'),
+      '--argstr',
+      'nixpkgsLib',
+      LIB!,
+      '--arg',
+      'configuration',
+      file,
+    ]);
+    return JSON.parse(stdout) as Rendered;
+  };
+
+  /**
+   * What systemd does before ExecStart: a credentials directory holding a copy of each LoadCredential
+   * file (0400), the state directory, %d and %S resolved in Environment, WorkingDirectory and ExecStart.
+   */
+  const prepare = async (
+    name: string,
+    unit: Unit,
+  ): Promise<{ env: Record<string, string>; argv: string[]; cwd: string; creds: string }> => {
+    const creds = join(dir, 'credentials', name);
+    await mkdir(creds, { recursive: true });
+    for (const spec of (unit.serviceConfig.LoadCredential as string[]) ?? []) {
+      const [id, source] = [spec.slice(0, spec.indexOf(':')), spec.slice(spec.indexOf(':') + 1)];
+      await copyFile(source, join(creds, id));
+      await chmod(join(creds, id), 0o400);
+    }
+    const stateRoot = join(dir, 'var-lib');
+    if (unit.serviceConfig.StateDirectory)
+      await mkdir(join(stateRoot, unit.serviceConfig.StateDirectory as string), { recursive: true });
+    const expand = (s: string) => s.replaceAll('%d', creds).replaceAll('%S', stateRoot);
+    const env = Object.fromEntries(Object.entries(unit.environment).map(([k, v]) => [k, expand(v)]));
+    const argv = unit.serviceConfig.ExecStart
+      ? splitExecStart(expand(unit.serviceConfig.ExecStart as string))
+      : [];
+    const cwd = expand((unit.serviceConfig.WorkingDirectory as string) ?? '/');
+    return { env: { ...env, CREDENTIALS_DIRECTORY: creds }, argv, cwd, creds };
+  };
+
+  const nixString = (s: string) => JSON.stringify(s);
+  const fakePackage = () => `{ type = "derivation"; name = "mxc"; outPath = ${nixString(pkg)}; }`;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mxc-nixos-'));
+    // Stand-in for the package: bin/mxc runs this checkout's CLI, as the package's wrapper runs its own.
+    pkg = join(dir, 'mxc-pkg');
+    await mkdir(join(pkg, 'bin'), { recursive: true });
+    await writeFile(join(pkg, 'bin', 'mxc'), `#!/bin/sh\nexec ${process.execPath} ${MXC_BIN} "$@"\n`, {
+      mode: 0o755,
+    });
+    secrets = {
+      api: join(dir, 'api-token'),
+      agent: join(dir, 'agent-token'),
+      dbpw: join(dir, 'db-password'),
+    };
+    await writeFile(secrets.api, `api-${randomBytes(12).toString('hex')}\n`);
+    await writeFile(secrets.agent, `join-${randomBytes(12).toString('hex')}\n`);
+    await writeFile(secrets.dbpw, `pw'"${randomBytes(6).toString('hex')}\n`);
+  });
+
+  afterAll(async () => {
+    for (const d of daemons.reverse()) await d.stop();
+    await admin(async (c) => {
+      await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await c.query(`DROP ROLE IF EXISTS ${role}`);
+    }).catch(() => {});
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a hypervisor mxc does not run, at evaluation', async () => {
+    await expect(
+      evaluate(
+        `{ ... }: { services.mxc.agent = { enable = true; package = ${fakePackage()}; hypervisor = "firecracker"; }; }`,
+      ),
+    ).rejects.toThrow(/option `services\.mxc\.agent\.hypervisor' is not of type `value "qemu"/);
+  });
+
+  it('deploys PostgreSQL, a coordinator and an agent; a job runs', async () => {
+    const coordinatorConfig = (extra = '') => `{ ... }: {
+      networking.hostName = "nixos-host";
+      services.mxc.postgres = {
+        enable = true;
+        databases = [ ${nixString(dbName)} ];
+        users.${role} = { passwordFile = ${nixString(secrets.dbpw)}; databases = [ ${nixString(dbName)} ]; };
+        allowedNetworks = [ "10.0.0.0/24" ];
+      };
+      services.mxc.coordinator = {
+        enable = true;
+        package = ${fakePackage()};
+        port = 0;
+        listenAddress = "127.0.0.1";
+        openFirewall = true;
+        database = { host = "127.0.0.1"; name = ${nixString(dbName)}; user = ${nixString(role)}; passwordFile = ${nixString(secrets.dbpw)}; };
+        apiTokenFile = ${nixString(secrets.api)};
+        agentTokenFile = ${nixString(secrets.agent)};
+        schedulerStrategy = "pack";
+        heartbeatTtl = 20;
+      };
+      ${extra}
+    }`;
+    const first = await evaluate(coordinatorConfig());
+
+    // What the modules declare: hardening, secrets only as credentials, the user, the firewall, PostgreSQL.
+    const c = first.services['mxc-coordinator']!;
+    expect(c.serviceConfig).toMatchObject({
+      User: 'mxc',
+      StateDirectory: 'mxc',
+      ProtectSystem: 'strict',
+      NoNewPrivileges: true,
+      PrivateTmp: true,
+      Restart: 'on-failure',
+    });
+    expect(c.serviceConfig.LoadCredential).toEqual([
+      `api-token:${secrets.api}`,
+      `agent-token:${secrets.agent}`,
+      `database-password:${secrets.dbpw}`,
+    ]);
+    const unitText = JSON.stringify(first);
+    for (const f of Object.values(secrets))
+      expect(unitText).not.toContain((await readFile(f, 'utf8')).trim());
+    expect(c.after).toContain('postgresql.service');
+    expect(first.users.mxc).toMatchObject({ isSystemUser: true, group: 'mxc' });
+    expect(first.firewall).toEqual([0]);
+    expect(first.postgresql).toMatchObject({ enable: true, enableTCPIP: true, ensureDatabases: [dbName] });
+    expect(first.postgresql.authentication).toBe(`host ${dbName} ${role} 10.0.0.0/24 scram-sha-256\n`);
+
+    // PostgreSQL: NixOS's ensureDatabases/ensureUsers, then the module's postStart with its credentials.
+    await admin(async (a) => {
+      await a.query(`CREATE DATABASE ${dbName}`);
+      await a.query(`CREATE ROLE ${role}`);
+    });
+    const pgUnit = await prepare('postgresql', first.services.postgresql!);
+    const u = new URL(PG_ADMIN_URL);
+    await execa('bash', ['-euo', 'pipefail', '-c', first.services.postgresql!.postStart], {
+      env: { ...pgUnit.env, PGHOST: u.hostname, PGPORT: u.port || '5432', PGUSER: u.username || 'postgres' },
+    });
+    const [roleRow] = await admin((a) =>
+      a
+        .query(
+          `SELECT rolcanlogin, rolpassword LIKE 'SCRAM-SHA-256$%' AS scram,
+             has_database_privilege($1, $2, 'CREATE') AS db_create FROM pg_authid WHERE rolname = $1`,
+          [role, dbName],
+        )
+        .then((r) => r.rows),
+    );
+    expect(roleRow).toEqual({ rolcanlogin: true, scram: true, db_create: true });
+
+    // The coordinator, as systemd would start it, migrates and serves as that (non-superuser) role.
+    const cu = await prepare('mxc-coordinator', c);
+    expect(basename(cu.argv[0]!)).toBe('mxc');
+    expect(cu.env.DATABASE_PASSWORD_FILE).toBe(join(cu.creds, 'database-password'));
+    const coordinator = startDaemon(cu.argv[0]!, cu.argv.slice(1), cu.env, { cwd: cu.cwd });
+    daemons.push(coordinator);
+    const url = await listeningUrl(coordinator);
+    const apiToken = (await readFile(secrets.api, 'utf8')).trim();
+    expect((await fetch(`${url}/api/nodes`)).status).toBe(401);
+    expect(
+      (await fetch(`${url}/api/nodes`, { headers: { authorization: `Bearer ${apiToken}` } })).status,
+    ).toBe(200);
+    const tables = await admin(
+      (a) => a.query(`SELECT tableowner FROM pg_tables WHERE tablename = 'nodes'`).then((r) => r.rows),
+      dbName,
+    );
+    expect(tables).toEqual([{ tableowner: role }]);
+
+    // The agent, configured with the coordinator's URL now known.
+    const second = await evaluate(
+      coordinatorConfig(`services.mxc.agent = {
+        enable = true;
+        package = ${fakePackage()};
+        coordinators = [ ${nixString(url)} ];
+        tokenFile = ${nixString(secrets.agent)};
+        stateDir = ${nixString(join(dir, 'agent-state'))};
+        attributes = { rack = "a1"; };
+        microvm.enable = false;
+        extraEnvironment.MXC_AGENT_STORE_ROOT = ${nixString(join(dir, 'agent-store'))};
+      };`),
+    );
+    const au = await prepare('mxc-agent', second.services['mxc-agent']!);
+    expect(second.services['mxc-agent']!.serviceConfig.ExecStart).toBe(
+      `${pkg}/bin/mxc agent --attr 'rack=a1'`,
+    );
+    expect(au.env).toMatchObject({
+      MXC_AGENT_NAME: 'nixos-host',
+      MXC_AGENT_CPU: '0',
+      MXC_HYPERVISOR: 'none',
+    });
+    const agent = startDaemon(au.argv[0]!, au.argv.slice(1), au.env, { cwd: au.cwd });
+    daemons.push(agent);
+    await agent.waitFor((l) => l.msg === 'joined coordinator', 'the agent joining');
+    const joinToken = (await readFile(secrets.agent, 'utf8')).trim();
+    for (const d of [coordinator, agent]) {
+      // The wrapper's exec keeps the pid: this is the node process itself.
+      expect(await readFile(`/proc/${d.proc.pid}/cmdline`, 'utf8')).not.toContain(joinToken);
+    }
+
+    // A job runs on it.
+    const build = await execa('nix-build', [
+      '--option',
+      'substituters',
+      '',
+      repoPath('examples', 'hello_world'),
+      '--no-out-link',
+    ]);
+    const submit = await execa(process.execPath, [MXC_BIN, 'submit', '--wait', '--timeout', '60'], {
+      env: { MXC_COORDINATOR: url, MXC_API_TOKEN_FILE: secrets.api },
+      input: build.stdout,
+      reject: false,
+      cwd: repoPath(),
+    });
+    expect(submit.stdout).toMatch(/running\s+on nixos-host/);
+    expect(submit.exitCode).toBe(0);
+  }, 180_000);
+});
