@@ -18,6 +18,8 @@ import { admitNode } from './node-identity.js';
 import { type ClusterSnapshot, clusterSnapshot, retryOnConflict, schedulePass } from './placement.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
 import { advanceRollouts, startRollout } from './rollout.js';
+import type { OutboxMessage } from './store/agent-commands.js';
+import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
 import * as coordinatorsStore from './store/coordinators.js';
 import type { Db, Queryable } from './store/db.js';
@@ -97,8 +99,21 @@ export class Coordinator {
           });
       }, this.tickMs),
     );
+    // Outbox: NOTIFY wakes us when a command for one of our agents is queued; polling covers a lost one.
+    void this.db
+      .listen(commands.COMMANDS_CHANNEL, (nodeId) => {
+        if (this.sessions.has(nodeId)) void this.drainCommands();
+      })
+      .then((unlisten) => {
+        if (this.closed) void unlisten();
+        else this.unlistenCommands = unlisten;
+      })
+      .catch((err) => this.log.warn({ err }, 'LISTEN for agent commands failed; polling only'));
+    this.timers.push(setInterval(() => void this.drainCommands(), 1000));
     this.requestEvaluation();
   }
+
+  private unlistenCommands: (() => Promise<void>) | null = null;
 
   /** Gives agents one TTL before any liveness verdict (Nomad's failover heartbeat TTL). */
   private grace(why: string) {
@@ -114,6 +129,8 @@ export class Coordinator {
     this.sessions.clear();
     await this.evaluating;
     await this.rolloutRunning;
+    await this.draining;
+    await this.unlistenCommands?.().catch(() => {});
     await this.flushSeen().catch(() => {});
     await coordinatorsStore.removeCoordinator(this.db, this.opts.id).catch(() => {});
   }
@@ -230,8 +247,7 @@ export class Coordinator {
   private dispatchStops(ws: wl.WorkloadRow[]) {
     for (const w of ws) {
       this.emit({ kind: 'workload', id: w.id, status: 'stopping' });
-      if (w.node_id)
-        this.sessions.get(w.node_id)?.send({ type: 'stop', workload_id: w.id, reason: 'stop requested' });
+      if (w.node_id) this.deliver(w.node_id, { type: 'stop', workload_id: w.id, reason: 'stop requested' });
     }
   }
 
@@ -246,7 +262,7 @@ export class Coordinator {
         strategy: this.opts.strategy,
         closureOf: this.opts.closureOf,
         specOf: (jobId, version) => this.specOf(jobId, version),
-        sessionOf: (nodeId) => this.sessions.get(nodeId),
+        sessionOf: (nodeId) => this.remoteSession(nodeId),
       },
       idOrKey,
       body,
@@ -340,7 +356,7 @@ export class Coordinator {
   async undrainNode(idOrName: string): Promise<nodes.NodeRow> {
     const node = await nodes.getNode(this.db, idOrName);
     if (!node) throw errors.notFound('node', idOrName);
-    const status = this.sessions.has(node.id) ? 'ready' : 'down';
+    const status = (await this.connectedNodeIds()).has(node.id) ? 'ready' : 'down';
     const row = (await nodes.setNodeStatus(this.db, node.id, status))!;
     this.emit({ kind: 'node', id: node.id, status });
     this.requestEvaluation();
@@ -392,9 +408,93 @@ export class Coordinator {
     return clusterSnapshot(q);
   }
 
+  // ---------------------------------------------------------------- command delivery
+
+  /**
+   * Sends a command to an agent wherever it is connected: over our own socket when we hold it, else
+   * through the outbox, which the holder takes when NOTIFY wakes it or at its next poll.
+   */
+  private deliver(nodeId: string, msg: OutboxMessage) {
+    const session = this.sessions.get(nodeId);
+    if (session) {
+      if (msg.type === 'start_ref') {
+        void wl.getWorkload(this.db, msg.workload_id).then((w) => {
+          if (w && w.node_id === nodeId && w.status === 'starting') this.sendStart(nodeId, w);
+        });
+      } else session.send(msg);
+      return;
+    }
+    void commands
+      .enqueueCommand(this.db, nodeId, msg)
+      .catch((err) =>
+        this.log.error({ err, node: nodeId }, 'could not queue a command; it is repaired on reconnect'),
+      );
+  }
+
+  /** A session-like handle that reaches the agent wherever it is connected (for pre-warm). */
+  private remoteSession(nodeId: string): AgentSession {
+    return {
+      send: (m) => {
+        if (m.type === 'stop' || m.type === 'prewarm') this.deliver(nodeId, m);
+      },
+      close: () => {},
+    };
+  }
+
+  private draining: Promise<void> | null = null;
+  private drainAgain = false;
+
+  /** Takes the outbox commands for the agents whose sockets we hold (coalesced) and sends them. */
+  drainCommands(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.draining) {
+      this.drainAgain = true;
+      return this.draining;
+    }
+    this.draining = (async () => {
+      try {
+        do {
+          this.drainAgain = false;
+          await this.drainOnce();
+        } while (this.drainAgain && !this.closed);
+      } catch (err) {
+        this.log.warn({ err }, 'taking queued agent commands failed; retried at the next poll');
+      } finally {
+        this.draining = null;
+      }
+    })();
+    return this.draining;
+  }
+
+  private async drainOnce() {
+    const held = [...this.sessions].flatMap(([nodeId, session]) => {
+      const epoch = this.sessionEpochs.get(session);
+      return epoch === undefined ? [] : [{ nodeId, epoch }];
+    });
+    if (held.length === 0) return;
+    for (;;) {
+      const rows = await commands.takeCommands(this.db, this.opts.id, held);
+      for (const r of rows) {
+        const session = this.sessions.get(r.node_id);
+        if (!session) continue; // gone meanwhile: reconcile on its reconnect repairs it
+        if (r.message.type === 'start_ref') {
+          const w = await wl.getWorkload(this.db, r.message.workload_id);
+          if (w && w.node_id === r.node_id && w.status === 'starting') this.sendStart(r.node_id, w);
+        } else session.send(r.message);
+      }
+      if (rows.length < 1000) return;
+    }
+  }
+
   private sendStart(nodeId: string, w: wl.WorkloadRow) {
     const session = this.sessions.get(nodeId);
-    if (!session) return; // sent again when the agent reconnects
+    if (!session) {
+      // Another coordinator holds the socket (or nobody: then reconcile on reconnect sends it).
+      void commands
+        .enqueueCommand(this.db, nodeId, { type: 'start_ref', workload_id: w.id })
+        .catch((err) => this.log.error({ err, workload: w.id }, 'could not queue a start'));
+      return;
+    }
     void this.specOf(w.job_id, w.job_version)
       .then((spec) => {
         if (spec)
@@ -449,17 +549,32 @@ export class Coordinator {
     });
     this.log.info({ node: node.name, id: node.id }, 'agent connected');
     await reconcileAgent(this.agentDeps, node, hello.running);
+    // What other coordinators queued while the agent was away or connected elsewhere.
+    void this.drainCommands();
     this.emit({ kind: 'node', id: node.id, status: node.status });
     this.requestEvaluation();
     return node.id;
   }
 
   /** A message from a connected agent. */
-  async agentMessage(nodeId: string, msg: AgentMessage): Promise<void> {
+  async agentMessage(nodeId: string, msg: AgentMessage, session?: AgentSession): Promise<void> {
+    if (msg.type === 'heartbeat') {
+      this.markSeen(nodeId);
+      return;
+    }
+    // Fencing: reports over a socket whose ownership epoch is no longer current (the agent has since
+    // said hello to another coordinator) are stale; drop them and end that socket.
+    const epoch = session ? this.sessionEpochs.get(session) : undefined;
+    if (
+      session &&
+      (epoch === undefined || !(await nodes.holdsSession(this.db, nodeId, this.opts.id, epoch)))
+    ) {
+      this.log.warn({ node: nodeId, type: msg.type }, 'dropped a report from a superseded connection');
+      session.close(4409, 'superseded by a newer connection of this node');
+      return;
+    }
     this.markSeen(nodeId);
     switch (msg.type) {
-      case 'heartbeat':
-        return;
       case 'hello':
         throw errors.badRequest('hello sent twice on one connection');
       case 'store_paths':
@@ -499,7 +614,9 @@ export class Coordinator {
   }
 
   agentDisconnected(nodeId: string, session: AgentSession): void {
+    const epoch = this.sessionEpochs.get(session);
     this.sessionEpochs.delete(session);
+    if (epoch !== undefined) void nodes.releaseSession(this.db, nodeId, this.opts.id, epoch).catch(() => {});
     if (this.sessions.get(nodeId) === session) {
       this.sessions.delete(nodeId);
       // What we heard last is written now, so the leader's clock starts from the real last heartbeat.
@@ -514,6 +631,13 @@ export class Coordinator {
 
   isConnected(nodeId: string): boolean {
     return this.sessions.has(nodeId);
+  }
+
+  /** Nodes connected to any live coordinator (ours, or held by another per node_sessions). */
+  async connectedNodeIds(): Promise<Set<string>> {
+    const held = await nodes.heldNodeIds(this.db, this.coordinatorDeadMs);
+    for (const id of this.sessions.keys()) held.add(id);
+    return held;
   }
 
   private markSeen(nodeId: string) {

@@ -139,6 +139,29 @@ export async function claimSession(q: Queryable, nodeId: string, coordinatorId: 
   return rows[0]!.conn_epoch;
 }
 
+/** The socket closed: the claim is cleared unless a newer connection took it meanwhile. */
+export async function releaseSession(
+  q: Queryable,
+  nodeId: string,
+  coordinatorId: string,
+  epoch: number,
+): Promise<void> {
+  await q.query(
+    'UPDATE node_sessions SET coordinator_id = NULL WHERE node_id = $1 AND coordinator_id = $2 AND conn_epoch = $3',
+    [nodeId, coordinatorId, epoch],
+  );
+}
+
+/** Nodes whose socket a live coordinator (seen within `withinMs`) holds. */
+export async function heldNodeIds(q: Queryable, withinMs: number): Promise<Set<string>> {
+  const rows = await q.query<{ node_id: string }>(
+    `SELECT s.node_id FROM node_sessions s JOIN mxc_coordinators c ON c.id = s.coordinator_id
+     WHERE c.last_seen_at > now() - $1 * interval '1 millisecond'`,
+    [withinMs],
+  );
+  return new Set(rows.map((r) => r.node_id));
+}
+
 /** Whether `coordinatorId` still holds the node's socket at `epoch`. */
 export async function holdsSession(
   q: Queryable,

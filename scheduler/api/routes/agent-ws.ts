@@ -96,7 +96,7 @@ export async function agentSocketRoutes(
               }
               return;
             }
-            await coordinator.agentMessage(nodeId, msg);
+            await coordinator.agentMessage(nodeId, msg, session);
           } catch (err) {
             if (err instanceof MxcError)
               session.send({ type: 'error', code: err.code, message: err.message });

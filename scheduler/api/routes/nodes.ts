@@ -9,10 +9,15 @@ import * as wl from '../../store/workloads.js';
 export async function nodeRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;
   const present = async (rows: nodes.NodeRow[]) => {
-    const [usage, paths] = await Promise.all([wl.usageByNode(db), closures.nodePathCounts(db)]);
+    const [usage, paths, connected] = await Promise.all([
+      wl.usageByNode(db),
+      closures.nodePathCounts(db),
+      coordinator.connectedNodeIds(),
+    ]);
     return rows.map((n) => ({
       ...n,
-      connected: coordinator.isConnected(n.id),
+      // Connected to any live coordinator, not only the one answering.
+      connected: connected.has(n.id),
       used: usage.get(n.id) ?? { cpu: 0, memory_mb: 0, disk_mb: 0 },
       store: { paths: paths.get(n.id) ?? 0 },
     }));

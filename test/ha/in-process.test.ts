@@ -1,0 +1,140 @@
+/**
+ * High availability, in one process on one PostgreSQL database: commands decided on one coordinator
+ * reach an agent connected to another (outbox + NOTIFY), a stale socket holder is fenced out, a
+ * deposed leader's fenced write fails, and an event-loop stall never marks a healthy agent down.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
+import { openPostgres } from '../../scheduler/store/db.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { testLogger } from '../helpers/logger.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const f of cleanup.reverse()) await f().catch(() => {});
+});
+
+const status = async (c: TestCoordinator, id: string) =>
+  (await c.api('GET', `/api/workloads/${id}`)).body.data?.status as string | undefined;
+
+describe('two coordinators on one database', () => {
+  it('deliver starts and stops decided on one to an agent connected to the other', async () => {
+    const { url: databaseUrl, name } = await createPostgresDb();
+    cleanup.push(() => dropPostgresDb(name));
+    const a = await startTestCoordinator('postgres', { databaseUrl, heartbeatTtlMs: 3000 });
+    cleanup.push(() => a.stop());
+    const b = await startTestCoordinator('postgres', { databaseUrl, heartbeatTtlMs: 3000 });
+    cleanup.push(() => b.stop());
+    const st = (await a.api('GET', '/api/cluster/status')).body.data;
+    expect(st.leader).toBe(a.coordinator.opts.id);
+    expect(st.coordinators.map((c: { id: string }) => c.id).sort()).toEqual(
+      [a.coordinator.opts.id, b.coordinator.opts.id].sort(),
+    );
+
+    // The agent's socket is on b; the job is submitted (and placed) through a.
+    const p1 = await new ProtocolAgent({ url: b.url, name: 'p1' }).connect();
+    cleanup.push(async () => p1.close());
+    const sub = await a.coordinator.submitJob(plainJob({ name: 'remote', instances: 1 }));
+    const id = sub.workloads[0]!;
+    await p1.waitFor((m) => m.type === 'start' && m.workload.id === id, 5000);
+    await eventually(async () => (await status(a, id)) === 'running', 5000, 'running');
+    const n = (await a.api('GET', `/api/nodes/${p1.nodeId}`)).body.data;
+    expect(n.connected).toBe(true); // a knows b holds the socket
+
+    // A stop through a reaches the agent through b.
+    expect((await a.api('POST', `/api/workloads/${id}/stop`)).status).toBe(200);
+    await p1.waitFor((m) => m.type === 'stop' && m.workload_id === id, 5000);
+    await eventually(async () => (await status(a, id)) === 'stopped', 5000, 'stopped');
+
+    // The leader (a) never blames p1, whose heartbeats b hears, for two TTLs.
+    const until = Date.now() + 6000;
+    while (Date.now() < until) {
+      expect((await a.api('GET', `/api/nodes/${p1.nodeId}`)).body.data.status).toBe('ready');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+
+    // Silent for real: the leader declares it down within about a TTL.
+    p1.stopHeartbeats();
+    const silentAt = Date.now();
+    await eventually(
+      async () => (await a.api('GET', `/api/nodes/${p1.nodeId}`)).body.data.status === 'down',
+      10_000,
+      'p1 down',
+    );
+    const detected = Date.now() - silentAt - 3000;
+    console.log(`dead agent detected at TTL + ${detected} ms (heartbeat every 1000 ms)`);
+    expect(detected).toBeLessThan(2000);
+  });
+
+  it('fences a stale socket holder: reports over the superseded connection are dropped', async () => {
+    const { url: databaseUrl, name } = await createPostgresDb();
+    cleanup.push(() => dropPostgresDb(name));
+    const a = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => a.stop());
+    const b = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => b.stop());
+    const old = await new ProtocolAgent({ url: a.url, name: 'moving', autoRun: false }).connect();
+    cleanup.push(async () => old.close());
+    const sub = await a.coordinator.submitJob(plainJob({ name: 'fenced', instances: 1 }));
+    const id = sub.workloads[0]!;
+    await old.waitFor((m) => m.type === 'start', 5000);
+    // The agent says hello to b (a newer epoch) while its old socket on a is still open.
+    const moved = await new ProtocolAgent({ url: b.url, name: 'moving', autoRun: false }).connect([id]);
+    cleanup.push(async () => moved.close());
+    const closed = new Promise<number>((r) => old.ws.once('close', (code) => r(code)));
+    old.send({ type: 'workload_status', workload_id: id, status: 'failed', reason: 'stale' });
+    expect(await closed).toBe(4409);
+    expect(await status(a, id)).not.toBe('failed');
+  });
+});
+
+it('a deposed leader fails its fenced write, and a clean stop hands the lease over at once', async () => {
+  const { url, name } = await createPostgresDb();
+  cleanup.push(() => dropPostgresDb(name));
+  const db = await openPostgres(url);
+  cleanup.push(() => db.close());
+  const t = leaseTimings(60_000);
+  const l1 = new LeaderLease(db, 'one', t, testLogger());
+  const l2 = new LeaderLease(db, 'two', t, testLogger());
+  cleanup.push(
+    () => l1.stop(),
+    () => l2.stop(),
+  );
+  await l1.start();
+  await l2.start();
+  expect([l1.isLeader(), l2.isLeader()]).toEqual([true, false]);
+  // One's lease runs out while it is frozen (its own clock has not noticed yet); two takes over.
+  await db.query(`UPDATE mxc_leader SET expires_at = clock_timestamp() - interval '1 second'`);
+  await l2.cycle();
+  expect(l2.isLeader()).toBe(true);
+  expect(l1.isLeader()).toBe(true); // it still believes it leads ...
+  await expect(db.tx((q) => l1.fence(q))).rejects.toMatchObject({ code: 'NOT_LEADER' });
+  expect(l1.isLeader()).toBe(false); // ... until its first fenced write fails: it steps down
+  await db.tx((q) => l2.fence(q));
+  // A clean stop releases the lease and NOTIFYs: one takes over without waiting for expiry.
+  const elected = new Promise((r) => l1.events.once('elected', r));
+  const stoppedAt = Date.now();
+  await l2.stop();
+  await elected;
+  expect(Date.now() - stoppedAt).toBeLessThan(1000);
+});
+
+it('an event-loop stall longer than the TTL marks no healthy agent down', async () => {
+  const c = await startTestCoordinator('postgres', { heartbeatTtlMs: 1000 });
+  cleanup.push(() => c.stop());
+  const p = await new ProtocolAgent({ url: c.url, name: 'patient' }).connect();
+  cleanup.push(async () => p.close());
+  // Past the start-up grace, so only the stall's grace can save the node.
+  await new Promise((r) => setTimeout(r, 1500));
+  const end = Date.now() + 3000;
+  while (Date.now() < end) {
+    // a synchronous stall: no timer, no socket read, no flush
+  }
+  const until = Date.now() + 2500;
+  while (Date.now() < until) {
+    expect((await c.api('GET', `/api/nodes/${p.nodeId}`)).body.data.status).toBe('ready');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+});
