@@ -243,6 +243,12 @@ example(
   'npx mxc jobs stop hello_world',
 ).action(lazy(jobs, 'stop'));
 example(
+  client(jb.command('endpoints <id>')).description(
+    'service discovery: the job’s running (and healthy) instances with host and named ports',
+  ),
+  'npx mxc jobs endpoints devcluster/www-data/devel/web',
+).action(lazy(jobs, 'endpoints'));
+example(
   client(jb.command('versions <id>')).description('every submitted version of a job'),
   'npx mxc jobs versions hello_world',
 ).action(lazy(jobs, 'versions'));

@@ -107,6 +107,23 @@ export const JobUpdate = z.object({
 /** `GET /api/jobs/:id`: the job with its workloads and latest update. */
 export const JobDetail = JobWithSpec.extend({ workloads: z.array(Workload), update: JobUpdate.nullable() });
 
+/** One serving instance of a job, for service discovery (`GET /api/jobs/:id/endpoints`). */
+export const InstanceEndpoint = z.object({
+  instance: z.number().int(),
+  workload_id: z.string(),
+  node: z.string(),
+  host: z.string().describe("the node's `host` attribute, else its name"),
+  primary_port: z.number().int().nullable().describe("the announcer's primary port"),
+  ports: z.record(z.string(), z.number().int()).describe('named ports, portmap aliases included'),
+});
+
+/** `GET /api/jobs/:id/endpoints`: the job's running (and, with a health check, healthy) instances. */
+export const JobEndpoints = z.object({
+  job: z.string(),
+  primary_port: z.string().nullable(),
+  instances: z.array(InstanceEndpoint),
+});
+
 /** `GET /api/workloads/:id`: the workload with its history. */
 export const WorkloadDetail = Workload.extend({ events: z.array(WorkloadEvent) });
 

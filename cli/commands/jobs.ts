@@ -1,4 +1,4 @@
-/** `mxc jobs list|show|stop|versions`. */
+/** `mxc jobs list|show|stop|versions|endpoints`. */
 import type { z } from 'zod';
 import type * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
@@ -10,6 +10,26 @@ interface Opts extends ClientOptions {
 
 type JobView = z.infer<typeof api.JobWithSpec>;
 type JobDetail = z.infer<typeof api.JobDetail>;
+type JobEndpoints = z.infer<typeof api.JobEndpoints>;
+
+/** Service discovery: the job's serving instances with host and named ports. */
+export async function endpoints(id: string, opts: Opts) {
+  const e = await new ApiClient(opts).get<JobEndpoints>(`/api/jobs/${encodeURIComponent(id)}/endpoints`);
+  if (opts.json) return printJson(e);
+  printTable(
+    ['instance', 'host', 'primary', 'ports', 'node', 'workload'],
+    e.instances.map((i) => [
+      String(i.instance),
+      i.host,
+      i.primary_port === null ? '-' : `${i.host}:${i.primary_port}`,
+      Object.entries(i.ports)
+        .map(([n, p]) => `${n}=${p}`)
+        .join(' ') || '-',
+      i.node,
+      i.workload_id,
+    ]),
+  );
+}
 
 export async function list(opts: Opts) {
   const rows = await new ApiClient(opts).get<JobView[]>('/api/jobs');

@@ -93,6 +93,10 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
     expect(list.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[id, 'running']]);
     const nodes = JSON.parse((await mxc(['nodes', 'list', '--json'], { env })).stdout);
     expect(nodes[0]).toMatchObject({ name: `e2e-${engine}`, status: 'ready', connected: true });
+    // Service discovery: the running instance, where it runs (hello_world announces no ports).
+    const ep = await mxc(['jobs', 'endpoints', 'devcluster/www-data/devel/hello_world'], { env });
+    expect(ep.exitCode).toBe(0);
+    expect(ep.stdout).toMatch(new RegExp(`^0\\s+e2e-${engine}\\s+-\\s+-\\s+e2e-${engine}\\s+${id}$`, 'm'));
     // The agent told the coordinator what its store holds: at least this closure.
     expect(nodes[0].store.paths).toBeGreaterThanOrEqual(2);
 

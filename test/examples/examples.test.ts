@@ -120,7 +120,7 @@ describe('examples on a real coordinator and agent', () => {
     const spec = await buildExample('web');
     // The example's own check is short enough to wait for: first probe after 2 s.
     expect(spec.health_check_config).toMatchObject({ initial_interval_secs: 2, endpoint: '/health' });
-    const { workloads } = await deploy(spec);
+    const { jobId, workloads } = await deploy(spec);
     expect(workloads).toHaveLength(1);
     const id = workloads[0]!;
     const w = await waitStatus(id, 'running');
@@ -152,6 +152,24 @@ describe('examples on a real coordinator and agent', () => {
       return w.health === 'healthy' ? w : null;
     });
     expect(after.status).toBe('running');
+
+    // Service discovery (Aurora's Announcer): the healthy instance with its host and named ports.
+    const ep = await cl.c.api<{ data: unknown }>('GET', `/api/jobs/${jobId}/endpoints`, undefined, AUTH);
+    expect(ep.status).toBe(200);
+    expect(ep.body.data).toEqual({
+      job: 'devcluster/www-data/devel/web',
+      primary_port: 'http',
+      instances: [
+        {
+          instance: 0,
+          workload_id: id,
+          node: 'examples',
+          host: 'examples',
+          primary_port: port,
+          ports: { http: port },
+        },
+      ],
+    });
 
     await stopWorkload(id);
     await waitStatus(id, 'stopped');

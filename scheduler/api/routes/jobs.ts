@@ -1,9 +1,11 @@
 /** `/api/jobs`: submit (create or replace), list, show, versions, stop. */
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../../coordinator.js';
+import { jobEndpoints } from '../../core/endpoints.js';
 import { errors } from '../../errors.js';
 import * as closures from '../../store/closures.js';
 import * as jobs from '../../store/jobs.js';
+import * as nodesStore from '../../store/nodes.js';
 import * as updates from '../../store/updates.js';
 import * as wl from '../../store/workloads.js';
 import { presentWorkloads } from '../views.js';
@@ -30,6 +32,27 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     const workloads = await presentWorkloads(db, await wl.listWorkloads(db, { jobId: job.id, limit: 1000 }));
     const [update] = await updates.listUpdates(db, job.id);
     return { data: { ...job, spec: v?.spec, workloads, update: update ?? null } };
+  });
+
+  // Service discovery: the instances that serve, with host and named ports (Aurora's Announcer).
+  app.get<{ Params: { id: string } }>('/api/jobs/:id/endpoints', async (req) => {
+    const job = await jobs.getJob(db, req.params.id);
+    if (!job) throw errors.notFound('job', req.params.id);
+    const v = await jobs.getJobVersion(db, job.id, job.current_version);
+    if (!v) throw errors.notFound('job', req.params.id);
+    const ws = await wl.listWorkloads(db, { jobId: job.id, status: ['running'], limit: 10000 });
+    const nodes = new Map<string, { name: string; attributes: Record<string, string> }>();
+    for (const id of new Set(ws.map((w) => w.node_id).filter((n): n is string => n !== null))) {
+      const n = await nodesStore.getNode(db, id);
+      if (n) nodes.set(n.id, { name: n.name, attributes: n.capabilities.attributes ?? {} });
+    }
+    return {
+      data: {
+        job: job.key,
+        primary_port: v.spec.announce?.primary_port ?? null,
+        instances: jobEndpoints(v.spec, ws, nodes),
+      },
+    };
   });
 
   app.get<{ Params: { id: string } }>('/api/jobs/:id/versions', async (req) => {
