@@ -200,11 +200,15 @@ export class CoordinatorConnection {
     this.pendingLogs.clear();
   }
 
-  /** Stops reconnecting, sends what logs are pending and closes the socket. */
-  close(): void {
+  /**
+   * Stops reconnecting, sends what logs are pending and closes the socket. With `goodbye` (the agent
+   * stops its workloads) it says so first, so the coordinator replaces them at once.
+   */
+  close(opts: { goodbye?: boolean } = {}): void {
     this.closed = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.flushLogs();
+    if (opts.goodbye && this.ws?.readyState === WebSocket.OPEN) this.send({ type: 'goodbye' });
     if (this.heartbeat) clearInterval(this.heartbeat);
     const ws = this.ws;
     this.ws = null;

@@ -207,11 +207,12 @@ export class Agent {
 
   /**
    * Leaves the cluster. The connection closes first, so the coordinator does not record the workloads
-   * as stopped by request: it sees them lost (after reconnect or the TTL) and reschedules them.
+   * as stopped by request; when they are stopped, a goodbye tells it to reschedule them now (else it
+   * sees them lost after reconnect or the TTL).
    */
   async close(opts: { stopWorkloads?: boolean } = {}): Promise<void> {
     this.housekeeping?.stop();
-    this.conn.close();
+    this.conn.close({ goodbye: opts.stopWorkloads !== false });
     if (opts.stopWorkloads !== false) await this.stopAll();
   }
 }

@@ -175,7 +175,8 @@ program
 const wl = program.command('workloads').alias('wl').description('workloads (placed instances of jobs)');
 example(
   client(wl.command('list'))
-    .description('list workloads')
+    .description('list live workloads (pending, starting, running, stopping); --all for history too')
+    .option('-a, --all', 'ended workloads too (stopped, failed, lost)')
     .option('--status <s,...>', 'filter by status')
     .option('--job <job>', 'filter by job id or key')
     .option('--node <node>', 'filter by node id or name'),

@@ -603,6 +603,9 @@ export class Coordinator {
         );
         return;
       }
+      case 'goodbye':
+        await this.agentLeft(nodeId);
+        return;
       case 'logs': {
         const w = await wl.getWorkload(this.db, msg.workload_id);
         if (!w || w.node_id !== nodeId) return;
@@ -611,6 +614,20 @@ export class Coordinator {
         return;
       }
     }
+  }
+
+  /** A clean stop of an agent: its node is down and its workloads are replaced now, not after the TTL. */
+  private async agentLeft(nodeId: string): Promise<void> {
+    const node = await nodes.getNode(this.db, nodeId);
+    if (!node) return;
+    const lost = await this.db.tx(async (q) => {
+      await nodes.setNodeStatus(q, node.id, 'down');
+      return loseNodeWorkloads(q, node, `agent ${node.name} shut down`);
+    });
+    this.log.info({ node: node.name, replaced: lost.length }, 'agent said goodbye');
+    this.emit({ kind: 'node', id: node.id, status: 'down' });
+    for (const w of lost) this.emit({ kind: 'workload', id: w.id, status: 'lost' });
+    this.requestEvaluation();
   }
 
   agentDisconnected(nodeId: string, session: AgentSession): void {

@@ -112,12 +112,16 @@ export const AgentLogs = z
   .object({ type: z.literal('logs'), workload_id: z.string(), lines: z.array(LogLine).max(10000) })
   .strict();
 
+/** A clean stop: the agent is stopping its workloads, so they can be replaced now, not after the TTL. */
+export const AgentGoodbye = z.object({ type: z.literal('goodbye') }).strict();
+
 export const AgentMessage = z.discriminatedUnion('type', [
   AgentHello,
   AgentHeartbeat,
   AgentWorkloadStatus,
   AgentLogs,
   AgentStorePaths,
+  AgentGoodbye,
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 

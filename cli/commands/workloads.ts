@@ -13,9 +13,13 @@ type WorkloadView = z.infer<typeof api.Workload>;
 type WorkloadDetail = z.infer<typeof api.WorkloadDetail>;
 type WorkloadEvent = z.infer<typeof api.WorkloadEvent>;
 
-export async function list(opts: Opts & { status?: string; job?: string; node?: string }) {
+/** What `workloads list` shows without `--status` or `--all`: what is alive now, not the history. */
+const LIVE = 'pending,starting,running,stopping';
+
+export async function list(opts: Opts & { status?: string; job?: string; node?: string; all?: boolean }) {
   const q = new URLSearchParams();
   if (opts.status) q.set('status', opts.status);
+  else if (!opts.all) q.set('status', LIVE);
   if (opts.job) q.set('job', opts.job);
   if (opts.node) q.set('node', opts.node);
   const rows = await new ApiClient(opts).get<WorkloadView[]>(`/api/workloads${q.size ? `?${q}` : ''}`);
