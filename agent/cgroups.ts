@@ -7,7 +7,7 @@
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Process } from '../spec/job.js';
-import type { LaunchContext, LaunchSpec } from './supervisor/cmdline.js';
+import type { LaunchContext, LaunchSpec } from './thermos/cmdline.js';
 
 /** The cgroup2 mount points listed in /proc/mounts, /sys/fs/cgroup first. */
 async function cgroup2Mounts(): Promise<string[]> {

@@ -14,7 +14,7 @@ import { prepareWorkloadRoot, removeStaleRoots } from './gc.js';
 import { Housekeeping } from './housekeeping.js';
 import { stopOrphans } from './orphans.js';
 import { initStore, realiseClosure } from './realise.js';
-import type { TaskSnapshot } from './supervisor/task-runner.js';
+import type { TaskSnapshot } from './thermos/process-executor.js';
 import { WorkloadRuns } from './workload-run.js';
 
 export { AGENT_VERSION } from './version.js';

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { signalGroup, waitGroupEmpty } from './supervisor/process-group.js';
+import { signalGroup, waitGroupEmpty } from './thermos/process-group.js';
 
 export interface RecordedPid {
   pid: number;

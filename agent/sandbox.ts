@@ -6,7 +6,7 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { run } from '../lib/exec.js';
 import type { Process } from '../spec/job.js';
-import { directArgv, type LaunchContext, type LaunchSpec } from './supervisor/cmdline.js';
+import { directArgv, type LaunchContext, type LaunchSpec } from './thermos/cmdline.js';
 
 export interface SandboxOptions {
   /** Directory containing `nix/store` (a separate store the agent realised into); default `/`, the host store. */

@@ -3,17 +3,19 @@
  * secrets) and picks the launcher — plain, store view, sandbox, cgroup-wrapped, or a microVM.
  */
 import { createServer } from 'node:net';
+import os from 'node:os';
 import { join } from 'node:path';
 import { closureOf } from '../lib/nix.js';
-import type { Process } from '../spec/job.js';
+import { expandBindings } from '../spec/bindings.js';
+import type { Process, Task } from '../spec/job.js';
 import type { LogLine, WorkloadAssignment } from '../spec/messages.js';
 import { cgroupLaunch, createWorkloadCgroup } from './cgroups.js';
 import type { AgentOptions } from './daemon.js';
 import { writePids } from './orphans.js';
 import { bubblewrapUsable, hostLaunch, sandboxLaunch } from './sandbox.js';
 import { provideSecrets } from './secrets.js';
-import { type LaunchContext, type LaunchSpec, plainLaunch } from './supervisor/cmdline.js';
-import { TaskRunner, type TaskSnapshot } from './supervisor/task-runner.js';
+import { type LaunchContext, type LaunchSpec, plainLaunch } from './thermos/cmdline.js';
+import { TaskRunner, type TaskSnapshot } from './thermos/process-executor.js';
 import type { Running } from './workload-run.js';
 
 /** The environment every process of the workload starts with; provides its secrets on the way. */
@@ -37,6 +39,25 @@ export async function workloadEnv(
       workDir,
       a.spec.mxc.isolation === 'microvm' ? '/work' : workDir,
     )),
+  };
+}
+
+/**
+ * The task with the Thermos bindings of its cmdlines expanded (`{{thermos.ports[http]}}` and the
+ * like, see spec/bindings.ts). Submit refused unknown ones; one that still cannot be expanded fails
+ * the start with a message naming the process and the binding.
+ */
+export function expandTask(a: WorkloadAssignment, ports: Record<string, number>): Task {
+  const values = { ports, taskId: a.id, instance: a.instance, hostname: os.hostname() };
+  return {
+    ...a.spec.task,
+    processes: a.spec.task.processes.map((p) => {
+      try {
+        return { ...p, cmdline: expandBindings(p.cmdline, values) };
+      } catch (err) {
+        throw new Error(`process ${p.name}: ${(err as Error).message}`, { cause: err });
+      }
+    }),
   };
 }
 
@@ -69,10 +90,11 @@ export async function launchWorkload(
   const grace = l.agent.gracePeriodMs ?? 5000;
   // The sandbox and the microVM expose every path of the closure, not only its roots.
   const fullClosure = async () => l.fullClosure ?? (await closureOf(closure, { store: storeRoot }));
+  const task = expandTask(a, entry.ports);
   if (a.spec.mxc.isolation === 'microvm') {
     if (!l.agent.microvm) throw new Error('this agent cannot run microVM workloads');
     const vm = await l.agent.microvm.run({
-      assignment: a,
+      assignment: { ...a, spec: { ...a.spec, task } },
       workDir: l.workDir,
       storeDir: join(storeRoot ?? '/', 'nix', 'store'),
       closure: await fullClosure(),
@@ -105,7 +127,7 @@ export async function launchWorkload(
   }
   const runner = new TaskRunner({
     workloadId: a.id,
-    task: a.spec.task,
+    task,
     workDir: l.workDir,
     env: l.env,
     launch,

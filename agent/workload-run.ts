@@ -15,7 +15,7 @@ import { type Health, HealthChecker, healthCheckPort } from './health.js';
 import { WorkloadLogStore } from './logs/log-store.js';
 import { RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
 import { removeSecrets } from './secrets.js';
-import type { TaskSnapshot } from './supervisor/task-runner.js';
+import type { TaskSnapshot } from './thermos/process-executor.js';
 import { freePort, launchWorkload, workloadEnv } from './workload-launch.js';
 
 export interface Running {

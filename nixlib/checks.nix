@@ -1,5 +1,6 @@
 # Whole-task checks that no single attribute shows: duplicate process names, order constraints
-# naming a process the task lacks, and cycles in the order graph.
+# naming a process the task lacks, cycles in the order graph, and a regular process ordered after a
+# final one (finals run at teardown only, so it could never run).
 let
   types = import ./types.nix;
   util = import ./util.nix;
@@ -57,12 +58,16 @@ rec {
     {
       names,
       orders,
+      finals ? [ ],
     }:
     value:
     let
       dups = duplicates names;
       missing = util.findFirst (n: !(elem n names)) (concatMap (o: o) orders);
       cycle = findCycle orders;
+      afterFinal = util.findFirst (e: elem e.from finals && !(elem e.to finals)) (
+        concatMap pairs orders
+      );
     in
     if dups != [ ] then
       types.fail ctx "duplicate process name ${toJSON (head dups)}"
@@ -70,6 +75,8 @@ rec {
       types.fail ctx "an order constraint names process ${toJSON missing}, which the task does not have (processes: ${join ", " names})"
     else if cycle != null then
       types.fail ctx "order constraints form a cycle: ${join " -> " cycle}"
+    else if afterFinal != null then
+      types.fail ctx "non-final process ${toJSON afterFinal.to} is ordered after final process ${toJSON afterFinal.from}; final processes run at teardown, so only final processes may follow them"
     else
       value;
 }

@@ -57,6 +57,7 @@ rec {
       checked = checks.checkTask tctx {
         names = names ++ (if clash == null then initNames else [ ]);
         inherit orders;
+        finals = map (p: p.name) (builtins.filter (p: p.final or false) procs);
       } true;
     in
     if clash != null then

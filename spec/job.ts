@@ -6,6 +6,7 @@
  * store and the agents use. Every object is strict: unknown attributes are refused.
  */
 import { z } from 'zod';
+import { bindingProblems } from './bindings.js';
 import { nextRun, parseCron } from './cron.js';
 
 /** A process name: used in file names and `nix_init_<name>`, so kept to a safe alphabet. */
@@ -227,6 +228,28 @@ export const JobSpec = AuroraJob.extend({ mxc: MxcFields.default(MxcFields.parse
           });
         }
       });
+    });
+    job.task.processes.forEach((p, i) => {
+      for (const message of bindingProblems(p.cmdline, job.mxc.ports)) {
+        ctx.addIssue({ code: 'custom', path: ['task', 'processes', i, 'cmdline'], message });
+      }
+    });
+    // Thermos runs final processes at teardown only: a regular process ordered after one could never run.
+    const byName = new Map(job.task.processes.map((p) => [p.name, p]));
+    job.task.constraints.forEach((c, i) => {
+      for (let j = 0; j + 1 < c.order.length; j++) {
+        const before = byName.get(c.order[j]!);
+        const after = byName.get(c.order[j + 1]!);
+        if (before?.final && after && !after.final) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['task', 'constraints', i, 'order', j + 1],
+            message:
+              `non-final process "${after.name}" is ordered after final process "${before.name}"; ` +
+              'final processes run at teardown, so only final processes may follow them',
+          });
+        }
+      }
     });
     const cycle = findOrderCycle(job.task.constraints.map((c) => c.order));
     if (cycle) {

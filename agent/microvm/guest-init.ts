@@ -1,6 +1,6 @@
 /**
  * The guest's /init (busybox sh): mounts the store and work shares, then acts as a dumb process
- * executor for the host, which owns the task's ordering and restart logic (task-runner.ts).
+ * executor for the host, which owns the task's ordering and restart logic (agent/thermos/machine.ts).
  * Speaks guest-protocol.ts over the serial console.
  */
 

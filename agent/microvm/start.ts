@@ -1,6 +1,6 @@
 /**
  * Runs one workload in a microVM: builds its store view and initramfs, spawns QEMU in its own
- * process group, demultiplexes the console into LogLines, drives the guest with a TaskRunner, and
+ * process group, demultiplexes the console into LogLines, drives the guest with the Thermos machine, and
  * makes sure QEMU never outlives the workload (clean poweroff, then SIGKILL to the group).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -9,13 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Task } from '../../spec/job.js';
 import type { LogLine } from '../../spec/messages.js';
+import { type ProcessView, type TaskOutcome, ThermosMachine } from '../thermos/machine.js';
 import type { MicroVmAssets } from './assets.js';
 import { guestOverlay } from './guest-files.js';
 import { formatCommand, type HostCommand, parseGuestLine } from './guest-protocol.js';
 import { detectHypervisor, QEMU } from './hypervisor.js';
 import { qemuArgs } from './qemu-args.js';
 import { buildStoreView } from './store-view.js';
-import { type ProcessReport, TaskRunner } from './task-runner.js';
 
 export interface MicroVmOptions {
   assets: MicroVmAssets;
@@ -47,7 +47,7 @@ export interface MicroVmOptions {
   accel?: 'kvm' | 'tcg';
 }
 
-export type MicroVmResult = { status: 'success' | 'failed' | 'stopped'; reason?: string };
+export type MicroVmResult = TaskOutcome;
 
 export interface MicroVmHandle {
   pid: number;
@@ -55,7 +55,7 @@ export interface MicroVmHandle {
   /** Asks the guest to stop its processes and power off; kills QEMU if it has not exited in time. */
   stop(): Promise<void>;
   /** Per-process state (for workload_status reports). */
-  processes(): ProcessReport[];
+  processes(): ProcessView[];
 }
 
 /** Margin for the guest to unmount and power off after its processes are gone. */
@@ -205,19 +205,26 @@ function supervise(
     }, ms);
   };
 
-  const runner = new TaskRunner(
+  // The guest learns of a run only when its `run` command arrives: a signal for a run it has not
+  // reported started yet is held until it has, so it cannot be lost.
+  const guestStarted = new Map<string, number>();
+  const heldSignal = new Map<string, { run: number; signal: 'TERM' | 'KILL' }>();
+  const machine = new ThermosMachine(
     o.task,
     {
       start: (process, run) => send({ kind: 'run', process, run }),
-      kill: (process, signal) => send({ kind: 'kill', process, signal }),
+      signal: (process, run, signal) => {
+        if (guestStarted.get(process) === run) send({ kind: 'kill', process, signal });
+        else heldSignal.set(process, { run, signal });
+      },
       note: (process, run, line) => log(process, 'system', run, line),
-      finish: (r) => {
+      finished: (r) => {
         result = r;
         send({ kind: 'off' });
         killAfter(SHUTDOWN_MARGIN_MS);
       },
     },
-    grace,
+    { gracePeriodMs: grace },
   );
 
   const bootTimeout = o.bootTimeoutMs ?? (accel === 'kvm' ? 20_000 : 90_000);
@@ -234,17 +241,21 @@ function supervise(
         ready = true;
         clearTimeout(bootTimer);
         log('vm', 'system', 0, 'guest ready');
-        runner.begin();
+        machine.begin();
         break;
-      case 'started':
-        runner.onStarted(ev.process, ev.run);
+      case 'started': {
+        guestStarted.set(ev.process, ev.run);
+        const held = heldSignal.get(ev.process);
+        heldSignal.delete(ev.process);
+        if (held?.run === ev.run) send({ kind: 'kill', process: ev.process, signal: held.signal });
         break;
+      }
       case 'output':
         log(ev.process, ev.stream, ev.run, ev.line);
         break;
       case 'exit':
         o.onProcessExit?.({ process: ev.process, run: ev.run, exitCode: ev.exitCode });
-        runner.onExit(ev.process, ev.run, ev.exitCode);
+        machine.exited(ev.process, ev.run, ev.exitCode);
         break;
       case 'warning':
         log('vm', 'system', 0, ev.line);
@@ -272,7 +283,7 @@ function supervise(
       if (killTimer) clearTimeout(killTimer);
       stdout.end();
       stderr.end();
-      runner.abandon();
+      machine.abandon();
       killGroup(); // anything QEMU left in its group
       const how = signal ? `signal ${signal}` : `exit code ${code}`;
       const final: MicroVmResult = result ?? {
@@ -301,12 +312,12 @@ function supervise(
       if (!ready) {
         killGroup(); // nothing has run yet; no clean shutdown to wait for
       } else {
-        runner.stop('stopped');
+        machine.stop('stopped');
         const finals = o.task.processes.some((p) => p.final) ? o.task.finalization_wait * 1000 : 0;
         killAfter(grace + finals + SHUTDOWN_MARGIN_MS);
       }
     }
     await done;
   };
-  return { pid, done, stop, processes: () => runner.states() };
+  return { pid, done, stop, processes: () => machine.view().processes };
 }

@@ -78,7 +78,7 @@ it('a crashed agent leaves no process behind, and the coordinator replaces the l
   // Crash: the agent dies at once; its process group dies with it instead of running unsupervised.
   first.kill('SIGKILL');
   await first;
-  await eventually(async () => !isAlive(pid!), 5_000, 'the crashed agent\'s processes to be gone');
+  await eventually(async () => !isAlive(pid!), 5_000, "the crashed agent's processes to be gone");
 
   const agent = await cluster.agent(name, { stateDir, storeRoot: undefined });
 

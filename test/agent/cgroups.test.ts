@@ -12,8 +12,8 @@ import {
   prepareCgroupRoot,
   removeWorkloadCgroup,
 } from '../../agent/cgroups.js';
-import { plainLaunch } from '../../agent/supervisor/cmdline.js';
-import { TaskRunner } from '../../agent/supervisor/task-runner.js';
+import { plainLaunch } from '../../agent/thermos/cmdline.js';
+import { TaskRunner } from '../../agent/thermos/process-executor.js';
 import type { LogLine } from '../../spec/messages.js';
 import { makeTask, tempDir } from './helpers.js';
 

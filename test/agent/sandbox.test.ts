@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { bubblewrapAvailable, bwrapArgs, sandboxLaunch } from '../../agent/sandbox.js';
-import { liveGroupMembers } from '../../agent/supervisor/process-group.js';
+import { liveGroupMembers } from '../../agent/thermos/process-group.js';
 import { run } from '../../lib/exec.js';
 import { NIX_OFFLINE_OPTIONS } from '../../lib/nix.js';
 import { buildScript, makeTask, sleep, tempDir } from './helpers.js';

@@ -1,6 +1,10 @@
 /** Runs a TaskRunner under test and records its log lines and snapshots. */
 
-import { TaskRunner, type TaskRunnerOptions, type TaskSnapshot } from '../../agent/supervisor/task-runner.js';
+import {
+  TaskRunner,
+  type TaskRunnerOptions,
+  type TaskSnapshot,
+} from '../../agent/thermos/process-executor.js';
 import type { LogLine } from '../../spec/messages.js';
 import { tempDir } from './helpers.js';
 

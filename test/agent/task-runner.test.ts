@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { TaskRunner } from '../../agent/supervisor/task-runner.js';
 import { makeTask } from './helpers.js';
 import { harness } from './task-runner-harness.js';
 
@@ -225,20 +224,6 @@ describe('Thermos process rules', () => {
 });
 
 describe('TaskRunner input and process handling', () => {
-  test('bad order constraints are refused with a message naming the problem', () => {
-    const base = [
-      { name: 'a', cmdline: 'true' },
-      { name: 'f', cmdline: 'true', final: true },
-    ];
-    const opts = { workloadId: 'w', workDir: '/tmp', env: {}, onLog: () => {} };
-    expect(
-      () => new TaskRunner({ ...opts, task: makeTask(base, { constraints: [{ order: ['a', 'zz'] }] }) }),
-    ).toThrow(/names process "zz", which the task does not have/);
-    expect(
-      () => new TaskRunner({ ...opts, task: makeTask(base, { constraints: [{ order: ['f', 'a'] }] }) }),
-    ).toThrow(/non-final process "a" after final process "f"/);
-  });
-
   test('a command that cannot be started is a failed run with a system line saying why', async () => {
     const h = harness({ task: makeTask([{ name: 'missing', cmdline: '/nonexistent/bin/server --port 1' }]) });
     h.runner.start();

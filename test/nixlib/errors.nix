@@ -77,6 +77,13 @@ in
     })).spec;
     error = ''mxc: job "web": Task "a": order constraints form a cycle: a -> b -> c -> a'';
   };
+  regularAfterFinal = {
+    expr = (web (Task {
+      processes = [ (proc "a") (Process { name = "f"; cmdline = "true"; final = true; }) ];
+      constraints = [ (mxc.order [ "f" "a" ]) ];
+    })).spec;
+    error = ''mxc: job "web": Task "a": non-final process "a" is ordered after final process "f"; final processes run at teardown'';
+  };
   duplicateProcessNames = {
     expr = (web (Task { processes = [ (proc "a") (proc "b") (proc "a") ]; })).spec;
     error = ''mxc: job "web": Task "a": duplicate process name "a"'';

@@ -52,7 +52,11 @@ describe('stop kills the whole process tree (issue 12.5)', () => {
         30_000,
         `the workload's processes (${isolation})`,
       );
-      expect(coord.statuses(a.id).map((s) => s.status)).toContain('running');
+      await until(
+        () => coord.statuses(a.id).find((s) => s.status === 'running'),
+        10_000,
+        'the running report',
+      );
 
       const t0 = performance.now();
       coord.send({ type: 'stop', workload_id: a.id, reason: 'test' });
