@@ -1,8 +1,10 @@
 /**
- * Compile time (issue 3): `mxc build` of an example against plain `nix-build` of the same file, run
- * side by side in alternating order, for an already-built job and for a changed one (a temp copy with a
- * new greeting each run, so every run builds). Prints medians and the ratio (target ≤ 1.2×), plus
- * Node's own start-up and the in-process library call, which say where mxc's extra time goes.
+ * Compile time (issues 3 and 17): `mxc build` of an example against plain `nix-build` of the same
+ * file, run side by side in alternating order, for an already-built job and for a changed one (a temp
+ * copy with a new greeting each run, so every run builds). Prints medians, the ratio (target ≤ 1.2×)
+ * and mxc's overhead over nix-build against `node -e 0` measured in the same rounds (issue 17's
+ * target: overhead ≤ Node's own start-up), for the bundled CLI (bin/mxc.js → dist/bundle) and the
+ * unbundled tsc output, plus the in-process library call.
  * Options: MXC_BENCH_RUNS (default 10), MXC_BENCH_EXAMPLE (default examples/hello_world).
  */
 import { randomBytes } from 'node:crypto';
@@ -30,13 +32,30 @@ export async function main(): Promise<void> {
   const cwd = repoPath();
 
   const mxcBuild = (f: string) => timeCommand(process.execPath, [...mxc, 'build', f], { cwd });
+  // The same CLI from the unbundled tsc output, to show what the bundle changes.
+  const unbundled = [
+    '--input-type=module',
+    '-e',
+    `const { main } = await import(${JSON.stringify(repoPath('dist', 'cli', 'main.js'))}); await main(['node', 'mxc', ...process.argv.slice(1)]);`,
+    '--',
+  ];
+  const mxcBuildUnbundled = (f: string) => timeCommand(process.execPath, [...unbundled, 'build', f], { cwd });
+  const nodeBare = () => timeCommand(process.execPath, ['-e', '0'], { cwd });
   const nixBuild = (f: string) => timeCommand('nix-build', [...NIX_BUILD, f], { cwd });
 
   // Warm both, and the store, once.
   await mxcBuild(file);
   await nixBuild(file);
 
-  const built = { mxc: [] as number[], nix: [] as number[], lib: [] as number[], node: [] as number[] };
+  await mxcBuildUnbundled(file);
+  const built = {
+    mxc: [] as number[],
+    nix: [] as number[],
+    lib: [] as number[],
+    node: [] as number[],
+    bare: [] as number[],
+    unbundled: [] as number[],
+  };
   for (let i = 0; i < runs; i++) {
     if (i % 2 === 0) {
       built.mxc.push(await mxcBuild(file));
@@ -49,6 +68,8 @@ export async function main(): Promise<void> {
     await buildJob(file);
     built.lib.push(performance.now() - t);
     built.node.push(await timeCommand(process.execPath, [...mxc, '--version'], { cwd }));
+    built.bare.push(await nodeBare());
+    built.unbundled.push(await mxcBuildUnbundled(file));
   }
   r.progress('already-built runs done');
 
@@ -94,7 +115,24 @@ export async function main(): Promise<void> {
     anchor: { value: m(built.nix), label: 'nix-build side by side', higherIsBetter: false },
     note: verdict(m(built.mxc) / m(built.nix)),
   });
-  r.figure({ name: '  of which node start + CLI load (mxc --version)', value: m(built.node), unit: 'ms' });
+  r.figure({ name: '  node -e 0 (side by side)', value: m(built.bare), unit: 'ms' });
+  r.figure({
+    name: '  overhead: mxc build − nix-build',
+    value: m(built.mxc) - m(built.nix),
+    unit: 'ms',
+    anchor: { value: m(built.bare), label: 'node -e 0', higherIsBetter: false },
+    note:
+      m(built.mxc) - m(built.nix) <= m(built.bare)
+        ? 'meets issue 17: overhead ≤ node -e 0'
+        : `misses issue 17 by ${fmtMs(m(built.mxc) - m(built.nix) - m(built.bare))}`,
+  });
+  r.figure({
+    name: '  unbundled CLI (tsc output): mxc build',
+    value: m(built.unbundled),
+    unit: 'ms',
+    anchor: { value: m(built.mxc), label: 'bundled', higherIsBetter: false },
+  });
+  r.figure({ name: '  mxc --version (node start + CLI load)', value: m(built.node), unit: 'ms' });
   r.figure({
     name: '  buildJob() in process (nix-build + validate)',
     value: m(built.lib),
@@ -110,7 +148,7 @@ export async function main(): Promise<void> {
     note: verdict(m(changed.mxc) / m(changed.nix)),
   });
   r.note(
-    `mxc build − nix-build: ${fmtMs(m(built.mxc) - m(built.nix))} built, ${fmtMs(m(changed.mxc) - m(changed.nix))} changed; Node start-up alone is ${fmtMs(m(built.node))}`,
+    `mxc build − nix-build: ${fmtMs(m(built.mxc) - m(built.nix))} built, ${fmtMs(m(changed.mxc) - m(changed.nix))} changed; node -e 0 is ${fmtMs(m(built.bare))}, mxc --version ${fmtMs(m(built.node))}`,
   );
   r.save({ runs, example, samples: { built, changed } });
 }
