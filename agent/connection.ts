@@ -7,7 +7,12 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
-import { CoordinatorMessage, type LogLine, type WorkloadStatus } from '../spec/messages.js';
+import {
+  CoordinatorMessage,
+  type LogLine,
+  MAX_STORE_PATHS_PER_MESSAGE,
+  type WorkloadStatus,
+} from '../spec/messages.js';
 import { fetchCacheTrust } from './cache-trust.js';
 import { detectCapabilities, detectResources } from './capabilities.js';
 import type { AgentOptions } from './daemon.js';
@@ -132,13 +137,31 @@ export class CoordinatorConnection {
         resources,
         capabilities,
         running: this.c.running(),
-        store_paths: storePaths,
+        store_paths: storePaths.slice(0, MAX_STORE_PATHS_PER_MESSAGE),
       }),
     );
+    // A large store goes in bounded messages, so no one message holds the coordinator for long.
+    for (let i = MAX_STORE_PATHS_PER_MESSAGE; i < storePaths.length; i += MAX_STORE_PATHS_PER_MESSAGE) {
+      ws.send(
+        JSON.stringify({
+          type: 'store_paths',
+          added: storePaths.slice(i, i + MAX_STORE_PATHS_PER_MESSAGE),
+          removed: [],
+        }),
+      );
+    }
   }
 
   send(msg: unknown): void {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** Store changes, in messages of bounded size (the coordinator refuses longer lists). */
+  sendStorePaths(added: string[], removed: string[]): void {
+    const n = MAX_STORE_PATHS_PER_MESSAGE;
+    for (let i = 0; i < Math.max(added.length, removed.length); i += n) {
+      this.send({ type: 'store_paths', added: added.slice(i, i + n), removed: removed.slice(i, i + n) });
+    }
   }
 
   private async onMessage(raw: string) {

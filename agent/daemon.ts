@@ -127,7 +127,7 @@ export class Agent {
       live: () => this.workloads.ids(),
       onCollected: (r) => {
         this.workloads.realised.clear();
-        this.conn.send({ type: 'store_paths', added: [], removed: r.paths });
+        this.conn.sendStorePaths([], r.paths);
       },
       logger: this.log,
     });
@@ -193,7 +193,7 @@ export class Agent {
       { job: jobId, paths: fetched.pathsTotal, bytes: fetched.bytesTotal },
       'pre-warmed a closure',
     );
-    this.conn.send({ type: 'store_paths', added: paths, removed: [] });
+    this.conn.sendStorePaths(paths, []);
   }
 
   /** Stops every workload (agent shutdown with --stop-workloads) — by default workloads are left running. */

@@ -39,7 +39,7 @@ export interface Running {
 export interface WorkloadRunsOptions {
   agent: AgentOptions;
   log: Logger;
-  conn: Pick<CoordinatorConnection, 'send' | 'queueLog' | 'flushLogs' | 'cache'>;
+  conn: Pick<CoordinatorConnection, 'send' | 'sendStorePaths' | 'queueLog' | 'flushLogs' | 'cache'>;
   /** `<cgroup2>/mxc` when task limits are enforced, else null (known once the agent started). */
   cgroupRoot: () => string | null;
   /** Collects garbage now if the store runs short of space. */
@@ -177,7 +177,7 @@ export class WorkloadRuns {
         fetched.pathsDone > 0 || a.spec.mxc.isolation !== 'process'
           ? await closureOf(closure, { store: this.opts.storeRoot })
           : undefined;
-      if (fetched.pathsDone > 0) this.w.conn.send({ type: 'store_paths', added: fullClosure!, removed: [] });
+      if (fetched.pathsDone > 0) this.w.conn.sendStorePaths(fullClosure!, []);
       if (entry.stopping) throw new Error('stopped before start');
 
       for (const port of a.spec.mxc.ports) entry.ports[port] = await freePort();

@@ -165,7 +165,18 @@ function authHeaders(token: string | undefined): Record<string, string> {
   return token ? { authorization: `Bearer ${token}` } : {};
 }
 
+/** Paths per `POST /api/cache/missing` (the coordinator's MAX_MISSING_PATHS). */
+const MISSING_SLICE = 10_000;
+
 async function askMissing(base: URL, token: string | undefined, paths: string[], signal?: AbortSignal) {
+  const out: string[] = [];
+  for (let i = 0; i < paths.length; i += MISSING_SLICE) {
+    out.push(...(await askMissingSlice(base, token, paths.slice(i, i + MISSING_SLICE), signal)));
+  }
+  return out;
+}
+
+async function askMissingSlice(base: URL, token: string | undefined, paths: string[], signal?: AbortSignal) {
   const url = new URL('api/cache/missing', base);
   let res: Response;
   try {

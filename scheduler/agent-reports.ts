@@ -37,9 +37,12 @@ export async function reconcileAgent(
   });
   const wantedIds = new Set(wanted.map((w) => w.id));
   // Running on the agent but no longer wanted here: stop it.
+  let sent = 0;
   for (const id of reported.keys()) {
-    if (!wantedIds.has(id))
-      session?.send({ type: 'stop', workload_id: id, reason: 'not wanted by the coordinator' });
+    if (wantedIds.has(id)) continue;
+    session?.send({ type: 'stop', workload_id: id, reason: 'not wanted by the coordinator' });
+    // A long report shares the event loop with everyone else.
+    if (++sent % 500 === 0) await new Promise((r) => setImmediate(r));
   }
   const lost: wl.WorkloadRow[] = [];
   for (const w of wanted) {

@@ -17,8 +17,8 @@ export const ProcessName = z
 /** Task resources in Aurora units: cpu cores (fractional), ram and disk in bytes. */
 export const Resources = z
   .object({
-    cpu: z.number().min(0, 'must not be negative'),
-    ram: z.number().int().min(0, 'must not be negative'),
+    cpu: z.number().positive('must be more than 0 (a workload needs some CPU)'),
+    ram: z.number().int().positive('must be more than 0 bytes'),
     disk: z.number().int().min(0, 'must not be negative'),
     /** Aurora's GPU count: mxc places no GPUs, so only 0 is accepted. */
     gpu: z.literal(0, { error: 'mxc does not schedule GPUs; leave gpu out or 0' }).optional(),
@@ -36,6 +36,17 @@ const AuroraLogger = z
       .optional(),
   })
   .strict();
+
+/**
+ * Job, role, cluster and environment names and secret names: used in keys, file names and paths, so
+ * they start with a letter, digit or _ (never `.`, `..` or `-…`) and hold no `/`.
+ */
+const SafeName = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/,
+    'must be 1-128 characters of letters, digits, _ . -, starting with a letter, digit or _',
+  );
 
 /** One command line, pinned to store paths (Thermos process). */
 export const Process = z
@@ -61,14 +72,16 @@ export const Process = z
 
 /** `{ order = [ "a" "b" ] }`: b starts only after a has finished successfully. */
 export const OrderConstraint = z
-  .object({ order: z.array(ProcessName).min(2, 'an order constraint names at least two processes') })
+  .object({
+    order: z.array(ProcessName).min(2, 'an order constraint names at least two processes').max(256),
+  })
   .strict();
 
 export const Task = z
   .object({
     name: ProcessName,
-    processes: z.array(Process).min(1, 'a task needs at least one process'),
-    constraints: z.array(OrderConstraint).default([]),
+    processes: z.array(Process).min(1, 'a task needs at least one process').max(256),
+    constraints: z.array(OrderConstraint).max(256).default([]),
     resources: Resources.optional(),
     max_failures: z.number().int().min(0).default(1),
     max_concurrency: z.number().int().min(0).default(0),
@@ -98,7 +111,14 @@ export const HealthCheckConfig = z
     interval_secs: z.number().min(0).default(10),
     timeout_secs: z.number().min(0).default(1),
     max_consecutive_failures: z.number().int().min(0).default(0),
-    endpoint: z.string().default('/health'),
+    /** A plain path on the workload's own port: never `@host:port/…` or `//host/…`. */
+    endpoint: z
+      .string()
+      .regex(
+        /^\/(?!\/)[A-Za-z0-9._~!$&'()*+,;=:%/-]*(\?[A-Za-z0-9._~!$&'()*+,;=:%/?-]*)?$/,
+        'must be a plain path such as /health (no host, no @, no //)',
+      )
+      .default('/health'),
     expected_response: z.string().default('ok'),
     expected_response_code: z.number().int().min(0).default(0),
   })
@@ -161,11 +181,12 @@ export const MxcFields = z
     /** Named ports; the agent allocates each and exports `MXC_PORT_<NAME>`. */
     ports: z
       .array(z.string().regex(/^[a-z][a-z0-9_]*$/, 'port names are lower-case [a-z][a-z0-9_]*'))
+      .max(64)
       .default([]),
     /** Store paths whose closure the job needs (the process scripts at least). */
-    closure: z.array(StorePath).default([]),
+    closure: z.array(StorePath).max(10_000).default([]),
     /** Secret names; values are delivered by the agent at start, never through the store. */
-    secrets: z.array(z.string().regex(/^[A-Za-z0-9_.-]+$/)).default([]),
+    secrets: z.array(SafeName).max(256).default([]),
     /** The named port the HTTP health check talks to (default: the announcer's primary port). */
     health_port: z.string().optional(),
   })
@@ -174,14 +195,10 @@ export const MxcFields = z
 /** Apache Aurora's Job (config/schema/base.py, 0.10–0.11, the nix-aurora era): what nix-build outputs. */
 export const AuroraJob = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
-    role: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
-    cluster: z
-      .string()
-      .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
-    environment: z
-      .string()
-      .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be 1-128 characters of letters, digits, _ . -'),
+    name: SafeName,
+    role: SafeName,
+    cluster: SafeName,
+    environment: SafeName,
     contact: z.string().nullable().optional(),
     instances: z.number().int().min(1).max(10000).default(1),
     task: Task,

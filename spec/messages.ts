@@ -5,6 +5,14 @@
 import { z } from 'zod';
 import { JobSpec } from './job.js';
 
+/**
+ * Most entries one message may carry in a list (issue 12.3: no message may stall the coordinator). An
+ * agent with more store paths sends the rest in `store_paths` messages of at most this many.
+ */
+export const MAX_STORE_PATHS_PER_MESSAGE = 20_000;
+/** Most workloads an agent may report in its hello: far above what one node can run. */
+export const MAX_RUNNING_PER_NODE = 5_000;
+
 export const WORKLOAD_STATUSES = [
   'pending',
   'starting',
@@ -28,7 +36,7 @@ export const Capabilities = z
     kvm: z.boolean(),
     cgroups: z.boolean(),
     /** Isolations this node can run. */
-    isolation: z.array(z.enum(['process', 'sandbox', 'microvm'])),
+    isolation: z.array(z.enum(['process', 'sandbox', 'microvm'])).max(3),
     /** Free-form attributes matched by placement constraints (host, rack, dedicated, …). */
     attributes: z.record(z.string(), z.string()).default({}),
   })
@@ -56,9 +64,9 @@ export const AgentHello = z
     version: z.string(),
     resources: NodeResources,
     capabilities: Capabilities,
-    running: z.array(RunningReport).default([]),
+    running: z.array(RunningReport).max(MAX_RUNNING_PER_NODE).default([]),
     /** Store paths the node holds (full paths), for closure-aware placement. */
-    store_paths: z.array(z.string()).max(1_000_000).optional(),
+    store_paths: z.array(z.string().max(400)).max(MAX_STORE_PATHS_PER_MESSAGE).optional(),
   })
   .strict();
 
@@ -66,8 +74,8 @@ export const AgentHello = z
 export const AgentStorePaths = z
   .object({
     type: z.literal('store_paths'),
-    added: z.array(z.string()).max(1_000_000).default([]),
-    removed: z.array(z.string()).max(1_000_000).default([]),
+    added: z.array(z.string().max(400)).max(MAX_STORE_PATHS_PER_MESSAGE).default([]),
+    removed: z.array(z.string().max(400)).max(MAX_STORE_PATHS_PER_MESSAGE).default([]),
   })
   .strict();
 
@@ -95,7 +103,7 @@ export const AgentWorkloadStatus = z
     /** The HTTP health check's verdict, for jobs with a health_check_config. */
     health: z.enum(['unknown', 'healthy', 'unhealthy']).optional(),
     /** Per-process state, for the workload page. */
-    processes: z.array(ProcessReport).optional(),
+    processes: z.array(ProcessReport).max(1000).optional(),
   })
   .strict();
 
@@ -164,11 +172,13 @@ export const CoordinatorPrewarm = z
     type: z.literal('prewarm'),
     job_id: z.string().regex(/^[A-Za-z0-9-]{1,100}$/, 'job ids are letters, digits and -'),
     // Handed to nix-store as arguments: only store paths, never something that reads as an option.
-    paths: z.array(
-      z
-        .string()
-        .regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/, 'must be a /nix/store path'),
-    ),
+    paths: z
+      .array(
+        z
+          .string()
+          .regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/, 'must be a /nix/store path'),
+      )
+      .max(100_000),
   })
   .strict();
 export const CoordinatorError = z

@@ -33,20 +33,32 @@ export async function setNodePaths(q: Queryable, nodeId: string, paths: string[]
   await addNodePaths(q, nodeId, paths);
 }
 
+/**
+ * Rows per statement for node store paths: embedded PGlite runs a statement on the event loop, so a
+ * big list is written in slices with a turn of the loop between them (heartbeats keep being read).
+ */
+const PATH_SLICE = 2000;
+
+async function inSlices(paths: string[], fn: (slice: string[]) => Promise<unknown>): Promise<void> {
+  for (let i = 0; i < paths.length; i += PATH_SLICE) {
+    if (i > 0) await new Promise((r) => setImmediate(r));
+    await fn(paths.slice(i, i + PATH_SLICE));
+  }
+}
+
 export async function addNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<void> {
-  if (paths.length === 0) return;
-  await q.query(
-    `INSERT INTO node_store_paths (node_id, path) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`,
-    [nodeId, paths],
+  await inSlices(paths, (slice) =>
+    q.query(
+      `INSERT INTO node_store_paths (node_id, path) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`,
+      [nodeId, slice],
+    ),
   );
 }
 
 export async function removeNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<void> {
-  if (paths.length === 0) return;
-  await q.query('DELETE FROM node_store_paths WHERE node_id = $1 AND path = ANY($2::text[])', [
-    nodeId,
-    paths,
-  ]);
+  await inSlices(paths, (slice) =>
+    q.query('DELETE FROM node_store_paths WHERE node_id = $1 AND path = ANY($2::text[])', [nodeId, slice]),
+  );
 }
 
 /** For the given paths, which nodes hold which of them. */
@@ -80,6 +92,9 @@ export interface Provenance {
   version: number;
   current: boolean;
   workloads: { id: string; status: string; node: string | null }[];
+  /** The token that uploaded the path to the cache (null: pushed before this was recorded). */
+  pushed_by: string | null;
+  pushed_at: Date | null;
 }
 
 /** Store paths whose name contains `needle` (or equal a full path), with the jobs and live workloads that use them. */
@@ -89,8 +104,10 @@ export async function whereUsed(q: Queryable, needle: string): Promise<Provenanc
        (SELECT json_agg(json_build_object('id', w.id, 'status', w.status, 'node', n.name) ORDER BY w.id)
           FROM workloads w LEFT JOIN nodes n ON n.id = w.node_id
          WHERE w.job_id = c.job_id AND w.job_version = c.version
-           AND w.status IN ('pending', 'starting', 'running', 'stopping')) AS workloads
+           AND w.status IN ('pending', 'starting', 'running', 'stopping')) AS workloads,
+       p.pushed_by, p.pushed_at
      FROM job_closure c JOIN jobs j ON j.id = c.job_id
+     LEFT JOIN cache_pushes p ON p.path = c.path
      WHERE c.path = $1 OR c.path LIKE '/nix/store/%' || $2 || '%'
      ORDER BY c.path, j.key, c.version DESC
      LIMIT 1000`,

@@ -46,7 +46,7 @@ describe('spec', () => {
     });
     expect(r.success).toBe(false);
     const msgs = r.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    expect(msgs).toContain('task.resources.cpu: must not be negative');
+    expect(msgs).toContain('task.resources.cpu: must be more than 0 (a workload needs some CPU)');
   });
 });
 
