@@ -15,6 +15,7 @@ import { Coordinator } from './coordinator.js';
 import type { Strategy } from './core/place.js';
 import { errors } from './errors.js';
 import { LeaderLease, leaseTimings } from './leader-lease.js';
+import * as cachePushes from './store/cache-pushes.js';
 import * as coordinatorsStore from './store/coordinators.js';
 import { type Db, openDb } from './store/db.js';
 import { migrate } from './store/migrate.js';
@@ -93,6 +94,8 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
           await a.register(cachePlugin, {
             dataDir: opts.dataDir,
             store: cache,
+            pusherOf: (req) => req.principal?.name,
+            onStored: (push) => cachePushes.recordPush(db, push),
             // Access is decided by the app's route hook (config.access on each cache route).
           });
         },

@@ -14,6 +14,7 @@ interface Provenance {
   version: number;
   current: boolean;
   workloads: { id: string; status: string; node: string | null }[];
+  pushed_by?: string | null;
 }
 
 const size = (b: number) =>
@@ -29,10 +30,11 @@ export async function where(needle: string, opts: Opts) {
     return;
   }
   printTable(
-    ['store path', 'size', 'job', 'version', 'workloads'],
+    ['store path', 'size', 'pushed by', 'job', 'version', 'workloads'],
     rows.map((r) => [
       r.path,
       size(r.nar_size),
+      r.pushed_by ?? '-',
       r.job,
       `${r.version}${r.current ? '' : color.dim(' (old)')}`,
       r.workloads.map((w) => `${w.id} ${statusColor(w.status)}${w.node ? ` on ${w.node}` : ''}`).join(', ') ||

@@ -121,7 +121,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     }
   });
 
-  await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });
+  // A frame is parsed in one go: its size bounds how long one agent message can hold the event loop
+  // (a hello of 20,000 store paths is about 1.5 MiB; log batches stay far below).
+  await app.register(websocket, { options: { maxPayload: 8 * 1024 * 1024 } });
 
   await app.register(agentSocketRoutes, { coordinator: opts.coordinator, auth: opts.auth });
   await app.register(tokenRoutes, { auth: opts.auth, db: opts.coordinator.db });

@@ -30,6 +30,10 @@ export interface CacheOptions {
   brotliQuality?: number;
   /** Use this store instead of opening `<dataDir>/cache` (when the app needs it elsewhere too). */
   store?: CacheStore;
+  /** Who sent a request (a token's name), recorded with each path it uploads. */
+  pusherOf?: (req: FastifyRequest) => string | undefined;
+  /** Called after a path was stored (provenance: who pushed it, with which NarHash). */
+  onStored?: (push: { path: string; narHash: string; pushedBy: string }) => Promise<void>;
 }
 
 /** The cache directory inside a coordinator data dir. */
@@ -58,7 +62,16 @@ export async function openCacheStore(
   return store;
 }
 
-const MissingBody = z.object({ paths: z.array(z.string()).max(200_000) }).strict();
+/** Most paths one `POST /api/cache/missing` may ask about; `mxc push` asks in slices of this size. */
+export const MAX_MISSING_PATHS = 10_000;
+
+const MissingBody = z
+  .object({
+    paths: z
+      .array(z.string().max(400))
+      .max(MAX_MISSING_PATHS, `at most ${MAX_MISSING_PATHS} paths per request; ask in slices`),
+  })
+  .strict();
 
 const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n';
 
@@ -127,7 +140,7 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
 
   app.post(
     '/api/cache/missing',
-    { onRequest: guard('write'), config: { access: 'push' }, bodyLimit: 32 * 1024 * 1024 },
+    { onRequest: guard('write'), config: { access: 'push' }, bodyLimit: 4 * 1024 * 1024 },
     async (req, reply) => {
       const parsed = MissingBody.safeParse(req.body);
       if (!parsed.success) {
@@ -165,6 +178,10 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
         }
         const claim = parseUploadClaim(req.headers, req.query, maxNarBytes);
         const result = await store.put(req.params['*'], claim, body);
+        const pushedBy = opts.pusherOf?.(req) ?? 'anonymous';
+        if (result.created) {
+          await opts.onStored?.({ path: result.info.storePath, narHash: result.info.narHash, pushedBy });
+        }
         if (!result.created) {
           reply.header('connection', 'close');
           body.resume();
@@ -181,6 +198,12 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
         });
       } catch (err) {
         if (body && !body.readableEnded) reply.header('connection', 'close');
+        if (err instanceof CacheError && err.code === 'CACHE_PATH_CONFLICT') {
+          req.log.warn(
+            { path: req.params['*'], by: opts.pusherOf?.(req) ?? 'anonymous', ip: req.ip },
+            'refused a second, different upload of a cached path (possible cache poisoning)',
+          );
+        }
         return sendCacheError(reply, err);
       }
     },

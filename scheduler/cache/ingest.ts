@@ -1,6 +1,7 @@
 /**
- * One upload, streamed: NAR hash and size are computed while the body is compressed into a temp
- * file; only when they match the claim are the NAR and then its signed narinfo renamed into place.
+ * One upload, streamed: NAR hash and size are computed and the whole NAR's structure is checked while
+ * the body is compressed into a temp file; only when all of it matches the claim are the NAR and then
+ * its signed narinfo renamed into place.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -10,6 +11,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createBrotliCompress, constants as zc } from 'node:zlib';
 import { fingerprint, hashPart, type NarInfo, renderNarInfo } from '../../lib/nar-info.js';
+import { NarFormatError, NarValidator } from '../../lib/nar-parse.js';
 import { formatSha256, toNixBase32 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import { signFingerprint } from './key.js';
@@ -139,9 +141,17 @@ export async function ingestNar(
   });
   try {
     try {
-      await pipeline(body, nar, brotli, file, createWriteStream(tmp, { mode: 0o644 }));
+      await pipeline(body, nar, new NarValidator(), brotli, file, createWriteStream(tmp, { mode: 0o644 }));
     } catch (err) {
       if (err instanceof CacheError) throw err;
+      if (err instanceof NarFormatError) {
+        throw new CacheError(
+          'CACHE_NOT_A_NAR',
+          400,
+          `the upload of ${storePath} is ${err.message}; send exactly the output of \`nix-store --dump <path>\``,
+          { cause: err },
+        );
+      }
       throw new CacheError(
         'CACHE_UPLOAD_ABORTED',
         400,

@@ -5,6 +5,7 @@
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hashPart, type NarInfo, parseNarInfo, STORE_DIR, storeBasename } from '../../lib/nar-info.js';
+import { formatSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import { type IngestClaim, type IngestResult, ingestNar } from './ingest.js';
 import type { CacheKey } from './key.js';
@@ -21,6 +22,9 @@ export interface CacheStoreOptions {
 }
 
 export const DEFAULT_MAX_NAR_BYTES = 8 * 1024 ** 3;
+
+/** Paths looked up at once by `missing`. */
+const MISSING_SLICE = 256;
 
 /** Narinfo texts kept in memory (a few hundred bytes each). */
 const NARINFO_CACHE_ENTRIES = 200_000;
@@ -101,8 +105,14 @@ export class CacheStore {
   /** The given paths (full store paths or basenames) that the cache does not hold, in input order. */
   async missing(paths: string[]): Promise<string[]> {
     for (const p of paths) if (!storeBasename(p)) throw invalidPath(p);
-    const present = await Promise.all(paths.map((p) => this.has(p)));
-    return paths.filter((_, i) => !present[i]);
+    // Looked up a slice at a time: a long list shares the event loop instead of flooding it.
+    const out: string[] = [];
+    for (let i = 0; i < paths.length; i += MISSING_SLICE) {
+      const slice = paths.slice(i, i + MISSING_SLICE);
+      const present = await Promise.all(slice.map((p) => this.has(p)));
+      for (const [j, p] of slice.entries()) if (!present[j]) out.push(p);
+    }
+    return out;
   }
 
   /** The narinfo of exactly this path; null when absent or when its hash part belongs to another name. */
@@ -131,14 +141,25 @@ export class CacheStore {
 
   /**
    * Stores one uploaded path: checks the claim against the streamed NAR, compresses, signs and
-   * publishes. Already present → `{ created: false }` without reading the body.
+   * publishes. Already present with the same NarHash → `{ created: false }` without reading the body;
+   * with another NarHash → 409 CACHE_PATH_CONFLICT (the first upload is never replaced, and a second,
+   * different one is a mistake or an attempt to poison the cache).
    */
   async put(basename: string, claim: IngestClaim, body: NodeJS.ReadableStream): Promise<IngestResult> {
     const base = storeBasename(basename);
     if (!base || basename.includes('/')) throw invalidPath(basename);
     const storePath = `${STORE_DIR}/${base}`;
     const existing = await this.info(storePath);
-    if (existing) return { created: false, info: existing };
+    if (existing) {
+      const claimed = formatSha256(claim.narHash);
+      if (existing.narHash === claimed) return { created: false, info: existing };
+      throw new CacheError(
+        'CACHE_PATH_CONFLICT',
+        409,
+        `the cache already holds ${storePath} with NarHash ${existing.narHash}, not ${claimed}; a path is ` +
+          'never replaced: check that you are pushing the right build (the operator sees this attempt in the coordinator log)',
+      );
+    }
     // Nix's hash part covers the name, so another name under the same hash is a forgery or a mistake.
     const holder = await this.pathOfHash(hashPart(base));
     if (holder) {
