@@ -1,6 +1,7 @@
 /**
- * The agent's WebSocket to the coordinator: connects and reconnects (backoff with jitter), says hello,
- * heartbeats, parses what the coordinator sends, and batches workload log lines to it.
+ * The agent's WebSocket to a coordinator: picks one from its list (or DNS), connects and fails over
+ * to the next (backoff with jitter), says hello with its node secret, heartbeats, pings to notice a
+ * frozen coordinator, parses what the coordinator sends, and batches workload log lines to it.
  */
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, writeFile } from 'node:fs/promises';
@@ -15,6 +16,7 @@ import {
 } from '../spec/messages.js';
 import { fetchCacheTrust } from './cache-trust.js';
 import { detectCapabilities, detectResources } from './capabilities.js';
+import { parseCoordinators, resolveCoordinators, shuffle } from './coordinators.js';
 import type { AgentOptions } from './daemon.js';
 import type { CacheTrust } from './realise.js';
 import { bubblewrapAvailable } from './sandbox.js';
@@ -48,6 +50,8 @@ export class CoordinatorConnection {
   constructor(private readonly c: ConnectionOptions) {
     this.opts = c.agent;
     this.log = c.log;
+    this.servers = shuffle(parseCoordinators(c.agent.coordinator));
+    if (this.servers.length === 0) throw new Error('no coordinator URL given');
   }
 
   /** The cache to realise from and the key to trust, once learnt from the coordinator. */
@@ -55,8 +59,21 @@ export class CoordinatorConnection {
     return this.trust;
   }
 
+  /** The coordinators to try, in order (shuffled once; a failed one moves to the end). */
+  private servers: string[];
+  /** Failed attempts since the last welcome; backoff grows only after a full round of the list. */
+  private failures = 0;
+  private resolvedAt = 0;
+  private lastPong = 0;
+  private pinger: NodeJS.Timeout | null = null;
+
+  /** The coordinator this agent talks to now (or tries next). */
+  get current(): string {
+    return this.servers[0]!;
+  }
+
   private wsUrl() {
-    const u = new URL(this.opts.coordinator);
+    const u = new URL(this.current);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     u.pathname = '/api/agent/ws';
     return u.toString();
@@ -64,11 +81,40 @@ export class CoordinatorConnection {
 
   connect(): void {
     if (this.closed) return;
+    void this.discover().finally(() => this.open());
+  }
+
+  /** MXC_DNS_QUERY: refresh the list from DNS (at most every 10 s), keeping the static URLs too. */
+  private async discover() {
+    if (!this.opts.dnsQuery || Date.now() - this.resolvedAt < 10_000) return;
+    this.resolvedAt = Date.now();
+    try {
+      const found = await resolveCoordinators(this.opts.dnsQuery, this.opts.dnsServer);
+      const known = new Set(this.servers);
+      const fresh = shuffle(found.filter((u) => !known.has(u)));
+      const staticUrls = parseCoordinators(this.opts.coordinator);
+      // Keep the one we use first; drop DNS-found servers that DNS no longer lists.
+      this.servers = [...this.servers.filter((u) => found.includes(u) || staticUrls.includes(u)), ...fresh];
+      if (this.servers.length === 0) this.servers = staticUrls;
+      this.log.debug({ servers: this.servers }, 'coordinators from DNS');
+    } catch (err) {
+      this.log.warn(
+        { err, query: this.opts.dnsQuery },
+        'DNS discovery of coordinators failed; keeping the list',
+      );
+    }
+  }
+
+  private open(): void {
+    if (this.closed) return;
     const ws = new WebSocket(this.wsUrl(), {
       headers: this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {},
       handshakeTimeout: 10_000,
     });
     this.ws = ws;
+    ws.on('pong', () => {
+      this.lastPong = performance.now();
+    });
     ws.on('open', () => {
       this.onOpen(ws).catch((err) => {
         this.log.error({ err }, 'could not introduce the agent to the coordinator; reconnecting');
@@ -84,6 +130,10 @@ export class CoordinatorConnection {
       if (this.ws === ws) this.ws = null;
       if (this.heartbeat) clearInterval(this.heartbeat);
       this.heartbeat = null;
+      if (this.pinger) clearInterval(this.pinger);
+      this.pinger = null;
+      // This coordinator failed us: the next attempt goes to the next one on the list.
+      if (this.servers.length > 1) this.servers.push(this.servers.shift()!);
       if (code === 4401)
         this.log.error('the coordinator refused the agent token; check --token / MXC_AGENT_TOKEN');
       if (code === 4403)
@@ -100,8 +150,11 @@ export class CoordinatorConnection {
 
   private scheduleReconnect() {
     if (this.reconnectTimer || this.closed) return;
-    // Exponential backoff with full jitter, capped at 10 s.
-    const base = Math.min(10_000, 250 * 2 ** this.attempt++);
+    // Exponential backoff with full jitter, capped at 10 s; another coordinator on the list is tried
+    // at once (within 250 ms), the backoff grows only when a whole round of the list failed.
+    const round = Math.floor(this.failures++ / this.servers.length);
+    this.attempt = round;
+    const base = Math.min(10_000, 250 * 2 ** round);
     const delay = Math.random() * base;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
@@ -124,7 +177,7 @@ export class CoordinatorConnection {
       }),
     ]);
     // The agent trusts the coordinator's cache key and nothing else.
-    const trust = await fetchCacheTrust(this.opts, this.log);
+    const trust = await fetchCacheTrust({ ...this.opts, coordinator: this.current }, this.log);
     if (trust) this.trust = trust;
     const storePaths = await listStorePaths(this.opts.storeRoot);
     const secret = await this.readNodeSecret();
@@ -174,11 +227,40 @@ export class CoordinatorConnection {
     }
     if (msg.type === 'welcome') {
       this.attempt = 0;
+      this.failures = 0;
+      this.watchCoordinator(msg.heartbeat_interval_ms);
       if (msg.node_secret) await this.saveNodeSecret(msg.node_secret);
       if (this.heartbeat) clearInterval(this.heartbeat);
       this.heartbeat = setInterval(() => this.send({ type: 'heartbeat' }), msg.heartbeat_interval_ms);
     }
     this.c.onMessage(msg);
+  }
+
+  /**
+   * A coordinator that stops answering (frozen, or its host gone) leaves the socket open: ping it with
+   * each heartbeat and move on when no pong came for three intervals (at least 2 s).
+   */
+  private watchCoordinator(intervalMs: number) {
+    if (this.pinger) clearInterval(this.pinger);
+    const ws = this.ws;
+    if (!ws) return;
+    this.lastPong = performance.now();
+    const limit = Math.max(2000, intervalMs * 3);
+    this.pinger = setInterval(
+      () => {
+        if (ws.readyState !== WebSocket.OPEN) return;
+        if (performance.now() - this.lastPong > limit) {
+          this.log.warn(
+            { coordinator: this.current, ms: limit },
+            'the coordinator stopped answering; trying another',
+          );
+          ws.terminate();
+          return;
+        }
+        ws.ping();
+      },
+      Math.max(250, Math.min(intervalMs, limit / 3)),
+    );
   }
 
   private get secretFile() {
@@ -230,6 +312,7 @@ export class CoordinatorConnection {
   close(opts: { goodbye?: boolean } = {}): void {
     this.closed = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.pinger) clearInterval(this.pinger);
     this.flushLogs();
     if (opts.goodbye && this.ws?.readyState === WebSocket.OPEN) this.send({ type: 'goodbye' });
     if (this.heartbeat) clearInterval(this.heartbeat);

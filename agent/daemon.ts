@@ -21,7 +21,12 @@ export { AGENT_VERSION } from './version.js';
 export { freePort } from './workload-launch.js';
 
 export interface AgentOptions {
+  /** One coordinator URL, or several separated by commas (failover in list order, shuffled). */
   coordinator: string;
+  /** MXC_DNS_QUERY: find coordinators by DNS (`_mxc._tcp.example.org` SRV, or `host[:port]` A/AAAA). */
+  dnsQuery?: string;
+  /** A resolver to ask instead of the system's (`host:port`), e.g. for tests. */
+  dnsServer?: string;
   token?: string;
   name?: string;
   cpu?: number;

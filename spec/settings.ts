@@ -287,8 +287,22 @@ export const SETTINGS = [
     default: 'http://127.0.0.1:4000',
     value: 'http://127.0.0.1:4000',
     flag: '--coordinator',
-    doc: 'coordinator URL for the CLI and agents (the setting takes a comma-separated list; an agent joins one today)',
+    doc: 'coordinator URL for the CLI and agents; agents take a comma-separated list (or one load-balancer URL) and fail over along it',
     schema: urlList,
+  },
+  {
+    env: 'MXC_DNS_QUERY',
+    roles: A,
+    default: 'unset',
+    doc: 'find coordinators by DNS: `_mxc._tcp.example.org` (SRV: target and port) or `host[:port]` (A/AAAA, port 4000 by default); joined with `MXC_COORDINATOR`',
+    schema: text,
+  },
+  {
+    env: 'MXC_DNS_SERVER',
+    roles: A,
+    default: 'the system resolver',
+    doc: 'the DNS server (`ip[:port]`) `MXC_DNS_QUERY` asks',
+    schema: text,
   },
   {
     env: 'MXC_AGENT_NAME',

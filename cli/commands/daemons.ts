@@ -177,18 +177,16 @@ async function agentOptions(s: Settings, stateDir: string) {
 
 export async function agent(opts: AgentOpts) {
   const s = settings(['agent'], agentFlags(opts));
+  // Several URLs: the agent fails over along the (shuffled) list.
   const coordinators = s.MXC_COORDINATOR!;
-  if (coordinators.length > 1)
-    throw new CliError(
-      `MXC_COORDINATOR / --coordinator: this agent joins one coordinator; got ${coordinators.length} URLs`,
-      2,
-    );
   const attributes = parseAttributes(opts.attr);
   const log = logger('mxc-agent', s);
   keepRunningOnUnhandled(log);
   const a = new Agent({
     ...(await agentOptions(s, resolve(s.MXC_AGENT_STATE_DIR!))),
-    coordinator: coordinators[0]!,
+    coordinator: coordinators.join(','),
+    dnsQuery: s.MXC_DNS_QUERY,
+    dnsServer: s.MXC_DNS_SERVER,
     token: s.MXC_AGENT_TOKEN,
     name: s.MXC_AGENT_NAME,
     attributes,
