@@ -175,6 +175,45 @@ describe('examples on a real coordinator and agent', () => {
     await waitStatus(id, 'stopped');
   });
 
+  test('nix_aurora: a nix-aurora job runs as written, bound at launch, and is discoverable', async () => {
+    const spec = await buildExample('nix_aurora');
+    const { jobId, workloads } = await deploy(spec);
+    expect(workloads).toHaveLength(2);
+    const ports: number[] = [];
+    for (const [instance, id] of workloads.entries()) {
+      const w = await waitStatus(id, 'running');
+      const port = w.ports.http!;
+      expect(port).toBeGreaterThan(0);
+      ports.push(port);
+      // The agent bound {{mesos.instance}} and {{thermos.ports[http]}} in the cmdline, and
+      // copiedExpandedFile wrote the bound copy of the store file into the sandbox.
+      const page = await eventually(async () => httpGet(port, '/').catch(() => null), 10_000, 'the page');
+      expect(page.body).toContain(`Instance ${instance} of a nix-aurora job, serving on port ${port}</h1>`);
+    }
+    // Both instances turn healthy and are listed with their ports and the Announcer's alias.
+    const ep = await eventually(async () => {
+      const r = await cl.c.api<{ data: { instances: unknown[] } }>(
+        'GET',
+        `/api/jobs/${jobId}/endpoints`,
+        undefined,
+        AUTH,
+      );
+      return r.body.data.instances.length === 2 ? r.body.data : null;
+    }, 20_000);
+    expect(ep.instances).toEqual(
+      ports.map((port, instance) => ({
+        instance,
+        workload_id: workloads[instance],
+        node: 'examples',
+        host: 'examples',
+        primary_port: port,
+        ports: { http: port, aurora: port },
+      })),
+    );
+    await cl.c.api('POST', `/api/jobs/${jobId}/stop`, undefined, AUTH);
+    for (const id of workloads) await waitStatus(id, 'stopped');
+  });
+
   test('pipeline: prepare finishes before serve starts, and cleanup runs at teardown', async () => {
     const spec = await buildExample('pipeline');
     const { workloads } = await deploy(spec);
