@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { WorkloadStatus } from '../spec/messages.js';
 import type { AgentSession, ChangeEvent } from './coordinator-types.js';
 import { ACTIVE_STATUSES, canTransition, isTerminal } from './core/lifecycle.js';
+import { type FlappingPolicy, restartDecision } from './core/restart.js';
 import type { Db } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import type * as nodes from './store/nodes.js';
@@ -20,6 +21,10 @@ export interface AgentReportDeps {
   sendStart: (nodeId: string, w: wl.WorkloadRow) => void;
   requestRolloutStep: () => void;
   requestEvaluation: () => void;
+  /** How ended workloads are restarted (Aurora's flapping back-off). */
+  flapping: FlappingPolicy;
+  /** Asks for a scheduling pass at this time (a restart waiting out its back-off). */
+  wakeAt: (at: number) => void;
 }
 
 /** Matches what a (re)connecting agent runs with what the store wants on its node. */
@@ -109,16 +114,16 @@ export async function applyStatus(
         w = await wl.getWorkload(q, id);
         continue;
       }
-      if (to === 'failed') {
-        const v = await jobs.getJobVersion(q, w.job_id, w.job_version);
-        const max = v?.spec.max_task_failures ?? 1;
-        if (max === -1 || w.restarts + 1 < max) {
-          await replaceWorkloads(
-            q,
-            [w],
-            `restarted after failure ${w.restarts + 1}${max === -1 ? '' : ` of ${max}`}`,
-            true,
-          );
+      if (moved.outcome === 'failed' || moved.outcome === 'finished') {
+        const spec = (await jobs.getJobVersion(q, w.job_id, w.job_version))?.spec;
+        const d = restartDecision(
+          { ...moved, outcome: moved.outcome },
+          { service: spec?.service ?? false, max_task_failures: spec?.max_task_failures ?? 1 },
+          deps.flapping,
+        );
+        if (d.restart) {
+          await replaceWorkloads(q, [w], d.reason, { countAsFailure: d.countAsFailure, delayMs: d.delayMs });
+          if (d.delayMs > 0) deps.wakeAt(Date.now() + d.delayMs);
         }
       }
       return 'applied' as const;

@@ -5,6 +5,7 @@
 import type { JobSpec } from '../spec/job.js';
 import type { CoordinatorMessage } from '../spec/messages.js';
 import type { Strategy } from './core/place.js';
+import type { FlappingPolicy } from './core/restart.js';
 import type { LeaderLease } from './leader-lease.js';
 import type * as closures from './store/closures.js';
 
@@ -23,6 +24,8 @@ export interface CoordinatorOptions {
   heartbeatTtlMs: number;
   heartbeatIntervalMs: number;
   strategy: Strategy;
+  /** Restart back-off for flapping tasks; Aurora's defaults when unset. */
+  flapping?: FlappingPolicy;
   /**
    * The full closure of a job (paths and NAR sizes) from the cache; throws a coded error listing what
    * is missing, so a job that could never start is refused before anything is replaced.

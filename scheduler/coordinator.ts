@@ -10,6 +10,7 @@ import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
 import type { AgentMessage } from '../spec/messages.js';
 import { type AgentReportDeps, applyStatus, reconcileAgent } from './agent-reports.js';
 import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinator-types.js';
+import { AURORA_FLAPPING } from './core/restart.js';
 import { launchDueCronJobs } from './cron-runner.js';
 import { errors, MxcError } from './errors.js';
 import { recordSubmission } from './job-submit.js';
@@ -71,6 +72,8 @@ export class Coordinator {
       sendStart: (nodeId, w) => this.sendStart(nodeId, w),
       requestRolloutStep: () => this.requestRolloutStep(),
       requestEvaluation: () => this.requestEvaluation(),
+      flapping: opts.flapping ?? AURORA_FLAPPING,
+      wakeAt: (at) => this.wakeAt(at),
     };
   }
 
@@ -125,6 +128,7 @@ export class Coordinator {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
     await this.ticking;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
     for (const s of this.sessions.values()) s.close(1001, 'coordinator shutting down');
     this.sessions.clear();
     await this.evaluating;
@@ -390,8 +394,28 @@ export class Coordinator {
     return this.evaluating;
   }
 
+  private wakeTimer: NodeJS.Timeout | null = null;
+  private wakeTime = Number.POSITIVE_INFINITY;
+
+  /** Schedules a pass at `at` (restarts waiting out their back-off); keeps only the earliest wake. */
+  private wakeAt(at: number): void {
+    if (this.closed || at >= this.wakeTime) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTime = at;
+    this.wakeTimer = setTimeout(
+      () => {
+        this.wakeTimer = null;
+        this.wakeTime = Number.POSITIVE_INFINITY;
+        this.requestEvaluation();
+      },
+      Math.max(0, at - Date.now()),
+    );
+    this.wakeTimer.unref?.();
+  }
+
   private async schedulePass(): Promise<void> {
     await schedulePass({
+      wakeAt: (at) => this.wakeAt(at),
       db: this.db,
       log: this.log,
       strategy: this.opts.strategy,

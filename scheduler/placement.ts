@@ -31,13 +31,30 @@ export interface SchedulePassDeps {
   specOf: SpecLookup;
   /** Called for each workload the pass moved to starting, in order. */
   started: (w: wl.WorkloadRow) => void;
+  /** Asks for another pass at this time: the earliest restart still waiting out its back-off. */
+  wakeAt?: (at: number) => void;
 }
 
 /** One scheduling pass: plan the pending workloads on a snapshot, apply, and replan on conflicts. */
 export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
   const { db } = deps;
   for (let attempt = 0; attempt < 5; attempt++) {
-    const pending = await wl.listWorkloads(db, { status: ['pending'], limit: 100_000 });
+    const all = await wl.listWorkloads(db, { status: ['pending'], limit: 100_000 });
+    // Restarts of flapping tasks wait out their back-off (Aurora's THROTTLED): not planned before then.
+    const now = Date.now();
+    const waiting = all.filter((w) => w.not_before && w.not_before.getTime() > now);
+    if (waiting.length) {
+      deps.wakeAt?.(Math.min(...waiting.map((w) => w.not_before!.getTime())));
+      await wl.setPendingReasons(
+        db,
+        waiting.map((w) => ({
+          id: w.id,
+          reason: `restart back-off: waiting until ${w.not_before!.toISOString()} (${w.restart_delay_ms} ms; the task is flapping)`,
+        })),
+      );
+    }
+    const throttled = new Set(waiting);
+    const pending = waiting.length ? all.filter((w) => !throttled.has(w)) : all;
     if (pending.length === 0) return;
     pending.sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.instance - b.instance);
     const snapshot = await clusterSnapshot(db);

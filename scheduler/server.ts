@@ -13,6 +13,7 @@ import { cachedClosure } from './cache/closure.js';
 import { cachePlugin, openCacheStore } from './cache/index.js';
 import { Coordinator } from './coordinator.js';
 import type { Strategy } from './core/place.js';
+import { AURORA_FLAPPING, type FlappingPolicy } from './core/restart.js';
 import { errors } from './errors.js';
 import { LeaderLease, leaseTimings } from './leader-lease.js';
 import * as cachePushes from './store/cache-pushes.js';
@@ -39,6 +40,8 @@ export interface CoordinatorServerOptions {
   leaderLeaseMs?: number;
   /** The URL other coordinators and the cluster status show for this one; default the listen address. */
   advertiseUrl?: string;
+  /** Restart back-off for flapping tasks (MXC_*_FLAPPING_*); Aurora's defaults when unset. */
+  flapping?: FlappingPolicy;
 }
 
 export interface CoordinatorServer {
@@ -77,6 +80,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       heartbeatTtlMs: ttl,
       heartbeatIntervalMs: opts.heartbeatIntervalMs ?? Math.max(50, Math.min(5000, Math.floor(ttl / 3))),
       strategy: opts.strategy ?? 'spread',
+      flapping: opts.flapping ?? AURORA_FLAPPING,
       // A job is accepted only when its closure is complete in the cache (the cache refuses a path
       // whose references it lacks, so present roots mean a complete closure).
       closureOf: async (spec) => {

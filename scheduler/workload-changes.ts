@@ -97,8 +97,10 @@ export async function replaceWorkloads(
   q: Queryable,
   ws: wl.WorkloadRow[],
   reason: string,
-  countAsFailure = false,
+  opts: { countAsFailure?: boolean; delayMs?: number; now?: Date } = {},
 ): Promise<number> {
+  const delayMs = opts.delayMs ?? 0;
+  const notBefore = delayMs > 0 ? new Date((opts.now ?? new Date()).getTime() + delayMs) : null;
   let n = 0;
   for (const w of ws) {
     const job = await jobs.getJob(q, w.job_id);
@@ -106,9 +108,13 @@ export async function replaceWorkloads(
     if (job.current_version !== w.job_version && !(await awaitsRollout(q, job.id, w))) continue;
     const v = await jobs.getJobVersion(q, w.job_id, w.job_version);
     if (!v) continue;
-    const restarts = w.restarts + (countAsFailure ? 1 : 0);
+    const restarts = w.restarts + (opts.countAsFailure ? 1 : 0);
     const [created] = newWorkloads(job.id, w.job_version, v.spec, restarts, [w.instance]);
-    await wl.insertWorkloads(q, [created!], `${reason} (replaces ${w.id})`);
+    await wl.insertWorkloads(
+      q,
+      [{ ...created!, not_before: notBefore, restart_delay_ms: delayMs }],
+      `${reason} (replaces ${w.id})`,
+    );
     n++;
   }
   return n;

@@ -69,6 +69,12 @@ export const Workload = z.object({
   updated_at: z.string(),
   started_at: z.string().nullable(),
   finished_at: z.string().nullable(),
+  outcome: z
+    .enum(['finished', 'failed', 'stopped', 'lost'])
+    .nullable()
+    .describe('how it ended: finished (success), failed, stopped (by a user, an update or a drain), lost'),
+  not_before: z.string().nullable().describe('a restart of a flapping task is not placed before this'),
+  restart_delay_ms: z.number().int().describe('the back-off this restart waited (Aurora flapping delay)'),
 });
 
 export const Job = z.object({
@@ -86,8 +92,26 @@ export const Job = z.object({
   next_run_at: z.string().nullable(),
 });
 
-/** A job with its current spec (`GET /api/jobs`). */
-export const JobWithSpec = Job.extend({ spec: JobSpec });
+/** Workloads of a job per state: live ones by status, ended ones by how they ended. */
+export const StateCounts = z.object({
+  pending: z.number().int(),
+  starting: z.number().int(),
+  running: z.number().int(),
+  stopping: z.number().int(),
+  finished: z.number().int(),
+  failed: z.number().int(),
+  stopped: z.number().int(),
+  lost: z.number().int(),
+});
+
+/** A job with its current spec, what it is doing and its workloads per state (`GET /api/jobs`). */
+export const JobWithSpec = Job.extend({
+  spec: JobSpec,
+  state: z
+    .enum(['running', 'complete', 'failed', 'stopped'])
+    .describe('running while an instance is live; else failed, complete (all finished) or stopped'),
+  counts: StateCounts.describe('workloads per state, history included'),
+});
 
 /** A rolling update (or restart, or rollback) of a job. */
 export const JobUpdate = z.object({

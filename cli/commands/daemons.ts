@@ -66,6 +66,14 @@ function coordinatorOptions(s: Settings) {
     ui: s.MXC_UI_ENABLED,
     leaderLeaseMs: s.MXC_LEADER_LEASE === undefined ? undefined : Math.round(s.MXC_LEADER_LEASE * 1000),
     advertiseUrl: s.MXC_ADVERTISE_URL,
+    flapping: {
+      thresholdMs: Math.round(s.MXC_FLAPPING_TASK_THRESHOLD! * 1000),
+      initialDelayMs: Math.round(s.MXC_INITIAL_FLAPPING_TASK_DELAY! * 1000),
+      maxDelayMs: Math.max(
+        Math.round(s.MXC_INITIAL_FLAPPING_TASK_DELAY! * 1000),
+        Math.round(s.MXC_MAX_FLAPPING_TASK_DELAY! * 1000),
+      ),
+    },
   };
 }
 

@@ -4,7 +4,16 @@
  * and recorded as an event with its reason; losing a race yields no row, never an overwrite.
  */
 import type { WorkloadStatus } from '../../spec/messages.js';
-import { ACTIVE_STATUSES, checkTransition, isTerminal } from '../core/lifecycle.js';
+import {
+  ACTIVE_STATUSES,
+  checkTransition,
+  emptyCounts,
+  isTerminal,
+  type Outcome,
+  outcomeOf,
+  type StateCounts,
+  type WorkloadState,
+} from '../core/lifecycle.js';
 import type { Queryable } from './db.js';
 
 export interface WorkloadRow {
@@ -30,6 +39,11 @@ export interface WorkloadRow {
   fetched_paths: number | null;
   fetched_bytes: number | null;
   health: 'unknown' | 'healthy' | 'unhealthy' | null;
+  /** How it ended, once terminal. */
+  outcome: Outcome | null;
+  /** A restart of a flapping task is not placed before this. */
+  not_before: Date | null;
+  restart_delay_ms: number;
 }
 
 export interface WorkloadEventRow {
@@ -44,13 +58,19 @@ export interface WorkloadEventRow {
 export type NewWorkload = Pick<
   WorkloadRow,
   'id' | 'job_id' | 'job_version' | 'instance' | 'cpu' | 'memory_mb' | 'disk_mb' | 'isolation' | 'restarts'
->;
+> & {
+  /** Restart back-off: placed no earlier than this, having waited `restart_delay_ms`. */
+  not_before?: Date | null;
+  restart_delay_ms?: number;
+};
 
 export async function insertWorkloads(q: Queryable, ws: NewWorkload[], reason: string): Promise<void> {
   if (ws.length === 0) return;
   await q.query(
-    `INSERT INTO workloads (id, job_id, job_version, instance, status, cpu, memory_mb, disk_mb, isolation, restarts)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::float8[], $7::int[], $8::int[], $9::text[], $10::int[])`,
+    `INSERT INTO workloads (id, job_id, job_version, instance, status, cpu, memory_mb, disk_mb, isolation, restarts,
+       not_before, restart_delay_ms)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::float8[], $7::int[], $8::int[],
+       $9::text[], $10::int[], $11::timestamptz[], $12::int[])`,
     [
       ws.map((w) => w.id),
       ws.map((w) => w.job_id),
@@ -62,6 +82,8 @@ export async function insertWorkloads(q: Queryable, ws: NewWorkload[], reason: s
       ws.map((w) => w.disk_mb),
       ws.map((w) => w.isolation),
       ws.map((w) => w.restarts),
+      ws.map((w) => w.not_before?.toISOString() ?? null),
+      ws.map((w) => w.restart_delay_ms ?? 0),
     ],
   );
   await q.query(
@@ -125,7 +147,10 @@ export async function transition(
   const sets = ['status = $3', 'updated_at = now()'];
   const params: unknown[] = [w.id, w.status, to, reason];
   if (to === 'running') sets.push('started_at = COALESCE(started_at, now())');
-  if (isTerminal(to)) sets.push('finished_at = now()');
+  if (isTerminal(to)) {
+    params.push(outcomeOf(w.status, to));
+    sets.push('finished_at = now()', `outcome = $${params.length}`);
+  }
   if (to !== 'pending') sets.push('pending_reason = NULL');
   if (extra.error !== undefined) {
     params.push(extra.error);
@@ -303,4 +328,31 @@ export async function lockPending(q: Queryable, ids: string[]): Promise<Workload
     `SELECT * FROM workloads WHERE id = ANY($1::text[]) AND status = 'pending' ORDER BY id FOR UPDATE`,
     [ids],
   );
+}
+
+/**
+ * Per job: how many workloads are in each state (live ones by status, ended ones by outcome), over all
+ * of them (`counts`) and over the latest workload of each instance (`latest`, what the job is doing now).
+ */
+export async function jobStateCounts(
+  q: Queryable,
+  jobIds: string[],
+): Promise<Map<string, { counts: StateCounts; latest: StateCounts }>> {
+  const out = new Map<string, { counts: StateCounts; latest: StateCounts }>();
+  if (jobIds.length === 0) return out;
+  for (const id of jobIds) out.set(id, { counts: emptyCounts(), latest: emptyCounts() });
+  const rows = await q.query<{ job_id: string; state: WorkloadState; n: number; latest: number }>(
+    `SELECT job_id, state, count(*)::int AS n, count(*) FILTER (WHERE rn = 1)::int AS latest FROM (
+       SELECT job_id, COALESCE(outcome, status) AS state,
+              row_number() OVER (PARTITION BY job_id, instance ORDER BY created_at DESC, id) AS rn
+       FROM workloads WHERE job_id = ANY($1::text[])
+     ) t GROUP BY job_id, state`,
+    [jobIds],
+  );
+  for (const r of rows) {
+    const s = out.get(r.job_id)!;
+    s.counts[r.state] = r.n;
+    s.latest[r.state] = r.latest;
+  }
+  return out;
 }

@@ -75,7 +75,7 @@ export function scriptJob(name: string, script: string, over: Partial<JobSpecInp
     role: 'test',
     cluster: 'test',
     environment: 'test',
-    service: true,
+    service: false,
     task: {
       name,
       processes: [{ name: 'main', cmdline: script }],

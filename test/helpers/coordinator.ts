@@ -1,8 +1,10 @@
 /** Starts a real coordinator (listening on 127.0.0.1:0) on a fresh database of the given engine. */
+
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Tokens } from '../../scheduler/api/auth.js';
+import type { FlappingPolicy } from '../../scheduler/core/restart.js';
 import { type CoordinatorServer, startCoordinator } from '../../scheduler/server.js';
 import type { JobSpecInput } from '../../spec/job.js';
 import { createPostgresDb, dropPostgresDb, type Engine, seedPgliteDataDir } from './db.js';
@@ -28,6 +30,7 @@ export async function startTestCoordinator(
   opts: {
     tokens?: Tokens;
     heartbeatTtlMs?: number;
+    flapping?: FlappingPolicy;
     dataDir?: string;
     databaseUrl?: string;
     port?: number;
@@ -49,6 +52,8 @@ export async function startTestCoordinator(
     tokens: opts.tokens ?? {},
     logger: testLogger(),
     heartbeatTtlMs: opts.heartbeatTtlMs ?? 30_000,
+    // Aurora's back-off in miniature: restarts of flapping tasks wait 50 ms, doubling up to 400 ms.
+    flapping: opts.flapping ?? { thresholdMs: 60_000, initialDelayMs: 50, maxDelayMs: 400 },
   });
   const api: TestCoordinator['api'] = async (method, path, body, headers = {}) => {
     const res = await fetch(`${server.url}${path}`, {

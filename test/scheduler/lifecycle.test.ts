@@ -73,7 +73,12 @@ describe.each(ENGINES)('guarded transitions on %s', (engine) => {
   let nodeId: string;
   beforeAll(async () => {
     db = await freshDb(engine);
-    const sub = await recordSubmission(db, 'test/www/prod/web', JobSpec.parse(plainJob()), []);
+    const sub = await recordSubmission(
+      db,
+      'test/www/prod/web',
+      JobSpec.parse(plainJob({ service: false })),
+      [],
+    );
     jobId = sub.job.id;
     nodeId = (await nodes.upsertNode(db, { id: 'node-1', name: 'n1', ...testNode })).id;
   });
@@ -149,6 +154,8 @@ describe.each(ENGINES)('guarded transitions on %s', (engine) => {
     sendStart: () => {},
     requestRolloutStep: () => {},
     requestEvaluation: () => {},
+    flapping: { thresholdMs: 60_000, initialDelayMs: 0, maxDelayMs: 0 },
+    wakeAt: () => {},
   };
 
   it.each(['agent reconnect', 'node down'] as const)(
@@ -210,7 +217,7 @@ describe.each(ENGINES)('lifecycle on %s', (engine) => {
     c = await startTestCoordinator(engine);
     const a = new ProtocolAgent({ url: c.url, name: 'n', autoRun: false });
     agents.push(await a.connect());
-    const sub = await c.api('POST', '/api/jobs', plainJob({ max_task_failures: 3 }));
+    const sub = await c.api('POST', '/api/jobs', plainJob({ max_task_failures: 3, service: false }));
     expect(sub.status).toBe(201);
     const failed = new Set<string>();
     for (let attempt = 1; attempt <= 3; attempt++) {
@@ -236,6 +243,107 @@ describe.each(ENGINES)('lifecycle on %s', (engine) => {
     expect((await c.api('GET', '/api/workloads')).body.data).toHaveLength(3);
     const events = (await c.api('GET', `/api/workloads/${last.id}/events`)).body.data;
     expect(events[0].reason).toMatch(/restarted after failure 2 of 3/);
+  });
+
+  it('restarts a service whenever an instance ends, with a flapping back-off that doubles to its maximum, while the job is active', async () => {
+    c = await startTestCoordinator(engine, {
+      flapping: { thresholdMs: 60_000, initialDelayMs: 50, maxDelayMs: 200 },
+    });
+    const a = new ProtocolAgent({ url: c.url, name: 'n', autoRun: false });
+    agents.push(await a.connect());
+    const sub = await c.api('POST', '/api/jobs', plainJob({ name: 'svc' }));
+    const jobId = sub.body.data.job.id;
+    const seen = new Set<string>();
+    // finished, failed, finished, failed, failed: every end starts it again, successes included.
+    const ends = ['stopped', 'failed', 'stopped', 'failed', 'failed'] as const;
+    for (const end of ends) {
+      const start = await a.waitFor((m) => m.type === 'start' && !seen.has(m.workload.id));
+      if (start.type !== 'start') throw new Error('unreachable');
+      seen.add(start.workload.id);
+      a.send({ type: 'workload_status', workload_id: start.workload.id, status: 'running' });
+      a.send({
+        type: 'workload_status',
+        workload_id: start.workload.id,
+        status: end,
+        reason: `${end} on purpose`,
+      });
+    }
+    const last = await a.waitFor((m) => m.type === 'start' && !seen.has(m.workload.id));
+    if (last.type !== 'start') throw new Error('unreachable');
+    a.send({ type: 'workload_status', workload_id: last.workload.id, status: 'running' });
+    const ws = (await c.api('GET', `/api/workloads?job=${jobId}`)).body.data as {
+      id: string;
+      status: string;
+      outcome: string | null;
+      restart_delay_ms: number;
+      restarts: number;
+      created_at: string;
+    }[];
+    ws.sort((x, y) => x.created_at.localeCompare(y.created_at));
+    expect(ws.map((w) => w.outcome)).toEqual(['finished', 'failed', 'finished', 'failed', 'failed', null]);
+    // The first start waits for nothing; each flapping restart waits twice the last, up to the maximum.
+    expect(ws.map((w) => w.restart_delay_ms)).toEqual([0, 50, 100, 200, 200, 200]);
+    // It really waited: placed no sooner than its back-off after it was created.
+    for (const w of ws.slice(1)) {
+      const ev = (await c.api('GET', `/api/workloads/${w.id}/events`)).body.data as {
+        to_status: string;
+        ts: string;
+      }[];
+      const created = Date.parse(ev.find((e) => e.to_status === 'pending')!.ts);
+      const placed = Date.parse(ev.find((e) => e.to_status === 'starting')!.ts);
+      expect(placed - created).toBeGreaterThanOrEqual(w.restart_delay_ms - 5);
+    }
+    // Only failures count towards max_task_failures.
+    expect(ws.map((w) => w.restarts)).toEqual([0, 0, 1, 1, 2, 3]);
+    const events = (await c.api('GET', `/api/workloads/${ws[1]!.id}/events`)).body.data;
+    expect(events[0].reason).toMatch(/service restarted after it finished in 50 ms \(flapping/);
+    const job = (await c.api('GET', `/api/jobs/${jobId}`)).body.data;
+    expect(job.state).toBe('running');
+    expect(job.counts).toMatchObject({ finished: 2, failed: 3, running: 1, lost: 0 });
+
+    // Stopped by a user: it ends stopped, and nothing starts again.
+    await c.api('POST', `/api/jobs/${jobId}/stop`);
+    await eventually(async () => {
+      const w = (await c!.api('GET', `/api/workloads/${last.workload.id}`)).body.data;
+      return w.outcome === 'stopped' ? w : null;
+    });
+    const after = (await c.api('GET', `/api/jobs/${jobId}`)).body.data;
+    expect(after.state).toBe('stopped');
+    expect(after.counts).toMatchObject({ stopped: 1, running: 0, pending: 0 });
+  });
+
+  it('says how batch jobs ended: complete when every instance finished, failed when one failed', async () => {
+    c = await startTestCoordinator(engine);
+    const a = new ProtocolAgent({ url: c.url, name: 'n', autoRun: false });
+    agents.push(await a.connect());
+    const ids: Record<string, string> = {};
+    for (const [name, end] of [
+      ['ok', 'stopped'],
+      ['bad', 'failed'],
+    ] as const) {
+      const sub = await c.api('POST', '/api/jobs', plainJob({ name, service: false, instances: 2 }));
+      ids[name] = sub.body.data.job.id;
+      for (const id of sub.body.data.workloads as string[]) {
+        await a.waitFor((m) => m.type === 'start' && m.workload.id === id);
+        a.send({ type: 'workload_status', workload_id: id, status: 'running' });
+      }
+      const [first, second] = sub.body.data.workloads as string[];
+      a.send({ type: 'workload_status', workload_id: first!, status: 'stopped', reason: 'exit 0' });
+      a.send({ type: 'workload_status', workload_id: second!, status: end, reason: 'the end' });
+    }
+    const list = await eventually(async () => {
+      const jobs = (await c!.api('GET', '/api/jobs')).body.data as { id: string; state: string }[];
+      const byId = new Map(jobs.map((j) => [j.id, j]));
+      return byId.get(ids.ok!)?.state === 'complete' && byId.get(ids.bad!)?.state === 'failed' ? byId : null;
+    });
+    expect((list.get(ids.ok!) as unknown as { counts: object }).counts).toMatchObject({
+      finished: 2,
+      failed: 0,
+    });
+    expect((list.get(ids.bad!) as unknown as { counts: object }).counts).toMatchObject({
+      finished: 1,
+      failed: 1,
+    });
   });
 
   it('keeps jobs, workloads, placements and history across a coordinator restart', async () => {

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../../coordinator.js';
 import { jobEndpoints } from '../../core/endpoints.js';
+import { emptyCounts, jobState, type StateCounts } from '../../core/lifecycle.js';
 import { errors } from '../../errors.js';
 import * as closures from '../../store/closures.js';
 import * as jobs from '../../store/jobs.js';
@@ -9,6 +10,20 @@ import * as nodesStore from '../../store/nodes.js';
 import * as updates from '../../store/updates.js';
 import * as wl from '../../store/workloads.js';
 import { presentWorkloads } from '../views.js';
+
+/** A job with what it is doing (running / complete / failed / stopped) and its workloads per state. */
+function withState<J extends jobs.JobRow>(
+  job: J,
+  spec: { cron_schedule?: string | null } | undefined,
+  s: { counts: StateCounts; latest: StateCounts } | undefined,
+) {
+  const counts = s?.counts ?? emptyCounts();
+  return {
+    ...job,
+    state: jobState({ status: job.status, cron: !!spec?.cron_schedule }, s?.latest ?? emptyCounts()),
+    counts,
+  };
+}
 
 export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;
@@ -23,7 +38,14 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     });
   });
 
-  app.get('/api/jobs', async () => ({ data: await jobs.listJobs(db) }));
+  app.get('/api/jobs', async () => {
+    const list = await jobs.listJobs(db);
+    const states = await wl.jobStateCounts(
+      db,
+      list.map((j) => j.id),
+    );
+    return { data: list.map((j) => withState(j, j.spec, states.get(j.id))) };
+  });
 
   app.get<{ Params: { id: string } }>('/api/jobs/:id', async (req) => {
     const job = await jobs.getJob(db, req.params.id);
@@ -31,7 +53,15 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     const v = await jobs.getJobVersion(db, job.id, job.current_version);
     const workloads = await presentWorkloads(db, await wl.listWorkloads(db, { jobId: job.id, limit: 1000 }));
     const [update] = await updates.listUpdates(db, job.id);
-    return { data: { ...job, spec: v?.spec, workloads, update: update ?? null } };
+    const states = await wl.jobStateCounts(db, [job.id]);
+    return {
+      data: {
+        ...withState(job, v?.spec, states.get(job.id)),
+        spec: v?.spec,
+        workloads,
+        update: update ?? null,
+      },
+    };
   });
 
   // Service discovery: the instances that serve, with host and named ports (Aurora's Announcer).
