@@ -1,137 +1,59 @@
 /**
- * Cron expressions for `cron_schedule` (five fields: minute hour day-of-month month day-of-week, UTC),
- * with `*`, lists, ranges, steps and month/day names. Pure: parse once, ask for the next run.
+ * Cron expressions for `cron_schedule` (five fields: minute hour day-of-month month day-of-week, UTC,
+ * or a macro such as `@daily`), parsed and evaluated by croner, with Vixie cron's day rule: when the
+ * day-of-month or the day-of-week field starts with `*`, a day must match both; when both are
+ * restricted, either (so `0 0 *\/2 * 1` runs on Mondays that are odd days of the month).
  */
-
-interface Field {
-  name: string;
-  min: number;
-  max: number;
-  names?: string[];
-}
-
-const FIELDS: Field[] = [
-  { name: 'minute', min: 0, max: 59 },
-  { name: 'hour', min: 0, max: 23 },
-  { name: 'day of month', min: 1, max: 31 },
-  {
-    name: 'month',
-    min: 1,
-    max: 12,
-    names: ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'],
-  },
-  { name: 'day of week', min: 0, max: 7, names: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] },
-];
-
-const MACROS: Record<string, string> = {
-  '@yearly': '0 0 1 1 *',
-  '@annually': '0 0 1 1 *',
-  '@monthly': '0 0 1 * *',
-  '@weekly': '0 0 * * 0',
-  '@daily': '0 0 * * *',
-  '@midnight': '0 0 * * *',
-  '@hourly': '0 * * * *',
-};
-
-export interface CronSchedule {
-  minutes: Set<number>;
-  hours: Set<number>;
-  days: Set<number>;
-  months: Set<number>;
-  weekdays: Set<number>;
-  /** Both day fields restricted: a day matches when either matches (Vixie cron). */
-  dayOr: boolean;
-}
+import { Cron } from 'croner';
 
 export class CronError extends Error {}
 
-function value(s: string, f: Field): number {
-  const named = f.names?.indexOf(s.toLowerCase()) ?? -1;
-  const n = named >= 0 ? named + (f.min === 1 ? 1 : 0) : /^\d+$/.test(s) ? Number(s) : Number.NaN;
-  if (!Number.isInteger(n) || n < f.min || n > f.max) {
-    throw new CronError(`${f.name} "${s}" is not in ${f.min}-${f.max}${f.names ? ` or ${f.names[0]}…` : ''}`);
-  }
-  return n;
+export interface CronSchedule {
+  readonly expr: string;
+  readonly cron: Cron;
 }
 
-function field(text: string, f: Field): Set<number> {
-  const out = new Set<number>();
-  for (const part of text.split(',')) {
-    const [range, stepText] = part.split('/');
-    const step = stepText === undefined ? 1 : Number(stepText);
-    if (!Number.isInteger(step) || step < 1)
-      throw new CronError(`${f.name} step "${stepText}" must be a positive integer`);
-    let lo: number;
-    let hi: number;
-    if (range === '*') {
-      lo = f.min;
-      hi = f.max;
-    } else if (range?.includes('-')) {
-      const [a, b] = range.split('-');
-      lo = value(a ?? '', f);
-      hi = value(b ?? '', f);
-      if (lo > hi) throw new CronError(`${f.name} range "${range}" runs backwards`);
-    } else {
-      lo = value(range ?? '', f);
-      hi = stepText === undefined ? lo : f.max;
-    }
-    for (let v = lo; v <= hi; v += step) out.add(f.name === 'day of week' && v === 7 ? 0 : v);
-  }
-  return out;
-}
-
-/** Parses a cron expression; throws CronError saying which field is wrong. */
+/** Parses a cron expression; throws CronError saying what is wrong. */
 export function parseCron(expr: string): CronSchedule {
-  const text = MACROS[expr.trim().toLowerCase()] ?? expr.trim();
+  const text = expr.trim();
   const parts = text.split(/\s+/);
-  if (parts.length !== 5) {
+  if (!text.startsWith('@') && parts.length !== 5) {
     throw new CronError(
       `"${expr}" has ${parts.length} field(s); a cron schedule has 5: minute hour day-of-month month day-of-week`,
     );
   }
-  const [m, h, dom, mon, dow] = parts.map((p, i) => field(p, FIELDS[i]!));
-  return {
-    minutes: m!,
-    hours: h!,
-    days: dom!,
-    months: mon!,
-    weekdays: dow!,
-    dayOr: parts[2] !== '*' && parts[4] !== '*',
-  };
-}
-
-function dayMatches(c: CronSchedule, d: Date): boolean {
-  const dom = c.days.has(d.getUTCDate());
-  const dow = c.weekdays.has(d.getUTCDay());
-  return c.dayOr ? dom || dow : dom && dow;
-}
-
-/** The first minute strictly after `after` that the schedule matches (UTC), within five years. */
-export function nextRun(c: CronSchedule, after: Date): Date {
-  const t = new Date(after.getTime());
-  t.setUTCSeconds(0, 0);
-  t.setUTCMinutes(t.getUTCMinutes() + 1);
-  const limit = after.getTime() + 5 * 366 * 86_400_000;
-  while (t.getTime() <= limit) {
-    if (!c.months.has(t.getUTCMonth() + 1)) {
-      t.setUTCMonth(t.getUTCMonth() + 1, 1);
-      t.setUTCHours(0, 0);
-      continue;
-    }
-    if (!dayMatches(c, t)) {
-      t.setUTCDate(t.getUTCDate() + 1);
-      t.setUTCHours(0, 0);
-      continue;
-    }
-    if (!c.hours.has(t.getUTCHours())) {
-      t.setUTCHours(t.getUTCHours() + 1, 0);
-      continue;
-    }
-    if (!c.minutes.has(t.getUTCMinutes())) {
-      t.setUTCMinutes(t.getUTCMinutes() + 1);
-      continue;
-    }
-    return t;
+  // Vixie's DOM_STAR / DOW_STAR flags: a field whose text starts with `*` makes the day test an AND.
+  // Every macro has a `*` in one of its day fields.
+  const vixieAnd = text.startsWith('@') || parts[2]!.startsWith('*') || parts[4]!.startsWith('*');
+  try {
+    return {
+      expr,
+      cron: new Cron(text, { timezone: 'UTC', mode: '5-part', domAndDow: vixieAnd, paused: true }),
+    };
+  } catch (err) {
+    const why = err instanceof Error ? err.message.replace(/^CronPattern:\s*/, '') : String(err);
+    throw new CronError(`"${expr}": ${why}`, { cause: err });
   }
-  throw new CronError('the schedule never matches (e.g. 30 February)');
+}
+
+/** The first minute strictly after `after` that the schedule matches (UTC). */
+export function nextRun(c: CronSchedule, after: Date): Date {
+  const n = c.cron.nextRun(after);
+  if (!n) throw new CronError(`"${c.expr}" never matches (e.g. 30 February)`);
+  return n;
+}
+
+/**
+ * The runs due from `first` (a run time, included) up to `now` (included), oldest first, at most
+ * `limit` of them (the latest kept): what a coordinator that was down missed.
+ */
+export function runsDue(c: CronSchedule, first: Date, now: Date, limit = 1000): Date[] {
+  const out: Date[] = [];
+  let t: Date | null = first;
+  while (t && t.getTime() <= now.getTime()) {
+    out.push(t);
+    if (out.length > limit) out.shift();
+    t = c.cron.nextRun(t);
+  }
+  return out;
 }
