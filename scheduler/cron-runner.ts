@@ -1,9 +1,9 @@
 /**
- * Launching the cron jobs that are due, applying each job's collision policy to a previous run
- * that is still alive.
+ * Launching the cron jobs that are due: the decision is core/cron's `cronStep`; this applies it in
+ * one transaction and records the run (jobs.last_run_at) and the next one.
  */
 import type { Logger } from 'pino';
-import { nextRun, parseCron } from '../spec/cron.js';
+import { cronStep } from './core/cron.js';
 import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as wl from './store/workloads.js';
@@ -26,25 +26,52 @@ export async function launchDueCronJobs(
     const stops: wl.WorkloadRow[] = [];
     for (const job of await jobs.dueCronJobs(q, now)) {
       const spec = (await jobs.getJobVersion(q, job.id, job.current_version))?.spec;
-      if (!spec?.cron_schedule) {
+      if (!spec?.cron_schedule || !job.next_run_at) {
         await jobs.setNextRun(q, job.id, null);
         continue;
       }
-      await jobs.setNextRun(q, job.id, nextRun(parseCron(spec.cron_schedule), now));
       const live = await wl.listWorkloads(q, {
         jobId: job.id,
         status: ['pending', 'starting', 'running'],
         limit: 100_000,
       });
-      if (live.length > 0 && spec.cron_collision_policy === 'CANCEL_NEW') {
+      const step = cronStep(
+        {
+          schedule: spec.cron_schedule,
+          policy: spec.cron_collision_policy,
+          nextRunAt: job.next_run_at,
+          previousAlive: live.length > 0,
+        },
+        now,
+      );
+      if (!step.due) continue;
+      await jobs.setCronRun(q, job.id, step.runAt, step.next);
+      if (step.missed.length > 0) {
+        log.warn(
+          {
+            job: job.key,
+            missed: step.missed.length,
+            first: step.missed[0]!.toISOString(),
+            last: step.missed.at(-1)!.toISOString(),
+            policy: spec.cron_collision_policy,
+          },
+          'cron runs fell due while no coordinator launched them; launching once for the latest',
+        );
+      }
+      if (step.action === 'skip') {
         log.info({ job: job.key }, 'cron run skipped: the previous run is still going (CANCEL_NEW)');
         continue;
       }
-      if (live.length > 0 && spec.cron_collision_policy === 'KILL_EXISTING') {
+      if (step.action === 'kill_and_launch') {
         stops.push(...(await stopJobWorkloads(q, job.id, 'a new cron run replaces it (KILL_EXISTING)')));
       }
       const created = newWorkloads(job.id, job.current_version, spec, 0);
-      await wl.insertWorkloads(q, created, `cron run for ${now.toISOString().slice(0, 16)}Z`);
+      const missed = step.missed.length ? `; ${step.missed.length} earlier run(s) missed` : '';
+      await wl.insertWorkloads(
+        q,
+        created,
+        `cron run for ${step.runAt!.toISOString().slice(0, 16)}Z${missed}`,
+      );
       launched++;
     }
     return { launched, stops };

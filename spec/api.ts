@@ -90,6 +90,8 @@ export const Job = z.object({
   updated_at: z.string(),
   /** Cron jobs: the next scheduled run. */
   next_run_at: z.string().nullable(),
+  /** Cron jobs: the run last launched (or skipped by CANCEL_NEW). */
+  last_run_at: z.string().nullable(),
 });
 
 /** Workloads of a job per state: live ones by status, ended ones by how they ended. */

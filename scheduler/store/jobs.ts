@@ -14,6 +14,8 @@ export interface JobRow {
   created_at: Date;
   updated_at: Date;
   next_run_at: Date | null;
+  /** Cron jobs: the run last launched (or skipped by CANCEL_NEW). */
+  last_run_at: Date | null;
 }
 
 export interface JobVersionRow {
@@ -105,6 +107,20 @@ export async function listJobVersions(q: Queryable, jobId: string): Promise<JobV
 
 export async function setNextRun(q: Queryable, jobId: string, at: Date | null): Promise<void> {
   await q.query('UPDATE jobs SET next_run_at = $2 WHERE id = $1', [jobId, at?.toISOString() ?? null]);
+}
+
+/** Records a cron run (launched or skipped) and the next one. */
+export async function setCronRun(
+  q: Queryable,
+  jobId: string,
+  ran: Date | null,
+  next: Date | null,
+): Promise<void> {
+  await q.query('UPDATE jobs SET last_run_at = COALESCE($2, last_run_at), next_run_at = $3 WHERE id = $1', [
+    jobId,
+    ran?.toISOString() ?? null,
+    next?.toISOString() ?? null,
+  ]);
 }
 
 /** Active cron jobs due to run, locked so two coordinators never launch the same run. */

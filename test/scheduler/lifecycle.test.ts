@@ -439,6 +439,25 @@ describe('cron jobs', () => {
     expect(await live(ids.CANCEL_NEW)).toHaveLength(1);
     expect(await live(ids.RUN_OVERLAP)).toHaveLength(2);
 
+    expect(new Date((await c.api('GET', `/api/jobs/${ids.CANCEL_NEW}`)).body.data.last_run_at)).toEqual(
+      second,
+    );
+
+    // The coordinator was away for three runs: one run for the latest, under the collision policy.
+    const third = new Date(second.getTime() + 5 * 60_000);
+    const away = new Date(second.getTime() + 3 * 5 * 60_000 + 30_000);
+    expect(await c.coordinator.runDueCronJobs(away)).toBe(2);
+    expect(await live(ids.CANCEL_NEW)).toHaveLength(1);
+    expect(await live(ids.RUN_OVERLAP)).toHaveLength(3);
+    const overlap = (await c.api('GET', `/api/jobs/${ids.RUN_OVERLAP}`)).body.data;
+    expect(new Date(overlap.last_run_at)).toEqual(new Date(third.getTime() + 2 * 5 * 60_000));
+    expect(new Date(overlap.next_run_at)).toEqual(new Date(third.getTime() + 3 * 5 * 60_000));
+    const newest = (await live(ids.RUN_OVERLAP)).sort(
+      (x: { created_at: string }, y: { created_at: string }) => y.created_at.localeCompare(x.created_at),
+    )[0];
+    const ev = (await c.api('GET', `/api/workloads/${newest.id}/events`)).body.data;
+    expect(ev[0].reason).toMatch(/cron run for .*; 2 earlier run\(s\) missed/);
+
     // A stopped cron job never runs again.
     await c.api('POST', `/api/jobs/${ids.RUN_OVERLAP}/stop`);
     expect((await c.api('GET', `/api/jobs/${ids.RUN_OVERLAP}`)).body.data.next_run_at).toBeNull();
