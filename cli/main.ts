@@ -57,6 +57,7 @@ program
   .option('--host <host>', 'address to listen on (MXC_LISTEN_ADDRESS, default 127.0.0.1)')
   .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
   .option('--advertise-url <url>', 'the URL others reach this coordinator at (MXC_ADVERTISE_URL)')
+  .option('--cache-dir <dir>', 'binary cache directory, shareable by coordinators (MXC_CACHE_DIR)')
   .option('--no-demo', 'do not build and submit examples/hello_world')
   .addHelpText('after', '\nExample:\n  $ npx mxc up --port 4000 --data-dir ./.mxc')
   .action(lazy(daemons, 'up'));

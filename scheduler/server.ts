@@ -36,6 +36,8 @@ export interface CoordinatorServerOptions {
   poolSize?: number;
   /** Serve the dashboard (MXC_UI_ENABLED); default true. */
   ui?: boolean;
+  /** The binary cache's directory (MXC_CACHE_DIR); default `<dataDir>/cache`. Coordinators may share one. */
+  cacheDir?: string;
   /** Leader lease in ms (MXC_LEADER_LEASE seconds); default 15 s, renew deadline 2/3, retry 2/15. */
   leaderLeaseMs?: number;
   /** The URL other coordinators and the cluster status show for this one; default the listen address. */
@@ -58,7 +60,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
   try {
     const applied = await migrate(db);
     if (applied.length) opts.logger.info({ applied }, 'database migrated');
-    const cache = await openCacheStore(opts.dataDir);
+    const cache = await openCacheStore(opts.dataDir, { dir: opts.cacheDir });
     const auth = new Auth(opts.tokens, db);
     await auth.load();
     // Several coordinators share the table: pick up tokens created or revoked elsewhere, within a

@@ -290,6 +290,14 @@ export const SETTINGS = [
     schema: httpUrl,
   },
   {
+    env: 'MXC_CACHE_DIR',
+    roles: C,
+    default: '`<data-dir>/cache`',
+    flag: '--cache-dir',
+    doc: 'the binary cache directory (paths and signing key); several coordinators may share one (e.g. NFS): writes are temp file + rename',
+    schema: text,
+  },
+  {
     env: 'MXC_SCHEDULER_STRATEGY',
     roles: C,
     default: 'spread',

@@ -26,6 +26,7 @@ interface CoordinatorOpts {
   host?: string;
   dataDir?: string;
   advertiseUrl?: string;
+  cacheDir?: string;
 }
 
 /**
@@ -50,6 +51,7 @@ const coordinatorFlags = (opts: CoordinatorOpts) => ({
   MXC_LISTEN_ADDRESS: { value: opts.host, flag: '--host' },
   MXC_DATA_DIR: { value: opts.dataDir, flag: '--data-dir' },
   MXC_ADVERTISE_URL: { value: opts.advertiseUrl, flag: '--advertise-url' },
+  MXC_CACHE_DIR: { value: opts.cacheDir, flag: '--cache-dir' },
 });
 
 /** The coordinator's start options from its settings. */
@@ -74,6 +76,7 @@ function coordinatorOptions(s: Settings) {
         Math.round(s.MXC_MAX_FLAPPING_TASK_DELAY! * 1000),
       ),
     },
+    cacheDir: s.MXC_CACHE_DIR ? resolve(s.MXC_CACHE_DIR) : undefined,
   };
 }
 

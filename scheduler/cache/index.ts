@@ -53,9 +53,12 @@ export async function ensureCacheKey(
 /** Opens (and prepares) the cache store of a data dir. */
 export async function openCacheStore(
   dataDir: string,
-  opts: Pick<CacheOptions, 'keyName' | 'maxNarBytes' | 'brotliQuality'> = {},
+  opts: Pick<CacheOptions, 'keyName' | 'maxNarBytes' | 'brotliQuality'> & {
+    /** A cache directory shared by several coordinators (MXC_CACHE_DIR): same paths, same key. */
+    dir?: string;
+  } = {},
 ): Promise<CacheStore> {
-  const dir = cacheDir(dataDir);
+  const dir = opts.dir ?? cacheDir(dataDir);
   const key = await loadOrCreateKey(dir, opts.keyName ?? DEFAULT_KEY_NAME);
   const store = new CacheStore(dir, key, opts);
   await store.init();

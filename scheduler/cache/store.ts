@@ -2,7 +2,9 @@
  * The cache on disk: `<dir>/narinfo/<hash>.narinfo`, `<dir>/nar/<filehash>.nar.br`, `<dir>/tmp/`.
  * A path is in the cache exactly when its narinfo exists; narinfos are published last, by rename.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { hashPart, type NarInfo, parseNarInfo, STORE_DIR, storeBasename } from '../../lib/nar-info.js';
 import { formatSha256 } from '../../lib/nix-base32.js';
@@ -33,6 +35,7 @@ export class CacheStore {
   readonly narDir: string;
   readonly narinfoDir: string;
   readonly tmpDir: string;
+  readonly tmpRoot: string;
   readonly maxNarBytes: number;
   readonly brotliQuality: number;
 
@@ -43,17 +46,28 @@ export class CacheStore {
   ) {
     this.narDir = join(dir, 'nar');
     this.narinfoDir = join(dir, 'narinfo');
-    this.tmpDir = join(dir, 'tmp');
+    // One temp folder per process: several coordinators may share the cache directory (MXC_CACHE_DIR).
+    this.tmpRoot = join(dir, 'tmp');
+    this.tmpDir = join(this.tmpRoot, `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`);
     this.maxNarBytes = opts.maxNarBytes ?? DEFAULT_MAX_NAR_BYTES;
     this.brotliQuality = opts.brotliQuality ?? 4;
   }
 
-  /** Creates the folders and drops temp files a crashed upload left behind. */
+  /**
+   * Creates the folders and drops temp files crashed uploads left behind: only entries untouched for a
+   * day, never the live temp files of another coordinator sharing the directory.
+   */
   async init(): Promise<void> {
     await mkdir(this.narDir, { recursive: true });
     await mkdir(this.narinfoDir, { recursive: true });
-    await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
+    const dayAgo = Date.now() - 86_400_000;
+    for (const name of await readdir(this.tmpRoot).catch(() => [] as string[])) {
+      const p = join(this.tmpRoot, name);
+      if (p === this.tmpDir) continue;
+      const st = await stat(p).catch(() => null);
+      if (st && st.mtimeMs < dayAgo) await rm(p, { recursive: true, force: true }).catch(() => {});
+    }
   }
 
   /** The narinfo file for a store path or basename; throws CACHE_INVALID_PATH for anything else. */

@@ -34,9 +34,11 @@ const uploadUrl = (path: string) => `${cache.url}/api/cache/nar/${path.slice(11)
 async function cacheFiles(): Promise<string[]> {
   const dir = join(cache.dataDir, 'cache');
   const lists = await Promise.all(
-    ['nar', 'narinfo', 'tmp'].map(async (d) => (await readdir(join(dir, d))).map((f) => `${d}/${f}`)),
+    ['nar', 'narinfo'].map(async (d) => (await readdir(join(dir, d))).map((f) => `${d}/${f}`)),
   );
-  return lists.flat();
+  // tmp/ holds one (empty when idle) folder per process sharing the cache.
+  const tmp = await readdir(join(dir, 'tmp'), { recursive: true, withFileTypes: true });
+  return [...lists.flat(), ...tmp.filter((e) => !e.isDirectory()).map((e) => `tmp/${e.name}`)];
 }
 
 describe('refused uploads leave nothing', () => {
