@@ -241,6 +241,18 @@ example(
   'npx mxc jobs restart web',
 ).action(lazy(jobs, 'restart'));
 example(
+  client(jb.command('plan [file]')).description(
+    'what a submit would do, changing nothing: new/changed/unchanged, instances, closure diff, fit',
+  ),
+  'npx mxc jobs plan $(nix-build examples/web --no-out-link)',
+).action(lazy(jobs, 'plan'));
+example(
+  client(jb.command('revert <id> <version>')).description(
+    'submit an earlier version’s spec again (a new version with that spec)',
+  ),
+  'npx mxc jobs revert web 1',
+).action(lazy(jobs, 'revert'));
+example(
   client(jb.command('stop <id>')).description('stop every workload of a job'),
   'npx mxc jobs stop hello_world',
 ).action(lazy(jobs, 'stop'));

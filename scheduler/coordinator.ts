@@ -6,6 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import type { z } from 'zod';
+import { type JobPlan, JobPlanRequest } from '../spec/api.js';
 import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
 import type { AgentMessage } from '../spec/messages.js';
 import { type AgentReportDeps, applyStatus, reconcileAgent } from './agent-reports.js';
@@ -13,6 +15,7 @@ import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinato
 import { AURORA_FLAPPING } from './core/restart.js';
 import { launchDueCronJobs } from './cron-runner.js';
 import { errors, MxcError } from './errors.js';
+import { planJob } from './job-plan.js';
 import { recordSubmission } from './job-submit.js';
 import { loseNodeWorkloads, markNodeDown } from './liveness.js';
 import { admitNode } from './node-identity.js';
@@ -170,6 +173,26 @@ export class Coordinator {
     }
     const { stopped: _s, ...out } = res;
     return out;
+  }
+
+  /** A dry run of `submitJob`: what it would do (`mxc jobs plan`); changes nothing. */
+  async planJob(body: unknown): Promise<z.infer<typeof JobPlan>> {
+    const req = JobPlanRequest.safeParse(body);
+    if (!req.success) throw errors.validation('plan request', describeIssues(req.error));
+    const parsed = JobSpec.safeParse(req.data.spec);
+    if (!parsed.success) throw errors.validation('job spec', describeIssues(parsed.error));
+    const spec = parsed.data;
+    let closure: closures.ClosurePath[] | null = req.data.closure ?? null;
+    let missing: string[] = [];
+    try {
+      const cached = (await this.opts.closureOf?.(spec)) ?? null;
+      closure ??= cached;
+    } catch (err) {
+      const m = (err as MxcError).details as { missing?: string[] } | undefined;
+      if ((err as MxcError).code !== 'CLOSURE_INCOMPLETE' || !m?.missing) throw err;
+      missing = m.missing;
+    }
+    return planJob(this.db, { spec, closure, missing }, this.opts.strategy);
   }
 
   async stopJob(idOrKey: string): Promise<{ job: jobs.JobRow; stopped: number }> {

@@ -163,6 +163,44 @@ export const SubmitResult = z.object({
   workloads: z.array(z.string()),
 });
 
+/** `POST /api/jobs/plan`: a spec, and optionally its closure with sizes (as the submitter's store has it). */
+export const JobPlanRequest = z
+  .object({
+    spec: z.unknown(),
+    closure: z
+      .array(z.object({ path: z.string().max(400), nar_size: z.number().int().nonnegative() }).strict())
+      .max(100_000)
+      .optional(),
+  })
+  .strict();
+
+/** What a submit of a spec would do, changing nothing (`mxc jobs plan`). */
+export const JobPlan = z.object({
+  job: z.string(),
+  status: z.enum(['new', 'changed', 'unchanged']),
+  current_version: z.number().int().nullable(),
+  next_version: z.number().int().nullable(),
+  rolling: z.boolean().describe('replaced batch by batch (update_config) rather than all at once'),
+  instances: z.object({ place: z.number().int(), replace: z.number().int(), stop: z.number().int() }),
+  closure: z.object({
+    known: z.boolean().describe('false when neither the request nor the cache gave the whole closure'),
+    missing_from_cache: z.array(z.string()),
+    paths: z.number().int(),
+    size: z.number().int(),
+    added: z.array(z.string()),
+    removed: z.array(z.string()),
+    size_delta: z.number().int(),
+  }),
+  processes: z.object({
+    added: z.array(z.string()),
+    removed: z.array(z.string()),
+    changed: z.array(z.string()),
+  }),
+  fits: z.boolean(),
+  unplaced: z.number().int(),
+  reasons: z.array(z.string()),
+});
+
 export const ClusterStatus = z.object({
   node_count: z.number(),
   nodes_ready: z.number(),

@@ -2,6 +2,7 @@
 import type { z } from 'zod';
 import type * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
+import { CliError } from '../errors.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
 
 interface Opts extends ClientOptions {
@@ -173,5 +174,102 @@ export async function versions(id: string, opts: Opts) {
   printTable(
     ['version', 'spec hash', 'created'],
     rows.map((v) => [String(v.version), v.spec_hash.slice(0, 16), new Date(v.created_at).toISOString()]),
+  );
+}
+
+type Plan = z.infer<typeof api.JobPlan>;
+
+const size = (b: number) =>
+  Math.abs(b) < 1024
+    ? `${b} B`
+    : Math.abs(b) < 1048576
+      ? `${(b / 1024).toFixed(1)} KiB`
+      : `${(b / 1048576).toFixed(1)} MiB`;
+
+/** The closure of the job's roots with NAR sizes, from this machine's store; null when it is not all here. */
+async function localClosure(roots: string[]): Promise<{ path: string; nar_size: number }[] | null> {
+  const { closureOf } = await import('../../lib/nix.js');
+  const { queryPathInfos } = await import('../../lib/path-info.js');
+  try {
+    const infos = await queryPathInfos(await closureOf(roots));
+    return infos.map((i) => ({ path: i.path, nar_size: i.narSize }));
+  } catch {
+    return null;
+  }
+}
+
+/** `mxc jobs plan FILE|STORE_PATH`: what a submit would do, changing nothing. */
+export async function plan(file: string | undefined, opts: Opts) {
+  const { readJobArgument } = await import('./submit.js');
+  const spec = await readJobArgument(file);
+  const closure = await localClosure(spec.mxc.closure);
+  const p = await new ApiClient(opts).post<Plan>('/api/jobs/plan', { spec, ...(closure ? { closure } : {}) });
+  if (opts.json) return printJson(p);
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+  const versions =
+    p.status === 'new'
+      ? 'version 1'
+      : p.status === 'changed'
+        ? `version ${p.current_version} → ${p.next_version}`
+        : `version ${p.current_version}`;
+  out(
+    `${color.bold(p.job)}: ${p.status === 'unchanged' ? 'unchanged' : p.status === 'new' ? color.green('new') : color.yellow('changed')} (${versions}${p.rolling ? ', rolling update batch by batch' : ''})`,
+  );
+  out(
+    `  instances  ${p.instances.place} to place, ${p.instances.replace} to replace, ${p.instances.stop} to stop`,
+  );
+  if (p.closure.known) {
+    const delta = p.closure.size_delta;
+    out(
+      `  closure    ${p.closure.paths} path(s), ${size(p.closure.size)}` +
+        (p.current_version !== null
+          ? ` (${delta >= 0 ? '+' : '-'}${size(Math.abs(delta))}): ${p.closure.added.length} added, ${p.closure.removed.length} removed`
+          : ''),
+    );
+    if (p.current_version !== null) {
+      for (const a of p.closure.added) out(color.green(`    + ${a}`));
+      for (const r of p.closure.removed) out(color.red(`    - ${r}`));
+    }
+  } else out('  closure    not in this store or the cache: build the job here to see its closure diff');
+  if (p.closure.missing_from_cache.length)
+    out(
+      `             ${p.closure.missing_from_cache.length} path(s) not in the cache yet (submit uploads them)`,
+    );
+  const pr = p.processes;
+  if (pr.changed.length) out(`  processes  store paths changed: ${pr.changed.join(', ')}`);
+  if (pr.added.length) out(`  processes  added: ${pr.added.join(', ')}`);
+  if (pr.removed.length) out(`  processes  removed: ${pr.removed.join(', ')}`);
+  out(
+    p.fits
+      ? `  fits       ${color.green('yes')}`
+      : `  fits       ${color.red('no')}: ${p.unplaced} instance(s) cannot be placed now: ${p.reasons.join('; ')}`,
+  );
+}
+
+/** `mxc jobs revert JOB VERSION`: submit an earlier version's spec again (its closure is in the cache). */
+export async function revert(id: string, version: string, opts: Opts) {
+  const n = Number(version);
+  if (!Number.isInteger(n) || n < 1) throw new CliError(`VERSION is a version number, got "${version}"`, 2);
+  const client = new ApiClient(opts);
+  const versions = await client.get<{ version: number; spec: unknown }[]>(
+    `/api/jobs/${encodeURIComponent(id)}/versions`,
+  );
+  const v = versions.find((x) => x.version === n);
+  if (!v)
+    throw new CliError(
+      `job ${id} has no version ${n}; its versions: ${versions.map((x) => x.version).join(', ')}`,
+      2,
+    );
+  const res = await client.post<{
+    job: { key: string };
+    version: number;
+    changed: boolean;
+    workloads: string[];
+  }>('/api/jobs', v.spec);
+  if (opts.json) return printJson(res);
+  process.stdout.write(
+    res.changed
+      ? `${res.job.key}: reverted to the spec of version ${n}, now version ${res.version}\n`
+      : `${res.job.key} already runs the spec of version ${n} (version ${res.version}); nothing to do\n`,
   );
 }

@@ -1,5 +1,6 @@
 /** `mxc submit [FILE]`: reads a job (store path, file or JSON; stdin by default), validates it, sends it, optionally waits. */
 import { JobInputError, readJobInput } from '../../compiler/job-input.js';
+import type { JobSpec } from '../../spec/job.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { printJson } from '../output.js';
@@ -23,15 +24,19 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export async function submit(file: string | undefined, opts: SubmitOptions): Promise<void> {
-  let spec: Awaited<ReturnType<typeof readJobInput>>['spec'];
+/** The job a command was given: a store path, a file, JSON, or stdin (`-` or nothing). */
+export async function readJobArgument(file: string | undefined): Promise<JobSpec> {
   try {
     const input = file ? (file === '-' ? await readStdin() : file) : await readStdin();
-    spec = (await readJobInput(input, file && file !== '-' ? file : 'stdin')).spec;
+    return (await readJobInput(input, file && file !== '-' ? file : 'stdin')).spec;
   } catch (err) {
     if (err instanceof JobInputError) throw new CliError(err.message, 2);
     throw err;
   }
+}
+
+export async function submit(file: string | undefined, opts: SubmitOptions): Promise<void> {
+  const spec = await readJobArgument(file);
   const client = new ApiClient(opts);
   if (opts.push !== false) {
     const { pushJobClosure } = await import('./push-closure.js');

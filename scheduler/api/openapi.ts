@@ -95,6 +95,13 @@ const routes: Record<string, Record<string, Op>> = {
       ok: z.unknown(),
     },
   },
+  '/api/jobs/plan': {
+    post: {
+      summary: 'What a submit of the spec would do, changing nothing (mxc jobs plan)',
+      body: api.JobPlanRequest,
+      ok: api.JobPlan,
+    },
+  },
   '/api/jobs/{id}/restart': {
     post: {
       summary: 'Restart without a config change (rolling with an update_config)',

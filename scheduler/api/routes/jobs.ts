@@ -38,6 +38,11 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     });
   });
 
+  // A dry run changes nothing: reading the cluster is all it needs.
+  app.post('/api/jobs/plan', { config: { access: 'read' } }, async (req) => ({
+    data: await coordinator.planJob(req.body),
+  }));
+
   app.get('/api/jobs', async () => {
     const list = await jobs.listJobs(db);
     const states = await wl.jobStateCounts(
