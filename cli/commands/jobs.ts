@@ -32,62 +32,13 @@ export async function endpoints(id: string, opts: Opts) {
   );
 }
 
-type WorkloadView = z.infer<typeof api.Workload>;
+const stateColor = (s: string) => (s === 'complete' ? color.green(s) : statusColor(s));
 
-/** How an ended instance counts: a clean end (`finished`, or `stopped` without an error) is complete. */
-const isComplete = (w: WorkloadView) =>
-  (w.status as string) === 'finished' || (w.status === 'stopped' && !w.error);
-const isFailed = (w: WorkloadView) => w.status === 'failed' || w.status === 'lost';
-
-/** The newest attempt of each instance of the job's current version. */
-function newestPerInstance(job: JobView, all: WorkloadView[]): WorkloadView[] {
-  const by = new Map<number, WorkloadView>();
-  for (const w of all) {
-    if (w.job_id !== job.id || w.job_version !== job.current_version) continue;
-    const seen = by.get(w.instance);
-    if (!seen || w.created_at > seen.created_at) by.set(w.instance, w);
-  }
-  return [...by.values()];
-}
-
-/** A job's state as a person asks it: running, pending, complete, failed, stopped, scheduled (cron). */
-export function jobState(job: JobView, current: WorkloadView[]): string {
-  if (job.status === 'stopped') return 'stopped';
-  const live = current.filter((w) => ['pending', 'starting', 'running', 'stopping'].includes(w.status));
-  if (job.spec.cron_schedule && live.length === 0) return 'scheduled';
-  if (current.some((w) => w.status === 'pending')) return 'pending';
-  if (current.some((w) => w.status === 'starting')) return 'starting';
-  if (current.some(isFailed) && live.length === 0) return 'failed';
-  if (!job.spec.service && current.length > 0 && current.every(isComplete)) return 'complete';
-  if (live.length > 0) return 'running';
-  return current.some(isFailed) ? 'failed' : 'complete';
-}
-
-const stateColor = (s: string) =>
-  s === 'complete' ? color.green(s) : s === 'scheduled' ? s : statusColor(s);
-
+/** Jobs with their state (running / complete / failed / stopped) and workloads per state, history included. */
 export async function list(opts: Opts) {
-  const client = new ApiClient(opts);
-  const [rows, workloads] = await Promise.all([
-    client.get<JobView[]>('/api/jobs'),
-    client.get<WorkloadView[]>('/api/workloads?limit=10000'),
-  ]);
-  const views = rows.map((j) => {
-    const current = newestPerInstance(j, workloads);
-    const count = (f: (w: WorkloadView) => boolean) => current.filter(f).length;
-    return {
-      job: j,
-      state: jobState(j, current),
-      counts: {
-        pending: count((w) => w.status === 'pending' || w.status === 'starting'),
-        running: count((w) => w.status === 'running' || w.status === 'stopping'),
-        complete: count(isComplete),
-        failed: count(isFailed),
-      },
-    };
-  });
-  if (opts.json)
-    return printJson(rows.map((j, i) => ({ ...j, state: views[i]!.state, counts: views[i]!.counts })));
+  const rows = await new ApiClient(opts).get<JobView[]>('/api/jobs');
+  if (opts.json) return printJson(rows);
+  const n = (v: number, paint?: (s: string) => string) => (v && paint ? paint(String(v)) : String(v));
   printTable(
     [
       'job',
@@ -97,21 +48,23 @@ export async function list(opts: Opts) {
       'instances',
       'running',
       'pending',
-      'complete',
+      'finished',
       'failed',
+      'lost',
       'isolation',
       'updated',
     ],
-    views.map(({ job: j, state, counts }) => [
+    rows.map((j) => [
       j.key,
-      stateColor(state),
+      stateColor(j.state),
       String(j.current_version),
       j.spec.cron_schedule ? 'cron' : j.spec.service ? 'service' : 'batch',
       String(j.spec.instances),
-      String(counts.running),
-      String(counts.pending),
-      String(counts.complete),
-      counts.failed ? color.red(String(counts.failed)) : '0',
+      n(j.counts.running + j.counts.stopping),
+      n(j.counts.pending + j.counts.starting),
+      n(j.counts.finished),
+      n(j.counts.failed, color.red),
+      n(j.counts.lost),
       j.spec.mxc.isolation,
       ago(j.updated_at),
     ]),

@@ -22,6 +22,7 @@ type W = Pick<
   | 'fetched_bytes'
   | 'created_at'
   | 'finished_at'
+  | 'outcome'
 >;
 
 interface JobState {
@@ -52,9 +53,9 @@ export interface WaitOptions {
 
 const MiB = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
 /** How an ended batch instance counts: `finished` (or a clean `stopped`) is success. */
-// `finished` is how the scheduler names a clean end once it tells ends apart; until then a clean `stopped`.
-const succeeded = (w: W) => (w.status as string) === 'finished' || (w.status === 'stopped' && !w.error);
-const ended = (w: W) => ['stopped', 'failed', 'lost', 'finished'].includes(w.status);
+/** A batch instance succeeded when it ended by finishing (not stopped by a user, an update or a drain). */
+const succeeded = (w: W) => w.outcome === 'finished';
+const ended = (w: W) => ['stopped', 'failed', 'lost'].includes(w.status);
 
 /** The newest attempt of each instance of the current version. */
 function newestPerInstance(job: JobState): W[] {

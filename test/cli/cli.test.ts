@@ -92,9 +92,11 @@ describe('mxc CLI', () => {
       expect(jobs[0].key).toBe('test/www/prod/clijob');
       const table = (await mxc(['jobs', 'list'], env)).stdout;
       expect(table).toMatch(
-        /^JOB\s+STATE\s+VERSION\s+TYPE\s+INSTANCES\s+RUNNING\s+PENDING\s+COMPLETE\s+FAILED/,
+        /^JOB\s+STATE\s+VERSION\s+TYPE\s+INSTANCES\s+RUNNING\s+PENDING\s+FINISHED\s+FAILED\s+LOST/,
       );
-      expect(table).toMatch(/test\/www\/prod\/clijob\s+running\s+1\s+service\s+2\s+2\s+0\s+0\s+0\s+process/);
+      expect(table).toMatch(
+        /test\/www\/prod\/clijob\s+running\s+1\s+service\s+2\s+2\s+0\s+0\s+0\s+0\s+process/,
+      );
       expect(jobs[0]).toMatchObject({ state: 'running', counts: { running: 2, pending: 0, failed: 0 } });
       const versions = JSON.parse(
         (await mxc(['jobs', 'versions', 'test/www/prod/clijob', '--json'], env)).stdout,
