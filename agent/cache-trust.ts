@@ -5,7 +5,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { AgentOptions } from './daemon.js';
+import type { AgentOptions } from './options.js';
 import type { CacheTrust } from './realise.js';
 
 /**

@@ -17,7 +17,8 @@ import {
 import { fetchCacheTrust } from './cache-trust.js';
 import { detectCapabilities, detectResources } from './capabilities.js';
 import { parseCoordinators, resolveCoordinators, shuffle } from './coordinators.js';
-import type { AgentOptions } from './daemon.js';
+import { LogBuffer } from './log-buffer.js';
+import type { AgentOptions } from './options.js';
 import type { CacheTrust } from './realise.js';
 import { bubblewrapAvailable } from './sandbox.js';
 import { listStorePaths } from './store-report.js';
@@ -42,7 +43,7 @@ export class CoordinatorConnection {
   private attempt = 0;
   private closed = false;
   private trust: CacheTrust | null = null;
-  private pendingLogs = new Map<string, LogLine[]>();
+  private readonly pendingLogs: LogBuffer;
   private logFlush: NodeJS.Timeout | null = null;
   private readonly opts: AgentOptions;
   private readonly log: Logger;
@@ -52,6 +53,7 @@ export class CoordinatorConnection {
     this.log = c.log;
     this.servers = shuffle(parseCoordinators(c.agent.coordinator));
     if (this.servers.length === 0) throw new Error('no coordinator URL given');
+    this.pendingLogs = new LogBuffer(c.agent.logBufferLines);
   }
 
   /** The cache to realise from and the key to trust, once learnt from the coordinator. */
@@ -286,23 +288,20 @@ export class CoordinatorConnection {
   }
 
   queueLog(id: string, line: LogLine): void {
-    const q = this.pendingLogs.get(id) ?? [];
-    this.pendingLogs.set(id, q);
-    q.push(line);
-    if (q.length >= 5000) this.flushLogs();
+    if (this.pendingLogs.push(id, line) >= 5000) this.flushLogs();
     if (!this.logFlush) this.logFlush = setTimeout(() => this.flushLogs(), 100);
   }
 
   flushLogs(): void {
     if (this.logFlush) clearTimeout(this.logFlush);
     this.logFlush = null;
-    if (this.ws?.readyState !== WebSocket.OPEN) return; // kept on disk; the coordinator misses lines while away
-    for (const [id, lines] of this.pendingLogs) {
+    // Away from the coordinator the lines wait in the bounded buffer (see log-buffer.ts) and go out on reconnect.
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    for (const [id, lines] of this.pendingLogs.drain()) {
       for (let i = 0; i < lines.length; i += 5000) {
         this.send({ type: 'logs', workload_id: id, lines: lines.slice(i, i + 5000) });
       }
     }
-    this.pendingLogs.clear();
   }
 
   /**

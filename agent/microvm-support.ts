@@ -5,8 +5,8 @@
 import os from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_RESOURCES } from '../spec/job.js';
-import type { MicroVmSupport } from './daemon.js';
 import { detectHypervisor, prepareMicroVmAssets, startMicroVm } from './microvm/index.js';
+import type { MicroVmSupport } from './options.js';
 
 /** Kernel and initramfs are shared by every agent on the machine. */
 export function microVmAssetDir(): string {

@@ -10,7 +10,7 @@ import { expandBindings } from '../spec/bindings.js';
 import type { Process, Task } from '../spec/job.js';
 import type { LogLine, WorkloadAssignment } from '../spec/messages.js';
 import { cgroupLaunch, createWorkloadCgroup } from './cgroups.js';
-import type { AgentOptions } from './daemon.js';
+import type { AgentOptions } from './options.js';
 import { writePids } from './orphans.js';
 import { bubblewrapUsable, hostLaunch, sandboxLaunch } from './sandbox.js';
 import { provideSecrets } from './secrets.js';
