@@ -227,12 +227,9 @@ describe('healthCheckPort', () => {
   test('the check port, else the primary port, else the first declared port', () => {
     const ports = { http: 1000, admin: 2000 };
     expect(healthCheckPort(spec({ mxc: { ports: ['http', 'admin'] } }), ports)).toBe(1000);
-    expect(
-      healthCheckPort(
-        spec({ mxc: { ports: ['http', 'admin'], health_port: 'admin' } }),
-        ports,
-      ),
-    ).toBe(2000);
+    expect(healthCheckPort(spec({ mxc: { ports: ['http', 'admin'], health_port: 'admin' } }), ports)).toBe(
+      2000,
+    );
     expect(
       healthCheckPort(
         spec({ mxc: { ports: ['http', 'admin'] }, announce: { primary_port: 'admin' } }),

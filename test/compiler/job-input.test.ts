@@ -51,7 +51,9 @@ describe('readJobInput', () => {
     ]);
     const file = join(dir, 'job.json');
     await writeFile(file, JSON.stringify(doc));
-    await expect(readJobInput(file)).rejects.toThrow(/processes name the sidecar .*\.mxc\.json .*not in this store/);
+    await expect(readJobInput(file)).rejects.toThrow(
+      /processes name the sidecar .*\.mxc\.json .*not in this store/,
+    );
   });
 
   it('Aurora-unknown attributes are refused with their path', async () => {

@@ -10,6 +10,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
 import { microVmSupport } from '../../agent/microvm-support.js';
+import { readJobInput } from '../../compiler/job-input.js';
 import { closureOf } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
@@ -79,7 +80,7 @@ describe('microVM workload end to end', () => {
     const release = guest.find((l) => l.startsWith('microvm: kernel '))!.slice('microvm: kernel '.length);
     expect(release).toMatch(/^\d+\.\d+\.\d+-\d+-amd64$/);
     // The guest's /nix/store is exactly the job's closure.
-    const spec = JSON.parse((await execa('cat', [build.stdout.trim()])).stdout);
+    const { spec } = await readJobInput(build.stdout);
     const closure = (await closureOf(spec.mxc.closure)).map((p) => p.slice('/nix/store/'.length)).sort();
     const start = guest.indexOf('microvm: /nix/store holds:');
     const end = guest.indexOf('microvm: done');

@@ -46,7 +46,7 @@ describe('sandboxed builds', () => {
 
   it('the flake on a cold sandboxed store fails without extra-sandbox-paths and builds with it', async () => {
     const flake = join(scratch, 'flake');
-    for (const entry of ['flake.nix', 'nixlib', 'examples'])
+    for (const entry of ['flake.nix', 'flake.lock', 'nixlib', 'examples', 'nix'])
       await cp(join(REPO, entry), join(flake, entry), { recursive: true });
     const build = (store: string, extra: string[] = []) =>
       run('nix', [

@@ -31,7 +31,10 @@ describe('cron', () => {
     const c = parseCron('0 0 */2 * 1');
     const runs: Date[] = [];
     let t = at('2026-01-01T00:00:00');
-    while (runs.length < 30) runs.push((t = nextRun(c, t)));
+    while (runs.length < 30) {
+      t = nextRun(c, t);
+      runs.push(t);
+    }
     for (const r of runs) {
       expect(r.getUTCDay(), r.toISOString()).toBe(1);
       expect(r.getUTCDate() % 2, r.toISOString()).toBe(1);
