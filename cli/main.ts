@@ -55,6 +55,9 @@ program
   .description('run a standalone cluster (coordinator + one agent) and submit the hello_world demo')
   .option('-p, --port <port>', 'HTTP port (PORT, default 4000)')
   .option('--host <host>', 'address to listen on (MXC_LISTEN_ADDRESS, default 127.0.0.1)')
+  .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate chain (MXC_TLS_CERT)')
+  .option('--tls-key <file>', 'the PEM key for --tls-cert (MXC_TLS_KEY)')
+  .option('--insecure', 'allow an open API (no token) on a non-loopback address (MXC_INSECURE)')
   .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
   .option('--advertise-url <url>', 'the URL others reach this coordinator at (MXC_ADVERTISE_URL)')
   .option('--cache-dir <dir>', 'binary cache directory, shareable by coordinators (MXC_CACHE_DIR)')
@@ -69,6 +72,9 @@ program
   )
   .option('-p, --port <port>', 'HTTP port (PORT, default 4000)')
   .option('--host <host>', 'address to listen on (MXC_LISTEN_ADDRESS, default 127.0.0.1)')
+  .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate chain (MXC_TLS_CERT)')
+  .option('--tls-key <file>', 'the PEM key for --tls-cert (MXC_TLS_KEY)')
+  .option('--insecure', 'allow an open API (no token) on a non-loopback address (MXC_INSECURE)')
   .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
   .addHelpText(
     'after',

@@ -14,7 +14,7 @@ import { cachePlugin, openCacheStore } from './cache/index.js';
 import { Coordinator } from './coordinator.js';
 import type { Strategy } from './core/place.js';
 import { AURORA_FLAPPING, type FlappingPolicy } from './core/restart.js';
-import { errors } from './errors.js';
+import { errors, MxcError } from './errors.js';
 import { LeaderLease, leaseTimings } from './leader-lease.js';
 import * as cachePushes from './store/cache-pushes.js';
 import * as coordinatorsStore from './store/coordinators.js';
@@ -44,7 +44,13 @@ export interface CoordinatorServerOptions {
   advertiseUrl?: string;
   /** Restart back-off for flapping tasks (MXC_*_FLAPPING_*); Aurora's defaults when unset. */
   flapping?: FlappingPolicy;
+  /** PEM files of the certificate chain and key: serve HTTPS (and WSS for agents). */
+  tls?: { certFile: string; keyFile: string };
+  /** Allow an open API (no client token) on a non-loopback address. */
+  insecure?: boolean;
 }
+
+const isLoopbackHost = (h: string) => h === 'localhost' || h === '::1' || /^127\./.test(h);
 
 export interface CoordinatorServer {
   app: FastifyInstance;
@@ -63,6 +69,18 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     const cache = await openCacheStore(opts.dataDir, { dir: opts.cacheDir });
     const auth = new Auth(opts.tokens, db);
     await auth.load();
+    const host = opts.host ?? '127.0.0.1';
+    // Without a client token anyone who reaches the port controls the cluster: loopback only.
+    if (!auth.hasClientTokens() && !isLoopbackHost(host) && !opts.insecure) {
+      throw new MxcError(
+        'OPEN_API_NOT_LOOPBACK',
+        400,
+        `refusing to listen on ${host} with an open API (no client token): set MXC_API_TOKEN or MXC_API_TOKEN_FILE, create a token first on 127.0.0.1 (mxc tokens create), or pass --insecure (MXC_INSECURE=1) to accept the risk`,
+      );
+    }
+    const tls = opts.tls
+      ? { cert: await readFile(opts.tls.certFile), key: await readFile(opts.tls.keyFile) }
+      : undefined;
     // Several coordinators share the table: pick up tokens created or revoked elsewhere, within a
     // second, so a token revoked on one coordinator also ends its streams on the others.
     const authReload = setInterval(() => void auth.load().catch(() => {}), 1000);
@@ -94,6 +112,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     const app = await buildApp({
       coordinator,
       auth,
+      tls,
       logger: opts.logger,
       plugins: [
         async (a) => {
@@ -114,8 +133,8 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
         cache_paths: await cache.count(),
       }),
     });
-    const address = await app.listen({ port: opts.port, host: opts.host ?? '127.0.0.1' });
-    const url = address.replace('[::1]', '127.0.0.1');
+    const address = await app.listen({ port: opts.port, host });
+    const url = address.replace('[::1]', '127.0.0.1').replace(/^http:/, tls ? 'https:' : 'http:');
     coordinator.opts.url = opts.advertiseUrl ?? url;
     await coordinatorsStore.beatCoordinator(db, id, coordinator.opts.url);
     // The first election round runs before we serve work, so a lone coordinator leads at once.

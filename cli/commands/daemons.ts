@@ -24,6 +24,9 @@ import { color } from '../output.js';
 interface CoordinatorOpts {
   port?: string;
   host?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  insecure?: boolean;
   dataDir?: string;
   advertiseUrl?: string;
   cacheDir?: string;
@@ -49,6 +52,9 @@ function settings(
 const coordinatorFlags = (opts: CoordinatorOpts) => ({
   PORT: { value: opts.port, flag: '--port' },
   MXC_LISTEN_ADDRESS: { value: opts.host, flag: '--host' },
+  MXC_TLS_CERT: { value: opts.tlsCert, flag: '--tls-cert' },
+  MXC_TLS_KEY: { value: opts.tlsKey, flag: '--tls-key' },
+  MXC_INSECURE: { value: opts.insecure ? 'true' : undefined, flag: '--insecure' },
   MXC_DATA_DIR: { value: opts.dataDir, flag: '--data-dir' },
   MXC_ADVERTISE_URL: { value: opts.advertiseUrl, flag: '--advertise-url' },
   MXC_CACHE_DIR: { value: opts.cacheDir, flag: '--cache-dir' },
@@ -77,7 +83,18 @@ function coordinatorOptions(s: Settings) {
       ),
     },
     cacheDir: s.MXC_CACHE_DIR ? resolve(s.MXC_CACHE_DIR) : undefined,
+    insecure: s.MXC_INSECURE === true,
+    tls: tlsOptions(s),
   };
+}
+
+function tlsOptions(s: Settings) {
+  const cert = s.MXC_TLS_CERT as string | undefined;
+  const key = s.MXC_TLS_KEY as string | undefined;
+  if (!cert && !key) return undefined;
+  if (!cert || !key)
+    throw new CliError('--tls-cert and --tls-key (MXC_TLS_CERT, MXC_TLS_KEY) go together', 2);
+  return { certFile: resolve(cert), keyFile: resolve(key) };
 }
 
 const logger = (name: string, s: Settings) =>

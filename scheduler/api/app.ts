@@ -2,6 +2,8 @@
  * The coordinator's HTTP app as one fastify plugin tree: infrastructure first (errors, auth, websocket),
  * then the binary cache, then the API routes one file per resource, then the dashboard.
  */
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import websocket from '@fastify/websocket';
 import Fastify, {
   type FastifyBaseLogger,
@@ -14,6 +16,7 @@ import type { Coordinator } from '../coordinator.js';
 import { MxcError } from '../errors.js';
 import { type Access, type Auth, allows, refusal, routeAccess } from './auth.js';
 import { installErrorHandler } from './error-handler.js';
+import { badTextError, findBadText } from './input-check.js';
 import { openApiDocument } from './openapi.js';
 import { agentSocketRoutes } from './routes/agent-ws.js';
 import { clusterRoutes } from './routes/cluster.js';
@@ -33,6 +36,8 @@ export interface AppOptions {
   plugins?: ((app: FastifyInstance) => Promise<void>)[];
   /** The coordinator's version, shown in the OpenAPI document. */
   version?: string;
+  /** Serve HTTPS with this certificate chain and key (PEM); agents then use https:// and wss://. */
+  tls?: { cert: Buffer; key: Buffer };
   /** Extra fields for /api/cluster/status (cache key, …). */
   statusExtra?: () => Promise<Record<string, unknown>>;
 }
@@ -78,6 +83,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true }),
     // Live streams (events, followed logs) must not hold a shutdown open.
     forceCloseConnections: true,
+    // TLS through a server factory keeps the app's types those of a plain HTTP server.
+    ...(opts.tls
+      ? {
+          serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) =>
+            createHttpsServer({ cert: opts.tls!.cert, key: opts.tls!.key }, handler) as unknown as Server,
+        }
+      : {}),
   });
   installErrorHandler(app);
 
@@ -123,6 +135,18 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   // A frame is parsed in one go: its size bounds how long one agent message can hold the event loop
   // (a hello of 20,000 store paths is about 1.5 MiB; log batches stay far below).
+  // NUL bytes and lone surrogates anywhere in the input are a coded 400, before any handler.
+  app.addHook('preValidation', async (req) => {
+    for (const [where, v] of [
+      ['the URL', req.params],
+      ['the query', req.query],
+      ['the body', req.body],
+    ] as const) {
+      const found = findBadText(v);
+      if (found) throw badTextError(where, found);
+    }
+  });
+
   await app.register(websocket, { options: { maxPayload: 8 * 1024 * 1024 } });
 
   await app.register(agentSocketRoutes, { coordinator: opts.coordinator, auth: opts.auth });

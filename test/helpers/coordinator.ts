@@ -34,6 +34,8 @@ export async function startTestCoordinator(
     dataDir?: string;
     databaseUrl?: string;
     port?: number;
+    host?: string;
+    insecure?: boolean;
   } = {},
 ): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
@@ -47,6 +49,8 @@ export async function startTestCoordinator(
   }
   const server = await startCoordinator({
     port: opts.port ?? 0,
+    host: opts.host,
+    insecure: opts.insecure,
     dataDir,
     databaseUrl,
     tokens: opts.tokens ?? {},

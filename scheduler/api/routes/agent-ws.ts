@@ -10,6 +10,7 @@ import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js
 import type { AgentSession, Coordinator } from '../../coordinator.js';
 import { MxcError } from '../../errors.js';
 import type { Auth } from '../auth.js';
+import { badTextError, findBadText } from '../input-check.js';
 
 const HELLO_TIMEOUT_MS = 10_000;
 
@@ -59,6 +60,15 @@ export async function agentSocketRoutes(
                 type: 'error',
                 code: 'BAD_MESSAGE',
                 message: describeIssues(parsed.error).join('; '),
+              });
+              return;
+            }
+            const bad = findBadText(parsed.data);
+            if (bad) {
+              session.send({
+                type: 'error',
+                code: 'BAD_MESSAGE',
+                message: badTextError('the message', bad).message,
               });
               return;
             }

@@ -1,0 +1,41 @@
+/**
+ * Text no part of mxc stores or passes on: NUL bytes (PostgreSQL text and C strings end there) and
+ * lone UTF-16 surrogates (not encodable as UTF-8). Found anywhere in a request or an agent message,
+ * they are a coded 400 before any handler runs, never a 500 from deep inside the database.
+ */
+import { MxcError } from '../errors.js';
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+function badText(s: string): string | null {
+  if (s.includes('\u0000')) return 'a NUL byte';
+  if (LONE_SURROGATE.test(s)) return 'a lone UTF-16 surrogate';
+  return null;
+}
+
+/** The JSON path and problem of the first bad string (values and keys) in `v`, or null. */
+export function findBadText(v: unknown, path = '', depth = 0): { path: string; problem: string } | null {
+  if (typeof v === 'string') {
+    const p = badText(v);
+    return p ? { path: path || '(value)', problem: p } : null;
+  }
+  if (v === null || typeof v !== 'object' || depth > 64) return null;
+  if (Buffer.isBuffer(v) || typeof (v as { pipe?: unknown }).pipe === 'function') return null;
+  for (const [k, x] of Object.entries(v)) {
+    const at = path ? `${path}.${k}` : k;
+    const pk = badText(k);
+    if (pk) return { path: at, problem: `${pk} in a key` };
+    const found = findBadText(x, at, depth + 1);
+    if (found) return found;
+  }
+  return null;
+}
+
+export function badTextError(where: string, found: { path: string; problem: string }): MxcError {
+  return new MxcError(
+    'BAD_CHARACTERS',
+    400,
+    `${where} holds ${found.problem} at ${found.path}; mxc accepts no NUL bytes and only well-formed Unicode`,
+    { path: found.path },
+  );
+}
