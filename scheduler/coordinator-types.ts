@@ -8,6 +8,7 @@ import type { Strategy } from './core/place.js';
 import type { FlappingPolicy } from './core/restart.js';
 import type { LeaderLease } from './leader-lease.js';
 import type * as closures from './store/closures.js';
+import type { RetentionPolicy } from './store/retention.js';
 
 export interface AgentSession {
   send(msg: CoordinatorMessage): void;
@@ -26,6 +27,8 @@ export interface CoordinatorOptions {
   strategy: Strategy;
   /** Restart back-off for flapping tasks; Aurora's defaults when unset. */
   flapping?: FlappingPolicy;
+  /** Retention of ended workloads (Nomad's core GC); 7 days and 100 per job when unset. */
+  retention?: RetentionPolicy;
   /**
    * The full closure of a job (paths and NAR sizes) from the cache; throws a coded error listing what
    * is missing, so a job that could never start is refused before anything is replaced.

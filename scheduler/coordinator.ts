@@ -30,6 +30,7 @@ import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as logs from './store/logs.js';
 import * as nodes from './store/nodes.js';
+import * as retention from './store/retention.js';
 import * as updates from './store/updates.js';
 import * as wl from './store/workloads.js';
 import {
@@ -756,8 +757,34 @@ export class Coordinator {
       this.requestRolloutStep();
       await coordinatorsStore.pruneCoordinators(this.db, 3_600_000).catch(() => {});
     }
+    if (mono - this.lastRetentionAt >= 60_000) {
+      this.lastRetentionAt = mono;
+      await this.collectGarbage().catch((err) => this.log.error({ err }, 'retention pass failed'));
+    }
     if (performance.now() < this.graceUntil) return;
     await this.judgeSilence();
+  }
+
+  private lastRetentionAt = Number.NEGATIVE_INFINITY;
+
+  /**
+   * Retention (leader only): deletes ended workloads, their events and logs beyond the period or the
+   * per-job count, in bounded passes. Returns how many went.
+   */
+  async collectGarbage(now = new Date()): Promise<number> {
+    if (!this.isLeader()) return 0;
+    const policy = this.opts.retention ?? { periodMs: 7 * 86_400_000, perJob: 100 };
+    let total = 0;
+    for (let pass = 0; pass < 20; pass++) {
+      const n = await this.db.tx(async (q) => {
+        await this.opts.lease.fence(q);
+        return retention.deleteExpiredWorkloads(q, policy, now);
+      });
+      total += n;
+      if (n < 5000) break;
+    }
+    if (total > 0) this.log.info({ deleted: total }, 'deleted ended workloads past retention');
+    return total;
   }
 
   /** Declares nodes down whose silence the database clock says exceeds the TTL (leader only). */

@@ -91,7 +91,8 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
     restart_threshold: 60,
     wait_for_batch_completion: false,
   };
-  const all = await wl.listWorkloads(q, { jobId: u.job_id, limit: 100_000 });
+  // Only what a step decides on: live workloads and those created since the update began.
+  const all = await wl.rolloutWorkloads(q, u.job_id, u.created_at);
   // An instance whose new workloads failed more than max_per_shard_failures times has failed the
   // update (until then it is retried); more failed instances than max_total_failures end it.
   const failuresPerInstance = new Map<number, number>();

@@ -20,6 +20,7 @@ import * as cachePushes from './store/cache-pushes.js';
 import * as coordinatorsStore from './store/coordinators.js';
 import { type Db, openDb } from './store/db.js';
 import { migrate } from './store/migrate.js';
+import type { RetentionPolicy } from './store/retention.js';
 import { dashboardPlugin } from './ui/index.js';
 
 export interface CoordinatorServerOptions {
@@ -48,6 +49,8 @@ export interface CoordinatorServerOptions {
   tls?: { certFile: string; keyFile: string };
   /** Allow an open API (no client token) on a non-loopback address. */
   insecure?: boolean;
+  /** How long and how many ended workloads are kept (MXC_RETENTION_*); 7 days and 100 per job. */
+  retention?: RetentionPolicy;
 }
 
 const isLoopbackHost = (h: string) => h === 'localhost' || h === '::1' || /^127\./.test(h);
@@ -101,6 +104,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       heartbeatIntervalMs: opts.heartbeatIntervalMs ?? Math.max(50, Math.min(5000, Math.floor(ttl / 3))),
       strategy: opts.strategy ?? 'spread',
       flapping: opts.flapping ?? AURORA_FLAPPING,
+      retention: opts.retention,
       // A job is accepted only when its closure is complete in the cache (the cache refuses a path
       // whose references it lacks, so present roots mean a complete closure).
       closureOf: async (spec) => {

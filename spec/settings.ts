@@ -274,6 +274,22 @@ export const SETTINGS = [
     schema: number('a number of seconds ≥ 0', 0),
   },
   {
+    env: 'MXC_RETENTION_HOURS',
+    roles: C,
+    default: '168',
+    value: '168',
+    doc: 'hours an ended workload, its events and logs are kept (Nomad core GC); the newest of each instance stays',
+    schema: number('a number of hours > 0', 0, true),
+  },
+  {
+    env: 'MXC_RETENTION_PER_JOB',
+    roles: C,
+    default: '100',
+    value: '100',
+    doc: 'ended workloads kept per job (the newest); older ones go with their events and logs',
+    schema: integer('a whole number ≥ 1', 1),
+  },
+  {
     env: 'MXC_LEADER_LEASE',
     roles: C,
     default: '15',

@@ -74,6 +74,10 @@ function coordinatorOptions(s: Settings) {
     ui: s.MXC_UI_ENABLED,
     leaderLeaseMs: s.MXC_LEADER_LEASE === undefined ? undefined : Math.round(s.MXC_LEADER_LEASE * 1000),
     advertiseUrl: s.MXC_ADVERTISE_URL,
+    retention: {
+      periodMs: Math.round(s.MXC_RETENTION_HOURS! * 3_600_000),
+      perJob: s.MXC_RETENTION_PER_JOB!,
+    },
     flapping: {
       thresholdMs: Math.round(s.MXC_FLAPPING_TASK_THRESHOLD! * 1000),
       initialDelayMs: Math.round(s.MXC_INITIAL_FLAPPING_TASK_DELAY! * 1000),

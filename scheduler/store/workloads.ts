@@ -356,3 +356,13 @@ export async function jobStateCounts(
   }
   return out;
 }
+
+/** What a rollout step reads: a job's live workloads and those created since `since` (its start). */
+export async function rolloutWorkloads(q: Queryable, jobId: string, since: Date): Promise<WorkloadRow[]> {
+  return q.query<WorkloadRow>(
+    `SELECT * FROM workloads WHERE job_id = $1
+       AND (status IN ('pending', 'starting', 'running') OR created_at >= $2)
+     ORDER BY created_at DESC, instance`,
+    [jobId, since.toISOString()],
+  );
+}
