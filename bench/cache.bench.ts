@@ -130,6 +130,17 @@ export async function main(): Promise<Record<string, number>> {
     t = performance.now();
     const pushed = await pushClosure({ coordinator: url, paths: [root], concurrency: 4 });
     const pushS = (performance.now() - t) / 1000;
+    // The anchor: nix's own copy of the same closure into a file:// binary cache (zstd, as issue 17 measured).
+    t = performance.now();
+    await run('nix', [
+      '--extra-experimental-features',
+      'nix-command',
+      'copy',
+      '--to',
+      `file://${join(work, 'nix-copy')}?compression=zstd`,
+      root,
+    ]);
+    const nixCopyS = (performance.now() - t) / 1000;
 
     const cacheDir = join(dataDir, 'cache');
     const hashes = (await readdir(join(cacheDir, 'narinfo'))).map((f) => f.slice(0, 32));
@@ -183,6 +194,8 @@ export async function main(): Promise<Record<string, number>> {
       paths: closure.length,
       nar_mib: mib(pushed.bytes),
       push_mib_s: mib(pushed.bytes) / pushS,
+      push_s: pushS,
+      nix_copy_s: nixCopyS,
       narinfo_rps: oursInfo.requests / (oursInfo.ms / 1000),
       python_narinfo_rps: pyInfo.requests / (pyInfo.ms / 1000),
       nar_mib_s: mib(oursNar.bytes) / (oursNar.ms / 1000),
@@ -191,7 +204,7 @@ export async function main(): Promise<Record<string, number>> {
     };
     const lines = [
       `cache bench: ${r.paths} paths, ${fmt(r.nar_mib)} MiB of NARs (stored brotli: ${nars.length} files); built in ${fmt(buildS)} s`,
-      `  push (4 in parallel):        ${fmt(pushS, 2)} s, ${fmt(r.push_mib_s)} MiB/s uncompressed`,
+      `  push (4 in parallel):        mxc ${fmt(pushS, 2)} s (${fmt(r.push_mib_s)} MiB/s uncompressed) | nix copy --to file://…?compression=zstd ${fmt(nixCopyS, 2)} s | ratio ${fmt(pushS / nixCopyS, 2)}x the time`,
       `  narinfo GET, ${CONCURRENCY} concurrent:  mxc ${fmt(r.narinfo_rps, 0)} req/s | python http.server ${fmt(r.python_narinfo_rps, 0)} req/s | ratio ${fmt(r.narinfo_rps / r.python_narinfo_rps, 2)}x`,
       `  NAR GET, 8 concurrent:       mxc ${fmt(r.nar_mib_s)} MiB/s | python http.server ${fmt(r.python_nar_mib_s)} MiB/s | ratio ${fmt(r.nar_mib_s / r.python_nar_mib_s, 2)}x`,
       `  nix-store --realise of the whole closure from the cache: ${fmt(r.realise_s, 2)} s`,

@@ -28,6 +28,8 @@ export interface CacheOptions {
   maxNarBytes?: number;
   /** Brotli quality for stored NARs (0–11); default 4, fast with a good ratio. */
   brotliQuality?: number;
+  /** How long a narinfo held in memory is served without a stat of its file; default 1000 ms. */
+  narinfoRevalidateMs?: number;
   /** Use this store instead of opening `<dataDir>/cache` (when the app needs it elsewhere too). */
   store?: CacheStore;
   /** Who sent a request (a token's name), recorded with each path it uploads. */
@@ -53,7 +55,7 @@ export async function ensureCacheKey(
 /** Opens (and prepares) the cache store of a data dir. */
 export async function openCacheStore(
   dataDir: string,
-  opts: Pick<CacheOptions, 'keyName' | 'maxNarBytes' | 'brotliQuality'> & {
+  opts: Pick<CacheOptions, 'keyName' | 'maxNarBytes' | 'brotliQuality' | 'narinfoRevalidateMs'> & {
     /** A cache directory shared by several coordinators (MXC_CACHE_DIR): same paths, same key. */
     dir?: string;
   } = {},
@@ -114,14 +116,19 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
   app.get<{ Params: { file: string } }>(
     '/cache/:file',
     { onRequest: guard('read'), config: { access: 'cache-read' } },
-    async (req, reply) => {
+    (req, reply) => {
       const { file } = req.params;
-      const text = file.endsWith('.narinfo')
-        ? await store.narinfoText(file.slice(0, -'.narinfo'.length))
-        : null;
-      // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
-      if (text === null) return reply.code(404).type('text/plain').send('not found\n');
-      return reply.type('text/x-nix-narinfo').send(text);
+      if (!file.endsWith('.narinfo')) return reply.code(404).type('text/plain').send('not found\n');
+      const hash = file.slice(0, -'.narinfo'.length);
+      // The hot path of every substitution: a published narinfo is answered from memory, no I/O.
+      const hit = store.cachedNarinfo(hash);
+      if (hit) return reply.type('text/x-nix-narinfo').send(hit.text);
+      return store.narinfoText(hash).then((text) =>
+        // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
+        text === null
+          ? reply.code(404).type('text/plain').send('not found\n')
+          : reply.type('text/x-nix-narinfo').send(text),
+      );
     },
   );
 

@@ -139,6 +139,7 @@ export async function ingestNar(
       [zc.BROTLI_PARAM_LGWIN]: 22,
     },
   });
+  let published = false;
   try {
     try {
       await pipeline(body, nar, new NarValidator(), brotli, file, createWriteStream(tmp, { mode: 0o644 }));
@@ -188,12 +189,18 @@ export async function ingestNar(
     };
     const info: NarInfo = { ...unsigned, sigs: [signFingerprint(store.key, fingerprint(unsigned))] };
     const infoTmp = `${tmp}.narinfo`;
-    await writeFile(infoTmp, renderNarInfo(info), { mode: 0o644, flush: true });
+    const text = renderNarInfo(info);
+    await writeFile(infoTmp, text, { mode: 0o644, flush: true });
     await rename(infoTmp, store.narinfoFile(storePath));
+    published = true;
+    store.remember(hashPart(storePath.slice(11)), text, info);
     return { created: true, info };
   } finally {
-    await unlink(tmp).catch(() => {});
-    await unlink(`${tmp}.narinfo`).catch(() => {});
+    // Only a failed upload leaves temp files behind (a published one renamed them away).
+    if (!published) {
+      await unlink(tmp).catch(() => {});
+      await unlink(`${tmp}.narinfo`).catch(() => {});
+    }
   }
 }
 

@@ -21,6 +21,8 @@ export interface CacheStoreOptions {
   maxNarBytes?: number;
   /** Brotli quality 0–11; higher is smaller and much slower. */
   brotliQuality?: number;
+  /** How long a narinfo held in memory is served without a stat of its file; default 1000 ms. */
+  narinfoRevalidateMs?: number;
 }
 
 export const DEFAULT_MAX_NAR_BYTES = 8 * 1024 ** 3;
@@ -28,8 +30,16 @@ export const DEFAULT_MAX_NAR_BYTES = 8 * 1024 ** 3;
 /** Paths looked up at once by `missing`. */
 const MISSING_SLICE = 256;
 
-/** Narinfo texts kept in memory (a few hundred bytes each). */
+/** Narinfos kept in memory (a few hundred bytes each). */
 const NARINFO_CACHE_ENTRIES = 200_000;
+
+interface Published {
+  text: string;
+  info: NarInfo;
+  mtimeMs: number;
+  size: number;
+  checkedAt: number;
+}
 
 export class CacheStore {
   readonly narDir: string;
@@ -38,6 +48,7 @@ export class CacheStore {
   readonly tmpRoot: string;
   readonly maxNarBytes: number;
   readonly brotliQuality: number;
+  readonly narinfoRevalidateMs: number;
 
   constructor(
     readonly dir: string,
@@ -51,6 +62,7 @@ export class CacheStore {
     this.tmpDir = join(this.tmpRoot, `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`);
     this.maxNarBytes = opts.maxNarBytes ?? DEFAULT_MAX_NAR_BYTES;
     this.brotliQuality = opts.brotliQuality ?? 4;
+    this.narinfoRevalidateMs = opts.narinfoRevalidateMs ?? 1000;
   }
 
   /**
@@ -83,28 +95,54 @@ export class CacheStore {
   }
 
   /**
-   * The narinfo text for a hash part, or null. Narinfo lookups are the hot path of every substitution,
-   * so texts are kept in memory and re-read only when the file changed (a stat instead of a read).
-   * Misses are not remembered, since the path may be uploaded a moment later.
+   * The narinfo text for a hash part, or null. Narinfo lookups are the hot path of every substitution
+   * and of every push (references, `missing`), so narinfos are kept in memory and revalidated at most
+   * every `narinfoRevalidateMs` with a stat (re-read only when the file changed, forgotten when gone).
+   * Misses are not remembered: the path may be uploaded a moment later, here or by another
+   * coordinator sharing the directory.
    */
   async narinfoText(hash: string): Promise<string | null> {
-    const file = this.narinfoFileForHash(hash);
-    if (!file) return null;
-    const info = await stat(file).catch(() => null);
-    if (!info) {
-      this.narinfoTexts.delete(hash);
-      return null;
-    }
-    const hit = this.narinfoTexts.get(hash);
-    if (hit && hit.mtimeMs === info.mtimeMs && hit.size === info.size) return hit.text;
-    const text = await readFile(file, 'utf8').catch(() => null);
-    if (text === null) return null;
-    if (this.narinfoTexts.size >= NARINFO_CACHE_ENTRIES) this.narinfoTexts.clear();
-    this.narinfoTexts.set(hash, { text, mtimeMs: info.mtimeMs, size: info.size });
-    return text;
+    return (await this.lookup(hash))?.text ?? null;
   }
 
-  private readonly narinfoTexts = new Map<string, { text: string; mtimeMs: number; size: number }>();
+  /**
+   * The narinfo text when it is in memory and was checked recently, with no I/O at all (the route's
+   * fast path); otherwise null, and the caller asks `narinfoText`.
+   */
+  cachedNarinfo(hash: string): { text: string } | null {
+    const hit = this.published.get(hash);
+    return hit && Date.now() - hit.checkedAt < this.narinfoRevalidateMs ? hit : null;
+  }
+
+  private async lookup(hash: string): Promise<Published | null> {
+    const file = this.narinfoFileForHash(hash);
+    if (!file) return null;
+    const hit = this.published.get(hash);
+    if (hit && Date.now() - hit.checkedAt < this.narinfoRevalidateMs) return hit;
+    const st = await stat(file).catch(() => null);
+    if (!st) {
+      this.published.delete(hash);
+      return null;
+    }
+    if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) {
+      hit.checkedAt = Date.now();
+      return hit;
+    }
+    const text = await readFile(file, 'utf8').catch(() => null);
+    const info = text === null ? null : parseNarInfo(text);
+    if (text === null || !info) return null;
+    return this.remember(hash, text, info, st.mtimeMs);
+  }
+
+  /** Records a narinfo read from disk or just published (mtime unknown: the next check re-reads it). */
+  remember(hash: string, text: string, info: NarInfo, mtimeMs = -1): Published {
+    if (this.published.size >= NARINFO_CACHE_ENTRIES) this.published.clear();
+    const entry = { text, info, mtimeMs, size: Buffer.byteLength(text), checkedAt: Date.now() };
+    this.published.set(hash, entry);
+    return entry;
+  }
+
+  private readonly published = new Map<string, Published>();
 
   /** The compressed NAR file for a `nar/<file>` URL component, or null when the name is not ours. */
   narFile(file: string): string | null {
@@ -131,14 +169,15 @@ export class CacheStore {
 
   /** The narinfo of exactly this path; null when absent or when its hash part belongs to another name. */
   async info(storePath: string): Promise<NarInfo | null> {
-    const info = await readNarInfo(this.narinfoFile(storePath));
-    return info && info.storePath === `${STORE_DIR}/${storeBasename(storePath)}` ? info : null;
+    const base = storeBasename(storePath);
+    if (!base) throw invalidPath(storePath);
+    const info = (await this.lookup(hashPart(base)))?.info ?? null;
+    return info && info.storePath === `${STORE_DIR}/${base}` ? info : null;
   }
 
   /** The full store path the cache holds under a hash part, or null. */
   async pathOfHash(hash: string): Promise<string | null> {
-    const file = this.narinfoFileForHash(hash);
-    return file ? ((await readNarInfo(file))?.storePath ?? null) : null;
+    return (await this.lookup(hash))?.info.storePath ?? null;
   }
 
   /** Every store path in the cache (for listings and tests). */

@@ -29,7 +29,8 @@ describe('tampered files on disk', () => {
   let infoFile: string;
   let original: string;
   beforeAll(async () => {
-    cache = await startCache();
+    // Edits on disk must show at once (no narinfo served from memory without a stat).
+    cache = await startCache({ narinfoRevalidateMs: 0 });
     key = (await ensureCacheKey(cache.dataDir)).publicKey;
     await pushClosure({ coordinator: cache.url, paths: [closure.root] });
     infoFile = join(cache.dataDir, 'cache', 'narinfo', `${closure.lib.slice(11, 43)}.narinfo`);
