@@ -21,7 +21,7 @@ mxc.Job {
   task = mxc.Task {
     processes = [ tick ];
     resources = mxc.Resources {
-      cpu = 0.1;
+      cpu = 0.05;
       ram = 16 * mxc.MB;
       disk = 8 * mxc.MB;
     };

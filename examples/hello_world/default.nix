@@ -19,7 +19,7 @@ mxc.Service {
   task = mxc.Task {
     processes = [ hello_world ];
     resources = mxc.Resources {
-      cpu = 0.5;
+      cpu = 0.25;
       ram = 32 * mxc.MB;
       disk = 8 * mxc.MB;
     };

@@ -24,7 +24,7 @@ mxc.Job {
   task = mxc.Task {
     processes = [ guest ];
     resources = mxc.Resources {
-      cpu = 1;
+      cpu = 0.5;
       ram = 256 * mxc.MB;
       disk = 64 * mxc.MB;
     };

@@ -60,7 +60,7 @@ mxc.Service {
     ];
     finalization_wait = 10;
     resources = mxc.Resources {
-      cpu = 0.5;
+      cpu = 0.25;
       ram = 64 * mxc.MB;
       disk = 16 * mxc.MB;
     };
