@@ -59,8 +59,6 @@ program
   .option('--tls-key <file>', 'the PEM key for --tls-cert (MXC_TLS_KEY)')
   .option('--insecure', 'allow an open API (no token) on a non-loopback address (MXC_INSECURE)')
   .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
-  .option('--advertise-url <url>', 'the URL others reach this coordinator at (MXC_ADVERTISE_URL)')
-  .option('--cache-dir <dir>', 'binary cache directory, shareable by coordinators (MXC_CACHE_DIR)')
   .option('--no-demo', 'do not build and submit examples/hello_world')
   .addHelpText('after', '\nExample:\n  $ npx mxc up --port 4000 --data-dir ./.mxc')
   .action(lazy(daemons, 'up'));
@@ -76,6 +74,8 @@ program
   .option('--tls-key <file>', 'the PEM key for --tls-cert (MXC_TLS_KEY)')
   .option('--insecure', 'allow an open API (no token) on a non-loopback address (MXC_INSECURE)')
   .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
+  .option('--advertise-url <url>', 'the URL others reach this coordinator at (MXC_ADVERTISE_URL)')
+  .option('--cache-dir <dir>', 'binary cache directory, shareable by coordinators (MXC_CACHE_DIR)')
   .addHelpText(
     'after',
     '\nExample:\n  $ MXC_API_TOKEN_FILE=/run/secrets/api DATABASE_URL=postgres://127.0.0.1/mxc npx mxc coordinator --port 4000',
