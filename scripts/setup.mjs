@@ -32,6 +32,7 @@ const SYSTEM = [
   { need: 'xz', pkg: 'xz-utils', why: 'unpacking the microVM kernel' },
   { need: 'cpio', pkg: 'cpio', why: 'building the microVM initramfs' },
   { need: 'chromium', pkg: 'chromium', why: 'dashboard tests' },
+  { need: 'openssl', pkg: 'openssl', why: 'the TLS test makes a self-signed certificate' },
 ];
 
 const onPath = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;

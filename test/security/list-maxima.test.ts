@@ -1,0 +1,114 @@
+// Issue 12.3: every list in a request or agent message has a maximum. One past it is a coded refusal
+// that changes nothing; at the maximum the request works (so the limit, not something else, refused).
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import WebSocket from 'ws';
+import { MAX_MISSING_PATHS } from '../../scheduler/cache/index.js';
+import { MAX_RUNNING_PER_NODE, MAX_STORE_PATHS_PER_MESSAGE } from '../../spec/messages.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { snapshot } from './helpers.js';
+
+const ADMIN = 'lists-admin';
+const auth = { authorization: `Bearer ${ADMIN}` };
+const path = (i: number) =>
+  `/nix/store/${i
+    .toString(32)
+    .padStart(32, '0')
+    .replace(/[eotu]/g, 'a')}-p${i}`;
+
+/** Sends agent frames; returns the first answer (welcome or error). */
+async function agentAnswer(c: TestCoordinator, frame: unknown): Promise<{ type: string; code?: string }> {
+  const ws = new WebSocket(`${c.url.replace('http', 'ws')}/api/agent/ws`, { headers: auth });
+  await new Promise((r) => ws.once('open', r));
+  const answer = new Promise<{ type: string; code?: string }>((r) =>
+    ws.once('message', (m) => r(JSON.parse(m.toString()))),
+  );
+  ws.send(JSON.stringify(frame));
+  const a = await answer;
+  ws.close();
+  return a;
+}
+
+const hello = (name: string, extra: Record<string, unknown>) => ({
+  type: 'hello',
+  name,
+  version: 't',
+  resources: { cpu: 1, memory_mb: 512, disk_mb: 1000 },
+  capabilities: {
+    os: 'linux',
+    arch: 'x64',
+    nix: null,
+    bubblewrap: false,
+    qemu: false,
+    kvm: false,
+    cgroups: false,
+    isolation: ['process'],
+  },
+  ...extra,
+});
+
+let c: TestCoordinator;
+beforeAll(async () => {
+  c = await startTestCoordinator('postgres', { tokens: { api: ADMIN, agent: ADMIN } });
+});
+afterAll(async () => {
+  await c?.stop();
+});
+
+describe('list maxima', () => {
+  test('POST /api/cache/missing: at most MAX_MISSING_PATHS paths', async () => {
+    const many = Array.from({ length: MAX_MISSING_PATHS + 1 }, (_, i) => path(i));
+    const r = await c.api('POST', '/api/cache/missing', { paths: many }, auth);
+    expect([r.status, r.body.error.code]).toEqual([400, 'CACHE_BAD_REQUEST']);
+    const ok = await c.api('POST', '/api/cache/missing', { paths: many.slice(1) }, auth);
+    expect(ok.status).toBe(200);
+    expect(ok.body.data.missing).toHaveLength(MAX_MISSING_PATHS);
+  });
+
+  test('agent hello: store_paths and running are bounded; a refused hello registers no node', async () => {
+    const before = await snapshot(c.db);
+    const store = Array.from({ length: MAX_STORE_PATHS_PER_MESSAGE + 1 }, (_, i) => path(i));
+    const running = Array.from({ length: MAX_RUNNING_PER_NODE + 1 }, (_, i) => ({
+      workload_id: `w-${i}-deadbeef`,
+      status: 'running',
+    }));
+    expect(await agentAnswer(c, hello('big-store', { store_paths: store }))).toMatchObject({
+      type: 'error',
+      code: 'BAD_MESSAGE',
+    });
+    expect(await agentAnswer(c, hello('big-running', { running }))).toMatchObject({
+      type: 'error',
+      code: 'BAD_MESSAGE',
+    });
+    expect(await snapshot(c.db)).toBe(before);
+    expect(await agentAnswer(c, hello('max-store', { store_paths: store.slice(1) }))).toMatchObject({
+      type: 'welcome',
+    });
+    const [{ n }] = await c.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM node_store_paths s JOIN nodes n ON n.id = s.node_id WHERE n.name = 'max-store'",
+    );
+    expect(n).toBe(MAX_STORE_PATHS_PER_MESSAGE);
+  });
+
+  test('job specs: processes, order constraints, ports, secrets and closure roots are bounded', async () => {
+    const before = await snapshot(c.db);
+    const procs = (n: number) => Array.from({ length: n }, (_, i) => ({ name: `p${i}`, cmdline: 'true' }));
+    const res = { cpu: 0.1, ram: 1 << 20, disk: 0 };
+    for (const spec of [
+      plainJob({ task: { name: 't', processes: procs(257), resources: res } }),
+      plainJob({ mxc: { ports: Array.from({ length: 65 }, (_, i) => `p${i}`) } }),
+      plainJob({ mxc: { secrets: Array.from({ length: 257 }, (_, i) => `s${i}`) } }),
+      plainJob({ mxc: { closure: Array.from({ length: 10_001 }, (_, i) => path(i)) } }),
+    ]) {
+      const r = await c.api('POST', '/api/jobs', spec, auth);
+      expect([r.status, r.body.error.code]).toEqual([422, 'VALIDATION_FAILED']);
+    }
+    expect(await snapshot(c.db)).toBe(before);
+    const ok = await c.api(
+      'POST',
+      '/api/jobs',
+      plainJob({ task: { name: 't', processes: procs(256), resources: res } }),
+      auth,
+    );
+    expect(ok.status).toBe(201);
+  });
+});
