@@ -1,5 +1,6 @@
 /** Times external commands side by side: wall-clock milliseconds of one run, failing loudly on a non-zero exit. */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /** Runs `file args…` (no shell) and resolves with its wall time in ms; rejects with its stderr on failure. */
 export function timeCommand(
@@ -25,4 +26,26 @@ export function timeCommand(
       else reject(new Error(`${file} ${args.join(' ')} exited with ${code}:\n${stderr.trim()}`));
     });
   });
+}
+
+/** User + system CPU of this process's reaped children so far, in ms (/proc, clock ticks of 10 ms). */
+function childrenCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  // Fields after the command name (which may hold spaces): cutime and cstime are fields 16 and 17.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13]) + Number(f[14])) * 10;
+}
+
+/**
+ * Like timeCommand, also giving the CPU time (user + system, its children included) the command used:
+ * unlike wall time, it hardly moves when other work shares the machine.
+ */
+export async function timeCommandCpu(
+  file: string,
+  args: readonly string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ wallMs: number; cpuMs: number }> {
+  const before = childrenCpuMs();
+  const wallMs = await timeCommand(file, args, opts);
+  return { wallMs, cpuMs: childrenCpuMs() - before };
 }
