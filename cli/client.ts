@@ -1,4 +1,8 @@
-/** The CLI's HTTP client: the coordinator URL and token, coded API errors turned into CliErrors. */
+/**
+ * The CLI's HTTP client: the coordinator URL and token, coded API errors turned into CliErrors, and
+ * answers parsed with the same spec/ schemas the coordinator serialises them through.
+ */
+import type { z } from 'zod';
 import { readSettings, SettingsError } from '../lib/settings.js';
 import { CliError } from './errors.js';
 
@@ -55,11 +59,19 @@ export class ApiClient {
     }
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** Calls the API and parses the answer's `data` with `schema` (a spec/api.ts shape). */
+  async request<S extends z.ZodType>(
+    method: string,
+    path: string,
+    schema: S,
+    body?: unknown,
+  ): Promise<z.output<S>> {
     const res = await this.raw(method, path, body);
     const text = await res.text();
-    let parsed: { data?: T; error?: { code: string; message: string; details?: { missing?: string[] } } } =
-      {};
+    let parsed: {
+      data?: unknown;
+      error?: { code: string; message: string; details?: { missing?: string[] } };
+    } = {};
     try {
       parsed = text ? JSON.parse(text) : {};
     } catch {
@@ -75,13 +87,23 @@ export class ApiClient {
         res.status === 401 ? 3 : 1,
       );
     }
-    return parsed.data as T;
+    const checked = schema.safeParse(parsed.data);
+    if (!checked.success) {
+      const first = checked.error.issues[0];
+      throw new CliError(
+        `the coordinator's answer to ${method} ${path} does not match this CLI's schema (${first?.path.join('.') || '(root)'}: ${first?.message}); are the CLI and the coordinator the same version?`,
+      );
+    }
+    return checked.data;
   }
 
-  get<T>(path: string) {
-    return this.request<T>('GET', path);
+  get<S extends z.ZodType>(path: string, schema: S) {
+    return this.request('GET', path, schema);
   }
-  post<T>(path: string, body?: unknown) {
-    return this.request<T>('POST', path, body ?? {});
+  post<S extends z.ZodType>(path: string, schema: S, body?: unknown) {
+    return this.request('POST', path, schema, body ?? {});
+  }
+  delete<S extends z.ZodType>(path: string, schema: S) {
+    return this.request('DELETE', path, schema);
   }
 }

@@ -1,10 +1,20 @@
 /**
- * Shapes of the REST API's responses and query strings (bodies in are the job spec of job.ts and the
- * small request schemas here). The OpenAPI document at /api/openapi.json is generated from these.
+ * Shapes of the REST API's requests and responses (the job spec itself is job.ts). Each route declares
+ * these as its schemas: the coordinator validates and serialises through them, the CLI parses answers
+ * with them, and /api/openapi.json is generated from them.
  */
 import { z } from 'zod';
 import { JobSpec } from './job.js';
 import { Capabilities, ProcessReport, WorkloadStatus } from './messages.js';
+
+/**
+ * A point in time: an ISO 8601 string on the wire, a Date on either side (the store's rows hold Dates;
+ * the CLI gets Dates back when it parses).
+ */
+export const Timestamp = z.codec(z.iso.datetime({ offset: true }), z.date(), {
+  decode: (s) => new Date(s),
+  encode: (d) => d.toISOString(),
+});
 
 export const ApiError = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
@@ -25,13 +35,15 @@ export const Node = z.object({
   store: z.object({ paths: z.number().int() }),
   capabilities: Capabilities,
   version: z.string(),
-  last_seen_at: z.string(),
+  last_seen_at: Timestamp,
+  created_at: Timestamp,
+  updated_at: Timestamp,
 });
 
 export const WorkloadEvent = z.object({
   id: z.number(),
   workload_id: z.string(),
-  ts: z.string(),
+  ts: Timestamp,
   from_status: WorkloadStatus.nullable(),
   to_status: WorkloadStatus,
   reason: z.string(),
@@ -65,15 +77,15 @@ export const Workload = z.object({
   fetched_bytes: z.number().int().nullable(),
   ports: z.record(z.string(), z.number()),
   processes: z.array(ProcessReport),
-  created_at: z.string(),
-  updated_at: z.string(),
-  started_at: z.string().nullable(),
-  finished_at: z.string().nullable(),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+  started_at: Timestamp.nullable(),
+  finished_at: Timestamp.nullable(),
   outcome: z
     .enum(['finished', 'failed', 'stopped', 'lost'])
     .nullable()
     .describe('how it ended: finished (success), failed, stopped (by a user, an update or a drain), lost'),
-  not_before: z.string().nullable().describe('a restart of a flapping task is not placed before this'),
+  not_before: Timestamp.nullable().describe('a restart of a flapping task is not placed before this'),
   restart_delay_ms: z.number().int().describe('the back-off this restart waited (Aurora flapping delay)'),
 });
 
@@ -86,12 +98,12 @@ export const Job = z.object({
   name: z.string(),
   current_version: z.number().int(),
   status: z.enum(['active', 'stopped']),
-  created_at: z.string(),
-  updated_at: z.string(),
+  created_at: Timestamp,
+  updated_at: Timestamp,
   /** Cron jobs: the next scheduled run. */
-  next_run_at: z.string().nullable(),
+  next_run_at: Timestamp.nullable(),
   /** Cron jobs: the run last launched (or skipped by CANCEL_NEW). */
-  last_run_at: z.string().nullable(),
+  last_run_at: Timestamp.nullable(),
 });
 
 /** Workloads of a job per state: live ones by status, ended ones by how they ended. */
@@ -126,8 +138,8 @@ export const JobUpdate = z.object({
   restart: z.boolean(),
   next_instance: z.number().int(),
   message: z.string(),
-  created_at: z.string(),
-  updated_at: z.string(),
+  created_at: Timestamp,
+  updated_at: Timestamp,
 });
 
 /** `GET /api/jobs/:id`: the job with its workloads and latest update. */
@@ -256,4 +268,156 @@ export const LogsQuery = z.object({
   after: z.coerce.number().int().min(0).optional().describe('only lines with a larger id'),
   limit: z.coerce.number().int().min(1).max(100000).optional(),
   follow: z.enum(['0', '1', 'true', 'false']).optional().describe('stream ndjson until the workload ends'),
+});
+
+/** `GET /api/jobs/:id/versions`: every submitted version. */
+export const JobVersion = z.object({
+  job_id: z.string(),
+  version: z.number().int(),
+  spec: JobSpec,
+  spec_hash: z.string(),
+  created_at: Timestamp,
+});
+
+/** `POST /api/jobs/:id/stop`. */
+export const StopJobResult = z.object({
+  job: Job,
+  stopped: z.number().int().describe('workloads asked to stop'),
+});
+
+/** `POST /api/jobs/:id/restart`. */
+export const RestartJobResult = z.object({
+  job: Job,
+  rolling: z.boolean().describe('true when the restart rolls batch by batch (the job has an update_config)'),
+  workloads: z.array(z.string()).describe('workloads created at once (not rolling)'),
+});
+
+/** `POST /api/jobs/:id/prewarm`. */
+export const PrewarmResult = z.object({
+  paths: z.number().int(),
+  bytes: z.number(),
+  nodes: z.array(z.object({ node: z.string(), missing_bytes: z.number(), sent: z.boolean() })),
+});
+
+/** A store path of a job's closure. */
+export const ClosurePath = z.object({ path: z.string(), nar_size: z.number() });
+
+/** `GET /api/store-paths`: where a store path is used. */
+export const StorePathUse = ClosurePath.extend({
+  job_id: z.string(),
+  job: z.string(),
+  version: z.number().int(),
+  current: z.boolean(),
+  workloads: z.array(z.object({ id: z.string(), status: z.string(), node: z.string().nullable() })),
+  pushed_by: z
+    .string()
+    .nullable()
+    .describe('the token that uploaded the path (null: pushed before this was recorded)'),
+  pushed_at: Timestamp.nullable(),
+});
+
+export const ClosureQuery = z.object({
+  version: z.coerce.number().int().min(1).optional().describe('a version number; the current one if absent'),
+});
+
+export const StorePathsQuery = z.object({
+  contains: z.string().trim().min(1).max(4096).describe('a store path or part of a name, e.g. openssl'),
+});
+
+export const TokenKind = z.enum(['client', 'agent']);
+/** What a client token may do: read < push (submit, upload) < admin (tokens, nodes). Agents: read. */
+export const TokenScope = z.enum(['read', 'push', 'admin']);
+
+export const CreateToken = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'names are 1-64 letters, digits, _ . -'),
+    kind: TokenKind,
+    /** Client tokens only; default admin (what every token could do before scopes). */
+    scope: TokenScope.optional(),
+  })
+  .strict();
+
+/** A token as listed: never the token itself. */
+export const Token = z.object({
+  id: z.string(),
+  name: z.string(),
+  kind: TokenKind,
+  scope: TokenScope,
+  created_at: Timestamp,
+});
+
+/** A created token: shown this once. */
+export const CreatedToken = z.object({
+  name: z.string(),
+  kind: TokenKind,
+  scope: TokenScope,
+  token: z.string(),
+});
+
+/** Browsers' EventSource and WebSocket cannot set headers: the token may come as ?token=. */
+export const TokenQuery = z.object({ token: z.string().max(4096).optional() });
+
+/**
+ * samrose/mxc's workload request (`POST /api/workloads`): one command, run once as a one-process job.
+ * `command` is a shell command line (the seed runs `/bin/sh -c "command args"`); `args` are appended as
+ * shell words. Store paths in either are the job's closure (they must be in the coordinator's cache);
+ * anything else resolves on the node (a plain process sees the host's PATH).
+ */
+export const SeedWorkloadRequest = z
+  .object({
+    type: z.enum(['process', 'microvm']).default('process'),
+    command: z.string().min(1).max(65536),
+    args: z.array(z.string().max(65536)).max(1024).default([]),
+    env: z
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are [A-Za-z_][A-Za-z0-9_]*'),
+        z.string().max(65536),
+      )
+      .refine((e) => Object.keys(e).length <= 1024, 'at most 1024 variables')
+      .default({}),
+    cpu: z.number().positive().max(1024).default(1),
+    memory_mb: z
+      .number()
+      .int()
+      .positive()
+      .max(16 * 1024 * 1024)
+      .default(256),
+    /** Node attributes that must match exactly (the seed matches its node capabilities). */
+    constraints: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9_.-]+$/, 'attribute names use letters, digits, _ . -'),
+        z.string().min(1),
+      )
+      .refine((c) => Object.keys(c).length <= 64, 'at most 64 constraints')
+      .default({}),
+  })
+  .strict();
+
+/** samrose/mxc's workload fields (status in its vocabulary), with mxc's job key beside them. */
+export const SeedWorkload = z.object({
+  id: z.string(),
+  type: z.enum(['process', 'microvm']),
+  status: z.enum(['pending', 'starting', 'running', 'stopping', 'stopped', 'failed']),
+  command: z.string(),
+  args: z.array(z.string()),
+  env: z.record(z.string(), z.string()),
+  cpu_required: z.number(),
+  memory_required: z.number().describe('MiB'),
+  constraints: z.record(z.string(), z.string()),
+  error: z.string().nullable(),
+  ip: z.string().nullable().describe('the node address is not tracked: always null'),
+  node_id: z.string().nullable(),
+  started_at: Timestamp.nullable(),
+  stopped_at: Timestamp.nullable(),
+  inserted_at: Timestamp,
+  updated_at: Timestamp,
+  job: z.string().describe("mxc's job key (cluster/role/environment/name)"),
+  job_id: z.string(),
+});
+
+/** `DELETE /api/nodes/:id`. */
+export const RemovedNode = z.object({
+  id: z.string(),
+  name: z.string(),
+  lost: z.number().int().describe('workloads that were still active on it, now lost'),
 });

@@ -1,12 +1,11 @@
 /** `mxc cluster status`. */
+import { ClusterStatus } from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { ago, color, printJson } from '../output.js';
 
 export async function status(opts: ClientOptions & { json?: boolean }) {
   const client = new ApiClient(opts);
-  const s = await client.get<Record<string, unknown> & { workloads_by_status: Record<string, number> }>(
-    '/api/cluster/status',
-  );
+  const s = await client.get('/api/cluster/status', ClusterStatus);
   if (opts.json) return printJson({ coordinator: client.base, ...s });
   const out = (k: string, v: unknown) => process.stdout.write(`${color.bold(k.padEnd(14))}${v}\n`);
   out('coordinator', client.base);

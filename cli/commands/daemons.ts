@@ -16,6 +16,7 @@ import {
 } from '../../lib/settings.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { startCoordinator } from '../../scheduler/server.js';
+import { SubmitResult } from '../../spec/api.js';
 import { ApiClient } from '../client.js';
 import { CliError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -330,10 +331,7 @@ export async function up(opts: UpOpts) {
       const client = new ApiClient({ coordinator: server.url, token: local.token });
       const { pushJobClosure } = await import('./push-closure.js');
       await pushJobClosure(client, spec, { quiet: true });
-      const res = await client.post<{ job: { key: string }; changed: boolean; workloads: string[] }>(
-        '/api/jobs',
-        spec,
-      );
+      const res = await client.post('/api/jobs', SubmitResult, spec);
       say(`  demo        examples/hello_world → ${storePath}`);
       say(
         `              ${res.changed ? `submitted ${res.job.key}` : `${res.job.key} already submitted (unchanged)`}`,

@@ -1,6 +1,6 @@
 /** `mxc jobs list|show|stop|versions|endpoints`. */
-import type { z } from 'zod';
-import type * as api from '../../spec/api.js';
+import { z } from 'zod';
+import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
@@ -9,13 +9,9 @@ interface Opts extends ClientOptions {
   json?: boolean;
 }
 
-type JobView = z.infer<typeof api.JobWithSpec>;
-type JobDetail = z.infer<typeof api.JobDetail>;
-type JobEndpoints = z.infer<typeof api.JobEndpoints>;
-
 /** Service discovery: the job's serving instances with host and named ports. */
 export async function endpoints(id: string, opts: Opts) {
-  const e = await new ApiClient(opts).get<JobEndpoints>(`/api/jobs/${encodeURIComponent(id)}/endpoints`);
+  const e = await new ApiClient(opts).get(`/api/jobs/${encodeURIComponent(id)}/endpoints`, api.JobEndpoints);
   if (opts.json) return printJson(e);
   printTable(
     ['instance', 'host', 'primary', 'ports', 'node', 'workload'],
@@ -36,7 +32,7 @@ const stateColor = (s: string) => (s === 'complete' ? color.green(s) : statusCol
 
 /** Jobs with their state (running / complete / failed / stopped) and workloads per state, history included. */
 export async function list(opts: Opts) {
-  const rows = await new ApiClient(opts).get<JobView[]>('/api/jobs');
+  const rows = await new ApiClient(opts).get('/api/jobs', z.array(api.JobWithSpec));
   if (opts.json) return printJson(rows);
   const n = (v: number, paint?: (s: string) => string) => (v && paint ? paint(String(v)) : String(v));
   printTable(
@@ -72,7 +68,7 @@ export async function list(opts: Opts) {
 }
 
 export async function show(id: string, opts: Opts) {
-  const j = await new ApiClient(opts).get<JobDetail>(`/api/jobs/${encodeURIComponent(id)}`);
+  const j = await new ApiClient(opts).get(`/api/jobs/${encodeURIComponent(id)}`, api.JobDetail);
   if (opts.json) return printJson(j);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(10))}${v}\n`);
   out('job', j.key);
@@ -98,19 +94,16 @@ export async function show(id: string, opts: Opts) {
 }
 
 export async function stop(id: string, opts: Opts) {
-  const r = await new ApiClient(opts).post<{ job: z.infer<typeof api.Job>; stopped: number }>(
-    `/api/jobs/${encodeURIComponent(id)}/stop`,
-  );
+  const r = await new ApiClient(opts).post(`/api/jobs/${encodeURIComponent(id)}/stop`, api.StopJobResult);
   if (opts.json) return printJson(r);
   process.stdout.write(`${r.job.key}: stopped (${r.stopped} workload(s) stopping)\n`);
 }
 
 export async function restart(id: string, opts: Opts) {
-  const r = await new ApiClient(opts).post<{
-    job: z.infer<typeof api.Job>;
-    rolling: boolean;
-    workloads: string[];
-  }>(`/api/jobs/${encodeURIComponent(id)}/restart`);
+  const r = await new ApiClient(opts).post(
+    `/api/jobs/${encodeURIComponent(id)}/restart`,
+    api.RestartJobResult,
+  );
   if (opts.json) return printJson(r);
   process.stdout.write(
     r.rolling
@@ -120,8 +113,9 @@ export async function restart(id: string, opts: Opts) {
 }
 
 export async function versions(id: string, opts: Opts) {
-  const rows = await new ApiClient(opts).get<{ version: number; spec_hash: string; created_at: string }[]>(
+  const rows = await new ApiClient(opts).get(
     `/api/jobs/${encodeURIComponent(id)}/versions`,
+    z.array(api.JobVersion),
   );
   if (opts.json) return printJson(rows);
   printTable(
@@ -129,8 +123,6 @@ export async function versions(id: string, opts: Opts) {
     rows.map((v) => [String(v.version), v.spec_hash.slice(0, 16), new Date(v.created_at).toISOString()]),
   );
 }
-
-type Plan = z.infer<typeof api.JobPlan>;
 
 const size = (b: number) =>
   Math.abs(b) < 1024
@@ -156,7 +148,10 @@ export async function plan(file: string | undefined, opts: Opts) {
   const { readJobArgument } = await import('./submit.js');
   const spec = await readJobArgument(file);
   const closure = await localClosure(spec.mxc.closure);
-  const p = await new ApiClient(opts).post<Plan>('/api/jobs/plan', { spec, ...(closure ? { closure } : {}) });
+  const p = await new ApiClient(opts).post('/api/jobs/plan', api.JobPlan, {
+    spec,
+    ...(closure ? { closure } : {}),
+  });
   if (opts.json) return printJson(p);
   const out = (s: string) => process.stdout.write(`${s}\n`);
   const versions =
@@ -204,21 +199,14 @@ export async function revert(id: string, version: string, opts: Opts) {
   const n = Number(version);
   if (!Number.isInteger(n) || n < 1) throw new CliError(`VERSION is a version number, got "${version}"`, 2);
   const client = new ApiClient(opts);
-  const versions = await client.get<{ version: number; spec: unknown }[]>(
-    `/api/jobs/${encodeURIComponent(id)}/versions`,
-  );
+  const versions = await client.get(`/api/jobs/${encodeURIComponent(id)}/versions`, z.array(api.JobVersion));
   const v = versions.find((x) => x.version === n);
   if (!v)
     throw new CliError(
       `job ${id} has no version ${n}; its versions: ${versions.map((x) => x.version).join(', ')}`,
       2,
     );
-  const res = await client.post<{
-    job: { key: string };
-    version: number;
-    changed: boolean;
-    workloads: string[];
-  }>('/api/jobs', v.spec);
+  const res = await client.post('/api/jobs', api.SubmitResult, v.spec);
   if (opts.json) return printJson(res);
   process.stdout.write(
     res.changed

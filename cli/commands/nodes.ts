@@ -1,6 +1,6 @@
 /** `mxc nodes list|show|drain|undrain|remove`. */
-import type { z } from 'zod';
-import type * as api from '../../spec/api.js';
+import { z } from 'zod';
+import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
 
@@ -8,11 +8,8 @@ interface Opts extends ClientOptions {
   json?: boolean;
 }
 
-type NodeView = z.infer<typeof api.Node>;
-type NodeDetail = z.infer<typeof api.NodeDetail>;
-
 export async function list(opts: Opts) {
-  const rows = await new ApiClient(opts).get<NodeView[]>('/api/nodes');
+  const rows = await new ApiClient(opts).get('/api/nodes', z.array(api.Node));
   if (opts.json) return printJson(rows);
   printTable(
     ['name', 'status', 'cpu', 'memory', 'isolation', 'seen', 'id'],
@@ -31,7 +28,7 @@ export async function list(opts: Opts) {
 const round = (x: number) => Math.round(x * 100) / 100;
 
 export async function show(id: string, opts: Opts) {
-  const n = await new ApiClient(opts).get<NodeDetail>(`/api/nodes/${encodeURIComponent(id)}`);
+  const n = await new ApiClient(opts).get(`/api/nodes/${encodeURIComponent(id)}`, api.NodeDetail);
   if (opts.json) return printJson(n);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(14))}${v}\n`);
   out('name', n.name);
@@ -59,8 +56,9 @@ export async function show(id: string, opts: Opts) {
 }
 
 export async function drain(id: string, opts: Opts & { undo?: boolean }) {
-  const n = await new ApiClient(opts).post<NodeView>(
+  const n = await new ApiClient(opts).post(
     `/api/nodes/${encodeURIComponent(id)}/${opts.undo ? 'undrain' : 'drain'}`,
+    api.Node,
   );
   if (opts.json) return printJson(n);
   process.stdout.write(`${n.name}: ${statusColor(n.status)}\n`);
@@ -68,10 +66,7 @@ export async function drain(id: string, opts: Opts & { undo?: boolean }) {
 
 /** Forgets a node, e.g. after reinstalling its machine: its next join gets a new node secret. */
 export async function remove(id: string, opts: Opts) {
-  const r = await new ApiClient(opts).request<{ id: string; name: string; lost: number }>(
-    'DELETE',
-    `/api/nodes/${encodeURIComponent(id)}`,
-  );
+  const r = await new ApiClient(opts).delete(`/api/nodes/${encodeURIComponent(id)}`, api.RemovedNode);
   if (opts.json) return printJson(r);
   process.stdout.write(`${r.name}: removed (${r.lost} workload(s) replaced elsewhere)
 `);

@@ -1,5 +1,8 @@
 /** `mxc where STORE_PATH|NAME` (which jobs and workloads run a store path) and `mxc jobs prewarm`. */
+
+import { z } from 'zod';
 import { readJobInput } from '../../compiler/job-input.js';
+import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { color, printJson, printTable, statusColor } from '../output.js';
 
@@ -7,22 +10,13 @@ interface Opts extends ClientOptions {
   json?: boolean;
 }
 
-interface Provenance {
-  path: string;
-  nar_size: number;
-  job: string;
-  version: number;
-  current: boolean;
-  workloads: { id: string; status: string; node: string | null }[];
-  pushed_by?: string | null;
-}
-
 const size = (b: number) =>
   b >= 1048576 ? `${(b / 1048576).toFixed(1)} MiB` : `${(b / 1024).toFixed(1)} KiB`;
 
 export async function where(needle: string, opts: Opts) {
-  const rows = await new ApiClient(opts).get<Provenance[]>(
+  const rows = await new ApiClient(opts).get(
     `/api/store-paths?contains=${encodeURIComponent(needle)}`,
+    z.array(api.StorePathUse),
   );
   if (opts.json) return printJson(rows);
   if (rows.length === 0) {
@@ -45,11 +39,11 @@ export async function where(needle: string, opts: Opts) {
 
 export async function prewarm(id: string, file: string | undefined, opts: Opts) {
   const body = file ? (await readJobInput(file, file)).spec : undefined;
-  const r = await new ApiClient(opts).post<{
-    paths: number;
-    bytes: number;
-    nodes: { node: string; missing_bytes: number; sent: boolean }[];
-  }>(`/api/jobs/${encodeURIComponent(id)}/prewarm`, body);
+  const r = await new ApiClient(opts).post(
+    `/api/jobs/${encodeURIComponent(id)}/prewarm`,
+    api.PrewarmResult,
+    body,
+  );
   if (opts.json) return printJson(r);
   process.stdout.write(`closure: ${r.paths} path(s), ${size(r.bytes)}\n`);
   printTable(

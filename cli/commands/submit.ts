@@ -1,5 +1,6 @@
 /** `mxc submit [FILE]`: reads a job (store path, file or JSON; stdin by default), validates it, sends it, optionally waits. */
 import { JobInputError, readJobInput } from '../../compiler/job-input.js';
+import * as api from '../../spec/api.js';
 import type { JobSpec } from '../../spec/job.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
@@ -43,12 +44,7 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
     await pushJobClosure(client, spec, { quiet: opts.json === true });
   }
   const since = Date.now() - 1000;
-  const res = await client.post<{
-    job: { id: string; key: string };
-    version: number;
-    changed: boolean;
-    workloads: string[];
-  }>('/api/jobs', spec);
+  const res = await client.post('/api/jobs', api.SubmitResult, spec);
   const rolling = res.changed && res.workloads.length === 0 && !spec.cron_schedule;
   if (spec.cron_schedule && !opts.json) {
     process.stdout.write(

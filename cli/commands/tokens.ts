@@ -1,4 +1,6 @@
 /** `mxc tokens create|list|revoke`: named client and agent tokens kept (as digests) by the coordinator. */
+import { z } from 'zod';
+import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { color, printJson, printTable } from '../output.js';
@@ -15,7 +17,7 @@ export async function create(name: string, opts: Opts & { kind: string; scope?: 
   if (opts.scope !== undefined && opts.kind === 'agent')
     throw new CliError('--scope is for client tokens; agent tokens join agents and read the cache', 2);
   const client = new ApiClient(opts);
-  const t = await client.post<{ name: string; kind: string; scope: string; token: string }>('/api/tokens', {
+  const t = await client.post('/api/tokens', api.CreatedToken, {
     name,
     kind: opts.kind,
     ...(opts.scope ? { scope: opts.scope } : {}),
@@ -47,23 +49,16 @@ function openModeWarning(kind: string): string {
 }
 
 export async function list(opts: Opts) {
-  const rows = await new ApiClient(opts).get<
-    { name: string; kind: string; scope?: string; created_at: string }[]
-  >('/api/tokens');
+  const rows = await new ApiClient(opts).get('/api/tokens', z.array(api.Token));
   if (opts.json) return printJson(rows);
   printTable(
     ['name', 'kind', 'scope', 'created'],
-    rows.map((t) => [
-      t.name,
-      t.kind,
-      t.kind === 'client' ? (t.scope ?? 'admin') : '-',
-      new Date(t.created_at).toISOString(),
-    ]),
+    rows.map((t) => [t.name, t.kind, t.kind === 'client' ? t.scope : '-', t.created_at.toISOString()]),
   );
 }
 
 export async function revoke(name: string, opts: Opts) {
-  await new ApiClient(opts).request('DELETE', `/api/tokens/${encodeURIComponent(name)}`);
+  await new ApiClient(opts).delete(`/api/tokens/${encodeURIComponent(name)}`, z.undefined());
   if (opts.json) return printJson({ revoked: name });
   process.stdout.write(`revoked token "${name}"\n`);
 }

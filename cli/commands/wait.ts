@@ -4,8 +4,8 @@
  * (placement, closure realisation, health, rollout batches). Gives up with the reason as soon as an
  * instance fails, and within seconds when a workload cannot be placed.
  */
-import type { z } from 'zod';
-import type * as api from '../../spec/api.js';
+import { z } from 'zod';
+import * as api from '../../spec/api.js';
 import type { ApiClient } from '../client.js';
 
 type W = Pick<
@@ -63,7 +63,11 @@ function newestPerInstance(job: JobState): W[] {
   for (const w of job.workloads) {
     if (w.job_version !== job.current_version) continue;
     const seen = by.get(w.instance);
-    if (!seen || w.created_at > seen.created_at || (w.created_at === seen.created_at && w.id > seen.id))
+    if (
+      !seen ||
+      w.created_at > seen.created_at ||
+      (w.created_at.getTime() === seen.created_at.getTime() && w.id > seen.id)
+    )
       by.set(w.instance, w);
   }
   return [...by.values()].sort((a, b) => a.instance - b.instance);
@@ -115,7 +119,7 @@ class Progress {
 
 /** Whether anything in the cluster is about to free capacity (a stop in progress). */
 async function capacityComing(client: ApiClient): Promise<boolean> {
-  const stopping = await client.get<unknown[]>('/api/workloads?status=stopping');
+  const stopping = await client.get('/api/workloads?status=stopping', z.array(api.Workload));
   return stopping.length > 0;
 }
 
@@ -125,7 +129,7 @@ export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOpt
   const progress = new Progress(opts.quiet === true);
   const pendingSince = new Map<string, number>();
   for (;;) {
-    const job = await client.get<JobState>(`/api/jobs/${encodeURIComponent(jobId)}`);
+    const job = await client.get(`/api/jobs/${encodeURIComponent(jobId)}`, api.JobDetail);
     const hasHealth = job.spec.health_check_config != null;
     const current = newestPerInstance(job);
     const all = job.workloads.filter((w) => w.job_version === job.current_version);
@@ -142,7 +146,7 @@ export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOpt
     const failed = all.find(
       (w) =>
         (w.status === 'failed' || w.status === 'lost') &&
-        (w.finished_at === null || Date.parse(w.finished_at) >= opts.since),
+        (w.finished_at === null || w.finished_at.getTime() >= opts.since),
     );
     if (failed)
       return result(false, `workload ${failed.id} ${failed.status}: ${failed.error ?? 'no reason given'}`);

@@ -1,6 +1,6 @@
 /** `mxc workloads list|show|stop|logs|events`. */
-import type { z } from 'zod';
-import type * as api from '../../spec/api.js';
+import { z } from 'zod';
+import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
@@ -8,10 +8,6 @@ import { ago, color, printJson, printTable, statusColor } from '../output.js';
 interface Opts extends ClientOptions {
   json?: boolean;
 }
-
-type WorkloadView = z.infer<typeof api.Workload>;
-type WorkloadDetail = z.infer<typeof api.WorkloadDetail>;
-type WorkloadEvent = z.infer<typeof api.WorkloadEvent>;
 
 /** What `workloads list` shows without `--status` or `--all`: what is alive now, not the history. */
 const LIVE = 'pending,starting,running,stopping';
@@ -22,7 +18,7 @@ export async function list(opts: Opts & { status?: string; job?: string; node?: 
   else if (!opts.all) q.set('status', LIVE);
   if (opts.job) q.set('job', opts.job);
   if (opts.node) q.set('node', opts.node);
-  const rows = await new ApiClient(opts).get<WorkloadView[]>(`/api/workloads${q.size ? `?${q}` : ''}`);
+  const rows = await new ApiClient(opts).get(`/api/workloads${q.size ? `?${q}` : ''}`, z.array(api.Workload));
   if (opts.json) return printJson(rows);
   printTable(
     ['id', 'job', 'status', 'node', 'cpu', 'mem', 'updated', 'note'],
@@ -40,7 +36,7 @@ export async function list(opts: Opts & { status?: string; job?: string; node?: 
 }
 
 export async function show(id: string, opts: Opts) {
-  const w = await new ApiClient(opts).get<WorkloadDetail>(`/api/workloads/${encodeURIComponent(id)}`);
+  const w = await new ApiClient(opts).get(`/api/workloads/${encodeURIComponent(id)}`, api.WorkloadDetail);
   if (opts.json) return printJson(w);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(12))}${v}\n`);
   out('id', w.id);
@@ -95,14 +91,15 @@ export async function show(id: string, opts: Opts) {
 }
 
 export async function stop(id: string, opts: Opts) {
-  const w = await new ApiClient(opts).post<WorkloadView>(`/api/workloads/${encodeURIComponent(id)}/stop`);
+  const w = await new ApiClient(opts).post(`/api/workloads/${encodeURIComponent(id)}/stop`, api.Workload);
   if (opts.json) return printJson(w);
   process.stdout.write(`${w.id}: ${statusColor(w.status)}\n`);
 }
 
 export async function events(id: string, opts: Opts) {
-  const rows = await new ApiClient(opts).get<WorkloadEvent[]>(
+  const rows = await new ApiClient(opts).get(
     `/api/workloads/${encodeURIComponent(id)}/events`,
+    z.array(api.WorkloadEvent),
   );
   if (opts.json) return printJson(rows);
   printTable(
@@ -122,10 +119,8 @@ const printLog = (l: LogRow, json?: boolean, timestamps?: boolean) => {
 
 /** `-p NAME` must name a process of the workload's task (or mxc's own `mxc` / `:task` lines). */
 async function checkProcess(client: ApiClient, id: string, name: string): Promise<void> {
-  const w = await client.get<WorkloadView>(`/api/workloads/${encodeURIComponent(id)}`);
-  const job = await client.get<{ spec: { task: { processes: { name: string }[] } } }>(
-    `/api/jobs/${encodeURIComponent(w.job_id)}`,
-  );
+  const w = await client.get(`/api/workloads/${encodeURIComponent(id)}`, api.Workload);
+  const job = await client.get(`/api/jobs/${encodeURIComponent(w.job_id)}`, api.JobDetail);
   const names = new Set([
     'mxc',
     ':task',
@@ -151,7 +146,10 @@ export async function logs(
   }
   if (opts.tail) q.set('limit', opts.tail);
   if (!opts.follow) {
-    const rows = await client.get<LogRow[]>(`/api/workloads/${encodeURIComponent(id)}/logs?${q}`);
+    const rows = await client.get(
+      `/api/workloads/${encodeURIComponent(id)}/logs?${q}`,
+      z.array(api.LogEntry),
+    );
     if (opts.json) return printJson(rows);
     for (const l of rows) printLog(l, false, opts.timestamps);
     return;

@@ -15,9 +15,10 @@ import type { Logger } from 'pino';
 import type { Coordinator } from '../coordinator.js';
 import { MxcError } from '../errors.js';
 import { type Access, type Auth, allows, refusal, routeAccess } from './auth.js';
+import { documentWebSockets, installContract } from './contract.js';
 import { installErrorHandler } from './error-handler.js';
 import { badTextError, findBadText } from './input-check.js';
-import { openApiDocument } from './openapi.js';
+import { openApiRoutes } from './openapi.js';
 import { agentSocketRoutes } from './routes/agent-ws.js';
 import { clusterRoutes } from './routes/cluster.js';
 import { eventRoutes } from './routes/events.js';
@@ -92,6 +93,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       : {}),
   });
   installErrorHandler(app);
+  await installContract(app, opts.version ?? '0.0.0');
 
   // Access is decided on the route fastify matched (its config), never on the URL text: fastify decodes
   // and normalises paths, so any test of `req.url` can be walked around (`/%61pi/…`).
@@ -148,6 +150,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(websocket, { options: { maxPayload: 8 * 1024 * 1024 } });
+  documentWebSockets(app);
 
   await app.register(agentSocketRoutes, { coordinator: opts.coordinator, auth: opts.auth });
   await app.register(tokenRoutes, { auth: opts.auth, db: opts.coordinator.db });
@@ -156,8 +159,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(nodeRoutes, { coordinator: opts.coordinator });
   await app.register(clusterRoutes, { coordinator: opts.coordinator, extra: opts.statusExtra });
   await app.register(eventRoutes, { coordinator: opts.coordinator });
-  const openapi = openApiDocument(opts.version ?? '0.0.0');
-  app.get('/api/openapi.json', { config: { access: 'public' } }, async () => openapi);
+  await app.register(openApiRoutes);
   for (const p of opts.plugins ?? []) await p(app);
   routeTables.set(app, routeTable);
   return app;

@@ -1,4 +1,7 @@
-/** The one error handler: coded JSON for every error; 4xx messages go to the client, 5xx details only to the log. */
+/**
+ * The one error handler: coded JSON for every error; 4xx messages go to the client, 5xx details only to
+ * the log (a response refused by its own schema is one of those).
+ */
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { MxcError } from '../errors.js';
 
@@ -29,7 +32,12 @@ export function installErrorHandler(app: FastifyInstance): void {
             : fe.message;
       return reply.status(status).send({ error: { code, message } });
     }
-    req.log.error({ err }, 'internal error');
+    if (fe.code === 'FST_ERR_RESPONSE_SERIALIZATION') {
+      // The handler answered something its declared response schema refuses: a bug on our side,
+      // never sent half-checked to the client.
+      const issues = (err.cause as { issues?: unknown } | undefined)?.issues;
+      req.log.error({ err, issues, url: req.url }, 'response does not match its schema');
+    } else req.log.error({ err }, 'internal error');
     return reply.status(500).send({
       error: {
         code: 'INTERNAL',

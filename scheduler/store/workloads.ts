@@ -3,7 +3,8 @@
  * status it expects (`transition`, `transitionMany`), checked against core/lifecycle's state machine
  * and recorded as an event with its reason; losing a race yields no row, never an overwrite.
  */
-import type { WorkloadStatus } from '../../spec/messages.js';
+import type { z } from 'zod';
+import type { ProcessReport, WorkloadStatus } from '../../spec/messages.js';
 import {
   ACTIVE_STATUSES,
   checkTransition,
@@ -31,7 +32,7 @@ export interface WorkloadRow {
   error: string | null;
   restarts: number;
   ports: Record<string, number>;
-  processes: unknown[];
+  processes: z.infer<typeof ProcessReport>[];
   created_at: Date;
   updated_at: Date;
   started_at: Date | null;

@@ -5,11 +5,14 @@
 
 import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
+import { z } from 'zod';
+import { TokenQuery } from '../../../spec/api.js';
 import { describeIssues } from '../../../spec/job.js';
 import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js';
 import type { AgentSession, Coordinator } from '../../coordinator.js';
 import { MxcError } from '../../errors.js';
 import type { Auth } from '../auth.js';
+import { errorResponses } from '../contract.js';
 import { badTextError, findBadText } from '../input-check.js';
 
 const HELLO_TIMEOUT_MS = 10_000;
@@ -19,9 +22,19 @@ export async function agentSocketRoutes(
   opts: { coordinator: Coordinator; auth: Auth },
 ) {
   const { coordinator } = opts;
+  const schema = {
+    summary:
+      'The agent connection (WebSocket): messages are spec/messages.ts AgentMessage and CoordinatorMessage',
+    tags: ['agents'],
+    querystring: TokenQuery,
+    response: {
+      101: z.null().describe('switching protocols to WebSocket'),
+      ...errorResponses,
+    },
+  };
   app.get(
     '/api/agent/ws',
-    { websocket: true, config: { access: 'agent-socket' } },
+    { websocket: true, schema, config: { access: 'agent-socket' } },
     (socket: WebSocket, req) => {
       const session: AgentSession = {
         send: (msg: CoordinatorMessage) => {

@@ -1,10 +1,13 @@
 /** `/api/cluster/status`, `/healthz` and `/metrics` (Prometheus text). */
 import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { ClusterStatus } from '../../../spec/api.js';
 import type { Coordinator } from '../../coordinator.js';
 import * as coordinatorsStore from '../../store/coordinators.js';
 import * as leader from '../../store/leader.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
+import { data, errorResponses, typed } from '../contract.js';
 
 export async function clusterStatus(coordinator: Coordinator) {
   const db = coordinator.db;
@@ -52,40 +55,76 @@ export async function clusterRoutes(
   app: FastifyInstance,
   opts: { coordinator: Coordinator; extra?: () => Promise<Record<string, unknown>> },
 ) {
-  app.get('/api/cluster/status', async () => ({
-    data: { ...(await clusterStatus(opts.coordinator)), ...((await opts.extra?.()) ?? {}) },
-  }));
+  const r = typed(app);
+  r.get(
+    '/api/cluster/status',
+    {
+      schema: {
+        summary: 'Cluster totals',
+        tags: ['cluster'],
+        response: { 200: data(ClusterStatus), ...errorResponses },
+      },
+    },
+    async () => ({
+      data: { ...(await clusterStatus(opts.coordinator)), ...((await opts.extra?.()) ?? {}) },
+    }),
+  );
 
-  app.get('/healthz', { config: { access: 'public' } }, async () => {
-    await opts.coordinator.db.query('SELECT 1');
-    return { status: 'ok' };
-  });
+  r.get(
+    '/healthz',
+    {
+      schema: {
+        summary: 'Liveness: the coordinator answers and reaches its database',
+        tags: ['meta'],
+        security: [],
+        response: { 200: z.object({ status: z.literal('ok') }), ...errorResponses },
+      },
+      config: { access: 'public' },
+    },
+    async () => {
+      await opts.coordinator.db.query('SELECT 1');
+      return { status: 'ok' as const };
+    },
+  );
 
-  app.get('/metrics', async (_req, reply) => {
-    const s = await clusterStatus(opts.coordinator);
-    const lines = [
-      '# HELP mxc_nodes Nodes by status.',
-      '# TYPE mxc_nodes gauge',
-      `mxc_nodes{status="ready"} ${s.nodes_ready}`,
-      `mxc_nodes{status="draining"} ${s.nodes_draining}`,
-      `mxc_nodes{status="down"} ${s.nodes_down}`,
-      '# HELP mxc_workloads Workloads by status.',
-      '# TYPE mxc_workloads gauge',
-      ...['pending', 'starting', 'running', 'stopping', 'stopped', 'failed', 'lost'].map(
-        (st) => `mxc_workloads{status="${st}"} ${s.workloads_by_status[st] ?? 0}`,
-      ),
-      '# HELP mxc_cpu_cores CPU cores of live nodes, total and reserved.',
-      '# TYPE mxc_cpu_cores gauge',
-      `mxc_cpu_cores{kind="total"} ${s.total_cpu}`,
-      `mxc_cpu_cores{kind="used"} ${s.used_cpu}`,
-      '# HELP mxc_memory_bytes Memory of live nodes, total and reserved.',
-      '# TYPE mxc_memory_bytes gauge',
-      `mxc_memory_bytes{kind="total"} ${s.total_memory_mb * 1048576}`,
-      `mxc_memory_bytes{kind="used"} ${s.used_memory_mb * 1048576}`,
-      '# HELP process_resident_memory_bytes Coordinator resident memory.',
-      '# TYPE process_resident_memory_bytes gauge',
-      `process_resident_memory_bytes ${process.memoryUsage().rss}`,
-    ];
-    return reply.type('text/plain; version=0.0.4').send(`${lines.join('\n')}\n`);
-  });
+  r.get(
+    '/metrics',
+    {
+      schema: {
+        summary: 'Prometheus metrics (text exposition format 0.0.4)',
+        tags: ['meta'],
+        response: {
+          200: { description: 'Prometheus text', content: { 'text/plain': { schema: z.string() } } },
+          ...errorResponses,
+        },
+      },
+    },
+    async (_req, reply) => {
+      const s = await clusterStatus(opts.coordinator);
+      const lines = [
+        '# HELP mxc_nodes Nodes by status.',
+        '# TYPE mxc_nodes gauge',
+        `mxc_nodes{status="ready"} ${s.nodes_ready}`,
+        `mxc_nodes{status="draining"} ${s.nodes_draining}`,
+        `mxc_nodes{status="down"} ${s.nodes_down}`,
+        '# HELP mxc_workloads Workloads by status.',
+        '# TYPE mxc_workloads gauge',
+        ...['pending', 'starting', 'running', 'stopping', 'stopped', 'failed', 'lost'].map(
+          (st) => `mxc_workloads{status="${st}"} ${s.workloads_by_status[st] ?? 0}`,
+        ),
+        '# HELP mxc_cpu_cores CPU cores of live nodes, total and reserved.',
+        '# TYPE mxc_cpu_cores gauge',
+        `mxc_cpu_cores{kind="total"} ${s.total_cpu}`,
+        `mxc_cpu_cores{kind="used"} ${s.used_cpu}`,
+        '# HELP mxc_memory_bytes Memory of live nodes, total and reserved.',
+        '# TYPE mxc_memory_bytes gauge',
+        `mxc_memory_bytes{kind="total"} ${s.total_memory_mb * 1048576}`,
+        `mxc_memory_bytes{kind="used"} ${s.used_memory_mb * 1048576}`,
+        '# HELP process_resident_memory_bytes Coordinator resident memory.',
+        '# TYPE process_resident_memory_bytes gauge',
+        `process_resident_memory_bytes ${process.memoryUsage().rss}`,
+      ];
+      return reply.type('text/plain; version=0.0.4').send(`${lines.join('\n')}\n`);
+    },
+  );
 }

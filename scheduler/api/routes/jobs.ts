@@ -1,5 +1,8 @@
-/** `/api/jobs`: submit (create or replace), list, show, versions, stop. */
+/** `/api/jobs`: submit (create or replace), list, show, versions, updates, closure, prewarm, restart, stop. */
 import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import * as api from '../../../spec/api.js';
+import { JobSpec } from '../../../spec/job.js';
 import type { Coordinator } from '../../coordinator.js';
 import { jobEndpoints } from '../../core/endpoints.js';
 import { emptyCounts, jobState, type StateCounts } from '../../core/lifecycle.js';
@@ -9,6 +12,7 @@ import * as jobs from '../../store/jobs.js';
 import * as nodesStore from '../../store/nodes.js';
 import * as updates from '../../store/updates.js';
 import * as wl from '../../store/workloads.js';
+import { data, errorResponses, IdParams, typed } from '../contract.js';
 import { presentWorkloads } from '../views.js';
 
 /** A job with what it is doing (running / complete / failed / stopped) and its workloads per state. */
@@ -25,112 +29,229 @@ function withState<J extends jobs.JobRow>(
   };
 }
 
+const tags = ['jobs'];
+
 export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;
+  const r = typed(app);
 
-  app.post('/api/jobs', async (req, reply) => {
-    if (req.body === undefined || req.body === null || typeof req.body !== 'object') {
-      throw errors.badRequest('send the job spec as a JSON object (Content-Type: application/json)');
-    }
-    const res = await coordinator.submitJob(req.body);
-    return reply.status(res.changed ? 201 : 200).send({
-      data: { job: res.job, version: res.version, changed: res.changed, workloads: res.workloads },
-    });
-  });
+  const load = async (id: string) => {
+    const job = await jobs.getJob(db, id);
+    if (!job) throw errors.notFound('job', id);
+    return job;
+  };
 
-  // A dry run changes nothing: reading the cluster is all it needs.
-  app.post('/api/jobs/plan', { config: { access: 'read' } }, async (req) => ({
-    data: await coordinator.planJob(req.body),
-  }));
-
-  app.get('/api/jobs', async () => {
-    const list = await jobs.listJobs(db);
-    const states = await wl.jobStateCounts(
-      db,
-      list.map((j) => j.id),
-    );
-    return { data: list.map((j) => withState(j, j.spec, states.get(j.id))) };
-  });
-
-  app.get<{ Params: { id: string } }>('/api/jobs/:id', async (req) => {
-    const job = await jobs.getJob(db, req.params.id);
-    if (!job) throw errors.notFound('job', req.params.id);
-    const v = await jobs.getJobVersion(db, job.id, job.current_version);
-    const workloads = await presentWorkloads(db, await wl.listWorkloads(db, { jobId: job.id, limit: 1000 }));
-    const [update] = await updates.listUpdates(db, job.id);
-    const states = await wl.jobStateCounts(db, [job.id]);
-    return {
-      data: {
-        ...withState(job, v?.spec, states.get(job.id)),
-        spec: v?.spec,
-        workloads,
-        update: update ?? null,
+  r.post(
+    '/api/jobs',
+    {
+      schema: {
+        summary: 'Submit a job spec (201: new version; 200: identical spec, no-op)',
+        tags,
+        body: JobSpec,
+        response: { 200: data(api.SubmitResult), 201: data(api.SubmitResult), ...errorResponses },
       },
-    };
-  });
-
-  // Service discovery: the instances that serve, with host and named ports (Aurora's Announcer).
-  app.get<{ Params: { id: string } }>('/api/jobs/:id/endpoints', async (req) => {
-    const job = await jobs.getJob(db, req.params.id);
-    if (!job) throw errors.notFound('job', req.params.id);
-    const v = await jobs.getJobVersion(db, job.id, job.current_version);
-    if (!v) throw errors.notFound('job', req.params.id);
-    const ws = await wl.listWorkloads(db, { jobId: job.id, status: ['running'], limit: 10000 });
-    const nodes = new Map<string, { name: string; attributes: Record<string, string> }>();
-    for (const id of new Set(ws.map((w) => w.node_id).filter((n): n is string => n !== null))) {
-      const n = await nodesStore.getNode(db, id);
-      if (n) nodes.set(n.id, { name: n.name, attributes: n.capabilities.attributes ?? {} });
-    }
-    return {
-      data: {
-        job: job.key,
-        primary_port: v.spec.announce?.primary_port ?? null,
-        instances: jobEndpoints(v.spec, ws, nodes),
-      },
-    };
-  });
-
-  app.get<{ Params: { id: string } }>('/api/jobs/:id/versions', async (req) => {
-    const job = await jobs.getJob(db, req.params.id);
-    if (!job) throw errors.notFound('job', req.params.id);
-    return { data: await jobs.listJobVersions(db, job.id) };
-  });
-
-  app.get<{ Params: { id: string } }>('/api/jobs/:id/updates', async (req) => {
-    const job = await jobs.getJob(db, req.params.id);
-    if (!job) throw errors.notFound('job', req.params.id);
-    return { data: await updates.listUpdates(db, job.id) };
-  });
-
-  app.post<{ Params: { id: string } }>('/api/jobs/:id/prewarm', async (req) => ({
-    data: await coordinator.prewarm(req.params.id, req.body),
-  }));
-
-  app.get<{ Params: { id: string }; Querystring: { version?: string } }>(
-    '/api/jobs/:id/closure',
-    async (req) => {
-      const job = await jobs.getJob(db, req.params.id);
-      if (!job) throw errors.notFound('job', req.params.id);
-      const version = req.query.version ? Number(req.query.version) : job.current_version;
-      if (!Number.isInteger(version) || version < 1)
-        throw errors.badRequest('version must be a positive integer');
-      return { data: await closures.jobClosure(db, job.id, version) };
+    },
+    async (req, reply) => {
+      const res = await coordinator.submitJob(req.body);
+      return reply.status(res.changed ? 201 : 200).send({
+        data: { job: res.job, version: res.version, changed: res.changed, workloads: res.workloads },
+      });
     },
   );
 
-  app.get<{ Querystring: { contains?: string } }>('/api/store-paths', async (req) => {
-    const needle = req.query.contains?.trim();
-    if (!needle)
-      throw errors.badRequest('give ?contains=<store path or part of a name>, e.g. ?contains=openssl');
-    return { data: await closures.whereUsed(db, needle) };
-  });
+  // A dry run changes nothing: reading the cluster is all it needs.
+  r.post(
+    '/api/jobs/plan',
+    {
+      schema: {
+        summary: 'What a submit of the spec would do, changing nothing (mxc jobs plan)',
+        tags,
+        body: api.JobPlanRequest,
+        response: { 200: data(api.JobPlan), ...errorResponses },
+      },
+      config: { access: 'read' },
+    },
+    async (req) => ({ data: await coordinator.planJob(req.body) }),
+  );
 
-  app.post<{ Params: { id: string } }>('/api/jobs/:id/restart', async (req) => ({
-    data: await coordinator.restartJob(req.params.id),
-  }));
+  r.get(
+    '/api/jobs',
+    {
+      schema: {
+        summary: 'List jobs with their current spec',
+        tags,
+        response: { 200: data(z.array(api.JobWithSpec)), ...errorResponses },
+      },
+    },
+    async () => {
+      const list = await jobs.listJobs(db);
+      const states = await wl.jobStateCounts(
+        db,
+        list.map((j) => j.id),
+      );
+      return { data: list.map((j) => withState(j, j.spec, states.get(j.id))) };
+    },
+  );
 
-  app.post<{ Params: { id: string } }>('/api/jobs/:id/stop', async (req) => {
-    const res = await coordinator.stopJob(req.params.id);
-    return { data: res };
-  });
+  r.get(
+    '/api/jobs/:id',
+    {
+      schema: {
+        summary: 'A job, its spec, workloads and latest update',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.JobDetail), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const job = await load(req.params.id);
+      const v = await jobs.getJobVersion(db, job.id, job.current_version);
+      if (!v) throw new Error(`job ${job.key} has no version ${job.current_version}`);
+      const workloads = await presentWorkloads(
+        db,
+        await wl.listWorkloads(db, { jobId: job.id, limit: 1000 }),
+      );
+      const [update] = await updates.listUpdates(db, job.id);
+      const states = await wl.jobStateCounts(db, [job.id]);
+      return {
+        data: {
+          ...withState(job, v.spec, states.get(job.id)),
+          spec: v.spec,
+          workloads,
+          update: update ?? null,
+        },
+      };
+    },
+  );
+
+  // Service discovery: the instances that serve, with host and named ports (Aurora's Announcer).
+  r.get(
+    '/api/jobs/:id/endpoints',
+    {
+      schema: {
+        summary: "The job's serving instances with host and named ports (Aurora's Announcer)",
+        tags,
+        params: IdParams,
+        response: { 200: data(api.JobEndpoints), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const job = await load(req.params.id);
+      const v = await jobs.getJobVersion(db, job.id, job.current_version);
+      if (!v) throw errors.notFound('job', req.params.id);
+      const ws = await wl.listWorkloads(db, { jobId: job.id, status: ['running'], limit: 10000 });
+      const nodes = new Map<string, { name: string; attributes: Record<string, string> }>();
+      for (const id of new Set(ws.map((w) => w.node_id).filter((n): n is string => n !== null))) {
+        const n = await nodesStore.getNode(db, id);
+        if (n) nodes.set(n.id, { name: n.name, attributes: n.capabilities.attributes ?? {} });
+      }
+      return {
+        data: {
+          job: job.key,
+          primary_port: v.spec.announce?.primary_port ?? null,
+          instances: jobEndpoints(v.spec, ws, nodes),
+        },
+      };
+    },
+  );
+
+  r.get(
+    '/api/jobs/:id/versions',
+    {
+      schema: {
+        summary: 'Every submitted version',
+        tags,
+        params: IdParams,
+        response: { 200: data(z.array(api.JobVersion)), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await jobs.listJobVersions(db, (await load(req.params.id)).id) }),
+  );
+
+  r.get(
+    '/api/jobs/:id/updates',
+    {
+      schema: {
+        summary: 'Rolling updates of the job, newest first',
+        tags,
+        params: IdParams,
+        response: { 200: data(z.array(api.JobUpdate)), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await updates.listUpdates(db, (await load(req.params.id)).id) }),
+  );
+
+  r.post(
+    '/api/jobs/:id/prewarm',
+    {
+      schema: {
+        summary: 'Realise the closure where the job runs or would go (of the spec sent, if any)',
+        tags,
+        params: IdParams,
+        // An empty object means "no spec": the current version.
+        body: z.preprocess(
+          (v) => (v && typeof v === 'object' && Object.keys(v).length === 0 ? undefined : v),
+          JobSpec.optional(),
+        ),
+        response: { 200: data(api.PrewarmResult), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await coordinator.prewarm(req.params.id, req.body) }),
+  );
+
+  r.get(
+    '/api/jobs/:id/closure',
+    {
+      schema: {
+        summary: 'The job closure with NAR sizes',
+        tags,
+        params: IdParams,
+        querystring: api.ClosureQuery,
+        response: { 200: data(z.array(api.ClosurePath)), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const job = await load(req.params.id);
+      return { data: await closures.jobClosure(db, job.id, req.query.version ?? job.current_version) };
+    },
+  );
+
+  r.get(
+    '/api/store-paths',
+    {
+      schema: {
+        summary: 'Jobs and live workloads whose closure has a matching store path',
+        tags,
+        querystring: api.StorePathsQuery,
+        response: { 200: data(z.array(api.StorePathUse)), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await closures.whereUsed(db, req.query.contains) }),
+  );
+
+  r.post(
+    '/api/jobs/:id/restart',
+    {
+      schema: {
+        summary: 'Restart without a config change (rolling with an update_config)',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.RestartJobResult), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await coordinator.restartJob(req.params.id) }),
+  );
+
+  r.post(
+    '/api/jobs/:id/stop',
+    {
+      schema: {
+        summary: 'Stop every workload of a job',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.StopJobResult), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await coordinator.stopJob(req.params.id) }),
+  );
 }

@@ -1,13 +1,19 @@
 /** `/api/nodes`: list, show (with its workloads), drain, undrain, remove. */
 import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import * as api from '../../../spec/api.js';
 import type { Coordinator } from '../../coordinator.js';
 import { errors } from '../../errors.js';
 import * as closures from '../../store/closures.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
+import { data, errorResponses, IdParams, typed } from '../contract.js';
+
+const tags = ['nodes'];
 
 export async function nodeRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;
+  const r = typed(app);
   const present = async (rows: nodes.NodeRow[]) => {
     const [usage, paths, connected] = await Promise.all([
       wl.usageByNode(db),
@@ -22,23 +28,70 @@ export async function nodeRoutes(app: FastifyInstance, { coordinator }: { coordi
       store: { paths: paths.get(n.id) ?? 0 },
     }));
   };
+  const presentOne = async (n: nodes.NodeRow) => (await present([n]))[0]!;
 
-  app.get('/api/nodes', async () => ({ data: await present(await nodes.listNodes(db)) }));
+  r.get(
+    '/api/nodes',
+    {
+      schema: { summary: 'List nodes', tags, response: { 200: data(z.array(api.Node)), ...errorResponses } },
+    },
+    async () => ({ data: await present(await nodes.listNodes(db)) }),
+  );
 
-  app.get<{ Params: { id: string } }>('/api/nodes/:id', async (req) => {
-    const n = await nodes.getNode(db, req.params.id);
-    if (!n) throw errors.notFound('node', req.params.id);
-    const [view] = await present([n]);
-    return { data: { ...view, workloads: await wl.listWorkloads(db, { nodeId: n.id, limit: 1000 }) } };
-  });
+  r.get(
+    '/api/nodes/:id',
+    {
+      schema: {
+        summary: 'A node and its workloads',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.NodeDetail), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const n = await nodes.getNode(db, req.params.id);
+      if (!n) throw errors.notFound('node', req.params.id);
+      const view = await presentOne(n);
+      return { data: { ...view, workloads: await wl.listWorkloads(db, { nodeId: n.id, limit: 1000 }) } };
+    },
+  );
 
-  app.post<{ Params: { id: string } }>('/api/nodes/:id/drain', async (req) => ({
-    data: await coordinator.drainNode(req.params.id),
-  }));
-  app.delete<{ Params: { id: string } }>('/api/nodes/:id', async (req) => ({
-    data: await coordinator.removeNode(req.params.id),
-  }));
-  app.post<{ Params: { id: string } }>('/api/nodes/:id/undrain', async (req) => ({
-    data: await coordinator.undrainNode(req.params.id),
-  }));
+  r.post(
+    '/api/nodes/:id/drain',
+    {
+      schema: {
+        summary: 'Move workloads off a node; take no new ones',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.Node), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await presentOne(await coordinator.drainNode(req.params.id)) }),
+  );
+
+  r.post(
+    '/api/nodes/:id/undrain',
+    {
+      schema: {
+        summary: 'End a drain',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.Node), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await presentOne(await coordinator.undrainNode(req.params.id)) }),
+  );
+
+  r.delete(
+    '/api/nodes/:id',
+    {
+      schema: {
+        summary: 'Remove a node (its secret too, so a reinstalled machine can join again)',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.RemovedNode), ...errorResponses },
+      },
+    },
+    async (req) => ({ data: await coordinator.removeNode(req.params.id) }),
+  );
 }

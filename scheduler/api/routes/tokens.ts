@@ -5,25 +5,25 @@
 import { isIP } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { describeIssues } from '../../../spec/job.js';
+import * as api from '../../../spec/api.js';
 import { errors, MxcError } from '../../errors.js';
 import type { Queryable } from '../../store/db.js';
 import * as tokensTable from '../../store/tokens.js';
-import { type Auth, SCOPES } from '../auth.js';
+import type { Auth } from '../auth.js';
+import { data, errorResponses, typed } from '../contract.js';
 
-const CreateToken = z
-  .object({
-    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'names are 1-64 letters, digits, _ . -'),
-    kind: z.enum(['client', 'agent']),
-    /** Client tokens only; default admin (what every token could do before scopes). */
-    scope: z.enum(SCOPES).optional(),
-  })
-  .strict();
+const tags = ['tokens'];
 
 export async function tokenRoutes(app: FastifyInstance, opts: { auth: Auth; db: Queryable }) {
-  app.post('/api/tokens', { config: { access: 'admin' } }, async (req, reply) => {
-    const r = CreateToken.safeParse(req.body);
-    if (!r.success) throw errors.validation('token request', describeIssues(r.error));
+  const t = typed(app);
+  const schema = {
+    summary: 'Create a named token (returned once; only its digest is kept)',
+    tags,
+    body: api.CreateToken,
+    response: { 201: data(api.CreatedToken), ...errorResponses },
+  };
+  t.post('/api/tokens', { schema, config: { access: 'admin' } }, async (req, reply) => {
+    const r = { data: req.body };
     if (r.data.kind === 'agent' && r.data.scope !== undefined)
       throw errors.badRequest('agent tokens have no scope: they join agents and read the cache');
     if (req.principal?.kind === 'anonymous' && !isLoopback(req.socket.remoteAddress)) {
@@ -35,16 +35,29 @@ export async function tokenRoutes(app: FastifyInstance, opts: { auth: Auth; db: 
     }
     return reply.status(201).send({ data: await opts.auth.create(r.data.name, r.data.kind, r.data.scope) });
   });
-  app.get('/api/tokens', { config: { access: 'admin' } }, async () => {
+  const listSchema = {
+    summary: 'Token names, kinds and scopes',
+    tags,
+    response: { 200: data(z.array(api.Token)), ...errorResponses },
+  };
+  t.get('/api/tokens', { schema: listSchema, config: { access: 'admin' } }, async () => {
     const rows = await tokensTable.listTokens(opts.db);
     return { data: rows.map(({ token_hash: _h, ...t }) => t) };
   });
-  app.delete<{ Params: { name: string } }>(
+  t.delete(
     '/api/tokens/:name',
-    { config: { access: 'admin' } },
+    {
+      schema: {
+        summary: 'Revoke a token (its open streams end)',
+        tags,
+        params: z.object({ name: z.string().min(1).max(64) }),
+        response: { 204: z.null().describe('revoked'), ...errorResponses },
+      },
+      config: { access: 'admin' },
+    },
     async (req, reply) => {
       await opts.auth.revoke(req.params.name);
-      return reply.status(204).send();
+      return reply.status(204).send(null);
     },
   );
 }

@@ -2,8 +2,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { LogsQuery, WorkloadListQuery } from '../../../spec/api.js';
-import { describeIssues } from '../../../spec/job.js';
+import * as api from '../../../spec/api.js';
 import { WorkloadStatus } from '../../../spec/messages.js';
 import type { ChangeEvent, Coordinator } from '../../coordinator.js';
 import { isTerminal } from '../../core/lifecycle.js';
@@ -12,10 +11,13 @@ import * as jobs from '../../store/jobs.js';
 import * as logs from '../../store/logs.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
+import { data, errorResponses, IdParams, typed } from '../contract.js';
 import { presentWorkloads } from '../views.js';
 
+const tags = ['workloads'];
+
 /** The list query, with `status` split into known statuses. */
-const ListQuery = WorkloadListQuery.extend({
+const ListQuery = api.WorkloadListQuery.extend({
   status: z
     .string()
     .transform((v) => v.split(','))
@@ -25,33 +27,39 @@ const ListQuery = WorkloadListQuery.extend({
 
 export async function workloadRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;
-
-  const parse = <T>(schema: z.ZodType<T>, v: unknown, what: string): T => {
-    const r = schema.safeParse(v);
-    if (!r.success) throw errors.validation(what, describeIssues(r.error));
-    return r.data;
-  };
+  const r = typed(app);
 
   const present = (ws: wl.WorkloadRow[]) => presentWorkloads(db, ws);
 
-  app.get('/api/workloads', async (req) => {
-    const q = parse(ListQuery, req.query, 'query');
-    let jobId: string | undefined;
-    if (q.job) {
-      const job = await jobs.getJob(db, q.job);
-      if (!job) throw errors.notFound('job', q.job);
-      jobId = job.id;
-    }
-    let nodeId: string | undefined;
-    if (q.node) {
-      const node = await nodes.getNode(db, q.node);
-      if (!node) throw errors.notFound('node', q.node);
-      nodeId = node.id;
-    }
-    return {
-      data: await present(await wl.listWorkloads(db, { status: q.status, jobId, nodeId, limit: q.limit })),
-    };
-  });
+  r.get(
+    '/api/workloads',
+    {
+      schema: {
+        summary: 'List workloads, newest first',
+        tags,
+        querystring: ListQuery,
+        response: { 200: data(z.array(api.Workload)), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const q = req.query;
+      let jobId: string | undefined;
+      if (q.job) {
+        const job = await jobs.getJob(db, q.job);
+        if (!job) throw errors.notFound('job', q.job);
+        jobId = job.id;
+      }
+      let nodeId: string | undefined;
+      if (q.node) {
+        const node = await nodes.getNode(db, q.node);
+        if (!node) throw errors.notFound('node', q.node);
+        nodeId = node.id;
+      }
+      return {
+        data: await present(await wl.listWorkloads(db, { status: q.status, jobId, nodeId, limit: q.limit })),
+      };
+    },
+  );
 
   const load = async (id: string) => {
     const w = await wl.getWorkload(db, id);
@@ -59,80 +67,132 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
     return w;
   };
 
-  app.get<{ Params: { id: string } }>('/api/workloads/:id', async (req) => {
-    const w = await load(req.params.id);
-    const [view] = await present([w]);
-    const events = await wl.listEvents(db, w.id);
-    return { data: { ...view, events } };
-  });
+  r.get(
+    '/api/workloads/:id',
+    {
+      schema: {
+        summary: 'A workload with pending reason and events',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.WorkloadDetail), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const w = await load(req.params.id);
+      const [view] = await present([w]);
+      const events = await wl.listEvents(db, w.id);
+      return { data: { ...view!, events } };
+    },
+  );
 
-  app.get<{ Params: { id: string } }>('/api/workloads/:id/events', async (req) => {
-    const w = await load(req.params.id);
-    return { data: await wl.listEvents(db, w.id) };
-  });
+  r.get(
+    '/api/workloads/:id/events',
+    {
+      schema: {
+        summary: 'Status history',
+        tags,
+        params: IdParams,
+        response: { 200: data(z.array(api.WorkloadEvent)), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const w = await load(req.params.id);
+      return { data: await wl.listEvents(db, w.id) };
+    },
+  );
 
-  app.post<{ Params: { id: string } }>('/api/workloads/:id/stop', async (req) => ({
-    data: await coordinator.stopWorkload(req.params.id),
-  }));
+  r.post(
+    '/api/workloads/:id/stop',
+    {
+      schema: {
+        summary: 'Stop a workload (pending, starting or running)',
+        tags,
+        params: IdParams,
+        response: { 200: data(api.Workload), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const w = await coordinator.stopWorkload(req.params.id);
+      const [view] = await present([w]);
+      return { data: view! };
+    },
+  );
 
-  app.get<{ Params: { id: string } }>('/api/workloads/:id/logs', async (req, reply) => {
-    const q = parse(LogsQuery, req.query, 'query');
-    const w = await load(req.params.id);
-    const follow = q.follow === '1' || q.follow === 'true';
-    if (!follow)
-      return {
-        data: await logs.readLogs(db, w.id, { process: q.process, afterId: q.after, limit: q.limit }),
-      };
+  r.get(
+    '/api/workloads/:id/logs',
+    {
+      schema: {
+        summary: 'Process output; with follow=1 an ndjson stream of log entries until the workload ends',
+        tags,
+        params: IdParams,
+        querystring: api.LogsQuery,
+        response: {
+          200: data(z.array(api.LogEntry)).describe(
+            'without follow; with follow=1 the answer is application/x-ndjson, one LogEntry a line',
+          ),
+          ...errorResponses,
+        },
+      },
+    },
+    async (req, reply) => {
+      const q = req.query;
+      const w = await load(req.params.id);
+      const follow = q.follow === '1' || q.follow === 'true';
+      if (!follow)
+        return {
+          data: await logs.readLogs(db, w.id, { process: q.process, afterId: q.after, limit: q.limit }),
+        };
 
-    // Follow: newline-delimited JSON, one log line per line, until the workload ends or the client leaves.
-    reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
-    let after = q.after ?? 0;
-    let first = true;
-    let ended = false;
-    let busy = false;
-    const pump = async () => {
-      if (busy || ended) return;
-      busy = true;
-      try {
-        // The end is read before the lines: agents send an ended workload's last lines before its end,
-        // so the lines read after seeing it are all there are.
-        const now = await wl.getWorkload(db, w.id);
-        for (;;) {
-          // Without `after`, the first read is the tail (-n); then every line after the last one sent.
-          const tail = first && q.after === undefined;
-          first = false;
-          const rows = await logs.readLogs(db, w.id, {
-            process: q.process,
-            afterId: after,
-            limit: tail ? (q.limit ?? 1000) : 1000,
-            oldestFirst: !tail,
-          });
-          for (const r of rows) reply.raw.write(`${JSON.stringify(r)}\n`);
-          if (rows.length) after = rows[rows.length - 1]!.id;
-          if (!tail && rows.length < 1000) break;
+      // Follow: newline-delimited JSON, one log line per line, until the workload ends or the client leaves.
+      reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
+      let after = q.after ?? 0;
+      let first = true;
+      let ended = false;
+      let busy = false;
+      const pump = async () => {
+        if (busy || ended) return;
+        busy = true;
+        try {
+          // The end is read before the lines: agents send an ended workload's last lines before its end,
+          // so the lines read after seeing it are all there are.
+          const now = await wl.getWorkload(db, w.id);
+          for (;;) {
+            // Without `after`, the first read is the tail (-n); then every line after the last one sent.
+            const tail = first && q.after === undefined;
+            first = false;
+            const rows = await logs.readLogs(db, w.id, {
+              process: q.process,
+              afterId: after,
+              limit: tail ? (q.limit ?? 1000) : 1000,
+              oldestFirst: !tail,
+            });
+            for (const r of rows) reply.raw.write(`${JSON.stringify(r)}\n`);
+            if (rows.length) after = rows[rows.length - 1]!.id;
+            if (!tail && rows.length < 1000) break;
+          }
+          if (!now || isTerminal(now.status)) finish();
+        } catch (err) {
+          req.log.warn({ err }, 'log follow ended by an error');
+          finish();
+        } finally {
+          busy = false;
         }
-        if (!now || isTerminal(now.status)) finish();
-      } catch (err) {
-        req.log.warn({ err }, 'log follow ended by an error');
-        finish();
-      } finally {
-        busy = false;
-      }
-    };
-    const onChange = (e: ChangeEvent) => {
-      if (e.id === w.id) void pump();
-    };
-    const timer = setInterval(() => void pump(), 1000);
-    const finish = () => {
-      if (ended) return;
-      ended = true;
-      clearInterval(timer);
-      coordinator.events.off('change', onChange);
-      reply.raw.end();
-    };
-    coordinator.events.on('change', onChange);
-    req.raw.on('close', finish);
-    await pump();
-    return reply;
-  });
+      };
+      const onChange = (e: ChangeEvent) => {
+        if (e.id === w.id) void pump();
+      };
+      const timer = setInterval(() => void pump(), 1000);
+      const finish = () => {
+        if (ended) return;
+        ended = true;
+        clearInterval(timer);
+        coordinator.events.off('change', onChange);
+        reply.raw.end();
+      };
+      coordinator.events.on('change', onChange);
+      req.raw.on('close', finish);
+      await pump();
+      return reply;
+    },
+  );
 }

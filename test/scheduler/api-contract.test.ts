@@ -1,0 +1,236 @@
+/**
+ * The API contract: every route fastify registered appears in the generated OpenAPI document with the
+ * schemas it declares; every JSON route answers through its schema (a tour with a protocol agent, each
+ * answer parsed by the spec/ schema the CLI uses); an answer that breaks its schema is caught (coded 500,
+ * logged), and bad input is a coded VALIDATION_FAILED naming the JSON path.
+ */
+import { Writable } from 'node:stream';
+import Fastify, { type FastifyBaseLogger } from 'fastify';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type ZodObject, type ZodType, z } from 'zod';
+import { data, installContract, isJsonApiRoute, typed } from '../../scheduler/api/contract.js';
+import { installErrorHandler } from '../../scheduler/api/error-handler.js';
+import * as api from '../../spec/api.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+
+type Doc = {
+  paths: Record<
+    string,
+    Record<
+      string,
+      {
+        parameters?: { in: string; name: string }[];
+        requestBody?: { content: Record<string, { schema: unknown }> };
+        responses: Record<string, { content?: Record<string, { schema: Record<string, unknown> }> }>;
+      }
+    >
+  >;
+};
+
+/** fastify's `/a/:id/*` as OpenAPI's `/a/{id}/{*}`. */
+const docPath = (url: string) => url.replace(/:([A-Za-z0-9_]+)/g, '{$1}').replace(/\*/g, '{*}');
+
+const keysOf = (s: unknown) => Object.keys((s as ZodObject).shape ?? {}).sort();
+
+describe('API contract', () => {
+  let c: TestCoordinator;
+  const agents: ProtocolAgent[] = [];
+  afterEach(async () => {
+    for (const a of agents.splice(0)) a.close();
+    await c?.stop();
+  });
+
+  it('documents every route in the route table with the schemas it declares', async () => {
+    c = await startTestCoordinator('pglite');
+    const doc = (await c.api<Doc>('GET', '/api/openapi.json')).body;
+    const routes = c.app.routeTable.filter((r) => r.method !== 'HEAD');
+    expect(routes.length).toBeGreaterThan(30);
+    let jsonRoutes = 0;
+    for (const r of routes) {
+      const where = `${r.method} ${r.url}`;
+      const op = doc.paths[docPath(r.url)]?.[r.method.toLowerCase()];
+      expect(op, `${where} is in the document`).toBeDefined();
+      if (!isJsonApiRoute(r.url)) continue;
+      jsonRoutes++;
+      const schema = r.schema as {
+        params?: ZodType;
+        querystring?: ZodType;
+        body?: ZodType;
+        response: Record<string, ZodType | { content: Record<string, { schema: ZodType }> }>;
+      };
+      // Every path parameter and query field is a documented parameter.
+      const params = (op!.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name);
+      const query = (op!.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name);
+      expect(params.sort(), `${where} path parameters`).toEqual(schema.params ? keysOf(schema.params) : []);
+      expect(params.length, `${where} declares its path parameters`).toBe((r.url.match(/:/g) ?? []).length);
+      expect(query.sort(), `${where} query`).toEqual(schema.querystring ? keysOf(schema.querystring) : []);
+      expect(op!.requestBody !== undefined, `${where} body`).toBe(schema.body !== undefined);
+      // Every declared answer is documented; JSON ones with the object's fields.
+      expect(Object.keys(schema.response).length).toBeGreaterThan(0);
+      for (const [code, s] of Object.entries(schema.response)) {
+        const documented = op!.responses[code];
+        expect(documented, `${where} answer ${code}`).toBeDefined();
+        if ('content' in (s as object) && !('_zod' in (s as object))) {
+          const types = Object.keys((s as { content: object }).content);
+          expect(Object.keys(documented!.content ?? {}), `${where} ${code} content types`).toEqual(types);
+          continue;
+        }
+        const json = documented!.content?.['application/json']?.schema;
+        if ((s as ZodType)._zod.def.type === 'object') {
+          expect(Object.keys((json?.properties as object) ?? {}).sort(), `${where} ${code} fields`).toEqual(
+            keysOf(s),
+          );
+        }
+      }
+    }
+    expect(jsonRoutes).toBeGreaterThanOrEqual(27);
+    expect((doc as { openapi?: string }).openapi).toBe('3.1.0');
+    const submit = doc.paths['/api/jobs']!.post!.requestBody!.content['application/json']!.schema as {
+      required: string[];
+    };
+    expect(submit.required).toEqual(
+      expect.arrayContaining(['name', 'role', 'cluster', 'environment', 'task']),
+    );
+    // Timestamps are documented as what goes over the wire.
+    const list = doc.paths['/api/nodes']!.get!.responses['200']!.content!['application/json']!.schema as {
+      properties: { data: { items: { properties: Record<string, unknown> } } };
+    };
+    expect(list.properties.data.items.properties.last_seen_at).toMatchObject({
+      type: 'string',
+      format: 'date-time',
+    });
+  });
+
+  it('answers every JSON route through its schema, parsed as the CLI parses it', async () => {
+    c = await startTestCoordinator('pglite');
+    const call = async <T extends ZodType>(
+      method: string,
+      path: string,
+      schema: T,
+      body?: unknown,
+      status = 200,
+    ): Promise<z.output<T>> => {
+      const r = await c.api(method, path, body);
+      expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(status);
+      return schema.parse(r.body);
+    };
+    const a = await new ProtocolAgent({ url: c.url, name: 'n1' }).connect();
+    agents.push(a);
+
+    const submitted = (await call('POST', '/api/jobs', data(api.SubmitResult), plainJob(), 201)).data;
+    expect(submitted.job.created_at).toBeInstanceOf(Date);
+    const jobId = submitted.job.id;
+    const wid = submitted.workloads[0]!;
+    await eventually(
+      async () => (await c.api('GET', `/api/workloads/${wid}`)).body.data.status === 'running',
+    );
+
+    await call('GET', '/api/jobs', data(z.array(api.JobWithSpec)));
+    const detail = (await call('GET', `/api/jobs/${jobId}`, data(api.JobDetail))).data;
+    expect(detail.workloads[0]!.node).toBe('n1');
+    await call('GET', `/api/jobs/${jobId}/versions`, data(z.array(api.JobVersion)));
+    await call('GET', `/api/jobs/${jobId}/updates`, data(z.array(api.JobUpdate)));
+    await call('GET', `/api/jobs/${jobId}/closure`, data(z.array(api.ClosurePath)));
+    await call('GET', `/api/jobs/${jobId}/closure?version=1`, data(z.array(api.ClosurePath)));
+    await call('POST', `/api/jobs/${jobId}/prewarm`, data(api.PrewarmResult), {});
+    await call('GET', '/api/store-paths?contains=busybox', data(z.array(api.StorePathUse)));
+    await call('GET', '/api/workloads', data(z.array(api.Workload)));
+    await call(
+      'GET',
+      `/api/workloads?status=running&job=${jobId}&node=n1&limit=5`,
+      data(z.array(api.Workload)),
+    );
+    const w = (await call('GET', `/api/workloads/${wid}`, data(api.WorkloadDetail))).data;
+    expect(w.events.length).toBeGreaterThan(0);
+    await call('GET', `/api/workloads/${wid}/events`, data(z.array(api.WorkloadEvent)));
+    await call('GET', `/api/workloads/${wid}/logs`, data(z.array(api.LogEntry)));
+    const nodes = (await call('GET', '/api/nodes', data(z.array(api.Node)))).data;
+    await call('GET', `/api/nodes/${nodes[0]!.id}`, data(api.NodeDetail));
+    await call('GET', '/api/cluster/status', data(api.ClusterStatus));
+    await call('GET', '/healthz', z.object({ status: z.literal('ok') }));
+    expect((await c.api('GET', '/metrics')).body).toMatch(/^mxc_nodes\{status="ready"\} 1$/m);
+
+    // The actions whose answers broke their documentation: stop, drain and undrain answer the documented views.
+    const stopped = (await call('POST', `/api/workloads/${wid}/stop`, data(api.Workload), {})).data;
+    expect(stopped).toMatchObject({ id: wid, status: 'stopping', job: detail.key, node: 'n1' });
+    const drained = (await call('POST', '/api/nodes/n1/drain', data(api.Node), {})).data;
+    expect(drained).toMatchObject({ name: 'n1', status: 'draining', connected: true });
+    expect(drained.used).toBeDefined();
+    const undrained = (await call('POST', '/api/nodes/n1/undrain', data(api.Node))).data;
+    expect(undrained).toMatchObject({ name: 'n1', status: 'ready', connected: true });
+    await call('POST', `/api/jobs/${jobId}/restart`, data(api.RestartJobResult), {});
+    const jobStopped = (await call('POST', `/api/jobs/${jobId}/stop`, data(api.StopJobResult), {})).data;
+    expect(jobStopped.job.status).toBe('stopped');
+
+    const token = (
+      await call('POST', '/api/tokens', data(api.CreatedToken), { name: 'ci', kind: 'client' }, 201)
+    ).data;
+    expect(token.token).toMatch(/^mxc_c_/);
+    const tokens = (await c.api('GET', '/api/tokens', undefined, { authorization: `Bearer ${token.token}` }))
+      .body;
+    expect(
+      data(z.array(api.Token))
+        .parse(tokens)
+        .data.map((t) => t.name),
+    ).toEqual(['ci']);
+    expect(JSON.stringify(tokens)).not.toMatch(/hash/);
+    const del = await c.api('DELETE', '/api/tokens/ci', undefined, {
+      authorization: `Bearer ${token.token}`,
+    });
+    expect(del.status).toBe(204);
+
+    // The event stream still streams.
+    const ctl = new AbortController();
+    const res = await fetch(`${c.url}/api/events`, { signal: ctl.signal });
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    const reader = res.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toMatch(/connected/);
+    ctl.abort();
+  });
+
+  it('refuses bad input with a coded error naming the JSON path', async () => {
+    c = await startTestCoordinator('pglite');
+    const q = await c.api('GET', '/api/workloads?limit=0&status=running,bogus');
+    expect(q.status).toBe(422);
+    expect(q.body.error.code).toBe('VALIDATION_FAILED');
+    expect(q.body.error.details.problems.join('\n')).toMatch(/^limit: /m);
+    expect(q.body.error.details.problems.join('\n')).toMatch(/^status\.1: /m);
+    const t = await c.api('POST', '/api/tokens', { name: 'a b', kind: 'root' });
+    expect(t.status).toBe(422);
+    expect(t.body.error.message).toMatch(/request body is invalid/);
+    expect(t.body.error.details.problems.join('\n')).toMatch(/^kind: /m);
+    const v = await c.api('GET', '/api/jobs/x/closure?version=-1');
+    expect(v.status).toBe(422);
+    expect(v.body.error.details.problems).toEqual([expect.stringMatching(/^version: /)]);
+  });
+
+  it('catches an answer that does not match its schema: a coded 500, the reason in the log', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    });
+    const app = Fastify({ loggerInstance: pino({ level: 'error' }, sink) as FastifyBaseLogger });
+    installErrorHandler(app);
+    await installContract(app, 'test');
+    typed(app).get(
+      '/api/broken',
+      { schema: { response: { 200: data(z.object({ id: z.string() })) } } },
+      // A handler that drifted from its contract (typed code cannot even say this without a cast).
+      async () => ({ data: { id: 5 } }) as unknown as { data: { id: string } },
+    );
+    // The contract refuses a JSON route without a response schema at start.
+    expect(() => app.get('/api/unchecked', async () => ({}))).toThrow(/declares no response schema/);
+    const r = await app.inject({ method: 'GET', url: '/api/broken' });
+    expect(r.statusCode).toBe(500);
+    expect(r.json().error.code).toBe('INTERNAL');
+    expect(r.body).not.toContain('"id":5');
+    expect(lines.join('')).toMatch(/response does not match its schema/);
+    expect(lines.join('')).toMatch(/expected string/);
+    await app.close();
+  });
+});
