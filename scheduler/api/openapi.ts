@@ -10,8 +10,10 @@ export async function openApiRoutes(app: FastifyInstance) {
       schema: {
         summary: 'This document',
         tags: ['meta'],
+        security: [],
         response: { 200: z.record(z.string(), z.unknown()).describe('an OpenAPI 3.1 document') },
       },
+      config: { access: 'public' },
     },
     // Generated once, on first request, after every plugin has registered its routes.
     async () => app.swagger() as unknown as Record<string, unknown>,
