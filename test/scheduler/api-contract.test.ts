@@ -135,6 +135,10 @@ describe('API contract', () => {
     await call('GET', `/api/jobs/${jobId}/closure`, data(z.array(api.ClosurePath)));
     await call('GET', `/api/jobs/${jobId}/closure?version=1`, data(z.array(api.ClosurePath)));
     await call('POST', `/api/jobs/${jobId}/prewarm`, data(api.PrewarmResult), {});
+    // With no body at all (the dashboard's button) as well.
+    const bare = await fetch(`${c.url}/api/jobs/${jobId}/prewarm`, { method: 'POST' });
+    expect(bare.status).toBe(200);
+    data(api.PrewarmResult).parse(await bare.json());
     await call('GET', '/api/store-paths?contains=busybox', data(z.array(api.StorePathUse)));
     await call('GET', '/api/workloads', data(z.array(api.Workload)));
     await call(

@@ -188,9 +188,9 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
         summary: 'Realise the closure where the job runs or would go (of the spec sent, if any)',
         tags,
         params: IdParams,
-        // An empty object means "no spec": the current version.
+        // No body (fastify passes null), or an empty object, means "no spec": the current version.
         body: z.preprocess(
-          (v) => (v && typeof v === 'object' && Object.keys(v).length === 0 ? undefined : v),
+          (v) => (v === null || (typeof v === 'object' && Object.keys(v).length === 0) ? undefined : v),
           JobSpec.optional(),
         ),
         response: { 200: data(api.PrewarmResult), ...errorResponses },
