@@ -101,7 +101,8 @@ describe('API contract', () => {
       type: 'string',
       format: 'date-time',
     });
-  });
+    // The first PGlite of a run compiles its WebAssembly: slow on a loaded machine.
+  }, 180_000);
 
   it('answers every JSON route through its schema, parsed as the CLI parses it', async () => {
     c = await startTestCoordinator('pglite');
