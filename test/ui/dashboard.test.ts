@@ -126,6 +126,9 @@ describe('dashboard', () => {
     expect(await page.textContent('#workload-counts')).toContain('2 running');
     expect(await page.textContent('#workload-counts')).toContain('1 pending');
     expect(Number(await page.textContent('#cache-paths'))).toBeGreaterThanOrEqual(3);
+    // The coordinator registry: this one, as leader, at its URL.
+    expect(await page.textContent('#coordinators')).toContain('leader');
+    expect(await page.textContent('#coordinators')).toContain(c.url);
     await shot(page, 'overview');
 
     // Nodes: names, resource bars, attributes shown as text (never as markup).

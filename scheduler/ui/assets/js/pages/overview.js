@@ -1,4 +1,4 @@
-/** Overview: node health, workloads by status, capacity used, the binary cache, recent changes. */
+/** Overview: node health, workloads by status, capacity used, the binary cache, coordinators, recent changes. */
 import { api, optional } from '../api.js';
 import { ago, badge, bar, cpu, empty, html, link, mb, render } from '../html.js';
 import { recentChanges } from '../live.js';
@@ -29,6 +29,16 @@ function cacheCard(status, key) {
     ${key ? html`<dt>Key</dt><dd><code>${key.name}</code></dd><dt>Public key</dt><dd><code class="wrap">${key.public_key}</code></dd>` : ''}
     ${fields.map(([k, v]) => html`<dt>${CACHE_LABELS[k] ?? k.replace(/^cache_/, '').replace(/_/g, ' ')}</dt><dd id="${k.replace(/_/g, '-')}">${cacheValue(k, v)}</dd>`)}
   </dl>`;
+}
+
+/** High availability: every live coordinator on this database, the leader marked. */
+function coordinatorsCard(s) {
+  const cs = s.coordinators ?? [];
+  if (!cs.length) return html`<p class="muted">No coordinator registry.</p>`;
+  return html`<ul class="changes" id="coordinators">${cs.map(
+    (c) => html`<li>${c.leader ? html`<span class="badge s-running">leader</span>` : ''}
+      <code>${c.url || c.id}</code> <span class="muted">${c.id.slice(0, 8)} · seen ${ago(c.last_seen_at)}</span></li>`,
+  )}</ul>`;
 }
 
 function changeRow(c) {
@@ -75,6 +85,10 @@ export async function showOverview(page) {
         <article class="card wide">
           <h2>Binary cache</h2>
           ${cacheCard(s, key)}
+        </article>
+        <article class="card wide">
+          <h2>Coordinators <span class="muted small">(${s.leader ? 'leader elected' : 'election under way'})</span></h2>
+          ${coordinatorsCard(s)}
         </article>
         <article class="card wide">
           <h2>Recent changes</h2>
