@@ -85,6 +85,7 @@ export class ApiClient {
       throw new CliError(
         e ? `${e.message} [${e.code}]${extra}` : `HTTP ${res.status}`,
         res.status === 401 ? 3 : 1,
+        e?.code,
       );
     }
     const checked = schema.safeParse(parsed.data);

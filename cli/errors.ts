@@ -3,6 +3,8 @@ export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode = 1,
+    /** The API's error code, when the coordinator refused (shown in `--json` errors). */
+    readonly code?: string,
   ) {
     super(message);
     this.name = 'CliError';

@@ -2,7 +2,7 @@
  * `mxc`: the command definitions, only. Each command's work lives in `cli/commands/`, imported lazily so
  * `--help` stays fast. This is the only module that turns errors into exit codes.
  */
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { CliError } from './errors.js';
 
 export const VERSION = '0.1.0';
@@ -10,6 +10,14 @@ export const VERSION = '0.1.0';
 const program = new Command('mxc')
   .description('mxc: a Nix-native workload orchestrator')
   .version(VERSION, '-V, --version')
+  // Usage errors are thrown to main(), which exits 2 (commander would exit 1).
+  .exitOverride()
+  .enablePositionalOptions()
+  // The client options work before the command too: `mxc -c URL nodes list`.
+  .addOption(new Option('-c, --coordinator <url>', 'coordinator URL').env('MXC_COORDINATOR'))
+  .addOption(new Option('--token <token>', 'API token').env('MXC_API_TOKEN'))
+  .addOption(new Option('--token-file <file>', 'file holding the API token (MXC_API_TOKEN_FILE)'))
+  .option('--json', 'print JSON for scripts (errors too)')
   .showHelpAfterError('(run with --help for usage)')
   .addHelpText(
     'after',
@@ -25,8 +33,11 @@ MXC_AGENT_TOKEN(_FILE), DATABASE_URL or DATABASE_HOST/… (PostgreSQL; embedded 
 MXC_HEARTBEAT_TTL (seconds), MXC_MODE (for \`mxc serve\`): every variable is in the README's table.`,
   );
 
+const clientCommands = new WeakSet<Command>();
+
 /** Options every client command takes. */
 function client(cmd: Command): Command {
+  clientCommands.add(cmd);
   return cmd
     .addOption(new Option('-c, --coordinator <url>', 'coordinator URL').env('MXC_COORDINATOR'))
     .addOption(new Option('--token <token>', 'API token').env('MXC_API_TOKEN'))
@@ -41,9 +52,24 @@ const lazy =
   <M, K extends keyof M>(load: () => Promise<M>, name: K) =>
   async (...args: unknown[]) => {
     const mod = await load();
-    // Commander passes (args…, options, command); our functions take (args…, options).
-    return (mod[name] as (...a: unknown[]) => Promise<void>)(...args.slice(0, -1));
+    // Commander passes (args…, options, command); our functions take (args…, options), the options
+    // given before the command name included.
+    const cmd = args.at(-1) as Command;
+    return (mod[name] as (...a: unknown[]) => Promise<void>)(...args.slice(0, -2), withGlobals(cmd));
   };
+
+/** A client command's options with the program-level ones (given before the command name) filled in. */
+function withGlobals(cmd: Command): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...cmd.opts() };
+  if (!clientCommands.has(cmd)) return out;
+  for (const [k, v] of Object.entries(program.opts())) {
+    if (v === undefined) continue;
+    // Given on the command line before the command, it beats the command's environment default.
+    const before = program.getOptionValueSource(k) === 'cli' && cmd.getOptionValueSource(k) !== 'cli';
+    if (out[k] === undefined || before) out[k] = v;
+  }
+  return out;
+}
 
 const daemons = () => import('./commands/daemons.js');
 const workloads = () => import('./commands/workloads.js');
@@ -162,8 +188,8 @@ client(program.command('submit [file]'))
     'after',
     '\nExample:\n  $ nix-build examples/hello_world --no-out-link | npx mxc submit --wait',
   )
-  .action(async (file: string | undefined, opts) =>
-    (await import('./commands/submit.js')).submit(file, opts),
+  .action(async (file: string | undefined, _opts, cmd: Command) =>
+    (await import('./commands/submit.js')).submit(file, withGlobals(cmd)),
   );
 
 program
@@ -309,7 +335,7 @@ const cl = program.command('cluster').description('the cluster as a whole');
 example(
   client(cl.command('status')).description('nodes, workloads, resources and cache key at a glance'),
   'npx mxc cluster status --json',
-).action(async (opts) => (await import('./commands/cluster.js')).status(opts));
+).action(async (_opts, cmd: Command) => (await import('./commands/cluster.js')).status(withGlobals(cmd)));
 
 example(
   program.command('completion <shell>').description('print a completion script for bash, zsh or fish'),
@@ -341,12 +367,26 @@ export async function main(argv = process.argv): Promise<void> {
     if (err.code === 'EPIPE') process.exit(0);
     throw err;
   });
+  const json = argv.includes('--json');
+  /** An error for people on stderr, or with --json an API-shaped error on stdout for scripts. */
+  const fail = (code: string, message: string, exitCode: number): never => {
+    if (json) process.stdout.write(`${JSON.stringify({ error: { code, message } }, null, 2)}\n`);
+    else process.stderr.write(`mxc: ${message}\n`);
+    process.exit(exitCode);
+  };
   try {
     await program.parseAsync(liftNixArgs(argv));
   } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version end here too; commander already printed what it had to say.
+      if (err.exitCode === 0) process.exit(0);
+      if (json) fail('USAGE', err.message.replace(/^error: /, ''), 2);
+      process.exit(2);
+    }
     if (err instanceof CliError) {
-      process.stderr.write(`mxc: ${err.message}\n`);
-      process.exit(err.exitCode);
+      const code =
+        err.code ?? (err.exitCode === 2 ? 'USAGE' : err.exitCode === 3 ? 'UNAUTHORIZED' : 'FAILED');
+      fail(code, err.message, err.exitCode);
     }
     process.stderr.write(
       `mxc: internal error: ${(err as Error).stack ?? String(err)}\nThis is a bug in mxc; please report it with the command you ran.\n`,

@@ -287,7 +287,11 @@ async function apiNeedsToken(url: string): Promise<boolean> {
 
 export async function up(opts: UpOpts) {
   const s = settings(['coordinator', 'agent'], coordinatorFlags(opts));
-  const logger = createLogger('mxc', { level: s.MXC_LOG_LEVEL, format: s.MXC_LOG_FORMAT });
+  // A person runs `mxc up`: readable lines on a terminal or in a file unless MXC_LOG_FORMAT=json.
+  const logger = createLogger('mxc', {
+    level: s.MXC_LOG_LEVEL,
+    format: process.env.MXC_LOG_FORMAT ? s.MXC_LOG_FORMAT : 'pretty',
+  });
   keepRunningOnUnhandled(logger);
   const o = coordinatorOptions(s);
   const { dataDir } = o;

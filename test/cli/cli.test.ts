@@ -58,10 +58,19 @@ describe('mxc CLI', () => {
     expect(bad.stderr).toMatch(/unknown shell "tcsh"; choose bash, zsh or fish/);
   });
 
-  it('exits 1 with a hint on an unknown command', async () => {
+  it('exits 2 with a hint on usage errors, as the README says', async () => {
     const r = await mxc(['frobnicate']);
-    expect(r.exitCode).not.toBe(0);
+    expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/unknown command 'frobnicate'/);
+    const missing = await mxc(['workloads', 'show']);
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toMatch(/missing required argument 'id'/);
+    const json = await mxc(['workloads', 'show', '--json']);
+    expect(json.exitCode).toBe(2);
+    expect(JSON.parse(json.stdout)).toEqual({
+      error: { code: 'USAGE', message: expect.stringMatching(/missing required argument 'id'/) },
+    });
+    expect((await mxc(['--help'])).exitCode).toBe(0);
   });
 
   describe('against a coordinator', () => {
@@ -125,6 +134,13 @@ describe('mxc CLI', () => {
       expect(stop.stdout).toMatch(/stopped \(2 workload\(s\) stopping\)/);
       const show = await mxc(['workloads', 'show', submitted.workloads[0].id], env);
       expect(show.stdout).toMatch(/events/);
+      // Client options work before the command too, and with --json errors are JSON on stdout.
+      const early = await mxc(['-c', c.url, '--json', 'nodes', 'list'], {});
+      expect(early.exitCode, early.stderr).toBe(0);
+      expect(JSON.parse(early.stdout)[0].name).toBe('cli-node');
+      const jsonErr = await mxc(['workloads', 'show', 'nope', '--json'], env);
+      expect(jsonErr.exitCode).toBe(1);
+      expect(JSON.parse(jsonErr.stdout).error.code).toBe('NOT_FOUND');
       const bogus = await mxc(['workloads', 'show', 'nope'], env);
       expect(bogus.exitCode).toBe(1);
       expect(bogus.stderr).toMatch(

@@ -34,6 +34,11 @@ describe('mxc up after a token is created', () => {
     const dataDir = join(dir, 'data');
     up = await UpProcess.start({ dataDir, databaseUrl: db.url });
     expect(up.stdout).not.toMatch(/needs a token/);
+    // Its log, written to a pipe here, is one readable line per entry, not JSON.
+    const logLines = up.stderr.trim().split('\n');
+    expect(logLines.length).toBeGreaterThan(2);
+    for (const l of logLines) expect(l).toMatch(/^\d\d:\d\d:\d\d (INFO |WARN |ERROR|DEBUG) \S/);
+    expect(up.stderr).toMatch(/ INFO {2}coordinator listening {2}url=http:\/\/127\.0\.0\.1:\d+/);
     const open = { MXC_COORDINATOR: up.url, MXC_API_TOKEN: '' };
 
     const created = await mxc(['tokens', 'create', 'alice'], { env: open });
@@ -51,7 +56,9 @@ describe('mxc up after a token is created', () => {
     expect(refused.exitCode).toBe(3);
 
     expect(await up.stop()).toBe(0);
-    up = await UpProcess.start({ dataDir, databaseUrl: db.url });
+    // MXC_LOG_FORMAT=json: JSON lines for machines.
+    up = await UpProcess.start({ dataDir, databaseUrl: db.url, env: { MXC_LOG_FORMAT: 'json' } });
+    for (const l of up.stderr.trim().split('\n')) expect(JSON.parse(l)).toHaveProperty('msg');
     const file = join(dataDir, 'local-token');
     const local = (await readFile(file, 'utf8')).trim();
     expect((await stat(file)).mode & 0o777).toBe(0o600);
