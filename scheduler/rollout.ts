@@ -4,7 +4,10 @@
  * it has run for `watch_secs` (and, when the job has a health check, reported healthy). An instance is
  * retried until it failed more than `max_per_shard_failures` times; more failed instances than
  * `max_total_failures` end the update: rolled back to the previous version when
- * `rollback_on_failure`, else left as it is and marked failed. Advanced by the coordinator's tick and
+ * `rollback_on_failure`, else left as it is and marked failed. An instance not running within
+ * `restart_threshold` seconds fails its update. With `wait_for_batch_completion` the next batch starts
+ * once the whole batch is done; without (Aurora's default) a window of `batch_size` instances slides:
+ * as soon as one is done, the next starts. Advanced by the coordinator's tick and
  * after every status change; every step is one transaction.
  */
 import { randomUUID } from 'node:crypto';
@@ -123,9 +126,11 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
   }
 
   const n = target.instances;
-  const batchEnd = Math.min(n, u.next_instance + cfg.batch_size);
-  let batchDone = true;
-  for (let instance = u.next_instance; instance < batchEnd; instance++) {
+  const reason = u.restart
+    ? 'restarted (rolling restart)'
+    : `replaced by version ${u.to_version} (rolling update)`;
+  /** Where an instance stands: its current workload of the update (if any) and the others still live. */
+  const standing = (instance: number) => {
     const mine = all
       .filter((w) => w.instance === instance)
       .sort((a, b) => b.created_at.getTime() - a.created_at.getTime());
@@ -134,46 +139,96 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
       (w) =>
         w.job_version === u.to_version && LIVE.has(w.status) && (!u.restart || w.created_at >= u.created_at),
     );
-    const others = mine.filter((w) => w !== newest && LIVE.has(w.status));
-    if (!newest) {
-      // Replace this instance: the old one stops, the new one is placed (capacity frees as it stops).
-      out.stops.push(
-        ...(await host.stopWorkloads(
-          q,
-          others,
-          u.restart ? 'restarted (rolling restart)' : `replaced by version ${u.to_version} (rolling update)`,
-        )),
-      );
-      await host.createWorkloads(
-        q,
-        u.job_id,
-        u.to_version,
-        target,
-        [instance],
-        u.restart
-          ? `rolling restart of version ${u.to_version}`
-          : `rolling update to version ${u.to_version}`,
-      );
-      out.created = true;
-      batchDone = false;
-      continue;
-    }
+    return { newest, others: mine.filter((w) => w !== newest && LIVE.has(w.status)) };
+  };
+  /** Replaces an instance: the old workload stops, the new one is placed (capacity frees as it stops). */
+  const replace = async (instance: number, others: WorkloadRow[]) => {
+    out.stops.push(...(await host.stopWorkloads(q, others, reason)));
+    await host.createWorkloads(
+      q,
+      u.job_id,
+      u.to_version,
+      target,
+      [instance],
+      u.restart ? `rolling restart of version ${u.to_version}` : `rolling update to version ${u.to_version}`,
+    );
+    out.created = true;
+  };
+  /**
+   * done: ran for watch_secs (and healthy when checked). An instance that did not reach running within
+   * restart_threshold failed its update (Aurora): it ends failed, counts towards the failure limits and
+   * is retried by the next step.
+   */
+  const settle = async (newest: WorkloadRow, others: WorkloadRow[]): Promise<'done' | 'in_flight'> => {
     if (others.length)
       out.stops.push(...(await host.stopWorkloads(q, others, `replaced by version ${u.to_version}`)));
+    if (
+      newest.status !== 'running' &&
+      now.getTime() - newest.created_at.getTime() > cfg.restart_threshold * 1000
+    ) {
+      const why = `did not reach running within restart_threshold (${cfg.restart_threshold} s)`;
+      const failed = await wl.transitionWith(q, newest, (cur) =>
+        cur.status === 'pending' || cur.status === 'starting'
+          ? { to: 'failed', reason: why, error: why }
+          : null,
+      );
+      if (failed?.node_id) out.stops.push(failed);
+      return 'in_flight';
+    }
     const watched =
       newest.status === 'running' &&
       newest.started_at !== null &&
       now.getTime() - newest.started_at.getTime() >= cfg.watch_secs * 1000 &&
       (target.health_check_config ? newest.health === 'healthy' : newest.health !== 'unhealthy');
-    if (!watched) batchDone = false;
-  }
-  if (!batchDone) return;
-  if (batchEnd < n) {
-    await updates.setUpdate(q, u.id, {
-      next_instance: batchEnd,
-      message: `${batchEnd} of ${n} instance(s) updated`,
-    });
-    return advanceOne(q, host, { ...u, next_instance: batchEnd }, now, out);
+    return watched ? 'done' : 'in_flight';
+  };
+
+  if (cfg.wait_for_batch_completion) {
+    // Batch by batch: the next batch starts once every instance of this one is done.
+    const batchEnd = Math.min(n, u.next_instance + cfg.batch_size);
+    let batchDone = true;
+    for (let instance = u.next_instance; instance < batchEnd; instance++) {
+      const { newest, others } = standing(instance);
+      if (!newest) {
+        await replace(instance, others);
+        batchDone = false;
+      } else if ((await settle(newest, others)) !== 'done') batchDone = false;
+    }
+    if (!batchDone) return;
+    if (batchEnd < n) {
+      await updates.setUpdate(q, u.id, {
+        next_instance: batchEnd,
+        message: `${batchEnd} of ${n} instance(s) updated`,
+      });
+      return advanceOne(q, host, { ...u, next_instance: batchEnd }, now, out);
+    }
+  } else {
+    // A sliding window (Aurora's default): at most batch_size instances in flight; as soon as one is
+    // done, the next instance starts.
+    let inFlight = 0;
+    let firstNotDone = n;
+    for (let instance = u.next_instance; instance < n; instance++) {
+      const { newest, others } = standing(instance);
+      if (newest) {
+        if ((await settle(newest, others)) === 'done') continue;
+        inFlight++;
+      } else {
+        if (inFlight >= cfg.batch_size) {
+          firstNotDone = Math.min(firstNotDone, instance);
+          break;
+        }
+        await replace(instance, others);
+        inFlight++;
+      }
+      firstNotDone = Math.min(firstNotDone, instance);
+    }
+    if (firstNotDone > u.next_instance) {
+      await updates.setUpdate(q, u.id, {
+        next_instance: firstNotDone,
+        message: `${firstNotDone} of ${n} instance(s) updated`,
+      });
+    }
+    if (firstNotDone < n) return;
   }
   // Every instance runs the target version: instances beyond the new count go.
   const extra = all.filter(

@@ -240,6 +240,92 @@ describe('rolling updates', () => {
     expect(v, JSON.stringify(v)).toMatchObject({ 'v2:running': 3, 'v2:failed': 3 });
   });
 
+  it.each([true, false])(
+    'wait_for_batch_completion %s: a stuck instance holds its batch, or the window slides past it; restart_threshold fails it and it is retried',
+    async (waitForBatch) => {
+      c = await startTestCoordinator('postgres');
+      const stuck = new Set<string>();
+      const a = new ProtocolAgent({
+        url: c.url,
+        name: 'n',
+        cpu: 8,
+        // Version 2's instance 1 never reports running on its first attempt.
+        onStart: (m) => {
+          const first = m.workload.spec.task.processes[0]!.cmdline === 'v2' && m.workload.instance === 1;
+          if (first && stuck.size === 0) {
+            stuck.add(m.workload.id);
+            return null;
+          }
+          return 'running';
+        },
+      });
+      agents.push(await a.connect());
+      const cfg = {
+        batch_size: 2,
+        watch_secs: 0,
+        max_total_failures: 0,
+        max_per_shard_failures: 1,
+        rollback_on_failure: true,
+        restart_threshold: 3,
+        wait_for_batch_completion: waitForBatch,
+      };
+      const v1 = await c.api('POST', '/api/jobs', job('v1', { update_config: cfg }));
+      const jobId = v1.body.data.job.id;
+      await eventually(async () => (await byVersion(jobId))['v1:running'] === 3);
+      await c.api('POST', '/api/jobs', job('v2', { update_config: cfg }));
+      const starts = async () => {
+        const ws = (await c!.api('GET', `/api/workloads?job=${jobId}`)).body.data as {
+          id: string;
+          job_version: number;
+          instance: number;
+          status: string;
+          error: string | null;
+        }[];
+        return ws.filter((w) => w.job_version === 2);
+      };
+      // Instance 0 is done while instance 1 is stuck starting.
+      await eventually(async () => {
+        const v2 = await starts();
+        return v2.some((w) => w.instance === 0 && w.status === 'running') &&
+          v2.some((w) => w.instance === 1 && w.status === 'starting')
+          ? v2
+          : null;
+      });
+      // Sliding: instance 2 starts while instance 1 is still stuck.
+      if (!waitForBatch)
+        await eventually(async () => {
+          const v2 = await starts();
+          return (
+            v2.some((w) => w.instance === 2) && v2.some((w) => stuck.has(w.id) && w.status === 'starting')
+          );
+        });
+      // After restart_threshold the stuck one fails, is retried, and the update completes.
+      const done = await eventually(async () => {
+        const u = (await c!.api('GET', `/api/jobs/${jobId}`)).body.data.update;
+        return u.status === 'succeeded' ? u : null;
+      }, 20_000);
+      expect(done.message).toBe('all 3 instance(s) run version 2');
+      const failed = (await starts()).find((w) => stuck.has(w.id))!;
+      expect(failed.status).toBe('failed');
+      expect(failed.error).toMatch(/did not reach running within restart_threshold \(3 s\)/);
+      // Batch by batch: instance 2 started only after the stuck instance 1 was settled (failed, retried, done).
+      const third = (await starts()).find((w) => w.instance === 2)!;
+      const thirdCreated = Date.parse(
+        (await c.api('GET', `/api/workloads/${third.id}`)).body.data.created_at as string,
+      );
+      const stuckEnded = Date.parse(
+        (await c.api('GET', `/api/workloads/${failed.id}`)).body.data.finished_at,
+      );
+      expect(thirdCreated > stuckEnded).toBe(waitForBatch);
+      expect(
+        (await starts())
+          .filter((w) => w.status === 'running')
+          .map((w) => w.instance)
+          .sort(),
+      ).toEqual([0, 1, 2]);
+    },
+  );
+
   it('replaces everything at once without an update_config, as before', async () => {
     c = await startTestCoordinator('pglite');
     agents.push(await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect());
