@@ -26,7 +26,9 @@ let
   credentials =
     optional (cfg.apiTokenFile != null) "api-token:${toString cfg.apiTokenFile}"
     ++ optional (cfg.agentTokenFile != null) "agent-token:${toString cfg.agentTokenFile}"
-    ++ optional (db.passwordFile != null) "database-password:${toString db.passwordFile}";
+    ++ optional (db.passwordFile != null) "database-password:${toString db.passwordFile}"
+    ++ optional (cfg.tls.certFile != null) "tls-cert:${toString cfg.tls.certFile}"
+    ++ optional (cfg.tls.keyFile != null) "tls-key:${toString cfg.tls.keyFile}";
 in
 {
   options.services.mxc.coordinator = {
@@ -113,6 +115,19 @@ in
       description = "File holding the token agents join with (MXC_AGENT_TOKEN_FILE); the API token when unset.";
     };
 
+    tls = {
+      certFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "PEM certificate chain: serve HTTPS, and agents join over wss:// (MXC_TLS_CERT, through LoadCredential).";
+      };
+      keyFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "PEM private key for tls.certFile (MXC_TLS_KEY, through LoadCredential).";
+      };
+    };
+
     cacheDir = mkOption {
       type = types.nullOr types.path;
       default = null;
@@ -165,6 +180,13 @@ in
   };
 
   config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
+        message = "services.mxc.coordinator.tls: set certFile and keyFile together";
+      }
+    ];
+
     users.users.mxc = {
       isSystemUser = true;
       group = "mxc";
@@ -210,6 +232,8 @@ in
         // optionalAttrs (cfg.apiTokenFile != null) { MXC_API_TOKEN_FILE = "%d/api-token"; }
         // optionalAttrs (cfg.agentTokenFile != null) { MXC_AGENT_TOKEN_FILE = "%d/agent-token"; }
         // optionalAttrs (db.passwordFile != null) { DATABASE_PASSWORD_FILE = "%d/database-password"; }
+        // optionalAttrs (cfg.tls.certFile != null) { MXC_TLS_CERT = "%d/tls-cert"; }
+        // optionalAttrs (cfg.tls.keyFile != null) { MXC_TLS_KEY = "%d/tls-key"; }
         // optionalAttrs (cfg.cacheDir != null) { MXC_CACHE_DIR = toString cfg.cacheDir; }
         // cfg.extraEnvironment;
 

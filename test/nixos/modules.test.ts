@@ -170,6 +170,23 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
     ).rejects.toThrow(/option `services\.mxc\.agent\.hypervisor' is not of type `value "qemu"/);
   });
 
+  it('hands TLS files over as credentials, and refuses a certificate without its key', async () => {
+    const r = await evaluate(`{ ... }: { services.mxc.coordinator = {
+      enable = true; package = ${fakePackage()};
+      tls = { certFile = "/run/secrets/cert.pem"; keyFile = "/run/secrets/key.pem"; };
+    }; }`);
+    const unit = r.services['mxc-coordinator']!;
+    expect(unit.environment).toMatchObject({ MXC_TLS_CERT: '%d/tls-cert', MXC_TLS_KEY: '%d/tls-key' });
+    expect(unit.serviceConfig.LoadCredential).toEqual([
+      'tls-cert:/run/secrets/cert.pem',
+      'tls-key:/run/secrets/key.pem',
+    ]);
+    await expect(
+      evaluate(`{ ... }: { services.mxc.coordinator = {
+        enable = true; package = ${fakePackage()}; tls.certFile = "/run/secrets/cert.pem"; }; }`),
+    ).rejects.toThrow(/set certFile and keyFile together/);
+  });
+
   it('deploys PostgreSQL, a coordinator and an agent; a job runs', async () => {
     const coordinatorConfig = (extra = '') => `{ ... }: {
       networking.hostName = "nixos-host";
