@@ -239,7 +239,7 @@ export const ClusterStatus = z.object({
         id: z.string(),
         url: z.string(),
         leader: z.boolean(),
-        last_seen_at: z.union([z.string(), z.date()]),
+        last_seen_at: Timestamp,
       }),
     )
     .optional(),

@@ -27,12 +27,7 @@ export async function status(opts: ClientOptions & { json?: boolean }) {
   out('cpu', `${s.used_cpu} of ${s.total_cpu} reserved`);
   out('memory', `${s.used_memory_mb} of ${s.total_memory_mb} MiB reserved`);
   if (s.cache_public_key) out('cache key', s.cache_public_key);
-  const coords = (s.coordinators ?? []) as {
-    id: string;
-    url: string;
-    leader: boolean;
-    last_seen_at: string;
-  }[];
+  const coords = s.coordinators ?? [];
   out('leader', s.leader ?? 'none (election under way)');
   for (const c of coords)
     out(
