@@ -134,6 +134,17 @@ describe('mxc CLI', () => {
       expect(stop.stdout).toMatch(/stopped \(2 workload\(s\) stopping\)/);
       const show = await mxc(['workloads', 'show', submitted.workloads[0].id], env);
       expect(show.stdout).toMatch(/events/);
+      // A unique prefix of a workload id names it; an ambiguous one lists the candidates.
+      const [w0, w1] = submitted.workloads.map((w: { id: string }) => w.id).sort();
+      const byPrefix = await mxc(['workloads', 'show', w0.slice(0, w0.length - 4), '--json'], env);
+      expect(byPrefix.exitCode, byPrefix.stderr).toBe(0);
+      expect(JSON.parse(byPrefix.stdout).id).toBe(w0);
+      const ambiguous = await mxc(['workloads', 'events', 'clijob-'], env);
+      expect(ambiguous.exitCode).toBe(2);
+      // (the drain above replaced both, so the history holds four)
+      expect(ambiguous.stderr).toMatch(/"clijob-" names 4 workloads; say which:\n {2}clijob-/);
+      expect(ambiguous.stderr).toContain(w0);
+      expect(ambiguous.stderr).toContain(w1);
       // Client options work before the command too, and with --json errors are JSON on stdout.
       const early = await mxc(['-c', c.url, '--json', 'nodes', 'list'], {});
       expect(early.exitCode, early.stderr).toBe(0);
