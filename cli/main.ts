@@ -18,6 +18,7 @@ const program = new Command('mxc')
   .addOption(new Option('--token <token>', 'API token').env('MXC_API_TOKEN'))
   .addOption(new Option('--token-file <file>', 'file holding the API token (MXC_API_TOKEN_FILE)'))
   .option('--json', 'print JSON for scripts (errors too)')
+  .addOption(new Option('-f, --format <format>', 'output format (json is --json)').choices(['table', 'json']))
   .showHelpAfterError('(run with --help for usage)')
   .addHelpText(
     'after',
@@ -35,14 +36,23 @@ MXC_HEARTBEAT_TTL (seconds), MXC_MODE (for \`mxc serve\`): every variable is in 
 
 const clientCommands = new WeakSet<Command>();
 
-/** Options every client command takes. */
-function client(cmd: Command): Command {
+/**
+ * Options every client command takes. `-f table|json` is samrose/mxc's spelling of `--json` (`logs`,
+ * where `-f` is --follow as in `tail -f`, takes `--format` only).
+ */
+function client(cmd: Command, opts: { formatShort?: boolean } = {}): Command {
   clientCommands.add(cmd);
   return cmd
     .addOption(new Option('-c, --coordinator <url>', 'coordinator URL').env('MXC_COORDINATOR'))
     .addOption(new Option('--token <token>', 'API token').env('MXC_API_TOKEN'))
     .addOption(new Option('--token-file <file>', 'file holding the API token (MXC_API_TOKEN_FILE)'))
-    .option('--json', 'print JSON for scripts');
+    .option('--json', 'print JSON for scripts')
+    .addOption(
+      new Option(
+        opts.formatShort === false ? '--format <format>' : '-f, --format <format>',
+        'output format (json is --json)',
+      ).choices(['table', 'json']),
+    );
 }
 
 /** A subcommand's help ends with an example. */
@@ -68,6 +78,8 @@ function withGlobals(cmd: Command): Record<string, unknown> {
     const before = program.getOptionValueSource(k) === 'cli' && cmd.getOptionValueSource(k) !== 'cli';
     if (out[k] === undefined || before) out[k] = v;
   }
+  // `-f json` / `--format json` (samrose/mxc's flag) is `--json`.
+  if (out.format === 'json') out.json = true;
   return out;
 }
 
@@ -222,6 +234,12 @@ example(
   'npx mxc workloads show hello_world-0-1a2b3c4d',
 ).action(lazy(workloads, 'show'));
 example(
+  client(wl.command('create <file>')).description(
+    'run one command (samrose/mxc): FILE.json is {type, command, args, env, cpu, memory_mb, constraints}',
+  ),
+  'npx mxc workloads create workload.json',
+).action(lazy(workloads, 'create'));
+example(
   client(wl.command('stop <id>')).description('stop a workload'),
   'npx mxc workloads stop hello_world-0-1a2b3c4d',
 ).action(lazy(workloads, 'stop'));
@@ -230,7 +248,7 @@ example(
   'npx mxc workloads events hello_world-0-1a2b3c4d',
 ).action(lazy(workloads, 'events'));
 example(
-  client(wl.command('logs <id>'))
+  client(wl.command('logs <id>'), { formatShort: false })
     .description('output of a workload’s processes')
     .option('-p, --process <name>', 'only this process')
     .option('-f, --follow', 'keep printing new lines until the workload ends')

@@ -1,4 +1,5 @@
-/** `mxc workloads list|show|stop|logs|events`. */
+/** `mxc workloads list|show|create|stop|logs|events`. */
+import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
@@ -111,6 +112,22 @@ export async function show(id: string, opts: Opts) {
     ['when', 'transition', 'reason'],
     w.events.map((e) => [new Date(e.ts).toISOString(), `${e.from_status ?? '∅'} → ${e.to_status}`, e.reason]),
   );
+}
+
+/**
+ * samrose/mxc's `workloads deploy`: a JSON file `{type, command, args, env, cpu, memory_mb, constraints}`
+ * becomes a run-once, one-process job; prints its workload.
+ */
+export async function create(file: string, opts: Opts) {
+  let body: unknown;
+  try {
+    body = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new CliError(`cannot read ${file} as JSON: ${(err as Error).message}`, 2);
+  }
+  const w = await new ApiClient(opts).post('/api/workloads', api.SeedWorkload, body);
+  if (opts.json) return printJson(w);
+  process.stdout.write(`${w.id}: ${statusColor(w.status)} (job ${w.job})\n`);
 }
 
 export async function stop(id: string, opts: Opts) {

@@ -19,6 +19,7 @@ export async function clusterStatus(coordinator: Coordinator) {
     coordinatorsStore.listCoordinators(db, coordinator.coordinatorDeadMs),
   ]);
   const live = all.filter((n) => n.status !== 'down');
+  const ready = (ns: nodes.NodeRow[]) => ns.filter((n) => n.status === 'ready');
   const sum = (f: (n: nodes.NodeRow) => number) => live.reduce((a, n) => a + f(n), 0);
   const used = (k: 'cpu' | 'memory_mb' | 'disk_mb') =>
     live.reduce((a, n) => a + (usage.get(n.id)?.[k] ?? 0), 0);
@@ -36,6 +37,10 @@ export async function clusterStatus(coordinator: Coordinator) {
     used_cpu: used('cpu'),
     used_memory_mb: used('memory_mb'),
     used_disk_mb: used('disk_mb'),
+    // samrose/mxc's names: free capacity of the nodes that take work (ready ones; memory in MiB).
+    nodes_healthy: all.filter((n) => n.status === 'ready').length,
+    available_cpu: ready(all).reduce((a, n) => a + n.cpu - (usage.get(n.id)?.cpu ?? 0), 0),
+    available_memory: ready(all).reduce((a, n) => a + n.memory_mb - (usage.get(n.id)?.memory_mb ?? 0), 0),
     database: db.engine,
     /** The id of the coordinator holding the leader lease (null during an election). */
     leader: lease?.holder ?? null,

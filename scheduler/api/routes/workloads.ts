@@ -12,6 +12,7 @@ import * as logs from '../../store/logs.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
 import { data, errorResponses, IdParams, typed } from '../contract.js';
+import { isSeedJobKey, seedJobSpec, seedView } from '../seed-workloads.js';
 import { presentWorkloads } from '../views.js';
 
 const tags = ['workloads'];
@@ -58,6 +59,50 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
       return {
         data: await present(await wl.listWorkloads(db, { status: q.status, jobId, nodeId, limit: q.limit })),
       };
+    },
+  );
+
+  // samrose/mxc's API: one command as a run-once, one-process job (see seed-workloads.ts).
+  r.post(
+    '/api/workloads',
+    {
+      schema: {
+        summary: 'Run one command (samrose/mxc): a one-process job that runs once; 201 with its workload',
+        tags,
+        body: api.SeedWorkloadRequest,
+        response: { 201: data(api.SeedWorkload), ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const res = await coordinator.submitJob(seedJobSpec(req.body));
+      const w = await wl.getWorkload(db, res.workloads[0]!);
+      if (!w) throw new Error(`job ${res.job.key} made no workload`);
+      return reply.status(201).send({ data: seedView(w, res.job, req.body) });
+    },
+  );
+
+  r.delete(
+    '/api/workloads/:id',
+    {
+      schema: {
+        summary:
+          'Stop and remove a workload made by POST /api/workloads (its job stops; history stays until retention)',
+        tags,
+        params: IdParams,
+        response: { 204: z.null().describe('stopping or already ended'), ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const w = await load(req.params.id);
+      const job = await jobs.getJob(db, w.job_id);
+      if (!job || !isSeedJobKey(job.key)) {
+        throw errors.conflict(
+          'NOT_A_SINGLE_WORKLOAD',
+          `workload ${w.id} belongs to job ${job?.key ?? w.job_id}, which would replace it; stop the job instead (mxc jobs stop ${job?.key ?? w.job_id})`,
+        );
+      }
+      if (job.status === 'active') await coordinator.stopJob(job.id);
+      return reply.status(204).send(null);
     },
   );
 
