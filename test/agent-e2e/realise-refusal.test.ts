@@ -20,6 +20,7 @@ import {
   scriptJob,
   startCluster,
   submit,
+  TOKENS,
   waitWorkloads,
 } from './harness.js';
 
@@ -86,6 +87,17 @@ describe('realisation from the signed cache', () => {
     const original = await readFile(file, 'utf8');
     const size = parseNarInfo(original).narSize;
     await writeFile(file, original.replace(`NarSize: ${size}`, `NarSize: ${size + 1}`));
+    // Narinfos are served from memory and revalidated by stat: wait until the edit is what is served.
+    await eventually(
+      async () => {
+        const r = await cluster.c.api('GET', `/cache/${s.path.slice(11, 43)}.narinfo`, undefined, {
+          authorization: `Bearer ${TOKENS.api}`,
+        });
+        return typeof r.body === 'string' && r.body.includes(`NarSize: ${size + 1}`) ? true : null;
+      },
+      10_000,
+      'the coordinator to serve the edited narinfo',
+    );
     const error = await expectRefused('edited', s.path, 'trusting');
     expect(error).toMatch(/nix could not realise the closure/);
     expect(error).toContain(`the substitute for '${s.path}'`);
