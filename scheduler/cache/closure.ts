@@ -11,22 +11,28 @@ export interface CachedClosure {
   missing: string[];
 }
 
+const SLICE = 256;
+
 export async function cachedClosure(store: CacheStore, roots: readonly string[]): Promise<CachedClosure> {
   const seen = new Map<string, number>();
   const missing: string[] = [];
   let frontier = [...new Set(roots)];
   while (frontier.length > 0) {
-    const infos = await Promise.all(frontier.map(async (p) => [p, await store.info(p)] as const));
-    const next: string[] = [];
-    for (const [p, info] of infos) {
-      if (!info) {
-        missing.push(p);
-        continue;
+    const next = new Set<string>();
+    // A slice of narinfos at a time: a closure of thousands of paths shares the event loop.
+    for (let i = 0; i < frontier.length; i += SLICE) {
+      const slice = frontier.slice(i, i + SLICE);
+      const infos = await Promise.all(slice.map(async (p) => [p, await store.info(p)] as const));
+      for (const [p, info] of infos) {
+        if (!info) {
+          missing.push(p);
+          continue;
+        }
+        seen.set(p, info.narSize);
+        for (const r of info.references) if (!seen.has(r) && r !== p) next.add(r);
       }
-      seen.set(p, info.narSize);
-      for (const r of info.references) if (!seen.has(r) && r !== p && !next.includes(r)) next.push(r);
     }
-    frontier = next.filter((p) => !seen.has(p));
+    frontier = [...next].filter((p) => !seen.has(p));
   }
   return {
     paths: [...seen]
