@@ -134,7 +134,7 @@ describe.concurrent('mxc build', () => {
     expect(r.stderr).toMatch(/invalid-job\.json is not a valid Aurora job:/);
     const problems = r.stderr.split('\n').filter((l) => l.startsWith('  '));
     expect(problems.map((l) => l.trim())).toEqual([
-      'name: must be 1-128 characters of letters, digits, _ . -',
+      'name: must be 1-128 characters of letters, digits, _ . -, starting with a letter, digit or _',
       'instances: Too small: expected number to be >=1',
       'task.processes.0.cmdline: must not be empty',
       'task.processes.0: Unrecognized key: "colour"',
