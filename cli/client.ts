@@ -4,6 +4,7 @@
  */
 import type { z } from 'zod';
 import { readSettings, SettingsError } from '../lib/settings.js';
+import { page } from '../spec/api.js';
 import { CliError } from './errors.js';
 
 export interface ClientOptions {
@@ -66,6 +67,40 @@ export class ApiClient {
     schema: S,
     body?: unknown,
   ): Promise<z.output<S>> {
+    return (await this.requestBody(method, path, schema, body, (p) => p.data)) as z.output<S>;
+  }
+
+  /**
+   * Every item of a paged list (`{data, next_cursor}`), page after page, or the first `max` of them.
+   */
+  async getAll<S extends z.ZodType>(path: string, item: S, max?: number): Promise<z.output<S>[]> {
+    const out: z.output<S>[] = [];
+    let cursor: string | null = null;
+    do {
+      const q = new URLSearchParams({
+        limit: String(Math.min(1000, max === undefined ? 1000 : max - out.length)),
+      });
+      if (cursor) q.set('cursor', cursor);
+      const p = await this.requestBody(
+        'GET',
+        `${path}${path.includes('?') ? '&' : '?'}${q}`,
+        page(item),
+        undefined,
+        (x) => x,
+      );
+      out.push(...(p.data as z.output<S>[]));
+      cursor = p.next_cursor;
+    } while (cursor !== null && (max === undefined || out.length < max));
+    return out;
+  }
+
+  private async requestBody<S extends z.ZodType>(
+    method: string,
+    path: string,
+    schema: S,
+    body: unknown,
+    pick: (parsed: { data?: unknown }) => unknown,
+  ): Promise<z.output<S>> {
     const res = await this.raw(method, path, body);
     const text = await res.text();
     let parsed: {
@@ -88,7 +123,7 @@ export class ApiClient {
         e?.code,
       );
     }
-    const checked = schema.safeParse(parsed.data);
+    const checked = schema.safeParse(pick(parsed));
     if (!checked.success) {
       const first = checked.error.issues[0];
       throw new CliError(

@@ -258,9 +258,12 @@ example(
 ).action(lazy(workloads, 'logs'));
 
 const nd = program.command('nodes').description('nodes (agents) of the cluster');
-example(client(nd.command('list')).description('list nodes'), 'npx mxc nodes list --json').action(
-  lazy(nodes, 'list'),
-);
+example(
+  client(nd.command('list'))
+    .description('list nodes by name (every page, or the first --limit)')
+    .option('--limit <n>', 'only the first n nodes'),
+  'npx mxc nodes list --json',
+).action(lazy(nodes, 'list'));
 example(
   client(nd.command('show <id>')).description('a node, its resources and workloads'),
   'npx mxc nodes show local',

@@ -259,6 +259,16 @@ export const LogEntry = z.object({
   line: z.string(),
 });
 
+/** Paging of long lists: a page size (default 100, at most 1000) and the cursor the previous page gave. */
+export const PageQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  cursor: z.string().max(1024).optional().describe('next_cursor of the previous page'),
+});
+
+/** A page of a list: `next_cursor` is null on the last page. */
+export const page = <T extends z.ZodType>(item: T) =>
+  z.object({ data: z.array(item), next_cursor: z.string().nullable() });
+
 export const WorkloadListQuery = z.object({
   status: z.string().optional().describe('comma-separated statuses'),
   job: z.string().optional().describe('job id or key'),

@@ -1,15 +1,22 @@
 /** `mxc nodes list|show|drain|undrain|remove`. */
-import { z } from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
+import { CliError } from '../errors.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
 
 interface Opts extends ClientOptions {
   json?: boolean;
 }
 
-export async function list(opts: Opts) {
-  const rows = await new ApiClient(opts).get('/api/nodes', z.array(api.Node));
+/** Every node, page after page (`--limit N`: the first N by name). */
+export async function list(opts: Opts & { limit?: string }) {
+  if (opts.limit !== undefined && !(Number.isInteger(Number(opts.limit)) && Number(opts.limit) > 0))
+    throw new CliError(`--limit is a positive number, not "${opts.limit}"`, 2);
+  const rows = await new ApiClient(opts).getAll(
+    '/api/nodes',
+    api.Node,
+    opts.limit === undefined ? undefined : Number(opts.limit),
+  );
   if (opts.json) return printJson(rows);
   printTable(
     ['name', 'status', 'cpu', 'memory', 'isolation', 'seen', 'id'],

@@ -77,9 +77,11 @@ export async function holders(q: Queryable, paths: string[]): Promise<Map<string
   return out;
 }
 
-export async function nodePathCounts(q: Queryable): Promise<Map<string, number>> {
+export async function nodePathCounts(q: Queryable, nodeIds?: string[]): Promise<Map<string, number>> {
   const rows = await q.query<{ node_id: string; n: number }>(
-    'SELECT node_id, count(*)::int AS n FROM node_store_paths GROUP BY node_id',
+    `SELECT node_id, count(*)::int AS n FROM node_store_paths
+     ${nodeIds ? 'WHERE node_id = ANY($1::text[])' : ''} GROUP BY node_id`,
+    nodeIds ? [nodeIds] : [],
   );
   return new Map(rows.map((r) => [r.node_id, r.n]));
 }

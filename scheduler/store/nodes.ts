@@ -46,6 +46,17 @@ export async function listNodes(q: Queryable): Promise<NodeRow[]> {
   return q.query<NodeRow>('SELECT * FROM nodes ORDER BY name');
 }
 
+/** One page of nodes in name order (names are unique): those after `after`, at most `limit`. */
+export async function listNodesPage(
+  q: Queryable,
+  opts: { after?: string; limit: number },
+): Promise<NodeRow[]> {
+  return q.query<NodeRow>(
+    'SELECT * FROM nodes WHERE ($1::text IS NULL OR name > $1) ORDER BY name LIMIT $2',
+    [opts.after ?? null, opts.limit],
+  );
+}
+
 export async function getNode(q: Queryable, idOrName: string): Promise<NodeRow | null> {
   const rows = await q.query<NodeRow>('SELECT * FROM nodes WHERE id = $1 OR name = $1', [idOrName]);
   return rows[0] ?? null;

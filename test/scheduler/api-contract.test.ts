@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type ZodObject, type ZodType, z } from 'zod';
 import { data, installContract, isJsonApiRoute, typed } from '../../scheduler/api/contract.js';
 import { installErrorHandler } from '../../scheduler/api/error-handler.js';
+import * as nodesStore from '../../scheduler/store/nodes.js';
 import * as api from '../../spec/api.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
@@ -193,6 +194,50 @@ describe('API contract', () => {
     const reader = res.body!.getReader();
     expect(new TextDecoder().decode((await reader.read()).value)).toMatch(/connected/);
     ctl.abort();
+  });
+
+  it('pages /api/nodes in name order: every node once, a bad cursor or page size refused', async () => {
+    c = await startTestCoordinator('pglite');
+    const capabilities = {
+      os: 'linux',
+      arch: 'x86_64',
+      nix: null,
+      bubblewrap: false,
+      qemu: false,
+      kvm: false,
+      cgroups: false,
+      isolation: ['process' as const],
+      attributes: {},
+    };
+    const names = Array.from({ length: 7 }, (_, i) => `node-${String(6 - i).padStart(2, '0')}`);
+    for (const [i, name] of names.entries())
+      await nodesStore.upsertNode(c.db, {
+        id: `id-${i}`,
+        name,
+        resources: { cpu: 1, memory_mb: 64, disk_mb: 0 },
+        capabilities,
+        version: 'test',
+      });
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const r = await c.api('GET', `/api/nodes?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(r.status).toBe(200);
+      const p = api.page(api.Node).parse(r.body);
+      expect(p.data.length).toBeLessThanOrEqual(3);
+      seen.push(...p.data.map((n) => n.name));
+      cursor = p.next_cursor;
+      pages++;
+    } while (cursor);
+    expect(pages).toBe(3);
+    expect(seen).toEqual([...names].sort());
+    // Default page: all 7 (default size 100), no next page.
+    const all = api.page(api.Node).parse((await c.api('GET', '/api/nodes')).body);
+    expect(all.data.length).toBe(7);
+    expect(all.next_cursor).toBeNull();
+    expect((await c.api('GET', '/api/nodes?limit=1001')).body.error.code).toBe('VALIDATION_FAILED');
+    expect((await c.api('GET', '/api/nodes?cursor=%2F%2F')).body.error.code).toBe('BAD_REQUEST');
   });
 
   it('refuses bad input with a coded error naming the JSON path', async () => {

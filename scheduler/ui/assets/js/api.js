@@ -68,6 +68,32 @@ export async function api(method, path, body) {
   return json?.data;
 }
 
+/** Every item of a paged list (`{data, next_cursor}`), following the cursor page after page. */
+export async function apiAll(path) {
+  const out = [];
+  let cursor = null;
+  do {
+    const q = new URLSearchParams({ limit: '1000' });
+    if (cursor) q.set('cursor', cursor);
+    const res = await fetch(`${path}${path.includes('?') ? '&' : '?'}${q}`, { headers: authHeaders() });
+    const json = await res.json().catch(() => null);
+    if (!res.ok) {
+      const e = json?.error;
+      const err = new ApiError(
+        res.status,
+        e?.code ?? `HTTP_${res.status}`,
+        e?.message ?? res.statusText,
+        e?.details,
+      );
+      if (res.status === 401) unauthorized(err);
+      throw err;
+    }
+    out.push(...json.data);
+    cursor = json.next_cursor;
+  } while (cursor);
+  return out;
+}
+
 /** GET that answers null instead of throwing when the endpoint is absent (optional features). */
 export async function optional(path) {
   try {

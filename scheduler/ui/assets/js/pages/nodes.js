@@ -1,5 +1,5 @@
 /** Nodes: the table with resource bars and capabilities, and one node's page with its workloads and drain. */
-import { api } from '../api.js';
+import { api, apiAll } from '../api.js';
 import { ago, badge, bar, cpu, errorBox, html, link, mb, render, table } from '../html.js';
 import { workloadTable } from './workload-table.js';
 
@@ -43,7 +43,7 @@ export async function showNodes(page) {
   render(page, html`<h1>Nodes</h1><div id="nodes-table"></div>`);
   const region = page.querySelector('#nodes-table');
   const load = async () => {
-    const nodes = await api('GET', '/api/nodes');
+    const nodes = await apiAll('/api/nodes');
     render(
       region,
       table(

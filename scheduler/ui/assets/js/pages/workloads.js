@@ -1,5 +1,5 @@
 /** Workloads: the list, filtered by status, job and node through the API (filters live in the URL hash). */
-import { api } from '../api.js';
+import { api, apiAll } from '../api.js';
 import { html, render } from '../html.js';
 import { workloadTable } from './workload-table.js';
 
@@ -18,7 +18,7 @@ export async function showWorkloads(page, { query }) {
     job: query.get('job') ?? '',
     node: query.get('node') ?? '',
   };
-  const [jobs, nodes] = await Promise.all([api('GET', '/api/jobs'), api('GET', '/api/nodes')]);
+  const [jobs, nodes] = await Promise.all([api('GET', '/api/jobs'), apiAll('/api/nodes')]);
   render(
     page,
     html`<h1>Workloads</h1>
