@@ -37,7 +37,7 @@ export async function setNodePaths(q: Queryable, nodeId: string, paths: string[]
  * Rows per statement for node store paths: embedded PGlite runs a statement on the event loop, so a
  * big list is written in slices with a turn of the loop between them (heartbeats keep being read).
  */
-const PATH_SLICE = 2000;
+const PATH_SLICE = 500;
 
 async function inSlices(paths: string[], fn: (slice: string[]) => Promise<unknown>): Promise<void> {
   for (let i = 0; i < paths.length; i += PATH_SLICE) {
