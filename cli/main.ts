@@ -388,7 +388,11 @@ export async function main(argv = process.argv): Promise<void> {
     if (err.code === 'EPIPE') process.exit(0);
     throw err;
   });
-  const json = argv.includes('--json');
+  // `-f json` / `--format json` is `--json` here too.
+  const json =
+    argv.includes('--json') ||
+    argv.includes('--format=json') ||
+    argv.some((a, i) => (a === '-f' || a === '--format') && argv[i + 1] === 'json');
   /** An error for people on stderr, or with --json an API-shaped error on stdout for scripts. */
   const fail = (code: string, message: string, exitCode: number): never => {
     if (json) process.stdout.write(`${JSON.stringify({ error: { code, message } }, null, 2)}\n`);
