@@ -61,6 +61,15 @@ in
       description = "Open `port` in the firewall.";
     };
 
+    insecure = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Listen on a non-loopback address without `apiTokenFile` (MXC_INSECURE). mxc refuses an API open
+        to the network otherwise; tokens created later with `mxc tokens create` are still enforced.
+      '';
+    };
+
     database = {
       url = mkOption {
         type = types.nullOr types.str;
@@ -185,6 +194,17 @@ in
         assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
         message = "services.mxc.coordinator.tls: set certFile and keyFile together";
       }
+      {
+        assertion =
+          cfg.apiTokenFile != null
+          || cfg.insecure
+          || builtins.elem cfg.listenAddress [
+            "127.0.0.1"
+            "::1"
+            "localhost"
+          ];
+        message = "services.mxc.coordinator: listening on ${cfg.listenAddress} with no apiTokenFile would open the API to the network; set apiTokenFile, listen on 127.0.0.1, or set insecure = true";
+      }
     ];
 
     users.users.mxc = {
@@ -217,6 +237,7 @@ in
           MXC_LOG_LEVEL = cfg.logLevel;
           MXC_LOG_FORMAT = "json";
         }
+        // optionalAttrs cfg.insecure { MXC_INSECURE = "1"; }
         // (
           if db.url != null then
             { DATABASE_URL = db.url; }

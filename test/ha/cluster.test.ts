@@ -256,7 +256,9 @@ describe('three coordinators on one database', () => {
     const agents = await Promise.all(
       ['ha-a1', 'ha-a2'].map((name) => new ProtocolAgent({ url: holder.url, name, cpu: 4 }).connect()),
     );
-    cleanup.push(async () => agents.forEach((a) => a.close()));
+    cleanup.push(async () => {
+      for (const a of agents) a.close();
+    });
     const sub = (await api(leader, 'POST', '/api/jobs', plainJob({ name: 'keep', instances: 2 }))).body.data;
     const ids: string[] = sub.workloads;
     await eventually(
@@ -278,7 +280,9 @@ describe('three coordinators on one database', () => {
         new ProtocolAgent({ url: other.url, name: a.opts.name, cpu: 4 }).connect([...a.running]),
       ),
     );
-    cleanup.push(async () => moved.forEach((a) => a.close()));
+    cleanup.push(async () => {
+      for (const a of moved) a.close();
+    });
     const target = moved.find((a) => agents.find((x) => x.opts.name === a.opts.name)!.running.has(stopId))!;
     await target.waitFor((m) => m.type === 'stop' && m.workload_id === stopId, 10_000);
     await eventually(

@@ -170,9 +170,21 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
     ).rejects.toThrow(/option `services\.mxc\.agent\.hypervisor' is not of type `value "qemu"/);
   });
 
+  it('refuses an API open to the network unless a token file is given or insecure is set', async () => {
+    await expect(
+      evaluate(`{ ... }: { services.mxc.coordinator = { enable = true; package = ${fakePackage()}; }; }`),
+    ).rejects.toThrow(/would open the API to the network/);
+    const r = await evaluate(`{ ... }: { services.mxc.coordinator = {
+      enable = true; package = ${fakePackage()}; insecure = true; }; }`);
+    expect(r.services['mxc-coordinator']!.environment).toMatchObject({ MXC_INSECURE: '1' });
+    const local = await evaluate(`{ ... }: { services.mxc.coordinator = {
+      enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1"; }; }`);
+    expect(local.services['mxc-coordinator']!.environment.MXC_INSECURE).toBeUndefined();
+  });
+
   it('hands TLS files over as credentials, and refuses a certificate without its key', async () => {
     const r = await evaluate(`{ ... }: { services.mxc.coordinator = {
-      enable = true; package = ${fakePackage()};
+      enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1";
       tls = { certFile = "/run/secrets/cert.pem"; keyFile = "/run/secrets/key.pem"; };
     }; }`);
     const unit = r.services['mxc-coordinator']!;
@@ -183,7 +195,8 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
     ]);
     await expect(
       evaluate(`{ ... }: { services.mxc.coordinator = {
-        enable = true; package = ${fakePackage()}; tls.certFile = "/run/secrets/cert.pem"; }; }`),
+        enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1";
+        tls.certFile = "/run/secrets/cert.pem"; }; }`),
     ).rejects.toThrow(/set certFile and keyFile together/);
   });
 

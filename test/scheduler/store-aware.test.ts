@@ -87,6 +87,7 @@ describe('store-aware scheduling', () => {
     expect(where[0]).toMatchObject({ path: busybox, job: 'test/www/prod/locality', current: true });
     expect(where[0].workloads).toEqual([{ id, status: 'running', node: 'warm' }]);
     const bad = await c.api('GET', '/api/store-paths');
-    expect(bad.status).toBe(400);
+    expect(bad.status).toBe(422);
+    expect(bad.body.error.code).toBe('VALIDATION_FAILED');
   });
 });
