@@ -12,11 +12,11 @@ import type { LogLine, WorkloadAssignment } from '../spec/messages.js';
 import { cgroupLaunch, createWorkloadCgroup } from './cgroups.js';
 import type { AgentOptions } from './options.js';
 import { writePids } from './orphans.js';
+import type { Running } from './running.js';
 import { bubblewrapUsable, hostLaunch, sandboxLaunch } from './sandbox.js';
 import { provideSecrets } from './secrets.js';
 import { type LaunchContext, type LaunchSpec, plainLaunch } from './thermos/cmdline.js';
 import { TaskRunner, type TaskSnapshot } from './thermos/process-executor.js';
-import type { Running } from './workload-run.js';
 
 /** The environment every process of the workload starts with; provides its secrets on the way. */
 export async function workloadEnv(

@@ -14,27 +14,12 @@ import { type Health, HealthChecker, healthCheckPort } from './health.js';
 import { WorkloadLogStore } from './logs/log-store.js';
 import type { AgentOptions } from './options.js';
 import { RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
+import type { Running } from './running.js';
 import { removeSecrets } from './secrets.js';
 import type { TaskSnapshot } from './thermos/process-executor.js';
 import { freePort, launchWorkload, workloadEnv } from './workload-launch.js';
 
-export interface Running {
-  assignment: WorkloadAssignment;
-  status: WorkloadStatus;
-  stop: (reason: string) => Promise<unknown>;
-  logs: WorkloadLogStore;
-  ports: Record<string, number>;
-  stopping: boolean;
-  /** The workload's cgroup directory, when limits are enforced. */
-  cgroup?: string;
-  /** What realising its closure fetched from the cache. */
-  fetched?: { paths: number; bytes: number };
-  /** The HTTP health check, for jobs with a health_check_config, and its verdict. */
-  checker?: HealthChecker;
-  health?: Health;
-  /** Set when the health check failed the workload: it ends `failed` with this reason. */
-  healthFailure?: string;
-}
+export type { Running } from './running.js';
 
 export interface WorkloadRunsOptions {
   agent: AgentOptions;

@@ -14,8 +14,7 @@ import { fingerprint, hashPart, type NarInfo, renderNarInfo } from '../../lib/na
 import { NarFormatError, NarValidator } from '../../lib/nar-parse.js';
 import { formatSha256, toNixBase32 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
-import { signFingerprint } from './key.js';
-import type { CacheStore } from './store.js';
+import { type CacheKey, signFingerprint } from './key.js';
 
 /** What the uploader says about the path; every field is checked or signed as given. */
 export interface IngestClaim {
@@ -95,9 +94,22 @@ async function fsyncFile(path: string): Promise<void> {
   }
 }
 
+/** What ingesting needs of the cache's storage (CacheStore provides it; declared here so the two modules do not import each other). */
+export interface IngestTarget {
+  readonly maxNarBytes: number;
+  readonly brotliQuality: number;
+  readonly tmpDir: string;
+  readonly narDir: string;
+  readonly key: CacheKey;
+  narinfoFile(storePath: string): string;
+  remember(hash: string, text: string, info: NarInfo): unknown;
+  has(storePath: string): Promise<boolean>;
+  pathOfHash(hash: string): Promise<string | null>;
+}
+
 /** Checks references, streams the body into the cache and publishes it; see the module header. */
 export async function ingestNar(
-  store: CacheStore,
+  store: IngestTarget,
   storePath: string,
   claim: IngestClaim,
   body: NodeJS.ReadableStream,
