@@ -140,7 +140,7 @@ in
     cacheDir = mkOption {
       type = types.nullOr types.path;
       default = null;
-      description = "Where the binary cache keeps its key and NARs (MXC_CACHE_DIR, e.g. a directory shared by several coordinators); made writable for the service. Unset: under the state directory. Note: a coordinator that does not read MXC_CACHE_DIR yet keeps its cache in the state directory.";
+      description = "Where the binary cache keeps its key and NARs (MXC_CACHE_DIR, e.g. a directory shared by several coordinators); made writable for the service. Unset: under the state directory.";
     };
 
     heartbeatTtl = mkOption {
