@@ -4,6 +4,7 @@ import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
+import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
   json?: boolean;
@@ -11,6 +12,7 @@ interface Opts extends ClientOptions {
 
 /** Service discovery: the job's serving instances with host and named ports. */
 export async function endpoints(id: string, opts: Opts) {
+  id = await resolveId(new ApiClient(opts), 'job', id);
   const e = await new ApiClient(opts).get(`/api/jobs/${encodeURIComponent(id)}/endpoints`, api.JobEndpoints);
   if (opts.json) return printJson(e);
   printTable(
@@ -68,6 +70,7 @@ export async function list(opts: Opts) {
 }
 
 export async function show(id: string, opts: Opts) {
+  id = await resolveId(new ApiClient(opts), 'job', id);
   const j = await new ApiClient(opts).get(`/api/jobs/${encodeURIComponent(id)}`, api.JobDetail);
   if (opts.json) return printJson(j);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(10))}${v}\n`);
@@ -94,12 +97,14 @@ export async function show(id: string, opts: Opts) {
 }
 
 export async function stop(id: string, opts: Opts) {
+  id = await resolveId(new ApiClient(opts), 'job', id);
   const r = await new ApiClient(opts).post(`/api/jobs/${encodeURIComponent(id)}/stop`, api.StopJobResult);
   if (opts.json) return printJson(r);
   process.stdout.write(`${r.job.key}: stopped (${r.stopped} workload(s) stopping)\n`);
 }
 
 export async function restart(id: string, opts: Opts) {
+  id = await resolveId(new ApiClient(opts), 'job', id);
   const r = await new ApiClient(opts).post(
     `/api/jobs/${encodeURIComponent(id)}/restart`,
     api.RestartJobResult,
@@ -113,6 +118,7 @@ export async function restart(id: string, opts: Opts) {
 }
 
 export async function versions(id: string, opts: Opts) {
+  id = await resolveId(new ApiClient(opts), 'job', id);
   const rows = await new ApiClient(opts).get(
     `/api/jobs/${encodeURIComponent(id)}/versions`,
     z.array(api.JobVersion),
@@ -199,6 +205,7 @@ export async function revert(id: string, version: string, opts: Opts) {
   const n = Number(version);
   if (!Number.isInteger(n) || n < 1) throw new CliError(`VERSION is a version number, got "${version}"`, 2);
   const client = new ApiClient(opts);
+  id = await resolveId(client, 'job', id);
   const versions = await client.get(`/api/jobs/${encodeURIComponent(id)}/versions`, z.array(api.JobVersion));
   const v = versions.find((x) => x.version === n);
   if (!v)

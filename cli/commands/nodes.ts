@@ -3,6 +3,7 @@ import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
+import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
   json?: boolean;
@@ -35,6 +36,7 @@ export async function list(opts: Opts & { limit?: string }) {
 const round = (x: number) => Math.round(x * 100) / 100;
 
 export async function show(id: string, opts: Opts) {
+  id = await resolveId(new ApiClient(opts), 'node', id);
   const n = await new ApiClient(opts).get(`/api/nodes/${encodeURIComponent(id)}`, api.NodeDetail);
   if (opts.json) return printJson(n);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(14))}${v}\n`);
@@ -63,6 +65,7 @@ export async function show(id: string, opts: Opts) {
 }
 
 export async function drain(id: string, opts: Opts & { undo?: boolean }) {
+  id = await resolveId(new ApiClient(opts), 'node', id);
   const n = await new ApiClient(opts).post(
     `/api/nodes/${encodeURIComponent(id)}/${opts.undo ? 'undrain' : 'drain'}`,
     api.Node,
@@ -73,6 +76,7 @@ export async function drain(id: string, opts: Opts & { undo?: boolean }) {
 
 /** Forgets a node, e.g. after reinstalling its machine: its next join gets a new node secret. */
 export async function remove(id: string, opts: Opts) {
+  id = await resolveId(new ApiClient(opts), 'node', id);
   const r = await new ApiClient(opts).delete(`/api/nodes/${encodeURIComponent(id)}`, api.RemovedNode);
   if (opts.json) return printJson(r);
   process.stdout.write(`${r.name}: removed (${r.lost} workload(s) replaced elsewhere)

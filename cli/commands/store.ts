@@ -5,6 +5,7 @@ import { readJobInput } from '../../compiler/job-input.js';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { color, printJson, printTable, statusColor } from '../output.js';
+import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
   json?: boolean;
@@ -39,11 +40,9 @@ export async function where(needle: string, opts: Opts) {
 
 export async function prewarm(id: string, file: string | undefined, opts: Opts) {
   const body = file ? (await readJobInput(file, file)).spec : undefined;
-  const r = await new ApiClient(opts).post(
-    `/api/jobs/${encodeURIComponent(id)}/prewarm`,
-    api.PrewarmResult,
-    body,
-  );
+  const client = new ApiClient(opts);
+  id = await resolveId(client, 'job', id);
+  const r = await client.post(`/api/jobs/${encodeURIComponent(id)}/prewarm`, api.PrewarmResult, body);
   if (opts.json) return printJson(r);
   process.stdout.write(`closure: ${r.paths} path(s), ${size(r.bytes)}\n`);
   printTable(

@@ -5,6 +5,7 @@ import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { ago, color, printJson, printTable, statusColor } from '../output.js';
+import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
   json?: boolean;
@@ -36,30 +37,8 @@ export async function list(opts: Opts & { status?: string; job?: string; node?: 
   );
 }
 
-/**
- * A workload id, or a unique prefix of one (`hello_world-0-1a`); an ambiguous prefix is a usage error
- * listing the candidates.
- */
-async function resolveId(client: ApiClient, id: string): Promise<string> {
-  try {
-    return (await client.get(`/api/workloads/${encodeURIComponent(id)}`, api.Workload)).id;
-  } catch (err) {
-    if (!(err instanceof CliError) || err.code !== 'NOT_FOUND') throw err;
-    const all = await client.get('/api/workloads?limit=10000', z.array(api.Workload));
-    const hits = all.filter((w) => w.id.startsWith(id)).map((w) => w.id);
-    if (hits.length === 1) return hits[0]!;
-    if (hits.length > 1)
-      throw new CliError(
-        `"${id}" names ${hits.length} workloads; say which:\n  ${hits.slice(0, 20).join('\n  ')}`,
-        2,
-        'AMBIGUOUS',
-      );
-    throw err;
-  }
-}
-
 export async function show(id: string, opts: Opts) {
-  id = await resolveId(new ApiClient(opts), id);
+  id = await resolveId(new ApiClient(opts), 'workload', id);
   const w = await new ApiClient(opts).get(`/api/workloads/${encodeURIComponent(id)}`, api.WorkloadDetail);
   if (opts.json) return printJson(w);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(12))}${v}\n`);
@@ -131,14 +110,14 @@ export async function create(file: string, opts: Opts) {
 }
 
 export async function stop(id: string, opts: Opts) {
-  id = await resolveId(new ApiClient(opts), id);
+  id = await resolveId(new ApiClient(opts), 'workload', id);
   const w = await new ApiClient(opts).post(`/api/workloads/${encodeURIComponent(id)}/stop`, api.Workload);
   if (opts.json) return printJson(w);
   process.stdout.write(`${w.id}: ${statusColor(w.status)}\n`);
 }
 
 export async function events(id: string, opts: Opts) {
-  id = await resolveId(new ApiClient(opts), id);
+  id = await resolveId(new ApiClient(opts), 'workload', id);
   const rows = await new ApiClient(opts).get(
     `/api/workloads/${encodeURIComponent(id)}/events`,
     z.array(api.WorkloadEvent),
@@ -181,7 +160,7 @@ export async function logs(
   opts: Opts & { process?: string; follow?: boolean; tail?: string; timestamps?: boolean },
 ) {
   const client = new ApiClient(opts);
-  id = await resolveId(client, id);
+  id = await resolveId(client, 'workload', id);
   const q = new URLSearchParams();
   if (opts.process) {
     await checkProcess(client, id, opts.process);

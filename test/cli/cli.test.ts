@@ -161,5 +161,68 @@ describe('mxc CLI', () => {
       expect(badStatus.exitCode).toBe(1);
       expect(badStatus.stderr).toMatch(/VALIDATION_FAILED/);
     });
+
+    it('resolves unique prefixes of job and node ids; ambiguous ones list the candidates', async () => {
+      const other = await execa('node', [repoPath('bin', 'mxc.js'), 'submit', '--wait', '--json'], {
+        input: JSON.stringify(plainJob({ name: 'other', instances: 1 })),
+        env,
+        reject: false,
+      });
+      expect(other.exitCode, other.stderr).toBe(0);
+      const jobs = JSON.parse((await mxc(['jobs', 'list', '--json'], env)).stdout) as {
+        id: string;
+        key: string;
+      }[];
+      const otherJob = jobs.find((j) => j.key === 'test/www/prod/other')!;
+      // By a prefix of its id, of its key or of its name.
+      for (const prefix of [otherJob.id.slice(0, 8), 'test/www/prod/oth', 'oth']) {
+        const r = await mxc(['jobs', 'show', prefix, '--json'], env);
+        expect(r.exitCode, r.stderr).toBe(0);
+        expect(JSON.parse(r.stdout).key).toBe('test/www/prod/other');
+      }
+      const versions = await mxc(['jobs', 'versions', 'oth', '--json'], env);
+      expect(JSON.parse(versions.stdout)).toHaveLength(1);
+      const ambiguousJob = await mxc(['jobs', 'stop', 'test/www/prod/'], env);
+      expect(ambiguousJob.exitCode).toBe(2);
+      expect(ambiguousJob.stderr).toMatch(
+        /"test\/www\/prod\/" names 2 jobs; say which:\n {2}test\/www\/prod\/clijob\n {2}test\/www\/prod\/other$/,
+      );
+      const stillRunning = JSON.parse((await mxc(['jobs', 'show', 'other', '--json'], env)).stdout);
+      expect(stillRunning.status).toBe('active');
+      const noJob = await mxc(['jobs', 'endpoints', 'zzz', '--json'], env);
+      expect(noJob.exitCode).toBe(1);
+      expect(JSON.parse(noJob.stdout).error.code).toBe('NOT_FOUND');
+
+      const second = await new ProtocolAgent({ url: c.url, name: 'cli-node-2' }).connect();
+      try {
+        const nodes = JSON.parse((await mxc(['nodes', 'list', '--json'], env)).stdout) as {
+          id: string;
+          name: string;
+        }[];
+        const n2 = nodes.find((n) => n.name === 'cli-node-2')!;
+        const byId = await mxc(['nodes', 'show', n2.id.slice(0, 8), '--json'], env);
+        expect(byId.exitCode, byId.stderr).toBe(0);
+        expect(JSON.parse(byId.stdout).name).toBe('cli-node-2');
+        const ambiguousNode = await mxc(['nodes', 'drain', 'cli-'], env);
+        expect(ambiguousNode.exitCode).toBe(2);
+        expect(ambiguousNode.stderr).toMatch(
+          /"cli-" names 2 nodes; say which:\n {2}cli-node\n {2}cli-node-2$/,
+        );
+        const after = JSON.parse((await mxc(['nodes', 'list', '--json'], env)).stdout) as {
+          status: string;
+        }[];
+        expect(after.map((n) => n.status)).toEqual(['ready', 'ready']);
+        const drained = await mxc(['nodes', 'drain', 'cli-node-'], env);
+        expect(drained.stdout).toMatch(/cli-node-2: draining/);
+        expect((await mxc(['nodes', 'drain', 'cli-node-', '--undo'], env)).stdout).toMatch(
+          /cli-node-2: ready/,
+        );
+        const noNode = await mxc(['nodes', 'remove', 'nope'], env);
+        expect(noNode.exitCode).toBe(1);
+        expect(noNode.stderr).toMatch(/node "nope" not found; list them with `mxc nodes list` \[NOT_FOUND\]/);
+      } finally {
+        second.close();
+      }
+    });
   });
 });
