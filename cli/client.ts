@@ -12,6 +12,8 @@ export interface ClientOptions {
   token?: string;
   /** A file holding the token (--token-file; MXC_API_TOKEN_FILE in the environment). */
   tokenFile?: string;
+  /** Give up on a request after this long (shell completion must not hang on a dead coordinator). */
+  timeoutMs?: number;
 }
 
 /** The coordinator URL and token from flags and the environment, checked (bad values exit 2). */
@@ -35,9 +37,11 @@ function clientSettings(opts: ClientOptions) {
 export class ApiClient {
   readonly base: string;
   readonly token?: string;
+  readonly timeoutMs?: number;
 
   constructor(opts: ClientOptions) {
     const s = clientSettings(opts);
+    this.timeoutMs = opts.timeoutMs;
     this.base = s.MXC_COORDINATOR![0]!.replace(/\/+$/, '');
     this.token = s.MXC_API_TOKEN;
   }
@@ -52,6 +56,7 @@ export class ApiClient {
         method,
         headers: this.headers(body !== undefined ? { 'content-type': 'application/json' } : {}),
         body: body !== undefined ? JSON.stringify(body) : undefined,
+        ...(this.timeoutMs ? { signal: AbortSignal.timeout(this.timeoutMs) } : {}),
       });
     } catch (err) {
       throw new CliError(

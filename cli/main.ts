@@ -363,6 +363,11 @@ example(
   'eval "$(npx mxc completion bash)"',
 ).action(async (shell: string) => (await import('./commands/completion.js')).completion(shell, program));
 
+// For the completion scripts: live ids, one a line, nothing when the coordinator is not there.
+client(program.command('__complete <kind>', { hidden: true }))
+  .description('live workload ids, job keys or node names for shell completion')
+  .action(lazy(() => import('./commands/completion.js'), 'complete'));
+
 example(program.command('version').description('print the mxc version'), 'npx mxc version').action(() => {
   process.stdout.write(`mxc ${VERSION}\n`);
 });

@@ -224,5 +224,44 @@ describe('mxc CLI', () => {
         second.close();
       }
     });
+
+    it('completes live workload ids, job keys and node names in bash', async () => {
+      const script = (await mxc(['completion', 'bash'])).stdout;
+      const live = JSON.parse((await mxc(['workloads', 'list', '--json'], env)).stdout) as { id: string }[];
+      expect(live.length).toBeGreaterThan(0);
+      /** COMPREPLY after completing `mxc WORDS…` (the last word is the one being completed). */
+      const complete = async (words: string[], extraEnv: Record<string, string> = env) => {
+        const r = await execa(
+          'bash',
+          [
+            '-c',
+            `eval "$SCRIPT"; COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); _mxc; printf '%s\\n' "\${COMPREPLY[@]}"`,
+            'bash',
+            repoPath('bin', 'mxc.js'),
+            ...words,
+          ],
+          { env: { ...extraEnv, SCRIPT: script }, reject: false },
+        );
+        expect(r.exitCode, r.stderr).toBe(0);
+        return r.stdout.split('\n').filter(Boolean);
+      };
+      expect(await complete(['workloads', 'logs', ''])).toEqual(expect.arrayContaining([live[0]!.id]));
+      expect(await complete(['workloads', 'show', live[0]!.id.slice(0, -3)])).toEqual([live[0]!.id]);
+      expect(await complete(['jobs', 'show', 'test/www/prod/o'])).toEqual(['test/www/prod/other']);
+      // (the node of the test before is down now; it is still a node to show or remove)
+      expect(await complete(['nodes', 'drain', 'cli'])).toEqual(['cli-node', 'cli-node-2']);
+      expect(await complete(['workloads', 'list', '--job', 'test/www/prod/c'])).toEqual([
+        'test/www/prod/clijob',
+      ]);
+      // Options still complete as before, and `-c URL` on the line is the coordinator asked.
+      expect(await complete(['jobs', 'show', '--js'])).toEqual(['--json']);
+      expect(await complete(['nodes', 'show', '-c', c.url, ''], {})).toEqual(['cli-node', 'cli-node-2']);
+      expect(await complete(['nodes', 'show', '-c', ''], {})).not.toContain('cli-node');
+      // No coordinator there: nothing offered, no error shown.
+      expect(await complete(['jobs', 'show', ''], { MXC_COORDINATOR: 'http://127.0.0.1:9' })).toEqual([]);
+      const quiet = await mxc(['__complete', 'jobs'], { MXC_COORDINATOR: 'http://127.0.0.1:9' });
+      expect([quiet.exitCode, quiet.stdout, quiet.stderr]).toEqual([0, '', '']);
+      expect((await mxc(['__complete', 'nodes'], env)).stdout).toBe('cli-node\ncli-node-2');
+    });
   });
 });
