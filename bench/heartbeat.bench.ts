@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinatorProcess } from './lib/coordinator-process.js';
-import { getJson } from './lib/http.js';
+import { getAllPages } from './lib/http.js';
 import { createBenchDb } from './lib/pg.js';
 import { cpuMark, RssSampler, rssBytes } from './lib/proc.js';
 import { Report } from './lib/report.js';
@@ -83,7 +83,7 @@ export async function main(): Promise<void> {
     const deadline = Date.now() + (ttlS + 60) * 1000;
     while (Date.now() < deadline) {
       const t = performance.now();
-      const nodes = await getJson<{ name: string; status: string }[]>(`${coord.url}/api/nodes`);
+      const nodes = await getAllPages<{ name: string; status: string }>(`${coord.url}/api/nodes`);
       pollTimes.push(performance.now() - t);
       polls++;
       if (nodes.find((n) => n.name === victim)?.status === 'down') {
@@ -167,6 +167,6 @@ export async function main(): Promise<void> {
 }
 
 async function countDown(url: string): Promise<number> {
-  const nodes = await getJson<{ status: string }[]>(`${url}/api/nodes`);
+  const nodes = await getAllPages<{ status: string }>(`${url}/api/nodes`);
   return nodes.filter((n) => n.status === 'down').length;
 }

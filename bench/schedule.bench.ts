@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinatorProcess } from './lib/coordinator-process.js';
 import { formatProfile, summariseProfile } from './lib/cpu-profile.js';
-import { getJson, pool, postJson } from './lib/http.js';
+import { getAllPages, pool, postJson } from './lib/http.js';
 import { createBenchDb, queryOnce } from './lib/pg.js';
 import { cpuMark, RssSampler, rssBytes } from './lib/proc.js';
 import { Report } from './lib/report.js';
@@ -102,7 +102,7 @@ export async function main(): Promise<void> {
       (n) => r.progress(`${fmt(n)} agents joined`),
     );
     const joinS = (performance.now() - tc) / 1000;
-    const nodes = await getJson<{ status: string }[]>(`${coord.url}/api/nodes`);
+    const nodes = await getAllPages<{ status: string }>(`${coord.url}/api/nodes`);
     const ready = nodes.filter((n) => n.status === 'ready').length;
     if (ready < agentsN) throw new Error(`only ${ready} of ${agentsN} nodes are ready after joining`);
     r.progress(

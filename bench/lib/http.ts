@@ -7,6 +7,27 @@ export async function getJson<T>(url: string, token?: string): Promise<T> {
   return body.data as T;
 }
 
+/** Every item of a paged list (`{ data, next_cursor }`), following the cursor 1,000 at a time. */
+export async function getAllPages<T>(url: string, token?: string): Promise<T[]> {
+  const all: T[] = [];
+  let cursor: string | null = null;
+  do {
+    const u = new URL(url);
+    u.searchParams.set('limit', '1000');
+    if (cursor) u.searchParams.set('cursor', cursor);
+    const res = await fetch(u, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    const body = (await res.json()) as {
+      data?: T[];
+      next_cursor?: string | null;
+      error?: { message: string };
+    };
+    if (!res.ok) throw new Error(`GET ${u}: ${res.status} ${body.error?.message ?? ''}`);
+    all.push(...(body.data ?? []));
+    cursor = body.next_cursor ?? null;
+  } while (cursor);
+  return all;
+}
+
 export async function postJson<T>(url: string, payload: unknown, token?: string): Promise<T> {
   const res = await fetch(url, {
     method: 'POST',
