@@ -10,7 +10,7 @@ import type { LogLine, WorkloadAssignment, WorkloadStatus } from '../spec/messag
 import { removeWorkloadCgroup } from './cgroups.js';
 import type { CoordinatorConnection } from './connection.js';
 import { addIndirectRoots, prepareWorkloadRoot, removeWorkloadRoots } from './gc.js';
-import { type Health, HealthChecker, healthCheckPort } from './health.js';
+import { HealthChecker, healthCheckPort } from './health.js';
 import { WorkloadLogStore } from './logs/log-store.js';
 import type { AgentOptions } from './options.js';
 import { RealiseError, type RealiseProgress, realiseClosure } from './realise.js';
