@@ -11,6 +11,7 @@ interface Node {
   name: string;
   subcommands: Node[];
   options: string[];
+  aliases: string[];
   /** What the first argument names, when it is a workload, job or node id: the `__complete` kind. */
   ids?: string;
 }
@@ -25,6 +26,7 @@ function tree(cmd: Command, parent?: string): Node {
     // `__complete` and the like are for the scripts, not for people.
     subcommands: cmd.commands.filter((c) => !c.name().startsWith('__')).map((c) => tree(c, cmd.name())),
     options: cmd.options.flatMap((o) => [o.long, o.short].filter((x): x is string => !!x)).concat('--help'),
+    aliases: cmd.aliases(),
     ...(group && cmd.registeredArguments[0]?.name() === 'id' ? { ids: group } : {}),
   };
 }
@@ -43,19 +45,21 @@ const BASH_IDS = `_mxc_ids() {
   done
   "\${COMP_WORDS[0]}" __complete "$1" "\${c[@]}" 2>/dev/null
 }
-# How many arguments (not options, not option values) precede the word being completed; -1 when that
-# word is an option's value.
-_mxc_pos() {
-  local i n=0
+# The arguments (not options, not option values) before the word being completed, in _mxc_w, so
+# \`mxc -c URL jobs show <TAB>\` completes as \`mxc jobs show <TAB>\`; _mxc_value is set when that word is
+# an option's value.
+_mxc_args() {
+  local i
+  _mxc_w=() _mxc_value=
   for ((i = 1; i < COMP_CWORD; i++)); do
     case "\${COMP_WORDS[i]}" in
       -c|--coordinator|--token|--token-file|--format|-p|--process|-n|--tail|--timeout) ((i++)) ;;
       -*) ;;
-      *) ((n++)) ;;
+      *) _mxc_w+=("\${COMP_WORDS[i]}") ;;
     esac
   done
-  ((i > COMP_CWORD)) && n=-1
-  echo "$n"
+  ((i > COMP_CWORD)) && _mxc_value=1
+  return 0
 }`;
 
 function bash(root: Node): string {
@@ -65,13 +69,13 @@ function bash(root: Node): string {
       const inner = c.subcommands
         .map((s) => {
           const ids = s.ids
-            ? `[[ "$cur" != -* ]] && [ "$(_mxc_pos)" -eq 2 ] && { COMPREPLY=( $(compgen -W "$(_mxc_ids ${s.ids})" -- "$cur") ); return; }; `
+            ? `[[ -z "$_mxc_value" && "$cur" != -* && \${#_mxc_w[@]} -eq 2 ]] && { COMPREPLY=( $(compgen -W "$(_mxc_ids ${s.ids})" -- "$cur") ); return; }; `
             : '';
           return `        ${s.name}) ${ids}COMPREPLY=( $(compgen -W "${s.options.join(' ')}" -- "$cur") ); return ;;`;
         })
         .join('\n');
-      return `    ${c.name})
-      case "\${COMP_WORDS[2]}" in
+      return `    ${[c.name, ...c.aliases].join('|')})
+      case "\${_mxc_w[1]}" in
 ${inner}
       esac
       COMPREPLY=( $(compgen -W "${words}" -- "$cur") ); return ;;`;
@@ -80,15 +84,17 @@ ${inner}
   return `# bash completion for mxc: eval "$(mxc completion bash)"
 ${BASH_IDS}
 _mxc() {
-  local cur="\${COMP_WORDS[COMP_CWORD]}"
+  local cur="\${COMP_WORDS[COMP_CWORD]}" _mxc_w _mxc_value
+  _mxc_args
   case "\${COMP_WORDS[COMP_CWORD-1]}" in
     --job) COMPREPLY=( $(compgen -W "$(_mxc_ids jobs)" -- "$cur") ); return ;;
     --node) COMPREPLY=( $(compgen -W "$(_mxc_ids nodes)" -- "$cur") ); return ;;
   esac
-  if [ "$COMP_CWORD" -eq 1 ]; then
+  [ -n "$_mxc_value" ] && return
+  if [ "\${#_mxc_w[@]}" -eq 0 ]; then
     COMPREPLY=( $(compgen -W "${root.subcommands.map((c) => c.name).join(' ')} --help --version" -- "$cur") ); return
   fi
-  case "\${COMP_WORDS[1]}" in
+  case "\${_mxc_w[0]}" in
 ${cases}
   esac
 }

@@ -257,6 +257,15 @@ describe('mxc CLI', () => {
       expect(await complete(['jobs', 'show', '--js'])).toEqual(['--json']);
       expect(await complete(['nodes', 'show', '-c', c.url, ''], {})).toEqual(['cli-node', 'cli-node-2']);
       expect(await complete(['nodes', 'show', '-c', ''], {})).not.toContain('cli-node');
+      // Options before the command, and the `wl` alias, do not confuse it.
+      expect(await complete(['-c', c.url, 'wl', 'events', live[0]!.id.slice(0, -3)], {})).toEqual([
+        live[0]!.id,
+      ]);
+      expect(await complete(['-c', c.url, 'jo'], {})).toEqual(['jobs']);
+      expect(await complete(['jobs', '--json', 'show', 'test/www/prod/o'])).toEqual(['test/www/prod/other']);
+      expect(await complete(['jobs', 'revert', 'test/www/prod/other', ''])).not.toContain(
+        'test/www/prod/other',
+      );
       // No coordinator there: nothing offered, no error shown.
       expect(await complete(['jobs', 'show', ''], { MXC_COORDINATOR: 'http://127.0.0.1:9' })).toEqual([]);
       const quiet = await mxc(['__complete', 'jobs'], { MXC_COORDINATOR: 'http://127.0.0.1:9' });
