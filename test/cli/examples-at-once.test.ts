@@ -3,14 +3,12 @@
  * 2 on the project's machine): their demands fit together, and submitted together (batch last, so it
  * frees nothing for the others) every workload is placed; none waits for capacity.
  */
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { eventually } from '../helpers/protocol-agent.js';
-import { mxc, UpProcess, upDatabase } from './up-harness.js';
+import { mxc, startUpCluster, type UpCluster } from './up-harness.js';
 
 interface W {
   id: string;
@@ -21,27 +19,16 @@ interface W {
 }
 
 describe('all examples at once on mxc up', () => {
-  let dir: string;
-  let db: Awaited<ReturnType<typeof upDatabase>>;
-  let up: UpProcess;
+  let cluster: UpCluster;
   let env: Record<string, string>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'mxc-examples-'));
-    db = await upDatabase();
-    // The agent offers what it detects, as `npm start` does; the project's machine has 2 cores.
-    up = await UpProcess.start({
-      dataDir: join(dir, 'data'),
-      databaseUrl: db.url,
-      env: { MXC_AGENT_CPU: '2' },
-    });
-    env = { MXC_COORDINATOR: up.url, MXC_API_TOKEN: '' };
+    cluster = await startUpCluster('examples', { MXC_AGENT_CPU: '2' });
+    ({ env } = cluster);
   });
 
   afterAll(async () => {
-    await up?.stop();
-    await db?.drop();
-    await rm(dir, { recursive: true, force: true });
+    await cluster?.stop();
   });
 
   it('places every workload of every example on the one 2-core node', async () => {

@@ -2,13 +2,12 @@
  * `mxc jobs plan` (a dry run: new / changed / unchanged, instances, closure diff, fit; nothing changes)
  * and `mxc jobs revert`, with the real CLI against a real `mxc up`.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
-import { mxc, UpProcess, upDatabase } from './up-harness.js';
+import { mxc, startUpCluster, type UpCluster } from './up-harness.js';
 
 /** hello_world with another greeting and cpu: the same job key, a changed spec. */
 async function helloVariant(dir: string, greeting: string, cpu: string): Promise<string> {
@@ -31,9 +30,8 @@ async function helloVariant(dir: string, greeting: string, cpu: string): Promise
 }
 
 describe('mxc jobs plan and revert', () => {
+  let cluster: UpCluster;
   let dir: string;
-  let db: Awaited<ReturnType<typeof upDatabase>>;
-  let up: UpProcess;
   let env: Record<string, string>;
   const plan = async (path: string) => {
     const r = await mxc(['jobs', 'plan', path, '--json'], { env });
@@ -42,16 +40,12 @@ describe('mxc jobs plan and revert', () => {
   };
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'mxc-plan-'));
-    db = await upDatabase();
-    up = await UpProcess.start({ dataDir: join(dir, 'data'), databaseUrl: db.url });
-    env = { MXC_COORDINATOR: up.url, MXC_API_TOKEN: '' };
+    cluster = await startUpCluster('plan');
+    ({ dir, env } = cluster);
   });
 
   afterAll(async () => {
-    await up?.stop();
-    await db?.drop();
-    await rm(dir, { recursive: true, force: true });
+    await cluster?.stop();
   });
 
   it('says what a submit would do and changes nothing', async () => {

@@ -3,34 +3,28 @@
  * arrives, the burst just before the end and the exit lines included, and the command then ends by itself.
  * The dashboard follows through the same route (`followLogs` in the UI's api.js).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
-import { mxc, UpProcess, upDatabase } from './up-harness.js';
+import { mxc, startUpCluster, type UpCluster } from './up-harness.js';
 
 const LINES = 2000;
 
 describe('mxc workloads logs -f', () => {
+  let cluster: UpCluster;
   let dir: string;
-  let db: Awaited<ReturnType<typeof upDatabase>>;
-  let up: UpProcess;
   let env: Record<string, string>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'mxc-logs-'));
-    db = await upDatabase();
-    up = await UpProcess.start({ dataDir: join(dir, 'data'), databaseUrl: db.url });
-    env = { MXC_COORDINATOR: up.url, MXC_API_TOKEN: '' };
+    cluster = await startUpCluster('logs');
+    ({ dir, env } = cluster);
   });
 
   afterAll(async () => {
-    await up?.stop();
-    await db?.drop();
-    await rm(dir, { recursive: true, force: true });
+    await cluster?.stop();
   });
 
   it('delivers every line of an ending workload, its exit line last, then ends', async () => {

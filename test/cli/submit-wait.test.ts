@@ -4,13 +4,12 @@
  * exit with the reason as soon as an instance fails, within seconds when nothing can place a workload,
  * and a coded error (never "internal error") for a closure path missing from the local store.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
-import { mxc, UpProcess, upDatabase } from './up-harness.js';
+import { mxc, startUpCluster, type UpCluster } from './up-harness.js';
 
 /** A one-process job built from nixlib into the store; returns the store path of its JSON. */
 async function buildJob(dir: string, name: string, cmdline: string, extra = '', cpu = '0.1') {
@@ -31,22 +30,17 @@ async function buildJob(dir: string, name: string, cmdline: string, extra = '', 
 }
 
 describe('mxc submit --wait', () => {
+  let cluster: UpCluster;
   let dir: string;
-  let db: Awaited<ReturnType<typeof upDatabase>>;
-  let up: UpProcess;
   let env: Record<string, string>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'mxc-wait-'));
-    db = await upDatabase();
-    up = await UpProcess.start({ dataDir: join(dir, 'data'), databaseUrl: db.url });
-    env = { MXC_COORDINATOR: up.url, MXC_API_TOKEN: '' };
+    cluster = await startUpCluster('wait');
+    ({ dir, env } = cluster);
   });
 
   afterAll(async () => {
-    await up?.stop();
-    await db?.drop();
-    await rm(dir, { recursive: true, force: true });
+    await cluster?.stop();
   });
 
   it('a service with a health check: 0 once it is healthy, with progress on the way', async () => {

@@ -3,6 +3,9 @@
  * ephemeral port with its own data dir and a fresh PostgreSQL database; its output is kept for checks.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { repoPath } from '../../scheduler/paths.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
@@ -101,4 +104,28 @@ export class UpProcess {
 export async function upDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
   const { url, name } = await createPostgresDb();
   return { url, drop: () => dropPostgresDb(name) };
+}
+
+/** A real `mxc up` on its own PostgreSQL database and temp dir, with the env the CLI needs to reach it. */
+export interface UpCluster {
+  dir: string;
+  up: UpProcess;
+  env: Record<string, string>;
+  stop: () => Promise<void>;
+}
+
+export async function startUpCluster(prefix: string, upEnv: Record<string, string> = {}): Promise<UpCluster> {
+  const dir = await mkdtemp(join(tmpdir(), `mxc-${prefix}-`));
+  const db = await upDatabase();
+  const up = await UpProcess.start({ dataDir: join(dir, 'data'), databaseUrl: db.url, env: upEnv });
+  return {
+    dir,
+    up,
+    env: { MXC_COORDINATOR: up.url, MXC_API_TOKEN: '' },
+    async stop() {
+      await up.stop();
+      await db.drop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
