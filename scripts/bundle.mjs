@@ -10,18 +10,9 @@ import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { BUNDLE_EXTERNAL } from './bundle-external.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-
-export const BUNDLE_EXTERNAL = [
-  '@electric-sql/pglite',
-  'pino',
-  'pino-pretty',
-  // Optional add-ons that ws and pg try to load and do without.
-  'bufferutil',
-  'utf-8-validate',
-  'pg-native',
-];
 
 // Chunk names carry content hashes: start empty so old chunks do not pile up.
 rmSync(join(root, 'dist', 'bundle'), { recursive: true, force: true });

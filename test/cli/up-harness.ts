@@ -50,11 +50,14 @@ export class UpProcess {
     args?: string[];
     env?: Record<string, string>;
     timeoutMs?: number;
+    /** Another mxc executable (a release) and the folder it runs in; the checkout's by default. */
+    bin?: string;
+    cwd?: string;
   }): Promise<UpProcess> {
     const child = spawn(
       process.execPath,
       [
-        repoPath('bin', 'mxc.js'),
+        opts.bin ?? repoPath('bin', 'mxc.js'),
         'up',
         '--port',
         '0',
@@ -63,7 +66,7 @@ export class UpProcess {
         ...(opts.args ?? ['--no-demo']),
       ],
       {
-        cwd: repoPath(),
+        cwd: opts.cwd ?? repoPath(),
         env: {
           ...process.env,
           DATABASE_URL: opts.databaseUrl,
