@@ -65,3 +65,10 @@ export function progress(label: string, done: number, total: number, extra = '')
   process.stderr.write(`\r${label} [${'#'.repeat(f)}${'.'.repeat(w - f)}] ${done}/${total} ${extra}\u001b[K`);
   if (done >= total) process.stderr.write('\n');
 }
+
+/** Bytes as MiB with one decimal (progress lines, transfer totals). */
+export const MiB = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+
+/** A byte count (or a signed difference) in B, KiB or MiB, whichever reads best. */
+export const bytes = (b: number) =>
+  Math.abs(b) < 1024 ? `${b} B` : Math.abs(b) < 1048576 ? `${(b / 1024).toFixed(1)} KiB` : MiB(b);

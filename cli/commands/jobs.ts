@@ -3,7 +3,7 @@ import { z } from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { ago, color, printJson, printTable, statusColor } from '../output.js';
+import { ago, bytes, color, printJson, printTable, statusColor } from '../output.js';
 import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
@@ -130,13 +130,6 @@ export async function versions(id: string, opts: Opts) {
   );
 }
 
-const size = (b: number) =>
-  Math.abs(b) < 1024
-    ? `${b} B`
-    : Math.abs(b) < 1048576
-      ? `${(b / 1024).toFixed(1)} KiB`
-      : `${(b / 1048576).toFixed(1)} MiB`;
-
 /** The closure of the job's roots with NAR sizes, from this machine's store; null when it is not all here. */
 async function localClosure(roots: string[]): Promise<{ path: string; nar_size: number }[] | null> {
   const { closureOf } = await import('../../lib/nix.js');
@@ -175,9 +168,9 @@ export async function plan(file: string | undefined, opts: Opts) {
   if (p.closure.known) {
     const delta = p.closure.size_delta;
     out(
-      `  closure    ${p.closure.paths} path(s), ${size(p.closure.size)}` +
+      `  closure    ${p.closure.paths} path(s), ${bytes(p.closure.size)}` +
         (p.current_version !== null
-          ? ` (${delta >= 0 ? '+' : '-'}${size(Math.abs(delta))}): ${p.closure.added.length} added, ${p.closure.removed.length} removed`
+          ? ` (${delta >= 0 ? '+' : '-'}${bytes(Math.abs(delta))}): ${p.closure.added.length} added, ${p.closure.removed.length} removed`
           : ''),
     );
     if (p.current_version !== null) {

@@ -3,9 +3,7 @@ import { PushError, pushClosure } from '../../compiler/push.js';
 import type { JobSpec } from '../../spec/job.js';
 import type { ApiClient } from '../client.js';
 import { CliError } from '../errors.js';
-import { progress } from '../output.js';
-
-const MiB = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+import { MiB, progress } from '../output.js';
 
 export async function pushJobClosure(
   client: ApiClient,

@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import * as api from '../../spec/api.js';
 import type { ApiClient } from '../client.js';
+import { MiB } from '../output.js';
 
 type W = Pick<
   z.infer<typeof api.Workload>,
@@ -51,7 +52,6 @@ export interface WaitOptions {
   pollMs?: number;
 }
 
-const MiB = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
 /** How an ended batch instance counts: `finished` (or a clean `stopped`) is success. */
 /** A batch instance succeeded when it ended by finishing (not stopped by a user, an update or a drain). */
 const succeeded = (w: W) => w.outcome === 'finished';
