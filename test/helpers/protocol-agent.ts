@@ -25,6 +25,29 @@ export interface ProtocolAgentOptions {
   secret?: string | null;
 }
 
+/** What a node offering nothing but plain processes reports (no nix, bubblewrap, QEMU or cgroups). */
+export const PLAIN_CAPABILITIES = {
+  os: 'linux',
+  arch: 'x64',
+  nix: null,
+  bubblewrap: false,
+  qemu: false,
+  kvm: false,
+  cgroups: false,
+  isolation: ['process' as const],
+  attributes: {},
+};
+
+/** A raw agent hello for tests that send frames themselves; `extra` adds or overrides fields. */
+export const helloFrame = (name: string, extra: Record<string, unknown> = {}) => ({
+  type: 'hello',
+  name,
+  version: 't',
+  resources: { cpu: 1, memory_mb: 512, disk_mb: 1000 },
+  capabilities: PLAIN_CAPABILITIES,
+  ...extra,
+});
+
 /** Node secrets issued to protocol agents in this process, by node name (a real agent's state dir). */
 const issuedSecrets = new Map<string, string>();
 

@@ -14,7 +14,7 @@ import { installErrorHandler } from '../../scheduler/api/error-handler.js';
 import * as nodesStore from '../../scheduler/store/nodes.js';
 import * as api from '../../spec/api.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+import { eventually, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 type Doc = {
   paths: Record<
@@ -198,17 +198,7 @@ describe('API contract', () => {
 
   it('pages /api/nodes in name order: every node once, a bad cursor or page size refused', async () => {
     c = await startTestCoordinator('pglite');
-    const capabilities = {
-      os: 'linux',
-      arch: 'x86_64',
-      nix: null,
-      bubblewrap: false,
-      qemu: false,
-      kvm: false,
-      cgroups: false,
-      isolation: ['process' as const],
-      attributes: {},
-    };
+    const capabilities = PLAIN_CAPABILITIES;
     const names = Array.from({ length: 7 }, (_, i) => `node-${String(6 - i).padStart(2, '0')}`);
     for (const [i, name] of names.entries())
       await nodesStore.upsertNode(c.db, {

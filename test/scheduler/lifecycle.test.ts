@@ -22,7 +22,7 @@ import { JobSpec } from '../../spec/job.js';
 import { WORKLOAD_STATUSES, type WorkloadStatus } from '../../spec/messages.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { dropPostgresDb, ENGINES, freshDb, PG_ADMIN_URL, urlFor } from '../helpers/db.js';
-import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+import { eventually, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 // The state machine as documented (spec/glossary): every pair not listed here must be refused.
 const ALLOWED_PAIRS = new Set([
@@ -53,17 +53,7 @@ describe('state machine', () => {
 const silent = pino({ level: 'silent' });
 const testNode = {
   resources: { cpu: 64, memory_mb: 65_536, disk_mb: 100_000 },
-  capabilities: {
-    os: 'linux',
-    arch: 'x64',
-    nix: null,
-    bubblewrap: false,
-    qemu: false,
-    kvm: false,
-    cgroups: false,
-    isolation: ['process' as const],
-    attributes: {},
-  },
+  capabilities: PLAIN_CAPABILITIES,
   version: 'test',
 };
 

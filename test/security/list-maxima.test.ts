@@ -5,6 +5,7 @@ import WebSocket from 'ws';
 import { MAX_MISSING_PATHS } from '../../scheduler/cache/index.js';
 import { MAX_RUNNING_PER_NODE, MAX_STORE_PATHS_PER_MESSAGE } from '../../spec/messages.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { helloFrame } from '../helpers/protocol-agent.js';
 import { snapshot } from './helpers.js';
 
 const ADMIN = 'lists-admin';
@@ -27,24 +28,6 @@ async function agentAnswer(c: TestCoordinator, frame: unknown): Promise<{ type: 
   ws.close();
   return a;
 }
-
-const hello = (name: string, extra: Record<string, unknown>) => ({
-  type: 'hello',
-  name,
-  version: 't',
-  resources: { cpu: 1, memory_mb: 512, disk_mb: 1000 },
-  capabilities: {
-    os: 'linux',
-    arch: 'x64',
-    nix: null,
-    bubblewrap: false,
-    qemu: false,
-    kvm: false,
-    cgroups: false,
-    isolation: ['process'],
-  },
-  ...extra,
-});
 
 let c: TestCoordinator;
 beforeAll(async () => {
@@ -71,16 +54,16 @@ describe('list maxima', () => {
       workload_id: `w-${i}-deadbeef`,
       status: 'running',
     }));
-    expect(await agentAnswer(c, hello('big-store', { store_paths: store }))).toMatchObject({
+    expect(await agentAnswer(c, helloFrame('big-store', { store_paths: store }))).toMatchObject({
       type: 'error',
       code: 'BAD_MESSAGE',
     });
-    expect(await agentAnswer(c, hello('big-running', { running }))).toMatchObject({
+    expect(await agentAnswer(c, helloFrame('big-running', { running }))).toMatchObject({
       type: 'error',
       code: 'BAD_MESSAGE',
     });
     expect(await snapshot(c.db)).toBe(before);
-    expect(await agentAnswer(c, hello('max-store', { store_paths: store.slice(1) }))).toMatchObject({
+    expect(await agentAnswer(c, helloFrame('max-store', { store_paths: store.slice(1) }))).toMatchObject({
       type: 'welcome',
     });
     const [{ n }] = await c.db.query<{ n: number }>(

@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { startCoordinator } from '../../scheduler/server.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { testLogger } from '../helpers/logger.js';
-import { ProtocolAgent } from '../helpers/protocol-agent.js';
+import { helloFrame, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { rawRequest, snapshot } from './helpers.js';
 
 const ADMIN = 'weak-admin';
@@ -167,24 +167,7 @@ describe('bad characters and unsafe specs', () => {
     const answer = new Promise<{ type: string; code: string }>((r) =>
       ws.once('message', (m) => r(JSON.parse(m.toString()))),
     );
-    ws.send(
-      JSON.stringify({
-        type: 'hello',
-        name: 'nul\u0000node',
-        version: 't',
-        resources: { cpu: 1, memory_mb: 1, disk_mb: 1 },
-        capabilities: {
-          os: 'linux',
-          arch: 'x64',
-          nix: null,
-          bubblewrap: false,
-          qemu: false,
-          kvm: false,
-          cgroups: false,
-          isolation: ['process'],
-        },
-      }),
-    );
+    ws.send(JSON.stringify(helloFrame('nul\u0000node', { resources: { cpu: 1, memory_mb: 1, disk_mb: 1 } })));
     expect(await answer).toMatchObject({ type: 'error', code: 'BAD_MESSAGE' });
     ws.close();
     expect(await snapshot(c.db)).toBe(before);
