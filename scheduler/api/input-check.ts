@@ -14,19 +14,28 @@ function badText(s: string): string | null {
 }
 
 /** The JSON path and problem of the first bad string (values and keys) in `v`, or null. */
-export function findBadText(v: unknown, path = '', depth = 0): { path: string; problem: string } | null {
+export function findBadText(v: unknown): { path: string; problem: string } | null {
+  const found = findIn(v, 0);
+  return found ? { path: found.keys.reverse().join('.') || '(value)', problem: found.problem } : null;
+}
+
+/** The walk behind findBadText: keys are collected innermost first, and only on the way out of a find,
+ * so a clean message (an agent's thousands of store paths, every log line) builds no path strings. */
+function findIn(v: unknown, depth: number): { keys: string[]; problem: string } | null {
   if (typeof v === 'string') {
     const p = badText(v);
-    return p ? { path: path || '(value)', problem: p } : null;
+    return p ? { keys: [], problem: p } : null;
   }
   if (v === null || typeof v !== 'object' || depth > 64) return null;
   if (Buffer.isBuffer(v) || typeof (v as { pipe?: unknown }).pipe === 'function') return null;
   for (const [k, x] of Object.entries(v)) {
-    const at = path ? `${path}.${k}` : k;
     const pk = badText(k);
-    if (pk) return { path: at, problem: `${pk} in a key` };
-    const found = findBadText(x, at, depth + 1);
-    if (found) return found;
+    if (pk) return { keys: [k], problem: `${pk} in a key` };
+    const found = findIn(x, depth + 1);
+    if (found) {
+      found.keys.push(k);
+      return found;
+    }
   }
   return null;
 }
