@@ -5,14 +5,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
+import { toNixBase32 } from '../../lib/nix-base32.js';
 
-const B32 = '0123456789abcdfghijklmnpqrsvwxyz';
-const fakePath = (i: number) => {
-  const bytes = randomBytes(32);
-  let h = '';
-  for (let k = 0; k < 32; k++) h += B32[bytes[k]! % 32];
-  return `/nix/store/${h}-stall-${i}`;
-};
+// A store path's hash part is nix-base32 of 20 bytes: 32 characters.
+const fakePath = (i: number) => `/nix/store/${toNixBase32(randomBytes(20))}-stall-${i}`;
 const paths = (n: number) => Array.from({ length: n }, (_, i) => fakePath(i));
 
 const hello = (name: string, extra: Record<string, unknown>) => ({
