@@ -5,6 +5,9 @@
 
 export const STORE_DIR = '/nix/store';
 
+/** The 32 characters of nix base32 that start a store path basename and name its narinfo file. */
+export const STORE_HASH_RE = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/;
+
 /** `<32 chars of nix base32>-<name>`; the name rules are nix's own (`checkName`). */
 const BASENAME_RE = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+\-._?=]{1,211}$/;
 

@@ -3,12 +3,10 @@
  * `X-Nix-*` headers or, equivalently, the query string, and rejects malformed claims.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { STORE_DIR, storeBasename } from '../../lib/nar-info.js';
+import { STORE_DIR, STORE_HASH_RE, storeBasename } from '../../lib/nar-info.js';
 import { parseSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import type { IngestClaim } from './ingest.js';
-
-const HASH_RE = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/;
 
 function field(
   headers: IncomingHttpHeaders,
@@ -53,7 +51,7 @@ export function parseUploadClaim(
   for (const ref of (field(headers, query, 'x-nix-references', 'references') ?? '').split(/[\s,]+/)) {
     if (!ref) continue;
     // A bare hash part is enough: references must already be in the cache, which knows their names.
-    if (HASH_RE.test(ref)) {
+    if (STORE_HASH_RE.test(ref)) {
       references.push(ref);
       continue;
     }

@@ -6,7 +6,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { hashPart, type NarInfo, parseNarInfo, STORE_DIR, storeBasename } from '../../lib/nar-info.js';
+import {
+  hashPart,
+  type NarInfo,
+  parseNarInfo,
+  STORE_DIR,
+  STORE_HASH_RE,
+  storeBasename,
+} from '../../lib/nar-info.js';
 import { formatSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import { type IngestClaim, type IngestResult, ingestNar } from './ingest.js';
@@ -14,7 +21,6 @@ import type { CacheKey } from './key.js';
 
 /** Compressed NAR file names we serve: `<nix base32>.nar` plus a known compression suffix. */
 const NAR_FILE_RE = /^[0-9a-z]{52}\.nar(\.(br|xz|bz2|zst))?$/;
-const HASH_RE = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/;
 
 export interface CacheStoreOptions {
   /** Largest uncompressed NAR accepted, in bytes. */
@@ -93,7 +99,7 @@ export class CacheStore {
 
   /** The narinfo file for a bare hash part (what nix asks for), or null when it is not one. */
   narinfoFileForHash(hash: string): string | null {
-    return HASH_RE.test(hash) ? join(this.narinfoDir, `${hash}.narinfo`) : null;
+    return STORE_HASH_RE.test(hash) ? join(this.narinfoDir, `${hash}.narinfo`) : null;
   }
 
   /**
