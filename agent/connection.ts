@@ -40,7 +40,6 @@ export class CoordinatorConnection {
   private ws: WebSocket | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
-  private attempt = 0;
   private closed = false;
   private trust: CacheTrust | null = null;
   private readonly pendingLogs: LogBuffer;
@@ -155,7 +154,6 @@ export class CoordinatorConnection {
     // Exponential backoff with full jitter, capped at 10 s; another coordinator on the list is tried
     // at once (within 250 ms), the backoff grows only when a whole round of the list failed.
     const round = Math.floor(this.failures++ / this.servers.length);
-    this.attempt = round;
     const base = Math.min(10_000, 250 * 2 ** round);
     const delay = Math.random() * base;
     this.reconnectTimer = setTimeout(() => {
@@ -228,7 +226,6 @@ export class CoordinatorConnection {
       return;
     }
     if (msg.type === 'welcome') {
-      this.attempt = 0;
       this.failures = 0;
       this.watchCoordinator(msg.heartbeat_interval_ms);
       if (msg.node_secret) await this.saveNodeSecret(msg.node_secret);
