@@ -156,6 +156,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
         // Released at once (and NOTIFYed), so another coordinator takes over without waiting.
         await lease.stop();
         await app.close();
+        await cache.close().catch(() => {});
         await db.close();
       },
     };

@@ -18,7 +18,9 @@ export type CacheErrorCode =
   | 'CACHE_UPLOAD_ABORTED'
   | 'CACHE_KEY_INVALID'
   | 'CACHE_KEY_NAME_INVALID'
-  | 'CACHE_KEY_NAME_MISMATCH';
+  | 'CACHE_KEY_NAME_MISMATCH'
+  | 'CACHE_STORAGE_UNAVAILABLE'
+  | 'CACHE_STORAGE_INVALID';
 
 export class CacheError extends Error {
   constructor(

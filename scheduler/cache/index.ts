@@ -2,8 +2,6 @@
  * The coordinator's signed Nix binary cache as a fastify plugin: the read side nix itself talks to
  * (`/cache/…`) and the write side `mxc push` uses (`/api/cache/…`).
  */
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -11,10 +9,12 @@ import { z } from 'zod';
 import { parseUploadClaim } from './claim.js';
 import { CacheError, sendCacheError } from './errors.js';
 import { DEFAULT_KEY_NAME, loadOrCreateKey } from './key.js';
+import { DirectoryStorage } from './storage-dir.js';
 import { CacheStore } from './store.js';
 
 export { CacheError, type CacheErrorCode } from './errors.js';
 export { type CacheKey, DEFAULT_KEY_NAME } from './key.js';
+export type { CacheStorage } from './storage.js';
 export { CacheStore, DEFAULT_MAX_NAR_BYTES } from './store.js';
 
 export interface CacheOptions {
@@ -62,7 +62,7 @@ export async function openCacheStore(
 ): Promise<CacheStore> {
   const dir = opts.dir ?? cacheDir(dataDir);
   const key = await loadOrCreateKey(dir, opts.keyName ?? DEFAULT_KEY_NAME);
-  const store = new CacheStore(dir, key, opts);
+  const store = new CacheStore(new DirectoryStorage(dir), key, opts);
   await store.init();
   return store;
 }
@@ -83,6 +83,8 @@ const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n';
 /** Registered with `app.register(cachePlugin, opts)`; routes are absolute, not prefixed. */
 export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Promise<void> {
   const store = opts.store ?? (await openCacheStore(opts.dataDir, opts));
+  // A store passed in belongs to the caller; one opened here is closed with the app.
+  if (!opts.store) app.addHook('onClose', () => store.close());
   const maxNarBytes = store.maxNarBytes;
 
   const guard = (access: 'read' | 'write') => async (req: FastifyRequest, reply: FastifyReply) => {
@@ -123,11 +125,13 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
       // The hot path of every substitution: a published narinfo is answered from memory, no I/O.
       const hit = store.cachedNarinfo(hash);
       if (hit) return reply.type('text/x-nix-narinfo').send(hit.text);
-      return store.narinfoText(hash).then((text) =>
-        // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
-        text === null
-          ? reply.code(404).type('text/plain').send('not found\n')
-          : reply.type('text/x-nix-narinfo').send(text),
+      return store.narinfoText(hash).then(
+        (text) =>
+          // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
+          text === null
+            ? reply.code(404).type('text/plain').send('not found\n')
+            : reply.type('text/x-nix-narinfo').send(text),
+        (err) => sendCacheError(reply, err),
       );
     },
   );
@@ -136,11 +140,16 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
     '/cache/nar/:file',
     { onRequest: guard('read'), config: { access: 'cache-read' } },
     async (req, reply) => {
-      const path = store.narFile(req.params.file);
-      const st = path ? await stat(path).catch(() => null) : null;
-      if (!path || !st?.isFile()) return reply.code(404).type('text/plain').send('not found\n');
-      reply.header('content-length', st.size).header('cache-control', 'public, max-age=31536000, immutable');
-      return reply.type('application/x-nix-nar').send(createReadStream(path));
+      try {
+        const nar = await store.getNar(req.params.file);
+        if (!nar) return reply.code(404).type('text/plain').send('not found\n');
+        reply
+          .header('content-length', nar.size)
+          .header('cache-control', 'public, max-age=31536000, immutable');
+        return reply.type('application/x-nix-nar').send(nar.stream);
+      } catch (err) {
+        return sendCacheError(reply, err);
+      }
     },
   );
 

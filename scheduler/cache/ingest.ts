@@ -1,11 +1,11 @@
 /**
  * One upload, streamed: NAR hash and size are computed and the whole NAR's structure is checked while
- * the body is compressed into a temp file; only when all of it matches the claim are the NAR and then
- * its signed narinfo renamed into place.
+ * the body is compressed into a local spool file; only when all of it matches the claim is the NAR
+ * stored and then its signed narinfo published.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, rename, unlink, writeFile } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,6 +15,7 @@ import { NarFormatError, NarValidator } from '../../lib/nar-parse.js';
 import { formatSha256, toNixBase32 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import { type CacheKey, signFingerprint } from './key.js';
+import type { CacheStorage } from './storage.js';
 
 /** What the uploader says about the path; every field is checked or signed as given. */
 export interface IngestClaim {
@@ -85,24 +86,14 @@ class FileMeter extends Transform {
   }
 }
 
-async function fsyncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 /** What ingesting needs of the cache's storage (CacheStore provides it; declared here so the two modules do not import each other). */
 export interface IngestTarget {
   readonly maxNarBytes: number;
   readonly brotliQuality: number;
-  readonly tmpDir: string;
-  readonly narDir: string;
+  readonly spoolDir: string;
   readonly key: CacheKey;
-  narinfoFile(storePath: string): string;
-  remember(hash: string, text: string, info: NarInfo): unknown;
+  readonly storage: Pick<CacheStorage, 'putNar'>;
+  publishNarinfo(storePath: string, text: string, info: NarInfo): Promise<NarInfo>;
   has(storePath: string): Promise<boolean>;
   pathOfHash(hash: string): Promise<string | null>;
 }
@@ -137,7 +128,10 @@ export async function ingestNar(
   }
   if (claim.narSize > store.maxNarBytes) throw tooLarge(storePath, claim.narSize, store.maxNarBytes);
 
-  const tmp = join(store.tmpDir, `${hashPart(storePath.slice(11))}.${randomBytes(6).toString('hex')}.nar.br`);
+  const tmp = join(
+    store.spoolDir,
+    `${hashPart(storePath.slice(11))}.${randomBytes(6).toString('hex')}.nar.br`,
+  );
   const nar = new NarMeter(Math.min(claim.narSize, store.maxNarBytes), (bytes) =>
     bytes > store.maxNarBytes
       ? tooLarge(storePath, bytes, store.maxNarBytes)
@@ -151,7 +145,7 @@ export async function ingestNar(
       [zc.BROTLI_PARAM_LGWIN]: 22,
     },
   });
-  let published = false;
+  let stored = false;
   try {
     try {
       await pipeline(body, nar, new NarValidator(), brotli, file, createWriteStream(tmp, { mode: 0o644 }));
@@ -184,8 +178,8 @@ export async function ingestNar(
     }
     const fileHash = file.hash.digest();
     const narFileName = `${toNixBase32(fileHash)}.nar.br`;
-    await fsyncFile(tmp);
-    await rename(tmp, join(store.narDir, narFileName));
+    await store.storage.putNar(narFileName, tmp);
+    stored = true;
 
     const unsigned: NarInfo = {
       storePath,
@@ -200,19 +194,14 @@ export async function ingestNar(
       sigs: [],
     };
     const info: NarInfo = { ...unsigned, sigs: [signFingerprint(store.key, fingerprint(unsigned))] };
-    const infoTmp = `${tmp}.narinfo`;
-    const text = renderNarInfo(info);
-    await writeFile(infoTmp, text, { mode: 0o644, flush: true });
-    await rename(infoTmp, store.narinfoFile(storePath));
-    published = true;
-    store.remember(hashPart(storePath.slice(11)), text, info);
-    return { created: true, info };
+    // Another coordinator sharing the storage may have published this path meanwhile: theirs stays.
+    const published = await store.publishNarinfo(storePath, renderNarInfo(info), info);
+    if (published === info) return { created: true, info };
+    if (published.narHash === info.narHash) return { created: false, info: published };
+    throw pathConflict(storePath, published.narHash, info.narHash);
   } finally {
-    // Only a failed upload leaves temp files behind (a published one renamed them away).
-    if (!published) {
-      await unlink(tmp).catch(() => {});
-      await unlink(`${tmp}.narinfo`).catch(() => {});
-    }
+    // Only a failed upload leaves its spool file behind (a stored one was moved away).
+    if (!stored) await unlink(tmp).catch(() => {});
   }
 }
 
@@ -230,5 +219,15 @@ function sizeMismatch(storePath: string, claimed: number, got: string): CacheErr
     422,
     `the NAR received for ${storePath} is ${got} bytes, not the claimed NarSize ${claimed}; ` +
       'send exactly the output of `nix-store --dump <path>`',
+  );
+}
+
+/** A second upload of a cached path with another NarHash: refused, the first upload is never replaced. */
+export function pathConflict(storePath: string, held: string, claimed: string): CacheError {
+  return new CacheError(
+    'CACHE_PATH_CONFLICT',
+    409,
+    `the cache already holds ${storePath} with NarHash ${held}, not ${claimed}; a path is ` +
+      'never replaced: check that you are pushing the right build (the operator sees this attempt in the coordinator log)',
   );
 }

@@ -1,11 +1,7 @@
 /**
- * The cache on disk: `<dir>/narinfo/<hash>.narinfo`, `<dir>/nar/<filehash>.nar.br`, `<dir>/tmp/`.
- * A path is in the cache exactly when its narinfo exists; narinfos are published last, by rename.
+ * The cache's paths over a storage (a directory or an S3 bucket, see storage.ts): lookups with an
+ * in-memory index of narinfos, and uploads checked, signed and published narinfo last.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { hostname } from 'node:os';
-import { join } from 'node:path';
 import {
   hashPart,
   type NarInfo,
@@ -16,8 +12,9 @@ import {
 } from '../../lib/nar-info.js';
 import { formatSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
-import { type IngestClaim, type IngestResult, ingestNar } from './ingest.js';
+import { type IngestClaim, type IngestResult, ingestNar, pathConflict } from './ingest.js';
 import type { CacheKey } from './key.js';
+import type { CacheStorage, NarObject } from './storage.js';
 
 /** Compressed NAR file names we serve: `<nix base32>.nar` plus a known compression suffix. */
 const NAR_FILE_RE = /^[0-9a-z]{52}\.nar(\.(br|xz|bz2|zst))?$/;
@@ -27,7 +24,7 @@ export interface CacheStoreOptions {
   maxNarBytes?: number;
   /** Brotli quality 0–11; higher is smaller and much slower. */
   brotliQuality?: number;
-  /** How long a narinfo held in memory is served without a stat of its file; default 1000 ms. */
+  /** How long a narinfo held in memory is served without checking the storage; default 1000 ms. */
   narinfoRevalidateMs?: number;
 }
 
@@ -42,30 +39,21 @@ const NARINFO_CACHE_ENTRIES = 200_000;
 interface Published {
   text: string;
   info: NarInfo;
-  mtimeMs: number;
-  size: number;
+  /** The storage's version of the narinfo; '' when unknown (the next check re-reads it). */
+  version: string;
   checkedAt: number;
 }
 
 export class CacheStore {
-  readonly narDir: string;
-  readonly narinfoDir: string;
-  readonly tmpDir: string;
-  readonly tmpRoot: string;
   readonly maxNarBytes: number;
   readonly brotliQuality: number;
   readonly narinfoRevalidateMs: number;
 
   constructor(
-    readonly dir: string,
+    readonly storage: CacheStorage,
     readonly key: CacheKey,
     opts: CacheStoreOptions = {},
   ) {
-    this.narDir = join(dir, 'nar');
-    this.narinfoDir = join(dir, 'narinfo');
-    // One temp folder per process: several coordinators may share the cache directory (MXC_CACHE_DIR).
-    this.tmpRoot = join(dir, 'tmp');
-    this.tmpDir = join(this.tmpRoot, `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`);
     this.maxNarBytes = opts.maxNarBytes ?? DEFAULT_MAX_NAR_BYTES;
     // Measured (issue 17): quality 2 compresses binaries about as well as 4 (busybox 54 % vs 56 %,
     // node 35 % vs 33 %) at ~100 MiB/s instead of ~28 MiB/s, which made compression the push's bottleneck.
@@ -73,41 +61,26 @@ export class CacheStore {
     this.narinfoRevalidateMs = opts.narinfoRevalidateMs ?? 1000;
   }
 
-  /**
-   * Creates the folders and drops temp files crashed uploads left behind: only entries untouched for a
-   * day, never the live temp files of another coordinator sharing the directory.
-   */
+  /** Prepares the storage (folders, reachability) and drops day-old temp files of crashed uploads. */
   async init(): Promise<void> {
-    await mkdir(this.narDir, { recursive: true });
-    await mkdir(this.narinfoDir, { recursive: true });
-    await mkdir(this.tmpDir, { recursive: true });
-    const dayAgo = Date.now() - 86_400_000;
-    for (const name of await readdir(this.tmpRoot).catch(() => [] as string[])) {
-      const p = join(this.tmpRoot, name);
-      if (p === this.tmpDir) continue;
-      const st = await stat(p).catch(() => null);
-      if (st && st.mtimeMs < dayAgo) await rm(p, { recursive: true, force: true }).catch(() => {});
-    }
+    await this.storage.init();
   }
 
-  /** The narinfo file for a store path or basename; throws CACHE_INVALID_PATH for anything else. */
-  narinfoFile(storePath: string): string {
-    const base = storeBasename(storePath);
-    if (!base) throw invalidPath(storePath);
-    return join(this.narinfoDir, `${hashPart(base)}.narinfo`);
+  async close(): Promise<void> {
+    await this.storage.close();
   }
 
-  /** The narinfo file for a bare hash part (what nix asks for), or null when it is not one. */
-  narinfoFileForHash(hash: string): string | null {
-    return STORE_HASH_RE.test(hash) ? join(this.narinfoDir, `${hash}.narinfo`) : null;
+  /** Where this process spools uploads while checking them. */
+  get spoolDir(): string {
+    return this.storage.spoolDir;
   }
 
   /**
    * The narinfo text for a hash part, or null. Narinfo lookups are the hot path of every substitution
    * and of every push (references, `missing`), so narinfos are kept in memory and revalidated at most
-   * every `narinfoRevalidateMs` with a stat (re-read only when the file changed, forgotten when gone).
-   * Misses are not remembered: the path may be uploaded a moment later, here or by another
-   * coordinator sharing the directory.
+   * every `narinfoRevalidateMs` with a cheap version check (re-read only when it changed, forgotten
+   * when gone). Misses are not remembered: the path may be uploaded a moment later, here or by another
+   * coordinator sharing the storage.
    */
   async narinfoText(hash: string): Promise<string | null> {
     return (await this.lookup(hash))?.text ?? null;
@@ -127,38 +100,58 @@ export class CacheStore {
    * narinfo as is: a published path is never replaced, so only a hand edit could make it stale.
    */
   private async lookup(hash: string, revalidate = true): Promise<Published | null> {
-    const file = this.narinfoFileForHash(hash);
-    if (!file) return null;
+    if (!STORE_HASH_RE.test(hash)) return null;
     const hit = this.published.get(hash);
     if (hit && (!revalidate || Date.now() - hit.checkedAt < this.narinfoRevalidateMs)) return hit;
-    const st = await stat(file).catch(() => null);
-    if (!st) {
+    if (hit?.version) {
+      const version = await this.storage.narinfoVersion(hash);
+      if (version === hit.version) {
+        hit.checkedAt = Date.now();
+        return hit;
+      }
+      if (version === null) {
+        this.published.delete(hash);
+        return null;
+      }
+    }
+    const obj = await this.storage.getNarinfo(hash);
+    const info = obj ? parseNarInfo(obj.text) : null;
+    if (!obj || !info) {
       this.published.delete(hash);
       return null;
     }
-    if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) {
-      hit.checkedAt = Date.now();
-      return hit;
-    }
-    const text = await readFile(file, 'utf8').catch(() => null);
-    const info = text === null ? null : parseNarInfo(text);
-    if (text === null || !info) return null;
-    return this.remember(hash, text, info, st.mtimeMs);
+    return this.remember(hash, obj.text, info, obj.version);
   }
 
-  /** Records a narinfo read from disk or just published (mtime unknown: the next check re-reads it). */
-  remember(hash: string, text: string, info: NarInfo, mtimeMs = -1): Published {
+  /** Records a narinfo read from the storage or just published (version unknown: the next check re-reads it). */
+  remember(hash: string, text: string, info: NarInfo, version = ''): Published {
     if (this.published.size >= NARINFO_CACHE_ENTRIES) this.published.clear();
-    const entry = { text, info, mtimeMs, size: Buffer.byteLength(text), checkedAt: Date.now() };
+    const entry = { text, info, version, checkedAt: Date.now() };
     this.published.set(hash, entry);
     return entry;
   }
 
   private readonly published = new Map<string, Published>();
 
-  /** The compressed NAR file for a `nar/<file>` URL component, or null when the name is not ours. */
-  narFile(file: string): string | null {
-    return NAR_FILE_RE.test(file) ? join(this.narDir, file) : null;
+  /** The compressed NAR for a `nar/<file>` URL component, or null when absent or the name is not ours. */
+  async getNar(file: string): Promise<NarObject | null> {
+    return NAR_FILE_RE.test(file) ? this.storage.getNar(file) : null;
+  }
+
+  /**
+   * Publishes a signed narinfo unless another writer got there first; then the one already published
+   * is returned (the caller compares it with its own).
+   */
+  async publishNarinfo(storePath: string, text: string, info: NarInfo): Promise<NarInfo> {
+    const hash = hashPart(storePath.slice(STORE_DIR.length + 1));
+    if (await this.storage.putNarinfo(hash, text)) {
+      this.remember(hash, text, info);
+      return info;
+    }
+    this.published.delete(hash);
+    const theirs = await this.lookup(hash);
+    if (!theirs) throw new Error(`the narinfo of ${storePath} exists but cannot be read back`);
+    return theirs.info;
   }
 
   /** Whether the cache holds exactly this path (same hash part and name). */
@@ -192,16 +185,16 @@ export class CacheStore {
     return (await this.lookup(hash, false))?.info.storePath ?? null;
   }
 
-  /** Every store path in the cache (for listings and tests). */
   /** How many paths the cache holds (one narinfo each). */
   async count(): Promise<number> {
-    return (await readdir(this.narinfoDir)).filter((f) => f.endsWith('.narinfo')).length;
+    return (await this.storage.listNarinfos()).length;
   }
 
+  /** Every store path in the cache (for listings and tests). */
   async list(): Promise<string[]> {
-    const files = (await readdir(this.narinfoDir)).filter((f) => f.endsWith('.narinfo'));
-    const infos = await Promise.all(files.map((f) => readNarInfo(join(this.narinfoDir, f))));
-    return infos.flatMap((i) => (i ? [i.storePath] : [])).sort();
+    const hashes = await this.storage.listNarinfos();
+    const infos = await Promise.all(hashes.map((h) => this.lookup(h, false)));
+    return infos.flatMap((i) => (i ? [i.info.storePath] : [])).sort();
   }
 
   /**
@@ -218,12 +211,7 @@ export class CacheStore {
     if (existing) {
       const claimed = formatSha256(claim.narHash);
       if (existing.narHash === claimed) return { created: false, info: existing };
-      throw new CacheError(
-        'CACHE_PATH_CONFLICT',
-        409,
-        `the cache already holds ${storePath} with NarHash ${existing.narHash}, not ${claimed}; a path is ` +
-          'never replaced: check that you are pushing the right build (the operator sees this attempt in the coordinator log)',
-      );
+      throw pathConflict(storePath, existing.narHash, claimed);
     }
     // Nix's hash part covers the name, so another name under the same hash is a forgery or a mistake.
     const holder = await this.pathOfHash(hashPart(base));
@@ -236,16 +224,6 @@ export class CacheStore {
     }
     return ingestNar(this, storePath, claim, body);
   }
-}
-
-async function readNarInfo(file: string): Promise<NarInfo | null> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    return null;
-  }
-  return parseNarInfo(text);
 }
 
 function invalidPath(p: string): CacheError {

@@ -1,0 +1,143 @@
+/**
+ * Cache storage in a directory: `<dir>/narinfo/<hash>.narinfo`, `<dir>/nar/<file>`, `<dir>/tmp/`.
+ * Several coordinators may share the directory (MXC_CACHE_DIR, e.g. on NFS): each spools into its own
+ * temp folder, NARs arrive by rename and narinfos by link, which refuses to replace one.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { CacheError } from './errors.js';
+import type { CacheStorage, NarinfoObject, NarObject } from './storage.js';
+
+/** Temp folders of crashed processes are removed once untouched this long. */
+const STALE_SPOOL_MS = 86_400_000;
+
+export class DirectoryStorage implements CacheStorage {
+  readonly narDir: string;
+  readonly narinfoDir: string;
+  readonly tmpRoot: string;
+  readonly spoolDir: string;
+
+  constructor(readonly dir: string) {
+    this.narDir = join(dir, 'nar');
+    this.narinfoDir = join(dir, 'narinfo');
+    this.tmpRoot = join(dir, 'tmp');
+    // One temp folder per process: several coordinators may share the directory.
+    this.spoolDir = join(this.tmpRoot, `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  }
+
+  get location(): string {
+    return this.dir;
+  }
+
+  /**
+   * Creates the folders and drops temp files crashed uploads left behind: only entries untouched for a
+   * day, never the live temp files of another coordinator sharing the directory.
+   */
+  async init(): Promise<void> {
+    try {
+      await mkdir(this.narDir, { recursive: true });
+      await mkdir(this.narinfoDir, { recursive: true });
+      await mkdir(this.spoolDir, { recursive: true });
+    } catch (err) {
+      throw new CacheError(
+        'CACHE_STORAGE_UNAVAILABLE',
+        503,
+        `cannot prepare the cache directory ${this.dir} (${(err as Error).message}); check --cache-dir (MXC_CACHE_DIR) and its permissions`,
+        { cause: err },
+      );
+    }
+    await removeStaleSpools(this.tmpRoot, this.spoolDir);
+  }
+
+  async close(): Promise<void> {
+    await rm(this.spoolDir, { recursive: true, force: true });
+  }
+
+  private narinfoPath(hash: string): string {
+    return join(this.narinfoDir, `${hash}.narinfo`);
+  }
+
+  async getNarinfo(hash: string): Promise<NarinfoObject | null> {
+    const file = this.narinfoPath(hash);
+    const st = await statOrNull(file);
+    if (!st) return null;
+    const text = await readFile(file, 'utf8').catch(nullOnMissing);
+    return text === null ? null : { text, version: `${st.mtimeMs}:${st.size}` };
+  }
+
+  async narinfoVersion(hash: string): Promise<string | null> {
+    const st = await statOrNull(this.narinfoPath(hash));
+    return st ? `${st.mtimeMs}:${st.size}` : null;
+  }
+
+  async putNarinfo(hash: string, text: string): Promise<boolean> {
+    const tmp = join(this.spoolDir, `${hash}.${randomBytes(6).toString('hex')}.narinfo`);
+    await writeFile(tmp, text, { mode: 0o644, flush: true });
+    try {
+      // link, not rename: an existing narinfo (another coordinator's) is never replaced.
+      await link(tmp, this.narinfoPath(hash));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err;
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
+  }
+
+  async deleteNarinfo(hash: string): Promise<void> {
+    await unlink(this.narinfoPath(hash)).catch(nullOnMissing);
+  }
+
+  async listNarinfos(): Promise<string[]> {
+    return (await readdir(this.narinfoDir)).filter((f) => f.endsWith('.narinfo')).map((f) => f.slice(0, -8));
+  }
+
+  async getNar(file: string): Promise<NarObject | null> {
+    const path = join(this.narDir, file);
+    const st = await statOrNull(path);
+    if (!st?.isFile()) return null;
+    return { size: st.size, stream: createReadStream(path) };
+  }
+
+  async hasNar(file: string): Promise<boolean> {
+    return (await statOrNull(join(this.narDir, file)))?.isFile() ?? false;
+  }
+
+  async putNar(file: string, spooled: string): Promise<void> {
+    const fh = await open(spooled, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(spooled, join(this.narDir, file));
+  }
+
+  async deleteNar(file: string): Promise<void> {
+    await unlink(join(this.narDir, file)).catch(nullOnMissing);
+  }
+}
+
+/** Removes day-old folders under `root` except `keep` (a live process's own). */
+export async function removeStaleSpools(root: string, keep: string): Promise<void> {
+  const dayAgo = Date.now() - STALE_SPOOL_MS;
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const p = join(root, name);
+    if (p === keep) continue;
+    const st = await statOrNull(p);
+    if (st && st.mtimeMs < dayAgo) await rm(p, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+async function statOrNull(path: string) {
+  return stat(path).catch(nullOnMissing);
+}
+
+function nullOnMissing(err: unknown): null {
+  if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+  throw err;
+}

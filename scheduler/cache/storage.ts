@@ -1,0 +1,52 @@
+/**
+ * Where the binary cache keeps its objects: narinfos (`<hash>.narinfo`) and compressed NARs
+ * (`nar/<file>`). A path is in the cache exactly when its narinfo exists, so a NAR is stored before
+ * its narinfo and a narinfo is published once, never replaced.
+ */
+import type { Readable } from 'node:stream';
+
+export interface NarinfoObject {
+  text: string;
+  /** Changes when the object changes (mtime and size, or an ETag); for revalidating a copy in memory. */
+  version: string;
+}
+
+export interface NarObject {
+  /** Bytes of the compressed NAR. */
+  size: number;
+  stream: Readable;
+}
+
+export interface CacheStorage {
+  /** Where the objects live, for logs and errors; never carries a credential. */
+  readonly location: string;
+  /**
+   * A local folder of this process's own (no other process writes there) where an upload is spooled
+   * while it is checked, before `putNar` moves it into the storage.
+   */
+  readonly spoolDir: string;
+  /** Prepares the storage and checks it can be reached; fails with a coded CacheError otherwise. */
+  init(): Promise<void>;
+  close(): Promise<void>;
+
+  getNarinfo(hash: string): Promise<NarinfoObject | null>;
+  /** The narinfo's version without reading it, or null when there is none. */
+  narinfoVersion(hash: string): Promise<string | null>;
+  /**
+   * Publishes a narinfo unless one exists already. False when another writer (another coordinator
+   * sharing the storage) published this hash first: the caller reads that one back.
+   */
+  putNarinfo(hash: string, text: string): Promise<boolean>;
+  deleteNarinfo(hash: string): Promise<void>;
+  /** The hash parts of every narinfo. */
+  listNarinfos(): Promise<string[]>;
+
+  getNar(file: string): Promise<NarObject | null>;
+  hasNar(file: string): Promise<boolean>;
+  /**
+   * Moves a checked upload (a file in `spoolDir`) into the storage as `nar/<file>`; the local file is
+   * gone afterwards. NAR names are content hashes, so concurrent writers of one name write the same bytes.
+   */
+  putNar(file: string, spooled: string): Promise<void>;
+  deleteNar(file: string): Promise<void>;
+}

@@ -1,0 +1,53 @@
+/**
+ * The contract every cache storage backend keeps, as a reusable suite: narinfos published once and
+ * never replaced, NARs streamed in and out, listings and deletes, two handles on one storage.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { text } from 'node:stream/consumers';
+import { describe, expect, test } from 'vitest';
+import type { CacheStorage } from '../../scheduler/cache/storage.js';
+
+const HASH = '0123456789abcdfghijklmnpqrsvwxyz'.slice(0, 32);
+const NAR = `${'1'.repeat(52)}.nar.br`;
+
+/** The contract every backend keeps; `open` gives two handles on one fresh storage (two coordinators). */
+export function storageContract(name: string, open: () => Promise<[CacheStorage, CacheStorage]>) {
+  describe(name, () => {
+    test('a narinfo is published once: a second writer is told, and the first text stays', async () => {
+      const [a, b] = await open();
+      expect(await a.getNarinfo(HASH)).toBeNull();
+      expect(await a.narinfoVersion(HASH)).toBeNull();
+      const results = await Promise.all([a.putNarinfo(HASH, 'first\n'), b.putNarinfo(HASH, 'second\n')]);
+      expect(results.filter(Boolean)).toHaveLength(1);
+      const winner = results[0] ? 'first\n' : 'second\n';
+      expect((await b.getNarinfo(HASH))?.text).toBe(winner);
+      expect(await a.putNarinfo(HASH, 'third\n')).toBe(false);
+      const got = await a.getNarinfo(HASH);
+      expect(got?.text).toBe(winner);
+      expect(await b.narinfoVersion(HASH)).toBe(got?.version);
+      expect(await b.listNarinfos()).toEqual([HASH]);
+      await b.deleteNarinfo(HASH);
+      expect(await a.getNarinfo(HASH)).toBeNull();
+      expect(await a.listNarinfos()).toEqual([]);
+      await Promise.all([a.close(), b.close()]);
+    });
+
+    test('a spooled NAR is moved in, streamed back out and deleted', async () => {
+      const [a, b] = await open();
+      const body = 'x'.repeat(100_000);
+      const spooled = join(a.spoolDir, 'upload.tmp');
+      await writeFile(spooled, body);
+      expect(await a.hasNar(NAR)).toBe(false);
+      await a.putNar(NAR, spooled);
+      await expect(readFile(spooled)).rejects.toThrow(/ENOENT/);
+      expect(await b.hasNar(NAR)).toBe(true);
+      const nar = await b.getNar(NAR);
+      expect(nar?.size).toBe(body.length);
+      expect(await text(nar!.stream)).toBe(body);
+      await a.deleteNar(NAR);
+      expect(await b.getNar(NAR)).toBeNull();
+      await Promise.all([a.close(), b.close()]);
+    });
+  });
+}
