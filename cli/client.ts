@@ -29,7 +29,7 @@ function clientSettings(opts: ClientOptions) {
     });
   } catch (err) {
     if (err instanceof SettingsError)
-      throw new CliError(err.message.replace('refusing to start', 'stopped'), 2);
+      throw new CliError(err.message.replace('refusing to start', 'stopped'), 2, undefined, { cause: err });
     throw err;
   }
 }
@@ -61,6 +61,9 @@ export class ApiClient {
     } catch (err) {
       throw new CliError(
         `cannot reach the coordinator at ${this.base} (${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}); start one with \`mxc up\` or set --coordinator / MXC_COORDINATOR`,
+        1,
+        undefined,
+        { cause: err },
       );
     }
   }
@@ -114,9 +117,12 @@ export class ApiClient {
     } = {};
     try {
       parsed = text ? JSON.parse(text) : {};
-    } catch {
+    } catch (err) {
       throw new CliError(
         `the coordinator answered ${res.status} with something that is not JSON: ${text.slice(0, 200)}`,
+        1,
+        undefined,
+        { cause: err },
       );
     }
     if (!res.ok) {

@@ -5,8 +5,9 @@ export class CliError extends Error {
     readonly exitCode = 1,
     /** The API's error code, when the coordinator refused (shown in `--json` errors). */
     readonly code?: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'CliError';
   }
 }

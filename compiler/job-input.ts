@@ -18,8 +18,9 @@ export class JobInputError extends Error {
   constructor(
     message: string,
     readonly problems: string[] = [],
+    options?: { cause?: unknown },
   ) {
-    super(problems.length ? `${message}\n  ${problems.join('\n  ')}` : message);
+    super(problems.length ? `${message}\n  ${problems.join('\n  ')}` : message, options);
     this.name = 'JobInputError';
   }
 }
@@ -30,6 +31,8 @@ function parseJson(text: string, source: string): unknown {
   } catch (err) {
     throw new JobInputError(
       `${source} is not valid JSON (${(err as Error).message}); pass the output of nix-build, a file, or the JSON itself`,
+      [],
+      { cause: err },
     );
   }
 }
@@ -45,10 +48,12 @@ async function readSidecar(path: string, source: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
-  } catch {
+  } catch (err) {
     throw new JobInputError(
       `${source}: its nix_init processes name the sidecar ${path} (mxc's fields), which is not in this store; ` +
         'submit from the machine that built the job, or copy the sidecar along (nix copy)',
+      [],
+      { cause: err },
     );
   }
   const raw = parseJson(text, path);
@@ -73,7 +78,7 @@ export async function parseJobJson(text: string, source: string): Promise<JobSpe
   try {
     sidecar = sidecarPathOf(raw as Parameters<typeof sidecarPathOf>[0]);
   } catch (err) {
-    throw new JobInputError(`${source}: ${(err as Error).message}`);
+    throw new JobInputError(`${source}: ${(err as Error).message}`, [], { cause: err });
   }
   const mxc = sidecar
     ? await readSidecar(sidecar, source)
@@ -99,9 +104,11 @@ export async function readJobInput(
   let info: Awaited<ReturnType<typeof stat>>;
   try {
     info = await stat(path);
-  } catch {
+  } catch (err) {
     throw new JobInputError(
       `${path}: no such file; pass the store path nix-build printed, a JSON file, or the JSON itself`,
+      [],
+      { cause: err },
     );
   }
   if (info.isDirectory())

@@ -273,6 +273,7 @@ function produceNar(path: string, source: NarSource, signal?: AbortSignal): NarP
         throw new PushError(
           'PUSH_DUMP_FAILED',
           `nix-store --dump ${path} failed (exit ${e.exitCode}): ${e.stderr.trim()}`,
+          { cause: err },
         );
       }
     },

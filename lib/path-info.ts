@@ -48,7 +48,9 @@ export async function queryPathInfos(paths: readonly string[], opts: RunOptions 
     );
     const parsed = PathInfoJson.safeParse(JSON.parse(stdout));
     if (!parsed.success)
-      throw new Error(`unexpected \`nix path-info --json\` output: ${parsed.error.message}`);
+      throw new Error(`unexpected \`nix path-info --json\` output: ${parsed.error.message}`, {
+        cause: parsed.error,
+      });
     for (const p of parsed.data) {
       if (p.valid === false || p.narHash === undefined || p.narSize === undefined) {
         throw new Error(`${p.path} is not a valid path in the local nix store; build or realise it first`);

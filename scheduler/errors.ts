@@ -27,7 +27,8 @@ export const errors = {
   badRequest: (message: string) => new MxcError('BAD_REQUEST', 400, message),
   notFound: (kind: string, id: string) =>
     new MxcError('NOT_FOUND', 404, `${kind} "${id}" not found; list them with \`mxc ${kind}s list\``),
-  conflict: (code: string, message: string) => new MxcError(code, 409, message),
+  conflict: (code: string, message: string, cause?: unknown) =>
+    new MxcError(code, 409, message, undefined, cause === undefined ? undefined : { cause }),
   closureIncomplete: (missing: string[]) =>
     new MxcError(
       'CLOSURE_INCOMPLETE',

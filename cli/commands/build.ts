@@ -23,7 +23,8 @@ export async function build(
     if (opts.json) printJson(r.spec);
     else process.stdout.write(`${r.storePath}\n`);
   } catch (err) {
-    if (err instanceof BuildError || err instanceof JobInputError) throw new CliError(err.message, 2);
+    if (err instanceof BuildError || err instanceof JobInputError)
+      throw new CliError(err.message, 2, undefined, { cause: err });
     throw err;
   }
 }

@@ -45,7 +45,7 @@ function settings(
   try {
     return readSettings({ roles, flags, only });
   } catch (err) {
-    if (err instanceof SettingsError) throw new CliError(err.message, 2);
+    if (err instanceof SettingsError) throw new CliError(err.message, 2, undefined, { cause: err });
     throw err;
   }
 }
@@ -129,6 +129,9 @@ async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promis
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       throw new CliError(
         `port ${port} is in use: is another mxc running? Stop it, or pick another with --port`,
+        1,
+        undefined,
+        { cause: err },
       );
     }
     throw err;

@@ -36,6 +36,8 @@ export async function pushJobClosure(
       throw new CliError(
         `could not upload the closure: ${err.message} [${err.code}]`,
         err.code === 'PUSH_PATH_MISSING' ? 2 : 1,
+        undefined,
+        { cause: err },
       );
     throw err;
   }

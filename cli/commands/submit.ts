@@ -31,7 +31,7 @@ export async function readJobArgument(file: string | undefined): Promise<JobSpec
     const input = file ? (file === '-' ? await readStdin() : file) : await readStdin();
     return (await readJobInput(input, file && file !== '-' ? file : 'stdin')).spec;
   } catch (err) {
-    if (err instanceof JobInputError) throw new CliError(err.message, 2);
+    if (err instanceof JobInputError) throw new CliError(err.message, 2, undefined, { cause: err });
     throw err;
   }
 }

@@ -102,7 +102,9 @@ export async function create(file: string, opts: Opts) {
   try {
     body = JSON.parse(await readFile(file, 'utf8'));
   } catch (err) {
-    throw new CliError(`cannot read ${file} as JSON: ${(err as Error).message}`, 2);
+    throw new CliError(`cannot read ${file} as JSON: ${(err as Error).message}`, 2, undefined, {
+      cause: err,
+    });
   }
   const w = await new ApiClient(opts).post('/api/workloads', api.SeedWorkload, body);
   if (opts.json) return printJson(w);

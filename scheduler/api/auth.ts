@@ -246,6 +246,7 @@ export class Auth {
         throw errors.conflict(
           'TOKEN_EXISTS',
           `a token named "${name}" exists; revoke it first or pick another name`,
+          err,
         );
       }
       throw err;
