@@ -1,6 +1,8 @@
 /**
  * The one error handler: coded JSON for every error; 4xx messages go to the client, 5xx details only to
- * the log (a response refused by its own schema is one of those).
+ * the log (a response refused by its own schema is one of those). An unexpected error answers the coded
+ * INTERNAL with a generic message and the request id; the log line under that id has the real message,
+ * its causes and the stack. A coded 5xx (NOT_LEADER) keeps its message, written for clients.
  */
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { MxcError } from '../errors.js';
@@ -8,7 +10,7 @@ import { MxcError } from '../errors.js';
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | MxcError | Error, req, reply) => {
     if (err instanceof MxcError) {
-      if (err.status >= 500) req.log.error({ err }, err.message);
+      if (err.status >= 500) req.log.error({ err, url: req.url }, err.message);
       return reply
         .status(err.status)
         .send({ error: { code: err.code, message: err.message, details: err.details } });
@@ -37,11 +39,12 @@ export function installErrorHandler(app: FastifyInstance): void {
       // never sent half-checked to the client.
       const issues = (err.cause as { issues?: unknown } | undefined)?.issues;
       req.log.error({ err, issues, url: req.url }, 'response does not match its schema');
-    } else req.log.error({ err }, 'internal error');
+    } else req.log.error({ err, url: req.url }, 'internal error');
     return reply.status(500).send({
       error: {
         code: 'INTERNAL',
-        message: 'internal error; the coordinator log has the details (request id ' + req.id + ')',
+        message: `internal error; the coordinator log has the details (request id ${req.id})`,
+        details: { request_id: req.id },
       },
     });
   });

@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import type { Tokens } from '../../scheduler/api/auth.js';
 import type { FlappingPolicy } from '../../scheduler/core/restart.js';
 import { type CoordinatorServer, startCoordinator } from '../../scheduler/server.js';
@@ -36,6 +37,8 @@ export async function startTestCoordinator(
     port?: number;
     host?: string;
     insecure?: boolean;
+    /** Where the coordinator logs (default: silent unless MXC_TEST_LOG). */
+    logger?: Logger;
   } = {},
 ): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
@@ -54,7 +57,7 @@ export async function startTestCoordinator(
     dataDir,
     databaseUrl,
     tokens: opts.tokens ?? {},
-    logger: testLogger(),
+    logger: opts.logger ?? testLogger(),
     heartbeatTtlMs: opts.heartbeatTtlMs ?? 30_000,
     // Aurora's back-off in miniature: restarts of flapping tasks wait 50 ms, doubling up to 400 ms.
     flapping: opts.flapping ?? { thresholdMs: 60_000, initialDelayMs: 50, maxDelayMs: 400 },

@@ -4,9 +4,7 @@
  * answer parsed by the spec/ schema the CLI uses); an answer that breaks its schema is caught (coded 500,
  * logged), and bad input is a coded VALIDATION_FAILED naming the JSON path.
  */
-import { Writable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger } from 'fastify';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ZodObject, type ZodType, z } from 'zod';
 import { data, installContract, isJsonApiRoute, typed } from '../../scheduler/api/contract.js';
@@ -14,6 +12,7 @@ import { installErrorHandler } from '../../scheduler/api/error-handler.js';
 import * as nodesStore from '../../scheduler/store/nodes.js';
 import * as api from '../../spec/api.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { captureLogger } from '../helpers/logger.js';
 import { eventually, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 type Doc = {
@@ -247,14 +246,8 @@ describe('API contract', () => {
   });
 
   it('catches an answer that does not match its schema: a coded 500, the reason in the log', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, cb) {
-        lines.push(chunk.toString());
-        cb();
-      },
-    });
-    const app = Fastify({ loggerInstance: pino({ level: 'error' }, sink) as FastifyBaseLogger });
+    const log = captureLogger('error');
+    const app = Fastify({ loggerInstance: log.logger as FastifyBaseLogger });
     installErrorHandler(app);
     await installContract(app, 'test');
     typed(app).get(
@@ -269,8 +262,9 @@ describe('API contract', () => {
     expect(r.statusCode).toBe(500);
     expect(r.json().error.code).toBe('INTERNAL');
     expect(r.body).not.toContain('"id":5');
-    expect(lines.join('')).toMatch(/response does not match its schema/);
-    expect(lines.join('')).toMatch(/expected string/);
+    const lines = JSON.stringify(log.records);
+    expect(lines).toMatch(/response does not match its schema/);
+    expect(lines).toMatch(/expected string/);
     await app.close();
   });
 });
