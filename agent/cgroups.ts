@@ -6,8 +6,7 @@
  */
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Process } from '../spec/job.js';
-import type { LaunchContext, LaunchSpec } from './thermos/cmdline.js';
+import type { Launcher, LaunchSpec } from './thermos/cmdline.js';
 
 /** The cgroup2 mount points listed in /proc/mounts, /sys/fs/cgroup first. */
 async function cgroup2Mounts(): Promise<string[]> {
@@ -94,28 +93,36 @@ export async function removeWorkloadCgroup(dir: string): Promise<void> {
   }
 }
 
+/** `spec` entering the cgroup before it execs (see `cgroupLaunch`). */
+function inCgroup(spec: LaunchSpec, cgroupDir: string): LaunchSpec {
+  return {
+    ...spec,
+    file: '/bin/sh',
+    args: [
+      '-c',
+      'echo $$ > "$1/cgroup.procs" && shift && exec "$@"',
+      'mxc-cgroup',
+      cgroupDir,
+      spec.file,
+      ...spec.args,
+    ],
+  };
+}
+
 /**
  * Wraps a launcher so each run enters the cgroup before it execs: a fixed `/bin/sh` line writes its
  * own pid into `cgroup.procs` and execs the real command (passed as arguments, never interpolated),
- * so every child it forks is born inside the cgroup.
+ * so every child it forks is born inside the cgroup. With a task supervisor only the supervisor is
+ * wrapped, once per task: the processes it forks are born inside.
  */
-export function cgroupLaunch(
-  inner: (proc: Process, ctx: LaunchContext) => LaunchSpec,
-  cgroupDir: string,
-): (proc: Process, ctx: LaunchContext) => LaunchSpec {
-  return (proc, ctx) => {
-    const spec = inner(proc, ctx);
-    return {
-      ...spec,
-      file: '/bin/sh',
-      args: [
-        '-c',
-        'echo $$ > "$1/cgroup.procs" && shift && exec "$@"',
-        'mxc-cgroup',
-        cgroupDir,
-        spec.file,
-        ...spec.args,
-      ],
+export function cgroupLaunch(inner: Launcher, cgroupDir: string): Launcher {
+  const launch: Launcher = (proc, ctx) => inCgroup(inner(proc, ctx), cgroupDir);
+  const supervised = inner.supervised;
+  if (supervised) {
+    launch.supervised = {
+      argv: supervised.argv,
+      supervisor: (ctx) => inCgroup(supervised.supervisor(ctx), cgroupDir),
     };
-  };
+  }
+  return launch;
 }

@@ -6,7 +6,8 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { run } from '../lib/exec.js';
 import type { Process } from '../spec/job.js';
-import { directArgv, type LaunchContext, type LaunchSpec } from './thermos/cmdline.js';
+import { directArgv, type Launcher } from './thermos/cmdline.js';
+import { SUPERVISOR_ARG } from './thermos/task-supervisor.js';
 
 export interface SandboxOptions {
   /** Directory containing `nix/store` (a separate store the agent realised into); default `/`, the host store. */
@@ -25,7 +26,15 @@ export interface SandboxOptions {
    * `busybox` binary (run as `busybox sh`).
    */
   shell?: string[];
+  /**
+   * The task supervisor binary (thermos/task-supervisor.ts): with it the launcher also offers one
+   * sandbox per task (`supervised`), the binary bound read-only at SANDBOX_SUPERVISOR inside.
+   */
+  supervisor?: string;
 }
+
+/** Where the task supervisor appears inside a sandbox. */
+export const SANDBOX_SUPERVISOR = '/.mxc/task-supervisor';
 
 const STORE_PATH = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/;
 
@@ -95,21 +104,25 @@ export function bwrapArgs(opts: SandboxOptions): string[] {
   args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
   // After --tmpfs /tmp, so a work dir under /tmp is bound on top of the private tmpfs.
   args.push('--bind', opts.workDir, opts.workDir, '--chdir', opts.workDir);
+  if (opts.supervisor) args.push('--ro-bind', opts.supervisor, SANDBOX_SUPERVISOR);
   // bwrap's root is a tmpfs on which it created the mount points (/nix/store among them); once they
   // exist, make it read-only so nobody adds files next to the store paths.
   args.push('--remount-ro', '/');
   return args;
 }
 
-/** A TaskRunner launcher running each process under bubblewrap (see `bwrapArgs`). */
-export function sandboxLaunch(opts: SandboxOptions): (proc: Process, ctx: LaunchContext) => LaunchSpec {
-  const prefix = bwrapArgs(opts);
+/**
+ * A TaskRunner launcher running each process under bubblewrap (see `bwrapArgs`); with
+ * `opts.supervisor`, also one bubblewrap per task with the task supervisor in it.
+ */
+export function sandboxLaunch(opts: SandboxOptions): Launcher {
+  const prefix = bwrapArgs({ ...opts, supervisor: undefined });
   const bwrap = opts.bwrapPath ?? findOnPath('bwrap');
   const root = opts.storeRoot ?? '/';
   const shell = opts.shell ?? findShell(root, opts.closure);
   const inClosure = (file: string): boolean =>
     opts.closure.some((p) => file === p || file.startsWith(`${p}/`));
-  return (proc, ctx) => {
+  const argv = (proc: Process): string[] => {
     const direct = directArgv(proc.cmdline);
     let command: string[];
     if (direct) {
@@ -129,14 +142,28 @@ export function sandboxLaunch(opts: SandboxOptions): (proc: Process, ctx: Launch
       }
       command = [...shell, '-c', proc.cmdline];
     }
-    return {
-      file: bwrap,
-      args: [...prefix, '--', ...command],
-      env: ctx.env,
-      cwd: ctx.workDir,
-      leaderIsMonitor: true,
-    };
+    return command;
   };
+  const launch: Launcher = (proc, ctx) => ({
+    file: bwrap,
+    args: [...prefix, '--', ...argv(proc)],
+    env: ctx.env,
+    cwd: ctx.workDir,
+    leaderIsMonitor: true,
+  });
+  if (opts.supervisor) {
+    const withSupervisor = bwrapArgs(opts);
+    launch.supervised = {
+      argv,
+      supervisor: (ctx) => ({
+        file: bwrap,
+        args: [...withSupervisor, '--', SANDBOX_SUPERVISOR, SUPERVISOR_ARG],
+        env: ctx.env,
+        cwd: ctx.workDir,
+      }),
+    };
+  }
+  return launch;
 }
 
 let probed: Promise<boolean> | null = null;
@@ -179,23 +206,38 @@ export async function bubblewrapAvailable(bwrapPath?: string): Promise<boolean> 
  * agent's own chroot store), `/nix/store` is that store, so processes run exactly what it realised.
  */
 export function hostLaunch(
-  opts: { storeRoot?: string; bwrapPath?: string } = {},
-): (proc: Process, ctx: LaunchContext) => LaunchSpec {
+  opts: { storeRoot?: string; bwrapPath?: string; supervisor?: string } = {},
+): Launcher {
   if (opts.storeRoot !== undefined && !isAbsolute(opts.storeRoot))
     throw new Error(`storeRoot must be an absolute path, got "${opts.storeRoot}"`);
   const bwrap = opts.bwrapPath ?? findOnPath('bwrap');
   const prefix = ['--dev-bind', '/', '/', '--unshare-pid', '--die-with-parent', '--proc', '/proc'];
   if (opts.storeRoot && opts.storeRoot !== '/')
     prefix.push('--ro-bind', join(opts.storeRoot, 'nix', 'store'), '/nix/store');
-  return (proc, ctx) => {
+  const argv = (proc: Process): string[] => {
     const direct = directArgv(proc.cmdline);
-    const command = direct ? [direct.file, ...direct.args] : ['/bin/sh', '-c', proc.cmdline];
-    return {
-      file: bwrap,
-      args: [...prefix, '--chdir', ctx.workDir, '--', ...command],
-      env: ctx.env,
-      cwd: ctx.workDir,
-      leaderIsMonitor: true,
-    };
+    return direct ? [direct.file, ...direct.args] : ['/bin/sh', '-c', proc.cmdline];
   };
+  const launch: Launcher = (proc, ctx) => ({
+    file: bwrap,
+    args: [...prefix, '--chdir', ctx.workDir, '--', ...argv(proc)],
+    env: ctx.env,
+    cwd: ctx.workDir,
+    leaderIsMonitor: true,
+  });
+  const supervisor = opts.supervisor;
+  // A supervisor in the host store would be hidden behind the agent's own store: skip it there.
+  if (supervisor && !(opts.storeRoot && opts.storeRoot !== '/' && supervisor.startsWith('/nix/store/'))) {
+    // One PID namespace for the whole task: the supervisor forks each process inside it.
+    launch.supervised = {
+      argv,
+      supervisor: (ctx) => ({
+        file: bwrap,
+        args: [...prefix, '--chdir', ctx.workDir, '--', supervisor, SUPERVISOR_ARG],
+        env: ctx.env,
+        cwd: ctx.workDir,
+      }),
+    };
+  }
+  return launch;
 }

@@ -7,7 +7,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { closureOf } from '../lib/nix.js';
 import { expandBindings } from '../spec/bindings.js';
-import type { Process, Task } from '../spec/job.js';
+import type { Task } from '../spec/job.js';
 import type { LogLine, WorkloadAssignment } from '../spec/messages.js';
 import { cgroupLaunch, createWorkloadCgroup } from './cgroups.js';
 import type { AgentOptions } from './options.js';
@@ -15,8 +15,9 @@ import { writePids } from './orphans.js';
 import type { Running } from './running.js';
 import { bubblewrapUsable, hostLaunch, sandboxLaunch } from './sandbox.js';
 import { provideSecrets } from './secrets.js';
-import { type LaunchContext, type LaunchSpec, plainLaunch } from './thermos/cmdline.js';
+import { type Launcher, plainLaunch } from './thermos/cmdline.js';
 import { TaskRunner, type TaskSnapshot } from './thermos/process-executor.js';
+import { taskSupervisorBinary } from './thermos/task-supervisor.js';
 
 /** The environment every process of the workload starts with; provides its secrets on the way. */
 export async function workloadEnv(
@@ -110,6 +111,8 @@ export async function launchWorkload(
     entry.stop = () => vm.stop();
     return { done: vm.done };
   }
+  // One namespace per task with the supervisor; without it (no C compiler) one per process.
+  const supervisor = (await taskSupervisorBinary()) ?? undefined;
   const isolated =
     a.spec.mxc.isolation === 'sandbox'
       ? sandboxLaunch({
@@ -117,8 +120,9 @@ export async function launchWorkload(
           closure: await fullClosure(),
           workDir: l.workDir,
           network: a.spec.mxc.network,
+          supervisor,
         })
-      : await processLaunch(storeRoot, l.onLog);
+      : await processLaunch(storeRoot, supervisor, l.onLog);
   let launch = isolated;
   if (l.cgroupRoot) {
     const r = a.spec.task.resources;
@@ -149,9 +153,10 @@ export async function launchWorkload(
  */
 async function processLaunch(
   storeRoot: string | undefined,
+  supervisor: string | undefined,
   onLog: (l: LogLine) => void,
-): Promise<(proc: Process, ctx: LaunchContext) => LaunchSpec> {
-  if (await bubblewrapUsable()) return hostLaunch({ storeRoot });
+): Promise<Launcher> {
+  if (await bubblewrapUsable()) return hostLaunch({ storeRoot, supervisor });
   if (storeRoot)
     throw new Error("bubblewrap is needed to run workloads from the agent's own store (--store-root)");
   onLog({

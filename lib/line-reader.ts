@@ -8,14 +8,18 @@ import { StringDecoder } from 'node:string_decoder';
 /** A line longer than this is emitted in pieces: a process printing without newlines must not grow our memory. */
 export const MAX_LINE_CHARS = 16 * 1024;
 
-/** Calls `onLine` for each line of `stream`; resolves when the stream has ended or closed. */
-export function readLines(
-  stream: Readable,
-  onLine: (line: string) => void,
-  maxChars = MAX_LINE_CHARS,
-): Promise<void> {
+export interface LineSplitter {
+  /** Feeds one chunk of output; calls `onLine` for every line it completes. */
+  write(chunk: Buffer): void;
+  /** The output has ended: the unterminated rest (if any) is the last line. */
+  end(): void;
+}
+
+/** Splits chunks of output into lines, for output that arrives other than as a stream. */
+export function lineSplitter(onLine: (line: string) => void, maxChars = MAX_LINE_CHARS): LineSplitter {
   const decoder = new StringDecoder('utf8');
   let buf = '';
+  let ended = false;
   const push = (text: string): void => {
     buf += text;
     let nl = buf.indexOf('\n');
@@ -30,17 +34,31 @@ export function readLines(
       buf = buf.slice(maxChars);
     }
   };
-  return new Promise((resolve) => {
-    let finished = false;
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
+  return {
+    write: (chunk) => push(decoder.write(chunk)),
+    end: () => {
+      if (ended) return;
+      ended = true;
       push(decoder.end());
       if (buf.length > 0) onLine(buf);
       buf = '';
+    },
+  };
+}
+
+/** Calls `onLine` for each line of `stream`; resolves when the stream has ended or closed. */
+export function readLines(
+  stream: Readable,
+  onLine: (line: string) => void,
+  maxChars = MAX_LINE_CHARS,
+): Promise<void> {
+  const lines = lineSplitter(onLine, maxChars);
+  return new Promise((resolve) => {
+    const finish = (): void => {
+      lines.end();
       resolve();
     };
-    stream.on('data', (chunk: Buffer) => push(decoder.write(chunk)));
+    stream.on('data', (chunk: Buffer) => lines.write(chunk));
     stream.on('end', finish);
     stream.on('close', finish);
     stream.on('error', finish);

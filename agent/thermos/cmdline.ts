@@ -21,7 +21,21 @@ export interface LaunchContext {
   env: Record<string, string>;
 }
 
-export type Launcher = (proc: Process, ctx: LaunchContext) => LaunchSpec;
+/**
+ * How a task's processes start through one task supervisor (thermos/task-supervisor.ts) living in
+ * the isolation for the whole task, instead of one isolation per process.
+ */
+export interface SupervisedLaunch {
+  /** The argv of one process as the supervisor execs it inside the isolation; throws when it cannot run there. */
+  argv(proc: Process): string[];
+  /** The command that starts the task supervisor inside the isolation. */
+  supervisor(ctx: LaunchContext): LaunchSpec;
+}
+
+/** Turns a process into a command; isolation wraps here. `supervised`: the one-namespace-per-task way. */
+export type Launcher = ((proc: Process, ctx: LaunchContext) => LaunchSpec) & {
+  supervised?: SupervisedLaunch;
+};
 
 // Words made only of these characters mean the same to a shell and to a plain split on whitespace.
 const PLAIN_WORD = /^[A-Za-z0-9_./=:,+@%-]+$/;

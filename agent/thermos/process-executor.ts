@@ -1,11 +1,13 @@
 /**
  * The local executor of the Thermos machine (isolation `process` and `sandbox`): each run is a child
- * process leading its own group, launched through the isolation's launcher; signals go to the whole
- * group; children a finished run left in its group are stopped. The task logic lives in machine.ts.
+ * process leading its own group; signals go to the whole group; children a finished run left in its
+ * group are stopped. A launcher with a `supervised` way starts one task supervisor inside the
+ * isolation and every run through it (one namespace per task); others launch each run on its own.
+ * The task logic lives in machine.ts.
  */
 import type { Process, Task } from '../../spec/job.js';
 import type { LogLine } from '../../spec/messages.js';
-import { type LaunchContext, type LaunchSpec, plainLaunch } from './cmdline.js';
+import { type Launcher, type LaunchSpec, plainLaunch, type SupervisedLaunch } from './cmdline.js';
 import {
   type Clock,
   type MachineView,
@@ -15,6 +17,7 @@ import {
 } from './machine.js';
 import { liveGroupMembers, signalGroup, terminateGroup } from './process-group.js';
 import { type RunExit, startRun } from './run-process.js';
+import { type RunListener, type SupervisedRun, TaskSupervisor } from './task-supervisor.js';
 
 export { TASK_LOG_PROCESS } from './machine.js';
 
@@ -27,7 +30,7 @@ export interface TaskRunnerOptions {
   /** The complete environment of every process (nothing of the agent's own environment is added). */
   env: Record<string, string>;
   /** Turns a process into a command; isolation wraps here. Default: `plainLaunch`. */
-  launch?: (proc: Process, ctx: LaunchContext) => LaunchSpec;
+  launch?: Launcher;
   /** SIGTERM → SIGKILL delay (default 5000). */
   gracePeriodMs?: number;
   /** Every stdout/stderr line of every run, plus `system` lines about starts, exits and restarts. */
@@ -51,6 +54,8 @@ interface LiveRun {
   startedAt: number;
   /** The group leader is a monitor (bubblewrap): SIGTERM spares it (see LaunchSpec.leaderIsMonitor). */
   leaderIsMonitor: boolean;
+  /** Set when the run was started by the task supervisor (then `pid` is inside its namespace). */
+  supervised?: SupervisedRun;
 }
 
 export class TaskRunner {
@@ -58,7 +63,11 @@ export class TaskRunner {
   readonly done: Promise<TaskSnapshot>;
   private resolveDone!: (s: TaskSnapshot) => void;
   private readonly machine: ThermosMachine;
-  private readonly launch: (proc: Process, ctx: LaunchContext) => LaunchSpec;
+  private readonly launch: Launcher;
+  private readonly supervised: SupervisedLaunch | null;
+  /** The task supervisor, started with the first run; null until then and for unsupervised launchers. */
+  private supervisor: TaskSupervisor | null = null;
+  private supervisorClosed = false;
   private readonly graceMs: number;
   private readonly live = new Map<string, LiveRun>();
   private readonly byName: Map<string, Process>;
@@ -68,6 +77,7 @@ export class TaskRunner {
 
   constructor(private readonly opts: TaskRunnerOptions) {
     this.launch = opts.launch ?? plainLaunch;
+    this.supervised = this.launch.supervised ?? null;
     this.graceMs = opts.gracePeriodMs ?? 5000;
     this.byName = new Map(opts.task.processes.map((p) => [p.name, p]));
     this.done = new Promise((resolve) => {
@@ -81,12 +91,14 @@ export class TaskRunner {
         note: (process, run, line) => this.emit({ process, stream: 'system', run, ts: Date.now(), line }),
         changed: () => this.changed(),
         finished: () => {
-          void Promise.all([...this.cleanups]).then(() => {
-            const snap = this.snapshot();
-            this.taskLog(`task finished: ${snap.status}${snap.reason ? ` (${snap.reason})` : ''}`);
-            this.changed();
-            this.resolveDone(snap);
-          });
+          void Promise.all([...this.cleanups])
+            .then(() => this.closeSupervisor())
+            .then(() => {
+              const snap = this.snapshot();
+              this.taskLog(`task finished: ${snap.status}${snap.reason ? ` (${snap.reason})` : ''}`);
+              this.changed();
+              this.resolveDone(snap);
+            });
         },
       },
       { gracePeriodMs: this.graceMs, clock: opts.clock },
@@ -114,12 +126,62 @@ export class TaskRunner {
     return { ...v, processes: v.processes.map((p) => ({ ...p, pid: this.live.get(p.name)?.pid ?? null })) };
   }
 
-  /** Pids of the running processes' group leaders (each is also its group id). */
+  /**
+   * Host pids of process group leaders to kill should this agent die: each running process's, or
+   * the task supervisor's launcher (its namespace holds every process) while it lives.
+   */
   pids(): number[] {
+    if (this.supervised) return this.supervisor?.pid && !this.supervisorClosed ? [this.supervisor.pid] : [];
     return [...this.live.values()].filter((r) => r.pid !== null).map((r) => r.pid!);
   }
 
+  private taskSupervisor(supervised: SupervisedLaunch): TaskSupervisor {
+    this.supervisor ??= new TaskSupervisor(
+      supervised.supervisor({ workDir: this.opts.workDir, env: this.opts.env }),
+      (line) => this.emit({ process: TASK_LOG_PROCESS, stream: 'stderr', run: 0, ts: Date.now(), line }),
+    );
+    return this.supervisor;
+  }
+
+  private async closeSupervisor(): Promise<void> {
+    if (!this.supervisor || this.supervisorClosed) return;
+    await this.supervisor.close();
+    this.supervisorClosed = true;
+  }
+
+  private startSupervised(supervised: SupervisedLaunch, name: string, run: number): void {
+    const proc = this.byName.get(name)!;
+    const r: LiveRun = { run, pid: null, startedAt: Date.now(), leaderIsMonitor: false };
+    this.live.set(name, r);
+    const listener: RunListener = {
+      onStart: (pid) => {
+        r.pid = pid;
+        this.procLog(name, run, `run ${run} started (pid ${pid} in the task's PID namespace)`);
+      },
+      onLine: (stream, line) => this.emit({ process: name, stream, run, ts: Date.now(), line }),
+    };
+    let handle: SupervisedRun;
+    try {
+      handle = this.taskSupervisor(supervised).spawn(
+        supervised.argv(proc),
+        this.opts.env,
+        this.opts.workDir,
+        listener,
+      );
+    } catch (err) {
+      // The launcher refused (e.g. a command outside the closure): a failed run like any other.
+      const error = err instanceof Error ? err : new Error(String(err));
+      handle = { exited: Promise.resolve({ code: 127, signal: null, error }) };
+    }
+    r.supervised = handle;
+    void handle.exited.then((result) => this.onExit(name, r, result));
+  }
+
   private startRun(name: string, run: number): void {
+    if (this.supervised) {
+      this.startSupervised(this.supervised, name, run);
+      return;
+    }
     const proc = this.byName.get(name)!;
     let spec: LaunchSpec | null = null;
     let exited: Promise<RunExit>;
@@ -145,14 +207,19 @@ export class TaskRunner {
     void exited.then((result) => this.onExit(name, r, result));
   }
 
-  private onExit(name: string, r: LiveRun, result: RunExit): void {
+  private onExit(name: string, r: LiveRun, result: RunExit & { lingering?: boolean }): void {
     if (this.live.get(name) === r) this.live.delete(name);
     const took = ((Date.now() - r.startedAt) / 1000).toFixed(1);
     if (result.error) this.procLog(name, r.run, `run ${r.run} could not start: ${result.error.message}`);
     else if (result.signal)
       this.procLog(name, r.run, `run ${r.run} killed by ${result.signal} after ${took}s`);
     else this.procLog(name, r.run, `run ${r.run} exited with code ${result.code} after ${took}s`);
-    if (r.pid !== null && liveGroupMembers(r.pid).length > 0) {
+    if (r.supervised) {
+      if (result.lingering) {
+        this.procLog(name, r.run, `stopping processes left behind in group ${r.pid}`);
+        this.track(this.supervisor!.terminateLeftovers(r.supervised, this.graceMs));
+      }
+    } else if (r.pid !== null && liveGroupMembers(r.pid).length > 0) {
       // No process outlives its run: children left behind in the group are stopped like the run would be.
       this.procLog(name, r.run, `stopping processes left behind in group ${r.pid}`);
       this.track(terminateGroup(r.pid, { graceMs: this.graceMs, spareLeader: r.leaderIsMonitor }));
@@ -162,7 +229,13 @@ export class TaskRunner {
 
   private signal(name: string, run: number, signal: 'TERM' | 'KILL'): void {
     const r = this.live.get(name);
-    if (!r || r.run !== run || r.pid === null) return;
+    if (!r || r.run !== run) return;
+    if (r.supervised) {
+      // Also before its pid is known: the supervisor handles the start first.
+      this.supervisor?.signal(r.supervised, signal);
+      return;
+    }
+    if (r.pid === null) return;
     try {
       signalGroup(r.pid, signal === 'TERM' ? 'SIGTERM' : 'SIGKILL', { spareLeader: r.leaderIsMonitor });
     } catch (err) {

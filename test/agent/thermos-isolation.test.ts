@@ -1,7 +1,8 @@
 /**
  * One table of tasks run through every isolation mode — plain processes in a PID namespace, the
- * bubblewrap sandbox, a QEMU microVM (TCG here, so the table is small) — with identical outcomes:
- * the one Thermos machine decides, only the executor differs.
+ * bubblewrap sandbox (each one per process, or one per task with the task supervisor), a QEMU
+ * microVM (TCG here, so the table is small) — with identical outcomes: the one Thermos machine
+ * decides, only the executor differs.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startMicroVm } from '../../agent/microvm/index.js';
 import { hostLaunch, sandboxLaunch } from '../../agent/sandbox.js';
 import { TaskRunner } from '../../agent/thermos/process-executor.js';
+import { taskSupervisorBinary } from '../../agent/thermos/task-supervisor.js';
 import { closureOf } from '../../lib/nix.js';
 import { Task } from '../../spec/job.js';
 import { testAssets } from '../microvm/assets-helper.js';
@@ -18,6 +20,7 @@ import { buildScript } from './helpers.js';
 
 let step: string;
 let closure: string[];
+let supervisor: string | undefined;
 const dirs: string[] = [];
 
 beforeAll(async () => {
@@ -25,6 +28,7 @@ beforeAll(async () => {
   const s = await buildScript('thermos-step', 'sleep "$1"\nexit "$2"\n');
   step = s.path;
   closure = await closureOf([s.path]);
+  supervisor = (await taskSupervisorBinary()) ?? undefined;
 }, 120_000);
 
 afterAll(async () => {
@@ -91,7 +95,7 @@ const cases: Case[] = [
   },
 ];
 
-type Mode = 'process' | 'sandbox' | 'microvm';
+type Mode = 'process' | 'sandbox' | 'process per task' | 'sandbox per task' | 'microvm';
 
 async function runIn(mode: Mode, input: TaskInput) {
   const task = Task.parse(input);
@@ -112,7 +116,13 @@ async function runIn(mode: Mode, input: TaskInput) {
     const r = await vm.done;
     return { status: r.status, processes: vm.processes() };
   }
-  const launch = mode === 'process' ? hostLaunch() : sandboxLaunch({ closure, workDir: wd, network: 'none' });
+  // "per task": one namespace (sandbox) for the whole task, processes forked by the task supervisor.
+  const perTask = mode.endsWith(' per task');
+  if (perTask && !supervisor) throw new Error('the task supervisor could not be compiled');
+  const sup = perTask ? supervisor : undefined;
+  const launch = mode.startsWith('process')
+    ? hostLaunch({ supervisor: sup })
+    : sandboxLaunch({ closure, workDir: wd, network: 'none', supervisor: sup });
   const runner = new TaskRunner({
     workloadId: 'w-table',
     task,
@@ -127,17 +137,20 @@ async function runIn(mode: Mode, input: TaskInput) {
   return { status: snap.status, processes: snap.processes };
 }
 
-describe.each(['process', 'sandbox', 'microvm'] as const)('isolation %s', (mode) => {
-  test.each(cases)(
-    '$what',
-    async ({ task, status, states, runs }) => {
-      const r = await runIn(mode, task(step));
-      expect({
-        status: r.status,
-        states: r.processes.map((p) => p.state),
-        runs: r.processes.map((p) => p.runs),
-      }).toEqual({ status, states, runs });
-    },
-    120_000,
-  );
-});
+describe.each(['process', 'sandbox', 'process per task', 'sandbox per task', 'microvm'] as const)(
+  'isolation %s',
+  (mode) => {
+    test.each(cases)(
+      '$what',
+      async ({ task, status, states, runs }) => {
+        const r = await runIn(mode, task(step));
+        expect({
+          status: r.status,
+          states: r.processes.map((p) => p.state),
+          runs: r.processes.map((p) => p.runs),
+        }).toEqual({ status, states, runs });
+      },
+      120_000,
+    );
+  },
+);
