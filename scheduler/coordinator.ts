@@ -22,7 +22,6 @@ import { admitNode } from './node-identity.js';
 import { type ClusterSnapshot, clusterSnapshot, retryOnConflict, schedulePass } from './placement.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
 import { advanceRollouts, startRollout } from './rollout.js';
-import type { OutboxMessage } from './store/agent-commands.js';
 import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
 import * as coordinatorsStore from './store/coordinators.js';
@@ -35,6 +34,7 @@ import * as updates from './store/updates.js';
 import * as wl from './store/workloads.js';
 import {
   newWorkloads,
+  queueStops,
   replaceWorkloads,
   rolloutHost,
   stopJobWorkloads,
@@ -109,7 +109,7 @@ export class Coordinator {
     // Outbox: NOTIFY wakes us when a command for one of our agents is queued; polling covers a lost one.
     void this.db
       .listen(commands.COMMANDS_CHANNEL, (nodeId) => {
-        if (this.sessions.has(nodeId)) void this.drainCommands();
+        if (this.sessions.has(nodeId)) this.deliverQueued([nodeId]);
       })
       .then((unlisten) => {
         if (this.closed) void unlisten();
@@ -163,7 +163,7 @@ export class Coordinator {
     const closure = (await this.opts.closureOf?.(spec)) ?? [];
     const key = jobKey(spec);
     const res = await recordSubmission(this.db, key, spec, closure);
-    this.dispatchStops(res.stopped);
+    this.announceStops(res.stopped);
     if (res.changed) {
       this.log.info({ job: key, version: res.version, workloads: res.workloads.length }, 'job submitted');
       this.emit({ kind: 'job', id: res.job.id });
@@ -205,7 +205,7 @@ export class Coordinator {
       await jobs.setNextRun(q, job.id, null);
       return stopJobWorkloads(q, job.id, 'job stopped');
     });
-    this.dispatchStops(stopped);
+    this.announceStops(stopped);
     this.emit({ kind: 'job', id: job.id });
     return { job: { ...job, status: 'stopped' }, stopped: stopped.length };
   }
@@ -238,7 +238,7 @@ export class Coordinator {
       await wl.insertWorkloads(q, created, 'restart');
       return { rolling: false, workloads: created.map((w) => w.id), stops };
     });
-    this.dispatchStops(res.stops);
+    this.announceStops(res.stops);
     this.emit({ kind: 'job', id: job.id });
     if (res.rolling) this.requestRolloutStep();
     else this.requestEvaluation();
@@ -258,6 +258,7 @@ export class Coordinator {
             ? { to: 'stopping', reason: 'stopped by request' }
             : null;
       });
+      if (moved?.status === 'stopping') await queueStops(q, [moved]);
       if (!moved) {
         throw errors.conflict(
           'NOT_STOPPABLE',
@@ -266,17 +267,16 @@ export class Coordinator {
       }
       return moved.status === 'stopping' ? [moved] : [];
     });
-    this.dispatchStops(stopped);
+    this.announceStops(stopped);
     const w = await wl.getWorkload(this.db, id);
     this.emit({ kind: 'workload', id, status: w?.status });
     return w!;
   }
 
-  private dispatchStops(ws: wl.WorkloadRow[]) {
-    for (const w of ws) {
-      this.emit({ kind: 'workload', id: w.id, status: 'stopping' });
-      if (w.node_id) this.deliver(w.node_id, { type: 'stop', workload_id: w.id, reason: 'stop requested' });
-    }
+  /** After a commit that moved workloads to stopping (their stops queued with it): tell views, deliver. */
+  private announceStops(ws: wl.WorkloadRow[]) {
+    for (const w of ws) this.emit({ kind: 'workload', id: w.id, status: 'stopping' });
+    this.deliverQueued(ws.flatMap((w) => (w.node_id ? [w.node_id] : [])));
   }
 
   /**
@@ -290,7 +290,7 @@ export class Coordinator {
         strategy: this.opts.strategy,
         closureOf: this.opts.closureOf,
         specOf: (jobId, version) => this.specOf(jobId, version),
-        sessionOf: (nodeId) => this.remoteSession(nodeId),
+        deliverQueued: (nodeIds) => this.deliverQueued(nodeIds),
       },
       idOrKey,
       body,
@@ -332,7 +332,7 @@ export class Coordinator {
         return advanceRollouts(q, rolloutHost, now);
       }),
     );
-    this.dispatchStops(r.stops);
+    this.announceStops(r.stops);
     for (const id of r.changedJobs) this.emit({ kind: 'job', id });
     if (r.created) this.requestEvaluation();
   }
@@ -353,7 +353,7 @@ export class Coordinator {
       await replaceWorkloads(q, moved, `moved off draining node ${node.name}`);
       return moved;
     });
-    this.dispatchStops(moved);
+    this.announceStops(moved);
     this.emit({ kind: 'node', id: node.id, status: 'draining' });
     this.requestEvaluation();
     return (await nodes.getNode(this.db, node.id))!;
@@ -446,7 +446,9 @@ export class Coordinator {
       specOf: (jobId, version) => this.specOf(jobId, version),
       started: (a) => {
         this.emit({ kind: 'workload', id: a.id, status: 'starting' });
-        this.sendStart(a.node_id!, a);
+        if (!this.sessions.has(a.node_id!)) return; // its holder takes the start (NOTIFY, poll)
+        void this.specOf(a.job_id, a.job_version).catch(() => {}); // read while the start is taken
+        this.deliverQueued([a.node_id!]);
       },
     });
   }
@@ -458,53 +460,35 @@ export class Coordinator {
 
   // ---------------------------------------------------------------- command delivery
 
-  /**
-   * Sends a command to an agent wherever it is connected: over our own socket when we hold it, else
-   * through the outbox, which the holder takes when NOTIFY wakes it or at its next poll.
-   */
-  private deliver(nodeId: string, msg: OutboxMessage) {
-    const session = this.sessions.get(nodeId);
-    if (session) {
-      if (msg.type === 'start_ref') {
-        void wl.getWorkload(this.db, msg.workload_id).then((w) => {
-          if (w && w.node_id === nodeId && w.status === 'starting') this.sendStart(nodeId, w);
-        });
-      } else session.send(msg);
-      return;
-    }
-    void commands
-      .enqueueCommand(this.db, nodeId, msg)
-      .catch((err) =>
-        this.log.error({ err, node: nodeId }, 'could not queue a command; it is repaired on reconnect'),
-      );
-  }
-
-  /** A session-like handle that reaches the agent wherever it is connected (for pre-warm). */
-  private remoteSession(nodeId: string): AgentSession {
-    return {
-      send: (m) => {
-        if (m.type === 'stop' || m.type === 'prewarm') this.deliver(nodeId, m);
-      },
-      close: () => {},
-    };
-  }
-
+  /** Nodes whose queued commands to take at the next drain ('all': every socket we hold). */
+  private drainTargets: Set<string> | 'all' = new Set();
   private draining: Promise<void> | null = null;
-  private drainAgain = false;
 
-  /** Takes the outbox commands for the agents whose sockets we hold (coalesced) and sends them. */
-  drainCommands(): Promise<void> {
+  /**
+   * After a commit that queued commands (or a NOTIFY saying another coordinator did): take and send
+   * those of the agents whose sockets we hold. Agents held elsewhere get theirs from their holder.
+   */
+  private deliverQueued(nodeIds: Iterable<string>): void {
+    const held = [...nodeIds].filter((id) => this.sessions.has(id));
+    if (held.length > 0) void this.drainCommands(held);
+  }
+
+  /**
+   * Takes the outbox commands for the agents whose sockets we hold (`nodeIds`, or all when omitted)
+   * and sends them in order; concurrent requests coalesce into one more round.
+   */
+  drainCommands(nodeIds?: Iterable<string>): Promise<void> {
+    if (nodeIds === undefined) this.drainTargets = 'all';
+    else if (this.drainTargets !== 'all') for (const id of nodeIds) this.drainTargets.add(id);
     if (this.closed) return Promise.resolve();
-    if (this.draining) {
-      this.drainAgain = true;
-      return this.draining;
-    }
+    if (this.draining) return this.draining;
     this.draining = (async () => {
       try {
-        do {
-          this.drainAgain = false;
-          await this.drainOnce();
-        } while (this.drainAgain && !this.closed);
+        while (!this.closed && (this.drainTargets === 'all' || this.drainTargets.size > 0)) {
+          const targets = this.drainTargets;
+          this.drainTargets = new Set();
+          await this.drainOnce(targets);
+        }
       } catch (err) {
         this.log.warn({ err }, 'taking queued agent commands failed; retried at the next poll');
       } finally {
@@ -514,35 +498,58 @@ export class Coordinator {
     return this.draining;
   }
 
-  private async drainOnce() {
-    const held = [...this.sessions].flatMap(([nodeId, session]) => {
-      const epoch = this.sessionEpochs.get(session);
+  private async drainOnce(targets: Set<string> | 'all') {
+    const nodeIds = targets === 'all' ? [...this.sessions.keys()] : [...targets];
+    const held = nodeIds.flatMap((nodeId) => {
+      const session = this.sessions.get(nodeId);
+      const epoch = session && this.sessionEpochs.get(session);
       return epoch === undefined ? [] : [{ nodeId, epoch }];
     });
     if (held.length === 0) return;
     for (;;) {
       const rows = await commands.takeCommands(this.db, this.opts.id, held);
+      // Specs first (cached; read concurrently), then every message in outbox order: a workload's
+      // start always goes out before its stop.
+      const specs = new Map<string, JobSpec | null>();
+      await Promise.all(
+        rows.map(async (r) => {
+          if (r.workload?.status !== 'starting') return;
+          const k = `${r.workload.job_id}/${r.workload.job_version}`;
+          if (!specs.has(k)) specs.set(k, null);
+          specs.set(k, await this.specOf(r.workload.job_id, r.workload.job_version).catch(() => null));
+        }),
+      );
       for (const r of rows) {
         const session = this.sessions.get(r.node_id);
         if (!session) continue; // gone meanwhile: reconcile on its reconnect repairs it
-        if (r.message.type === 'start_ref') {
-          const w = await wl.getWorkload(this.db, r.message.workload_id);
-          if (w && w.node_id === r.node_id && w.status === 'starting') this.sendStart(r.node_id, w);
-        } else session.send(r.message);
+        if (r.message.type !== 'start_ref') {
+          session.send(r.message);
+          continue;
+        }
+        const w = r.workload;
+        // Stopped, failed or moved since it was queued: nothing to start (a queued stop follows).
+        if (!w || w.status !== 'starting' || w.node_id !== r.node_id) continue;
+        const spec = specs.get(`${w.job_id}/${w.job_version}`);
+        if (!spec) {
+          this.log.error(
+            { workload: r.message.workload_id },
+            'no spec for a queued start; sent on reconnect',
+          );
+          continue;
+        }
+        session.send({
+          type: 'start',
+          workload: { id: r.message.workload_id, job_id: w.job_id, instance: w.instance, spec },
+        });
       }
       if (rows.length < 1000) return;
     }
   }
 
+  /** Sends a start over our own socket to the agent (reconcile on hello); nothing when we hold none. */
   private sendStart(nodeId: string, w: wl.WorkloadRow) {
     const session = this.sessions.get(nodeId);
-    if (!session) {
-      // Another coordinator holds the socket (or nobody: then reconcile on reconnect sends it).
-      void commands
-        .enqueueCommand(this.db, nodeId, { type: 'start_ref', workload_id: w.id })
-        .catch((err) => this.log.error({ err, workload: w.id }, 'could not queue a start'));
-      return;
-    }
+    if (!session) return;
     void this.specOf(w.job_id, w.job_version)
       .then((spec) => {
         if (spec)
@@ -597,8 +604,8 @@ export class Coordinator {
     });
     this.log.info({ node: node.name, id: node.id }, 'agent connected');
     await reconcileAgent(this.agentDeps, node, hello.running);
-    // What other coordinators queued while the agent was away or connected elsewhere.
-    void this.drainCommands();
+    // What was queued while the agent was away or connected elsewhere.
+    void this.drainCommands([node.id]);
     this.emit({ kind: 'node', id: node.id, status: node.status });
     this.requestEvaluation();
     return node.id;
@@ -733,7 +740,7 @@ export class Coordinator {
     const { launched, stops } = await launchDueCronJobs(this.db, this.log, now, (q) =>
       this.opts.lease.fence(q),
     );
-    this.dispatchStops(stops);
+    this.announceStops(stops);
     if (launched > 0) this.requestEvaluation();
     return launched;
   }

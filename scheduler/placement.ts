@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { SpecLookup } from './coordinator-types.js';
 import { fits, take } from './core/fit.js';
 import { type Demand, type NodeView, type PlacedInstance, place, type Strategy } from './core/place.js';
+import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
 import * as nodes from './store/nodes.js';
@@ -29,7 +30,7 @@ export interface SchedulePassDeps {
   log: Logger;
   strategy: Strategy;
   specOf: SpecLookup;
-  /** Called for each workload the pass moved to starting, in order. */
+  /** Called after commit for each workload the pass moved to starting (its start command queued), in order. */
   started: (w: wl.WorkloadRow) => void;
   /** Asks for another pass at this time: the earliest restart still waiting out its back-off. */
   wakeAt?: (at: number) => void;
@@ -174,16 +175,23 @@ async function applyChunkOnce(
       usage.set(p.nodeId, used);
       accepted.push({ w, node });
     }
-    await wl.transitionMany(
-      q,
-      accepted.map(({ w, node }) => ({ id: w.id, node_id: node.id, reason: `placed on ${node.name}` })),
-      'pending',
-      'starting',
+    const moved = new Set(
+      await wl.transitionMany(
+        q,
+        accepted.map(({ w, node }) => ({ id: w.id, node_id: node.id, reason: `placed on ${node.name}` })),
+        'pending',
+        'starting',
+      ),
     );
-    return {
-      applied: accepted.map(({ w, node }) => ({ ...w, status: 'starting' as const, node_id: node.id })),
-      conflicts,
-    };
+    const applied = accepted
+      .filter(({ w }) => moved.has(w.id))
+      .map(({ w, node }) => ({ ...w, status: 'starting' as const, node_id: node.id }));
+    // The agents' start commands commit with the placement (the outbox); the socket holder sends them.
+    await commands.enqueueCommands(
+      q,
+      applied.map((w) => ({ nodeId: w.node_id, message: { type: 'start_ref', workload_id: w.id } })),
+    );
+    return { applied, conflicts };
   });
 }
 

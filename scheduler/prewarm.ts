@@ -3,11 +3,12 @@
  * the missing part of its closure now, so a later rollout does not wait for downloads.
  */
 import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
-import type { AgentSession, SpecLookup } from './coordinator-types.js';
+import type { SpecLookup } from './coordinator-types.js';
 import { demandOf } from './core/fit.js';
 import { place, type Strategy } from './core/place.js';
 import { errors } from './errors.js';
 import { clusterSnapshot } from './placement.js';
+import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
 import type { Db } from './store/db.js';
 import * as jobs from './store/jobs.js';
@@ -18,7 +19,8 @@ export interface PrewarmDeps {
   strategy: Strategy;
   closureOf?: (spec: JobSpec) => Promise<closures.ClosurePath[]>;
   specOf: SpecLookup;
-  sessionOf: (nodeId: string) => AgentSession | undefined;
+  /** Called after the pre-warm commands are queued: the holders of these nodes' sockets send them. */
+  deliverQueued: (nodeIds: string[]) => void;
 }
 
 export interface PrewarmResult {
@@ -76,17 +78,20 @@ export async function prewarmJob(deps: PrewarmDeps, idOrKey: string, body?: unkn
   for (const p of plan.placements) targets.add(p.nodeId);
   const paths = closure.map((p) => p.path);
   const out: PrewarmResult['nodes'] = [];
+  const queued: commands.QueuedCommand[] = [];
   for (const nodeId of targets) {
     const node = snapshot.nodes.find((n) => n.id === nodeId);
     if (!node) continue;
     const missing = closure.filter((p) => !node.storePaths?.has(p.path));
-    const session = deps.sessionOf(nodeId);
-    if (session && missing.length) session.send({ type: 'prewarm', job_id: job.id, paths });
+    if (missing.length) queued.push({ nodeId, message: { type: 'prewarm', job_id: job.id, paths } });
     out.push({
       node: node.name,
       missing_bytes: missing.reduce((a, p) => a + p.nar_size, 0),
-      sent: !!session && missing.length > 0,
+      sent: missing.length > 0,
     });
   }
+  // Through the outbox: the agent may be connected to another coordinator, or reconnecting.
+  await commands.enqueueCommands(db, queued);
+  deps.deliverQueued(queued.map((c) => c.nodeId));
   return { paths: paths.length, bytes: closure.reduce((a, p) => a + p.nar_size, 0), nodes: out };
 }

@@ -12,6 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { JobSpec } from '../spec/job.js';
+import * as commands from './store/agent-commands.js';
 import type { Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as updates from './store/updates.js';
@@ -172,7 +173,14 @@ async function advanceOne(q: Queryable, host: RolloutHost, u: updates.UpdateRow,
           ? { to: 'failed', reason: why, error: why }
           : null,
       );
-      if (failed?.node_id) out.stops.push(failed);
+      if (failed?.node_id) {
+        await commands.enqueueCommand(q, failed.node_id, {
+          type: 'stop',
+          workload_id: failed.id,
+          reason: 'stop requested',
+        });
+        out.stops.push(failed);
+      }
       return 'in_flight';
     }
     const watched =

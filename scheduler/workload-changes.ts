@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { JobSpec } from '../spec/job.js';
 import { demandOf } from './core/fit.js';
 import type { RolloutHost } from './rollout.js';
+import * as commands from './store/agent-commands.js';
 import type { Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import * as updates from './store/updates.js';
@@ -33,22 +34,45 @@ export function newWorkloads(
 }
 
 /**
- * Moves a live workload towards stopped: pending → stopped, starting or running → stopping (an agent
- * must be told). Re-decides on the fresh row after a lost race; returns the row when an agent must stop it.
+ * Moves a live workload towards stopped: pending → stopped, starting or running → stopping, queueing
+ * the agent's stop command in the same transaction. Re-decides on the fresh row after a lost race;
+ * returns the row when an agent was told to stop it.
  */
 export async function stopWorkload(
   q: Queryable,
   w: wl.WorkloadRow,
   reason: string,
 ): Promise<wl.WorkloadRow | null> {
-  const moved = await wl.transitionWith(q, w, (cur) =>
-    cur.status === 'pending'
-      ? { to: 'stopped', reason }
-      : cur.status === 'starting' || cur.status === 'running'
-        ? { to: 'stopping', reason }
-        : null,
+  const moved = await wl.transitionWith(q, w, (cur) => stopDecision(cur, reason));
+  if (moved?.status !== 'stopping') return null;
+  await queueStops(q, [moved]);
+  return moved;
+}
+
+/** Queues the stop commands for workloads just moved to stopping (or ended before their agent knew). */
+export async function queueStops(q: Queryable, ws: readonly wl.WorkloadRow[]): Promise<void> {
+  await commands.enqueueCommands(
+    q,
+    ws.flatMap((w) =>
+      w.node_id
+        ? [
+            {
+              nodeId: w.node_id,
+              message: { type: 'stop' as const, workload_id: w.id, reason: 'stop requested' },
+            },
+          ]
+        : [],
+    ),
   );
-  return moved?.status === 'stopping' ? moved : null;
+}
+
+/** pending → stopped; starting or running → stopping (an agent must be told); anything else stays. */
+function stopDecision(cur: wl.WorkloadRow, reason: string) {
+  return cur.status === 'pending'
+    ? { to: 'stopped' as const, reason }
+    : cur.status === 'starting' || cur.status === 'running'
+      ? { to: 'stopping' as const, reason }
+      : null;
 }
 
 /** Moves every non-terminal workload of a job towards stopped; returns those an agent must stop. */
@@ -65,7 +89,7 @@ export async function stopJobWorkloads(
   return stopWorkloads(q, live, reason);
 }
 
-/** Moves the given workloads towards stopped; returns those an agent must stop. */
+/** Moves the given workloads towards stopped, queueing their agents' stops; returns those. */
 export async function stopWorkloads(
   q: Queryable,
   ws: wl.WorkloadRow[],
@@ -73,9 +97,10 @@ export async function stopWorkloads(
 ): Promise<wl.WorkloadRow[]> {
   const toAgents: wl.WorkloadRow[] = [];
   for (const w of ws) {
-    const moved = await stopWorkload(q, w, reason);
-    if (moved) toAgents.push(moved);
+    const moved = await wl.transitionWith(q, w, (cur) => stopDecision(cur, reason));
+    if (moved?.status === 'stopping') toAgents.push(moved);
   }
+  await queueStops(q, toAgents);
   return toAgents;
 }
 

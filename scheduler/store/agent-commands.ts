@@ -1,7 +1,10 @@
 /**
- * SQL for `agent_commands`, the outbox: a command decided on any coordinator for an agent whose socket
- * another coordinator holds waits here until that holder takes it (woken by NOTIFY, or by polling).
+ * SQL for `agent_commands`, the outbox: every decision that sends an agent a command writes its row in
+ * the deciding transaction, so a committed decision is never lost to a crash before delivery. The
+ * coordinator holding that agent's socket takes the rows (right after its own commits, when NOTIFY
+ * wakes it, by polling, and after a reconnect) and sends them in order.
  */
+import type { WorkloadStatus } from '../../spec/messages.js';
 import type { Queryable } from './db.js';
 
 export const COMMANDS_CHANNEL = 'mxc_agent_commands';
@@ -12,24 +15,51 @@ export type OutboxMessage =
   | { type: 'stop'; workload_id: string; reason?: string }
   | { type: 'prewarm'; job_id: string; paths: string[] };
 
+export interface QueuedCommand {
+  nodeId: string;
+  message: OutboxMessage;
+}
+
 export interface CommandRow {
   id: number;
   node_id: string;
   message: OutboxMessage;
+  /** For a start_ref: the workload as it is when taken (null when it is gone). */
+  workload: {
+    status: WorkloadStatus;
+    node_id: string | null;
+    job_id: string;
+    job_version: number;
+    instance: number;
+  } | null;
 }
 
-/** Queues a command and wakes its holder (NOTIFY is delivered at commit, so call it in the deciding transaction). */
+/**
+ * Queues commands and wakes their holders, in one statement. Call it inside the deciding transaction:
+ * the rows commit (or roll back) with the decision, and NOTIFY is delivered only at commit.
+ */
+export async function enqueueCommands(q: Queryable, cmds: readonly QueuedCommand[]): Promise<void> {
+  if (cmds.length === 0) return;
+  await q.query(
+    `WITH queued AS (
+       INSERT INTO agent_commands (node_id, message)
+       SELECT n, m::jsonb FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS c(n, m, i) ORDER BY i
+       RETURNING node_id
+     )
+     SELECT pg_notify($1, node_id) FROM (SELECT DISTINCT node_id FROM queued) AS woken`,
+    [COMMANDS_CHANNEL, cmds.map((c) => c.nodeId), cmds.map((c) => JSON.stringify(c.message))],
+  );
+}
+
+/** Queues one command (see enqueueCommands). */
 export async function enqueueCommand(q: Queryable, nodeId: string, message: OutboxMessage): Promise<void> {
-  await q.query('INSERT INTO agent_commands (node_id, message) VALUES ($1, $2)', [
-    nodeId,
-    JSON.stringify(message),
-  ]);
-  await q.query('SELECT pg_notify($1, $2)', [COMMANDS_CHANNEL, nodeId]);
+  await enqueueCommands(q, [{ nodeId, message }]);
 }
 
 /**
  * Takes (deletes and returns, oldest first) the commands of the nodes whose sockets `coordinatorId`
- * holds at the given epochs; a stale holder's epoch matches nothing, so it takes nothing.
+ * holds at the given epochs; a stale holder's epoch matches nothing, so it takes nothing. A start by
+ * reference comes back with its workload's current row, read in the same statement.
  */
 export async function takeCommands(
   q: Queryable,
@@ -38,16 +68,37 @@ export async function takeCommands(
   limit = 1000,
 ): Promise<CommandRow[]> {
   if (held.length === 0) return [];
-  return q
-    .query<CommandRow>(
-      `DELETE FROM agent_commands WHERE id IN (
-       SELECT c.id FROM agent_commands c
-         JOIN node_sessions s ON s.node_id = c.node_id AND s.coordinator_id = $1
-         JOIN (SELECT unnest($2::text[]) AS node_id, unnest($3::bigint[]) AS epoch) h
-           ON h.node_id = c.node_id AND h.epoch = s.conn_epoch
-       ORDER BY c.id LIMIT $4 FOR UPDATE OF c SKIP LOCKED)
-     RETURNING id, node_id, message`,
-      [coordinatorId, held.map((h) => h.nodeId), held.map((h) => h.epoch), limit],
-    )
-    .then((rows) => rows.sort((a, b) => a.id - b.id));
+  const rows = await q.query<
+    Omit<CommandRow, 'workload'> &
+      Partial<NonNullable<CommandRow['workload']>> & { workload_node: string | null }
+  >(
+    `WITH taken AS (
+       DELETE FROM agent_commands WHERE id IN (
+         SELECT c.id FROM agent_commands c
+           JOIN node_sessions s ON s.node_id = c.node_id AND s.coordinator_id = $1
+           JOIN (SELECT unnest($2::text[]) AS node_id, unnest($3::bigint[]) AS epoch) h
+             ON h.node_id = c.node_id AND h.epoch = s.conn_epoch
+         ORDER BY c.id LIMIT $4 FOR UPDATE OF c SKIP LOCKED)
+       RETURNING id, node_id, message
+     )
+     SELECT t.id, t.node_id, t.message, w.status, w.node_id AS workload_node, w.job_id, w.job_version, w.instance
+       FROM taken t
+       LEFT JOIN workloads w ON t.message->>'type' = 'start_ref' AND w.id = t.message->>'workload_id'
+      ORDER BY t.id`,
+    [coordinatorId, held.map((h) => h.nodeId), held.map((h) => h.epoch), limit],
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    node_id: r.node_id,
+    message: r.message,
+    workload: r.status
+      ? {
+          status: r.status,
+          node_id: r.workload_node,
+          job_id: r.job_id!,
+          job_version: r.job_version!,
+          instance: r.instance!,
+        }
+      : null,
+  }));
 }

@@ -1,0 +1,180 @@
+/**
+ * The agent command outbox (issue 14): every decision writes its agents' commands in its own
+ * transaction, and the coordinator holding the agent's socket delivers them. A decision committed by a
+ * coordinator that never sends (here: a bare database handle that commits and closes, as a coordinator
+ * killed right after its commit) still reaches the agent; a rolled-back decision queues nothing;
+ * a workload's start never goes out after its stop; what was queued while the agent was away arrives after
+ * its reconnect to another coordinator.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { recordSubmission } from '../../scheduler/job-submit.js';
+import { schedulePass } from '../../scheduler/placement.js';
+import { type Db, openPostgres } from '../../scheduler/store/db.js';
+import * as jobs from '../../scheduler/store/jobs.js';
+import { stopJobWorkloads } from '../../scheduler/workload-changes.js';
+import { JobSpec, type JobSpecInput, jobKey } from '../../spec/job.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { testLogger } from '../helpers/logger.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const f of cleanup.reverse()) await f().catch(() => {});
+});
+
+const status = async (c: TestCoordinator, id: string) =>
+  (await c.api('GET', `/api/workloads/${id}`)).body.data?.status as string | undefined;
+
+/** A coordinator that decides and commits, then is gone before any after-commit step could send. */
+async function decideAndDie<T>(databaseUrl: string, decide: (db: Db) => Promise<T>): Promise<T> {
+  const db = await openPostgres(databaseUrl, { max: 2 });
+  try {
+    return await decide(db);
+  } finally {
+    await db.close();
+  }
+}
+
+/** Submits and places a job the way a coordinator does, without sending anything after the commit. */
+async function submitAndPlace(
+  db: Db,
+  input: JobSpecInput,
+  closure: { path: string; nar_size: number }[] = [],
+) {
+  const spec = JobSpec.parse(input);
+  const rec = await recordSubmission(db, jobKey(spec), spec, closure);
+  await schedulePass({
+    db,
+    log: testLogger(),
+    strategy: 'spread',
+    specOf: async (jobId, v) => (await jobs.getJobVersion(db, jobId, v))?.spec ?? null,
+    started: () => {}, // the dying coordinator sends nothing
+  });
+  return rec;
+}
+
+const outboxRows = async (db: Db) =>
+  Number((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM agent_commands'))[0]!.n);
+
+describe('the agent command outbox', () => {
+  it('delivers a placement and a stop committed by a coordinator that never sends, through the socket holder', async () => {
+    const { url: databaseUrl, name } = await createPostgresDb();
+    cleanup.push(() => dropPostgresDb(name));
+    const holder = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => holder.stop());
+    const p = await new ProtocolAgent({ url: holder.url, name: 'held' }).connect();
+    cleanup.push(async () => p.close());
+
+    const rec = await decideAndDie(databaseUrl, (db) => submitAndPlace(db, plainJob({ name: 'orphan' })));
+    const id = rec.workloads[0]!;
+    await p.waitFor((m) => m.type === 'start' && m.workload.id === id, 5000);
+    await eventually(async () => (await status(holder, id)) === 'running', 5000, 'running');
+
+    const stopped = await decideAndDie(databaseUrl, (db) =>
+      db.tx((q) => stopJobWorkloads(q, rec.job.id, 'stopped by a coordinator that died after commit')),
+    );
+    expect(stopped.map((w) => w.id)).toEqual([id]);
+    await p.waitFor((m) => m.type === 'stop' && m.workload_id === id, 5000);
+    await eventually(async () => (await status(holder, id)) === 'stopped', 5000, 'stopped');
+    const types = p.received.map((m) => m.type);
+    expect(types.indexOf('start')).toBeLessThan(types.indexOf('stop'));
+    expect(await outboxRows(holder.coordinator.db)).toBe(0);
+  });
+
+  it('queues nothing for a rolled-back decision', async () => {
+    const { url: databaseUrl, name } = await createPostgresDb();
+    cleanup.push(() => dropPostgresDb(name));
+    const c = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => c.stop());
+    const p = await new ProtocolAgent({ url: c.url, name: 'steady' }).connect();
+    cleanup.push(async () => p.close());
+    const sub = await c.coordinator.submitJob(plainJob({ name: 'steady' }));
+    const id = sub.workloads[0]!;
+    await eventually(async () => (await status(c, id)) === 'running', 5000, 'running');
+
+    let queuedInside = 0;
+    await expect(
+      c.coordinator.db.tx(async (q) => {
+        const moved = await stopJobWorkloads(q, sub.job.id, 'a decision that is rolled back');
+        expect(moved).toHaveLength(1);
+        queuedInside = Number(
+          (await q.query<{ n: number }>('SELECT count(*)::int AS n FROM agent_commands'))[0]!.n,
+        );
+        throw new Error('abort the decision');
+      }),
+    ).rejects.toThrow('abort the decision');
+    expect(queuedInside).toBe(1); // the stop was queued inside the transaction ...
+    expect(await outboxRows(c.coordinator.db)).toBe(0); // ... and went with the rollback
+    expect(await status(c, id)).toBe('running');
+    // The next poll's drain has nothing to send: no stop ever reaches the agent.
+    await c.coordinator.drainCommands();
+    expect(p.received.some((m) => m.type === 'stop')).toBe(false);
+  });
+
+  it('never sends a start after its stop: queued in order, a start taken late is dropped', async () => {
+    const { url: databaseUrl, name } = await createPostgresDb();
+    cleanup.push(() => dropPostgresDb(name));
+    const holder = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => holder.stop());
+    const p = await new ProtocolAgent({ url: holder.url, name: 'ordered', autoRun: false }).connect();
+    cleanup.push(async () => p.close());
+    const db = holder.coordinator.db;
+    // Hold delivery: while the socket epoch in the database is not the holder's, it takes nothing.
+    const held = await db.query(
+      'UPDATE node_sessions SET conn_epoch = conn_epoch + 1000 WHERE node_id = $1 RETURNING 1',
+      [p.nodeId],
+    );
+    expect(held).toHaveLength(1);
+    const rec = await decideAndDie(databaseUrl, (d) =>
+      submitAndPlace(d, plainJob({ name: 'brief', instances: 2 })),
+    );
+    // Both placed (starting), their agent not yet told: the stop decided now is queued after the starts.
+    await decideAndDie(databaseUrl, (d) => d.tx((q) => stopJobWorkloads(q, rec.job.id, 'changed our mind')));
+    await holder.coordinator.drainCommands();
+    const rows = await db.query<{ message: { type: string; workload_id: string } }>(
+      'SELECT message FROM agent_commands ORDER BY id',
+    );
+    expect(rows.map((r) => `${r.message.type} ${r.message.workload_id}`)).toEqual([
+      ...rec.workloads.map((id) => `start_ref ${id}`),
+      ...rec.workloads.map((id) => `stop ${id}`),
+    ]);
+
+    await db.query('UPDATE node_sessions SET conn_epoch = conn_epoch - 1000 WHERE node_id = $1', [p.nodeId]);
+    await holder.coordinator.drainCommands();
+    for (const id of rec.workloads) await p.waitFor((m) => m.type === 'stop' && m.workload_id === id, 5000);
+    for (const id of rec.workloads)
+      await eventually(async () => (await status(holder, id)) === 'stopped', 5000, 'stopped');
+    // A start by reference reads its workload when taken: one already stopping is not started after all.
+    expect(p.received.filter((m) => m.type === 'start')).toEqual([]);
+    expect(await outboxRows(db)).toBe(0);
+  });
+
+  it('delivers a pre-warm queued while the agent was away after it reconnects to another coordinator', async () => {
+    const { url: databaseUrl, name } = await createPostgresDb();
+    cleanup.push(() => dropPostgresDb(name));
+    const a = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => a.stop());
+    const b = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => b.stop());
+    const first = await new ProtocolAgent({ url: a.url, name: 'roamer' }).connect();
+    const path = '/nix/store/00000000000000000000000000000000-warm';
+    const rec = await decideAndDie(databaseUrl, (d) =>
+      submitAndPlace(d, plainJob({ name: 'warm' }), [{ path, nar_size: 1000 }]),
+    );
+    const id = rec.workloads[0]!;
+    await eventually(async () => (await status(a, id)) === 'running', 5000, 'running');
+    first.close();
+    await eventually(async () => !a.coordinator.isConnected(first.nodeId!), 5000, 'a lets go of the socket');
+
+    const res = await b.coordinator.prewarm(rec.job.id);
+    expect(res.nodes).toEqual([{ node: 'roamer', missing_bytes: 1000, sent: true }]);
+    expect(await outboxRows(b.coordinator.db)).toBe(1); // nobody holds the socket: it waits
+
+    const back = await new ProtocolAgent({ url: b.url, name: 'roamer' }).connect([id]);
+    cleanup.push(async () => back.close());
+    const m = await back.waitFor((x) => x.type === 'prewarm', 5000);
+    expect(m).toMatchObject({ type: 'prewarm', job_id: rec.job.id, paths: [path] });
+    expect(first.received.some((x) => x.type === 'prewarm')).toBe(false);
+  });
+});
