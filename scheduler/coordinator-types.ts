@@ -2,6 +2,8 @@
  * Types shared by the coordinator façade and the modules it delegates to; coordinator.ts re-exports
  * them, so the API layer keeps importing them from there.
  */
+import type { z } from 'zod';
+import type * as api from '../spec/api.js';
 import type { JobSpec } from '../spec/job.js';
 import type { CoordinatorMessage } from '../spec/messages.js';
 import type { Strategy } from './core/place.js';
@@ -37,11 +39,8 @@ export interface CoordinatorOptions {
 }
 
 /** What changed, for live views (dashboard, `--wait`). */
-export interface ChangeEvent {
-  kind: 'workload' | 'node' | 'job' | 'log';
-  id: string;
-  status?: string;
-}
+/** What changed, sent to live views (`/api/events`); its shape is spec/api.ts's ChangeEvent. */
+export type ChangeEvent = z.infer<typeof api.ChangeEvent>;
 
 /** Looks up a job version's spec (cached by the coordinator: versions never change once written). */
 export type SpecLookup = (jobId: string, version: number) => Promise<JobSpec | null>;

@@ -367,6 +367,13 @@ export const CreatedToken = z.object({
   token: z.string(),
 });
 
+/** One server-sent event of `/api/events` (its `data:` line): what changed, for live views to re-read. */
+export const ChangeEvent = z.object({
+  kind: z.enum(['workload', 'node', 'job', 'log']),
+  id: z.string(),
+  status: z.string().optional(),
+});
+
 /** Browsers' EventSource and WebSocket cannot set headers: the token may come as ?token=. */
 export const TokenQuery = z.object({ token: z.string().max(4096).optional() });
 

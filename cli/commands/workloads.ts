@@ -192,7 +192,7 @@ export async function logs(
     while (nl >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      if (line) printLog(JSON.parse(line) as LogRow, opts.json, opts.timestamps);
+      if (line) printLog(api.LogEntry.parse(JSON.parse(line)), opts.json, opts.timestamps);
       nl = buf.indexOf('\n');
     }
   }

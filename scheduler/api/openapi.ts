@@ -1,7 +1,7 @@
 /** `/api/openapi.json`: the OpenAPI 3.1 document @fastify/swagger generates from every route's zod schemas. */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { typed } from './contract.js';
+import { errorResponses, typed } from './contract.js';
 
 export async function openApiRoutes(app: FastifyInstance) {
   typed(app).get(
@@ -11,7 +11,10 @@ export async function openApiRoutes(app: FastifyInstance) {
         summary: 'This document',
         tags: ['meta'],
         security: [],
-        response: { 200: z.record(z.string(), z.unknown()).describe('an OpenAPI 3.1 document') },
+        response: {
+          200: z.record(z.string(), z.unknown()).describe('an OpenAPI 3.1 document'),
+          ...errorResponses,
+        },
       },
       config: { access: 'public' },
     },

@@ -34,6 +34,38 @@ const docPath = (url: string) => url.replace(/:([A-Za-z0-9_]+)/g, '{$1}').replac
 
 const keysOf = (s: unknown) => Object.keys((s as ZodObject).shape ?? {}).sort();
 
+const CACHE_PROTOCOL =
+  'the Nix binary cache (nix-cache-info, narinfo and NAR files, uploads): its schemas land with the cache work (issue 13 item 4, helper cacheperf)';
+const DASHBOARD = 'the dashboard: HTML, JavaScript and CSS files, not JSON';
+
+/**
+ * The only routes allowed to declare no schemas, each with its reason. A new route missing from this list
+ * without params, body and response schemas fails the walk below; an entry whose route has schemas now
+ * (or is gone) fails too, so the list stays true.
+ */
+const UNSCHEMATISED: Record<string, string> = {
+  'GET /': DASHBOARD,
+  'GET /ui/*': DASHBOARD,
+  'GET /cache/nix-cache-info': CACHE_PROTOCOL,
+  'GET /cache/:file': CACHE_PROTOCOL,
+  'GET /cache/nar/:file': CACHE_PROTOCOL,
+  'GET /api/cache/key': CACHE_PROTOCOL,
+  'POST /api/cache/missing': CACHE_PROTOCOL,
+  'PUT /api/cache/nar/*': CACHE_PROTOCOL,
+};
+
+/** POST routes that act on the resource their path names and read no request body. */
+const TAKES_NO_BODY = new Set([
+  'POST /api/jobs/:id/restart',
+  'POST /api/jobs/:id/stop',
+  'POST /api/workloads/:id/stop',
+  'POST /api/nodes/:id/drain',
+  'POST /api/nodes/:id/undrain',
+]);
+
+/** Path parameters of a fastify URL (`*` for a wildcard). */
+const paramsOf = (url: string) => [...url.matchAll(/:([A-Za-z0-9_]+)|\*/g)].map((m) => m[1] ?? '*').sort();
+
 describe('API contract', () => {
   let c: TestCoordinator;
   const agents: ProtocolAgent[] = [];
@@ -47,19 +79,46 @@ describe('API contract', () => {
     const doc = (await c.api<Doc>('GET', '/api/openapi.json')).body;
     const routes = c.app.routeTable.filter((r) => r.method !== 'HEAD');
     expect(routes.length).toBeGreaterThan(30);
+    const keys = new Set(routes.map((r) => `${r.method} ${r.url}`));
+    for (const excluded of [...Object.keys(UNSCHEMATISED), ...TAKES_NO_BODY])
+      expect(keys.has(excluded), `${excluded} (listed as an exception) is a route`).toBe(true);
     let jsonRoutes = 0;
     for (const r of routes) {
       const where = `${r.method} ${r.url}`;
       const op = doc.paths[docPath(r.url)]?.[r.method.toLowerCase()];
       expect(op, `${where} is in the document`).toBeDefined();
-      if (!isJsonApiRoute(r.url)) continue;
+      const schema = r.schema as
+        | {
+            params?: ZodType;
+            querystring?: ZodType;
+            body?: ZodType;
+            response?: Record<string, ZodType | { content: Record<string, { schema: ZodType }> }>;
+          }
+        | undefined;
+      if (UNSCHEMATISED[where]) {
+        expect(
+          schema?.response,
+          `${where} declares response schemas now: remove it from UNSCHEMATISED (${UNSCHEMATISED[where]})`,
+        ).toBeUndefined();
+        continue;
+      }
+      expect(isJsonApiRoute(r.url), `${where} is a JSON route or listed in UNSCHEMATISED`).toBe(true);
       jsonRoutes++;
-      const schema = r.schema as {
-        params?: ZodType;
-        querystring?: ZodType;
-        body?: ZodType;
-        response: Record<string, ZodType | { content: Record<string, { schema: ZodType }> }>;
-      };
+      // Every part of the request that carries data has a schema; so has every answer, errors included.
+      expect(schema?.response, `${where} declares its answers`).toBeDefined();
+      if (!schema?.response) continue;
+      expect(schema.params ? keysOf(schema.params) : [], `${where} params schema`).toEqual(paramsOf(r.url));
+      if (['POST', 'PUT', 'PATCH'].includes(r.method))
+        expect(
+          schema.body !== undefined || TAKES_NO_BODY.has(where),
+          `${where} declares a body schema, or is listed in TAKES_NO_BODY`,
+        ).toBe(true);
+      else expect(schema.body, `${where} takes no body`).toBeUndefined();
+      if (TAKES_NO_BODY.has(where))
+        expect(schema.body, `${where} is listed in TAKES_NO_BODY`).toBeUndefined();
+      expect(Object.keys(schema.response), `${where} documents its coded errors`).toEqual(
+        expect.arrayContaining(['4XX', '5XX']),
+      );
       // Every path parameter and query field is a documented parameter.
       const params = (op!.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name);
       const query = (op!.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name);
@@ -67,11 +126,14 @@ describe('API contract', () => {
       expect(params.length, `${where} declares its path parameters`).toBe((r.url.match(/:/g) ?? []).length);
       expect(query.sort(), `${where} query`).toEqual(schema.querystring ? keysOf(schema.querystring) : []);
       expect(op!.requestBody !== undefined, `${where} body`).toBe(schema.body !== undefined);
-      // Every declared answer is documented; JSON ones with the object's fields.
-      expect(Object.keys(schema.response).length).toBeGreaterThan(0);
+      // Every declared answer is a zod schema (JSON is serialised through it) or a documented other
+      // content type (streams); every one is in the document, JSON objects with their fields.
       for (const [code, s] of Object.entries(schema.response)) {
         const documented = op!.responses[code];
         expect(documented, `${where} answer ${code}`).toBeDefined();
+        expect('_zod' in (s as object) || 'content' in (s as object), `${where} answer ${code} schema`).toBe(
+          true,
+        );
         if ('content' in (s as object) && !('_zod' in (s as object))) {
           const types = Object.keys((s as { content: object }).content);
           expect(Object.keys(documented!.content ?? {}), `${where} ${code} content types`).toEqual(types);
@@ -186,12 +248,27 @@ describe('API contract', () => {
     });
     expect(del.status).toBe(204);
 
-    // The event stream still streams.
+    // The event stream still streams, each event in its spec/ shape.
     const ctl = new AbortController();
     const res = await fetch(`${c.url}/api/events`, { signal: ctl.signal });
     expect(res.headers.get('content-type')).toBe('text/event-stream');
     const reader = res.body!.getReader();
-    expect(new TextDecoder().decode((await reader.read()).value)).toMatch(/connected/);
+    const decoder = new TextDecoder();
+    expect(decoder.decode((await reader.read()).value)).toMatch(/connected/);
+    await call('POST', '/api/nodes/n1/drain', data(api.Node));
+    // Every event on the way parses; the drain's own one comes (other changes may come first).
+    let text = '';
+    const events: z.output<typeof api.ChangeEvent>[] = [];
+    const drainEvent = { kind: 'node', id: nodes[0]!.id, status: 'draining' };
+    while (!events.some((e) => e.kind === 'node' && e.status === 'draining')) {
+      text += decoder.decode((await reader.read()).value, { stream: true });
+      for (let end = text.indexOf('\n\n'); end >= 0; end = text.indexOf('\n\n')) {
+        const block = text.slice(0, end);
+        text = text.slice(end + 2);
+        if (block.startsWith('data: ')) events.push(api.ChangeEvent.parse(JSON.parse(block.slice(6))));
+      }
+    }
+    expect(events).toContainEqual(drainEvent);
     ctl.abort();
   });
 

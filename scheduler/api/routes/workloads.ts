@@ -211,7 +211,8 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
               limit: tail ? (q.limit ?? 1000) : 1000,
               oldestFirst: !tail,
             });
-            for (const r of rows) reply.raw.write(`${JSON.stringify(r)}\n`);
+            // Written past fastify's serialiser: each line goes through the same schema by hand.
+            for (const r of rows) reply.raw.write(`${JSON.stringify(api.LogEntry.parse(r))}\n`);
             if (rows.length) after = rows[rows.length - 1]!.id;
             if (!tail && rows.length < 1000) break;
           }
