@@ -46,7 +46,13 @@ describe('spec', () => {
     });
     expect(r.success).toBe(false);
     const msgs = r.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    expect(msgs).toContain('task.resources.cpu: must be more than 0 (a workload needs some CPU)');
+    expect(msgs.sort()).toEqual([
+      'task.constraints.2.order.1: order names process "ghost", which the task does not have',
+      'task.constraints: order constraints form a cycle: a → b → a',
+      'task.processes.1.name: duplicate process name "a"',
+      'task.resources.cpu: must be more than 0 (a workload needs some CPU)',
+      'task.resources.ram: must be more than 0 bytes',
+    ]);
   });
 });
 
