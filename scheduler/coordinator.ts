@@ -19,7 +19,13 @@ import { planJob } from './job-plan.js';
 import { recordSubmission } from './job-submit.js';
 import { loseNodeWorkloads, markNodeDown } from './liveness.js';
 import { admitNode } from './node-identity.js';
-import { type ClusterSnapshot, clusterSnapshot, retryOnConflict, schedulePass } from './placement.js';
+import {
+  type ClusterSnapshot,
+  clusterSnapshot,
+  retryOnConflict,
+  SchedulerState,
+  schedulePass,
+} from './placement.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
 import { advanceRollouts, startRollout } from './rollout.js';
 import * as commands from './store/agent-commands.js';
@@ -437,8 +443,12 @@ export class Coordinator {
     this.wakeTimer.unref?.();
   }
 
+  /** The cluster view and job-version caches the scheduling passes keep between them. */
+  private readonly schedulerState = new SchedulerState();
+
   private async schedulePass(): Promise<void> {
     await schedulePass({
+      state: this.schedulerState,
       wakeAt: (at) => this.wakeAt(at),
       db: this.db,
       log: this.log,

@@ -1,11 +1,13 @@
 /**
- * The scheduling pass plumbing: a snapshot of the cluster for the pure core, the constraints and
- * closures of pending workloads, and applying placements in chunked transactions with a capacity re-check.
+ * The scheduling pass plumbing: the cluster view for the pure core (kept between passes, see
+ * cluster-view.ts), the constraints and closures of pending workloads, and applying placements in
+ * chunked transactions with a capacity re-check on the locked node rows.
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { ClusterView, toNodeView } from './cluster-view.js';
 import type { SpecLookup } from './coordinator-types.js';
-import { fits, take } from './core/fit.js';
+import { fits, type Resources, take } from './core/fit.js';
 import { type Demand, type NodeView, type PlacedInstance, place, type Strategy } from './core/place.js';
 import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
@@ -22,23 +24,80 @@ interface JobInfo {
   constraints: Record<string, string>;
   closure: { path: string; size: number }[];
 }
+
 /** Placements committed per transaction. */
 const APPLY_CHUNK = 2000;
+/** Job versions whose constraints and closure are kept (both never change once written). */
+const JOB_INFO_CACHE = 10_000;
+
+/**
+ * What a coordinator keeps between passes: the cluster view and, per job version, its constraints and
+ * closure. One per coordinator; passes run one at a time.
+ */
+export class SchedulerState {
+  readonly view = new ClusterView();
+  private readonly jobInfo = new Map<string, Promise<JobInfo>>();
+
+  /** Constraints and closure (with sizes) of each job version among the workloads. */
+  async jobInfoFor(
+    db: Queryable,
+    specOf: SpecLookup,
+    ws: readonly wl.WorkloadRow[],
+  ): Promise<Map<string, JobInfo>> {
+    const keys = new Map<string, { job_id: string; job_version: number }>();
+    for (const w of ws) keys.set(`${w.job_id}/${w.job_version}`, w);
+    const out = new Map<string, JobInfo>();
+    await Promise.all(
+      [...keys].map(async ([k, w]) => {
+        let p = this.jobInfo.get(k);
+        if (!p) {
+          p = readJobInfo(db, specOf, w.job_id, w.job_version);
+          p.catch(() => this.jobInfo.delete(k));
+          if (this.jobInfo.size >= JOB_INFO_CACHE) this.jobInfo.clear();
+          this.jobInfo.set(k, p);
+        }
+        out.set(k, await p);
+      }),
+    );
+    return out;
+  }
+}
+
+async function readJobInfo(
+  db: Queryable,
+  specOf: SpecLookup,
+  jobId: string,
+  version: number,
+): Promise<JobInfo> {
+  const [spec, closure] = await Promise.all([
+    specOf(jobId, version),
+    closures.jobClosure(db, jobId, version),
+  ]);
+  return {
+    constraints: spec?.constraints ?? {},
+    closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
+  };
+}
 
 export interface SchedulePassDeps {
   db: Db;
   log: Logger;
   strategy: Strategy;
   specOf: SpecLookup;
+  /** The coordinator's view and caches, kept from pass to pass. */
+  state: SchedulerState;
   /** Called after commit for each workload the pass moved to starting (its start command queued), in order. */
   started: (w: wl.WorkloadRow) => void;
   /** Asks for another pass at this time: the earliest restart still waiting out its back-off. */
   wakeAt?: (at: number) => void;
 }
 
-/** One scheduling pass: plan the pending workloads on a snapshot, apply, and replan on conflicts. */
+/**
+ * One scheduling pass: plan the pending workloads on the cluster view (brought up to date by a delta
+ * read), apply, and replan on conflicts with a view read afresh.
+ */
 export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
-  const { db } = deps;
+  const { db, state } = deps;
   for (let attempt = 0; attempt < 5; attempt++) {
     const all = await wl.listWorkloads(db, { status: ['pending'], limit: 100_000 });
     // Restarts of flapping tasks wait out their back-off (Aurora's THROTTLED): not planned before then.
@@ -58,8 +117,12 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     const pending = waiting.length ? all.filter((w) => !throttled.has(w)) : all;
     if (pending.length === 0) return;
     pending.sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.instance - b.instance);
-    const snapshot = await clusterSnapshot(db);
-    const jobInfo = await jobInfoFor(db, deps.specOf, pending);
+    const jobIds = [...new Set(pending.map((w) => w.job_id))];
+    const [nodeViews, placed, jobInfo] = await Promise.all([
+      state.view.refresh(db),
+      wl.activePlacementsOf(db, jobIds),
+      state.jobInfoFor(db, deps.specOf, pending),
+    ]);
     const demands: Demand[] = pending.map((w) => {
       const info = jobInfo.get(`${w.job_id}/${w.job_version}`);
       return {
@@ -75,7 +138,10 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     });
     const wanted = [...new Set([...jobInfo.values()].flatMap((i) => i.closure.map((p) => p.path)))];
     const held = await closures.holders(db, wanted);
-    for (const n of snapshot.nodes) n.storePaths = held.get(n.id) ?? new Set();
+    const snapshot: ClusterSnapshot = {
+      nodes: nodeViews.map((n) => (held.size ? { ...n, storePaths: held.get(n.id) ?? new Set() } : n)),
+      placed: placed.map((p) => ({ jobId: p.job_id, nodeId: p.node_id, count: p.n })),
+    };
     const evalId = randomUUID();
     const plan = place(snapshot, demands, { strategy: deps.strategy, seed: evalId });
     await wl.setPendingReasons(
@@ -83,36 +149,23 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
       plan.failures.map((f) => ({ id: f.workloadId, reason: f.summary })),
     );
     if (plan.placements.length === 0) return;
-    const { applied, conflicts } = await applyPlacements(db, plan.placements);
+    const byId = new Map(pending.map((w) => [w.id, w]));
+    const { applied, conflicts } = await applyPlacements(
+      db,
+      plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId })),
+    );
     for (const a of applied) deps.started(a);
     if (conflicts === 0) return;
+    // The view was stale (another coordinator placed, a node changed): replan on every node read afresh.
+    state.view.invalidate();
     deps.log.info({ conflicts, attempt }, 'plan partly rejected on fresh state; replanning');
   }
 }
 
-/** Constraints and closure (with sizes) of each job version among the workloads. */
-async function jobInfoFor(
-  db: Queryable,
-  specOf: SpecLookup,
-  ws: wl.WorkloadRow[],
-): Promise<Map<string, JobInfo>> {
-  const out = new Map<string, JobInfo>();
-  for (const w of ws) {
-    const k = `${w.job_id}/${w.job_version}`;
-    if (out.has(k)) continue;
-    const [spec, closure] = await Promise.all([
-      specOf(w.job_id, w.job_version),
-      closures.jobClosure(db, w.job_id, w.job_version),
-    ]);
-    out.set(k, {
-      constraints: spec?.constraints ?? {},
-      closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
-    });
-  }
-  return out;
-}
-
-/** The cluster as the pure core sees it. */
+/**
+ * The cluster as the pure core sees it, read in full from the workloads themselves (what the
+ * incremental view must always equal): for dry runs, pre-warm and checks.
+ */
 export async function clusterSnapshot(q: Queryable): Promise<ClusterSnapshot> {
   const [rows, usage, placed] = await Promise.all([
     nodes.listNodes(q),
@@ -120,18 +173,25 @@ export async function clusterSnapshot(q: Queryable): Promise<ClusterSnapshot> {
     wl.activePlacements(q),
   ]);
   return {
-    nodes: rows.map((n) => toNodeView(n, usage.get(n.id))),
+    nodes: rows.map((n) => toNodeView(n, usage.get(n.id) ?? { cpu: 0, memory_mb: 0, disk_mb: 0 })),
     placed: placed.map((p) => ({ jobId: p.job_id, nodeId: p.node_id, count: p.n })),
   };
 }
 
+interface PlannedPlacement {
+  /** The workload as the pass read it (its resources never change). */
+  w: wl.WorkloadRow;
+  nodeId: string;
+}
+
 /**
- * Applies placements in transactions of at most APPLY_CHUNK, re-checking capacity under row locks
- * (nodes, then workloads, in id order). A placement that no longer fits is a conflict, left pending.
+ * Applies placements in transactions of at most APPLY_CHUNK, re-checking capacity on the node rows
+ * locked in id order (their trigger-kept usage is exact under the lock). A placement that no longer
+ * fits is a conflict, left pending; a workload no longer pending (stopped meanwhile) is skipped.
  */
 async function applyPlacements(
   db: Db,
-  placements: { workloadId: string; nodeId: string }[],
+  placements: PlannedPlacement[],
 ): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
   const applied: wl.WorkloadRow[] = [];
   let conflicts = 0;
@@ -146,33 +206,31 @@ async function applyPlacements(
 
 async function applyChunkOnce(
   db: Db,
-  placements: { workloadId: string; nodeId: string }[],
+  placements: PlannedPlacement[],
 ): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
   return db.tx(async (q) => {
     const nodeIds = [...new Set(placements.map((p) => p.nodeId))];
     const locked = new Map((await nodes.lockNodes(q, nodeIds)).map((n) => [n.id, n]));
-    const usage = await wl.usageByNode(q, nodeIds);
-    const pending = new Map(
-      (
-        await wl.lockPending(
-          q,
-          placements.map((p) => p.workloadId),
-        )
-      ).map((w) => [w.id, w]),
-    );
+    const usage = new Map<string, Resources>();
     const accepted: { w: wl.WorkloadRow; node: nodes.NodeRow }[] = [];
     let conflicts = 0;
-    for (const p of placements) {
-      const node = locked.get(p.nodeId);
-      const w = pending.get(p.workloadId);
-      if (!w) continue; // stopped or placed meanwhile
-      const used = usage.get(p.nodeId) ?? { cpu: 0, memory_mb: 0, disk_mb: 0 };
-      if (!node || node.status !== 'ready' || !fits(node, used, w)) {
+    for (const { w, nodeId } of placements) {
+      const node = locked.get(nodeId);
+      if (!node || node.status !== 'ready') {
+        conflicts++;
+        continue;
+      }
+      let used = usage.get(nodeId);
+      if (!used) {
+        used = { cpu: node.used_cpu, memory_mb: node.used_memory_mb, disk_mb: node.used_disk_mb };
+        usage.set(nodeId, used);
+      }
+      // Counted even if the workload turns out no longer pending: that only errs towards less use.
+      if (!fits(node, used, w)) {
         conflicts++;
         continue;
       }
       take(used, w);
-      usage.set(p.nodeId, used);
       accepted.push({ w, node });
     }
     const moved = new Set(
@@ -206,26 +264,4 @@ export async function retryOnConflict<T>(fn: () => Promise<T>, attempts = 5): Pr
       await new Promise((r) => setTimeout(r, 5 * i + Math.random() * 20));
     }
   }
-}
-
-export function toNodeView(
-  n: nodes.NodeRow,
-  used?: { cpu: number; memory_mb: number; disk_mb: number },
-): NodeView {
-  return {
-    id: n.id,
-    name: n.name,
-    status: n.status,
-    cpu: n.cpu,
-    memory_mb: n.memory_mb,
-    disk_mb: n.disk_mb,
-    used: used ?? { cpu: 0, memory_mb: 0, disk_mb: 0 },
-    isolation: n.capabilities.isolation ?? ['process'],
-    attributes: {
-      ...(n.capabilities.attributes ?? {}),
-      host: n.name,
-      os: n.capabilities.os,
-      arch: n.capabilities.arch,
-    },
-  };
 }

@@ -10,6 +10,10 @@ export interface NodeRow {
   memory_mb: number;
   disk_mb: number;
   capabilities: Capabilities;
+  /** What its active workloads hold (kept by triggers on workloads, migration 011). */
+  used_cpu: number;
+  used_memory_mb: number;
+  used_disk_mb: number;
   version: string;
   last_seen_at: Date;
   created_at: Date;
@@ -44,6 +48,39 @@ export async function upsertNode(
 
 export async function listNodes(q: Queryable): Promise<NodeRow[]> {
   return q.query<NodeRow>('SELECT * FROM nodes ORDER BY name');
+}
+
+/** The nodes whose scheduling-relevant columns changed since `watermark`, and the next watermark. */
+export interface NodeChanges {
+  /**
+   * The oldest transaction still running when the read was taken (its snapshot's xmin): every change
+   * committed later carries a transaction id at least this, so the next read starts here.
+   */
+  watermark: string;
+  /** How many nodes exist (a removed node shows as a count below the view's). */
+  total: number;
+  rows: NodeRow[];
+}
+
+/**
+ * Nodes changed by transactions from `watermark` on (all of them when null), read in one statement so
+ * the rows, the count and the next watermark come from one snapshot. A row can come twice (a
+ * transaction still running at one read is re-read at the next): the reader overwrites, so that is fine.
+ */
+export async function nodesChangedSince(q: Queryable, watermark: string | null): Promise<NodeChanges> {
+  const rows = await q.query<NodeRow & { watermark: string; total: number }>(
+    `SELECT s.watermark, s.total, n.* FROM
+       (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS watermark,
+               (SELECT count(*)::int FROM nodes) AS total) s
+       LEFT JOIN nodes n ON $1::xid8 IS NULL OR n.change_xid >= $1::xid8`,
+    [watermark],
+  );
+  const first = rows[0]!;
+  return {
+    watermark: first.watermark,
+    total: first.total,
+    rows: first.id === null ? [] : rows,
+  };
 }
 
 /** One page of nodes in name order (names are unique): those after `after`, at most `limit`. */

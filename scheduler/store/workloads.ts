@@ -161,9 +161,26 @@ export async function transition(
     params.push(extra.node_id);
     sets.push(`node_id = $${params.length}`);
   }
+  // A change of what the workload holds updates its node's usage (a trigger, migration 011), which
+  // locks the node row: lock it first, so node-before-workload is the one lock order everywhere (the
+  // apply and the liveness verdict lock nodes first too) and concurrent changes cannot deadlock.
+  const locksNode = holdsResources(w.status) !== holdsResources(to) || extra.node_id !== undefined;
+  let guard = '';
+  if (locksNode) {
+    params.push(extra.node_id ?? null);
+    guard = `AND (SELECT count(*) FROM node_locked) >= 0`;
+  }
   const rows = await q.query<WorkloadRow>(
-    `WITH moved AS (
-       UPDATE workloads SET ${sets.join(', ')} WHERE id = $1 AND status = $2 RETURNING *
+    `WITH ${
+      locksNode
+        ? `node_locked AS MATERIALIZED (
+       SELECT n.id FROM nodes n
+       WHERE n.id = (SELECT node_id FROM workloads WHERE id = $1) OR n.id = $${params.length}
+       ORDER BY n.id FOR UPDATE
+     ), `
+        : ''
+    }moved AS (
+       UPDATE workloads SET ${sets.join(', ')} WHERE id = $1 AND status = $2 ${guard} RETURNING *
      ), ev AS (
        INSERT INTO workload_events (workload_id, from_status, to_status, reason)
        SELECT id, $2, $3, $4 FROM moved
@@ -173,6 +190,9 @@ export async function transition(
   );
   return rows[0] ?? null;
 }
+
+/** Whether a workload in this status holds its node's resources. */
+const holdsResources = (s: WorkloadStatus) => ACTIVE_STATUSES.includes(s);
 
 /** What to do with a workload as it is now: the status to move it to, or null to leave it. */
 export type Decision = { to: WorkloadStatus; reason: string; error?: string | null } | null;
@@ -269,6 +289,19 @@ export async function activePlacements(
   );
 }
 
+/** Active instances per node of the given jobs only (what a pass placing them needs). */
+export async function activePlacementsOf(
+  q: Queryable,
+  jobIds: string[],
+): Promise<{ job_id: string; node_id: string; n: number }[]> {
+  if (jobIds.length === 0) return [];
+  return q.query(
+    `SELECT job_id, node_id, count(*)::int AS n FROM workloads
+     WHERE job_id = ANY($2::text[]) AND status = ANY($1::text[]) AND node_id IS NOT NULL GROUP BY job_id, node_id`,
+    [ACTIVE_STATUSES, jobIds],
+  );
+}
+
 export async function listEvents(q: Queryable, workloadId: string): Promise<WorkloadEventRow[]> {
   return q.query<WorkloadEventRow>('SELECT * FROM workload_events WHERE workload_id = $1 ORDER BY id', [
     workloadId,
@@ -287,8 +320,10 @@ export async function countByStatus(q: Queryable): Promise<Record<string, number
 }
 
 /**
- * Moves many workloads from `from` to `to` in two statements (placement applies thousands at once),
- * checked against the state machine; only rows still in `from` move. Returns the ids that moved.
+ * Moves many workloads from `from` to `to` in one statement (placement applies thousands at once),
+ * checked against the state machine; only rows still in `from` move, locked in id order first (as
+ * lockNodes does) so two concurrent movers of overlapping sets cannot deadlock. Each move is recorded
+ * as an event in the same statement. Returns the ids that moved.
  */
 export async function transitionMany(
   q: Queryable,
@@ -299,27 +334,32 @@ export async function transitionMany(
   if (moves.length === 0) return [];
   checkTransition(from, to);
   const rows = await q.query<{ id: string }>(
-    `UPDATE workloads SET status = $4, updated_at = now(), pending_reason = NULL,
-       node_id = CASE WHEN v.set_node THEN v.node_id ELSE workloads.node_id END
-     FROM (SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS node_id, unnest($5::bool[]) AS set_node) AS v
-     WHERE workloads.id = v.id AND workloads.status = $3
-     RETURNING workloads.id`,
+    `WITH v AS (
+       SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS node_id, unnest($5::bool[]) AS set_node,
+              unnest($6::text[]) AS reason
+     ), locked AS (
+       SELECT w.id FROM workloads w WHERE w.id = ANY($1::text[]) AND w.status = $3 ORDER BY w.id FOR UPDATE
+     ), moved AS (
+       UPDATE workloads SET status = $4, updated_at = now(), pending_reason = NULL,
+         node_id = CASE WHEN v.set_node THEN v.node_id ELSE workloads.node_id END
+       FROM v, locked
+       WHERE workloads.id = v.id AND locked.id = v.id AND workloads.status = $3
+       RETURNING workloads.id, v.reason
+     ), ev AS (
+       INSERT INTO workload_events (workload_id, from_status, to_status, reason)
+       SELECT id, $3, $4, reason FROM moved
+     )
+     SELECT id FROM moved`,
     [
       moves.map((m) => m.id),
       moves.map((m) => m.node_id ?? null),
       from,
       to,
       moves.map((m) => m.node_id !== undefined),
+      moves.map((m) => m.reason),
     ],
   );
-  const moved = new Set(rows.map((r) => r.id));
-  const events = moves.filter((m) => moved.has(m.id));
-  await q.query(
-    `INSERT INTO workload_events (workload_id, from_status, to_status, reason)
-     SELECT unnest($1::text[]), $2, $3, unnest($4::text[])`,
-    [events.map((m) => m.id), from, to, events.map((m) => m.reason)],
-  );
-  return events.map((m) => m.id);
+  return rows.map((r) => r.id);
 }
 
 /** Locks the given pending workloads for a plan's apply. */

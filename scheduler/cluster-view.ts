@@ -1,0 +1,82 @@
+/**
+ * The coordinator's standing view of the cluster for scheduling passes: every node with its capacity,
+ * what its active workloads hold and its attributes, kept in memory and brought up to date before each
+ * pass by reading only the node rows changed since the previous read (a transaction-id watermark), so
+ * placements by other coordinators on the same database are seen. A stale view can only cost a retry:
+ * the apply re-checks capacity on the locked node rows.
+ */
+import type { NodeView } from './core/place.js';
+import type { Queryable } from './store/db.js';
+import * as nodes from './store/nodes.js';
+
+export class ClusterView {
+  private readonly byId = new Map<string, NodeView>();
+  /** Nodes in name order, as a full snapshot lists them (null: rebuild from byId). */
+  private ordered: NodeView[] | null = [];
+  /** Position of each node id in `ordered`. */
+  private readonly position = new Map<string, number>();
+  private watermark: string | null = null;
+
+  /** Forgets what was read: the next refresh reads every node (after a rejected plan, for instance). */
+  invalidate(): void {
+    this.watermark = null;
+  }
+
+  /** Reads the nodes changed since the last refresh (all on the first) and returns the view, in name order. */
+  async refresh(q: Queryable): Promise<readonly NodeView[]> {
+    const full = this.watermark === null;
+    const changes = await nodes.nodesChangedSince(q, this.watermark);
+    if (full) {
+      this.byId.clear();
+      this.ordered = null;
+    }
+    for (const row of changes.rows) {
+      const view = toNodeView(row);
+      const before = this.byId.get(row.id);
+      this.byId.set(row.id, view);
+      if (!this.ordered) continue;
+      const at = this.position.get(row.id);
+      if (before && before.name === view.name && at !== undefined) this.ordered[at] = view;
+      else this.ordered = null;
+    }
+    this.watermark = changes.watermark;
+    // A node was removed (its row is gone, so no change names it): read them all once.
+    if (this.byId.size !== changes.total) {
+      this.watermark = null;
+      return this.refresh(q);
+    }
+    if (!this.ordered) {
+      this.ordered = [...this.byId.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      this.position.clear();
+      for (const [i, n] of this.ordered.entries()) this.position.set(n.id, i);
+    }
+    return this.ordered;
+  }
+}
+
+/** A node row as the pure core sees it; `used` defaults to the row's trigger-kept usage. */
+export function toNodeView(
+  n: nodes.NodeRow,
+  used: { cpu: number; memory_mb: number; disk_mb: number } = {
+    cpu: n.used_cpu,
+    memory_mb: n.used_memory_mb,
+    disk_mb: n.used_disk_mb,
+  },
+): NodeView {
+  return {
+    id: n.id,
+    name: n.name,
+    status: n.status,
+    cpu: n.cpu,
+    memory_mb: n.memory_mb,
+    disk_mb: n.disk_mb,
+    used,
+    isolation: n.capabilities.isolation ?? ['process'],
+    attributes: {
+      ...(n.capabilities.attributes ?? {}),
+      host: n.name,
+      os: n.capabilities.os,
+      arch: n.capabilities.arch,
+    },
+  };
+}
