@@ -8,7 +8,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { recordSubmission } from '../../scheduler/job-submit.js';
-import { schedulePass } from '../../scheduler/placement.js';
+import { SchedulerState, schedulePass } from '../../scheduler/placement.js';
 import { type Db, openPostgres } from '../../scheduler/store/db.js';
 import * as jobs from '../../scheduler/store/jobs.js';
 import { stopJobWorkloads } from '../../scheduler/workload-changes.js';
@@ -46,6 +46,7 @@ async function submitAndPlace(
   const rec = await recordSubmission(db, jobKey(spec), spec, closure);
   await schedulePass({
     db,
+    state: new SchedulerState(),
     log: testLogger(),
     strategy: 'spread',
     specOf: async (jobId, v) => (await jobs.getJobVersion(db, jobId, v))?.spec ?? null,
