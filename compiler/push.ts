@@ -247,7 +247,7 @@ interface NarProducer {
   finished(): Promise<void>;
 }
 
-function produceNar(path: string, source: NarSource, signal?: AbortSignal): NarProducer {
+async function produceNar(path: string, source: NarSource, signal?: AbortSignal): Promise<NarProducer> {
   if (source === 'node') {
     const stream = narStream(path);
     return {
@@ -258,7 +258,7 @@ function produceNar(path: string, source: NarSource, signal?: AbortSignal): NarP
       finished: async () => {},
     };
   }
-  const dump = runStreaming('nix-store', ['--dump', path], { signal });
+  const dump = await runStreaming('nix-store', ['--dump', path], { signal });
   return {
     stream: dump.stdout,
     cancel: async () => {
@@ -301,7 +301,7 @@ async function uploadPath(
   };
   if (info.deriver) headers['x-nix-deriver'] = info.deriver.slice(STORE_DIR.length + 1);
 
-  const nar = produceNar(info.path, source, signal);
+  const nar = await produceNar(info.path, source, signal);
   const req = (url.protocol === 'https:' ? https : http).request(url, { method: 'PUT', headers, signal });
   const response = new Promise<{ status: number; text: string }>((resolve, reject) => {
     req.on('response', (res) => {

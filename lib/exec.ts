@@ -1,14 +1,18 @@
 /**
- * The one way mxc runs its own helper commands (nix, nix-store, bwrap probes, qemu-img, …): no shell,
- * an abort signal and a timeout, output captured (or streamed), failures turned into `CommandError`
- * with the command line and its stderr. Built on node:child_process directly, not execa: measured in
- * CPU time per process (9 runs, medians), `node -e 0` 60 ms, a bundle importing spawn 65 ms, the
- * same bundle importing execa 9 90 ms, execa unbundled 170 ms. esbuild cuts execa's load cost 4×,
- * but it would still add ~25 ms (40% of Node's own start) to every command, and `mxc build` is
- * already over its start-up budget (issue 17). This file is the one spawn path either way.
+ * The one way mxc runs its own helper commands (nix, nix-store, nix-build, bwrap probes, qemu-img, …):
+ * execa without a shell, an abort signal and a timeout (SIGKILL), output captured or streamed,
+ * stderr lines through lib/line-reader.ts, failures turned into `CommandError` with the command line
+ * and its stderr. Workload processes are not helper commands: agent/thermos spawns those itself.
+ * execa is imported on the first call, so commands that spawn nothing never load it. Measured on this
+ * 2-core machine while other work loaded it (medians of 11 fresh processes, CPU time user+sys): a
+ * bundle importing node:child_process 6.5 ms, the same importing execa 9 as ESM 46 ms (+33 ms over its
+ * spawn-only ESM twin) and as the CommonJS bundle bin/mxc.js loads with its V8 code cache 22 ms
+ * (+15 ms); per call, `true` run 40 times costs 4.0 ms CPU in the parent through execa against 1.7 ms
+ * through a bare spawn (+2.3 ms a call).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
+import type { ExecaError, Options, ResultPromise } from 'execa';
+import { readLines } from './line-reader.js';
 
 export class CommandError extends Error {
   constructor(
@@ -40,86 +44,104 @@ export interface RunResult {
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
 
-function start(file: string, args: readonly string[], opts: RunOptions, stdout: 'pipe'): ChildProcess {
-  return spawn(file, args, {
-    cwd: opts.cwd,
-    env: opts.env ? { ...process.env, ...opts.env } : process.env,
-    stdio: [opts.input !== undefined ? 'pipe' : 'ignore', stdout, 'pipe'],
-    shell: false,
-  });
+let execaModule: Promise<typeof import('execa')> | undefined;
+/** execa, loaded once per process on the first helper command. */
+const loadExeca = () => {
+  execaModule ??= import('execa');
+  return execaModule;
+};
+
+/**
+ * Loads the runner now. A caller that wants a helper running while it does other start-up work
+ * awaits this first: then `run` spawns in its first step, before anything the caller starts next.
+ */
+export async function loadRunner(): Promise<void> {
+  await loadExeca();
 }
 
-/** Waits for `child`, enforcing the timeout and signal; resolves with its stderr and exit. */
-function supervise(
-  child: ChildProcess,
+/**
+ * Starts `file args…` (no shell); stdout is buffered unless `streamStdout`. The subprocess comes back
+ * wrapped: it is a thenable, which an async function would otherwise await.
+ */
+async function start(
   file: string,
   args: readonly string[],
   opts: RunOptions,
-  stdoutChunks: Buffer[] | null,
-): Promise<RunResult> {
-  const stderr: Buffer[] = [];
-  let lineBuf = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    stderr.push(chunk);
-    if (!opts.onStderrLine) return;
-    lineBuf += chunk.toString('utf8');
-    let nl = lineBuf.indexOf('\n');
-    while (nl >= 0) {
-      opts.onStderrLine(lineBuf.slice(0, nl));
-      lineBuf = lineBuf.slice(nl + 1);
-      nl = lineBuf.indexOf('\n');
-    }
-  });
-  if (stdoutChunks) child.stdout?.on('data', (c: Buffer) => stdoutChunks.push(c));
+  streamStdout: boolean,
+): Promise<{ child: ResultPromise }> {
+  const { execa } = await loadExeca();
+  const options: Options = {
+    cwd: opts.cwd,
+    env: opts.env,
+    extendEnv: true,
+    shell: false,
+    stdin: opts.input === undefined ? 'ignore' : 'pipe',
+    timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    cancelSignal: opts.signal,
+    killSignal: 'SIGKILL',
+    stripFinalNewline: false,
+    buffer: { stdout: !streamStdout, stderr: true },
+  };
+  const child = execa(file, args, options);
   if (opts.input !== undefined) child.stdin?.end(opts.input);
+  if (opts.onStderrLine && child.stderr) void readLines(child.stderr, opts.onStderrLine);
+  return { child };
+}
 
-  return new Promise((resolve, reject) => {
-    let why: string | null = null;
-    const kill = (reason: string) => {
-      why ??= reason;
-      child.kill('SIGKILL');
-    };
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const timer = setTimeout(() => kill(`timed out after ${timeoutMs} ms`), timeoutMs);
-    const onAbort = () => kill('was cancelled');
-    if (opts.signal?.aborted) onAbort();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const finish = (err: Error | null, code: number | null) => {
-      clearTimeout(timer);
-      opts.signal?.removeEventListener('abort', onAbort);
-      const out = stdoutChunks ? Buffer.concat(stdoutChunks).toString('utf8') : '';
-      const errText = Buffer.concat(stderr).toString('utf8');
-      if (!err && code === 0 && !why) return resolve({ stdout: out, stderr: errText });
-      const reason = why ?? (err ? `failed: ${err.message}` : `exited with code ${code}`);
-      reject(
-        new CommandError(
-          `${file} ${reason}${errText.trim() ? `:\n${errText.trim()}` : ''}`,
-          [file, ...args].join(' '),
-          code ?? undefined,
-          errText,
-          { cause: err ?? undefined },
-        ),
-      );
-    };
-    child.once('error', (err) => finish(err, null));
-    child.once('close', (code) => finish(null, code));
-  });
+/** Awaits `child`, turning execa's failure into a CommandError. */
+async function settle(
+  child: ResultPromise,
+  file: string,
+  args: readonly string[],
+  opts: RunOptions,
+): Promise<RunResult> {
+  try {
+    const r = await child;
+    return { stdout: typeof r.stdout === 'string' ? r.stdout : '', stderr: String(r.stderr ?? '') };
+  } catch (err) {
+    throw commandError(err as ExecaError, file, args, opts);
+  }
+}
+
+function commandError(
+  err: ExecaError,
+  file: string,
+  args: readonly string[],
+  opts: RunOptions,
+): CommandError {
+  const stderr = typeof err.stderr === 'string' ? err.stderr : '';
+  const reason = err.timedOut
+    ? `timed out after ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms`
+    : err.isCanceled
+      ? 'was cancelled'
+      : err.exitCode !== undefined
+        ? `exited with code ${err.exitCode}`
+        : err.signal
+          ? `was killed by ${err.signal}`
+          : `failed: ${err.originalMessage ?? err.message}`;
+  return new CommandError(
+    `${file} ${reason}${stderr.trim() ? `:\n${stderr.trim()}` : ''}`,
+    [file, ...args].join(' '),
+    err.exitCode,
+    stderr,
+    { cause: err },
+  );
 }
 
 /** Runs `file args…` without a shell; rejects with CommandError on a non-zero exit. */
-export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const child = start(file, args, opts, 'pipe');
-  return supervise(child, file, args, opts, []);
+export async function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const { child } = await start(file, args, opts, false);
+  return settle(child, file, args, opts);
 }
 
 /** Runs `file args…` with its stdout as a stream (NAR dumps); `done` settles like `run`. */
-export function runStreaming(
+export async function runStreaming(
   file: string,
   args: readonly string[],
   opts: RunOptions = {},
-): { stdout: Readable; done: Promise<RunResult>; kill: () => void } {
-  const child = start(file, args, opts, 'pipe');
-  const done = supervise(child, file, args, opts, null);
+): Promise<{ stdout: Readable; done: Promise<RunResult>; kill: () => void }> {
+  const { child } = await start(file, args, opts, true);
+  const done = settle(child, file, args, opts);
   done.catch(() => {}); // the caller awaits it; avoid an unhandled rejection meanwhile
   return { stdout: child.stdout!, done, kill: () => child.kill('SIGKILL') };
 }

@@ -1,6 +1,8 @@
 /**
- * Splits a child's output stream into lines (UTF-8 safe across chunk boundaries), so every line
- * of a process reaches the log sink on its own. Over-long lines are cut rather than buffered forever.
+ * The one line reader for child output (workload processes, the task supervisor, the microVM
+ * console, helper commands' stderr): UTF-8 safe across chunk boundaries, so every line reaches its
+ * sink whole; an over-long line is cut into bounded pieces (never inside a character) rather than
+ * buffered forever.
  */
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
@@ -15,23 +17,43 @@ export interface LineSplitter {
   end(): void;
 }
 
+/** Where to cut `text` (a piece starting at `from`) at most at `at`: one earlier rather than split a surrogate pair. */
+function cutAt(text: string, from: number, at: number): number {
+  const last = text.charCodeAt(at - 1);
+  return last >= 0xd800 && last <= 0xdbff && at - 1 > from ? at - 1 : at;
+}
+
 /** Splits chunks of output into lines, for output that arrives other than as a stream. */
 export function lineSplitter(onLine: (line: string) => void, maxChars = MAX_LINE_CHARS): LineSplitter {
   const decoder = new StringDecoder('utf8');
   let buf = '';
   let ended = false;
+  /** Emits `text` (no newline in it) in pieces of at most maxChars. */
+  const emit = (text: string): void => {
+    let from = 0;
+    while (text.length - from > maxChars) {
+      const to = cutAt(text, from, from + maxChars);
+      onLine(text.slice(from, to));
+      from = to;
+    }
+    onLine(from === 0 ? text : text.slice(from));
+  };
   const push = (text: string): void => {
     buf += text;
+    let from = 0;
     let nl = buf.indexOf('\n');
     while (nl >= 0) {
-      const line = buf.slice(0, nl);
-      onLine(line.endsWith('\r') ? line.slice(0, -1) : line);
-      buf = buf.slice(nl + 1);
-      nl = buf.indexOf('\n');
+      const end = nl > from && buf.charCodeAt(nl - 1) === 13 ? nl - 1 : nl; // CRLF: drop the CR
+      emit(buf.slice(from, end));
+      from = nl + 1;
+      nl = buf.indexOf('\n', from);
     }
+    buf = from === 0 ? buf : buf.slice(from);
+    // No newline yet: hand over what exceeds the bound, keep the rest for the next chunk.
     while (buf.length > maxChars) {
-      onLine(buf.slice(0, maxChars));
-      buf = buf.slice(maxChars);
+      const to = cutAt(buf, 0, maxChars);
+      onLine(buf.slice(0, to));
+      buf = buf.slice(to);
     }
   };
   return {
