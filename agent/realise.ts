@@ -3,9 +3,7 @@
  * cache as the only substituter, its key as the only trusted key and signatures required. These
  * settings belong to the agent, never to the job. The realised roots are registered as GC roots.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { withDir } from 'tmp-promise';
 import { CommandError, run } from '../lib/exec.js';
 import { RealiseLog, type RealiseProgress } from './realise-log.js';
 
@@ -87,33 +85,36 @@ export async function realiseClosure(opts: RealiseOptions): Promise<RealiseProgr
   // Nix keeps a narinfo cache in $XDG_CACHE_HOME/nix shared by every nix process of the user, and
   // 2.8 breaks its rows when two processes first meet the same cache URL at once ("constraint
   // failed"). The TTLs above make it useless to us anyway, so each call gets a private one.
-  const scratch = await mkdtemp(join(opts.scratchDir ?? tmpdir(), 'mxc-realise-'));
-  try {
-    await run(
-      'nix-store',
-      [
-        ...store,
-        '--realise',
-        ...opts.paths,
-        ...root,
-        '--log-format',
-        'internal-json',
-        ...trustOptions(opts.cache),
-      ],
-      {
-        signal: opts.signal,
-        timeoutMs: 30 * 60_000,
-        env: { XDG_CACHE_HOME: scratch },
-        onStderrLine: (l) => log.push(l),
-      },
-    );
-  } catch (err) {
-    if (opts.signal?.aborted) throw err;
-    const fallback = err instanceof CommandError ? `nix-store exited with code ${err.exitCode}` : String(err);
-    throw new RealiseError(log.reason() || fallback, { cause: err });
-  } finally {
-    await rm(scratch, { recursive: true, force: true });
-  }
+  await withDir(
+    async ({ path: scratch }) => {
+      try {
+        await run(
+          'nix-store',
+          [
+            ...store,
+            '--realise',
+            ...opts.paths,
+            ...root,
+            '--log-format',
+            'internal-json',
+            ...trustOptions(opts.cache),
+          ],
+          {
+            signal: opts.signal,
+            timeoutMs: 30 * 60_000,
+            env: { XDG_CACHE_HOME: scratch },
+            onStderrLine: (l) => log.push(l),
+          },
+        );
+      } catch (err) {
+        if (opts.signal?.aborted) throw err;
+        const fallback =
+          err instanceof CommandError ? `nix-store exited with code ${err.exitCode}` : String(err);
+        throw new RealiseError(log.reason() || fallback, { cause: err });
+      }
+    },
+    { tmpdir: opts.scratchDir, prefix: 'mxc-realise-', unsafeCleanup: true },
+  );
   return log.complete();
 }
 

@@ -3,8 +3,9 @@
  * (static busybox, guest init, virtio/9p modules). Built once per cache dir; each step writes into
  * a private temp dir and renames into place, so concurrent preparers never see half a file.
  */
-import { access, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { withDir } from 'tmp-promise';
 import { buildCpio, type CpioEntry } from './cpio.js';
 import { GUEST_INIT, GUEST_INIT_VERSION } from './guest-init.js';
 import { BASE_MODULES, collectModules, NET_MODULES } from './kernel-modules.js';
@@ -115,39 +116,39 @@ async function prepareKernel(
     const dir = join(cacheDir, `kernel-${release}`);
     if (await exists(join(dir, 'release'))) return dir;
   }
-  const tmp = await mkdtemp(join(cacheDir, '.tmp-kernel-'));
-  try {
-    let deb = kernelDeb;
-    if (!deb) {
-      progress(`downloading ${pkg}`);
-      deb = await downloadPackage(pkg!, join(tmp, 'deb'));
-    }
-    progress(`unpacking ${deb}`);
-    const unpacked = await unpackKernelDeb(deb, join(tmp, 'unpacked'));
-    const out = join(tmp, 'out');
-    await mkdir(join(out, 'modules'), { recursive: true });
-    progress(`extracting vmlinux ${unpacked.release}`);
-    await extractVmlinux(unpacked.vmlinuz, join(out, 'vmlinux'));
-    const copied = new Set<string>();
-    const base = await collectModules(
-      unpacked.root,
-      unpacked.release,
-      BASE_MODULES,
-      join(out, 'modules'),
-      copied,
-    );
-    const net = (
-      await collectModules(unpacked.root, unpacked.release, NET_MODULES, join(out, 'modules'), copied)
-    ).filter((m) => !base.includes(m));
-    await writeFile(join(out, 'order.base'), `${base.join('\n')}\n`);
-    await writeFile(join(out, 'order.net'), `${net.join('\n')}\n`);
-    await writeFile(join(out, 'release'), `${unpacked.release}\n`);
-    const dir = join(cacheDir, `kernel-${unpacked.release}`);
-    await publishDir(out, dir);
-    return dir;
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
-  }
+  return withDir(
+    async ({ path: tmp }) => {
+      let deb = kernelDeb;
+      if (!deb) {
+        progress(`downloading ${pkg}`);
+        deb = await downloadPackage(pkg!, join(tmp, 'deb'));
+      }
+      progress(`unpacking ${deb}`);
+      const unpacked = await unpackKernelDeb(deb, join(tmp, 'unpacked'));
+      const out = join(tmp, 'out');
+      await mkdir(join(out, 'modules'), { recursive: true });
+      progress(`extracting vmlinux ${unpacked.release}`);
+      await extractVmlinux(unpacked.vmlinuz, join(out, 'vmlinux'));
+      const copied = new Set<string>();
+      const base = await collectModules(
+        unpacked.root,
+        unpacked.release,
+        BASE_MODULES,
+        join(out, 'modules'),
+        copied,
+      );
+      const net = (
+        await collectModules(unpacked.root, unpacked.release, NET_MODULES, join(out, 'modules'), copied)
+      ).filter((m) => !base.includes(m));
+      await writeFile(join(out, 'order.base'), `${base.join('\n')}\n`);
+      await writeFile(join(out, 'order.net'), `${net.join('\n')}\n`);
+      await writeFile(join(out, 'release'), `${unpacked.release}\n`);
+      const dir = join(cacheDir, `kernel-${unpacked.release}`);
+      await publishDir(out, dir);
+      return dir;
+    },
+    { tmpdir: cacheDir, prefix: '.tmp-kernel-', unsafeCleanup: true },
+  );
 }
 
 /** True when an ELF file has no PT_INTERP, i.e. needs no dynamic loader in the guest. */

@@ -4,9 +4,9 @@
  * so KVM must also run a tiny guest: a 64 KiB BIOS whose reset vector writes to isa-debug-exit.
  */
 import { constants } from 'node:fs';
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { withDir } from 'tmp-promise';
 import { CommandError, hasCommand, run } from '../../lib/exec.js';
 
 export const QEMU = 'qemu-system-x86_64';
@@ -51,27 +51,27 @@ function probeBios(): Buffer {
 
 /** isa-debug-exit makes QEMU exit with (1 << 1) | 1 = 3 once the guest's first instruction ran. */
 async function kvmRunsGuest(): Promise<boolean> {
-  const dir = await mkdtemp(join(tmpdir(), 'mxc-kvm-probe-'));
-  try {
-    const bios = join(dir, 'probe.bin');
-    await writeFile(bios, probeBios());
-    // The same -cpu as real VMs use: "host" is what fails on nested hypervisors that reject MSRs.
-    const args = ['-accel', 'kvm', '-cpu', 'host', '-M', 'microvm', '-bios', bios, '-m', '16'];
-    args.push(
-      '-device',
-      'isa-debug-exit,iobase=0xf4,iosize=4',
-      '-nodefaults',
-      '-no-user-config',
-      '-display',
-      'none',
-    );
-    try {
-      await run(QEMU, args, { timeoutMs: 5_000 });
-      return false; // exit 0 means the probe never ran
-    } catch (e) {
-      return e instanceof CommandError && e.exitCode === 3;
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  return withDir(
+    async ({ path: dir }) => {
+      const bios = join(dir, 'probe.bin');
+      await writeFile(bios, probeBios());
+      // The same -cpu as real VMs use: "host" is what fails on nested hypervisors that reject MSRs.
+      const args = ['-accel', 'kvm', '-cpu', 'host', '-M', 'microvm', '-bios', bios, '-m', '16'];
+      args.push(
+        '-device',
+        'isa-debug-exit,iobase=0xf4,iosize=4',
+        '-nodefaults',
+        '-no-user-config',
+        '-display',
+        'none',
+      );
+      try {
+        await run(QEMU, args, { timeoutMs: 5_000 });
+        return false; // exit 0 means the probe never ran
+      } catch (e) {
+        return e instanceof CommandError && e.exitCode === 3;
+      }
+    },
+    { prefix: 'mxc-kvm-probe-', unsafeCleanup: true },
+  );
 }

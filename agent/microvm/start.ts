@@ -4,9 +4,10 @@
  * makes sure QEMU never outlives the workload (clean poweroff, then SIGKILL to the group).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFile, copyFile, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { appendFile, copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { dir as tmpDir } from 'tmp-promise';
+import { lineSplitter } from '../../lib/line-reader.js';
 import type { Task } from '../../spec/job.js';
 import type { LogLine } from '../../spec/messages.js';
 import { type ProcessView, type TaskOutcome, ThermosMachine } from '../thermos/machine.js';
@@ -100,8 +101,9 @@ export async function startMicroVm(o: MicroVmOptions): Promise<MicroVmHandle> {
   if (accel === 'kvm' && !hv.kvm)
     throw new Error('accel kvm was asked for, but KVM is not usable on this machine; use tcg');
 
-  const ownRunDir = !o.runDir;
-  const runDir = o.runDir ?? (await mkdtemp(join(tmpdir(), 'mxc-microvm-')));
+  // A run directory of our own (none given) goes when the VM does.
+  const own = o.runDir ? undefined : await tmpDir({ prefix: 'mxc-microvm-', unsafeCleanup: true });
+  const runDir = o.runDir ?? own!.path;
   try {
     await mkdir(runDir, { recursive: true });
     const storeView = join(runDir, 'store');
@@ -126,10 +128,10 @@ export async function startMicroVm(o: MicroVmOptions): Promise<MicroVmHandle> {
     });
     const child = await spawnQemu(args);
     return supervise(o, child, accel, async () => {
-      if (ownRunDir) await rm(runDir, { recursive: true, force: true });
+      await own?.cleanup();
     });
   } catch (e) {
-    if (ownRunDir) await rm(runDir, { recursive: true, force: true });
+    await own?.cleanup();
     throw e;
   }
 }
@@ -150,25 +152,6 @@ async function spawnQemu(args: string[]): Promise<ChildProcess> {
     child.once('error', (e) => reject(new Error(`could not start ${QEMU}: ${e.message}`, { cause: e })));
   });
   return child;
-}
-
-function lineSplitter(onLine: (l: string) => void): { push(chunk: Buffer): void; end(): void } {
-  let buf = '';
-  return {
-    push(chunk) {
-      buf += chunk.toString('utf8');
-      let nl = buf.indexOf('\n');
-      while (nl >= 0) {
-        onLine(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-        nl = buf.indexOf('\n');
-      }
-    },
-    end() {
-      if (buf) onLine(buf);
-      buf = '';
-    },
-  };
 }
 
 function supervise(
@@ -272,8 +255,8 @@ function supervise(
   const stderr = lineSplitter((l) => {
     if (l.trim()) log('vm', 'system', 0, `qemu: ${l}`);
   });
-  child.stdout!.on('data', (c: Buffer) => stdout.push(c));
-  child.stderr!.on('data', (c: Buffer) => stderr.push(c));
+  child.stdout!.on('data', (c: Buffer) => stdout.write(c));
+  child.stderr!.on('data', (c: Buffer) => stderr.write(c));
   child.stdin!.on('error', () => {}); // EPIPE once QEMU is gone; the exit handler reports it
 
   const done = new Promise<MicroVmResult>((resolve) => {
