@@ -114,6 +114,14 @@ program
   .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
   .option('--advertise-url <url>', 'the URL others reach this coordinator at (MXC_ADVERTISE_URL)')
   .option('--cache-dir <dir>', 'binary cache directory, shareable by coordinators (MXC_CACHE_DIR)')
+  .option(
+    '--cache-s3 <url>',
+    'binary cache in an S3-compatible bucket: s3://bucket/prefix?endpoint=…&region=… (MXC_CACHE_S3_URL)',
+  )
+  .option(
+    '--cache-key-file <file>',
+    'cache signing key file, the same for every coordinator (MXC_CACHE_KEY_FILE)',
+  )
   .addHelpText(
     'after',
     '\nExample:\n  $ MXC_API_TOKEN_FILE=/run/secrets/api DATABASE_URL=postgres://127.0.0.1/mxc npx mxc coordinator --port 4000',

@@ -7,10 +7,12 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { S3Location } from '../spec/s3-location.js';
 import { buildApp } from './api/app.js';
 import { Auth, type Tokens } from './api/auth.js';
 import { cachedClosure } from './cache/closure.js';
 import { cachePlugin, openCacheStore } from './cache/index.js';
+import type { S3Credentials } from './cache/storage-s3.js';
 import { Coordinator } from './coordinator.js';
 import type { Strategy } from './core/place.js';
 import { AURORA_FLAPPING, type FlappingPolicy } from './core/restart.js';
@@ -21,7 +23,11 @@ import * as coordinatorsStore from './store/coordinators.js';
 import { type Db, openDb } from './store/db.js';
 import { migrate } from './store/migrate.js';
 import type { RetentionPolicy } from './store/retention.js';
+import * as settingsStore from './store/settings.js';
 import { dashboardPlugin } from './ui/index.js';
+
+/** The mxc_settings row holding the cache signing key coordinators on one database share. */
+const CACHE_KEY_SETTING = 'cache_signing_key';
 
 export interface CoordinatorServerOptions {
   port: number;
@@ -39,6 +45,10 @@ export interface CoordinatorServerOptions {
   ui?: boolean;
   /** The binary cache's directory (MXC_CACHE_DIR); default `<dataDir>/cache`. Coordinators may share one. */
   cacheDir?: string;
+  /** An S3-compatible bucket for the binary cache instead of the directory (MXC_CACHE_S3_URL). */
+  cacheS3?: { location: S3Location; credentials?: S3Credentials };
+  /** The cache signing key file (MXC_CACHE_KEY_FILE); unset: one key shared through PostgreSQL. */
+  cacheKeyFile?: string;
   /** Leader lease in ms (MXC_LEADER_LEASE seconds); default 15 s, renew deadline 2/3, retry 2/15. */
   leaderLeaseMs?: number;
   /** The URL other coordinators and the cluster status show for this one; default the listen address. */
@@ -69,7 +79,19 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
   try {
     const applied = await migrate(db);
     if (applied.length) opts.logger.info({ applied }, 'database migrated');
-    const cache = await openCacheStore(opts.dataDir, { dir: opts.cacheDir });
+    const cache = await openCacheStore(opts.dataDir, {
+      dir: opts.cacheDir,
+      s3: opts.cacheS3,
+      keyFile: opts.cacheKeyFile,
+      // Coordinators sharing PostgreSQL sign with one key kept there (PGlite has one coordinator).
+      sharedKey:
+        db.engine === 'postgres'
+          ? {
+              read: () => settingsStore.getSetting(db, CACHE_KEY_SETTING),
+              insertIfAbsent: (secret) => settingsStore.insertSettingIfAbsent(db, CACHE_KEY_SETTING, secret),
+            }
+          : undefined,
+    });
     const auth = new Auth(opts.tokens, db);
     await auth.load();
     const host = opts.host ?? '127.0.0.1';

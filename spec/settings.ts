@@ -4,6 +4,7 @@
  * README's configuration table, the daemons' start-up validation and the NixOS modules follow it.
  */
 import { z } from 'zod';
+import { s3LocationSchema } from './s3-location.js';
 
 /** Who reads a setting: the coordinator, the agent, or every client command (`mxc jobs list`, …). */
 export type SettingRole = 'coordinator' | 'agent' | 'client';
@@ -311,6 +312,47 @@ export const SETTINGS = [
     default: '`<data-dir>/cache`',
     flag: '--cache-dir',
     doc: 'the binary cache directory (paths and signing key); several coordinators may share one (e.g. NFS): writes are temp file + rename',
+    schema: text,
+  },
+  {
+    env: 'MXC_CACHE_S3_URL',
+    roles: C,
+    default: 'unset (the cache directory)',
+    flag: '--cache-s3',
+    doc: 'keep the binary cache in an S3-compatible bucket instead: `s3://bucket/prefix?endpoint=https://…&region=…&force_path_style=true` (AWS, MinIO, R2, Garage); coordinators may share one; credentials from the AWS variables below or the SDK’s usual chain',
+    schema: s3LocationSchema,
+  },
+  {
+    env: 'AWS_ACCESS_KEY_ID',
+    roles: C,
+    default: 'unset (the AWS SDK’s chain: profile, instance role)',
+    secret: true,
+    doc: 'access key of the cache bucket (`MXC_CACHE_S3_URL`); prefer `AWS_ACCESS_KEY_ID_FILE`',
+    schema: text,
+  },
+  {
+    env: 'AWS_SECRET_ACCESS_KEY',
+    roles: C,
+    default: 'unset',
+    secret: true,
+    doc: 'secret key of the cache bucket; prefer `AWS_SECRET_ACCESS_KEY_FILE`',
+    schema: text,
+  },
+  {
+    env: 'AWS_SESSION_TOKEN',
+    roles: C,
+    default: 'unset',
+    secret: true,
+    doc: 'session token for temporary bucket credentials',
+    schema: text,
+  },
+  {
+    env: 'MXC_CACHE_KEY_FILE',
+    roles: C,
+    default:
+      'unset → `<cache dir>/secret.key` if present, else one key in PostgreSQL, else created in the cache dir',
+    flag: '--cache-key-file',
+    doc: 'the cache signing key, in the format of `nix-store --generate-binary-cache-key`; give all coordinators the same file, or leave it unset to share one key through PostgreSQL',
     schema: text,
   },
   {

@@ -14,6 +14,8 @@ import {
   type Settings,
   SettingsError,
 } from '../../lib/settings.js';
+import { CacheError } from '../../scheduler/cache/errors.js';
+import { MxcError } from '../../scheduler/errors.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { startCoordinator } from '../../scheduler/server.js';
 import { SubmitResult } from '../../spec/api.js';
@@ -31,6 +33,8 @@ interface CoordinatorOpts {
   dataDir?: string;
   advertiseUrl?: string;
   cacheDir?: string;
+  cacheS3?: string;
+  cacheKeyFile?: string;
 }
 
 /**
@@ -59,6 +63,8 @@ const coordinatorFlags = (opts: CoordinatorOpts) => ({
   MXC_DATA_DIR: { value: opts.dataDir, flag: '--data-dir' },
   MXC_ADVERTISE_URL: { value: opts.advertiseUrl, flag: '--advertise-url' },
   MXC_CACHE_DIR: { value: opts.cacheDir, flag: '--cache-dir' },
+  MXC_CACHE_S3_URL: { value: opts.cacheS3, flag: '--cache-s3' },
+  MXC_CACHE_KEY_FILE: { value: opts.cacheKeyFile, flag: '--cache-key-file' },
 });
 
 /** The coordinator's start options from its settings. */
@@ -88,9 +94,20 @@ function coordinatorOptions(s: Settings) {
       ),
     },
     cacheDir: s.MXC_CACHE_DIR ? resolve(s.MXC_CACHE_DIR) : undefined,
+    cacheS3: s.MXC_CACHE_S3_URL ? { location: s.MXC_CACHE_S3_URL, credentials: s3Credentials(s) } : undefined,
+    cacheKeyFile: s.MXC_CACHE_KEY_FILE ? resolve(s.MXC_CACHE_KEY_FILE) : undefined,
     insecure: s.MXC_INSECURE === true,
     tls: tlsOptions(s),
   };
+}
+
+/** Bucket credentials from the AWS variables (or their _FILE twins); unset: the SDK's own chain. */
+function s3Credentials(s: Settings) {
+  const { AWS_ACCESS_KEY_ID: id, AWS_SECRET_ACCESS_KEY: secret, AWS_SESSION_TOKEN: token } = s;
+  if (!id && !secret) return undefined;
+  if (!id || !secret)
+    throw new CliError('AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or their _FILE twins) go together', 2);
+  return { accessKeyId: id, secretAccessKey: secret, sessionToken: token };
 }
 
 function tlsOptions(s: Settings) {
@@ -134,6 +151,8 @@ async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promis
         { cause: err },
       );
     }
+    // A coded refusal (an unreachable cache bucket, an unreadable key file, …) is a message, not a crash.
+    if (err instanceof MxcError || err instanceof CacheError) throw new CliError(err.message, 1, err.code);
     throw err;
   }
 }

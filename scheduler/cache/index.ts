@@ -2,14 +2,24 @@
  * The coordinator's signed Nix binary cache as a fastify plugin: the read side nix itself talks to
  * (`/cache/…`) and the write side `mxc push` uses (`/api/cache/…`).
  */
+import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import type { S3Location } from '../../spec/s3-location.js';
 import { parseUploadClaim } from './claim.js';
 import { CacheError, sendCacheError } from './errors.js';
-import { DEFAULT_KEY_NAME, loadOrCreateKey } from './key.js';
+import {
+  DEFAULT_KEY_NAME,
+  loadKeyFile,
+  loadOrCreateKey,
+  loadOrCreateSharedKey,
+  SECRET_KEY_FILE,
+  type SharedKeyStore,
+} from './key.js';
 import { DirectoryStorage } from './storage-dir.js';
+import type { S3Credentials } from './storage-s3.js';
 import { CacheStore } from './store.js';
 
 export { CacheError, type CacheErrorCode } from './errors.js';
@@ -52,18 +62,53 @@ export async function ensureCacheKey(
   return { name: key.name, publicKey: key.publicKey };
 }
 
-/** Opens (and prepares) the cache store of a data dir. */
+export interface CacheStorageOptions {
+  /** A cache directory shared by several coordinators (MXC_CACHE_DIR); default `<dataDir>/cache`. */
+  dir?: string;
+  /** An S3-compatible bucket instead of a directory (MXC_CACHE_S3_URL). */
+  s3?: { location: S3Location; credentials?: S3Credentials };
+  /** A signing key file given to every coordinator (MXC_CACHE_KEY_FILE). */
+  keyFile?: string;
+  /** Where coordinators sharing a database keep one key (used when no key file is given). */
+  sharedKey?: SharedKeyStore;
+}
+
+/**
+ * The signing key: the key file when given; else the one in a cache directory that has one (as every
+ * coordinator before shared keys made it); else the database's shared key; else one made in the
+ * cache directory (or `<dataDir>/cache` for a bucket).
+ */
+async function openKey(dataDir: string, dir: string, opts: CacheStorageOptions & { keyName?: string }) {
+  const keyName = opts.keyName ?? DEFAULT_KEY_NAME;
+  if (opts.keyFile) return loadKeyFile(opts.keyFile);
+  const ownDir = opts.s3 ? cacheDir(dataDir) : dir;
+  const hasFile = await access(join(ownDir, SECRET_KEY_FILE)).then(
+    () => true,
+    () => false,
+  );
+  if (!hasFile && opts.sharedKey) return loadOrCreateSharedKey(opts.sharedKey, keyName);
+  return loadOrCreateKey(ownDir, keyName);
+}
+
+/** Opens (and prepares) the cache store of a data dir: its storage, checked, and its signing key. */
 export async function openCacheStore(
   dataDir: string,
-  opts: Pick<CacheOptions, 'keyName' | 'maxNarBytes' | 'brotliQuality' | 'narinfoRevalidateMs'> & {
-    /** A cache directory shared by several coordinators (MXC_CACHE_DIR): same paths, same key. */
-    dir?: string;
-  } = {},
+  opts: Pick<CacheOptions, 'keyName' | 'maxNarBytes' | 'brotliQuality' | 'narinfoRevalidateMs'> &
+    CacheStorageOptions = {},
 ): Promise<CacheStore> {
   const dir = opts.dir ?? cacheDir(dataDir);
-  const key = await loadOrCreateKey(dir, opts.keyName ?? DEFAULT_KEY_NAME);
-  const store = new CacheStore(new DirectoryStorage(dir), key, opts);
-  await store.init();
+  const key = await openKey(dataDir, dir, opts);
+  // The AWS SDK is loaded only when a bucket is configured.
+  const storage = opts.s3
+    ? new (await import('./storage-s3.js')).S3Storage({ ...opts.s3, spoolRoot: join(dataDir, 'cache-spool') })
+    : new DirectoryStorage(dir);
+  const store = new CacheStore(storage, key, opts);
+  try {
+    await store.init();
+  } catch (err) {
+    await store.close().catch(() => {});
+    throw err;
+  }
   return store;
 }
 

@@ -1,6 +1,6 @@
 /**
- * The cache's ed25519 signing key, kept in `<dataDir>/cache/` in the format of
- * `nix-store --generate-binary-cache-key` so that nix tools can use the same files.
+ * The cache's ed25519 signing key in the format of `nix-store --generate-binary-cache-key`: a key file
+ * given to every coordinator, one kept in the cache directory, or one shared through PostgreSQL.
  */
 import {
   createPrivateKey,
@@ -89,11 +89,8 @@ export async function loadOrCreateKey(cacheDir: string, keyName = DEFAULT_KEY_NA
   const secretPath = join(cacheDir, SECRET_KEY_FILE);
   let text = await readIfExists(secretPath);
   if (text === null) {
-    const jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
-    const seed = Buffer.from(jwk.d ?? '', 'base64url');
-    const pub = Buffer.from(jwk.x ?? '', 'base64url');
     const tmp = `${secretPath}.${randomBytes(8).toString('hex')}.tmp`;
-    await writeFile(tmp, `${keyName}:${Buffer.concat([seed, pub]).toString('base64')}`, { mode: 0o600 });
+    await writeFile(tmp, generateSecretKey(keyName), { mode: 0o600 });
     try {
       await link(tmp, secretPath);
     } catch (err) {
@@ -107,17 +104,79 @@ export async function loadOrCreateKey(cacheDir: string, keyName = DEFAULT_KEY_NA
   // The secret must stay private even if someone copied it in with a loose umask.
   const st = await stat(secretPath);
   if ((st.mode & 0o077) !== 0) await chmod(secretPath, 0o600);
-  const key = parseSecretKey(text, secretPath);
-  if (key.name !== keyName) {
-    throw new CacheError(
-      'CACHE_KEY_NAME_MISMATCH',
-      500,
-      `${secretPath} holds key "${key.name}" but the cache was configured with key name "${keyName}"; ` +
-        `configure "${key.name}", or move the key file away to create a new key`,
-    );
-  }
+  const key = checkName(parseSecretKey(text, secretPath), keyName, secretPath, 'move the key file away');
   const pubPath = join(cacheDir, PUBLIC_KEY_FILE);
   if ((await readIfExists(pubPath))?.trim() !== key.publicKey)
     await writeFile(pubPath, key.publicKey, { mode: 0o644 });
   return key;
+}
+
+/** A new secret key as nix writes it: `name:base64(seed ‖ public key)`. */
+export function generateSecretKey(keyName: string): string {
+  const jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
+  const seed = Buffer.from(jwk.d ?? '', 'base64url');
+  const pub = Buffer.from(jwk.x ?? '', 'base64url');
+  return `${keyName}:${Buffer.concat([seed, pub]).toString('base64')}`;
+}
+
+function checkName(key: CacheKey, keyName: string, source: string, remedy: string): CacheKey {
+  if (key.name === keyName) return key;
+  throw new CacheError(
+    'CACHE_KEY_NAME_MISMATCH',
+    500,
+    `${source} holds key "${key.name}" but the cache was configured with key name "${keyName}"; ` +
+      `configure "${key.name}", or ${remedy} to create a new key`,
+  );
+}
+
+/** A key file given to the coordinator (MXC_CACHE_KEY_FILE); its name is the key's. */
+export async function loadKeyFile(path: string): Promise<CacheKey> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new CacheError(
+      'CACHE_KEY_INVALID',
+      500,
+      `cannot read the cache key file ${path} (${(err as NodeJS.ErrnoException).code ?? err}); ` +
+        'create one with `nix-store --generate-binary-cache-key <name> secret.key public.key`',
+      { cause: err },
+    );
+  }
+  return parseSecretKey(text, path);
+}
+
+/** Where several coordinators keep one key (PostgreSQL's mxc_settings); the first writer wins. */
+export interface SharedKeyStore {
+  read(): Promise<string | null>;
+  insertIfAbsent(secret: string): Promise<void>;
+}
+
+/**
+ * The key all coordinators on one database share: the first to start generates it and inserts it
+ * unless another was faster; everyone signs with what the database then holds.
+ */
+export async function loadOrCreateSharedKey(
+  shared: SharedKeyStore,
+  keyName = DEFAULT_KEY_NAME,
+): Promise<CacheKey> {
+  if (!KEY_NAME_RE.test(keyName)) {
+    throw new CacheError(
+      'CACHE_KEY_NAME_INVALID',
+      500,
+      `cache key name "${keyName}" must match ${KEY_NAME_RE}`,
+    );
+  }
+  let text = await shared.read();
+  if (text === null) {
+    await shared.insertIfAbsent(generateSecretKey(keyName));
+    text = await shared.read();
+    if (text === null) throw new Error('the shared cache key was inserted but cannot be read back');
+  }
+  return checkName(
+    parseSecretKey(text, 'the cache key in the database (mxc_settings)'),
+    keyName,
+    'the database (mxc_settings cache_signing_key)',
+    'give a key file with MXC_CACHE_KEY_FILE',
+  );
 }

@@ -6,7 +6,11 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Tokens } from '../../scheduler/api/auth.js';
 import type { FlappingPolicy } from '../../scheduler/core/restart.js';
-import { type CoordinatorServer, startCoordinator } from '../../scheduler/server.js';
+import {
+  type CoordinatorServer,
+  type CoordinatorServerOptions,
+  startCoordinator,
+} from '../../scheduler/server.js';
 import type { JobSpecInput } from '../../spec/job.js';
 import { createPostgresDb, dropPostgresDb, type Engine, seedPgliteDataDir } from './db.js';
 import { testLogger } from './logger.js';
@@ -39,6 +43,8 @@ export async function startTestCoordinator(
     insecure?: boolean;
     /** Where the coordinator logs (default: silent unless MXC_TEST_LOG). */
     logger?: Logger;
+    /** Cache storage and key settings (MXC_CACHE_DIR, MXC_CACHE_S3_URL, MXC_CACHE_KEY_FILE). */
+    cache?: Pick<CoordinatorServerOptions, 'cacheDir' | 'cacheS3' | 'cacheKeyFile'>;
   } = {},
 ): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
@@ -61,6 +67,7 @@ export async function startTestCoordinator(
     heartbeatTtlMs: opts.heartbeatTtlMs ?? 30_000,
     // Aurora's back-off in miniature: restarts of flapping tasks wait 50 ms, doubling up to 400 ms.
     flapping: opts.flapping ?? { thresholdMs: 60_000, initialDelayMs: 50, maxDelayMs: 400 },
+    ...opts.cache,
   });
   const api: TestCoordinator['api'] = async (method, path, body, headers = {}) => {
     const res = await fetch(`${server.url}${path}`, {

@@ -1,0 +1,272 @@
+/**
+ * Cache storage in an S3-compatible bucket (`@aws-sdk/client-s3`), laid out as Nix lays out its own
+ * binary caches: `<prefix><hash>.narinfo`, `<prefix>nar/<file>`, `<prefix>nix-cache-info`. Uploads are
+ * spooled in a local folder while they are checked, then put; a narinfo is put only when none is
+ * there, with `If-None-Match: *` so that on servers with conditional writes (AWS, MinIO, R2) not even
+ * two simultaneous uploads let a second coordinator replace the first's.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, rm, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { describeS3Location, type S3Location } from '../../spec/s3-location.js';
+import { CacheError } from './errors.js';
+import type { CacheStorage, NarinfoObject, NarObject } from './storage.js';
+import { removeStaleSpools } from './storage-dir.js';
+
+export interface S3Credentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+}
+
+export interface S3StorageOptions {
+  location: S3Location;
+  /** Unset: the SDK's own chain (environment, shared profile, instance role). */
+  credentials?: S3Credentials;
+  /** Local folder under which this process spools uploads (a folder of its own is made inside). */
+  spoolRoot: string;
+  /** Milliseconds to connect and to wait for an answer; default 5 s and 60 s. */
+  connectTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  /** Keys per listing page; default (and S3's maximum) 1000. */
+  listPageSize?: number;
+}
+
+const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n';
+/** NARs above this go up in parts of this size, four at a time (at most 64 MiB in memory). */
+const PART_BYTES = 16 * 1024 * 1024;
+
+export class S3Storage implements CacheStorage {
+  readonly location: string;
+  readonly spoolDir: string;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+
+  constructor(private readonly opts: S3StorageOptions) {
+    const l = opts.location;
+    this.location = describeS3Location(l);
+    this.bucket = l.bucket;
+    this.prefix = l.prefix;
+    this.spoolDir = join(opts.spoolRoot, `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    this.client = new S3Client({
+      endpoint: l.endpoint,
+      region: l.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      forcePathStyle: l.forcePathStyle,
+      credentials: opts.credentials,
+      maxAttempts: 3,
+      requestHandler: {
+        connectionTimeout: opts.connectTimeoutMs ?? 5000,
+        requestTimeout: opts.requestTimeoutMs ?? 60_000,
+      },
+    });
+  }
+
+  /** Checks the bucket answers (and exists), then writes `nix-cache-info` once, as Nix's own caches have. */
+  async init(): Promise<void> {
+    await mkdir(this.spoolDir, { recursive: true });
+    await removeStaleSpools(this.opts.spoolRoot, this.spoolDir);
+    await this.call('reach the bucket', () =>
+      this.client.send(new HeadBucketCommand({ Bucket: this.bucket })),
+    );
+    if ((await this.head('nix-cache-info')) === null) {
+      await this.call('write nix-cache-info', () =>
+        this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: `${this.prefix}nix-cache-info`,
+            Body: NIX_CACHE_INFO,
+            ContentType: 'text/x-nix-cache-info',
+          }),
+        ),
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+    await rm(this.spoolDir, { recursive: true, force: true });
+  }
+
+  async getNarinfo(hash: string): Promise<NarinfoObject | null> {
+    const got = await this.get(`${hash}.narinfo`);
+    if (!got) return null;
+    const text = await got.Body!.transformToString('utf8');
+    return { text, version: got.ETag ?? '' };
+  }
+
+  async narinfoVersion(hash: string): Promise<string | null> {
+    return (await this.head(`${hash}.narinfo`))?.etag ?? null;
+  }
+
+  async putNarinfo(hash: string, text: string): Promise<boolean> {
+    // Checked first too: some servers (s3rver, older MinIO) ignore If-None-Match and would overwrite.
+    if ((await this.head(`${hash}.narinfo`)) !== null) return false;
+    const put = () =>
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: `${this.prefix}${hash}.narinfo`,
+          Body: text,
+          ContentType: 'text/x-nix-narinfo',
+          IfNoneMatch: '*',
+        }),
+      );
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await put();
+        return true;
+      } catch (err) {
+        const status = statusOf(err);
+        // 412: another writer's narinfo is there. 409: another conditional write of it is under way.
+        if (status === 412) return false;
+        if (status === 409 && attempt < 5) continue;
+        throw this.unavailable('publish a narinfo', err);
+      }
+    }
+  }
+
+  async deleteNarinfo(hash: string): Promise<void> {
+    await this.delete(`${hash}.narinfo`);
+  }
+
+  async listNarinfos(): Promise<string[]> {
+    const out: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.call('list narinfos', () =>
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.prefix,
+            // nar/ is a "folder" and stays out of the listing.
+            Delimiter: '/',
+            ContinuationToken: token,
+            MaxKeys: this.opts.listPageSize,
+          }),
+        ),
+      );
+      for (const o of page.Contents ?? []) {
+        const name = o.Key?.slice(this.prefix.length) ?? '';
+        if (name.endsWith('.narinfo')) out.push(name.slice(0, -'.narinfo'.length));
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  async getNar(file: string): Promise<NarObject | null> {
+    const got = await this.get(`nar/${file}`);
+    if (!got) return null;
+    return { size: got.ContentLength ?? 0, stream: got.Body as Readable };
+  }
+
+  async hasNar(file: string): Promise<boolean> {
+    return (await this.head(`nar/${file}`)) !== null;
+  }
+
+  async putNar(file: string, spooled: string): Promise<void> {
+    // NAR names are content hashes: one already there (another coordinator's) holds these bytes.
+    if (!(await this.hasNar(file))) {
+      await this.call('store a NAR', () =>
+        new Upload({
+          client: this.client,
+          partSize: PART_BYTES,
+          queueSize: 4,
+          params: {
+            Bucket: this.bucket,
+            Key: `${this.prefix}nar/${file}`,
+            Body: createReadStream(spooled),
+            ContentType: 'application/x-nix-nar',
+          },
+        }).done(),
+      );
+    }
+    await unlink(spooled);
+  }
+
+  async deleteNar(file: string): Promise<void> {
+    await this.delete(`nar/${file}`);
+  }
+
+  private async get(name: string) {
+    try {
+      return await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: `${this.prefix}${name}` }),
+      );
+    } catch (err) {
+      if (statusOf(err) === 404 && errorName(err) !== 'NoSuchBucket') return null;
+      throw this.unavailable(`read ${name}`, err);
+    }
+  }
+
+  private async head(name: string): Promise<{ etag: string } | null> {
+    try {
+      const h = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: `${this.prefix}${name}` }),
+      );
+      return { etag: h.ETag ?? '' };
+    } catch (err) {
+      // A HEAD answer has no body, so a missing bucket looks like a missing object here; init checks the bucket.
+      if (statusOf(err) === 404) return null;
+      throw this.unavailable(`look up ${name}`, err);
+    }
+  }
+
+  private async delete(name: string): Promise<void> {
+    await this.call(`delete ${name}`, () =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: `${this.prefix}${name}` })),
+    );
+  }
+
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.unavailable(what, err);
+    }
+  }
+
+  /** A coded 503 naming the bucket and what went wrong; never a credential. */
+  private unavailable(what: string, err: unknown): CacheError {
+    const status = statusOf(err);
+    const name = errorName(err);
+    const hint =
+      status === 404 || name === 'NoSuchBucket'
+        ? 'the bucket does not exist: create it, or fix MXC_CACHE_S3_URL'
+        : status === 403 || status === 401
+          ? 'access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or their _FILE twins) and the bucket policy'
+          : status === undefined
+            ? 'the server cannot be reached: check the endpoint in MXC_CACHE_S3_URL and the network'
+            : 'the server refused the request';
+    const detail = status === undefined ? ((err as NodeJS.ErrnoException).code ?? name) : `${status} ${name}`;
+    return new CacheError(
+      'CACHE_STORAGE_UNAVAILABLE',
+      503,
+      `cannot ${what} in the cache bucket ${this.location} (${detail}): ${hint}`,
+      { cause: err },
+    );
+  }
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as Partial<S3ServiceException> | null)?.$metadata?.httpStatusCode;
+}
+
+function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : String(err);
+}
