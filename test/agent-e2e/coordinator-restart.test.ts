@@ -11,7 +11,7 @@ import { pushClosure } from '../../compiler/push.js';
 import { buildScript } from '../agent/helpers.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
-import { testLogger } from '../helpers/logger.js';
+import { captureLogger } from '../helpers/logger.js';
 import { eventually, scriptJob } from './harness.js';
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -27,6 +27,7 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
     () => dropPostgresDb(name),
   );
   const dataDir = join(dir, 'coordinator');
+  const agentLog = captureLogger('debug');
   let c: TestCoordinator = await startTestCoordinator('postgres', { dataDir, databaseUrl });
   const port = Number(new URL(c.url).port);
   const agent = new Agent({
@@ -34,7 +35,7 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
     name: 'steady',
     stateDir: join(dir, 'agent'),
     storeRoot: join(dir, 'store'),
-    logger: testLogger(),
+    logger: agentLog.logger,
     gracePeriodMs: 500,
   });
   cleanup.push(() => agent.close());
@@ -47,11 +48,14 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
   const id = sub.workloads[0]!;
   await eventually(async () => (await c.api('GET', `/api/workloads/${id}`)).body.data.status === 'running');
 
-  // The coordinator goes away; the process does not.
+  // The coordinator goes away; the process does not, through the agent's failed attempts to reconnect.
   await c.coordinator.close();
   await c.app.close();
   await c.db.close();
-  await new Promise((r) => setTimeout(r, 1500));
+  const since = agentLog.records.length;
+  const failedAttempts = () =>
+    agentLog.records.slice(since).filter((r) => r.msg === 'coordinator connection error').length;
+  await eventually(async () => failedAttempts() >= 2, 20_000, 'two failed reconnect attempts');
   expect(agent.runningIds()).toEqual([id]);
 
   c = await startTestCoordinator('postgres', { dataDir, databaseUrl, port });

@@ -176,6 +176,14 @@ describe.each(ENGINES)('coordinator on %s', (engine) => {
       const ws = (await c.api('GET', '/api/workloads?status=running')).body.data;
       return ws.length === 1 && ws[0].node === 'b';
     });
+    // A new job goes to b, though the drained a is the emptier node, and nothing more is started on a.
+    const next = await c.api('POST', '/api/jobs', plainJob({ name: 'next' }));
+    const [nextId] = next.body.data.workloads;
+    await eventually(async () => (await workload(nextId)).status === 'running');
+    expect((await workload(nextId)).node).toBe('b');
+    expect(
+      a.received.filter((m) => m.type === 'start').map((m) => m.type === 'start' && m.workload.id),
+    ).toEqual([id]);
   });
 
   it('reconciles on reconnect: stops what it no longer wants, reschedules what the agent lost', async () => {

@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { ENGINES } from '../helpers/db.js';
-import { testLogger } from '../helpers/logger.js';
+import { captureLogger, testLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -108,12 +108,12 @@ it('a real agent keeps its node secret 0600 in its state dir and rejoins with it
   cleanup.push(() => rm(dir, { recursive: true, force: true }));
   const c = await startTestCoordinator('postgres');
   cleanup.push(() => c.stop());
-  const mk = (stateDir: string) =>
+  const mk = (stateDir: string, logger = testLogger()) =>
     new Agent({
       coordinator: c.url,
       name: 'real',
       stateDir: join(dir, stateDir),
-      logger: testLogger(),
+      logger,
       cgroups: false,
     });
   const first = mk('state');
@@ -130,14 +130,18 @@ it('a real agent keeps its node secret 0600 in its state dir and rejoins with it
   await restarted.ready;
   expect(restarted.nodeId).toBe(nodeId);
 
-  // Another machine claiming the name (a different state dir) never gets welcomed.
-  const copycat = mk('other-state');
+  // Another machine claiming the name (a different state dir) is refused, again on every retry, and
+  // never welcomed.
+  const log = captureLogger('error');
+  const copycat = mk('other-state', log.logger);
   cleanup.push(() => copycat.close());
+  let welcomed = false;
+  void copycat.ready.then(() => {
+    welcomed = true;
+  });
   await copycat.start();
-  const welcomed = await Promise.race([
-    copycat.ready.then(() => true),
-    new Promise((r) => setTimeout(() => r(false), 1500)),
-  ]);
+  const refusals = () => log.records.filter((r) => /refused this node identity/.test(r.msg)).length;
+  await eventually(async () => refusals() >= 2, 15_000, 'the copycat refused twice');
   expect(welcomed).toBe(false);
   const n = (await c.api('GET', '/api/nodes/real')).body.data;
   expect(n).toMatchObject({ id: nodeId, connected: true });
