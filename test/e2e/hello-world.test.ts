@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
+import { nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { ENGINES } from '../helpers/db.js';
@@ -53,14 +54,8 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
   });
 
   it('submits the nix-build output, waits until it runs, and shows its logs', async () => {
-    const build = await execa('nix-build', [
-      '--option',
-      'substituters',
-      '',
-      repoPath('examples', 'hello_world'),
-      '--no-out-link',
-    ]);
-    const submit = await mxc(['submit', '--wait', '--timeout', '60'], { env, input: build.stdout });
+    const [jobPath] = await nixBuild([repoPath('examples', 'hello_world')]);
+    const submit = await mxc(['submit', '--wait', '--timeout', '60'], { env, input: jobPath });
     expect(submit.stderr).toMatch(/^uploaded 3 path\(s\), [0-9.]+ MiB; 0 already in the cache$/m);
     expect(submit.stderr).toMatch(/^hello_world-0-[0-9a-f]{8} {2}closure realised \(fetched 3 path\(s\)/m);
     expect(submit.exitCode).toBe(0);
@@ -101,7 +96,7 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
     expect(nodes[0].store.paths).toBeGreaterThanOrEqual(2);
 
     // A resubmit of the same store path changes nothing.
-    const again = await mxc(['submit', build.stdout.trim()], { env });
+    const again = await mxc(['submit', jobPath!], { env });
     expect(again.stdout).toMatch(/unchanged/);
 
     // Following the logs prints what is there, then new lines, and ends when the workload does.
@@ -113,7 +108,16 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
         reject: false,
       },
     );
-    await new Promise((r) => setTimeout(r, 500));
+    // Stopped only once the follow printed what was there, so the stop is a new event it must see.
+    let printed = '';
+    follow.stdout!.on('data', (chunk: Buffer) => {
+      printed += chunk.toString();
+    });
+    await eventually(
+      async () => /Hello, world!/.test(printed),
+      15_000,
+      'the follow to print the existing lines',
+    );
     const stop = await mxc(['workloads', 'stop', id], { env });
     const followed = await follow;
     expect(followed.exitCode).toBe(0);
