@@ -11,6 +11,7 @@ import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nixBuild } from '../../lib/nix.js';
 import { databaseUrl, readSettings, SettingsError } from '../../lib/settings.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { SETTINGS } from '../../spec/settings.js';
@@ -282,19 +283,13 @@ describe('through the real CLI', () => {
     });
 
     it('places with MXC_SCHEDULER_STRATEGY=pack on the fullest node that fits, and the job runs', async () => {
-      const build = await execa('nix-build', [
-        '--option',
-        'substituters',
-        '',
-        repoPath('examples', 'hello_world'),
-        '--no-out-link',
-      ]);
+      const [jobPath] = await nixBuild([repoPath('examples', 'hello_world')]);
       const submit = await execa(
         process.execPath,
         [MXC_BIN, 'submit', '--wait', '--timeout', '60', '--token-file', files.api!],
         {
           env: { MXC_COORDINATOR: url },
-          input: build.stdout,
+          input: jobPath,
           reject: false,
           cwd: repoPath(),
         },

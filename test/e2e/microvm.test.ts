@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
 import { microVmSupport } from '../../agent/microvm-support.js';
 import { readJobInput } from '../../compiler/job-input.js';
-import { closureOf } from '../../lib/nix.js';
+import { closureOf, nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { testLogger } from '../helpers/logger.js';
@@ -51,14 +51,8 @@ describe('microVM workload end to end', () => {
     expect(node.capabilities.isolation).toContain('microvm');
     expect(node.capabilities.qemu).toBe(true);
 
-    const build = await execa('nix-build', [
-      '--option',
-      'substituters',
-      '',
-      repoPath('examples', 'microvm'),
-      '--no-out-link',
-    ]);
-    const submit = await execa('node', [repoPath('bin', 'mxc.js'), 'submit', '--json', build.stdout.trim()], {
+    const [jobPath] = await nixBuild([repoPath('examples', 'microvm')]);
+    const submit = await execa('node', [repoPath('bin', 'mxc.js'), 'submit', '--json', jobPath!], {
       env: { MXC_COORDINATOR: c.url },
     });
     const { workloads } = JSON.parse(submit.stdout) as { workloads: string[] };
@@ -80,7 +74,7 @@ describe('microVM workload end to end', () => {
     const release = guest.find((l) => l.startsWith('microvm: kernel '))!.slice('microvm: kernel '.length);
     expect(release).toMatch(/^\d+\.\d+\.\d+-\d+-amd64$/);
     // The guest's /nix/store is exactly the job's closure.
-    const { spec } = await readJobInput(build.stdout);
+    const { spec } = await readJobInput(jobPath!);
     const closure = (await closureOf(spec.mxc.closure)).map((p) => p.slice('/nix/store/'.length)).sort();
     const start = guest.indexOf('microvm: /nix/store holds:');
     const end = guest.indexOf('microvm: done');

@@ -113,6 +113,18 @@ function freePort(): Promise<number> {
   });
 }
 
+/** What `GET /health` on the port answers once it answers `ok`, or the last answer after 5 s. */
+async function healthAnswer(port: number): Promise<string> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const health = await fetch(`http://127.0.0.1:${port}/health`)
+      .then((r) => r.text())
+      .catch(() => '');
+    if (health === 'ok' || Date.now() > deadline) return health;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 describe('examples', () => {
   const auroraSchema = new Ajv({ allErrors: true }).compile(
     JSON.parse(readFileSync(join(REPO, 'test', 'fixtures', 'aurora-job.schema.json'), 'utf8')),
@@ -240,14 +252,7 @@ describe('examples', () => {
       detached: true,
     });
     try {
-      let health = '';
-      for (let i = 0; i < 50 && health !== 'ok'; i++) {
-        health = await fetch(`http://127.0.0.1:${port}/health`)
-          .then((r) => r.text())
-          .catch(() => '');
-        if (health !== 'ok') await new Promise((r) => setTimeout(r, 100));
-      }
-      expect(health).toBe('ok');
+      expect(await healthAnswer(port)).toBe('ok');
       expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toContain(
         'busybox httpd from the Nix store',
       );
@@ -316,14 +321,7 @@ describe('examples', () => {
     const cwd = await mkdtemp(join(scratch, 'nix-aurora-'));
     const child = spawn('/bin/sh', ['-c', bound], { cwd, env: {}, detached: true });
     try {
-      let health = '';
-      for (let i = 0; i < 50 && health !== 'ok'; i++) {
-        health = await fetch(`http://127.0.0.1:${port}/health`)
-          .then((r) => r.text())
-          .catch(() => '');
-        if (health !== 'ok') await new Promise((r) => setTimeout(r, 100));
-      }
-      expect(health).toBe('ok');
+      expect(await healthAnswer(port)).toBe('ok');
       expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toContain(
         `Instance 1 of a nix-aurora job, serving on port ${port}</h1>`,
       );

@@ -18,6 +18,7 @@ import { execa } from 'execa';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../lib/exec.js';
+import { nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
 import {
   type DaemonProcess,
@@ -320,16 +321,10 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
     }
 
     // A job runs on it.
-    const build = await execa('nix-build', [
-      '--option',
-      'substituters',
-      '',
-      repoPath('examples', 'hello_world'),
-      '--no-out-link',
-    ]);
+    const [jobPath] = await nixBuild([repoPath('examples', 'hello_world')]);
     const submit = await execa(process.execPath, [MXC_BIN, 'submit', '--wait', '--timeout', '60'], {
       env: { MXC_COORDINATOR: url, MXC_API_TOKEN_FILE: secrets.api },
-      input: build.stdout,
+      input: jobPath,
       reject: false,
       cwd: repoPath(),
     });
