@@ -80,9 +80,7 @@ export class S3Storage implements CacheStorage {
   async init(): Promise<void> {
     await mkdir(this.spoolDir, { recursive: true });
     await removeStaleSpools(this.opts.spoolRoot, this.spoolDir);
-    await this.call('reach the bucket', () =>
-      this.client.send(new HeadBucketCommand({ Bucket: this.bucket })),
-    );
+    await this.call('reach it', () => this.client.send(new HeadBucketCommand({ Bucket: this.bucket })));
     if ((await this.head('nix-cache-info')) === null) {
       await this.call('write nix-cache-info', () =>
         this.client.send(
@@ -257,7 +255,7 @@ export class S3Storage implements CacheStorage {
     return new CacheError(
       'CACHE_STORAGE_UNAVAILABLE',
       503,
-      `cannot ${what} in the cache bucket ${this.location} (${detail}): ${hint}`,
+      `cache bucket ${this.location}: cannot ${what} (${detail}): ${hint}`,
       { cause: err },
     );
   }
