@@ -3,7 +3,6 @@
  * checkers (each passes a node or names a rejection reason), ranking a chain of scorers, ties broken by a
  * hash seeded from the evaluation id. No I/O, no clock, no unseeded randomness.
  */
-import { createHash } from 'node:crypto';
 import { fitsOn, take } from './fit.js';
 
 export { demandOf, fits, type Resources } from './fit.js';
@@ -131,7 +130,8 @@ export const DiskChecker: Checker = ({ node, demand }) =>
 
 /** `"value"` must equal the node attribute, `"!value"` must not. `limit:` and `dedicated` are checked elsewhere. */
 export const ValueConstraintChecker: Checker = ({ node, demand }) => {
-  for (const [attr, want] of Object.entries(demand.constraints)) {
+  for (const attr in demand.constraints) {
+    const want = demand.constraints[attr]!;
     if (want.startsWith('limit:') || attr === 'dedicated') continue;
     const have = node.attributes[attr];
     if (want.startsWith('!')) {
@@ -159,7 +159,8 @@ export const DedicatedChecker: Checker = ({ node, demand }) => {
 
 /** `attr: "limit:N"`: at most N instances of this job per distinct value of `attr`. */
 export const LimitChecker: Checker = ({ node, demand, countFor }) => {
-  for (const [attr, want] of Object.entries(demand.constraints)) {
+  for (const attr in demand.constraints) {
+    const want = demand.constraints[attr]!;
     if (!want.startsWith('limit:')) continue;
     const limit = Number.parseInt(want.slice('limit:'.length), 10);
     if (countFor(demand.jobId, attr, node.attributes[attr]) >= limit) return 'LIMIT';
@@ -182,9 +183,8 @@ type Scorer = (node: NodeView, demand: Demand, sameJobOnNode: number) => number;
 
 /** Fraction of the node left free after placing, averaged over cpu and memory (0..1). */
 const freeFractionAfter = (node: NodeView, d: Demand) => {
-  const f = free(node);
-  const cpu = node.cpu > 0 ? (f.cpu - d.cpu) / node.cpu : 0;
-  const mem = node.memory_mb > 0 ? (f.memory_mb - d.memory_mb) / node.memory_mb : 0;
+  const cpu = node.cpu > 0 ? (node.cpu - node.used.cpu - d.cpu) / node.cpu : 0;
+  const mem = node.memory_mb > 0 ? (node.memory_mb - node.used.memory_mb - d.memory_mb) / node.memory_mb : 0;
   return (cpu + mem) / 2;
 };
 
@@ -211,8 +211,16 @@ export const ClosureLocalityScorer: Scorer = (node, d) => {
   return total > 0 ? 0.5 * (1 - missingBytes(node, d) / total) : 0;
 };
 
-/** A 32-bit hash of a string (seeded per evaluation through the workload's hash). */
-const hash32 = (s: string) => createHash('sha256').update(s).digest().readUInt32BE(0);
+/**
+ * A 32-bit hash of a string (FNV-1a, then murmur3's finaliser): seeded per evaluation through the
+ * workload's hash. Tie-breaks need spread and replay, not a cryptographic hash (sha256 was a tenth of
+ * the core's time).
+ */
+function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return mix(h >>> 0, 0x6a09e667);
+}
 
 /** Mixes two 32-bit values (murmur3's finaliser): one hash per workload and per node, not per pair. */
 function mix(a: number, b: number): number {
@@ -315,11 +323,14 @@ export function place(snapshot: Snapshot, demands: readonly Demand[], opts: Plac
     const reasons: Partial<Record<RejectionCode, number>> = {};
     let best: { node: (typeof nodes)[number]; score: number; tie: number } | null = null;
     let feasible = 0;
+    // One context per demand, pointed at each candidate in turn (no allocation per node and checker).
+    const ctx: CheckContext = { demand, node: nodes[0]!, countFor };
     for (const node of candidates(nodes, demand, demandSalt)) {
       if (feasible >= limit) break;
+      ctx.node = node;
       let rejected: RejectionCode | null = null;
       for (const check of CHECKERS) {
-        rejected = check({ demand, node, countFor });
+        rejected = check(ctx);
         if (rejected) break;
       }
       if (rejected) {

@@ -36,9 +36,23 @@ export async function agentSocketRoutes(
     '/api/agent/ws',
     { websocket: true, schema, config: { access: 'agent-socket' } },
     (socket: WebSocket, req) => {
+      // Messages sent in one turn of the event loop (a pass's starts for this node) leave in one write:
+      // the TCP socket is corked at the first and uncorked once the turn's synchronous work is done.
+      const tcp = req.socket;
+      let corked = false;
+      const uncork = () => {
+        corked = false;
+        tcp.uncork();
+      };
       const session: AgentSession = {
         send: (msg: CoordinatorMessage) => {
-          if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
+          if (socket.readyState !== socket.OPEN) return;
+          if (!corked) {
+            corked = true;
+            tcp.cork();
+            process.nextTick(uncork);
+          }
+          socket.send(JSON.stringify(msg));
         },
         close: (code = 1000, reason = '') => socket.close(code, reason),
       };
