@@ -14,6 +14,7 @@ import { prepareWorkloadRoot, removeStaleRoots } from './gc.js';
 import { Housekeeping } from './housekeeping.js';
 import { stopOrphans } from './orphans.js';
 import { initStore, realiseClosure } from './realise.js';
+import { taskSupervisorBinary, taskSupervisorUnusable } from './thermos/task-supervisor.js';
 import { WorkloadRuns } from './workload-run.js';
 
 export { AGENT_VERSION } from './version.js';
@@ -76,12 +77,21 @@ export class Agent {
       logRetentionMs: this.opts.logRetentionMs ?? DEFAULT_LOG_RETENTION_MS,
       live: () => this.workloads.ids(),
       onCollected: (r) => {
-        this.workloads.realised.clear();
+        this.workloads.forgetRealised();
         this.conn.sendStorePaths([], r.paths);
       },
       logger: this.log,
     });
     this.housekeeping.start(this.opts.housekeepingIntervalMs ?? 60_000);
+    // Compiled (once per version) while the agent joins, so the first start does not wait for it.
+    void taskSupervisorBinary().then((binary) => {
+      if (binary) this.log.debug({ binary }, 'task supervisor ready');
+      else
+        this.log.warn(
+          { reason: taskSupervisorUnusable() },
+          'no task supervisor (it needs cc and a static libc): each process starts in a namespace of its own, ~5 ms slower',
+        );
+    });
     this.conn.connect();
   }
 

@@ -121,15 +121,28 @@ export async function collectIfLow(opts: GcOptions & { minFreeMb: number }): Pro
  */
 export async function addIndirectRoots(gcRoot: string, paths: string[], storeRoot?: string): Promise<void> {
   const auto = join(storeRoot ?? '/', 'nix', 'var', 'nix', 'gcroots', 'auto');
-  await mkdir(auto, { recursive: true });
   await Promise.all(
     paths.map(async (p, i) => {
       const link = i === 0 ? gcRoot : `${gcRoot}-${i + 1}`;
-      await rm(link, { force: true });
-      await symlink(p, link);
+      await replaceSymlink(p, link);
       const name = toNixBase32(createHash('sha1').update(link).digest());
-      await rm(join(auto, name), { force: true });
-      await symlink(link, join(auto, name));
+      await replaceSymlink(link, join(auto, name), auto);
     }),
   );
+}
+
+/**
+ * `ln -sfn target link`, in one system call when `link` is new (a workload's roots always are):
+ * an existing link is replaced, and a missing `makeDir` is made first.
+ */
+async function replaceSymlink(target: string, link: string, makeDir?: string): Promise<void> {
+  try {
+    await symlink(target, link);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') await rm(link, { force: true });
+    else if (code === 'ENOENT' && makeDir) await mkdir(makeDir, { recursive: true });
+    else throw err;
+    await symlink(target, link);
+  }
 }

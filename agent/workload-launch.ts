@@ -129,6 +129,8 @@ export async function launchWorkload(
     entry.cgroup = await createWorkloadCgroup(l.cgroupRoot, a.id, { ramBytes: r?.ram, cpu: r?.cpu });
     launch = cgroupLaunch(isolated, entry.cgroup);
   }
+  // pids.json changes only when a group leader does: with the task supervisor, once per task.
+  let recorded = '';
   const runner = new TaskRunner({
     workloadId: a.id,
     task,
@@ -138,7 +140,11 @@ export async function launchWorkload(
     gracePeriodMs: grace,
     onLog: l.onLog,
     onChange: (snap) => {
-      void writePids(l.dir, runner.pids()).catch(() => {});
+      const pids = runner.pids();
+      if (pids.join(',') !== recorded) {
+        recorded = pids.join(',');
+        void writePids(l.dir, pids).catch(() => {});
+      }
       l.onChange(snap.processes);
     },
   });

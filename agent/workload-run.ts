@@ -37,13 +37,31 @@ export class WorkloadRuns {
    * Closure roots this agent realised (and Nix verified) since it started. Starting them again skips
    * nix: only the GC roots are added. Forgotten when the agent collects garbage.
    */
-  readonly realised = new Set<string>();
+  private readonly realised = new Set<string>();
+  /** Full closures (`nix-store -qR`) of root sets realised here, by their sorted roots; forgotten with them. */
+  private readonly closures = new Map<string, string[]>();
   private readonly opts: AgentOptions;
   private readonly log: Logger;
 
   constructor(private readonly w: WorkloadRunsOptions) {
     this.opts = w.agent;
     this.log = w.log;
+  }
+
+  /** Forgets what was realised here (the store was collected): the next start asks nix again. */
+  forgetRealised(): void {
+    this.realised.clear();
+    this.closures.clear();
+  }
+
+  /** The full closure of `roots`, asked of nix once per root set while nothing is collected. */
+  private async fullClosureOf(roots: string[]): Promise<string[]> {
+    const key = [...roots].sort().join('\n');
+    const known = this.closures.get(key);
+    if (known) return known;
+    const closure = await closureOf(roots, { store: this.opts.storeRoot });
+    this.closures.set(key, closure);
+    return closure;
   }
 
   has(id: string): boolean {
@@ -122,35 +140,40 @@ export class WorkloadRuns {
     const abort = new AbortController();
     entry.stop = async () => abort.abort();
     try {
-      await mkdir(workDir, { recursive: true });
-      await writeFile(join(dir, 'assignment.json'), JSON.stringify(a));
       const closure = a.spec.mxc.closure;
       const cache = this.w.conn.cache;
       system(`realising ${closure.length} store path(s)${cache ? ` from ${cache.url}` : ''}`);
       const t0 = Date.now();
-      const gcRoot = closure.length ? await prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined;
-      const warm = gcRoot !== undefined && (await this.alreadyRealised(closure));
-      const fetched = warm
-        ? await addIndirectRoots(gcRoot, closure, this.opts.storeRoot).then(() => ({
-            pathsDone: 0,
-            pathsTotal: 0,
-            bytesDone: 0,
-            bytesTotal: 0,
-          }))
-        : await realiseClosure({
-            paths: closure,
-            storeRoot: this.opts.storeRoot,
-            cache: this.w.conn.cache,
-            gcRoot,
-            scratchDir: dir,
-            signal: abort.signal,
-            onLine: (line) => {
-              if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
-            },
-            onProgress: (p, finished) => {
-              if (finished) system(`fetched ${finished} (${progressText(p)})`);
-            },
-          });
+      // Independent file work side by side: each await is a trip through the thread pool.
+      const [gcRoot, warm] = await Promise.all([
+        closure.length ? prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined,
+        closure.length ? this.alreadyRealised(closure) : false,
+        mkdir(workDir, { recursive: true }).then(() =>
+          writeFile(join(dir, 'assignment.json'), JSON.stringify(a)),
+        ),
+      ]);
+      const fetched =
+        warm && gcRoot !== undefined
+          ? await addIndirectRoots(gcRoot, closure, this.opts.storeRoot).then(() => ({
+              pathsDone: 0,
+              pathsTotal: 0,
+              bytesDone: 0,
+              bytesTotal: 0,
+            }))
+          : await realiseClosure({
+              paths: closure,
+              storeRoot: this.opts.storeRoot,
+              cache: this.w.conn.cache,
+              gcRoot,
+              scratchDir: dir,
+              signal: abort.signal,
+              onLine: (line) => {
+                if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
+              },
+              onProgress: (p, finished) => {
+                if (finished) system(`fetched ${finished} (${progressText(p)})`);
+              },
+            });
       for (const p of closure) this.realised.add(p);
       system(
         `closure ready in ${Date.now() - t0} ms` +
@@ -158,9 +181,10 @@ export class WorkloadRuns {
       );
       entry.fetched = { paths: fetched.pathsDone, bytes: fetched.bytesDone };
       // Computed once: the coordinator learns what the store gained, isolated launches expose all of it.
+      if (fetched.pathsDone > 0) this.closures.delete([...closure].sort().join('\n'));
       const fullClosure =
         fetched.pathsDone > 0 || a.spec.mxc.isolation !== 'process'
-          ? await closureOf(closure, { store: this.opts.storeRoot })
+          ? await this.fullClosureOf(closure)
           : undefined;
       if (fetched.pathsDone > 0) this.w.conn.sendStorePaths(fullClosure!, []);
       if (entry.stopping) throw new Error('stopped before start');
