@@ -34,8 +34,23 @@ export class CacheError extends Error {
   }
 }
 
-/** Sends a CacheError as JSON; anything else is rethrown for the app's error handler (logged as 5xx). */
+/**
+ * Sends a CacheError as JSON; anything else is rethrown for the app's error handler (logged as 5xx). A 5xx
+ * keeps its code but not its message (bucket, endpoint, directory, the storage's own error): that goes to
+ * the log under the request id the answer names, as with every other 5xx of the API.
+ */
 export function sendCacheError(reply: FastifyReply, err: unknown): FastifyReply {
   if (!(err instanceof CacheError)) throw err;
+  if (err.statusCode >= 500) {
+    const id = reply.request.id;
+    reply.log.error({ err, url: reply.request.url }, err.message);
+    return reply.code(err.statusCode).send({
+      error: {
+        code: err.code,
+        message: `the cache's storage failed; the coordinator log has the details (request id ${id})`,
+        details: { request_id: id },
+      },
+    });
+  }
   return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message } });
 }

@@ -2,13 +2,14 @@
  * 5xx answers keep their details in the log: a real failure (a table made unreadable, the database
  * dropped under a running coordinator) answers the coded INTERNAL with a generic message and the request
  * id, while the log line under that id has the real message, its causes and the stack. Nothing internal
- * (SQL, table or database names, paths, stacks) reaches the client.
+ * (SQL, table or database names, paths, buckets, stacks) reaches the client; a cache 5xx keeps its code.
  */
 import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { installContract, typed } from '../../scheduler/api/contract.js';
 import { installErrorHandler } from '../../scheduler/api/error-handler.js';
+import { CacheError, sendCacheError } from '../../scheduler/cache/errors.js';
 import { ApiError } from '../../spec/api.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { dropPostgresDb, ENGINES } from '../helpers/db.js';
@@ -100,6 +101,39 @@ describe('internal errors', () => {
       'cannot read the narinfo: EACCES: permission denied, open /var/lib/mxc/cache/narinfo/x.narinfo',
     );
     expect(record.err.stack).toMatch(/caused by: Error: EACCES/);
+    await app.close();
+  });
+
+  it("keeps a cache storage failure's code, and its bucket and reason in the log", async () => {
+    const log = captureLogger('error');
+    const app = Fastify({ loggerInstance: log.logger as FastifyBaseLogger });
+    installErrorHandler(app);
+    app.get('/cache/x.narinfo', async (_req, reply) =>
+      sendCacheError(
+        reply,
+        new CacheError(
+          'CACHE_STORAGE_UNAVAILABLE',
+          503,
+          'cannot read a narinfo in the cache bucket s3://private-bucket/cache/ (ECONNREFUSED): check the endpoint',
+          { cause: new Error('connect ECONNREFUSED 10.1.2.3:9000') },
+        ),
+      ),
+    );
+    app.get('/cache/bad', async (_req, reply) =>
+      sendCacheError(reply, new CacheError('CACHE_BAD_REQUEST', 400, 'X-Nix-NarHash is missing')),
+    );
+    const r = await app.inject({ method: 'GET', url: '/cache/x.narinfo' });
+    expect(r.statusCode).toBe(503);
+    const answer = ApiError.parse(r.json());
+    expect(answer.error.code).toBe('CACHE_STORAGE_UNAVAILABLE');
+    expect(r.body).not.toMatch(/private-bucket|ECONNREFUSED|10\.1\.2\.3/);
+    const id = (answer.error.details as { request_id: string }).request_id;
+    expect(answer.error.message).toContain(`request id ${id}`);
+    const record = loggedFor(log.records, id);
+    expect(record.err.message).toMatch(/s3:\/\/private-bucket\/cache\/.*ECONNREFUSED 10\.1\.2\.3:9000/);
+    // A 4xx of the cache still tells the client what to do.
+    const bad = await app.inject({ method: 'GET', url: '/cache/bad' });
+    expect(bad.json().error.message).toBe('X-Nix-NarHash is missing');
     await app.close();
   });
 });
