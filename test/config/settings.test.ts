@@ -97,8 +97,10 @@ describe('readSettings', () => {
     expect(readSettings({ roles: ['client'], env: { MXC_API_TOKEN_FILE: f } }).MXC_API_TOKEN).toBe(
       's3cret-value',
     );
-    const both = problems({ MXC_API_TOKEN: 'other', MXC_API_TOKEN_FILE: f }, ['client']);
+    const both = problems({ MXC_API_TOKEN: 'env-s3cret', MXC_API_TOKEN_FILE: f }, ['client']);
     expect(both[0]).toMatch(/MXC_API_TOKEN and MXC_API_TOKEN_FILE are both set/);
+    // Neither value appears in what is said about them.
+    expect(both.join('\n')).not.toMatch(/env-s3cret|s3cret-value/);
     expect(problems({ MXC_AGENT_TOKEN_FILE: join(dir, 'none') }, ['agent'])[0]).toMatch(
       /^MXC_AGENT_TOKEN_FILE=.*none: cannot read it \(ENOENT\)$/,
     );
