@@ -311,7 +311,7 @@ export const SETTINGS = [
     roles: C,
     default: '`<data-dir>/cache`',
     flag: '--cache-dir',
-    doc: 'the binary cache directory (paths and signing key); several coordinators may share one (e.g. NFS): writes are temp file + rename',
+    doc: 'the binary cache directory (paths and signing key); several coordinators may share one (e.g. NFS): NARs arrive by temp file + rename, narinfos by link (never replacing another’s)',
     schema: text,
   },
   {

@@ -28,7 +28,12 @@ let
     ++ optional (cfg.agentTokenFile != null) "agent-token:${toString cfg.agentTokenFile}"
     ++ optional (db.passwordFile != null) "database-password:${toString db.passwordFile}"
     ++ optional (cfg.tls.certFile != null) "tls-cert:${toString cfg.tls.certFile}"
-    ++ optional (cfg.tls.keyFile != null) "tls-key:${toString cfg.tls.keyFile}";
+    ++ optional (cfg.tls.keyFile != null) "tls-key:${toString cfg.tls.keyFile}"
+    ++ optional (cfg.cacheKeyFile != null) "cache-key:${toString cfg.cacheKeyFile}"
+    ++ optional (cfg.cacheS3.accessKeyIdFile != null) "s3-access-key-id:${toString cfg.cacheS3.accessKeyIdFile}"
+    ++ optional (
+      cfg.cacheS3.secretAccessKeyFile != null
+    ) "s3-secret-access-key:${toString cfg.cacheS3.secretAccessKeyFile}";
 in
 {
   options.services.mxc.coordinator = {
@@ -141,6 +146,31 @@ in
       type = types.nullOr types.path;
       default = null;
       description = "Where the binary cache keeps its key and NARs (MXC_CACHE_DIR, e.g. a directory shared by several coordinators); made writable for the service. Unset: under the state directory.";
+    };
+
+    cacheS3 = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "s3://mxc-cache/prod?endpoint=https://s3.example.org&region=eu-1&force_path_style=true";
+        description = "Keep the binary cache in an S3-compatible bucket instead of cacheDir (MXC_CACHE_S3_URL); several coordinators may share it. No credentials in the URL.";
+      };
+      accessKeyIdFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "File holding the bucket's access key id (AWS_ACCESS_KEY_ID_FILE, through LoadCredential). Unset: the AWS SDK's chain (instance role, …).";
+      };
+      secretAccessKeyFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "File holding the bucket's secret access key (AWS_SECRET_ACCESS_KEY_FILE, through LoadCredential).";
+      };
+    };
+
+    cacheKeyFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = "The cache signing key (nix-store --generate-binary-cache-key format), the same file on every coordinator (MXC_CACHE_KEY_FILE, through LoadCredential). Unset: the cache directory's key, else one key shared through PostgreSQL.";
     };
 
     heartbeatTtl = mkOption {
@@ -256,6 +286,14 @@ in
         // optionalAttrs (cfg.tls.certFile != null) { MXC_TLS_CERT = "%d/tls-cert"; }
         // optionalAttrs (cfg.tls.keyFile != null) { MXC_TLS_KEY = "%d/tls-key"; }
         // optionalAttrs (cfg.cacheDir != null) { MXC_CACHE_DIR = toString cfg.cacheDir; }
+        // optionalAttrs (cfg.cacheS3.url != null) { MXC_CACHE_S3_URL = cfg.cacheS3.url; }
+        // optionalAttrs (cfg.cacheS3.accessKeyIdFile != null) {
+          AWS_ACCESS_KEY_ID_FILE = "%d/s3-access-key-id";
+        }
+        // optionalAttrs (cfg.cacheS3.secretAccessKeyFile != null) {
+          AWS_SECRET_ACCESS_KEY_FILE = "%d/s3-secret-access-key";
+        }
+        // optionalAttrs (cfg.cacheKeyFile != null) { MXC_CACHE_KEY_FILE = "%d/cache-key"; }
         // cfg.extraEnvironment;
 
       serviceConfig = {

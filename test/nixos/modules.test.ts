@@ -183,6 +183,26 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
     expect(local.services['mxc-coordinator']!.environment.MXC_INSECURE).toBeUndefined();
   });
 
+  it('points the cache at a bucket and hands its credentials and the signing key over as credentials', async () => {
+    const r = await evaluate(`{ ... }: { services.mxc.coordinator = {
+      enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1";
+      cacheS3 = { url = "s3://mxc-cache/prod?region=eu-1"; accessKeyIdFile = "/run/secrets/id"; secretAccessKeyFile = "/run/secrets/key"; };
+      cacheKeyFile = "/run/secrets/cache.key";
+    }; }`);
+    const unit = r.services['mxc-coordinator']!;
+    expect(unit.environment).toMatchObject({
+      MXC_CACHE_S3_URL: 's3://mxc-cache/prod?region=eu-1',
+      AWS_ACCESS_KEY_ID_FILE: '%d/s3-access-key-id',
+      AWS_SECRET_ACCESS_KEY_FILE: '%d/s3-secret-access-key',
+      MXC_CACHE_KEY_FILE: '%d/cache-key',
+    });
+    expect(unit.serviceConfig.LoadCredential).toEqual([
+      'cache-key:/run/secrets/cache.key',
+      's3-access-key-id:/run/secrets/id',
+      's3-secret-access-key:/run/secrets/key',
+    ]);
+  });
+
   it('hands TLS files over as credentials, and refuses a certificate without its key', async () => {
     const r = await evaluate(`{ ... }: { services.mxc.coordinator = {
       enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1";
