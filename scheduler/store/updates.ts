@@ -36,16 +36,21 @@ export async function lockRolling(q: Queryable): Promise<UpdateRow[]> {
   );
 }
 
-export async function setUpdate(
+/**
+ * Moves a rolling update on (progress, or its end), guarded: only while it is still rolling. Returns
+ * false when it was not (cancelled or ended meanwhile): the caller's step is then void.
+ */
+export async function moveRolling(
   q: Queryable,
   id: string,
   f: { status?: UpdateStatus; next_instance?: number; message?: string },
-): Promise<void> {
-  await q.query(
+): Promise<boolean> {
+  const rows = await q.query(
     `UPDATE job_updates SET status = COALESCE($2, status), next_instance = COALESCE($3, next_instance),
-       message = COALESCE($4, message), updated_at = now() WHERE id = $1`,
+       message = COALESCE($4, message), updated_at = now() WHERE id = $1 AND status = 'rolling' RETURNING id`,
     [id, f.status ?? null, f.next_instance ?? null, f.message ?? null],
   );
+  return rows.length === 1;
 }
 
 /** Ends a job's rolling update, if any, because a newer submit or a stop supersedes it. */
