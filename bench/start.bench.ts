@@ -9,15 +9,18 @@
  * database).
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildJob } from '../compiler/build.js';
 import { pushClosure } from '../compiler/push.js';
+import { closureOf } from '../lib/nix.js';
 import { repoPath } from '../scheduler/paths.js';
 import type { JobSpec } from '../spec/job.js';
 import { startCoordinatorProcess } from './lib/coordinator-process.js';
+import { executorStarts } from './lib/executor-starts.js';
 import { getJson, postJson } from './lib/http.js';
 import { createBenchDb } from './lib/pg.js';
 import { Report } from './lib/report.js';
@@ -234,6 +237,13 @@ export async function main(): Promise<void> {
       }
     }
 
+    // The executor alone, mode by mode (coordinator idle by now).
+    const full = await closureOf(spec.mxc.closure);
+    const busybox = full.map((p) => `${p}/busybox`).find((f) => existsSync(f));
+    const execRounds = Math.max(1, envInt('MXC_BENCH_EXEC_ROUNDS', 15));
+    r.progress(`process starts through the executor: ${execRounds} rounds of each mode`);
+    const modes = busybox ? await executorStarts(busybox, full, execRounds) : [];
+
     const col = (k: 'placed' | 'running' | 'exec' | 'agent') => rows.map((x) => x[k]);
     const procs = spec.task.processes.length;
     const overhead = median(col('agent')) - median(bare);
@@ -285,6 +295,26 @@ export async function main(): Promise<void> {
       anchor: { value: PER_PROCESS_TARGET_MS, label: 'target', higherIsBetter: false },
       note: `(${fmtMs(overhead)} per workload over a bare spawn, / ${procs} processes)`,
     });
+    const bareExec = modes.find((m) => m.mode.startsWith('bare'));
+    if (bareExec) {
+      r.say('');
+      r.say(
+        `  process starts through the executor alone (a task of 1, and of 10 chained processes; ${execRounds} rounds):`,
+      );
+      for (const m of modes) {
+        r.figure({ name: `  ${m.mode}: task of 1`, value: m.oneProcessTask, unit: 'ms' });
+        r.figure({
+          name: `  ${m.mode}: each further start`,
+          value: m.perFurtherProcess,
+          unit: 'ms',
+          ...(m === bareExec
+            ? {}
+            : {
+                note: `(+${fmtMs(m.perFurtherProcess - bareExec.perFurtherProcess)} over a bare spawn; target ≤ ${PER_PROCESS_TARGET_MS} ms)`,
+              }),
+        });
+      }
+    }
     r.save({ workloads: n, database: usePglite ? 'pglite' : 'postgres', samples: rows.length });
   } finally {
     stream.close();
