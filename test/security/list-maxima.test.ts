@@ -76,14 +76,31 @@ describe('list maxima', () => {
     const before = await snapshot(c.db);
     const procs = (n: number) => Array.from({ length: n }, (_, i) => ({ name: `p${i}`, cmdline: 'true' }));
     const res = { cpu: 0.1, ram: 1 << 20, disk: 0 };
-    for (const spec of [
-      plainJob({ task: { name: 't', processes: procs(257), resources: res } }),
-      plainJob({ mxc: { ports: Array.from({ length: 65 }, (_, i) => `p${i}`) } }),
-      plainJob({ mxc: { secrets: Array.from({ length: 257 }, (_, i) => `s${i}`) } }),
-      plainJob({ mxc: { closure: Array.from({ length: 10_001 }, (_, i) => path(i)) } }),
-    ]) {
+    // Each refused for its bound, named by its JSON path (not for something else about it).
+    const twoProcs = { name: 't', processes: procs(2), resources: res };
+    for (const [spec, where] of [
+      [plainJob({ task: { name: 't', processes: procs(257), resources: res } }), 'task.processes'],
+      [
+        plainJob({
+          task: { ...twoProcs, constraints: Array.from({ length: 257 }, () => ({ order: ['p0', 'p1'] })) },
+        }),
+        'task.constraints',
+      ],
+      [
+        plainJob({
+          task: { ...twoProcs, constraints: [{ order: Array.from({ length: 257 }, (_, i) => `p${i}`) }] },
+        }),
+        'task.constraints.0.order',
+      ],
+      [plainJob({ mxc: { ports: Array.from({ length: 65 }, (_, i) => `p${i}`) } }), 'mxc.ports'],
+      [plainJob({ mxc: { secrets: Array.from({ length: 257 }, (_, i) => `s${i}`) } }), 'mxc.secrets'],
+      [plainJob({ mxc: { closure: Array.from({ length: 10_001 }, (_, i) => path(i)) } }), 'mxc.closure'],
+    ] as const) {
       const r = await c.api('POST', '/api/jobs', spec, auth);
       expect([r.status, r.body.error.code]).toEqual([422, 'VALIDATION_FAILED']);
+      expect(r.body.error.details.problems, where).toContainEqual(
+        expect.stringMatching(new RegExp(`^${where}: `)),
+      );
     }
     expect(await snapshot(c.db)).toBe(before);
     const ok = await c.api(
