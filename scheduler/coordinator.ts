@@ -454,6 +454,7 @@ export class Coordinator {
       log: this.log,
       strategy: this.opts.strategy,
       specOf: (jobId, version) => this.specOf(jobId, version),
+      holder: this.opts.id,
       started: (a) => {
         this.emit({ kind: 'workload', id: a.id, status: 'starting' });
         if (!this.sessions.has(a.node_id!)) return; // its holder takes the start (NOTIFY, poll)

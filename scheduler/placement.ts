@@ -90,6 +90,8 @@ export interface SchedulePassDeps {
   started: (w: wl.WorkloadRow) => void;
   /** Asks for another pass at this time: the earliest restart still waiting out its back-off. */
   wakeAt?: (at: number) => void;
+  /** The deciding coordinator's id: no NOTIFY for the starts of agents it holds (it sends those itself). */
+  holder?: string;
 }
 
 /**
@@ -153,6 +155,7 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     const { applied, conflicts } = await applyPlacements(
       db,
       plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId })),
+      deps.holder,
     );
     for (const a of applied) deps.started(a);
     if (conflicts === 0) return;
@@ -192,12 +195,13 @@ interface PlannedPlacement {
 async function applyPlacements(
   db: Db,
   placements: PlannedPlacement[],
+  holder?: string,
 ): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
   const applied: wl.WorkloadRow[] = [];
   let conflicts = 0;
   for (let i = 0; i < placements.length; i += APPLY_CHUNK) {
     const chunk = placements.slice(i, i + APPLY_CHUNK);
-    const r = await retryOnConflict(() => applyChunkOnce(db, chunk));
+    const r = await retryOnConflict(() => applyChunkOnce(db, chunk, holder));
     applied.push(...r.applied);
     conflicts += r.conflicts;
   }
@@ -207,6 +211,7 @@ async function applyPlacements(
 async function applyChunkOnce(
   db: Db,
   placements: PlannedPlacement[],
+  holder?: string,
 ): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
   return db.tx(async (q) => {
     const nodeIds = [...new Set(placements.map((p) => p.nodeId))];
@@ -248,6 +253,7 @@ async function applyChunkOnce(
     await commands.enqueueCommands(
       q,
       applied.map((w) => ({ nodeId: w.node_id, message: { type: 'start_ref', workload_id: w.id } })),
+      { holder },
     );
     return { applied, conflicts };
   });

@@ -36,9 +36,15 @@ export interface CommandRow {
 
 /**
  * Queues commands and wakes their holders, in one statement. Call it inside the deciding transaction:
- * the rows commit (or roll back) with the decision, and NOTIFY is delivered only at commit.
+ * the rows commit (or roll back) with the decision, and NOTIFY is delivered only at commit. `holder`
+ * (the deciding coordinator's id) skips the NOTIFY for the agents whose sockets it holds itself: it
+ * takes those right after its commit, and NOTIFY is not free (it serialises commits).
  */
-export async function enqueueCommands(q: Queryable, cmds: readonly QueuedCommand[]): Promise<void> {
+export async function enqueueCommands(
+  q: Queryable,
+  cmds: readonly QueuedCommand[],
+  opts: { holder?: string } = {},
+): Promise<void> {
   if (cmds.length === 0) return;
   await q.query(
     `WITH queued AS (
@@ -46,8 +52,15 @@ export async function enqueueCommands(q: Queryable, cmds: readonly QueuedCommand
        SELECT n, m::jsonb FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS c(n, m, i) ORDER BY i
        RETURNING node_id
      )
-     SELECT pg_notify($1, node_id) FROM (SELECT DISTINCT node_id FROM queued) AS woken`,
-    [COMMANDS_CHANNEL, cmds.map((c) => c.nodeId), cmds.map((c) => JSON.stringify(c.message))],
+     SELECT pg_notify($1, node_id) FROM (SELECT DISTINCT node_id FROM queued) AS woken
+      WHERE $4::text IS NULL OR NOT EXISTS (
+        SELECT 1 FROM node_sessions s WHERE s.node_id = woken.node_id AND s.coordinator_id = $4)`,
+    [
+      COMMANDS_CHANNEL,
+      cmds.map((c) => c.nodeId),
+      cmds.map((c) => JSON.stringify(c.message)),
+      opts.holder ?? null,
+    ],
   );
 }
 
