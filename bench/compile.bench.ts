@@ -3,8 +3,8 @@
  * file, run side by side in alternating order, for an already-built job and for a changed one (a temp
  * copy with a new greeting each run, so every run builds). Prints medians, the ratio (target ≤ 1.2×)
  * and mxc's overhead over nix-build against `node -e 0` measured in the same rounds (issue 17's
- * target: overhead ≤ Node's own start-up), for the bundled CLI (bin/mxc.js → dist/bundle) and the
- * unbundled tsc output, plus the in-process library call.
+ * target: overhead ≤ Node's own start-up), for the bundled CLI (bin/mxc.js → dist/bundle, with its
+ * V8 code cache and without), the unbundled tsc output, plus the in-process library call.
  * Options: MXC_BENCH_RUNS (default 10), MXC_BENCH_EXAMPLE (default examples/hello_world).
  */
 import { randomBytes } from 'node:crypto';
@@ -32,6 +32,10 @@ export async function main(): Promise<void> {
   const cwd = repoPath();
 
   const mxcBuild = (f: string) => timeCommand(process.execPath, [...mxc, 'build', f], { cwd });
+  // The bundle compiled from scratch at every start, as on a first run or with the cache off.
+  const uncached = { ...process.env, MXC_CODE_CACHE_DIR: 'off' };
+  const mxcBuildUncached = (f: string) =>
+    timeCommand(process.execPath, [...mxc, 'build', f], { cwd, env: uncached });
   // The same CLI from the unbundled tsc output, to show what the bundle changes.
   const unbundled = [
     '--input-type=module',
@@ -55,6 +59,7 @@ export async function main(): Promise<void> {
     node: [] as number[],
     bare: [] as number[],
     unbundled: [] as number[],
+    uncached: [] as number[],
   };
   for (let i = 0; i < runs; i++) {
     if (i % 2 === 0) {
@@ -70,6 +75,7 @@ export async function main(): Promise<void> {
     built.node.push(await timeCommand(process.execPath, [...mxc, '--version'], { cwd }));
     built.bare.push(await nodeBare());
     built.unbundled.push(await mxcBuildUnbundled(file));
+    built.uncached.push(await mxcBuildUncached(file));
   }
   r.progress('already-built runs done');
 
@@ -137,6 +143,12 @@ export async function main(): Promise<void> {
       m(built.mxc) - m(built.nix) <= m(built.bare)
         ? 'meets issue 17: overhead ≤ node -e 0'
         : `misses issue 17 by ${fmtMs(m(built.mxc) - m(built.nix) - m(built.bare))}`,
+  });
+  r.figure({
+    name: '  bundled, no code cache: mxc build',
+    value: m(built.uncached),
+    unit: 'ms',
+    anchor: { value: m(built.mxc), label: 'with the cache', higherIsBetter: false },
   });
   r.figure({
     name: '  unbundled CLI (tsc output): mxc build',

@@ -3,10 +3,9 @@
  * error text (file and line) comes through unchanged.
  */
 
-import { CommandError } from '../lib/exec.js';
+import { CommandError, loadRunner } from '../lib/exec.js';
 import { nixBuild } from '../lib/nix.js';
 import type { JobSpec } from '../spec/job.js';
-import { readJobInput } from './job-input.js';
 
 export interface BuildOptions {
   attr?: string;
@@ -29,9 +28,15 @@ export async function buildJob(
   if (opts.attr) args.push('-A', opts.attr);
   for (const [k, v] of Object.entries(opts.args ?? {})) args.push('--arg', k, v);
   for (const [k, v] of Object.entries(opts.argstrs ?? {})) args.push('--argstr', k, v);
+  // nix-build runs on another core while the job-spec schemas (zod) load, which takes about as long:
+  // start it first (the runner loaded, it spawns before the import below begins).
+  await loadRunner();
+  const building = nixBuild(args);
+  building.catch(() => {}); // awaited below, after the import
+  const { readJobInput } = await import('./job-input.js');
   let outs: string[];
   try {
-    outs = await nixBuild(args);
+    outs = await building;
   } catch (err) {
     if (err instanceof CommandError)
       throw new BuildError(`nix-build ${file} failed:\n${err.stderr.trim()}`, { cause: err });

@@ -1,37 +1,71 @@
 #!/usr/bin/env node
-// Bundles the CLI and daemons with esbuild, straight from the TypeScript sources, into dist/bundle:
-// the entry mxc.mjs (commander and the command table) and chunks that each command loads when it
-// runs, so `mxc --version` loads 70 kB and `mxc build` never loads fastify or the agent. The files
-// read at run time stay in the package's own layout (migrations, dashboard assets, job.schema.json,
-// nixlib, examples), found from the package root as in development. PGlite (wasm and data files
-// beside its module) and pino (transport workers loaded by path) load from node_modules; optional
-// native add-ons are skipped.
-import { rmSync } from 'node:fs';
+// Bundles the CLI and daemons with esbuild, straight from the TypeScript sources, into dist/bundle as
+// CommonJS, which Node 20 can load with a V8 code cache (bin/mxc.js does; ES modules cannot have one
+// before Node 22): mxc.cjs (commander and the command table), one self-contained file per command
+// module cli/main.ts imports lazily (build.cjs, submit.cjs, daemons.cjs, …), and errors.cjs, the
+// one CliError class they share. `mxc --version` loads 60 kB and `mxc build` never loads fastify or
+// the agent. Dynamic import()s inside a command file become lazy in-file initialisers, so a command
+// evaluates a module (execa, zod schemas) only when it first needs it. The files read at run time
+// stay in the package's own layout (migrations, dashboard assets, job.schema.json, nixlib,
+// examples), found from the package root as in development. PGlite (wasm and data files beside its
+// module) and pino (transport workers loaded by path) load from node_modules; optional native
+// add-ons are skipped.
+import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { BUNDLE_EXTERNAL } from './bundle-external.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const cli = join(root, 'cli');
+const out = join(root, 'dist', 'bundle');
 
-// Chunk names carry content hashes: start empty so old chunks do not pile up.
-rmSync(join(root, 'dist', 'bundle'), { recursive: true, force: true });
+// The command modules main.ts loads lazily: each becomes its own file.
+const commands = [
+  ...new Set(
+    [...readFileSync(join(cli, 'main.ts'), 'utf8').matchAll(/import\('\.\/commands\/([\w-]+)\.js'\)/g)].map(
+      (m) => m[1],
+    ),
+  ),
+];
+
+/** main.ts's lazy command imports and every import of cli/errors.ts stay outside, as sibling files. */
+const siblings = {
+  name: 'mxc-siblings',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.?\/(commands\/[\w-]+|errors|\.\.\/errors)\.js$/ }, (args) => {
+      const file = join(args.resolveDir, args.path.replace(/\.js$/, '.ts'));
+      if (file === join(cli, 'errors.ts') && args.importer !== file)
+        return { path: './errors.cjs', external: true };
+      const name = file.startsWith(join(cli, 'commands'))
+        ? file.slice(join(cli, 'commands').length + 1, -3)
+        : null;
+      if (name && args.importer === join(cli, 'main.ts')) return { path: `./${name}.cjs`, external: true };
+      return undefined;
+    });
+  },
+};
+
+rmSync(out, { recursive: true, force: true });
 const result = await build({
-  entryPoints: [join(root, 'cli', 'main.ts')],
-  outdir: join(root, 'dist', 'bundle'),
-  splitting: true,
-  chunkNames: 'chunks/[name]-[hash]',
-  entryNames: 'mxc',
-  outExtension: { '.js': '.mjs' },
+  entryPoints: [
+    { in: join(cli, 'main.ts'), out: 'mxc' },
+    { in: join(cli, 'errors.ts'), out: 'errors' },
+    ...commands.map((name) => ({ in: join(cli, 'commands', `${name}.ts`), out: name })),
+  ],
+  outdir: out,
+  outExtension: { '.js': '.cjs' },
   bundle: true,
   platform: 'node',
   target: 'node20',
-  format: 'esm',
+  format: 'cjs',
+  // import() becomes a lazy require: inside a file a lazy in-file module, across files a sibling.
+  supported: { 'dynamic-import': false },
+  // paths.ts finds the package root from its own location: here, the bundle file.
+  define: { 'import.meta.url': '__mxcImportMetaUrl' },
+  banner: { js: "var __mxcImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   external: BUNDLE_EXTERNAL,
-  // Bundled CommonJS dependencies call require() for Node built-ins.
-  banner: {
-    js: "import { createRequire as __mxcRequire } from 'node:module'; const require = __mxcRequire(import.meta.url);",
-  },
+  plugins: [siblings],
   // Less to parse at every start; names kept for error messages and stack traces.
   minify: true,
   keepNames: true,
@@ -40,4 +74,6 @@ const result = await build({
   logLevel: 'warning',
 });
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
-process.stderr.write(`[bundle] dist/bundle ${(bytes / 1048576).toFixed(2)} MiB\n`);
+process.stderr.write(
+  `[bundle] dist/bundle ${(bytes / 1048576).toFixed(2)} MiB in ${commands.length + 2} files\n`,
+);

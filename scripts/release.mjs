@@ -14,7 +14,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = resolve(process.argv[2] ?? join(root, 'dist', 'release', 'mxc'));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
-if (!existsSync(join(root, 'dist', 'bundle', 'mxc.mjs'))) {
+if (!existsSync(join(root, 'dist', 'bundle', 'mxc.cjs'))) {
   process.stderr.write('[release] dist/bundle is missing: run `npm run build` first\n');
   process.exit(1);
 }

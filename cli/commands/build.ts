@@ -1,6 +1,5 @@
 /** `mxc build FILE.nix [-A attr] [--arg n v] [--argstr n v]`: builds and validates a job, prints its store path. */
 import { BuildError, buildJob } from '../../compiler/build.js';
-import { JobInputError } from '../../compiler/job-input.js';
 import { CliError } from '../errors.js';
 import { printJson } from '../output.js';
 
@@ -23,8 +22,10 @@ export async function build(
     if (opts.json) printJson(r.spec);
     else process.stdout.write(`${r.storePath}\n`);
   } catch (err) {
-    if (err instanceof BuildError || err instanceof JobInputError)
-      throw new CliError(err.message, 2, undefined, { cause: err });
+    if (err instanceof BuildError) throw new CliError(err.message, 2, undefined, { cause: err });
+    // Loaded by buildJob by now (it holds the zod schemas: not imported before nix-build runs).
+    const { JobInputError } = await import('../../compiler/job-input.js');
+    if (err instanceof JobInputError) throw new CliError(err.message, 2, undefined, { cause: err });
     throw err;
   }
 }

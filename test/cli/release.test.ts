@@ -31,7 +31,14 @@ describe('the release folder', () => {
   });
 
   it('holds the bundle, the assets and only the runtime packages the bundle leaves external', async () => {
-    for (const f of ['bin/mxc.js', 'dist/bundle/mxc.mjs', 'scheduler/store/migrations', 'nixlib', 'examples'])
+    for (const f of [
+      'bin/mxc.js',
+      'dist/bundle/mxc.cjs',
+      'bin/package.json',
+      'scheduler/store/migrations',
+      'nixlib',
+      'examples',
+    ])
       expect(existsSync(join(release, f)), f).toBe(true);
     const modules = await readdir(join(release, 'node_modules'));
     expect(modules).toContain('pino');
