@@ -8,9 +8,9 @@
  * Options: MXC_BENCH_RUNS (default 10), MXC_BENCH_EXAMPLE (default examples/hello_world).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { withDir } from 'tmp-promise';
 import { buildJob } from '../compiler/build.js';
 import { repoPath } from '../scheduler/paths.js';
 import { Report } from './lib/report.js';
@@ -96,31 +96,31 @@ export async function main(): Promise<void> {
   const nixlib = repoPath('nixlib');
   if (!source.includes('../../nixlib'))
     throw new Error(`${example} does not import ../../nixlib; cannot make a changed copy`);
-  const dir = await mkdtemp(join(tmpdir(), 'mxc-bench-compile-'));
   const changed = { mxc: [] as number[], nix: [] as number[] };
-  try {
-    const variant = async (tag: string) => {
-      const f = join(dir, `${tag}-${randomBytes(4).toString('hex')}.nix`);
-      const text = source
-        .replace('../../nixlib', nixlib)
-        .replace(/echo "([^"]*)"/, `echo "$1 ${tag} ${randomBytes(6).toString('hex')}"`);
-      if (text === source) throw new Error(`could not vary ${example}: no echo "…" line to change`);
-      await writeFile(f, text);
-      return f;
-    };
-    for (let i = 0; i < runs; i++) {
-      const [a, b] = [await variant('mxc'), await variant('nix')];
-      if (i % 2 === 0) {
-        changed.mxc.push(await mxcBuild(a));
-        changed.nix.push(await nixBuild(b));
-      } else {
-        changed.nix.push(await nixBuild(b));
-        changed.mxc.push(await mxcBuild(a));
+  await withDir(
+    async ({ path: dir }) => {
+      const variant = async (tag: string) => {
+        const f = join(dir, `${tag}-${randomBytes(4).toString('hex')}.nix`);
+        const text = source
+          .replace('../../nixlib', nixlib)
+          .replace(/echo "([^"]*)"/, `echo "$1 ${tag} ${randomBytes(6).toString('hex')}"`);
+        if (text === source) throw new Error(`could not vary ${example}: no echo "…" line to change`);
+        await writeFile(f, text);
+        return f;
+      };
+      for (let i = 0; i < runs; i++) {
+        const [a, b] = [await variant('mxc'), await variant('nix')];
+        if (i % 2 === 0) {
+          changed.mxc.push(await mxcBuild(a));
+          changed.nix.push(await nixBuild(b));
+        } else {
+          changed.nix.push(await nixBuild(b));
+          changed.mxc.push(await mxcBuild(a));
+        }
       }
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    },
+    { prefix: 'mxc-bench-compile-', unsafeCleanup: true },
+  );
   r.progress('changed-job runs done');
 
   r.say('');

@@ -3,10 +3,9 @@
  * ephemeral port with its own data dir and a fresh PostgreSQL database; its output is kept for checks.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { dir as tmpDir } from 'tmp-promise';
 import { repoPath } from '../../scheduler/paths.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
 import { eventually } from '../helpers/protocol-agent.js';
@@ -118,7 +117,7 @@ export interface UpCluster {
 }
 
 export async function startUpCluster(prefix: string, upEnv: Record<string, string> = {}): Promise<UpCluster> {
-  const dir = await mkdtemp(join(tmpdir(), `mxc-${prefix}-`));
+  const { path: dir, cleanup } = await tmpDir({ prefix: `mxc-${prefix}-`, unsafeCleanup: true });
   const db = await upDatabase();
   const up = await UpProcess.start({ dataDir: join(dir, 'data'), databaseUrl: db.url, env: upEnv });
   return {
@@ -128,7 +127,7 @@ export async function startUpCluster(prefix: string, upEnv: Record<string, strin
     async stop() {
       await up.stop();
       await db.drop();
-      await rm(dir, { recursive: true, force: true });
+      await cleanup();
     },
   };
 }

@@ -3,20 +3,22 @@
  * valid spec, `-A` / `--arg` / `--argstr` reach nix-build, and bad input is refused with exit code 2
  * and a message naming what is wrong (Nix's file and line, every schema problem with its path).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { type DirectoryResult, dir as tmpDir } from 'tmp-promise';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { repoPath } from '../../scheduler/paths.js';
 import { JobSpec } from '../../spec/job.js';
 
 const mxc = (args: string[]) => execa('node', [repoPath('bin', 'mxc.js'), ...args], { reject: false });
 
+let tmp: DirectoryResult;
 let dir: string;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'mxc-build-'));
+  tmp = await tmpDir({ prefix: 'mxc-build-', unsafeCleanup: true });
+  dir = tmp.path;
   // Two jobs in one file (so -A matters), taking a string and a Nix value argument.
   await writeFile(
     join(dir, 'greet.nix'),
@@ -46,7 +48,7 @@ mxc.writeText "invalid-job.json" (builtins.toJSON {
 });
 
 afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
+  await tmp.cleanup();
 });
 
 describe.concurrent('mxc build', () => {

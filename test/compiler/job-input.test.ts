@@ -2,9 +2,9 @@
  * `mxc submit`'s input: an Aurora job joined with the sidecar its nix_init processes name, an Aurora
  * job without one (mxc's fields from its cmdlines), or a spec that already carries `mxc`.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type DirectoryResult, dir as tmpDir } from 'tmp-promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readJobInput } from '../../compiler/job-input.js';
 
@@ -16,12 +16,14 @@ const aurora = (processes: { name: string; cmdline: string }[]) => ({
   environment: 'e',
   task: { name: 'j', processes },
 });
+let tmp: DirectoryResult;
 let dir = '';
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'mxc-job-input-'));
+  tmp = await tmpDir({ prefix: 'mxc-job-input-', unsafeCleanup: true });
+  dir = tmp.path;
 });
 afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
+  await tmp.cleanup();
 });
 
 describe('readJobInput', () => {
