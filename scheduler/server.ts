@@ -146,7 +146,8 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
             dataDir: opts.dataDir,
             store: cache,
             pusherOf: (req) => req.principal?.name,
-            onStored: (push) => cachePushes.recordPush(db, push),
+            // Recorded before publishing: the first upload of a path wins on every coordinator.
+            claimPath: (push) => cachePushes.claimPush(db, push),
             // Access is decided by the app's route hook (config.access on each cache route).
           });
         },

@@ -44,6 +44,11 @@ export interface CacheOptions {
   store?: CacheStore;
   /** Who sent a request (a token's name), recorded with each path it uploads. */
   pusherOf?: (req: FastifyRequest) => string | undefined;
+  /**
+   * Records an upload before it is published and returns the NarHash of the first upload of that path
+   * (provenance, and the arbiter between coordinators sharing the cache); see ClaimPath.
+   */
+  claimPath?: (push: { path: string; narHash: string; pushedBy: string }) => Promise<string>;
   /** Called after a path was stored (provenance: who pushed it, with which NarHash). */
   onStored?: (push: { path: string; narHash: string; pushedBy: string }) => Promise<void>;
 }
@@ -241,8 +246,14 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
           );
         }
         const claim = parseUploadClaim(req.headers, req.query, maxNarBytes);
-        const result = await store.put(req.params['*'], claim, body);
         const pushedBy = opts.pusherOf?.(req) ?? 'anonymous';
+        const claimPath = opts.claimPath;
+        const result = await store.put(
+          req.params['*'],
+          claim,
+          body,
+          claimPath && ((path, narHash) => claimPath({ path, narHash, pushedBy })),
+        );
         if (result.created) {
           await opts.onStored?.({ path: result.info.storePath, narHash: result.info.narHash, pushedBy });
         }

@@ -27,6 +27,12 @@ export interface IngestClaim {
   deriver?: string;
 }
 
+/**
+ * Decides, across every coordinator sharing the cache, which upload of a path wins: records this one
+ * unless another came first, and returns the NarHash of the first (PostgreSQL's cache_pushes).
+ */
+export type ClaimPath = (path: string, narHash: string) => Promise<string>;
+
 export interface IngestResult {
   created: boolean;
   info: NarInfo;
@@ -104,6 +110,7 @@ export async function ingestNar(
   storePath: string,
   claim: IngestClaim,
   body: NodeJS.ReadableStream,
+  claimPath?: ClaimPath,
 ): Promise<IngestResult> {
   // The cache must never hold a path whose closure it cannot serve, so references come first.
   const resolved = new Set<string>();
@@ -180,6 +187,12 @@ export async function ingestNar(
     const narFileName = `${toNixBase32(fileHash)}.nar.br`;
     await store.storage.putNar(narFileName, tmp);
     stored = true;
+    // A different upload of this path claimed first (through another coordinator, a moment ago): refused
+    // before its narinfo is published, even where the storage could not refuse a second narinfo itself.
+    // Claimed only once the NAR is stored, so an upload that fails on the way leaves no claim behind.
+    const held = await claimPath?.(storePath, formatSha256(narHash));
+    if (held !== undefined && held !== formatSha256(narHash))
+      throw pathConflict(storePath, held, formatSha256(narHash));
 
     const unsigned: NarInfo = {
       storePath,

@@ -12,7 +12,7 @@ import {
 } from '../../lib/nar-info.js';
 import { formatSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
-import { type IngestClaim, type IngestResult, ingestNar, pathConflict } from './ingest.js';
+import { type ClaimPath, type IngestClaim, type IngestResult, ingestNar, pathConflict } from './ingest.js';
 import type { CacheKey } from './key.js';
 import type { CacheStorage, NarObject } from './storage.js';
 
@@ -203,7 +203,12 @@ export class CacheStore {
    * with another NarHash → 409 CACHE_PATH_CONFLICT (the first upload is never replaced, and a second,
    * different one is a mistake or an attempt to poison the cache).
    */
-  async put(basename: string, claim: IngestClaim, body: NodeJS.ReadableStream): Promise<IngestResult> {
+  async put(
+    basename: string,
+    claim: IngestClaim,
+    body: NodeJS.ReadableStream,
+    claimPath?: ClaimPath,
+  ): Promise<IngestResult> {
     const base = storeBasename(basename);
     if (!base || basename.includes('/')) throw invalidPath(basename);
     const storePath = `${STORE_DIR}/${base}`;
@@ -222,7 +227,7 @@ export class CacheStore {
         `the cache already holds ${holder} under the hash part of ${storePath}; check the name you are uploading`,
       );
     }
-    return ingestNar(this, storePath, claim, body);
+    return ingestNar(this, storePath, claim, body, claimPath);
   }
 }
 

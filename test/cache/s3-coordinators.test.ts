@@ -1,6 +1,7 @@
 // Two coordinators on one PostgreSQL database and one S3 bucket (s3rver, running here): one signing
 // key for both (kept in PostgreSQL), a closure pushed through one is realised by stock nix through the
 // other, concurrent pushes of the same paths agree, and a missing or vanished bucket is a coded error.
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,13 +9,14 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushClosure } from '../../compiler/push.js';
 import { run } from '../../lib/exec.js';
+import { formatSha256 } from '../../lib/nix-base32.js';
 import { generateSecretKey, parseSecretKey } from '../../scheduler/cache/key.js';
 import { parseS3Location, type S3Location } from '../../spec/s3-location.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { MXC_BIN } from '../helpers/daemon-process.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
 import { startS3Server, type TestS3Server } from '../helpers/s3-server.js';
-import { buildClosure, NIX_COMMAND, realiseFrom } from './fixtures.js';
+import { buildClosure, dumpNar, NIX_COMMAND, rawUpload, realiseFrom } from './fixtures.js';
 
 let s3: TestS3Server;
 let db: { url: string; name: string };
@@ -114,6 +116,44 @@ describe('two coordinators on one bucket and one database', () => {
     const list = await fetch(`${s3.endpoint}/mxc-cache?list-type=2&prefix=cluster/`).then((r) => r.text());
     expect(list.match(new RegExp(`${closure.root.slice(11, 43)}\\.narinfo`, 'g'))).toHaveLength(1);
     await realiseFrom(a.url, await keyOf(a), closure.root, join(work, 'store-race'));
+  });
+
+  test('two different uploads of one path: the first claim in PostgreSQL wins on both coordinators', async () => {
+    // s3rver ignores If-None-Match, so only the database can decide between simultaneous uploads.
+    const closure = await buildClosure('s3-conflict');
+    const [one, two] = await Promise.all([dumpNar(closure.lib), dumpNar(closure.busybox)]);
+    const upload = (c: TestCoordinator, path: string, nar: Buffer) =>
+      rawUpload(
+        `${c.url}/api/cache/nar/${path.slice(11)}`,
+        {
+          'content-type': 'application/octet-stream',
+          'x-nix-nar-hash': `sha256:${createHash('sha256').update(nar).digest('hex')}`,
+          'x-nix-nar-size': nar.length,
+        },
+        nar,
+      );
+    const published = async (path: string) =>
+      (await fetch(`${s3.endpoint}/mxc-cache/cluster/${path.slice(11, 43)}.narinfo`)).status;
+
+    // Claimed through A a moment ago, not yet published: B refuses another NarHash and publishes nothing.
+    const claimed = `/nix/store/${'a'.repeat(32)}-claimed`;
+    await a.db.query("INSERT INTO cache_pushes (path, nar_hash, pushed_by) VALUES ($1, $2, 'a')", [
+      claimed,
+      formatSha256(createHash('sha256').update(one).digest()),
+    ]);
+    const refused = await upload(b, claimed, two);
+    expect(refused.status).toBe(409);
+    expect(refused.json.error?.code).toBe('CACHE_PATH_CONFLICT');
+    expect(await published(claimed)).toBe(404);
+    expect((await upload(b, claimed, one)).status).toBe(201);
+
+    // Simultaneous: exactly one wins, and the narinfo served everywhere is the winner's.
+    const raced = `/nix/store/${'b'.repeat(32)}-raced`;
+    const answers = await Promise.all([upload(a, raced, one), upload(b, raced, two)]);
+    expect(answers.map((r) => r.status).sort()).toEqual([201, 409]);
+    const winner = answers[0].status === 201 ? one : two;
+    const narinfo = await (await fetch(`${b.url}/cache/${raced.slice(11, 43)}.narinfo`)).text();
+    expect(narinfo).toContain(`NarSize: ${winner.length}`);
   });
 
   test('a key file given to a coordinator wins over the shared key', async () => {
