@@ -1,11 +1,13 @@
 /**
- * Reconciling what agents report with what the store wants: the workloads an agent runs when it
- * (re)connects, and the status changes it reports, checked against the lifecycle state machine.
+ * Reconciling what agents report with what the store wants: applies core/reconcile/agent's decision
+ * for the workloads an agent runs when it (re)connects, and the status changes it reports, checked
+ * against the lifecycle state machine.
  */
 import type { Logger } from 'pino';
 import type { WorkloadStatus } from '../spec/messages.js';
 import type { AgentSession, ChangeEvent } from './coordinator-types.js';
 import { ACTIVE_STATUSES, canTransition, isTerminal } from './core/lifecycle.js';
+import { lostOnHello, reconcileHello } from './core/reconcile/agent.js';
 import { type FlappingPolicy, restartDecision } from './core/restart.js';
 import type { Db } from './store/db.js';
 import * as jobs from './store/jobs.js';
@@ -23,64 +25,53 @@ export interface AgentReportDeps {
   requestEvaluation: () => void;
   /** How ended workloads are restarted (Aurora's flapping back-off). */
   flapping: FlappingPolicy;
-  /** Asks for a scheduling pass at this time (a restart waiting out its back-off). */
+  /** Asks for a scheduling pass at this wall time (a restart waiting out its back-off). */
   wakeAt: (at: number) => void;
+  /** Wall-clock time in ms (the coordinator's clock). */
+  now: () => number;
 }
 
-/** Matches what a (re)connecting agent runs with what the store wants on its node. */
+/**
+ * Matches what a (re)connecting agent runs with what the store wants on its node: core/reconcile/agent
+ * decides; this sends the stops and starts, applies adopted statuses as the agent's reports, and loses
+ * (and replaces) what the agent no longer runs with guarded transitions.
+ */
 export async function reconcileAgent(
   deps: AgentReportDeps,
   node: nodes.NodeRow,
   running: { workload_id: string; status: WorkloadStatus }[],
 ): Promise<void> {
   const session = deps.sessionOf(node.id);
-  const reported = new Map(running.map((r) => [r.workload_id, r.status]));
   const wanted = await wl.listWorkloads(deps.db, {
     nodeId: node.id,
     status: [...ACTIVE_STATUSES],
     limit: 100_000,
   });
-  const wantedIds = new Set(wanted.map((w) => w.id));
-  // Running on the agent but no longer wanted here: stop it.
+  const changes = reconcileHello({ node, reported: running, wanted });
   let sent = 0;
-  for (const id of reported.keys()) {
-    if (wantedIds.has(id)) continue;
-    session?.send({ type: 'stop', workload_id: id, reason: 'not wanted by the coordinator' });
+  for (const s of changes.stop) {
+    session?.send({ type: 'stop', workload_id: s.workloadId, reason: s.reason });
     // A long report shares the event loop with everyone else.
     if (++sent % 500 === 0) await new Promise((r) => setImmediate(r));
   }
-  const lost: wl.WorkloadRow[] = [];
-  for (const w of wanted) {
-    const st = reported.get(w.id);
-    if (w.status === 'stopping') {
-      if (st) session?.send({ type: 'stop', workload_id: w.id, reason: 'stop requested' });
-      else await applyStatus(deps, node.id, w.id, 'stopped', 'agent no longer runs it');
-    } else if (st) {
-      if (st !== w.status && !isTerminal(st))
-        await applyStatus(deps, node.id, w.id, st, 'reported on reconnect');
-    } else if (w.status === 'starting') {
-      deps.sendStart(node.id, w);
-    } else {
-      lost.push(w);
+  for (const r of changes.report) await applyStatus(deps, node.id, r.workloadId, r.status, r.reason);
+  const byId = new Map(wanted.map((w) => [w.id, w]));
+  for (const id of changes.start) deps.sendStart(node.id, byId.get(id)!);
+  if (changes.lose.length === 0) return;
+  const moved = await deps.db.tx(async (q) => {
+    const out: wl.WorkloadRow[] = [];
+    for (const l of changes.lose) {
+      // A report may have ended it meanwhile (failed, say): then that report's follow-up stands.
+      const m = await wl.transitionWith(q, byId.get(l.workloadId)!, (cur) => {
+        const d = lostOnHello(cur, node);
+        return d && { to: d.to, reason: d.reason };
+      });
+      if (m) out.push(byId.get(l.workloadId)!);
     }
-  }
-  if (lost.length) {
-    const moved = await deps.db.tx(async (q) => {
-      const out: wl.WorkloadRow[] = [];
-      for (const w of lost) {
-        // A report may have ended it meanwhile (failed, say): then that report's follow-up stands.
-        const m = await wl.transitionWith(q, w, (cur) =>
-          cur.node_id === node.id && (cur.status === 'starting' || cur.status === 'running')
-            ? { to: 'lost', reason: `agent ${node.name} no longer runs it` }
-            : null,
-        );
-        if (m) out.push(w);
-      }
-      await replaceWorkloads(q, out, 'rescheduled after loss');
-      return out;
-    });
-    for (const w of moved) deps.emit({ kind: 'workload', id: w.id, status: 'lost' });
-  }
+    await replaceWorkloads(q, out, 'rescheduled after loss');
+    return out;
+  });
+  for (const w of moved) deps.emit({ kind: 'workload', id: w.id, status: 'lost' });
 }
 
 /** Applies a status an agent reported, when the state machine allows it; follows up failures. */
@@ -122,8 +113,13 @@ export async function applyStatus(
           deps.flapping,
         );
         if (d.restart) {
-          await replaceWorkloads(q, [w], d.reason, { countAsFailure: d.countAsFailure, delayMs: d.delayMs });
-          if (d.delayMs > 0) deps.wakeAt(Date.now() + d.delayMs);
+          const now = deps.now();
+          await replaceWorkloads(q, [w], d.reason, {
+            countAsFailure: d.countAsFailure,
+            delayMs: d.delayMs,
+            now: new Date(now),
+          });
+          if (d.delayMs > 0) deps.wakeAt(now + d.delayMs);
         }
       }
       return 'applied' as const;

@@ -8,6 +8,7 @@ import type { JobSpec } from '../spec/job.js';
 import type { CoordinatorMessage } from '../spec/messages.js';
 import type { Strategy } from './core/place.js';
 import type { FlappingPolicy } from './core/restart.js';
+import type { Clock } from './engine/clock.js';
 import type { LeaderLease } from './leader-lease.js';
 import type * as closures from './store/closures.js';
 import type { RetentionPolicy } from './store/retention.js';
@@ -36,6 +37,11 @@ export interface CoordinatorOptions {
    * is missing, so a job that could never start is refused before anything is replaced.
    */
   closureOf?: (spec: JobSpec) => Promise<closures.ClosurePath[]>;
+  /**
+   * Wall and monotonic time and timers for liveness, grace, cron launches, rollout steps, retention
+   * and restart back-off; the system clock when unset (tests pass a manual one).
+   */
+  clock?: Clock;
 }
 
 /** What changed, for live views (dashboard, `--wait`). */

@@ -1,6 +1,7 @@
 /**
  * The coordinator's domain service and the façade the API calls: accepts jobs, requests scheduling
- * passes and rollout steps, talks to connected agents and tracks their liveness in memory. The work
+ * passes and rollout steps, talks to connected agents and tracks their liveness in memory. Its
+ * background work runs as kinds of one evaluation queue (engine/) on an injectable clock; the work
  * itself lives in job-submit, placement, prewarm, cron-runner, agent-reports, liveness and workload-changes.
  */
 import { randomUUID } from 'node:crypto';
@@ -14,10 +15,12 @@ import { type AgentReportDeps, applyStatus, reconcileAgent } from './agent-repor
 import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinator-types.js';
 import { AURORA_FLAPPING } from './core/restart.js';
 import { launchDueCronJobs } from './cron-runner.js';
+import { type Clock, systemClock } from './engine/clock.js';
+import { EvaluationQueue } from './engine/evaluation-queue.js';
 import { errors, MxcError } from './errors.js';
 import { planJob } from './job-plan.js';
 import { recordSubmission } from './job-submit.js';
-import { loseNodeWorkloads, markNodeDown } from './liveness.js';
+import { judgeSilentNodes, loseNodeWorkloads, nodeLeft } from './liveness.js';
 import { admitNode } from './node-identity.js';
 import {
   type ClusterSnapshot,
@@ -49,6 +52,9 @@ import {
 
 export type { AgentSession, ChangeEvent, CoordinatorOptions };
 
+/** The kinds of background work, each coalescing on its own (see engine/evaluation-queue). */
+type WorkKindName = 'schedule' | 'rollout' | 'drain' | 'poll' | 'liveness' | 'cron' | 'retention';
+
 export class Coordinator {
   readonly events = new EventEmitter();
   private readonly sessions = new Map<string, AgentSession>();
@@ -56,17 +62,16 @@ export class Coordinator {
   private readonly sessionEpochs = new Map<AgentSession, number>();
   /** Monotonic time of each node's last message here, not yet written to the database. */
   private readonly unflushedSeen = new Map<string, number>();
-  private evaluating: Promise<void> | null = null;
-  private evaluateAgain = false;
-  private timers: NodeJS.Timeout[] = [];
   private closed = false;
   /** No liveness verdict before this monotonic time: one TTL after start, an election or a stall. */
   private graceUntil = 0;
   private lastTickAt = 0;
-  private lastLeaderWorkAt = 0;
-  private ticking: Promise<void> | null = null;
   /** What the agent-report handlers need from the coordinator. */
   private readonly agentDeps: AgentReportDeps;
+  /** Wall, monotonic time and timers: the real clock, or a test's manual one. */
+  readonly clock: Clock;
+  /** Every kind of background work, coalesced: one request during a run makes exactly one re-run. */
+  private readonly queue: EvaluationQueue<WorkKindName>;
 
   constructor(
     readonly db: Db,
@@ -74,6 +79,41 @@ export class Coordinator {
     readonly opts: CoordinatorOptions,
   ) {
     this.events.setMaxListeners(0);
+    this.clock = opts.clock ?? systemClock;
+    this.queue = new EvaluationQueue<WorkKindName>(
+      {
+        schedule: { run: () => this.schedulePass(), failure: 'scheduling pass failed' },
+        rollout: { run: () => this.stepRollouts(), failure: 'advancing rolling updates failed' },
+        drain: {
+          run: () => this.drainRequested(),
+          failure: 'taking queued agent commands failed; retried at the next poll',
+          level: 'warn',
+        },
+        // The fallback for a lost NOTIFY: every agent whose socket we hold.
+        poll: {
+          run: () => this.drainCommands(),
+          failure: 'polling queued agent commands failed',
+          level: 'warn',
+        },
+        liveness: { run: () => this.tick(), failure: 'liveness tick failed' },
+        cron: {
+          run: async () => {
+            await this.runDueCronJobs();
+          },
+          failure: 'launching cron jobs failed',
+        },
+        retention: {
+          run: async () => {
+            if (!this.isLeader()) return;
+            await this.collectGarbage();
+            await coordinatorsStore.pruneCoordinators(this.db, 3_600_000);
+          },
+          failure: 'retention pass failed',
+        },
+      },
+      this.clock,
+      log,
+    );
     this.agentDeps = {
       db,
       log,
@@ -84,6 +124,7 @@ export class Coordinator {
       requestEvaluation: () => this.requestEvaluation(),
       flapping: opts.flapping ?? AURORA_FLAPPING,
       wakeAt: (at) => this.wakeAt(at),
+      now: () => this.clock.now(),
     };
   }
 
@@ -97,22 +138,24 @@ export class Coordinator {
     return Math.max(2000, this.tickMs * 8);
   }
 
-  /** Starts the liveness timer and a first scheduling pass. */
+  /**
+   * Starts the periodic work and a first scheduling pass: the liveness tick every `tickMs`; on the
+   * leader, cron launches and rollout steps about once a second and retention once a minute (and at
+   * once when elected); the outbox poll every second.
+   */
   start(): void {
-    this.lastTickAt = performance.now();
+    this.lastTickAt = this.clock.monotonic();
     this.grace('coordinator started');
-    this.opts.lease.events.on('elected', () => this.grace('became leader'));
-    this.timers.push(
-      setInterval(() => {
-        if (this.ticking) return;
-        this.ticking = this.tick()
-          .catch((e) => this.log.error({ err: e }, 'liveness tick failed'))
-          .finally(() => {
-            this.ticking = null;
-          });
-      }, this.tickMs),
-    );
+    this.opts.lease.events.on('elected', () => {
+      this.grace('became leader');
+      void this.queue.request('retention');
+    });
+    this.queue.every('liveness', this.tickMs);
+    this.queue.every('cron', 1000);
+    this.queue.every('rollout', 1000);
+    this.queue.every('retention', 60_000);
     // Outbox: NOTIFY wakes us when a command for one of our agents is queued; polling covers a lost one.
+    this.queue.every('poll', 1000);
     void this.db
       .listen(commands.COMMANDS_CHANNEL, (nodeId) => {
         if (this.sessions.has(nodeId)) this.deliverQueued([nodeId]);
@@ -122,7 +165,7 @@ export class Coordinator {
         else this.unlistenCommands = unlisten;
       })
       .catch((err) => this.log.warn({ err }, 'LISTEN for agent commands failed; polling only'));
-    this.timers.push(setInterval(() => void this.drainCommands(), 1000));
+    void this.queue.request('retention');
     this.requestEvaluation();
   }
 
@@ -130,20 +173,16 @@ export class Coordinator {
 
   /** Gives agents one TTL before any liveness verdict (Nomad's failover heartbeat TTL). */
   private grace(why: string) {
-    this.graceUntil = Math.max(this.graceUntil, performance.now() + this.opts.heartbeatTtlMs);
+    this.graceUntil = Math.max(this.graceUntil, this.clock.monotonic() + this.opts.heartbeatTtlMs);
     this.log.info({ why, ms: this.opts.heartbeatTtlMs }, 'agents get one heartbeat TTL of grace');
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const t of this.timers) clearInterval(t);
-    await this.ticking;
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    const stopped = this.queue.close();
     for (const s of this.sessions.values()) s.close(1001, 'coordinator shutting down');
     this.sessions.clear();
-    await this.evaluating;
-    await this.rolloutRunning;
-    await this.draining;
+    await stopped;
     await this.unlistenCommands?.().catch(() => {});
     await this.flushSeen().catch(() => {});
     await coordinatorsStore.removeCoordinator(this.db, this.opts.id).catch(() => {});
@@ -168,7 +207,7 @@ export class Coordinator {
     const spec = parsed.data;
     const closure = (await this.opts.closureOf?.(spec)) ?? [];
     const key = jobKey(spec);
-    const res = await recordSubmission(this.db, key, spec, closure);
+    const res = await recordSubmission(this.db, key, spec, closure, new Date(this.clock.now()));
     this.announceStops(res.stopped);
     if (res.changed) {
       this.log.info({ job: key, version: res.version, workloads: res.workloads.length }, 'job submitted');
@@ -305,32 +344,13 @@ export class Coordinator {
 
   // ---------------------------------------------------------------- rolling updates
 
-  private rolloutRunning: Promise<void> | null = null;
-  private rolloutAgain = false;
-
   /** Advances rolling updates soon; concurrent requests coalesce. */
   requestRolloutStep(): void {
-    if (this.closed) return;
-    if (this.rolloutRunning) {
-      this.rolloutAgain = true;
-      return;
-    }
-    this.rolloutRunning = (async () => {
-      try {
-        do {
-          this.rolloutAgain = false;
-          await this.stepRollouts();
-        } while (this.rolloutAgain && !this.closed);
-      } catch (err) {
-        this.log.error({ err }, 'advancing rolling updates failed');
-      } finally {
-        this.rolloutRunning = null;
-      }
-    })();
+    void this.queue.request('rollout');
   }
 
   /** One step of every rolling update, in one transaction (leader only, fenced). */
-  async stepRollouts(now = new Date()): Promise<void> {
+  async stepRollouts(now = new Date(this.clock.now())): Promise<void> {
     if (!this.isLeader()) return;
     const r = await retryOnConflict(() =>
       this.db.tx(async (q) => {
@@ -401,46 +421,20 @@ export class Coordinator {
 
   /** Schedules soon; concurrent requests coalesce into one more pass. */
   requestEvaluation(): void {
-    void this.evaluate().catch((err) => this.log.error({ err }, 'scheduling pass failed'));
+    void this.queue.request('schedule');
   }
 
-  /** Runs a scheduling pass (or waits for the running one and runs once more). */
-  async evaluate(): Promise<void> {
-    if (this.closed) return;
-    if (this.evaluating) {
-      this.evaluateAgain = true;
-      return this.evaluating;
-    }
-    this.evaluating = (async () => {
-      try {
-        do {
-          this.evaluateAgain = false;
-          await this.schedulePass();
-        } while (this.evaluateAgain && !this.closed);
-      } finally {
-        this.evaluating = null;
-      }
-    })();
-    return this.evaluating;
+  /**
+   * Runs a scheduling pass (or waits for the running one and runs once more); resolves once a pass
+   * that began after this call has ended. A failed pass is logged, not thrown.
+   */
+  evaluate(): Promise<void> {
+    return this.queue.request('schedule');
   }
 
-  private wakeTimer: NodeJS.Timeout | null = null;
-  private wakeTime = Number.POSITIVE_INFINITY;
-
-  /** Schedules a pass at `at` (restarts waiting out their back-off); keeps only the earliest wake. */
+  /** Schedules a pass at wall time `at` (restarts waiting out their back-off); keeps only the earliest wake. */
   private wakeAt(at: number): void {
-    if (this.closed || at >= this.wakeTime) return;
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    this.wakeTime = at;
-    this.wakeTimer = setTimeout(
-      () => {
-        this.wakeTimer = null;
-        this.wakeTime = Number.POSITIVE_INFINITY;
-        this.requestEvaluation();
-      },
-      Math.max(0, at - Date.now()),
-    );
-    this.wakeTimer.unref?.();
+    this.queue.requestAt('schedule', at);
   }
 
   /** The cluster view and job-version caches the scheduling passes keep between them. */
@@ -449,6 +443,7 @@ export class Coordinator {
   private async schedulePass(): Promise<void> {
     await schedulePass({
       state: this.schedulerState,
+      now: () => this.clock.now(),
       wakeAt: (at) => this.wakeAt(at),
       db: this.db,
       log: this.log,
@@ -473,7 +468,6 @@ export class Coordinator {
 
   /** Nodes whose queued commands to take at the next drain ('all': every socket we hold). */
   private drainTargets: Set<string> | 'all' = new Set();
-  private draining: Promise<void> | null = null;
 
   /**
    * After a commit that queued commands (or a NOTIFY saying another coordinator did): take and send
@@ -486,27 +480,20 @@ export class Coordinator {
 
   /**
    * Takes the outbox commands for the agents whose sockets we hold (`nodeIds`, or all when omitted)
-   * and sends them in order; concurrent requests coalesce into one more round.
+   * and sends them in order; requests during a drain add their nodes to one more round (the queue's
+   * 'drain' kind).
    */
   drainCommands(nodeIds?: Iterable<string>): Promise<void> {
     if (nodeIds === undefined) this.drainTargets = 'all';
     else if (this.drainTargets !== 'all') for (const id of nodeIds) this.drainTargets.add(id);
-    if (this.closed) return Promise.resolve();
-    if (this.draining) return this.draining;
-    this.draining = (async () => {
-      try {
-        while (!this.closed && (this.drainTargets === 'all' || this.drainTargets.size > 0)) {
-          const targets = this.drainTargets;
-          this.drainTargets = new Set();
-          await this.drainOnce(targets);
-        }
-      } catch (err) {
-        this.log.warn({ err }, 'taking queued agent commands failed; retried at the next poll');
-      } finally {
-        this.draining = null;
-      }
-    })();
-    return this.draining;
+    return this.queue.request('drain');
+  }
+
+  /** One round of the 'drain' kind: the nodes asked for since the last round. */
+  private async drainRequested(): Promise<void> {
+    const targets = this.drainTargets;
+    this.drainTargets = new Set();
+    if (targets === 'all' || targets.size > 0) await this.drainOnce(targets);
   }
 
   private async drainOnce(targets: Set<string> | 'all') {
@@ -686,10 +673,7 @@ export class Coordinator {
   private async agentLeft(nodeId: string): Promise<void> {
     const node = await nodes.getNode(this.db, nodeId);
     if (!node) return;
-    const lost = await this.db.tx(async (q) => {
-      await nodes.setNodeStatus(q, node.id, 'down');
-      return loseNodeWorkloads(q, node, `agent ${node.name} shut down`);
-    });
+    const lost = await nodeLeft(this.db, node);
     this.log.info({ node: node.name, replaced: lost.length }, 'agent said goodbye');
     this.emit({ kind: 'node', id: node.id, status: 'down' });
     for (const w of lost) this.emit({ kind: 'workload', id: w.id, status: 'lost' });
@@ -724,13 +708,13 @@ export class Coordinator {
   }
 
   private markSeen(nodeId: string) {
-    this.unflushedSeen.set(nodeId, performance.now());
+    this.unflushedSeen.set(nodeId, this.clock.monotonic());
   }
 
   /** Writes the batched last-seen times; closes local sockets of nodes the leader declared down. */
   private async flushSeen() {
     if (this.unflushedSeen.size === 0) return;
-    const now = performance.now();
+    const now = this.clock.monotonic();
     const seen = [...this.unflushedSeen].map(([id, at]) => ({ id, ageMs: now - at }));
     this.unflushedSeen.clear();
     for (const r of await nodes.touchNodes(this.db, seen)) {
@@ -746,7 +730,7 @@ export class Coordinator {
    * job's collision policy to a previous run still alive (KILL_EXISTING stops it, CANCEL_NEW skips this
    * run, RUN_OVERLAP lets both run).
    */
-  async runDueCronJobs(now = new Date()): Promise<number> {
+  async runDueCronJobs(now = new Date(this.clock.now())): Promise<number> {
     if (!this.isLeader()) return 0;
     const { launched, stops } = await launchDueCronJobs(this.db, this.log, now, (q) =>
       this.opts.lease.fence(q),
@@ -756,40 +740,32 @@ export class Coordinator {
     return launched;
   }
 
+  /** Runs a liveness tick soon (coalesced with the periodic one); resolves once one that began after this call has ended. */
+  requestLiveness(): Promise<void> {
+    return this.queue.request('liveness');
+  }
+
   /**
-   * Every tick: flush heartbeats, then beat the registry (in that order: the leader counts silence up
-   * to our last beat). On the leader, outside grace: judge silent nodes; about once a second: cron
-   * launches, rollout steps, registry pruning. An event-loop stall grants one TTL of grace.
+   * The liveness tick: flush heartbeats, then beat the registry (in that order: the leader counts
+   * silence up to our last beat); on the leader, outside grace, judge silent nodes. An event-loop
+   * stall (a tick far later than its interval) grants one TTL of grace.
    */
   async tick(): Promise<void> {
-    const mono = performance.now();
+    const mono = this.clock.monotonic();
     const gap = mono - this.lastTickAt;
     this.lastTickAt = mono;
     if (gap > this.tickMs * 2 + 1000) this.grace(`event loop stalled for ${Math.round(gap)} ms`);
     await this.flushSeen();
     await coordinatorsStore.beatCoordinator(this.db, this.opts.id, this.opts.url ?? '');
     if (!this.isLeader() || this.closed) return;
-    if (mono - this.lastLeaderWorkAt >= 1000) {
-      this.lastLeaderWorkAt = mono;
-      await this.runDueCronJobs().catch((err) => this.log.error({ err }, 'launching cron jobs failed'));
-      this.requestRolloutStep();
-      await coordinatorsStore.pruneCoordinators(this.db, 3_600_000).catch(() => {});
-    }
-    if (mono - this.lastRetentionAt >= 60_000) {
-      this.lastRetentionAt = mono;
-      await this.collectGarbage().catch((err) => this.log.error({ err }, 'retention pass failed'));
-    }
-    if (performance.now() < this.graceUntil) return;
     await this.judgeSilence();
   }
-
-  private lastRetentionAt = Number.NEGATIVE_INFINITY;
 
   /**
    * Retention (leader only): deletes ended workloads, their events and logs beyond the period or the
    * per-job count, in bounded passes. Returns how many went.
    */
-  async collectGarbage(now = new Date()): Promise<number> {
+  async collectGarbage(now = new Date(this.clock.now())): Promise<number> {
     if (!this.isLeader()) return 0;
     const policy = this.opts.retention ?? { periodMs: 7 * 86_400_000, perJob: 100 };
     let total = 0;
@@ -807,23 +783,20 @@ export class Coordinator {
 
   /** Declares nodes down whose silence the database clock says exceeds the TTL (leader only). */
   private async judgeSilence(): Promise<void> {
-    const ttl = this.opts.heartbeatTtlMs;
-    const silent = await nodes.silentNodes(this.db, ttl, this.coordinatorDeadMs);
-    let changed = false;
-    for (const n of silent) {
-      const lost = await markNodeDown(this.db, n, ttl, {
-        coordinatorDeadMs: this.coordinatorDeadMs,
-        fence: (q) => this.opts.lease.fence(q),
-      });
-      if (!lost) continue;
-      changed = true;
-      this.sessions.get(n.id)?.close(4001, 'heartbeat TTL expired');
-      this.sessions.delete(n.id);
-      this.log.warn({ node: n.name, lost: lost.length }, 'node down');
-      this.emit({ kind: 'node', id: n.id, status: 'down' });
-      for (const w of lost) this.emit({ kind: 'workload', id: w.id, status: 'lost' });
+    const downed = await judgeSilentNodes(this.db, {
+      heartbeatTtlMs: this.opts.heartbeatTtlMs,
+      coordinatorDeadMs: this.coordinatorDeadMs,
+      graceRemainingMs: this.graceUntil - this.clock.monotonic(),
+      fence: (q) => this.opts.lease.fence(q),
+    });
+    for (const { node, active } of downed) {
+      this.sessions.get(node.id)?.close(4001, 'heartbeat TTL expired');
+      this.sessions.delete(node.id);
+      this.log.warn({ node: node.name, lost: active.length }, 'node down');
+      this.emit({ kind: 'node', id: node.id, status: 'down' });
+      for (const w of active) this.emit({ kind: 'workload', id: w.id, status: 'lost' });
     }
-    if (changed) await this.evaluate();
+    if (downed.length > 0) this.requestEvaluation();
   }
 }
 

@@ -30,6 +30,8 @@ export async function recordSubmission(
   key: string,
   spec: JobSpec,
   closure: closures.ClosurePath[],
+  /** When it is submitted (the coordinator's clock): a cron job's first run is the next after it. */
+  now: Date = new Date(),
 ): Promise<RecordedSubmission> {
   const hash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
   return db.tx(async (q) => {
@@ -70,11 +72,7 @@ export async function recordSubmission(
     // A cron job runs on its schedule, not on submit.
     const created = spec.cron_schedule ? [] : newWorkloads(job.id, version, spec, 0);
     await wl.insertWorkloads(q, created, `submitted (version ${version})`);
-    await jobs.setNextRun(
-      q,
-      job.id,
-      spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), new Date()) : null,
-    );
+    await jobs.setNextRun(q, job.id, spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), now) : null);
     return { job, version, changed: true, workloads: created.map((w) => w.id), stopped, rolling: false };
   });
 }

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import { type Clock, systemClock, type Timer } from './engine/clock.js';
 import { MxcError } from './errors.js';
 import type { Db, Queryable } from './store/db.js';
 import * as leader from './store/leader.js';
@@ -34,14 +35,12 @@ export const notLeader = () =>
     'this coordinator no longer holds the leader lease; the leader does this work',
   );
 
-const mono = () => performance.now();
-
 export class LeaderLease {
   readonly events = new EventEmitter();
   private epoch: number | null = null;
   /** Monotonic time of the last successful acquire or renew. */
   private renewedAt = 0;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: Timer | null = null;
   private running: Promise<void> | null = null;
   private unlisten: (() => Promise<void>) | null = null;
   private stopped = false;
@@ -51,11 +50,17 @@ export class LeaderLease {
     readonly holder: string,
     readonly timings: LeaseTimings,
     private readonly log: Logger,
+    /** Its monotonic clock and retry timer (the coordinator's clock). */
+    private readonly clock: Clock = systemClock,
   ) {}
+
+  private mono(): number {
+    return this.clock.monotonic();
+  }
 
   /** True while we hold the lease and renewed it within the renew deadline (our monotonic clock). */
   isLeader(): boolean {
-    return this.epoch !== null && mono() - this.renewedAt < this.timings.renewDeadlineMs;
+    return this.epoch !== null && this.mono() - this.renewedAt < this.timings.renewDeadlineMs;
   }
 
   /** The epoch we lead at, or null. */
@@ -81,10 +86,10 @@ export class LeaderLease {
 
   private schedule() {
     if (this.stopped) return;
-    this.timer = setTimeout(() => {
+    this.timer = this.clock.setTimer(this.timings.retryMs, () => {
       this.timer = null;
       void this.cycle().finally(() => this.schedule());
-    }, this.timings.retryMs);
+    });
   }
 
   private kick() {
@@ -102,7 +107,7 @@ export class LeaderLease {
 
   private async round() {
     if (this.stopped) return;
-    const started = mono();
+    const started = this.mono();
     try {
       if (this.epoch !== null) {
         // Past the renew deadline we already stopped leader work; a late renewal must not resume it.
@@ -141,7 +146,7 @@ export class LeaderLease {
   /** Stops the loop; a leader releases the lease and tells the others at once. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.cancel();
     await this.running;
     await this.unlisten?.().catch(() => {});
     const epoch = this.epoch;

@@ -1,39 +1,113 @@
 /**
- * Liveness verdicts (leader only), judged on the database clock: declaring a silent node down in one transaction: its stopping workloads end, the others are lost
- * and replaced elsewhere.
+ * Node-down handling in the store: reads the liveness snapshot (database clock) and a gone node's
+ * workloads, asks core/reconcile/node what changes, and applies that with guarded transitions. A
+ * verdict (leader only) is fenced and re-checked under the node's row lock in its own transaction.
  */
 import { ACTIVE_STATUSES } from './core/lifecycle.js';
+import {
+  type DownVerdict,
+  goneNodeChanges,
+  goneNodeMove,
+  judgeSilence,
+  type LivenessSnapshot,
+  type NodeLivenessView,
+} from './core/reconcile/node.js';
 import type { Db, Queryable } from './store/db.js';
 import * as nodes from './store/nodes.js';
 import * as wl from './store/workloads.js';
-import { replaceWorkloads } from './workload-changes.js';
+import { insertReplacements, jobReplacementViews } from './workload-changes.js';
+
+export interface SilenceJudge {
+  heartbeatTtlMs: number;
+  coordinatorDeadMs: number;
+  /** The judge's remaining grace (start, election, stall): no verdict while > 0. */
+  graceRemainingMs: number;
+  /** Re-checks the leader lease inside the verdict's transaction. */
+  fence: (q: Queryable) => Promise<void>;
+}
+
+const livenessView = (r: nodes.NodeLivenessRow): NodeLivenessView => ({
+  id: r.id,
+  name: r.name,
+  status: r.status,
+  lastSeenAt: r.last_seen_at.getTime(),
+  holderBeatAt: r.holder_beat_at?.getTime() ?? null,
+});
+
+/** The liveness snapshot of the given rows (all read in one statement, so one database `now`). */
+function snapshotOf(rows: nodes.NodeLivenessRow[], judge: SilenceJudge): LivenessSnapshot {
+  return {
+    nodes: rows.map(livenessView),
+    now: rows[0]?.db_now.getTime() ?? 0,
+    ttlMs: judge.heartbeatTtlMs,
+    coordinatorDeadMs: judge.coordinatorDeadMs,
+    graceRemainingMs: judge.graceRemainingMs,
+  };
+}
+
+/**
+ * The leader's liveness sweep: declares down the nodes silent past the TTL, each in its own fenced
+ * transaction that re-checks its silence under the row lock. Returns each downed node with the
+ * workloads that were active on it.
+ */
+export async function judgeSilentNodes(
+  db: Db,
+  judge: SilenceJudge,
+): Promise<{ node: NodeLivenessView; active: wl.WorkloadRow[] }[]> {
+  if (judge.graceRemainingMs > 0) return [];
+  const candidates = await nodes.nodeLiveness(db, judge.heartbeatTtlMs);
+  const verdicts = judgeSilence(snapshotOf(candidates, judge));
+  const out: { node: NodeLivenessView; active: wl.WorkloadRow[] }[] = [];
+  for (const v of verdicts) {
+    const n = livenessView(candidates.find((c) => c.id === v.nodeId)!);
+    const active = await markNodeDown(db, { id: n.id, name: n.name }, judge.heartbeatTtlMs, judge);
+    if (active) out.push({ node: n, active });
+  }
+  return out;
+}
 
 /**
  * Marks the node down and returns the workloads that were active on it. With `verdict` (the leader's
  * liveness sweep): the lease is fenced first, in the same transaction, so a deposed leader's verdict
- * fails; and the node's silence is re-checked under its row lock, returning null when it spoke since.
+ * fails; and the node's silence is judged again under its row lock, returning null when it spoke since.
  */
 export async function markNodeDown(
   db: Db,
-  n: nodes.NodeRow,
+  n: { id: string; name: string },
   heartbeatTtlMs: number,
-  verdict?: { coordinatorDeadMs: number; fence: (q: Queryable) => Promise<void> },
+  verdict?: Omit<SilenceJudge, 'heartbeatTtlMs'>,
 ): Promise<wl.WorkloadRow[] | null> {
   return db.tx(async (q) => {
+    let reason = `node ${n.name} missed heartbeats for ${heartbeatTtlMs} ms`;
     if (verdict) {
       await verdict.fence(q);
-      const still = await nodes.silentNodes(q, heartbeatTtlMs, verdict.coordinatorDeadMs, n.id);
-      if (still.length === 0) return null;
+      const fresh = await nodes.nodeLiveness(q, heartbeatTtlMs, n.id);
+      const [still]: DownVerdict[] = judgeSilence(snapshotOf(fresh, { ...verdict, heartbeatTtlMs }));
+      if (!still) return null;
+      reason = still.reason;
     }
     await nodes.setNodeStatus(q, n.id, 'down');
-    return loseNodeWorkloads(q, n, `node ${n.name} missed heartbeats for ${heartbeatTtlMs} ms`);
+    return loseNodeWorkloads(q, n, reason);
   });
 }
 
-/** Ends a node's stopping workloads and loses (and replaces) the others; returns them all. */
+/** A clean stop of an agent (goodbye): its node is down and its workloads are replaced now, not after the TTL. */
+export async function nodeLeft(db: Db, n: { id: string; name: string }): Promise<wl.WorkloadRow[]> {
+  return db.tx(async (q) => {
+    await nodes.setNodeStatus(q, n.id, 'down');
+    return loseNodeWorkloads(q, n, `agent ${n.name} shut down`);
+  });
+}
+
+/**
+ * Ends a gone node's workloads as core/reconcile/node decides: stopping ones stopped, the others lost
+ * and, where their job still wants them, replaced. Each move is guarded by the status it expects; a
+ * workload that changed meanwhile is decided again on its fresh row, and only what this change turned
+ * lost is replaced (a workload that ended meanwhile was handled there). Returns the active workloads.
+ */
 export async function loseNodeWorkloads(
   q: Queryable,
-  n: nodes.NodeRow,
+  n: { id: string; name: string },
   why: string,
 ): Promise<wl.WorkloadRow[]> {
   const active = await wl.listWorkloads(q, {
@@ -41,18 +115,23 @@ export async function loseNodeWorkloads(
     status: [...ACTIVE_STATUSES],
     limit: 100_000,
   });
-  const lost: wl.WorkloadRow[] = [];
-  for (const w of active) {
-    const moved = await wl.transitionWith(q, w, (cur) =>
-      cur.status === 'stopping'
-        ? { to: 'stopped', reason: `node ${n.name} went away while stopping` }
-        : cur.status === 'starting' || cur.status === 'running'
-          ? { to: 'lost', reason: why }
-          : null,
-    );
-    // Only what this change turned lost is replaced: a workload that ended meanwhile was handled there.
-    if (moved?.status === 'lost') lost.push(w);
+  const changes = goneNodeChanges({
+    node: n,
+    workloads: active,
+    jobs: await jobReplacementViews(q, active),
+    why,
+  });
+  const byId = new Map(active.map((w) => [w.id, w]));
+  const replacementOf = new Map(changes.replacements.map((r) => [r.replaces, r]));
+  const replace = [];
+  for (const m of changes.moves) {
+    const moved = await wl.transitionWith(q, byId.get(m.workloadId)!, (cur) => {
+      const d = cur.node_id === n.id ? goneNodeMove(cur, n.name, why) : null;
+      return d && { to: d.to, reason: d.reason };
+    });
+    const r = replacementOf.get(m.workloadId);
+    if (moved?.status === 'lost' && r) replace.push(r);
   }
-  await replaceWorkloads(q, lost, `rescheduled: ${why}`);
+  await insertReplacements(q, replace);
   return active;
 }

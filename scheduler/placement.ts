@@ -92,6 +92,8 @@ export interface SchedulePassDeps {
   wakeAt?: (at: number) => void;
   /** The deciding coordinator's id: no NOTIFY for the starts of agents it holds (it sends those itself). */
   holder?: string;
+  /** Wall-clock time in ms (the coordinator's clock); Date.now when unset. */
+  now?: () => number;
 }
 
 /**
@@ -103,7 +105,7 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const all = await wl.listWorkloads(db, { status: ['pending'], limit: 100_000 });
     // Restarts of flapping tasks wait out their back-off (Aurora's THROTTLED): not planned before then.
-    const now = Date.now();
+    const now = deps.now?.() ?? Date.now();
     const waiting = all.filter((w) => w.not_before && w.not_before.getTime() > now);
     if (waiting.length) {
       deps.wakeAt?.(Math.min(...waiting.map((w) => w.not_before!.getTime())));

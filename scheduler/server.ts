@@ -16,6 +16,7 @@ import type { S3Credentials } from './cache/storage-s3.js';
 import { Coordinator } from './coordinator.js';
 import type { Strategy } from './core/place.js';
 import { AURORA_FLAPPING, type FlappingPolicy } from './core/restart.js';
+import type { Clock } from './engine/clock.js';
 import { errors, MxcError } from './errors.js';
 import { LeaderLease, leaseTimings } from './leader-lease.js';
 import * as cachePushes from './store/cache-pushes.js';
@@ -61,6 +62,8 @@ export interface CoordinatorServerOptions {
   insecure?: boolean;
   /** How long and how many ended workloads are kept (MXC_RETENTION_*); 7 days and 100 per job. */
   retention?: RetentionPolicy;
+  /** The coordinator's and the lease's clock; the system clock when unset (tests pass a manual one). */
+  clock?: Clock;
 }
 
 const isLoopbackHost = (h: string) => h === 'localhost' || h === '::1' || /^127\./.test(h);
@@ -118,6 +121,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       id,
       leaseTimings(opts.leaderLeaseMs),
       log.child({ component: 'lease' }),
+      opts.clock,
     );
     const coordinator = new Coordinator(db, log, {
       id,
@@ -127,6 +131,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       strategy: opts.strategy ?? 'spread',
       flapping: opts.flapping ?? AURORA_FLAPPING,
       retention: opts.retention,
+      clock: opts.clock,
       // A job is accepted only when its closure is complete in the cache (the cache refuses a path
       // whose references it lacks, so present roots mean a complete closure).
       closureOf: async (spec) => {

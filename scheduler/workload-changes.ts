@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { JobSpec } from '../spec/job.js';
 import { demandOf } from './core/fit.js';
+import { type JobReplacementView, type Replacement, replacementFor } from './core/reconcile/node.js';
 import type { RolloutHost } from './rollout.js';
 import * as commands from './store/agent-commands.js';
 import type { Queryable } from './store/db.js';
@@ -104,45 +105,76 @@ export async function stopWorkloads(
   return toAgents;
 }
 
-/**
- * An instance of the previous version that a rolling update has not reached yet still serves: lost or
- * failed, it is replaced at its own version until the rollout gets to it.
- */
-async function awaitsRollout(q: Queryable, jobId: string, w: wl.WorkloadRow): Promise<boolean> {
-  const [latest] = await updates.listUpdates(q, jobId);
-  return (
-    latest?.status === 'rolling' &&
-    latest.from_version === w.job_version &&
-    w.instance >= latest.next_instance
-  );
+/** A job as replacement decisions see it (core/reconcile/node's `replacementFor`); undefined when gone. */
+export async function jobReplacementView(
+  q: Queryable,
+  jobId: string,
+): Promise<JobReplacementView | undefined> {
+  const job = await jobs.getJob(q, jobId);
+  if (!job) return undefined;
+  const [latest] = job.status === 'active' ? await updates.listUpdates(q, jobId) : [];
+  return {
+    id: job.id,
+    status: job.status,
+    current_version: job.current_version,
+    rolling:
+      latest?.status === 'rolling'
+        ? { from_version: latest.from_version, next_instance: latest.next_instance }
+        : null,
+  };
 }
 
-/** Creates pending replacements for workloads whose job is still active (same instance, next attempt). */
+/** The job views for the given workloads' jobs, each read once. */
+export async function jobReplacementViews(
+  q: Queryable,
+  ws: readonly { job_id: string }[],
+): Promise<Map<string, JobReplacementView>> {
+  const out = new Map<string, JobReplacementView>();
+  for (const id of new Set(ws.map((w) => w.job_id))) {
+    const v = await jobReplacementView(q, id);
+    if (v) out.set(id, v);
+  }
+  return out;
+}
+
+/** Creates the decided replacements as pending workloads (same instance, the job version's demand). */
+export async function insertReplacements(
+  q: Queryable,
+  rs: readonly Replacement[],
+  opts: { delayMs?: number; now?: Date } = {},
+): Promise<number> {
+  const delayMs = opts.delayMs ?? 0;
+  const notBefore = delayMs > 0 ? new Date((opts.now ?? new Date()).getTime() + delayMs) : null;
+  let n = 0;
+  for (const r of rs) {
+    const v = await jobs.getJobVersion(q, r.jobId, r.version);
+    if (!v) continue;
+    const [created] = newWorkloads(r.jobId, r.version, v.spec, r.restarts, [r.instance]);
+    await wl.insertWorkloads(
+      q,
+      [{ ...created!, not_before: notBefore, restart_delay_ms: delayMs }],
+      r.reason,
+    );
+    n++;
+  }
+  return n;
+}
+
+/**
+ * Creates pending replacements for workloads whose job still wants them (core/reconcile/node's
+ * `replacementFor`: an active job, at its version or one a rollout has not reached; same instance).
+ */
 export async function replaceWorkloads(
   q: Queryable,
   ws: wl.WorkloadRow[],
   reason: string,
   opts: { countAsFailure?: boolean; delayMs?: number; now?: Date } = {},
 ): Promise<number> {
-  const delayMs = opts.delayMs ?? 0;
-  const notBefore = delayMs > 0 ? new Date((opts.now ?? new Date()).getTime() + delayMs) : null;
-  let n = 0;
-  for (const w of ws) {
-    const job = await jobs.getJob(q, w.job_id);
-    if (!job || job.status !== 'active') continue;
-    if (job.current_version !== w.job_version && !(await awaitsRollout(q, job.id, w))) continue;
-    const v = await jobs.getJobVersion(q, w.job_id, w.job_version);
-    if (!v) continue;
-    const restarts = w.restarts + (opts.countAsFailure ? 1 : 0);
-    const [created] = newWorkloads(job.id, w.job_version, v.spec, restarts, [w.instance]);
-    await wl.insertWorkloads(
-      q,
-      [{ ...created!, not_before: notBefore, restart_delay_ms: delayMs }],
-      `${reason} (replaces ${w.id})`,
-    );
-    n++;
-  }
-  return n;
+  const views = await jobReplacementViews(q, ws);
+  const decided = ws.flatMap(
+    (w) => replacementFor(w, views.get(w.job_id), reason, opts.countAsFailure) ?? [],
+  );
+  return insertReplacements(q, decided, opts);
 }
 
 /** How rolling updates stop old workloads and create new ones. */

@@ -148,30 +148,38 @@ export async function touchNodes(
   );
 }
 
+/** A node's liveness as stored: its last heartbeat and its socket holder's last registry beat. */
+export interface NodeLivenessRow {
+  id: string;
+  name: string;
+  status: NodeRow['status'];
+  last_seen_at: Date;
+  /** The last beat of the coordinator claiming its socket; null when nobody claims it. */
+  holder_beat_at: Date | null;
+  /** The database clock's now, which the leader judges by. */
+  db_now: Date;
+}
+
 /**
- * Nodes whose silence exceeds the TTL, counting only silence their coordinator could have heard: while
- * the socket holder beats the registry, silence runs up to its last beat (its flushes precede its
- * beats); once the holder is dead, from the later of the node's last heartbeat and the holder's last
- * beat, so the agent has one TTL to reconnect elsewhere. `onlyId` re-checks one node, row-locked.
+ * The liveness of nodes not yet down that were last heard from more than `silentForMs` ago on the
+ * database clock (a cheap necessary condition: silence never exceeds that), or of one node
+ * (`onlyId`, row-locked for a verdict's re-check). Whether they are silent is core/reconcile/node's call.
  */
-export async function silentNodes(
+export async function nodeLiveness(
   q: Queryable,
-  ttlMs: number,
-  coordinatorDeadMs: number,
+  silentForMs: number,
   onlyId?: string,
-): Promise<NodeRow[]> {
-  return q.query<NodeRow>(
-    `SELECT n.* FROM nodes n
+): Promise<NodeLivenessRow[]> {
+  return q.query<NodeLivenessRow>(
+    `SELECT n.id, n.name, n.status, n.last_seen_at, c.last_seen_at AS holder_beat_at, now() AS db_now
+       FROM nodes n
        LEFT JOIN node_sessions s ON s.node_id = n.id
        LEFT JOIN mxc_coordinators c ON c.id = s.coordinator_id
-     WHERE n.status <> 'down' AND ($3::text IS NULL OR n.id = $3)
-       AND (CASE WHEN c.last_seen_at > now() - $2 * interval '1 millisecond'
-                 THEN LEAST(c.last_seen_at, now()) - n.last_seen_at
-                 ELSE now() - GREATEST(n.last_seen_at, COALESCE(c.last_seen_at, n.last_seen_at)) END)
-           > $1 * interval '1 millisecond'
+     WHERE n.status <> 'down' AND ($2::text IS NULL OR n.id = $2)
+       AND n.last_seen_at < now() - $1 * interval '1 millisecond'
      ORDER BY n.id
      ${onlyId ? 'FOR UPDATE OF n' : ''}`,
-    [ttlMs, coordinatorDeadMs, onlyId ?? null],
+    [silentForMs, onlyId ?? null],
   );
 }
 

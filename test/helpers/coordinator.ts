@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Tokens } from '../../scheduler/api/auth.js';
 import type { FlappingPolicy } from '../../scheduler/core/restart.js';
+import type { Clock } from '../../scheduler/engine/clock.js';
 import {
   type CoordinatorServer,
   type CoordinatorServerOptions,
@@ -45,6 +46,8 @@ export async function startTestCoordinator(
     logger?: Logger;
     /** Cache storage and key settings (MXC_CACHE_DIR, MXC_CACHE_S3_URL, MXC_CACHE_KEY_FILE). */
     cache?: Pick<CoordinatorServerOptions, 'cacheDir' | 'cacheS3' | 'cacheKeyFile'>;
+    /** A manual clock drives liveness, grace, cron, rollouts and retention (no sleeps in tests). */
+    clock?: Clock;
   } = {},
 ): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
@@ -60,6 +63,7 @@ export async function startTestCoordinator(
     port: opts.port ?? 0,
     host: opts.host,
     insecure: opts.insecure,
+    clock: opts.clock,
     dataDir,
     databaseUrl,
     tokens: opts.tokens ?? {},

@@ -3,6 +3,7 @@
  * WebSockets: submit, placement, pending reasons, lifecycle, no overcommit, TTL loss, drain, auth, bad input.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../scheduler/engine/clock.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { ENGINES } from '../helpers/db.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
@@ -144,14 +145,26 @@ describe.each(ENGINES)('coordinator on %s', (engine) => {
   });
 
   it('marks a silent node down, its workloads lost, and reschedules them elsewhere', async () => {
-    c = await startTestCoordinator(engine, { heartbeatTtlMs: 600 });
+    // The liveness tick and the grace run on a manual clock: nothing is judged until the test says so.
+    const clock = new ManualClock();
+    c = await startTestCoordinator(engine, { heartbeatTtlMs: 600, clock });
     const silent = await agent({ name: 'silent' });
     const sub = await c.api('POST', '/api/jobs', plainJob());
     const [id] = sub.body.data.workloads;
     await eventually(async () => (await workload(id)).status === 'running');
-    await agent({ name: 'healthy' });
     silent.stopHeartbeats();
-    await eventually(async () => (await workload(id)).status === 'lost', 5000, 'lost');
+    // Still inside the start-up grace (one TTL): the heartbeats heard so far are written, nobody is judged.
+    await clock.advance(c.coordinator.tickMs);
+    await c.coordinator.requestLiveness();
+    // The silent node was last heard an hour ago by the database's clock; then the grace ends.
+    await c.db.query(`UPDATE nodes SET last_seen_at = now() - interval '1 hour' WHERE name = 'silent'`);
+    await c.coordinator.requestLiveness();
+    expect((await workload(id)).status).toBe('running');
+    await clock.advance(600);
+    await c.coordinator.requestLiveness();
+    expect((await workload(id)).status).toBe('lost');
+    // A healthy node joins (after the verdict: its heartbeats are not on the manual clock's fast-forward).
+    await agent({ name: 'healthy' });
     const nodes = (await c.api('GET', '/api/nodes')).body.data;
     expect(nodes.find((n: { name: string }) => n.name === 'silent').status).toBe('down');
     const replacement = await eventually(async () => {

@@ -12,6 +12,7 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentReportDeps, applyStatus, reconcileAgent } from '../../scheduler/agent-reports.js';
 import { canTransition, InvalidTransitionError, isTerminal } from '../../scheduler/core/lifecycle.js';
+import { ManualClock } from '../../scheduler/engine/clock.js';
 import { recordSubmission } from '../../scheduler/job-submit.js';
 import { markNodeDown } from '../../scheduler/liveness.js';
 import { openPostgres } from '../../scheduler/store/db.js';
@@ -146,6 +147,7 @@ describe.each(ENGINES)('guarded transitions on %s', (engine) => {
     requestEvaluation: () => {},
     flapping: { thresholdMs: 60_000, initialDelayMs: 0, maxDelayMs: 0 },
     wakeAt: () => {},
+    now: () => Date.now(),
   };
 
   it.each(['agent reconnect', 'node down'] as const)(
@@ -228,8 +230,9 @@ describe.each(ENGINES)('lifecycle on %s', (engine) => {
     });
     const last = all.find((w: { restarts: number }) => w.restarts === 2);
     expect(last.error).toBe('boom 3');
-    // No fourth attempt.
-    await new Promise((r) => setTimeout(r, 300));
+    // No fourth attempt: a replacement would have been created with the third failure; a pass begun
+    // since has nothing to place either.
+    await c.coordinator.evaluate();
     expect((await c.api('GET', '/api/workloads')).body.data).toHaveLength(3);
     const events = (await c.api('GET', `/api/workloads/${last.id}/events`)).body.data;
     expect(events[0].reason).toMatch(/restarted after failure 2 of 3/);
@@ -397,7 +400,10 @@ describe('cron jobs', () => {
     );
 
   it('run on their schedule, not on submit, and apply the collision policy', async () => {
-    c = await startTestCoordinator('postgres');
+    // A manual clock: the coordinator's own cron launches never run between the test's, and the first
+    // run falls at a known time (the next five-minute mark after 00:02:30).
+    const clock = new ManualClock(new Date('2030-01-01T00:02:30Z'));
+    c = await startTestCoordinator('postgres', { clock });
     const bad = await c.api('POST', '/api/jobs', { ...cronJob('RUN_OVERLAP'), cron_schedule: '*/5 * * *' });
     expect(bad.status).toBe(422);
     expect(bad.body.error.message).toMatch(/cron_schedule: "\*\/5 \* \* \*" has 4 field/);
@@ -412,8 +418,11 @@ describe('cron jobs', () => {
       expect(new Date(job.next_run_at).getUTCMinutes() % 5).toBe(0);
     }
     const first = new Date((await c.api('GET', `/api/jobs/${ids.KILL_EXISTING}`)).body.data.next_run_at);
-    expect(await c.coordinator.runDueCronJobs(new Date(first.getTime() - 1000))).toBe(0);
-    expect(await c.coordinator.runDueCronJobs(first)).toBe(3);
+    expect(first).toEqual(new Date('2030-01-01T00:05:00Z'));
+    clock.setWall(first.getTime() - 1000);
+    expect(await c.coordinator.runDueCronJobs()).toBe(0);
+    clock.setWall(first);
+    expect(await c.coordinator.runDueCronJobs()).toBe(3);
     for (const id of Object.values(ids)) expect(await live(id)).toHaveLength(1);
     const second = new Date(first.getTime() + 5 * 60_000);
     expect(new Date((await c.api('GET', `/api/jobs/${ids.KILL_EXISTING}`)).body.data.next_run_at)).toEqual(

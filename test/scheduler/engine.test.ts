@@ -1,0 +1,302 @@
+/** The evaluation queue and the manual clock: coalescing, errors, close, wake-ups and periodic work, without sleeps. */
+import { describe, expect, it } from 'vitest';
+import { ManualClock, systemClock } from '../../scheduler/engine/clock.js';
+import { EvaluationQueue, type QueueLog } from '../../scheduler/engine/evaluation-queue.js';
+
+/** A run that stays open until the test lets it finish. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((r) => {
+    open = r;
+  });
+  return { opened, open };
+}
+
+function recordingLog() {
+  const lines: { level: string; msg: string; err?: unknown; work?: string }[] = [];
+  const log: QueueLog = {
+    error: (obj, msg) => lines.push({ level: 'error', msg, ...(obj as object) }),
+    warn: (obj, msg) => lines.push({ level: 'warn', msg, ...(obj as object) }),
+  };
+  return { lines, log };
+}
+
+describe('evaluation queue', () => {
+  it('runs at once when idle and coalesces every request during a run into exactly one re-run', async () => {
+    let runs = 0;
+    let current = gate();
+    const started: number[] = [];
+    const q = new EvaluationQueue(
+      {
+        pass: {
+          failure: 'pass failed',
+          run: async () => {
+            started.push(++runs);
+            await current.opened;
+          },
+        },
+      },
+      new ManualClock(),
+      recordingLog().log,
+    );
+    const first = q.request('pass');
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(started).toEqual([1]);
+    expect(q.isRunning('pass')).toBe(true);
+    // Ten requests while the first run is open: one more run, shared by all of them.
+    const during = Array.from({ length: 10 }, () => q.request('pass'));
+    const blocked = current;
+    current = gate();
+    blocked.open();
+    await new Promise<void>((r) => setImmediate(r));
+    expect(started).toEqual([1, 2]);
+    current.open();
+    await Promise.all([first, ...during]);
+    expect(runs).toBe(2);
+    expect(q.runs('pass')).toBe(2);
+    expect(q.isRunning('pass')).toBe(false);
+    // Idle again: the next request is a fresh run.
+    await q.request('pass');
+    expect(runs).toBe(3);
+  });
+
+  it('resolves a request only after a run that began after it', async () => {
+    const seen: number[] = [];
+    let value = 0;
+    let hold = gate();
+    const q = new EvaluationQueue(
+      {
+        read: {
+          failure: 'read failed',
+          run: async () => {
+            const v = value;
+            await hold.opened;
+            seen.push(v);
+          },
+        },
+      },
+      new ManualClock(),
+      recordingLog().log,
+    );
+    const early = q.request('read');
+    await new Promise<void>((r) => setImmediate(r));
+    value = 1; // changed while the first run is under way: the late request must see it
+    const late = q.request('read');
+    hold.open();
+    hold = gate();
+    hold.open();
+    await late;
+    await early;
+    expect(seen).toEqual([0, 1]);
+  });
+
+  it('keeps kinds apart: one kind running does not hold up another', async () => {
+    const slow = gate();
+    const order: string[] = [];
+    const q = new EvaluationQueue(
+      {
+        slow: { failure: 'slow failed', run: () => slow.opened.then(() => void order.push('slow')) },
+        fast: { failure: 'fast failed', run: async () => void order.push('fast') },
+      },
+      new ManualClock(),
+      recordingLog().log,
+    );
+    const s = q.request('slow');
+    await q.request('fast');
+    expect(order).toEqual(['fast']);
+    slow.open();
+    await s;
+    expect(order).toEqual(['fast', 'slow']);
+  });
+
+  it('logs a failed run at its level, never rejects, and still makes the re-run that was asked for', async () => {
+    const { lines, log } = recordingLog();
+    let calls = 0;
+    const hold = gate();
+    const q = new EvaluationQueue(
+      {
+        flaky: {
+          failure: 'flaky work failed',
+          level: 'warn',
+          run: async () => {
+            calls++;
+            if (calls === 1) {
+              await hold.opened;
+              throw new Error('boom');
+            }
+          },
+        },
+      },
+      new ManualClock(),
+      log,
+    );
+    const a = q.request('flaky');
+    await new Promise<void>((r) => setImmediate(r));
+    const b = q.request('flaky');
+    hold.open();
+    await expect(a).resolves.toBeUndefined();
+    await expect(b).resolves.toBeUndefined();
+    expect(calls).toBe(2);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 'warn', msg: 'flaky work failed', work: 'flaky' });
+    expect((lines[0]!.err as Error).message).toBe('boom');
+  });
+
+  it('close waits for the run in progress, drops the owed re-run and refuses new requests', async () => {
+    let runs = 0;
+    const hold = gate();
+    const clock = new ManualClock();
+    const q = new EvaluationQueue(
+      {
+        pass: {
+          failure: 'pass failed',
+          run: async () => {
+            runs++;
+            await hold.opened;
+          },
+        },
+      },
+      clock,
+      recordingLog().log,
+    );
+    q.every('pass', 1000);
+    q.requestAt('pass', clock.now() + 5000);
+    void q.request('pass');
+    await new Promise<void>((r) => setImmediate(r));
+    void q.request('pass'); // owed a re-run
+    let closed = false;
+    const closing = q.close().then(() => {
+      closed = true;
+    });
+    await new Promise<void>((r) => setImmediate(r));
+    expect(closed).toBe(false);
+    hold.open();
+    await closing;
+    expect(runs).toBe(1);
+    expect(clock.pendingTimers).toBe(0);
+    await q.request('pass');
+    await clock.advance(10_000);
+    expect(runs).toBe(1);
+  });
+
+  it('wakes at the earliest requested time only, on the injected clock', async () => {
+    const clock = new ManualClock();
+    const at: number[] = [];
+    const q = new EvaluationQueue(
+      { pass: { failure: 'pass failed', run: async () => void at.push(clock.now()) } },
+      clock,
+      recordingLog().log,
+    );
+    const t0 = clock.now();
+    q.requestAt('pass', t0 + 500);
+    q.requestAt('pass', t0 + 200); // earlier: replaces
+    q.requestAt('pass', t0 + 900); // later: the earlier wake reconsiders everything anyway
+    expect(clock.pendingTimers).toBe(1);
+    await clock.advance(199);
+    expect(at).toEqual([]);
+    await clock.advance(1);
+    expect(at).toEqual([t0 + 200]);
+    await clock.advance(1000);
+    expect(at).toEqual([t0 + 200]);
+    // After it fired, a later wake is taken again; one in the past runs at once.
+    q.requestAt('pass', clock.now() + 100);
+    await clock.advance(100);
+    q.requestAt('pass', clock.now() - 5);
+    await clock.advance(0);
+    expect(at).toHaveLength(3);
+    await q.close();
+  });
+
+  it('runs periodic work at its interval and coalesces a slow run with the ticks it overlaps', async () => {
+    const clock = new ManualClock();
+    let runs = 0;
+    let hold: ReturnType<typeof gate> | null = null;
+    const q = new EvaluationQueue(
+      {
+        tick: {
+          failure: 'tick failed',
+          run: async () => {
+            runs++;
+            if (hold) await hold.opened;
+          },
+        },
+      },
+      clock,
+      recordingLog().log,
+    );
+    q.every('tick', 100);
+    await clock.advance(99);
+    expect(runs).toBe(0);
+    await clock.advance(1);
+    expect(runs).toBe(1);
+    await clock.advance(400);
+    expect(runs).toBe(5);
+    // A run that outlasts five intervals: the ticks during it make one re-run, not five.
+    hold = gate();
+    await clock.advance(100);
+    expect(runs).toBe(6);
+    await clock.advance(500);
+    const h = hold;
+    hold = null;
+    h.open();
+    await new Promise<void>((r) => setImmediate(r));
+    await new Promise<void>((r) => setImmediate(r));
+    expect(runs).toBe(7);
+    await q.close();
+    await clock.advance(1000);
+    expect(runs).toBe(7);
+  });
+
+  it('refuses a kind it does not know', () => {
+    const q = new EvaluationQueue(
+      { pass: { failure: 'x', run: async () => {} } },
+      new ManualClock(),
+      recordingLog().log,
+    );
+    expect(() => q.request('other' as 'pass')).toThrow(/unknown kind of work: other/);
+  });
+});
+
+describe('clocks', () => {
+  it('a manual clock moves wall and monotonic time together and fires timers in order', async () => {
+    const clock = new ManualClock(new Date('2030-06-01T12:00:00Z'));
+    const fired: string[] = [];
+    clock.setTimer(300, () => fired.push(`c@${clock.monotonic()}`));
+    clock.setTimer(100, () => {
+      fired.push(`a@${clock.monotonic()}`);
+      clock.setTimer(50, () => fired.push(`nested@${clock.monotonic()}`));
+    });
+    const cancelled = clock.setTimer(200, () => fired.push('cancelled'));
+    clock.setTimer(100, () => fired.push(`b@${clock.monotonic()}`));
+    cancelled.cancel();
+    expect(clock.nextTimerIn()).toBe(100);
+    await clock.advance(250);
+    expect(fired).toEqual(['a@100', 'b@100', 'nested@150']);
+    expect(clock.monotonic()).toBe(250);
+    expect(new Date(clock.now()).toISOString()).toBe('2030-06-01T12:00:00.250Z');
+    await clock.advance(50);
+    expect(fired.at(-1)).toBe('c@300');
+    expect(clock.pendingTimers).toBe(0);
+    await expect(clock.advance(-1)).rejects.toThrow(/does not go back/);
+    clock.setWall(0);
+    expect(clock.now()).toBe(0);
+    expect(clock.monotonic()).toBe(300);
+  });
+
+  it('the system clock is the real one', async () => {
+    expect(Math.abs(systemClock.now() - Date.now())).toBeLessThan(1000);
+    const m = systemClock.monotonic();
+    await new Promise<void>((r) => systemClock.setTimer(1, r));
+    expect(systemClock.monotonic()).toBeGreaterThanOrEqual(m);
+    let fired = false;
+    systemClock
+      .setTimer(0, () => {
+        fired = true;
+      })
+      .cancel();
+    // Timers of equal delay fire in the order they were set: this one comes after the cancelled one.
+    await new Promise<void>((r) => systemClock.setTimer(0, r));
+    expect(fired).toBe(false);
+  });
+});
