@@ -751,14 +751,22 @@ export class Coordinator {
    * stall (a tick far later than its interval) grants one TTL of grace.
    */
   async tick(): Promise<void> {
+    const stallMs = this.tickMs * 2 + 1000;
     const mono = this.clock.monotonic();
     const gap = mono - this.lastTickAt;
     this.lastTickAt = mono;
-    if (gap > this.tickMs * 2 + 1000) this.grace(`event loop stalled for ${Math.round(gap)} ms`);
+    if (gap > stallMs) this.grace(`event loop stalled for ${Math.round(gap)} ms`);
     await this.flushSeen();
     await coordinatorsStore.beatCoordinator(this.db, this.opts.id, this.opts.url ?? '');
+    // A stall (or a stuck database) between the flush and the beat: the beat claims we heard everyone
+    // up to now, but heartbeats read since the flush are not written yet. Judge no one on that.
+    const checkStall = () => {
+      const took = this.clock.monotonic() - mono;
+      if (took > stallMs) this.grace(`a liveness tick took ${Math.round(took)} ms`);
+    };
+    checkStall();
     if (!this.isLeader() || this.closed) return;
-    await this.judgeSilence();
+    await this.judgeSilence(checkStall);
   }
 
   /**
@@ -782,11 +790,15 @@ export class Coordinator {
   }
 
   /** Declares nodes down whose silence the database clock says exceeds the TTL (leader only). */
-  private async judgeSilence(): Promise<void> {
+  private async judgeSilence(checkStall: () => void): Promise<void> {
     const downed = await judgeSilentNodes(this.db, {
       heartbeatTtlMs: this.opts.heartbeatTtlMs,
       coordinatorDeadMs: this.coordinatorDeadMs,
-      graceRemainingMs: this.graceUntil - this.clock.monotonic(),
+      // A stall anywhere in this tick, up to each verdict, grants grace and stops the verdict.
+      graceRemainingMs: () => {
+        checkStall();
+        return this.graceUntil - this.clock.monotonic();
+      },
       fence: (q) => this.opts.lease.fence(q),
     });
     for (const { node, active } of downed) {

@@ -20,8 +20,11 @@ import { insertReplacements, jobReplacementViews } from './workload-changes.js';
 export interface SilenceJudge {
   heartbeatTtlMs: number;
   coordinatorDeadMs: number;
-  /** The judge's remaining grace (start, election, stall): no verdict while > 0. */
-  graceRemainingMs: number;
+  /**
+   * The judge's remaining grace (start, election, stall): no verdict while > 0. Asked again right
+   * before each verdict, so a stall while judging (our own flushes late) stops it.
+   */
+  graceRemainingMs: () => number;
   /** Re-checks the leader lease inside the verdict's transaction. */
   fence: (q: Queryable) => Promise<void>;
 }
@@ -41,7 +44,7 @@ function snapshotOf(rows: nodes.NodeLivenessRow[], judge: SilenceJudge): Livenes
     now: rows[0]?.db_now.getTime() ?? 0,
     ttlMs: judge.heartbeatTtlMs,
     coordinatorDeadMs: judge.coordinatorDeadMs,
-    graceRemainingMs: judge.graceRemainingMs,
+    graceRemainingMs: judge.graceRemainingMs(),
   };
 }
 
@@ -54,7 +57,7 @@ export async function judgeSilentNodes(
   db: Db,
   judge: SilenceJudge,
 ): Promise<{ node: NodeLivenessView; active: wl.WorkloadRow[] }[]> {
-  if (judge.graceRemainingMs > 0) return [];
+  if (judge.graceRemainingMs() > 0) return [];
   const candidates = await nodes.nodeLiveness(db, judge.heartbeatTtlMs);
   const verdicts = judgeSilence(snapshotOf(candidates, judge));
   const out: { node: NodeLivenessView; active: wl.WorkloadRow[] }[] = [];

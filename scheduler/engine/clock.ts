@@ -102,6 +102,15 @@ export class ManualClock implements Clock {
     await turn();
   }
 
+  /**
+   * Moves time forward by `ms` without firing anything, as a stalled event loop lives it: the timers
+   * that fell due fire (late) at the next `advance`.
+   */
+  jump(ms: number): void {
+    if (ms < 0) throw new Error(`a clock does not go back (jump by ${ms} ms)`);
+    this.moveTo(this.mono + ms);
+  }
+
   /** Sets the wall clock alone (a jump, as when NTP corrects it); monotonic time stays. */
   setWall(at: Date | number): void {
     this.wall = typeof at === 'number' ? at : at.getTime();

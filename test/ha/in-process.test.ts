@@ -1,9 +1,11 @@
 /**
  * High availability, in one process on one PostgreSQL database: commands decided on one coordinator
  * reach an agent connected to another (outbox + NOTIFY), a stale socket holder is fenced out, a
- * deposed leader's fenced write fails, and an event-loop stall never marks a healthy agent down.
+ * deposed leader's fenced write fails, and an event-loop stall never marks a healthy agent down (really,
+ * and on a manual clock that shows the grace after start and after a stall to the millisecond).
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../scheduler/engine/clock.js';
 import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
 import { openPostgres } from '../../scheduler/store/db.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
@@ -137,4 +139,43 @@ it('an event-loop stall longer than the TTL marks no healthy agent down', async 
     expect((await c.api('GET', `/api/nodes/${p.nodeId}`)).body.data.status).toBe('ready');
     await new Promise((r) => setTimeout(r, 100));
   }
+});
+
+it('grants one TTL of grace after start and after an event-loop stall, and judges after it (manual clock)', async () => {
+  const clock = new ManualClock();
+  const c = await startTestCoordinator('postgres', { heartbeatTtlMs: 1000, clock });
+  cleanup.push(() => c.stop());
+  const p = await new ProtocolAgent({ url: c.url, name: 'judged' }).connect();
+  cleanup.push(async () => p.close());
+  p.stopHeartbeats();
+  const nodeStatus = async () => (await c.api('GET', `/api/nodes/${p.nodeId}`)).body.data.status;
+  // The database's clock judges silence: an hour ago is silent, an hour ahead stays heard while the
+  // manual clock runs on.
+  const lastSeen = (offset: '-' | '+') =>
+    c.db.query(`UPDATE nodes SET last_seen_at = now() ${offset} interval '1 hour' WHERE id = $1`, [p.nodeId]);
+  await c.coordinator.requestLiveness(); // what was heard before is written first
+
+  // Start-up grace: silent, yet not judged within one TTL.
+  await lastSeen('-');
+  await clock.advance(900);
+  await c.coordinator.requestLiveness();
+  expect(await nodeStatus()).toBe('ready');
+  await lastSeen('+');
+  await clock.advance(300);
+  await c.coordinator.requestLiveness();
+  expect(await nodeStatus()).toBe('ready');
+
+  // A 3 s stall (no tick ran), during which the node fell silent: the first tick after it grants a
+  // fresh TTL of grace, since the coordinator could not have heard anyone meanwhile.
+  clock.jump(3000);
+  await lastSeen('-');
+  await c.coordinator.requestLiveness();
+  await clock.advance(900);
+  await c.coordinator.requestLiveness();
+  expect(await nodeStatus()).toBe('ready');
+
+  // Past that grace, the silence is judged.
+  await clock.advance(200);
+  await c.coordinator.requestLiveness();
+  expect(await nodeStatus()).toBe('down');
 });
