@@ -16,8 +16,8 @@ import type { Running } from './running.js';
 import { bubblewrapUsable, hostLaunch, sandboxLaunch } from './sandbox.js';
 import { provideSecrets } from './secrets.js';
 import { type Launcher, plainLaunch } from './thermos/cmdline.js';
-import { TaskRunner, type TaskSnapshot } from './thermos/process-executor.js';
-import { taskSupervisorBinary } from './thermos/task-supervisor.js';
+import { TASK_LOG_PROCESS, TaskRunner, type TaskSnapshot } from './thermos/process-executor.js';
+import { TaskSupervisor, taskSupervisorBinary } from './thermos/task-supervisor.js';
 
 /** The environment every process of the workload starts with; provides its secrets on the way. */
 export async function workloadEnv(
@@ -72,9 +72,59 @@ export interface LaunchArgs {
   env: Record<string, string>;
   /** The full closure of the job's roots, when the caller has computed it already. */
   fullClosure?: string[];
+  /** The launcher from an earlier `prepareLaunch` (its supervisor already up), if the caller made one. */
+  prepared?: Promise<PreparedLaunch> | null;
   onLog: (l: LogLine) => void;
   /** Told each change of the task's processes. */
   onChange: (processes: TaskSnapshot['processes']) => void;
+}
+
+export interface PreparedLaunch {
+  launch: Launcher;
+  /** The task supervisor, already starting, when the launcher has the supervised way. */
+  supervisor: TaskSupervisor | null;
+}
+
+/**
+ * The launcher of a plain or sandboxed task: its isolation, its cgroup (created here and set on
+ * `entry`, so cleanup removes it) and, with a task supervisor, the supervisor started at once, so
+ * a caller can bring the task's namespace up while it still prepares the rest. The work directory
+ * must exist. Whoever does not launch the task after all closes the supervisor.
+ */
+export async function prepareLaunch(
+  entry: Running,
+  l: Pick<LaunchArgs, 'agent' | 'cgroupRoot' | 'workDir' | 'onLog'> & {
+    fullClosure: () => Promise<string[]>;
+  },
+): Promise<PreparedLaunch> {
+  const a = entry.assignment;
+  const storeRoot = l.agent.storeRoot;
+  // One namespace per task with the supervisor; without it (no C compiler) one per process.
+  const binary = (await taskSupervisorBinary()) ?? undefined;
+  const isolated =
+    a.spec.mxc.isolation === 'sandbox'
+      ? sandboxLaunch({
+          storeRoot,
+          closure: await l.fullClosure(),
+          workDir: l.workDir,
+          network: a.spec.mxc.network,
+          supervisor: binary,
+        })
+      : await processLaunch(storeRoot, binary, l.onLog);
+  let launch = isolated;
+  if (l.cgroupRoot) {
+    const r = a.spec.task.resources;
+    entry.cgroup = await createWorkloadCgroup(l.cgroupRoot, a.id, { ramBytes: r?.ram, cpu: r?.cpu });
+    launch = cgroupLaunch(isolated, entry.cgroup);
+  }
+  // The supervisor sees only the workload's id of the environment: each process gets its own.
+  const supervisor = launch.supervised
+    ? new TaskSupervisor(
+        launch.supervised.supervisor({ workDir: l.workDir, env: { MXC_WORKLOAD_ID: a.id } }),
+        (line) => l.onLog({ process: TASK_LOG_PROCESS, stream: 'stderr', run: 0, ts: Date.now(), line }),
+      )
+    : null;
+  return { launch, supervisor };
 }
 
 /**
@@ -111,24 +161,8 @@ export async function launchWorkload(
     entry.stop = () => vm.stop();
     return { done: vm.done };
   }
-  // One namespace per task with the supervisor; without it (no C compiler) one per process.
-  const supervisor = (await taskSupervisorBinary()) ?? undefined;
-  const isolated =
-    a.spec.mxc.isolation === 'sandbox'
-      ? sandboxLaunch({
-          storeRoot,
-          closure: await fullClosure(),
-          workDir: l.workDir,
-          network: a.spec.mxc.network,
-          supervisor,
-        })
-      : await processLaunch(storeRoot, supervisor, l.onLog);
-  let launch = isolated;
-  if (l.cgroupRoot) {
-    const r = a.spec.task.resources;
-    entry.cgroup = await createWorkloadCgroup(l.cgroupRoot, a.id, { ramBytes: r?.ram, cpu: r?.cpu });
-    launch = cgroupLaunch(isolated, entry.cgroup);
-  }
+  const prepared = (await l.prepared) ?? (await prepareLaunch(entry, { ...l, fullClosure: fullClosure }));
+  const launch = prepared.launch;
   // pids.json changes only when a group leader does: with the task supervisor, once per task.
   let recorded = '';
   const runner = new TaskRunner({
@@ -137,6 +171,7 @@ export async function launchWorkload(
     workDir: l.workDir,
     env: l.env,
     launch,
+    supervisor: prepared.supervisor ?? undefined,
     gracePeriodMs: grace,
     onLog: l.onLog,
     onChange: (snap) => {

@@ -17,7 +17,7 @@ import { RealiseError, type RealiseProgress, realiseClosure } from './realise.js
 import type { Running } from './running.js';
 import { removeSecrets } from './secrets.js';
 import type { TaskSnapshot } from './thermos/process-executor.js';
-import { freePort, launchWorkload, workloadEnv } from './workload-launch.js';
+import { freePort, launchWorkload, prepareLaunch, workloadEnv } from './workload-launch.js';
 
 export type { Running } from './running.js';
 
@@ -139,6 +139,27 @@ export class WorkloadRuns {
     };
     const abort = new AbortController();
     entry.stop = async () => abort.abort();
+    const onLog = (l: LogLine) => {
+      logs.append(l);
+      this.w.conn.queueLog(a.id, l);
+    };
+    const workReady = mkdir(workDir, { recursive: true });
+    // A plain task's namespace comes up while its closure is checked and rooted (its launcher needs
+    // nothing of the closure), so a warm start finds the task supervisor running.
+    const prepared =
+      a.spec.mxc.isolation === 'process'
+        ? workReady.then(() =>
+            prepareLaunch(entry, {
+              agent: this.opts,
+              cgroupRoot: this.w.cgroupRoot(),
+              workDir,
+              onLog,
+              fullClosure: () => this.fullClosureOf(a.spec.mxc.closure),
+            }),
+          )
+        : null;
+    prepared?.catch(() => {}); // its failure fails the launch below
+    let launched = false;
     try {
       const closure = a.spec.mxc.closure;
       const cache = this.w.conn.cache;
@@ -148,9 +169,7 @@ export class WorkloadRuns {
       const [gcRoot, warm] = await Promise.all([
         closure.length ? prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined,
         closure.length ? this.alreadyRealised(closure) : false,
-        mkdir(workDir, { recursive: true }).then(() =>
-          writeFile(join(dir, 'assignment.json'), JSON.stringify(a)),
-        ),
+        workReady.then(() => writeFile(join(dir, 'assignment.json'), JSON.stringify(a))),
       ]);
       const fetched =
         warm && gcRoot !== undefined
@@ -200,12 +219,11 @@ export class WorkloadRuns {
         workDir,
         env,
         fullClosure,
-        onLog: (l: LogLine) => {
-          logs.append(l);
-          this.w.conn.queueLog(a.id, l);
-        },
+        prepared,
+        onLog,
         onChange: (processes) => this.report(a.id, undefined, processes),
       });
+      launched = true;
       entry.status = 'running';
       if (a.spec.health_check_config && healthPort !== null) {
         entry.health = 'unknown';
@@ -216,6 +234,11 @@ export class WorkloadRuns {
       const result = await done;
       await this.finish(a.id, result);
     } catch (err) {
+      if (!launched)
+        await prepared?.then(
+          (p) => p.supervisor?.close(),
+          () => {},
+        );
       const why = err instanceof RealiseError ? err.message : `could not start: ${(err as Error).message}`;
       const reason = entry.stopping ? 'stopped' : why;
       system(reason);

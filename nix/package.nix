@@ -9,6 +9,7 @@
   nodejs_20,
   makeWrapper,
   nix,
+  glibc,
   bubblewrap,
   util-linux,
   qemu_kvm ? null,
@@ -50,6 +51,13 @@ buildNpmPackage {
   # `npm run build` = tsc + the esbuild bundle (dist/bundle); only the bundle is installed.
   npmBuildScript = "build";
   nativeBuildInputs = [ makeWrapper ];
+  # The task supervisor (agent/thermos/task-supervisor-source.ts), compiled here and statically (a
+  # sandbox shows no libc), so agents need no C compiler; the wrapper points MXC_TASK_SUPERVISOR at it.
+  buildInputs = [ glibc.static ];
+  postBuild = ''
+    node --input-type=module -e "const m = await import('$PWD/dist/agent/thermos/task-supervisor-source.js'); process.stdout.write(m.TASK_SUPERVISOR_C)" > task-supervisor.c
+    $CC -O2 -static -o mxc-task-supervisor task-supervisor.c
+  '';
 
   installPhase = ''
     runHook preInstall
@@ -61,9 +69,11 @@ buildNpmPackage {
     cp -r scheduler/store/migrations $dest/scheduler/store/
     cp -r scheduler/ui/assets $dest/scheduler/ui/
     cp spec/job.schema.json $dest/spec/
+    install -Dm755 mxc-task-supervisor $out/libexec/mxc/task-supervisor
     makeWrapper ${lib.getExe nodejs_20} $out/bin/mxc \
       --add-flags $dest/bin/mxc.js \
-      --prefix PATH : ${lib.makeBinPath runtimeTools}
+      --prefix PATH : ${lib.makeBinPath runtimeTools} \
+      --set MXC_TASK_SUPERVISOR $out/libexec/mxc/task-supervisor
     runHook postInstall
   '';
 

@@ -31,6 +31,11 @@ export interface TaskRunnerOptions {
   env: Record<string, string>;
   /** Turns a process into a command; isolation wraps here. Default: `plainLaunch`. */
   launch?: Launcher;
+  /**
+   * A task supervisor the caller started already for this task (from `launch.supervised`); the
+   * runner then spawns through it and closes it at the end. Default: started with the first run.
+   */
+  supervisor?: TaskSupervisor;
   /** SIGTERM → SIGKILL delay (default 5000). */
   gracePeriodMs?: number;
   /** Every stdout/stderr line of every run, plus `system` lines about starts, exits and restarts. */
@@ -78,6 +83,7 @@ export class TaskRunner {
   constructor(private readonly opts: TaskRunnerOptions) {
     this.launch = opts.launch ?? plainLaunch;
     this.supervised = this.launch.supervised ?? null;
+    this.supervisor = this.supervised ? (opts.supervisor ?? null) : null;
     this.graceMs = opts.gracePeriodMs ?? 5000;
     this.byName = new Map(opts.task.processes.map((p) => [p.name, p]));
     this.done = new Promise((resolve) => {

@@ -20,7 +20,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { run } from '../../lib/exec.js';
 import { lineSplitter } from '../../lib/line-reader.js';
 import type { LaunchSpec } from './cmdline.js';
@@ -40,7 +40,16 @@ function cacheDir(): string {
 
 async function compile(): Promise<string> {
   const override = process.env.MXC_TASK_SUPERVISOR;
-  if (override) return override;
+  if (override) {
+    const ok =
+      isAbsolute(override) &&
+      (await lstat(override).then(
+        (s) => s.isFile(),
+        () => false,
+      ));
+    if (!ok) throw new Error(`MXC_TASK_SUPERVISOR=${override} is not an absolute path of a file`);
+    return override;
+  }
   const hash = createHash('sha256').update(TASK_SUPERVISOR_C).digest('hex').slice(0, 16);
   const dir = cacheDir();
   await mkdir(dir, { recursive: true, mode: 0o700 });
