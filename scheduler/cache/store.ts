@@ -33,6 +33,9 @@ export const DEFAULT_MAX_NAR_BYTES = 8 * 1024 ** 3;
 /** Paths looked up at once by `missing`. */
 const MISSING_SLICE = 256;
 
+/** How long a count of the cache's paths is reused (see `count`). */
+const COUNT_TTL_MS = 10_000;
+
 /** Narinfos kept in memory (a few hundred bytes each). */
 const NARINFO_CACHE_ENTRIES = 200_000;
 
@@ -146,6 +149,7 @@ export class CacheStore {
     const hash = hashPart(storePath.slice(STORE_DIR.length + 1));
     if (await this.storage.putNarinfo(hash, text)) {
       this.remember(hash, text, info);
+      this.counting = null;
       return info;
     }
     this.published.delete(hash);
@@ -185,10 +189,24 @@ export class CacheStore {
     return (await this.lookup(hash, false))?.info.storePath ?? null;
   }
 
-  /** How many paths the cache holds (one narinfo each). */
+  /**
+   * How many paths the cache holds (one narinfo each), for the cluster status. Counted again at most
+   * every COUNT_TTL_MS, or after this process published a path: in a bucket a count is a listing
+   * request per 1,000 paths. Another coordinator's uploads show within that time.
+   */
   async count(): Promise<number> {
-    return (await this.storage.listNarinfos()).length;
+    if (!this.counting || Date.now() - this.counting.at > COUNT_TTL_MS) {
+      const counting = { at: Date.now(), n: this.storage.listNarinfos().then((l) => l.length) };
+      // A failed count is not kept: the next status asks the storage again.
+      counting.n.catch(() => {
+        if (this.counting === counting) this.counting = null;
+      });
+      this.counting = counting;
+    }
+    return this.counting.n;
   }
+
+  private counting: { at: number; n: Promise<number> } | null = null;
 
   /** Every store path in the cache (for listings and tests). */
   async list(): Promise<string[]> {
