@@ -71,6 +71,8 @@ describe('internal errors', () => {
       expect(id2).not.toBe(id);
       loggedFor(log.records, id2);
     },
+    // The first PGlite of a run compiles its WebAssembly: slow on a loaded machine.
+    180_000,
   );
 
   it('the database dropped under a running coordinator: generic INTERNAL, the reason in the log', async () => {
