@@ -33,6 +33,13 @@ const SYSTEM = [
   { need: 'cpio', pkg: 'cpio', why: 'building the microVM initramfs' },
   { need: 'chromium', pkg: 'chromium', why: 'dashboard tests' },
   { need: 'openssl', pkg: 'openssl', why: 'the TLS test makes a self-signed certificate' },
+  // The agent compiles its small task supervisor once (cc -static): gcc, and libc6-dev for the static libc.
+  { need: 'cc', pkg: 'gcc', why: "compiles the agent's task supervisor" },
+  {
+    file: `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/libc.a`,
+    pkg: 'libc6-dev',
+    why: "the static libc of the agent's task supervisor",
+  },
 ];
 
 const onPath = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
