@@ -128,7 +128,7 @@ export async function main(): Promise<Record<string, number>> {
     const url = `http://127.0.0.1:${addr.port}`;
 
     t = performance.now();
-    const pushed = await pushClosure({ coordinator: url, paths: [root], concurrency: 4 });
+    const pushed = await pushClosure({ coordinator: url, paths: [root] });
     const pushS = (performance.now() - t) / 1000;
     // The anchor: nix's own copy of the same closure into a file:// binary cache (zstd, as issue 17 measured).
     t = performance.now();

@@ -1,18 +1,18 @@
 /**
- * `mxc push`'s engine: uploads the closure of some store paths to the coordinator's binary cache,
- * only the paths it lacks, references before referrers, a few at a time, each NAR streamed from
- * `nix-store --dump` straight into the request body.
+ * `mxc push`'s engine: uploads the closure of some store paths to the coordinator's binary cache, only
+ * the paths it lacks, references before referrers, as batch uploads (many NARs in one request body,
+ * spec/cache.ts), each NAR streamed as it is read; small NARs are read a few paths ahead.
  */
 
 import http from 'node:http';
 import https from 'node:https';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type CommandError, runStreaming } from '../lib/exec.js';
 import { narStream } from '../lib/nar-dump.js';
-import { hashPart, STORE_DIR } from '../lib/nar-info.js';
-import { closureOf } from '../lib/nix.js';
-import { type PathInfo, queryPathInfos } from '../lib/path-info.js';
+import { STORE_DIR } from '../lib/nar-info.js';
+import { type PathInfo, queryClosureInfos } from '../lib/path-info.js';
+import { MAX_BATCH_NARS, NAR_BATCH_MEDIA_TYPE, NarBatchAnswer, type NarBatchHeader } from '../spec/cache.js';
 
 export interface PushProgress {
   pathsDone: number;
@@ -29,8 +29,6 @@ export interface PushOptions {
   token?: string;
   /** Roots; their closure is computed with `nix-store -qR`. */
   paths: string[];
-  /** Uploads in flight at once; default 4. */
-  concurrency?: number;
   onProgress?: (p: PushProgress) => void;
   signal?: AbortSignal;
   /** How NARs are produced; default `node` (no process per path), `nix-store` pipes `nix-store --dump`. */
@@ -38,7 +36,7 @@ export interface PushOptions {
 }
 
 export interface PushResult {
-  /** Store paths uploaded by this run, in upload completion order. */
+  /** Store paths this run sent and the cache now holds, references first. */
   uploaded: string[];
   /** Closure paths the cache already held. */
   skipped: number;
@@ -58,10 +56,10 @@ export class PushError extends Error {
   }
 }
 
-/** The closure in the local store; a root that is not there is the user's mistake, said plainly. */
-async function localClosure(paths: string[], signal?: AbortSignal): Promise<string[]> {
+/** The closure in the local store with each path's info; a root that is not there is the user's mistake, said plainly. */
+async function localClosure(paths: string[], signal?: AbortSignal): Promise<PathInfo[]> {
   try {
-    return await closureOf(paths, { signal });
+    return await queryClosureInfos(paths, { signal });
   } catch (err) {
     const stderr = (err as CommandError).stderr ?? '';
     const gone = [...stderr.matchAll(/path '([^']+)' is not valid/g)].map((m) => m[1]!);
@@ -75,15 +73,22 @@ async function localClosure(paths: string[], signal?: AbortSignal): Promise<stri
   }
 }
 
-/** Longest X-Nix-References header we send as basenames; past it we send hash parts (the cache resolves them). */
-const MAX_REFS_HEADER = 8 * 1024;
+/** Uncompressed bytes per batch request (a NAR larger than this goes alone). */
+const BATCH_BYTES = 256 * 1024 * 1024;
 
 /** Pushes the closure of `opts.paths`; safe to re-run after a failure (it resumes per path). */
 export async function pushClosure(opts: PushOptions): Promise<PushResult> {
   const base = new URL(opts.coordinator.endsWith('/') ? opts.coordinator : `${opts.coordinator}/`);
   const closure = await localClosure(opts.paths, opts.signal);
-  const missing = await askMissing(base, opts.token, closure, opts.signal);
-  const infos = missing.length > 0 ? await queryPathInfos(missing, { signal: opts.signal }) : [];
+  const missing = new Set(
+    await askMissing(
+      base,
+      opts.token,
+      closure.map((i) => i.path),
+      opts.signal,
+    ),
+  );
+  const infos = referencesFirst(closure.filter((i) => missing.has(i.path)));
   const progress: PushProgress = {
     pathsDone: 0,
     pathsTotal: infos.length,
@@ -91,74 +96,74 @@ export async function pushClosure(opts: PushOptions): Promise<PushResult> {
     bytesTotal: infos.reduce((n, i) => n + i.narSize, 0),
   };
   opts.onProgress?.({ ...progress });
-  const uploaded = await uploadInOrder(infos, Math.max(1, opts.concurrency ?? 4), async (info) => {
-    progress.current = info.path;
-    await uploadPath(base, opts.token, info, opts.narSource ?? 'node', opts.signal, (n) => {
-      progress.bytesDone += n;
-      opts.onProgress?.({ ...progress, current: info.path });
+  const uploaded: string[] = [];
+  // One batch after another: a later batch may reference paths of an earlier one.
+  for (const batch of batchesOf(infos, MAX_BATCH_NARS, BATCH_BYTES)) {
+    const stored = await uploadBatch(base, opts.token, batch, opts.narSource ?? 'node', opts.signal, {
+      onBytes: (n, path) => {
+        progress.bytesDone += n;
+        opts.onProgress?.({ ...progress, current: path });
+      },
+      onPath: () => {
+        progress.pathsDone++;
+        opts.onProgress?.({ ...progress, current: undefined });
+      },
     });
-    progress.pathsDone++;
-    opts.onProgress?.({ ...progress, current: undefined });
-  });
-  return { uploaded, skipped: closure.length - missing.length, bytes: progress.bytesDone };
+    uploaded.push(...stored);
+  }
+  return { uploaded, skipped: closure.length - missing.size, bytes: progress.bytesDone };
 }
 
-/**
- * Runs `upload` for every path once all of its references in `infos` are done, at most `limit` at
- * a time. The first failure stops new uploads; the ones in flight finish before it is thrown.
- */
-export async function uploadInOrder(
-  infos: PathInfo[],
-  limit: number,
-  upload: (info: PathInfo) => Promise<void>,
-): Promise<string[]> {
+/** The paths ordered so that every path comes after the ones it references (among them). */
+export function referencesFirst(infos: readonly PathInfo[]): PathInfo[] {
   const byPath = new Map(infos.map((i) => [i.path, i]));
   const waitingOn = new Map<string, number>();
   const dependents = new Map<string, string[]>();
   for (const info of infos) {
     const deps = new Set(info.references.filter((r) => r !== info.path && byPath.has(r)));
     waitingOn.set(info.path, deps.size);
-    for (const d of deps) dependents.set(d, [...(dependents.get(d) ?? []), info.path]);
+    for (const d of deps) {
+      const list = dependents.get(d);
+      if (list) list.push(info.path);
+      else dependents.set(d, [info.path]);
+    }
   }
   const ready = infos.filter((i) => waitingOn.get(i.path) === 0).map((i) => i.path);
-  const done: string[] = [];
-  let failure: unknown = null;
-  let inFlight = 0;
-  await new Promise<void>((resolve) => {
-    const pump = (): void => {
-      while (failure === null && inFlight < limit && ready.length > 0) {
-        const path = ready.shift()!;
-        inFlight++;
-        upload(byPath.get(path)!).then(
-          () => {
-            inFlight--;
-            done.push(path);
-            for (const dep of dependents.get(path) ?? []) {
-              const left = waitingOn.get(dep)! - 1;
-              waitingOn.set(dep, left);
-              if (left === 0) ready.push(dep);
-            }
-            pump();
-          },
-          (err: unknown) => {
-            inFlight--;
-            failure ??= err;
-            pump();
-          },
-        );
-      }
-      if (inFlight === 0) resolve();
-    };
-    pump();
-  });
-  if (failure !== null) throw failure;
-  if (done.length !== infos.length) {
+  const out: PathInfo[] = [];
+  for (let k = 0; k < ready.length; k++) {
+    const path = ready[k]!;
+    out.push(byPath.get(path)!);
+    for (const dep of dependents.get(path) ?? []) {
+      const left = waitingOn.get(dep)! - 1;
+      waitingOn.set(dep, left);
+      if (left === 0) ready.push(dep);
+    }
+  }
+  if (out.length !== byPath.size) {
     throw new PushError(
       'PUSH_CYCLE',
       'some paths reference each other in a cycle; nix stores cannot contain that',
     );
   }
-  return done;
+  return out;
+}
+
+/** Consecutive slices of at most `maxPaths` paths and `maxBytes` NAR bytes (a larger NAR alone). */
+export function batchesOf(ordered: readonly PathInfo[], maxPaths: number, maxBytes: number): PathInfo[][] {
+  const out: PathInfo[][] = [];
+  let cur: PathInfo[] = [];
+  let bytes = 0;
+  for (const info of ordered) {
+    if (cur.length > 0 && (cur.length >= maxPaths || bytes + info.narSize > maxBytes)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(info);
+    bytes += info.narSize;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
 }
 
 function authHeaders(token: string | undefined): Record<string, string> {
@@ -220,22 +225,6 @@ function errorFrom(status: number, body: unknown, text: string, url: URL): PushE
   return new PushError('PUSH_HTTP_ERROR', `${url} answered ${status}: ${text.slice(0, 300)}`);
 }
 
-function referencesHeader(info: PathInfo): string {
-  const bases = info.references.map((r) => r.slice(STORE_DIR.length + 1)).join(' ');
-  if (bases.length <= MAX_REFS_HEADER) return bases;
-  return info.references.map((r) => hashPart(r.slice(STORE_DIR.length + 1))).join(' ');
-}
-
-class ByteCounter extends Transform {
-  constructor(private readonly onBytes: (n: number) => void) {
-    super();
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.onBytes(chunk.length);
-    cb(null, chunk);
-  }
-}
-
 /** Where a NAR comes from: read in-process (default), or `nix-store --dump` piped in. */
 export type NarSource = 'node' | 'nix-store';
 
@@ -280,29 +269,96 @@ async function produceNar(path: string, source: NarSource, signal?: AbortSignal)
   };
 }
 
-/** PUTs one path: its NAR is the streamed body; the claim travels in X-Nix-* headers. */
-async function uploadPath(
-  base: URL,
-  token: string | undefined,
-  info: PathInfo,
+/** NARs of at most this size are read ahead into memory, this many paths ahead of the one being sent. */
+const READ_AHEAD_MAX_NAR = 4 * 1024 * 1024;
+const READ_AHEAD_PATHS = 8;
+
+/** A produced NAR read whole (small paths: reading several at once hides the per-file waits). */
+async function readWhole(path: string, source: NarSource, signal?: AbortSignal): Promise<Buffer[]> {
+  const nar = await produceNar(path, source, signal);
+  const chunks: Buffer[] = [];
+  for await (const c of nar.stream as AsyncIterable<Buffer>) chunks.push(c);
+  await nar.finished();
+  return chunks;
+}
+
+/** One batch frame's header: u32 big-endian length, then the JSON claim (spec/cache.ts NarBatchHeader). */
+function frameHeader(info: PathInfo): Buffer {
+  const header: NarBatchHeader = {
+    path: info.path.slice(STORE_DIR.length + 1),
+    nar_hash: info.narHash,
+    nar_size: info.narSize,
+    references: info.references.map((r) => r.slice(STORE_DIR.length + 1)),
+    ...(info.deriver ? { deriver: info.deriver.slice(STORE_DIR.length + 1) } : {}),
+  };
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(json.length);
+  return Buffer.concat([len, json]);
+}
+
+/** The batch body: every path's frame, in order, then the end mark; small NARs are read ahead. */
+async function* batchBody(
+  batch: readonly PathInfo[],
+  headers: readonly Buffer[],
   source: NarSource,
   signal: AbortSignal | undefined,
-  onBytes: (n: number) => void,
-): Promise<void> {
-  const basename = info.path.slice(STORE_DIR.length + 1);
-  const url = new URL(`api/cache/nar/${encodeURIComponent(basename)}`, base);
-  const headers: Record<string, string | number> = {
-    'content-type': 'application/octet-stream',
-    'content-length': info.narSize,
-    'x-nix-nar-hash': info.narHash,
-    'x-nix-nar-size': info.narSize,
-    'x-nix-references': referencesHeader(info),
-    ...authHeaders(token),
+  on: { onBytes: (n: number, path: string) => void; onPath: () => void },
+): AsyncGenerator<Buffer> {
+  const ahead = new Map<number, Promise<Buffer[]>>();
+  const readAhead = (from: number) => {
+    for (let j = from; j < Math.min(batch.length, from + READ_AHEAD_PATHS); j++) {
+      if (ahead.has(j) || batch[j]!.narSize > READ_AHEAD_MAX_NAR) continue;
+      const p = readWhole(batch[j]!.path, source, signal);
+      p.catch(() => {}); // awaited in turn; a failure must not go unhandled meanwhile
+      ahead.set(j, p);
+    }
   };
-  if (info.deriver) headers['x-nix-deriver'] = info.deriver.slice(STORE_DIR.length + 1);
+  for (const [i, info] of batch.entries()) {
+    readAhead(i);
+    yield headers[i]!;
+    const whole = ahead.get(i);
+    ahead.delete(i);
+    if (whole) {
+      for (const c of await whole) {
+        on.onBytes(c.length, info.path);
+        yield c;
+      }
+    } else {
+      const nar = await produceNar(info.path, source, signal);
+      try {
+        for await (const c of nar.stream as AsyncIterable<Buffer>) {
+          on.onBytes(c.length, info.path);
+          yield c;
+        }
+      } catch (err) {
+        await nar.cancel();
+        throw err;
+      }
+      await nar.finished();
+    }
+    on.onPath();
+  }
+  yield Buffer.alloc(4); // the end mark: a zero header length
+}
 
-  const nar = await produceNar(info.path, source, signal);
-  const req = (url.protocol === 'https:' ? https : http).request(url, { method: 'PUT', headers, signal });
+/** POSTs one batch; returns the paths it stored, in order. */
+async function uploadBatch(
+  base: URL,
+  token: string | undefined,
+  batch: readonly PathInfo[],
+  source: NarSource,
+  signal: AbortSignal | undefined,
+  on: { onBytes: (n: number, path: string) => void; onPath: () => void },
+): Promise<string[]> {
+  const url = new URL('api/cache/nars', base);
+  const frames = batch.map(frameHeader);
+  const length = frames.reduce((n, f, i) => n + f.length + batch[i]!.narSize, 4);
+  const req = (url.protocol === 'https:' ? https : http).request(url, {
+    method: 'POST',
+    headers: { 'content-type': NAR_BATCH_MEDIA_TYPE, 'content-length': length, ...authHeaders(token) },
+    signal,
+  });
   const response = new Promise<{ status: number; text: string }>((resolve, reject) => {
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
@@ -314,39 +370,35 @@ async function uploadPath(
     });
     req.on('error', reject);
   });
-  // The server may answer (and close) before reading the whole body, e.g. to refuse it; then the
-  // answer matters, not the broken pipe.
-  const sent = pipeline(nar.stream, new ByteCounter(onBytes), req).catch((err: unknown) => err);
+  // The server may answer (and close) before reading the whole body, e.g. to refuse a NAR; then the
+  // answer matters, not the broken pipe. A failure to read a NAR here is reported as such.
+  let produceError: unknown = null;
+  const body = Readable.from(batchBody(batch, frames, source, signal, on), { objectMode: false });
+  body.on('error', (err) => {
+    produceError ??= err;
+  });
+  const sent = pipeline(body, req).catch((err: unknown) => err);
   let answer: { status: number; text: string };
   try {
     answer = await response;
   } catch (err) {
-    await nar.cancel();
-    throw new PushError(
-      'PUSH_UPLOAD_FAILED',
-      `uploading ${info.path} to ${base.origin} failed: ${String(err)}`,
-      {
-        cause: err,
-      },
-    );
+    if (produceError instanceof PushError) throw produceError;
+    throw new PushError('PUSH_UPLOAD_FAILED', `uploading to ${base.origin} failed: ${String(err)}`, {
+      cause: produceError ?? err,
+    });
   }
-  let body: unknown = null;
+  let json: unknown = null;
   try {
-    body = JSON.parse(answer.text);
+    json = JSON.parse(answer.text);
   } catch {
     // Reported with the status.
   }
   if (answer.status >= 400) {
-    await nar.cancel();
-    throw errorFrom(answer.status, body, answer.text, url);
+    body.destroy();
+    throw errorFrom(answer.status, json, answer.text, url);
   }
-  // Already in the cache: the server answered without reading the body, so the NAR is cut short.
-  if ((body as { data?: { created?: unknown } } | null)?.data?.created === false) {
-    await nar.cancel();
-    await sent;
-    return;
-  }
-  // The server verified the hash of all it got before answering 2xx, so a late socket error is harmless.
   await sent;
-  await nar.finished();
+  const parsed = NarBatchAnswer.safeParse(json);
+  if (!parsed.success) throw new PushError('PUSH_BAD_RESPONSE', `${url} answered without data.stored`);
+  return parsed.data.data.stored.map((p) => p.path);
 }

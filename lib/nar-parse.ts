@@ -99,10 +99,10 @@ function* narGrammar(fail: (msg: string) => never): Generator<Need, void, Buffer
 }
 
 /**
- * A pass-through stream that fails (with NarFormatError) as soon as its input stops being a NAR, and at
- * the end when the NAR is incomplete or followed by anything.
+ * The NAR grammar fed chunk by chunk: `feed` throws NarFormatError as soon as the input stops being a
+ * NAR, `end` when it is incomplete. Used whole (`checkNar`) or as a stream (`NarValidator`).
  */
-export class NarValidator extends Transform {
+export class NarChecker {
   private readonly parser: Generator<Need, void, Buffer>;
   private need: Need | null;
   private offset = 0;
@@ -111,7 +111,6 @@ export class NarValidator extends Transform {
   private done = false;
 
   constructor() {
-    super();
     this.parser = narGrammar((msg) => {
       throw new NarFormatError(msg, this.offset);
     });
@@ -127,22 +126,12 @@ export class NarValidator extends Transform {
     return r.value;
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    try {
-      this.feed(chunk);
-    } catch (err) {
-      cb(err as Error);
-      return;
-    }
-    cb(null, chunk);
+  /** Checks that the whole input so far was read to its end. */
+  end(): void {
+    if (!this.done) throw new NarFormatError('the NAR ends early', this.offset);
   }
 
-  override _flush(cb: TransformCallback): void {
-    if (!this.done) cb(new NarFormatError('the NAR ends early', this.offset));
-    else cb();
-  }
-
-  private feed(chunk: Buffer): void {
+  feed(chunk: Buffer): void {
     let buf = chunk;
     while (buf.length > 0) {
       if (this.done) throw new NarFormatError('bytes follow the end of the NAR', this.offset);
@@ -168,5 +157,40 @@ export class NarValidator extends Transform {
         this.need = this.next(got);
       }
     }
+  }
+}
+
+/** Throws NarFormatError unless `nar` is exactly one well-formed NAR. */
+export function checkNar(nar: Buffer): void {
+  const checker = new NarChecker();
+  checker.feed(nar);
+  checker.end();
+}
+
+/**
+ * A pass-through stream that fails (with NarFormatError) as soon as its input stops being a NAR, and at
+ * the end when the NAR is incomplete or followed by anything.
+ */
+export class NarValidator extends Transform {
+  private readonly checker = new NarChecker();
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      this.checker.feed(chunk);
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    try {
+      this.checker.end();
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
+    cb();
   }
 }

@@ -30,7 +30,28 @@ const PathInfoJson = z.array(
 const BATCH = 500;
 
 /** Path info for each given path, in input order; throws naming a path that is not valid locally. */
-export async function queryPathInfos(paths: readonly string[], opts: RunOptions = {}): Promise<PathInfo[]> {
+export function queryPathInfos(paths: readonly string[], opts: RunOptions = {}): Promise<PathInfo[]> {
+  return pathInfos(paths, [], opts);
+}
+
+/**
+ * Path info for the whole closure of the given paths (each path once), from one `nix path-info
+ * --recursive` per batch of roots instead of a closure query followed by a path-info query.
+ */
+export async function queryClosureInfos(
+  roots: readonly string[],
+  opts: RunOptions = {},
+): Promise<PathInfo[]> {
+  const seen = new Map<string, PathInfo>();
+  for (const info of await pathInfos(roots, ['--recursive'], opts)) seen.set(info.path, info);
+  return [...seen.values()];
+}
+
+async function pathInfos(
+  paths: readonly string[],
+  flags: readonly string[],
+  opts: RunOptions,
+): Promise<PathInfo[]> {
   const out: PathInfo[] = [];
   for (let i = 0; i < paths.length; i += BATCH) {
     const batch = paths.slice(i, i + BATCH);
@@ -42,6 +63,7 @@ export async function queryPathInfos(paths: readonly string[], opts: RunOptions 
         ...NIX_OFFLINE_OPTIONS,
         'path-info',
         '--json',
+        ...flags,
         ...batch,
       ],
       opts,

@@ -31,9 +31,11 @@ const PART_NAMES: Record<string, string> = {
   headers: 'headers',
 };
 
-/** Routes that serve other protocols than the JSON API: the dashboard's pages and the Nix binary cache. */
+/**
+ * Routes of the JSON API (the cache's upload side included); the others serve other protocols: the
+ * dashboard's pages and the Nix binary cache's read side (`/cache/…`, Nix's own text formats).
+ */
 export function isJsonApiRoute(url: string): boolean {
-  if (url.startsWith('/api/cache/')) return false;
   return url.startsWith('/api/') || url === '/healthz' || url === '/metrics';
 }
 

@@ -28,17 +28,42 @@ export function parseUploadClaim(
   query: Record<string, string | undefined>,
   maxNarBytes: number,
 ): IngestClaim {
-  const hashText = field(headers, query, 'x-nix-nar-hash', 'narHash');
+  const sizeText = field(headers, query, 'x-nix-nar-size', 'narSize');
+  return claimOf(
+    {
+      narHash: field(headers, query, 'x-nix-nar-hash', 'narHash'),
+      narSize: sizeText && /^\d+$/.test(sizeText.trim()) ? Number(sizeText) : (sizeText ?? null),
+      references: (field(headers, query, 'x-nix-references', 'references') ?? '').split(/[\s,]+/),
+      deriver: field(headers, query, 'x-nix-deriver', 'deriver'),
+    },
+    maxNarBytes,
+  );
+}
+
+/**
+ * A claim from its fields as sent (a single upload's headers, or the JSON header of a NAR in a batch);
+ * the same checks and the same coded refusals for both.
+ */
+export function claimOf(
+  sent: {
+    narHash: string | undefined;
+    /** Bytes; anything else (the text sent, or null) is refused naming what was sent. */
+    narSize: number | string | null;
+    references: readonly string[];
+    deriver?: string;
+  },
+  maxNarBytes: number,
+): IngestClaim {
+  const hashText = sent.narHash;
   const narHash = hashText ? parseSha256(hashText.trim()) : null;
   if (!narHash) {
     throw bad(
       `X-Nix-Nar-Hash must be the NAR's sha256 as nix prints it (sha256:<base32>, sha256:<hex> or sha256-<base64>), got ${JSON.stringify(hashText ?? null)}`,
     );
   }
-  const sizeText = field(headers, query, 'x-nix-nar-size', 'narSize');
-  const narSize = Number(sizeText);
-  if (!sizeText || !/^\d+$/.test(sizeText.trim()) || !Number.isSafeInteger(narSize)) {
-    throw bad(`X-Nix-Nar-Size must be the NAR size in bytes, got ${JSON.stringify(sizeText ?? null)}`);
+  const narSize = sent.narSize;
+  if (typeof narSize !== 'number' || !Number.isSafeInteger(narSize) || narSize < 0) {
+    throw bad(`X-Nix-Nar-Size must be the NAR size in bytes, got ${JSON.stringify(narSize)}`);
   }
   if (narSize > maxNarBytes) {
     throw new CacheError(
@@ -48,7 +73,7 @@ export function parseUploadClaim(
     );
   }
   const references: string[] = [];
-  for (const ref of (field(headers, query, 'x-nix-references', 'references') ?? '').split(/[\s,]+/)) {
+  for (const ref of sent.references) {
     if (!ref) continue;
     // A bare hash part is enough: references must already be in the cache, which knows their names.
     if (STORE_HASH_RE.test(ref)) {
@@ -60,7 +85,7 @@ export function parseUploadClaim(
       throw new CacheError('CACHE_INVALID_PATH', 400, `reference ${JSON.stringify(ref)} is not a store path`);
     references.push(`${STORE_DIR}/${base}`);
   }
-  const deriverText = field(headers, query, 'x-nix-deriver', 'deriver')?.trim();
+  const deriverText = sent.deriver?.trim();
   let deriver: string | undefined;
   if (deriverText && deriverText !== 'unknown-deriver') {
     const base = storeBasename(deriverText);

@@ -6,10 +6,26 @@ import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
+import { serializerCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { type ZodType, z } from 'zod';
+import { ApiError } from '../../spec/api.js';
+import {
+  CacheKeyAnswer,
+  MAX_BATCH_NARS,
+  MAX_MISSING_PATHS,
+  MissingAnswer,
+  MissingRequest,
+  NAR_BATCH_MEDIA_TYPE,
+  NarBatchAnswer,
+  type StoredPath,
+  UploadAnswer,
+} from '../../spec/cache.js';
 import type { S3Location } from '../../spec/s3-location.js';
+import { MxcError } from '../errors.js';
+import { ingestBatch } from './batch.js';
 import { parseUploadClaim } from './claim.js';
 import { CacheError, sendCacheError } from './errors.js';
+import type { IngestResult } from './ingest.js';
 import {
   DEFAULT_KEY_NAME,
   loadKeyFile,
@@ -117,18 +133,45 @@ export async function openCacheStore(
   return store;
 }
 
-/** Most paths one `POST /api/cache/missing` may ask about; `mxc push` asks in slices of this size. */
-export const MAX_MISSING_PATHS = 10_000;
+export { MAX_MISSING_PATHS } from '../../spec/cache.js';
 
-const MissingBody = z
-  .object({
-    paths: z
-      .array(z.string().max(400))
-      .max(MAX_MISSING_PATHS, `at most ${MAX_MISSING_PATHS} paths per request; ask in slices`),
-  })
-  .strict();
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n';
+
+/** Coded refusals, as every cache route sends them. */
+const refusals = { '4XX': ApiError, '5XX': ApiError } as const;
+
+const text = (description: string, type: string) => ({
+  description,
+  content: { [type]: { schema: z.string() } },
+});
+
+/** A path parameter as fastify hands it over; its form is checked by the handler (coded refusals). */
+const FileParams = z.object({ file: z.string().max(1024) });
+const WildcardParams = z.object({ '*': z.string().max(1024) });
+/** A single upload's claim may come in the query instead of X-Nix-* headers (see claim.ts). */
+const ClaimQuery = z.object({
+  narHash: z.string().max(200).optional(),
+  narSize: z.string().max(40).optional(),
+  references: z
+    .string()
+    .max(1024 * 1024)
+    .optional(),
+  deriver: z.string().max(400).optional(),
+});
+
+/** What the upload side answers for one stored path. */
+function storedPath(result: IngestResult): StoredPath {
+  const { info } = result;
+  return {
+    path: info.storePath,
+    created: result.created,
+    nar_hash: info.narHash,
+    nar_size: info.narSize,
+    file_size: info.fileSize,
+  };
+}
 
 /** Registered with `app.register(cachePlugin, opts)`; routes are absolute, not prefixed. */
 export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Promise<void> {
@@ -136,6 +179,44 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
   // A store passed in belongs to the caller; one opened here is closed with the app.
   if (!opts.store) app.addHook('onClose', () => store.close());
   const maxNarBytes = store.maxNarBytes;
+  const r = app.withTypeProvider<ZodTypeProvider>();
+
+  // The cache's refusals keep their own codes (CACHE_…), with or without the coordinator's app around it.
+  app.setValidatorCompiler(({ schema, httpPart }) => (value: unknown) => {
+    const parsed = (schema as unknown as ZodType).safeParse(value);
+    if (parsed.success) return { value: parsed.data };
+    const where = httpPart === 'body' ? 'the body must be {"paths": [store paths…]}' : `bad ${httpPart}`;
+    return {
+      error: new CacheError(
+        'CACHE_BAD_REQUEST',
+        400,
+        `${where}: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`,
+      ),
+    };
+  });
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
+    if (err instanceof CacheError) return sendCacheError(reply, err);
+    // The app's access hook refuses with its own coded errors (CACHE_UNAUTHORIZED, CACHE_FORBIDDEN, …).
+    if (err instanceof MxcError && err.status < 500) {
+      return reply
+        .code(err.status)
+        .send({ error: { code: err.code, message: err.message, details: err.details } });
+    }
+    const status = err.statusCode ?? 500;
+    if (status >= 500) {
+      req.log.error({ err }, 'internal error in the binary cache');
+      return reply.code(500).send({
+        error: {
+          code: 'INTERNAL',
+          message: `internal error; the coordinator log has the details (request id ${req.id})`,
+        },
+      });
+    }
+    // fastify's own refusals (a body it could not parse, …) in the cache's words.
+    if (!SAFE.has(req.method)) reply.header('connection', 'close');
+    return reply.code(status).send({ error: { code: 'CACHE_BAD_REQUEST', message: err.message } });
+  });
 
   const guard = (access: 'read' | 'write') => async (req: FastifyRequest, reply: FastifyReply) => {
     if (!opts.authorize || opts.authorize(req, access)) return;
@@ -148,6 +229,8 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
       },
     });
   };
+  const read = opts.authorize ? { onRequest: guard('read') } : {};
+  const write = opts.authorize ? { onRequest: guard('write') } : {};
 
   // Upload bodies stay streams (parsed by nobody) so a NAR is never held in memory. Any content type
   // gets here so the handler can answer a wrong one with a coded error instead of fastify's own.
@@ -159,81 +242,131 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
   app.addContentTypeParser('application/octet-stream', passStream);
   app.addContentTypeParser('*', passStream);
 
-  app.get(
+  r.get(
     '/cache/nix-cache-info',
-    { onRequest: guard('read'), config: { access: 'cache-read' } },
+    {
+      ...read,
+      config: { access: 'cache-read' },
+      schema: {
+        summary: 'Nix binary cache description (store dir, priority)',
+        tags: ['cache'],
+        response: { 200: text('nix-cache-info', 'text/x-nix-cache-info'), ...refusals },
+      },
+    },
     async (_req, reply) => reply.type('text/x-nix-cache-info').send(NIX_CACHE_INFO),
   );
 
-  app.get<{ Params: { file: string } }>(
+  r.get(
     '/cache/:file',
-    { onRequest: guard('read'), config: { access: 'cache-read' } },
-    (req, reply) => {
+    {
+      ...read,
+      config: { access: 'cache-read' },
+      schema: {
+        summary: 'The signed narinfo of a store path, by hash part (`<hash>.narinfo`)',
+        tags: ['cache'],
+        params: FileParams,
+        response: {
+          200: text('a narinfo', 'text/x-nix-narinfo'),
+          404: text('not in this cache', 'text/plain'),
+          ...refusals,
+        },
+      },
+    },
+    (req, reply): void => {
       const { file } = req.params;
-      if (!file.endsWith('.narinfo')) return reply.code(404).type('text/plain').send('not found\n');
+      if (!file.endsWith('.narinfo')) {
+        reply.code(404).type('text/plain').send('not found\n');
+        return;
+      }
       const hash = file.slice(0, -'.narinfo'.length);
       // The hot path of every substitution: a published narinfo is answered from memory, no I/O.
       const hit = store.cachedNarinfo(hash);
-      if (hit) return reply.type('text/x-nix-narinfo').send(hit.text);
-      return store.narinfoText(hash).then(
+      if (hit) {
+        reply.type('text/x-nix-narinfo').send(hit.text);
+        return;
+      }
+      store.narinfoText(hash).then(
         (text) =>
           // Nix reads any 404 as "not in this cache"; other statuses would disable the substituter.
           text === null
             ? reply.code(404).type('text/plain').send('not found\n')
             : reply.type('text/x-nix-narinfo').send(text),
-        (err) => sendCacheError(reply, err),
+        (err: unknown) => sendCacheError(reply, err),
       );
     },
   );
 
-  app.get<{ Params: { file: string } }>(
+  r.get(
     '/cache/nar/:file',
-    { onRequest: guard('read'), config: { access: 'cache-read' } },
+    {
+      ...read,
+      config: { access: 'cache-read' },
+      schema: {
+        summary: 'A compressed NAR, by the name its narinfo gives',
+        tags: ['cache'],
+        params: FileParams,
+        response: {
+          200: text('the compressed NAR', 'application/x-nix-nar'),
+          404: text('not in this cache', 'text/plain'),
+          ...refusals,
+        },
+      },
+    },
     async (req, reply) => {
-      try {
-        const nar = await store.getNar(req.params.file);
-        if (!nar) return reply.code(404).type('text/plain').send('not found\n');
-        reply
-          .header('content-length', nar.size)
-          .header('cache-control', 'public, max-age=31536000, immutable');
-        return reply.type('application/x-nix-nar').send(nar.stream);
-      } catch (err) {
-        return sendCacheError(reply, err);
-      }
+      const nar = await store.getNar(req.params.file);
+      if (!nar) return reply.code(404).type('text/plain').send('not found\n');
+      reply.header('content-length', nar.size).header('cache-control', 'public, max-age=31536000, immutable');
+      // A stream, sent as is (the declared string is what the document shows).
+      return reply.type('application/x-nix-nar').send(nar.stream as unknown as string);
     },
   );
 
-  app.get('/api/cache/key', { onRequest: guard('read'), config: { access: 'cache-read' } }, async () => ({
-    data: { name: store.key.name, public_key: store.key.publicKey },
-  }));
-
-  app.post(
-    '/api/cache/missing',
-    { onRequest: guard('write'), config: { access: 'push' }, bodyLimit: 4 * 1024 * 1024 },
-    async (req, reply) => {
-      const parsed = MissingBody.safeParse(req.body);
-      if (!parsed.success) {
-        return reply.code(400).send({
-          error: {
-            code: 'CACHE_BAD_REQUEST',
-            message: `the body must be {"paths": [store paths…]}: ${parsed.error.issues
-              .map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`)
-              .join('; ')}`,
-          },
-        });
-      }
-      try {
-        return { data: { missing: await store.missing(parsed.data.paths) } };
-      } catch (err) {
-        return sendCacheError(reply, err);
-      }
+  r.get(
+    '/api/cache/key',
+    {
+      ...read,
+      config: { access: 'cache-read' },
+      schema: {
+        summary: "The cache's public signing key (what agents and nix trust)",
+        tags: ['cache'],
+        response: { 200: CacheKeyAnswer, ...refusals },
+      },
     },
+    async () => ({ data: { name: store.key.name, public_key: store.key.publicKey } }),
+  );
+
+  r.post(
+    '/api/cache/missing',
+    {
+      ...write,
+      config: { access: 'push' },
+      bodyLimit: 4 * 1024 * 1024,
+      schema: {
+        summary: `Which of these store paths the cache lacks (at most ${MAX_MISSING_PATHS} per request)`,
+        tags: ['cache'],
+        body: MissingRequest,
+        response: { 200: MissingAnswer, ...refusals },
+      },
+    },
+    async (req) => ({ data: { missing: await store.missing(req.body.paths) } }),
   );
 
   // A wildcard, not `:name`: store path names run to 244 characters, past fastify's maxParamLength.
-  app.put<{ Params: { '*': string }; Querystring: Record<string, string | undefined> }>(
+  r.put(
     '/api/cache/nar/*',
-    { onRequest: guard('write'), config: { access: 'push' }, bodyLimit: maxNarBytes },
+    {
+      ...write,
+      config: { access: 'push' },
+      bodyLimit: maxNarBytes,
+      schema: {
+        summary:
+          'Upload one NAR (raw body); its claim in X-Nix-Nar-Hash, X-Nix-Nar-Size, X-Nix-References, X-Nix-Deriver',
+        tags: ['cache'],
+        params: WildcardParams,
+        querystring: ClaimQuery,
+        response: { 200: UploadAnswer, 201: UploadAnswer, ...refusals },
+      },
+    },
     async (req, reply) => {
       const body = req.body as Readable | undefined;
       try {
@@ -261,26 +394,62 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
           reply.header('connection', 'close');
           body.resume();
         }
-        const { info } = result;
-        return reply.code(result.created ? 201 : 200).send({
-          data: {
-            path: info.storePath,
-            created: result.created,
-            nar_hash: info.narHash,
-            nar_size: info.narSize,
-            file_size: info.fileSize,
-          },
-        });
+        return reply.code(result.created ? 201 : 200).send({ data: storedPath(result) });
       } catch (err) {
         if (body && !body.readableEnded) reply.header('connection', 'close');
-        if (err instanceof CacheError && err.code === 'CACHE_PATH_CONFLICT') {
-          req.log.warn(
-            { path: req.params['*'], by: opts.pusherOf?.(req) ?? 'anonymous', ip: req.ip },
-            'refused a second, different upload of a cached path (possible cache poisoning)',
-          );
-        }
+        if (err instanceof CacheError && err.code === 'CACHE_PATH_CONFLICT')
+          logConflict(req, req.params['*']);
         return sendCacheError(reply, err);
       }
     },
   );
+
+  r.post(
+    '/api/cache/nars',
+    {
+      ...write,
+      config: { access: 'push' },
+      bodyLimit: maxNarBytes,
+      schema: {
+        summary: `Upload up to ${MAX_BATCH_NARS} NARs in one body (${NAR_BATCH_MEDIA_TYPE}: per NAR a u32 big-endian header length, the JSON header, the NAR; a zero length ends it), references before referrers`,
+        tags: ['cache'],
+        response: { 200: NarBatchAnswer, ...refusals },
+      },
+    },
+    async (req, reply) => {
+      const body = req.body as Readable | undefined;
+      const pushedBy = opts.pusherOf?.(req) ?? 'anonymous';
+      try {
+        const type = (req.headers['content-type'] ?? '').split(';')[0].trim();
+        if (type !== NAR_BATCH_MEDIA_TYPE || !body || typeof body.pipe !== 'function') {
+          throw new CacheError(
+            'CACHE_UNSUPPORTED_MEDIA_TYPE',
+            415,
+            `send the batch as the raw request body with "Content-Type: ${NAR_BATCH_MEDIA_TYPE}"`,
+          );
+        }
+        const claimPath = opts.claimPath;
+        const results = await ingestBatch(
+          store,
+          body,
+          async (result) => {
+            await opts.onStored?.({ path: result.info.storePath, narHash: result.info.narHash, pushedBy });
+          },
+          claimPath && ((path, narHash) => claimPath({ path, narHash, pushedBy })),
+        );
+        return { data: { stored: results.map(storedPath) } };
+      } catch (err) {
+        if (body && !body.readableEnded) reply.header('connection', 'close');
+        if (err instanceof CacheError && err.code === 'CACHE_PATH_CONFLICT') logConflict(req, err.message);
+        return sendCacheError(reply, err);
+      }
+    },
+  );
+
+  function logConflict(req: FastifyRequest, what: string): void {
+    req.log.warn(
+      { path: what, by: opts.pusherOf?.(req) ?? 'anonymous', ip: req.ip },
+      'refused a second, different upload of a cached path (possible cache poisoning)',
+    );
+  }
 }

@@ -1,17 +1,19 @@
 /**
- * One upload, streamed: NAR hash and size are computed and the whole NAR's structure is checked while
- * the body is compressed into a local spool file; only when all of it matches the claim is the NAR
- * stored and then its signed narinfo published.
+ * Uploads: a NAR's hash and size are computed and its whole structure is checked while the body is
+ * compressed into a local spool file (staging; a small NAR in one piece, a large one streamed); only when
+ * all of it matches the claim is it stored and then its signed narinfo published. Staged NARs are stored
+ * and published in groups (a batch upload), so a directory syncs a group's files together.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { unlink } from 'node:fs/promises';
+import { unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createBrotliCompress, constants as zc } from 'node:zlib';
+import { promisify } from 'node:util';
+import { brotliCompress, createBrotliCompress, constants as zc } from 'node:zlib';
 import { fingerprint, hashPart, type NarInfo, renderNarInfo } from '../../lib/nar-info.js';
-import { NarFormatError, NarValidator } from '../../lib/nar-parse.js';
+import { checkNar, NarFormatError, NarValidator } from '../../lib/nar-parse.js';
 import { formatSha256, toNixBase32 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import { type CacheKey, signFingerprint } from './key.js';
@@ -41,6 +43,18 @@ export interface IngestResult {
 /** A NAR starts with the length-prefixed string "nix-archive-1". */
 const NAR_MAGIC = Buffer.concat([Buffer.from([13, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('nix-archive-1')]);
 
+/** Refuses a body whose first bytes are not (a prefix of) the NAR magic, before reading further. */
+function checkMagic(head: Buffer): void {
+  const n = Math.min(head.length, NAR_MAGIC.length);
+  if (!head.subarray(0, n).equals(NAR_MAGIC.subarray(0, n))) {
+    throw new CacheError(
+      'CACHE_NOT_A_NAR',
+      400,
+      'the upload body is not a NAR; send the output of `nix-store --dump <path>` uncompressed',
+    );
+  }
+}
+
 /** Hashes and counts the uncompressed stream, failing fast once it is longer than claimed. */
 class NarMeter extends Transform {
   readonly hash = createHash('sha256');
@@ -69,12 +83,10 @@ class NarMeter extends Transform {
     if (this.bytes > this.limit) return this.onTooLong(this.bytes);
     if (this.head.length < NAR_MAGIC.length) {
       this.head = Buffer.concat([this.head, chunk]).subarray(0, NAR_MAGIC.length);
-      if (!this.head.equals(NAR_MAGIC.subarray(0, this.head.length))) {
-        return new CacheError(
-          'CACHE_NOT_A_NAR',
-          400,
-          'the upload body is not a NAR; send the output of `nix-store --dump <path>` uncompressed',
-        );
+      try {
+        checkMagic(this.head);
+      } catch (err) {
+        return err as CacheError;
       }
     }
     return null;
@@ -98,21 +110,36 @@ export interface IngestTarget {
   readonly brotliQuality: number;
   readonly spoolDir: string;
   readonly key: CacheKey;
-  readonly storage: Pick<CacheStorage, 'putNar'>;
-  publishNarinfo(storePath: string, text: string, info: NarInfo): Promise<NarInfo>;
+  readonly storage: Pick<CacheStorage, 'putNars'>;
+  publishNarinfos(items: readonly { storePath: string; text: string; info: NarInfo }[]): Promise<NarInfo[]>;
   has(storePath: string): Promise<boolean>;
   pathOfHash(hash: string): Promise<string | null>;
 }
 
-/** Checks references, streams the body into the cache and publishes it; see the module header. */
-export async function ingestNar(
+/** Paths staged earlier in the same batch, by hash part: they count as present for references. */
+export type StagedPaths = ReadonlyMap<string, string>;
+
+/** A NAR checked against its claim and compressed into a spool file, not yet stored. */
+export interface StagedNar {
+  storePath: string;
+  /** The compressed NAR's spool file. */
+  spooled: string;
+  /** Its name under `nar/` once stored. */
+  narFileName: string;
+  /** The narinfo, signed when published. */
+  unsigned: NarInfo;
+}
+
+/**
+ * The claimed references as full store paths, each held by the cache, staged earlier in the batch, or
+ * the path itself: the cache must never hold a path whose closure it cannot serve.
+ */
+async function resolveReferences(
   store: IngestTarget,
   storePath: string,
   claim: IngestClaim,
-  body: NodeJS.ReadableStream,
-  claimPath?: ClaimPath,
-): Promise<IngestResult> {
-  // The cache must never hold a path whose closure it cannot serve, so references come first.
+  staged: StagedPaths | undefined,
+): Promise<string[]> {
   const resolved = new Set<string>();
   const absent: string[] = [];
   for (const ref of claim.references) {
@@ -120,11 +147,13 @@ export async function ingestNar(
       ? ref
       : ref === hashPart(storePath.slice(11))
         ? storePath
-        : await store.pathOfHash(ref);
-    if (full === storePath || (full && (await store.has(full)))) resolved.add(full);
+        : (staged?.get(ref) ?? (await store.pathOfHash(ref)));
+    const present =
+      full !== null &&
+      (full === storePath || staged?.get(hashPart(full.slice(11))) === full || (await store.has(full)));
+    if (present) resolved.add(full);
     else absent.push(full ?? ref);
   }
-  const references = [...resolved].sort();
   if (absent.length > 0) {
     throw new CacheError(
       'CACHE_MISSING_REFERENCES',
@@ -133,89 +162,229 @@ export async function ingestNar(
         'upload references first (`mxc push` orders the closure for you)',
     );
   }
+  return [...resolved].sort();
+}
+
+/** Checks references, then takes the body through every check into a spool file; see the module header. */
+export async function stageNar(
+  store: IngestTarget,
+  storePath: string,
+  claim: IngestClaim,
+  body: NodeJS.ReadableStream,
+  staged?: StagedPaths,
+): Promise<StagedNar> {
+  const references = await resolveReferences(store, storePath, claim, staged);
   if (claim.narSize > store.maxNarBytes) throw tooLarge(storePath, claim.narSize, store.maxNarBytes);
 
-  const tmp = join(
+  const spooled = join(
     store.spoolDir,
     `${hashPart(storePath.slice(11))}.${randomBytes(6).toString('hex')}.nar.br`,
   );
+  try {
+    const got =
+      claim.narSize <= WHOLE_NAR_MAX
+        ? await compressWhole(store, storePath, claim, body, spooled)
+        : await compressStreaming(store, storePath, claim, body, spooled);
+    if (got.narBytes !== claim.narSize) throw sizeMismatch(storePath, claim.narSize, String(got.narBytes));
+    if (!got.narHash.equals(claim.narHash)) {
+      throw new CacheError(
+        'CACHE_HASH_MISMATCH',
+        422,
+        `the NAR received for ${storePath} has hash ${formatSha256(got.narHash)}, not the claimed ` +
+          `${formatSha256(claim.narHash)}; the local path may be corrupt (try \`nix-store --verify-path ${storePath}\`)`,
+      );
+    }
+    const narFileName = `${toNixBase32(got.fileHash)}.nar.br`;
+    return {
+      storePath,
+      spooled,
+      narFileName,
+      unsigned: {
+        storePath,
+        url: `nar/${narFileName}`,
+        compression: 'br',
+        fileHash: formatSha256(got.fileHash),
+        fileSize: got.fileBytes,
+        narHash: formatSha256(got.narHash),
+        narSize: got.narBytes,
+        references,
+        deriver: claim.deriver,
+        sigs: [],
+      },
+    };
+  } catch (err) {
+    await unlink(spooled).catch(() => {});
+    throw err;
+  }
+}
+
+/** NARs up to this size are staged whole: one buffer, one compression call, one write (most paths are small). */
+const WHOLE_NAR_MAX = 1024 * 1024;
+
+interface Compressed {
+  narHash: Buffer;
+  narBytes: number;
+  fileHash: Buffer;
+  fileBytes: number;
+}
+
+const brotliParams = (store: IngestTarget, narSize: number) => ({
+  params: {
+    [zc.BROTLI_PARAM_QUALITY]: store.brotliQuality,
+    [zc.BROTLI_PARAM_SIZE_HINT]: Math.min(narSize, 2 ** 31 - 1),
+    [zc.BROTLI_PARAM_LGWIN]: 22,
+  },
+});
+
+const brotliCompressAsync = promisify(brotliCompress);
+
+const notANar = (storePath: string, err: NarFormatError) =>
+  new CacheError(
+    'CACHE_NOT_A_NAR',
+    400,
+    `the upload of ${storePath} is ${err.message}; send exactly the output of \`nix-store --dump <path>\``,
+    { cause: err },
+  );
+
+/** A small NAR: read whole (never past its claimed size), checked, hashed and compressed in one go. */
+async function compressWhole(
+  store: IngestTarget,
+  storePath: string,
+  claim: IngestClaim,
+  body: NodeJS.ReadableStream,
+  spooled: string,
+): Promise<Compressed> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      bytes += chunk.length;
+      if (bytes > claim.narSize) throw sizeMismatch(storePath, claim.narSize, `more than ${claim.narSize}`);
+      chunks.push(chunk);
+      if (bytes - chunk.length < NAR_MAGIC.length) checkMagic(Buffer.concat(chunks));
+    }
+  } catch (err) {
+    if (err instanceof CacheError) throw err;
+    throw aborted(storePath, bytes, claim.narSize, err);
+  }
+  const nar = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
+  try {
+    checkNar(nar);
+  } catch (err) {
+    if (err instanceof NarFormatError) throw notANar(storePath, err);
+    throw err;
+  }
+  const file = await brotliCompressAsync(nar, brotliParams(store, claim.narSize));
+  await writeFile(spooled, file, { mode: 0o644 });
+  return {
+    narHash: createHash('sha256').update(nar).digest(),
+    narBytes: bytes,
+    fileHash: createHash('sha256').update(file).digest(),
+    fileBytes: file.length,
+  };
+}
+
+/** A large NAR: streamed through the meters, the grammar check and brotli into the spool file. */
+async function compressStreaming(
+  store: IngestTarget,
+  storePath: string,
+  claim: IngestClaim,
+  body: NodeJS.ReadableStream,
+  spooled: string,
+): Promise<Compressed> {
   const nar = new NarMeter(Math.min(claim.narSize, store.maxNarBytes), (bytes) =>
     bytes > store.maxNarBytes
       ? tooLarge(storePath, bytes, store.maxNarBytes)
       : sizeMismatch(storePath, claim.narSize, `more than ${claim.narSize}`),
   );
   const file = new FileMeter();
-  const brotli = createBrotliCompress({
-    params: {
-      [zc.BROTLI_PARAM_QUALITY]: store.brotliQuality,
-      [zc.BROTLI_PARAM_SIZE_HINT]: Math.min(claim.narSize, 2 ** 31 - 1),
-      [zc.BROTLI_PARAM_LGWIN]: 22,
-    },
-  });
-  let stored = false;
+  const brotli = createBrotliCompress(brotliParams(store, claim.narSize));
   try {
-    try {
-      await pipeline(body, nar, new NarValidator(), brotli, file, createWriteStream(tmp, { mode: 0o644 }));
-    } catch (err) {
-      if (err instanceof CacheError) throw err;
-      if (err instanceof NarFormatError) {
-        throw new CacheError(
-          'CACHE_NOT_A_NAR',
-          400,
-          `the upload of ${storePath} is ${err.message}; send exactly the output of \`nix-store --dump <path>\``,
-          { cause: err },
-        );
-      }
-      throw new CacheError(
-        'CACHE_UPLOAD_ABORTED',
-        400,
-        `the upload of ${storePath} stopped after ${nar.bytes} of ${claim.narSize} bytes; run the push again`,
-        { cause: err },
-      );
-    }
-    if (nar.bytes !== claim.narSize) throw sizeMismatch(storePath, claim.narSize, String(nar.bytes));
-    const narHash = nar.hash.digest();
-    if (!narHash.equals(claim.narHash)) {
-      throw new CacheError(
-        'CACHE_HASH_MISMATCH',
-        422,
-        `the NAR received for ${storePath} has hash ${formatSha256(narHash)}, not the claimed ` +
-          `${formatSha256(claim.narHash)}; the local path may be corrupt (try \`nix-store --verify-path ${storePath}\`)`,
-      );
-    }
-    const fileHash = file.hash.digest();
-    const narFileName = `${toNixBase32(fileHash)}.nar.br`;
-    await store.storage.putNar(narFileName, tmp);
-    stored = true;
-    // A different upload of this path claimed first (through another coordinator, a moment ago): refused
-    // before its narinfo is published, even where the storage could not refuse a second narinfo itself.
-    // Claimed only once the NAR is stored, so an upload that fails on the way leaves no claim behind.
-    const held = await claimPath?.(storePath, formatSha256(narHash));
-    if (held !== undefined && held !== formatSha256(narHash))
-      throw pathConflict(storePath, held, formatSha256(narHash));
-
-    const unsigned: NarInfo = {
-      storePath,
-      url: `nar/${narFileName}`,
-      compression: 'br',
-      fileHash: formatSha256(fileHash),
-      fileSize: file.bytes,
-      narHash: formatSha256(narHash),
-      narSize: nar.bytes,
-      references,
-      deriver: claim.deriver,
-      sigs: [],
-    };
-    const info: NarInfo = { ...unsigned, sigs: [signFingerprint(store.key, fingerprint(unsigned))] };
-    // Another coordinator sharing the storage may have published this path meanwhile: theirs stays.
-    const published = await store.publishNarinfo(storePath, renderNarInfo(info), info);
-    if (published === info) return { created: true, info };
-    if (published.narHash === info.narHash) return { created: false, info: published };
-    throw pathConflict(storePath, published.narHash, info.narHash);
-  } finally {
-    // Only a failed upload leaves its spool file behind (a stored one was moved away).
-    if (!stored) await unlink(tmp).catch(() => {});
+    await pipeline(body, nar, new NarValidator(), brotli, file, createWriteStream(spooled, { mode: 0o644 }));
+  } catch (err) {
+    if (err instanceof CacheError) throw err;
+    if (err instanceof NarFormatError) throw notANar(storePath, err);
+    throw aborted(storePath, nar.bytes, claim.narSize, err);
   }
+  return {
+    narHash: nar.hash.digest(),
+    narBytes: nar.bytes,
+    fileHash: file.hash.digest(),
+    fileBytes: file.bytes,
+  };
+}
+
+function aborted(storePath: string, bytes: number, narSize: number, cause: unknown): CacheError {
+  return new CacheError(
+    'CACHE_UPLOAD_ABORTED',
+    400,
+    `the upload of ${storePath} stopped after ${bytes} of ${narSize} bytes; run the push again`,
+    { cause },
+  );
+}
+
+/** Drops staged NARs that will not be published. */
+export async function discardStaged(staged: readonly StagedNar[]): Promise<void> {
+  await Promise.all(staged.map((s) => unlink(s.spooled).catch(() => {})));
+}
+
+/**
+ * Stores staged NARs (together: a directory syncs them in one wait) and then publishes their signed
+ * narinfos in order, references before referrers. Another coordinator sharing the storage may have
+ * published a path meanwhile: theirs stays (same NarHash: a no-op; another: CACHE_PATH_CONFLICT).
+ * Returns one result per NAR; the first refusal is thrown after the whole group was published.
+ */
+export async function publishStaged(
+  store: IngestTarget,
+  all: readonly StagedNar[],
+  claimPath?: ClaimPath,
+): Promise<IngestResult[]> {
+  if (all.length === 0) return [];
+  try {
+    await store.storage.putNars(all.map((s) => ({ file: s.narFileName, spooled: s.spooled })));
+  } catch (err) {
+    await discardStaged(all);
+    throw err;
+  }
+  // A different upload of a path claimed first (through another coordinator, a moment ago): refused
+  // before its narinfo is published, even where the storage could not refuse a second narinfo itself.
+  // Claimed only once the NAR is stored, so an upload that fails on the way leaves no claim behind.
+  let refusal: CacheError | null = null;
+  const firsts = claimPath
+    ? await Promise.all(all.map((s) => claimPath(s.storePath, s.unsigned.narHash)))
+    : all.map((s) => s.unsigned.narHash);
+  const staged = all.filter((s, i) => {
+    if (firsts[i] === s.unsigned.narHash) return true;
+    refusal ??= pathConflict(s.storePath, firsts[i]!, s.unsigned.narHash);
+    return false;
+  });
+  const items = staged.map(({ storePath, unsigned }) => {
+    const info: NarInfo = { ...unsigned, sigs: [signFingerprint(store.key, fingerprint(unsigned))] };
+    return { storePath, text: renderNarInfo(info), info };
+  });
+  const published = await store.publishNarinfos(items);
+  const results: IngestResult[] = [];
+  for (const [i, { storePath, info }] of items.entries()) {
+    const held = published[i]!;
+    if (held === info) results.push({ created: true, info });
+    else if (held.narHash === info.narHash) results.push({ created: false, info: held });
+    else refusal ??= pathConflict(storePath, held.narHash, info.narHash);
+  }
+  if (refusal) throw refusal;
+  return results;
+}
+
+/** Stages and publishes one upload; see the module header. */
+export async function ingestNar(
+  store: IngestTarget,
+  storePath: string,
+  claim: IngestClaim,
+  body: NodeJS.ReadableStream,
+  claimPath?: ClaimPath,
+): Promise<IngestResult> {
+  const staged = await stageNar(store, storePath, claim, body);
+  const [result] = await publishStaged(store, [staged], claimPath);
+  return result!;
 }
 
 function tooLarge(storePath: string, bytes: number, max: number): CacheError {

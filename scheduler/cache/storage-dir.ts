@@ -88,6 +88,29 @@ export class DirectoryStorage implements CacheStorage {
     }
   }
 
+  async putNarinfos(items: readonly { hash: string; text: string }[]): Promise<boolean[]> {
+    const tmps = items.map(({ hash }) =>
+      join(this.spoolDir, `${hash}.${randomBytes(6).toString('hex')}.narinfo`),
+    );
+    try {
+      // Written and synced side by side (one wait for the group), then linked one by one, in order.
+      await Promise.all(items.map(({ text }, i) => writeFile(tmps[i]!, text, { mode: 0o644, flush: true })));
+      const out: boolean[] = [];
+      for (const [i, { hash }] of items.entries()) {
+        try {
+          await link(tmps[i]!, this.narinfoPath(hash));
+          out.push(true);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          out.push(false);
+        }
+      }
+      return out;
+    } finally {
+      await Promise.all(tmps.map((t) => unlink(t).catch(() => {})));
+    }
+  }
+
   async deleteNarinfo(hash: string): Promise<void> {
     await unlink(this.narinfoPath(hash)).catch(nullOnMissing);
   }
@@ -108,17 +131,26 @@ export class DirectoryStorage implements CacheStorage {
   }
 
   async putNar(file: string, spooled: string): Promise<void> {
-    const fh = await open(spooled, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(spooled, join(this.narDir, file));
+    await this.putNars([{ file, spooled }]);
+  }
+
+  async putNars(items: readonly { file: string; spooled: string }[]): Promise<void> {
+    // Synced side by side: one wait for the group instead of one per file; renamed once all are on disk.
+    await Promise.all(items.map(({ spooled }) => syncFile(spooled)));
+    await Promise.all(items.map(({ file, spooled }) => rename(spooled, join(this.narDir, file))));
   }
 
   async deleteNar(file: string): Promise<void> {
     await unlink(join(this.narDir, file)).catch(nullOnMissing);
+  }
+}
+
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.datasync();
+  } finally {
+    await fh.close();
   }
 }
 

@@ -197,6 +197,20 @@ export class S3Storage implements CacheStorage {
     await unlink(spooled);
   }
 
+  async putNars(items: readonly { file: string; spooled: string }[]): Promise<void> {
+    // A few at a time: each is its own request (or multipart upload).
+    for (let i = 0; i < items.length; i += 4) {
+      await Promise.all(items.slice(i, i + 4).map(({ file, spooled }) => this.putNar(file, spooled)));
+    }
+  }
+
+  async putNarinfos(items: readonly { hash: string; text: string }[]): Promise<boolean[]> {
+    // One after another: a referrer's narinfo never appears before its references'.
+    const out: boolean[] = [];
+    for (const { hash, text } of items) out.push(await this.putNarinfo(hash, text));
+    return out;
+  }
+
   async deleteNar(file: string): Promise<void> {
     await this.delete(`nar/${file}`);
   }

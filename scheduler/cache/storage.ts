@@ -37,6 +37,11 @@ export interface CacheStorage {
    * sharing the storage) published this hash first: the caller reads that one back.
    */
   putNarinfo(hash: string, text: string): Promise<boolean>;
+  /**
+   * `putNarinfo` for several, published in the given order (references before referrers); one answer
+   * each. A directory writes them all first and syncs them together, then links them in order.
+   */
+  putNarinfos(items: readonly { hash: string; text: string }[]): Promise<boolean[]>;
   deleteNarinfo(hash: string): Promise<void>;
   /** The hash parts of every narinfo. */
   listNarinfos(): Promise<string[]>;
@@ -48,5 +53,7 @@ export interface CacheStorage {
    * gone afterwards. NAR names are content hashes, so concurrent writers of one name write the same bytes.
    */
   putNar(file: string, spooled: string): Promise<void>;
+  /** `putNar` for several at once (a batch upload's group): a directory syncs them together. */
+  putNars(items: readonly { file: string; spooled: string }[]): Promise<void>;
   deleteNar(file: string): Promise<void>;
 }

@@ -12,7 +12,18 @@ import {
 } from '../../lib/nar-info.js';
 import { formatSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
-import { type ClaimPath, type IngestClaim, type IngestResult, ingestNar, pathConflict } from './ingest.js';
+import {
+  type ClaimPath,
+  discardStaged,
+  type IngestClaim,
+  type IngestResult,
+  ingestNar,
+  pathConflict,
+  publishStaged,
+  type StagedNar,
+  type StagedPaths,
+  stageNar,
+} from './ingest.js';
 import type { CacheKey } from './key.js';
 import type { CacheStorage, NarObject } from './storage.js';
 
@@ -158,6 +169,31 @@ export class CacheStore {
     return theirs.info;
   }
 
+  /**
+   * `publishNarinfo` for several, in order (references before referrers): for each, the narinfo now
+   * published, its own or the one another writer published first.
+   */
+  async publishNarinfos(
+    items: readonly { storePath: string; text: string; info: NarInfo }[],
+  ): Promise<NarInfo[]> {
+    const hashes = items.map(({ storePath }) => hashPart(storePath.slice(STORE_DIR.length + 1)));
+    const won = await this.storage.putNarinfos(items.map(({ text }, i) => ({ hash: hashes[i]!, text })));
+    const out: NarInfo[] = [];
+    for (const [i, { storePath, text, info }] of items.entries()) {
+      const hash = hashes[i]!;
+      if (won[i]) {
+        this.remember(hash, text, info);
+        out.push(info);
+        continue;
+      }
+      this.published.delete(hash);
+      const theirs = await this.lookup(hash);
+      if (!theirs) throw new Error(`the narinfo of ${storePath} exists but cannot be read back`);
+      out.push(theirs.info);
+    }
+    return out;
+  }
+
   /** Whether the cache holds exactly this path (same hash part and name). */
   async has(storePath: string): Promise<boolean> {
     return (await this.info(storePath)) !== null;
@@ -227,25 +263,61 @@ export class CacheStore {
     body: NodeJS.ReadableStream,
     claimPath?: ClaimPath,
   ): Promise<IngestResult> {
-    const base = storeBasename(basename);
-    if (!base || basename.includes('/')) throw invalidPath(basename);
-    const storePath = `${STORE_DIR}/${base}`;
-    const existing = await this.info(storePath);
-    if (existing) {
+    const { storePath, held } = await this.admit(basename, claim);
+    return held ?? ingestNar(this, storePath, claim, body, claimPath);
+  }
+
+  /**
+   * The first check of an upload: the store path it names, and what the cache already holds under it
+   * with the same NarHash (then nothing is to be stored). Refuses an invalid name, another NarHash for a
+   * held path (409 CACHE_PATH_CONFLICT) and another name under a held hash part.
+   */
+  async admit(
+    basename: string,
+    claim: IngestClaim,
+  ): Promise<{ storePath: string; held: IngestResult | null }> {
+    const storePath = this.storePathOf(basename);
+    // One lookup answers both questions: a path and its hash part name the same narinfo.
+    const existing = (await this.lookup(hashPart(storePath.slice(STORE_DIR.length + 1)), false))?.info;
+    if (!existing) return { storePath, held: null };
+    if (existing.storePath === storePath) {
       const claimed = formatSha256(claim.narHash);
-      if (existing.narHash === claimed) return { created: false, info: existing };
+      if (existing.narHash === claimed) return { storePath, held: { created: false, info: existing } };
       throw pathConflict(storePath, existing.narHash, claimed);
     }
     // Nix's hash part covers the name, so another name under the same hash is a forgery or a mistake.
-    const holder = await this.pathOfHash(hashPart(base));
-    if (holder) {
-      throw new CacheError(
-        'CACHE_INVALID_PATH',
-        409,
-        `the cache already holds ${holder} under the hash part of ${storePath}; check the name you are uploading`,
-      );
-    }
-    return ingestNar(this, storePath, claim, body, claimPath);
+    throw new CacheError(
+      'CACHE_INVALID_PATH',
+      409,
+      `the cache already holds ${existing.storePath} under the hash part of ${storePath}; check the name you are uploading`,
+    );
+  }
+
+  /** The full store path an upload names by its basename; CACHE_INVALID_PATH for anything else. */
+  storePathOf(basename: string): string {
+    const base = storeBasename(basename);
+    if (!base || basename.includes('/')) throw invalidPath(basename);
+    return `${STORE_DIR}/${base}`;
+  }
+
+  /** Checks and compresses one NAR of a batch into a spool file (see ingest.ts); `publish` stores it. */
+  stage(
+    storePath: string,
+    claim: IngestClaim,
+    body: NodeJS.ReadableStream,
+    staged: StagedPaths,
+  ): Promise<StagedNar> {
+    return stageNar(this, storePath, claim, body, staged);
+  }
+
+  /** Stores staged NARs and publishes their narinfos in order (see ingest.ts). */
+  publish(staged: readonly StagedNar[], claimPath?: ClaimPath): Promise<IngestResult[]> {
+    return publishStaged(this, staged, claimPath);
+  }
+
+  /** Drops staged NARs of a batch that stopped. */
+  discard(staged: readonly StagedNar[]): Promise<void> {
+    return discardStaged(staged);
   }
 }
 

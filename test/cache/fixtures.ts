@@ -71,12 +71,21 @@ export function rawUpload(
   url: string,
   headers: Record<string, string | number>,
   body: Buffer,
+): ReturnType<typeof rawRequest> {
+  return rawRequest('PUT', url, headers, body);
+}
+
+function rawRequest(
+  method: string,
+  url: string,
+  headers: Record<string, string | number>,
+  body: Buffer,
 ): Promise<{
   status: number;
   json: { error?: { code: string; message: string }; data?: Record<string, unknown> };
 }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'PUT', headers: { 'content-length': body.length, ...headers } });
+    const req = http.request(url, { method, headers: { 'content-length': body.length, ...headers } });
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -128,4 +137,52 @@ export async function realiseFrom(
     'narinfo-cache-negative-ttl',
     '0',
   ]);
+}
+
+/** One NAR of a hand-made batch: its header (as spec/cache.ts NarBatchHeader) and its bytes. */
+export interface BatchEntry {
+  header: Record<string, unknown>;
+  nar: Buffer;
+}
+
+/** A batch upload body: per entry a u32 big-endian header length, the JSON header, the NAR; then the end mark. */
+export function batchBody(entries: BatchEntry[], end = true): Buffer {
+  const parts: Buffer[] = [];
+  for (const e of entries) {
+    const json = Buffer.from(JSON.stringify(e.header));
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(json.length);
+    parts.push(len, json, e.nar);
+  }
+  if (end) parts.push(Buffer.alloc(4));
+  return Buffer.concat(parts);
+}
+
+/** The header of a real path's NAR in a batch, from the local store's path info. */
+export async function batchEntry(path: string): Promise<BatchEntry> {
+  const { queryPathInfos } = await import('../../lib/path-info.js');
+  const [info] = await queryPathInfos([path]);
+  return {
+    header: {
+      path: info!.path.slice(11),
+      nar_hash: info!.narHash,
+      nar_size: info!.narSize,
+      references: info!.references,
+    },
+    nar: await dumpNar(path),
+  };
+}
+
+/** Raw POST of a batch body; resolves with status and parsed JSON (like rawUpload). */
+export function rawBatch(
+  url: string,
+  body: Buffer,
+  headers: Record<string, string | number> = {},
+): ReturnType<typeof rawUpload> {
+  return rawRequest(
+    'POST',
+    `${url}/api/cache/nars`,
+    { 'content-type': 'application/x-mxc-nar-batch', ...headers },
+    body,
+  );
 }

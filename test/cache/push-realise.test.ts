@@ -66,7 +66,6 @@ describe('push then realise', () => {
         coordinator: other.url,
         paths: [closure.root],
         narSource: 'nix-store',
-        concurrency: 2,
       });
       expect(r.uploaded).toHaveLength(3);
       const otherKey = (await ensureCacheKey(other.dataDir)).publicKey;

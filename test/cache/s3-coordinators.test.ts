@@ -99,8 +99,8 @@ describe('two coordinators on one bucket and one database', () => {
   test('concurrent pushes of the same paths through both succeed and publish one narinfo each', async () => {
     const closure = await buildClosure('s3-race');
     const [ra, rb] = await Promise.all([
-      pushClosure({ coordinator: a.url, paths: [closure.root], concurrency: 3 }),
-      pushClosure({ coordinator: b.url, paths: [closure.root], concurrency: 3 }),
+      pushClosure({ coordinator: a.url, paths: [closure.root] }),
+      pushClosure({ coordinator: b.url, paths: [closure.root] }),
     ]);
     expect(ra.uploaded.length + ra.skipped).toBe(3);
     expect(rb.uploaded.length + rb.skipped).toBe(3);

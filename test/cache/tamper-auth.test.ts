@@ -10,7 +10,17 @@ import { run } from '../../lib/exec.js';
 import { parseNarInfo } from '../../lib/nar-info.js';
 import { queryPathInfos } from '../../lib/path-info.js';
 import { ensureCacheKey } from '../../scheduler/cache/index.js';
-import { buildClosure, dumpNar, rawUpload, realiseFrom, startCache, type TestCache } from './fixtures.js';
+import {
+  batchBody,
+  batchEntry,
+  buildClosure,
+  dumpNar,
+  rawBatch,
+  rawUpload,
+  realiseFrom,
+  startCache,
+  type TestCache,
+} from './fixtures.js';
 
 let work: string;
 let closure: { root: string; lib: string; busybox: string };
@@ -137,21 +147,16 @@ describe('resuming', () => {
   test('a push stopped part way re-uploads only what is missing', async () => {
     const cache = await startCache();
     try {
-      // Stop after the first completed path, as a dropped connection would.
-      const stop = new AbortController();
-      const first = pushClosure({
-        coordinator: cache.url,
-        paths: [closure.root],
-        concurrency: 1,
-        signal: stop.signal,
-        onProgress: (p) => {
-          if (p.pathsDone === 1) stop.abort();
-        },
-      });
-      await expect(first).rejects.toThrow();
+      // A batch stopped at its second NAR (here by a wrong claimed hash): the first one, which passed
+      // every check, is kept.
+      const first = await batchEntry(closure.busybox);
+      const second = await batchEntry(closure.lib);
+      second.header.nar_hash = first.header.nar_hash;
+      const stopped = await rawBatch(cache.url, batchBody([first, second]));
+      expect([stopped.status, stopped.json.error?.code]).toEqual([422, 'CACHE_HASH_MISMATCH']);
       const again = await pushClosure({ coordinator: cache.url, paths: [closure.root] });
       expect(again.skipped).toBe(1);
-      expect(again.uploaded).toHaveLength(2);
+      expect(again.uploaded).toEqual([closure.lib, closure.root]);
       const key = (await ensureCacheKey(cache.dataDir)).publicKey;
       await realiseFrom(cache.url, key, closure.root, join(work, 'resumed'));
     } finally {

@@ -123,7 +123,9 @@ describe('API contract', () => {
       const params = (op!.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name);
       const query = (op!.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name);
       expect(params.sort(), `${where} path parameters`).toEqual(schema.params ? keysOf(schema.params) : []);
-      expect(params.length, `${where} declares its path parameters`).toBe((r.url.match(/:/g) ?? []).length);
+      expect(params.length, `${where} declares its path parameters`).toBe(
+        (r.url.match(/:|\*/g) ?? []).length,
+      );
       expect(query.sort(), `${where} query`).toEqual(schema.querystring ? keysOf(schema.querystring) : []);
       expect(op!.requestBody !== undefined, `${where} body`).toBe(schema.body !== undefined);
       // Every declared answer is a zod schema (JSON is serialised through it) or a documented other
@@ -148,6 +150,18 @@ describe('API contract', () => {
       }
     }
     expect(jsonRoutes).toBeGreaterThanOrEqual(27);
+    // The binary cache's routes are part of the contract too: the upload side as JSON routes.
+    expect(routes.map((r) => `${r.method} ${r.url}`)).toEqual(
+      expect.arrayContaining([
+        'GET /cache/nix-cache-info',
+        'GET /cache/:file',
+        'GET /cache/nar/:file',
+        'GET /api/cache/key',
+        'POST /api/cache/missing',
+        'PUT /api/cache/nar/*',
+        'POST /api/cache/nars',
+      ]),
+    );
     expect((doc as { openapi?: string }).openapi).toBe('3.1.0');
     const submit = doc.paths['/api/jobs']!.post!.requestBody!.content['application/json']!.schema as {
       required: string[];
