@@ -208,7 +208,7 @@ export async function main(): Promise<void> {
     r.figure({ name: 'PostgreSQL CPU per placement', value: (1000 * used.postgres) / total, unit: 'ms' });
     if (total < FULL_PLACEMENTS) {
       r.note(
-        `scaled run: ${fmt(total)} placements; at this rate ${fmt(FULL_PLACEMENTS)} would take ${fmt(FULL_PLACEMENTS / rate, 0)} s (the rate may fall as active workloads grow: every pass reads all of them)`,
+        `scaled run: ${fmt(total)} placements; at this rate ${fmt(FULL_PLACEMENTS)} would take ${fmt(FULL_PLACEMENTS / rate, 0)} s (passes read only changed nodes and pending work, so the rate should hold as active workloads grow)`,
       );
     }
     if (postErrors.length)

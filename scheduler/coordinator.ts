@@ -208,6 +208,11 @@ export class Coordinator {
     const closure = (await this.opts.closureOf?.(spec)) ?? [];
     const key = jobKey(spec);
     const res = await recordSubmission(this.db, key, spec, closure, new Date(this.clock.now()));
+    if (res.changed) {
+      // The pass that follows needs neither read back: versions never change once written.
+      this.specs.set(`${res.job.id}/${res.version}`, Promise.resolve(spec));
+      this.schedulerState.primeJob(res.job.id, res.version, spec, closure);
+    }
     this.announceStops(res.stopped);
     if (res.changed) {
       this.log.info({ job: key, version: res.version, workloads: res.workloads.length }, 'job submitted');

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { JobSpec } from '../spec/job.js';
 import { ClusterView, toNodeView } from './cluster-view.js';
 import type { SpecLookup } from './coordinator-types.js';
 import { fits, type Resources, take } from './core/fit.js';
@@ -37,6 +38,18 @@ const JOB_INFO_CACHE = 10_000;
 export class SchedulerState {
   readonly view = new ClusterView();
   private readonly jobInfo = new Map<string, Promise<JobInfo>>();
+
+  /** What a submit just stored (the submitting coordinator's pass then reads neither back). */
+  primeJob(jobId: string, version: number, spec: JobSpec, closure: readonly closures.ClosurePath[]): void {
+    if (this.jobInfo.size >= JOB_INFO_CACHE) this.jobInfo.clear();
+    this.jobInfo.set(
+      `${jobId}/${version}`,
+      Promise.resolve({
+        constraints: spec.constraints ?? {},
+        closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
+      }),
+    );
+  }
 
   /** Constraints and closure (with sizes) of each job version among the workloads. */
   async jobInfoFor(
@@ -103,7 +116,12 @@ export interface SchedulePassDeps {
 export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
   const { db, state } = deps;
   for (let attempt = 0; attempt < 5; attempt++) {
-    const all = await wl.listWorkloads(db, { status: ['pending'], limit: 100_000 });
+    // One round: the pending work, the nodes changed since the last pass, and where the pending jobs run.
+    const [all, nodeViews, placedRows] = await Promise.all([
+      wl.listWorkloads(db, { status: ['pending'], limit: 100_000 }),
+      state.view.refresh(db),
+      wl.activePlacementsOfPendingJobs(db),
+    ]);
     // Restarts of flapping tasks wait out their back-off (Aurora's THROTTLED): not planned before then.
     const now = deps.now?.() ?? Date.now();
     const waiting = all.filter((w) => w.not_before && w.not_before.getTime() > now);
@@ -121,12 +139,16 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     const pending = waiting.length ? all.filter((w) => !throttled.has(w)) : all;
     if (pending.length === 0) return;
     pending.sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.instance - b.instance);
-    const jobIds = [...new Set(pending.map((w) => w.job_id))];
-    const [nodeViews, placed, jobInfo] = await Promise.all([
-      state.view.refresh(db),
-      wl.activePlacementsOf(db, jobIds),
+    // A job that turned pending between the two reads is read now (rare), so limits always count.
+    const covered = new Set(placedRows.map((p) => p.job_id));
+    const uncovered = [...new Set(pending.map((w) => w.job_id))].filter((j) => !covered.has(j));
+    const [late, jobInfo] = await Promise.all([
+      wl.activePlacementsOf(db, uncovered),
       state.jobInfoFor(db, deps.specOf, pending),
     ]);
+    const placed = [...placedRows, ...late].flatMap((p) =>
+      p.node_id === null ? [] : [{ job_id: p.job_id, node_id: p.node_id, n: p.n }],
+    );
     const demands: Demand[] = pending.map((w) => {
       const info = jobInfo.get(`${w.job_id}/${w.job_version}`);
       return {

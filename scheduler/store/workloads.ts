@@ -302,6 +302,22 @@ export async function activePlacementsOf(
   );
 }
 
+/**
+ * Active instances per node of every job that has pending workloads, read beside the pending list
+ * (not after it). Every job covered has a row: one with a null node when none of it is active.
+ */
+export async function activePlacementsOfPendingJobs(
+  q: Queryable,
+): Promise<{ job_id: string; node_id: string | null; n: number }[]> {
+  return q.query(
+    `SELECT j.job_id, w.node_id, count(w.id)::int AS n
+     FROM (SELECT DISTINCT job_id FROM workloads WHERE status = 'pending') j
+     LEFT JOIN workloads w ON w.job_id = j.job_id AND w.status = ANY($1::text[]) AND w.node_id IS NOT NULL
+     GROUP BY j.job_id, w.node_id`,
+    [ACTIVE_STATUSES],
+  );
+}
+
 export async function listEvents(q: Queryable, workloadId: string): Promise<WorkloadEventRow[]> {
   return q.query<WorkloadEventRow>('SELECT * FROM workload_events WHERE workload_id = $1 ORDER BY id', [
     workloadId,

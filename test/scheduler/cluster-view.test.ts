@@ -64,7 +64,7 @@ let submitted = 0;
 async function submit(db: Db, instances: number, cpu: number, limitPerHost: boolean) {
   const spec = JobSpec.parse(
     plainJob({
-      name: `job-${submitted++}`,
+      name: `${limitPerHost ? 'lim' : 'job'}-${submitted++}`,
       instances,
       task: {
         ...plainJob().task,
@@ -190,11 +190,28 @@ describe('the incremental cluster view on postgres', () => {
             expect(comparable(await s.view.refresh(db)), JSON.stringify(o)).toEqual(fresh);
         }
         await expectUsageColumnsExact(db);
+        // `host: limit:1` held across passes of both coordinators (counts read per pass, not kept).
+        const stacked = await db.query(
+          `SELECT w.job_id, w.node_id FROM workloads w JOIN jobs j ON j.id = w.job_id
+           WHERE j.name LIKE 'lim-%' AND w.status IN ('starting', 'running', 'stopping')
+           GROUP BY w.job_id, w.node_id HAVING count(*) > 1`,
+        );
+        expect(stacked).toEqual([]);
         // Per-job placements read for the jobs of a pass equal the full read.
         const full = await wl.activePlacements(db);
         const some = await wl.activePlacementsOf(db, [...new Set(full.map((p) => p.job_id))]);
         const key = (p: { job_id: string; node_id: string; n: number }) => `${p.job_id} ${p.node_id} ${p.n}`;
         expect(some.map(key).sort()).toEqual(full.map(key).sort());
+        const pendingJobs = new Set(
+          (await wl.listWorkloads(db, { status: ['pending'], limit: 10_000 })).map((w) => w.job_id),
+        );
+        const ofPending = (await wl.activePlacementsOfPendingJobs(db)).filter((p) => p.node_id !== null);
+        expect(ofPending.map((p) => key(p as (typeof full)[number])).sort()).toEqual(
+          full
+            .filter((p) => pendingJobs.has(p.job_id))
+            .map(key)
+            .sort(),
+        );
       }),
       { numRuns: 6 },
     );
