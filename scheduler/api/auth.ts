@@ -132,11 +132,19 @@ interface Stream {
 export class Auth {
   private stored: StoredToken[] = [];
   private readonly streams = new Set<Stream>();
+  /** Digests of the environment's tokens, made once: a request's token is hashed once and compared with these. */
+  private readonly envDigests: { api?: Buffer; local?: Buffer; agent?: Buffer };
 
   constructor(
     readonly env: Tokens,
     private readonly db?: Queryable,
-  ) {}
+  ) {
+    this.envDigests = {
+      api: env.api === undefined ? undefined : digest(env.api),
+      local: env.local === undefined ? undefined : digest(env.local),
+      agent: env.agent === undefined ? undefined : digest(env.agent),
+    };
+  }
 
   /** Reads the stored tokens (at start, and periodically so that several coordinators agree). */
   async load(): Promise<void> {
@@ -151,9 +159,8 @@ export class Auth {
     this.closeRevokedStreams();
   }
 
-  private matchStored(given: string | undefined, kind: TokenKind): StoredToken | undefined {
-    if (given === undefined) return undefined;
-    const d = digest(given);
+  private matchStored(d: Buffer | undefined, kind: TokenKind): StoredToken | undefined {
+    if (d === undefined) return undefined;
     let hit: StoredToken | undefined;
     // Every digest is compared, so the time does not say which one matched.
     for (const t of this.stored) if (t.kind === kind && timingSafeEqual(d, t.digest)) hit = t;
@@ -172,15 +179,16 @@ export class Auth {
   /** The caller of a request, or null when it has no valid token (and the API is not open). */
   identify(req: FastifyRequest): Principal | null {
     const given = bearer(req);
-    if (this.env.api !== undefined && tokenMatches(given, this.env.api))
-      return { kind: 'client', name: 'MXC_API_TOKEN', scope: 'admin' };
-    if (this.env.local !== undefined && tokenMatches(given, this.env.local))
-      return { kind: 'client', name: 'local', scope: 'admin' };
-    const client = this.matchStored(given, 'client');
+    // Hashed once per request (every request of the cache's read side passes here).
+    const d = given === undefined ? undefined : digest(given);
+    const { api, local, agent: agentEnv } = this.envDigests;
+    if (d && api && timingSafeEqual(d, api)) return { kind: 'client', name: 'MXC_API_TOKEN', scope: 'admin' };
+    if (d && local && timingSafeEqual(d, local)) return { kind: 'client', name: 'local', scope: 'admin' };
+    const client = this.matchStored(d, 'client');
     if (client) return { kind: 'client', name: client.name, scope: client.scope };
-    if (this.env.agent !== undefined && tokenMatches(given, this.env.agent))
+    if (d && agentEnv && timingSafeEqual(d, agentEnv))
       return { kind: 'agent', name: 'MXC_AGENT_TOKEN', scope: 'read' };
-    const agent = this.matchStored(given, 'agent');
+    const agent = this.matchStored(d, 'agent');
     if (agent) return { kind: 'agent', name: agent.name, scope: 'read' };
     if (!this.hasClientTokens()) return { kind: 'anonymous', name: 'anonymous', scope: 'admin' };
     return null;
@@ -196,10 +204,12 @@ export class Auth {
   isAgent(req: FastifyRequest): boolean {
     if (!this.hasAgentTokens()) return this.isClient(req);
     const given = bearer(req);
-    if (this.env.local !== undefined && tokenMatches(given, this.env.local)) return true;
+    const d = given === undefined ? undefined : digest(given);
+    const { local, agent } = this.envDigests;
+    if (d && local && timingSafeEqual(d, local)) return true;
     return (
-      (this.env.agent !== undefined && tokenMatches(given, this.env.agent)) ||
-      this.matchStored(given, 'agent') !== undefined
+      (d !== undefined && agent !== undefined && timingSafeEqual(d, agent)) ||
+      this.matchStored(d, 'agent') !== undefined
     );
   }
 
