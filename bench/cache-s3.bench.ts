@@ -84,8 +84,8 @@ export async function main(): Promise<Record<string, number>> {
     const bucket = await serve(s3Store, join(work, 's3-data'));
     apps.push(dir.app, bucket.app);
 
-    const dirS = await seconds(() => pushClosure({ coordinator: dir.url, paths: [root], concurrency: 4 }));
-    const s3S = await seconds(() => pushClosure({ coordinator: bucket.url, paths: [root], concurrency: 4 }));
+    const dirS = await seconds(() => pushClosure({ coordinator: dir.url, paths: [root] }));
+    const s3S = await seconds(() => pushClosure({ coordinator: bucket.url, paths: [root] }));
     const realiseS = await seconds(() =>
       run('nix-store', [
         '--store',
