@@ -32,6 +32,9 @@ export const SUPERVISOR_ARG = '--in-new-pid-namespace';
 
 const SIGNALS = { TERM: 15, KILL: 9 } as const;
 
+/** The largest event frame the supervisor writes (a 64 KiB output chunk and its head). */
+const MAX_EVENT_FRAME = 65536 + 9;
+
 /** The directory the compiled supervisor lives in: private to this user (it runs as the agent). */
 function cacheDir(): string {
   const base = process.env.XDG_CACHE_HOME || join(os.homedir(), '.cache');
@@ -279,6 +282,15 @@ export class TaskSupervisor {
     let at = 0;
     while (this.buf.length - at >= 4) {
       const len = this.buf.readUInt32LE(at);
+      if (len < 9 || len > MAX_EVENT_FRAME) {
+        // Not the supervisor speaking: stop listening to it and end the task's namespace.
+        this.child.stdout!.removeAllListeners('data');
+        this.buf = Buffer.alloc(0);
+        try {
+          if (this.pid !== null) process.kill(-this.pid, 'SIGKILL');
+        } catch {} // already gone
+        return;
+      }
       if (this.buf.length - at < 4 + len) break;
       this.onFrame(this.buf.subarray(at + 4, at + 4 + len));
       at += 4 + len;

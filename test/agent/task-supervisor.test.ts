@@ -155,6 +155,11 @@ describe('task supervisor: one PID namespace per task', () => {
         [
           { name: 'probe', cmdline: probe.path },
           { name: 'shell', cmdline: 'echo "hello $WHO"' },
+          // The supervisor's event pipe (it is pid 2, after bubblewrap's init) is out of the task's reach.
+          {
+            name: 'peek',
+            cmdline: 'if (: > /proc/2/fd/1) 2>/dev/null; then echo open; else echo closed; fi',
+          },
           { name: 'outside', cmdline: '/usr/bin/env', max_failures: 1 },
         ],
         { max_failures: 2 },
@@ -174,6 +179,7 @@ describe('task supervisor: one PID namespace per task', () => {
       out.filter((l) => l.startsWith('net ') && l.includes(':')).map((l) => l.slice(4).split(':')[0]!.trim()),
     ).toEqual(['lo']);
     expect(h.stdout('shell')).toEqual(['hello sandbox']);
+    expect(h.stdout('peek')).toEqual(['closed']);
     expect(snap.processes.find((p) => p.name === 'outside')!.state).toBe('failed');
     expect(h.system('outside')).toContainEqual(
       expect.stringMatching(/\/usr\/bin\/env is not inside the workload's closure/),
