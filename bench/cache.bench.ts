@@ -1,20 +1,21 @@
 /**
- * Binary cache benchmark: pushes a closure of a few hundred real store paths, then measures
- * narinfo requests/s and NAR MiB/s from the cache next to `python3 -m http.server` serving the same
- * files, plus a full `nix-store --realise` from the cache. Prints figures and ratios.
+ * Binary cache benchmark: pushes a closure of a few hundred real store paths to the cache (served by its
+ * own process, as in a coordinator) side by side with `nix copy` of the same closure (rounds alternate,
+ * the median is printed), then measures narinfo requests/s and NAR MiB/s from the cache next to
+ * `python3 -m http.server` serving the same files, plus a full `nix-store --realise` from the cache.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import Fastify from 'fastify';
 import { pushClosure } from '../compiler/push.js';
 import { run } from '../lib/exec.js';
 import { closureOf, nixBuild } from '../lib/nix.js';
-import { cachePlugin, ensureCacheKey } from '../scheduler/cache/index.js';
+import { ensureCacheKey } from '../scheduler/cache/index.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_PATHS ?? 300);
+const PUSH_ROUNDS = Number(process.env.MXC_BENCH_CACHE_ROUNDS ?? 3);
 const NARINFO_REQUESTS = Number(process.env.MXC_BENCH_NARINFO_REQUESTS ?? 6000);
 const CONCURRENCY = 32;
 
@@ -110,9 +111,61 @@ async function startPython(dir: string): Promise<{ proc: ChildProcess; url: stri
 const mib = (b: number) => b / 1024 / 1024;
 const fmt = (x: number, d = 1) => x.toFixed(d);
 
+interface CacheServer {
+  url: string;
+  cpuMs(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** The cache plugin in its own process (bench/lib/cache-server.ts). */
+async function startCacheServer(dataDir: string): Promise<CacheServer> {
+  const child = fork(new URL('./lib/cache-server.js', import.meta.url), [dataDir], { stdio: 'inherit' });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: { port: number }) => resolve(m.port));
+    child.once('exit', (code) => reject(new Error(`the cache server exited with code ${code}`)));
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cpuMs: () =>
+      new Promise((resolve) => {
+        child.once('message', (m: { cpuMs: number }) => resolve(m.cpuMs));
+        child.send('cpu');
+      }),
+    stop: async () => {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.disconnect();
+      await exited;
+    },
+  };
+}
+
+/** `nix copy` of the closure into a fresh file:// cache: wall time and CPU time (through python's rusage). */
+function nixCopy(root: string, to: string): { s: number; cpuMs: number } {
+  const t = performance.now();
+  const r = spawnSync(
+    'python3',
+    [
+      '-c',
+      'import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); u = resource.getrusage(resource.RUSAGE_CHILDREN); print((u.ru_utime + u.ru_stime) * 1000)',
+      'nix',
+      '--extra-experimental-features',
+      'nix-command',
+      'copy',
+      '--to',
+      `file://${to}?compression=zstd`,
+      root,
+    ],
+    { encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`nix copy failed: ${r.stderr}`);
+  return { s: (performance.now() - t) / 1000, cpuMs: Number(r.stdout.trim()) };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 export async function main(): Promise<Record<string, number>> {
   const work = await mkdtemp(join(tmpdir(), 'mxc-bench-cache-'));
-  const app = Fastify({ logger: false });
+  let server: CacheServer | undefined;
   let python: ChildProcess | undefined;
   try {
     let t = performance.now();
@@ -120,27 +173,29 @@ export async function main(): Promise<Record<string, number>> {
     const closure = await closureOf([root]);
     const buildS = (performance.now() - t) / 1000;
 
-    const dataDir = join(work, 'data');
-    await app.register(cachePlugin, { dataDir });
-    await app.listen({ host: '127.0.0.1', port: 0 });
-    const addr = app.server.address();
-    if (!addr || typeof addr === 'string') throw new Error('no port');
-    const url = `http://127.0.0.1:${addr.port}`;
-
-    t = performance.now();
-    const pushed = await pushClosure({ coordinator: url, paths: [root] });
-    const pushS = (performance.now() - t) / 1000;
-    // The anchor: nix's own copy of the same closure into a file:// binary cache (zstd, as issue 17 measured).
-    t = performance.now();
-    await run('nix', [
-      '--extra-experimental-features',
-      'nix-command',
-      'copy',
-      '--to',
-      `file://${join(work, 'nix-copy')}?compression=zstd`,
-      root,
-    ]);
-    const nixCopyS = (performance.now() - t) / 1000;
+    // Rounds alternate push and nix copy, each into a fresh cache, so both see the same machine load.
+    const pushes: { s: number; cpuMs: number }[] = [];
+    const copies: { s: number; cpuMs: number }[] = [];
+    let pushed = { bytes: 0 };
+    let dataDir = '';
+    for (let round = 0; round < PUSH_ROUNDS; round++) {
+      await server?.stop();
+      dataDir = join(work, `data-${round}`);
+      server = await startCacheServer(dataDir);
+      const serverCpu0 = await server.cpuMs();
+      const clientCpu0 = process.cpuUsage();
+      t = performance.now();
+      pushed = await pushClosure({ coordinator: server.url, paths: [root] });
+      const s = (performance.now() - t) / 1000;
+      const client = process.cpuUsage(clientCpu0);
+      pushes.push({ s, cpuMs: (client.user + client.system) / 1000 + (await server.cpuMs()) - serverCpu0 });
+      copies.push(nixCopy(root, join(work, `nix-copy-${round}`)));
+    }
+    const pushS = median(pushes.map((p) => p.s));
+    const nixCopyS = median(copies.map((c) => c.s));
+    const pushCpuMs = median(pushes.map((p) => p.cpuMs));
+    const nixCopyCpuMs = median(copies.map((c) => c.cpuMs));
+    const url = server!.url;
 
     const cacheDir = join(dataDir, 'cache');
     const hashes = (await readdir(join(cacheDir, 'narinfo'))).map((f) => f.slice(0, 32));
@@ -196,6 +251,8 @@ export async function main(): Promise<Record<string, number>> {
       push_mib_s: mib(pushed.bytes) / pushS,
       push_s: pushS,
       nix_copy_s: nixCopyS,
+      push_cpu_ms: pushCpuMs,
+      nix_copy_cpu_ms: nixCopyCpuMs,
       narinfo_rps: oursInfo.requests / (oursInfo.ms / 1000),
       python_narinfo_rps: pyInfo.requests / (pyInfo.ms / 1000),
       nar_mib_s: mib(oursNar.bytes) / (oursNar.ms / 1000),
@@ -204,7 +261,8 @@ export async function main(): Promise<Record<string, number>> {
     };
     const lines = [
       `cache bench: ${r.paths} paths, ${fmt(r.nar_mib)} MiB of NARs (stored brotli: ${nars.length} files); built in ${fmt(buildS)} s`,
-      `  push (4 in parallel):        mxc ${fmt(pushS, 2)} s (${fmt(r.push_mib_s)} MiB/s uncompressed) | nix copy --to file://…?compression=zstd ${fmt(nixCopyS, 2)} s | ratio ${fmt(pushS / nixCopyS, 2)}x the time`,
+      `  push (batch upload, median of ${PUSH_ROUNDS}): mxc ${fmt(pushS, 2)} s (${fmt(r.push_mib_s)} MiB/s uncompressed) | nix copy --to file://…?compression=zstd ${fmt(nixCopyS, 2)} s | ratio ${fmt(pushS / nixCopyS, 2)}x the time`,
+      `  push CPU (client + cache):   mxc ${fmt(pushCpuMs, 0)} ms | nix copy ${fmt(nixCopyCpuMs, 0)} ms | ratio ${fmt(pushCpuMs / nixCopyCpuMs, 2)}x`,
       `  narinfo GET, ${CONCURRENCY} concurrent:  mxc ${fmt(r.narinfo_rps, 0)} req/s | python http.server ${fmt(r.python_narinfo_rps, 0)} req/s | ratio ${fmt(r.narinfo_rps / r.python_narinfo_rps, 2)}x`,
       `  NAR GET, 8 concurrent:       mxc ${fmt(r.nar_mib_s)} MiB/s | python http.server ${fmt(r.python_nar_mib_s)} MiB/s | ratio ${fmt(r.nar_mib_s / r.python_nar_mib_s, 2)}x`,
       `  nix-store --realise of the whole closure from the cache: ${fmt(r.realise_s, 2)} s`,
@@ -213,7 +271,7 @@ export async function main(): Promise<Record<string, number>> {
     return r;
   } finally {
     python?.kill();
-    await app.close();
+    await server?.stop();
     await rm(work, { recursive: true, force: true });
   }
 }
