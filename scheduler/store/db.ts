@@ -46,6 +46,14 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
     },
     async tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
       const client = await pool.connect();
+      // A checked-out client has no pool listener: a connection lost between two statements (server
+      // restart, pg_terminate_backend) would be an uncaught 'error'. It fails the transaction instead,
+      // and the client is destroyed, not returned to the pool.
+      let lost: Error | undefined;
+      const onLost = (err: Error) => {
+        lost = err;
+      };
+      client.on('error', onLost);
       try {
         await client.query('BEGIN');
         const q: Queryable = {
@@ -64,7 +72,8 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         await client.query('ROLLBACK').catch(() => {});
         throw err;
       } finally {
-        client.release();
+        client.off('error', onLost);
+        client.release(lost);
       }
     },
     listen: (channel, onNotify) => listenPostgres(url, channel, onNotify),

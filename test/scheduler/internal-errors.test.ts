@@ -12,7 +12,8 @@ import { installErrorHandler } from '../../scheduler/api/error-handler.js';
 import { CacheError, sendCacheError } from '../../scheduler/cache/errors.js';
 import { ApiError } from '../../spec/api.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { dropPostgresDb, ENGINES } from '../helpers/db.js';
+import { openPostgres } from '../../scheduler/store/db.js';
+import { createPostgresDb, dropPostgresDb, ENGINES } from '../helpers/db.js';
 import { captureLogger, type LogRecord } from '../helpers/logger.js';
 
 /** The INTERNAL answer, with the request id it names. */
@@ -84,6 +85,29 @@ describe('internal errors', () => {
     expect(loggedFor(log.records, id).err.message).toMatch(
       new RegExp(`database "${c.dbName}" does not exist`),
     );
+  });
+
+  it('a connection lost inside a transaction fails that transaction, never the process', async () => {
+    const { url, name } = await createPostgresDb();
+    const db = await openPostgres(url, { max: 2 });
+    try {
+      const killed = db.tx(async (q) => {
+        const [{ pid }] = await q.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        // Terminated while the transaction waits between two statements: the 'error' event arrives on
+        // a checked-out client, which has no pool listener.
+        const admin = await openPostgres(url, { max: 1 });
+        await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+        await admin.close();
+        await new Promise((resolve) => setImmediate(resolve));
+        await q.query('SELECT 1');
+      });
+      await expect(killed).rejects.toThrow(/terminat|Connection/i);
+      // The pool goes on with a new connection.
+      expect(await db.query<{ one: number }>('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+    } finally {
+      await db.close();
+      await dropPostgresDb(name);
+    }
   });
 
   it('logs the whole cause chain of a wrapped error, and sends none of it', async () => {
