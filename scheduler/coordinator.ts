@@ -716,13 +716,24 @@ export class Coordinator {
     this.unflushedSeen.set(nodeId, this.clock.monotonic());
   }
 
-  /** Writes the batched last-seen times; closes local sockets of nodes the leader declared down. */
+  /**
+   * Writes the batched last-seen times; closes local sockets of nodes the leader declared down, and of
+   * nodes an operator removed through another coordinator (their rows are gone).
+   */
   private async flushSeen() {
     if (this.unflushedSeen.size === 0) return;
     const now = this.clock.monotonic();
     const seen = [...this.unflushedSeen].map(([id, at]) => ({ id, ageMs: now - at }));
     this.unflushedSeen.clear();
-    for (const r of await nodes.touchNodes(this.db, seen)) {
+    const rows = await nodes.touchNodes(this.db, seen);
+    const present = new Set(rows.map((r) => r.id));
+    for (const { id } of seen) {
+      if (present.has(id)) continue;
+      // Removed elsewhere: the agent's next hello is a first join, and what it still runs is stopped then.
+      this.sessions.get(id)?.close(4410, 'node removed by an operator');
+      this.sessions.delete(id);
+    }
+    for (const r of rows) {
       if (r.status !== 'down') continue;
       // Declared down (while silent, or by a leader that could not hear us): the agent says hello again.
       this.sessions.get(r.id)?.close(4001, 'node was declared down; reconnect');

@@ -178,4 +178,30 @@ describe('the agent command outbox', () => {
     expect(m).toMatchObject({ type: 'prewarm', job_id: rec.job.id, paths: [path] });
     expect(first.received.some((x) => x.type === 'prewarm')).toBe(false);
   });
+
+  it('a node removed through another coordinator loses its socket on the holder, and rejoins as new', async () => {
+    const { url: databaseUrl, name } = await createPostgresDb();
+    cleanup.push(() => dropPostgresDb(name));
+    const holder = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => holder.stop());
+    const other = await startTestCoordinator('postgres', { databaseUrl });
+    cleanup.push(() => other.stop());
+    const p = await new ProtocolAgent({ url: holder.url, name: 'removed-elsewhere' }).connect();
+    cleanup.push(async () => p.close());
+    const closed = new Promise<number>((resolve) => p.ws.once('close', (code) => resolve(code)));
+    const firstId = p.nodeId;
+
+    const r = await other.api('DELETE', `/api/nodes/${firstId}`);
+    expect(r.status).toBe(200);
+    // The holder learns it at its next heartbeat flush, from the missing row.
+    expect(await closed).toBe(4410);
+
+    const again = await new ProtocolAgent({
+      url: holder.url,
+      name: 'removed-elsewhere',
+      secret: '',
+    }).connect();
+    cleanup.push(async () => again.close());
+    expect(again.nodeId).not.toBe(firstId);
+  });
 });
