@@ -10,9 +10,9 @@ import { z } from 'zod';
 import { installContract, typed } from '../../scheduler/api/contract.js';
 import { installErrorHandler } from '../../scheduler/api/error-handler.js';
 import { CacheError, sendCacheError } from '../../scheduler/cache/errors.js';
+import { openPostgres } from '../../scheduler/store/db.js';
 import { ApiError } from '../../spec/api.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { openPostgres } from '../../scheduler/store/db.js';
 import { createPostgresDb, dropPostgresDb, ENGINES } from '../helpers/db.js';
 import { captureLogger, type LogRecord } from '../helpers/logger.js';
 
