@@ -10,7 +10,7 @@ import {
   STOP_REQUESTED,
   type WantedWorkload,
 } from '../../scheduler/core/reconcile/agent.js';
-import type { WorkloadStatus } from '../../spec/messages.js';
+import { WORKLOAD_STATUSES, type WorkloadStatus } from '../../spec/messages.js';
 
 const node = { id: 'n', name: 'edge' };
 
@@ -58,15 +58,7 @@ describe('reconciling an agent on hello', () => {
     expect(lostOnHello({ id: 'w', status: 'stopping', node_id: 'n' }, node)).toBeNull();
   });
 
-  const STATUSES: WorkloadStatus[] = [
-    'pending',
-    'starting',
-    'running',
-    'stopping',
-    'stopped',
-    'failed',
-    'lost',
-  ];
+  const STATUSES: readonly WorkloadStatus[] = WORKLOAD_STATUSES;
   const ids = fc.constantFrom(...Array.from({ length: 12 }, (_, i) => `w${i}`));
   const arbSnapshot: fc.Arbitrary<AgentSnapshot> = fc.record({
     node: fc.constant(node),

@@ -12,7 +12,7 @@ import {
   silenceOf,
   silentSince,
 } from '../../scheduler/core/reconcile/node.js';
-import type { WorkloadStatus } from '../../spec/messages.js';
+import { WORKLOAD_STATUSES, type WorkloadStatus } from '../../spec/messages.js';
 
 const NOW = Date.UTC(2030, 0, 1, 12);
 const TTL = 10_000;
@@ -107,15 +107,7 @@ describe('judging silence', () => {
   });
 });
 
-const STATUSES: WorkloadStatus[] = [
-  'pending',
-  'starting',
-  'running',
-  'stopping',
-  'stopped',
-  'failed',
-  'lost',
-];
+const STATUSES: readonly WorkloadStatus[] = WORKLOAD_STATUSES;
 
 const arbWorkload = (jobIds: string[]) =>
   fc.record({

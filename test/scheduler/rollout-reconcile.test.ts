@@ -17,7 +17,7 @@ import {
   rolloutStep,
   standing,
 } from '../../scheduler/core/reconcile/rollout.js';
-import type { WorkloadStatus } from '../../spec/messages.js';
+import { WORKLOAD_STATUSES, type WorkloadStatus } from '../../spec/messages.js';
 
 const T0 = 1_000_000;
 const cfg = (over: Partial<RolloutConfig> = {}): RolloutConfig => ({
@@ -124,15 +124,7 @@ describe('rolloutStep: cases', () => {
 
 // ------------------------------------------------------------------ properties on single snapshots
 
-const STATUSES: WorkloadStatus[] = [
-  'pending',
-  'starting',
-  'running',
-  'stopping',
-  'stopped',
-  'failed',
-  'lost',
-];
+const STATUSES: readonly WorkloadStatus[] = WORKLOAD_STATUSES;
 
 const arbConfig = fc.record({
   batch_size: fc.integer({ min: 1, max: 4 }),
