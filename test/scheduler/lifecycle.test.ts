@@ -366,10 +366,18 @@ describe.each(ENGINES)('lifecycle on %s', (engine) => {
         'starting',
         'running',
       ]);
-      // The agent comes back still running it: nothing is rescheduled.
+      // The agent comes back still running it: nothing is rescheduled. Settled means: its hello was
+      // reconciled (the node event that follows reconcile) and a scheduling pass ran after that.
+      const nodeEvents: { kind: string; id?: string; status?: string }[] = [];
+      c2.coordinator.events.on('change', (e) => nodeEvents.push(e));
       const back = await new ProtocolAgent({ url: c2.url, name: 'n' }).connect([id]);
       agents.push(back);
-      await new Promise((r) => setTimeout(r, 300));
+      await eventually(
+        async () => nodeEvents.some((e) => e.kind === 'node' && e.id === back.nodeId && e.status),
+        10_000,
+        'the hello to be reconciled',
+      );
+      await c2.coordinator.evaluate();
       const ws = (await c2.api('GET', '/api/workloads')).body.data;
       expect(ws.map((x: { id: string; status: string }) => [x.id, x.status])).toEqual([[id, 'running']]);
     } finally {
