@@ -18,9 +18,10 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { isAbsolute, join } from 'node:path';
+import { withDir } from 'tmp-promise';
 import { run } from '../../lib/exec.js';
 import { lineSplitter } from '../../lib/line-reader.js';
 import type { LaunchSpec } from './cmdline.js';
@@ -68,17 +69,18 @@ async function compile(): Promise<string> {
     )
   )
     return binary;
-  const tmp = await mkdtemp(join(dir, 'build-'));
-  try {
-    await writeFile(join(tmp, 'task-supervisor.c'), TASK_SUPERVISOR_C);
-    const out = join(tmp, 'task-supervisor');
-    await run('cc', ['-O2', '-static', '-o', out, join(tmp, 'task-supervisor.c')], { timeoutMs: 60_000 });
-    await chmod(out, 0o755);
-    await rename(out, binary);
-    return binary;
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
-  }
+  // Built beside its final place (same file system), so the rename publishes it whole.
+  return withDir(
+    async ({ path: tmp }) => {
+      await writeFile(join(tmp, 'task-supervisor.c'), TASK_SUPERVISOR_C);
+      const out = join(tmp, 'task-supervisor');
+      await run('cc', ['-O2', '-static', '-o', out, join(tmp, 'task-supervisor.c')], { timeoutMs: 60_000 });
+      await chmod(out, 0o755);
+      await rename(out, binary);
+      return binary;
+    },
+    { tmpdir: dir, prefix: 'build-', unsafeCleanup: true },
+  );
 }
 
 let compiled: Promise<string | null> | null = null;
