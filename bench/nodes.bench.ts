@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { PROCESS_ONLY_CAPABILITIES } from './lib/capabilities.js';
 import { startCoordinatorProcess } from './lib/coordinator-process.js';
 import { createBenchDb, queryOnce } from './lib/pg.js';
 import { Report } from './lib/report.js';
@@ -26,17 +27,7 @@ async function getPage(url: string): Promise<Page> {
   return (await res.json()) as Page;
 }
 
-const CAPS = JSON.stringify({
-  os: 'linux',
-  arch: 'x86_64',
-  nix: null,
-  bubblewrap: false,
-  qemu: false,
-  kvm: false,
-  cgroups: false,
-  isolation: ['process'],
-  attributes: {},
-});
+const CAPS = JSON.stringify(PROCESS_ONLY_CAPABILITIES);
 
 export async function main(): Promise<void> {
   const n = envInt('MXC_BENCH_NODES', 10_000);

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { toNixBase32 } from '../../lib/nix-base32.js';
+import { PROCESS_ONLY_CAPABILITIES } from './capabilities.js';
 
 // A store path's hash part is nix-base32 of 20 bytes: 32 characters.
 const fakePath = (i: number) => `/nix/store/${toNixBase32(randomBytes(20))}-stall-${i}`;
@@ -16,17 +17,7 @@ const hello = (name: string, extra: Record<string, unknown>) => ({
   name,
   version: 'bench',
   resources: { cpu: 4, memory_mb: 8192, disk_mb: 100_000 },
-  capabilities: {
-    os: 'linux',
-    arch: 'x86_64',
-    nix: null,
-    bubblewrap: false,
-    qemu: false,
-    kvm: false,
-    cgroups: false,
-    isolation: ['process'],
-    attributes: {},
-  },
+  capabilities: PROCESS_ONLY_CAPABILITIES,
   ...extra,
 });
 
