@@ -57,11 +57,7 @@ export class ClusterView {
 /** A node row as the pure core sees it; `used` defaults to the row's trigger-kept usage. */
 export function toNodeView(
   n: nodes.NodeRow,
-  used: { cpu: number; memory_mb: number; disk_mb: number } = {
-    cpu: n.used_cpu,
-    memory_mb: n.used_memory_mb,
-    disk_mb: n.used_disk_mb,
-  },
+  used: { cpu: number; memory_mb: number; disk_mb: number } = nodes.usedOf(n),
 ): NodeView {
   return {
     id: n.id,

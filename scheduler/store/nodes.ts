@@ -20,6 +20,13 @@ export interface NodeRow {
   updated_at: Date;
 }
 
+/** What a node's active workloads hold, as its row keeps it. */
+export const usedOf = (n: NodeRow): { cpu: number; memory_mb: number; disk_mb: number } => ({
+  cpu: n.used_cpu,
+  memory_mb: n.used_memory_mb,
+  disk_mb: n.used_disk_mb,
+});
+
 /** Registers a node by name, or refreshes it when it rejoins; a draining node stays draining. */
 export async function upsertNode(
   q: Queryable,

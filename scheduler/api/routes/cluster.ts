@@ -11,9 +11,8 @@ import { data, errorResponses, typed } from '../contract.js';
 
 export async function clusterStatus(coordinator: Coordinator) {
   const db = coordinator.db;
-  const [all, usage, byStatus, lease, coords] = await Promise.all([
+  const [all, byStatus, lease, coords] = await Promise.all([
     nodes.listNodes(db),
-    wl.usageByNode(db),
     wl.countByStatus(db),
     leader.currentLeader(db),
     coordinatorsStore.listCoordinators(db, coordinator.coordinatorDeadMs),
@@ -21,8 +20,7 @@ export async function clusterStatus(coordinator: Coordinator) {
   const live = all.filter((n) => n.status !== 'down');
   const ready = (ns: nodes.NodeRow[]) => ns.filter((n) => n.status === 'ready');
   const sum = (f: (n: nodes.NodeRow) => number) => live.reduce((a, n) => a + f(n), 0);
-  const used = (k: 'cpu' | 'memory_mb' | 'disk_mb') =>
-    live.reduce((a, n) => a + (usage.get(n.id)?.[k] ?? 0), 0);
+  const used = (k: 'cpu' | 'memory_mb' | 'disk_mb') => live.reduce((a, n) => a + nodes.usedOf(n)[k], 0);
   return {
     node_count: all.length,
     nodes_ready: all.filter((n) => n.status === 'ready').length,
@@ -39,8 +37,8 @@ export async function clusterStatus(coordinator: Coordinator) {
     used_disk_mb: used('disk_mb'),
     // samrose/mxc's names: free capacity of the nodes that take work (ready ones; memory in MiB).
     nodes_healthy: all.filter((n) => n.status === 'ready').length,
-    available_cpu: ready(all).reduce((a, n) => a + n.cpu - (usage.get(n.id)?.cpu ?? 0), 0),
-    available_memory: ready(all).reduce((a, n) => a + n.memory_mb - (usage.get(n.id)?.memory_mb ?? 0), 0),
+    available_cpu: ready(all).reduce((a, n) => a + n.cpu - n.used_cpu, 0),
+    available_memory: ready(all).reduce((a, n) => a + n.memory_mb - n.used_memory_mb, 0),
     database: db.engine,
     /** The id of the coordinator holding the leader lease (null during an election). */
     leader: lease?.holder ?? null,

@@ -24,8 +24,7 @@ export async function nodeRoutes(app: FastifyInstance, { coordinator }: { coordi
   const r = typed(app);
   const present = async (rows: nodes.NodeRow[]) => {
     const ids = rows.map((n) => n.id);
-    const [usage, paths, connected] = await Promise.all([
-      wl.usageByNode(db, ids),
+    const [paths, connected] = await Promise.all([
       closures.nodePathCounts(db, ids),
       coordinator.connectedNodeIds(),
     ]);
@@ -33,7 +32,7 @@ export async function nodeRoutes(app: FastifyInstance, { coordinator }: { coordi
       ...n,
       // Connected to any live coordinator, not only the one answering.
       connected: connected.has(n.id),
-      used: usage.get(n.id) ?? { cpu: 0, memory_mb: 0, disk_mb: 0 },
+      used: nodes.usedOf(n),
       store: { paths: paths.get(n.id) ?? 0 },
     }));
   };
