@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { type JobPlan, JobPlanRequest } from '../spec/api.js';
 import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
-import type { AgentMessage } from '../spec/messages.js';
+import type { AgentMessage, CoordinatorMessage } from '../spec/messages.js';
 import { type AgentReportDeps, applyStatus, reconcileAgent } from './agent-reports.js';
 import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinator-types.js';
 import { AURORA_FLAPPING } from './core/restart.js';
@@ -54,6 +54,15 @@ export type { AgentSession, ChangeEvent, CoordinatorOptions };
 
 /** The kinds of background work, each coalescing on its own (see engine/evaluation-queue). */
 type WorkKindName = 'schedule' | 'rollout' | 'drain' | 'poll' | 'liveness' | 'cron' | 'retention';
+
+/** The start command for a workload, carrying its job version's spec. */
+const startMessage = (
+  w: Pick<wl.WorkloadRow, 'id' | 'job_id' | 'instance'>,
+  spec: JobSpec,
+): Extract<CoordinatorMessage, { type: 'start' }> => ({
+  type: 'start',
+  workload: { id: w.id, job_id: w.job_id, instance: w.instance, spec },
+});
 
 export class Coordinator {
   readonly events = new EventEmitter();
@@ -518,7 +527,6 @@ export class Coordinator {
         rows.map(async (r) => {
           if (r.workload?.status !== 'starting') return;
           const k = `${r.workload.job_id}/${r.workload.job_version}`;
-          if (!specs.has(k)) specs.set(k, null);
           specs.set(k, await this.specOf(r.workload.job_id, r.workload.job_version).catch(() => null));
         }),
       );
@@ -540,10 +548,7 @@ export class Coordinator {
           );
           continue;
         }
-        session.send({
-          type: 'start',
-          workload: { id: r.message.workload_id, job_id: w.job_id, instance: w.instance, spec },
-        });
+        session.send(startMessage({ ...w, id: r.message.workload_id }, spec));
       }
       if (rows.length < 1000) return;
     }
@@ -555,11 +560,7 @@ export class Coordinator {
     if (!session) return;
     void this.specOf(w.job_id, w.job_version)
       .then((spec) => {
-        if (spec)
-          session.send({
-            type: 'start',
-            workload: { id: w.id, job_id: w.job_id, instance: w.instance, spec },
-          });
+        if (spec) session.send(startMessage(w, spec));
       })
       .catch((err) =>
         this.log.error({ err, workload: w.id }, 'could not send a start; it is sent again on reconnect'),
