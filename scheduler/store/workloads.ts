@@ -378,15 +378,6 @@ export async function transitionMany(
   return rows.map((r) => r.id);
 }
 
-/** Locks the given pending workloads for a plan's apply. */
-export async function lockPending(q: Queryable, ids: string[]): Promise<WorkloadRow[]> {
-  if (ids.length === 0) return [];
-  return q.query<WorkloadRow>(
-    `SELECT * FROM workloads WHERE id = ANY($1::text[]) AND status = 'pending' ORDER BY id FOR UPDATE`,
-    [ids],
-  );
-}
-
 /**
  * Per job: how many workloads are in each state (live ones by status, ended ones by outcome), over all
  * of them (`counts`) and over the latest workload of each instance (`latest`, what the job is doing now).
