@@ -23,6 +23,20 @@ afterAll(async () => {
   for (const f of cleanup.reverse()) await f().catch(() => {});
 });
 
+/** A fresh PostgreSQL database for one test, dropped at the end; returns its URL. */
+async function sharedDatabase(): Promise<string> {
+  const { url, name } = await createPostgresDb();
+  cleanup.push(() => dropPostgresDb(name));
+  return url;
+}
+
+/** A coordinator on that database, stopped at the end. */
+async function coordinatorOn(databaseUrl: string): Promise<TestCoordinator> {
+  const c = await startTestCoordinator('postgres', { databaseUrl });
+  cleanup.push(() => c.stop());
+  return c;
+}
+
 const status = async (c: TestCoordinator, id: string) =>
   (await c.api('GET', `/api/workloads/${id}`)).body.data?.status as string | undefined;
 
@@ -60,10 +74,8 @@ const outboxRows = async (db: Db) =>
 
 describe('the agent command outbox', () => {
   it('delivers a placement and a stop committed by a coordinator that never sends, through the socket holder', async () => {
-    const { url: databaseUrl, name } = await createPostgresDb();
-    cleanup.push(() => dropPostgresDb(name));
-    const holder = await startTestCoordinator('postgres', { databaseUrl });
-    cleanup.push(() => holder.stop());
+    const databaseUrl = await sharedDatabase();
+    const holder = await coordinatorOn(databaseUrl);
     const p = await new ProtocolAgent({ url: holder.url, name: 'held' }).connect();
     cleanup.push(async () => p.close());
 
@@ -84,10 +96,8 @@ describe('the agent command outbox', () => {
   });
 
   it('queues nothing for a rolled-back decision', async () => {
-    const { url: databaseUrl, name } = await createPostgresDb();
-    cleanup.push(() => dropPostgresDb(name));
-    const c = await startTestCoordinator('postgres', { databaseUrl });
-    cleanup.push(() => c.stop());
+    const databaseUrl = await sharedDatabase();
+    const c = await coordinatorOn(databaseUrl);
     const p = await new ProtocolAgent({ url: c.url, name: 'steady' }).connect();
     cleanup.push(async () => p.close());
     const sub = await c.coordinator.submitJob(plainJob({ name: 'steady' }));
@@ -114,10 +124,8 @@ describe('the agent command outbox', () => {
   });
 
   it('never sends a start after its stop: queued in order, a start taken late is dropped', async () => {
-    const { url: databaseUrl, name } = await createPostgresDb();
-    cleanup.push(() => dropPostgresDb(name));
-    const holder = await startTestCoordinator('postgres', { databaseUrl });
-    cleanup.push(() => holder.stop());
+    const databaseUrl = await sharedDatabase();
+    const holder = await coordinatorOn(databaseUrl);
     const p = await new ProtocolAgent({ url: holder.url, name: 'ordered', autoRun: false }).connect();
     cleanup.push(async () => p.close());
     const db = holder.coordinator.db;
@@ -152,12 +160,9 @@ describe('the agent command outbox', () => {
   });
 
   it('delivers a pre-warm queued while the agent was away after it reconnects to another coordinator', async () => {
-    const { url: databaseUrl, name } = await createPostgresDb();
-    cleanup.push(() => dropPostgresDb(name));
-    const a = await startTestCoordinator('postgres', { databaseUrl });
-    cleanup.push(() => a.stop());
-    const b = await startTestCoordinator('postgres', { databaseUrl });
-    cleanup.push(() => b.stop());
+    const databaseUrl = await sharedDatabase();
+    const a = await coordinatorOn(databaseUrl);
+    const b = await coordinatorOn(databaseUrl);
     const first = await new ProtocolAgent({ url: a.url, name: 'roamer' }).connect();
     const path = '/nix/store/00000000000000000000000000000000-warm';
     const rec = await decideAndDie(databaseUrl, (d) =>
@@ -180,12 +185,9 @@ describe('the agent command outbox', () => {
   });
 
   it('a node removed through another coordinator loses its socket on the holder, and rejoins as new', async () => {
-    const { url: databaseUrl, name } = await createPostgresDb();
-    cleanup.push(() => dropPostgresDb(name));
-    const holder = await startTestCoordinator('postgres', { databaseUrl });
-    cleanup.push(() => holder.stop());
-    const other = await startTestCoordinator('postgres', { databaseUrl });
-    cleanup.push(() => other.stop());
+    const databaseUrl = await sharedDatabase();
+    const holder = await coordinatorOn(databaseUrl);
+    const other = await coordinatorOn(databaseUrl);
     const p = await new ProtocolAgent({ url: holder.url, name: 'removed-elsewhere' }).connect();
     cleanup.push(async () => p.close());
     const closed = new Promise<number>((resolve) => p.ws.once('close', (code) => resolve(code)));
