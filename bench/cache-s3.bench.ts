@@ -11,11 +11,11 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pushClosure } from '../compiler/push.js';
-import { run } from '../lib/exec.js';
 import { closureOf, nixBuild } from '../lib/nix.js';
 import { type CacheStore, cachePlugin, openCacheStore } from '../scheduler/cache/index.js';
 import { repoPath } from '../scheduler/paths.js';
 import { parseS3Location } from '../spec/s3-location.js';
+import { realiseFromCache } from './lib/realise.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_S3_PATHS ?? 100);
 
@@ -87,21 +87,7 @@ export async function main(): Promise<Record<string, number>> {
     const dirS = await seconds(() => pushClosure({ coordinator: dir.url, paths: [root] }));
     const s3S = await seconds(() => pushClosure({ coordinator: bucket.url, paths: [root] }));
     const realiseS = await seconds(() =>
-      run('nix-store', [
-        '--store',
-        join(work, 'realised'),
-        '--realise',
-        root,
-        '--option',
-        'substituters',
-        `${bucket.url}/cache`,
-        '--option',
-        'trusted-public-keys',
-        s3Store.key.publicKey,
-        '--option',
-        'narinfo-cache-negative-ttl',
-        '0',
-      ]),
+      realiseFromCache(join(work, 'realised'), root, `${bucket.url}/cache`, s3Store.key.publicKey),
     );
     const r = {
       paths,

@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { pushClosure } from '../compiler/push.js';
-import { run } from '../lib/exec.js';
 import { closureOf, nixBuild } from '../lib/nix.js';
 import { ensureCacheKey } from '../scheduler/cache/index.js';
+import { realiseFromCache } from './lib/realise.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_PATHS ?? 300);
 const PUSH_ROUNDS = Number(process.env.MXC_BENCH_CACHE_ROUNDS ?? 3);
@@ -226,21 +226,7 @@ export async function main(): Promise<Record<string, number>> {
 
     const { publicKey } = await ensureCacheKey(dataDir);
     t = performance.now();
-    await run('nix-store', [
-      '--store',
-      join(work, 'realised'),
-      '--realise',
-      root,
-      '--option',
-      'substituters',
-      `${url}/cache`,
-      '--option',
-      'trusted-public-keys',
-      publicKey,
-      '--option',
-      'narinfo-cache-negative-ttl',
-      '0',
-    ]);
+    await realiseFromCache(join(work, 'realised'), root, `${url}/cache`, publicKey);
     const realiseS = (performance.now() - t) / 1000;
 
     for (const l of [oursInfo, pyInfo, oursNar, pyNar])
