@@ -36,6 +36,14 @@ export interface ReadSettingsOptions {
   only?: SettingName[];
 }
 
+/**
+ * A refused value as a problem may show it: the user info of every URL in it (`//user:password@`,
+ * also percent-encoded inside a query parameter) masked, so a password never reaches a terminal or log.
+ */
+export function withoutCredentials(raw: string): string {
+  return raw.replace(/\/\/[^/?#@\s]*@/g, '//***@').replace(/%2F%2F[^/?#&\s]*?%40/gi, '%2F%2F***%40');
+}
+
 /** Reads a secret file: the whole content without its trailing newline. */
 function readSecretFile(path: string, label: string, problems: string[]): string | undefined {
   try {
@@ -84,7 +92,7 @@ export function readSettings(opts: ReadSettingsOptions): Settings {
     const r = (s.schema as z.ZodType).safeParse(raw);
     if (r.success) out[s.env] = r.data;
     else {
-      const shown = s.secret ? '' : `="${raw}"`;
+      const shown = s.secret ? '' : `="${withoutCredentials(raw)}"`;
       problems.push(`${label}${shown}: ${r.error.issues.map((i) => i.message).join('; ')}`);
     }
   }

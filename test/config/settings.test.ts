@@ -117,6 +117,25 @@ describe('readSettings', () => {
     for (const p of problems({ MXC_API_TOKEN: ' ' }, ['client'])) expect(p).not.toContain('"');
   });
 
+  it('never echoes the password of a refused URL', () => {
+    const refused = [
+      ...problems({ MXC_CACHE_S3_URL: 's3://keyid:hunter2@bucket/p' }, ['coordinator']),
+      ...problems({ MXC_CACHE_S3_URL: 's3://bucket/p?endpoint=http://keyid:hunter2@h:9000' }, [
+        'coordinator',
+      ]),
+      ...problems(
+        { MXC_CACHE_S3_URL: 's3://bucket/p?endpoint=http%3A%2F%2Fkeyid%3Ahunter2%40h%3A9000&x=1' },
+        ['coordinator'],
+      ),
+      ...problems({ DATABASE_URL: 'mysql://mxc:hunter2@db/mxc' }, ['coordinator']),
+    ];
+    expect(refused.length).toBeGreaterThanOrEqual(4);
+    for (const p of refused) {
+      expect(p).not.toMatch(/hunter2/);
+      expect(p).toMatch(/\*\*\*/);
+    }
+  });
+
   it('builds the PostgreSQL URL from DATABASE_HOST/PORT/USER/NAME and the password file', async () => {
     const pw = join(dir, 'db-pw');
     await writeFile(pw, 'p@ss/word\n');
