@@ -63,6 +63,10 @@ function kernelResolvable() {
   const r = spawnSync('apt-cache', ['depends', 'linux-image-amd64'], { encoding: 'utf8' });
   return r.status === 0 && /Depends:\s*linux-image-\d/.test(r.stdout);
 }
+// `npm run bench` (setup.mjs --bench) also needs the anchors the benchmarks run side by side.
+if (process.argv.includes('--bench')) {
+  SYSTEM.push({ need: 'python3', pkg: 'python3', why: "the cache bench's anchor, python3 -m http.server" });
+}
 const missing = SYSTEM.filter((s) => (s.file ? !existsSync(s.file) : !onPath(s.need)));
 
 if (missing.length > 0) {
