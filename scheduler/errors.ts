@@ -37,9 +37,3 @@ export const errors = {
       { missing },
     ),
 } as const;
-
-/** Turns anything thrown into an Error, keeping the original as `cause`. */
-export function toError(err: unknown, context?: string): Error {
-  if (err instanceof Error) return context ? new Error(`${context}: ${err.message}`, { cause: err }) : err;
-  return new Error(`${context ? `${context}: ` : ''}${String(err)}`, { cause: err });
-}

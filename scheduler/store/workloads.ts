@@ -324,10 +324,6 @@ export async function listEvents(q: Queryable, workloadId: string): Promise<Work
   ]);
 }
 
-export async function recentEvents(q: Queryable, limit = 50): Promise<WorkloadEventRow[]> {
-  return q.query<WorkloadEventRow>('SELECT * FROM workload_events ORDER BY id DESC LIMIT $1', [limit]);
-}
-
 export async function countByStatus(q: Queryable): Promise<Record<string, number>> {
   const rows = await q.query<{ status: string; n: number }>(
     'SELECT status, count(*)::int AS n FROM workloads GROUP BY status',
