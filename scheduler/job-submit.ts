@@ -1,6 +1,7 @@
 /**
- * Recording a submitted job in one transaction: a new version when the spec changed, then either a
- * rolling update or stopping the old workloads and creating the new ones (none for a cron job).
+ * Recording a submitted job: a new job in one statement; for a known job, one transaction that adds a
+ * version when the spec changed, then either starts a rolling update or stops the old workloads and
+ * creates the new ones (none for a cron job).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { nextRun, parseCron } from '../spec/cron.js';
@@ -34,15 +35,41 @@ export async function recordSubmission(
   now: Date = new Date(),
 ): Promise<RecordedSubmission> {
   const hash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
+  const nextRunAt = spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), now) : null;
+  // A new job is one statement, committed on its own: no transaction to open, nothing to stop.
+  const id = randomUUID();
+  const created = spec.cron_schedule ? [] : newWorkloads(id, 1, spec, 0);
+  const inserted = await jobs.insertNewJob(db, {
+    id,
+    key,
+    spec,
+    specHash: hash,
+    closure,
+    workloads: created,
+    reason: 'submitted (version 1)',
+    nextRunAt,
+  });
+  if (inserted) {
+    return {
+      job: inserted,
+      version: 1,
+      changed: true,
+      workloads: created.map((w) => w.id),
+      stopped: [],
+      rolling: false,
+    };
+  }
   return db.tx(async (q) => {
-    let job = await jobs.getJobByKey(q, key, true);
+    const locked = await jobs.lockJobForSubmit(q, key);
+    let job: jobs.JobRow;
     let version = 1;
     let previous: number | null = null;
-    if (!job) {
+    if (!locked) {
       job = await jobs.insertJob(q, { id: randomUUID(), key, spec, specHash: hash });
     } else {
-      const current = await jobs.getJobVersion(q, job.id, job.current_version);
-      if (current?.spec_hash === hash && job.status === 'active') {
+      const { current_hash, ...row } = locked;
+      job = row;
+      if (current_hash === hash && job.status === 'active') {
         return {
           job,
           version: job.current_version,
@@ -70,9 +97,9 @@ export async function recordSubmission(
     await updates.cancelRolling(q, job.id, `superseded by version ${version}`);
     const stopped = await stopJobWorkloads(q, job.id, `replaced by version ${version}`);
     // A cron job runs on its schedule, not on submit.
-    const created = spec.cron_schedule ? [] : newWorkloads(job.id, version, spec, 0);
-    await wl.insertWorkloads(q, created, `submitted (version ${version})`);
-    await jobs.setNextRun(q, job.id, spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), now) : null);
-    return { job, version, changed: true, workloads: created.map((w) => w.id), stopped, rolling: false };
+    const fresh = spec.cron_schedule ? [] : newWorkloads(job.id, version, spec, 0);
+    await wl.insertWorkloads(q, fresh, `submitted (version ${version})`);
+    await jobs.setNextRun(q, job.id, nextRunAt);
+    return { job, version, changed: true, workloads: fresh.map((w) => w.id), stopped, rolling: false };
   });
 }

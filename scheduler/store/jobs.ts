@@ -1,6 +1,13 @@
 /** SQL for `jobs` (one row per job identity) and `job_versions` (every submitted spec). */
 import type { JobSpec } from '../../spec/job.js';
+import type { ClosurePath } from './closures.js';
 import type { Queryable } from './db.js';
+import {
+  type NewWorkload,
+  WORKLOAD_INSERT_COLUMNS,
+  workloadRowsParams,
+  workloadRowsSql,
+} from './workloads.js';
 
 export interface JobRow {
   id: string;
@@ -26,10 +33,22 @@ export interface JobVersionRow {
   created_at: Date;
 }
 
-export async function getJobByKey(q: Queryable, key: string, forUpdate = false): Promise<JobRow | null> {
-  const rows = await q.query<JobRow>(`SELECT * FROM jobs WHERE key = $1${forUpdate ? ' FOR UPDATE' : ''}`, [
-    key,
-  ]);
+export async function getJobByKey(q: Queryable, key: string): Promise<JobRow | null> {
+  const rows = await q.query<JobRow>('SELECT * FROM jobs WHERE key = $1', [key]);
+  return rows[0] ?? null;
+}
+
+/** A job by key, locked for a submit, with the spec hash of its current version: one round trip. */
+export async function lockJobForSubmit(
+  q: Queryable,
+  key: string,
+): Promise<(JobRow & { current_hash: string | null }) | null> {
+  const rows = await q.query<JobRow & { current_hash: string | null }>(
+    `SELECT j.*, v.spec_hash AS current_hash FROM jobs j
+       LEFT JOIN job_versions v ON v.job_id = j.id AND v.version = j.current_version
+     WHERE j.key = $1 FOR UPDATE OF j`,
+    [key],
+  );
   return rows[0] ?? null;
 }
 
@@ -59,6 +78,63 @@ export async function insertJob(
   );
   await insertJobVersion(q, j.id, 1, j.spec, j.specHash);
   return rows[0]!;
+}
+
+/**
+ * Creates a job that does not exist yet, in one statement (atomic on its own, no transaction needed):
+ * the job row at version 1, its spec, its closure, its workloads and their first events. Returns null,
+ * changing nothing, when a job with that key exists (the caller then takes the path for a known job).
+ */
+export async function insertNewJob(
+  q: Queryable,
+  j: {
+    id: string;
+    key: string;
+    spec: JobSpec;
+    specHash: string;
+    closure: readonly ClosurePath[];
+    workloads: readonly NewWorkload[];
+    reason: string;
+    nextRunAt: Date | null;
+  },
+): Promise<JobRow | null> {
+  const rows = await q.query<JobRow>(
+    `WITH job AS (
+       INSERT INTO jobs (id, key, cluster, role, environment, name, current_version, status, next_run_at)
+       VALUES ($1, $2, $3, $4, $5, $6, 1, 'active', $7) ON CONFLICT (key) DO NOTHING
+       RETURNING *
+     ), version AS (
+       INSERT INTO job_versions (job_id, version, spec, spec_hash) SELECT id, 1, $8, $9 FROM job
+     ), closure AS (
+       INSERT INTO job_closure (job_id, version, path, nar_size)
+       SELECT job.id, 1, c.path, c.nar_size FROM job, unnest($10::text[], $11::bigint[]) AS c(path, nar_size)
+       ON CONFLICT DO NOTHING
+     ), created AS (
+       INSERT INTO workloads (${WORKLOAD_INSERT_COLUMNS})
+       SELECT * FROM ${workloadRowsSql(13)} WHERE EXISTS (SELECT 1 FROM job)
+       RETURNING id
+     ), events AS (
+       INSERT INTO workload_events (workload_id, from_status, to_status, reason)
+       SELECT id, NULL, 'pending', $12 FROM created
+     )
+     SELECT * FROM job`,
+    [
+      j.id,
+      j.key,
+      j.spec.cluster,
+      j.spec.role,
+      j.spec.environment,
+      j.spec.name,
+      j.nextRunAt?.toISOString() ?? null,
+      JSON.stringify(j.spec),
+      j.specHash,
+      j.closure.map((p) => p.path),
+      j.closure.map((p) => p.nar_size),
+      j.reason,
+      ...workloadRowsParams(j.workloads),
+    ],
+  );
+  return rows[0] ?? null;
 }
 
 export async function insertJobVersion(

@@ -65,32 +65,47 @@ export type NewWorkload = Pick<
   restart_delay_ms?: number;
 };
 
+/** The columns `insertWorkloads` writes, as `unnest` over `$first`…: shared with insertNewJob's statement. */
+export function workloadRowsSql(first: number): string {
+  const p = (i: number) => `$${first + i}`;
+  return `unnest(${p(0)}::text[], ${p(1)}::text[], ${p(2)}::int[], ${p(3)}::int[], ${p(4)}::text[], ${p(5)}::float8[],
+       ${p(6)}::int[], ${p(7)}::int[], ${p(8)}::text[], ${p(9)}::int[], ${p(10)}::timestamptz[], ${p(11)}::int[])`;
+}
+
+/** The parameters of `workloadRowsSql`, in its order. */
+export function workloadRowsParams(ws: readonly NewWorkload[]): unknown[] {
+  return [
+    ws.map((w) => w.id),
+    ws.map((w) => w.job_id),
+    ws.map((w) => w.job_version),
+    ws.map((w) => w.instance),
+    ws.map(() => 'pending'),
+    ws.map((w) => w.cpu),
+    ws.map((w) => w.memory_mb),
+    ws.map((w) => w.disk_mb),
+    ws.map((w) => w.isolation),
+    ws.map((w) => w.restarts),
+    ws.map((w) => w.not_before?.toISOString() ?? null),
+    ws.map((w) => w.restart_delay_ms ?? 0),
+  ];
+}
+
+/** The columns of `workloadRowsSql`. */
+export const WORKLOAD_INSERT_COLUMNS = `id, job_id, job_version, instance, status, cpu, memory_mb, disk_mb, isolation, restarts,
+       not_before, restart_delay_ms`;
+
+/** Creates pending workloads and their first events, in one statement. */
 export async function insertWorkloads(q: Queryable, ws: NewWorkload[], reason: string): Promise<void> {
   if (ws.length === 0) return;
   await q.query(
-    `INSERT INTO workloads (id, job_id, job_version, instance, status, cpu, memory_mb, disk_mb, isolation, restarts,
-       not_before, restart_delay_ms)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::float8[], $7::int[], $8::int[],
-       $9::text[], $10::int[], $11::timestamptz[], $12::int[])`,
-    [
-      ws.map((w) => w.id),
-      ws.map((w) => w.job_id),
-      ws.map((w) => w.job_version),
-      ws.map((w) => w.instance),
-      ws.map(() => 'pending'),
-      ws.map((w) => w.cpu),
-      ws.map((w) => w.memory_mb),
-      ws.map((w) => w.disk_mb),
-      ws.map((w) => w.isolation),
-      ws.map((w) => w.restarts),
-      ws.map((w) => w.not_before?.toISOString() ?? null),
-      ws.map((w) => w.restart_delay_ms ?? 0),
-    ],
-  );
-  await q.query(
-    `INSERT INTO workload_events (workload_id, from_status, to_status, reason)
-     SELECT unnest($1::text[]), NULL, 'pending', $2`,
-    [ws.map((w) => w.id), reason],
+    `WITH created AS (
+       INSERT INTO workloads (${WORKLOAD_INSERT_COLUMNS})
+       SELECT * FROM ${workloadRowsSql(2)}
+       RETURNING id
+     )
+     INSERT INTO workload_events (workload_id, from_status, to_status, reason)
+     SELECT id, NULL, 'pending', $1 FROM created`,
+    [reason, ...workloadRowsParams(ws)],
   );
 }
 
