@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_ROLLOUT_CONFIG,
+  failedInstanceSet,
   failedInstances,
   isLive,
   type RolloutConfig,
@@ -89,6 +90,40 @@ describe('rolloutStep: cases', () => {
       message: '1 instance(s) of version 2 failed (max_total_failures 0); rolled back to version 1',
     });
     expect(rolloutStep(snap([failed], { rollback: true }), T0 + 10).end?.status).toBe('failed');
+  });
+
+  it('moves past an instance that failed more than max_per_shard_failures times, never retrying it', () => {
+    const config = { max_per_shard_failures: 1, max_total_failures: 1, batch_size: 1 };
+    const tries = [1, 2].map((k) =>
+      wl(`new-0-${k}`, {
+        instance: 0,
+        job_version: 2,
+        status: 'failed',
+        created_at: T0 + k,
+        started_at: null,
+      }),
+    );
+    const old = wl('old-1', { instance: 1 });
+    // One failure: the instance is retried.
+    expect(rolloutStep(snap([tries[0]!, old], { instances: 2, config }), T0 + 10).creates).toEqual([
+      { instance: 0, reason: 'rolling update to version 2' },
+    ]);
+    // Two: it failed the update for good; the window moves on to instance 1.
+    const step = rolloutStep(snap([...tries, old], { instances: 2, config }), T0 + 10);
+    expect(step.creates).toEqual([{ instance: 1, reason: 'rolling update to version 2' }]);
+    expect(step.progress).toEqual({ next_instance: 1, message: '1 of 2 instance(s) updated' });
+    expect(step.end).toBeNull();
+    // Instance 1 done: the update ends within its failure limit.
+    const done = wl('new-1', { instance: 1, job_version: 2, created_at: T0 + 3, started_at: T0 + 3 });
+    expect(rolloutStep(snap([...tries, done], { instances: 2, config, next: 1 }), T0 + 60_000).end).toEqual({
+      status: 'succeeded',
+      message: '1 of 2 instance(s) run version 2; 1 instance(s) failed (max_total_failures 1)',
+    });
+    // A single always-failing instance within the limit ends the update too (it was retried for ever).
+    expect(rolloutStep(snap(tries, { instances: 1, config }), T0 + 10).end).toEqual({
+      status: 'succeeded',
+      message: '0 of 1 instance(s) run version 2; 1 instance(s) failed (max_total_failures 1)',
+    });
   });
 
   it('succeeds once every instance is done and stops the instances beyond the new count', () => {
@@ -286,8 +321,13 @@ describe('rolloutStep: properties', () => {
           if (w.instance < s.target!.instances) expect(standing(s, w.instance).current).not.toBe(w);
         }
         for (const f of step.fails) expect(['pending', 'starting']).toContain(byId.get(f.workloadId)!.status);
-        // An instance gets a new workload only when it has no current one.
-        for (const c of step.creates) expect(standing(s, c.instance).current).toBeUndefined();
+        // An instance gets a new workload only when it has no current one and has not failed the
+        // update for good (more than max_per_shard_failures failures).
+        const failed = failedInstanceSet(s, s.target!.config);
+        for (const c of step.creates) {
+          expect(standing(s, c.instance).current).toBeUndefined();
+          expect(failed.has(c.instance)).toBe(false);
+        }
       }),
       { numRuns: 2000 },
     );
@@ -308,15 +348,15 @@ describe('rolloutStep: properties', () => {
 // ------------------------------------------------------------------ whole rollouts, simulated
 
 /**
- * Runs a rollout to its end: every step is followed by the agents' answers (a new workload of a
- * good version starts running and stays healthy; of a bad one, fails) and time passing. Returns the
+ * Runs a rollout to its end: every step is followed by the agents' answers (a new workload that is
+ * `good` starts running and stays healthy; any other fails) and time passing. Returns the
  * update's end and the workloads. A rolled-back update is followed by its rollback update.
  */
 function simulate(
   config: RolloutConfig,
   instances: number,
   oldInstances: number,
-  goodVersions: Set<number>,
+  good: (w: RolloutWorkload) => boolean,
   tickMs: number,
 ) {
   let now = T0;
@@ -366,7 +406,7 @@ function simulate(
         w.status === 'stopping'
           ? { ...w, status: 'stopped' as const }
           : w.status === 'pending'
-            ? goodVersions.has(w.job_version)
+            ? good(w)
               ? { ...w, status: 'running' as const, started_at: now }
               : { ...w, status: 'failed' as const }
             : w,
@@ -383,12 +423,12 @@ const liveVersions = (s: RolloutSnapshot) =>
     .sort();
 
 /**
- * An instance that failed the update is retried (the window does not move past it), so a version
- * that always fails ends the update only when more than max_total_failures instances fail within one
- * window: with a window no larger than the limit it is retried for ever (Aurora instead moves on).
+ * An instance that failed more than max_per_shard_failures times has failed the update for good and
+ * the window moves past it (Aurora), so a version that always fails ends the update for failures
+ * exactly when it has more instances than max_total_failures; otherwise every instance fails and the
+ * update ends (succeeded, within its failure limit) instead of retrying them for ever.
  */
-const endsOnFailures = (config: RolloutConfig, n: number) =>
-  Math.min(config.batch_size, n) > config.max_total_failures;
+const endsOnFailures = (config: RolloutConfig, n: number) => n > config.max_total_failures;
 
 describe('rolloutStep: whole rollouts', () => {
   it('a good version ends with every instance running it, the old ones stopped', () => {
@@ -398,7 +438,7 @@ describe('rolloutStep: whole rollouts', () => {
         fc.integer({ min: 1, max: 6 }),
         fc.integer({ min: 1, max: 6 }),
         (config, n, old) => {
-          const { ends, s } = simulate(config, n, old, new Set([1, 2]), 1000);
+          const { ends, s } = simulate(config, n, old, () => true, 1000);
           expect(ends).toEqual(['succeeded']);
           expect(liveVersions(s)).toEqual(Array.from({ length: n }, (_, i) => `${i}:v2:running`).sort());
         },
@@ -415,7 +455,7 @@ describe('rolloutStep: whole rollouts', () => {
         fc.integer({ min: 1, max: 6 }),
         (config, n, old) => {
           fc.pre(endsOnFailures(config, n));
-          const { ends, s } = simulate(config, n, old, new Set([1]), 1000);
+          const { ends, s } = simulate(config, n, old, (w) => w.job_version === 1, 1000);
           expect(ends).toEqual(['rolled_back', 'succeeded']);
           expect(liveVersions(s)).toEqual(Array.from({ length: old }, (_, i) => `${i}:v1:running`).sort());
         },
@@ -431,13 +471,57 @@ describe('rolloutStep: whole rollouts', () => {
         fc.integer({ min: 1, max: 6 }),
         (config, n) => {
           fc.pre(endsOnFailures(config, n));
-          const { ends, s } = simulate(config, n, n, new Set([1]), 1000);
+          const { ends, s } = simulate(config, n, n, (w) => w.job_version === 1, 1000);
           expect(ends).toEqual(['failed']);
           const failed = new Set(s.workloads.filter((w) => w.status === 'failed').map((w) => w.instance));
           expect(failed.size).toBeGreaterThan(config.max_total_failures);
           expect(failed.size).toBeLessThanOrEqual(config.max_total_failures + config.batch_size);
           // Nothing of the bad version is left live; the old version keeps the instances not reached.
           expect(s.workloads.some((w) => w.job_version === 2 && isLive(w))).toBe(false);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a bad version with no more instances than max_total_failures ends: each instance tried max_per_shard_failures + 1 times', () => {
+    fc.assert(
+      fc.property(arbConfig, fc.integer({ min: 1, max: 6 }), (config, n) => {
+        fc.pre(!endsOnFailures(config, n));
+        const { ends, s } = simulate(config, n, n, (w) => w.job_version === 1, 1000);
+        expect(ends).toEqual(['succeeded']);
+        for (let i = 0; i < n; i++) {
+          const tries = s.workloads.filter((w) => w.job_version === 2 && w.instance === i);
+          expect(tries.map((w) => w.status)).toEqual(
+            Array.from({ length: config.max_per_shard_failures + 1 }, () => 'failed'),
+          );
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a version that fails on some instances only ends, failed instances within the limit or rolled back', () => {
+    fc.assert(
+      fc.property(
+        arbConfig,
+        fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 1, max: 6 }),
+        fc.uniqueArray(fc.integer({ min: 0, max: 5 })),
+        (config, n, old, bad) => {
+          const badInstances = new Set(bad.filter((i) => i < n));
+          const { ends } = simulate(
+            config,
+            n,
+            old,
+            (w) => w.job_version === 1 || !badInstances.has(w.instance),
+            1000,
+          );
+          if (badInstances.size > config.max_total_failures) {
+            expect(ends[0]).toBe(config.rollback_on_failure ? 'rolled_back' : 'failed');
+          } else {
+            expect(ends).toEqual(['succeeded']);
+          }
         },
       ),
       { numRuns: 300 },

@@ -240,6 +240,65 @@ describe('rolling updates', () => {
     expect(v, JSON.stringify(v)).toMatchObject({ 'v2:running': 3, 'v2:failed': 3 });
   });
 
+  it.each([
+    {
+      instances: 1,
+      ends: 'succeeded',
+      message: '0 of 1 instance(s) run version 2; 1 instance(s) failed (max_total_failures 1)',
+    },
+    {
+      instances: 2,
+      ends: 'rolled_back',
+      message: '2 instance(s) of version 2 failed (max_total_failures 1); rolled back to version 1',
+    },
+  ])(
+    'an always-failing version with $instances instance(s) and a window no larger than max_total_failures ends $ends',
+    async ({ instances, ends, message }) => {
+      // Each instance is tried max_per_shard_failures + 1 times, then the update moves past it; it used
+      // to retry the first instance for ever, since one failed instance never exceeded the limit. Not a
+      // service, so every new workload is the update's own (a service's are restarted on failure too).
+      c = await startTestCoordinator('postgres');
+      const a = new ProtocolAgent({
+        url: c.url,
+        name: 'n',
+        cpu: 8,
+        onStart: (m) => (m.workload.spec.task.processes[0]!.cmdline === 'broken' ? 'failed' : 'running'),
+      });
+      agents.push(await a.connect());
+      const cfg = {
+        batch_size: 1,
+        watch_secs: 1, // the agent reports running just before failed
+        max_per_shard_failures: 1,
+        max_total_failures: 1,
+        rollback_on_failure: true,
+      };
+      const jobId = (
+        await c.api('POST', '/api/jobs', job('good', { instances, service: false, update_config: cfg }))
+      ).body.data.job.id;
+      await eventually(async () => (await byVersion(jobId))['v1:running'] === instances);
+      await c.api('POST', '/api/jobs', job('broken', { instances, service: false, update_config: cfg }));
+      const history = await eventually(async () => {
+        const us = (await c.api('GET', `/api/jobs/${jobId}/updates`)).body.data;
+        const update = us.find((u: { to_version: number }) => u.to_version === 2);
+        return update && update.status !== 'rolling' ? us : null;
+      }, 20_000);
+      const update = history.find((u: { to_version: number }) => u.to_version === 2);
+      expect(update).toMatchObject({ status: ends, message });
+      // Each instance of version 2 was started twice (max_per_shard_failures + 1), no more.
+      const tries = (await c.api('GET', `/api/workloads?job=${jobId}`)).body.data.filter(
+        (w: { job_version: number }) => w.job_version === 2,
+      );
+      const perInstance = new Map<number, number>();
+      for (const w of tries as { instance: number }[])
+        perInstance.set(w.instance, (perInstance.get(w.instance) ?? 0) + 1);
+      expect([...perInstance.values()]).toEqual(Array.from({ length: instances }, () => 2));
+      if (ends === 'rolled_back') {
+        expect(history[0]).toMatchObject({ rollback: true, from_version: 2, to_version: 1 });
+        await eventually(async () => (await byVersion(jobId))['v1:running'] === instances);
+      }
+    },
+  );
+
   it.each([true, false])(
     'wait_for_batch_completion %s: a stuck instance holds its batch, or the window slides past it; restart_threshold fails it and it is retried',
     async (waitForBatch) => {

@@ -5,14 +5,17 @@
  * No database, no clock: `scheduler/rollout.ts` reads the snapshot and applies the step, each change
  * guarded by the state it expects.
  *
- * The rules: an instance of the new version counts once it has run for `watch_secs` (and, when the
- * job has a health check, reported healthy). An instance is retried until it failed more than
- * `max_per_shard_failures` times; more failed instances than `max_total_failures` end the update:
- * rolled back to the previous version when `rollback_on_failure` (and this is not already a
+ * The rules (Aurora's JobUpdateSettings): an instance of the new version is done once it has run for
+ * `watch_secs` (and, when the job has a health check, reported healthy). An instance is retried until
+ * it failed more than `max_per_shard_failures` (Aurora's maxPerInstanceFailures) times; then it has
+ * failed the update for good: the update no longer creates workloads for it and moves past it, as
+ * past a done one. More failed instances than `max_total_failures` (maxFailedInstances) end the
+ * update: rolled back to the previous version when `rollback_on_failure` (and this is not already a
  * rollback), else marked failed. An instance not running within `restart_threshold` seconds fails
- * its update. With `wait_for_batch_completion` the next batch starts once the whole batch is done;
- * without (Aurora's default) a window of `batch_size` instances slides: as soon as one is done, the
- * next starts. Once every instance runs the target, instances beyond the new count stop.
+ * its update. With `wait_for_batch_completion` the next batch starts once the whole batch is done or
+ * failed; without (Aurora's default) a window of `batch_size` instances slides: as soon as one is done
+ * or failed, the next starts. Once every instance is done or failed (no more than
+ * `max_total_failures` of them), the update has succeeded and instances beyond the new count stop.
  */
 import type { WorkloadStatus } from '../../../spec/messages.js';
 
@@ -97,6 +100,11 @@ export const isLive = (w: Pick<RolloutWorkload, 'status'>) => LIVE.has(w.status)
  * update began (such an instance has failed the update; until then it is retried).
  */
 export function failedInstances(s: RolloutSnapshot, cfg: RolloutConfig): number {
+  return failedInstanceSet(s, cfg).size;
+}
+
+/** The instances counted by `failedInstances`. */
+export function failedInstanceSet(s: RolloutSnapshot, cfg: RolloutConfig): Set<number> {
   const perInstance = new Map<number, number>();
   for (const w of s.workloads) {
     if (
@@ -107,7 +115,7 @@ export function failedInstances(s: RolloutSnapshot, cfg: RolloutConfig): number 
       perInstance.set(w.instance, (perInstance.get(w.instance) ?? 0) + 1);
     }
   }
-  return [...perInstance.values()].filter((n) => n > cfg.max_per_shard_failures).length;
+  return new Set([...perInstance].filter(([, n]) => n > cfg.max_per_shard_failures).map(([i]) => i));
 }
 
 /**
@@ -139,7 +147,8 @@ export function rolloutStep(s: RolloutSnapshot, now: number): RolloutStep {
   const cfg = target.config;
   const n = target.instances;
 
-  const failures = failedInstances(s, cfg);
+  const failed = failedInstanceSet(s, cfg);
+  const failures = failed.size;
   if (failures > cfg.max_total_failures) {
     const why = `${failures} instance(s) of version ${u.to_version} failed (max_total_failures ${cfg.max_total_failures})`;
     step.end =
@@ -192,6 +201,7 @@ export function rolloutStep(s: RolloutSnapshot, now: number): RolloutStep {
       const batchEnd = Math.min(n, next + cfg.batch_size);
       let batchDone = true;
       for (let instance = next; instance < batchEnd; instance++) {
+        if (failed.has(instance)) continue; // failed the update for good: settled, never retried
         const { current, others } = standing(s, instance);
         if (!current) {
           replace(instance, others);
@@ -208,6 +218,7 @@ export function rolloutStep(s: RolloutSnapshot, now: number): RolloutStep {
     let inFlight = 0;
     let firstNotDone = n;
     for (let instance = next; instance < n; instance++) {
+      if (failed.has(instance)) continue; // failed the update for good: out of the window, never retried
       const { current, others } = standing(s, instance);
       if (current) {
         if (settle(current, others) === 'done') continue;
@@ -233,13 +244,21 @@ export function rolloutStep(s: RolloutSnapshot, now: number): RolloutStep {
       step.stops.push({ workloadId: w.id, reason: `version ${u.to_version} has ${n} instance(s)` });
   }
   step.progress = null; // the end says it: next_instance becomes the instance count
+  const within = `${failures} instance(s) failed (max_total_failures ${cfg.max_total_failures})`;
   step.end = {
     status: 'succeeded',
-    message: u.rollback
-      ? `rolled back to version ${u.to_version}`
-      : u.restart
-        ? `all ${n} instance(s) restarted`
-        : `all ${n} instance(s) run version ${u.to_version}`,
+    message:
+      failures > 0
+        ? u.rollback
+          ? `rolled back to version ${u.to_version}; ${within}`
+          : u.restart
+            ? `${n - failures} of ${n} instance(s) restarted; ${within}`
+            : `${n - failures} of ${n} instance(s) run version ${u.to_version}; ${within}`
+        : u.rollback
+          ? `rolled back to version ${u.to_version}`
+          : u.restart
+            ? `all ${n} instance(s) restarted`
+            : `all ${n} instance(s) run version ${u.to_version}`,
   };
   return step;
 }
