@@ -9,7 +9,7 @@ import https from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type CommandError, runStreaming } from '../lib/exec.js';
-import { narStream } from '../lib/nar-dump.js';
+import { narInto, narStream } from '../lib/nar-dump.js';
 import { STORE_DIR } from '../lib/nar-info.js';
 import { type PathInfo, queryClosureInfos } from '../lib/path-info.js';
 import { MAX_BATCH_NARS, NAR_BATCH_MEDIA_TYPE, NarBatchAnswer, type NarBatchHeader } from '../spec/cache.js';
@@ -282,6 +282,23 @@ async function readWhole(path: string, source: NarSource, signal?: AbortSignal):
   return chunks;
 }
 
+/**
+ * A small path's whole frame, header then NAR, in one buffer written in place by blocking reads: most
+ * of a closure is small paths, and for them this costs a fraction of the streamed dump's CPU.
+ */
+function wholeFrame(info: PathInfo, header: Buffer): Buffer {
+  const frame = Buffer.allocUnsafe(header.length + info.narSize);
+  header.copy(frame);
+  try {
+    narInto(info.path, frame, header.length);
+  } catch (err) {
+    throw new PushError('PUSH_DUMP_FAILED', `cannot read ${info.path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  return frame;
+}
+
 /** One batch frame's header: u32 big-endian length, then the JSON claim (spec/cache.ts NarBatchHeader). */
 function frameHeader(info: PathInfo): Buffer {
   const header: NarBatchHeader = {
@@ -297,7 +314,10 @@ function frameHeader(info: PathInfo): Buffer {
   return Buffer.concat([len, json]);
 }
 
-/** The batch body: every path's frame, in order, then the end mark; small NARs are read ahead. */
+/**
+ * The batch body: every path's frame, in order, then the end mark. Read in process (the default), a
+ * small NAR is one buffer with its header; through nix-store, small NARs are read a few paths ahead.
+ */
 async function* batchBody(
   batch: readonly PathInfo[],
   headers: readonly Buffer[],
@@ -315,7 +335,15 @@ async function* batchBody(
     }
   };
   for (const [i, info] of batch.entries()) {
-    readAhead(i);
+    if (source === 'node' && info.narSize <= READ_AHEAD_MAX_NAR) {
+      signal?.throwIfAborted();
+      const frame = wholeFrame(info, headers[i]!);
+      on.onBytes(info.narSize, info.path);
+      yield frame;
+      on.onPath();
+      continue;
+    }
+    if (source !== 'node') readAhead(i);
     yield headers[i]!;
     const whole = ahead.get(i);
     ahead.delete(i);

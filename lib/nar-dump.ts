@@ -2,6 +2,7 @@
  * Serialises a store path as a NAR (what `nix-store --dump` prints) inside this process: spawning
  * nix-store for each of hundreds of small paths costs far more than reading them.
  */
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
@@ -70,4 +71,108 @@ export function narStream(path: string): Readable {
     yield* node(Buffer.from(path));
   }
   return Readable.from(all(), { objectMode: false });
+}
+
+/** Writes NAR tokens into a buffer of exactly the expected size; overrunning it means the tree changed. */
+class NarWriter {
+  pos: number;
+
+  constructor(
+    readonly buf: Buffer,
+    start: number,
+    private readonly changed: () => Error,
+  ) {
+    this.pos = start;
+  }
+
+  room(n: number): void {
+    if (this.pos + n > this.buf.length) throw this.changed();
+  }
+
+  u64(n: number): void {
+    this.room(8);
+    this.buf.writeUInt32LE(n % 2 ** 32, this.pos);
+    this.buf.writeUInt32LE(Math.floor(n / 2 ** 32), this.pos + 4);
+    this.pos += 8;
+  }
+
+  pad(n: number): void {
+    const p = (8 - (n % 8)) % 8;
+    this.room(p);
+    this.buf.fill(0, this.pos, this.pos + p);
+    this.pos += p;
+  }
+
+  str(s: string | Buffer): void {
+    const bytes = typeof s === 'string' ? Buffer.byteLength(s, 'utf8') : s.length;
+    this.u64(bytes);
+    this.room(bytes);
+    if (typeof s === 'string') this.buf.write(s, this.pos, 'utf8');
+    else s.copy(this.buf, this.pos);
+    this.pos += bytes;
+    this.pad(bytes);
+  }
+}
+
+function nodeInto(w: NarWriter, path: Buffer): void {
+  const st = lstatSync(path);
+  w.str('(');
+  w.str('type');
+  if (st.isSymbolicLink()) {
+    w.str('symlink');
+    w.str('target');
+    w.str(readlinkSync(path, { encoding: 'buffer' }));
+  } else if (st.isFile()) {
+    w.str('regular');
+    if ((st.mode & 0o100) !== 0) {
+      w.str('executable');
+      w.str('');
+    }
+    w.str('contents');
+    const size = st.size;
+    w.u64(size);
+    w.room(size);
+    const fd = openSync(path, 'r');
+    try {
+      let done = 0;
+      while (done < size) {
+        const n = readSync(fd, w.buf, w.pos + done, size - done, done);
+        if (n === 0) throw new Error(`${path.toString()} shrank while it was being read`);
+        done += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    w.pos += size;
+    w.pad(size);
+  } else if (st.isDirectory()) {
+    w.str('directory');
+    for (const name of readdirSync(path, { encoding: 'buffer' }).sort(Buffer.compare)) {
+      w.str('entry');
+      w.str('(');
+      w.str('name');
+      w.str(name);
+      w.str('node');
+      nodeInto(w, Buffer.concat([path, SLASH, name]));
+      w.str(')');
+    }
+  } else {
+    throw new Error(`${path.toString()} is neither a file, a directory nor a symlink; nix cannot archive it`);
+  }
+  w.str(')');
+}
+
+/**
+ * Writes the NAR of `path` into `buf` from `start` to its end, which must be exactly the NAR's size
+ * (the NarSize nix recorded), with blocking reads: for the many small paths of a closure one buffer,
+ * no copies and no per-file round trips through the thread pool. Only for a command-line process,
+ * never a server's event loop. Throws when the tree's NAR is not exactly that long (it changed).
+ */
+export function narInto(path: string, buf: Buffer, start: number): void {
+  const changed = () =>
+    new Error(`${path} is not the ${buf.length - start}-byte NAR nix recorded for it; it changed on disk`);
+  const w = new NarWriter(buf, start, changed);
+  w.str('nix-archive-1');
+  nodeInto(w, Buffer.from(path));
+  if (w.pos !== buf.length) throw changed();
 }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { afterAll, expect, test } from 'vitest';
-import { narStream } from '../../lib/nar-dump.js';
+import { narInto, narStream } from '../../lib/nar-dump.js';
 import { buildClosure, dumpNar } from './fixtures.js';
 
 const dirs: string[] = [];
@@ -16,6 +16,24 @@ test('matches nix-store --dump on a real closure', async () => {
   const c = await buildClosure('nar-dump');
   for (const p of [c.root, c.lib, c.busybox])
     expect((await buffer(narStream(p))).equals(await dumpNar(p)), p).toBe(true);
+});
+
+/** narInto's NAR of `p`, in a buffer of `size` bytes after a 3-byte prefix that must stay as it was. */
+function whole(p: string, size: number): Buffer {
+  const buf = Buffer.alloc(3 + size, 0xee);
+  narInto(p, buf, 3);
+  expect(buf.subarray(0, 3).equals(Buffer.alloc(3, 0xee))).toBe(true);
+  return buf.subarray(3);
+}
+
+test('narInto writes the same bytes into a buffer of the recorded size, and refuses any other size', async () => {
+  const c = await buildClosure('nar-dump-whole');
+  for (const p of [c.root, c.lib, c.busybox]) {
+    const nix = await dumpNar(p);
+    expect(whole(p, nix.length).equals(nix), p).toBe(true);
+    expect(() => whole(p, nix.length - 8)).toThrow(/changed on disk/);
+    expect(() => whole(p, nix.length + 8)).toThrow(/changed on disk/);
+  }
 });
 
 test('matches nix-store --dump on odd trees: empty files, symlinks, executables, unicode and sorting', async () => {
@@ -36,9 +54,11 @@ test('matches nix-store --dump on odd trees: empty files, symlinks, executables,
   const { execa } = await import('execa');
   const nix = Buffer.from((await execa('nix-store', ['--dump', d], { encoding: 'buffer' })).stdout);
   expect((await buffer(narStream(d))).equals(nix)).toBe(true);
+  expect(whole(d, nix.length).equals(nix)).toBe(true);
   const single = join(d, 'seven');
   const nixSingle = Buffer.from(
     (await execa('nix-store', ['--dump', single], { encoding: 'buffer' })).stdout,
   );
   expect((await buffer(narStream(single))).equals(nixSingle)).toBe(true);
+  expect(whole(single, nixSingle.length).equals(nixSingle)).toBe(true);
 });
