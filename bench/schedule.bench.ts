@@ -155,6 +155,11 @@ export async function main(): Promise<void> {
       'SELECT status, count(*)::int AS n FROM workloads GROUP BY status ORDER BY status',
     );
     const committed = counts.filter((c) => c.status !== 'pending').reduce((a, c) => a + c.n, 0);
+    // Each apply transaction stamps its placements' events with its own now(): one distinct ts each.
+    const [applies] = await queryOnce<{ n: number }>(
+      db.url,
+      "SELECT count(DISTINCT ts)::int AS n FROM workload_events WHERE to_status = 'starting'",
+    );
     rss.sample();
 
     const perJob = [...timings.values()].map((t) => t.lastStartAt - t.submitAt);
@@ -175,6 +180,12 @@ export async function main(): Promise<void> {
     });
     r.figure({ name: 'placements committed (not pending) in DB', value: committed, unit: 'workloads' });
     r.figure({ name: 'wall time for all placements', value: placedS, unit: 's' });
+    r.figure({
+      name: 'placements per apply transaction (mean)',
+      value: committed / Math.max(1, applies?.n ?? 0),
+      unit: 'placements',
+      note: `${fmt(applies?.n ?? 0)} transactions`,
+    });
     r.figure({
       name: 'submit→placed p50 (job: POST → its last start)',
       value: percentile(perJob, 0.5),

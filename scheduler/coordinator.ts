@@ -55,6 +55,12 @@ export type { AgentSession, ChangeEvent, CoordinatorOptions };
 /** The kinds of background work, each coalescing on its own (see engine/evaluation-queue). */
 type WorkKindName = 'schedule' | 'rollout' | 'drain' | 'poll' | 'liveness' | 'cron' | 'retention';
 
+/**
+ * Outbox commands taken and sent per round of a drain: a whole apply transaction's starts (APPLY_CHUNK)
+ * in one round, so each agent gets them in one write rather than one per thousand rows.
+ */
+const DRAIN_BATCH = 5000;
+
 /** The start command for a workload, carrying its job version's spec. */
 const startMessage = (
   w: Pick<wl.WorkloadRow, 'id' | 'job_id' | 'instance'>,
@@ -519,7 +525,7 @@ export class Coordinator {
     });
     if (held.length === 0) return;
     for (;;) {
-      const rows = await commands.takeCommands(this.db, this.opts.id, held);
+      const rows = await commands.takeCommands(this.db, this.opts.id, held, DRAIN_BATCH);
       // Specs first (cached; read concurrently), then every message in outbox order: a workload's
       // start always goes out before its stop.
       const specs = new Map<string, JobSpec | null>();
@@ -550,7 +556,7 @@ export class Coordinator {
         }
         session.send(startMessage({ ...w, id: r.message.workload_id }, spec));
       }
-      if (rows.length < 1000) return;
+      if (rows.length < DRAIN_BATCH) return;
     }
   }
 

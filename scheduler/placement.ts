@@ -55,7 +55,7 @@ export class SchedulerState {
   async jobInfoFor(
     db: Queryable,
     specOf: SpecLookup,
-    ws: readonly wl.WorkloadRow[],
+    ws: readonly Pick<wl.WorkloadRow, 'job_id' | 'job_version'>[],
   ): Promise<Map<string, JobInfo>> {
     const keys = new Map<string, { job_id: string; job_version: number }>();
     for (const w of ws) keys.set(`${w.job_id}/${w.job_version}`, w);
@@ -100,7 +100,7 @@ export interface SchedulePassDeps {
   /** The coordinator's view and caches, kept from pass to pass. */
   state: SchedulerState;
   /** Called after commit for each workload the pass moved to starting (its start command queued), in order. */
-  started: (w: wl.WorkloadRow) => void;
+  started: (w: StartedWorkload) => void;
   /** Asks for another pass at this time: the earliest restart still waiting out its back-off. */
   wakeAt?: (at: number) => void;
   /** The deciding coordinator's id: no NOTIFY for the starts of agents it holds (it sends those itself). */
@@ -118,7 +118,7 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
     // One round: the pending work, the nodes changed since the last pass, and where the pending jobs run.
     const [all, nodeViews, placedRows] = await Promise.all([
-      wl.listWorkloads(db, { status: ['pending'], limit: 100_000 }),
+      wl.listPending(db, 100_000),
       state.view.refresh(db),
       wl.activePlacementsOfPendingJobs(db),
     ]);
@@ -138,7 +138,6 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     const throttled = new Set(waiting);
     const pending = waiting.length ? all.filter((w) => !throttled.has(w)) : all;
     if (pending.length === 0) return;
-    pending.sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.instance - b.instance);
     // A job that turned pending between the two reads is read now (rare), so limits always count.
     const covered = new Set(placedRows.map((p) => p.job_id));
     const uncovered = [...new Set(pending.map((w) => w.job_id))].filter((j) => !covered.has(j));
@@ -207,9 +206,12 @@ export async function clusterSnapshot(q: Queryable): Promise<ClusterSnapshot> {
 
 interface PlannedPlacement {
   /** The workload as the pass read it (its resources never change). */
-  w: wl.WorkloadRow;
+  w: wl.PendingWorkload;
   nodeId: string;
 }
+
+/** A workload a pass moved to starting on `node_id`. */
+export type StartedWorkload = wl.PendingWorkload & { status: 'starting'; node_id: string };
 
 /**
  * Applies placements in transactions of at most APPLY_CHUNK, re-checking capacity on the node rows
@@ -220,8 +222,8 @@ async function applyPlacements(
   db: Db,
   placements: PlannedPlacement[],
   holder?: string,
-): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
-  const applied: wl.WorkloadRow[] = [];
+): Promise<{ applied: StartedWorkload[]; conflicts: number }> {
+  const applied: StartedWorkload[] = [];
   let conflicts = 0;
   for (let i = 0; i < placements.length; i += APPLY_CHUNK) {
     const chunk = placements.slice(i, i + APPLY_CHUNK);
@@ -236,12 +238,12 @@ async function applyChunkOnce(
   db: Db,
   placements: PlannedPlacement[],
   holder?: string,
-): Promise<{ applied: wl.WorkloadRow[]; conflicts: number }> {
+): Promise<{ applied: StartedWorkload[]; conflicts: number }> {
   return db.tx(async (q) => {
     const nodeIds = [...new Set(placements.map((p) => p.nodeId))];
     const locked = new Map((await nodes.lockNodes(q, nodeIds)).map((n) => [n.id, n]));
     const usage = new Map<string, Resources>();
-    const accepted: { w: wl.WorkloadRow; node: nodes.NodeRow }[] = [];
+    const accepted: { w: wl.PendingWorkload; node: nodes.LockedNode }[] = [];
     let conflicts = 0;
     for (const { w, nodeId } of placements) {
       const node = locked.get(nodeId);

@@ -240,7 +240,17 @@ export async function holdsSession(
 }
 
 /** Locks the given nodes' rows for a plan's apply, in id order to avoid deadlocks. */
-export async function lockNodes(q: Queryable, ids: string[]): Promise<NodeRow[]> {
+export async function lockNodes(q: Queryable, ids: string[]): Promise<LockedNode[]> {
   if (ids.length === 0) return [];
-  return q.query<NodeRow>('SELECT * FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE', [ids]);
+  return q.query<LockedNode>(
+    `SELECT id, name, status, cpu, memory_mb, disk_mb, used_cpu, used_memory_mb, used_disk_mb
+     FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
+    [ids],
+  );
 }
+
+/** What the placement apply re-checks on a locked node row: its capacity and what it holds. */
+export type LockedNode = Pick<
+  NodeRow,
+  'id' | 'name' | 'status' | 'cpu' | 'memory_mb' | 'disk_mb' | 'used_cpu' | 'used_memory_mb' | 'used_disk_mb'
+>;

@@ -147,6 +147,32 @@ export async function listWorkloads(q: Queryable, f: WorkloadFilter = {}): Promi
   );
 }
 
+/** What a scheduling pass needs of a pending workload (not its runtime columns, never set while pending). */
+export type PendingWorkload = Pick<
+  WorkloadRow,
+  | 'id'
+  | 'job_id'
+  | 'job_version'
+  | 'instance'
+  | 'cpu'
+  | 'memory_mb'
+  | 'disk_mb'
+  | 'isolation'
+  | 'created_at'
+  | 'not_before'
+  | 'restart_delay_ms'
+>;
+
+/** The pending workloads a scheduling pass plans, oldest first (at most `limit`). */
+export async function listPending(q: Queryable, limit: number): Promise<PendingWorkload[]> {
+  return q.query<PendingWorkload>(
+    `SELECT id, job_id, job_version, instance, cpu, memory_mb, disk_mb, isolation, created_at, not_before,
+            restart_delay_ms
+     FROM workloads WHERE status = 'pending' ORDER BY created_at, instance LIMIT $1`,
+    [limit],
+  );
+}
+
 /**
  * Moves a workload from `from` to `to` in one statement guarded by the expected status, recording the
  * event in the same statement. Returns the row as it is now, or null when the workload was not in
