@@ -92,6 +92,8 @@ export class Agent {
           'no task supervisor (it needs cc and a static libc): each process starts in a namespace of its own, ~5 ms slower',
         );
     });
+    // Idle supervisors in fresh namespaces for plain tasks, started once the binary exists.
+    void this.workloads.startPool().catch((err) => this.log.warn({ err }, 'no task supervisor pool'));
     this.conn.connect();
   }
 
@@ -173,6 +175,7 @@ export class Agent {
   async close(opts: { stopWorkloads?: boolean } = {}): Promise<void> {
     this.housekeeping?.stop();
     this.conn.close({ goodbye: opts.stopWorkloads !== false });
+    await this.workloads.closePool();
     if (opts.stopWorkloads !== false) await this.stopAll();
   }
 }

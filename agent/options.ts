@@ -44,6 +44,11 @@ export interface AgentOptions {
   logRetentionMs?: number;
   /** How often the housekeeping (low-space GC, log pruning) runs (ms); default 60 s. */
   housekeepingIntervalMs?: number;
+  /**
+   * Idle task supervisors kept for `process` tasks, each in a fresh PID namespace, so a start does
+   * not wait for its namespace (default 1; 0: every task creates its own at start).
+   */
+  supervisorPool?: number;
   /** Enforce task memory/cpu limits with cgroup v2 when usable (default true). */
   cgroups?: boolean;
   /**

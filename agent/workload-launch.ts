@@ -17,6 +17,7 @@ import { bubblewrapUsable, hostLaunch, sandboxLaunch } from './sandbox.js';
 import { provideSecrets } from './secrets.js';
 import { type Launcher, plainLaunch } from './thermos/cmdline.js';
 import { TASK_LOG_PROCESS, TaskRunner, type TaskSnapshot } from './thermos/process-executor.js';
+import { SupervisorPool } from './thermos/supervisor-pool.js';
 import { TaskSupervisor, taskSupervisorBinary } from './thermos/task-supervisor.js';
 
 /** The environment every process of the workload starts with; provides its secrets on the way. */
@@ -95,6 +96,8 @@ export async function prepareLaunch(
   entry: Running,
   l: Pick<LaunchArgs, 'agent' | 'cgroupRoot' | 'workDir' | 'onLog'> & {
     fullClosure: () => Promise<string[]>;
+    /** Idle supervisors of the `process` isolation (see `processSupervisorPool`). */
+    pool?: SupervisorPool | null;
   },
 ): Promise<PreparedLaunch> {
   const a = entry.assignment;
@@ -117,13 +120,21 @@ export async function prepareLaunch(
     entry.cgroup = await createWorkloadCgroup(l.cgroupRoot, a.id, { ramBytes: r?.ram, cpu: r?.cpu });
     launch = cgroupLaunch(isolated, entry.cgroup);
   }
+  if (!launch.supervised) return { launch, supervisor: null };
+  const diagnostic = (line: string) =>
+    l.onLog({ process: TASK_LOG_PROCESS, stream: 'stderr', run: 0, ts: Date.now(), line });
+  // A plain task takes a supervisor whose namespace exists already; it enters the task's cgroup
+  // itself, before its first fork.
+  const pooled = a.spec.mxc.isolation === 'process' ? (l.pool?.take(diagnostic) ?? null) : null;
+  if (pooled) {
+    if (entry.cgroup) pooled.joinCgroup(entry.cgroup);
+    return { launch, supervisor: pooled };
+  }
   // The supervisor sees only the workload's id of the environment: each process gets its own.
-  const supervisor = launch.supervised
-    ? new TaskSupervisor(
-        launch.supervised.supervisor({ workDir: l.workDir, env: { MXC_WORKLOAD_ID: a.id } }),
-        (line) => l.onLog({ process: TASK_LOG_PROCESS, stream: 'stderr', run: 0, ts: Date.now(), line }),
-      )
-    : null;
+  const supervisor = new TaskSupervisor(
+    launch.supervised.supervisor({ workDir: l.workDir, env: { MXC_WORKLOAD_ID: a.id } }),
+    diagnostic,
+  );
   return { launch, supervisor };
 }
 
@@ -210,6 +221,28 @@ async function processLaunch(
       'leaves its process group (setsid) survives stop; install bubblewrap',
   });
   return plainLaunch;
+}
+
+/**
+ * The pool of idle `process`-isolation supervisors (see supervisor-pool.ts), or null when tasks
+ * cannot have one (no supervisor binary, no usable bubblewrap, or `size` 0). Its supervisors run at
+ * `/` with no environment: nothing in them belongs to a task until one takes it.
+ */
+export async function processSupervisorPool(opts: {
+  storeRoot: string | undefined;
+  size: number;
+  onDiagnostic: (line: string) => void;
+}): Promise<SupervisorPool | null> {
+  if (opts.size <= 0) return null;
+  const binary = await taskSupervisorBinary();
+  if (!binary || !(await bubblewrapUsable())) return null;
+  const supervised = hostLaunch({ storeRoot: opts.storeRoot, supervisor: binary }).supervised;
+  if (!supervised) return null;
+  return new SupervisorPool({
+    spec: supervised.supervisor({ workDir: '/', env: {} }),
+    size: opts.size,
+    onDiagnostic: opts.onDiagnostic,
+  });
 }
 
 /** A free TCP port on the loopback (the OS picks it). */

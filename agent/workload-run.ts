@@ -17,7 +17,14 @@ import { RealiseError, type RealiseProgress, realiseClosure } from './realise.js
 import type { Running } from './running.js';
 import { removeSecrets } from './secrets.js';
 import type { TaskSnapshot } from './thermos/process-executor.js';
-import { freePort, launchWorkload, prepareLaunch, workloadEnv } from './workload-launch.js';
+import type { SupervisorPool } from './thermos/supervisor-pool.js';
+import {
+  freePort,
+  launchWorkload,
+  prepareLaunch,
+  processSupervisorPool,
+  workloadEnv,
+} from './workload-launch.js';
 
 export type { Running } from './running.js';
 
@@ -42,10 +49,32 @@ export class WorkloadRuns {
   private readonly closures = new Map<string, string[]>();
   private readonly opts: AgentOptions;
   private readonly log: Logger;
+  /** Idle supervisors for `process` tasks; null until started, or when tasks cannot have them. */
+  private pool: SupervisorPool | null = null;
+  private poolClosed = false;
 
   constructor(private readonly w: WorkloadRunsOptions) {
     this.opts = w.agent;
     this.log = w.log;
+  }
+
+  /** Starts the pool of idle task supervisors (once the supervisor binary is built). */
+  async startPool(): Promise<void> {
+    const pool = await processSupervisorPool({
+      storeRoot: this.opts.storeRoot,
+      size: this.opts.supervisorPool ?? 1,
+      onDiagnostic: (line) => this.log.warn({ line }, 'idle task supervisor'),
+    });
+    if (this.poolClosed) await pool?.close();
+    else this.pool = pool;
+  }
+
+  /** Ends the idle task supervisors (agent shutdown); tasks started later create their own. */
+  async closePool(): Promise<void> {
+    this.poolClosed = true;
+    const pool = this.pool;
+    this.pool = null;
+    await pool?.close();
   }
 
   /** Forgets what was realised here (the store was collected): the next start asks nix again. */
@@ -155,6 +184,7 @@ export class WorkloadRuns {
               workDir,
               onLog,
               fullClosure: () => this.fullClosureOf(a.spec.mxc.closure),
+              pool: this.pool,
             }),
           )
         : null;

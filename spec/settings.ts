@@ -499,6 +499,14 @@ export const SETTINGS = [
     schema: integer('a whole number of MiB ≥ 0', 0),
   },
   {
+    env: 'MXC_AGENT_SUPERVISOR_POOL',
+    roles: A,
+    default: '1',
+    value: '1',
+    doc: "idle task supervisors kept in fresh PID namespaces, so a `process` task's start does not create its namespace (0: none)",
+    schema: integer('a whole number from 0 to 16', 0, 16),
+  },
+  {
     env: 'MXC_AGENT_LOG_RETENTION',
     roles: A,
     default: '7',

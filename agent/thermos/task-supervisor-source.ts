@@ -214,12 +214,31 @@ static void reap(void) {
   }
 }
 
-/* Kills everything else in this PID namespace (all but its init and us) and exits. */
-static void shutdown_namespace(void) {
+/* Kills everything else in this PID namespace (all but its init and us) and exits with 'code'. */
+static void end_namespace(int code) {
   kill(-1, SIGKILL);
   while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
   }
-  exit(0);
+  exit(code);
+}
+
+static void shutdown_namespace(void) { end_namespace(0); }
+
+/* Moves this process into the cgroup directory 'p' (NUL-terminated), or ends the task. */
+static void join_cgroup(const unsigned char *p, size_t len) {
+  const char *dir = (const char *)p;
+  char path[4096];
+  if (len == 0 || p[len - 1] != 0 || dir[0] != '/' ||
+      snprintf(path, sizeof path, "%s/cgroup.procs", dir) >= (int)sizeof path) {
+    fprintf(stderr, "mxc-task-supervisor: bad cgroup frame\n");
+    end_namespace(73);
+  }
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, "0", 1) != 1) {
+    fprintf(stderr, "mxc-task-supervisor: cannot enter cgroup %s: %s\n", dir, strerror(errno));
+    end_namespace(73);
+  }
+  close(fd);
 }
 
 static void read_commands(void) {
@@ -238,6 +257,7 @@ static void read_commands(void) {
     unsigned char kind = inbuf[at + 4];
     if (kind == 'S') spawn_run(inbuf + at + 5, len - 1);
     else if (kind == 'K') signal_run(inbuf + at + 5, len - 1);
+    else if (kind == 'J') join_cgroup(inbuf + at + 5, len - 1);
     at += 4 + len;
   }
   memmove(inbuf, inbuf + at, inlen - at);

@@ -6,6 +6,9 @@
  *
  *   agent → supervisor   'S' u32 id, u32 argc, u32 envc, then cwd, argv…, env… each NUL-terminated
  *                        'K' u32 id, u32 signal (TERM or KILL, to the run's whole process group)
+ *                        'J' cgroup directory, NUL-terminated: the supervisor moves itself into it
+ *                            (before any 'S'), so every process it forks is born inside; when it
+ *                            cannot, it ends the task
  *   supervisor → agent   'R' 0, u32 own pid   ready
  *                        'P' u32 id, u32 pid   started (pid inside the namespace; it leads its group)
  *                        'F' u32 id, u32 errno, message   could not start
@@ -157,9 +160,13 @@ export class TaskSupervisor {
   private nextId = 1;
   private buf: Buffer = Buffer.alloc(0);
   private dead: string | null = null;
+  private diagnostic: (line: string) => void;
+  /** The supervisor said it is up ('R'). */
+  private up = false;
 
   /** `onDiagnostic`: a stderr line of the supervisor or its launcher (bwrap's errors, say). */
   constructor(spec: LaunchSpec, onDiagnostic: (line: string) => void) {
+    this.diagnostic = onDiagnostic;
     let closed!: () => void;
     this.closed = new Promise((r) => {
       closed = r;
@@ -172,7 +179,7 @@ export class TaskSupervisor {
       shell: false,
     });
     this.pid = this.child.pid ?? null;
-    const diag = lineSplitter(onDiagnostic);
+    const diag = lineSplitter((line) => this.diagnostic(line));
     this.child.stderr!.on('data', (c: Buffer) => diag.write(c));
     this.child.stderr!.on('end', () => diag.end());
     this.child.stdout!.on('data', (c: Buffer) => this.onData(c));
@@ -183,6 +190,36 @@ export class TaskSupervisor {
     this.child.once('close', (code, signal) =>
       this.gone(`the task supervisor exited (${signal ?? `code ${code}`})`, closed),
     );
+  }
+
+  /** Whether it started and has not died: a pooled one is only handed out while this holds. */
+  get alive(): boolean {
+    return this.dead === null;
+  }
+
+  /** Whether the supervisor has said it is up (its namespace exists). */
+  get ready(): boolean {
+    return this.up;
+  }
+
+  /** From now on its diagnostics go to `onDiagnostic` (a pooled supervisor taken by a task). */
+  adopt(onDiagnostic: (line: string) => void): void {
+    this.diagnostic = onDiagnostic;
+  }
+
+  /**
+   * Moves the supervisor into the cgroup `dir` (cgroup v2; it writes its own pid into
+   * `cgroup.procs`), ahead of any run, so each process it forks is born there. When the move
+   * fails the supervisor ends the task, saying why on its stderr.
+   */
+  joinCgroup(dir: string): void {
+    if (this.dead) return;
+    if (dir.includes('\0') || !isAbsolute(dir)) throw new Error(`bad cgroup directory ${dir}`);
+    const body = Buffer.from(`${dir}\0`);
+    const head = Buffer.alloc(5);
+    head.writeUInt32LE(1 + body.length, 0);
+    head.write('J', 4);
+    this.child.stdin!.write(Buffer.concat([head, body]));
   }
 
   /** Starts `argv` (argv[0] an absolute path inside the isolation) in a new session and process group. */
@@ -305,6 +342,7 @@ export class TaskSupervisor {
     const id = f.readUInt32LE(1);
     const a = f.readUInt32LE(5);
     const data = f.subarray(9);
+    if (kind === 'R') this.up = true;
     const r = this.runs.get(id);
     if (!r) return;
     switch (kind) {

@@ -223,6 +223,7 @@ async function agentOptions(s: Settings, stateDir: string) {
     cachePublicKey: s.MXC_CACHE_PUBLIC_KEY,
     secretsDir: s.MXC_AGENT_SECRETS_DIR ? resolve(s.MXC_AGENT_SECRETS_DIR) : undefined,
     gcMinFreeMb: s.MXC_AGENT_GC_MIN_FREE,
+    supervisorPool: s.MXC_AGENT_SUPERVISOR_POOL,
     logRetentionMs: s.MXC_AGENT_LOG_RETENTION! * 86_400_000,
     stateDir,
     storeRoot: s.MXC_AGENT_STORE_ROOT ? resolve(s.MXC_AGENT_STORE_ROOT) : undefined,

@@ -3,7 +3,9 @@
  * with or without cgroups, even a `setsid` child that left the process group the supervisor signals.
  * The figure the issue asks for (stop → last process gone) is printed.
  */
-import { rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildScript } from '../agent/helpers.js';
 import { agentWithFakeCoordinator, assignment, until, workloadProcesses } from './workload-tree.js';
@@ -57,6 +59,18 @@ describe('stop kills the whole process tree (issue 12.5)', () => {
         10_000,
         'the running report',
       );
+      // The recorded group leaders (a task supervisor taken from the agent's pool carries no workload
+      // id in its environment): they go too.
+      const leaders = await until(
+        () =>
+          readFile(join(stateDir, 'workloads', a.id, 'pids.json'), 'utf8').then(
+            (t) => (JSON.parse(t) as { pid: number }[]).map((p) => p.pid),
+            () => null,
+          ),
+        10_000,
+        'pids.json',
+      );
+      expect(leaders.length).toBeGreaterThan(0);
 
       const t0 = performance.now();
       coord.send({ type: 'stop', workload_id: a.id, reason: 'test' });
@@ -68,6 +82,11 @@ describe('stop kills the whole process tree (issue 12.5)', () => {
       // The child ignoring SIGTERM is what the grace period is for; nothing may outlive grace + margin.
       expect(took).toBeLessThan(GRACE_MS + 1_500);
       for (const p of tree) expect(workloadProcesses(a.id).map((q) => q.pid)).not.toContain(p.pid);
+      await until(
+        () => leaders.every((pid) => !existsSync(`/proc/${pid}`)),
+        5_000,
+        'the group leaders to be gone',
+      );
       await until(
         () => coord.statuses(a.id).find((s) => s.status === 'stopped'),
         10_000,
