@@ -23,6 +23,7 @@ import { startCoordinatorProcess } from './lib/coordinator-process.js';
 import { executorStarts } from './lib/executor-starts.js';
 import { getJson, postJson } from './lib/http.js';
 import { createBenchDb } from './lib/pg.js';
+import { childrenCpuSeconds, cpuSeconds } from './lib/proc.js';
 import { Report } from './lib/report.js';
 import { type ChangeSeen, subscribeEvents } from './lib/sse.js';
 import { envInt, fmtMs, median, percentile, sleep } from './lib/stats.js';
@@ -181,8 +182,11 @@ export async function main(): Promise<void> {
     // follows each workload, so both see the same load on a busy machine.
     const bare: number[] = [];
     const bareOne: number[] = [];
+    // CPU seconds of the bare spawns' processes (this process's reaped children, read around each).
+    let bareCpu = 0;
     const spawnBare = async (id: string): Promise<void> => {
       const env = { ...process.env, MXC_WORKLOAD_ID: id, MXC_BENCH_PORT: String(ping.port) };
+      const cpu0 = childrenCpuSeconds('self');
       const t0 = performance.now();
       if (init) {
         const [file, ...args] = init.cmdline.split(' ');
@@ -193,10 +197,16 @@ export async function main(): Promise<void> {
       const at = await until(() => ping.seen.get(id), 10_000, `${id} to ping`);
       bare.push(at - t0);
       bareOne.push(at - t1);
+      bareCpu += childrenCpuSeconds('self') - cpu0;
     };
     const rows: { placed: number; running: number; exec: number; agent: number; id: string }[] = [];
     const warmup = Math.min(5, n);
+    // CPU of `mxc up` over the measured workloads: its own (coordinator and agent in one process)
+    // and its reaped children's (each task's bubblewrap, supervisor and processes).
+    let upCpu = { self: 0, children: 0 };
+    const upCpuNow = () => ({ self: cpuSeconds(coord.pid), children: childrenCpuSeconds(coord.pid) });
     for (let i = 0; i < n + warmup; i++) {
+      if (i === warmup) upCpu = upCpuNow();
       const t0 = performance.now();
       const res = await postJson<{ workloads: string[] }>(`${coord.url}/api/jobs`, jobFor(i));
       const id = res.workloads[0]!;
@@ -220,6 +230,12 @@ export async function main(): Promise<void> {
       if (i >= warmup) await spawnBare(`bare-${i}`);
       if ((i + 1) % 50 === 0) r.progress(`${i + 1 - warmup} / ${n} workloads`);
     }
+    const upCpuEnd = upCpuNow();
+    const cpuPer = {
+      up: ((upCpuEnd.self - upCpu.self) * 1000) / rows.length,
+      tasks: ((upCpuEnd.children - upCpu.children) * 1000) / rows.length,
+      bare: (bareCpu * 1000) / rows.length,
+    };
 
     // The agent's own account, from its system log lines (ms timestamps): realising the closure,
     // and where the rest of the agent path goes, phase by phase.
@@ -295,6 +311,17 @@ export async function main(): Promise<void> {
       anchor: { value: PER_PROCESS_TARGET_MS, label: 'target', higherIsBetter: false },
       note: `(${fmtMs(overhead)} per workload over a bare spawn, / ${procs} processes)`,
     });
+    r.figure({
+      name: 'CPU per workload: mxc up itself (coordinator + agent)',
+      value: cpuPer.up,
+      unit: 'ms',
+    });
+    r.figure({
+      name: 'CPU per workload: its task (bubblewrap, supervisor, processes)',
+      value: cpuPer.tasks,
+      unit: 'ms',
+    });
+    r.figure({ name: 'CPU per bare spawn of the same processes', value: cpuPer.bare, unit: 'ms' });
     const bareExec = modes.find((m) => m.mode.startsWith('bare'));
     if (bareExec) {
       r.say('');
@@ -315,7 +342,7 @@ export async function main(): Promise<void> {
         });
       }
     }
-    r.save({ workloads: n, database: usePglite ? 'pglite' : 'postgres', samples: rows.length });
+    r.save({ workloads: n, database: usePglite ? 'pglite' : 'postgres', samples: rows.length, cpuPer });
   } finally {
     stream.close();
     await coord.stop();

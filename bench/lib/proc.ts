@@ -30,6 +30,18 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/** User + system CPU seconds of the process's children it has reaped (their own reaped ones included). */
+export function childrenCpuSeconds(pid: number | 'self'): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // cutime is field 16, cstime field 17.
+    return (Number(rest[13]) + Number(rest[14])) / TICKS;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** PIDs of the PostgreSQL backends serving `dbName` (PostgreSQL puts the database in each backend's title). */
 export function postgresBackends(dbName: string): number[] {
   const out: number[] = [];
