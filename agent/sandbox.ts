@@ -38,12 +38,20 @@ export const SANDBOX_SUPERVISOR = '/.mxc/task-supervisor';
 
 const STORE_PATH = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/;
 
-/** Absolute path of `name` on the agent's own PATH (the child's env may have no PATH at all). */
+const found = new Map<string, string>();
+
+/**
+ * Absolute path of `name` on the agent's own PATH (the child's env may have no PATH at all); looked
+ * up once per agent process, not on every task's start.
+ */
 function findOnPath(name: string): string {
+  const known = found.get(name);
+  if (known) return known;
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
     const candidate = join(dir, name);
     try {
       accessSync(candidate, constants.X_OK);
+      found.set(name, candidate);
       return candidate;
     } catch {}
   }
@@ -119,7 +127,8 @@ export function sandboxLaunch(opts: SandboxOptions): Launcher {
   const prefix = bwrapArgs({ ...opts, supervisor: undefined });
   const bwrap = opts.bwrapPath ?? findOnPath('bwrap');
   const root = opts.storeRoot ?? '/';
-  const shell = opts.shell ?? findShell(root, opts.closure);
+  // Looked for only when a cmdline needs it (most are a store script, run directly).
+  let shell: string[] | null | undefined = opts.shell;
   const inClosure = (file: string): boolean =>
     opts.closure.some((p) => file === p || file.startsWith(`${p}/`));
   const argv = (proc: Process): string[] => {
@@ -134,6 +143,7 @@ export function sandboxLaunch(opts: SandboxOptions): Launcher {
       }
       command = [direct.file, ...direct.args];
     } else {
+      shell ??= findShell(root, opts.closure);
       if (!shell) {
         throw new Error(
           `process ${proc.name}: cmdline is a shell command line but the closure has no shell (bin/sh or busybox); ` +

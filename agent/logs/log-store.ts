@@ -2,8 +2,8 @@
  * One workload's log lines on disk: JSONL files in the workload's log directory, rotated by size
  * with a cap on the number of files, kept after the workload ends (pruned by age, see prune.ts).
  */
-import { createReadStream, mkdirSync } from 'node:fs';
-import { appendFile, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { appendFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { LogLine } from '../../spec/messages.js';
@@ -58,7 +58,7 @@ export class WorkloadLogStore {
     if (!Number.isInteger(this.maxFiles) || this.maxFiles < 1) {
       throw new Error(`maxFiles must be an integer of at least 1 (the current file), got ${opts.maxFiles}`);
     }
-    mkdirSync(dir, { recursive: true });
+    // The directory is made with the first write, off the caller's path (a workload's start).
   }
 
   /** Queues one line; it is written within flushIntervalMs, or on flush()/read()/close(). */
@@ -117,10 +117,12 @@ export class WorkloadLogStore {
 
   private async write(lines: string[]): Promise<void> {
     const file = join(this.dir, CURRENT_FILE);
-    if (this.currentSize === null)
+    if (this.currentSize === null) {
+      await mkdir(this.dir, { recursive: true });
       this.currentSize = await stat(file)
         .then((s) => s.size)
         .catch(() => 0);
+    }
     let batch = '';
     let batchBytes = 0;
     for (const text of lines) {
