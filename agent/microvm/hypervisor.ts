@@ -2,12 +2,16 @@
  * Finds out how microVMs can run here: is QEMU installed, and is KVM really usable? Opening
  * /dev/kvm is not enough (a nested hypervisor may accept the open and then fail on MSRs or spin),
  * so KVM must also run a tiny guest: a 64 KiB BIOS whose reset vector writes to isa-debug-exit.
+ * Even that is not enough on some nested hypervisors: the real-mode BIOS runs, and a real kernel
+ * then spins without printing a byte. So before the first microVM boots with KVM, the kernel it
+ * will boot must print its banner under KVM (`kvmBootsKernel`); otherwise microVMs use TCG.
  */
 import { constants } from 'node:fs';
-import { open, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withDir } from 'tmp-promise';
-import { CommandError, hasCommand, run } from '../../lib/exec.js';
+import { CommandError, hasCommand, run, runStreaming } from '../../lib/exec.js';
+import { lineSplitter } from '../../lib/line-reader.js';
 
 export const QEMU = 'qemu-system-x86_64';
 
@@ -30,6 +34,67 @@ async function detect(): Promise<Hypervisor> {
   if (!qemu) return { qemu: false, kvm: false, accel: null };
   const kvm = (await canOpenKvm()) && (await kvmRunsGuest());
   return { qemu, kvm, accel: kvm ? 'kvm' : 'tcg' };
+}
+
+const kernelVerdicts = new Map<string, Promise<boolean>>();
+
+/** Time a kernel gets under KVM to print its banner (it takes ~0.1 s where KVM works). */
+const KERNEL_PROBE_MS = 8_000;
+
+/**
+ * True when `kernel` (an uncompressed vmlinux) prints "Linux version" on its serial console under
+ * KVM. It boots with no initramfs, so a working kernel panics at once and QEMU exits (`-no-reboot`);
+ * a spinning one is killed after KERNEL_PROBE_MS. Asked once per kernel per process.
+ */
+export function kvmBootsKernel(kernel: string): Promise<boolean> {
+  let verdict = kernelVerdicts.get(kernel);
+  if (!verdict) {
+    verdict = rememberedVerdict(kernel);
+    kernelVerdicts.set(kernel, verdict);
+  }
+  return verdict;
+}
+
+/**
+ * The verdict is kept beside the kernel for the rest of this boot of the host (keyed by its boot
+ * id), so every agent process and test on the machine does not pay the probe's timeout again.
+ */
+async function rememberedVerdict(kernel: string): Promise<boolean> {
+  const file = `${kernel}.kvm-verdict.json`;
+  const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
+  if (bootId) {
+    try {
+      const kept = JSON.parse(await readFile(file, 'utf8')) as { bootId?: unknown; kvm?: unknown };
+      if (kept.bootId === bootId && typeof kept.kvm === 'boolean') return kept.kvm;
+    } catch {
+      // none kept yet (or unreadable): probe
+    }
+  }
+  const kvm = await probeKernel(kernel);
+  if (bootId) {
+    const tmp = `${file}.${process.pid}.tmp`;
+    // A read-only asset dir only costs the next process another probe.
+    await writeFile(tmp, JSON.stringify({ bootId, kvm }))
+      .then(() => rename(tmp, file))
+      .catch(() => {});
+  }
+  return kvm;
+}
+
+async function probeKernel(kernel: string): Promise<boolean> {
+  const args = ['-M', 'microvm', '-accel', 'kvm', '-cpu', 'host', '-m', '64', '-nodefaults'];
+  args.push('-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot');
+  args.push('-kernel', kernel, '-append', 'console=ttyS0 panic=-1');
+  const qemu = await runStreaming(QEMU, args, { timeoutMs: KERNEL_PROBE_MS });
+  let printed = false;
+  const lines = lineSplitter((line) => {
+    if (printed || !line.includes('Linux version')) return;
+    printed = true;
+    qemu.kill(); // the banner is the answer; no need to wait for the panic
+  });
+  qemu.stdout.on('data', (chunk: Buffer) => lines.write(chunk));
+  await qemu.done.catch(() => {}); // killed, timed out or exited after the panic: all fine here
+  return printed;
 }
 
 async function canOpenKvm(): Promise<boolean> {

@@ -14,7 +14,7 @@ import { type ProcessView, type TaskOutcome, ThermosMachine } from '../thermos/m
 import type { MicroVmAssets } from './assets.js';
 import { guestOverlay } from './guest-files.js';
 import { formatCommand, type HostCommand, parseGuestLine } from './guest-protocol.js';
-import { detectHypervisor, QEMU } from './hypervisor.js';
+import { detectHypervisor, kvmBootsKernel, QEMU } from './hypervisor.js';
 import { qemuArgs } from './qemu-args.js';
 import { buildStoreView } from './store-view.js';
 
@@ -97,7 +97,15 @@ export async function startMicroVm(o: MicroVmOptions): Promise<MicroVmHandle> {
   await mustBeDir('storeDir', o.storeDir);
   const hv = await detectHypervisor();
   if (!hv.qemu) throw new Error(`${QEMU} is not installed; install qemu-system-x86 to run microVM workloads`);
-  const accel = o.accel ?? hv.accel ?? 'tcg';
+  const accel = o.accel ?? (hv.kvm && (await kvmBootsKernel(o.assets.kernel)) ? 'kvm' : 'tcg');
+  if (hv.kvm && accel === 'tcg' && !o.accel)
+    o.onLog({
+      process: 'mxc',
+      stream: 'system',
+      run: 0,
+      ts: Date.now(),
+      line: `KVM opens but cannot boot kernel ${o.assets.kernelRelease} here (nested hypervisor?): using TCG`,
+    });
   if (accel === 'kvm' && !hv.kvm)
     throw new Error('accel kvm was asked for, but KVM is not usable on this machine; use tcg');
 

@@ -9,6 +9,7 @@ import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   detectHypervisor,
+  kvmBootsKernel,
   type MicroVmAssets,
   type MicroVmOptions,
   startMicroVm,
@@ -97,6 +98,20 @@ describe('microVM', () => {
     const hv = await detectHypervisor();
     expect(hv.qemu).toBe(true);
     expect(hv.accel).toBe(hv.kvm ? 'kvm' : 'tcg');
+  });
+
+  test('KVM is only used for a kernel that prints its banner under it; a file that is no kernel never does', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mxc-kvm-verdict-'));
+    try {
+      const notKernel = join(dir, 'vmlinux');
+      await writeFile(notKernel, 'not an ELF kernel');
+      expect(await kvmBootsKernel(notKernel)).toBe(false);
+      // The verdict is kept beside the file for this boot of the host.
+      const kept = JSON.parse(await readFile(`${notKernel}.kvm-verdict.json`, 'utf8'));
+      expect(kept).toEqual({ bootId: expect.stringMatching(/\S/), kvm: false });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('the guest runs its own kernel and sees exactly the closure in /nix/store', async () => {
