@@ -122,6 +122,7 @@ program
     '--cache-key-file <file>',
     'cache signing key file, the same for every coordinator (MXC_CACHE_KEY_FILE)',
   )
+  .option('--cache-compression <none|br>', 'how the cache stores NARs (MXC_CACHE_COMPRESSION, default none)')
   .addHelpText(
     'after',
     '\nExample:\n  $ MXC_API_TOKEN_FILE=/run/secrets/api DATABASE_URL=postgres://127.0.0.1/mxc npx mxc coordinator --port 4000',

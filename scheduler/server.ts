@@ -12,6 +12,7 @@ import { buildApp } from './api/app.js';
 import { Auth, type Tokens } from './api/auth.js';
 import { cachedClosure } from './cache/closure.js';
 import { cachePlugin, openCacheStore } from './cache/index.js';
+import type { CacheCompression } from './cache/ingest.js';
 import type { S3Credentials } from './cache/storage-s3.js';
 import { Coordinator } from './coordinator.js';
 import type { Strategy } from './core/place.js';
@@ -50,6 +51,8 @@ export interface CoordinatorServerOptions {
   cacheS3?: { location: S3Location; credentials?: S3Credentials };
   /** The cache signing key file (MXC_CACHE_KEY_FILE); unset: one key shared through PostgreSQL. */
   cacheKeyFile?: string;
+  /** How the cache stores NARs (MXC_CACHE_COMPRESSION); default `none`. */
+  cacheCompression?: CacheCompression;
   /** Leader lease in ms (MXC_LEADER_LEASE seconds); default 15 s, renew deadline 2/3, retry 2/15. */
   leaderLeaseMs?: number;
   /** The URL other coordinators and the cluster status show for this one; default the listen address. */
@@ -86,6 +89,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       dir: opts.cacheDir,
       s3: opts.cacheS3,
       keyFile: opts.cacheKeyFile,
+      compression: opts.cacheCompression,
       // Coordinators sharing PostgreSQL sign with one key kept there (PGlite has one coordinator).
       sharedKey:
         db.engine === 'postgres'

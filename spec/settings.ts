@@ -347,6 +347,14 @@ export const SETTINGS = [
     schema: text,
   },
   {
+    env: 'MXC_CACHE_COMPRESSION',
+    roles: C,
+    default: '`none`',
+    flag: '--cache-compression',
+    doc: 'how the cache stores NARs: `none` (as uploaded; the least CPU per push, measured by the cache bench) or `br` (brotli quality 2: about half the bytes for binaries, several times the CPU); changes only new uploads, nix reads both',
+    schema: oneOf(['none', 'br'] as const),
+  },
+  {
     env: 'MXC_CACHE_KEY_FILE',
     roles: C,
     default:

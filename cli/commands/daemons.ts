@@ -35,6 +35,7 @@ interface CoordinatorOpts {
   cacheDir?: string;
   cacheS3?: string;
   cacheKeyFile?: string;
+  cacheCompression?: string;
 }
 
 /**
@@ -65,6 +66,7 @@ const coordinatorFlags = (opts: CoordinatorOpts) => ({
   MXC_CACHE_DIR: { value: opts.cacheDir, flag: '--cache-dir' },
   MXC_CACHE_S3_URL: { value: opts.cacheS3, flag: '--cache-s3' },
   MXC_CACHE_KEY_FILE: { value: opts.cacheKeyFile, flag: '--cache-key-file' },
+  MXC_CACHE_COMPRESSION: { value: opts.cacheCompression, flag: '--cache-compression' },
 });
 
 /** The coordinator's start options from its settings. */
@@ -96,6 +98,7 @@ function coordinatorOptions(s: Settings) {
     cacheDir: s.MXC_CACHE_DIR ? resolve(s.MXC_CACHE_DIR) : undefined,
     cacheS3: s.MXC_CACHE_S3_URL ? { location: s.MXC_CACHE_S3_URL, credentials: s3Credentials(s) } : undefined,
     cacheKeyFile: s.MXC_CACHE_KEY_FILE ? resolve(s.MXC_CACHE_KEY_FILE) : undefined,
+    cacheCompression: s.MXC_CACHE_COMPRESSION,
     insecure: s.MXC_INSECURE === true,
     tls: tlsOptions(s),
   };

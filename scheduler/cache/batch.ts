@@ -10,7 +10,7 @@ import { formatSha256 } from '../../lib/nix-base32.js';
 import { MAX_BATCH_HEADER_BYTES, MAX_BATCH_NARS, NarBatchHeader } from '../../spec/cache.js';
 import { claimOf } from './claim.js';
 import { CacheError } from './errors.js';
-import { type ClaimPath, type IngestResult, pathConflict, type StagedNar } from './ingest.js';
+import { type ClaimPath, type IngestResult, pathConflict, type StagedNar, WHOLE_NAR_MAX } from './ingest.js';
 import type { CacheStore } from './store.js';
 
 /** NARs being staged at once: the next one streams in while the last ones are compressed and written. */
@@ -68,6 +68,25 @@ export class BodyReader {
       have += use;
     }
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
+  /** The next `n` bytes in one buffer (n small): no copy when one chunk holds them all. */
+  async whole(n: number): Promise<Buffer> {
+    const first = await this.next();
+    if (first && first.length >= n) {
+      if (first.length > n) this.pending = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let have = 0;
+    for (let c = first; ; c = await this.next()) {
+      if (!c) throw aborted(`the batch ended ${n - have} bytes before the end of a NAR`);
+      const use = Math.min(c.length, n - have);
+      c.copy(out, have, 0, use);
+      have += use;
+      if (use < c.length) this.pending = c.subarray(use);
+      if (have === n) return out;
+    }
   }
 
   /** The next `n` bytes as a stream; `consumed` resolves once the last of them was taken. */
@@ -244,7 +263,11 @@ export async function ingestBatch(
       // What the cache holds is looked up while the NAR streams in (the client asked which paths are
       // missing just before, so it is rarely anything); a conflict is refused before publishing.
       const admission = store.admit(header.path, claim).then((a) => a.held);
-      const { stream, consumed } = reader.take(claim.narSize);
+      // A small NAR is read whole and staged as one buffer; a large one streams into its staging.
+      const { stream, consumed } =
+        claim.narSize <= WHOLE_NAR_MAX
+          ? { stream: await reader.whole(claim.narSize), consumed: Promise.resolve() }
+          : reader.take(claim.narSize);
       // References are checked against the paths staged before this one (the map grows only after).
       const staging = store.stage(storePath, claim, stream, inBatch);
       staging.catch(() => {}); // awaited when published; a refusal must not go unhandled meanwhile

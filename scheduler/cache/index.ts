@@ -25,7 +25,7 @@ import { MxcError } from '../errors.js';
 import { ingestBatch } from './batch.js';
 import { parseUploadClaim } from './claim.js';
 import { CacheError, sendCacheError } from './errors.js';
-import type { IngestResult } from './ingest.js';
+import type { CacheCompression, IngestResult } from './ingest.js';
 import {
   DEFAULT_KEY_NAME,
   loadKeyFile,
@@ -52,7 +52,9 @@ export interface CacheOptions {
   authorize?: (req: FastifyRequest, access: 'read' | 'write') => boolean;
   /** Largest uncompressed NAR an upload may have; default 8 GiB. */
   maxNarBytes?: number;
-  /** Brotli quality for stored NARs (0–11); default 2 (~100 MiB/s, about quality 4's ratio on binaries). */
+  /** How NARs are stored: `none` (default) or `br` (see ingest.ts CacheCompression). */
+  compression?: CacheCompression;
+  /** Brotli quality for NARs stored `br` (0–11); default 2 (~100 MiB/s, about quality 4's ratio on binaries). */
   brotliQuality?: number;
   /** How long a narinfo held in memory is served without a stat of its file; default 1000 ms. */
   narinfoRevalidateMs?: number;
@@ -114,7 +116,10 @@ async function openKey(dataDir: string, dir: string, opts: CacheStorageOptions &
 /** Opens (and prepares) the cache store of a data dir: its storage, checked, and its signing key. */
 export async function openCacheStore(
   dataDir: string,
-  opts: Pick<CacheOptions, 'keyName' | 'maxNarBytes' | 'brotliQuality' | 'narinfoRevalidateMs'> &
+  opts: Pick<
+    CacheOptions,
+    'keyName' | 'maxNarBytes' | 'compression' | 'brotliQuality' | 'narinfoRevalidateMs'
+  > &
     CacheStorageOptions = {},
 ): Promise<CacheStore> {
   const dir = opts.dir ?? cacheDir(dataDir);

@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { unlink, writeFile } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -104,9 +104,16 @@ class FileMeter extends Transform {
   }
 }
 
+/**
+ * How NARs are stored: `none` (the NAR as uploaded: no compression work, FileHash is the NarHash) or
+ * `br` (brotli at the store's quality). Nix reads both.
+ */
+export type CacheCompression = 'none' | 'br';
+
 /** What ingesting needs of the cache's storage (CacheStore provides it; declared here so the two modules do not import each other). */
 export interface IngestTarget {
   readonly maxNarBytes: number;
+  readonly compression: CacheCompression;
   readonly brotliQuality: number;
   readonly spoolDir: string;
   readonly key: CacheKey;
@@ -119,11 +126,13 @@ export interface IngestTarget {
 /** Paths staged earlier in the same batch, by hash part: they count as present for references. */
 export type StagedPaths = ReadonlyMap<string, string>;
 
-/** A NAR checked against its claim and compressed into a spool file, not yet stored. */
+/** A NAR checked against its claim and compressed, not yet stored. */
 export interface StagedNar {
   storePath: string;
-  /** The compressed NAR's spool file. */
-  spooled: string;
+  /** The stored form's spool file (a large NAR, streamed) … */
+  spooled?: string;
+  /** … or its bytes (a small NAR: written once, straight into the storage). */
+  data?: Buffer;
   /** Its name under `nar/` once stored. */
   narFileName: string;
   /** The narinfo, signed when published. */
@@ -165,26 +174,30 @@ async function resolveReferences(
   return [...resolved].sort();
 }
 
-/** Checks references, then takes the body through every check into a spool file; see the module header. */
+/**
+ * Checks references, then takes the body (a stream, or a small NAR already read whole) through every
+ * check into a spool file; see the module header.
+ */
 export async function stageNar(
   store: IngestTarget,
   storePath: string,
   claim: IngestClaim,
-  body: NodeJS.ReadableStream,
+  body: NodeJS.ReadableStream | Buffer,
   staged?: StagedPaths,
 ): Promise<StagedNar> {
   const references = await resolveReferences(store, storePath, claim, staged);
   if (claim.narSize > store.maxNarBytes) throw tooLarge(storePath, claim.narSize, store.maxNarBytes);
 
-  const spooled = join(
-    store.spoolDir,
-    `${hashPart(storePath.slice(11))}.${randomBytes(6).toString('hex')}.nar.br`,
-  );
+  const suffix = store.compression === 'br' ? '.nar.br' : '.nar';
+  const whole = Buffer.isBuffer(body) || claim.narSize <= WHOLE_NAR_MAX;
+  const spooled = whole
+    ? undefined
+    : join(store.spoolDir, `${hashPart(storePath.slice(11))}.${randomBytes(6).toString('hex')}${suffix}`);
   try {
     const got =
-      claim.narSize <= WHOLE_NAR_MAX
-        ? await compressWhole(store, storePath, claim, body, spooled)
-        : await compressStreaming(store, storePath, claim, body, spooled);
+      spooled === undefined
+        ? await compressWhole(store, storePath, claim, body)
+        : await compressStreaming(store, storePath, claim, body as NodeJS.ReadableStream, spooled);
     if (got.narBytes !== claim.narSize) throw sizeMismatch(storePath, claim.narSize, String(got.narBytes));
     if (!got.narHash.equals(claim.narHash)) {
       throw new CacheError(
@@ -194,15 +207,15 @@ export async function stageNar(
           `${formatSha256(claim.narHash)}; the local path may be corrupt (try \`nix-store --verify-path ${storePath}\`)`,
       );
     }
-    const narFileName = `${toNixBase32(got.fileHash)}.nar.br`;
+    const narFileName = `${toNixBase32(got.fileHash)}${suffix}`;
     return {
       storePath,
-      spooled,
+      ...(spooled === undefined ? { data: got.data } : { spooled }),
       narFileName,
       unsigned: {
         storePath,
         url: `nar/${narFileName}`,
-        compression: 'br',
+        compression: store.compression,
         fileHash: formatSha256(got.fileHash),
         fileSize: got.fileBytes,
         narHash: formatSha256(got.narHash),
@@ -213,15 +226,17 @@ export async function stageNar(
       },
     };
   } catch (err) {
-    await unlink(spooled).catch(() => {});
+    if (spooled !== undefined) await unlink(spooled).catch(() => {});
     throw err;
   }
 }
 
 /** NARs up to this size are staged whole: one buffer, one compression call, one write (most paths are small). */
-const WHOLE_NAR_MAX = 1024 * 1024;
+export const WHOLE_NAR_MAX = 1024 * 1024;
 
 interface Compressed {
+  /** The file's bytes, when it was made in memory. */
+  data?: Buffer;
   narHash: Buffer;
   narBytes: number;
   fileHash: Buffer;
@@ -246,14 +261,45 @@ const notANar = (storePath: string, err: NarFormatError) =>
     { cause: err },
   );
 
-/** A small NAR: read whole (never past its claimed size), checked, hashed and compressed in one go. */
+/** A small NAR: read whole (never past its claimed size), checked, hashed and compressed in one go, in memory. */
 async function compressWhole(
   store: IngestTarget,
   storePath: string,
   claim: IngestClaim,
-  body: NodeJS.ReadableStream,
-  spooled: string,
+  body: NodeJS.ReadableStream | Buffer,
 ): Promise<Compressed> {
+  const nar = Buffer.isBuffer(body) ? body : await readWhole(storePath, claim, body);
+  const bytes = nar.length;
+  checkMagic(nar.subarray(0, NAR_MAGIC.length));
+  try {
+    checkNar(nar);
+  } catch (err) {
+    if (err instanceof NarFormatError) throw notANar(storePath, err);
+    throw err;
+  }
+  const narHash = createHash('sha256').update(nar).digest();
+  if (store.compression === 'none')
+    return { data: nar, narHash, narBytes: bytes, fileHash: narHash, fileBytes: bytes };
+  // One output buffer for the whole result: one trip through the thread pool, not one per 16 KiB.
+  const file = await brotliCompressAsync(nar, {
+    ...brotliParams(store, claim.narSize),
+    chunkSize: Math.max(64 * 1024, bytes + (bytes >> 6) + 1024),
+  });
+  return {
+    data: file,
+    narHash,
+    narBytes: bytes,
+    fileHash: createHash('sha256').update(file).digest(),
+    fileBytes: file.length,
+  };
+}
+
+/** A small NAR's stream read whole, never past its claimed size. */
+async function readWhole(
+  storePath: string,
+  claim: IngestClaim,
+  body: NodeJS.ReadableStream,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let bytes = 0;
   try {
@@ -267,21 +313,7 @@ async function compressWhole(
     if (err instanceof CacheError) throw err;
     throw aborted(storePath, bytes, claim.narSize, err);
   }
-  const nar = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
-  try {
-    checkNar(nar);
-  } catch (err) {
-    if (err instanceof NarFormatError) throw notANar(storePath, err);
-    throw err;
-  }
-  const file = await brotliCompressAsync(nar, brotliParams(store, claim.narSize));
-  await writeFile(spooled, file, { mode: 0o644 });
-  return {
-    narHash: createHash('sha256').update(nar).digest(),
-    narBytes: bytes,
-    fileHash: createHash('sha256').update(file).digest(),
-    fileBytes: file.length,
-  };
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
 }
 
 /** A large NAR: streamed through the meters, the grammar check and brotli into the spool file. */
@@ -298,20 +330,27 @@ async function compressStreaming(
       : sizeMismatch(storePath, claim.narSize, `more than ${claim.narSize}`),
   );
   const file = new FileMeter();
-  const brotli = createBrotliCompress(brotliParams(store, claim.narSize));
+  const out = createWriteStream(spooled, { mode: 0o644 });
   try {
-    await pipeline(body, nar, new NarValidator(), brotli, file, createWriteStream(spooled, { mode: 0o644 }));
+    if (store.compression === 'none') await pipeline(body, nar, new NarValidator(), out);
+    else
+      await pipeline(
+        body,
+        nar,
+        new NarValidator(),
+        createBrotliCompress(brotliParams(store, claim.narSize)),
+        file,
+        out,
+      );
   } catch (err) {
     if (err instanceof CacheError) throw err;
     if (err instanceof NarFormatError) throw notANar(storePath, err);
     throw aborted(storePath, nar.bytes, claim.narSize, err);
   }
-  return {
-    narHash: nar.hash.digest(),
-    narBytes: nar.bytes,
-    fileHash: file.hash.digest(),
-    fileBytes: file.bytes,
-  };
+  const narHash = nar.hash.digest();
+  if (store.compression === 'none')
+    return { narHash, narBytes: nar.bytes, fileHash: narHash, fileBytes: nar.bytes };
+  return { narHash, narBytes: nar.bytes, fileHash: file.hash.digest(), fileBytes: file.bytes };
 }
 
 function aborted(storePath: string, bytes: number, narSize: number, cause: unknown): CacheError {
@@ -325,7 +364,7 @@ function aborted(storePath: string, bytes: number, narSize: number, cause: unkno
 
 /** Drops staged NARs that will not be published. */
 export async function discardStaged(staged: readonly StagedNar[]): Promise<void> {
-  await Promise.all(staged.map((s) => unlink(s.spooled).catch(() => {})));
+  await Promise.all(staged.map((s) => (s.spooled ? unlink(s.spooled).catch(() => {}) : undefined)));
 }
 
 /**
@@ -341,7 +380,11 @@ export async function publishStaged(
 ): Promise<IngestResult[]> {
   if (all.length === 0) return [];
   try {
-    await store.storage.putNars(all.map((s) => ({ file: s.narFileName, spooled: s.spooled })));
+    await store.storage.putNars(
+      all.map((s) =>
+        s.data ? { file: s.narFileName, data: s.data } : { file: s.narFileName, spooled: s.spooled! },
+      ),
+    );
   } catch (err) {
     await discardStaged(all);
     throw err;

@@ -9,7 +9,7 @@ import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFi
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CacheError } from './errors.js';
-import type { CacheStorage, NarinfoObject, NarObject } from './storage.js';
+import type { CacheStorage, NarinfoObject, NarObject, NarPut } from './storage.js';
 
 /** Temp folders of crashed processes are removed once untouched this long. */
 const STALE_SPOOL_MS = 86_400_000;
@@ -134,10 +134,23 @@ export class DirectoryStorage implements CacheStorage {
     await this.putNars([{ file, spooled }]);
   }
 
-  async putNars(items: readonly { file: string; spooled: string }[]): Promise<void> {
-    // Synced side by side: one wait for the group instead of one per file; renamed once all are on disk.
-    await Promise.all(items.map(({ spooled }) => syncFile(spooled)));
-    await Promise.all(items.map(({ file, spooled }) => rename(spooled, join(this.narDir, file))));
+  async putNars(items: readonly NarPut[]): Promise<void> {
+    // Bytes in memory are written once, synced as they are written; spool files are synced. Side by
+    // side: one wait for the group instead of one per file; renamed once all are on disk.
+    const tmps = items.map((i) =>
+      'data' in i ? join(this.spoolDir, `${randomBytes(6).toString('hex')}.${i.file}`) : i.spooled,
+    );
+    try {
+      await Promise.all(
+        items.map((i, k) =>
+          'data' in i ? writeFile(tmps[k]!, i.data, { mode: 0o644, flush: true }) : syncFile(i.spooled),
+        ),
+      );
+      await Promise.all(items.map(({ file }, k) => rename(tmps[k]!, join(this.narDir, file))));
+    } catch (err) {
+      await Promise.all(items.map((i, k) => ('data' in i ? unlink(tmps[k]!).catch(() => {}) : undefined)));
+      throw err;
+    }
   }
 
   async deleteNar(file: string): Promise<void> {

@@ -24,7 +24,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { describeS3Location, type S3Location } from '../../spec/s3-location.js';
 import { CacheError } from './errors.js';
-import type { CacheStorage, NarinfoObject, NarObject } from './storage.js';
+import type { CacheStorage, NarinfoObject, NarObject, NarPut } from './storage.js';
 import { removeStaleSpools } from './storage-dir.js';
 
 export interface S3Credentials {
@@ -178,6 +178,11 @@ export class S3Storage implements CacheStorage {
   }
 
   async putNar(file: string, spooled: string): Promise<void> {
+    await this.putNarBody(file, () => createReadStream(spooled));
+    await unlink(spooled);
+  }
+
+  private async putNarBody(file: string, body: () => Readable | Buffer): Promise<void> {
     // NAR names are content hashes: one already there (another coordinator's) holds these bytes.
     if (!(await this.hasNar(file))) {
       await this.call('store a NAR', () =>
@@ -188,19 +193,24 @@ export class S3Storage implements CacheStorage {
           params: {
             Bucket: this.bucket,
             Key: `${this.prefix}nar/${file}`,
-            Body: createReadStream(spooled),
+            Body: body(),
             ContentType: 'application/x-nix-nar',
           },
         }).done(),
       );
     }
-    await unlink(spooled);
   }
 
-  async putNars(items: readonly { file: string; spooled: string }[]): Promise<void> {
+  async putNars(items: readonly NarPut[]): Promise<void> {
     // A few at a time: each is its own request (or multipart upload).
     for (let i = 0; i < items.length; i += 4) {
-      await Promise.all(items.slice(i, i + 4).map(({ file, spooled }) => this.putNar(file, spooled)));
+      await Promise.all(
+        items
+          .slice(i, i + 4)
+          .map((it) =>
+            'data' in it ? this.putNarBody(it.file, () => it.data) : this.putNar(it.file, it.spooled),
+          ),
+      );
     }
   }
 

@@ -17,6 +17,9 @@ export interface NarObject {
   stream: Readable;
 }
 
+/** A NAR to store as `nar/<file>`: from a spool file (gone afterwards) or from its bytes. */
+export type NarPut = { file: string; spooled: string } | { file: string; data: Buffer };
+
 export interface CacheStorage {
   /** Where the objects live, for logs and errors; never carries a credential. */
   readonly location: string;
@@ -53,7 +56,10 @@ export interface CacheStorage {
    * gone afterwards. NAR names are content hashes, so concurrent writers of one name write the same bytes.
    */
   putNar(file: string, spooled: string): Promise<void>;
-  /** `putNar` for several at once (a batch upload's group): a directory syncs them together. */
-  putNars(items: readonly { file: string; spooled: string }[]): Promise<void>;
+  /**
+   * `putNar` for several at once (a batch upload's group), each from its spool file or, for a small
+   * one, from its bytes in memory: a directory writes and syncs them together, then moves them in.
+   */
+  putNars(items: readonly NarPut[]): Promise<void>;
   deleteNar(file: string): Promise<void>;
 }

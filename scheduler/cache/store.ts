@@ -13,6 +13,7 @@ import {
 import { formatSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import {
+  type CacheCompression,
   type ClaimPath,
   discardStaged,
   type IngestClaim,
@@ -33,7 +34,9 @@ const NAR_FILE_RE = /^[0-9a-z]{52}\.nar(\.(br|xz|bz2|zst))?$/;
 export interface CacheStoreOptions {
   /** Largest uncompressed NAR accepted, in bytes. */
   maxNarBytes?: number;
-  /** Brotli quality 0–11; higher is smaller and much slower. */
+  /** How NARs are stored (see ingest.ts CacheCompression); default `none`. */
+  compression?: CacheCompression;
+  /** Brotli quality 0–11 with `br`; higher is smaller and much slower. */
   brotliQuality?: number;
   /** How long a narinfo held in memory is served without checking the storage; default 1000 ms. */
   narinfoRevalidateMs?: number;
@@ -60,6 +63,7 @@ interface Published {
 
 export class CacheStore {
   readonly maxNarBytes: number;
+  readonly compression: CacheCompression;
   readonly brotliQuality: number;
   readonly narinfoRevalidateMs: number;
 
@@ -72,6 +76,7 @@ export class CacheStore {
     // Measured (issue 17): quality 2 compresses binaries about as well as 4 (busybox 54 % vs 56 %,
     // node 35 % vs 33 %) at ~100 MiB/s instead of ~28 MiB/s, which made compression the push's bottleneck.
     this.brotliQuality = opts.brotliQuality ?? 2;
+    this.compression = opts.compression ?? 'none';
     this.narinfoRevalidateMs = opts.narinfoRevalidateMs ?? 1000;
   }
 
@@ -304,7 +309,7 @@ export class CacheStore {
   stage(
     storePath: string,
     claim: IngestClaim,
-    body: NodeJS.ReadableStream,
+    body: NodeJS.ReadableStream | Buffer,
     staged: StagedPaths,
   ): Promise<StagedNar> {
     return stageNar(this, storePath, claim, body, staged);

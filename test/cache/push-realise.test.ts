@@ -48,10 +48,13 @@ describe('push then realise', () => {
         'utf8',
       ),
     );
-    expect(info.compression).toBe('br');
+    // Stored as uploaded by default (MXC_CACHE_COMPRESSION=none): the file is the NAR itself.
+    expect(info.compression).toBe('none');
+    expect(info.url).toMatch(/^nar\/[0-9a-z]{52}\.nar$/);
     expect(info.references).toEqual([closure.busybox, closure.lib].sort());
     expect(info.sigs[0]).toMatch(/^mxc-1:/);
-    expect(info.fileSize).toBeLessThan(info.narSize);
+    expect(info.fileHash).toBe(info.narHash);
+    expect(info.fileSize).toBe(info.narSize);
   });
 
   test('a second push uploads nothing', async () => {
@@ -78,6 +81,33 @@ describe('push then realise', () => {
       await realiseFrom(other.url, otherKey, closure.root, join(work, 'store-dumped'));
     } finally {
       await other.close();
+    }
+  });
+
+  test('a cache storing brotli (MXC_CACHE_COMPRESSION=br) compresses, and nix realises from it', async () => {
+    const br = await startCache({ compression: 'br' });
+    try {
+      expect((await pushClosure({ coordinator: br.url, paths: [closure.root] })).uploaded).toHaveLength(3);
+      for (const p of [closure.root, closure.lib, closure.busybox]) {
+        const file = join(br.dataDir, 'cache', 'narinfo', `${p.slice(11, 43)}.narinfo`);
+        const info = parseNarInfo(await readFile(file, 'utf8'));
+        expect(info.compression).toBe('br');
+        expect(info.url).toMatch(/^nar\/[0-9a-z]{52}\.nar\.br$/);
+        expect(info.fileSize).toBeLessThan(info.narSize);
+      }
+      const key = (await ensureCacheKey(br.dataDir)).publicKey;
+      const store = join(work, 'store-br');
+      await realiseFrom(br.url, key, closure.root, store);
+      await run('nix-store', [
+        '--store',
+        store,
+        '--check-validity',
+        closure.root,
+        closure.lib,
+        closure.busybox,
+      ]);
+    } finally {
+      await br.close();
     }
   });
 
