@@ -156,6 +156,46 @@ describe('two coordinators on one bucket and one database', () => {
     expect(narinfo).toContain(`NarSize: ${winner.length}`);
   });
 
+  test('a claim whose narinfo was never published expires: then another upload takes the path, on either coordinator', async () => {
+    const closure = await buildClosure('s3-stale-claim');
+    const [one, two] = await Promise.all([dumpNar(closure.lib), dumpNar(closure.busybox)]);
+    const hashOf = (nar: Buffer) => formatSha256(createHash('sha256').update(nar).digest());
+    const upload = (c: TestCoordinator, path: string, nar: Buffer) =>
+      rawUpload(
+        `${c.url}/api/cache/nar/${path.slice(11)}`,
+        {
+          'content-type': 'application/octet-stream',
+          'x-nix-nar-hash': hashOf(nar),
+          'x-nix-nar-size': nar.length,
+        },
+        nar,
+      );
+    // Claimed through A an hour ago, and A died before publishing its narinfo.
+    const stale = `/nix/store/${'g'.repeat(32)}-stale`;
+    await a.db.query(
+      "INSERT INTO cache_pushes (path, nar_hash, pushed_by, pushed_at) VALUES ($1, $2, 'a', now() - interval '1 hour')",
+      [stale, hashOf(one)],
+    );
+    const taken = await upload(b, stale, two);
+    expect(taken.status).toBe(201);
+    const [row] = await a.db.query<{ nar_hash: string }>(
+      'SELECT nar_hash FROM cache_pushes WHERE path = $1',
+      [stale],
+    );
+    expect(row?.nar_hash).toBe(hashOf(two));
+    // Published now: an hour later, the first build is still refused, through either coordinator.
+    await a.db.query("UPDATE cache_pushes SET pushed_at = now() - interval '1 hour' WHERE path = $1", [
+      stale,
+    ]);
+    for (const c of [a, b]) {
+      const refused = await upload(c, stale, one);
+      expect(refused.status).toBe(409);
+      expect(refused.json.error?.code).toBe('CACHE_PATH_CONFLICT');
+    }
+    const narinfo = await (await fetch(`${a.url}/cache/${stale.slice(11, 43)}.narinfo`)).text();
+    expect(narinfo).toContain(`NarSize: ${two.length}`);
+  });
+
   test('a key file given to a coordinator wins over the shared key', async () => {
     const secret = generateSecretKey('site-1');
     const file = join(work, 'site.key');
