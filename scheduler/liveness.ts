@@ -12,6 +12,7 @@ import {
   type LivenessSnapshot,
   type NodeLivenessView,
 } from './core/reconcile/node.js';
+import * as commands from './store/agent-commands.js';
 import type { Db, Queryable } from './store/db.js';
 import * as nodes from './store/nodes.js';
 import * as wl from './store/workloads.js';
@@ -103,10 +104,12 @@ export async function nodeLeft(db: Db, n: { id: string; name: string }): Promise
 }
 
 /**
- * Ends a gone node's workloads as core/reconcile/node decides: stopping ones stopped, the others lost
- * and, where their job still wants them, replaced. Each move is guarded by the status it expects; a
- * workload that changed meanwhile is decided again on its fresh row, and only what this change turned
- * lost is replaced (a workload that ended meanwhile was handled there). Returns the active workloads.
+ * Ends a gone node's workloads as core/reconcile/node decides: stopping ones stopped, the others lost,
+ * their stops queued for the node in the outbox (delivered at once to an agent still connected, else
+ * after it reconnects) and, where their job still wants them, replaced. Each move is guarded by the
+ * status it expects; a workload that changed meanwhile is decided again on its fresh row, and only what
+ * this change turned lost is stopped and replaced (a workload that ended meanwhile was handled there).
+ * Returns the active workloads.
  */
 export async function loseNodeWorkloads(
   q: Queryable,
@@ -126,15 +129,25 @@ export async function loseNodeWorkloads(
   });
   const byId = new Map(active.map((w) => [w.id, w]));
   const replacementOf = new Map(changes.replacements.map((r) => [r.replaces, r]));
+  const stopOf = new Map(changes.stops.map((s) => [s.workloadId, s]));
   const replace = [];
+  const stops: commands.QueuedCommand[] = [];
   for (const m of changes.moves) {
     const moved = await wl.transitionWith(q, byId.get(m.workloadId)!, (cur) => {
       const d = cur.node_id === n.id ? goneNodeMove(cur, n.name, why) : null;
       return d && { to: d.to, reason: d.reason };
     });
+    if (moved?.status !== 'lost') continue;
     const r = replacementOf.get(m.workloadId);
-    if (moved?.status === 'lost' && r) replace.push(r);
+    if (r) replace.push(r);
+    const stop = stopOf.get(m.workloadId);
+    if (stop)
+      stops.push({
+        nodeId: n.id,
+        message: { type: 'stop', workload_id: stop.workloadId, reason: stop.reason },
+      });
   }
+  await commands.enqueueCommands(q, stops);
   await insertReplacements(q, replace);
   return active;
 }

@@ -4,7 +4,7 @@
  * coordinator that never sends (here: a bare database handle that commits and closes, as a coordinator
  * killed right after its commit) still reaches the agent; a rolled-back decision queues nothing;
  * a workload's start never goes out after its stop; what was queued while the agent was away arrives after
- * its reconnect to another coordinator.
+ * its reconnect to another coordinator; a workload declared lost is stopped on its node through it.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { recordSubmission } from '../../scheduler/job-submit.js';
@@ -31,8 +31,8 @@ async function sharedDatabase(): Promise<string> {
 }
 
 /** A coordinator on that database, stopped at the end. */
-async function coordinatorOn(databaseUrl: string): Promise<TestCoordinator> {
-  const c = await startTestCoordinator('postgres', { databaseUrl });
+async function coordinatorOn(databaseUrl: string, heartbeatTtlMs?: number): Promise<TestCoordinator> {
+  const c = await startTestCoordinator('postgres', { databaseUrl, heartbeatTtlMs });
   cleanup.push(() => c.stop());
   return c;
 }
@@ -182,6 +182,30 @@ describe('the agent command outbox', () => {
     const m = await back.waitFor((x) => x.type === 'prewarm', 5000);
     expect(m).toMatchObject({ type: 'prewarm', job_id: rec.job.id, paths: [path] });
     expect(first.received.some((x) => x.type === 'prewarm')).toBe(false);
+  });
+
+  it('stops a lost workload on its node in the verdict: an agent gone silent but still connected elsewhere is told at once', async () => {
+    const databaseUrl = await sharedDatabase();
+    const a = await coordinatorOn(databaseUrl, 1500);
+    const b = await coordinatorOn(databaseUrl, 1500);
+    // The leader judges the silence; the other holds the agent's socket and keeps it open.
+    const [leader, holder] = a.coordinator.isLeader() ? [a, b] : [b, a];
+    expect(leader.coordinator.isLeader()).toBe(true);
+    const p = await new ProtocolAgent({ url: holder.url, name: 'silent' }).connect();
+    cleanup.push(async () => p.close());
+    const sub = await holder.coordinator.submitJob(plainJob({ name: 'silent' }));
+    const id = sub.workloads[0]!;
+    await eventually(async () => (await status(holder, id)) === 'running', 5000, 'running');
+
+    p.stopHeartbeats();
+    const stop = await p.waitFor((m) => m.type === 'stop' && m.workload_id === id, 20_000);
+    expect(stop).toMatchObject({
+      reason: expect.stringMatching(/^declared lost: node silent missed heartbeats/),
+    });
+    expect(await status(leader, id)).toBe('lost');
+    // Delivered while the socket is still open: no reconnect, no hello needed for it.
+    expect(p.ws.readyState).toBe(p.ws.OPEN);
+    expect(await outboxRows(holder.coordinator.db)).toBe(0);
   });
 
   it('a node removed through another coordinator loses its socket on the holder, and rejoins as new', async () => {

@@ -160,6 +160,11 @@ describe('a gone node’s workloads', () => {
         reason: 'rescheduled: node n gone (replaces a)',
       },
     ]);
+    // Every lost workload, replaced or not, is stopped on the node; a stopping one has stopped already.
+    expect(c.stops).toEqual([
+      { workloadId: 'a', reason: 'declared lost: node n gone' },
+      { workloadId: 'c', reason: 'declared lost: node n gone' },
+    ]);
   });
 
   it('replaces an old version only for an instance the rolling update has not reached', () => {
@@ -177,7 +182,7 @@ describe('a gone node’s workloads', () => {
     expect(replacementFor({ ...w, job_version: 2 }, job(0), 'x', true)?.restarts).toBe(1);
   });
 
-  it('moves every active workload exactly once and replaces exactly the lost ones whose job still wants them', () => {
+  it('moves every active workload exactly once, stops every lost one and replaces exactly the lost ones whose job still wants them', () => {
     const jobIds = ['j1', 'j2', 'j3'];
     fc.assert(
       fc.property(
@@ -207,6 +212,8 @@ describe('a gone node’s workloads', () => {
               w.job_id,
             ]);
           }
+          // Exactly the lost ones get a stop for the node, once each.
+          expect(c.stops.map((x) => x.workloadId)).toEqual([...lost]);
           const replaced = new Set(c.replacements.map((r) => r.replaces));
           expect(replaced.size).toBe(c.replacements.length);
           for (const id of lost) {

@@ -165,19 +165,32 @@ export interface GoneNodeSnapshot {
 export interface GoneNodeChanges {
   moves: WorkloadMove[];
   replacements: Replacement[];
+  /**
+   * Stops queued for the gone node, one per lost workload: an agent that is still connected (silent,
+   * not gone) or comes back is told at once, before its replacement runs beside it for long.
+   */
+  stops: { workloadId: string; reason: string }[];
 }
 
-/** A gone node's workloads: each active one ends (stopped or lost); each lost one whose job still wants it is replaced. */
+/** Why a lost workload's agent is told to stop it. */
+export const lostStopReason = (why: string) => `declared lost: ${why}`;
+
+/**
+ * A gone node's workloads: each active one ends (stopped or lost); each lost one is stopped on the
+ * node and, when its job still wants it, replaced.
+ */
 export function goneNodeChanges(s: GoneNodeSnapshot): GoneNodeChanges {
   const moves: WorkloadMove[] = [];
   const replacements: Replacement[] = [];
+  const stops: GoneNodeChanges['stops'] = [];
   for (const w of s.workloads) {
     const move = goneNodeMove(w, s.node.name, s.why);
     if (!move) continue;
     moves.push(move);
     if (move.to !== 'lost') continue;
+    stops.push({ workloadId: w.id, reason: lostStopReason(s.why) });
     const r = replacementFor(w, s.jobs.get(w.job_id), `rescheduled: ${s.why}`);
     if (r) replacements.push(r);
   }
-  return { moves, replacements };
+  return { moves, replacements, stops };
 }
