@@ -33,6 +33,11 @@ export interface CoordinatorOptions {
   /** Retention of ended workloads (Nomad's core GC); 7 days and 100 per job when unset. */
   retention?: RetentionPolicy;
   /**
+   * Deletes the cache's orphan NARs (stored, never published); run by the leader's retention pass at
+   * start and then at most hourly (it lists the whole cache). Returns what it deleted.
+   */
+  collectCache?: () => Promise<string[]>;
+  /**
    * The full closure of a job (paths and NAR sizes) from the cache; throws a coded error listing what
    * is missing, so a job that could never start is refused before anything is replaced.
    */

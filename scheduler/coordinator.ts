@@ -122,6 +122,7 @@ export class Coordinator {
             if (!this.isLeader()) return;
             await this.collectGarbage();
             await coordinatorsStore.pruneCoordinators(this.db, 3_600_000);
+            await this.collectCache();
           },
           failure: 'retention pass failed',
         },
@@ -811,6 +812,17 @@ export class Coordinator {
     if (total > 0) this.log.info({ deleted: total }, 'deleted ended workloads past retention');
     return total;
   }
+
+  /** Collects the cache's orphan NARs (leader only), at most once an hour. */
+  private async collectCache(): Promise<void> {
+    const now = this.clock.now();
+    if (!this.opts.collectCache || !this.isLeader() || now < this.nextCacheCollection) return;
+    this.nextCacheCollection = now + 3_600_000;
+    const gone = await this.opts.collectCache();
+    if (gone.length > 0) this.log.info({ deleted: gone.length }, 'deleted orphan NARs from the cache');
+  }
+
+  private nextCacheCollection = 0;
 
   /** Declares nodes down whose silence the database clock says exceeds the TTL (leader only). */
   private async judgeSilence(checkStall: () => void): Promise<void> {

@@ -135,6 +135,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       strategy: opts.strategy ?? 'spread',
       flapping: opts.flapping ?? AURORA_FLAPPING,
       retention: opts.retention,
+      collectCache: () => cache.collectOrphanNars(),
       clock: opts.clock,
       // A job is accepted only when its closure is complete in the cache (the cache refuses a path
       // whose references it lacks, so present roots mean a complete closure).

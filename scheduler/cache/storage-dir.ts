@@ -126,6 +126,19 @@ export class DirectoryStorage implements CacheStorage {
     return { size: st.size, stream: createReadStream(path) };
   }
 
+  async listNars(): Promise<{ file: string; modifiedMs: number }[]> {
+    const names = await readdir(this.narDir);
+    const out: { file: string; modifiedMs: number }[] = [];
+    // A slice at a time: a large cache shares the event loop and the file descriptors.
+    for (let i = 0; i < names.length; i += 256) {
+      const stats = await Promise.all(names.slice(i, i + 256).map((f) => statOrNull(join(this.narDir, f))));
+      stats.forEach((st, j) => {
+        if (st?.isFile()) out.push({ file: names[i + j]!, modifiedMs: st.mtimeMs });
+      });
+    }
+    return out;
+  }
+
   async hasNar(file: string): Promise<boolean> {
     return (await statOrNull(join(this.narDir, file)))?.isFile() ?? false;
   }

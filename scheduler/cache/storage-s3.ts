@@ -167,6 +167,30 @@ export class S3Storage implements CacheStorage {
     return out;
   }
 
+  async listNars(): Promise<{ file: string; modifiedMs: number }[]> {
+    const out: { file: string; modifiedMs: number }[] = [];
+    const prefix = `${this.prefix}nar/`;
+    let token: string | undefined;
+    do {
+      const page = await this.call('list NARs', () =>
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            ContinuationToken: token,
+            MaxKeys: this.opts.listPageSize,
+          }),
+        ),
+      );
+      for (const o of page.Contents ?? []) {
+        const file = o.Key?.slice(prefix.length) ?? '';
+        if (file && !file.includes('/')) out.push({ file, modifiedMs: o.LastModified?.getTime() ?? 0 });
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
   async getNar(file: string): Promise<NarObject | null> {
     const got = await this.get(`nar/${file}`);
     if (!got) return null;

@@ -50,6 +50,8 @@ export interface CacheStorage {
   listNarinfos(): Promise<string[]>;
 
   getNar(file: string): Promise<NarObject | null>;
+  /** Every stored NAR (its name under `nar/`) and when it was last written, in ms since the epoch. */
+  listNars(): Promise<{ file: string; modifiedMs: number }[]>;
   hasNar(file: string): Promise<boolean>;
   /**
    * Moves a checked upload (a file in `spoolDir`) into the storage as `nar/<file>`; the local file is

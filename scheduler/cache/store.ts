@@ -50,6 +50,13 @@ const MISSING_SLICE = 256;
 /** How long a count of the cache's paths is reused (see `count`). */
 const COUNT_TTL_MS = 10_000;
 
+/**
+ * How old a NAR no narinfo references must be before it is collected. A NAR is stored just before its
+ * narinfo is published (seconds, and a claim lives 10 minutes), so an orphan this old is one whose
+ * narinfo never came: its upload failed after storing it, or its coordinator died.
+ */
+export const ORPHAN_NAR_GRACE_MS = 86_400_000;
+
 /** Narinfos kept in memory (a few hundred bytes each). */
 const NARINFO_CACHE_ENTRIES = 200_000;
 
@@ -151,6 +158,30 @@ export class CacheStore {
   }
 
   private readonly published = new Map<string, Published>();
+
+  /**
+   * Deletes the NARs no narinfo references that were written longer than `graceMs` ago (orphans: see
+   * ORPHAN_NAR_GRACE_MS); returns their names. The NARs are listed before the narinfos, so a NAR
+   * published meanwhile is either too young or referenced. Left to chance: an upload of the very bytes
+   * of an old orphan published between the narinfo listing and the delete (a bucket keeps an existing
+   * NAR as it is, so there the NAR stays old), which would leave its narinfo without a NAR.
+   */
+  async collectOrphanNars(graceMs = ORPHAN_NAR_GRACE_MS, now = Date.now()): Promise<string[]> {
+    const old = (await this.storage.listNars()).filter(
+      (n) => NAR_FILE_RE.test(n.file) && now - n.modifiedMs > graceMs,
+    );
+    if (old.length === 0) return [];
+    const referenced = new Set<string>();
+    for (const hash of await this.storage.listNarinfos()) {
+      const held = await this.lookup(hash, false);
+      // Unreadable (or gone meanwhile): what it references is unknown, so nothing is collected.
+      if (!held) throw new Error(`cannot collect orphan NARs: the narinfo ${hash} cannot be read`);
+      if (held.info.url.startsWith('nar/')) referenced.add(held.info.url.slice(4));
+    }
+    const orphans = old.map((n) => n.file).filter((f) => !referenced.has(f));
+    for (const file of orphans) await this.storage.deleteNar(file);
+    return orphans;
+  }
 
   /** The compressed NAR for a `nar/<file>` URL component, or null when absent or the name is not ours. */
   async getNar(file: string): Promise<NarObject | null> {

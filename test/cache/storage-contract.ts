@@ -53,11 +53,17 @@ export function storageContract(
       await a.putNar(NAR, spooled);
       await expect(readFile(spooled)).rejects.toThrow(/ENOENT/);
       expect(await b.hasNar(NAR)).toBe(true);
+      const [listed, ...more] = await b.listNars();
+      expect(more).toEqual([]);
+      expect(listed?.file).toBe(NAR);
+      // Written just now (a bucket's clock, to the second).
+      expect(Math.abs(Date.now() - listed!.modifiedMs)).toBeLessThan(60_000);
       const nar = await b.getNar(NAR);
       expect(nar?.size).toBe(body.length);
       expect(await text(nar!.stream)).toBe(body);
       await a.deleteNar(NAR);
       expect(await b.getNar(NAR)).toBeNull();
+      expect(await b.listNars()).toEqual([]);
       await Promise.all([a.close(), b.close()]);
     });
   });
