@@ -275,10 +275,17 @@ async function applyChunkOnce(
     const applied = accepted
       .filter(({ w }) => moved.has(w.id))
       .map(({ w, node }) => ({ ...w, status: 'starting' as const, node_id: node.id }));
-    // The agents' start commands commit with the placement (the outbox); the socket holder sends them.
+    // The agents' start commands commit with the placement (the outbox), one row per node in placement
+    // order; the socket holder sends them.
+    const startsOn = new Map<string, string[]>();
+    for (const w of applied) {
+      const ids = startsOn.get(w.node_id);
+      if (ids) ids.push(w.id);
+      else startsOn.set(w.node_id, [w.id]);
+    }
     await commands.enqueueCommands(
       q,
-      applied.map((w) => ({ nodeId: w.node_id, message: { type: 'start_ref', workload_id: w.id } })),
+      [...startsOn].map(([nodeId, ids]) => ({ nodeId, message: { type: 'start_ref', workload_ids: ids } })),
       { holder },
     );
     return { applied, conflicts };

@@ -9,11 +9,19 @@ import type { Queryable } from './db.js';
 
 export const COMMANDS_CHANNEL = 'mxc_agent_commands';
 
-/** What the outbox carries: agent messages, or a start by reference (the holder reads the spec). */
+/**
+ * What the outbox carries: agent messages, or starts by reference (the holder reads each spec), one row
+ * for all of an apply transaction's starts on a node (a row from before carries one `workload_id`).
+ */
 export type OutboxMessage =
-  | { type: 'start_ref'; workload_id: string }
+  | { type: 'start_ref'; workload_ids: string[] }
   | { type: 'stop'; workload_id: string; reason?: string }
   | { type: 'prewarm'; job_id: string; paths: string[] };
+
+/** A command as taken: a start by reference is one workload's. */
+export type TakenMessage =
+  | { type: 'start_ref'; workload_id: string }
+  | Exclude<OutboxMessage, { type: 'start_ref' }>;
 
 export interface QueuedCommand {
   nodeId: string;
@@ -23,7 +31,7 @@ export interface QueuedCommand {
 export interface CommandRow {
   id: number;
   node_id: string;
-  message: OutboxMessage;
+  message: TakenMessage;
   /** For a start_ref: the workload as it is when taken (null when it is gone). */
   workload: {
     status: WorkloadStatus;
@@ -70,9 +78,10 @@ export async function enqueueCommand(q: Queryable, nodeId: string, message: Outb
 }
 
 /**
- * Takes (deletes and returns, oldest first) the commands of the nodes whose sockets `coordinatorId`
- * holds at the given epochs; a stale holder's epoch matches nothing, so it takes nothing. A start by
- * reference comes back with its workload's current row, read in the same statement.
+ * Takes (deletes and returns, oldest first) at most `limit` commands of the nodes whose sockets
+ * `coordinatorId` holds at the given epochs; a stale holder's epoch matches nothing, so it takes nothing.
+ * A row of starts by reference comes back as one start per workload, in order, each with its
+ * workload's current row, read in the same statement.
  */
 export async function takeCommands(
   q: Queryable,
@@ -81,10 +90,19 @@ export async function takeCommands(
   limit = 1000,
 ): Promise<CommandRow[]> {
   if (held.length === 0) return [];
-  const rows = await q.query<
-    Omit<CommandRow, 'workload'> &
-      Partial<NonNullable<CommandRow['workload']>> & { workload_node: string | null }
-  >(
+  const rows = await q.query<{
+    id: number;
+    node_id: string;
+    message: OutboxMessage;
+    ref: string | null;
+    status: WorkloadStatus | null;
+    workload_node: string | null;
+    job_id: string | null;
+    job_version: number | null;
+    instance: number | null;
+  }>(
+    // The workload is read per reference (OFFSET 0 keeps the lookup by primary key, whatever the
+    // planner guesses of the array's length).
     `WITH taken AS (
        DELETE FROM agent_commands WHERE id IN (
          SELECT c.id FROM agent_commands c
@@ -94,16 +112,24 @@ export async function takeCommands(
          ORDER BY c.id LIMIT $4 FOR UPDATE OF c SKIP LOCKED)
        RETURNING id, node_id, message
      )
-     SELECT t.id, t.node_id, t.message, w.status, w.node_id AS workload_node, w.job_id, w.job_version, w.instance
+     SELECT t.id, t.node_id, t.message, r.ref, w.status, w.node_id AS workload_node, w.job_id, w.job_version,
+            w.instance
        FROM taken t
-       LEFT JOIN workloads w ON t.message->>'type' = 'start_ref' AND w.id = t.message->>'workload_id'
-      ORDER BY t.id`,
+       LEFT JOIN LATERAL jsonb_array_elements_text(
+         CASE WHEN t.message->>'type' = 'start_ref'
+           THEN COALESCE(t.message->'workload_ids', jsonb_build_array(t.message->'workload_id')) END
+       ) WITH ORDINALITY AS r(ref, i) ON true
+       LEFT JOIN LATERAL (
+         SELECT w.status, w.node_id, w.job_id, w.job_version, w.instance FROM workloads w WHERE w.id = r.ref
+         OFFSET 0
+       ) w ON true
+      ORDER BY t.id, r.i`,
     [coordinatorId, held.map((h) => h.nodeId), held.map((h) => h.epoch), limit],
   );
   return rows.map((r) => ({
     id: r.id,
     node_id: r.node_id,
-    message: r.message,
+    message: r.message.type === 'start_ref' ? { type: 'start_ref', workload_id: r.ref! } : r.message,
     workload: r.status
       ? {
           status: r.status,

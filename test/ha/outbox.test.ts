@@ -141,13 +141,16 @@ describe('the agent command outbox', () => {
     // Both placed (starting), their agent not yet told: the stop decided now is queued after the starts.
     await decideAndDie(databaseUrl, (d) => d.tx((q) => stopJobWorkloads(q, rec.job.id, 'changed our mind')));
     await holder.coordinator.drainCommands();
-    const rows = await db.query<{ message: { type: string; workload_id: string } }>(
+    const rows = await db.query<{ message: { type: string; workload_id?: string; workload_ids?: string[] } }>(
       'SELECT message FROM agent_commands ORDER BY id',
     );
-    expect(rows.map((r) => `${r.message.type} ${r.message.workload_id}`)).toEqual([
-      ...rec.workloads.map((id) => `start_ref ${id}`),
-      ...rec.workloads.map((id) => `stop ${id}`),
-    ]);
+    // One row carries the starts the apply transaction queued for the node, then one stop each.
+    expect(rows).toHaveLength(1 + rec.workloads.length);
+    expect(
+      rows.flatMap((r) =>
+        (r.message.workload_ids ?? [r.message.workload_id]).map((id) => `${r.message.type} ${id}`),
+      ),
+    ).toEqual([...rec.workloads.map((id) => `start_ref ${id}`), ...rec.workloads.map((id) => `stop ${id}`)]);
 
     await db.query('UPDATE node_sessions SET conn_epoch = conn_epoch - 1000 WHERE node_id = $1', [p.nodeId]);
     await holder.coordinator.drainCommands();
