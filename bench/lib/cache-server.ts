@@ -9,7 +9,9 @@ import { cachePlugin } from '../../scheduler/cache/index.js';
 const dataDir = process.argv[2];
 if (!dataDir || !process.send) throw new Error('fork this file with the data dir as its argument');
 const app = Fastify({ logger: false });
-await app.register(cachePlugin, { dataDir });
+// MXC_CACHE_COMPRESSION=br measures the push with brotli, as a coordinator set so would store.
+const compression = process.env.MXC_CACHE_COMPRESSION === 'br' ? 'br' : 'none';
+await app.register(cachePlugin, { dataDir, compression });
 await app.listen({ host: '127.0.0.1', port: 0 });
 const addr = app.server.address();
 process.send({ port: typeof addr === 'object' && addr ? addr.port : 0 });
