@@ -104,9 +104,11 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     }
   });
   app.decorateRequest('principal', null);
-  app.addHook('onRequest', async (req, reply) => {
+  // Callback hooks, not async ones: every request passes here (each narinfo GET of a substitution), and
+  // an async hook costs a promise and its resolution per request.
+  app.addHook('onRequest', (req, reply, done) => {
     // No route matched: the not-found handler answers, and it reveals nothing.
-    if (req.routeOptions.url === undefined) return;
+    if (req.routeOptions.url === undefined) return done();
     const access = routeAccess(req.method, req.routeOptions.config.access);
     const principal = opts.auth.identify(req);
     req.principal = principal;
@@ -115,38 +117,34 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       const cache = url.startsWith('/cache/') || url.startsWith('/api/cache/');
       // An unread upload body would otherwise be drained byte by byte before the socket is reused.
       if (!SAFE_METHODS.has(req.method)) reply.header('connection', 'close');
-      throw refusal(principal, access, cache);
+      return done(refusal(principal, access, cache));
     }
     if (access !== 'public' && crossSite(req)) {
-      throw new MxcError(
-        'CROSS_SITE',
-        403,
-        `a ${req.method} from origin ${req.headers.origin ?? '(cross-site)'} is refused: state-changing requests come from the CLI or the dashboard on this coordinator's own origin`,
+      return done(
+        new MxcError(
+          'CROSS_SITE',
+          403,
+          `a ${req.method} from origin ${req.headers.origin ?? '(cross-site)'} is refused: state-changing requests come from the CLI or the dashboard on this coordinator's own origin`,
+        ),
       );
     }
-    // A revoked token's open streams (events, followed logs) end at once, not when the client leaves.
-    // Only responses already streaming are cut: an answer being computed finishes as it would have.
-    if (access !== 'public' && access !== 'agent-socket') {
-      const untrack = opts.auth.track(
-        () => !reply.raw.headersSent || allows(opts.auth.identify(req), access),
-        () => req.raw.socket?.destroy(),
-      );
-      reply.raw.once('close', untrack);
-    }
+    // A revoked token's open streams (events, followed logs, NAR downloads) end at once, not when the
+    // client leaves. Only responses already streaming are cut: an answer being computed finishes.
+    if (access !== 'public' && access !== 'agent-socket') opts.auth.watch(req, reply.raw);
+    done();
   });
 
   // A frame is parsed in one go: its size bounds how long one agent message can hold the event loop
   // (a hello of 20,000 store paths is about 1.5 MiB; log batches stay far below).
   // NUL bytes and lone surrogates anywhere in the input are a coded 400, before any handler.
-  app.addHook('preValidation', async (req) => {
-    for (const [where, v] of [
-      ['the URL', req.params],
-      ['the query', req.query],
-      ['the body', req.body],
-    ] as const) {
-      const found = findBadText(v);
-      if (found) throw badTextError(where, found);
-    }
+  app.addHook('preValidation', (req, _reply, done) => {
+    let found = findBadText(req.params);
+    if (found) return done(badTextError('the URL', found));
+    found = findBadText(req.query);
+    if (found) return done(badTextError('the query', found));
+    found = req.body === undefined ? null : findBadText(req.body);
+    if (found) return done(badTextError('the body', found));
+    done();
   });
 
   await app.register(websocket, { options: { maxPayload: 8 * 1024 * 1024 } });

@@ -7,7 +7,8 @@
  * when the API is open). Every route declares its access level in its route config (`config.access`),
  * and one hook decides on the route fastify matched, never on the URL text.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
 import type { FastifyRequest } from 'fastify';
 import { errors, MxcError } from '../errors.js';
 import type { Queryable } from '../store/db.js';
@@ -41,10 +42,18 @@ export type Access = 'public' | 'agent-socket' | 'cache-read' | Scope;
 
 /** Who is calling: the token's name and what it may do. `anonymous` only in open mode. */
 export interface Principal {
-  kind: TokenKind | 'anonymous';
-  name: string;
-  scope: Scope;
+  readonly kind: TokenKind | 'anonymous';
+  readonly name: string;
+  readonly scope: Scope;
 }
+
+/** Principals are made once per token (frozen, shared by its requests), not once per request. */
+const principal = (kind: Principal['kind'], name: string, scope: Scope): Principal =>
+  Object.freeze({ kind, name, scope });
+const ANONYMOUS = principal('anonymous', 'anonymous', 'admin');
+
+/** Proven tokens remembered between reloads (see Auth.proven); a deployment has a handful. */
+const MAX_PROVEN = 1024;
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -56,7 +65,8 @@ declare module 'fastify' {
   }
 }
 
-const digest = (s: string) => createHash('sha256').update(s).digest();
+// One-shot: no Hash object per call (every request of the cache's read side hashes its token).
+const digest = (s: string) => hash('sha256', s, 'buffer');
 
 /** Constant-time equality that does not leak the expected length. */
 export function tokenMatches(given: string | undefined, expected: string): boolean {
@@ -119,9 +129,10 @@ interface StoredToken {
   name: string;
   scope: Scope;
   digest: Buffer;
+  principal: Principal;
 }
 
-/** A request or live stream (agent socket, event stream, followed logs) opened under some token. */
+/** A live stream opened under some token that closes in its own way (the agent socket). */
 interface Stream {
   /** Whether the caller still has the access it was let in with. */
   allowed: () => boolean;
@@ -134,6 +145,26 @@ export class Auth {
   private readonly streams = new Set<Stream>();
   /** Digests of the environment's tokens, made once: a request's token is hashed once and compared with these. */
   private readonly envDigests: { api?: Buffer; local?: Buffer; agent?: Buffer };
+  private readonly envPrincipals = {
+    api: principal('client', 'MXC_API_TOKEN', 'admin'),
+    local: principal('client', 'local', 'admin'),
+    agent: principal('agent', 'MXC_AGENT_TOKEN', 'read'),
+  };
+  /**
+   * Open HTTP responses of non-public routes, by response (see watch): swept after each reload, so a
+   * revoked token's live answers (event streams, followed logs, NAR downloads) end at once.
+   */
+  private readonly open = new Map<ServerResponse, FastifyRequest>();
+  /**
+   * Tokens proven since the last reload, by the token as sent: a request bringing one skips the hash
+   * and the comparisons, which were most of the access hook's cost on a narinfo GET. Only tokens that
+   * matched get in (bounded all the same), and it is emptied by every reload, in the same tick as the
+   * new token list (each second, and at once by create and revoke): a revoked token stops working at
+   * the same moment as without it. A lookup with any other string tells nothing but a miss.
+   */
+  private readonly proven = new Map<string, Principal>();
+  /** One listener for every watched response ('close' comes after the end and after an abort alike). */
+  private readonly unwatch: (this: ServerResponse) => void;
 
   constructor(
     readonly env: Tokens,
@@ -144,18 +175,28 @@ export class Auth {
       local: env.local === undefined ? undefined : digest(env.local),
       agent: env.agent === undefined ? undefined : digest(env.agent),
     };
+    const open = this.open;
+    this.unwatch = function (this: ServerResponse) {
+      open.delete(this);
+    };
   }
 
   /** Reads the stored tokens (at start, and periodically so that several coordinators agree). */
   async load(): Promise<void> {
     if (!this.db) return;
     const rows = await tokensTable.listTokens(this.db);
-    this.stored = rows.map((r) => ({
-      kind: r.kind,
-      name: r.name,
-      scope: r.scope ?? 'admin',
-      digest: Buffer.from(r.token_hash, 'hex'),
-    }));
+    this.stored = rows.map((r) => {
+      const scope = r.scope ?? 'admin';
+      return {
+        kind: r.kind,
+        name: r.name,
+        scope,
+        digest: Buffer.from(r.token_hash, 'hex'),
+        principal: principal(r.kind, r.name, r.kind === 'agent' ? 'read' : scope),
+      };
+    });
+    // In the same tick as the new list, before the sweep: a token no longer listed is proven by nothing.
+    this.proven.clear();
     this.closeRevokedStreams();
   }
 
@@ -179,18 +220,27 @@ export class Auth {
   /** The caller of a request, or null when it has no valid token (and the API is not open). */
   identify(req: FastifyRequest): Principal | null {
     const given = bearer(req);
-    // Hashed once per request (every request of the cache's read side passes here).
+    if (given === undefined) return this.verify(undefined);
+    const known = this.proven.get(given);
+    if (known !== undefined) return known;
+    const p = this.verify(given);
+    if (p !== null && p !== ANONYMOUS && this.proven.size < MAX_PROVEN) this.proven.set(given, p);
+    return p;
+  }
+
+  /** A token checked against every known digest (the slow path of identify). */
+  private verify(given: string | undefined): Principal | null {
+    // Hashed once per check.
     const d = given === undefined ? undefined : digest(given);
     const { api, local, agent: agentEnv } = this.envDigests;
-    if (d && api && timingSafeEqual(d, api)) return { kind: 'client', name: 'MXC_API_TOKEN', scope: 'admin' };
-    if (d && local && timingSafeEqual(d, local)) return { kind: 'client', name: 'local', scope: 'admin' };
+    if (d && api && timingSafeEqual(d, api)) return this.envPrincipals.api;
+    if (d && local && timingSafeEqual(d, local)) return this.envPrincipals.local;
     const client = this.matchStored(d, 'client');
-    if (client) return { kind: 'client', name: client.name, scope: client.scope };
-    if (d && agentEnv && timingSafeEqual(d, agentEnv))
-      return { kind: 'agent', name: 'MXC_AGENT_TOKEN', scope: 'read' };
+    if (client) return client.principal;
+    if (d && agentEnv && timingSafeEqual(d, agentEnv)) return this.envPrincipals.agent;
     const agent = this.matchStored(d, 'agent');
-    if (agent) return { kind: 'agent', name: agent.name, scope: 'read' };
-    if (!this.hasClientTokens()) return { kind: 'anonymous', name: 'anonymous', scope: 'admin' };
+    if (agent) return agent.principal;
+    if (!this.hasClientTokens()) return ANONYMOUS;
     return null;
   }
 
@@ -223,7 +273,27 @@ export class Auth {
     return () => this.streams.delete(s);
   }
 
+  /**
+   * Keeps an HTTP response of a non-public route under watch until it closes: when a reload finds its
+   * request's token no longer allows the route and the answer is already streaming, its socket is
+   * destroyed. An answer still being computed finishes as it would have. No closure or record is made
+   * per request: the request is kept by its response, and one shared listener forgets it.
+   */
+  watch(req: FastifyRequest, res: ServerResponse): void {
+    this.open.set(res, req);
+    res.on('close', this.unwatch);
+  }
+
   private closeRevokedStreams(): void {
+    for (const [res, req] of [...this.open]) {
+      if (
+        !res.headersSent ||
+        allows(this.identify(req), routeAccess(req.method, req.routeOptions.config.access))
+      )
+        continue;
+      this.open.delete(res);
+      req.raw.socket?.destroy();
+    }
     for (const s of [...this.streams]) {
       if (s.allowed()) continue;
       this.streams.delete(s);

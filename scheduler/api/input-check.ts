@@ -28,10 +28,12 @@ function findIn(v: unknown, depth: number): { keys: string[]; problem: string } 
   }
   if (v === null || typeof v !== 'object' || depth > 64) return null;
   if (Buffer.isBuffer(v) || typeof (v as { pipe?: unknown }).pipe === 'function') return null;
-  for (const [k, x] of Object.entries(v)) {
+  // Keys, not entries: no [key, value] array per property (this runs on every request's params and query).
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
     const pk = badText(k);
     if (pk) return { keys: [k], problem: `${pk} in a key` };
-    const found = findIn(x, depth + 1);
+    const found = findIn(o[k], depth + 1);
     if (found) {
       found.keys.push(k);
       return found;
