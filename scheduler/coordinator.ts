@@ -615,6 +615,7 @@ export class Coordinator {
     });
     this.log.info({ node: node.name, id: node.id }, 'agent connected');
     await reconcileAgent(this.agentDeps, node, hello.running);
+    this.log.debug({ node: node.name, id: node.id }, 'agent hello reconciled');
     // What was queued while the agent was away or connected elsewhere.
     void this.drainCommands([node.id]);
     this.emit({ kind: 'node', id: node.id, status: node.status });

@@ -58,17 +58,18 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
   await eventually(async () => failedAttempts() >= 2, 20_000, 'two failed reconnect attempts');
   expect(agent.runningIds()).toEqual([id]);
 
-  c = await startTestCoordinator('postgres', { dataDir, databaseUrl, port });
+  // Its log from the start: the agent may reconnect before anything could subscribe to its events.
+  const coordinatorLog = captureLogger('debug');
+  c = await startTestCoordinator('postgres', { dataDir, databaseUrl, port, logger: coordinatorLog.logger });
   cleanup.push(() => c.stop());
+  // Settled means: the agent's hello was reconciled (every stop, start and loss it decides is sent and
+  // written by then) and a scheduling pass ran after that (a replacement would have been placed).
   await eventually(
-    async () =>
-      (await c.api('GET', '/api/nodes')).body.data.find(
-        (n: { name: string; connected: boolean }) => n.name === 'steady',
-      )?.connected,
+    async () => coordinatorLog.records.some((r) => r.msg === 'agent hello reconciled' && r.node === 'steady'),
     20_000,
-    'the agent to reconnect',
+    'the agent to reconnect and its hello to be reconciled',
   );
-  await new Promise((r) => setTimeout(r, 500));
+  await c.coordinator.evaluate();
   const ws = (await c.api('GET', '/api/workloads')).body.data;
   expect(ws.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[id, 'running']]);
   expect(agent.runningIds()).toEqual([id]);
