@@ -74,7 +74,7 @@ export interface LaunchArgs {
   /** The full closure of the job's roots, when the caller has computed it already. */
   fullClosure?: string[];
   /** The launcher from an earlier `prepareLaunch` (its supervisor already up), if the caller made one. */
-  prepared?: Promise<PreparedLaunch> | null;
+  prepared?: Promise<PreparedLaunch | null> | null;
   onLog: (l: LogLine) => void;
   /** Told each change of the task's processes. */
   onChange: (processes: TaskSnapshot['processes']) => void;

@@ -85,7 +85,7 @@ export class WorkloadRuns {
 
   /** The full closure of `roots`, asked of nix once per root set while nothing is collected. */
   private async fullClosureOf(roots: string[]): Promise<string[]> {
-    const key = [...roots].sort().join('\n');
+    const key = closureKey(roots);
     const known = this.closures.get(key);
     if (known) return known;
     const closure = await closureOf(roots, { store: this.opts.storeRoot });
@@ -173,33 +173,41 @@ export class WorkloadRuns {
       this.w.conn.queueLog(a.id, l);
     };
     const workReady = mkdir(workDir, { recursive: true });
+    const closure = a.spec.mxc.closure;
+    const warmCheck = closure.length ? this.alreadyRealised(closure) : Promise.resolve(false);
+    const prepare = () =>
+      prepareLaunch(entry, {
+        agent: this.opts,
+        cgroupRoot: this.w.cgroupRoot(),
+        workDir,
+        onLog,
+        fullClosure: () => this.fullClosureOf(closure),
+        pool: this.pool,
+      });
     // A plain task's namespace comes up while its closure is checked and rooted (its launcher needs
-    // nothing of the closure), so a warm start finds the task supervisor running.
+    // nothing of the closure), so a warm start finds the task supervisor running. A sandbox mounts
+    // every path of the closure: it comes up early only when they are all known to be here.
     const prepared =
       a.spec.mxc.isolation === 'process'
-        ? workReady.then(() =>
-            prepareLaunch(entry, {
-              agent: this.opts,
-              cgroupRoot: this.w.cgroupRoot(),
-              workDir,
-              onLog,
-              fullClosure: () => this.fullClosureOf(a.spec.mxc.closure),
-              pool: this.pool,
-            }),
-          )
-        : null;
+        ? workReady.then(prepare)
+        : a.spec.mxc.isolation === 'sandbox' && this.closures.has(closureKey(closure))
+          ? Promise.all([workReady, warmCheck]).then(([, warm]) => (warm ? prepare() : null))
+          : null;
     prepared?.catch(() => {}); // its failure fails the launch below
     let launched = false;
     try {
-      const closure = a.spec.mxc.closure;
       const cache = this.w.conn.cache;
       system(`realising ${closure.length} store path(s)${cache ? ` from ${cache.url}` : ''}`);
       const t0 = Date.now();
       // Independent file work side by side: each await is a trip through the thread pool.
+      // The assignment is kept beside the workload for people to read; nothing waits for it.
+      void workReady
+        .then(() => writeFile(join(dir, 'assignment.json'), JSON.stringify(a)))
+        .catch((err: Error) => system(`could not write assignment.json: ${err.message}`));
       const [gcRoot, warm] = await Promise.all([
         closure.length ? prepareWorkloadRoot(this.opts.stateDir, a.id) : undefined,
-        closure.length ? this.alreadyRealised(closure) : false,
-        workReady.then(() => writeFile(join(dir, 'assignment.json'), JSON.stringify(a))),
+        warmCheck,
+        workReady,
       ]);
       const fetched =
         warm && gcRoot !== undefined
@@ -230,7 +238,7 @@ export class WorkloadRuns {
       );
       entry.fetched = { paths: fetched.pathsDone, bytes: fetched.bytesDone };
       // Computed once: the coordinator learns what the store gained, isolated launches expose all of it.
-      if (fetched.pathsDone > 0) this.closures.delete([...closure].sort().join('\n'));
+      if (fetched.pathsDone > 0) this.closures.delete(closureKey(closure));
       const fullClosure =
         fetched.pathsDone > 0 || a.spec.mxc.isolation !== 'process'
           ? await this.fullClosureOf(closure)
@@ -242,6 +250,9 @@ export class WorkloadRuns {
       // Resolved before anything starts, so a check naming an undeclared port fails the start clearly.
       const healthPort = a.spec.health_check_config ? healthCheckPort(a.spec, entry.ports) : null;
       const env = await workloadEnv(a, workDir, entry.ports, this.opts.secretsDir);
+      // The processes' first states go out with the running report below, in one message, not in
+      // a `starting` report of their own just before it.
+      let first: TaskSnapshot['processes'] | null | undefined = null;
       const { done } = await launchWorkload(entry, {
         agent: this.opts,
         cgroupRoot: this.w.cgroupRoot(),
@@ -251,7 +262,10 @@ export class WorkloadRuns {
         fullClosure,
         prepared,
         onLog,
-        onChange: (processes) => this.report(a.id, undefined, processes),
+        onChange: (processes) => {
+          if (first === undefined) this.report(a.id, undefined, processes);
+          else first = processes;
+        },
       });
       launched = true;
       entry.status = 'running';
@@ -259,14 +273,16 @@ export class WorkloadRuns {
         entry.health = 'unknown';
         entry.checker = this.healthChecker(a.id, entry, a.spec.health_check_config, healthPort, system);
       }
-      this.report(a.id, 'processes started');
+      const processes = first ?? undefined;
+      first = undefined;
+      this.report(a.id, 'processes started', processes);
       entry.checker?.start();
       const result = await done;
       await this.finish(a.id, result);
     } catch (err) {
       if (!launched)
         await prepared?.then(
-          (p) => p.supervisor?.close(),
+          (p) => p?.supervisor?.close(),
           () => {},
         );
       const why = err instanceof RealiseError ? err.message : `could not start: ${(err as Error).message}`;
@@ -349,6 +365,11 @@ export class WorkloadRuns {
     }
     await r.stop(reason);
   }
+}
+
+/** The key of a root set in `WorkloadRuns.closures`. */
+function closureKey(roots: string[]): string {
+  return [...roots].sort().join('\n');
 }
 
 function progressText(p: RealiseProgress): string {

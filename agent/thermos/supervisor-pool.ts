@@ -2,7 +2,7 @@
  * Idle task supervisors, each already in a fresh PID namespace of its own, so a task start takes one
  * instead of creating its namespace on the start path. A taken supervisor belongs to that one task
  * (nothing ran in it before; the task closes it, and with it the namespace); a replacement is spawned
- * once starts have been quiet for a moment, because Node's spawn blocks the event loop until the
+ * a moment after the take, off the start path, because Node's spawn blocks the event loop until the
  * child has exec'd. Only launches that depend on nothing of the task can be pooled: the `process`
  * isolation's, not a sandbox (its mounts are the task's closure and work directory).
  */
@@ -14,7 +14,7 @@ export interface SupervisorPoolOptions {
   spec: LaunchSpec;
   /** Idle supervisors kept (default 1). */
   size?: number;
-  /** Quiet time after a take before a replacement is spawned (ms, default 25). */
+  /** Time after a take before a replacement is spawned (ms, default 25). */
   refillAfterMs?: number;
   /** A stderr line of an idle supervisor (bwrap's errors, say), or a note about the pool. */
   onDiagnostic: (line: string) => void;
@@ -64,9 +64,9 @@ export class SupervisorPool {
     await Promise.all(idle.map((s) => s.close()));
   }
 
+  /** A refill `refillAfterMs` from now; not pushed back by later takes, so a stream of starts gets one too. */
   private scheduleRefill(): void {
-    if (this.closed) return;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.closed || this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = null;
       this.fill();

@@ -10,8 +10,9 @@ import { beforeAll, describe, expect, test } from 'vitest';
 import { hostLaunch } from '../../agent/sandbox.js';
 import { SupervisorPool } from '../../agent/thermos/supervisor-pool.js';
 import { SUPERVISOR_ARG, taskSupervisorBinary } from '../../agent/thermos/task-supervisor.js';
-import { agentWithFakeCoordinator, until } from '../security/workload-tree.js';
-import { makeTask, sleep, tempDir } from './helpers.js';
+import type { AgentMessage } from '../../spec/messages.js';
+import { agentWithFakeCoordinator, assignment, until } from '../security/workload-tree.js';
+import { buildScript, makeTask, sleep, tempDir } from './helpers.js';
 import { harness } from './task-runner-harness.js';
 
 let supervisor: string;
@@ -144,6 +145,49 @@ describe('task supervisor pool', () => {
     }
     await until(() => supervisorLaunchers(process.pid).length === 0, 5_000, 'the idle supervisor to end');
   });
+});
+
+describe("the agent's start path", () => {
+  test('the running report carries the first process states; a warm sandbox start still sees only its closure', async () => {
+    const script = await buildScript(
+      'start-path-store-view',
+      'echo "store: $(ls /nix/store | tr "\\n" " ")"\n',
+    );
+    const names = script.closure.map((p) => p.slice('/nix/store/'.length)).sort();
+    const { agent, coord, stateDir } = await agentWithFakeCoordinator();
+    try {
+      // The first start realises and learns the closure; the second is warm (its sandbox comes up
+      // while the roots are added); a plain one takes the pool's supervisor.
+      for (const isolation of ['sandbox', 'sandbox', 'process'] as const) {
+        const a = assignment(script.path, [script.path], { isolation });
+        coord.send({ type: 'start', workload: a });
+        await until(
+          () => coord.statuses(a.id).find((m) => m.status === 'stopped' || m.status === 'failed'),
+          30_000,
+          `${a.id} (${isolation}) to end`,
+        );
+        const statuses = coord.statuses(a.id);
+        expect(statuses.map((m) => m.status)[0]).toBe('running');
+        expect(statuses[0]!.reason).toBe('processes started');
+        expect(statuses[0]!.processes?.map((p) => p.name)).toEqual(['main']);
+        expect(statuses.at(-1)!.status, JSON.stringify(statuses)).toBe('stopped');
+        const out = coord.received
+          .filter(
+            (m): m is Extract<AgentMessage, { type: 'logs' }> => m.type === 'logs' && m.workload_id === a.id,
+          )
+          .flatMap((m) => m.lines)
+          .filter((l) => l.process === 'main' && l.stream === 'stdout')
+          .map((l) => l.line);
+        const listed = out[0]!.slice('store: '.length).trim().split(' ').sort();
+        if (isolation === 'sandbox') expect(listed).toEqual(names);
+        else expect(listed.length).toBeGreaterThan(names.length);
+      }
+    } finally {
+      await agent.close();
+      await coord.close();
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 /** Live host pids whose environment holds `MXC_TEST_MARK=<mark>`. */
