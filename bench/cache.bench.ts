@@ -17,7 +17,10 @@ import { realiseFromCache } from './lib/realise.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_PATHS ?? 300);
 const PUSH_ROUNDS = Number(process.env.MXC_BENCH_CACHE_ROUNDS ?? 3);
-const NARINFO_REQUESTS = Number(process.env.MXC_BENCH_NARINFO_REQUESTS ?? 6000);
+/** narinfo GETs measured from mxc and the bare node server: at ~20,000/s and more, a second's worth or so. */
+const NARINFO_REQUESTS = Number(process.env.MXC_BENCH_NARINFO_REQUESTS ?? 30_000);
+/** python's http.server answers ~1,500/s: fewer of its GETs give as steady a rate in a few seconds. */
+const PYTHON_NARINFO_REQUESTS = Math.min(NARINFO_REQUESTS, 6000);
 const CONCURRENCY = 32;
 
 /** `PATHS` leaves of mixed text and random bytes (~100 KiB each), each referencing 3 earlier ones (a closure about 9 levels deep). */
@@ -42,29 +45,83 @@ function closureExpr(n: number): string {
     }`;
 }
 
-/** A load generator in its own thread so client work does not share the server's event loop. */
+/**
+ * A load generator in its own thread so client work does not share the server's event loop. It speaks
+ * HTTP/1.1 on raw sockets, as wrk does: node's http client costs more CPU per request (~50 µs) than the
+ * server it measures (~35 µs), and on two cores it was then the client, not the cache, that set the
+ * figure. Each response is still read whole and checked: a status line, a 200, and its Content-Length
+ * (or the connection's end for a close-delimited HTTP/1.0 answer, as python's http.server sends).
+ */
 const LOAD_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
-const http = require('node:http');
+const net = require('node:net');
 const { urls, concurrency, keepAlive } = workerData;
-const agent = new http.Agent({ keepAlive, maxSockets: concurrency });
+const HEAD_END = Buffer.from('\\r\\n\\r\\n');
 let next = 0, bytes = 0, errors = 0;
-function one(url) {
+function connect(host, port) {
+  const socket = net.connect({ host, port, noDelay: true });
+  const conn = { socket, head: null, body: -1, left: 0, done: null, closed: false };
+  socket.on('data', (chunk) => onData(conn, chunk));
+  socket.on('error', () => finish(conn, false));
+  socket.on('close', () => { conn.closed = true; if (conn.done) finish(conn, conn.head !== null && conn.left < 0 && conn.body >= 0); });
+  return conn;
+}
+function finish(conn, ok) {
+  const done = conn.done;
+  if (!done) return;
+  conn.done = null;
+  if (!ok) { errors++; conn.closed = true; conn.socket.destroy(); }
+  done();
+}
+function onData(conn, chunk) {
+  if (conn.head === null) {
+    const buf = conn.pending ? Buffer.concat([conn.pending, chunk]) : chunk;
+    const end = buf.indexOf(HEAD_END);
+    if (end < 0) { conn.pending = buf; return; }
+    conn.pending = null;
+    conn.head = buf.toString('latin1', 0, end);
+    if (!/^HTTP\\/1\\.[01] 200 /.test(conn.head)) errors++;
+    const m = /\\r\\ncontent-length: *(\\d+)/i.exec(conn.head);
+    if (/\\r\\ntransfer-encoding:/i.test(conn.head)) { errors++; return finish(conn, false); }
+    conn.left = m ? Number(m[1]) : -1;
+    conn.body = 0;
+    chunk = buf.subarray(end + 4);
+  }
+  conn.body += chunk.length;
+  bytes += chunk.length;
+  if (conn.left >= 0 && conn.body >= conn.left) {
+    if (conn.body > conn.left) errors++;
+    conn.head = null;
+    finish(conn, true);
+  }
+}
+function one(conn, url) {
   return new Promise((resolve) => {
-    http.get(url, { agent }, (res) => {
-      if (res.statusCode !== 200) errors++;
-      res.on('data', (c) => { bytes += c.length; });
-      res.on('end', resolve);
-      res.on('error', () => { errors++; resolve(); });
-    }).on('error', () => { errors++; resolve(); });
+    conn.done = resolve;
+    conn.head = null; conn.pending = null; conn.body = -1;
+    conn.socket.write('GET ' + url.pathname + ' HTTP/1.1\\r\\nHost: ' + url.host + (keepAlive ? '' : '\\r\\nConnection: close') + '\\r\\n\\r\\n');
   });
 }
-async function lane() { while (next < urls.length) await one(urls[next++]); }
+async function lane() {
+  let conn = null;
+  while (next < urls.length) {
+    const url = new URL(urls[next++]);
+    if (!conn || conn.closed) conn = connect(url.hostname, Number(url.port));
+    await one(conn, url);
+    if (!keepAlive) {
+      // A graceful end, as a client does: a reset makes python's http.server log a traceback.
+      conn.socket.end();
+      conn = null;
+    }
+  }
+  conn?.socket.destroy();
+}
 const t0 = process.hrtime.bigint();
+const cpu0 = process.cpuUsage();
 Promise.all(Array.from({ length: concurrency }, lane)).then(() => {
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  agent.destroy();
-  parentPort.postMessage({ requests: urls.length, bytes, errors, ms });
+  const cpu = process.cpuUsage(cpu0);
+  parentPort.postMessage({ requests: urls.length, bytes, errors, ms, cpuMs: (cpu.user + cpu.system) / 1000 });
 });`;
 
 interface Load {
@@ -72,6 +129,8 @@ interface Load {
   bytes: number;
   errors: number;
   ms: number;
+  /** The generator's CPU time (the bench process's, whose main thread waits meanwhile). */
+  cpuMs: number;
 }
 
 function load(urls: string[], concurrency: number, keepAlive: boolean): Promise<Load> {
@@ -119,11 +178,16 @@ interface CacheServer {
 }
 
 /** The cache plugin in its own process (bench/lib/cache-server.ts). */
-async function startCacheServer(dataDir: string): Promise<CacheServer> {
-  const child = fork(new URL('./lib/cache-server.js', import.meta.url), [dataDir], { stdio: 'inherit' });
+function startCacheServer(dataDir: string): Promise<CacheServer> {
+  return startForked('./lib/cache-server.js', dataDir);
+}
+
+/** A server of bench/lib in its own process that answers { port } and, when sent 'cpu', { cpuMs }. */
+async function startForked(file: string, arg: string): Promise<CacheServer> {
+  const child = fork(new URL(file, import.meta.url), [arg], { stdio: 'inherit' });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m: { port: number }) => resolve(m.port));
-    child.once('exit', (code) => reject(new Error(`the cache server exited with code ${code}`)));
+    child.once('exit', (code) => reject(new Error(`${file} exited with code ${code}`)));
   });
   return {
     url: `http://127.0.0.1:${port}`,
@@ -174,6 +238,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 export async function main(): Promise<Record<string, number>> {
   const work = await mkdtemp(join(tmpdir(), 'mxc-bench-cache-'));
   let server: CacheServer | undefined;
+  let bare: CacheServer | undefined;
   let python: ChildProcess | undefined;
   try {
     let t = performance.now();
@@ -214,22 +279,36 @@ export async function main(): Promise<Record<string, number>> {
     const stored = nars.every((n) => n.endsWith('.nar')) ? 'uncompressed' : 'brotli';
     const py = await startPython(cacheDir);
     python = py.proc;
+    bare = await startForked('./lib/bare-http-server.js', join(cacheDir, 'narinfo'));
 
     const narinfoUrls = (base: string, path: (h: string) => string) =>
       Array.from({ length: NARINFO_REQUESTS }, (_, i) => `${base}${path(hashes[i % hashes.length])}`);
-    // Warm both (page cache, JIT) before measuring.
-    await load(narinfoUrls(url, (h) => `/cache/${h}.narinfo`).slice(0, 500), 8, true);
+    // Warm each server (page cache, JIT) before measuring: as many GETs as the JIT needs to settle.
+    const warm = Math.min(NARINFO_REQUESTS, 5000);
+    await load(narinfoUrls(url, (h) => `/cache/${h}.narinfo`).slice(0, warm), CONCURRENCY, true);
     await load(narinfoUrls(py.url, (h) => `/narinfo/${h}.narinfo`).slice(0, 500), 8, false);
+    await load(narinfoUrls(bare.url, (h) => `/cache/${h}.narinfo`).slice(0, warm), CONCURRENCY, true);
+    let cpu0 = await server!.cpuMs();
     const oursInfo = await load(
       narinfoUrls(url, (h) => `/cache/${h}.narinfo`),
       CONCURRENCY,
       true,
     );
+    const oursInfoCpuMs = (await server!.cpuMs()) - cpu0;
     const pyInfo = await load(
-      narinfoUrls(py.url, (h) => `/narinfo/${h}.narinfo`),
+      narinfoUrls(py.url, (h) => `/narinfo/${h}.narinfo`).slice(0, PYTHON_NARINFO_REQUESTS),
       CONCURRENCY,
       false,
     );
+    cpu0 = await bare.cpuMs();
+    const bareInfo = await load(
+      narinfoUrls(bare.url, (h) => `/cache/${h}.narinfo`),
+      CONCURRENCY,
+      true,
+    );
+    const bareInfoCpuMs = (await bare.cpuMs()) - cpu0;
+    await bare.stop();
+    bare = undefined;
 
     const narUrls = (base: string, prefix: string) =>
       [0, 1, 2].flatMap(() => nars.map((n) => `${base}${prefix}${n}`));
@@ -241,7 +320,7 @@ export async function main(): Promise<Record<string, number>> {
     await realiseFromCache(join(work, 'realised'), root, `${url}/cache`, publicKey);
     const realiseS = (performance.now() - t) / 1000;
 
-    for (const l of [oursInfo, pyInfo, oursNar, pyNar])
+    for (const l of [oursInfo, pyInfo, bareInfo, oursNar, pyNar])
       if (l.errors > 0) throw new Error(`${l.errors} failed requests`);
     const r = {
       paths: closure.length,
@@ -253,6 +332,10 @@ export async function main(): Promise<Record<string, number>> {
       nix_copy_cpu_ms: nixCopyCpuMs,
       narinfo_rps: oursInfo.requests / (oursInfo.ms / 1000),
       python_narinfo_rps: pyInfo.requests / (pyInfo.ms / 1000),
+      bare_node_narinfo_rps: bareInfo.requests / (bareInfo.ms / 1000),
+      narinfo_server_cpu_us: (oursInfoCpuMs * 1000) / oursInfo.requests,
+      bare_node_server_cpu_us: (bareInfoCpuMs * 1000) / bareInfo.requests,
+      narinfo_client_cpu_us: (oursInfo.cpuMs * 1000) / oursInfo.requests,
       nar_mib_s: mib(oursNar.bytes) / (oursNar.ms / 1000),
       python_nar_mib_s: mib(pyNar.bytes) / (pyNar.ms / 1000),
       realise_s: realiseS,
@@ -262,6 +345,8 @@ export async function main(): Promise<Record<string, number>> {
       `  push (batch upload, median of ${PUSH_ROUNDS}): mxc ${fmt(pushS, 2)} s (${fmt(r.push_mib_s)} MiB/s uncompressed) | nix copy --to file://…?compression=zstd ${fmt(nixCopyS, 2)} s | ratio ${fmt(pushS / nixCopyS, 2)}x the time`,
       `  push CPU (client + cache):   mxc ${fmt(pushCpuMs, 0)} ms | nix copy ${fmt(nixCopyCpuMs, 0)} ms | ratio ${fmt(pushCpuMs / nixCopyCpuMs, 2)}x`,
       `  narinfo GET, ${CONCURRENCY} concurrent:  mxc ${fmt(r.narinfo_rps, 0)} req/s | python http.server ${fmt(r.python_narinfo_rps, 0)} req/s | ratio ${fmt(r.narinfo_rps / r.python_narinfo_rps, 2)}x`,
+      `    ceiling: bare node:http, same bytes from memory, same load generator: ${fmt(r.bare_node_narinfo_rps, 0)} req/s (mxc ${fmt(r.narinfo_rps / r.bare_node_narinfo_rps, 2)}x of it)`,
+      `    CPU a request: mxc server ${fmt(r.narinfo_server_cpu_us)} µs | bare node:http ${fmt(r.bare_node_server_cpu_us)} µs | load generator ${fmt(r.narinfo_client_cpu_us)} µs (for mxc)`,
       `  NAR GET, 8 concurrent:       mxc ${fmt(r.nar_mib_s)} MiB/s | python http.server ${fmt(r.python_nar_mib_s)} MiB/s | ratio ${fmt(r.nar_mib_s / r.python_nar_mib_s, 2)}x`,
       `  nix-store --realise of the whole closure from the cache: ${fmt(r.realise_s, 2)} s`,
     ];
@@ -269,6 +354,7 @@ export async function main(): Promise<Record<string, number>> {
     return r;
   } finally {
     python?.kill();
+    await bare?.stop();
     await server?.stop();
     await rm(work, { recursive: true, force: true });
   }
