@@ -27,6 +27,7 @@ import {
   clusterSnapshot,
   retryOnConflict,
   SchedulerState,
+  type StartedWorkload,
   schedulePass,
 } from './placement.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
@@ -199,6 +200,7 @@ export class Coordinator {
     for (const s of this.sessions.values()) s.close(1001, 'coordinator shutting down');
     this.sessions.clear();
     await stopped;
+    await Promise.all(this.forgetting);
     await this.unlistenCommands?.().catch(() => {});
     await this.flushSeen().catch(() => {});
     await coordinatorsStore.removeCoordinator(this.db, this.opts.id).catch(() => {});
@@ -220,13 +222,19 @@ export class Coordinator {
   ): Promise<{ job: jobs.JobRow; version: number; changed: boolean; workloads: string[] }> {
     const parsed = JobSpec.safeParse(body);
     if (!parsed.success) throw errors.validation('job spec', describeIssues(parsed.error));
-    const spec = parsed.data;
+    return this.submitSpec(parsed.data);
+  }
+
+  /** `submitJob` of a spec already validated against JobSpec (the route's body schema did it). */
+  async submitSpec(
+    spec: JobSpec,
+  ): Promise<{ job: jobs.JobRow; version: number; changed: boolean; workloads: string[] }> {
     const closure = (await this.opts.closureOf?.(spec)) ?? [];
     const key = jobKey(spec);
     const res = await recordSubmission(this.db, key, spec, closure, new Date(this.clock.now()));
     if (res.changed) {
       // The pass that follows needs neither read back: versions never change once written.
-      this.specs.set(`${res.job.id}/${res.version}`, Promise.resolve(spec));
+      this.rememberSpec(res.job.id, res.version, spec);
       this.schedulerState.primeJob(res.job.id, res.version, spec, closure);
     }
     this.announceStops(res.stopped);
@@ -471,11 +479,22 @@ export class Coordinator {
       strategy: this.opts.strategy,
       specOf: (jobId, version) => this.specOf(jobId, version),
       holder: this.opts.id,
-      started: (a) => {
-        this.emit({ kind: 'workload', id: a.id, status: 'starting' });
-        if (!this.sessions.has(a.node_id!)) return; // its holder takes the start (NOTIFY, poll)
-        void this.specOf(a.job_id, a.job_version).catch(() => {}); // read while the start is taken
-        this.deliverQueued([a.node_id!]);
+      started: (ws, commandOf) => {
+        const byNode = new Map<string, StartedWorkload[]>();
+        for (const a of ws) {
+          this.emit({ kind: 'workload', id: a.id, status: 'starting' });
+          const list = byNode.get(a.node_id);
+          if (list) list.push(a);
+          else byNode.set(a.node_id, [a]);
+        }
+        const toDrain: string[] = [];
+        for (const [nodeId, list] of byNode) {
+          if (!this.sessions.has(nodeId)) continue; // its holder takes the starts (NOTIFY, poll)
+          if (this.sendPlacedStarts(nodeId, list, commandOf.get(nodeId)!)) continue;
+          for (const a of list) void this.specOf(a.job_id, a.job_version).catch(() => {}); // read while taken
+          toDrain.push(nodeId);
+        }
+        this.deliverQueued(toDrain);
       },
     });
   }
@@ -538,6 +557,8 @@ export class Coordinator {
         }),
       );
       for (const r of rows) {
+        // Sent straight after its placement's commit (and deleted here instead of by forgetSent).
+        if (this.sentDirectly.has(r.id)) continue;
         const session = this.sessions.get(r.node_id);
         if (!session) continue; // gone meanwhile: reconcile on its reconnect repairs it
         if (r.message.type !== 'start_ref') {
@@ -557,6 +578,7 @@ export class Coordinator {
         }
         session.send(startMessage({ ...w, id: r.message.workload_id }, spec));
       }
+      for (const r of rows) this.sentDirectly.delete(r.id); // taken: nothing left for forgetSent
       if (rows.length < DRAIN_BATCH) return;
     }
   }
@@ -574,18 +596,89 @@ export class Coordinator {
       );
   }
 
-  /** Job versions never change once written, so they are cached. */
-  private readonly specs = new Map<string, Promise<JobSpec | null>>();
+  /** Job versions never change once written, so they are cached (`value` once read). */
+  private readonly specs = new Map<string, { promise: Promise<JobSpec | null>; value?: JobSpec | null }>();
   private specOf(jobId: string, version: number): Promise<JobSpec | null> {
     const k = `${jobId}/${version}`;
-    let p = this.specs.get(k);
-    if (!p) {
-      p = jobs.getJobVersion(this.db, jobId, version).then((v) => v?.spec ?? null);
-      p.catch(() => this.specs.delete(k));
+    let e = this.specs.get(k);
+    if (!e) {
+      const entry: { promise: Promise<JobSpec | null>; value?: JobSpec | null } = {
+        promise: jobs.getJobVersion(this.db, jobId, version).then((v) => {
+          entry.value = v?.spec ?? null;
+          return entry.value;
+        }),
+      };
+      entry.promise.catch(() => this.specs.delete(k));
       if (this.specs.size > 10_000) this.specs.clear();
-      this.specs.set(k, p);
+      this.specs.set(k, entry);
+      e = entry;
     }
-    return p;
+    return e.promise;
+  }
+
+  /** A spec this coordinator just stored: its own passes and sends need not read it back. */
+  private rememberSpec(jobId: string, version: number, spec: JobSpec): void {
+    if (this.specs.size > 10_000) this.specs.clear();
+    this.specs.set(`${jobId}/${version}`, { promise: Promise.resolve(spec), value: spec });
+  }
+
+  // ---------------------------------------------------------------- starts sent after the commit
+
+  /**
+   * Outbox rows this coordinator sent itself right after the placement that queued them committed: a
+   * drain that takes one before it is deleted skips it.
+   */
+  private readonly sentDirectly = new Set<number>();
+  /** Sent rows whose delete is owed (one statement for a pass's worth). */
+  private unforgotten: { id: number; nodeId: string; epoch: number }[] = [];
+
+  /**
+   * Sends the starts of the workloads just placed on an agent whose socket we hold (all of one outbox
+   * row, `commandId`), from what the pass already has (the specs cached, the rows it moved), without
+   * taking the row first; the row is deleted afterwards, fenced by the socket epoch. Called in the turn
+   * of the event loop that handled the commit, so nothing queued after the placement (a stop) can have
+   * been sent before these starts. Returns false, sending nothing, when a spec is not in memory: the
+   * drain sends them.
+   */
+  private sendPlacedStarts(nodeId: string, ws: StartedWorkload[], commandId: number): boolean {
+    const session = this.sessions.get(nodeId);
+    const epoch = session && this.sessionEpochs.get(session);
+    if (!session || epoch === undefined) return false;
+    const specs = ws.map((w) => this.specs.get(`${w.job_id}/${w.job_version}`)?.value);
+    if (specs.some((spec) => !spec)) return false;
+    for (const [i, w] of ws.entries()) session.send(startMessage(w, specs[i]!));
+    if (this.sentDirectly.size > 100_000) this.sentDirectly.clear();
+    this.sentDirectly.add(commandId);
+    if (this.unforgotten.length === 0) queueMicrotask(() => this.forgetSent());
+    this.unforgotten.push({ id: commandId, nodeId, epoch });
+    return true;
+  }
+
+  /**
+   * Deletes the rows sent directly. A row not deleted (the socket is held elsewhere by now, or the
+   * delete failed) stays: its holder sends it, and an agent answers a start it already has with its
+   * status.
+   */
+  private forgetSent(): void {
+    const sent = this.unforgotten;
+    this.unforgotten = [];
+    const done = this.deleteSent(sent).finally(() => this.forgetting.delete(done));
+    this.forgetting.add(done);
+  }
+
+  /** Deletes of sent rows in flight (close waits for them). */
+  private readonly forgetting = new Set<Promise<void>>();
+
+  private async deleteSent(sent: { id: number; nodeId: string; epoch: number }[]): Promise<void> {
+    try {
+      const deleted = await commands.deleteSent(this.db, this.opts.id, sent);
+      for (const id of deleted) this.sentDirectly.delete(id);
+    } catch (err) {
+      this.log.warn(
+        { err, commands: sent.length },
+        'could not delete sent start commands; a drain takes them',
+      );
+    }
   }
 
   // ---------------------------------------------------------------- agents

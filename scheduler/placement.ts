@@ -99,8 +99,11 @@ export interface SchedulePassDeps {
   specOf: SpecLookup;
   /** The coordinator's view and caches, kept from pass to pass. */
   state: SchedulerState;
-  /** Called after commit for each workload the pass moved to starting (its start command queued), in order. */
-  started: (w: StartedWorkload) => void;
+  /**
+   * Called after each commit, in the same turn of the event loop as the commit's answer, with the
+   * workloads it moved to starting, in order, and the outbox row that queued the starts of each node.
+   */
+  started: (ws: StartedWorkload[], commandOf: ReadonlyMap<string, number>) => void;
   /** Asks for another pass at this time: the earliest restart still waiting out its back-off. */
   wakeAt?: (at: number) => void;
   /** The deciding coordinator's id: no NOTIFY for the starts of agents it holds (it sends those itself). */
@@ -175,12 +178,11 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     );
     if (plan.placements.length === 0) return;
     const byId = new Map(pending.map((w) => [w.id, w]));
-    const { applied, conflicts } = await applyPlacements(
+    const { conflicts } = await applyPlacements(
       db,
       plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId })),
-      deps.holder,
+      deps,
     );
-    for (const a of applied) deps.started(a);
     if (conflicts === 0) return;
     // The view was stale (another coordinator placed, a node changed): replan on every node read afresh.
     state.view.invalidate();
@@ -215,30 +217,32 @@ export type StartedWorkload = wl.PendingWorkload & { status: 'starting'; node_id
 
 /**
  * Applies placements in transactions of at most APPLY_CHUNK, re-checking capacity on the node rows
- * locked in id order (their trigger-kept usage is exact under the lock). A placement that no longer
- * fits is a conflict, left pending; a workload no longer pending (stopped meanwhile) is skipped.
+ * locked in id order (their trigger-kept usage is exact under the lock), and reports each chunk's
+ * starts as soon as it commits. A placement that no longer fits is a conflict, left pending; a
+ * workload no longer pending (stopped meanwhile) is skipped.
  */
 async function applyPlacements(
   db: Db,
   placements: PlannedPlacement[],
-  holder?: string,
-): Promise<{ applied: StartedWorkload[]; conflicts: number }> {
-  const applied: StartedWorkload[] = [];
+  deps: Pick<SchedulePassDeps, 'holder' | 'started'>,
+): Promise<{ conflicts: number }> {
   let conflicts = 0;
   for (let i = 0; i < placements.length; i += APPLY_CHUNK) {
     const chunk = placements.slice(i, i + APPLY_CHUNK);
-    const r = await retryOnConflict(() => applyChunkOnce(db, chunk, holder));
-    applied.push(...r.applied);
+    const r = await retryOnConflict(() => applyChunkOnce(db, chunk, deps.holder));
+    // No await between the commit's answer and here: the coordinator sends these starts before any
+    // other answer from the database (a drain's, a stop's) is handled.
+    if (r.applied.length > 0) deps.started(r.applied, r.commandOf);
     conflicts += r.conflicts;
   }
-  return { applied, conflicts };
+  return { conflicts };
 }
 
 async function applyChunkOnce(
   db: Db,
   placements: PlannedPlacement[],
   holder?: string,
-): Promise<{ applied: StartedWorkload[]; conflicts: number }> {
+): Promise<{ applied: StartedWorkload[]; commandOf: Map<string, number>; conflicts: number }> {
   return db.tx(async (q) => {
     const nodeIds = [...new Set(placements.map((p) => p.nodeId))];
     const locked = new Map((await nodes.lockNodes(q, nodeIds)).map((n) => [n.id, n]));
@@ -283,12 +287,14 @@ async function applyChunkOnce(
       if (ids) ids.push(w.id);
       else startsOn.set(w.node_id, [w.id]);
     }
-    await commands.enqueueCommands(
+    const rows = await commands.enqueueCommands(
       q,
       [...startsOn].map(([nodeId, ids]) => ({ nodeId, message: { type: 'start_ref', workload_ids: ids } })),
       { holder },
     );
-    return { applied, conflicts };
+    // The outbox row of each node's starts.
+    const commandOf = new Map([...startsOn.keys()].map((nodeId, i) => [nodeId, rows[i]!]));
+    return { applied, commandOf, conflicts };
   });
 }
 

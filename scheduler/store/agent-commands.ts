@@ -43,7 +43,7 @@ export interface CommandRow {
 }
 
 /**
- * Queues commands and wakes their holders, in one statement. Call it inside the deciding transaction:
+ * Queues commands and wakes their holders, in one statement; returns the rows' ids in `cmds` order. Call it inside the deciding transaction:
  * the rows commit (or roll back) with the decision, and NOTIFY is delivered only at commit. `holder`
  * (the deciding coordinator's id) skips the NOTIFY for the agents whose sockets it holds itself: it
  * takes those right after its commit, and NOTIFY is not free (it serialises commits).
@@ -52,17 +52,19 @@ export async function enqueueCommands(
   q: Queryable,
   cmds: readonly QueuedCommand[],
   opts: { holder?: string } = {},
-): Promise<void> {
-  if (cmds.length === 0) return;
-  await q.query(
+): Promise<number[]> {
+  if (cmds.length === 0) return [];
+  const rows = await q.query<{ id: number }>(
     `WITH queued AS (
        INSERT INTO agent_commands (node_id, message)
        SELECT n, m::jsonb FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS c(n, m, i) ORDER BY i
-       RETURNING node_id
+       RETURNING id, node_id
+     ), woken AS (
+       SELECT pg_notify($1, node_id) FROM (SELECT DISTINCT node_id FROM queued) AS w
+        WHERE $4::text IS NULL OR NOT EXISTS (
+          SELECT 1 FROM node_sessions s WHERE s.node_id = w.node_id AND s.coordinator_id = $4)
      )
-     SELECT pg_notify($1, node_id) FROM (SELECT DISTINCT node_id FROM queued) AS woken
-      WHERE $4::text IS NULL OR NOT EXISTS (
-        SELECT 1 FROM node_sessions s WHERE s.node_id = woken.node_id AND s.coordinator_id = $4)`,
+     SELECT id FROM queued WHERE (SELECT count(*) FROM woken) >= 0 ORDER BY id`,
     [
       COMMANDS_CHANNEL,
       cmds.map((c) => c.nodeId),
@@ -70,11 +72,35 @@ export async function enqueueCommands(
       opts.holder ?? null,
     ],
   );
+  return rows.map((r) => r.id);
 }
 
 /** Queues one command (see enqueueCommands). */
 export async function enqueueCommand(q: Queryable, nodeId: string, message: OutboxMessage): Promise<void> {
   await enqueueCommands(q, [{ nodeId, message }]);
+}
+
+/**
+ * Deletes commands the holder has sent itself straight after its deciding commit, while it still holds
+ * their agents' sockets at the given epochs; a row whose agent is held elsewhere by now stays for the
+ * new holder (a start sent twice is harmless: the agent answers a start of a workload it has with its
+ * status).
+ */
+export async function deleteSent(
+  q: Queryable,
+  coordinatorId: string,
+  sent: readonly { id: number; nodeId: string; epoch: number }[],
+): Promise<number[]> {
+  if (sent.length === 0) return [];
+  const rows = await q.query<{ id: number }>(
+    `DELETE FROM agent_commands c
+      USING unnest($2::bigint[], $3::text[], $4::bigint[]) AS h(id, node_id, epoch), node_sessions s
+      WHERE c.id = h.id AND c.node_id = h.node_id
+        AND s.node_id = h.node_id AND s.coordinator_id = $1 AND s.conn_epoch = h.epoch
+      RETURNING c.id`,
+    [coordinatorId, sent.map((c) => c.id), sent.map((c) => c.nodeId), sent.map((c) => c.epoch)],
+  );
+  return rows.map((r) => r.id);
 }
 
 /**

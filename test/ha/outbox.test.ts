@@ -9,6 +9,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { recordSubmission } from '../../scheduler/job-submit.js';
 import { SchedulerState, schedulePass } from '../../scheduler/placement.js';
+import * as commands from '../../scheduler/store/agent-commands.js';
 import { type Db, openPostgres } from '../../scheduler/store/db.js';
 import * as jobs from '../../scheduler/store/jobs.js';
 import { stopJobWorkloads } from '../../scheduler/workload-changes.js';
@@ -121,6 +122,59 @@ describe('the agent command outbox', () => {
     // The next poll's drain has nothing to send: no stop ever reaches the agent.
     await c.coordinator.drainCommands();
     expect(p.received.some((m) => m.type === 'stop')).toBe(false);
+  });
+
+  it('sends the start of its own placement straight after the commit, once, and its row is deleted', async () => {
+    const databaseUrl = await sharedDatabase();
+    const c = await coordinatorOn(databaseUrl);
+    const p = await new ProtocolAgent({ url: c.url, name: 'direct', autoRun: false }).connect();
+    cleanup.push(async () => p.close());
+    const db = c.coordinator.db;
+    // With the socket epoch in the database moved on, no drain takes anything for this agent: the
+    // starts that still arrive were sent from the placement itself.
+    await db.query('UPDATE node_sessions SET conn_epoch = conn_epoch + 1000 WHERE node_id = $1', [p.nodeId]);
+    const sub = await c.coordinator.submitJob(plainJob({ name: 'direct', instances: 3 }));
+    for (const id of sub.workloads) await p.waitFor((m) => m.type === 'start' && m.workload.id === id, 5000);
+    // Delivery back on: a drain deletes the rows the fenced delete kept, without sending them again.
+    await db.query('UPDATE node_sessions SET conn_epoch = conn_epoch - 1000 WHERE node_id = $1', [p.nodeId]);
+    await c.coordinator.drainCommands();
+    await eventually(async () => (await outboxRows(db)) === 0, 5000, 'no rows left');
+    const starts = p.received.flatMap((m) => (m.type === 'start' ? [m.workload.id] : []));
+    expect(starts.sort()).toEqual([...sub.workloads].sort());
+  });
+
+  it("deletes a row sent straight after its commit only while the socket epoch is still the sender's", async () => {
+    const databaseUrl = await sharedDatabase();
+    const c = await coordinatorOn(databaseUrl);
+    const p = await new ProtocolAgent({ url: c.url, name: 'fenced-delete' }).connect();
+    cleanup.push(async () => p.close());
+    const db = c.coordinator.db;
+    const [session] = await db.query<{ conn_epoch: number }>(
+      'SELECT conn_epoch FROM node_sessions WHERE node_id = $1',
+      [p.nodeId],
+    );
+    const epoch = Number(session!.conn_epoch);
+    // Rows queued while the holder keeps delivery back (its epoch in the database moved on).
+    await db.query('UPDATE node_sessions SET conn_epoch = conn_epoch + 1000 WHERE node_id = $1', [p.nodeId]);
+    const ids = await commands.enqueueCommands(db, [
+      { nodeId: p.nodeId, message: { type: 'stop', workload_id: 'a' } },
+      { nodeId: p.nodeId, message: { type: 'stop', workload_id: 'b' } },
+    ]);
+    expect(ids).toHaveLength(2);
+    expect(ids[0]!).toBeLessThan(ids[1]!);
+    const sent = ids.map((id) => ({ id, nodeId: p.nodeId, epoch }));
+    expect(await commands.deleteSent(db, c.coordinator.opts.id, sent)).toEqual([]);
+    expect(
+      await commands.deleteSent(
+        db,
+        'another-coordinator',
+        sent.map((x) => ({ ...x, epoch: epoch + 1000 })),
+      ),
+    ).toEqual([]);
+    expect(await outboxRows(db)).toBe(2);
+    const current = sent.map((x) => ({ ...x, epoch: epoch + 1000 }));
+    expect((await commands.deleteSent(db, c.coordinator.opts.id, current)).sort()).toEqual(ids);
+    expect(await outboxRows(db)).toBe(0);
   });
 
   it('never sends a start after its stop: queued in order, a start taken late is dropped', async () => {

@@ -52,7 +52,7 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
       },
     },
     async (req, reply) => {
-      const res = await coordinator.submitJob(req.body);
+      const res = await coordinator.submitSpec(req.body);
       return reply.status(res.changed ? 201 : 200).send({
         data: { job: res.job, version: res.version, changed: res.changed, workloads: res.workloads },
       });
