@@ -6,6 +6,12 @@
 // $MXC_CODE_CACHE_DIR (default ~/.cache/mxc/v8-<node version>; "off" turns it off): the first run
 // of a command writes it on exit, later runs skip most parsing and compiling.
 'use strict';
+
+// `mxc build` starts its nix-build first thing (bin/build-early.js says why).
+const early = {
+  nixBuild: process.argv[2] === 'build' ? require('./build-early.js').start(process.argv) : undefined,
+};
+
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
@@ -98,8 +104,9 @@ function writeCodeCache() {
 const entry = path.join(bundleDir, 'mxc.cjs');
 if (fs.existsSync(entry)) {
   process.on('exit', writeCodeCache);
-  load(entry).main();
+  load(entry).main(process.argv, early);
 } else {
+  early.nixBuild?.kill();
   const tsc = path.join(root, 'dist', 'cli', 'main.js');
   if (!fs.existsSync(tsc)) {
     process.stderr.write(`mxc: not built yet; run \`npm run setup\` (or \`npm start\`) in ${root} first\n`);

@@ -3,6 +3,7 @@
  * `--help` stays fast. This is the only module that turns errors into exit codes.
  */
 import { Command, CommanderError, Option } from 'commander';
+import type { StartedCommand } from '../lib/exec.js';
 import { CliError } from './errors.js';
 
 export const VERSION = '0.1.0';
@@ -223,7 +224,7 @@ program
     '\nExample:\n  $ npx mxc build examples/web --argstr greeting hi\n(--arg NAME EXPR and --argstr NAME VALUE are passed to nix-build)',
   )
   .action(async (file: string, opts) =>
-    (await import('./commands/build.js')).build(file, { ...opts, ...nixArgs }),
+    (await import('./commands/build.js')).build(file, { ...opts, ...nixArgs }, early.nixBuild),
   );
 
 const wl = program.command('workloads').alias('wl').description('workloads (placed instances of jobs)');
@@ -396,7 +397,14 @@ function liftNixArgs(argv: string[]): string[] {
   return out;
 }
 
-export async function main(argv = process.argv): Promise<void> {
+/** What the launcher (bin/mxc.js) started before loading this: the nix-build of `mxc build`. */
+export interface Early {
+  nixBuild?: StartedCommand;
+}
+let early: Early = {};
+
+export async function main(argv = process.argv, started: Early = {}): Promise<void> {
+  early = started;
   // `mxc … | head` closes our stdout early: that is the reader's choice, not an error.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(0);

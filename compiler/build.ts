@@ -3,7 +3,7 @@
  * error text (file and line) comes through unchanged.
  */
 
-import { CommandError, loadRunner } from '../lib/exec.js';
+import { CommandError, loadRunner, type StartedCommand } from '../lib/exec.js';
 import { nixBuild } from '../lib/nix.js';
 import type { JobSpec } from '../spec/job.js';
 
@@ -11,6 +11,8 @@ export interface BuildOptions {
   attr?: string;
   args?: Record<string, string>;
   argstrs?: Record<string, string>;
+  /** The nix-build the launcher started already (bin/mxc.js); used when its arguments are these. */
+  started?: StartedCommand;
 }
 
 export class BuildError extends Error {
@@ -29,9 +31,9 @@ export async function buildJob(
   for (const [k, v] of Object.entries(opts.args ?? {})) args.push('--arg', k, v);
   for (const [k, v] of Object.entries(opts.argstrs ?? {})) args.push('--argstr', k, v);
   // nix-build runs on another core while the job-spec schemas (zod) load, which takes about as long:
-  // start it first (the runner loaded, it spawns before the import below begins).
-  await loadRunner();
-  const building = nixBuild(args);
+  // start it first (the runner loaded, it spawns before the import below begins), unless it runs already.
+  if (!opts.started) await loadRunner();
+  const building = nixBuild(args, { started: opts.started });
   building.catch(() => {}); // awaited below, after the import
   const { readJobInput } = await import('./job-input.js');
   let outs: string[];

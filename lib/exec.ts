@@ -8,7 +8,8 @@
  * bundle importing node:child_process 6.5 ms, the same importing execa 9 as ESM 46 ms (+33 ms over its
  * spawn-only ESM twin) and as the CommonJS bundle bin/mxc.js loads with its V8 code cache 22 ms
  * (+15 ms); per call, `true` run 40 times costs 4.0 ms CPU in the parent through execa against 1.7 ms
- * through a bare spawn (+2.3 ms a call).
+ * through a bare spawn (+2.3 ms a call). One exception: bin/build-early.js starts `mxc build`'s
+ * nix-build itself before anything loads (see there why), and `settleStarted` below takes it over.
  */
 import type { Readable } from 'node:stream';
 import type { ExecaError, Options, ResultPromise } from 'execa';
@@ -144,6 +145,76 @@ export async function runStreaming(
   const done = settle(child, file, args, opts);
   done.catch(() => {}); // the caller awaits it; avoid an unhandled rejection meanwhile
   return { stdout: child.stdout!, done, kill: () => child.kill('SIGKILL') };
+}
+
+/**
+ * A helper command a launcher started before this module was loaded: bin/build-early.js starts the
+ * nix-build of `mxc build` first thing (see there why with node:child_process and not execa), and this
+ * module takes it over. `done` resolves once the process has exited and its output is read, or failed to start.
+ */
+export interface StartedCommand {
+  file: string;
+  args: readonly string[];
+  /** performance.now() when it was spawned: the timeout counts from there. */
+  startedAt: number;
+  done: Promise<
+    | { exitCode: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+    | { error: Error }
+  >;
+  kill(): void;
+}
+
+/** Whether `started` is the command `file args…` would run. */
+export function isSameCommand(started: StartedCommand, file: string, args: readonly string[]): boolean {
+  return (
+    started.file === file &&
+    started.args.length === args.length &&
+    started.args.every((a, i) => a === args[i])
+  );
+}
+
+/**
+ * Settles a started command as `run` does: its output, or a CommandError with the same message, and
+ * killed (SIGKILL) when it outlives the timeout (counted from its start) or `signal` aborts.
+ */
+export async function settleStarted(started: StartedCommand, opts: RunOptions = {}): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  let timedOut = false;
+  const timer = setTimeout(
+    () => {
+      timedOut = true;
+      started.kill();
+    },
+    Math.max(0, timeoutMs - (performance.now() - started.startedAt)),
+  );
+  let cancelled = false;
+  const cancel = () => {
+    cancelled = true;
+    started.kill();
+  };
+  if (opts.signal?.aborted) cancel();
+  opts.signal?.addEventListener('abort', cancel, { once: true });
+  const r = await started.done.finally(() => {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', cancel);
+  });
+  const { file, args } = started;
+  const fail = (reason: string, stderr: string, exitCode?: number, cause?: unknown) =>
+    new CommandError(
+      `${file} ${reason}${stderr.trim() ? `:\n${stderr.trim()}` : ''}`,
+      [file, ...args].join(' '),
+      exitCode,
+      stderr,
+      { cause },
+    );
+  if ('error' in r) throw fail(`failed: ${r.error.message}`, '', undefined, r.error);
+  if (timedOut) throw fail(`timed out after ${timeoutMs} ms`, r.stderr);
+  if (cancelled) throw fail('was cancelled', r.stderr);
+  if (r.exitCode !== 0)
+    throw r.signal
+      ? fail(`was killed by ${r.signal}`, r.stderr)
+      : fail(`exited with code ${r.exitCode}`, r.stderr, r.exitCode ?? undefined);
+  return { stdout: r.stdout, stderr: r.stderr };
 }
 
 /** True when `file` can be found on PATH (or is an existing absolute path) and runs `--version`. */

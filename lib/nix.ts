@@ -2,14 +2,35 @@
  * Thin wrappers over the nix command-line tools. Every call disables substituters unless the caller
  * gives its own (there is no cache.nixos.org here, and a cold lookup costs seconds of DNS).
  */
-import { type RunOptions, run } from './exec.js';
+import { isSameCommand, type RunOptions, run, type StartedCommand, settleStarted } from './exec.js';
 
 /** Options that every nix invocation gets unless overridden. */
 export const NIX_OFFLINE_OPTIONS = ['--option', 'substituters', ''] as const;
 
-/** `nix-build FILE --no-out-link [args]` → the output store paths. */
-export async function nixBuild(args: readonly string[], opts: RunOptions = {}): Promise<string[]> {
-  const { stdout } = await run('nix-build', [...NIX_OFFLINE_OPTIONS, '--no-out-link', ...args], opts);
+/** The arguments `nixBuild(args)` runs nix-build with. */
+export const nixBuildArgs = (args: readonly string[]): string[] => [
+  ...NIX_OFFLINE_OPTIONS,
+  '--no-out-link',
+  ...args,
+];
+
+/**
+ * `nix-build FILE --no-out-link [args]` → the output store paths. `started`: a nix-build started
+ * already, taken over when it runs exactly these arguments (else killed, and a new one run).
+ */
+export async function nixBuild(
+  args: readonly string[],
+  opts: RunOptions & { started?: StartedCommand } = {},
+): Promise<string[]> {
+  const { started, ...runOpts } = opts;
+  const full = nixBuildArgs(args);
+  let stdout: string;
+  if (started && isSameCommand(started, 'nix-build', full))
+    ({ stdout } = await settleStarted(started, runOpts));
+  else {
+    started?.kill();
+    ({ stdout } = await run('nix-build', full, runOpts));
+  }
   return stdout.split('\n').filter((l) => l.startsWith('/nix/store/'));
 }
 

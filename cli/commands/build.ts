@@ -1,11 +1,13 @@
 /** `mxc build FILE.nix [-A attr] [--arg n v] [--argstr n v]`: builds and validates a job, prints its store path. */
 import { BuildError, buildJob } from '../../compiler/build.js';
+import type { StartedCommand } from '../../lib/exec.js';
 import { CliError } from '../errors.js';
 import { printJson } from '../output.js';
 
 export async function build(
   file: string,
   opts: { attr?: string; arg?: string[]; argstr?: string[]; json?: boolean },
+  started?: StartedCommand,
 ) {
   const pairs = (list: string[] = [], flag: string) => {
     if (list.length % 2 !== 0) throw new CliError(`${flag} takes a name and a value`, 2);
@@ -18,6 +20,7 @@ export async function build(
       attr: opts.attr,
       args: pairs(opts.arg, '--arg'),
       argstrs: pairs(opts.argstr, '--argstr'),
+      started,
     });
     if (opts.json) printJson(r.spec);
     else process.stdout.write(`${r.storePath}\n`);

@@ -3,15 +3,21 @@
  * valid spec, `-A` / `--arg` / `--argstr` reach nix-build, and bad input is refused with exit code 2
  * and a message naming what is wrong (Nix's file and line, every schema problem with its path).
  */
-import { writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { type DirectoryResult, dir as tmpDir } from 'tmp-promise';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { nixBuildArgs } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { JobSpec } from '../../spec/job.js';
 
 const mxc = (args: string[]) => execa('node', [repoPath('bin', 'mxc.js'), ...args], { reject: false });
+
+const early = createRequire(import.meta.url)('../../bin/build-early.js') as {
+  nixBuildArgs(argv: string[]): string[] | null;
+};
 
 let tmp: DirectoryResult;
 let dir: string;
@@ -141,6 +147,56 @@ describe.concurrent('mxc build', () => {
       'task.processes.0.cmdline: must not be empty',
       'task.processes.0: Unrecognized key: "colour"',
     ]);
+  });
+
+  test('bin/mxc.js starts nix-build early for the usual spellings, never for help or a usage error', () => {
+    const f = 'job.nix';
+    const argv = (...rest: string[]) => ['node', 'mxc.js', 'build', ...rest];
+    expect(early.nixBuildArgs(argv(f))).toEqual(nixBuildArgs([f]));
+    expect(early.nixBuildArgs(argv('--json', '-A', 'a', f))).toEqual(nixBuildArgs([f, '-A', 'a']));
+    for (const rest of [[], ['--help'], [f, '-h'], [f, 'extra'], [f, '--arg', 'n'], [f, '-A'], ['--', f]])
+      expect(early.nixBuildArgs(argv(...rest)), rest.join(' ')).toBeNull();
+    expect(early.nixBuildArgs(['node', 'mxc.js', 'submit', f])).toBeNull();
+  });
+
+  test('runs one nix-build, the one bin/mxc.js starts first or else its own, with the same arguments', async () => {
+    // A nix-build first on PATH that logs its arguments (unit-separated, a line a run), then runs the real one.
+    const real = (await execa('sh', ['-c', 'command -v nix-build'])).stdout.trim();
+    const log = join(dir, 'nix-build.log');
+    const wrapper = join(dir, 'wrapper');
+    await execa('mkdir', ['-p', wrapper]);
+    await writeFile(
+      join(wrapper, 'nix-build'),
+      `#!/bin/sh\nprintf '%s\\037' "$@" >> ${log}\nprintf '\\n' >> ${log}\nexec ${real} "$@"\n`,
+    );
+    await chmod(join(wrapper, 'nix-build'), 0o755);
+    const greet = join(dir, 'greet.nix');
+    const hello = repoPath('examples', 'hello_world');
+    const cases: [string[], string[]][] = [
+      [[hello], [hello]],
+      [[hello, '--json'], [hello]],
+      // Every option bin/mxc.js knows, in another order than nix-build gets them.
+      [
+        ['--argstr', 'greeting', 'a b', '--json', greet, '--arg', 'n', '2', '--attr', 'b'],
+        [greet, '-A', 'b', '--arg', 'n', '2', '--argstr', 'greeting', 'a b'],
+      ],
+      // A spelling it leaves to commander: no early start, the command's own nix-build.
+      [
+        [greet, '--attr=a'],
+        [greet, '-A', 'a'],
+      ],
+    ];
+    for (const [argv, args] of cases) {
+      await writeFile(log, '');
+      const r = await execa('node', [repoPath('bin', 'mxc.js'), 'build', ...argv], {
+        reject: false,
+        env: { PATH: `${wrapper}:${process.env.PATH}` },
+      });
+      expect(r.stderr).toBe('');
+      expect(r.exitCode).toBe(0);
+      const runs = (await readFile(log, 'utf8')).split('\n').filter(Boolean);
+      expect(runs.map((l) => l.split('\x1f').slice(0, -1))).toEqual([nixBuildArgs(args)]);
+    }
   });
 
   test('a file that does not exist gives a clear error', async () => {
