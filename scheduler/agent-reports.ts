@@ -88,6 +88,8 @@ export async function applyStatus(
     for (let attempt = 0; attempt < 5 && w; attempt++) {
       if (w.node_id !== nodeId) return 'ignored' as const;
       if (w.status === status) return 'same' as const;
+      // The answer to the stop queued when it was declared lost: it has ended on the agent too.
+      if (w.status === 'lost' && (status === 'stopped' || status === 'failed')) return 'ignored' as const;
       if (!canTransition(w.status, status)) {
         // A late "running" for a workload we are stopping, or a report after loss: keep ours.
         deps.log.warn(

@@ -6,6 +6,8 @@
  * a workload's start never goes out after its stop; what was queued while the agent was away arrives after
  * its reconnect to another coordinator; a workload declared lost is stopped on its node through it.
  */
+
+import type { Logger } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { recordSubmission } from '../../scheduler/job-submit.js';
 import { SchedulerState, schedulePass } from '../../scheduler/placement.js';
@@ -16,7 +18,7 @@ import { stopJobWorkloads } from '../../scheduler/workload-changes.js';
 import { JobSpec, type JobSpecInput, jobKey } from '../../spec/job.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
-import { testLogger } from '../helpers/logger.js';
+import { captureLogger, testLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -32,8 +34,12 @@ async function sharedDatabase(): Promise<string> {
 }
 
 /** A coordinator on that database, stopped at the end. */
-async function coordinatorOn(databaseUrl: string, heartbeatTtlMs?: number): Promise<TestCoordinator> {
-  const c = await startTestCoordinator('postgres', { databaseUrl, heartbeatTtlMs });
+async function coordinatorOn(
+  databaseUrl: string,
+  heartbeatTtlMs?: number,
+  logger?: Logger,
+): Promise<TestCoordinator> {
+  const c = await startTestCoordinator('postgres', { databaseUrl, heartbeatTtlMs, logger });
   cleanup.push(() => c.stop());
   return c;
 }
@@ -243,8 +249,9 @@ describe('the agent command outbox', () => {
 
   it('stops a lost workload on its node in the verdict: an agent gone silent but still connected elsewhere is told at once', async () => {
     const databaseUrl = await sharedDatabase();
-    const a = await coordinatorOn(databaseUrl, 1500);
-    const b = await coordinatorOn(databaseUrl, 1500);
+    const logs = [captureLogger('warn'), captureLogger('warn')];
+    const a = await coordinatorOn(databaseUrl, 1500, logs[0]!.logger);
+    const b = await coordinatorOn(databaseUrl, 1500, logs[1]!.logger);
     // The leader judges the silence; the other holds the agent's socket and keeps it open.
     const [leader, holder] = a.coordinator.isLeader() ? [a, b] : [b, a];
     expect(leader.coordinator.isLeader()).toBe(true);
@@ -263,6 +270,14 @@ describe('the agent command outbox', () => {
     // Delivered while the socket is still open: no reconnect, no hello needed for it.
     expect(p.ws.readyState).toBe(p.ws.OPEN);
     expect(await outboxRows(holder.coordinator.db)).toBe(0);
+    // The agent answered that stop with `stopped` on receipt; the holder handles a connection's
+    // messages in order, so once it has refused a later bad one, it has taken the answer: quietly,
+    // the workload stays lost.
+    p.send({ type: 'not-a-message' });
+    await p.waitFor((m) => m.type === 'error' && m.code === 'BAD_MESSAGE');
+    expect(await status(leader, id)).toBe('lost');
+    for (const l of logs)
+      expect(l.records.map((r) => r.msg)).not.toContain('refused invalid transition reported by agent');
   });
 
   it('a node removed through another coordinator loses its socket on the holder, and rejoins as new', async () => {
