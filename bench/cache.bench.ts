@@ -5,6 +5,7 @@
  * `python3 -m http.server` serving the same files, plus a full `nix-store --realise` from the cache.
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,9 @@ import { Worker } from 'node:worker_threads';
 import { pushClosure } from '../compiler/push.js';
 import { closureOf, nixBuild } from '../lib/nix.js';
 import { ensureCacheKey } from '../scheduler/cache/index.js';
+import { type CoordinatorProcess, startCoordinatorProcess } from './lib/coordinator-process.js';
+import { type BenchDb, createBenchDb } from './lib/pg.js';
+import { cpuSeconds } from './lib/proc.js';
 import { realiseFromCache } from './lib/realise.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_PATHS ?? 300);
@@ -55,7 +59,8 @@ function closureExpr(n: number): string {
 const LOAD_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const net = require('node:net');
-const { urls, concurrency, keepAlive } = workerData;
+const { urls, concurrency, keepAlive, authorization } = workerData;
+const extra = (authorization ? '\\r\\nAuthorization: ' + authorization : '') + (keepAlive ? '' : '\\r\\nConnection: close');
 const HEAD_END = Buffer.from('\\r\\n\\r\\n');
 let next = 0, bytes = 0, errors = 0;
 function connect(host, port) {
@@ -99,7 +104,7 @@ function one(conn, url) {
   return new Promise((resolve) => {
     conn.done = resolve;
     conn.head = null; conn.pending = null; conn.body = -1;
-    conn.socket.write('GET ' + url.pathname + ' HTTP/1.1\\r\\nHost: ' + url.host + (keepAlive ? '' : '\\r\\nConnection: close') + '\\r\\n\\r\\n');
+    conn.socket.write('GET ' + url.pathname + ' HTTP/1.1\\r\\nHost: ' + url.host + extra + '\\r\\n\\r\\n');
   });
 }
 async function lane() {
@@ -133,9 +138,17 @@ interface Load {
   cpuMs: number;
 }
 
-function load(urls: string[], concurrency: number, keepAlive: boolean): Promise<Load> {
+function load(
+  urls: string[],
+  concurrency: number,
+  keepAlive: boolean,
+  authorization?: string,
+): Promise<Load> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(LOAD_WORKER, { eval: true, workerData: { urls, concurrency, keepAlive } });
+    const w = new Worker(LOAD_WORKER, {
+      eval: true,
+      workerData: { urls, concurrency, keepAlive, authorization },
+    });
     w.once('message', (m: Load) => {
       resolve(m);
       void w.terminate();
@@ -240,6 +253,8 @@ export async function main(): Promise<Record<string, number>> {
   let server: CacheServer | undefined;
   let bare: CacheServer | undefined;
   let python: ChildProcess | undefined;
+  let coordinator: CoordinatorProcess | undefined;
+  let db: BenchDb | undefined;
   try {
     let t = performance.now();
     const [root] = await nixBuild(['-E', closureExpr(PATHS)], { timeoutMs: 30 * 60_000 });
@@ -320,7 +335,25 @@ export async function main(): Promise<Record<string, number>> {
     await realiseFromCache(join(work, 'realised'), root, `${url}/cache`, publicKey);
     const realiseS = (performance.now() - t) / 1000;
 
-    for (const l of [oursInfo, pyInfo, bareInfo, oursNar, pyNar])
+    // The production path: the same cache directory served by a whole coordinator (its access hook
+    // and the rest of the API's hooks), each GET with a token.
+    const token = `bench-${randomBytes(12).toString('hex')}`;
+    db = await createBenchDb();
+    coordinator = await startCoordinatorProcess({
+      dataDir: join(work, 'coordinator'),
+      databaseUrl: db.url,
+      token,
+      env: { MXC_API_TOKEN: token, MXC_CACHE_DIR: cacheDir },
+    });
+    const coordUrls = narinfoUrls(coordinator.url, (h) => `/cache/${h}.narinfo`);
+    await load(coordUrls.slice(0, warm), CONCURRENCY, true, `Bearer ${token}`);
+    const coordCpu0 = cpuSeconds(coordinator.pid);
+    const coordInfo = await load(coordUrls, CONCURRENCY, true, `Bearer ${token}`);
+    const coordInfoCpuS = cpuSeconds(coordinator.pid) - coordCpu0;
+    await coordinator.stop();
+    coordinator = undefined;
+
+    for (const l of [oursInfo, pyInfo, bareInfo, coordInfo, oursNar, pyNar])
       if (l.errors > 0) throw new Error(`${l.errors} failed requests`);
     const r = {
       paths: closure.length,
@@ -335,6 +368,8 @@ export async function main(): Promise<Record<string, number>> {
       bare_node_narinfo_rps: bareInfo.requests / (bareInfo.ms / 1000),
       narinfo_server_cpu_us: (oursInfoCpuMs * 1000) / oursInfo.requests,
       bare_node_server_cpu_us: (bareInfoCpuMs * 1000) / bareInfo.requests,
+      coordinator_narinfo_rps: coordInfo.requests / (coordInfo.ms / 1000),
+      coordinator_server_cpu_us: (coordInfoCpuS * 1e6) / coordInfo.requests,
       narinfo_client_cpu_us: (oursInfo.cpuMs * 1000) / oursInfo.requests,
       nar_mib_s: mib(oursNar.bytes) / (oursNar.ms / 1000),
       python_nar_mib_s: mib(pyNar.bytes) / (pyNar.ms / 1000),
@@ -346,6 +381,7 @@ export async function main(): Promise<Record<string, number>> {
       `  push CPU (client + cache):   mxc ${fmt(pushCpuMs, 0)} ms | nix copy ${fmt(nixCopyCpuMs, 0)} ms | ratio ${fmt(pushCpuMs / nixCopyCpuMs, 2)}x`,
       `  narinfo GET, ${CONCURRENCY} concurrent:  mxc ${fmt(r.narinfo_rps, 0)} req/s | python http.server ${fmt(r.python_narinfo_rps, 0)} req/s | ratio ${fmt(r.narinfo_rps / r.python_narinfo_rps, 2)}x`,
       `    ceiling: bare node:http, same bytes from memory, same load generator: ${fmt(r.bare_node_narinfo_rps, 0)} req/s (mxc ${fmt(r.narinfo_rps / r.bare_node_narinfo_rps, 2)}x of it)`,
+      `    through a whole coordinator (access hook, bearer token): ${fmt(r.coordinator_narinfo_rps, 0)} req/s, ${fmt(r.coordinator_server_cpu_us)} µs of its CPU a request`,
       `    CPU a request: mxc server ${fmt(r.narinfo_server_cpu_us)} µs | bare node:http ${fmt(r.bare_node_server_cpu_us)} µs | load generator ${fmt(r.narinfo_client_cpu_us)} µs (for mxc)`,
       `  NAR GET, 8 concurrent:       mxc ${fmt(r.nar_mib_s)} MiB/s | python http.server ${fmt(r.python_nar_mib_s)} MiB/s | ratio ${fmt(r.nar_mib_s / r.python_nar_mib_s, 2)}x`,
       `  nix-store --realise of the whole closure from the cache: ${fmt(r.realise_s, 2)} s`,
@@ -354,6 +390,8 @@ export async function main(): Promise<Record<string, number>> {
     return r;
   } finally {
     python?.kill();
+    await coordinator?.stop();
+    await db?.drop();
     await bare?.stop();
     await server?.stop();
     await rm(work, { recursive: true, force: true });

@@ -19,6 +19,8 @@ export interface CoordinatorProcessOptions {
   env?: Record<string, string>;
   /** Write a V8 CPU profile into this directory. */
   cpuProfDir?: string;
+  /** The client token it is given (MXC_API_TOKEN in env), sent with the probe that waits for it to answer. */
+  token?: string;
   /** How long to wait for it to answer. */
   startTimeoutMs?: number;
 }
@@ -84,7 +86,9 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions): 
     if (child.exitCode !== null)
       throw new Error(`the coordinator exited with code ${child.exitCode} on start; see ${logFile}`);
     try {
-      const res = await fetch(`${url}/api/cluster/status`);
+      const res = await fetch(`${url}/api/cluster/status`, {
+        headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {},
+      });
       if (res.ok) break;
     } catch {
       // not listening yet
