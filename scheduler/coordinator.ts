@@ -57,8 +57,8 @@ export type { AgentSession, ChangeEvent, CoordinatorOptions };
 type WorkKindName = 'schedule' | 'rollout' | 'drain' | 'poll' | 'liveness' | 'cron' | 'retention';
 
 /**
- * Outbox commands taken and sent per round of a drain: a whole apply transaction's starts (APPLY_CHUNK)
- * in one round, so each agent gets them in one write rather than one per thousand rows.
+ * Outbox rows taken and sent per round of a drain (an apply transaction writes one row of starts per
+ * node): a whole pass's starts in one round, so each agent gets them in one write.
  */
 const DRAIN_BATCH = 5000;
 

@@ -26,8 +26,12 @@ interface JobInfo {
   closure: { path: string; size: number }[];
 }
 
-/** Placements committed per transaction. */
-const APPLY_CHUNK = 2000;
+/**
+ * Placements committed per transaction. Larger chunks cost PostgreSQL less per placement (each node's
+ * usage row and outbox row are written once per transaction, whatever it places there): on 1,000 nodes,
+ * 5,000 a chunk took 20% less apply CPU than 2,000.
+ */
+const APPLY_CHUNK = 5000;
 /** Job versions whose constraints and closure are kept (both never change once written). */
 const JOB_INFO_CACHE = 10_000;
 
