@@ -24,7 +24,9 @@ const bundleDir = path.join(root, 'dist', 'bundle');
 function cacheDir() {
   const env = process.env.MXC_CODE_CACHE_DIR;
   if (env === 'off') return null;
-  const base = process.env.XDG_CACHE_HOME || path.join(require('node:os').homedir(), '.cache');
+  // $HOME first, as os.homedir() does, without loading node:os.
+  const home = process.env.HOME || require('node:os').homedir();
+  const base = process.env.XDG_CACHE_HOME || path.join(home, '.cache');
   const dir = env || path.join(base, 'mxc', `v8-${process.version}-${process.arch}`);
   try {
     const st = fs.statSync(dir);
