@@ -110,6 +110,9 @@ describe('the agent command outbox', () => {
     const sub = await c.coordinator.submitJob(plainJob({ name: 'steady' }));
     const id = sub.workloads[0]!;
     await eventually(async () => (await status(c, id)) === 'running', 5000, 'running');
+    // The placement's start row goes once its send is settled, which may come after the agent's
+    // running report: start from an empty outbox.
+    await eventually(async () => (await outboxRows(c.coordinator.db)) === 0, 5000, 'outbox empty');
 
     let queuedInside = 0;
     await expect(
