@@ -11,6 +11,7 @@ import { hostLaunch } from '../../agent/sandbox.js';
 import { SupervisorPool } from '../../agent/thermos/supervisor-pool.js';
 import { SUPERVISOR_ARG, taskSupervisorBinary } from '../../agent/thermos/task-supervisor.js';
 import type { AgentMessage } from '../../spec/messages.js';
+import { markedPids } from '../helpers/marked-pids.js';
 import { agentWithFakeCoordinator, assignment, until } from '../security/workload-tree.js';
 import { buildScript, makeTask, sleep, tempDir } from './helpers.js';
 import { harness } from './task-runner-harness.js';
@@ -189,18 +190,3 @@ describe("the agent's start path", () => {
     }
   }, 120_000);
 });
-
-/** Live host pids whose environment holds `MXC_TEST_MARK=<mark>`. */
-function markedPids(mark: string): number[] {
-  const needle = `\0MXC_TEST_MARK=${mark}\0`;
-  const out: number[] = [];
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (!`\0${readFileSync(`/proc/${e}/environ`, 'latin1')}`.includes(needle)) continue;
-      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
-      if (!/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]!)) out.push(Number(e));
-    } catch {}
-  }
-  return out;
-}

@@ -3,11 +3,11 @@
  * PID namespace (or sandbox), and the runs behave exactly as when each starts in a namespace of its
  * own: same output, exit codes, start failures, stop with grace, nothing left behind.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { hostLaunch, sandboxLaunch } from '../../agent/sandbox.js';
 import { type Launcher, plainLaunch } from '../../agent/thermos/cmdline.js';
 import { taskSupervisorBinary } from '../../agent/thermos/task-supervisor.js';
+import { markedPids } from '../helpers/marked-pids.js';
 import { buildScript, makeTask, sleep, tempDir } from './helpers.js';
 import { harness } from './task-runner-harness.js';
 
@@ -19,21 +19,6 @@ beforeAll(async () => {
     throw new Error('the task supervisor could not be compiled (is cc with a static libc installed?)');
   supervisor = binary;
 }, 120_000);
-
-/** Live host pids whose environment holds `MXC_TEST_MARK=<mark>`. */
-function marked(mark: string): number[] {
-  const needle = `\0MXC_TEST_MARK=${mark}\0`;
-  const out: number[] = [];
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (!`\0${readFileSync(`/proc/${e}/environ`, 'latin1')}`.includes(needle)) continue;
-      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
-      if (!/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]!)) out.push(Number(e));
-    } catch {}
-  }
-  return out;
-}
 
 let marks = 0;
 const env = () => ({ PATH: '/usr/bin:/bin', MXC_TEST_MARK: `${process.pid}-${++marks}` });
@@ -115,13 +100,13 @@ describe('task supervisor: one PID namespace per task', () => {
     });
     h.runner.start();
     while (!h.stdout('svc').includes('ready')) await sleep(5);
-    expect(marked(e.MXC_TEST_MARK).length).toBeGreaterThanOrEqual(5); // bwrap ×2, supervisor, script, children
+    expect(markedPids(e.MXC_TEST_MARK).length).toBeGreaterThanOrEqual(5); // bwrap ×2, supervisor, script, children
     const t0 = Date.now();
     const snap = await h.runner.stop();
     expect(Date.now() - t0).toBeGreaterThanOrEqual(390); // the TERM-ignoring child had its grace period
     expect(snap.processes[0]).toMatchObject({ state: 'killed', exit_code: 4 });
     expect(h.stdout('svc')).toContain('got TERM');
-    expect(marked(e.MXC_TEST_MARK)).toEqual([]);
+    expect(markedPids(e.MXC_TEST_MARK)).toEqual([]);
   });
 
   test('what a finished run left in its group is stopped; the task goes on', async () => {
@@ -140,7 +125,7 @@ describe('task supervisor: one PID namespace per task', () => {
     expect(snap.status).toBe('success');
     expect(h.system('leaky')).toContainEqual(expect.stringMatching(/stopping processes left behind/));
     expect(h.stdout('after')).toEqual(['after']);
-    expect(marked(e.MXC_TEST_MARK)).toEqual([]);
+    expect(markedPids(e.MXC_TEST_MARK)).toEqual([]);
   });
 
   test('a sandboxed task: one sandbox, the same view of closure, work dir and network for every process', async () => {
