@@ -195,16 +195,28 @@ export async function ingestBatch(
   let publishFailure: unknown = null;
 
   /**
-   * Publishes entries [from, to) (after the groups before them): the ones before the first refused
-   * one, whose refusal is then thrown; the cache already holding a path makes its entry a no-op.
+   * Settles entries [from, to) and stores the NARs of the ones before the first refused one, without
+   * waiting for the groups before: a stored NAR is not visible until its narinfo is published, so the
+   * syncs of one group overlap the publishing of the last. The rest is dropped.
    */
-  const publishRange = async (from: number, to: number): Promise<void> => {
+  const prepare = async (from: number, to: number) => {
     const slice = await Promise.all(entries.slice(from, to).map(settle));
     const bad = slice.findIndex((e) => e.refusal !== undefined);
     const good = bad === -1 ? slice.length : bad;
     const fresh = slice.slice(0, good).flatMap((e) => (e.staged && !e.held ? [e.staged] : []));
     await store.discard(slice.flatMap((e, i) => (e.staged && (i >= good || e.held) ? [e.staged] : [])));
-    const out = await store.publish(fresh, claimPath);
+    // A group before failed: nothing more is published, so nothing more is stored.
+    if (publishFailure !== null) await store.discard(fresh);
+    else await store.storeNars(fresh);
+    return { slice, bad, good, fresh };
+  };
+  /**
+   * Publishes the narinfos of entries [from, to) (after the groups before them): the ones before the
+   * first refused one, whose refusal is then thrown; the cache already holding a path makes its entry a no-op.
+   */
+  const publishRange = async (from: number, prepared: ReturnType<typeof prepare>): Promise<void> => {
+    const { slice, bad, good, fresh } = await prepared;
+    const out = await store.publishStored(fresh, claimPath);
     let k = 0;
     for (const [i, e] of slice.slice(0, good).entries()) {
       results[from + i] =
@@ -218,12 +230,17 @@ export async function ingestBatch(
     const from = scheduled;
     scheduled = to;
     groupBytes = 0;
+    const prepared = prepare(from, to);
+    prepared.catch(() => {}); // awaited in turn below; a failure must not go unhandled meanwhile
     publishing = publishing.then(() =>
       publishFailure === null
-        ? publishRange(from, to).catch((err: unknown) => {
+        ? publishRange(from, prepared).catch((err: unknown) => {
             publishFailure = err;
           })
-        : discardFrom(store, entries.slice(from, to)),
+        : prepared.then(
+            () => {},
+            () => {},
+          ),
     );
   };
 

@@ -378,7 +378,17 @@ export async function publishStaged(
   all: readonly StagedNar[],
   claimPath?: ClaimPath,
 ): Promise<IngestResult[]> {
-  if (all.length === 0) return [];
+  await storeStaged(store, all);
+  return publishStored(store, all, claimPath);
+}
+
+/**
+ * The first half of `publishStaged`: stores the NARs (durably; a failure drops them). Nothing is
+ * visible yet: a NAR without its narinfo is never served, and `collectOrphanNars` removes it a day later
+ * if no narinfo follows. So a batch stores a group's NARs while the groups before it are still publishing.
+ */
+export async function storeStaged(store: IngestTarget, all: readonly StagedNar[]): Promise<void> {
+  if (all.length === 0) return;
   try {
     await store.storage.putNars(
       all.map((s) =>
@@ -389,6 +399,15 @@ export async function publishStaged(
     await discardStaged(all);
     throw err;
   }
+}
+
+/** The second half of `publishStaged`, once `storeStaged` stored these NARs: claims, signs and publishes. */
+export async function publishStored(
+  store: IngestTarget,
+  all: readonly StagedNar[],
+  claimPath?: ClaimPath,
+): Promise<IngestResult[]> {
+  if (all.length === 0) return [];
   // A different upload of a path claimed first (through another coordinator, a moment ago): refused
   // before its narinfo is published, even where the storage could not refuse a second narinfo itself.
   // Claimed only once the NAR is stored, so an upload that fails on the way leaves no claim behind.

@@ -21,9 +21,11 @@ import {
   ingestNar,
   pathConflict,
   publishStaged,
+  publishStored,
   type StagedNar,
   type StagedPaths,
   stageNar,
+  storeStaged,
 } from './ingest.js';
 import type { CacheKey } from './key.js';
 import type { CacheStorage, NarObject } from './storage.js';
@@ -349,6 +351,16 @@ export class CacheStore {
   /** Stores staged NARs and publishes their narinfos in order (see ingest.ts). */
   publish(staged: readonly StagedNar[], claimPath?: ClaimPath): Promise<IngestResult[]> {
     return publishStaged(this, staged, claimPath);
+  }
+
+  /** `publish` in two steps: the NARs stored (not yet visible), … */
+  storeNars(staged: readonly StagedNar[]): Promise<void> {
+    return storeStaged(this, staged);
+  }
+
+  /** … then, once stored, their narinfos claimed, signed and published. */
+  publishStored(staged: readonly StagedNar[], claimPath?: ClaimPath): Promise<IngestResult[]> {
+    return publishStored(this, staged, claimPath);
   }
 
   /** Drops staged NARs of a batch that stopped. */
