@@ -197,7 +197,9 @@ function startCacheServer(dataDir: string): Promise<CacheServer> {
 
 /** A server of bench/lib in its own process that answers { port } and, when sent 'cpu', { cpuMs }. */
 async function startForked(file: string, arg: string): Promise<CacheServer> {
-  const child = fork(new URL(file, import.meta.url), [arg], { stdio: 'inherit' });
+  // The thread pool a coordinator has (bin/mxc.js sets UV_THREADPOOL_SIZE for its daemons).
+  const env = { UV_THREADPOOL_SIZE: '16', ...process.env };
+  const child = fork(new URL(file, import.meta.url), [arg], { stdio: 'inherit', env });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m: { port: number }) => resolve(m.port));
     child.once('exit', (code) => reject(new Error(`${file} exited with code ${code}`)));
