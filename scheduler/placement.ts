@@ -8,12 +8,11 @@ import type { Logger } from 'pino';
 import type { JobSpec } from '../spec/job.js';
 import { ClusterView, toNodeView } from './cluster-view.js';
 import type { SpecLookup } from './coordinator-types.js';
-import { fits, type Resources, take } from './core/fit.js';
 import { type Demand, type NodeView, type PlacedInstance, place, type Strategy } from './core/place.js';
-import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
 import * as nodes from './store/nodes.js';
+import { applyStarts } from './store/placement-apply.js';
 import * as wl from './store/workloads.js';
 
 export interface ClusterSnapshot {
@@ -220,10 +219,11 @@ interface PlannedPlacement {
 export type StartedWorkload = wl.PendingWorkload & { status: 'starting'; node_id: string };
 
 /**
- * Applies placements in transactions of at most APPLY_CHUNK, re-checking capacity on the node rows
- * locked in id order (their trigger-kept usage is exact under the lock), and reports each chunk's
- * starts as soon as it commits. A placement that no longer fits is a conflict, left pending; a
- * workload no longer pending (stopped meanwhile) is skipped.
+ * Applies placements in statements of at most APPLY_CHUNK (each atomic on its own: one round trip, no
+ * BEGIN/COMMIT), re-checking capacity on the node rows locked in id order (their trigger-kept usage is
+ * exact under the lock), and reports each chunk's starts as soon as it commits. A placement that no
+ * longer fits is a conflict, left pending (and replanned); a workload no longer pending (stopped
+ * meanwhile) is skipped.
  */
 async function applyPlacements(
   db: Db,
@@ -247,59 +247,25 @@ async function applyChunkOnce(
   placements: PlannedPlacement[],
   holder?: string,
 ): Promise<{ applied: StartedWorkload[]; commandOf: Map<string, number>; conflicts: number }> {
-  return db.tx(async (q) => {
-    const nodeIds = [...new Set(placements.map((p) => p.nodeId))];
-    const locked = new Map((await nodes.lockNodes(q, nodeIds)).map((n) => [n.id, n]));
-    const usage = new Map<string, Resources>();
-    const accepted: { w: wl.PendingWorkload; node: nodes.LockedNode }[] = [];
-    let conflicts = 0;
-    for (const { w, nodeId } of placements) {
-      const node = locked.get(nodeId);
-      if (!node || node.status !== 'ready') {
-        conflicts++;
-        continue;
-      }
-      let used = usage.get(nodeId);
-      if (!used) {
-        used = { cpu: node.used_cpu, memory_mb: node.used_memory_mb, disk_mb: node.used_disk_mb };
-        usage.set(nodeId, used);
-      }
-      // Counted even if the workload turns out no longer pending: that only errs towards less use.
-      if (!fits(node, used, w)) {
-        conflicts++;
-        continue;
-      }
-      take(used, w);
-      accepted.push({ w, node });
-    }
-    const moved = new Set(
-      await wl.transitionMany(
-        q,
-        accepted.map(({ w, node }) => ({ id: w.id, node_id: node.id, reason: `placed on ${node.name}` })),
-        'pending',
-        'starting',
-      ),
-    );
-    const applied = accepted
-      .filter(({ w }) => moved.has(w.id))
-      .map(({ w, node }) => ({ ...w, status: 'starting' as const, node_id: node.id }));
-    // The agents' start commands commit with the placement (the outbox), one row per node in placement
-    // order; the socket holder sends them.
-    const startsOn = new Map<string, string[]>();
-    for (const w of applied) {
-      const ids = startsOn.get(w.node_id);
-      if (ids) ids.push(w.id);
-      else startsOn.set(w.node_id, [w.id]);
-    }
-    const rows = await commands.enqueueCommands(
-      q,
-      [...startsOn].map(([nodeId, ids]) => ({ nodeId, message: { type: 'start_ref', workload_ids: ids } })),
-      { holder },
-    );
-    // The outbox row of each node's starts.
-    const commandOf = new Map([...startsOn.keys()].map((nodeId, i) => [nodeId, rows[i]!]));
-    return { applied, commandOf, conflicts };
+  // One statement, so one round trip and atomic without BEGIN/COMMIT (see applyStarts).
+  const r = await applyStarts(
+    db,
+    placements.map(({ w, nodeId }) => ({
+      id: w.id,
+      nodeId,
+      cpu: w.cpu,
+      memory_mb: w.memory_mb,
+      disk_mb: w.disk_mb,
+    })),
+    holder,
+  );
+  const commandOf = new Map<string, number>();
+  const applied = r.moved.map(({ index, commandId }) => {
+    const { w, nodeId } = placements[index]!;
+    commandOf.set(nodeId, commandId);
+    return { ...w, status: 'starting' as const, node_id: nodeId };
   });
+  return { applied, commandOf, conflicts: placements.length - r.fitted };
 }
 
 /** Retries a transaction that PostgreSQL aborted for a deadlock or a serialization failure. */

@@ -1,7 +1,8 @@
 /**
  * What a workload asks of a node and whether it fits: the one `demandOf` (spec → cpu, MiB, MiB) and the
- * one `fits` used by the planner's checkers and by the applier's re-check under locks (Nomad's
- * `AllocsFit`, shared by rank.go and plan_apply.go), so the two can never disagree.
+ * one `fits` used by the planner's checkers (Nomad's `AllocsFit`, shared by rank.go and plan_apply.go).
+ * The applier's re-check under locks is the same inequality in SQL (store/placement-apply.ts, cpu
+ * tolerance included): change both together.
  */
 import { DEFAULT_RESOURCES, type JobSpec } from '../../spec/job.js';
 

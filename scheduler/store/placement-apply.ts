@@ -1,0 +1,103 @@
+/**
+ * The placement apply as one statement (atomic without BEGIN/COMMIT, so one round trip): lock the
+ * planned nodes in id order, re-check capacity on the locked rows (their trigger-kept usage is exact
+ * under the lock) against what this batch puts on each node, move the pending workloads whose node
+ * still fits to starting (with their events; the usage triggers add them to the nodes), and queue the
+ * starts in the outbox, one row per node in placement order, all committing together.
+ */
+import { COMMANDS_CHANNEL } from './agent-commands.js';
+import type { Queryable } from './db.js';
+
+export interface PlannedStart {
+  id: string;
+  nodeId: string;
+  cpu: number;
+  memory_mb: number;
+  disk_mb: number;
+}
+
+export interface AppliedStarts {
+  /** How many placements still fit their node (moved, or skipped because no longer pending). */
+  fitted: number;
+  /** The workloads moved to starting, in placement order: index into the input, and its node's outbox row. */
+  moved: { index: number; commandId: number }[];
+}
+
+/**
+ * Applies placements in one statement. A node's placements fit while the sum of their demands in
+ * placement order, on top of the node's locked usage, stays within its capacity: the first that does not
+ * fit and every later one on that node are conflicts (the caller replans them on a fresh view). A
+ * placement whose workload is no longer pending is counted towards its node's demand (erring towards less
+ * use) and not moved. Workloads are locked in id order after the nodes (as transitionMany does), so two
+ * concurrent appliers cannot deadlock. `holder` skips the NOTIFY for agents it holds (enqueueCommands).
+ */
+export async function applyStarts(
+  q: Queryable,
+  starts: readonly PlannedStart[],
+  holder?: string,
+): Promise<AppliedStarts> {
+  if (starts.length === 0) return { fitted: 0, moved: [] };
+  const rows = await q.query<{
+    fitted: number;
+    i: string | number | null;
+    command_id: string | number | null;
+  }>(
+    `WITH p AS (
+       SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::bigint[], $5::bigint[])
+         WITH ORDINALITY AS p(id, node_id, cpu, memory_mb, disk_mb, i)
+     ), locked AS (
+       SELECT id, name, status, cpu, memory_mb, disk_mb, used_cpu, used_memory_mb, used_disk_mb FROM nodes
+        WHERE id = ANY($2::text[]) ORDER BY id FOR UPDATE
+     ), want AS (
+       SELECT p.id, p.node_id, p.i, l.name,
+              l.used_cpu::float8 + sum(p.cpu) OVER w <= l.cpu + 1e-9
+          AND l.used_memory_mb + sum(p.memory_mb) OVER w <= l.memory_mb
+          AND l.used_disk_mb + sum(p.disk_mb) OVER w <= l.disk_mb AS fit
+         FROM p JOIN locked l ON l.id = p.node_id AND l.status = 'ready'
+       WINDOW w AS (PARTITION BY p.node_id ORDER BY p.i)
+     ), lockw AS (
+       SELECT w.id FROM workloads w WHERE w.id IN (SELECT id FROM want WHERE fit) AND w.status = 'pending'
+        ORDER BY w.id FOR UPDATE
+     ), moved AS (
+       UPDATE workloads SET status = 'starting', updated_at = now(), pending_reason = NULL, node_id = want.node_id
+         FROM want, lockw
+        WHERE workloads.id = want.id AND lockw.id = want.id AND want.fit AND workloads.status = 'pending'
+       RETURNING workloads.id, want.node_id, want.i, want.name
+     ), ev AS (
+       INSERT INTO workload_events (workload_id, from_status, to_status, reason)
+       SELECT id, 'pending', 'starting', 'placed on ' || name FROM moved ORDER BY i
+     ), queued AS (
+       INSERT INTO agent_commands (node_id, message)
+       SELECT node_id, jsonb_build_object('type', 'start_ref', 'workload_ids', jsonb_agg(id ORDER BY i))
+         FROM moved GROUP BY node_id ORDER BY min(i)
+       RETURNING id, node_id
+     ), woken AS (
+       SELECT pg_notify($6, q.node_id) FROM queued q
+        WHERE $7::text IS NULL OR NOT EXISTS (
+          SELECT 1 FROM node_sessions s WHERE s.node_id = q.node_id AND s.coordinator_id = $7)
+     ), summary AS (
+       SELECT (SELECT count(*) FROM want WHERE fit)::int AS fitted, (SELECT count(*) FROM woken) AS woken
+     )
+     SELECT s.fitted, m.i, m.command_id FROM summary s
+       LEFT JOIN (SELECT moved.i, queued.id AS command_id FROM moved JOIN queued ON queued.node_id = moved.node_id) m
+         ON s.woken >= 0
+      ORDER BY m.i`,
+    [
+      starts.map((s) => s.id),
+      starts.map((s) => s.nodeId),
+      starts.map((s) => s.cpu),
+      starts.map((s) => s.memory_mb),
+      starts.map((s) => s.disk_mb),
+      COMMANDS_CHANNEL,
+      holder ?? null,
+    ],
+  );
+  return {
+    fitted: rows[0]?.fitted ?? 0,
+    moved: rows.flatMap((r) =>
+      r.i === null || r.command_id === null
+        ? []
+        : [{ index: Number(r.i) - 1, commandId: Number(r.command_id) }],
+    ),
+  };
+}
