@@ -195,9 +195,9 @@ export async function ingestBatch(
   let publishFailure: unknown = null;
 
   /**
-   * Settles entries [from, to) and stores the NARs of the ones before the first refused one, without
-   * waiting for the groups before: a stored NAR is not visible until its narinfo is published, so the
-   * syncs of one group overlap the publishing of the last. The rest is dropped.
+   * Settles entries [from, to), stores the NARs of the ones before the first refused one and readies
+   * their narinfos, without waiting for the groups before: neither is visible until the narinfo is
+   * published, so the syncs of one group overlap the publishing of the last. The rest is dropped.
    */
   const prepare = async (from: number, to: number) => {
     const slice = await Promise.all(entries.slice(from, to).map(settle));
@@ -206,17 +206,20 @@ export async function ingestBatch(
     const fresh = slice.slice(0, good).flatMap((e) => (e.staged && !e.held ? [e.staged] : []));
     await store.discard(slice.flatMap((e, i) => (e.staged && (i >= good || e.held) ? [e.staged] : [])));
     // A group before failed: nothing more is published, so nothing more is stored.
-    if (publishFailure !== null) await store.discard(fresh);
-    else await store.storeNars(fresh);
-    return { slice, bad, good, fresh };
+    if (publishFailure !== null) {
+      await store.discard(fresh);
+      return { slice, bad, good, group: null };
+    }
+    await store.storeNars(fresh);
+    return { slice, bad, good, group: await store.readyStored(fresh) };
   };
   /**
    * Publishes the narinfos of entries [from, to) (after the groups before them): the ones before the
    * first refused one, whose refusal is then thrown; the cache already holding a path makes its entry a no-op.
    */
   const publishRange = async (from: number, prepared: ReturnType<typeof prepare>): Promise<void> => {
-    const { slice, bad, good, fresh } = await prepared;
-    const out = await store.publishStored(fresh, claimPath);
+    const { slice, bad, good, group } = await prepared;
+    const out = group ? await store.publishReady(group, claimPath) : [];
     let k = 0;
     for (const [i, e] of slice.slice(0, good).entries()) {
       results[from + i] =
@@ -238,7 +241,7 @@ export async function ingestBatch(
             publishFailure = err;
           })
         : prepared.then(
-            () => {},
+            ({ group }) => group?.ready.drop(),
             () => {},
           ),
     );

@@ -119,6 +119,9 @@ export interface IngestTarget {
   readonly key: CacheKey;
   readonly storage: Pick<CacheStorage, 'putNars'>;
   publishNarinfos(items: readonly { storePath: string; text: string; info: NarInfo }[]): Promise<NarInfo[]>;
+  readyNarinfos(
+    items: readonly { storePath: string; text: string; info: NarInfo }[],
+  ): Promise<ReadyGroup['ready']>;
   has(storePath: string): Promise<boolean>;
   pathOfHash(hash: string): Promise<string | null>;
 }
@@ -401,32 +404,61 @@ export async function storeStaged(store: IngestTarget, all: readonly StagedNar[]
   }
 }
 
+/** A stored group's narinfos, signed and made ready by `readyStored`, not visible yet. */
+export interface ReadyGroup {
+  items: { storePath: string; text: string; info: NarInfo }[];
+  ready: { publish(keep: readonly boolean[]): Promise<NarInfo[]>; drop(): Promise<void> };
+}
+
 /** The second half of `publishStaged`, once `storeStaged` stored these NARs: claims, signs and publishes. */
 export async function publishStored(
   store: IngestTarget,
   all: readonly StagedNar[],
   claimPath?: ClaimPath,
 ): Promise<IngestResult[]> {
-  if (all.length === 0) return [];
+  return publishReady(await readyStored(store, all), claimPath);
+}
+
+/**
+ * Signs the narinfos of stored NARs and makes them ready (a directory writes and syncs them), without
+ * publishing: a batch readies a group while the groups before it still publish.
+ */
+export async function readyStored(store: IngestTarget, all: readonly StagedNar[]): Promise<ReadyGroup> {
+  const items = all.map(({ storePath, unsigned }) => {
+    const info: NarInfo = { ...unsigned, sigs: [signFingerprint(store.key, fingerprint(unsigned))] };
+    return { storePath, text: renderNarInfo(info), info };
+  });
+  return { items, ready: await store.readyNarinfos(items) };
+}
+
+/** Claims the paths of a ready group and publishes the narinfos of those claimed first by this upload, in order. */
+export async function publishReady(
+  { items, ready }: ReadyGroup,
+  claimPath?: ClaimPath,
+): Promise<IngestResult[]> {
+  if (items.length === 0) return [];
   // A different upload of a path claimed first (through another coordinator, a moment ago): refused
   // before its narinfo is published, even where the storage could not refuse a second narinfo itself.
   // Claimed only once the NAR is stored, so an upload that fails on the way leaves no claim behind.
   let refusal: CacheError | null = null;
-  const firsts = claimPath
-    ? await Promise.all(all.map((s) => claimPath(s.storePath, s.unsigned.narHash)))
-    : all.map((s) => s.unsigned.narHash);
-  const staged = all.filter((s, i) => {
-    if (firsts[i] === s.unsigned.narHash) return true;
-    refusal ??= pathConflict(s.storePath, firsts[i]!, s.unsigned.narHash);
+  let firsts: string[];
+  try {
+    firsts = claimPath
+      ? await Promise.all(items.map((s) => claimPath(s.storePath, s.info.narHash)))
+      : items.map((s) => s.info.narHash);
+  } catch (err) {
+    await ready.drop();
+    throw err;
+  }
+  const keep = items.map((s, i) => {
+    if (firsts[i] === s.info.narHash) return true;
+    refusal ??= pathConflict(s.storePath, firsts[i]!, s.info.narHash);
     return false;
   });
-  const items = staged.map(({ storePath, unsigned }) => {
-    const info: NarInfo = { ...unsigned, sigs: [signFingerprint(store.key, fingerprint(unsigned))] };
-    return { storePath, text: renderNarInfo(info), info };
-  });
-  const published = await store.publishNarinfos(items);
+  const kept = items.filter((_, i) => keep[i]);
+  const published = await ready.publish(keep);
   const results: IngestResult[] = [];
-  for (const [i, { storePath, info }] of items.entries()) {
+  for (const [i, { storePath, info }] of kept.entries()) {
     const held = published[i]!;
     if (held === info) results.push({ created: true, info });
     else if (held.narHash === info.narHash) results.push({ created: false, info: held });

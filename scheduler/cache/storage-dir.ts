@@ -9,7 +9,7 @@ import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFi
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CacheError } from './errors.js';
-import type { CacheStorage, NarinfoObject, NarObject, NarPut } from './storage.js';
+import type { CacheStorage, NarinfoObject, NarObject, NarPut, ReadyNarinfos } from './storage.js';
 
 /** Temp folders of crashed processes are removed once untouched this long. */
 const STALE_SPOOL_MS = 86_400_000;
@@ -105,24 +105,42 @@ export class DirectoryStorage implements CacheStorage {
   }
 
   async putNarinfos(items: readonly { hash: string; text: string }[]): Promise<boolean[]> {
+    return (await this.readyNarinfos(items)).publish(items.map(() => true));
+  }
+
+  async readyNarinfos(items: readonly { hash: string; text: string }[]): Promise<ReadyNarinfos> {
     const tmps = items.map(({ hash }) => this.tmpPath(`${hash}.narinfo`));
-    try {
-      // Written and synced side by side (one wait for the group), then linked one by one, in order.
-      await Promise.all(items.map(({ text }, i) => writeFile(tmps[i]!, text, { mode: 0o644, flush: true })));
-      const out: boolean[] = [];
-      for (const [i, { hash }] of items.entries()) {
-        try {
-          await link(tmps[i]!, this.narinfoPath(hash));
-          out.push(true);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-          out.push(false);
-        }
-      }
-      return out;
-    } finally {
+    const drop = async () => {
       await Promise.all(tmps.map((t) => unlink(t).catch(() => {})));
+    };
+    try {
+      // Written and synced side by side (one wait for the group); linked one by one, in order, later.
+      await Promise.all(items.map(({ text }, i) => writeFile(tmps[i]!, text, { mode: 0o644, flush: true })));
+    } catch (err) {
+      await drop();
+      throw err;
     }
+    return {
+      publish: async (keep) => {
+        try {
+          const out: boolean[] = [];
+          for (const [i, { hash }] of items.entries()) {
+            if (!keep[i]) continue;
+            try {
+              await link(tmps[i]!, this.narinfoPath(hash));
+              out.push(true);
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+              out.push(false);
+            }
+          }
+          return out;
+        } finally {
+          await drop();
+        }
+      },
+      drop,
+    };
   }
 
   async deleteNarinfo(hash: string): Promise<void> {

@@ -24,7 +24,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { describeS3Location, type S3Location } from '../../spec/s3-location.js';
 import { CacheError } from './errors.js';
-import type { CacheStorage, NarinfoObject, NarObject, NarPut } from './storage.js';
+import type { CacheStorage, NarinfoObject, NarObject, NarPut, ReadyNarinfos } from './storage.js';
 import { removeStaleSpools } from './storage-dir.js';
 
 export interface S3Credentials {
@@ -243,6 +243,11 @@ export class S3Storage implements CacheStorage {
     const out: boolean[] = [];
     for (const { hash, text } of items) out.push(await this.putNarinfo(hash, text));
     return out;
+  }
+
+  async readyNarinfos(items: readonly { hash: string; text: string }[]): Promise<ReadyNarinfos> {
+    // Nothing to prepare: a bucket publishes each narinfo in one request.
+    return { publish: (keep) => this.putNarinfos(items.filter((_, i) => keep[i])), drop: async () => {} };
   }
 
   async deleteNar(file: string): Promise<void> {

@@ -20,6 +20,17 @@ export interface NarObject {
 /** A NAR to store as `nar/<file>`: from a spool file (gone afterwards) or from its bytes. */
 export type NarPut = { file: string; spooled: string } | { file: string; data: Buffer };
 
+/** Narinfos made ready by `readyNarinfos`, not yet visible. */
+export interface ReadyNarinfos {
+  /**
+   * Publishes the ones whose `keep` is true, in order, as `putNarinfos` (one answer for each of them),
+   * and drops the others.
+   */
+  publish(keep: readonly boolean[]): Promise<boolean[]>;
+  /** Publishes none of them. */
+  drop(): Promise<void>;
+}
+
 export interface CacheStorage {
   /** Where the objects live, for logs and errors; never carries a credential. */
   readonly location: string;
@@ -45,6 +56,11 @@ export interface CacheStorage {
    * each. A directory writes them all first and syncs them together, then links them in order.
    */
   putNarinfos(items: readonly { hash: string; text: string }[]): Promise<boolean[]>;
+  /**
+   * `putNarinfos` in two steps: the narinfos made ready without being published (a directory writes
+   * and syncs them as temp files), so a batch readies a group while the groups before it publish.
+   */
+  readyNarinfos(items: readonly { hash: string; text: string }[]): Promise<ReadyNarinfos>;
   deleteNarinfo(hash: string): Promise<void>;
   /** The hash parts of every narinfo. */
   listNarinfos(): Promise<string[]>;

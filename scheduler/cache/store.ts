@@ -20,8 +20,10 @@ import {
   type IngestResult,
   ingestNar,
   pathConflict,
+  publishReady,
   publishStaged,
-  publishStored,
+  type ReadyGroup,
+  readyStored,
   type StagedNar,
   type StagedPaths,
   stageNar,
@@ -214,22 +216,41 @@ export class CacheStore {
   async publishNarinfos(
     items: readonly { storePath: string; text: string; info: NarInfo }[],
   ): Promise<NarInfo[]> {
+    return (await this.readyNarinfos(items)).publish(items.map(() => true));
+  }
+
+  /**
+   * `publishNarinfos` in two steps: the narinfos made ready (not visible), then the kept ones published
+   * in order, each answered as `publishNarinfos` does.
+   */
+  async readyNarinfos(items: readonly { storePath: string; text: string; info: NarInfo }[]): Promise<{
+    publish(keep: readonly boolean[]): Promise<NarInfo[]>;
+    drop(): Promise<void>;
+  }> {
     const hashes = items.map(({ storePath }) => hashPart(storePath.slice(STORE_DIR.length + 1)));
-    const won = await this.storage.putNarinfos(items.map(({ text }, i) => ({ hash: hashes[i]!, text })));
-    const out: NarInfo[] = [];
-    for (const [i, { storePath, text, info }] of items.entries()) {
-      const hash = hashes[i]!;
-      if (won[i]) {
-        this.remember(hash, text, info);
-        out.push(info);
-        continue;
-      }
-      this.published.delete(hash);
-      const theirs = await this.lookup(hash);
-      if (!theirs) throw new Error(`the narinfo of ${storePath} exists but cannot be read back`);
-      out.push(theirs.info);
-    }
-    return out;
+    const ready = await this.storage.readyNarinfos(items.map(({ text }, i) => ({ hash: hashes[i]!, text })));
+    return {
+      publish: async (keep) => {
+        const won = await ready.publish(keep);
+        const out: NarInfo[] = [];
+        let k = 0;
+        for (const [i, { storePath, text, info }] of items.entries()) {
+          if (!keep[i]) continue;
+          const hash = hashes[i]!;
+          if (won[k++]) {
+            this.remember(hash, text, info);
+            out.push(info);
+            continue;
+          }
+          this.published.delete(hash);
+          const theirs = await this.lookup(hash);
+          if (!theirs) throw new Error(`the narinfo of ${storePath} exists but cannot be read back`);
+          out.push(theirs.info);
+        }
+        return out;
+      },
+      drop: () => ready.drop(),
+    };
   }
 
   /** Whether the cache holds exactly this path (same hash part and name). */
@@ -358,9 +379,14 @@ export class CacheStore {
     return storeStaged(this, staged);
   }
 
-  /** … then, once stored, their narinfos claimed, signed and published. */
-  publishStored(staged: readonly StagedNar[], claimPath?: ClaimPath): Promise<IngestResult[]> {
-    return publishStored(this, staged, claimPath);
+  /** … then, once stored, their narinfos signed and made ready (not visible), … */
+  readyStored(staged: readonly StagedNar[]): Promise<ReadyGroup> {
+    return readyStored(this, staged);
+  }
+
+  /** … then claimed and published, in order. */
+  publishReady(group: ReadyGroup, claimPath?: ClaimPath): Promise<IngestResult[]> {
+    return publishReady(group, claimPath);
   }
 
   /** Drops staged NARs of a batch that stopped. */

@@ -44,6 +44,20 @@ export function storageContract(
       await Promise.all([a.close(), b.close()]);
     });
 
+    test('ready narinfos are not visible; the kept ones are published in order, the others never', async () => {
+      const [a, b] = await open();
+      const hashes = ['0', '1', '2'].map((c) => `${HASH.slice(0, 31)}${c}`);
+      const ready = await a.readyNarinfos(hashes.map((hash) => ({ hash, text: `${hash}\n` })));
+      expect(await b.listNarinfos()).toEqual([]);
+      expect(await b.putNarinfo(hashes[2]!, 'theirs\n')).toBe(true);
+      expect(await ready.publish([true, false, true])).toEqual([true, false]);
+      expect((await b.listNarinfos()).sort()).toEqual([hashes[0], hashes[2]]);
+      expect((await b.getNarinfo(hashes[2]!))?.text).toBe('theirs\n');
+      const dropped = await a.readyNarinfos([{ hash: hashes[1]!, text: 'dropped\n' }]);
+      await dropped.drop();
+      expect(await b.getNarinfo(hashes[1]!)).toBeNull();
+    });
+
     test('a spooled NAR is moved in, streamed back out and deleted', async () => {
       const [a, b] = await open();
       const body = 'x'.repeat(100_000);
