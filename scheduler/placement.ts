@@ -33,6 +33,8 @@ interface JobInfo {
 const APPLY_CHUNK = 5000;
 /** Job versions whose constraints and closure are kept (both never change once written). */
 const JOB_INFO_CACHE = 10_000;
+/** Primed closure paths whose holders a pass reads in its first round; more wait for the second. */
+const PRIMED_PATHS = 50_000;
 
 /**
  * What a coordinator keeps between passes: the cluster view and, per job version, its constraints and
@@ -41,10 +43,14 @@ const JOB_INFO_CACHE = 10_000;
 export class SchedulerState {
   readonly view = new ClusterView();
   private readonly jobInfo = new Map<string, Promise<JobInfo>>();
+  /** Closure paths of the jobs primed since the last pass began: who holds them is read in its first round. */
+  private primedPaths = new Set<string>();
 
   /** What a submit just stored (the submitting coordinator's pass then reads neither back). */
   primeJob(jobId: string, version: number, spec: JobSpec, closure: readonly closures.ClosurePath[]): void {
     if (this.jobInfo.size >= JOB_INFO_CACHE) this.jobInfo.clear();
+    // Only a head start: a path dropped here is read after the plan's closures are known, as any other.
+    if (this.primedPaths.size < PRIMED_PATHS) for (const p of closure) this.primedPaths.add(p.path);
     this.jobInfo.set(
       `${jobId}/${version}`,
       Promise.resolve({
@@ -52,6 +58,14 @@ export class SchedulerState {
         closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
       }),
     );
+  }
+
+  /** The primed closure paths, once (see primedPaths). */
+  takePrimedPaths(): string[] {
+    if (this.primedPaths.size === 0) return [];
+    const out = [...this.primedPaths];
+    this.primedPaths = new Set();
+    return out;
   }
 
   /** Constraints and closure (with sizes) of each job version among the workloads. */
@@ -122,11 +136,15 @@ export interface SchedulePassDeps {
 export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
   const { db, state } = deps;
   for (let attempt = 0; attempt < 5; attempt++) {
-    // One round: the pending work, the nodes changed since the last pass, and where the pending jobs run.
-    const [all, nodeViews, placedRows] = await Promise.all([
+    // One round: the pending work, the nodes changed since the last pass, where the pending jobs run,
+    // and which nodes hold the closures of the jobs submitted here since the last pass (a submit's pass
+    // then needs no second round for them).
+    const early = attempt === 0 ? state.takePrimedPaths() : [];
+    const [all, nodeViews, placedRows, heldEarly] = await Promise.all([
       wl.listPending(db, 100_000),
       state.view.refresh(db),
       wl.activePlacementsOfPendingJobs(db),
+      closures.holders(db, early),
     ]);
     // Restarts of flapping tasks wait out their back-off (Aurora's THROTTLED): not planned before then.
     const now = deps.now?.() ?? Date.now();
@@ -168,7 +186,9 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
       };
     });
     const wanted = [...new Set([...jobInfo.values()].flatMap((i) => i.closure.map((p) => p.path)))];
-    const held = await closures.holders(db, wanted);
+    const readEarly = new Set(early);
+    const rest = wanted.filter((p) => !readEarly.has(p));
+    const held = rest.length ? mergeHolders(heldEarly, await closures.holders(db, rest)) : heldEarly;
     const snapshot: ClusterSnapshot = {
       nodes: nodeViews.map((n) => (held.size ? { ...n, storePaths: held.get(n.id) ?? new Set() } : n)),
       placed: placed.map((p) => ({ jobId: p.job_id, nodeId: p.node_id, count: p.n })),
@@ -191,6 +211,16 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     state.view.invalidate();
     deps.log.info({ conflicts, attempt }, 'plan partly rejected on fresh state; replanning');
   }
+}
+
+/** Both reads of which nodes hold which paths, in one map (a is extended). */
+function mergeHolders(a: Map<string, Set<string>>, b: Map<string, Set<string>>): Map<string, Set<string>> {
+  for (const [node, paths] of b) {
+    const s = a.get(node);
+    if (s) for (const p of paths) s.add(p);
+    else a.set(node, paths);
+  }
+  return a;
 }
 
 /**
