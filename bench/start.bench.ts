@@ -11,7 +11,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -103,6 +103,18 @@ interface AgentLogLine {
  * task started → each process's run 1 started (and exited, for all but the last).
  */
 function agentPhases(lines: AgentLogLine[], processes: string[]): [string, number][] {
+  const marks = agentMarks(lines, processes);
+  const out: [string, number][] = [];
+  for (let i = 1; i < marks.length; i++) {
+    const [from, a] = marks[i - 1]!;
+    const [to, b] = marks[i]!;
+    out.push([`${from} → ${to}`, b - a]);
+  }
+  return out;
+}
+
+/** The agent's marks of one workload's start that its log has, in order: [name, ms timestamp]. */
+function agentMarks(lines: AgentLogLine[], processes: string[]): [string, number][] {
   const at = (process: string, re: RegExp) =>
     lines.find((l) => l.process === process && l.stream === 'system' && re.test(l.line))?.ts;
   const marks: [string, number | undefined][] = [
@@ -114,13 +126,7 @@ function agentPhases(lines: AgentLogLine[], processes: string[]): [string, numbe
     marks.push([`${p} started`, at(p, /^run 1 started/)]);
     if (i < processes.length - 1) marks.push([`${p} exited`, at(p, /^run 1 exited/)]);
   });
-  const out: [string, number][] = [];
-  for (let i = 1; i < marks.length; i++) {
-    const [from, a] = marks[i - 1]!;
-    const [to, b] = marks[i]!;
-    if (a !== undefined && b !== undefined) out.push([`${from} → ${to}`, b - a]);
-  }
-  return out;
+  return marks.filter((m): m is [string, number] => m[1] !== undefined);
 }
 
 /** Runs `file` with `env`, resolving when it exits (non-zero is an error). */
@@ -206,7 +212,20 @@ export async function main(): Promise<void> {
       bareOne.push(at - t1);
       bareCpu += childrenCpuSeconds('self') - cpu0;
     };
-    const rows: { placed: number; running: number; exec: number; agent: number; id: string }[] = [];
+    const rows: {
+      placed: number;
+      running: number;
+      exec: number;
+      agent: number;
+      id: string;
+      /** Wall clock (ms since the epoch) of the POST, to set beside the agent's log timestamps. */
+      submittedAt: number;
+      /** CPU of `mxc up` itself from the POST to the workload's end (ms). */
+      upCpu: number;
+      /** The bare spawn and the PostgreSQL round trip right after it (ms): was the whole machine slow? */
+      bare: number;
+      roundTrip: number;
+    }[] = [];
     const warmup = Math.min(5, n);
     // CPU of `mxc up` over the measured workloads: its own (coordinator and agent in one process)
     // and its reaped children's (each task's bubblewrap, supervisor and processes).
@@ -214,6 +233,8 @@ export async function main(): Promise<void> {
     const upCpuNow = () => ({ self: cpuSeconds(coord.pid), children: childrenCpuSeconds(coord.pid) });
     for (let i = 0; i < n + warmup; i++) {
       if (i === warmup) upCpu = upCpuNow();
+      const submittedAt = Date.now();
+      const cpu0 = cpuSeconds(coord.pid);
       const t0 = performance.now();
       const res = await postJson<{ workloads: string[] }>(`${coord.url}/api/jobs`, jobFor(i));
       const id = res.workloads[0]!;
@@ -226,18 +247,24 @@ export async function main(): Promise<void> {
         `${id} to finish`,
       );
       if (events.get(id)?.has('failed')) throw new Error(`workload ${id} failed; see ${coord.logFile}`);
-      if (i >= warmup)
+      const upCpuMs = (cpuSeconds(coord.pid) - cpu0) * 1000;
+      if (i >= warmup) {
+        await spawnBare(`bare-${i}`);
+        if (anchor) {
+          anchorRoundTrip.push(await anchor.roundTrip());
+          anchorAddToStart.push(await anchor.addToStart());
+        }
         rows.push({
           id,
           placed: starting - t0,
           running: running - t0,
           exec: exec - t0,
           agent: exec - starting,
+          submittedAt,
+          upCpu: upCpuMs,
+          bare: bare.at(-1)!,
+          roundTrip: anchorRoundTrip.at(-1) ?? Number.NaN,
         });
-      if (i >= warmup) await spawnBare(`bare-${i}`);
-      if (i >= warmup && anchor) {
-        anchorRoundTrip.push(await anchor.roundTrip());
-        anchorAddToStart.push(await anchor.addToStart());
       }
       if ((i + 1) % 50 === 0) r.progress(`${i + 1 - warmup} / ${n} workloads`);
     }
@@ -262,6 +289,24 @@ export async function main(): Promise<void> {
       )) {
         phases.set(name, [...(phases.get(name) ?? []), ms]);
       }
+    }
+
+    // The tail: the slowest workloads' own timelines (the agent's marks, ms after the POST), so a p99
+    // can be told apart from noise. Every row goes into the JSON result too.
+    const slowest = new Set([...rows].sort((a, b) => b.running - a.running).slice(0, 5));
+    const tails: { id: string; running: number; marks: [string, number][] }[] = [];
+    for (const row of rows) {
+      const lines = await getJson<AgentLogLine[]>(`${coord.url}/api/workloads/${row.id}/logs`);
+      const marks: [string, number][] = [
+        ['placed (SSE)', row.placed],
+        ...agentMarks(
+          lines,
+          spec.task.processes.map((p) => p.name),
+        ).map(([name, ts]): [string, number] => [name, ts - row.submittedAt]),
+        ['executing', row.exec],
+        ['running (SSE)', row.running],
+      ];
+      tails.push({ id: row.id, running: row.running, marks });
     }
 
     // The executor alone, mode by mode (coordinator idle by now).
@@ -371,11 +416,30 @@ export async function main(): Promise<void> {
         });
       }
     }
-    r.save({ workloads: n, database: usePglite ? 'pglite' : 'postgres', samples: rows.length, cpuPer });
+    r.say('');
+    r.say('  the 5 slowest submit → running, mark by mark (ms after the POST):');
+    for (const t of tails
+      .filter((t) => [...slowest].some((row) => row.id === t.id))
+      .sort((a, b) => b.running - a.running))
+      r.say(
+        `    ${t.id} ${fmtMs(t.running)}: ${t.marks.map(([name, ms]) => `${name} ${ms.toFixed(1)}`).join(', ')}`,
+      );
+    r.save({
+      workloads: n,
+      database: usePglite ? 'pglite' : 'postgres',
+      samples: rows.length,
+      cpuPer,
+      rows,
+      tails,
+    });
   } finally {
     stream.close();
     await anchor?.close();
     await coord.stop();
+    // Its log (warnings and up, or MXC_LOG_LEVEL) is kept beside the JSON result.
+    await copyFile(coord.logFile, repoPath('dist', 'bench', 'results', 'start.coordinator.log')).catch(
+      () => {},
+    );
     ping.server.close();
     await db?.drop().catch((e) => r.note(`could not drop ${db.name}: ${(e as Error).message}`));
     await rm(dataDir, { recursive: true, force: true });
