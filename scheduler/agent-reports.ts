@@ -12,6 +12,7 @@ import { type FlappingPolicy, restartDecision } from './core/restart.js';
 import type { Db } from './store/db.js';
 import * as jobs from './store/jobs.js';
 import type * as nodes from './store/nodes.js';
+import type { WorkloadRuntime } from './store/workloads.js';
 import * as wl from './store/workloads.js';
 import { replaceWorkloads } from './workload-changes.js';
 
@@ -81,9 +82,18 @@ export async function applyStatus(
   id: string,
   status: WorkloadStatus,
   reason: string,
+  runtime?: WorkloadRuntime,
 ): Promise<void> {
+  // What the report says of the workload's runtime (processes, ports, ...) is written in the same
+  // transaction as its status: one commit per report, so a start's `running` waits for one flush of
+  // PostgreSQL's log, not two, and nothing is read twice.
+  let runtimeOf: WorkloadStatus | null = null;
   const outcome = await deps.db.tx(async (q) => {
     let w = await wl.getWorkload(q, id);
+    if (w && w.node_id === nodeId && runtime) {
+      await wl.setWorkloadRuntime(q, id, runtime);
+      runtimeOf = w.status;
+    }
     // Each attempt decides on the row as it is now; a lost race re-reads (bounded), never overwrites.
     for (let attempt = 0; attempt < 5 && w; attempt++) {
       if (w.node_id !== nodeId) return 'ignored' as const;
@@ -128,6 +138,7 @@ export async function applyStatus(
     }
     return 'ignored' as const;
   });
+  if (runtimeOf) deps.emit({ kind: 'workload', id, status: runtimeOf });
   if (outcome === 'applied') {
     deps.emit({ kind: 'workload', id, status });
     deps.requestRolloutStep();

@@ -743,23 +743,17 @@ export class Coordinator {
         this.emit({ kind: 'node', id: nodeId });
         return;
       case 'workload_status': {
-        if (msg.ports || msg.processes || msg.fetched || msg.health) {
-          const w = await wl.getWorkload(this.db, msg.workload_id);
-          if (!w || w.node_id !== nodeId) return;
-          await wl.setWorkloadRuntime(this.db, msg.workload_id, {
-            ports: msg.ports,
-            processes: msg.processes,
-            fetched: msg.fetched,
-            health: msg.health,
-          });
-          this.emit({ kind: 'workload', id: msg.workload_id, status: w.status });
-        }
+        const runtime =
+          msg.ports || msg.processes || msg.fetched || msg.health
+            ? { ports: msg.ports, processes: msg.processes, fetched: msg.fetched, health: msg.health }
+            : undefined;
         await applyStatus(
           this.agentDeps,
           nodeId,
           msg.workload_id,
           msg.status,
           msg.reason ?? `reported by agent`,
+          runtime,
         );
         return;
       }

@@ -278,16 +278,15 @@ export async function setPendingReasons(
   );
 }
 
-export async function setWorkloadRuntime(
-  q: Queryable,
-  id: string,
-  r: {
-    ports?: Record<string, number>;
-    processes?: unknown[];
-    fetched?: { paths: number; bytes: number };
-    health?: 'unknown' | 'healthy' | 'unhealthy';
-  },
-): Promise<void> {
+/** What an agent reports of a workload's runtime beside its status. */
+export interface WorkloadRuntime {
+  ports?: Record<string, number>;
+  processes?: unknown[];
+  fetched?: { paths: number; bytes: number };
+  health?: 'unknown' | 'healthy' | 'unhealthy';
+}
+
+export async function setWorkloadRuntime(q: Queryable, id: string, r: WorkloadRuntime): Promise<void> {
   await q.query(
     `UPDATE workloads SET ports = COALESCE($2::jsonb, ports), processes = COALESCE($3::jsonb, processes),
        fetched_paths = COALESCE($4, fetched_paths), fetched_bytes = COALESCE($5, fetched_bytes),

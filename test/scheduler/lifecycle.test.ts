@@ -150,6 +150,46 @@ describe.each(ENGINES)('guarded transitions on %s', (engine) => {
     now: () => Date.now(),
   };
 
+  it("writes a report's runtime in its status's transaction: one commit, nothing written outside it", async () => {
+    // The real database, with what reaches it counted: statements outside a transaction, transactions.
+    let outside = 0;
+    let txs = 0;
+    const counted = {
+      ...db,
+      query: (sql: string, params?: readonly unknown[]) => {
+        outside++;
+        return db.query(sql, params);
+      },
+      tx: <T>(fn: (q: typeof db) => Promise<T>) => {
+        txs++;
+        return db.tx(fn as never) as Promise<T>;
+      },
+    } as typeof db;
+    const emitted: unknown[] = [];
+    const d: AgentReportDeps = { ...deps, db: counted, emit: (e) => emitted.push(e) };
+    const processes = [{ name: 'ping', state: 'running', runs: 1 }];
+
+    const w = await workloadIn('starting');
+    await applyStatus(d, nodeId, w.id, 'running', 'processes started', { processes, ports: {} });
+    expect([outside, txs]).toEqual([0, 1]);
+    expect(await wl.getWorkload(db, w.id)).toMatchObject({ status: 'running', processes });
+    // Watchers hear of the runtime, then of the new status.
+    expect(emitted).toEqual([
+      { kind: 'workload', id: w.id, status: 'starting' },
+      { kind: 'workload', id: w.id, status: 'running' },
+    ]);
+
+    // The same status again still writes the runtime (a process's change), in one transaction too.
+    const later = [{ name: 'ping', state: 'success', runs: 1 }];
+    await applyStatus(d, nodeId, w.id, 'running', 'reported by agent', { processes: later });
+    expect([outside, txs]).toEqual([0, 2]);
+    expect((await wl.getWorkload(db, w.id))!.processes).toEqual(later);
+
+    // Another node's report changes nothing of it.
+    await applyStatus(d, 'node-other', w.id, 'failed', 'not yours', { processes: [] });
+    expect(await wl.getWorkload(db, w.id)).toMatchObject({ status: 'running', processes: later });
+  });
+
   it.each(['agent reconnect', 'node down'] as const)(
     'a failure reported while the %s declares the workload lost is never overwritten nor replaced twice',
     async (race) => {
