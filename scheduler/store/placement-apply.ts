@@ -38,9 +38,9 @@ export async function applyStarts(
 ): Promise<AppliedStarts> {
   if (starts.length === 0) return { fitted: 0, moved: [] };
   const rows = await q.query<{
-    fitted: number;
-    i: string | number | null;
-    command_id: string | number | null;
+    kind: 'fitted' | 'queued' | 'moved';
+    node_id: string | null;
+    n: string | number;
   }>(
     `WITH p AS (
        SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::bigint[], $5::bigint[])
@@ -75,13 +75,13 @@ export async function applyStarts(
        SELECT pg_notify($6, q.node_id) FROM queued q
         WHERE $7::text IS NULL OR NOT EXISTS (
           SELECT 1 FROM node_sessions s WHERE s.node_id = q.node_id AND s.coordinator_id = $7)
-     ), summary AS (
-       SELECT (SELECT count(*) FROM want WHERE fit)::int AS fitted, (SELECT count(*) FROM woken) AS woken
      )
-     SELECT s.fitted, m.i, m.command_id FROM summary s
-       LEFT JOIN (SELECT moved.i, queued.id AS command_id FROM moved JOIN queued ON queued.node_id = moved.node_id) m
-         ON s.woken >= 0
-      ORDER BY m.i`,
+     -- Three kinds of rows, joined here rather than in SQL (a join of two CTEs has no statistics, and
+     -- the planner's nested loop over moved × queued cost 120 ms for 1,400 placements on 1,000 nodes).
+     SELECT 'fitted' AS kind, NULL::text AS node_id, (SELECT count(*) FROM want WHERE fit) AS n
+       FROM (SELECT count(*) AS woken FROM woken) w
+     UNION ALL SELECT 'queued', node_id, id FROM queued
+     UNION ALL SELECT 'moved', node_id, i FROM moved`,
     [
       starts.map((s) => s.id),
       starts.map((s) => s.nodeId),
@@ -92,12 +92,17 @@ export async function applyStarts(
       holder ?? null,
     ],
   );
+  let fitted = 0;
+  const commandOf = new Map<string, number>();
+  const moved: { i: number; nodeId: string }[] = [];
+  for (const r of rows) {
+    if (r.kind === 'fitted') fitted = Number(r.n);
+    else if (r.kind === 'queued') commandOf.set(r.node_id!, Number(r.n));
+    else moved.push({ i: Number(r.n), nodeId: r.node_id! });
+  }
+  moved.sort((a, b) => a.i - b.i);
   return {
-    fitted: rows[0]?.fitted ?? 0,
-    moved: rows.flatMap((r) =>
-      r.i === null || r.command_id === null
-        ? []
-        : [{ index: Number(r.i) - 1, commandId: Number(r.command_id) }],
-    ),
+    fitted,
+    moved: moved.map(({ i, nodeId }) => ({ index: i - 1, commandId: commandOf.get(nodeId)! })),
   };
 }
