@@ -14,6 +14,7 @@ import { Worker } from 'node:worker_threads';
 import { pushClosure } from '../compiler/push.js';
 import { closureOf, nixBuild } from '../lib/nix.js';
 import { ensureCacheKey } from '../scheduler/cache/index.js';
+import { repoPath } from '../scheduler/paths.js';
 import { type CoordinatorProcess, startCoordinatorProcess } from './lib/coordinator-process.js';
 import { type BenchDb, createBenchDb } from './lib/pg.js';
 import { cpuSeconds } from './lib/proc.js';
@@ -220,26 +221,40 @@ async function startForked(file: string, arg: string): Promise<CacheServer> {
 }
 
 /** `nix copy` of the closure into a fresh file:// cache: wall time and CPU time (through python's rusage). */
-function nixCopy(root: string, to: string): { s: number; cpuMs: number } {
+/** Runs a command to its end under python3, which reports the CPU time of the command and its children. */
+function timedRun(argv: string[], env?: NodeJS.ProcessEnv): { s: number; cpuMs: number } {
   const t = performance.now();
   const r = spawnSync(
     'python3',
     [
       '-c',
-      'import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); u = resource.getrusage(resource.RUSAGE_CHILDREN); print((u.ru_utime + u.ru_stime) * 1000)',
-      'nix',
-      '--extra-experimental-features',
-      'nix-command',
-      'copy',
-      '--to',
-      `file://${to}?compression=zstd`,
-      root,
+      'import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); u = resource.getrusage(resource.RUSAGE_CHILDREN); print((u.ru_utime + u.ru_stime) * 1000)',
+      ...argv,
     ],
-    { encoding: 'utf8' },
+    { encoding: 'utf8', env: env ?? process.env },
   );
-  if (r.status !== 0) throw new Error(`nix copy failed: ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`${argv.slice(0, 3).join(' ')} failed: ${r.stderr}`);
   return { s: (performance.now() - t) / 1000, cpuMs: Number(r.stdout.trim()) };
 }
+
+const nixCopy = (root: string, to: string) =>
+  timedRun([
+    'nix',
+    '--extra-experimental-features',
+    'nix-command',
+    'copy',
+    '--to',
+    `file://${to}?compression=zstd`,
+    root,
+  ]);
+
+/** `mxc push` as a user runs it: a Node process of its own, like nix copy (its start-up included). */
+const cliPush = (root: string, coordinator: string) =>
+  timedRun([process.execPath, repoPath('bin', 'mxc.js'), 'push', root], {
+    ...process.env,
+    MXC_COORDINATOR: coordinator,
+    MXC_API_TOKEN: '',
+  });
 
 /** CPU ms of this process's waited-for children (the push's `nix path-info`), from /proc (10 ms ticks). */
 function childrenCpuMs(): number {
@@ -266,6 +281,7 @@ export async function main(): Promise<Record<string, number>> {
     // Rounds alternate push and nix copy, each into a fresh cache, so both see the same machine load.
     const pushes: { s: number; cpuMs: number }[] = [];
     const copies: { s: number; cpuMs: number }[] = [];
+    const cliPushes: { s: number; cpuMs: number }[] = [];
     let pushed = { bytes: 0 };
     let dataDir = '';
     for (let round = 0; round < PUSH_ROUNDS; round++) {
@@ -283,11 +299,22 @@ export async function main(): Promise<Record<string, number>> {
       const clientMs = (client.user + client.system) / 1000 + childrenCpuMs() - childCpu0;
       pushes.push({ s, cpuMs: clientMs + (await server.cpuMs()) - serverCpu0 });
       copies.push(nixCopy(root, join(work, `nix-copy-${round}`)));
+      // The same push through the CLI, into a fresh cache of its own.
+      await server.stop();
+      server = await startCacheServer(join(work, `data-cli-${round}`));
+      const cliServerCpu0 = await server.cpuMs();
+      const cli = cliPush(root, server.url);
+      cliPushes.push({ s: cli.s, cpuMs: cli.cpuMs + (await server.cpuMs()) - cliServerCpu0 });
     }
+    // What the reads below serve: the in-process push's cache.
+    await server?.stop();
+    server = await startCacheServer(dataDir);
     const pushS = median(pushes.map((p) => p.s));
     const nixCopyS = median(copies.map((c) => c.s));
     const pushCpuMs = median(pushes.map((p) => p.cpuMs));
     const nixCopyCpuMs = median(copies.map((c) => c.cpuMs));
+    const cliPushS = median(cliPushes.map((p) => p.s));
+    const cliPushCpuMs = median(cliPushes.map((p) => p.cpuMs));
     const url = server!.url;
 
     const cacheDir = join(dataDir, 'cache');
@@ -365,6 +392,8 @@ export async function main(): Promise<Record<string, number>> {
       nix_copy_s: nixCopyS,
       push_cpu_ms: pushCpuMs,
       nix_copy_cpu_ms: nixCopyCpuMs,
+      cli_push_s: cliPushS,
+      cli_push_cpu_ms: cliPushCpuMs,
       narinfo_rps: oursInfo.requests / (oursInfo.ms / 1000),
       python_narinfo_rps: pyInfo.requests / (pyInfo.ms / 1000),
       bare_node_narinfo_rps: bareInfo.requests / (bareInfo.ms / 1000),
@@ -381,6 +410,7 @@ export async function main(): Promise<Record<string, number>> {
       `cache bench: ${r.paths} paths, ${fmt(r.nar_mib)} MiB of NARs (stored ${stored}: ${nars.length} files); built in ${fmt(buildS)} s`,
       `  push (batch upload, median of ${PUSH_ROUNDS}): mxc ${fmt(pushS, 2)} s (${fmt(r.push_mib_s)} MiB/s uncompressed) | nix copy --to file://…?compression=zstd ${fmt(nixCopyS, 2)} s | ratio ${fmt(pushS / nixCopyS, 2)}x the time`,
       `  push CPU (client + cache):   mxc ${fmt(pushCpuMs, 0)} ms | nix copy ${fmt(nixCopyCpuMs, 0)} ms | ratio ${fmt(pushCpuMs / nixCopyCpuMs, 2)}x`,
+      `  the same push through the CLI (\`mxc push ROOT\`, its Node start-up included, as nix copy's own): ${fmt(cliPushS, 2)} s | ratio ${fmt(cliPushS / nixCopyS, 2)}x the time of nix copy; CPU ${fmt(cliPushCpuMs, 0)} ms (${fmt(cliPushCpuMs / nixCopyCpuMs, 2)}x)`,
       `  narinfo GET, ${CONCURRENCY} concurrent:  mxc ${fmt(r.narinfo_rps, 0)} req/s | python http.server ${fmt(r.python_narinfo_rps, 0)} req/s | ratio ${fmt(r.narinfo_rps / r.python_narinfo_rps, 2)}x`,
       `    ceiling: bare node:http, same bytes from memory, same load generator: ${fmt(r.bare_node_narinfo_rps, 0)} req/s (mxc ${fmt(r.narinfo_rps / r.bare_node_narinfo_rps, 2)}x of it)`,
       `    through a whole coordinator (access hook, bearer token): ${fmt(r.coordinator_narinfo_rps, 0)} req/s, ${fmt(r.coordinator_server_cpu_us)} µs of its CPU a request`,

@@ -214,6 +214,18 @@ client(program.command('submit [file]'))
     (await import('./commands/submit.js')).submit(file, withGlobals(cmd)),
   );
 
+client(program.command('push [paths...]'))
+  .description(
+    'upload the closures of store paths (arguments, or stdin) to the coordinator cache: only what it lacks',
+  )
+  .addHelpText(
+    'after',
+    '\nExample:\n  $ nix-build examples/web --no-out-link | npx mxc push\n(needs a token with push scope when the coordinator has tokens)',
+  )
+  .action(async (paths: string[], _opts, cmd: Command) =>
+    (await import('./commands/push-closure.js')).push(paths, withGlobals(cmd)),
+  );
+
 program
   .command('build <file>')
   .description('nix-build a job expression, validate it, print the store path of its JSON')
