@@ -225,8 +225,12 @@ const arbSnapshot: fc.Arbitrary<{ s: RolloutSnapshot; now: number }> = fc
  */
 function inFlight(s: RolloutSnapshot, now: number, last = s.target!.instances - 1): number {
   const cfg = s.target!.config;
+  // An instance that failed the update for good is terminal, as in Aurora's updater: whatever still
+  // runs there (a restart by the job's own policy) is not the update's and holds no place in its window.
+  const failed = failedInstanceSet(s, cfg);
   let n = 0;
   for (let i = s.update.next_instance; i <= Math.min(last, s.target!.instances - 1); i++) {
+    if (failed.has(i)) continue;
     const { current } = standing(s, i);
     if (!current) continue;
     const done =
