@@ -68,6 +68,8 @@ export async function holders(q: Queryable, paths: string[]): Promise<Map<string
   const rows = await q.query<{ node_id: string; path: string }>(
     'SELECT node_id, path FROM node_store_paths WHERE path = ANY($1::text[])',
     [paths],
+    // Prepared for a submit's few paths; a long list keeps a plan made for its size.
+    paths.length <= 64 ? 'mxc_holders_few' : undefined,
   );
   for (const r of rows) {
     const s = out.get(r.node_id) ?? new Set<string>();

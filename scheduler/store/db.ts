@@ -6,8 +6,13 @@ import { mkdirSync } from 'node:fs';
 import pg from 'pg';
 
 export interface Queryable {
-  /** Runs one parameterised statement and returns its rows. */
-  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;
+  /**
+   * Runs one parameterised statement and returns its rows. `name` makes it a prepared statement on
+   * PostgreSQL (parsed once per connection; after five runs PostgreSQL may keep a generic plan), so it
+   * must always go with the same text, and suits only statements whose best plan does not depend on
+   * the parameters (array sizes, say). PGlite ignores it.
+   */
+  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[], name?: string): Promise<T[]>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
 }
@@ -37,8 +42,10 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
   await pool.query('SELECT 1');
   return {
     engine: 'postgres',
-    async query<T>(sql: string, params: readonly unknown[] = []) {
-      const r = await pool.query(sql, params as unknown[]);
+    async query<T>(sql: string, params: readonly unknown[] = [], name?: string) {
+      const r = name
+        ? await pool.query({ name, text: sql, values: params as unknown[] })
+        : await pool.query(sql, params as unknown[]);
       return r.rows as T[];
     },
     async exec(sql: string) {
@@ -57,8 +64,10 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       try {
         await client.query('BEGIN');
         const q: Queryable = {
-          async query<R>(sql: string, params: readonly unknown[] = []) {
-            const r = await client.query(sql, params as unknown[]);
+          async query<R>(sql: string, params: readonly unknown[] = [], name?: string) {
+            const r = name
+              ? await client.query({ name, text: sql, values: params as unknown[] })
+              : await client.query(sql, params as unknown[]);
             return r.rows as R[];
           },
           async exec(sql: string) {

@@ -133,6 +133,8 @@ export async function insertNewJob(
       j.reason,
       ...workloadRowsParams(j.workloads),
     ],
+    // Prepared: its plan (inserts of the arrays' rows) does not depend on their sizes.
+    'mxc_insert_new_job',
   );
   return rows[0] ?? null;
 }

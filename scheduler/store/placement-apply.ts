@@ -23,6 +23,9 @@ export interface AppliedStarts {
   moved: { index: number; commandId: number }[];
 }
 
+/** Batches up to this size run as a prepared statement. */
+const SMALL_BATCH = 16;
+
 /**
  * Applies placements in one statement. A node's placements fit while the sum of their demands in
  * placement order, on top of the node's locked usage, stays within its capacity: the first that does not
@@ -91,6 +94,9 @@ export async function applyStarts(
       COMMANDS_CHANNEL,
       holder ?? null,
     ],
+    // Prepared (planned once per connection) only for small batches, a submit's: planning is most of
+    // this statement's time there, while a generic plan would not know a large batch's size.
+    starts.length <= SMALL_BATCH ? 'mxc_apply_starts_small' : undefined,
   );
   let fitted = 0;
   const commandOf = new Map<string, number>();

@@ -170,6 +170,7 @@ export async function listPending(q: Queryable, limit: number): Promise<PendingW
             restart_delay_ms
      FROM workloads WHERE status = 'pending' ORDER BY created_at, instance LIMIT $1`,
     [limit],
+    'mxc_list_pending',
   );
 }
 
@@ -355,6 +356,7 @@ export async function activePlacementsOfPendingJobs(
      LEFT JOIN workloads w ON w.job_id = j.job_id AND w.status = ANY($1::text[]) AND w.node_id IS NOT NULL
      GROUP BY j.job_id, w.node_id`,
     [ACTIVE_STATUSES],
+    'mxc_active_placements_of_pending_jobs',
   );
 }
 
