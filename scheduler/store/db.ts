@@ -34,6 +34,12 @@ pg.types.setTypeParser(20, (v) => Number(v));
 pg.types.setTypeParser(1700, (v) => Number(v));
 
 /** Opens PostgreSQL at `url`. */
+/** PostgreSQL's refusal of a prepared statement whose result columns a schema change altered. */
+function isStalePreparedStatement(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === '0A000' && /cached plan must not change result type/.test(e.message ?? '');
+}
+
 export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<Db> {
   const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 10 });
   pool.on('error', () => {
@@ -43,10 +49,15 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
   return {
     engine: 'postgres',
     async query<T>(sql: string, params: readonly unknown[] = [], name?: string) {
-      const r = name
-        ? await pool.query({ name, text: sql, values: params as unknown[] })
-        : await pool.query(sql, params as unknown[]);
-      return r.rows as T[];
+      if (!name) return (await pool.query(sql, params as unknown[])).rows as T[];
+      try {
+        return (await pool.query({ name, text: sql, values: params as unknown[] })).rows as T[];
+      } catch (err) {
+        // A migration changed a table under a statement prepared on this connection (a rolling
+        // upgrade): PostgreSQL refuses that statement from then on, so it runs unprepared instead.
+        if (!isStalePreparedStatement(err)) throw err;
+        return (await pool.query(sql, params as unknown[])).rows as T[];
+      }
     },
     async exec(sql: string) {
       await pool.query(sql);
@@ -64,11 +75,10 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       try {
         await client.query('BEGIN');
         const q: Queryable = {
-          async query<R>(sql: string, params: readonly unknown[] = [], name?: string) {
-            const r = name
-              ? await client.query({ name, text: sql, values: params as unknown[] })
-              : await client.query(sql, params as unknown[]);
-            return r.rows as R[];
+          // Unprepared inside a transaction: a statement refused there (see isStalePreparedStatement)
+          // would abort the whole transaction.
+          async query<R>(sql: string, params: readonly unknown[] = []) {
+            return (await client.query(sql, params as unknown[])).rows as R[];
           },
           async exec(sql: string) {
             await client.query(sql);
