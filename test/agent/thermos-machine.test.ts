@@ -128,7 +128,9 @@ function simulate(task: Task, scripts: Record<string, ProcScript>, grace: number
     m.stop('test stop');
   });
   m.begin();
-  for (let i = 0; i < 20_000 && clock.next(); i++) {
+  // Enough steps to reach the latest stop (40 s) when a daemon restarts every simulated millisecond
+  // (a run's start and exit are two steps): fewer left such a task unfinished, with no outcome.
+  for (let i = 0; i < 200_000 && clock.next(); i++) {
     if (finishedCalls > 0 && live.size === 0) break;
   }
   return { events, outcome, finishedCalls, view: m.view(), peak, finalsBeforeCleaning, stoppedAt: stopped };
