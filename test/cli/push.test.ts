@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { closureOf, nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
-import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { clientTokens, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { mxc } from './up-harness.js';
 
 const ADMIN = 'push-test-admin-token';
@@ -31,19 +31,7 @@ beforeAll(async () => {
   [root] = (await nixBuild([repoPath('examples', 'hello_world')])) as [string];
   closure = await closureOf([root]);
   c = await startTestCoordinator('pglite', { tokens: { api: ADMIN } });
-  for (const [name, scope] of [
-    ['ci', 'push'],
-    ['viewer', 'read'],
-  ] as const) {
-    const r = await c.api(
-      'POST',
-      '/api/tokens',
-      { name, kind: 'client', scope },
-      { authorization: `Bearer ${ADMIN}` },
-    );
-    expect(r.status).toBe(201);
-    tokens[name] = r.body.data.token;
-  }
+  Object.assign(tokens, await clientTokens(c, ADMIN, { ci: 'push', viewer: 'read' }));
 }, 120_000);
 afterAll(async () => {
   await c?.stop();

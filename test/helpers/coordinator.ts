@@ -118,3 +118,23 @@ export function plainJob(over: Partial<JobSpecInput> = {}): JobSpecInput {
     ...over,
   };
 }
+
+/** Client tokens made through the API with the admin token, by name: `{ ci: 'push', viewer: 'read' }`. */
+export async function clientTokens(
+  c: TestCoordinator,
+  admin: string,
+  scopes: Record<string, 'read' | 'push' | 'admin'>,
+): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const [name, scope] of Object.entries(scopes)) {
+    const r = await c.api(
+      'POST',
+      '/api/tokens',
+      { name, kind: 'client', scope },
+      { authorization: `Bearer ${admin}` },
+    );
+    if (r.status !== 201) throw new Error(`POST /api/tokens ${name}: ${r.status} ${JSON.stringify(r.body)}`);
+    out[name] = r.body.data.token;
+  }
+  return out;
+}

@@ -8,7 +8,7 @@ import { formatSha256 } from '../../lib/nix-base32.js';
 import { queryPathInfos } from '../../lib/path-info.js';
 import { getPush } from '../../scheduler/store/cache-pushes.js';
 import { buildClosure, dumpNar, rawUpload } from '../cache/fixtures.js';
-import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { clientTokens, plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { snapshot } from './helpers.js';
 
 const ADMIN = 'poison-admin';
@@ -27,19 +27,7 @@ const claimFor = (body: Buffer, refs = '') => ({
 beforeAll(async () => {
   closure = await buildClosure('security-poison');
   c = await startTestCoordinator('pglite', { tokens: { api: ADMIN } });
-  for (const [name, scope] of [
-    ['ci', 'push'],
-    ['viewer', 'read'],
-  ] as const) {
-    const r = await c.api(
-      'POST',
-      '/api/tokens',
-      { name, kind: 'client', scope },
-      { authorization: `Bearer ${ADMIN}` },
-    );
-    expect(r.status).toBe(201);
-    tokens[name] = r.body.data.token;
-  }
+  Object.assign(tokens, await clientTokens(c, ADMIN, { ci: 'push', viewer: 'read' }));
 });
 afterAll(async () => {
   await c?.stop();
