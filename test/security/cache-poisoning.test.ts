@@ -8,7 +8,12 @@ import { formatSha256 } from '../../lib/nix-base32.js';
 import { queryPathInfos } from '../../lib/path-info.js';
 import { getPush } from '../../scheduler/store/cache-pushes.js';
 import { buildClosure, dumpNar, rawUpload } from '../cache/fixtures.js';
-import { clientTokens, plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import {
+  clientTokens,
+  plainJob,
+  startTestCoordinator,
+  type TestCoordinator,
+} from '../helpers/coordinator.js';
 import { snapshot } from './helpers.js';
 
 const ADMIN = 'poison-admin';
