@@ -103,6 +103,12 @@ in
       description = "Collect garbage when the store has less free space than this (MXC_AGENT_GC_MIN_FREE); null: the agent's default (0 on the host store).";
     };
 
+    supervisorPool = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = null;
+      description = "Idle task supervisors kept in fresh PID namespaces so a task's start does not create one (MXC_AGENT_SUPERVISOR_POOL); null: the agent's default (1), 0: none.";
+    };
+
     cachePublicKey = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -162,6 +168,9 @@ in
         // optionalAttrs (cfg.secretsDir != null) { MXC_AGENT_SECRETS_DIR = toString cfg.secretsDir; }
         // optionalAttrs (cfg.gcMinFreeMB != null) { MXC_AGENT_GC_MIN_FREE = toString cfg.gcMinFreeMB; }
         // optionalAttrs (cfg.cachePublicKey != null) { MXC_CACHE_PUBLIC_KEY = cfg.cachePublicKey; }
+        // optionalAttrs (cfg.supervisorPool != null) {
+          MXC_AGENT_SUPERVISOR_POOL = toString cfg.supervisorPool;
+        }
         // cfg.extraEnvironment;
 
       serviceConfig = {

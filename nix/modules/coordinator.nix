@@ -173,6 +173,15 @@ in
       description = "The cache signing key (nix-store --generate-binary-cache-key format), the same file on every coordinator (MXC_CACHE_KEY_FILE, through LoadCredential). Unset: the cache directory's key, else one key shared through PostgreSQL.";
     };
 
+    cacheCompression = mkOption {
+      type = types.enum [
+        "none"
+        "br"
+      ];
+      default = "none";
+      description = "How the cache stores new NARs (MXC_CACHE_COMPRESSION): as uploaded (the least CPU per push), or brotli quality 2 (about half the bytes for binaries).";
+    };
+
     heartbeatTtl = mkOption {
       type = types.ints.positive;
       default = 30;
@@ -262,6 +271,7 @@ in
           HOME = "%S/mxc";
           POOL_SIZE = toString db.poolSize;
           MXC_HEARTBEAT_TTL = toString cfg.heartbeatTtl;
+          MXC_CACHE_COMPRESSION = cfg.cacheCompression;
           MXC_SCHEDULER_STRATEGY = cfg.schedulerStrategy;
           MXC_UI_ENABLED = lib.boolToString cfg.uiEnabled;
           MXC_LOG_LEVEL = cfg.logLevel;

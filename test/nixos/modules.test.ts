@@ -241,6 +241,7 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
         agentTokenFile = ${nixString(secrets.agent)};
         schedulerStrategy = "pack";
         heartbeatTtl = 20;
+        cacheCompression = "br";
       };
       ${extra}
     }`;
@@ -295,6 +296,7 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
     const cu = await prepare('mxc-coordinator', c);
     expect(basename(cu.argv[0]!)).toBe('mxc');
     expect(cu.env.DATABASE_PASSWORD_FILE).toBe(join(cu.creds, 'database-password'));
+    expect(cu.env.MXC_CACHE_COMPRESSION).toBe('br');
     const coordinator = startDaemon(cu.argv[0]!, cu.argv.slice(1), cu.env, { cwd: cu.cwd });
     daemons.push(coordinator);
     const url = await listeningUrl(coordinator);
@@ -319,6 +321,7 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
         stateDir = ${nixString(join(dir, 'agent-state'))};
         attributes = { rack = "a1"; };
         microvm.enable = false;
+        supervisorPool = 0;
         extraEnvironment.MXC_AGENT_STORE_ROOT = ${nixString(join(dir, 'agent-store'))};
       };`),
     );
@@ -330,6 +333,7 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
       MXC_AGENT_NAME: 'nixos-host',
       MXC_AGENT_CPU: '0',
       MXC_HYPERVISOR: 'none',
+      MXC_AGENT_SUPERVISOR_POOL: '0',
     });
     const agent = startDaemon(au.argv[0]!, au.argv.slice(1), au.env, { cwd: au.cwd });
     daemons.push(agent);
