@@ -5,7 +5,13 @@
 import os from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_RESOURCES } from '../spec/job.js';
-import { detectHypervisor, prepareMicroVmAssets, startMicroVm } from './microvm/index.js';
+import {
+  detectHypervisor,
+  keptKvmVerdict,
+  prepareMicroVmAssets,
+  readCached,
+  startMicroVm,
+} from './microvm/index.js';
 import type { MicroVmSupport } from './options.js';
 
 /** Kernel and initramfs are shared by every agent on the machine. */
@@ -20,7 +26,12 @@ export function microVmSupport(_stateDir: string): MicroVmSupport {
   return {
     async detect() {
       const hv = await detectHypervisor();
-      return { qemu: hv.qemu, kvm: hv.kvm };
+      if (!hv.kvm) return { qemu: hv.qemu, kvm: false };
+      // KVM opens; whether it boots the microVM kernel is known once a microVM has been started on
+      // this host since its boot (see kvmBootsKernel): report that verdict when there is one.
+      const assets = await readCached(microVmAssetDir());
+      const kept = assets ? await keptKvmVerdict(assets.kernel) : undefined;
+      return { qemu: hv.qemu, kvm: kept ?? true };
     },
     async run(args) {
       const assets = await prepareMicroVmAssets(microVmAssetDir(), {

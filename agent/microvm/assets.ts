@@ -50,7 +50,8 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-async function readCached(cacheDir: string): Promise<MicroVmAssets | null> {
+/** The assets already prepared in cacheDir (null when they are not), without preparing anything. */
+export async function readCached(cacheDir: string): Promise<MicroVmAssets | null> {
   try {
     const a = JSON.parse(await readFile(join(cacheDir, ASSETS_FILE), 'utf8')) as MicroVmAssets & {
       init?: number;

@@ -60,18 +60,12 @@ export function kvmBootsKernel(kernel: string): Promise<boolean> {
  * id), so every agent process and test on the machine does not pay the probe's timeout again.
  */
 async function rememberedVerdict(kernel: string): Promise<boolean> {
-  const file = `${kernel}.kvm-verdict.json`;
-  const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
-  if (bootId) {
-    try {
-      const kept = JSON.parse(await readFile(file, 'utf8')) as { bootId?: unknown; kvm?: unknown };
-      if (kept.bootId === bootId && typeof kept.kvm === 'boolean') return kept.kvm;
-    } catch {
-      // none kept yet (or unreadable): probe
-    }
-  }
+  const kept = await keptKvmVerdict(kernel);
+  if (kept !== undefined) return kept;
   const kvm = await probeKernel(kernel);
+  const bootId = await hostBootId();
   if (bootId) {
+    const file = verdictFile(kernel);
     const tmp = `${file}.${process.pid}.tmp`;
     // A read-only asset dir only costs the next process another probe.
     await writeFile(tmp, JSON.stringify({ bootId, kvm }))
@@ -79,6 +73,28 @@ async function rememberedVerdict(kernel: string): Promise<boolean> {
       .catch(() => {});
   }
   return kvm;
+}
+
+const verdictFile = (kernel: string) => `${kernel}.kvm-verdict.json`;
+const hostBootId = async () =>
+  (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
+
+/**
+ * The verdict some process already reached for `kernel` during this boot of the host, without
+ * probing (undefined when none was kept): what the node's capabilities report at start.
+ */
+export async function keptKvmVerdict(kernel: string): Promise<boolean | undefined> {
+  const bootId = await hostBootId();
+  if (!bootId) return undefined;
+  try {
+    const kept = JSON.parse(await readFile(verdictFile(kernel), 'utf8')) as {
+      bootId?: unknown;
+      kvm?: unknown;
+    };
+    return kept.bootId === bootId && typeof kept.kvm === 'boolean' ? kept.kvm : undefined;
+  } catch {
+    return undefined; // none kept yet (or unreadable)
+  }
 }
 
 async function probeKernel(kernel: string): Promise<boolean> {

@@ -4,6 +4,6 @@
  */
 
 export type { ProcessView as ProcessReport } from '../thermos/machine.js';
-export { type MicroVmAssets, type PrepareOptions, prepareMicroVmAssets } from './assets.js';
-export { detectHypervisor, type Hypervisor, kvmBootsKernel } from './hypervisor.js';
+export { type MicroVmAssets, type PrepareOptions, prepareMicroVmAssets, readCached } from './assets.js';
+export { detectHypervisor, type Hypervisor, keptKvmVerdict, kvmBootsKernel } from './hypervisor.js';
 export { type MicroVmHandle, type MicroVmOptions, type MicroVmResult, startMicroVm } from './start.js';

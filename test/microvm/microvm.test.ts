@@ -14,9 +14,10 @@ import {
   type MicroVmOptions,
   startMicroVm,
 } from '../../agent/microvm/index.js';
+import { microVmSupport } from '../../agent/microvm-support.js';
 import { closureOf, nixBuild } from '../../lib/nix.js';
 import type { LogLine } from '../../spec/messages.js';
-import { testAssets } from './assets-helper.js';
+import { ASSET_CACHE_DIR, testAssets } from './assets-helper.js';
 import { Task, type TaskInput } from './task-input.js';
 
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'scripts.nix');
@@ -98,6 +99,19 @@ describe('microVM', () => {
     const hv = await detectHypervisor();
     expect(hv.qemu).toBe(true);
     expect(hv.accel).toBe(hv.kvm ? 'kvm' : 'tcg');
+  });
+
+  test("the node's capabilities say KVM is usable only if this host's verdict on the kernel says so", async () => {
+    const hv = await detectHypervisor();
+    const verdict = hv.kvm && (await kvmBootsKernel(assets.kernel));
+    const before = process.env.MXC_MICROVM_ASSETS;
+    process.env.MXC_MICROVM_ASSETS = ASSET_CACHE_DIR;
+    try {
+      expect(await microVmSupport(tmpdir()).detect()).toEqual({ qemu: true, kvm: verdict });
+    } finally {
+      if (before === undefined) delete process.env.MXC_MICROVM_ASSETS;
+      else process.env.MXC_MICROVM_ASSETS = before;
+    }
   });
 
   test('KVM is only used for a kernel that prints its banner under it; a file that is no kernel never does', async () => {
