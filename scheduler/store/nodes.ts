@@ -145,7 +145,8 @@ export async function touchNodes(
   seen: { id: string; ageMs: number }[],
 ): Promise<{ id: string; status: NodeRow['status'] }[]> {
   if (seen.length === 0) return [];
-  // Rows are locked in id order, as lockNodes does, so a flush never deadlocks with a plan's apply.
+  // Rows are locked in id order, as the placement apply does (store/placement-apply.ts), so a flush
+  // never deadlocks with a plan's apply.
   const sorted = [...seen].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return q.query<{ id: string; status: NodeRow['status'] }>(
     `WITH locked AS (SELECT id FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
@@ -240,19 +241,3 @@ export async function holdsSession(
   );
   return rows.length > 0;
 }
-
-/** Locks the given nodes' rows for a plan's apply, in id order to avoid deadlocks. */
-export async function lockNodes(q: Queryable, ids: string[]): Promise<LockedNode[]> {
-  if (ids.length === 0) return [];
-  return q.query<LockedNode>(
-    `SELECT id, name, status, cpu, memory_mb, disk_mb, used_cpu, used_memory_mb, used_disk_mb
-     FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
-    [ids],
-  );
-}
-
-/** What the placement apply re-checks on a locked node row: its capacity and what it holds. */
-export type LockedNode = Pick<
-  NodeRow,
-  'id' | 'name' | 'status' | 'cpu' | 'memory_mb' | 'disk_mb' | 'used_cpu' | 'used_memory_mb' | 'used_disk_mb'
->;

@@ -31,8 +31,8 @@ const SMALL_BATCH = 16;
  * placement order, on top of the node's locked usage, stays within its capacity: the first that does not
  * fit and every later one on that node are conflicts (the caller replans them on a fresh view). A
  * placement whose workload is no longer pending is counted towards its node's demand (erring towards less
- * use) and not moved. Workloads are locked in id order after the nodes (as transitionMany does), so two
- * concurrent appliers cannot deadlock. `holder` skips the NOTIFY for agents it holds (enqueueCommands).
+ * use) and not moved. Workloads are locked in id order after the nodes, so two concurrent appliers
+ * cannot deadlock. `holder` skips the NOTIFY for agents it holds (enqueueCommands).
  */
 export async function applyStarts(
   q: Queryable,

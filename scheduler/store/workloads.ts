@@ -1,7 +1,8 @@
 /**
  * SQL for `workloads` and their `workload_events`. Every status change is one statement guarded by the
- * status it expects (`transition`, `transitionMany`), checked against core/lifecycle's state machine
- * and recorded as an event with its reason; losing a race yields no row, never an overwrite.
+ * status it expects (`transition`; many at once in store/placement-apply.ts), checked against
+ * core/lifecycle's state machine and recorded as an event with its reason; losing a race yields no row,
+ * never an overwrite.
  */
 import type { z } from 'zod';
 import type { ProcessReport, WorkloadStatus } from '../../spec/messages.js';
@@ -371,49 +372,6 @@ export async function countByStatus(q: Queryable): Promise<Record<string, number
     'SELECT status, count(*)::int AS n FROM workloads GROUP BY status',
   );
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
-}
-
-/**
- * Moves many workloads from `from` to `to` in one statement (placement applies thousands at once),
- * checked against the state machine; only rows still in `from` move, locked in id order first (as
- * lockNodes does) so two concurrent movers of overlapping sets cannot deadlock. Each move is recorded
- * as an event in the same statement. Returns the ids that moved.
- */
-export async function transitionMany(
-  q: Queryable,
-  moves: { id: string; reason: string; node_id?: string | null }[],
-  from: WorkloadStatus,
-  to: WorkloadStatus,
-): Promise<string[]> {
-  if (moves.length === 0) return [];
-  checkTransition(from, to);
-  const rows = await q.query<{ id: string }>(
-    `WITH v AS (
-       SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS node_id, unnest($5::bool[]) AS set_node,
-              unnest($6::text[]) AS reason
-     ), locked AS (
-       SELECT w.id FROM workloads w WHERE w.id = ANY($1::text[]) AND w.status = $3 ORDER BY w.id FOR UPDATE
-     ), moved AS (
-       UPDATE workloads SET status = $4, updated_at = now(), pending_reason = NULL,
-         node_id = CASE WHEN v.set_node THEN v.node_id ELSE workloads.node_id END
-       FROM v, locked
-       WHERE workloads.id = v.id AND locked.id = v.id AND workloads.status = $3
-       RETURNING workloads.id, v.reason
-     ), ev AS (
-       INSERT INTO workload_events (workload_id, from_status, to_status, reason)
-       SELECT id, $3, $4, reason FROM moved
-     )
-     SELECT id FROM moved`,
-    [
-      moves.map((m) => m.id),
-      moves.map((m) => m.node_id ?? null),
-      from,
-      to,
-      moves.map((m) => m.node_id !== undefined),
-      moves.map((m) => m.reason),
-    ],
-  );
-  return rows.map((r) => r.id);
 }
 
 /**

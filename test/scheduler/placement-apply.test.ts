@@ -6,8 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordSubmission } from '../../scheduler/job-submit.js';
-import * as commands from '../../scheduler/store/agent-commands.js';
-import type { Db } from '../../scheduler/store/db.js';
+import type * as commands from '../../scheduler/store/agent-commands.js';
 import * as nodes from '../../scheduler/store/nodes.js';
 import { applyStarts } from '../../scheduler/store/placement-apply.js';
 import * as wl from '../../scheduler/store/workloads.js';
@@ -55,7 +54,7 @@ for (const engine of ENGINES) {
       expect(pending).toHaveLength(6);
       const [w0, w1, w2, w3, w4, w5] = pending as [wl.PendingWorkload, ...wl.PendingWorkload[]];
       // w5 is stopped before the apply: it still counts towards node-b's demand but does not move.
-      await wl.transitionMany(db, [{ id: w5!.id, reason: 'test' }], 'pending', 'stopped');
+      await wl.transition(db, { id: w5!.id, status: 'pending' }, 'stopped', 'test');
       const plan = [
         { w: w0, nodeId: 'node-a' },
         { w: w1!, nodeId: 'node-b' },
@@ -92,9 +91,8 @@ for (const engine of ENGINES) {
       });
 
       // Usage kept by the triggers.
-      const locked = new Map((await nodes.lockNodes(db, ['node-a', 'node-b'])).map((n) => [n.id, n]));
-      expect(Number(locked.get('node-a')!.used_cpu)).toBe(2);
-      expect(Number(locked.get('node-b')!.used_cpu)).toBe(1);
+      expect(Number((await nodes.getNode(db, 'node-a'))!.used_cpu)).toBe(2);
+      expect(Number((await nodes.getNode(db, 'node-b'))!.used_cpu)).toBe(1);
 
       // One outbox row per node, the starts in placement order; each moved workload names its node's row.
       const rows = await db.query<{ id: number; node_id: string; message: commands.OutboxMessage }>(
