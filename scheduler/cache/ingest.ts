@@ -118,7 +118,6 @@ export interface IngestTarget {
   readonly spoolDir: string;
   readonly key: CacheKey;
   readonly storage: Pick<CacheStorage, 'putNars'>;
-  publishNarinfos(items: readonly { storePath: string; text: string; info: NarInfo }[]): Promise<NarInfo[]>;
   readyNarinfos(
     items: readonly { storePath: string; text: string; info: NarInfo }[],
   ): Promise<ReadyGroup['ready']>;
@@ -382,7 +381,7 @@ export async function publishStaged(
   claimPath?: ClaimPath,
 ): Promise<IngestResult[]> {
   await storeStaged(store, all);
-  return publishStored(store, all, claimPath);
+  return publishReady(await readyStored(store, all), claimPath);
 }
 
 /**
@@ -408,15 +407,6 @@ export async function storeStaged(store: IngestTarget, all: readonly StagedNar[]
 export interface ReadyGroup {
   items: { storePath: string; text: string; info: NarInfo }[];
   ready: { publish(keep: readonly boolean[]): Promise<NarInfo[]>; drop(): Promise<void> };
-}
-
-/** The second half of `publishStaged`, once `storeStaged` stored these NARs: claims, signs and publishes. */
-export async function publishStored(
-  store: IngestTarget,
-  all: readonly StagedNar[],
-  claimPath?: ClaimPath,
-): Promise<IngestResult[]> {
-  return publishReady(await readyStored(store, all), claimPath);
 }
 
 /**

@@ -104,10 +104,6 @@ export class DirectoryStorage implements CacheStorage {
     }
   }
 
-  async putNarinfos(items: readonly { hash: string; text: string }[]): Promise<boolean[]> {
-    return (await this.readyNarinfos(items)).publish(items.map(() => true));
-  }
-
   async readyNarinfos(items: readonly { hash: string; text: string }[]): Promise<ReadyNarinfos> {
     const tmps = items.map(({ hash }) => this.tmpPath(`${hash}.narinfo`));
     const drop = async () => {

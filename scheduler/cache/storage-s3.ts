@@ -238,16 +238,18 @@ export class S3Storage implements CacheStorage {
     }
   }
 
-  async putNarinfos(items: readonly { hash: string; text: string }[]): Promise<boolean[]> {
-    // One after another: a referrer's narinfo never appears before its references'.
-    const out: boolean[] = [];
-    for (const { hash, text } of items) out.push(await this.putNarinfo(hash, text));
-    return out;
-  }
-
   async readyNarinfos(items: readonly { hash: string; text: string }[]): Promise<ReadyNarinfos> {
     // Nothing to prepare: a bucket publishes each narinfo in one request.
-    return { publish: (keep) => this.putNarinfos(items.filter((_, i) => keep[i])), drop: async () => {} };
+    return {
+      publish: async (keep) => {
+        // One after another: a referrer's narinfo never appears before its references'.
+        const out: boolean[] = [];
+        for (const [i, { hash, text }] of items.entries())
+          if (keep[i]) out.push(await this.putNarinfo(hash, text));
+        return out;
+      },
+      drop: async () => {},
+    };
   }
 
   async deleteNar(file: string): Promise<void> {

@@ -23,8 +23,8 @@ export type NarPut = { file: string; spooled: string } | { file: string; data: B
 /** Narinfos made ready by `readyNarinfos`, not yet visible. */
 export interface ReadyNarinfos {
   /**
-   * Publishes the ones whose `keep` is true, in order, as `putNarinfos` (one answer for each of them),
-   * and drops the others.
+   * Publishes the ones whose `keep` is true, in order, each as `putNarinfo` would (one answer for each
+   * of them), and drops the others.
    */
   publish(keep: readonly boolean[]): Promise<boolean[]>;
   /** Publishes none of them. */
@@ -52,13 +52,9 @@ export interface CacheStorage {
    */
   putNarinfo(hash: string, text: string): Promise<boolean>;
   /**
-   * `putNarinfo` for several, published in the given order (references before referrers); one answer
-   * each. A directory writes them all first and syncs them together, then links them in order.
-   */
-  putNarinfos(items: readonly { hash: string; text: string }[]): Promise<boolean[]>;
-  /**
-   * `putNarinfos` in two steps: the narinfos made ready without being published (a directory writes
-   * and syncs them as temp files), so a batch readies a group while the groups before it publish.
+   * `putNarinfo` for several, in two steps: the narinfos made ready without being published (a
+   * directory writes and syncs them as temp files, side by side), so a batch readies a group while the
+   * groups before it publish; then published in the given order (references before referrers).
    */
   readyNarinfos(items: readonly { hash: string; text: string }[]): Promise<ReadyNarinfos>;
   deleteNarinfo(hash: string): Promise<void>;

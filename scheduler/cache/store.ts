@@ -193,40 +193,13 @@ export class CacheStore {
   }
 
   /**
-   * Publishes a signed narinfo unless another writer got there first; then the one already published
-   * is returned (the caller compares it with its own).
+   * Makes signed narinfos ready (not visible yet); `publish` then publishes the kept ones in order
+   * (references before referrers) and answers, for each, the narinfo now published: its own, or the
+   * one another writer sharing the storage published first.
    */
-  async publishNarinfo(storePath: string, text: string, info: NarInfo): Promise<NarInfo> {
-    const hash = hashPart(storePath.slice(STORE_DIR.length + 1));
-    if (await this.storage.putNarinfo(hash, text)) {
-      this.remember(hash, text, info);
-      this.counting = null;
-      return info;
-    }
-    this.published.delete(hash);
-    const theirs = await this.lookup(hash);
-    if (!theirs) throw new Error(`the narinfo of ${storePath} exists but cannot be read back`);
-    return theirs.info;
-  }
-
-  /**
-   * `publishNarinfo` for several, in order (references before referrers): for each, the narinfo now
-   * published, its own or the one another writer published first.
-   */
-  async publishNarinfos(
+  async readyNarinfos(
     items: readonly { storePath: string; text: string; info: NarInfo }[],
-  ): Promise<NarInfo[]> {
-    return (await this.readyNarinfos(items)).publish(items.map(() => true));
-  }
-
-  /**
-   * `publishNarinfos` in two steps: the narinfos made ready (not visible), then the kept ones published
-   * in order, each answered as `publishNarinfos` does.
-   */
-  async readyNarinfos(items: readonly { storePath: string; text: string; info: NarInfo }[]): Promise<{
-    publish(keep: readonly boolean[]): Promise<NarInfo[]>;
-    drop(): Promise<void>;
-  }> {
+  ): Promise<ReadyGroup['ready']> {
     const hashes = items.map(({ storePath }) => hashPart(storePath.slice(STORE_DIR.length + 1)));
     const ready = await this.storage.readyNarinfos(items.map(({ text }, i) => ({ hash: hashes[i]!, text })));
     return {
