@@ -120,12 +120,24 @@ function commandError(
         : err.signal
           ? `was killed by ${err.signal}`
           : `failed: ${err.originalMessage ?? err.message}`;
+  return failure(file, args, reason, stderr, err.exitCode, err);
+}
+
+/** The one shape of a helper command's failure: what happened, then its stderr. */
+function failure(
+  file: string,
+  args: readonly string[],
+  reason: string,
+  stderr: string,
+  exitCode?: number,
+  cause?: unknown,
+): CommandError {
   return new CommandError(
     `${file} ${reason}${stderr.trim() ? `:\n${stderr.trim()}` : ''}`,
     [file, ...args].join(' '),
-    err.exitCode,
+    exitCode,
     stderr,
-    { cause: err },
+    { cause },
   );
 }
 
@@ -200,13 +212,7 @@ export async function settleStarted(started: StartedCommand, opts: RunOptions = 
   });
   const { file, args } = started;
   const fail = (reason: string, stderr: string, exitCode?: number, cause?: unknown) =>
-    new CommandError(
-      `${file} ${reason}${stderr.trim() ? `:\n${stderr.trim()}` : ''}`,
-      [file, ...args].join(' '),
-      exitCode,
-      stderr,
-      { cause },
-    );
+    failure(file, args, reason, stderr, exitCode, cause);
   if ('error' in r) throw fail(`failed: ${r.error.message}`, '', undefined, r.error);
   if (timedOut) throw fail(`timed out after ${timeoutMs} ms`, r.stderr);
   if (cancelled) throw fail('was cancelled', r.stderr);
