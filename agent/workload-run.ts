@@ -251,8 +251,9 @@ export class WorkloadRuns {
       const healthPort = a.spec.health_check_config ? healthCheckPort(a.spec, entry.ports) : null;
       const env = await workloadEnv(a, workDir, entry.ports, this.opts.secretsDir);
       // The processes' first states go out with the running report below, in one message, not in
-      // a `starting` report of their own just before it.
-      let first: TaskSnapshot['processes'] | null | undefined = null;
+      // a `starting` report of their own just before it: held until then, reported as they come after.
+      let holding = true;
+      let firstStates: TaskSnapshot['processes'] | undefined;
       const { done } = await launchWorkload(entry, {
         agent: this.opts,
         cgroupRoot: this.w.cgroupRoot(),
@@ -263,8 +264,8 @@ export class WorkloadRuns {
         prepared,
         onLog,
         onChange: (processes) => {
-          if (first === undefined) this.report(a.id, undefined, processes);
-          else first = processes;
+          if (holding) firstStates = processes;
+          else this.report(a.id, undefined, processes);
         },
       });
       launched = true;
@@ -273,9 +274,8 @@ export class WorkloadRuns {
         entry.health = 'unknown';
         entry.checker = this.healthChecker(a.id, entry, a.spec.health_check_config, healthPort, system);
       }
-      const processes = first ?? undefined;
-      first = undefined;
-      this.report(a.id, 'processes started', processes);
+      holding = false;
+      this.report(a.id, 'processes started', firstStates);
       entry.checker?.start();
       const result = await done;
       await this.finish(a.id, result);
