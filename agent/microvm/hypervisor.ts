@@ -60,10 +60,10 @@ export function kvmBootsKernel(kernel: string): Promise<boolean> {
  * id), so every agent process and test on the machine does not pay the probe's timeout again.
  */
 async function rememberedVerdict(kernel: string): Promise<boolean> {
-  const kept = await keptKvmVerdict(kernel);
+  const bootId = await hostBootId();
+  const kept = await keptFor(kernel, bootId);
   if (kept !== undefined) return kept;
   const kvm = await probeKernel(kernel);
-  const bootId = await hostBootId();
   if (bootId) {
     const file = verdictFile(kernel);
     const tmp = `${file}.${process.pid}.tmp`;
@@ -84,7 +84,11 @@ const hostBootId = async () =>
  * probing (undefined when none was kept): what the node's capabilities report at start.
  */
 export async function keptKvmVerdict(kernel: string): Promise<boolean | undefined> {
-  const bootId = await hostBootId();
+  return keptFor(kernel, await hostBootId());
+}
+
+/** The verdict kept for `kernel` during the boot `bootId` (none without a boot id). */
+async function keptFor(kernel: string, bootId: string): Promise<boolean | undefined> {
   if (!bootId) return undefined;
   try {
     const kept = JSON.parse(await readFile(verdictFile(kernel), 'utf8')) as {
