@@ -1,10 +1,11 @@
 /**
  * Test helpers for the agent: store scripts built with real nix (busybox-static only, no nixpkgs),
- * task specs with test-friendly defaults, and process liveness checks.
+ * task specs with test-friendly defaults, process liveness checks, and the compiled task supervisor.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { taskSupervisorBinary } from '../../agent/thermos/task-supervisor.js';
 import { closureOf, nixBuild } from '../../lib/nix.js';
 import { type Process, Task } from '../../spec/job.js';
 
@@ -60,3 +61,11 @@ export function tempDir(prefix: string): string {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The compiled task supervisor; a test that needs one fails, saying why, when it cannot be built. */
+export async function requiredTaskSupervisor(): Promise<string> {
+  const binary = await taskSupervisorBinary();
+  if (!binary)
+    throw new Error('the task supervisor could not be compiled (is cc with a static libc installed?)');
+  return binary;
+}

@@ -9,20 +9,17 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { hostLaunch } from '../../agent/sandbox.js';
 import { SupervisorPool } from '../../agent/thermos/supervisor-pool.js';
-import { SUPERVISOR_ARG, taskSupervisorBinary } from '../../agent/thermos/task-supervisor.js';
+import { SUPERVISOR_ARG } from '../../agent/thermos/task-supervisor.js';
 import type { AgentMessage } from '../../spec/messages.js';
 import { markedPids } from '../helpers/marked-pids.js';
 import { agentWithFakeCoordinator, assignment, until } from '../security/workload-tree.js';
-import { buildScript, makeTask, sleep, tempDir } from './helpers.js';
+import { buildScript, makeTask, requiredTaskSupervisor, sleep, tempDir } from './helpers.js';
 import { harness } from './task-runner-harness.js';
 
 let supervisor: string;
 
 beforeAll(async () => {
-  const binary = await taskSupervisorBinary();
-  if (!binary)
-    throw new Error('the task supervisor could not be compiled (is cc with a static libc installed?)');
-  supervisor = binary;
+  supervisor = await requiredTaskSupervisor();
 }, 120_000);
 
 /** Live host processes whose command line is a task supervisor's, and whose parent is `parent`. */

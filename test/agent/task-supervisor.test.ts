@@ -6,18 +6,14 @@
 import { beforeAll, describe, expect, test } from 'vitest';
 import { hostLaunch, sandboxLaunch } from '../../agent/sandbox.js';
 import { type Launcher, plainLaunch } from '../../agent/thermos/cmdline.js';
-import { taskSupervisorBinary } from '../../agent/thermos/task-supervisor.js';
 import { markedPids } from '../helpers/marked-pids.js';
-import { buildScript, makeTask, sleep, tempDir } from './helpers.js';
+import { buildScript, makeTask, requiredTaskSupervisor, sleep, tempDir } from './helpers.js';
 import { harness } from './task-runner-harness.js';
 
 let supervisor: string;
 
 beforeAll(async () => {
-  const binary = await taskSupervisorBinary();
-  if (!binary)
-    throw new Error('the task supervisor could not be compiled (is cc with a static libc installed?)');
-  supervisor = binary;
+  supervisor = await requiredTaskSupervisor();
 }, 120_000);
 
 let marks = 0;
