@@ -34,9 +34,6 @@ function nixBuildArgs(argv) {
   return args;
 }
 
-/** Output kept of an early nix-build, per stream (execa's default maxBuffer): beyond it, it is killed. */
-const MAX_OUTPUT = 100_000_000;
-
 /**
  * `mxc build` is nix-build plus a check: nix-build starts here, before anything else loads, and runs on
  * the other core while the CLI loads (lib/nix.ts's nixBuild takes it over when its arguments are the
@@ -49,37 +46,7 @@ const MAX_OUTPUT = 100_000_000;
  */
 function start(argv) {
   const args = nixBuildArgs(argv);
-  if (!args) return undefined;
-  const startedAt = performance.now();
-  const child = require('node:child_process').spawn('nix-build', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let overflow = null;
-  const collect = (stream, name) => {
-    const chunks = [];
-    let size = 0;
-    stream.on('data', (c) => {
-      size += c.length;
-      if (size <= MAX_OUTPUT) chunks.push(c);
-      else if (!overflow) {
-        overflow = new Error(`its ${name} exceeded ${MAX_OUTPUT} bytes`);
-        kill();
-      }
-    });
-    return () => Buffer.concat(chunks).toString();
-  };
-  const stdout = collect(child.stdout, 'stdout');
-  const stderr = collect(child.stderr, 'stderr');
-  const done = new Promise((resolve) => {
-    child.once('error', (error) => resolve({ error }));
-    child.once('close', (exitCode, signal) =>
-      resolve(overflow ? { error: overflow } : { exitCode, signal, stdout: stdout(), stderr: stderr() }),
-    );
-  });
-  const kill = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  // Not taken over (an internal error before the build command ran): it does not outlive us.
-  process.once('exit', kill);
-  return { file: 'nix-build', args, startedAt, done, kill };
+  return args ? require('./early.js').spawnEarly('nix-build', args) : undefined;
 }
 
 module.exports = { nixBuildArgs, start };

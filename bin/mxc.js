@@ -15,9 +15,11 @@ if (['coordinator', 'up', 'serve'].includes(process.argv[2]) && !process.env.UV_
   process.env.UV_THREADPOOL_SIZE = '16';
 }
 
-// `mxc build` starts its nix-build first thing (bin/build-early.js says why).
+// `mxc build` starts its nix-build first thing (bin/build-early.js says why), `mxc push` its
+// `nix path-info` (bin/push-early.js).
 const early = {
   nixBuild: process.argv[2] === 'build' ? require('./build-early.js').start(process.argv) : undefined,
+  pathInfo: process.argv[2] === 'push' ? require('./push-early.js').start(process.argv) : undefined,
 };
 
 const fs = require('node:fs');
@@ -117,6 +119,7 @@ if (fs.existsSync(entry)) {
   load(entry).main(process.argv, early);
 } else {
   early.nixBuild?.kill();
+  early.pathInfo?.kill();
   const tsc = path.join(root, 'dist', 'cli', 'main.js');
   if (!fs.existsSync(tsc)) {
     process.stderr.write(`mxc: not built yet; run \`npm run setup\` (or \`npm start\`) in ${root} first\n`);

@@ -223,7 +223,7 @@ client(program.command('push [paths...]'))
     '\nExample:\n  $ nix-build examples/web --no-out-link | npx mxc push\n(needs a token with push scope when the coordinator has tokens)',
   )
   .action(async (paths: string[], _opts, cmd: Command) =>
-    (await import('./commands/push-closure.js')).push(paths, withGlobals(cmd)),
+    (await import('./commands/push-closure.js')).push(paths, withGlobals(cmd), early.pathInfo),
   );
 
 program
@@ -409,9 +409,10 @@ function liftNixArgs(argv: string[]): string[] {
   return out;
 }
 
-/** What the launcher (bin/mxc.js) started before loading this: the nix-build of `mxc build`. */
+/** What the launcher (bin/mxc.js) started before loading this: `mxc build`'s nix-build, `mxc push`'s nix path-info. */
 export interface Early {
   nixBuild?: StartedCommand;
+  pathInfo?: StartedCommand;
 }
 let early: Early = {};
 

@@ -8,7 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { type CommandError, runStreaming } from '../lib/exec.js';
+import { type CommandError, runStreaming, type StartedCommand } from '../lib/exec.js';
 import { narInto, narStream } from '../lib/nar-dump.js';
 import { STORE_DIR } from '../lib/nar-info.js';
 import { type PathInfo, queryClosureInfos } from '../lib/path-info.js';
@@ -33,6 +33,8 @@ export interface PushOptions {
   signal?: AbortSignal;
   /** How NARs are produced; default `node` (no process per path), `nix-store` pipes `nix-store --dump`. */
   narSource?: NarSource;
+  /** The closure's `nix path-info`, when bin/push-early.js started it before the CLI loaded. */
+  pathInfo?: StartedCommand;
 }
 
 export interface PushResult {
@@ -57,9 +59,13 @@ export class PushError extends Error {
 }
 
 /** The closure in the local store with each path's info; a root that is not there is the user's mistake, said plainly. */
-async function localClosure(paths: string[], signal?: AbortSignal): Promise<PathInfo[]> {
+async function localClosure(
+  paths: string[],
+  signal?: AbortSignal,
+  started?: StartedCommand,
+): Promise<PathInfo[]> {
   try {
-    return await queryClosureInfos(paths, { signal });
+    return await queryClosureInfos(paths, { signal, started });
   } catch (err) {
     const stderr = (err as CommandError).stderr ?? '';
     const gone = [...stderr.matchAll(/path '([^']+)' is not valid/g)].map((m) => m[1]!);
@@ -79,7 +85,7 @@ const BATCH_BYTES = 256 * 1024 * 1024;
 /** Pushes the closure of `opts.paths`; safe to re-run after a failure (it resumes per path). */
 export async function pushClosure(opts: PushOptions): Promise<PushResult> {
   const base = new URL(opts.coordinator.endsWith('/') ? opts.coordinator : `${opts.coordinator}/`);
-  const closure = await localClosure(opts.paths, opts.signal);
+  const closure = await localClosure(opts.paths, opts.signal, opts.pathInfo);
   const missing = new Set(
     await askMissing(
       base,
@@ -183,14 +189,19 @@ async function askMissing(base: URL, token: string | undefined, paths: string[],
 
 async function askMissingSlice(base: URL, token: string | undefined, paths: string[], signal?: AbortSignal) {
   const url = new URL('api/cache/missing', base);
-  let res: Response;
+  let res: { status: number; text: string };
   try {
-    res = await fetch(url, {
+    // node:http, not fetch: fetch loads undici, whose WebAssembly HTTP parser took ~75 ms of CPU to
+    // compile in a fresh `mxc push` (perf), more than the push's own work on the client.
+    const body = Buffer.from(JSON.stringify({ paths }));
+    const req = (url.protocol === 'https:' ? https : http).request(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', ...authHeaders(token) },
-      body: JSON.stringify({ paths }),
+      headers: { 'content-type': 'application/json', 'content-length': body.length, ...authHeaders(token) },
       signal,
     });
+    const answer = answerOf(req);
+    req.end(body);
+    res = await answer;
   } catch (err) {
     throw new PushError(
       'PUSH_UNREACHABLE',
@@ -200,23 +211,32 @@ async function askMissingSlice(base: URL, token: string | undefined, paths: stri
       },
     );
   }
-  const body = await readJson(res, url);
-  const missing = (body as { data?: { missing?: unknown } }).data?.missing;
+  let json: unknown = null;
+  try {
+    json = JSON.parse(res.text);
+  } catch {
+    // Reported below with the status.
+  }
+  if (res.status < 200 || res.status >= 300) throw errorFrom(res.status, json, res.text, url);
+  const missing = (json as { data?: { missing?: unknown } } | null)?.data?.missing;
   if (!Array.isArray(missing))
     throw new PushError('PUSH_BAD_RESPONSE', `${url} answered without data.missing`);
   return missing.map(String);
 }
 
-async function readJson(res: Response, url: URL): Promise<unknown> {
-  const text = await res.text();
-  let body: unknown = null;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    // Reported below with the status.
-  }
-  if (!res.ok) throw errorFrom(res.status, body, text, url);
-  return body;
+/** A request's answer: its status and whole body as text. */
+function answerOf(req: http.ClientRequest): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+      );
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
 }
 
 function errorFrom(status: number, body: unknown, text: string, url: URL): PushError {
@@ -387,17 +407,7 @@ async function uploadBatch(
     headers: { 'content-type': NAR_BATCH_MEDIA_TYPE, 'content-length': length, ...authHeaders(token) },
     signal,
   });
-  const response = new Promise<{ status: number; text: string }>((resolve, reject) => {
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-  });
+  const response = answerOf(req);
   // The server may answer (and close) before reading the whole body, e.g. to refuse a NAR; then the
   // answer matters, not the broken pipe. A failure to read a NAR here is reported as such.
   let produceError: unknown = null;

@@ -3,7 +3,7 @@
  * `nix path-info --json` call per batch, the facts a binary cache upload claims.
  */
 import { z } from 'zod';
-import { type RunOptions, run } from './exec.js';
+import { isSameCommand, type RunOptions, run, type StartedCommand, settleStarted } from './exec.js';
 import { NIX_OFFLINE_OPTIONS } from './nix.js';
 
 export interface PathInfo {
@@ -40,7 +40,7 @@ export function queryPathInfos(paths: readonly string[], opts: RunOptions = {}):
  */
 export async function queryClosureInfos(
   roots: readonly string[],
-  opts: RunOptions = {},
+  opts: RunOptions & { started?: StartedCommand } = {},
 ): Promise<PathInfo[]> {
   const seen = new Map<string, PathInfo>();
   for (const info of await pathInfos(roots, ['--recursive'], opts)) seen.set(info.path, info);
@@ -50,24 +50,26 @@ export async function queryClosureInfos(
 async function pathInfos(
   paths: readonly string[],
   flags: readonly string[],
-  opts: RunOptions,
+  opts: RunOptions & { started?: StartedCommand },
 ): Promise<PathInfo[]> {
+  const { started, ...runOpts } = opts;
+  const argsFor = (batch: readonly string[]) => [
+    '--extra-experimental-features',
+    'nix-command',
+    ...NIX_OFFLINE_OPTIONS,
+    'path-info',
+    '--json',
+    ...flags,
+    ...batch,
+  ];
+  // bin/push-early.js may have started the first call before the CLI loaded; any other is not needed.
+  let early = started && isSameCommand(started, 'nix', argsFor(paths.slice(0, BATCH))) ? started : undefined;
+  if (started && !early) started.kill();
   const out: PathInfo[] = [];
   for (let i = 0; i < paths.length; i += BATCH) {
-    const batch = paths.slice(i, i + BATCH);
-    const { stdout } = await run(
-      'nix',
-      [
-        '--extra-experimental-features',
-        'nix-command',
-        ...NIX_OFFLINE_OPTIONS,
-        'path-info',
-        '--json',
-        ...flags,
-        ...batch,
-      ],
-      opts,
-    );
+    const args = argsFor(paths.slice(i, i + BATCH));
+    const { stdout } = early ? await settleStarted(early, runOpts) : await run('nix', args, runOpts);
+    early = undefined;
     const parsed = PathInfoJson.safeParse(JSON.parse(stdout));
     if (!parsed.success)
       throw new Error(`unexpected \`nix path-info --json\` output: ${parsed.error.message}`, {

@@ -3,6 +3,7 @@
  * before submit, and `mxc push [PATH…]`, the store paths given or read from stdin (as `cachix push`).
  */
 import { PushError, type PushResult, pushClosure } from '../../compiler/push.js';
+import type { StartedCommand } from '../../lib/exec.js';
 import type { JobSpec } from '../../spec/job.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
@@ -20,13 +21,24 @@ export async function pushJobClosure(
   await pushPaths(client, spec.mxc.closure, opts);
 }
 
-/** `mxc push [PATH…]`: the closures of the paths (or of the whitespace-separated paths on stdin). */
-export async function push(paths: string[], opts: ClientOptions & { json?: boolean }): Promise<void> {
+/**
+ * `mxc push [PATH…]`: the closures of the paths (or of the whitespace-separated paths on stdin).
+ * `pathInfo`: their `nix path-info`, started by bin/push-early.js before the CLI loaded.
+ */
+export async function push(
+  paths: string[],
+  opts: ClientOptions & { json?: boolean },
+  pathInfo?: StartedCommand,
+): Promise<void> {
   const roots = paths.length ? paths : await pathsFromStdin();
   if (roots.length === 0) throw new CliError('no store paths given (as arguments or on stdin)', 2);
   if (roots.length > MAX_ROOTS)
     throw new CliError(`at most ${MAX_ROOTS} store paths a push (got ${roots.length})`, 2);
-  const r = await pushPaths(new ApiClient(opts), roots, { quiet: opts.json === true, always: true });
+  const r = await pushPaths(new ApiClient(opts), roots, {
+    quiet: opts.json === true,
+    always: true,
+    pathInfo,
+  });
   if (opts.json) printJson({ uploaded: r.uploaded, skipped: r.skipped, bytes: r.bytes });
 }
 
@@ -45,13 +57,14 @@ async function pathsFromStdin(): Promise<string[]> {
 async function pushPaths(
   client: ApiClient,
   paths: string[],
-  opts: { quiet: boolean; always?: boolean },
+  opts: { quiet: boolean; always?: boolean; pathInfo?: StartedCommand },
 ): Promise<PushResult> {
   try {
     const r = await pushClosure({
       coordinator: client.base,
       token: client.token,
       paths,
+      pathInfo: opts.pathInfo,
       onProgress: opts.quiet
         ? undefined
         : (p) =>
