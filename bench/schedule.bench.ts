@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinatorProcess } from './lib/coordinator-process.js';
-import { formatProfile, summariseProfile } from './lib/cpu-profile.js';
+import { formatProfile, monotonicUs, summariseProfile } from './lib/cpu-profile.js';
 import { getAllPages, pool, postJson } from './lib/http.js';
 import { createBenchDb, queryOnce } from './lib/pg.js';
 import { cpuMark, RssSampler, rssBytes } from './lib/proc.js';
@@ -112,6 +112,7 @@ export async function main(): Promise<void> {
 
     const cpu = cpuMark(coord.pid, db.name);
     const t0 = performance.now();
+    const t0Us = monotonicUs();
     // A failed POST is counted, not fatal: the job may be stored and placed by a later pass anyway.
     const postErrors: string[] = [];
     const submitting = pool(jobsN, concurrency, async (i) => {
@@ -228,7 +229,9 @@ export async function main(): Promise<void> {
     for (const a of agents) a.close();
     agents = [];
     const prof = await coord.stop();
-    if (prof) for (const line of formatProfile(summariseProfile(prof))) r.say(`  ${line}`);
+    // The profile of the measured phase only (first POST → last start), not the start-up and the join.
+    const window = { fromUs: t0Us, toUs: t0Us + (lastStartAt - t0) * 1000 };
+    if (prof) for (const line of formatProfile(summariseProfile(prof, 15, window))) r.say(`  ${line}`);
     r.save({ agents: agentsN, jobs: jobsN, instances, concurrency, autoRun, profile: prof });
   } finally {
     rss.stop();

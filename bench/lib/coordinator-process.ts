@@ -8,6 +8,7 @@ import { createWriteStream, existsSync, readdirSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { repoPath } from '../../scheduler/paths.js';
 import { sleep } from './stats.js';
 
@@ -17,7 +18,10 @@ export interface CoordinatorProcessOptions {
   dataDir: string;
   databaseUrl?: string;
   env?: Record<string, string>;
-  /** Write a V8 CPU profile into this directory. */
+  /**
+   * Write a V8 CPU profile into this directory. The coordinator then runs from the plain tsc output
+   * (dist/cli) rather than the minified bundle, so the profile names the project's functions.
+   */
   cpuProfDir?: string;
   /** The client token it is given (MXC_API_TOKEN in env), sent with the probe that waits for it to answer. */
   token?: string;
@@ -56,9 +60,15 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions): 
   const logFile = join(opts.dataDir, 'coordinator.log');
   const log = createWriteStream(logFile);
   const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
+  // -e: process.argv is [node, ...the arguments after the code], main() wants [node, script, ...].
+  const unbundled = [
+    '--input-type=module',
+    '-e',
+    `import(${JSON.stringify(pathToFileURL(repoPath('dist', 'cli', 'main.js')).href)}).then((m) => m.main(['node', 'mxc', ...process.argv.slice(1)]))`,
+  ];
   const args = [
     ...nodeArgs,
-    entry,
+    ...(opts.cpuProfDir ? unbundled : [entry]),
     opts.command ?? 'coordinator',
     '--port',
     String(port),

@@ -12,8 +12,21 @@ interface ProfileNode {
 }
 interface Profile {
   nodes: ProfileNode[];
+  /** Monotonic µs (CLOCK_MONOTONIC on Linux, as process.hrtime) of the first sample's reference point. */
+  startTime: number;
   samples: number[];
   timeDeltas: number[];
+}
+
+/** A span of monotonic time in µs, as `process.hrtime.bigint() / 1000n` reads it. */
+export interface ProfileWindow {
+  fromUs: number;
+  toUs: number;
+}
+
+/** Now on the clock a V8 profile's timestamps use (CLOCK_MONOTONIC), in µs. */
+export function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
 }
 
 export interface ProfileSummary {
@@ -40,7 +53,11 @@ function label(n: ProfileNode): string {
   return `${functionName || '(anonymous)'}${file ? ` ${file}:${lineNumber + 1}` : ''}`;
 }
 
-export function summariseProfile(file: string, top = 15): ProfileSummary {
+/**
+ * Summarises the profile in `file`; with `window`, only the samples taken within it (e.g. the measured
+ * phase, leaving out start-up and the agents joining).
+ */
+export function summariseProfile(file: string, top = 15, window?: ProfileWindow): ProfileSummary {
   const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -49,7 +66,10 @@ export function summariseProfile(file: string, top = 15): ProfileSummary {
   const area = new Map<string, number>();
   const inclusive = new Map<string, number>();
   let total = 0;
+  let at = p.startTime;
   for (let i = 0; i < p.samples.length; i++) {
+    at += p.timeDeltas[i] ?? 0;
+    if (window && (at < window.fromUs || at > window.toUs)) continue;
     const dt = (p.timeDeltas[i] ?? 0) / 1000;
     const n = byId.get(p.samples[i]!);
     if (!n) continue;
