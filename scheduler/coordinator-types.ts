@@ -15,6 +15,8 @@ import type { RetentionPolicy } from './store/retention.js';
 
 export interface AgentSession {
   send(msg: CoordinatorMessage): void;
+  /** Sends a message already serialised: the JSON text of a CoordinatorMessage. */
+  sendText(text: string): void;
   close(code?: number, reason?: string): void;
 }
 

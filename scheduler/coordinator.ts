@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { type JobPlan, JobPlanRequest } from '../spec/api.js';
 import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
-import type { AgentMessage, CoordinatorMessage } from '../spec/messages.js';
+import type { AgentMessage } from '../spec/messages.js';
 import { type AgentReportDeps, applyStatus, reconcileAgent } from './agent-reports.js';
 import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinator-types.js';
 import { AURORA_FLAPPING } from './core/restart.js';
@@ -32,6 +32,7 @@ import {
 } from './placement.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
 import { advanceRollouts, startRollout } from './rollout.js';
+import { startMessage, startMessageText } from './start-message.js';
 import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
 import * as coordinatorsStore from './store/coordinators.js';
@@ -62,14 +63,12 @@ type WorkKindName = 'schedule' | 'rollout' | 'drain' | 'poll' | 'liveness' | 'cr
  */
 const DRAIN_BATCH = 5000;
 
-/** The start command for a workload, carrying its job version's spec. */
-const startMessage = (
-  w: Pick<wl.WorkloadRow, 'id' | 'job_id' | 'instance'>,
-  spec: JobSpec,
-): Extract<CoordinatorMessage, { type: 'start' }> => ({
-  type: 'start',
-  workload: { id: w.id, job_id: w.job_id, instance: w.instance, spec },
-});
+/** A cached job version: its spec once read, and its JSON text once a start carried it. */
+interface SpecEntry {
+  promise: Promise<JobSpec | null>;
+  value?: JobSpec | null;
+  json?: string;
+}
 
 export class Coordinator {
   readonly events = new EventEmitter();
@@ -596,13 +595,16 @@ export class Coordinator {
       );
   }
 
-  /** Job versions never change once written, so they are cached (`value` once read). */
-  private readonly specs = new Map<string, { promise: Promise<JobSpec | null>; value?: JobSpec | null }>();
+  /**
+   * Job versions never change once written, so they are cached (`value` once read; `json`, its text,
+   * once a start carried it).
+   */
+  private readonly specs = new Map<string, SpecEntry>();
   private specOf(jobId: string, version: number): Promise<JobSpec | null> {
     const k = `${jobId}/${version}`;
     let e = this.specs.get(k);
     if (!e) {
-      const entry: { promise: Promise<JobSpec | null>; value?: JobSpec | null } = {
+      const entry: SpecEntry = {
         promise: jobs.getJobVersion(this.db, jobId, version).then((v) => {
           entry.value = v?.spec ?? null;
           return entry.value;
@@ -614,6 +616,14 @@ export class Coordinator {
       e = entry;
     }
     return e.promise;
+  }
+
+  /** The JSON text of a cached spec (`jobId/version`), serialised once; undefined when not in memory. */
+  private specText(key: string): string | undefined {
+    const e = this.specs.get(key);
+    if (!e?.value) return undefined;
+    e.json ??= JSON.stringify(e.value);
+    return e.json;
   }
 
   /** A spec this coordinator just stored: its own passes and sends need not read it back. */
@@ -644,9 +654,16 @@ export class Coordinator {
     const session = this.sessions.get(nodeId);
     const epoch = session && this.sessionEpochs.get(session);
     if (!session || epoch === undefined) return false;
-    const specs = ws.map((w) => this.specs.get(`${w.job_id}/${w.job_version}`)?.value);
-    if (specs.some((spec) => !spec)) return false;
-    for (const [i, w] of ws.entries()) session.send(startMessage(w, specs[i]!));
+    const texts: string[] = [];
+    let last: { key: string; json: string | undefined } = { key: '', json: undefined };
+    for (const w of ws) {
+      const key = `${w.job_id}/${w.job_version}`;
+      // A pass places a job's instances next to each other: one lookup for each run of them.
+      if (key !== last.key) last = { key, json: this.specText(key) };
+      if (last.json === undefined) return false;
+      texts.push(startMessageText(w, last.json));
+    }
+    for (const text of texts) session.sendText(text);
     if (this.sentDirectly.size > 100_000) this.sentDirectly.clear();
     this.sentDirectly.add(commandId);
     if (this.unforgotten.length === 0) queueMicrotask(() => this.forgetSent());

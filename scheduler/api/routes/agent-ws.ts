@@ -44,16 +44,18 @@ export async function agentSocketRoutes(
         corked = false;
         tcp.uncork();
       };
+      const sendText = (text: string) => {
+        if (socket.readyState !== socket.OPEN) return;
+        if (!corked) {
+          corked = true;
+          tcp.cork();
+          process.nextTick(uncork);
+        }
+        socket.send(text);
+      };
       const session: AgentSession = {
-        send: (msg: CoordinatorMessage) => {
-          if (socket.readyState !== socket.OPEN) return;
-          if (!corked) {
-            corked = true;
-            tcp.cork();
-            process.nextTick(uncork);
-          }
-          socket.send(JSON.stringify(msg));
-        },
+        send: (msg: CoordinatorMessage) => sendText(JSON.stringify(msg)),
+        sendText,
         close: (code = 1000, reason = '') => socket.close(code, reason),
       };
       if (!opts.auth.isAgent(req)) {
