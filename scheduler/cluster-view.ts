@@ -56,7 +56,7 @@ export class ClusterView {
 
 /** A node row as the pure core sees it; `used` defaults to the row's trigger-kept usage. */
 export function toNodeView(
-  n: nodes.NodeRow,
+  n: nodes.SchedulingNodeRow,
   used: { cpu: number; memory_mb: number; disk_mb: number } = nodes.usedOf(n),
 ): NodeView {
   return {

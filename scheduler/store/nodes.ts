@@ -20,8 +20,23 @@ export interface NodeRow {
   updated_at: Date;
 }
 
+/** What the scheduler sees of a node: its row without the liveness and bookkeeping columns. */
+export type SchedulingNodeRow = Pick<
+  NodeRow,
+  | 'id'
+  | 'name'
+  | 'status'
+  | 'cpu'
+  | 'memory_mb'
+  | 'disk_mb'
+  | 'capabilities'
+  | 'used_cpu'
+  | 'used_memory_mb'
+  | 'used_disk_mb'
+>;
+
 /** What a node's active workloads hold, as its row keeps it. */
-export const usedOf = (n: NodeRow): { cpu: number; memory_mb: number; disk_mb: number } => ({
+export const usedOf = (n: SchedulingNodeRow): { cpu: number; memory_mb: number; disk_mb: number } => ({
   cpu: n.used_cpu,
   memory_mb: n.used_memory_mb,
   disk_mb: n.used_disk_mb,
@@ -66,7 +81,7 @@ export interface NodeChanges {
   watermark: string;
   /** How many nodes exist (a removed node shows as a count below the view's). */
   total: number;
-  rows: NodeRow[];
+  rows: SchedulingNodeRow[];
 }
 
 /**
@@ -76,8 +91,11 @@ export interface NodeChanges {
  */
 export async function nodesChangedSince(q: Queryable, watermark: string | null): Promise<NodeChanges> {
   // Two texts, so that the prepared delta read (every pass's) has a plan of its own for change_xid.
-  const rows = await q.query<NodeRow & { watermark: string; total: number }>(
-    `SELECT s.watermark, s.total, n.* FROM
+  // The columns the scheduler sees only: every pass reads each node its last apply changed, and the
+  // row's three timestamps were most of the parsing (postgres-date, ~3 µs each).
+  const rows = await q.query<SchedulingNodeRow & { watermark: string; total: number }>(
+    `SELECT s.watermark, s.total, n.id, n.name, n.status, n.cpu, n.memory_mb, n.disk_mb, n.capabilities,
+            n.used_cpu, n.used_memory_mb, n.used_disk_mb FROM
        (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS watermark,
                (SELECT count(*)::int FROM nodes) AS total) s
        LEFT JOIN nodes n ON ${watermark === null ? 'true' : 'n.change_xid >= $1::xid8'}`,

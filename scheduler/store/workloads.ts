@@ -159,7 +159,6 @@ export type PendingWorkload = Pick<
   | 'memory_mb'
   | 'disk_mb'
   | 'isolation'
-  | 'created_at'
   | 'not_before'
   | 'restart_delay_ms'
 >;
@@ -167,8 +166,8 @@ export type PendingWorkload = Pick<
 /** The pending workloads a scheduling pass plans, oldest first (at most `limit`). */
 export async function listPending(q: Queryable, limit: number): Promise<PendingWorkload[]> {
   return q.query<PendingWorkload>(
-    `SELECT id, job_id, job_version, instance, cpu, memory_mb, disk_mb, isolation, created_at, not_before,
-            restart_delay_ms
+    // No created_at: it orders the list, and parsing it was a third of the read's client time.
+    `SELECT id, job_id, job_version, instance, cpu, memory_mb, disk_mb, isolation, not_before, restart_delay_ms
      FROM workloads WHERE status = 'pending' ORDER BY created_at, instance LIMIT $1`,
     [limit],
     'mxc_list_pending',
