@@ -157,7 +157,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
             store: cache,
             pusherOf: (req) => req.principal?.name,
             // Recorded before publishing: the first upload of a path wins on every coordinator.
-            claimPath: (push) => cachePushes.claimPush(db, push),
+            claimPaths: (pushes) => cachePushes.claimPushes(db, pushes),
             // Access is decided by the app's route hook (config.access on each cache route).
           });
         },

@@ -2,7 +2,8 @@
  * Batch uploads: many NARs in one request body, each framed as `u32 big-endian header length, JSON
  * header (spec/cache.ts NarBatchHeader), exactly nar_size bytes of NAR`, ended by a zero length. Every
  * NAR gets the checks of a single upload (claim, references, hash, size, structure, conflicts); NARs are
- * staged while the next one streams in and published in order, in groups whose files are synced together.
+ * staged while the next one streams in and published in order, in groups whose files (NARs and narinfos)
+ * are synced together.
  */
 import { Readable } from 'node:stream';
 import { hashPart } from '../../lib/nar-info.js';
@@ -10,7 +11,7 @@ import { formatSha256 } from '../../lib/nix-base32.js';
 import { MAX_BATCH_HEADER_BYTES, MAX_BATCH_NARS, NarBatchHeader } from '../../spec/cache.js';
 import { claimOf } from './claim.js';
 import { CacheError } from './errors.js';
-import { type ClaimPath, type IngestResult, pathConflict, type StagedNar, WHOLE_NAR_MAX } from './ingest.js';
+import { type ClaimPaths, type IngestResult, pathConflict, type StagedNar, WHOLE_NAR_MAX } from './ingest.js';
 import type { CacheStore } from './store.js';
 
 /** NARs being staged at once: the next one streams in while the last ones are compressed and written. */
@@ -180,7 +181,7 @@ export async function ingestBatch(
   store: CacheStore,
   body: AsyncIterable<Buffer>,
   onPublished?: (result: IngestResult) => Promise<void>,
-  claimPath?: ClaimPath,
+  claimPaths?: ClaimPaths,
 ): Promise<IngestResult[]> {
   const reader = new BodyReader(body);
   /** Paths staged by this batch, by hash part; and where each first came, with its NarHash. */
@@ -210,8 +211,7 @@ export async function ingestBatch(
       await store.discard(fresh);
       return { slice, bad, good, group: null };
     }
-    await store.storeNars(fresh);
-    return { slice, bad, good, group: await store.readyStored(fresh) };
+    return { slice, bad, good, group: await store.storeAndReady(fresh) };
   };
   /**
    * Publishes the narinfos of entries [from, to) (after the groups before them): the ones before the
@@ -219,7 +219,7 @@ export async function ingestBatch(
    */
   const publishRange = async (from: number, prepared: ReturnType<typeof prepare>): Promise<void> => {
     const { slice, bad, good, group } = await prepared;
-    const out = group ? await store.publishReady(group, claimPath) : [];
+    const out = group ? await store.publishReady(group, claimPaths) : [];
     let k = 0;
     for (const [i, e] of slice.slice(0, good).entries()) {
       results[from + i] =

@@ -63,10 +63,10 @@ export interface CacheOptions {
   /** Who sent a request (a token's name), recorded with each path it uploads. */
   pusherOf?: (req: FastifyRequest) => string | undefined;
   /**
-   * Records an upload before it is published and returns the NarHash of the first upload of that path
-   * (provenance, and the arbiter between coordinators sharing the cache); see ClaimPath.
+   * Records uploads before they are published and returns, for each, the NarHash of the first upload
+   * of that path (provenance, and the arbiter between coordinators sharing the cache); see ClaimPaths.
    */
-  claimPath?: (push: { path: string; narHash: string; pushedBy: string }) => Promise<string>;
+  claimPaths?: (pushes: readonly { path: string; narHash: string; pushedBy: string }[]) => Promise<string[]>;
   /** Called after a path was stored (provenance: who pushed it, with which NarHash). */
   onStored?: (push: { path: string; narHash: string; pushedBy: string }) => Promise<void>;
 }
@@ -385,12 +385,12 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
         }
         const claim = parseUploadClaim(req.headers, req.query, maxNarBytes);
         const pushedBy = opts.pusherOf?.(req) ?? 'anonymous';
-        const claimPath = opts.claimPath;
+        const claimPaths = opts.claimPaths;
         const result = await store.put(
           req.params['*'],
           claim,
           body,
-          claimPath && ((path, narHash) => claimPath({ path, narHash, pushedBy })),
+          claimPaths && ((claims) => claimPaths(claims.map((c) => ({ ...c, pushedBy })))),
         );
         if (result.created) {
           await opts.onStored?.({ path: result.info.storePath, narHash: result.info.narHash, pushedBy });
@@ -433,14 +433,14 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
             `send the batch as the raw request body with "Content-Type: ${NAR_BATCH_MEDIA_TYPE}"`,
           );
         }
-        const claimPath = opts.claimPath;
+        const claimPaths = opts.claimPaths;
         const results = await ingestBatch(
           store,
           body,
           async (result) => {
             await opts.onStored?.({ path: result.info.storePath, narHash: result.info.narHash, pushedBy });
           },
-          claimPath && ((path, narHash) => claimPath({ path, narHash, pushedBy })),
+          claimPaths && ((claims) => claimPaths(claims.map((c) => ({ ...c, pushedBy })))),
         );
         return { data: { stored: results.map(storedPath) } };
       } catch (err) {

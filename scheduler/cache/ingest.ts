@@ -30,10 +30,11 @@ export interface IngestClaim {
 }
 
 /**
- * Decides, across every coordinator sharing the cache, which upload of a path wins: records this one
- * unless another came first, and returns the NarHash of the first (PostgreSQL's cache_pushes).
+ * Decides, across every coordinator sharing the cache, which upload of each path wins: records these
+ * unless another came first, and returns for each the NarHash of the first (PostgreSQL's cache_pushes,
+ * one statement for a group).
  */
-export type ClaimPath = (path: string, narHash: string) => Promise<string>;
+export type ClaimPaths = (claims: readonly { path: string; narHash: string }[]) => Promise<string[]>;
 
 export interface IngestResult {
   created: boolean;
@@ -378,10 +379,24 @@ export async function discardStaged(staged: readonly StagedNar[]): Promise<void>
 export async function publishStaged(
   store: IngestTarget,
   all: readonly StagedNar[],
-  claimPath?: ClaimPath,
+  claimPaths?: ClaimPaths,
 ): Promise<IngestResult[]> {
-  await storeStaged(store, all);
-  return publishReady(await readyStored(store, all), claimPath);
+  return publishReady(await storeAndReady(store, all), claimPaths);
+}
+
+/**
+ * `storeStaged` and `readyStored` side by side: the NARs and their narinfos' temp files are written and
+ * synced in one wait (a ready narinfo is not visible, so it need not wait for its NAR; publishing does).
+ * Whatever fails, nothing is left ready.
+ */
+export async function storeAndReady(store: IngestTarget, all: readonly StagedNar[]): Promise<ReadyGroup> {
+  const [stored, ready] = await Promise.allSettled([storeStaged(store, all), readyStored(store, all)]);
+  if (stored.status === 'rejected') {
+    if (ready.status === 'fulfilled') await ready.value.ready.drop();
+    throw stored.reason;
+  }
+  if (ready.status === 'rejected') throw ready.reason;
+  return ready.value;
 }
 
 /**
@@ -424,7 +439,7 @@ export async function readyStored(store: IngestTarget, all: readonly StagedNar[]
 /** Claims the paths of a ready group and publishes the narinfos of those claimed first by this upload, in order. */
 export async function publishReady(
   { items, ready }: ReadyGroup,
-  claimPath?: ClaimPath,
+  claimPaths?: ClaimPaths,
 ): Promise<IngestResult[]> {
   if (items.length === 0) return [];
   // A different upload of a path claimed first (through another coordinator, a moment ago): refused
@@ -433,8 +448,8 @@ export async function publishReady(
   let refusal: CacheError | null = null;
   let firsts: string[];
   try {
-    firsts = claimPath
-      ? await Promise.all(items.map((s) => claimPath(s.storePath, s.info.narHash)))
+    firsts = claimPaths
+      ? await claimPaths(items.map((s) => ({ path: s.storePath, narHash: s.info.narHash })))
       : items.map((s) => s.info.narHash);
   } catch (err) {
     await ready.drop();
@@ -464,10 +479,10 @@ export async function ingestNar(
   storePath: string,
   claim: IngestClaim,
   body: NodeJS.ReadableStream,
-  claimPath?: ClaimPath,
+  claimPaths?: ClaimPaths,
 ): Promise<IngestResult> {
   const staged = await stageNar(store, storePath, claim, body);
-  const [result] = await publishStaged(store, [staged], claimPath);
+  const [result] = await publishStaged(store, [staged], claimPaths);
   return result!;
 }
 

@@ -2,6 +2,15 @@
  * Cache storage in a directory: `<dir>/narinfo/<hash>.narinfo`, `<dir>/nar/<file>`, `<dir>/tmp/`.
  * Several coordinators may share the directory (MXC_CACHE_DIR, e.g. on NFS): each spools into its own
  * temp folder, NARs arrive by rename and narinfos by link, which refuses to replace one.
+ *
+ * Durability, what a crash may leave: a file's bytes are on disk once it is synced, and a name in a
+ * folder once that folder is synced (POSIX promises nothing in between, and an ext4 without a journal,
+ * like this project's VM, orders nothing). So a group of NARs is written and synced side by side
+ * (one wait for all, not one per file), renamed into `nar/`, and `nar/` synced once; only then are
+ * their narinfos linked, from temp files written and synced in the same wait as the NARs, and
+ * `narinfo/` synced once before the upload is answered. A narinfo on disk thus always names a NAR on
+ * disk, and an answered upload survives a crash. Whole-file-system syncs (syncfs) were not taken:
+ * they also wait for every other writer's data on the disk.
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -95,6 +104,7 @@ export class DirectoryStorage implements CacheStorage {
     try {
       // link, not rename: an existing narinfo (another coordinator's) is never replaced.
       await link(tmp, this.narinfoPath(hash));
+      await syncDir(this.narinfoDir);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
@@ -130,6 +140,8 @@ export class DirectoryStorage implements CacheStorage {
               out.push(false);
             }
           }
+          // The new names on disk before the upload is answered (see the module header).
+          if (out.includes(true)) await syncDir(this.narinfoDir);
           return out;
         } finally {
           await drop();
@@ -177,7 +189,9 @@ export class DirectoryStorage implements CacheStorage {
 
   async putNars(items: readonly NarPut[]): Promise<void> {
     // Bytes in memory are written once, synced as they are written; spool files are synced. Side by
-    // side: one wait for the group instead of one per file; renamed once all are on disk.
+    // side: one wait for the group instead of one per file; renamed once all are on disk, and the
+    // names synced with one sync of `nar/` (see the module header).
+    if (items.length === 0) return;
     const tmps = items.map((i) => ('data' in i ? this.tmpPath(i.file) : i.spooled));
     try {
       await Promise.all(
@@ -186,6 +200,7 @@ export class DirectoryStorage implements CacheStorage {
         ),
       );
       await Promise.all(items.map(({ file }, k) => rename(tmps[k]!, join(this.narDir, file))));
+      await syncDir(this.narDir);
     } catch (err) {
       await Promise.all(items.map((i, k) => ('data' in i ? unlink(tmps[k]!).catch(() => {}) : undefined)));
       throw err;
@@ -194,6 +209,16 @@ export class DirectoryStorage implements CacheStorage {
 
   async deleteNar(file: string): Promise<void> {
     await unlink(join(this.narDir, file)).catch(nullOnMissing);
+  }
+}
+
+/** Syncs a folder's entries (names created, renamed or linked in it) to disk. */
+async function syncDir(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 

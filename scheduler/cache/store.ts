@@ -14,20 +14,18 @@ import { formatSha256 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import {
   type CacheCompression,
-  type ClaimPath,
+  type ClaimPaths,
   discardStaged,
   type IngestClaim,
   type IngestResult,
   ingestNar,
   pathConflict,
   publishReady,
-  publishStaged,
   type ReadyGroup,
-  readyStored,
   type StagedNar,
   type StagedPaths,
   stageNar,
-  storeStaged,
+  storeAndReady,
 } from './ingest.js';
 import type { CacheKey } from './key.js';
 import type { CacheStorage, NarObject } from './storage.js';
@@ -293,10 +291,10 @@ export class CacheStore {
     basename: string,
     claim: IngestClaim,
     body: NodeJS.ReadableStream,
-    claimPath?: ClaimPath,
+    claimPaths?: ClaimPaths,
   ): Promise<IngestResult> {
     const { storePath, held } = await this.admit(basename, claim);
-    return held ?? ingestNar(this, storePath, claim, body, claimPath);
+    return held ?? ingestNar(this, storePath, claim, body, claimPaths);
   }
 
   /**
@@ -332,7 +330,7 @@ export class CacheStore {
     return `${STORE_DIR}/${base}`;
   }
 
-  /** Checks and compresses one NAR of a batch into a spool file (see ingest.ts); `publish` stores it. */
+  /** Checks and compresses one NAR of a batch into a spool file (see ingest.ts); `storeAndReady` stores it. */
   stage(
     storePath: string,
     claim: IngestClaim,
@@ -342,24 +340,17 @@ export class CacheStore {
     return stageNar(this, storePath, claim, body, staged);
   }
 
-  /** Stores staged NARs and publishes their narinfos in order (see ingest.ts). */
-  publish(staged: readonly StagedNar[], claimPath?: ClaimPath): Promise<IngestResult[]> {
-    return publishStaged(this, staged, claimPath);
-  }
-
-  /** `publish` in two steps: the NARs stored (not yet visible), … */
-  storeNars(staged: readonly StagedNar[]): Promise<void> {
-    return storeStaged(this, staged);
-  }
-
-  /** … then, once stored, their narinfos signed and made ready (not visible), … */
-  readyStored(staged: readonly StagedNar[]): Promise<ReadyGroup> {
-    return readyStored(this, staged);
+  /**
+   * Publishing a group of staged NARs, in two steps: the NARs stored and their narinfos signed and made
+   * ready, in one wait (not visible yet, see ingest.ts storeAndReady), …
+   */
+  storeAndReady(staged: readonly StagedNar[]): Promise<ReadyGroup> {
+    return storeAndReady(this, staged);
   }
 
   /** … then claimed and published, in order. */
-  publishReady(group: ReadyGroup, claimPath?: ClaimPath): Promise<IngestResult[]> {
-    return publishReady(group, claimPath);
+  publishReady(group: ReadyGroup, claimPaths?: ClaimPaths): Promise<IngestResult[]> {
+    return publishReady(group, claimPaths);
   }
 
   /** Drops staged NARs of a batch that stopped. */
