@@ -14,25 +14,30 @@ function spawnEarly(file, args) {
   const startedAt = performance.now();
   const child = require('node:child_process').spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let overflow = null;
-  const collect = (stream, name) => {
+  const stdoutListeners = [];
+  const collect = (stream, name, listeners) => {
     const chunks = [];
     let size = 0;
     stream.on('data', (c) => {
       size += c.length;
-      if (size <= MAX_OUTPUT) chunks.push(c);
-      else if (!overflow) {
+      if (size <= MAX_OUTPUT) {
+        chunks.push(c);
+        for (const listener of listeners ?? []) listener(c);
+      } else if (!overflow) {
         overflow = new Error(`its ${name} exceeded ${MAX_OUTPUT} bytes`);
         kill();
       }
     });
-    return () => Buffer.concat(chunks).toString();
+    return { chunks, text: () => Buffer.concat(chunks).toString() };
   };
-  const stdout = collect(child.stdout, 'stdout');
+  const stdout = collect(child.stdout, 'stdout', stdoutListeners);
   const stderr = collect(child.stderr, 'stderr');
   const done = new Promise((resolve) => {
     child.once('error', (error) => resolve({ error }));
     child.once('close', (exitCode, signal) =>
-      resolve(overflow ? { error: overflow } : { exitCode, signal, stdout: stdout(), stderr: stderr() }),
+      resolve(
+        overflow ? { error: overflow } : { exitCode, signal, stdout: stdout.text(), stderr: stderr.text() },
+      ),
     );
   });
   const kill = () => {
@@ -40,7 +45,12 @@ function spawnEarly(file, args) {
   };
   // Not taken over (an internal error before the command ran): it does not outlive us.
   process.once('exit', kill);
-  return { file, args, startedAt, done, kill };
+  /** `listener` gets the stdout read so far, then each further chunk, while the process runs. */
+  const onStdout = (listener) => {
+    if (stdout.chunks.length) listener(Buffer.concat(stdout.chunks));
+    stdoutListeners.push(listener);
+  };
+  return { file, args, startedAt, done, kill, onStdout };
 }
 
 module.exports = { spawnEarly };

@@ -3,8 +3,8 @@
  * error text (file and line) comes through unchanged.
  */
 
-import { CommandError, loadRunner, type StartedCommand } from '../lib/exec.js';
-import { nixBuild } from '../lib/nix.js';
+import { CommandError, isSameCommand, loadRunner, type StartedCommand } from '../lib/exec.js';
+import { nixBuild, nixBuildArgs } from '../lib/nix.js';
 import type { JobSpec } from '../spec/job.js';
 
 export interface BuildOptions {
@@ -36,6 +36,10 @@ export async function buildJob(
   const building = nixBuild(args, { started: opts.started });
   building.catch(() => {}); // awaited below, after the import
   const { readJobInput } = await import('./job-input.js');
+  const earlyRead =
+    opts.started && isSameCommand(opts.started, 'nix-build', nixBuildArgs(args))
+      ? readFirstOutputEarly(opts.started, readJobInput)
+      : undefined;
   let outs: string[];
   try {
     outs = await building;
@@ -49,6 +53,34 @@ export async function buildJob(
       `nix-build ${file} produced ${outs.length} outputs; a job expression must build exactly one JSON file (use -A)`,
     );
   }
-  const { spec } = await readJobInput(outs[0]!, outs[0]!);
+  const { spec } = await (earlyRead?.(outs[0]!) ?? readJobInput(outs[0]!, outs[0]!));
   return { storePath: outs[0]!, spec };
+}
+
+/**
+ * nix-build prints its out path once the build is done and the path is valid, then takes another
+ * 1-3 ms to exit (its clean-up): the job is read and validated from the first path it prints
+ * meanwhile. Returns the read for a path if it was that one; `buildJob` uses it only once nix-build
+ * has succeeded with exactly that output (the same call on the same immutable store file gives the
+ * same spec or the same error), and otherwise it is dropped.
+ */
+function readFirstOutputEarly(
+  started: StartedCommand,
+  readJobInput: (input: string, source: string) => Promise<{ spec: JobSpec }>,
+): (path: string) => Promise<{ spec: JobSpec }> | undefined {
+  let pending = Buffer.alloc(0);
+  let early: { path: string; read: Promise<{ spec: JobSpec }> } | undefined;
+  started.onStdout?.((chunk) => {
+    if (early) return;
+    pending = Buffer.concat([pending, chunk]);
+    for (let end = pending.indexOf(10); end >= 0 && !early; end = pending.indexOf(10)) {
+      const line = pending.subarray(0, end).toString();
+      pending = pending.subarray(end + 1);
+      if (!line.startsWith('/nix/store/')) continue;
+      const read = readJobInput(line, line);
+      read.catch(() => {}); // awaited only when nix-build succeeds with this one output
+      early = { path: line, read };
+    }
+  });
+  return (path) => (early?.path === path ? early.read : undefined);
 }

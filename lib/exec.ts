@@ -174,6 +174,8 @@ export interface StartedCommand {
     | { error: Error }
   >;
   kill(): void;
+  /** Calls `listener` with the stdout read so far, then with each further chunk as it arrives. */
+  onStdout?(listener: (chunk: Buffer) => void): void;
 }
 
 /** Whether `started` is the command `file args…` would run. */
