@@ -85,6 +85,19 @@ function withGlobals(cmd: Command): Record<string, unknown> {
 }
 
 const daemons = () => import('./commands/daemons.js');
+
+/**
+ * Set by the daemon commands (up, coordinator, serve, agent): they return once a signal has stopped
+ * them, and then the process ends as their handles close. Every other command's process exits as soon
+ * as it has returned and its output is written (main).
+ */
+let daemon = false;
+const untilSignal =
+  (action: (...args: unknown[]) => Promise<void>) =>
+  (...args: unknown[]) => {
+    daemon = true;
+    return action(...args);
+  };
 const workloads = () => import('./commands/workloads.js');
 const nodes = () => import('./commands/nodes.js');
 const jobs = () => import('./commands/jobs.js');
@@ -100,7 +113,7 @@ program
   .option('-d, --data-dir <dir>', 'state directory (MXC_DATA_DIR, default .mxc)')
   .option('--no-demo', 'do not build and submit examples/hello_world')
   .addHelpText('after', '\nExample:\n  $ npx mxc up --port 4000 --data-dir ./.mxc')
-  .action(lazy(daemons, 'up'));
+  .action(untilSignal(lazy(daemons, 'up')));
 
 program
   .command('coordinator')
@@ -128,7 +141,7 @@ program
     'after',
     '\nExample:\n  $ MXC_API_TOKEN_FILE=/run/secrets/api DATABASE_URL=postgres://127.0.0.1/mxc npx mxc coordinator --port 4000',
   )
-  .action(lazy(daemons, 'coordinator'));
+  .action(untilSignal(lazy(daemons, 'coordinator')));
 
 program
   .command('serve')
@@ -139,7 +152,7 @@ program
     'after',
     '\nExample:\n  $ MXC_MODE=agent MXC_COORDINATOR=http://10.0.0.1:4000 MXC_AGENT_TOKEN_FILE=/run/secrets/join npx mxc serve',
   )
-  .action(lazy(daemons, 'serve'));
+  .action(untilSignal(lazy(daemons, 'serve')));
 
 const agentCommand = program
   .command('agent')
@@ -186,7 +199,7 @@ const agentCommand = program
     'after',
     '\nExample:\n  $ npx mxc agent --coordinator http://10.0.0.1:4000 --token-file /run/secrets/join --attr rack=a1',
   )
-  .action(lazy(daemons, 'agent'));
+  .action(untilSignal(lazy(daemons, 'agent')));
 example(
   agentCommand
     .command('gc')
@@ -409,6 +422,19 @@ function liftNixArgs(argv: string[]): string[] {
   return out;
 }
 
+/**
+ * Ends a finished command's process once stdout and stderr have taken what it wrote (on Linux they
+ * write synchronously, so at once): it does not wait for idle handles to close (a finished child's
+ * pipes, a kept-alive connection) nor tear the heap down, as returning to the event loop does.
+ * A/B on the 2-core VM at real-time priority (medians of 40 alternating runs): `mxc build` 101.4 →
+ * 100.6 ms, `mxc version` 67.7 → 67.0 ms.
+ */
+async function exitWhenWritten(): Promise<never> {
+  for (const stream of [process.stdout, process.stderr])
+    if (stream.writableLength > 0) await new Promise((done) => stream.write('', done));
+  process.exit();
+}
+
 /** What the launcher (bin/mxc.js) started before loading this: `mxc build`'s nix-build, `mxc push`'s nix path-info. */
 export interface Early {
   nixBuild?: StartedCommand;
@@ -436,6 +462,7 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
   };
   try {
     await program.parseAsync(liftNixArgs(argv));
+    if (!daemon) await exitWhenWritten();
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version end here too; commander already printed what it had to say.
