@@ -67,6 +67,29 @@ const lazyChildProcess = {
   },
 };
 
+/**
+ * zod's namespace (`import { z } from 'zod'`, used as an object) carries every locale's messages,
+ * ~300 kB of the ~450 kB zod puts in each command file, which every command reads and compiles (or
+ * deserializes from its code cache) and keeps in memory. mxc's messages are zod's English ones, the
+ * default (registered by its schemas module, not through this index): the index keeps only `en`, so
+ * `z.locales.en` stays and the other locales are not bundled.
+ */
+const zodEnglishOnly = {
+  name: 'mxc-zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]node_modules[\\/]zod[\\/]/.test(args.importer)
+        ? { path: join(args.resolveDir, '..', 'locales', 'index.js'), namespace: 'mxc-zod-locales' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'mxc-zod-locales' }, (args) => ({
+      contents: "export { default as en } from './en.js';",
+      resolveDir: dirname(args.path),
+      loader: 'js',
+    }));
+  },
+};
+
 rmSync(out, { recursive: true, force: true });
 const result = await build({
   entryPoints: [
@@ -86,7 +109,7 @@ const result = await build({
   define: { 'import.meta.url': '__mxcImportMetaUrl' },
   banner: { js: "var __mxcImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   external: BUNDLE_EXTERNAL,
-  plugins: [siblings, lazyChildProcess],
+  plugins: [siblings, lazyChildProcess, zodEnglishOnly],
   // Less to parse at every start; names kept for error messages and stack traces.
   minify: true,
   keepNames: true,
