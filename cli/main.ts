@@ -511,8 +511,12 @@ function commandName(argv: string[]): string | undefined {
   return undefined;
 }
 
-/** Defines the command `argv` names, or every command when it names none plainly (commandName). */
+/**
+ * Defines the command `argv` names, or every command when it names none plainly (commandName); none
+ * for `mxc --version` alone, which commander answers from the program.
+ */
 function defineCommands(argv: string[]): void {
+  if (argv.length === 3 && (argv[2] === '--version' || argv[2] === '-V')) return;
   const name = commandName(argv);
   const named = name === undefined ? undefined : commands.find((c) => c.names.includes(name));
   for (const c of named && !named.needsAll ? [named] : commands) c.define();
