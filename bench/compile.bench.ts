@@ -4,7 +4,9 @@
  * copy with a new greeting each run, so every run builds). Prints medians, the ratio (target ≤ 1.2×)
  * and mxc's overhead over nix-build against `node -e 0` measured in the same rounds (issue 17's
  * target: overhead ≤ Node's own start-up), for the bundled CLI (bin/mxc.js → dist/bundle, with its
- * V8 code cache and without), the unbundled tsc output, plus the in-process library call.
+ * V8 code cache and without), the unbundled tsc output, plus the in-process library call, and a
+ * plain command's start-up (`mxc version`) beside `node -e 0` (issue 17: every command starts about
+ * as fast as Node itself).
  * Options: MXC_BENCH_RUNS (default 10), MXC_BENCH_EXAMPLE (default examples/hello_world).
  */
 import { randomBytes } from 'node:crypto';
@@ -60,6 +62,7 @@ export async function main(): Promise<void> {
     bare: [] as number[],
     unbundled: [] as number[],
     uncached: [] as number[],
+    plain: [] as number[],
   };
   for (let i = 0; i < runs; i++) {
     if (i % 2 === 0) {
@@ -73,6 +76,7 @@ export async function main(): Promise<void> {
     await buildJob(file);
     built.lib.push(performance.now() - t);
     built.node.push(await timeCommand(process.execPath, [...mxc, '--version'], { cwd }));
+    built.plain.push(await timeCommand(process.execPath, [...mxc, 'version'], { cwd }));
     built.bare.push(await nodeBare());
     built.unbundled.push(await mxcBuildUnbundled(file));
     built.uncached.push(await mxcBuildUncached(file));
@@ -164,6 +168,13 @@ export async function main(): Promise<void> {
     anchor: { value: m(built.mxc), label: 'bundled', higherIsBetter: false },
   });
   r.figure({ name: '  mxc --version (node start + CLI load)', value: m(built.node), unit: 'ms' });
+  // Issue 17: every command starts about as fast as Node itself.
+  r.figure({
+    name: 'plain command start-up: mxc version',
+    value: m(built.plain),
+    unit: 'ms',
+    anchor: { value: m(built.bare), label: 'node -e 0 side by side', higherIsBetter: false },
+  });
   const cpuOverhead = m(cpu.mxc) - m(cpu.nix);
   r.figure({
     name: '  CPU: overhead mxc build − nix-build',
@@ -196,7 +207,7 @@ export async function main(): Promise<void> {
     note: verdict(m(changed.mxc) / m(changed.nix)),
   });
   r.note(
-    `mxc build − nix-build: ${fmtMs(m(built.mxc) - m(built.nix))} built, ${fmtMs(m(changed.mxc) - m(changed.nix))} changed; node -e 0 is ${fmtMs(m(built.bare))}, mxc --version ${fmtMs(m(built.node))}`,
+    `mxc build − nix-build: ${fmtMs(m(built.mxc) - m(built.nix))} built, ${fmtMs(m(changed.mxc) - m(changed.nix))} changed; node -e 0 is ${fmtMs(m(built.bare))}, mxc --version ${fmtMs(m(built.node))}, mxc version ${fmtMs(m(built.plain))}`,
   );
   r.save({ runs, example, samples: { built, changed, cpu } });
 }
