@@ -230,8 +230,20 @@ export class Coordinator {
   ): Promise<{ job: jobs.JobRow; version: number; changed: boolean; workloads: string[] }> {
     const closure = (await this.opts.closureOf?.(spec)) ?? [];
     const key = jobKey(spec);
-    const res = await recordSubmission(this.db, key, spec, closure, new Date(this.clock.now()));
-    if (res.changed) {
+    // A new job's pass is asked for as its insert is sent: the pass reads the cluster meanwhile and
+    // plans the new workloads from memory once the insert has committed (no wake-up after the commit,
+    // no read of what was just written). Its spec and closure are known here, so it reads neither.
+    let passFor: string | null = null;
+    const res = await recordSubmission(this.db, key, spec, closure, new Date(this.clock.now()), (insert) => {
+      if (insert.workloads.length === 0) return;
+      this.rememberSpec(insert.jobId, 1, spec);
+      this.schedulerState.primeJob(insert.jobId, 1, spec, closure);
+      this.schedulerState.expectNewJob(insert);
+      passFor = insert.jobId;
+      this.requestEvaluation();
+    });
+    const passAsked = res.job.id === passFor;
+    if (res.changed && !passAsked) {
       // The pass that follows needs neither read back: versions never change once written.
       this.rememberSpec(res.job.id, res.version, spec);
       this.schedulerState.primeJob(res.job.id, res.version, spec, closure);
@@ -242,8 +254,13 @@ export class Coordinator {
       this.emit({ kind: 'job', id: res.job.id });
       // Like Nomad's job register, submit returns once the job is committed; placement follows in the
       // next scheduling pass (coalesced with other submits), visible through the workloads' status.
-      this.requestEvaluation();
+      if (!passAsked) this.requestEvaluation();
       if (res.rolling) this.requestRolloutStep();
+    }
+    if (passAsked) {
+      // The pass was waiting for this commit: its apply is sent before the reply is built (the reply's
+      // serialisation otherwise ran first; start bench: submit → placed p50 0.25 ms less).
+      await new Promise((resolve) => setImmediate(resolve));
     }
     const { stopped: _s, ...out } = res;
     return out;

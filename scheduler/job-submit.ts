@@ -25,7 +25,20 @@ export interface RecordedSubmission {
   rolling: boolean;
 }
 
-/** Stores a validated spec under `key`; an identical spec of an active job is a no-op. */
+/** A new job's one-statement insert, as it is sent (before it commits). */
+export interface NewJobInsert {
+  jobId: string;
+  /** Its workloads, all pending. */
+  workloads: readonly wl.NewWorkload[];
+  /** Whether the job was inserted (false: the key was known, or the insert failed); never rejects. */
+  inserted: Promise<boolean>;
+}
+
+/**
+ * Stores a validated spec under `key`; an identical spec of an active job is a no-op. `onNewJobInsert`
+ * is told of the one-statement insert of a new job as soon as it is sent, so a scheduling pass can read
+ * the cluster while it commits.
+ */
 export async function recordSubmission(
   db: Db,
   key: string,
@@ -33,13 +46,14 @@ export async function recordSubmission(
   closure: closures.ClosurePath[],
   /** When it is submitted (the coordinator's clock): a cron job's first run is the next after it. */
   now: Date = new Date(),
+  onNewJobInsert?: (insert: NewJobInsert) => void,
 ): Promise<RecordedSubmission> {
   const hash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
   const nextRunAt = spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), now) : null;
   // A new job is one statement, committed on its own: no transaction to open, nothing to stop.
   const id = randomUUID();
   const created = spec.cron_schedule ? [] : newWorkloads(id, 1, spec, 0);
-  const inserted = await jobs.insertNewJob(db, {
+  const inserting = jobs.insertNewJob(db, {
     id,
     key,
     spec,
@@ -49,6 +63,15 @@ export async function recordSubmission(
     reason: 'submitted (version 1)',
     nextRunAt,
   });
+  onNewJobInsert?.({
+    jobId: id,
+    workloads: created,
+    inserted: inserting.then(
+      (row) => row !== null,
+      () => false,
+    ),
+  });
+  const inserted = await inserting;
   if (inserted) {
     return {
       job: inserted,

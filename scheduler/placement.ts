@@ -9,6 +9,7 @@ import type { JobSpec } from '../spec/job.js';
 import { ClusterView, toNodeView } from './cluster-view.js';
 import type { SpecLookup } from './coordinator-types.js';
 import { type Demand, type NodeView, type PlacedInstance, place, type Strategy } from './core/place.js';
+import type { NewJobInsert } from './job-submit.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
 import * as nodes from './store/nodes.js';
@@ -33,6 +34,8 @@ interface JobInfo {
 const APPLY_CHUNK = 5000;
 /** Job versions whose constraints and closure are kept (both never change once written). */
 const JOB_INFO_CACHE = 10_000;
+/** Pending workloads a pass plans at most (the oldest). */
+const PENDING_LIMIT = 100_000;
 /** Primed closure paths whose holders a pass reads in its first round; more wait for the second. */
 const PRIMED_PATHS = 50_000;
 
@@ -45,6 +48,8 @@ export class SchedulerState {
   private readonly jobInfo = new Map<string, Promise<JobInfo>>();
   /** Closure paths of the jobs primed since the last pass began: who holds them is read in its first round. */
   private primedPaths = new Set<string>();
+  /** New jobs whose insert a submit here has sent since the last pass began (see expectNewJob). */
+  private newJobs: NewJobInsert[] = [];
 
   /** What a submit just stored (the submitting coordinator's pass then reads neither back). */
   primeJob(jobId: string, version: number, spec: JobSpec, closure: readonly closures.ClosurePath[]): void {
@@ -58,6 +63,21 @@ export class SchedulerState {
         closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
       }),
     );
+  }
+
+  /**
+   * A submit's new job whose insert is on its way: the next pass reads the cluster while it commits,
+   * then (once it has committed) plans its workloads from memory when its read did not see them.
+   */
+  expectNewJob(insert: NewJobInsert): void {
+    this.newJobs.push(insert);
+  }
+
+  /** The new jobs expected, once (see expectNewJob). */
+  takeNewJobs(): NewJobInsert[] {
+    const out = this.newJobs;
+    this.newJobs = [];
+    return out;
   }
 
   /** The primed closure paths, once (see primedPaths). */
@@ -140,12 +160,24 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     // and which nodes hold the closures of the jobs submitted here since the last pass (a submit's pass
     // then needs no second round for them).
     const early = attempt === 0 ? state.takePrimedPaths() : [];
-    const [all, nodeViews, placedRows, heldEarly] = await Promise.all([
-      wl.listPending(db, 100_000),
+    // New jobs whose inserts submits here have sent: this round runs beside those inserts, and the pass
+    // plans only once they have committed (the apply moves only workloads it finds pending).
+    const newJobs = attempt === 0 ? state.takeNewJobs() : [];
+    const [read, nodeViews, placedRows, heldEarly, committed] = await Promise.all([
+      wl.listPending(db, PENDING_LIMIT),
       state.view.refresh(db),
       wl.activePlacementsOfPendingJobs(db),
       closures.holders(db, early),
+      Promise.all(newJobs.map((j) => j.inserted)),
     ]);
+    // A full list may have left them out for being the newest: they wait for a later pass, as others do.
+    const { all, unplaced } =
+      read.length < PENDING_LIMIT
+        ? withNewJobs(
+            read,
+            newJobs.filter((_, i) => committed[i]),
+          )
+        : { all: read, unplaced: [] };
     // Restarts of flapping tasks wait out their back-off (Aurora's THROTTLED): not planned before then.
     const now = deps.now?.() ?? Date.now();
     const waiting = all.filter((w) => w.not_before && w.not_before.getTime() > now);
@@ -163,7 +195,7 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     const pending = waiting.length ? all.filter((w) => !throttled.has(w)) : all;
     if (pending.length === 0) return;
     // A job that turned pending between the two reads is read now (rare), so limits always count.
-    const covered = new Set(placedRows.map((p) => p.job_id));
+    const covered = new Set([...placedRows.map((p) => p.job_id), ...unplaced]);
     const uncovered = [...new Set(pending.map((w) => w.job_id))].filter((j) => !covered.has(j));
     const [late, jobInfo] = await Promise.all([
       wl.activePlacementsOf(db, uncovered),
@@ -211,6 +243,44 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     state.view.invalidate();
     deps.log.info({ conflicts, attempt }, 'plan partly rejected on fresh state; replanning');
   }
+}
+
+/**
+ * The pending list read, with the workloads of the committed new jobs it did not see (it ran before their
+ * commit) added at its end, as the newest; such a job has no placement yet (`unplaced`). A new job the
+ * read saw is left to the read (its workloads another coordinator placed meanwhile are not pending any
+ * more). Should the read have run after another coordinator placed all of a job's workloads, they are
+ * planned again from here, and the apply, which moves only pending workloads, skips them.
+ */
+function withNewJobs(
+  read: wl.PendingWorkload[],
+  newJobs: readonly NewJobInsert[],
+): { all: wl.PendingWorkload[]; unplaced: string[] } {
+  if (newJobs.length === 0) return { all: read, unplaced: [] };
+  const seen = new Set(read.map((w) => w.job_id));
+  const unseen = newJobs.filter((j) => !seen.has(j.jobId));
+  const createdAt = new Date();
+  return {
+    all: [
+      ...read,
+      ...unseen.flatMap((j) =>
+        j.workloads.map((w) => ({
+          id: w.id,
+          job_id: w.job_id,
+          job_version: w.job_version,
+          instance: w.instance,
+          cpu: w.cpu,
+          memory_mb: w.memory_mb,
+          disk_mb: w.disk_mb,
+          isolation: w.isolation,
+          created_at: createdAt,
+          not_before: null,
+          restart_delay_ms: 0,
+        })),
+      ),
+    ],
+    unplaced: unseen.map((j) => j.jobId),
+  };
 }
 
 /** Both reads of which nodes hold which paths, in one map (a is extended). */
