@@ -2,7 +2,8 @@
  * The placement apply as one statement (store/placement-apply.ts), on both engines: it moves only the
  * pending workloads whose node still fits on its locked usage plus what the batch put there before
  * (placement order), refuses a node that is not ready, queues one outbox row of starts per node in
- * placement order, records the events, and the usage triggers count what moved.
+ * placement order, records the events, and the usage triggers count what moved. Node rows keep room
+ * on their pages, so those usage updates are HOT.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordSubmission } from '../../scheduler/job-submit.js';
@@ -115,6 +116,28 @@ for (const engine of ENGINES) {
       ]);
       expect(again).toEqual({ fitted: 1, moved: [] });
       expect(await db.query('SELECT 1 FROM agent_commands')).toHaveLength(2);
+    });
+
+    it('changes a node row in place: its usage update leaves every row on its page (HOT)', async () => {
+      // Enough rows to fill pages; at the default fillfactor a full page has no room for a new version.
+      for (let i = 0; i < 200; i++) {
+        const id = `hot-${String(i).padStart(3, '0')}`;
+        await nodes.upsertNode(db, {
+          id,
+          name: id,
+          resources: { cpu: 64, memory_mb: 65536, disk_mb: 100_000 },
+          capabilities: PLAIN_CAPABILITIES,
+          version: 'test',
+        });
+      }
+      const pages = async () =>
+        db.query<{ id: string; page: string }>(
+          "SELECT id, (ctid::text::point)[0]::text AS page FROM nodes WHERE id LIKE 'hot-%' ORDER BY id",
+        );
+      const before = await pages();
+      // What an apply's usage trigger does to every node it placed on.
+      await db.query("UPDATE nodes SET used_cpu = used_cpu + 1 WHERE id LIKE 'hot-%'");
+      expect(await pages()).toEqual(before);
     });
   });
 }
