@@ -305,6 +305,8 @@ export async function ingestBatch(
     schedule(entries.length);
     await publishing;
     if (publishFailure !== null) throw publishFailure;
+    // Once for the whole batch, not once a group: the answer says these paths are stored.
+    if (results.some((r) => r.created)) await store.syncPublished();
     return results;
   } catch (err) {
     // Publish what passed every check before the refusal (a re-run resumes after it); drop the rest.
@@ -312,6 +314,7 @@ export async function ingestBatch(
     const bad = rest.findIndex((e) => e.refusal !== undefined);
     schedule(scheduled + (bad === -1 ? rest.length : bad));
     await publishing;
+    await store.syncPublished().catch(() => {}); // what was published stays so; the refusal is the answer
     await discardFrom(store, entries.slice(scheduled));
     throw publishFailure ?? (bad === -1 ? err : rest[bad]!.refusal);
   }

@@ -122,6 +122,8 @@ export interface IngestTarget {
   readyNarinfos(
     items: readonly { storePath: string; text: string; info: NarInfo }[],
   ): Promise<ReadyGroup['ready']>;
+  /** The published narinfos durable (CacheStorage.syncPublished): before an upload is answered. */
+  syncPublished(): Promise<void>;
   has(storePath: string): Promise<boolean>;
   pathOfHash(hash: string): Promise<string | null>;
 }
@@ -483,6 +485,7 @@ export async function ingestNar(
 ): Promise<IngestResult> {
   const staged = await stageNar(store, storePath, claim, body);
   const [result] = await publishStaged(store, [staged], claimPaths);
+  await store.syncPublished();
   return result!;
 }
 

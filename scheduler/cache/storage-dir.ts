@@ -8,7 +8,7 @@
  * like this project's VM, orders nothing). So a group of NARs is written and synced side by side
  * (one wait for all, not one per file), renamed into `nar/`, and `nar/` synced once; only then are
  * their narinfos linked, from temp files written and synced in the same wait as the NARs, and
- * `narinfo/` synced once before the upload is answered. A narinfo on disk thus always names a NAR on
+ * `narinfo/` synced once, for all of an upload's groups, before the upload is answered. A narinfo on disk thus always names a NAR on
  * disk, and an answered upload survives a crash. Whole-file-system syncs (syncfs) were not taken:
  * they also wait for every other writer's data on the disk.
  */
@@ -140,8 +140,6 @@ export class DirectoryStorage implements CacheStorage {
               out.push(false);
             }
           }
-          // The new names on disk before the upload is answered (see the module header).
-          if (out.includes(true)) await syncDir(this.narinfoDir);
           return out;
         } finally {
           await drop();
@@ -149,6 +147,10 @@ export class DirectoryStorage implements CacheStorage {
       },
       drop,
     };
+  }
+
+  async syncPublished(): Promise<void> {
+    await syncDir(this.narinfoDir);
   }
 
   async deleteNarinfo(hash: string): Promise<void> {

@@ -252,6 +252,10 @@ export class S3Storage implements CacheStorage {
     };
   }
 
+  async syncPublished(): Promise<void> {
+    // Each narinfo's PUT was answered, so it is stored: nothing to wait for.
+  }
+
   async deleteNar(file: string): Promise<void> {
     await this.delete(`nar/${file}`);
   }

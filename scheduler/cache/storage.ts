@@ -24,7 +24,7 @@ export type NarPut = { file: string; spooled: string } | { file: string; data: B
 export interface ReadyNarinfos {
   /**
    * Publishes the ones whose `keep` is true, in order, each as `putNarinfo` would (one answer for each
-   * of them), and drops the others.
+   * of them), and drops the others. Visible at once; on disk for sure once `syncPublished` resolved.
    */
   publish(keep: readonly boolean[]): Promise<boolean[]>;
   /** Publishes none of them. */
@@ -57,6 +57,12 @@ export interface CacheStorage {
    * groups before it publish; then published in the given order (references before referrers).
    */
   readyNarinfos(items: readonly { hash: string; text: string }[]): Promise<ReadyNarinfos>;
+  /**
+   * Makes the narinfos this process published through `readyNarinfos` durable (a directory syncs its
+   * `narinfo/` folder once, for all of an upload's groups; a bucket's writes are durable when answered).
+   * An upload is answered only after it.
+   */
+  syncPublished(): Promise<void>;
   deleteNarinfo(hash: string): Promise<void>;
   /** The hash parts of every narinfo. */
   listNarinfos(): Promise<string[]>;

@@ -224,6 +224,11 @@ export class CacheStore {
     };
   }
 
+  /** The narinfos published so far durable (see CacheStorage.syncPublished). */
+  syncPublished(): Promise<void> {
+    return this.storage.syncPublished();
+  }
+
   /** Whether the cache holds exactly this path (same hash part and name). */
   async has(storePath: string): Promise<boolean> {
     return (await this.info(storePath)) !== null;
