@@ -59,13 +59,17 @@ export async function applyStarts(
          FROM p JOIN locked l ON l.id = p.node_id AND l.status = 'ready'
        WINDOW w AS (PARTITION BY p.node_id ORDER BY p.i)
      ), lockw AS (
-       SELECT w.id FROM workloads w WHERE w.id IN (SELECT id FROM want WHERE fit) AND w.status = 'pending'
-        ORDER BY w.id FOR UPDATE
+       -- Carries the placement along, so the update joins one CTE to the table's key: joining two CTEs
+       -- (no statistics, estimated at a row or two) let PostgreSQL pick a nested loop over want × lockw,
+       -- 47 of 90 ms for 400 placements.
+       SELECT w.id, want.node_id, want.i, want.name FROM workloads w JOIN want ON want.id = w.id
+        WHERE want.fit AND w.status = 'pending'
+        ORDER BY w.id FOR UPDATE OF w
      ), moved AS (
-       UPDATE workloads SET status = 'starting', updated_at = now(), pending_reason = NULL, node_id = want.node_id
-         FROM want, lockw
-        WHERE workloads.id = want.id AND lockw.id = want.id AND want.fit AND workloads.status = 'pending'
-       RETURNING workloads.id, want.node_id, want.i, want.name
+       UPDATE workloads SET status = 'starting', updated_at = now(), pending_reason = NULL, node_id = lockw.node_id
+         FROM lockw
+        WHERE workloads.id = lockw.id AND workloads.status = 'pending'
+       RETURNING workloads.id, lockw.node_id, lockw.i, lockw.name
      ), ev AS (
        INSERT INTO workload_events (workload_id, from_status, to_status, reason)
        SELECT id, 'pending', 'starting', 'placed on ' || name FROM moved ORDER BY i
