@@ -279,7 +279,7 @@ export async function main(): Promise<Record<string, number>> {
     const buildS = (performance.now() - t) / 1000;
 
     // Rounds alternate push and nix copy, each into a fresh cache, so both see the same machine load.
-    const pushes: { s: number; cpuMs: number }[] = [];
+    const pushes: { s: number; cpuMs: number; serverCpuMs: number }[] = [];
     const copies: { s: number; cpuMs: number }[] = [];
     const cliPushes: { s: number; cpuMs: number }[] = [];
     let pushed = { bytes: 0 };
@@ -297,7 +297,8 @@ export async function main(): Promise<Record<string, number>> {
       const client = process.cpuUsage(clientCpu0);
       // Client (with its nix path-info) + cache server, as nix copy's figure is all of its work.
       const clientMs = (client.user + client.system) / 1000 + childrenCpuMs() - childCpu0;
-      pushes.push({ s, cpuMs: clientMs + (await server.cpuMs()) - serverCpu0 });
+      const serverCpuMs = (await server.cpuMs()) - serverCpu0;
+      pushes.push({ s, cpuMs: clientMs + serverCpuMs, serverCpuMs });
       copies.push(nixCopy(root, join(work, `nix-copy-${round}`)));
       // The same push through the CLI, into a fresh cache of its own.
       await server.stop();
@@ -382,6 +383,22 @@ export async function main(): Promise<Record<string, number>> {
     await coordinator.stop();
     coordinator = undefined;
 
+    // The push through a whole coordinator, as a user's goes: the token's check, every API hook and the
+    // PostgreSQL claims (a statement a group), into a cache directory of its own; one round.
+    coordinator = await startCoordinatorProcess({
+      dataDir: join(work, 'coordinator-push'),
+      databaseUrl: db.url,
+      token,
+      env: { MXC_API_TOKEN: token, MXC_CACHE_DIR: join(work, 'coordinator-push-cache') },
+    });
+    const coordPushCpu0 = cpuSeconds(coordinator.pid);
+    t = performance.now();
+    await pushClosure({ coordinator: coordinator.url, token, paths: [root] });
+    const coordPushS = (performance.now() - t) / 1000;
+    const coordPushCpuMs = (cpuSeconds(coordinator.pid) - coordPushCpu0) * 1000;
+    await coordinator.stop();
+    coordinator = undefined;
+
     for (const l of [oursInfo, pyInfo, bareInfo, coordInfo, oursNar, pyNar])
       if (l.errors > 0) throw new Error(`${l.errors} failed requests`);
     const r = {
@@ -394,6 +411,8 @@ export async function main(): Promise<Record<string, number>> {
       nix_copy_cpu_ms: nixCopyCpuMs,
       cli_push_s: cliPushS,
       cli_push_cpu_ms: cliPushCpuMs,
+      coordinator_push_s: coordPushS,
+      coordinator_push_server_cpu_ms: coordPushCpuMs,
       narinfo_rps: oursInfo.requests / (oursInfo.ms / 1000),
       python_narinfo_rps: pyInfo.requests / (pyInfo.ms / 1000),
       bare_node_narinfo_rps: bareInfo.requests / (bareInfo.ms / 1000),
@@ -411,6 +430,7 @@ export async function main(): Promise<Record<string, number>> {
       `  push (batch upload, median of ${PUSH_ROUNDS}): mxc ${fmt(pushS, 2)} s (${fmt(r.push_mib_s)} MiB/s uncompressed) | nix copy --to file://…?compression=zstd ${fmt(nixCopyS, 2)} s | ratio ${fmt(pushS / nixCopyS, 2)}x the time`,
       `  push CPU (client + cache):   mxc ${fmt(pushCpuMs, 0)} ms | nix copy ${fmt(nixCopyCpuMs, 0)} ms | ratio ${fmt(pushCpuMs / nixCopyCpuMs, 2)}x`,
       `  the same push through the CLI (\`mxc push ROOT\`, its Node start-up included, as nix copy's own): ${fmt(cliPushS, 2)} s | ratio ${fmt(cliPushS / nixCopyS, 2)}x the time of nix copy; CPU ${fmt(cliPushCpuMs, 0)} ms (${fmt(cliPushCpuMs / nixCopyCpuMs, 2)}x)`,
+      `  the same push (in process) through a whole coordinator (a token, PostgreSQL claims), one round: ${fmt(coordPushS, 2)} s | ${fmt(coordPushS / nixCopyS, 2)}x the time of nix copy; the coordinator's CPU ${fmt(coordPushCpuMs, 0)} ms (the cache server's alone: ${fmt(median(pushes.map((p) => p.serverCpuMs)), 0)} ms)`,
       `  narinfo GET, ${CONCURRENCY} concurrent:  mxc ${fmt(r.narinfo_rps, 0)} req/s | python http.server ${fmt(r.python_narinfo_rps, 0)} req/s | ratio ${fmt(r.narinfo_rps / r.python_narinfo_rps, 2)}x`,
       `    ceiling: bare node:http, same bytes from memory, same load generator: ${fmt(r.bare_node_narinfo_rps, 0)} req/s (mxc ${fmt(r.narinfo_rps / r.bare_node_narinfo_rps, 2)}x of it)`,
       `    through a whole coordinator (access hook, bearer token): ${fmt(r.coordinator_narinfo_rps, 0)} req/s, ${fmt(r.coordinator_server_cpu_us)} µs of its CPU a request`,
