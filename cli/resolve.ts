@@ -3,7 +3,7 @@
  * (job key or name, node name), or a unique prefix of any of those. One helper for every command taking
  * such an id, and the live ids shell completion offers (`mxc __complete KIND`).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../spec/api.js';
 import type { ApiClient } from './client.js';
 import { CliError } from './errors.js';

@@ -2,7 +2,7 @@
  * Metadata of local store paths (NAR hash and size, references, deriver) from one
  * `nix path-info --json` call per batch, the facts a binary cache upload claims.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { isSameCommand, type RunOptions, run, type StartedCommand, settleStarted } from './exec.js';
 import { NIX_OFFLINE_OPTIONS } from './nix.js';
 

@@ -3,7 +3,7 @@
  * these as its schemas: the coordinator validates and serialises through them, the CLI parses answers
  * with them, and /api/openapi.json is generated from them.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { JobSpec } from './job.js';
 import { Capabilities, ProcessReport, WorkloadStatus } from './messages.js';
 

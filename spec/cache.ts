@@ -3,7 +3,7 @@
  * what an upload answers, and the header of each NAR in a batch upload. The read side (`/cache/…`) speaks
  * Nix's own text formats (nix-cache-info, narinfo, NAR).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** Most paths one `POST /api/cache/missing` may ask about; `mxc push` asks in slices of this size. */
 export const MAX_MISSING_PATHS = 10_000;

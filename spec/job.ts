@@ -5,7 +5,7 @@
  * joins the two into `JobSpec` (the Aurora job with the sidecar under `mxc`), which the API, the
  * store and the agents use. Every object is strict: unknown attributes are refused.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { bindingProblems } from './bindings.js';
 import { nextRun, parseCron } from './cron.js';
 

@@ -2,7 +2,7 @@
  * JSON Schema of the job spec, generated from the zod schema (`npm run gen:schema` writes
  * spec/job.schema.json; a test fails when the committed copy is stale).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { JobSpec } from './job.js';
 
 export function jobJsonSchema(): Record<string, unknown> {

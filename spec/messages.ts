@@ -2,7 +2,7 @@
  * The agent ⇄ coordinator protocol, one JSON message per WebSocket frame, discriminated by `type`.
  * The agent opens `/api/agent/ws` with `Authorization: Bearer <MXC_AGENT_TOKEN>` and sends `hello`.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { JobSpec } from './job.js';
 
 /**

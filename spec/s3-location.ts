@@ -3,7 +3,7 @@
  * (the query names follow Nix's own s3:// store URLs). Credentials never go in it: they come from
  * the AWS variables or their `_FILE` twins, so the URL is safe in argv and logs.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 export interface S3Location {
   bucket: string;

@@ -3,7 +3,7 @@
  * default, what it means, and the zod schema that turns its text into a value or refuses it. The
  * README's configuration table, the daemons' start-up validation and the NixOS modules follow it.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { s3LocationSchema } from './s3-location.js';
 
 /** Who reads a setting: the coordinator, the agent, or every client command (`mxc jobs list`, …). */

@@ -1,5 +1,5 @@
 /** `mxc jobs list|show|stop|versions|endpoints`. */
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';

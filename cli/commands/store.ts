@@ -1,6 +1,6 @@
 /** `mxc where STORE_PATH|NAME` (which jobs and workloads run a store path) and `mxc jobs prewarm`. */
 
-import { z } from 'zod';
+import * as z from 'zod';
 import { readJobInput } from '../../compiler/job-input.js';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';

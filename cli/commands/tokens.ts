@@ -1,5 +1,5 @@
 /** `mxc tokens create|list|revoke`: named client and agent tokens kept (as digests) by the coordinator. */
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';

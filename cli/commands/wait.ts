@@ -4,7 +4,7 @@
  * (placement, closure realisation, health, rollout batches). Gives up with the reason as soon as an
  * instance fails, and within seconds when a workload cannot be placed.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import type { ApiClient } from '../client.js';
 import { MiB } from '../output.js';

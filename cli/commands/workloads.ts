@@ -1,6 +1,6 @@
 /** `mxc workloads list|show|create|stop|logs|events`. */
 import { readFile } from 'node:fs/promises';
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
