@@ -10,7 +10,7 @@ import { SETTINGS, type SettingName, type SettingRole } from '../spec/settings.j
 type Table = (typeof SETTINGS)[number];
 
 /** Parsed settings, keyed by variable; undefined when unset and without a default. */
-export type Settings = { [S in Table as S['env']]: z.output<S['schema']> | undefined };
+export type Settings = { [S in Table as S['env']]: z.output<ReturnType<S['schema']>> | undefined };
 
 /** Bad configuration: every problem found, one line each, naming the variable or flag. */
 export class SettingsError extends Error {
@@ -89,7 +89,7 @@ export function readSettings(opts: ReadSettingsOptions): Settings {
       out[s.env] = undefined;
       continue;
     }
-    const r = (s.schema as z.ZodType).safeParse(raw);
+    const r = (s.schema() as z.ZodType).safeParse(raw);
     if (r.success) out[s.env] = r.data;
     else {
       const shown = s.secret ? '' : `="${withoutCredentials(raw)}"`;

@@ -28,92 +28,119 @@ export const HYPERVISOR_UNSUPPORTED = [
   'crosvm',
 ];
 
-const text = z.string().min(1, 'must not be empty');
+/**
+ * A setting's schema, built the first time it is used: a command reads a few settings (a client
+ * command three), and building every setting's schema took ~3.5 ms of each client command's start.
+ */
+const lazily = <T extends z.ZodType>(build: () => T): (() => T) => {
+  let schema: T | undefined;
+  return () => (schema ??= build());
+};
+
+const text = lazily(() => z.string().min(1, 'must not be empty'));
 
 const integer = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z
-    .string()
-    .trim()
-    .regex(/^\d+$/, `must be ${what}`)
-    .transform(Number)
-    .pipe(z.number().int().min(min, `must be ${what}`).max(max, `must be ${what}`));
-
-const number = (what: string, min: number, exclusive = false) =>
-  z
-    .string()
-    .trim()
-    .regex(/^\d+(\.\d+)?$/, `must be ${what}`)
-    .transform(Number)
-    .pipe(exclusive ? z.number().gt(min, `must be ${what}`) : z.number().min(min, `must be ${what}`));
-
-const boolean = z
-  .string()
-  .trim()
-  .toLowerCase()
-  .refine((s) => ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'].includes(s), {
-    message: 'must be true or false',
-  })
-  .transform((s) => ['true', '1', 'yes', 'on'].includes(s));
-
-const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
-  z
-    .string()
-    .trim()
-    .pipe(z.enum(values, { error: `must be one of ${values.join(', ')}` }));
-
-const httpUrl = z
-  .string()
-  .trim()
-  .refine(
-    (s) => {
-      try {
-        return ['http:', 'https:'].includes(new URL(s).protocol);
-      } catch {
-        return false;
-      }
-    },
-    { message: 'must be an http:// or https:// URL' },
+  lazily(() =>
+    z
+      .string()
+      .trim()
+      .regex(/^\d+$/, `must be ${what}`)
+      .transform(Number)
+      .pipe(z.number().int().min(min, `must be ${what}`).max(max, `must be ${what}`)),
   );
 
+const number = (what: string, min: number, exclusive = false) =>
+  lazily(() =>
+    z
+      .string()
+      .trim()
+      .regex(/^\d+(\.\d+)?$/, `must be ${what}`)
+      .transform(Number)
+      .pipe(exclusive ? z.number().gt(min, `must be ${what}`) : z.number().min(min, `must be ${what}`)),
+  );
+
+const boolean = lazily(() =>
+  z
+    .string()
+    .trim()
+    .toLowerCase()
+    .refine((s) => ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'].includes(s), {
+      message: 'must be true or false',
+    })
+    .transform((s) => ['true', '1', 'yes', 'on'].includes(s)),
+);
+
+const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
+  lazily(() =>
+    z
+      .string()
+      .trim()
+      .pipe(z.enum(values, { error: `must be one of ${values.join(', ')}` })),
+  );
+
+const httpUrl = lazily(() =>
+  z
+    .string()
+    .trim()
+    .refine(
+      (s) => {
+        try {
+          return ['http:', 'https:'].includes(new URL(s).protocol);
+        } catch {
+          return false;
+        }
+      },
+      { message: 'must be an http:// or https:// URL' },
+    ),
+);
+
 /** One URL, or several separated by commas (agents fail over along the list). */
-const urlList = z
-  .string()
-  .transform((s) =>
-    s
-      .split(',')
-      .map((u) => u.trim())
-      .filter(Boolean),
-  )
-  .pipe(z.array(httpUrl).min(1, 'must name at least one URL').max(64, 'at most 64 URLs'));
+const urlList = lazily(() =>
+  z
+    .string()
+    .transform((s) =>
+      s
+        .split(',')
+        .map((u) => u.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(httpUrl()).min(1, 'must name at least one URL').max(64, 'at most 64 URLs')),
+);
 
-const postgresUrl = z
-  .string()
-  .trim()
-  .refine((s) => /^(postgres|postgresql|ecto):\/\//.test(s), {
-    message: 'must be a postgres://user[:password]@host[:port]/database URL (ecto:// is accepted too)',
-  })
-  // The seed writes Ecto URLs; pg reads the same URL under its own scheme.
-  .transform((s) => s.replace(/^ecto:\/\//, 'postgres://'));
+const postgresUrl = lazily(() =>
+  z
+    .string()
+    .trim()
+    .refine((s) => /^(postgres|postgresql|ecto):\/\//.test(s), {
+      message: 'must be a postgres://user[:password]@host[:port]/database URL (ecto:// is accepted too)',
+    })
+    // The seed writes Ecto URLs; pg reads the same URL under its own scheme.
+    .transform((s) => s.replace(/^ecto:\/\//, 'postgres://')),
+);
 
-const hypervisor = z
-  .string()
-  .trim()
-  .toLowerCase()
-  .superRefine((s, ctx) => {
-    if (HYPERVISOR_UNSUPPORTED.includes(s))
-      ctx.addIssue({
-        code: 'custom',
-        message: `"${s}" is not supported: mxc runs microVMs with QEMU (KVM when usable, else TCG); use qemu, or none to turn microVMs off`,
-      });
-    else if (!(HYPERVISORS as readonly string[]).includes(s))
-      ctx.addIssue({ code: 'custom', message: `must be one of ${HYPERVISORS.join(', ')}` });
-  })
-  .transform((s) => s as (typeof HYPERVISORS)[number]);
+const hypervisor = lazily(() =>
+  z
+    .string()
+    .trim()
+    .toLowerCase()
+    .superRefine((s, ctx) => {
+      if (HYPERVISOR_UNSUPPORTED.includes(s))
+        ctx.addIssue({
+          code: 'custom',
+          message: `"${s}" is not supported: mxc runs microVMs with QEMU (KVM when usable, else TCG); use qemu, or none to turn microVMs off`,
+        });
+      else if (!(HYPERVISORS as readonly string[]).includes(s))
+        ctx.addIssue({ code: 'custom', message: `must be one of ${HYPERVISORS.join(', ')}` });
+    })
+    .transform((s) => s as (typeof HYPERVISORS)[number]),
+);
 
-const cacheKey = z
-  .string()
-  .trim()
-  .regex(/^[^:\s]+:[A-Za-z0-9+/]+={0,2}$/, 'must be a Nix public key, name:base64');
+const cacheKey = lazily(() =>
+  z
+    .string()
+    .trim()
+    .regex(/^[^:\s]+:[A-Za-z0-9+/]+={0,2}$/, 'must be a Nix public key, name:base64'),
+);
 
 export interface Setting {
   /** The environment variable. */
@@ -124,7 +151,7 @@ export interface Setting {
   /** The literal default the parser receives when the variable is unset, if any. */
   value?: string;
   doc: string;
-  schema: z.ZodType;
+  schema: () => z.ZodType;
   /** A secret: `<env>_FILE` names a file holding it (systemd credentials, agenix, …). */
   secret?: boolean;
   /** The command-line flag that sets the same thing (it wins over the variable). */
@@ -320,7 +347,7 @@ export const SETTINGS = [
     default: 'unset (the cache directory)',
     flag: '--cache-s3',
     doc: 'keep the binary cache in an S3-compatible bucket instead: `s3://bucket/prefix?endpoint=https://…&region=…&force_path_style=true` (AWS, MinIO, R2, Garage); coordinators may share one; credentials from the AWS variables below or the SDK’s usual chain',
-    schema: s3LocationSchema,
+    schema: lazily(() => s3LocationSchema),
   },
   {
     env: 'AWS_ACCESS_KEY_ID',
@@ -433,10 +460,12 @@ export const SETTINGS = [
     default: 'hostname',
     flag: '--name',
     doc: 'node name',
-    schema: z
-      .string()
-      .trim()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, ".", "_" or "-"'),
+    schema: lazily(() =>
+      z
+        .string()
+        .trim()
+        .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, ".", "_" or "-"'),
+    ),
   },
   {
     env: 'MXC_AGENT_CPU',
