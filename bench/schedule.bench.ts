@@ -13,7 +13,7 @@ import { startCoordinatorProcess } from './lib/coordinator-process.js';
 import { formatProfile, monotonicUs, summariseProfile } from './lib/cpu-profile.js';
 import { getAllPages, pool, postJson } from './lib/http.js';
 import { createBenchDb, queryOnce } from './lib/pg.js';
-import { cpuMark, RssSampler, rssBytes } from './lib/proc.js';
+import { type CpuSplit, cpuMark, RssSampler, rssBytes } from './lib/proc.js';
 import { Report } from './lib/report.js';
 import { connectAgents, SimAgent } from './lib/sim-agent.js';
 import { envInt, fmt, fmtMiB, percentile, sleep } from './lib/stats.js';
@@ -76,9 +76,14 @@ export async function main(): Promise<void> {
 
     const timings = new Map<string, JobTiming>();
     let starts = 0;
+    // The CPU split is read as the last start arrives: read after the progress loop's next 1 s poll, its
+    // "% of a core" was diluted by up to a second of idle (a 1.35 s run showed ~1.1 cores busy, not ~1.7).
+    let cpu: (() => CpuSplit) | null = null;
+    let usedAtLastStart: CpuSplit | null = null;
     let lastStartAt = 0;
     const onStart = (s: { jobName: string }, at: number) => {
       starts++;
+      if (starts === total && cpu && !usedAtLastStart) usedAtLastStart = cpu();
       lastStartAt = at;
       const t = timings.get(s.jobName);
       if (t) {
@@ -110,7 +115,7 @@ export async function main(): Promise<void> {
     );
     const rssAfterJoin = rssBytes(coord.pid);
 
-    const cpu = cpuMark(coord.pid, db.name);
+    cpu = cpuMark(coord.pid, db.name);
     const t0 = performance.now();
     const t0Us = monotonicUs();
     // A failed POST is counted, not fatal: the job may be stored and placed by a later pass anyway.
@@ -149,7 +154,7 @@ export async function main(): Promise<void> {
     }
     await submitting;
     const placedS = (lastStartAt - t0) / 1000;
-    const used = cpu();
+    const used = usedAtLastStart ?? cpu();
     // The database's own count: what was committed, whatever the agents saw.
     const counts = await queryOnce<{ status: string; n: number }>(
       db.url,
