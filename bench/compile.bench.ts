@@ -5,16 +5,19 @@
  * and mxc's overhead over nix-build against `node -e 0` measured in the same rounds (issue 17's
  * target: overhead ≤ Node's own start-up), for the bundled CLI (bin/mxc.js → dist/bundle, with its
  * V8 code cache and without), the unbundled tsc output, plus the in-process library call, and a
- * plain command's start-up (`mxc version`) beside `node -e 0` (issue 17: every command starts about
- * as fast as Node itself).
+ * plain command's start-up (`mxc version`) and a client command's (`mxc cluster status` against a
+ * coordinator of its own on this machine, embedded PGlite) beside `node -e 0` (issue 17: every
+ * command starts about as fast as Node itself).
  * Options: MXC_BENCH_RUNS (default 10), MXC_BENCH_EXAMPLE (default examples/hello_world).
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withDir } from 'tmp-promise';
 import { buildJob } from '../compiler/build.js';
 import { repoPath } from '../scheduler/paths.js';
+import { startCoordinatorProcess } from './lib/coordinator-process.js';
 import { Report } from './lib/report.js';
 import { envInt, fmtMs, median } from './lib/stats.js';
 import { timeCommand, timeCommandCpu } from './lib/timing.js';
@@ -53,6 +56,17 @@ export async function main(): Promise<void> {
   await mxcBuild(file);
   await nixBuild(file);
 
+  // The coordinator `mxc cluster status` asks: its own, with embedded PGlite in a temporary folder,
+  // running during the already-built rounds only.
+  const coordinatorDir = await mkdtemp(join(tmpdir(), 'mxc-bench-compile-coordinator-'));
+  const coordinator = await startCoordinatorProcess({
+    dataDir: coordinatorDir,
+    env: { DATABASE_URL: '', DATABASE_HOST: '' },
+  });
+  const clientEnv = { ...process.env, MXC_COORDINATOR: coordinator.url };
+  const clientCommand = () =>
+    timeCommand(process.execPath, [...mxc, 'cluster', 'status'], { cwd, env: clientEnv });
+
   await mxcBuildUnbundled(file);
   const built = {
     mxc: [] as number[],
@@ -63,23 +77,31 @@ export async function main(): Promise<void> {
     unbundled: [] as number[],
     uncached: [] as number[],
     plain: [] as number[],
+    client: [] as number[],
   };
-  for (let i = 0; i < runs; i++) {
-    if (i % 2 === 0) {
-      built.mxc.push(await mxcBuild(file));
-      built.nix.push(await nixBuild(file));
-    } else {
-      built.nix.push(await nixBuild(file));
-      built.mxc.push(await mxcBuild(file));
+  try {
+    await clientCommand();
+    for (let i = 0; i < runs; i++) {
+      if (i % 2 === 0) {
+        built.mxc.push(await mxcBuild(file));
+        built.nix.push(await nixBuild(file));
+      } else {
+        built.nix.push(await nixBuild(file));
+        built.mxc.push(await mxcBuild(file));
+      }
+      const t = performance.now();
+      await buildJob(file);
+      built.lib.push(performance.now() - t);
+      built.node.push(await timeCommand(process.execPath, [...mxc, '--version'], { cwd }));
+      built.plain.push(await timeCommand(process.execPath, [...mxc, 'version'], { cwd }));
+      built.client.push(await clientCommand());
+      built.bare.push(await nodeBare());
+      built.unbundled.push(await mxcBuildUnbundled(file));
+      built.uncached.push(await mxcBuildUncached(file));
     }
-    const t = performance.now();
-    await buildJob(file);
-    built.lib.push(performance.now() - t);
-    built.node.push(await timeCommand(process.execPath, [...mxc, '--version'], { cwd }));
-    built.plain.push(await timeCommand(process.execPath, [...mxc, 'version'], { cwd }));
-    built.bare.push(await nodeBare());
-    built.unbundled.push(await mxcBuildUnbundled(file));
-    built.uncached.push(await mxcBuildUncached(file));
+  } finally {
+    await coordinator.stop();
+    await rm(coordinatorDir, { recursive: true, force: true });
   }
   r.progress('already-built runs done');
 
@@ -175,6 +197,13 @@ export async function main(): Promise<void> {
     unit: 'ms',
     anchor: { value: m(built.bare), label: 'node -e 0 side by side', higherIsBetter: false },
   });
+  r.figure({
+    name: 'client command start-up: mxc cluster status',
+    value: m(built.client),
+    unit: 'ms',
+    anchor: { value: m(built.bare), label: 'node -e 0 side by side', higherIsBetter: false },
+    note: 'against a coordinator on this machine (PGlite), its answer included',
+  });
   const cpuOverhead = m(cpu.mxc) - m(cpu.nix);
   r.figure({
     name: '  CPU: overhead mxc build − nix-build',
@@ -207,7 +236,7 @@ export async function main(): Promise<void> {
     note: verdict(m(changed.mxc) / m(changed.nix)),
   });
   r.note(
-    `mxc build − nix-build: ${fmtMs(m(built.mxc) - m(built.nix))} built, ${fmtMs(m(changed.mxc) - m(changed.nix))} changed; node -e 0 is ${fmtMs(m(built.bare))}, mxc --version ${fmtMs(m(built.node))}, mxc version ${fmtMs(m(built.plain))}`,
+    `mxc build − nix-build: ${fmtMs(m(built.mxc) - m(built.nix))} built, ${fmtMs(m(changed.mxc) - m(changed.nix))} changed; node -e 0 is ${fmtMs(m(built.bare))}, mxc --version ${fmtMs(m(built.node))}, mxc version ${fmtMs(m(built.plain))}, mxc cluster status ${fmtMs(m(built.client))}`,
   );
   r.save({ runs, example, samples: { built, changed, cpu } });
 }
