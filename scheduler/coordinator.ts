@@ -55,7 +55,10 @@ import {
 export type { AgentSession, ChangeEvent, CoordinatorOptions };
 
 /** The kinds of background work, each coalescing on its own (see engine/evaluation-queue). */
-type WorkKindName = 'schedule' | 'rollout' | 'drain' | 'poll' | 'liveness' | 'cron' | 'retention';
+type WorkKindName = 'schedule' | 'sweep' | 'rollout' | 'drain' | 'poll' | 'liveness' | 'cron' | 'retention';
+
+/** How often the leader runs a scheduling pass that no event asked for (see the `sweep` work). */
+const SWEEP_MS = 10_000;
 
 /**
  * Outbox rows taken and sent per round of a drain (an apply transaction writes one row of starts per
@@ -97,7 +100,21 @@ export class Coordinator {
     this.clock = opts.clock ?? systemClock;
     this.queue = new EvaluationQueue<WorkKindName>(
       {
-        schedule: { run: () => this.schedulePass(), failure: 'scheduling pass failed' },
+        // A failed pass (the database away a moment, say) is retried by itself: pending workloads must
+        // not wait for the next submit or agent event to be placed.
+        schedule: {
+          run: () => this.schedulePass(),
+          failure: 'scheduling pass failed',
+          retry: { firstMs: 500, maxMs: 30_000 },
+        },
+        // The leader's safety net: a pass every SWEEP_MS places what no event asked for (a job another
+        // coordinator committed just before it died, before its own pass placed it).
+        sweep: {
+          run: async () => {
+            if (this.isLeader()) this.requestEvaluation();
+          },
+          failure: 'periodic scheduling pass failed',
+        },
         rollout: { run: () => this.stepRollouts(), failure: 'advancing rolling updates failed' },
         drain: {
           run: () => this.drainRequested(),
@@ -156,8 +173,8 @@ export class Coordinator {
 
   /**
    * Starts the periodic work and a first scheduling pass: the liveness tick every `tickMs`; on the
-   * leader, cron launches and rollout steps about once a second and retention once a minute (and at
-   * once when elected); the outbox poll every second.
+   * leader, cron launches and rollout steps about once a second, a scheduling pass every 10 s and
+   * retention once a minute (and at once when elected); the outbox poll every second.
    */
   start(): void {
     this.lastTickAt = this.clock.monotonic();
@@ -170,6 +187,7 @@ export class Coordinator {
     this.queue.every('cron', 1000);
     this.queue.every('rollout', 1000);
     this.queue.every('retention', 60_000);
+    this.queue.every('sweep', SWEEP_MS);
     // Outbox: NOTIFY wakes us when a command for one of our agents is queued; polling covers a lost one.
     this.queue.every('poll', 1000);
     void this.db

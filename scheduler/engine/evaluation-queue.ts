@@ -1,8 +1,9 @@
 /**
  * The coordinator's one coalescing evaluation queue: named kinds of work (a scheduling pass, a rollout
  * step, draining the outbox, the liveness tick, cron launches, retention). A request while that kind
- * runs coalesces into exactly one re-run; a failed run is logged and never crashes anything; periodic
- * work and "wake at" requests run off the injected clock's timers; `close()` waits for what runs.
+ * runs coalesces into exactly one re-run; a failed run is logged and never crashes anything (and, for
+ * work that asks for it, retried with a growing delay until a run succeeds); periodic work and "wake at"
+ * requests run off the injected clock's timers; `close()` waits for what runs.
  */
 import type { Clock, Timer } from './clock.js';
 
@@ -19,6 +20,11 @@ export interface WorkKind {
   failure: string;
   /** Log level of a failure; `warn` for work whose next run repairs it. Default `error`. */
   level?: 'error' | 'warn';
+  /**
+   * Retry a failed run by itself: after `firstMs`, doubling with each failure in a row up to `maxMs`
+   * (a run that succeeds starts over). Without it a failed run waits for the next request.
+   */
+  retry?: { firstMs: number; maxMs: number };
 }
 
 interface KindState {
@@ -26,6 +32,8 @@ interface KindState {
   loop: Promise<void> | null;
   again: boolean;
   runs: number;
+  /** Failed runs in a row (the retry delay grows with them). */
+  failures: number;
   periodic: Timer | null;
   wake: { at: number; timer: Timer } | null;
 }
@@ -40,7 +48,7 @@ export class EvaluationQueue<K extends string> {
     private readonly log: QueueLog,
   ) {
     for (const k of Object.keys(kinds) as K[]) {
-      this.state.set(k, { loop: null, again: false, runs: 0, periodic: null, wake: null });
+      this.state.set(k, { loop: null, again: false, runs: 0, failures: 0, periodic: null, wake: null });
     }
   }
 
@@ -125,8 +133,12 @@ export class EvaluationQueue<K extends string> {
         s.again = false;
         try {
           await work.run();
+          s.failures = 0;
         } catch (err) {
-          this.log[work.level ?? 'error']({ err, work: kind }, work.failure);
+          s.failures++;
+          const retryMs = work.retry && retryDelay(work.retry, s.failures);
+          this.log[work.level ?? 'error']({ err, work: kind, ...(retryMs ? { retryMs } : {}) }, work.failure);
+          if (retryMs) this.requestAt(kind, this.clock.now() + retryMs);
         } finally {
           s.runs++;
         }
@@ -142,4 +154,9 @@ export class EvaluationQueue<K extends string> {
     if (!s) throw new Error(`unknown kind of work: ${kind}`);
     return s;
   }
+}
+
+/** The wait before retrying after `failures` failed runs in a row: firstMs, doubled each time, at most maxMs. */
+function retryDelay(retry: { firstMs: number; maxMs: number }, failures: number): number {
+  return Math.min(retry.maxMs, retry.firstMs * 2 ** Math.min(failures - 1, 30));
 }

@@ -48,6 +48,8 @@ export async function startTestCoordinator(
     cache?: Pick<CoordinatorServerOptions, 'cacheDir' | 'cacheS3' | 'cacheKeyFile'>;
     /** A manual clock drives liveness, grace, cron, rollouts and retention (no sleeps in tests). */
     clock?: Clock;
+    /** The leader lease (MXC_LEADER_LEASE_MS); a long one keeps leading through big manual-clock jumps. */
+    leaderLeaseMs?: number;
   } = {},
 ): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
@@ -64,6 +66,7 @@ export async function startTestCoordinator(
     host: opts.host,
     insecure: opts.insecure,
     clock: opts.clock,
+    leaderLeaseMs: opts.leaderLeaseMs,
     dataDir,
     databaseUrl,
     tokens: opts.tokens ?? {},

@@ -4,6 +4,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../scheduler/engine/clock.js';
+import { recordSubmission } from '../../scheduler/job-submit.js';
+import { JobSpec, jobKey } from '../../spec/job.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { ENGINES } from '../helpers/db.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
@@ -213,6 +215,43 @@ describe.each(ENGINES)('coordinator on %s', (engine) => {
     await eventually(
       async () => (await c.api('GET', '/api/workloads?status=running')).body.data.length === 1,
     );
+  });
+
+  it('retries a failed scheduling pass by itself, and the leader places what no event asked for', async () => {
+    const clock = new ManualClock();
+    // A lease that outlasts the clock's jumps: the renewals' round trips are real, the jumps instant.
+    c = await startTestCoordinator(engine, { clock, leaderLeaseMs: 600_000 });
+    await agent({ name: 'a' });
+    // The database refuses every placement (a real error in the apply's statement) until the test lifts it.
+    await c.db.query('CREATE TABLE refuse_placements (on_ boolean)');
+    await c.db.query('INSERT INTO refuse_placements VALUES (true)');
+    await c.db.query(`CREATE FUNCTION refuse_placement() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.status <> OLD.status AND NEW.status = 'starting' AND EXISTS (SELECT 1 FROM refuse_placements)
+        THEN RAISE EXCEPTION 'placements refused by the test'; END IF;
+        RETURN NEW;
+      END $$`);
+    await c.db.query(
+      'CREATE TRIGGER refuse_placement BEFORE UPDATE ON workloads FOR EACH ROW EXECUTE FUNCTION refuse_placement()',
+    );
+    const sub = await c.api('POST', '/api/jobs', plainJob({ name: 'retried' }));
+    expect(sub.status).toBe(201);
+    const [id] = sub.body.data.workloads;
+    await c.coordinator.evaluate();
+    expect((await workload(id)).status).toBe('pending');
+    // Lifted: no submit or agent event follows; the failed pass's own retry places it.
+    await c.db.query('DELETE FROM refuse_placements');
+    await clock.advance(1000);
+    await eventually(async () => (await workload(id)).status === 'running');
+
+    // A job committed without any pass asked for (its coordinator died right after the commit): the
+    // leader's periodic pass places it.
+    await c.coordinator.evaluate(); // nothing in flight any more
+    const spec = JobSpec.parse(plainJob({ name: 'orphaned' }));
+    const [orphan] = (await recordSubmission(c.db, jobKey(spec), spec, [])).workloads;
+    expect((await workload(orphan!)).status).toBe('pending');
+    await clock.advance(10_000);
+    await eventually(async () => (await workload(orphan!)).status === 'running');
   });
 
   it('requires tokens when configured, compared exactly', async () => {

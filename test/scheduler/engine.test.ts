@@ -208,6 +208,60 @@ describe('evaluation queue', () => {
     await q.close();
   });
 
+  it('retries a failed run by itself after a delay that doubles with each failure in a row, up to its maximum', async () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    const at: number[] = [];
+    let failing = 3;
+    const { lines, log } = recordingLog();
+    const q = new EvaluationQueue(
+      {
+        pass: {
+          failure: 'pass failed',
+          retry: { firstMs: 100, maxMs: 300 },
+          run: async () => {
+            at.push(clock.now() - t0);
+            if (failing-- > 0) throw new Error('database away');
+          },
+        },
+        plain: {
+          failure: 'plain failed',
+          run: async () => {
+            throw new Error('always');
+          },
+        },
+      },
+      clock,
+      log,
+    );
+    await q.request('pass');
+    expect(at).toEqual([0]);
+    await clock.advance(99);
+    expect(at).toEqual([0]);
+    await clock.advance(1);
+    expect(at).toEqual([0, 100]);
+    await clock.advance(200); // the second failure waits twice as long
+    expect(at).toEqual([0, 100, 300]);
+    await clock.advance(300); // 400 would exceed the maximum
+    expect(at).toEqual([0, 100, 300, 600]);
+    // It succeeded: no retry is owed, and the next failure starts from the first delay again.
+    await clock.advance(10_000);
+    expect(at).toHaveLength(4);
+    failing = 1;
+    await q.request('pass');
+    await clock.advance(100);
+    expect(at.slice(4)).toEqual([10_600, 10_700]);
+    expect(
+      lines.filter((l) => l.msg === 'pass failed').map((l) => (l as { retryMs?: number }).retryMs),
+    ).toEqual([100, 200, 300, 100]);
+    // Work without a retry waits for the next request.
+    await q.request('plain');
+    await clock.advance(60_000);
+    expect(q.runs('plain')).toBe(1);
+    expect(clock.pendingTimers).toBe(0);
+    await q.close();
+  });
+
   it('runs periodic work at its interval and coalesces a slow run with the ticks it overlaps', async () => {
     const clock = new ManualClock();
     let runs = 0;
