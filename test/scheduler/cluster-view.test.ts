@@ -12,13 +12,12 @@ import { recordSubmission } from '../../scheduler/job-submit.js';
 import { loseNodeWorkloads } from '../../scheduler/liveness.js';
 import { clusterSnapshot, SchedulerState, schedulePass } from '../../scheduler/placement.js';
 import type { Db } from '../../scheduler/store/db.js';
-import * as jobs from '../../scheduler/store/jobs.js';
 import * as nodes from '../../scheduler/store/nodes.js';
 import * as wl from '../../scheduler/store/workloads.js';
 import { JobSpec } from '../../spec/job.js';
 import { plainJob } from '../helpers/coordinator.js';
 import { freshDb } from '../helpers/db.js';
-import { testLogger } from '../helpers/logger.js';
+import { passDeps } from '../helpers/pass.js';
 import { PLAIN_CAPABILITIES } from '../helpers/protocol-agent.js';
 
 const MiB = 1024 * 1024;
@@ -35,18 +34,6 @@ const comparable = (ns: readonly NodeView[]) =>
         disk_mb: n.used.disk_mb,
       },
     }));
-
-function passDeps(db: Db, state: SchedulerState) {
-  return {
-    db,
-    log: testLogger(),
-    strategy: 'spread' as const,
-    state,
-    specOf: async (jobId: string, version: number) =>
-      (await jobs.getJobVersion(db, jobId, version))?.spec ?? null,
-    started: () => {},
-  };
-}
 
 let joined = 0;
 async function join(db: Db, cpu: number, rack: string) {

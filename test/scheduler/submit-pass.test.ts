@@ -15,24 +15,10 @@ import { newWorkloads } from '../../scheduler/workload-changes.js';
 import { JobSpec } from '../../spec/job.js';
 import { plainJob } from '../helpers/coordinator.js';
 import { ENGINES, freshDb } from '../helpers/db.js';
-import { testLogger } from '../helpers/logger.js';
+import { passDeps } from '../helpers/pass.js';
 import { PLAIN_CAPABILITIES } from '../helpers/protocol-agent.js';
 
 const MiB = 1024 * 1024;
-
-function passDeps(db: Db, state: SchedulerState, started: StartedWorkload[] = []) {
-  return {
-    db,
-    log: testLogger(),
-    strategy: 'spread' as const,
-    state,
-    specOf: async (jobId: string, version: number) =>
-      (await jobs.getJobVersion(db, jobId, version))?.spec ?? null,
-    started: (ws: StartedWorkload[]) => {
-      started.push(...ws);
-    },
-  };
-}
 
 /** A db whose pending-list reads are counted, so a test can act once a pass has read its list. */
 function watchingPendingReads(db: Db): { db: Db; pendingRead: Promise<void> } {
