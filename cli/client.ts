@@ -8,6 +8,10 @@ import { readSettings, SettingsError } from '../lib/settings.js';
 import { page } from '../spec/api.js';
 import { CliError } from './errors.js';
 
+/** Statuses that redirect, and how many redirects a request follows (fetch follows 20). */
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+
 export interface ClientOptions {
   coordinator?: string;
   token?: string;
@@ -76,32 +80,66 @@ export class ApiClient {
     path: string,
     body?: unknown,
   ): Promise<{ status: number; text: string }> {
-    const payload = body !== undefined ? Buffer.from(JSON.stringify(body)) : undefined;
+    let payload = body !== undefined ? Buffer.from(JSON.stringify(body)) : undefined;
+    const signal = this.timeoutMs ? AbortSignal.timeout(this.timeoutMs) : undefined;
     try {
-      const url = new URL(`${this.base}${path}`);
-      const { request } = url.protocol === 'https:' ? await import('node:https') : http;
-      return await new Promise((resolve, reject) => {
-        const req = request(url, {
-          method,
-          headers: this.headers(
-            payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {},
-          ),
-          ...(this.timeoutMs ? { signal: AbortSignal.timeout(this.timeoutMs) } : {}),
-        });
-        req.on('response', (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () =>
-            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }),
-          );
-          res.on('error', reject);
-        });
-        req.on('error', reject);
-        req.end(payload);
-      });
+      let url = new URL(`${this.base}${path}`);
+      const origin = url.origin;
+      // Redirects are followed as fetch follows them (a coordinator behind a proxy that moves it, or
+      // sends http to https): 303, and 301/302 after a POST, turn into a GET without the body; the
+      // token goes only to the coordinator's own origin.
+      for (let hops = 0; ; hops++) {
+        const res = await this.once(url, method, payload, url.origin === origin, signal);
+        const location = res.location;
+        if (!REDIRECTS.has(res.status) || location === undefined) return res;
+        if (hops === MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
+        url = new URL(location, url);
+        if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+          throw new Error(`a redirect to ${url.protocol} is not followed`);
+        }
+        if (res.status === 303 || ((res.status === 301 || res.status === 302) && method === 'POST')) {
+          if (method !== 'HEAD') method = 'GET';
+          payload = undefined;
+        }
+      }
     } catch (err) {
       throw this.unreachable(err);
     }
+  }
+
+  /** One request and its whole answer (and where a redirect points). */
+  private async once(
+    url: URL,
+    method: string,
+    payload: Buffer | undefined,
+    withToken: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<{ status: number; text: string; location?: string }> {
+    const { request } = url.protocol === 'https:' ? await import('node:https') : http;
+    const type: Record<string, string> = payload
+      ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
+      : {};
+    return new Promise((resolve, reject) => {
+      const req = request(url, {
+        method,
+        headers: withToken ? this.headers(type) : type,
+        ...(signal ? { signal } : {}),
+      });
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString(),
+            location: res.headers.location,
+          }),
+        );
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(payload);
+    });
   }
 
   private unreachable(err: unknown): CliError {
