@@ -4,6 +4,7 @@
  */
 import http from 'node:http';
 import type { z } from 'zod';
+import { answerOf, type HttpAnswer } from '../lib/http-answer.js';
 import { readSettings, SettingsError } from '../lib/settings.js';
 import { page } from '../spec/api.js';
 import { CliError } from './errors.js';
@@ -75,11 +76,7 @@ export class ApiClient {
    * background compilation to end. `mxc jobs list` against a coordinator on this machine (chrt -f 1,
    * load ~13, medians of 15): 205 → 116 ms, `node -e 0` ~60.
    */
-  private async send(
-    method: string,
-    path: string,
-    body?: unknown,
-  ): Promise<{ status: number; text: string }> {
+  private async send(method: string, path: string, body?: unknown): Promise<HttpAnswer> {
     let payload = body !== undefined ? Buffer.from(JSON.stringify(body)) : undefined;
     const signal = this.timeoutMs ? AbortSignal.timeout(this.timeoutMs) : undefined;
     try {
@@ -114,32 +111,19 @@ export class ApiClient {
     payload: Buffer | undefined,
     withToken: boolean,
     signal: AbortSignal | undefined,
-  ): Promise<{ status: number; text: string; location?: string }> {
+  ): Promise<HttpAnswer> {
     const { request } = url.protocol === 'https:' ? await import('node:https') : http;
     const type: Record<string, string> = payload
       ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
       : {};
-    return new Promise((resolve, reject) => {
-      const req = request(url, {
-        method,
-        headers: withToken ? this.headers(type) : type,
-        ...(signal ? { signal } : {}),
-      });
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            text: Buffer.concat(chunks).toString(),
-            location: res.headers.location,
-          }),
-        );
-        res.on('error', reject);
-      });
-      req.on('error', reject);
-      req.end(payload);
+    const req = request(url, {
+      method,
+      headers: withToken ? this.headers(type) : type,
+      ...(signal ? { signal } : {}),
     });
+    const answer = answerOf(req);
+    req.end(payload);
+    return answer;
   }
 
   private unreachable(err: unknown): CliError {

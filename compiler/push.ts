@@ -9,6 +9,7 @@ import https from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type CommandError, runStreaming, type StartedCommand } from '../lib/exec.js';
+import { answerOf, type HttpAnswer } from '../lib/http-answer.js';
 import { narInto, narStream } from '../lib/nar-dump.js';
 import { STORE_DIR } from '../lib/nar-info.js';
 import { type PathInfo, queryClosureInfos } from '../lib/path-info.js';
@@ -189,7 +190,7 @@ async function askMissing(base: URL, token: string | undefined, paths: string[],
 
 async function askMissingSlice(base: URL, token: string | undefined, paths: string[], signal?: AbortSignal) {
   const url = new URL('api/cache/missing', base);
-  let res: { status: number; text: string };
+  let res: HttpAnswer;
   try {
     // node:http, not fetch: fetch loads undici, whose WebAssembly HTTP parser took ~75 ms of CPU to
     // compile in a fresh `mxc push` (perf), more than the push's own work on the client.
@@ -222,21 +223,6 @@ async function askMissingSlice(base: URL, token: string | undefined, paths: stri
   if (!Array.isArray(missing))
     throw new PushError('PUSH_BAD_RESPONSE', `${url} answered without data.missing`);
   return missing.map(String);
-}
-
-/** A request's answer: its status and whole body as text. */
-function answerOf(req: http.ClientRequest): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-  });
 }
 
 function errorFrom(status: number, body: unknown, text: string, url: URL): PushError {
@@ -416,7 +402,7 @@ async function uploadBatch(
     produceError ??= err;
   });
   const sent = pipeline(body, req).catch((err: unknown) => err);
-  let answer: { status: number; text: string };
+  let answer: HttpAnswer;
   try {
     answer = await response;
   } catch (err) {

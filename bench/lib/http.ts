@@ -1,5 +1,6 @@
 /** Minimal JSON-over-HTTP helpers for talking to the coordinator's API from a benchmark. */
 import http from 'node:http';
+import { answerOf } from '../../lib/http-answer.js';
 
 export async function getJson<T>(url: string, token?: string): Promise<T> {
   const res = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
@@ -64,38 +65,24 @@ export async function pool(
 export class KeptAliveClient {
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
-  postJson<T>(url: string, payload: unknown): Promise<T> {
+  async postJson<T>(url: string, payload: unknown): Promise<T> {
     const body = JSON.stringify(payload);
-    return new Promise((resolve, reject) => {
-      const req = http.request(
-        url,
-        {
-          method: 'POST',
-          agent: this.agent,
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-        },
-        (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => {
-            text += chunk;
-          });
-          res.on('error', reject);
-          res.on('end', () => {
-            try {
-              const parsed = JSON.parse(text) as { data?: T; error?: { message: string } };
-              if (res.statusCode === undefined || res.statusCode >= 300)
-                reject(new Error(`POST ${url}: ${res.statusCode} ${parsed.error?.message ?? text}`));
-              else resolve(parsed.data as T);
-            } catch (err) {
-              reject(new Error(`POST ${url}: ${res.statusCode} ${text}`, { cause: err }));
-            }
-          });
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
+    const req = http.request(url, {
+      method: 'POST',
+      agent: this.agent,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
     });
+    const answer = answerOf(req);
+    req.end(body);
+    const { status, text } = await answer;
+    let parsed: { data?: T; error?: { message: string } };
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new Error(`POST ${url}: ${status} ${text}`, { cause: err });
+    }
+    if (status >= 300) throw new Error(`POST ${url}: ${status} ${parsed.error?.message ?? text}`);
+    return parsed.data as T;
   }
 
   close(): void {
