@@ -259,7 +259,6 @@ function withNewJobs(
   if (newJobs.length === 0) return { all: read, unplaced: [] };
   const seen = new Set(read.map((w) => w.job_id));
   const unseen = newJobs.filter((j) => !seen.has(j.jobId));
-  const createdAt = new Date();
   return {
     all: [
       ...read,
@@ -273,7 +272,6 @@ function withNewJobs(
           memory_mb: w.memory_mb,
           disk_mb: w.disk_mb,
           isolation: w.isolation,
-          created_at: createdAt,
           not_before: null,
           restart_delay_ms: 0,
         })),

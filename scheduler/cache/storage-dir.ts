@@ -8,9 +8,9 @@
  * like this project's VM, orders nothing). So a group of NARs is written and synced side by side
  * (one wait for all, not one per file), renamed into `nar/`, and `nar/` synced once; only then are
  * their narinfos linked, from temp files written and synced in the same wait as the NARs, and
- * `narinfo/` synced once, for all of an upload's groups, before the upload is answered. A narinfo on disk thus always names a NAR on
- * disk, and an answered upload survives a crash. Whole-file-system syncs (syncfs) were not taken:
- * they also wait for every other writer's data on the disk.
+ * `narinfo/` synced once, for all of an upload's groups, before the upload is answered. A narinfo on
+ * disk thus always names a NAR on disk, and an answered upload survives a crash. Whole-file-system
+ * syncs (syncfs) were not taken: they also wait for every other writer's data on the disk.
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream, type Stats, stat as statCallback } from 'node:fs';

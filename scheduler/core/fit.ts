@@ -36,7 +36,7 @@ export function fits(capacity: Resources, used: Resources, demand: Resources): b
   return RESOURCE_KEYS.every((k) => fitsOn(k, capacity, used, demand));
 }
 
-/** Adds `demand` to `used` in place (the plan, or the applier, took it). */
+/** Adds `demand` to `used` in place (the plan took it). */
 export function take(used: Resources, demand: Resources): void {
   for (const k of RESOURCE_KEYS) used[k] += demand[k];
 }

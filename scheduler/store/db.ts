@@ -33,13 +33,13 @@ export interface Db extends Queryable {
 pg.types.setTypeParser(20, (v) => Number(v));
 pg.types.setTypeParser(1700, (v) => Number(v));
 
-/** Opens PostgreSQL at `url`. */
 /** PostgreSQL's refusal of a prepared statement whose result columns a schema change altered. */
 function isStalePreparedStatement(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   return e.code === '0A000' && /cached plan must not change result type/.test(e.message ?? '');
 }
 
+/** Opens PostgreSQL at `url`. */
 export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<Db> {
   const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 10 });
   pool.on('error', () => {
