@@ -43,6 +43,19 @@ export interface CommandRow {
 }
 
 /**
+ * The `woken` step of a statement that queues commands in a CTE named `queued` (with `node_id`):
+ * NOTIFYs `channel` (a parameter holding COMMANDS_CHANNEL) once for each of their nodes, except the
+ * nodes whose socket `holder` (a parameter, NULL for none) holds itself. Shared with the placement apply.
+ */
+export function wakeHoldersSql(channel: string, holder: string): string {
+  return `woken AS (
+       SELECT pg_notify(${channel}, node_id) FROM (SELECT DISTINCT node_id FROM queued) AS w
+        WHERE ${holder}::text IS NULL OR NOT EXISTS (
+          SELECT 1 FROM node_sessions s WHERE s.node_id = w.node_id AND s.coordinator_id = ${holder})
+     )`;
+}
+
+/**
  * Queues commands and wakes their holders, in one statement; returns the rows' ids in `cmds` order. Call it inside the deciding transaction:
  * the rows commit (or roll back) with the decision, and NOTIFY is delivered only at commit. `holder`
  * (the deciding coordinator's id) skips the NOTIFY for the agents whose sockets it holds itself: it
@@ -59,11 +72,7 @@ export async function enqueueCommands(
        INSERT INTO agent_commands (node_id, message)
        SELECT n, m::jsonb FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS c(n, m, i) ORDER BY i
        RETURNING id, node_id
-     ), woken AS (
-       SELECT pg_notify($1, node_id) FROM (SELECT DISTINCT node_id FROM queued) AS w
-        WHERE $4::text IS NULL OR NOT EXISTS (
-          SELECT 1 FROM node_sessions s WHERE s.node_id = w.node_id AND s.coordinator_id = $4)
-     )
+     ), ${wakeHoldersSql('$1', '$4')}
      SELECT id FROM queued WHERE (SELECT count(*) FROM woken) >= 0 ORDER BY id`,
     [
       COMMANDS_CHANNEL,
