@@ -32,7 +32,7 @@ import {
 } from './placement.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
 import { advanceRollouts, startRollout } from './rollout.js';
-import { startMessage, startMessageText } from './start-message.js';
+import { type StartTarget, startMessageText } from './start-message.js';
 import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
 import * as coordinatorsStore from './store/coordinators.js';
@@ -610,7 +610,7 @@ export class Coordinator {
           );
           continue;
         }
-        session.send(startMessage({ ...w, id: r.message.workload_id }, spec));
+        session.sendText(this.startText({ ...w, id: r.message.workload_id }, spec));
       }
       for (const r of rows) this.sentDirectly.delete(r.id); // taken: nothing left for forgetSent
       if (rows.length < DRAIN_BATCH) return;
@@ -623,7 +623,7 @@ export class Coordinator {
     if (!session) return;
     void this.specOf(w.job_id, w.job_version)
       .then((spec) => {
-        if (spec) session.send(startMessage(w, spec));
+        if (spec) session.sendText(this.startText(w, spec));
       })
       .catch((err) =>
         this.log.error({ err, workload: w.id }, 'could not send a start; it is sent again on reconnect'),
@@ -659,6 +659,11 @@ export class Coordinator {
     if (!e?.value) return undefined;
     e.json ??= JSON.stringify(e.value);
     return e.json;
+  }
+
+  /** A start's text, around its job version's spec serialised once (cached with the spec). */
+  private startText(w: StartTarget & { job_version: number }, spec: JobSpec): string {
+    return startMessageText(w, this.specText(`${w.job_id}/${w.job_version}`) ?? JSON.stringify(spec));
   }
 
   /** A spec this coordinator just stored: its own passes and sends need not read it back. */
