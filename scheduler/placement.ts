@@ -358,10 +358,25 @@ async function applyChunkOnce(
     holder,
   );
   const commandOf = new Map<string, number>();
-  const applied = r.moved.map(({ index, commandId }) => {
+  const applied = r.moved.map(({ index, commandId }): StartedWorkload => {
     const { w, nodeId } = placements[index]!;
     commandOf.set(nodeId, commandId);
-    return { ...w, status: 'starting' as const, node_id: nodeId };
+    // Field by field, not `{ ...w }`: spreading a row as pg builds it cost 2.5–20 µs (its map's fields
+    // start out null and change representation), a literal ~0.2 µs; 10% of the coordinator's CPU here.
+    return {
+      id: w.id,
+      job_id: w.job_id,
+      job_version: w.job_version,
+      instance: w.instance,
+      cpu: w.cpu,
+      memory_mb: w.memory_mb,
+      disk_mb: w.disk_mb,
+      isolation: w.isolation,
+      not_before: w.not_before,
+      restart_delay_ms: w.restart_delay_ms,
+      status: 'starting',
+      node_id: nodeId,
+    };
   });
   return { applied, commandOf, conflicts: placements.length - r.fitted };
 }
