@@ -1,7 +1,7 @@
 /**
- * Retention (Nomad's core GC): ended workloads, with their events and logs (ON DELETE CASCADE), are
- * deleted once they ended longer ago than the retention period, or when their job has more ended
- * workloads than it keeps. The newest workload of each instance of a job stays, so a job still says
+ * Retention (Nomad's core GC): ended workloads, with their events (deleted by the same statement) and
+ * logs (ON DELETE CASCADE), are deleted once they ended longer ago than the retention period, or when
+ * their job has more ended workloads than it keeps. The newest workload of each instance of a job stays, so a job still says
  * how it ended. One bounded statement per pass.
  */
 import type { Queryable } from './db.js';
@@ -36,7 +36,9 @@ export async function deleteExpiredWorkloads(
      ), doomed AS (
        SELECT id FROM ranked WHERE finished_at < $1 OR in_job > $2 LIMIT $3
      ), gone AS (
-       DELETE FROM workloads WHERE id IN (SELECT id FROM doomed) RETURNING 1
+       DELETE FROM workloads WHERE id IN (SELECT id FROM doomed) RETURNING id
+     ), events AS (
+       DELETE FROM workload_events WHERE workload_id IN (SELECT id FROM gone)
      )
      SELECT count(*)::int AS n FROM gone`,
     [new Date(now.getTime() - policy.periodMs).toISOString(), policy.perJob, limit],

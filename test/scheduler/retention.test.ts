@@ -19,6 +19,7 @@ describe.each(ENGINES)('retention on %s', (engine) => {
     jobId = (await recordSubmission(db, 'test/www/prod/gc', JobSpec.parse(plainJob({ name: 'gc' })), [])).job
       .id;
     await db.query('DELETE FROM workloads');
+    await db.query('DELETE FROM workload_events');
   });
   afterAll(async () => db?.close());
 
