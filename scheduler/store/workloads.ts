@@ -266,6 +266,11 @@ export async function transitionWith(
   return null;
 }
 
+/**
+ * Records why pending workloads wait. A row whose reason is already that one is left alone: every pass
+ * (a leader sweeps every 10 s) re-plans an unplaceable backlog, and rewriting each of its rows with the
+ * same text each time would be a dead tuple and WAL per waiting workload per pass.
+ */
 export async function setPendingReasons(
   q: Queryable,
   reasons: { id: string; reason: string }[],
@@ -274,7 +279,8 @@ export async function setPendingReasons(
   await q.query(
     `UPDATE workloads SET pending_reason = v.reason
      FROM (SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS reason) AS v
-     WHERE workloads.id = v.id AND workloads.status = 'pending'`,
+     WHERE workloads.id = v.id AND workloads.status = 'pending'
+       AND workloads.pending_reason IS DISTINCT FROM v.reason`,
     [reasons.map((r) => r.id), reasons.map((r) => r.reason)],
   );
 }
