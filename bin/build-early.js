@@ -38,11 +38,11 @@ function nixBuildArgs(argv) {
  * `mxc build` is nix-build plus a check: nix-build starts here, before anything else loads, and runs on
  * the other core while the CLI loads (lib/nix.ts's nixBuild takes it over when its arguments are the
  * ones it would have run, else kills it; lib/exec.ts's settleStarted gives it run()'s timeout and
- * errors). Through node:child_process, not lib/exec.ts's execa, for this one hot path: measured with
- * the processes at real-time priority on the busy 2-core machine (medians of 15), this file's start
- * to nix-build's spawn takes 5.2 ms through child_process and 13.4 ms through execa loaded from a
- * code-cached bundle (its load and first call), and every millisecond before the spawn adds to the
- * command's time.
+ * errors). Not through lib/exec.ts's execa, for this one hot path: measured with the processes at
+ * real-time priority on the busy 2-core machine (medians of 15), this file's start to nix-build's
+ * spawn took 5.2 ms through node:child_process and 13.4 ms through execa loaded from a code-cached
+ * bundle (its load and first call), and every millisecond before the spawn adds to the command's
+ * time; bin/early.js now spawns on Node's process handles, which node:child_process wraps (~1.2 ms).
  */
 function start(argv) {
   const args = nixBuildArgs(argv);

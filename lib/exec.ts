@@ -161,13 +161,13 @@ export async function runStreaming(
 
 /**
  * A helper command a launcher started before this module was loaded: bin/build-early.js starts the
- * nix-build of `mxc build` first thing (see there why with node:child_process and not execa), and this
+ * nix-build of `mxc build` first thing (see there why not with execa; bin/early.js spawns it), and this
  * module takes it over. `done` resolves once the process has exited and its output is read, or failed to start.
  */
 export interface StartedCommand {
   file: string;
   args: readonly string[];
-  /** performance.now() when it was spawned: the timeout counts from there. */
+  /** When it was spawned, in ms on process.hrtime's clock (`monotonicMs`): the timeout counts from there. */
   startedAt: number;
   done: Promise<
     | { exitCode: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
@@ -177,6 +177,12 @@ export interface StartedCommand {
   /** Calls `listener` with the stdout read so far, then with each further chunk as it arrives. */
   onStdout?(listener: (chunk: Buffer) => void): void;
 }
+
+/**
+ * Milliseconds on process.hrtime's monotonic clock, as bin/early.js stamps `startedAt`: not
+ * performance.now(), whose first use loads perf_hooks (~0.9 ms) on `mxc build`'s path.
+ */
+const monotonicMs = () => Number(process.hrtime.bigint()) / 1e6;
 
 /** Whether `started` is the command `file args…` would run. */
 export function isSameCommand(started: StartedCommand, file: string, args: readonly string[]): boolean {
@@ -199,7 +205,7 @@ export async function settleStarted(started: StartedCommand, opts: RunOptions = 
       timedOut = true;
       started.kill();
     },
-    Math.max(0, timeoutMs - (performance.now() - started.startedAt)),
+    Math.max(0, timeoutMs - (monotonicMs() - started.startedAt)),
   );
   let cancelled = false;
   const cancel = () => {
