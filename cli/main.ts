@@ -443,7 +443,7 @@ command(['cluster'], () => {
   example(
     client(cl.command('status')).description('nodes, workloads, resources and cache key at a glance'),
     'npx mxc cluster status --json',
-  ).action(async (_opts, cmd: Command) => (await import('./commands/cluster.js')).status(withGlobals(cmd)));
+  ).action(lazy(() => import('./commands/cluster.js'), 'status'));
 });
 
 command(
