@@ -7,7 +7,7 @@
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -263,6 +263,33 @@ function childrenCpuMs(): number {
   return ((Number(f[13]) + Number(f[14])) * 1000) / 100;
 }
 
+/**
+ * What the cache serves for `closure`, written as plain files (`narinfo/<hash>.narinfo`, `nar/<file>`)
+ * for python's http.server and the bare node server to serve.
+ */
+async function flatCopy(
+  url: string,
+  closure: readonly string[],
+  dir: string,
+): Promise<{ dir: string; hashes: string[]; nars: string[] }> {
+  await mkdir(join(dir, 'narinfo'), { recursive: true });
+  await mkdir(join(dir, 'nar'), { recursive: true });
+  const hashes = closure.map((p) => p.slice(11, 43));
+  const nars: string[] = [];
+  for (const hash of hashes) {
+    const text = await (await fetch(`${url}/cache/${hash}.narinfo`)).text();
+    await writeFile(join(dir, 'narinfo', `${hash}.narinfo`), text);
+    const nar = /^URL: nar\/(.*)$/m.exec(text)?.[1];
+    if (!nar) throw new Error(`the cache has no narinfo for ${hash}`);
+    nars.push(nar);
+    await writeFile(
+      join(dir, 'nar', nar),
+      Buffer.from(await (await fetch(`${url}/cache/nar/${nar}`)).arrayBuffer()),
+    );
+  }
+  return { dir, hashes, nars };
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function main(): Promise<Record<string, number>> {
@@ -319,12 +346,13 @@ export async function main(): Promise<Record<string, number>> {
     const url = server!.url;
 
     const cacheDir = join(dataDir, 'cache');
-    const hashes = (await readdir(join(cacheDir, 'narinfo'))).map((f) => f.slice(0, 32));
-    const nars = await readdir(join(cacheDir, 'nar'));
+    // The anchors serve the same bytes as plain files (the cache keeps most of them in pack files).
+    const flat = await flatCopy(url, closure, join(work, 'flat'));
+    const { hashes, nars } = flat;
     const stored = nars.every((n) => n.endsWith('.nar')) ? 'uncompressed' : 'brotli';
-    const py = await startPython(cacheDir);
+    const py = await startPython(flat.dir);
     python = py.proc;
-    bare = await startForked('./lib/bare-http-server.js', join(cacheDir, 'narinfo'));
+    bare = await startForked('./lib/bare-http-server.js', join(flat.dir, 'narinfo'));
 
     const narinfoUrls = (base: string, path: (h: string) => string) =>
       Array.from({ length: NARINFO_REQUESTS }, (_, i) => `${base}${path(hashes[i % hashes.length])}`);

@@ -17,7 +17,7 @@ import { checkNar, NarFormatError, NarValidator } from '../../lib/nar-parse.js';
 import { formatSha256, toNixBase32 } from '../../lib/nix-base32.js';
 import { CacheError } from './errors.js';
 import { type CacheKey, signFingerprint } from './key.js';
-import type { CacheStorage } from './storage.js';
+import type { NarPut } from './storage.js';
 
 /** What the uploader says about the path; every field is checked or signed as given. */
 export interface IngestClaim {
@@ -118,8 +118,9 @@ export interface IngestTarget {
   readonly brotliQuality: number;
   readonly spoolDir: string;
   readonly key: CacheKey;
-  readonly storage: Pick<CacheStorage, 'putNars'>;
-  readyNarinfos(
+  /** Stores a group's NARs and makes their signed narinfos ready (CacheStorage.storeGroup). */
+  storeGroup(
+    nars: readonly NarPut[],
     items: readonly { storePath: string; text: string; info: NarInfo }[],
   ): Promise<ReadyGroup['ready']>;
   /** The published narinfos durable (CacheStorage.syncPublished): before an upload is answered. */
@@ -386,56 +387,33 @@ export async function publishStaged(
   return publishReady(await storeAndReady(store, all), claimPaths);
 }
 
-/**
- * `storeStaged` and `readyStored` side by side: the NARs and their narinfos' temp files are written and
- * synced in one wait (a ready narinfo is not visible, so it need not wait for its NAR; publishing does).
- * Whatever fails, nothing is left ready.
- */
-export async function storeAndReady(store: IngestTarget, all: readonly StagedNar[]): Promise<ReadyGroup> {
-  const [stored, ready] = await Promise.allSettled([storeStaged(store, all), readyStored(store, all)]);
-  if (stored.status === 'rejected') {
-    if (ready.status === 'fulfilled') await ready.value.ready.drop();
-    throw stored.reason;
-  }
-  if (ready.status === 'rejected') throw ready.reason;
-  return ready.value;
-}
-
-/**
- * The first half of `publishStaged`: stores the NARs (durably; a failure drops them). Nothing is
- * visible yet: a NAR without its narinfo is never served, and `collectOrphanNars` removes it a day later
- * if no narinfo follows. So a batch stores a group's NARs while the groups before it are still publishing.
- */
-export async function storeStaged(store: IngestTarget, all: readonly StagedNar[]): Promise<void> {
-  if (all.length === 0) return;
-  try {
-    await store.storage.putNars(
-      all.map((s) =>
-        s.data ? { file: s.narFileName, data: s.data } : { file: s.narFileName, spooled: s.spooled! },
-      ),
-    );
-  } catch (err) {
-    await discardStaged(all);
-    throw err;
-  }
-}
-
-/** A stored group's narinfos, signed and made ready by `readyStored`, not visible yet. */
+/** A stored group's narinfos, signed and made ready by `storeAndReady`, not visible yet. */
 export interface ReadyGroup {
   items: { storePath: string; text: string; info: NarInfo }[];
   ready: { publish(keep: readonly boolean[]): Promise<NarInfo[]>; drop(): Promise<void> };
 }
 
 /**
- * Signs the narinfos of stored NARs and makes them ready (a directory writes and syncs them), without
- * publishing: a batch readies a group while the groups before it still publish.
+ * Stores staged NARs and makes their signed narinfos ready, in one wait (CacheStorage.storeGroup).
+ * Nothing is visible yet: a stored NAR without its narinfo is never served (`collectOrphanNars` removes
+ * a NAR file whose narinfo never came), so a batch stores a group while the groups before it still
+ * publish. Whatever fails, the staged NARs are dropped and nothing is left ready.
  */
-export async function readyStored(store: IngestTarget, all: readonly StagedNar[]): Promise<ReadyGroup> {
+export async function storeAndReady(store: IngestTarget, all: readonly StagedNar[]): Promise<ReadyGroup> {
   const items = all.map(({ storePath, unsigned }) => {
     const info: NarInfo = { ...unsigned, sigs: [signFingerprint(store.key, fingerprint(unsigned))] };
     return { storePath, text: renderNarInfo(info), info };
   });
-  return { items, ready: await store.readyNarinfos(items) };
+  if (all.length === 0) return { items, ready: { publish: async () => [], drop: async () => {} } };
+  const nars: NarPut[] = all.map((s) =>
+    s.data ? { file: s.narFileName, data: s.data } : { file: s.narFileName, spooled: s.spooled! },
+  );
+  try {
+    return { items, ready: await store.storeGroup(nars, items) };
+  } catch (err) {
+    await discardStaged(all);
+    throw err;
+  }
 }
 
 /** Claims the paths of a ready group and publishes the narinfos of those claimed first by this upload, in order. */

@@ -24,7 +24,14 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { describeS3Location, type S3Location } from '../../spec/s3-location.js';
 import { CacheError } from './errors.js';
-import type { CacheStorage, NarinfoObject, NarObject, NarPut, ReadyNarinfos } from './storage.js';
+import {
+  type CacheStorage,
+  type NarinfoObject,
+  type NarObject,
+  type NarPut,
+  type ReadyNarinfos,
+  storeSideBySide,
+} from './storage.js';
 import { removeStaleSpools } from './storage-dir.js';
 
 export interface S3Credentials {
@@ -250,6 +257,13 @@ export class S3Storage implements CacheStorage {
       },
       drop: async () => {},
     };
+  }
+
+  storeGroup(
+    nars: readonly NarPut[],
+    narinfos: readonly { hash: string; text: string }[],
+  ): Promise<ReadyNarinfos> {
+    return storeSideBySide(this, nars, narinfos);
   }
 
   async syncPublished(): Promise<void> {

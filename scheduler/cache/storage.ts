@@ -58,9 +58,20 @@ export interface CacheStorage {
    */
   readyNarinfos(items: readonly { hash: string; text: string }[]): Promise<ReadyNarinfos>;
   /**
-   * Makes the narinfos this process published through `readyNarinfos` durable (a directory syncs its
-   * `narinfo/` folder once, for all of an upload's groups; a bucket's writes are durable when answered).
-   * An upload is answered only after it.
+   * A batch upload's group: stores its NARs and makes their narinfos ready, in one wait, nothing visible
+   * yet; `publish` then makes the kept narinfos visible as `readyNarinfos`' does (a referrer never before
+   * its references). A bucket does `putNars` and `readyNarinfos` side by side (`storeSideBySide`); a
+   * directory writes the small NARs and every narinfo into one pack file (storage-dir.ts). Whatever
+   * fails, nothing is left ready.
+   */
+  storeGroup(
+    nars: readonly NarPut[],
+    narinfos: readonly { hash: string; text: string }[],
+  ): Promise<ReadyNarinfos>;
+  /**
+   * Makes the narinfos this process published through `readyNarinfos` or `storeGroup` durable (a
+   * directory syncs the folders it published into once, for all of an upload's groups; a bucket's writes
+   * are durable when answered). An upload is answered only after it.
    */
   syncPublished(): Promise<void>;
   deleteNarinfo(hash: string): Promise<void>;
@@ -82,4 +93,19 @@ export interface CacheStorage {
    */
   putNars(items: readonly NarPut[]): Promise<void>;
   deleteNar(file: string): Promise<void>;
+}
+
+/** `storeGroup` as `putNars` and `readyNarinfos` side by side: one wait; a failure leaves nothing ready. */
+export async function storeSideBySide(
+  storage: Pick<CacheStorage, 'putNars' | 'readyNarinfos'>,
+  nars: readonly NarPut[],
+  narinfos: readonly { hash: string; text: string }[],
+): Promise<ReadyNarinfos> {
+  const [stored, ready] = await Promise.allSettled([storage.putNars(nars), storage.readyNarinfos(narinfos)]);
+  if (stored.status === 'rejected') {
+    if (ready.status === 'fulfilled') await ready.value.drop();
+    throw stored.reason;
+  }
+  if (ready.status === 'rejected') throw ready.reason;
+  return ready.value;
 }

@@ -28,7 +28,7 @@ import {
   storeAndReady,
 } from './ingest.js';
 import type { CacheKey } from './key.js';
-import type { CacheStorage, NarObject } from './storage.js';
+import type { CacheStorage, NarObject, NarPut } from './storage.js';
 
 /** Compressed NAR file names we serve: `<nix base32>.nar` plus a known compression suffix. */
 const NAR_FILE_RE = /^[0-9a-z]{52}\.nar(\.(br|xz|bz2|zst))?$/;
@@ -191,15 +191,19 @@ export class CacheStore {
   }
 
   /**
-   * Makes signed narinfos ready (not visible yet); `publish` then publishes the kept ones in order
-   * (references before referrers) and answers, for each, the narinfo now published: its own, or the
-   * one another writer sharing the storage published first.
+   * Stores a group's NARs and makes their signed narinfos ready (not visible yet, CacheStorage.storeGroup);
+   * `publish` then publishes the kept ones in order (references before referrers) and answers, for each,
+   * the narinfo now published: its own, or the one another writer sharing the storage published first.
    */
-  async readyNarinfos(
+  async storeGroup(
+    nars: readonly NarPut[],
     items: readonly { storePath: string; text: string; info: NarInfo }[],
   ): Promise<ReadyGroup['ready']> {
     const hashes = items.map(({ storePath }) => hashPart(storePath.slice(STORE_DIR.length + 1)));
-    const ready = await this.storage.readyNarinfos(items.map(({ text }, i) => ({ hash: hashes[i]!, text })));
+    const ready = await this.storage.storeGroup(
+      nars,
+      items.map(({ text }, i) => ({ hash: hashes[i]!, text })),
+    );
     return {
       publish: async (keep) => {
         const won = await ready.publish(keep);

@@ -12,6 +12,7 @@ import { run } from '../../lib/exec.js';
 import { parseNarInfo } from '../../lib/nar-info.js';
 import { isValidPath } from '../../lib/nix.js';
 import { buildScript } from '../agent/helpers.js';
+import { packedAt } from '../cache/fixtures.js';
 import {
   type Cluster,
   eventually,
@@ -31,8 +32,14 @@ let cluster: Cluster;
 let agent: Agent;
 const stateOf = (name: string) => join(cluster.dir, name, 'state');
 const storeOf = (name: string) => join(cluster.dir, name, 'store');
-const narinfoFile = (path: string) =>
-  join(cluster.c.dataDir, 'cache', 'narinfo', `${path.slice(11, 43)}.narinfo`);
+const cacheDir = () => join(cluster.c.dataDir, 'cache');
+
+/** Overwrites bytes of a file in place (a pack: its index stays right as long as the length does). */
+async function overwrite(file: string, at: number, bytes: Buffer): Promise<void> {
+  const whole = await readFile(file);
+  bytes.copy(whole, at);
+  await writeFile(file, whole);
+}
 
 beforeAll(async () => {
   cluster = await startCluster();
@@ -83,10 +90,12 @@ describe('realisation from the signed cache', () => {
   it('refuses a narinfo edited after signing (NarSize), with Nix’s reason', async () => {
     const s = await buildScript('refusal-edited', body('edited'));
     await push(cluster.c, [s.path]);
-    const file = narinfoFile(s.path);
-    const original = await readFile(file, 'utf8');
+    const where = await packedAt(cacheDir(), 'narinfo', s.path.slice(11, 43));
+    const original = (await readFile(where.file)).subarray(where.at, where.at + where.size).toString('utf8');
     const size = parseNarInfo(original).narSize;
-    await writeFile(file, original.replace(`NarSize: ${size}`, `NarSize: ${size + 1}`));
+    const edited = original.replace(`NarSize: ${size}`, `NarSize: ${size + 1}`);
+    expect(edited.length).toBe(original.length);
+    await overwrite(where.file, where.at, Buffer.from(edited));
     // Narinfos are served from memory and revalidated by stat: wait until the edit is what is served.
     await eventually(
       async () => {
@@ -108,10 +117,17 @@ describe('realisation from the signed cache', () => {
     const s = await buildScript('refusal-swapped', body('swapped'));
     const other = await buildScript('refusal-swapped-other', body('other'));
     await push(cluster.c, [s.path, other.path]);
-    const cache = join(cluster.c.dataDir, 'cache');
-    const mine = parseNarInfo(await readFile(narinfoFile(s.path), 'utf8'));
-    const theirs = parseNarInfo(await readFile(narinfoFile(other.path), 'utf8'));
-    await writeFile(join(cache, mine.url), await readFile(join(cache, theirs.url)));
+    const mine = await packedAt(cacheDir(), 'narinfo', s.path.slice(11, 43));
+    const info = parseNarInfo(
+      (await readFile(mine.file)).subarray(mine.at, mine.at + mine.size).toString('utf8'),
+    );
+    // Still a NAR of the same length, with other contents: the script says "started swappex".
+    const where = await packedAt(cacheDir(), 'nar', info.url.slice('nar/'.length));
+    const nar = Buffer.from((await readFile(where.file)).subarray(where.at, where.at + where.size));
+    const at = nar.indexOf('started swapped');
+    expect(at).toBeGreaterThan(0);
+    nar.write('x', at + 'started swappe'.length);
+    await overwrite(where.file, where.at, nar);
     const error = await expectRefused('swapped', s.path, 'trusting');
     expect(error).toMatch(/hash mismatch/);
     expect(error).toContain(s.path);

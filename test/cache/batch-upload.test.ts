@@ -5,6 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { run } from '../../lib/exec.js';
+import { DirectoryStorage } from '../../scheduler/cache/storage-dir.js';
 import { MAX_BATCH_NARS } from '../../spec/cache.js';
 import {
   type BatchEntry,
@@ -40,11 +41,13 @@ const copy = (e: BatchEntry, header: Record<string, unknown> = {}): BatchEntry =
   nar: e.nar,
 });
 
+/** What another coordinator sharing the directory sees published (packs and narinfo files), and temp files left. */
 async function held(): Promise<{ narinfos: string[]; tmp: string[] }> {
   const dir = join(cache.dataDir, 'cache');
   const tmp = await readdir(join(dir, 'tmp'), { recursive: true, withFileTypes: true });
+  const published = await new DirectoryStorage(dir).listNarinfos();
   return {
-    narinfos: (await readdir(join(dir, 'narinfo'))).sort(),
+    narinfos: published.map((h) => `${h}.narinfo`).sort(),
     tmp: tmp.filter((e) => !e.isDirectory()).map((e) => e.name),
   };
 }

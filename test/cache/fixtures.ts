@@ -2,15 +2,17 @@
  * Shared pieces of the cache tests: a small real closure built with nix (busybox + two script
  * derivations), a fastify app carrying only the cache plugin, and a raw upload helper.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { run } from '../../lib/exec.js';
+import { type NarInfo, parseNarInfo } from '../../lib/nar-info.js';
 import { closureOf, nixBuild } from '../../lib/nix.js';
 import { type CacheOptions, cachePlugin } from '../../scheduler/cache/index.js';
+import { readPackIndex } from '../../scheduler/cache/storage-dir.js';
 
 export const NIX_COMMAND = ['--extra-experimental-features', 'nix-command'] as const;
 
@@ -57,6 +59,28 @@ export async function startCache(opts: Partial<CacheOptions> = {}): Promise<Test
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The narinfo a cache serves for a store path, parsed. */
+export async function servedInfo(url: string, path: string): Promise<NarInfo> {
+  const r = await fetch(`${url}/cache/${path.slice(11, 43)}.narinfo`);
+  if (r.status !== 200) throw new Error(`${url} answered ${r.status} for the narinfo of ${path}`);
+  return parseNarInfo(await r.text());
+}
+
+/** Where in a cache directory's packs a narinfo (by hash part) or a NAR (by its name under nar/) lies. */
+export async function packedAt(
+  cacheDir: string,
+  kind: 'narinfo' | 'nar',
+  key: string,
+): Promise<{ file: string; at: number; size: number }> {
+  for (const name of await readdir(join(cacheDir, 'pack'))) {
+    const file = join(cacheDir, 'pack', name);
+    const index = await readPackIndex(file);
+    const hit = (kind === 'nar' ? index?.nars : index?.narinfos)?.find(([k]) => k === key);
+    if (hit) return { file, at: hit[1], size: hit[2] };
+  }
+  throw new Error(`no pack in ${cacheDir} holds the ${kind} ${key}`);
 }
 
 /** `nix-store --dump` of a path, in memory (test paths are small). */

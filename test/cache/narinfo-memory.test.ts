@@ -1,9 +1,10 @@
 /**
  * Narinfos are served from memory, revalidated with a stat at most every narinfoRevalidateMs: a
- * path published by another coordinator sharing the directory is found at once, a file changed or
- * removed on disk shows once the window has passed.
+ * path published by another coordinator sharing the directory (in a pack, or as a narinfo file of the
+ * layout before packs) is found at once, a narinfo file changed or removed on disk shows once the
+ * window has passed.
  */
-import { readFile, unlink, writeFile } from 'node:fs/promises';
+import { unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushClosure } from '../../compiler/push.js';
@@ -27,23 +28,33 @@ afterAll(async () => {
 });
 
 describe('narinfo in memory', () => {
-  test('a changed file is served once revalidated; a removed one is then not found', async () => {
+  test('a narinfo file (the layout before packs) changed is served once revalidated; removed, it is then not found', async () => {
     const hash = closure.lib.slice(11, 43);
-    const file = join(cache.dataDir, 'cache', 'narinfo', `${hash}.narinfo`);
-    const original = await readFile(file, 'utf8');
-    expect(await get(hash)).toEqual({ status: 200, text: original });
-    await writeFile(file, `${original}X-Edited: 1\n`);
-    await eventually(async () => ((await get(hash)).text.includes('X-Edited') ? true : null), 5000);
-    await unlink(file);
-    await eventually(async () => ((await get(hash)).status === 404 ? true : null), 5000);
-    await writeFile(file, original);
-    expect(await get(hash)).toEqual({ status: 200, text: original });
+    const original = (await get(hash)).text;
+    const old = await startCache({ narinfoRevalidateMs: 200 });
+    const getOld = async () => {
+      const r = await fetch(`${old.url}/cache/${hash}.narinfo`);
+      return { status: r.status, text: await r.text() };
+    };
+    try {
+      const file = join(old.dataDir, 'cache', 'narinfo', `${hash}.narinfo`);
+      await writeFile(file, original);
+      expect(await getOld()).toEqual({ status: 200, text: original });
+      await writeFile(file, `${original}X-Edited: 1\n`);
+      await eventually(async () => ((await getOld()).text.includes('X-Edited') ? true : null), 5000);
+      await unlink(file);
+      await eventually(async () => ((await getOld()).status === 404 ? true : null), 5000);
+      await writeFile(file, original);
+      expect(await getOld()).toEqual({ status: 200, text: original });
+    } finally {
+      await old.close();
+    }
   });
 
-  test('a narinfo another coordinator wrote into the shared directory is found at once', async () => {
+  test('a narinfo file another coordinator wrote into the shared directory is found at once', async () => {
     const hash = closure.busybox.slice(11, 43);
     const name = `${hash}.narinfo`;
-    const text = await readFile(join(cache.dataDir, 'cache', 'narinfo', name), 'utf8');
+    const text = (await get(hash)).text;
     const other = await startCache({});
     try {
       const otherFile = join(other.dataDir, 'cache', 'narinfo', name);
@@ -54,6 +65,29 @@ describe('narinfo in memory', () => {
       expect([again.status, await again.text()]).toEqual([200, text]);
     } finally {
       await other.close();
+    }
+  });
+
+  test('a path another coordinator sharing the directory published (in a pack) is found at once, NAR and all', async () => {
+    const a = await startCache({});
+    const b = await startCache({ dataDir: a.dataDir });
+    try {
+      const hash = closure.root.slice(11, 43);
+      expect((await fetch(`${b.url}/cache/${hash}.narinfo`)).status).toBe(404);
+      await pushClosure({ coordinator: a.url, paths: [closure.root] });
+      const info = await fetch(`${b.url}/cache/${hash}.narinfo`);
+      const text = await info.text();
+      expect([info.status, text]).toEqual([
+        200,
+        await (await fetch(`${a.url}/cache/${hash}.narinfo`)).text(),
+      ]);
+      const url = /^URL: (.*)$/m.exec(text)![1]!;
+      const nar = await fetch(`${b.url}/cache/${url}`);
+      expect(nar.status).toBe(200);
+      expect((await nar.arrayBuffer()).byteLength).toBe(Number(/^FileSize: (\d+)$/m.exec(text)![1]));
+    } finally {
+      await b.app.close();
+      await a.close();
     }
   });
 });

@@ -1,11 +1,12 @@
 // Orphan NARs (stored, but their narinfo was never published) are collected by the leader's retention
 // pass once older than the grace period; referenced NARs, young orphans and foreign files stay.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { formatSha256 } from '../../lib/nix-base32.js';
+import { WHOLE_NAR_MAX } from '../../scheduler/cache/ingest.js';
 import { ORPHAN_NAR_GRACE_MS } from '../../scheduler/cache/store.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
@@ -32,9 +33,10 @@ describe('orphan NARs', () => {
     const narDir = join(dataDir, 'cache', 'nar');
     const start = () => startTestCoordinator('postgres', { databaseUrl: db.url, dataDir });
 
-    // A published path, its NAR as old as an orphan would be.
+    // A published path, its NAR as old as an orphan would be: large enough (over WHOLE_NAR_MAX) to be
+    // a file of its own in nar/ (smaller ones go into a pack, never collected on their own).
     c = await start();
-    await writeFile(join(work, 'content'), 'published\n');
+    await writeFile(join(work, 'content'), randomBytes(WHOLE_NAR_MAX + 4096));
     const nar = await dumpNar(join(work, 'content'));
     const path = `/nix/store/${'f'.repeat(32)}-published`;
     const put = await rawUpload(

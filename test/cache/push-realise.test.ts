@@ -5,9 +5,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type PushProgress, pushClosure } from '../../compiler/push.js';
 import { run } from '../../lib/exec.js';
-import { parseNarInfo } from '../../lib/nar-info.js';
 import { ensureCacheKey } from '../../scheduler/cache/index.js';
-import { buildClosure, NIX_COMMAND, realiseFrom, startCache, type TestCache } from './fixtures.js';
+import {
+  buildClosure,
+  NIX_COMMAND,
+  realiseFrom,
+  servedInfo,
+  startCache,
+  type TestCache,
+} from './fixtures.js';
 
 let cache: TestCache;
 let closure: { root: string; lib: string; busybox: string };
@@ -42,12 +48,7 @@ describe('push then realise', () => {
     expect(last.bytesDone).toBe(last.bytesTotal);
     expect(r.bytes).toBe(last.bytesTotal);
 
-    const info = parseNarInfo(
-      await readFile(
-        join(cache.dataDir, 'cache', 'narinfo', `${closure.root.slice(11, 43)}.narinfo`),
-        'utf8',
-      ),
-    );
+    const info = await servedInfo(cache.url, closure.root);
     // Stored as uploaded by default (MXC_CACHE_COMPRESSION=none): the file is the NAR itself.
     expect(info.compression).toBe('none');
     expect(info.url).toMatch(/^nar\/[0-9a-z]{52}\.nar$/);
@@ -73,9 +74,8 @@ describe('push then realise', () => {
       expect(r.uploaded).toHaveLength(3);
       const otherKey = (await ensureCacheKey(other.dataDir)).publicKey;
       for (const p of [closure.root, closure.lib, closure.busybox]) {
-        const file = (dir: string) => join(dir, 'cache', 'narinfo', `${p.slice(11, 43)}.narinfo`);
-        const mine = parseNarInfo(await readFile(file(cache.dataDir), 'utf8'));
-        const theirs = parseNarInfo(await readFile(file(other.dataDir), 'utf8'));
+        const mine = await servedInfo(cache.url, p);
+        const theirs = await servedInfo(other.url, p);
         expect({ ...theirs, sigs: [] }).toEqual({ ...mine, sigs: [] });
       }
       await realiseFrom(other.url, otherKey, closure.root, join(work, 'store-dumped'));
@@ -89,8 +89,7 @@ describe('push then realise', () => {
     try {
       expect((await pushClosure({ coordinator: br.url, paths: [closure.root] })).uploaded).toHaveLength(3);
       for (const p of [closure.root, closure.lib, closure.busybox]) {
-        const file = join(br.dataDir, 'cache', 'narinfo', `${p.slice(11, 43)}.narinfo`);
-        const info = parseNarInfo(await readFile(file, 'utf8'));
+        const info = await servedInfo(br.url, p);
         expect(info.compression).toBe('br');
         expect(info.url).toMatch(/^nar\/[0-9a-z]{52}\.nar\.br$/);
         expect(info.fileSize).toBeLessThan(info.narSize);

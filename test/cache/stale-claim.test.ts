@@ -51,9 +51,9 @@ describe.each(ENGINES)('a claim whose narinfo was never published, on %s', (engi
   const claimOf = async (path: string) =>
     (await c.db.query<{ nar_hash: string }>('SELECT nar_hash FROM cache_pushes WHERE path = $1', [path]))[0]
       ?.nar_hash;
-  /** The upload's narinfo cannot be published: the storage's narinfo folder is gone meanwhile. */
+  /** The upload's narinfo cannot be published: the storage's pack folder is gone meanwhile. */
   const failingPublish = async (path: string, nar: Buffer) => {
-    const dir = join(c.dataDir, 'cache', 'narinfo');
+    const dir = join(c.dataDir, 'cache', 'pack');
     await rename(dir, `${dir}.away`);
     try {
       return await upload(path, nar);

@@ -58,6 +58,50 @@ export function storageContract(
       expect(await b.getNarinfo(hashes[1]!)).toBeNull();
     });
 
+    test('a group stored with its narinfos is visible only once published; its NARs are served whole', async () => {
+      const [a, b] = await open();
+      const hashes = ['3', '4', '5'].map((c) => `${HASH.slice(0, 31)}${c}`);
+      const small = Buffer.from('small NAR bytes\n'.repeat(100));
+      const large = 'large NAR bytes\n'.repeat(10_000);
+      const spooled = join(a.spoolDir, 'large.tmp');
+      await writeFile(spooled, large);
+      const names = ['4', '5'].map((c) => `${c.repeat(52)}.nar`);
+      const ready = await a.storeGroup(
+        [
+          { file: names[0]!, data: small },
+          { file: names[1]!, spooled },
+        ],
+        hashes.map((hash) => ({ hash, text: `${hash}\n` })),
+      );
+      await expect(readFile(spooled)).rejects.toThrow(/ENOENT/);
+      expect(await b.listNarinfos()).toEqual([]);
+      expect(await b.getNarinfo(hashes[0]!)).toBeNull();
+      expect(await b.putNarinfo(hashes[2]!, 'theirs\n')).toBe(true);
+      expect(await ready.publish([true, false, true])).toEqual([true, false]);
+      await a.syncPublished();
+      expect((await b.listNarinfos()).sort()).toEqual([hashes[0], hashes[2]]);
+      expect((await b.getNarinfo(hashes[0]!))?.text).toBe(`${hashes[0]}\n`);
+      expect((await b.getNarinfo(hashes[2]!))?.text).toBe('theirs\n');
+      expect(await b.getNarinfo(hashes[1]!)).toBeNull();
+      for (const [name, body] of [
+        [names[0]!, small.toString()],
+        [names[1]!, large],
+      ] as const) {
+        expect(await b.hasNar(name)).toBe(true);
+        const nar = await b.getNar(name);
+        expect(nar?.size).toBe(body.length);
+        expect(await text(nar!.stream)).toBe(body);
+      }
+      // A group dropped leaves nothing visible.
+      const dropped = await a.storeGroup(
+        [{ file: `${'6'.repeat(52)}.nar`, data: small }],
+        [{ hash: hashes[1]!, text: 'dropped\n' }],
+      );
+      await dropped.drop();
+      expect(await b.getNarinfo(hashes[1]!)).toBeNull();
+      await Promise.all([a.close(), b.close()]);
+    });
+
     test('a spooled NAR is moved in, streamed back out and deleted', async () => {
       const [a, b] = await open();
       const body = 'x'.repeat(100_000);

@@ -15,9 +15,11 @@ import {
   batchEntry,
   buildClosure,
   dumpNar,
+  packedAt,
   rawBatch,
   rawUpload,
   realiseFrom,
+  servedInfo,
   startCache,
   type TestCache,
 } from './fixtures.js';
@@ -36,51 +38,64 @@ afterAll(async () => {
 describe('tampered files on disk', () => {
   let cache: TestCache;
   let key: string;
-  let infoFile: string;
-  let original: string;
+  let cacheDir: string;
   beforeAll(async () => {
-    // Edits on disk must show at once (no narinfo served from memory without a stat).
-    cache = await startCache({ narinfoRevalidateMs: 0 });
+    cache = await startCache();
+    cacheDir = join(cache.dataDir, 'cache');
     key = (await ensureCacheKey(cache.dataDir)).publicKey;
     await pushClosure({ coordinator: cache.url, paths: [closure.root] });
-    infoFile = join(cache.dataDir, 'cache', 'narinfo', `${closure.lib.slice(11, 43)}.narinfo`);
-    original = await readFile(infoFile, 'utf8');
   });
   afterAll(async () => {
     await cache.close();
   });
 
+  /** Overwrites bytes of a pack in place; returns what was there. */
+  async function overwrite(file: string, at: number, bytes: Buffer): Promise<Buffer> {
+    const whole = await readFile(file);
+    const was = Buffer.from(whole.subarray(at, at + bytes.length));
+    bytes.copy(whole, at);
+    await writeFile(file, whole);
+    return was;
+  }
+
   test('an edited narinfo (signature kept) is refused', async () => {
+    const hash = closure.lib.slice(11, 43);
+    const where = await packedAt(cacheDir, 'narinfo', hash);
+    const original = (await readFile(where.file)).subarray(where.at, where.at + where.size).toString('utf8');
     const size = parseNarInfo(original).narSize;
-    await writeFile(infoFile, original.replace(`NarSize: ${size}`, `NarSize: ${size + 1}`));
+    // The same length, another NarSize: the pack's index stays right.
+    const edited = original.replace(`NarSize: ${size}`, `NarSize: ${size - 1}`);
+    expect(edited.length).toBe(original.length);
+    const was = await overwrite(where.file, where.at, Buffer.from(edited));
+    // Read by a process that has not seen the narinfo before (this one holds it in memory).
+    const fresh = await startCache({ dataDir: cache.dataDir });
     try {
       const store = join(work, 'edited');
-      await expect(realiseFrom(cache.url, key, closure.lib, store)).rejects.toThrow(
+      await expect(realiseFrom(fresh.url, key, closure.lib, store)).rejects.toThrow(
         /not signed by any of the keys/,
       );
       await expect(run('nix-store', ['--store', store, '--check-validity', closure.lib])).rejects.toThrow();
     } finally {
-      await writeFile(infoFile, original);
+      await fresh.app.close();
+      await overwrite(where.file, where.at, was);
     }
   });
 
   test('a swapped NAR is refused', async () => {
-    const info = parseNarInfo(original);
-    const rootInfo = parseNarInfo(
-      await readFile(
-        join(cache.dataDir, 'cache', 'narinfo', `${closure.root.slice(11, 43)}.narinfo`),
-        'utf8',
-      ),
-    );
-    const narFile = join(cache.dataDir, 'cache', info.url);
-    const narOriginal = await readFile(narFile);
-    await writeFile(narFile, await readFile(join(cache.dataDir, 'cache', rootInfo.url)));
+    const info = await servedInfo(cache.url, closure.lib);
+    const where = await packedAt(cacheDir, 'nar', info.url.slice('nar/'.length));
+    // Still a NAR, of the same length, with other contents (the lib's data file says jello, not hello).
+    const nar = Buffer.from((await readFile(where.file)).subarray(where.at, where.at + where.size));
+    const data = nar.indexOf('hello-tamper');
+    expect(data).toBeGreaterThan(0);
+    nar.write('j', data);
+    const was = await overwrite(where.file, where.at, nar);
     try {
       const store = join(work, 'swapped');
       await expect(realiseFrom(cache.url, key, closure.lib, store)).rejects.toThrow(/hash mismatch/);
       await expect(run('nix-store', ['--store', store, '--check-validity', closure.lib])).rejects.toThrow();
     } finally {
-      await writeFile(narFile, narOriginal);
+      await overwrite(where.file, where.at, was);
     }
     // Restored, the same request works: the refusals above came from the tampering.
     await realiseFrom(cache.url, key, closure.lib, join(work, 'restored'));

@@ -77,7 +77,7 @@ export async function snapshot(db: Queryable, cacheDir?: string): Promise<string
   if (cacheDir) {
     const { readdir } = await import('node:fs/promises');
     const { join } = await import('node:path');
-    for (const sub of ['narinfo', 'nar']) {
+    for (const sub of ['narinfo', 'nar', 'pack']) {
       parts.push(((await readdir(join(cacheDir, sub)).catch(() => [])) as string[]).sort());
     }
   }
