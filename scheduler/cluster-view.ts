@@ -16,6 +16,8 @@ export class ClusterView {
   /** Position of each node id in `ordered`. */
   private readonly position = new Map<string, number>();
   private watermark: string | null = null;
+  /** The capabilities each node's view was made from, as read (what a placement made without a read re-checks). */
+  private readonly capabilities = new Map<string, nodes.SchedulingNodeRow['capabilities']>();
 
   /** Forgets what was read: the next refresh reads every node (after a rejected plan, for instance). */
   invalidate(): void {
@@ -28,12 +30,14 @@ export class ClusterView {
     const changes = await nodes.nodesChangedSince(q, this.watermark);
     if (full) {
       this.byId.clear();
+      this.capabilities.clear();
       this.ordered = null;
     }
     for (const row of changes.rows) {
       const view = toNodeView(row);
       const before = this.byId.get(row.id);
       this.byId.set(row.id, view);
+      this.capabilities.set(row.id, row.capabilities);
       if (!this.ordered) continue;
       const at = this.position.get(row.id);
       if (before && before.name === view.name && at !== undefined) this.ordered[at] = view;
@@ -51,6 +55,41 @@ export class ClusterView {
       for (const [i, n] of this.ordered.entries()) this.position.set(n.id, i);
     }
     return this.ordered;
+  }
+
+  /**
+   * The view as the last refresh left it, without reading anything (null before the first read or after
+   * an invalidate): possibly stale, so what is planned on it must be applied under a guard that re-checks
+   * the locked rows (store/placed-insert.ts).
+   */
+  current(): readonly NodeView[] | null {
+    return this.watermark === null ? null : this.ordered;
+  }
+
+  /** The capabilities a node's view was made from, as JSON (undefined when it is not in the view). */
+  capabilitiesOf(nodeId: string): string | undefined {
+    const c = this.capabilities.get(nodeId);
+    return c === undefined ? undefined : JSON.stringify(c);
+  }
+
+  /**
+   * Adds what a committed placement takes to a node's view. Only after a commit that placed there: that
+   * commit changed the node's row, so the next refresh reads it again and replaces this estimate.
+   */
+  took(nodeId: string, demand: { cpu: number; memory_mb: number; disk_mb: number }): void {
+    const n = this.byId.get(nodeId);
+    if (!n) return;
+    const view: NodeView = {
+      ...n,
+      used: {
+        cpu: n.used.cpu + demand.cpu,
+        memory_mb: n.used.memory_mb + demand.memory_mb,
+        disk_mb: n.used.disk_mb + demand.disk_mb,
+      },
+    };
+    this.byId.set(nodeId, view);
+    const at = this.position.get(nodeId);
+    if (this.ordered && at !== undefined) this.ordered[at] = view;
   }
 }
 

@@ -19,9 +19,10 @@ import { type Clock, systemClock } from './engine/clock.js';
 import { EvaluationQueue } from './engine/evaluation-queue.js';
 import { errors, MxcError } from './errors.js';
 import { planJob } from './job-plan.js';
-import { recordSubmission } from './job-submit.js';
+import { type RecordedSubmission, recordSubmission, type SubmitPlacement } from './job-submit.js';
 import { judgeSilentNodes, loseNodeWorkloads, nodeLeft } from './liveness.js';
 import { admitNode } from './node-identity.js';
+import { HolderCache, planSubmitted, SUBMIT_PLACES_AT_MOST } from './placed-submit.js';
 import {
   type ClusterSnapshot,
   clusterSnapshot,
@@ -248,31 +249,66 @@ export class Coordinator {
   ): Promise<{ job: jobs.JobRow; version: number; changed: boolean; workloads: string[] }> {
     const closure = (await this.opts.closureOf?.(spec)) ?? [];
     const key = jobKey(spec);
-    // A new job's pass is asked for as its insert is sent: the pass reads the cluster meanwhile and
-    // plans the new workloads from memory once the insert has committed (no wake-up after the commit,
+    const placement = await this.submitPlacement(spec, closure);
+    // A small new job is placed by its own insert when the plan on the view finds room (submitPlacement).
+    // Otherwise a new job's pass is asked for as its insert is sent: the pass reads the cluster meanwhile
+    // and plans the new workloads from memory once the insert has committed (no wake-up after the commit,
     // no read of what was just written). Its spec and closure are known here, so it reads neither.
     let passFor: string | null = null;
-    const res = await recordSubmission(this.db, key, spec, closure, new Date(this.clock.now()), (insert) => {
-      if (insert.workloads.length === 0) return;
-      this.rememberSpec(insert.jobId, 1, spec);
-      this.schedulerState.primeJob(insert.jobId, 1, spec, closure);
-      this.schedulerState.expectNewJob(insert);
-      passFor = insert.jobId;
-      this.requestEvaluation();
-    });
+    let res: RecordedSubmission;
+    try {
+      res = await recordSubmission(
+        this.db,
+        key,
+        spec,
+        closure,
+        new Date(this.clock.now()),
+        (insert) => {
+          if (insert.workloads.length === 0) return;
+          this.rememberSpec(insert.jobId, 1, spec);
+          this.schedulerState.primeJob(insert.jobId, 1, spec, closure);
+          this.schedulerState.expectNewJob(insert);
+          passFor = insert.jobId;
+          this.requestEvaluation();
+        },
+        placement ?? undefined,
+      );
+    } finally {
+      if (placement) this.submitsPlacing--;
+    }
     const passAsked = res.job.id === passFor;
+    // Placed by its own insert, every workload: no pass to ask for.
+    const allPlaced = res.placed.length > 0 && res.placed.length === res.workloads.length;
     if (res.changed && !passAsked) {
       // The pass that follows needs neither read back: versions never change once written.
       this.rememberSpec(res.job.id, res.version, spec);
-      this.schedulerState.primeJob(res.job.id, res.version, spec, closure);
+      if (!allPlaced) this.schedulerState.primeJob(res.job.id, res.version, spec, closure);
     }
+    if (res.placed.length > 0) {
+      // Sent in the turn of the event loop that handled the commit, as a pass's starts are.
+      for (const p of res.placed) this.schedulerState.view.took(p.nodeId, p.workload);
+      const commandOf = new Map(res.placed.map((p) => [p.nodeId, p.commandId]));
+      this.placedStarted(
+        res.placed.map((p) => ({
+          ...p.workload,
+          not_before: null,
+          restart_delay_ms: 0,
+          status: 'starting' as const,
+          node_id: p.nodeId,
+        })),
+        commandOf,
+      );
+    }
+    // The guard refused part of the plan: the view was stale, and a pass places what is left.
+    if (res.placed.length < res.planned) this.schedulerState.view.invalidate();
     this.announceStops(res.stopped);
     if (res.changed) {
       this.log.info({ job: key, version: res.version, workloads: res.workloads.length }, 'job submitted');
       this.emit({ kind: 'job', id: res.job.id });
       // Like Nomad's job register, submit returns once the job is committed; placement follows in the
-      // next scheduling pass (coalesced with other submits), visible through the workloads' status.
-      if (!passAsked) this.requestEvaluation();
+      // next scheduling pass (coalesced with other submits), visible through the workloads' status,
+      // unless the insert placed every workload itself.
+      if (!passAsked && !allPlaced) this.requestEvaluation();
       if (res.rolling) this.requestRolloutStep();
     }
     if (passAsked) {
@@ -513,24 +549,78 @@ export class Coordinator {
       strategy: this.opts.strategy,
       specOf: (jobId, version) => this.specOf(jobId, version),
       holder: this.opts.id,
-      started: (ws, commandOf) => {
-        const byNode = new Map<string, StartedWorkload[]>();
-        for (const a of ws) {
-          this.emit({ kind: 'workload', id: a.id, status: 'starting' });
-          const list = byNode.get(a.node_id);
-          if (list) list.push(a);
-          else byNode.set(a.node_id, [a]);
-        }
-        const toDrain: string[] = [];
-        for (const [nodeId, list] of byNode) {
-          if (!this.sessions.has(nodeId)) continue; // its holder takes the starts (NOTIFY, poll)
-          if (this.sendPlacedStarts(nodeId, list, commandOf.get(nodeId)!)) continue;
-          for (const a of list) void this.specOf(a.job_id, a.job_version).catch(() => {}); // read while taken
-          toDrain.push(nodeId);
-        }
-        this.deliverQueued(toDrain);
-      },
+      started: (ws, commandOf) => this.placedStarted(ws, commandOf),
     });
+  }
+
+  /**
+   * After a commit that moved workloads to starting (a pass's apply, a submit's placed insert), in the
+   * same turn of the event loop: tell views, and send the starts of the agents whose sockets we hold.
+   */
+  private placedStarted(ws: StartedWorkload[], commandOf: ReadonlyMap<string, number>): void {
+    const byNode = new Map<string, StartedWorkload[]>();
+    for (const a of ws) {
+      this.emit({ kind: 'workload', id: a.id, status: 'starting' });
+      const list = byNode.get(a.node_id);
+      if (list) list.push(a);
+      else byNode.set(a.node_id, [a]);
+    }
+    const toDrain: string[] = [];
+    for (const [nodeId, list] of byNode) {
+      if (!this.sessions.has(nodeId)) continue; // its holder takes the starts (NOTIFY, poll)
+      if (this.sendPlacedStarts(nodeId, list, commandOf.get(nodeId)!)) continue;
+      for (const a of list) void this.specOf(a.job_id, a.job_version).catch(() => {}); // read while taken
+      toDrain.push(nodeId);
+    }
+    this.deliverQueued(toDrain);
+  }
+
+  /** Submits placing their new job's workloads in their own insert right now (see submitPlacement). */
+  private submitsPlacing = 0;
+  /** Who holds which closure paths, for those submits. */
+  private readonly holders = new HolderCache();
+
+  /**
+   * Whether a submit places its new job itself, in its insert (placed-submit.ts), and how: only a small
+   * job, not a cron job, while no pass runs or is owed (older pending work is placed first) and no other
+   * submit is placing (each plans on the view without the other's placements). Who holds the closure
+   * comes from the holder cache (read when unknown or old), for the locality a pass would score. Counted
+   * in submitsPlacing when not null.
+   */
+  private async submitPlacement(
+    spec: JobSpec,
+    closure: closures.ClosurePath[],
+  ): Promise<SubmitPlacement | null> {
+    if (
+      spec.cron_schedule ||
+      spec.instances === 0 ||
+      spec.instances > SUBMIT_PLACES_AT_MOST ||
+      this.submitsPlacing > 0 ||
+      this.queue.isRunning('schedule') ||
+      this.schedulerState.view.current() === null
+    ) {
+      return null;
+    }
+    this.submitsPlacing++;
+    try {
+      const paths = closure.map((p) => p.path);
+      let held = this.holders.lookup(paths, this.clock.monotonic());
+      if (!held) {
+        const mark = this.holders.mark();
+        held = await closures.holders(this.db, paths);
+        this.holders.record(paths, held, this.clock.monotonic(), mark);
+      }
+      return {
+        plan: (created) =>
+          planSubmitted(this.schedulerState.view, spec, closure, created, held, this.opts.strategy),
+        holder: this.opts.id,
+        failed: (err) =>
+          this.log.warn({ err, job: jobKey(spec) }, 'a submit could not place its job; a pass places it'),
+      };
+    } catch (err) {
+      this.submitsPlacing--;
+      throw err;
+    }
   }
 
   /** The cluster as the pure core sees it. */
@@ -756,7 +846,10 @@ export class Coordinator {
       previous.close(4000, 'replaced by a newer connection from the same node');
     this.sessions.set(node.id, session);
     this.sessionEpochs.set(session, epoch);
-    if (hello.store_paths) await closures.setNodePaths(this.db, node.id, hello.store_paths);
+    if (hello.store_paths) {
+      await closures.setNodePaths(this.db, node.id, hello.store_paths);
+      this.holders.clear();
+    }
     session.send({
       type: 'welcome',
       node_id: node.id,
@@ -797,6 +890,7 @@ export class Coordinator {
       case 'store_paths':
         await closures.addNodePaths(this.db, nodeId, msg.added);
         await closures.removeNodePaths(this.db, nodeId, msg.removed);
+        this.holders.changed(nodeId, msg.added, msg.removed);
         this.emit({ kind: 'node', id: nodeId });
         return;
       case 'workload_status': {

@@ -1,15 +1,18 @@
 /**
- * Recording a submitted job: a new job in one statement; for a known job, one transaction that adds a
- * version when the spec changed, then either starts a rolling update or stops the old workloads and
- * creates the new ones (none for a cron job).
+ * Recording a submitted job: a new job in one statement (its workloads pending, or already placed when
+ * the submit planned them: see SubmitPlacement); for a known job, one transaction that adds a version
+ * when the spec changed, then either starts a rolling update or stops the old workloads and creates the
+ * new ones (none for a cron job).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { nextRun, parseCron } from '../spec/cron.js';
 import type { JobSpec } from '../spec/job.js';
+import type { SubmitPlan } from './placed-submit.js';
 import { startRollout } from './rollout.js';
 import * as closures from './store/closures.js';
 import type { Db } from './store/db.js';
 import * as jobs from './store/jobs.js';
+import { insertPlacedJob, type PlacedJob } from './store/placed-insert.js';
 import * as updates from './store/updates.js';
 import * as wl from './store/workloads.js';
 import { newWorkloads, stopJobWorkloads } from './workload-changes.js';
@@ -23,6 +26,29 @@ export interface RecordedSubmission {
   stopped: wl.WorkloadRow[];
   /** A rolling update was started instead of replacing everything at once. */
   rolling: boolean;
+  /** New workloads the submit's own insert placed (see SubmitPlacement), in order. */
+  placed: PlacedOnSubmit[];
+  /** How many its plan placed: more than `placed` when the insert's guard refused some. */
+  planned: number;
+}
+
+/** A workload a submit's insert placed: it is starting on `nodeId`, queued in outbox row `commandId`. */
+export interface PlacedOnSubmit {
+  workload: wl.NewWorkload;
+  nodeId: string;
+  commandId: number;
+}
+
+/**
+ * A submit that places a new job's workloads in its own insert (placed-submit.ts): `plan` is called with
+ * the workloads before the insert is sent; when it returns null the job is inserted pending.
+ */
+export interface SubmitPlacement {
+  plan: (created: readonly wl.NewWorkload[]) => SubmitPlan | null;
+  /** The deciding coordinator (no NOTIFY for the agents it holds). */
+  holder?: string;
+  /** The placed insert failed: the job is then inserted pending, as without a plan. */
+  failed?: (err: unknown) => void;
 }
 
 /** A new job's one-statement insert, as it is sent (before it commits). */
@@ -37,7 +63,8 @@ export interface NewJobInsert {
 /**
  * Stores a validated spec under `key`; an identical spec of an active job is a no-op. `onNewJobInsert`
  * is told of the one-statement insert of a new job as soon as it is sent, so a scheduling pass can read
- * the cluster while it commits.
+ * the cluster while it commits; with `placement`, a new job whose workloads its plan places is inserted
+ * with them placed instead (no pass, and `onNewJobInsert` is not called).
  */
 export async function recordSubmission(
   db: Db,
@@ -47,12 +74,56 @@ export async function recordSubmission(
   /** When it is submitted (the coordinator's clock): a cron job's first run is the next after it. */
   now: Date = new Date(),
   onNewJobInsert?: (insert: NewJobInsert) => void,
+  placement?: SubmitPlacement,
 ): Promise<RecordedSubmission> {
-  const hash = createHash('sha256').update(JSON.stringify(spec)).digest('hex');
+  const specJson = JSON.stringify(spec);
+  const hash = createHash('sha256').update(specJson).digest('hex');
   const nextRunAt = spec.cron_schedule ? nextRun(parseCron(spec.cron_schedule), now) : null;
   // A new job is one statement, committed on its own: no transaction to open, nothing to stop.
   const id = randomUUID();
   const created = spec.cron_schedule ? [] : newWorkloads(id, 1, spec, 0);
+  const plan = created.length > 0 ? (placement?.plan(created) ?? null) : null;
+  if (plan) {
+    let r: PlacedJob | null | undefined;
+    try {
+      r = await insertPlacedJob(db, {
+        id,
+        key,
+        cluster: spec.cluster,
+        role: spec.role,
+        environment: spec.environment,
+        name: spec.name,
+        specJson,
+        specHash: hash,
+        closure,
+        demand: created[0]!,
+        workloads: created.map((w, i) => ({ id: w.id, instance: w.instance, nodeId: plan.nodeOf[i]! })),
+        nodes: plan.nodes,
+        reason: 'submitted (version 1)',
+        holder: placement?.holder,
+      });
+    } catch (err) {
+      // Nothing was written: the job goes in pending, and a pass places it (or says why not).
+      placement?.failed?.(err);
+    }
+    if (r) {
+      return {
+        job: r.job,
+        version: 1,
+        changed: true,
+        workloads: created.map((w) => w.id),
+        stopped: [],
+        rolling: false,
+        placed: r.placed.map((p) => ({
+          workload: created[p.index]!,
+          nodeId: p.nodeId,
+          commandId: p.commandId,
+        })),
+        planned: plan.nodeOf.filter((n) => n !== null).length,
+      };
+    }
+    if (r === null) return recordKnownJob(db, key, spec, closure, hash, nextRunAt);
+  }
   const inserting = jobs.insertNewJob(db, {
     id,
     key,
@@ -80,8 +151,23 @@ export async function recordSubmission(
       workloads: created.map((w) => w.id),
       stopped: [],
       rolling: false,
+      placed: [],
+      planned: 0,
     };
   }
+  return recordKnownJob(db, key, spec, closure, hash, nextRunAt);
+}
+
+/** A submit under a key that exists (or a new job whose one-statement insert lost the key to another). */
+function recordKnownJob(
+  db: Db,
+  key: string,
+  spec: JobSpec,
+  closure: closures.ClosurePath[],
+  hash: string,
+  nextRunAt: Date | null,
+): Promise<RecordedSubmission> {
+  const none = { placed: [] as PlacedOnSubmit[], planned: 0 };
   return db.tx(async (q) => {
     const locked = await jobs.lockJobForSubmit(q, key);
     let job: jobs.JobRow;
@@ -100,6 +186,7 @@ export async function recordSubmission(
           workloads: [] as string[],
           stopped: [],
           rolling: false,
+          ...none,
         };
       }
       previous = job.status === 'active' ? job.current_version : null;
@@ -114,7 +201,15 @@ export async function recordSubmission(
       const live = await wl.listWorkloads(q, { jobId: job.id, status: ['starting', 'running'], limit: 1 });
       if (live.length > 0) {
         await startRollout(q, job.id, previous, version);
-        return { job, version, changed: true, workloads: [] as string[], stopped: [], rolling: true };
+        return {
+          job,
+          version,
+          changed: true,
+          workloads: [] as string[],
+          stopped: [],
+          rolling: true,
+          ...none,
+        };
       }
     }
     await updates.cancelRolling(q, job.id, `superseded by version ${version}`);
@@ -123,6 +218,14 @@ export async function recordSubmission(
     const fresh = spec.cron_schedule ? [] : newWorkloads(job.id, version, spec, 0);
     await wl.insertWorkloads(q, fresh, `submitted (version ${version})`);
     await jobs.setNextRun(q, job.id, nextRunAt);
-    return { job, version, changed: true, workloads: fresh.map((w) => w.id), stopped, rolling: false };
+    return {
+      job,
+      version,
+      changed: true,
+      workloads: fresh.map((w) => w.id),
+      stopped,
+      rolling: false,
+      ...none,
+    };
   });
 }

@@ -222,17 +222,19 @@ describe.each(ENGINES)('coordinator on %s', (engine) => {
     // A lease that outlasts the clock's jumps: the renewals' round trips are real, the jumps instant.
     c = await startTestCoordinator(engine, { clock, leaderLeaseMs: 600_000 });
     await agent({ name: 'a' });
-    // The database refuses every placement (a real error in the apply's statement) until the test lifts it.
+    // The database refuses every placement (a real error in the apply's statement, or in a submit's insert
+    // of a workload already placed) until the test lifts it.
     await c.db.query('CREATE TABLE refuse_placements (on_ boolean)');
     await c.db.query('INSERT INTO refuse_placements VALUES (true)');
     await c.db.query(`CREATE FUNCTION refuse_placement() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
-        IF NEW.status <> OLD.status AND NEW.status = 'starting' AND EXISTS (SELECT 1 FROM refuse_placements)
+        IF NEW.status = 'starting' AND (TG_OP = 'INSERT' OR NEW.status <> OLD.status)
+           AND EXISTS (SELECT 1 FROM refuse_placements)
         THEN RAISE EXCEPTION 'placements refused by the test'; END IF;
         RETURN NEW;
       END $$`);
     await c.db.query(
-      'CREATE TRIGGER refuse_placement BEFORE UPDATE ON workloads FOR EACH ROW EXECUTE FUNCTION refuse_placement()',
+      'CREATE TRIGGER refuse_placement BEFORE INSERT OR UPDATE ON workloads FOR EACH ROW EXECUTE FUNCTION refuse_placement()',
     );
     const sub = await c.api('POST', '/api/jobs', plainJob({ name: 'retried' }));
     expect(sub.status).toBe(201);
