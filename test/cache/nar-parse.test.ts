@@ -1,5 +1,6 @@
 // The streaming NAR validator: real `nix-store --dump` output passes in any chunking; every structural
 // fault (truncation, trailing bytes, bad padding, unordered or unsafe names, unknown tags) is refused.
+// checkNar (a NAR held whole) gives the streaming checker's answer, message and offset, for any input.
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { narStream } from '../../lib/nar-dump.js';
-import { NarFormatError, NarValidator } from '../../lib/nar-parse.js';
+import { checkNar, checkNarStreaming, NarFormatError, NarValidator } from '../../lib/nar-parse.js';
 import { dumpNar } from './fixtures.js';
 
 async function validate(nar: Buffer, chunk = 4096): Promise<void> {
@@ -116,6 +117,59 @@ describe('refused', () => {
         });
       }),
       { numRuns: 200 },
+    );
+  });
+});
+
+describe('checkNar, a NAR held whole', () => {
+  /** 'ok', or the refusal's message (which carries its offset). */
+  const answer = (check: (b: Buffer) => void, b: Buffer): string => {
+    try {
+      check(b);
+      return 'ok';
+    } catch (err) {
+      if (!(err instanceof NarFormatError)) throw err;
+      return err.message;
+    }
+  };
+  const same = (b: Buffer) => expect(answer(checkNar, b)).toBe(answer(checkNarStreaming, b));
+
+  test('answers as the streaming checker: valid, hand-made faults, trailing bytes', () => {
+    expect(answer(checkNar, sample)).toBe('ok');
+    for (const b of [
+      sample,
+      Buffer.concat([sample, Buffer.alloc(8)]),
+      Buffer.alloc(0),
+      nar('nix-archive-1', ...file('')),
+      nar('nix-archive-1', '(', 'type', 'symlink', 'target', '/x', ')'),
+      nar('nix-archive-2', ...file('x')),
+      nar('nix-archive-1', '(', 'type', 'fifo', ')'),
+      nar('nix-archive-1', ...dir(['b', file('')], ['a', file('')])),
+      nar('nix-archive-1', ...dir(['a', file('')], ['a', file('')])),
+      ...['..', '.', 'a/b', '', 'a\0b'].map((bad) => nar('nix-archive-1', ...dir([bad, file('')]))),
+      nar('nix-archive-1', '(', 'type', 'symlink', 'target', '', ')'),
+      nar('nix-archive-1', '(', 'type', 'regular', 'executable', 'x', 'contents', '', ')'),
+      Buffer.concat([s('nix-archive-1'), Buffer.from([0, 0, 0, 0, 0, 0, 0, 0x7f])]),
+      Buffer.concat([s('nix-archive-1'), Buffer.from([0, 0, 0x20, 0, 0, 0, 0, 0])]),
+    ])
+      same(b);
+  });
+
+  test('answers as the streaming checker for any cut and any changed byte', () => {
+    fc.assert(
+      fc.property(
+        fc.nat({ max: sample.length }),
+        fc.oneof(fc.nat({ max: 400 }), fc.nat({ max: sample.length - 1 })),
+        fc.integer({ min: 0, max: 255 }),
+        (cut, i, x) => {
+          const b = Buffer.from(sample);
+          b[i] = b[i]! ^ x;
+          same(b);
+          same(b.subarray(0, cut));
+          same(sample.subarray(0, cut));
+        },
+      ),
+      { numRuns: 2000 },
     );
   });
 });
