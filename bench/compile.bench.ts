@@ -7,7 +7,8 @@
  * V8 code cache and without), the unbundled tsc output, plus the in-process library call, and a
  * plain command's start-up (`mxc version`) and a client command's (`mxc cluster status` against a
  * coordinator of its own on this machine, embedded PGlite) beside `node -e 0` (issue 17: every
- * command starts about as fast as Node itself).
+ * command starts about as fast as Node itself), and that command's floor: a bare node:http GET of
+ * the same endpoint (Node's start-up, node:http and the coordinator's answer).
  * Options: MXC_BENCH_RUNS (default 10), MXC_BENCH_EXAMPLE (default examples/hello_world).
  */
 import { randomBytes } from 'node:crypto';
@@ -66,6 +67,16 @@ export async function main(): Promise<void> {
   const clientEnv = { ...process.env, MXC_COORDINATOR: coordinator.url };
   const clientCommand = () =>
     timeCommand(process.execPath, [...mxc, 'cluster', 'status'], { cwd, env: clientEnv });
+  // Its floor: a bare node:http GET of the same endpoint that prints the answer and exits (Node's
+  // start-up, loading node:http and the coordinator's answer, none of the CLI).
+  const bareGetScript = `require('node:http').get(${JSON.stringify(`${coordinator.url}/api/cluster/status`)}, (res) => {
+    let body = '';
+    res.setEncoding('utf8').on('data', (c) => (body += c)).on('end', () => {
+      process.stdout.write(body);
+      process.exit(res.statusCode === 200 ? 0 : 1);
+    });
+  });`;
+  const bareGet = () => timeCommand(process.execPath, ['-e', bareGetScript], { cwd });
 
   await mxcBuildUnbundled(file);
   const built = {
@@ -78,9 +89,11 @@ export async function main(): Promise<void> {
     uncached: [] as number[],
     plain: [] as number[],
     client: [] as number[],
+    get: [] as number[],
   };
   try {
     await clientCommand();
+    await bareGet();
     for (let i = 0; i < runs; i++) {
       if (i % 2 === 0) {
         built.mxc.push(await mxcBuild(file));
@@ -95,6 +108,7 @@ export async function main(): Promise<void> {
       built.node.push(await timeCommand(process.execPath, [...mxc, '--version'], { cwd }));
       built.plain.push(await timeCommand(process.execPath, [...mxc, 'version'], { cwd }));
       built.client.push(await clientCommand());
+      built.get.push(await bareGet());
       built.bare.push(await nodeBare());
       built.unbundled.push(await mxcBuildUnbundled(file));
       built.uncached.push(await mxcBuildUncached(file));
@@ -203,6 +217,13 @@ export async function main(): Promise<void> {
     unit: 'ms',
     anchor: { value: m(built.bare), label: 'node -e 0 side by side', higherIsBetter: false },
     note: 'against a coordinator on this machine (PGlite), its answer included',
+  });
+  r.figure({
+    name: '  its floor: a bare node:http GET of it',
+    value: m(built.get),
+    unit: 'ms',
+    anchor: { value: m(built.bare), label: 'node -e 0 side by side', higherIsBetter: false },
+    note: `mxc cluster status is ${fmtMs(m(built.client) - m(built.get))} over it`,
   });
   const cpuOverhead = m(cpu.mxc) - m(cpu.nix);
   r.figure({
