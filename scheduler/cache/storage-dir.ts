@@ -1,6 +1,6 @@
 /**
- * Cache storage in a directory: `<dir>/pack/<name>.pack`, `<dir>/narinfo/<hash>.narinfo`,
- * `<dir>/nar/<file>`, `<dir>/tmp/`. Several coordinators may share the directory (MXC_CACHE_DIR, e.g. on
+ * Cache storage in a directory: `<dir>/pack/<name>.pack`, `<dir>/nar/<file>`, `<dir>/tmp/`, and in a
+ * directory written before packs `<dir>/narinfo/<hash>.narinfo`. Several coordinators may share the directory (MXC_CACHE_DIR, e.g. on
  * NFS): each spools into its own temp folder, and files arrive by rename (packs, NARs) or link
  * (narinfos, which refuses to replace one).
  *
@@ -87,6 +87,12 @@ export class DirectoryStorage implements CacheStorage {
   private scanQueued: Promise<void> | null = null;
   /** Whether this process linked a narinfo into `narinfo/` (then `syncPublished` syncs it too). */
   private linkedNarinfos = false;
+  /**
+   * Whether `narinfo/` (the layout before packs) was there at the last scan: only then does a lookup that
+   * no pack answers look for a narinfo file. A cache made since packs has none, and its misses (most of
+   * a push's lookups) cost no stat of their own.
+   */
+  private narinfoFolder = false;
 
   constructor(readonly dir: string) {
     this.narDir = join(dir, 'nar');
@@ -108,7 +114,6 @@ export class DirectoryStorage implements CacheStorage {
   async init(): Promise<void> {
     try {
       await mkdir(this.narDir, { recursive: true });
-      await mkdir(this.narinfoDir, { recursive: true });
       await mkdir(this.packDir, { recursive: true });
       await mkdir(this.spoolDir, { recursive: true });
       for (let k = 0; k < SPOOL_SPREAD; k++) await mkdir(join(this.spoolDir, String(k)), { recursive: true });
@@ -138,6 +143,13 @@ export class DirectoryStorage implements CacheStorage {
     return join(this.narinfoDir, `${hash}.narinfo`);
   }
 
+  /** `narinfo/`, for the narinfo files `putNarinfo` and `readyNarinfos` link (the layout before packs). */
+  private async makeNarinfoFolder(): Promise<void> {
+    if (this.narinfoFolder) return;
+    await mkdir(this.narinfoDir, { recursive: true });
+    this.narinfoFolder = true;
+  }
+
   /** Where a narinfo is packed, looking for packs of other writers when this process knows of none. */
   private async packedNarinfo(hash: string): Promise<Packed | undefined> {
     const known = this.packedNarinfos.get(hash);
@@ -147,15 +159,14 @@ export class DirectoryStorage implements CacheStorage {
   }
 
   async getNarinfo(hash: string): Promise<NarinfoObject | null> {
-    const file = this.narinfoPath(hash);
-    const known = this.packedNarinfos.get(hash);
-    const [packed, st] = known
-      ? [known, null]
-      : await Promise.all([this.packedNarinfo(hash), statOrNull(file)]);
+    const packed = await this.packedNarinfo(hash);
     if (packed) {
       const got = await readRange(join(this.packDir, packed.pack), packed);
       if (got) return { text: got.bytes.toString('utf8'), version: packVersion(packed, got.stats) };
     }
+    if (!this.narinfoFolder) return null;
+    const file = this.narinfoPath(hash);
+    const st = await statOrNull(file);
     if (!st) return null;
     const text = await readFile(file, 'utf8').catch(nullOnMissing);
     return text === null ? null : { text, version: `${st.mtimeMs}:${st.size}` };
@@ -172,6 +183,7 @@ export class DirectoryStorage implements CacheStorage {
   async putNarinfo(hash: string, text: string): Promise<boolean> {
     if (await this.packedNarinfo(hash)) return false;
     const tmp = this.tmpPath(`${hash}.narinfo`);
+    await this.makeNarinfoFolder();
     await writeFile(tmp, text, { mode: 0o644, flush: true });
     try {
       // link, not rename: an existing narinfo (another coordinator's) is never replaced.
@@ -193,6 +205,7 @@ export class DirectoryStorage implements CacheStorage {
       await Promise.all(tmps.map((t) => unlink(t).catch(() => {})));
     };
     try {
+      await this.makeNarinfoFolder();
       // Written and synced side by side (one wait for the group); linked one by one, in order, later.
       await Promise.all(items.map(({ text }, i) => writeFile(tmps[i]!, text, { mode: 0o644, flush: true })));
     } catch (err) {
@@ -285,7 +298,7 @@ export class DirectoryStorage implements CacheStorage {
       kept.map(([hash]) =>
         this.packedNarinfos.has(hash) || this.publishing.has(hash)
           ? true
-          : statOrNull(this.narinfoPath(hash)).then((st) => st !== null),
+          : this.narinfoFolder && statOrNull(this.narinfoPath(hash)).then((st) => st !== null),
       ),
     );
     // From here to the rename's start nothing awaits: two publishes in this process never both win.
@@ -339,7 +352,8 @@ export class DirectoryStorage implements CacheStorage {
   }
 
   private async scanOnce(): Promise<void> {
-    const st = await statOrNull(this.packDir);
+    const [st, folder] = await Promise.all([statOrNull(this.packDir), statOrNull(this.narinfoDir)]);
+    this.narinfoFolder ||= folder !== null;
     if (!st) return;
     if (st.mtimeMs === this.listed.mtimeMs && this.listed.at - st.mtimeMs > SETTLED_MS) return;
     const at = Date.now();
@@ -373,7 +387,7 @@ export class DirectoryStorage implements CacheStorage {
 
   async listNarinfos(): Promise<string[]> {
     await this.scanPacks();
-    const filed = (await readdir(this.narinfoDir))
+    const filed = (await readdir(this.narinfoDir).catch((err) => nullOnMissing(err) ?? []))
       .filter((f) => f.endsWith('.narinfo'))
       .map((f) => f.slice(0, -8))
       .filter((h) => !this.packedNarinfos.has(h));

@@ -4,7 +4,7 @@
  * layout before packs) is found at once, a narinfo file changed or removed on disk shows once the
  * window has passed.
  */
-import { unlink, writeFile } from 'node:fs/promises';
+import { mkdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushClosure } from '../../compiler/push.js';
@@ -38,6 +38,7 @@ describe('narinfo in memory', () => {
     };
     try {
       const file = join(old.dataDir, 'cache', 'narinfo', `${hash}.narinfo`);
+      await mkdir(join(old.dataDir, 'cache', 'narinfo'));
       await writeFile(file, original);
       expect(await getOld()).toEqual({ status: 200, text: original });
       await writeFile(file, `${original}X-Edited: 1\n`);
@@ -60,6 +61,7 @@ describe('narinfo in memory', () => {
       const otherFile = join(other.dataDir, 'cache', 'narinfo', name);
       const r = await fetch(`${other.url}/cache/${name}`);
       expect(r.status).toBe(404);
+      await mkdir(join(other.dataDir, 'cache', 'narinfo'));
       await writeFile(otherFile, text);
       const again = await fetch(`${other.url}/cache/${name}`);
       expect([again.status, await again.text()]).toEqual([200, text]);

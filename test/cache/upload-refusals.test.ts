@@ -34,7 +34,9 @@ const uploadUrl = (path: string) => `${cache.url}/api/cache/nar/${path.slice(11)
 async function cacheFiles(): Promise<string[]> {
   const dir = join(cache.dataDir, 'cache');
   const lists = await Promise.all(
-    ['nar', 'narinfo', 'pack'].map(async (d) => (await readdir(join(dir, d))).map((f) => `${d}/${f}`)),
+    ['nar', 'narinfo', 'pack'].map(async (d) =>
+      (await readdir(join(dir, d)).catch(() => [] as string[])).map((f) => `${d}/${f}`),
+    ),
   );
   // tmp/ holds one (empty when idle) folder per process sharing the cache.
   const tmp = await readdir(join(dir, 'tmp'), { recursive: true, withFileTypes: true });
