@@ -51,6 +51,14 @@ export async function main(): Promise<void> {
   ];
   const mxcBuildUnbundled = (f: string) => timeCommand(process.execPath, [...unbundled, 'build', f], { cwd });
   const nodeBare = () => timeCommand(process.execPath, ['-e', '0'], { cwd });
+  // NODE_EXTRA_CA_CERTS makes every Node process parse Node's own root certificates and that file's
+  // before any JavaScript runs (Node 20 loads them at start): on the VM this bench was written on,
+  // node -e 0 took ~85 ms with it set (as it is there) and ~27 ms without. Every command here pays it,
+  // the anchor included; this line shows how much of node -e 0 it is.
+  const extraCaCerts = process.env.NODE_EXTRA_CA_CERTS;
+  const withoutCaCerts = { ...process.env };
+  delete withoutCaCerts.NODE_EXTRA_CA_CERTS;
+  const nodeBareNoCaCerts = () => timeCommand(process.execPath, ['-e', '0'], { cwd, env: withoutCaCerts });
   const nixBuild = (f: string) => timeCommand('nix-build', [...NIX_BUILD, f], { cwd });
 
   // Warm both, and the store, once.
@@ -85,6 +93,7 @@ export async function main(): Promise<void> {
     lib: [] as number[],
     node: [] as number[],
     bare: [] as number[],
+    bareNoCaCerts: [] as number[],
     unbundled: [] as number[],
     uncached: [] as number[],
     plain: [] as number[],
@@ -110,6 +119,7 @@ export async function main(): Promise<void> {
       built.client.push(await clientCommand());
       built.get.push(await bareGet());
       built.bare.push(await nodeBare());
+      if (extraCaCerts) built.bareNoCaCerts.push(await nodeBareNoCaCerts());
       built.unbundled.push(await mxcBuildUnbundled(file));
       built.uncached.push(await mxcBuildUncached(file));
     }
@@ -181,6 +191,13 @@ export async function main(): Promise<void> {
     note: verdict(m(built.mxc) / m(built.nix)),
   });
   r.figure({ name: '  node -e 0 (side by side)', value: m(built.bare), unit: 'ms' });
+  if (extraCaCerts)
+    r.figure({
+      name: '  node -e 0 without NODE_EXTRA_CA_CERTS',
+      value: m(built.bareNoCaCerts),
+      unit: 'ms',
+      note: `NODE_EXTRA_CA_CERTS is set here: loading it is ${fmtMs(m(built.bare) - m(built.bareNoCaCerts))} of every Node start above`,
+    });
   r.figure({
     name: '  overhead: mxc build − nix-build',
     value: m(built.mxc) - m(built.nix),
