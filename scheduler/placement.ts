@@ -36,6 +36,8 @@ const APPLY_CHUNK = 5000;
 const JOB_INFO_CACHE = 10_000;
 /** Pending workloads a pass plans at most (the oldest). */
 const PENDING_LIMIT = 100_000;
+/** Batches of new jobs a pass plans from memory beside its applies at most (see applyAndPlanAhead). */
+const AHEAD_BATCHES = 16;
 /** Primed closure paths whose holders a pass reads in its first round; more wait for the second. */
 const PRIMED_PATHS = 50_000;
 
@@ -71,6 +73,13 @@ export class SchedulerState {
    */
   expectNewJob(insert: NewJobInsert): void {
     this.newJobs.push(insert);
+  }
+
+  /** How many workloads the new jobs expected now have. */
+  newWorkloads(): number {
+    let n = 0;
+    for (const j of this.newJobs) n += j.workloads.length;
+    return n;
   }
 
   /** The new jobs expected, once (see expectNewJob). */
@@ -151,7 +160,8 @@ export interface SchedulePassDeps {
 
 /**
  * One scheduling pass: plan the pending workloads on the cluster view (brought up to date by a delta
- * read), apply, and replan on conflicts with a view read afresh.
+ * read), apply, then the jobs submitted here meanwhile (applyAndPlanAhead), and replan on conflicts
+ * with a view read afresh.
  */
 export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
   const { db, state } = deps;
@@ -204,19 +214,7 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     const placed = [...placedRows, ...late].flatMap((p) =>
       p.node_id === null ? [] : [{ job_id: p.job_id, node_id: p.node_id, n: p.n }],
     );
-    const demands: Demand[] = pending.map((w) => {
-      const info = jobInfo.get(`${w.job_id}/${w.job_version}`);
-      return {
-        workloadId: w.id,
-        jobId: w.job_id,
-        cpu: w.cpu,
-        memory_mb: w.memory_mb,
-        disk_mb: w.disk_mb,
-        isolation: w.isolation,
-        constraints: info?.constraints ?? {},
-        closure: info?.closure,
-      };
-    });
+    const demands = demandsOf(pending, jobInfo);
     const wanted = [...new Set([...jobInfo.values()].flatMap((i) => i.closure.map((p) => p.path)))];
     const readEarly = new Set(early);
     const rest = wanted.filter((p) => !readEarly.has(p));
@@ -233,10 +231,10 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     );
     if (plan.placements.length === 0) return;
     const byId = new Map(pending.map((w) => [w.id, w]));
-    const { conflicts } = await applyPlacements(
-      db,
-      plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId })),
+    const conflicts = await applyAndPlanAhead(
       deps,
+      plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId })),
+      snapshot.nodes,
     );
     if (conflicts === 0) return;
     // The view was stale (another coordinator placed, a node changed): replan on every node read afresh.
@@ -259,26 +257,136 @@ function withNewJobs(
   if (newJobs.length === 0) return { all: read, unplaced: [] };
   const seen = new Set(read.map((w) => w.job_id));
   const unseen = newJobs.filter((j) => !seen.has(j.jobId));
-  return {
-    all: [
-      ...read,
-      ...unseen.flatMap((j) =>
-        j.workloads.map((w) => ({
-          id: w.id,
-          job_id: w.job_id,
-          job_version: w.job_version,
-          instance: w.instance,
-          cpu: w.cpu,
-          memory_mb: w.memory_mb,
-          disk_mb: w.disk_mb,
-          isolation: w.isolation,
-          not_before: null,
-          restart_delay_ms: 0,
-        })),
-      ),
-    ],
-    unplaced: unseen.map((j) => j.jobId),
+  return { all: [...read, ...unseen.flatMap(pendingOfNewJob)], unplaced: unseen.map((j) => j.jobId) };
+}
+
+/** A new job's workloads as the pending list would return them. */
+function pendingOfNewJob(j: NewJobInsert): wl.PendingWorkload[] {
+  return j.workloads.map((w) => ({
+    id: w.id,
+    job_id: w.job_id,
+    job_version: w.job_version,
+    instance: w.instance,
+    cpu: w.cpu,
+    memory_mb: w.memory_mb,
+    disk_mb: w.disk_mb,
+    isolation: w.isolation,
+    not_before: null,
+    restart_delay_ms: 0,
+  }));
+}
+
+/** What the pure core plans for each pending workload. */
+function demandsOf(pending: readonly wl.PendingWorkload[], jobInfo: ReadonlyMap<string, JobInfo>): Demand[] {
+  return pending.map((w) => {
+    const info = jobInfo.get(`${w.job_id}/${w.job_version}`);
+    return {
+      workloadId: w.id,
+      jobId: w.job_id,
+      cpu: w.cpu,
+      memory_mb: w.memory_mb,
+      disk_mb: w.disk_mb,
+      isolation: w.isolation,
+      constraints: info?.constraints ?? {},
+      closure: info?.closure,
+    };
+  });
+}
+
+/**
+ * Applies a pass's plan, then the jobs that submits here have sent since (their workloads are known
+ * from memory, see expectNewJob), batch after batch while such jobs keep coming, reading nothing back.
+ * Once the new workloads are at least as many as the nodes, the next batch is planned while the apply
+ * before it runs in PostgreSQL (the coordinator plans while the database applies) and applied once that
+ * one has committed and its starts are sent; fewer wait for the apply, to go in one bigger batch. The
+ * batches are planned on the nodes as the pass read them plus everything the pass has placed since
+ * (`nodes` is not read again, so an apply is never counted twice nor one in flight missed); a new job
+ * has no placement anywhere yet and all its workloads go in one batch, so its limits and spread count
+ * right. What others changed meanwhile is caught by the apply's re-check, as for any stale view.
+ * Returns the conflicts; the caller then replans on a fresh view. With no new job, this is the apply.
+ */
+async function applyAndPlanAhead(
+  deps: SchedulePassDeps,
+  first: PlannedPlacement[],
+  nodes: readonly NodeView[],
+): Promise<number> {
+  const added = new Map<string, { cpu: number; memory_mb: number; disk_mb: number }>();
+  const addUse = (ps: readonly PlannedPlacement[]) => {
+    for (const { w, nodeId } of ps) {
+      const u = added.get(nodeId);
+      if (u) {
+        u.cpu += w.cpu;
+        u.memory_mb += w.memory_mb;
+        u.disk_mb += w.disk_mb;
+      } else added.set(nodeId, { cpu: w.cpu, memory_mb: w.memory_mb, disk_mb: w.disk_mb });
+    }
   };
+  const apply = (ps: PlannedPlacement[]) => {
+    addUse(ps);
+    const p = applyPlacements(deps.db, ps, deps);
+    // Awaited later (after the next batch is planned); a failure must not count as unhandled meanwhile.
+    p.catch(() => {});
+    return p;
+  };
+  let applying: Promise<{ conflicts: number }> | null = apply(first);
+  let conflicts = 0;
+  for (let batch = 0; batch < AHEAD_BATCHES; batch++) {
+    // Planned beside the apply only once the new workloads are at least as many as the nodes: fewer
+    // wait for it to commit and go with those submitted meanwhile, in one bigger batch (an apply writes
+    // a usage row and an outbox row, and its starts a socket write, for each node it touches).
+    if (applying && deps.state.newWorkloads() < nodes.length) {
+      conflicts += (await applying).conflicts;
+      applying = null;
+    }
+    if (conflicts > 0) break;
+    const jobs = deps.state.takeNewJobs();
+    if (jobs.length === 0) break;
+    const next = await planNewJobs(deps, jobs, nodes, added);
+    if (applying) conflicts += (await applying).conflicts;
+    applying = next.length > 0 ? apply(next) : null;
+  }
+  if (applying) conflicts += (await applying).conflicts;
+  return conflicts;
+}
+
+/** Plans new jobs (expectNewJob) once their inserts have committed, on `nodes` plus `added`. */
+async function planNewJobs(
+  deps: SchedulePassDeps,
+  jobs: readonly NewJobInsert[],
+  nodes: readonly NodeView[],
+  added: ReadonlyMap<string, { cpu: number; memory_mb: number; disk_mb: number }>,
+): Promise<PlannedPlacement[]> {
+  const committed = await Promise.all(jobs.map((j) => j.inserted));
+  const pending = jobs.filter((_, i) => committed[i]).flatMap(pendingOfNewJob);
+  if (pending.length === 0) return [];
+  const jobInfo = await deps.state.jobInfoFor(deps.db, deps.specOf, pending);
+  const paths = [...new Set([...jobInfo.values()].flatMap((i) => i.closure.map((p) => p.path)))];
+  const held = paths.length ? await closures.holders(deps.db, paths) : null;
+  const snapshot: ClusterSnapshot = {
+    nodes: nodes.map((n) => {
+      const u = added.get(n.id);
+      if (!u && !held) return n;
+      return {
+        ...n,
+        used: u
+          ? {
+              cpu: n.used.cpu + u.cpu,
+              memory_mb: n.used.memory_mb + u.memory_mb,
+              disk_mb: n.used.disk_mb + u.disk_mb,
+            }
+          : n.used,
+        storePaths: held ? (held.get(n.id) ?? new Set()) : n.storePaths,
+      };
+    }),
+    placed: [],
+  };
+  const plan = place(snapshot, demandsOf(pending, jobInfo), { strategy: deps.strategy, seed: randomUUID() });
+  await wl.setPendingReasons(
+    deps.db,
+    plan.failures.map((f) => ({ id: f.workloadId, reason: f.summary })),
+  );
+  const byId = new Map(pending.map((w) => [w.id, w]));
+  return plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId }));
 }
 
 /** Both reads of which nodes hold which paths, in one map (a is extended). */

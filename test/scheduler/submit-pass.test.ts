@@ -136,3 +136,106 @@ for (const engine of ENGINES) {
     });
   });
 }
+
+/**
+ * A db that registers a new job with the pass's state as the pass's first apply is sent (a submit
+ * arriving while it runs), and counts the pass's pending-list reads.
+ */
+function submittingDuringApply(db: Db, state: SchedulerState, spec: JobSpec) {
+  const jobId = `job-during-${submitted}`;
+  const workloads = newWorkloads(jobId, 1, spec, 0);
+  const seen = { pendingReads: 0, workloads };
+  let sent = false;
+  const watched: Db = {
+    ...db,
+    query(sql, params, name) {
+      if (name === 'mxc_list_pending') seen.pendingReads++;
+      if (!sent && sql.includes('INSERT INTO agent_commands') && sql.includes('moved AS')) {
+        sent = true;
+        state.expectNewJob({
+          jobId,
+          workloads,
+          inserted: jobs
+            .insertNewJob(db, {
+              id: jobId,
+              key: `test/www/prod/${spec.name}`,
+              spec,
+              specHash: 'h',
+              closure: [],
+              workloads,
+              reason: 'submitted (version 1)',
+              nextRunAt: null,
+            })
+            .then((row) => row !== null),
+        });
+      }
+      return db.query(sql, params, name);
+    },
+  };
+  return { db: watched, seen };
+}
+
+/** `n` nodes of `cpu` cores named `${prefix}-i`. */
+async function addNodes(db: Db, prefix: string, n: number, cpu: number) {
+  for (let i = 0; i < n; i++) {
+    await nodes.upsertNode(db, {
+      id: `${prefix}-${i}`,
+      name: `${prefix}-${i}`,
+      resources: { cpu, memory_mb: 64 * 1024, disk_mb: 100_000 },
+      capabilities: PLAIN_CAPABILITIES,
+      version: 'test',
+    });
+  }
+}
+
+async function expectFirst(db: Db, state: SchedulerState, spec: JobSpec) {
+  await recordSubmission(db, `test/www/prod/${spec.name}`, spec, [], new Date(), (insert) =>
+    state.expectNewJob(insert),
+  );
+}
+
+for (const engine of ENGINES) {
+  describe(`jobs submitted while a pass applies, on ${engine}`, () => {
+    it('are planned beside the apply, counting what it places, when they are at least as many as the nodes', async () => {
+      const db = await freshDb(engine);
+      try {
+        await addNodes(db, 'ahead', 1, 4);
+        const state = new SchedulerState();
+        await expectFirst(db, state, specOf(3));
+        // Three more workloads of one core for one node with one core left: one fits, two wait.
+        const during = submittingDuringApply(db, state, specOf(3));
+        const started: StartedWorkload[] = [];
+        await schedulePass(passDeps(during.db, state, started));
+        expect(started).toHaveLength(4);
+        expect(during.seen.pendingReads).toBe(1);
+        expect((await nodes.getNode(db, 'ahead-0'))!.used_cpu).toBeCloseTo(4, 9);
+        const later = during.seen.workloads.map((w) => w.id);
+        const rows = await Promise.all(later.map((id) => wl.getWorkload(db, id)));
+        expect(rows.filter((w) => w?.status === 'starting')).toHaveLength(1);
+        const waiting = rows.filter((w) => w?.status === 'pending');
+        expect(waiting).toHaveLength(2);
+        for (const w of waiting) expect(w?.pending_reason).toMatch(/cpu/);
+      } finally {
+        await db.close();
+      }
+    });
+
+    it('are planned from memory after the apply when fewer than the nodes', async () => {
+      const db = await freshDb(engine);
+      try {
+        await addNodes(db, 'after', 4, 4);
+        const state = new SchedulerState();
+        await expectFirst(db, state, specOf(3));
+        const during = submittingDuringApply(db, state, specOf(2));
+        const started: StartedWorkload[] = [];
+        await schedulePass(passDeps(during.db, state, started));
+        expect(started).toHaveLength(5);
+        expect(during.seen.pendingReads).toBe(1);
+        const used = await Promise.all([0, 1, 2, 3].map((i) => nodes.getNode(db, `after-${i}`)));
+        expect(used.reduce((a, n) => a + n!.used_cpu, 0)).toBeCloseTo(5, 9);
+      } finally {
+        await db.close();
+      }
+    });
+  });
+}
