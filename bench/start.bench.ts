@@ -7,7 +7,8 @@
  * load) for the agent's overhead per process start (target ≤ 2 ms), and splits the agent path into
  * phases from its log lines. Submit → placed is set beside a PostgreSQL job queue's add → start in the
  * same run (graphile-worker's way: INSERT with NOTIFY, a LISTENing worker's UPDATE … RETURNING; issue
- * 17's target 5 ms). Options: MXC_BENCH_WORKLOADS (default 200), MXC_BENCH_PGLITE=1 (embedded database).
+ * 17's target 5 ms). Options: MXC_BENCH_WORKLOADS (default 200), MXC_BENCH_PGLITE=1 (embedded database),
+ * MXC_BENCH_PROFILE=1 (a CPU profile of `mxc up` over the measured workloads).
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -21,6 +22,7 @@ import { closureOf } from '../lib/nix.js';
 import { repoPath } from '../scheduler/paths.js';
 import type { JobSpec } from '../spec/job.js';
 import { startCoordinatorProcess } from './lib/coordinator-process.js';
+import { formatProfile, monotonicUs, summariseProfile } from './lib/cpu-profile.js';
 import { executorStarts } from './lib/executor-starts.js';
 import { getJson, KeptAliveClient } from './lib/http.js';
 import { createBenchDb } from './lib/pg.js';
@@ -141,6 +143,7 @@ function runBare(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<
 export async function main(): Promise<void> {
   const n = Math.max(1, envInt('MXC_BENCH_WORKLOADS', 200));
   const usePglite = process.env.MXC_BENCH_PGLITE === '1';
+  const profile = process.env.MXC_BENCH_PROFILE === '1';
   const r = new Report('start');
   const dataDir = await mkdtemp(join(tmpdir(), 'mxc-bench-start-'));
   const exprFile = join(dataDir, 'job.nix');
@@ -159,7 +162,10 @@ export async function main(): Promise<void> {
     command: 'up',
     dataDir: join(dataDir, 'mxc'),
     databaseUrl: db?.url,
+    cpuProfDir: profile ? join(dataDir, 'prof') : undefined,
   });
+  // The measured workloads' span on the profile's clock (start-up, the join and the executor rounds left out).
+  const measured = { fromUs: 0, toUs: 0 };
   // The anchor of submit → placed (PostgreSQL only): a job queue's add → start, and a bare round trip.
   const anchor: QueueAnchor | null = db ? await queueAnchor(db.url) : null;
   const anchorAddToStart: number[] = [];
@@ -234,7 +240,10 @@ export async function main(): Promise<void> {
     let upCpu = { self: 0, children: 0 };
     const upCpuNow = () => ({ self: cpuSeconds(coord.pid), children: childrenCpuSeconds(coord.pid) });
     for (let i = 0; i < n + warmup; i++) {
-      if (i === warmup) upCpu = upCpuNow();
+      if (i === warmup) {
+        upCpu = upCpuNow();
+        measured.fromUs = monotonicUs();
+      }
       const submittedAt = Date.now();
       const cpu0 = cpuSeconds(coord.pid);
       const t0 = performance.now();
@@ -270,6 +279,7 @@ export async function main(): Promise<void> {
       }
       if ((i + 1) % 50 === 0) r.progress(`${i + 1 - warmup} / ${n} workloads`);
     }
+    measured.toUs = monotonicUs();
     const upCpuEnd = upCpuNow();
     const cpuPer = {
       up: ((upCpuEnd.self - upCpu.self) * 1000) / rows.length,
@@ -444,13 +454,18 @@ export async function main(): Promise<void> {
     stream.close();
     client.close();
     await anchor?.close();
-    await coord.stop();
+    const prof = await coord.stop();
+    if (prof) {
+      r.say('  where mxc up (coordinator and agent) spent its CPU over the measured workloads:');
+      for (const line of formatProfile(summariseProfile(prof, 15, measured))) r.say(`  ${line}`);
+      r.note(`profile kept in ${prof}`);
+    }
     // Its log (warnings and up, or MXC_LOG_LEVEL) is kept beside the JSON result.
     await copyFile(coord.logFile, repoPath('dist', 'bench', 'results', 'start.coordinator.log')).catch(
       () => {},
     );
     ping.server.close();
     await db?.drop().catch((e) => r.note(`could not drop ${db.name}: ${(e as Error).message}`));
-    await rm(dataDir, { recursive: true, force: true });
+    if (!prof) await rm(dataDir, { recursive: true, force: true });
   }
 }
