@@ -16,8 +16,12 @@ import type { CacheStore } from './store.js';
 
 /** NARs being staged at once: the next one streams in while the last ones are compressed and written. */
 const STAGING_WINDOW = 4;
-/** Staged NARs published together (one sync wait for the group), by count and by uncompressed bytes. */
-const GROUP_NARS = 32;
+/**
+ * Staged NARs published together (one pack in a directory, one sync wait, one claim statement), by count
+ * and by uncompressed bytes. 64 rather than 32: the bench's 301-path push took ~25 ms less of the
+ * cache's CPU (5 groups instead of 10; interleaved A/B, load ~8), and 128 no less than 64.
+ */
+export const GROUP_NARS = 64;
 const GROUP_BYTES = 32 * 1024 * 1024;
 
 function bad(message: string): CacheError {

@@ -5,6 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { run } from '../../lib/exec.js';
+import { GROUP_NARS } from '../../scheduler/cache/batch.js';
 import { DirectoryStorage } from '../../scheduler/cache/storage-dir.js';
 import { MAX_BATCH_NARS } from '../../spec/cache.js';
 import {
@@ -86,22 +87,24 @@ describe('batch uploads', () => {
   });
 
   test('a batch of several publish groups: a lie in a later group keeps every path before it', async () => {
-    // 70 paths (without references): more than two groups of 32, whose NARs are stored while the groups
-    // before them publish their narinfos.
+    // More than two groups of GROUP_NARS paths (without references), whose NARs are stored while the
+    // groups before them publish their narinfos; the lie in the second group.
+    const n = 2 * GROUP_NARS + 12;
+    const lieAt = GROUP_NARS + 36;
     const { stdout } = await run('nix-instantiate', [
       ...['--option', 'substituters', '', '--eval', '--read-write-mode', '--strict', '--json', '-E'],
-      `builtins.genList (i: builtins.toFile "mxc-batch-groups-\${toString i}" "path \${toString i}") 70`,
+      `builtins.genList (i: builtins.toFile "mxc-batch-groups-\${toString i}" "path \${toString i}") ${n}`,
     ]);
     const paths = JSON.parse(stdout) as string[];
     const many = await Promise.all(paths.map(batchEntry));
-    const lie = copy(many[50]!, { nar_hash: many[49]!.header.nar_hash });
-    const r = await rawBatch(cache.url, batchBody([...many.slice(0, 50), lie, ...many.slice(51)]));
+    const lie = copy(many[lieAt]!, { nar_hash: many[lieAt - 1]!.header.nar_hash });
+    const r = await rawBatch(cache.url, batchBody([...many.slice(0, lieAt), lie, ...many.slice(lieAt + 1)]));
     expect([r.status, r.json.error?.code]).toEqual([422, 'CACHE_HASH_MISMATCH']);
-    expect(await held()).toEqual({ narinfos: paths.slice(0, 50).map(narinfo).sort(), tmp: [] });
+    expect(await held()).toEqual({ narinfos: paths.slice(0, lieAt).map(narinfo).sort(), tmp: [] });
     const all = await rawBatch(cache.url, batchBody(many));
     expect(all.status).toBe(200);
     const stored = (all.json.data as { stored: { path: string; created: boolean }[] }).stored;
-    expect(stored.map((s) => [s.path, s.created])).toEqual(paths.map((p, i) => [p, i >= 50]));
+    expect(stored.map((s) => [s.path, s.created])).toEqual(paths.map((p, i) => [p, i >= lieAt]));
     expect(await held()).toEqual({ narinfos: paths.map(narinfo).sort(), tmp: [] });
   });
 
