@@ -2,7 +2,7 @@
  * Binary cache benchmark: pushes a closure of a few hundred real store paths to the cache (served by its
  * own process, as in a coordinator) side by side with `nix copy` of the same closure (rounds alternate,
  * the median is printed), then measures narinfo requests/s and NAR MiB/s from the cache next to
- * `python3 -m http.server` serving the same files, plus a full `nix-store --realise` from the cache.
+ * `python3 -m http.server` serving the same bytes as plain files, plus a full `nix-store --realise` from the cache.
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
