@@ -19,14 +19,26 @@ export class ClusterView {
   /** The capabilities each node's view was made from, as read (what a placement made without a read re-checks). */
   private readonly capabilities = new Map<string, nodes.SchedulingNodeRow['capabilities']>();
 
+  /** Invalidations so far: one during a refresh's read makes the refresh keep no watermark. */
+  private invalidations = 0;
+  /** Refreshes applied so far (see `took`). */
+  private applied = 0;
+
   /** Forgets what was read: the next refresh reads every node (after a rejected plan, for instance). */
   invalidate(): void {
     this.watermark = null;
+    this.invalidations++;
+  }
+
+  /** How many refreshes the view has taken in: what a plan on `current()` notes for `took`. */
+  get reads(): number {
+    return this.applied;
   }
 
   /** Reads the nodes changed since the last refresh (all on the first) and returns the view, in name order. */
   async refresh(q: Queryable): Promise<readonly NodeView[]> {
     const full = this.watermark === null;
+    const invalidations = this.invalidations;
     const changes = await nodes.nodesChangedSince(q, this.watermark);
     if (full) {
       this.byId.clear();
@@ -43,7 +55,9 @@ export class ClusterView {
       if (before && before.name === view.name && at !== undefined) this.ordered[at] = view;
       else this.ordered = null;
     }
-    this.watermark = changes.watermark;
+    // Invalidated meanwhile (a submit's placement could not tell what this read saw): read all next time.
+    this.watermark = this.invalidations === invalidations ? changes.watermark : null;
+    this.applied++;
     // A node was removed (its row is gone, so no change names it): read them all once.
     if (this.byId.size !== changes.total) {
       this.watermark = null;
@@ -73,10 +87,17 @@ export class ClusterView {
   }
 
   /**
-   * Adds what a committed placement takes to a node's view. Only after a commit that placed there: that
-   * commit changed the node's row, so the next refresh reads it again and replaces this estimate.
+   * Adds what a committed placement takes to a node's view, the plan having been made when the view had
+   * taken in `reads` refreshes. Only after a commit that placed there: the commit changed the node's row,
+   * and a refresh that read before it committed has a watermark at most its transaction, so the next
+   * refresh reads the row again and replaces this estimate. A refresh taken in since the plan may have
+   * read the row after the commit (the usage counted twice): the view is then read afresh instead.
    */
-  took(nodeId: string, demand: { cpu: number; memory_mb: number; disk_mb: number }): void {
+  took(nodeId: string, demand: { cpu: number; memory_mb: number; disk_mb: number }, reads: number): void {
+    if (reads !== this.applied) {
+      this.invalidate();
+      return;
+    }
     const n = this.byId.get(nodeId);
     if (!n) return;
     const view: NodeView = {

@@ -286,7 +286,7 @@ export class Coordinator {
     }
     if (res.placed.length > 0) {
       // Sent in the turn of the event loop that handled the commit, as a pass's starts are.
-      for (const p of res.placed) this.schedulerState.view.took(p.nodeId, p.workload);
+      for (const p of res.placed) this.schedulerState.view.took(p.nodeId, p.workload, res.viewReads!);
       const commandOf = new Map(res.placed.map((p) => [p.nodeId, p.commandId]));
       this.placedStarted(
         res.placed.map((p) => ({

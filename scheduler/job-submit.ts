@@ -30,6 +30,8 @@ export interface RecordedSubmission {
   placed: PlacedOnSubmit[];
   /** How many its plan placed: more than `placed` when the insert's guard refused some. */
   planned: number;
+  /** The refreshes of the view the plan was made on (ClusterView.took). */
+  viewReads?: number;
 }
 
 /** A workload a submit's insert placed: it is starting on `nodeId`, queued in outbox row `commandId`. */
@@ -120,6 +122,7 @@ export async function recordSubmission(
           commandId: p.commandId,
         })),
         planned: plan.nodeOf.filter((n) => n !== null).length,
+        viewReads: plan.reads,
       };
     }
     if (r === null) return recordKnownJob(db, key, spec, closure, hash, nextRunAt);

@@ -18,6 +18,8 @@ export interface SubmitPlan {
   nodeOf: (string | null)[];
   /** The chosen nodes, each with the capabilities (JSON) the plan saw. */
   nodes: { id: string; capabilities: string }[];
+  /** The view's refreshes when it planned (ClusterView.took). */
+  reads: number;
 }
 
 /**
@@ -126,5 +128,6 @@ export function planSubmitted(
   return {
     nodeOf: created.map((w) => nodeOf.get(w.id) ?? null),
     nodes: chosen.map((id) => ({ id, capabilities: view.capabilitiesOf(id)! })),
+    reads: view.reads,
   };
 }

@@ -163,6 +163,39 @@ for (const engine of ENGINES) {
       expect((await nodes.getNode(db, 'big'))!.used_cpu).toBeCloseTo(before.used_cpu, 9);
     });
 
+    it("counts a submit's placement in the view once, and reads afresh when a refresh came between", async () => {
+      const view = new ClusterView();
+      await view.refresh(db);
+      const seen = () => view.current()!.find((x) => x.id === 'big')!.used.cpu;
+      const actual = async () => (await nodes.getNode(db, 'big'))!.used_cpu;
+      const demand = { cpu: 1, memory_mb: 256, disk_mb: 1 };
+      let reads = view.reads;
+      await insertPlacedJob(db, jobInsert(['big'], caps));
+      view.took('big', demand, reads);
+      expect(seen()).toBeCloseTo(await actual(), 9);
+      await view.refresh(db); // the row is read again, and replaces the estimate
+      expect(seen()).toBeCloseTo(await actual(), 9);
+      // A refresh taken in between the plan and the commit's answer may have read it: not added twice.
+      reads = view.reads;
+      await insertPlacedJob(db, jobInsert(['big'], caps));
+      await view.refresh(db);
+      view.took('big', demand, reads);
+      expect(view.current()).toBeNull();
+      await view.refresh(db);
+      expect(seen()).toBeCloseTo(await actual(), 9);
+    });
+
+    it('keeps no watermark from a refresh whose read an invalidation overtook', async () => {
+      const view = new ClusterView();
+      await view.refresh(db);
+      const reading = view.refresh(db);
+      view.invalidate();
+      await reading;
+      expect(view.current()).toBeNull();
+      await view.refresh(db);
+      expect(view.current()).not.toBeNull();
+    });
+
     it('plans on the view as it stands, with the capabilities it saw', async () => {
       const view = new ClusterView();
       expect(planSubmitted(view, {}, [], [], new Map(), 'spread')).toBeNull();
