@@ -16,10 +16,11 @@ if (['coordinator', 'up', 'serve'].includes(process.argv[2]) && !process.env.UV_
 }
 
 // `mxc build` starts its nix-build first thing (bin/build-early.js says why), `mxc push` its
-// `nix path-info` (bin/push-early.js).
+// `nix path-info` (bin/push-early.js), `mxc cluster status` its GET (bin/client-early.js).
 const early = {
   nixBuild: process.argv[2] === 'build' ? require('./build-early.js').start(process.argv) : undefined,
   pathInfo: process.argv[2] === 'push' ? require('./push-early.js').start(process.argv) : undefined,
+  request: process.argv[2] === 'cluster' ? require('./client-early.js').start(process.argv) : undefined,
 };
 
 const fs = require('node:fs');
@@ -116,10 +117,14 @@ function writeCodeCache() {
 const entry = path.join(bundleDir, 'mxc.cjs');
 if (fs.existsSync(entry)) {
   process.on('exit', writeCodeCache);
-  load(entry).main(process.argv, early);
+  const run = () => load(entry).main(process.argv, early);
+  // An early request goes out in the event loop: let it (bin/client-early.js), then load.
+  if (early.request) early.request.sent.then(run);
+  else run();
 } else {
   early.nixBuild?.kill();
   early.pathInfo?.kill();
+  early.request?.abort();
   const tsc = path.join(root, 'dist', 'cli', 'main.js');
   if (!fs.existsSync(tsc)) {
     process.stderr.write(`mxc: not built yet; run \`npm run setup\` (or \`npm start\`) in ${root} first\n`);

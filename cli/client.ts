@@ -4,7 +4,7 @@
  */
 import http from 'node:http';
 import type { z } from 'zod';
-import { answerOf, type HttpAnswer } from '../lib/http-answer.js';
+import { answerOf, type EarlyRequest, type HttpAnswer } from '../lib/http-answer.js';
 import { readSettings, SettingsError } from '../lib/settings.js';
 import { page } from '../spec/api.js';
 import { CliError } from './errors.js';
@@ -20,6 +20,8 @@ export interface ClientOptions {
   tokenFile?: string;
   /** Give up on a request after this long (shell completion must not hang on a dead coordinator). */
   timeoutMs?: number;
+  /** The request bin/mxc.js sent before the CLI loaded (bin/client-early.js), taken over if it is this one's. */
+  early?: EarlyRequest;
 }
 
 /** The coordinator URL and token from flags and the environment, checked (bad values exit 2). */
@@ -44,8 +46,10 @@ export class ApiClient {
   readonly base: string;
   readonly token?: string;
   readonly timeoutMs?: number;
+  private early?: EarlyRequest;
 
   constructor(opts: ClientOptions) {
+    this.early = opts.early;
     const s = clientSettings(opts);
     this.timeoutMs = opts.timeoutMs;
     this.base = s.MXC_COORDINATOR![0]!.replace(/\/+$/, '');
@@ -86,7 +90,8 @@ export class ApiClient {
       // sends http to https): 303, and 301/302 after a POST, turn into a GET without the body; the
       // token goes only to the coordinator's own origin.
       for (let hops = 0; ; hops++) {
-        const res = await this.once(url, method, payload, url.origin === origin, signal);
+        const early = this.takeEarly(method, url, payload, signal);
+        const res = await (early ?? this.once(url, method, payload, url.origin === origin, signal));
         const location = res.location;
         if (!REDIRECTS.has(res.status) || location === undefined) return res;
         if (hops === MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
@@ -102,6 +107,32 @@ export class ApiClient {
     } catch (err) {
       throw this.unreachable(err);
     }
+  }
+
+  /**
+   * The answer to the request bin/mxc.js sent early, when that request is exactly this one (method,
+   * URL, headers, no body, no timeout); otherwise that request is aborted. Once per client.
+   */
+  private takeEarly(
+    method: string,
+    url: URL,
+    payload: Buffer | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<HttpAnswer> | undefined {
+    const early = this.early;
+    if (!early) return undefined;
+    this.early = undefined;
+    const headers = this.headers();
+    const same =
+      early.method === method &&
+      early.href === url.href &&
+      payload === undefined &&
+      signal === undefined &&
+      Object.keys(early.headers).length === Object.keys(headers).length &&
+      Object.entries(headers).every(([k, v]) => early.headers[k] === v);
+    if (same) return early.answer;
+    early.abort();
+    return undefined;
   }
 
   /** One request and its whole answer (and where a redirect points). */

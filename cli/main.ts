@@ -5,6 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { config as zodConfig } from 'zod/v4/core';
 import type { StartedCommand } from '../lib/exec.js';
+import type { EarlyRequest } from '../lib/http-answer.js';
 import { CliError } from './errors.js';
 
 export const VERSION = '0.1.0';
@@ -451,7 +452,10 @@ command(['cluster'], () => {
   example(
     client(cl.command('status')).description('nodes, workloads, resources and cache key at a glance'),
     'npx mxc cluster status --json',
-  ).action(lazy(() => import('./commands/cluster.js'), 'status'));
+  ).action(async (_opts, cmd: Command) => {
+    parseOnce();
+    return (await import('./commands/cluster.js')).status(withGlobals(cmd), early.request);
+  });
 });
 
 command(
@@ -561,10 +565,15 @@ function defineCommands(argv: string[]): void {
   for (const c of named && !named.needsAll ? [named] : commands) c.define();
 }
 
-/** What the launcher (bin/mxc.js) started before loading this: `mxc build`'s nix-build, `mxc push`'s nix path-info. */
+/**
+ * What the launcher (bin/mxc.js) started before loading this: `mxc build`'s nix-build, `mxc push`'s
+ * nix path-info, `mxc cluster status`'s GET.
+ */
 export interface Early {
   nixBuild?: StartedCommand;
   pathInfo?: StartedCommand;
+  /** `mxc cluster status`'s GET (bin/client-early.js). */
+  request?: EarlyRequest;
 }
 let early: Early = {};
 

@@ -12,6 +12,18 @@ export interface HttpAnswer {
   location?: string;
 }
 
+/**
+ * A request bin/mxc.js sent before the CLI loaded (bin/client-early.js): the CLI's client takes it
+ * over when it is exactly the request it would send, else aborts it.
+ */
+export interface EarlyRequest {
+  method: string;
+  href: string;
+  headers: Record<string, string>;
+  answer: Promise<HttpAnswer>;
+  abort(): void;
+}
+
 /** Collects the answer to `req`; call it before ending the request. Rejects on a request or answer error. */
 export function answerOf(req: http.ClientRequest): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
