@@ -66,7 +66,7 @@ export type NewWorkload = Pick<
   restart_delay_ms?: number;
 };
 
-/** The columns `insertWorkloads` writes, as `unnest` over `$first`…: shared with insertNewJob's statement. */
+/** The columns `insertWorkloads` writes, as `unnest` over `$first`…. */
 export function workloadRowsSql(first: number): string {
   const p = (i: number) => `$${first + i}`;
   return `unnest(${p(0)}::text[], ${p(1)}::text[], ${p(2)}::int[], ${p(3)}::int[], ${p(4)}::text[], ${p(5)}::float8[],
@@ -91,7 +91,7 @@ export function workloadRowsParams(ws: readonly NewWorkload[]): unknown[] {
   ];
 }
 
-/** The columns of `workloadRowsSql`. */
+/** The columns of `workloadRowsSql` (insertNewJob's statement writes the same). */
 export const WORKLOAD_INSERT_COLUMNS = `id, job_id, job_version, instance, status, cpu, memory_mb, disk_mb, isolation, restarts,
        not_before, restart_delay_ms`;
 
