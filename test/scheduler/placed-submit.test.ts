@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterView } from '../../scheduler/cluster-view.js';
+import { ManualClock } from '../../scheduler/engine/clock.js';
 import { recordSubmission } from '../../scheduler/job-submit.js';
 import { HolderCache, planSubmitted } from '../../scheduler/placed-submit.js';
 import { SchedulerState, type StartedWorkload, schedulePass } from '../../scheduler/placement.js';
@@ -252,7 +253,8 @@ for (const engine of ENGINES) {
     let c: TestCoordinator;
     let agent: ProtocolAgent;
     beforeAll(async () => {
-      c = await startTestCoordinator(engine);
+      // A manual clock: no periodic pass (the leader's sweep) can run beside a submit and take its place.
+      c = await startTestCoordinator(engine, { clock: new ManualClock(), leaderLeaseMs: 600_000 });
       agent = await new ProtocolAgent({ url: c.url, name: 'solo', cpu: 4 }).connect();
       await c.coordinator.evaluate();
     });
