@@ -331,6 +331,9 @@ async function applyAndPlanAhead(
   let applying: Promise<{ conflicts: number }> | null = apply(first);
   let conflicts = 0;
   for (let batch = 0; batch < AHEAD_BATCHES; batch++) {
+    // The starts the last commit queued go out (their sockets are uncorked on the next tick, which
+    // would otherwise wait for this batch's plan) and the submits that came meanwhile are read in.
+    await new Promise((resolve) => setImmediate(resolve));
     // Planned beside the apply only once the new workloads are at least as many as the nodes: fewer
     // wait for it to commit and go with those submitted meanwhile, in one bigger batch (an apply writes
     // a usage row and an outbox row, and its starts a socket write, for each node it touches).
