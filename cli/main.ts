@@ -613,6 +613,10 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
         err.code ?? (err.exitCode === 2 ? 'USAGE' : err.exitCode === 3 ? 'UNAUTHORIZED' : 'FAILED');
       fail(code, err.message, err.exitCode);
     }
+    // A helper command (nix, nix-store, …) that failed or is missing: its own words, not a bug in mxc.
+    // By name: lib/exec.ts is not loaded by every command, and importing it here would make it so.
+    if ((err as Error | undefined)?.name === 'CommandError')
+      fail('COMMAND_FAILED', (err as Error).message, 1);
     process.stderr.write(
       `mxc: internal error: ${(err as Error).stack ?? String(err)}\nThis is a bug in mxc; please report it with the command you ran.\n`,
     );

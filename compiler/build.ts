@@ -45,7 +45,7 @@ export async function buildJob(
     outs = await building;
   } catch (err) {
     if (err instanceof CommandError)
-      throw new BuildError(`nix-build ${file} failed:\n${err.stderr.trim()}`, { cause: err });
+      throw new BuildError(`nix-build ${file} failed:\n${err.stderr.trim() || err.message}`, { cause: err });
     throw err;
   }
   if (outs.length !== 1) {

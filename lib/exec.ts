@@ -123,7 +123,10 @@ function commandError(
   return failure(file, args, reason, stderr, err.exitCode, err);
 }
 
-/** The one shape of a helper command's failure: what happened, then its stderr. */
+/**
+ * The one shape of a helper command's failure: what happened, then its stderr. A command that is not
+ * there says so in words (and what to install for Nix's), not as "spawn nix ENOENT".
+ */
 function failure(
   file: string,
   args: readonly string[],
@@ -132,6 +135,9 @@ function failure(
   exitCode?: number,
   cause?: unknown,
 ): CommandError {
+  if ((cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    reason = `was not found on PATH${file.startsWith('nix') ? ' (Nix is needed: on Debian, apt-get install nix-bin)' : ''}`;
+  }
   return new CommandError(
     `${file} ${reason}${stderr.trim() ? `:\n${stderr.trim()}` : ''}`,
     [file, ...args].join(' '),

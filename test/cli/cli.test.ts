@@ -274,3 +274,40 @@ describe('mxc CLI', () => {
     });
   });
 });
+
+describe('mxc when a helper command fails', () => {
+  /** A PATH with node and nothing else: no nix, nix-build or nix-store. */
+  const nodeOnly = async () => {
+    const { mkdtemp, symlink } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'mxc-node-only-'));
+    await symlink(process.execPath, join(dir, 'node'));
+    return dir;
+  };
+
+  it('says that Nix is missing, not "spawn ENOENT" or an internal error', async () => {
+    const path = await nodeOnly();
+    const build = await mxc(['build', repoPath('examples', 'hello_world')], { PATH: path });
+    expect(build.exitCode).not.toBe(0);
+    expect(build.stderr).toContain('nix-build was not found on PATH (Nix is needed');
+    const push = await mxc(['push', '/nix/store/00000000000000000000000000000000-x', '--json'], {
+      PATH: path,
+    });
+    expect(push.exitCode).toBe(1);
+    expect(JSON.parse(push.stdout).error).toEqual({
+      code: 'COMMAND_FAILED',
+      message: expect.stringContaining('nix was not found on PATH'),
+    });
+    expect(push.stderr).not.toContain('internal error');
+  });
+
+  it("answers a nix command's own failure with its stderr and a code", async () => {
+    // Not a store path's name, so nix path-info itself refuses it.
+    const r = await mxc(['push', '/nix/store/not-a-store-path']);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/^mxc: nix exited with code 1:\n/);
+    expect(r.stderr).toContain("getting status of '/nix/store/not-a-store-path'");
+    expect(r.stderr).not.toContain('internal error');
+  });
+});
