@@ -43,6 +43,20 @@ export interface CommandRow {
 }
 
 /**
+ * The `queued` step of a statement that moved workloads to starting in a CTE named `moved` (with `id`,
+ * `node_id` and the placement's position `i`): one start_ref row a node, its workloads and the rows in
+ * placement order. Shared by the placement apply and a submit's placed insert.
+ */
+export function queueStartRefsSql(moved: string): string {
+  return `queued AS (
+       INSERT INTO agent_commands (node_id, message)
+       SELECT node_id, jsonb_build_object('type', 'start_ref', 'workload_ids', jsonb_agg(id ORDER BY i))
+         FROM ${moved} GROUP BY node_id ORDER BY min(i)
+       RETURNING id, node_id
+     )`;
+}
+
+/**
  * The `woken` step of a statement that queues commands in a CTE named `queued` (with `node_id`):
  * NOTIFYs `channel` (a parameter holding COMMANDS_CHANNEL) once for each of their nodes, except the
  * nodes whose socket `holder` (a parameter, NULL for none) holds itself. Shared with the placement apply.

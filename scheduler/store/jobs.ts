@@ -110,6 +110,22 @@ function sameJobWorkloadsParams(jobId: string, ws: readonly NewWorkload[]): unkn
 }
 
 /**
+ * The `version` and `closure` steps of a statement that inserts a new job in a CTE named `job`: its
+ * version 1 (spec JSON and hash) and that version's closure (two arrays: paths and NAR sizes), each a
+ * parameter placeholder. Shared by a submit's two inserts, pending (insertNewJob) and placed
+ * (store/placed-insert.ts).
+ */
+export function firstVersionSql(spec: string, specHash: string, paths: string, sizes: string): string {
+  return `version AS (
+       INSERT INTO job_versions (job_id, version, spec, spec_hash) SELECT id, 1, ${spec}, ${specHash} FROM job
+     ), closure AS (
+       INSERT INTO job_closure (job_id, version, path, nar_size)
+       SELECT job.id, 1, c.path, c.nar_size FROM job, unnest(${paths}::text[], ${sizes}::bigint[]) AS c(path, nar_size)
+       ON CONFLICT DO NOTHING
+     )`;
+}
+
+/**
  * Creates a job that does not exist yet, in one statement (atomic on its own, no transaction needed):
  * the job row at version 1, its spec, its closure, its workloads and their first events. Returns null,
  * changing nothing, when a job with that key exists (the caller then takes the path for a known job).
@@ -132,13 +148,7 @@ export async function insertNewJob(
        INSERT INTO jobs (id, key, cluster, role, environment, name, current_version, status, next_run_at)
        VALUES ($1, $2, $3, $4, $5, $6, 1, 'active', $7) ON CONFLICT (key) DO NOTHING
        RETURNING *
-     ), version AS (
-       INSERT INTO job_versions (job_id, version, spec, spec_hash) SELECT id, 1, $8, $9 FROM job
-     ), closure AS (
-       INSERT INTO job_closure (job_id, version, path, nar_size)
-       SELECT job.id, 1, c.path, c.nar_size FROM job, unnest($10::text[], $11::bigint[]) AS c(path, nar_size)
-       ON CONFLICT DO NOTHING
-     ), created AS (
+     ), ${firstVersionSql('$8', '$9', '$10', '$11')}, created AS (
        -- Only the ids and instances as arrays (12 arrays of a column each were a tenth of the insert's
        -- cost in PostgreSQL and a fifth in the coordinator's parameter encoding).
        INSERT INTO workloads (${WORKLOAD_INSERT_COLUMNS})

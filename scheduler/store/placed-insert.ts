@@ -5,9 +5,9 @@
  * inserted, those whose node still fits as starting there (queued in the outbox), the others pending for
  * the next scheduling pass. The guard is the placement apply's (store/placement-apply.ts): change both.
  */
-import { COMMANDS_CHANNEL, wakeHoldersSql } from './agent-commands.js';
+import { COMMANDS_CHANNEL, queueStartRefsSql, wakeHoldersSql } from './agent-commands.js';
 import type { Queryable } from './db.js';
-import type { JobRow } from './jobs.js';
+import { firstVersionSql, type JobRow } from './jobs.js';
 
 export interface PlacedJobInsert {
   id: string;
@@ -70,13 +70,7 @@ export async function insertPlacedJob(q: Queryable, j: PlacedJobInsert): Promise
        SELECT $1, $2, $3, $4, $5, $6, 1, 'active' WHERE (SELECT count(*) FROM fit) >= 0
        ON CONFLICT (key) DO NOTHING
        RETURNING *
-     ), version AS (
-       INSERT INTO job_versions (job_id, version, spec, spec_hash) SELECT id, 1, $7, $8 FROM job
-     ), closure AS (
-       INSERT INTO job_closure (job_id, version, path, nar_size)
-       SELECT job.id, 1, c.path, c.nar_size FROM job, unnest($9::text[], $10::bigint[]) AS c(path, nar_size)
-       ON CONFLICT DO NOTHING
-     ), created AS (
+     ), ${firstVersionSql('$7', '$8', '$9', '$10')}, created AS (
        INSERT INTO workloads (id, job_id, job_version, instance, status, node_id, cpu, memory_mb, disk_mb, isolation)
        SELECT w.id, job.id, 1, w.instance, CASE WHEN f.fit THEN 'starting' ELSE 'pending' END,
               CASE WHEN f.fit THEN w.node_id END, $18, $19, $20, $21
@@ -94,12 +88,7 @@ export async function insertPlacedJob(q: Queryable, j: PlacedJobInsert): Promise
          UNION ALL
          SELECT i, 1, id, 'pending', 'starting', 'placed on ' || name FROM placed
        ) e ORDER BY e.i, e.step
-     ), queued AS (
-       INSERT INTO agent_commands (node_id, message)
-       SELECT node_id, jsonb_build_object('type', 'start_ref', 'workload_ids', jsonb_agg(id ORDER BY i))
-         FROM placed GROUP BY node_id ORDER BY min(i)
-       RETURNING id, node_id
-     ), ${wakeHoldersSql('$22', '$12')}
+     ), ${queueStartRefsSql('placed')}, ${wakeHoldersSql('$22', '$12')}
      SELECT job.*,
             (SELECT json_agg(json_build_object('i', i, 'node_id', node_id)) FROM placed) AS placed,
             (SELECT json_agg(json_build_object('id', id, 'node_id', node_id)) FROM queued) AS queued
