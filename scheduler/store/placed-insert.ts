@@ -3,11 +3,12 @@
  * the planned nodes are locked in id order and re-checked (ready, the capabilities the plan saw, room
  * for the placements on their trigger-kept usage); the job, its version, closure and workloads are then
  * inserted, those whose node still fits as starting there (queued in the outbox), the others pending for
- * the next scheduling pass. The guard is the placement apply's (store/placement-apply.ts): change both.
+ * the next scheduling pass. The guard is the placement apply's (store/placement-apply.ts, fitsLockedNodeSql).
  */
 import { COMMANDS_CHANNEL, queueStartRefsSql, wakeHoldersSql } from './agent-commands.js';
 import type { Queryable } from './db.js';
 import { firstVersionSql, type JobRow } from './jobs.js';
+import { fitsLockedNodeSql } from './placement-apply.js';
 
 export interface PlacedJobInsert {
   id: string;
@@ -58,9 +59,7 @@ export async function insertPlacedJob(q: Queryable, j: PlacedJobInsert): Promise
         ORDER BY n.id FOR UPDATE OF n
      ), fit AS (
        SELECT w.i, l.name,
-              l.used_cpu::float8 + $18::float8 * count(*) OVER win <= l.cpu + 1e-9
-          AND l.used_memory_mb + $19::bigint * count(*) OVER win <= l.memory_mb
-          AND l.used_disk_mb + $20::bigint * count(*) OVER win <= l.disk_mb AS fit
+              ${fitsLockedNodeSql('$18::float8 * count(*) OVER win', '$19::bigint * count(*) OVER win', '$20::bigint * count(*) OVER win')} AS fit
          FROM w JOIN locked l ON l.id = w.node_id
        WINDOW win AS (PARTITION BY w.node_id ORDER BY w.i)
      ), job AS (

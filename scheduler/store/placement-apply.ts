@@ -27,6 +27,18 @@ export interface AppliedStarts {
 const SMALL_BATCH = 16;
 
 /**
+ * The capacity guard of every statement that places workloads (this apply, a submit's placed insert in
+ * store/placed-insert.ts): the locked node row `l` still fits when its trigger-kept usage plus `cpu`,
+ * `memory` and `disk` (SQL: the demand placed on it so far in this statement, its own included) stays
+ * within its capacity.
+ */
+export function fitsLockedNodeSql(cpu: string, memory: string, disk: string): string {
+  return `l.used_cpu::float8 + ${cpu} <= l.cpu + 1e-9
+          AND l.used_memory_mb + ${memory} <= l.memory_mb
+          AND l.used_disk_mb + ${disk} <= l.disk_mb`;
+}
+
+/**
  * Applies placements in one statement. A node's placements fit while the sum of their demands in
  * placement order, on top of the node's locked usage, stays within its capacity: the first that does not
  * fit and every later one on that node are conflicts (the caller replans them on a fresh view). A
@@ -53,9 +65,7 @@ export async function applyStarts(
         WHERE id = ANY($2::text[]) ORDER BY id FOR UPDATE
      ), want AS (
        SELECT p.id, p.node_id, p.i, l.name,
-              l.used_cpu::float8 + sum(p.cpu) OVER w <= l.cpu + 1e-9
-          AND l.used_memory_mb + sum(p.memory_mb) OVER w <= l.memory_mb
-          AND l.used_disk_mb + sum(p.disk_mb) OVER w <= l.disk_mb AS fit
+              ${fitsLockedNodeSql('sum(p.cpu) OVER w', 'sum(p.memory_mb) OVER w', 'sum(p.disk_mb) OVER w')} AS fit
          FROM p JOIN locked l ON l.id = p.node_id AND l.status = 'ready'
        WINDOW w AS (PARTITION BY p.node_id ORDER BY p.i)
      ), lockw AS (
