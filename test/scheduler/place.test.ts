@@ -2,7 +2,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { demandOf, fits, take } from '../../scheduler/core/fit.js';
-import { type Demand, type NodeView, place } from '../../scheduler/core/place.js';
+import {
+  CHECKERS,
+  type CheckContext,
+  type Demand,
+  firstRejection,
+  type NodeView,
+  place,
+} from '../../scheduler/core/place.js';
 
 const node = (id: string, over: Partial<NodeView> = {}): NodeView => ({
   id,
@@ -228,6 +235,51 @@ describe('place', () => {
       disk_mb: 2,
     });
     expect(demandOf({ task: {} } as never)).toEqual({ cpu: 1, memory_mb: 256, disk_mb: 1024 });
+  });
+
+  it('firstRejection answers as the first of CHECKERS, in their order, that rejects, for every combination', () => {
+    let cases = 0;
+    for (const status of ['ready', 'down', 'draining'] as const)
+      for (const cpu of [0.5, 1, 4])
+        for (const memory_mb of [256, 4096])
+          for (const disk_mb of [50, 10_000])
+            for (const isolation of [['process'], ['process', 'sandbox']] as NodeView['isolation'][])
+              for (const rack of ['r1', 'r2'])
+                for (const dedicated of [undefined, 'x'])
+                  for (const d of [
+                    { cpu: 0.25, memory_mb: 128, isolation: 'process' as const },
+                    { cpu: 2, memory_mb: 1024, isolation: 'sandbox' as const },
+                    { cpu: 1, memory_mb: 1024, isolation: 'process' as const },
+                  ])
+                    for (const constraints of [
+                      {},
+                      { rack: 'r1' },
+                      { rack: '!r1' },
+                      { rack: 'limit:1' },
+                      { dedicated: 'x' },
+                    ])
+                      for (const placedHere of [0, 1]) {
+                        const ctx: CheckContext = {
+                          node: node('n', {
+                            status,
+                            cpu,
+                            memory_mb,
+                            disk_mb,
+                            isolation,
+                            attributes: { host: 'n', rack, ...(dedicated ? { dedicated } : {}) },
+                          }),
+                          demand: demand('w', { ...d, constraints: constraints as Record<string, string> }),
+                          countFor: () => placedHere,
+                        };
+                        let looped = null;
+                        for (const check of CHECKERS) {
+                          looped = check(ctx);
+                          if (looped) break;
+                        }
+                        expect(firstRejection(ctx)).toBe(looped);
+                        cases++;
+                      }
+    expect(cases).toBe(8640);
   });
 
   it('is deterministic for a given seed', () => {
