@@ -61,9 +61,8 @@ describe.each([
     expect('error' in r && r.error.message).toBe('spawn mxc-no-such-command ENOENT');
     const err = await settleStarted(started).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CommandError);
-    expect((err as CommandError).message).toMatch(
-      /mxc-no-such-command.*failed: spawn mxc-no-such-command ENOENT/,
-    );
+    expect((err as CommandError).message).toBe('mxc-no-such-command was not found on PATH');
+    expect(((err as CommandError).cause as NodeJS.ErrnoException).code).toBe('ENOENT');
   });
 
   test('settleStarted gives the output of a success and the stderr of a failure', async () => {

@@ -35,7 +35,8 @@ describe('run', () => {
     const e = (await run('mxc-no-such-command', []).catch((x: unknown) => x)) as CommandError;
     expect(e).toBeInstanceOf(CommandError);
     expect(e.exitCode).toBeUndefined();
-    expect(e.message).toMatch(/^mxc-no-such-command failed: .*ENOENT/);
+    expect(e.message).toBe('mxc-no-such-command was not found on PATH');
+    expect((e.cause as NodeJS.ErrnoException).code).toBe('ENOENT');
     expect(await hasCommand('mxc-no-such-command')).toBe(false);
     expect(await hasCommand(node)).toBe(true);
   });
