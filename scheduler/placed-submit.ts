@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { JobSpec } from '../spec/job.js';
 import type { ClusterView } from './cluster-view.js';
-import { type Demand, place, type Strategy } from './core/place.js';
+import { type Demand, place, type Strategy, workloadDemand } from './core/place.js';
 import type { ClosurePath } from './store/closures.js';
 import type { NewWorkload } from './store/workloads.js';
 
@@ -104,16 +104,7 @@ export function planSubmitted(
   if (!nodes || nodes.length === 0 || created.length === 0) return null;
   const constraints = spec.constraints ?? {};
   const sized = closure.map((p) => ({ path: p.path, size: p.nar_size }));
-  const demands: Demand[] = created.map((w) => ({
-    workloadId: w.id,
-    jobId: w.job_id,
-    cpu: w.cpu,
-    memory_mb: w.memory_mb,
-    disk_mb: w.disk_mb,
-    isolation: w.isolation,
-    constraints,
-    closure: sized,
-  }));
+  const demands: Demand[] = created.map((w) => workloadDemand(w, constraints, sized));
   const plan = place(
     {
       nodes: held.size ? nodes.map((n) => ({ ...n, storePaths: held.get(n.id) ?? new Set() })) : nodes,

@@ -8,7 +8,14 @@ import type { Logger } from 'pino';
 import type { JobSpec } from '../spec/job.js';
 import { ClusterView, toNodeView } from './cluster-view.js';
 import type { SpecLookup } from './coordinator-types.js';
-import { type Demand, type NodeView, type PlacedInstance, place, type Strategy } from './core/place.js';
+import {
+  type Demand,
+  type NodeView,
+  type PlacedInstance,
+  place,
+  type Strategy,
+  workloadDemand,
+} from './core/place.js';
 import type { NewJobInsert } from './job-submit.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
@@ -280,16 +287,7 @@ function pendingOfNewJob(j: NewJobInsert): wl.PendingWorkload[] {
 function demandsOf(pending: readonly wl.PendingWorkload[], jobInfo: ReadonlyMap<string, JobInfo>): Demand[] {
   return pending.map((w) => {
     const info = jobInfo.get(`${w.job_id}/${w.job_version}`);
-    return {
-      workloadId: w.id,
-      jobId: w.job_id,
-      cpu: w.cpu,
-      memory_mb: w.memory_mb,
-      disk_mb: w.disk_mb,
-      isolation: w.isolation,
-      constraints: info?.constraints ?? {},
-      closure: info?.closure,
-    };
+    return workloadDemand(w, info?.constraints ?? {}, info?.closure);
   });
 }
 

@@ -50,6 +50,27 @@ export interface Demand {
   closure?: readonly { path: string; size: number }[];
 }
 
+/**
+ * A workload's demand, from its row's fields and its job version's constraints and closure: what a
+ * scheduling pass and a submit placing its own new job both plan.
+ */
+export function workloadDemand(
+  w: { id: string; job_id: string; cpu: number; memory_mb: number; disk_mb: number; isolation: Isolation },
+  constraints: Demand['constraints'],
+  closure: Demand['closure'],
+): Demand {
+  return {
+    workloadId: w.id,
+    jobId: w.job_id,
+    cpu: w.cpu,
+    memory_mb: w.memory_mb,
+    disk_mb: w.disk_mb,
+    isolation: w.isolation,
+    constraints,
+    closure,
+  };
+}
+
 export type Strategy = 'spread' | 'pack';
 
 export interface PlaceOptions {
