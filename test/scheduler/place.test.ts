@@ -228,6 +228,69 @@ describe('place', () => {
     );
   });
 
+  it('a demand like one that failed, nothing placed since, fails as it would looking at every node again', () => {
+    // Coarse values, so that demands alike (job, resources, isolation, constraints) come up often.
+    const arbAlike = fc.record({
+      cpu: fc.constantFrom(1, 2, 8),
+      memory_mb: fc.constantFrom(256, 4096, 16384),
+      disk_mb: fc.constantFrom(0, 50_000),
+      jobId: fc.constantFrom('j1', 'j2'),
+      constraints: fc.constantFrom<Record<string, string>>({}, { host: 'limit:1' }, { host: 'n0' }),
+    });
+    let coalesced = 0;
+    fc.assert(
+      fc.property(fc.array(arbNode, { maxLength: 6 }), fc.array(arbAlike, { maxLength: 30 }), (ns, ds) => {
+        const { nodes } = build(ns, []);
+        const demands = ds.map((d, i) => demand(`w${i}`, d));
+        const plan = place({ nodes, placed: [] }, demands, opts);
+        coalesced += plan.coalescedFailures;
+        // The reference: each demand planned alone on what the plan placed before it.
+        const state = nodes.map((n) => ({ ...n, used: { ...n.used } }));
+        const placed: { jobId: string; nodeId: string }[] = [];
+        const byWorkload = new Map(plan.placements.map((p) => [p.workloadId, p.nodeId]));
+        const failed = new Map(plan.failures.map((f) => [f.workloadId, f]));
+        for (const d of demands) {
+          const alone = place({ nodes: state, placed }, [d], opts);
+          expect(alone.placements[0]?.nodeId).toBe(byWorkload.get(d.workloadId));
+          expect(alone.failures[0]?.summary).toBe(failed.get(d.workloadId)?.summary);
+          expect(alone.failures[0]?.reasons).toEqual(failed.get(d.workloadId)?.reasons);
+          const nodeId = byWorkload.get(d.workloadId);
+          if (nodeId) {
+            take(state.find((n) => n.id === nodeId)!.used, d);
+            placed.push({ jobId: d.jobId, nodeId });
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+    expect(coalesced).toBeGreaterThan(0);
+  });
+
+  it('coalesces the failures of a backlog that fits nowhere, each with its reason', () => {
+    const plan = place(
+      { nodes: [node('a', { cpu: 1 }), node('b', { cpu: 1 })], placed: [] },
+      [
+        ...Array.from({ length: 5 }, (_, i) => demand(`big${i}`, { cpu: 2 })),
+        demand('small', { cpu: 1 }),
+        demand('other-job', { cpu: 2, jobId: 'other' }),
+      ],
+      opts,
+    );
+    expect(plan.placements.map((p) => p.workloadId)).toEqual(['small']);
+    expect(plan.failures.map((f) => f.workloadId)).toEqual([
+      'big0',
+      'big1',
+      'big2',
+      'big3',
+      'big4',
+      'other-job',
+    ]);
+    for (const f of plan.failures) expect(f.summary).toBe('2 nodes: insufficient cpu (need 2, max free 1)');
+    // big1..big4 answered from big0's failure; after a placement, and for another job, the nodes are
+    // looked at afresh.
+    expect(plan.coalescedFailures).toBe(4);
+  });
+
   it('demandOf rounds the spec up to MiB and falls back to the defaults', () => {
     expect(demandOf({ task: { resources: { cpu: 0.5, ram: 1, disk: 1024 * 1024 + 1 } } } as never)).toEqual({
       cpu: 0.5,
