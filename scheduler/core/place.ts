@@ -106,8 +106,8 @@ export interface Plan {
   failures: Failure[];
   /**
    * Failures answered without looking at the nodes again (Nomad's coalesced failures): a demand the
-   * same as the one that failed last (job, resources, isolation, constraints), with nothing placed in
-   * between, fails the same way for the same reasons.
+   * same as one that failed (job, resources, isolation, constraints), with nothing placed since, fails
+   * the same way for the same reasons.
    */
   coalescedFailures: number;
 }
