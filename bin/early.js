@@ -72,8 +72,27 @@ function collector(name, listeners, tooMuch) {
   };
 }
 
-/** The parts of a StartedCommand both ways share, around a started process. */
-function started(file, args, startedAt, stdout, stdoutListeners, done, kill) {
+/**
+ * A started process's two outputs, each kept up to MAX_OUTPUT: past it the process is killed and its
+ * result is that error. `result(exit)` is what `done` resolves to once it exited and both ended.
+ */
+function outputs(kill) {
+  let overflow = null;
+  const tooMuch = (error) => {
+    if (overflow) return;
+    overflow = error;
+    kill();
+  };
+  const stdoutListeners = [];
+  const stdout = collector('stdout', stdoutListeners, tooMuch);
+  const stderr = collector('stderr', [], tooMuch);
+  const result = (exit) =>
+    overflow ? { error: overflow } : { ...exit, stdout: stdout.text(), stderr: stderr.text() };
+  return { stdout, stderr, stdoutListeners, result };
+}
+
+/** The parts of a StartedCommand both ways share, around a started process and its `outputs`. */
+function started(file, args, startedAt, { stdout, stdoutListeners }, done, kill) {
   // Not taken over (an internal error before the command ran): it does not outlive us.
   process.once('exit', kill);
   done.then(() => process.removeListener('exit', kill));
@@ -98,22 +117,13 @@ function spawnWithHandles(h, file, args) {
   });
   let exit = null;
   let open = 2;
-  let overflow = null;
-  const settle = () => {
-    if (exit && open === 0)
-      resolveDone(overflow ? { error: overflow } : { ...exit, stdout: stdout.text(), stderr: stderr.text() });
-  };
   const kill = () => {
     if (!exit) proc.kill(9); // SIGKILL
   };
-  const tooMuch = (error) => {
-    if (overflow) return;
-    overflow = error;
-    kill();
+  const out = outputs(kill);
+  const settle = () => {
+    if (exit && open === 0) resolveDone(out.result(exit));
   };
-  const stdoutListeners = [];
-  const stdout = collector('stdout', stdoutListeners, tooMuch);
-  const stderr = collector('stderr', [], tooMuch);
   proc.onexit = (exitCode, signalCode) => {
     exit = { exitCode: signalCode ? null : exitCode, signal: signalCode || null };
     proc.close();
@@ -137,10 +147,10 @@ function spawnWithHandles(h, file, args) {
       path: file,
       spawnargs: args,
     });
-    return started(file, args, startedAt, stdout, stdoutListeners, Promise.resolve({ error }), () => {});
+    return started(file, args, startedAt, out, Promise.resolve({ error }), () => {});
   }
   pipes.forEach((pipe, i) => {
-    const into = i === 0 ? stdout : stderr;
+    const into = i === 0 ? out.stdout : out.stderr;
     // Node's stream handles report each read through onread, its byte count (or an error, EOF
     // included) in streamBaseState: as net.Socket reads them.
     pipe.onread = (buffer) => {
@@ -155,36 +165,24 @@ function spawnWithHandles(h, file, args) {
     };
     pipe.readStart();
   });
-  return started(file, args, startedAt, stdout, stdoutListeners, done, kill);
+  return started(file, args, startedAt, out, done, kill);
 }
 
 /** Through node:child_process, where Node's handles are not to be had. */
 function spawnWithChildProcess(file, args) {
   const startedAt = now();
   const child = require('node:child_process').spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let overflow = null;
   const kill = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
-  const tooMuch = (error) => {
-    if (overflow) return;
-    overflow = error;
-    kill();
-  };
-  const stdoutListeners = [];
-  const stdout = collector('stdout', stdoutListeners, tooMuch);
-  const stderr = collector('stderr', [], tooMuch);
-  child.stdout.on('data', stdout.add);
-  child.stderr.on('data', stderr.add);
+  const out = outputs(kill);
+  child.stdout.on('data', out.stdout.add);
+  child.stderr.on('data', out.stderr.add);
   const done = new Promise((resolve) => {
     child.once('error', (error) => resolve({ error }));
-    child.once('close', (exitCode, signal) =>
-      resolve(
-        overflow ? { error: overflow } : { exitCode, signal, stdout: stdout.text(), stderr: stderr.text() },
-      ),
-    );
+    child.once('close', (exitCode, signal) => resolve(out.result({ exitCode, signal })));
   });
-  return started(file, args, startedAt, stdout, stdoutListeners, done, kill);
+  return started(file, args, startedAt, out, done, kill);
 }
 
 module.exports = { spawnEarly, now };
