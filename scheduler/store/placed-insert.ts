@@ -10,13 +10,9 @@ import type { Queryable } from './db.js';
 import { firstVersionSql, type JobRow } from './jobs.js';
 import { fitsLockedNodeSql } from './placement-apply.js';
 
-export interface PlacedJobInsert {
-  id: string;
-  key: string;
-  cluster: string;
-  role: string;
-  environment: string;
-  name: string;
+/** The job's own row fields as JobRow has them, then what its insert writes beside it. */
+export interface PlacedJobInsert
+  extends Pick<JobRow, 'id' | 'key' | 'cluster' | 'role' | 'environment' | 'name'> {
   specJson: string;
   specHash: string;
   closure: readonly { path: string; nar_size: number }[];
