@@ -7,6 +7,7 @@ import { config as zodConfig } from 'zod/v4/core';
 import type { StartedCommand } from '../lib/exec.js';
 import type { EarlyRequest } from '../lib/http-answer.js';
 import { CliError } from './errors.js';
+import { madeStreams, watchStdio, writeOut } from './stdio.js';
 
 export const VERSION = '0.1.0';
 
@@ -23,6 +24,8 @@ const program = new Command('mxc')
   .option('--json', 'print JSON for scripts (errors too)')
   .addOption(new Option('-f, --format <format>', 'output format (json is --json)').choices(['table', 'json']))
   .showHelpAfterError('(run with --help for usage)')
+  // Help and --version on a pipe without making process.stdout (cli/stdio.ts).
+  .configureOutput({ writeOut })
   .addHelpText(
     'after',
     `
@@ -478,7 +481,7 @@ command(['__complete'], () => {
 
 command(['version'], () => {
   example(program.command('version').description('print the mxc version'), 'npx mxc version').action(() => {
-    process.stdout.write(`mxc ${VERSION}\n`);
+    writeOut(`mxc ${VERSION}\n`);
   });
 });
 
@@ -502,37 +505,13 @@ function liftNixArgs(argv: string[]): string[] {
  * write synchronously, so at once): it does not wait for idle handles to close (a finished child's
  * pipes, a kept-alive connection) nor tear the heap down, as returning to the event loop does.
  * A/B on the 2-core VM at real-time priority (medians of 40 alternating runs): `mxc build` 101.4 →
- * 100.6 ms, `mxc version` 67.7 → 67.0 ms.
+ * 100.6 ms, `mxc version` 67.7 → 67.0 ms. Only the streams that were made (cli/stdio.ts): making one
+ * here to find it empty cost ~1.5 ms (stderr) after `mxc build` had printed.
  */
 async function exitWhenWritten(): Promise<never> {
-  for (const stream of stderrMade ? [process.stdout, process.stderr] : [process.stdout])
+  for (const stream of madeStreams())
     if (stream.writableLength > 0) await new Promise((done) => stream.write('', done));
   process.exit();
-}
-
-/**
- * Whether process.stderr exists yet. Node makes it on its first use, and for a pipe (as scripts and
- * the benchmarks run mxc) that loads node:net and builds a socket: ~1.5 ms that exitWhenWritten
- * spent after `mxc build` had printed, only to find a stream nothing wrote to. The first use puts
- * Node's own getter back.
- */
-let stderrMade = false;
-function watchStderr(): void {
-  const own = Object.getOwnPropertyDescriptor(process, 'stderr');
-  if (!own?.get || !own.configurable) {
-    stderrMade = true;
-    return;
-  }
-  const get = own.get;
-  Object.defineProperty(process, 'stderr', {
-    configurable: true,
-    enumerable: own.enumerable,
-    get() {
-      stderrMade = true;
-      Object.defineProperty(process, 'stderr', own);
-      return get.call(process);
-    },
-  });
 }
 
 /** The program's own options that take a value (their `--name=value` forms are one word). */
@@ -579,12 +558,14 @@ let early: Early = {};
 
 export async function main(argv = process.argv, started: Early = {}): Promise<void> {
   early = started;
-  watchStderr();
-  // `mxc … | head` closes our stdout early: that is the reader's choice, not an error.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
-  });
+  // `mxc … | head` closes our stdout early: that is the reader's choice, not an error. Attached when
+  // process.stdout is made, if ever (output to a pipe or a file is written without it).
+  watchStdio((stdout) =>
+    stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    }),
+  );
   // `-f json` / `--format json` is `--json` here too.
   const json =
     argv.includes('--json') ||
@@ -592,7 +573,7 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
     argv.some((a, i) => (a === '-f' || a === '--format') && argv[i + 1] === 'json');
   /** An error for people on stderr, or with --json an API-shaped error on stdout for scripts. */
   const fail = (code: string, message: string, exitCode: number): never => {
-    if (json) process.stdout.write(`${JSON.stringify({ error: { code, message } }, null, 2)}\n`);
+    if (json) writeOut(`${JSON.stringify({ error: { code, message } }, null, 2)}\n`);
     else process.stderr.write(`mxc: ${message}\n`);
     process.exit(exitCode);
   };

@@ -1,5 +1,8 @@
 /** Output for people (tables sized to the terminal, colour only on a TTY) and for scripts (`--json`). */
-const tty = process.stdout.isTTY === true && !process.env.NO_COLOR;
+import { stdoutIsPlain, writeOut } from './stdio.js';
+
+// A pipe or a file is no TTY: known without making process.stdout (cli/stdio.ts).
+const tty = !stdoutIsPlain() && process.stdout.isTTY === true && !process.env.NO_COLOR;
 
 const paint = (code: number) => (s: string) => (tty ? `\u001b[${code}m${s}\u001b[0m` : s);
 export const color = { red: paint(31), green: paint(32), yellow: paint(33), dim: paint(2), bold: paint(1) };
@@ -12,7 +15,7 @@ export function statusColor(s: string): string {
 }
 
 export function printJson(v: unknown): void {
-  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+  writeOut(`${JSON.stringify(v, null, 2)}\n`);
 }
 
 const visible = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, '').length;
@@ -20,11 +23,11 @@ const visible = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, '').length;
 /** A table with a header row; the widest column is cut to fit the terminal. */
 export function printTable(headers: string[], rows: string[][]): void {
   if (rows.length === 0) {
-    process.stdout.write(color.dim('(none)\n'));
+    writeOut(color.dim('(none)\n'));
     return;
   }
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => visible(r[i] ?? ''))));
-  const max = process.stdout.columns ?? 160;
+  const max = stdoutIsPlain() ? 160 : (process.stdout.columns ?? 160);
   const total = () => widths.reduce((a, b) => a + b + 2, 0);
   while (total() > max) {
     const i = widths.indexOf(Math.max(...widths));
@@ -36,11 +39,9 @@ export function printTable(headers: string[], rows: string[][]): void {
     if (v > w) return `${s.replace(/\u001b\[[0-9;]*m/g, '').slice(0, w - 1)}…`;
     return s + ' '.repeat(w - v);
   };
-  process.stdout.write(
-    `${headers.map((h, i) => color.bold(cell(h.toUpperCase(), widths[i]!))).join('  ')}\n`,
-  );
+  writeOut(`${headers.map((h, i) => color.bold(cell(h.toUpperCase(), widths[i]!))).join('  ')}\n`);
   for (const r of rows)
-    process.stdout.write(
+    writeOut(
       `${r
         .map((c, i) => cell(c ?? '', widths[i]!))
         .join('  ')

@@ -2,9 +2,9 @@
 // Bundles the CLI and daemons with esbuild, straight from the TypeScript sources, into dist/bundle as
 // CommonJS, which Node 20 can load with a V8 code cache (bin/mxc.js does; ES modules cannot have one
 // before Node 22): mxc.cjs (commander and the command table), one self-contained file per command
-// module cli/main.ts imports lazily (build.cjs, submit.cjs, daemons.cjs, …), and errors.cjs, the
-// one CliError class they share. `mxc --version` loads 60 kB and `mxc build` never loads fastify or
-// the agent. Dynamic import()s inside a command file become lazy in-file initialisers, so a command
+// module cli/main.ts imports lazily (build.cjs, submit.cjs, daemons.cjs, …), errors.cjs, the one
+// CliError class they share, and stdio.cjs, their standard output (cli/stdio.ts). `mxc --version`
+// loads 60 kB and `mxc build` never loads fastify or the agent. Dynamic import()s inside a command file become lazy in-file initialisers, so a command
 // evaluates a module (execa, zod schemas) only when it first needs it. The files read at run time
 // stay in the package's own layout (migrations, dashboard assets, job.schema.json, nixlib,
 // examples), found from the package root as in development. PGlite (wasm and data files beside its
@@ -30,20 +30,27 @@ const commands = [
   ),
 ];
 
-/** main.ts's lazy command imports and every import of cli/errors.ts stay outside, as sibling files. */
+/**
+ * main.ts's lazy command imports and every import of cli/errors.ts and cli/stdio.ts stay outside, as
+ * sibling files (one CliError class, one record of which standard streams were made).
+ */
 const siblings = {
   name: 'mxc-siblings',
   setup(b) {
-    b.onResolve({ filter: /^\.\.?\/(commands\/[\w-]+|errors|\.\.\/errors)\.js$/ }, (args) => {
-      const file = join(args.resolveDir, args.path.replace(/\.js$/, '.ts'));
-      if (file === join(cli, 'errors.ts') && args.importer !== file)
-        return { path: './errors.cjs', external: true };
-      const name = file.startsWith(join(cli, 'commands'))
-        ? file.slice(join(cli, 'commands').length + 1, -3)
-        : null;
-      if (name && args.importer === join(cli, 'main.ts')) return { path: `./${name}.cjs`, external: true };
-      return undefined;
-    });
+    b.onResolve(
+      { filter: /^\.\.?\/(commands\/[\w-]+|errors|\.\.\/errors|stdio|\.\.\/stdio)\.js$/ },
+      (args) => {
+        const file = join(args.resolveDir, args.path.replace(/\.js$/, '.ts'));
+        for (const shared of ['errors', 'stdio'])
+          if (file === join(cli, `${shared}.ts`) && args.importer !== file)
+            return { path: `./${shared}.cjs`, external: true };
+        const name = file.startsWith(join(cli, 'commands'))
+          ? file.slice(join(cli, 'commands').length + 1, -3)
+          : null;
+        if (name && args.importer === join(cli, 'main.ts')) return { path: `./${name}.cjs`, external: true };
+        return undefined;
+      },
+    );
   },
 };
 
@@ -139,6 +146,7 @@ const result = await build({
   entryPoints: [
     { in: join(cli, 'main.ts'), out: 'mxc' },
     { in: join(cli, 'errors.ts'), out: 'errors' },
+    { in: join(cli, 'stdio.ts'), out: 'stdio' },
     ...commands.map((name) => ({ in: join(cli, 'commands', `${name}.ts`), out: name })),
   ],
   outdir: out,
@@ -163,5 +171,5 @@ const result = await build({
 });
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
 process.stderr.write(
-  `[bundle] dist/bundle ${(bytes / 1048576).toFixed(2)} MiB in ${commands.length + 2} files\n`,
+  `[bundle] dist/bundle ${(bytes / 1048576).toFixed(2)} MiB in ${commands.length + 3} files\n`,
 );

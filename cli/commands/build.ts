@@ -3,6 +3,7 @@ import { BuildError, buildJob } from '../../compiler/build.js';
 import type { StartedCommand } from '../../lib/exec.js';
 import { CliError } from '../errors.js';
 import { printJson } from '../output.js';
+import { writeOut } from '../stdio.js';
 
 export async function build(
   file: string,
@@ -23,7 +24,7 @@ export async function build(
       started,
     });
     if (opts.json) printJson(r.spec);
-    else process.stdout.write(`${r.storePath}\n`);
+    else writeOut(`${r.storePath}\n`);
   } catch (err) {
     if (err instanceof BuildError) throw new CliError(err.message, 2, undefined, { cause: err });
     // Loaded by buildJob by now (it holds the zod schemas: not imported before nix-build runs).
