@@ -74,6 +74,17 @@ describe.each([
     expect(err).toMatchObject({ exitCode: 3, stderr: 'err\n' });
   });
 
+  test('output past 100,000,000 bytes kills the command, and settleStarted says so', async () => {
+    // Writes until it is killed: 1 MiB chunks, forever (EPIPE ends it too, once its reader is gone).
+    const started = spawn(process.execPath, [
+      '-e',
+      "const b = Buffer.alloc(1 << 20, 120); const w = () => process.stdout.write(b, w); w(); process.stdout.on('error', () => process.exit(0));",
+    ]);
+    const r = await started.done;
+    expect('error' in r && r.error.message).toBe('its stdout exceeded 100000000 bytes');
+    await expect(settleStarted(started)).rejects.toThrow(/its stdout exceeded 100000000 bytes/);
+  });
+
   test('a timeout counts from the spawn', async () => {
     const started = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
     await expect(settleStarted(started, { timeoutMs: 100 })).rejects.toThrow(/timed out after 100 ms/);
