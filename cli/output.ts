@@ -1,7 +1,7 @@
 /** Output for people (tables sized to the terminal, colour only on a TTY) and for scripts (`--json`). */
 import { stdoutIsPlain, writeOut } from './stdio.js';
 
-// A pipe or a file is no TTY: known without making process.stdout (cli/stdio.ts).
+// Known to be no TTY without making process.stdout (cli/stdio.ts): a pipe, a file, /dev/null.
 const tty = !stdoutIsPlain() && process.stdout.isTTY === true && !process.env.NO_COLOR;
 
 const paint = (code: number) => (s: string) => (tty ? `\u001b[${code}m${s}\u001b[0m` : s);
