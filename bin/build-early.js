@@ -3,20 +3,22 @@
 'use strict';
 
 /**
- * The arguments `mxc build FILE [-A ATTR] [--arg N V]… [--argstr N V]… [--json]` runs nix-build with
- * (as compiler/build.ts and lib/nix.ts make them), or null for any other command line (help, other
- * spellings, usage errors): then nothing starts early and the command runs as it always does.
+ * `mxc build FILE [-A ATTR] [--arg N V]… [--argstr N V]… [--json]` read as commander and cli/main.ts
+ * read it ({ file, attr, json, arg, argstr }; a name given twice keeps its last value), or null for
+ * any other command line (help, other spellings, usage errors): then nothing starts early and the
+ * command runs as it always does.
  */
-function nixBuildArgs(argv) {
+function buildCommandLine(argv) {
   if (argv[2] !== 'build') return null;
   let file = null;
   let attr;
+  let json = false;
   const arg = {};
   const argstr = {};
   for (let i = 3; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--json') continue;
-    if (a === '-A' || a === '--attr') {
+    if (a === '--json') json = true;
+    else if (a === '-A' || a === '--attr') {
       if (i + 1 >= argv.length || argv[i + 1].startsWith('-')) return null;
       attr = argv[++i];
     } else if (a === '--arg' || a === '--argstr') {
@@ -26,7 +28,19 @@ function nixBuildArgs(argv) {
     } else if (a.startsWith('-') || file !== null) return null;
     else file = a;
   }
-  if (file === null) return null;
+  return file === null ? null : { file, attr, json, arg, argstr };
+}
+
+/**
+ * The arguments such a command line runs nix-build with (as compiler/build.ts and lib/nix.ts make
+ * them), or null.
+ */
+function nixBuildArgs(argv) {
+  const line = buildCommandLine(argv);
+  return line && argsOf(line);
+}
+
+function argsOf({ file, attr, arg, argstr }) {
   const args = ['--option', 'substituters', '', '--no-out-link', file];
   if (attr) args.push('-A', attr);
   for (const [k, v] of Object.entries(arg)) args.push('--arg', k, v);
@@ -45,8 +59,8 @@ function nixBuildArgs(argv) {
  * time; bin/early.js now spawns on Node's process handles, which node:child_process wraps (~1.2 ms).
  */
 function start(argv) {
-  const args = nixBuildArgs(argv);
-  return args ? require('./early.js').spawnEarly('nix-build', args) : undefined;
+  const line = buildCommandLine(argv);
+  return line ? { line, nixBuild: require('./early.js').spawnEarly('nix-build', argsOf(line)) } : undefined;
 }
 
-module.exports = { nixBuildArgs, start };
+module.exports = { buildCommandLine, nixBuildArgs, start };

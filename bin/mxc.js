@@ -15,10 +15,13 @@ if (['coordinator', 'up', 'serve'].includes(process.argv[2]) && !process.env.UV_
   process.env.UV_THREADPOOL_SIZE = '16';
 }
 
-// `mxc build` starts its nix-build first thing (bin/build-early.js says why), `mxc push` its
-// `nix path-info` (bin/push-early.js), `mxc cluster status` its GET (bin/client-early.js).
+// `mxc build` starts its nix-build first thing (bin/build-early.js says why; its command line, read
+// there, spares the CLI commander), `mxc push` its `nix path-info` (bin/push-early.js), `mxc cluster
+// status` its GET (bin/client-early.js).
+const build = process.argv[2] === 'build' ? require('./build-early.js').start(process.argv) : undefined;
 const early = {
-  nixBuild: process.argv[2] === 'build' ? require('./build-early.js').start(process.argv) : undefined,
+  nixBuild: build?.nixBuild,
+  build: build?.line,
   pathInfo: process.argv[2] === 'push' ? require('./push-early.js').start(process.argv) : undefined,
   request: process.argv[2] === 'cluster' ? require('./client-early.js').start(process.argv) : undefined,
 };

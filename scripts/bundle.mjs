@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 // Bundles the CLI and daemons with esbuild, straight from the TypeScript sources, into dist/bundle as
 // CommonJS, which Node 20 can load with a V8 code cache (bin/mxc.js does; ES modules cannot have one
-// before Node 22): mxc.cjs (commander and the command table), one self-contained file per command
-// module cli/main.ts imports lazily (build.cjs, submit.cjs, daemons.cjs, …), errors.cjs, the one
-// CliError class they share, and stdio.cjs, their standard output (cli/stdio.ts). `mxc --version`
-// loads 60 kB and `mxc build` never loads fastify or the agent. Dynamic import()s inside a command file become lazy in-file initialisers, so a command
-// evaluates a module (execa, zod schemas) only when it first needs it. The files read at run time
-// stay in the package's own layout (migrations, dashboard assets, job.schema.json, nixlib,
-// examples), found from the package root as in development. PGlite (wasm and data files beside its
-// module) and pino (transport workers loaded by path) load from node_modules; optional native
-// add-ons are skipped.
+// before Node 22): mxc.cjs (the command table), one self-contained file per command module
+// cli/main.ts imports lazily (build.cjs, submit.cjs, daemons.cjs, …), errors.cjs, the one CliError
+// class they share, stdio.cjs, their standard output (cli/stdio.ts), and commander.cjs, which main.ts
+// loads when the command line needs it. `mxc --version` loads 60 kB and `mxc build` never loads
+// fastify, the agent or commander. Dynamic import()s inside a command file become lazy in-file
+// initialisers, so a command evaluates a module (execa, zod schemas) only when it first needs it. The
+// files read at run time stay in the package's own layout (migrations, dashboard assets,
+// job.schema.json, nixlib, examples), found from the package root as in development. PGlite (wasm and
+// data files beside its module) and pino (transport workers loaded by path) load from node_modules;
+// optional native add-ons are skipped.
 import { readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -50,6 +52,21 @@ const siblings = {
         if (name && args.importer === join(cli, 'main.ts')) return { path: `./${name}.cjs`, external: true };
         return undefined;
       },
+    );
+  },
+};
+
+/**
+ * commander is a sibling file too (commander.cjs), which main.ts loads only for the command lines that
+ * need it (not a plain `mxc build`, not `mxc version`). A code cache holds the functions that ran in
+ * the run that wrote it: inside mxc.cjs, commander would be missing from it for good whenever that
+ * first run was one of those, and every later command would compile it again.
+ */
+const commanderSibling = {
+  name: 'mxc-commander-sibling',
+  setup(b) {
+    b.onResolve({ filter: /^commander$/ }, (args) =>
+      args.importer === join(cli, 'main.ts') ? { path: './commander.cjs', external: true } : undefined,
     );
   },
 };
@@ -147,6 +164,7 @@ const result = await build({
     { in: join(cli, 'main.ts'), out: 'mxc' },
     { in: join(cli, 'errors.ts'), out: 'errors' },
     { in: join(cli, 'stdio.ts'), out: 'stdio' },
+    { in: createRequire(import.meta.url).resolve('commander'), out: 'commander' },
     ...commands.map((name) => ({ in: join(cli, 'commands', `${name}.ts`), out: name })),
   ],
   outdir: out,
@@ -161,7 +179,7 @@ const result = await build({
   define: { 'import.meta.url': '__mxcImportMetaUrl' },
   banner: { js: "var __mxcImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   external: BUNDLE_EXTERNAL,
-  plugins: [siblings, lazyChildProcess, zodEnglishOnly, pureSpecConstants],
+  plugins: [siblings, commanderSibling, lazyChildProcess, zodEnglishOnly, pureSpecConstants],
   // Less to parse at every start; names kept for error messages and stack traces.
   minify: true,
   keepNames: true,
@@ -171,5 +189,5 @@ const result = await build({
 });
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
 process.stderr.write(
-  `[bundle] dist/bundle ${(bytes / 1048576).toFixed(2)} MiB in ${commands.length + 3} files\n`,
+  `[bundle] dist/bundle ${(bytes / 1048576).toFixed(2)} MiB in ${commands.length + 4} files\n`,
 );

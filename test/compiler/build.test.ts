@@ -199,6 +199,29 @@ describe.concurrent('mxc build', () => {
     }
   });
 
+  test('a command line bin/mxc.js reads (no commander) does what commander makes of the same options', async () => {
+    const greet = join(dir, 'greet.nix');
+    // The same command, read by the launcher (-A b) and by commander (--attr=b, a spelling it leaves).
+    const spellings = (...rest: string[]) => [
+      [...rest, '-A', 'b'],
+      [...rest, '--attr=b'],
+    ];
+    for (const rest of [
+      ['--argstr', 'greeting', 'x y', '--json', greet, '--arg', 'n', '2'],
+      // A name given twice keeps its last value; -A given twice, the last one.
+      [greet, '--argstr', 'greeting', 'one', '--argstr', 'greeting', 'two', '-A', 'a', '--json'],
+      [greet],
+      [greet, '--json', '--arg', 'n', '0'],
+      [greet, '--arg', 'n', '"not a number"'],
+    ]) {
+      const [byLauncher, byCommander] = await Promise.all(
+        spellings(...rest).map((argv) => mxc(['build', ...argv])),
+      );
+      const seen = (r: typeof byLauncher) => ({ stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode });
+      expect(seen(byLauncher), rest.join(' ')).toEqual(seen(byCommander));
+    }
+  });
+
   test('a file that does not exist gives a clear error', async () => {
     const file = join(dir, 'no-such-job.nix');
     const r = await mxc(['build', file]);
