@@ -2,7 +2,10 @@
  * Scheduling throughput (issue 4): N simulated agents over real WebSockets, then M workload placements
  * submitted as jobs through POST /api/jobs and committed to PostgreSQL by a coordinator in a child
  * process. Prints placements/s (anchor: Nomad C1M/C2M), submit→placed p50/p99 per job, coordinator RSS
- * and the CPU split between coordinator, PostgreSQL and the load generator.
+ * and the CPU split between coordinator, PostgreSQL and the load generator, and the coordinator's longest
+ * event-loop stall while it places them (beside its idle loop's). With MXC_BENCH_BACKLOG=N, then the
+ * CPU of the leader's periodic sweep with N pending workloads that fit nowhere (beside the same window
+ * without them).
  * Scale: MXC_BENCH_AGENTS, MXC_BENCH_PLACEMENTS, MXC_BENCH_INSTANCES (per job), MXC_BENCH_CONCURRENCY
  * (POSTs in flight), MXC_BENCH_AUTORUN=1 (agents answer `running`), MXC_BENCH_PROFILE=1 (CPU profile).
  */
@@ -21,6 +24,12 @@ import { envInt, fmt, fmtMiB, percentile, sleep } from './lib/stats.js';
 const NOMAD_C1M = 3750;
 const NOMAD_C2M = 1500;
 const FULL_PLACEMENTS = 100_000;
+/** The leader's sweep period (coordinator.ts SWEEP_MS): the backlog's CPU is measured over whole ones. */
+const SWEEP_S = 10;
+/** Sweeps in each window of the backlog's measurement. */
+const SWEEPS_MEASURED = 3;
+/** Instances per job of the backlog (the spec's maximum). */
+const BACKLOG_INSTANCES = 10_000;
 
 /** A valid job spec with `instances` copies of a no-op process, small enough that capacity never binds. */
 export function benchJob(i: number, instances: number) {
@@ -66,6 +75,7 @@ export async function main(): Promise<void> {
     dataDir,
     databaseUrl: db.url,
     cpuProfDir: profile ? join(dataDir, 'prof') : undefined,
+    stallProbe: true,
   });
   const rss = new RssSampler(coord.pid);
   let agents: SimAgent[] = [];
@@ -114,6 +124,11 @@ export async function main(): Promise<void> {
       `${fmt(agentsN)} agents joined in ${joinS.toFixed(1)} s; coordinator RSS ${fmtMiB(rssBytes(coord.pid))}`,
     );
     const rssAfterJoin = rssBytes(coord.pid);
+    // The anchor of the stall: the idle loop's longest over 2 s (the agents' hellos handled before).
+    await sleep(1000);
+    await coord.stallWindow();
+    await sleep(2000);
+    const idleStall = await coord.stallWindow();
 
     cpu = cpuMark(coord.pid, db.name);
     const t0 = performance.now();
@@ -153,6 +168,7 @@ export async function main(): Promise<void> {
         );
     }
     await submitting;
+    const passStall = await coord.stallWindow();
     const placedS = (lastStartAt - t0) / 1000;
     const used = usedAtLastStart ?? cpu();
     // The database's own count: what was committed, whatever the agents saw.
@@ -198,6 +214,13 @@ export async function main(): Promise<void> {
       unit: 'ms',
     });
     r.figure({ name: 'submit→placed p99', value: percentile(perJob, 0.99), unit: 'ms' });
+    r.figure({
+      name: 'longest event-loop stall while placing',
+      value: passStall.cpuMs,
+      unit: 'ms CPU',
+      anchor: { value: idleStall.cpuMs, label: 'idle loop over 2 s', higherIsBetter: false },
+      note: `wall ${fmt(passStall.wallMs, 0)} ms (idle ${fmt(idleStall.wallMs, 0)} ms)`,
+    });
     r.figure({ name: 'POST /api/jobs latency p50', value: percentile(postLat, 0.5), unit: 'ms' });
     r.figure({ name: 'POST /api/jobs latency p99', value: percentile(postLat, 0.99), unit: 'ms' });
     r.figure({ name: 'coordinator RSS after agents joined', value: rssAfterJoin / 1024 / 1024, unit: 'MiB' });
@@ -231,6 +254,8 @@ export async function main(): Promise<void> {
     if (postErrors.length)
       r.note(`${postErrors.length} POST /api/jobs failed (jobs still placed later); first: ${postErrors[0]}`);
     r.note(`workloads by status: ${counts.map((c) => `${c.status} ${c.n}`).join(', ')}`);
+    const backlogN = envInt('MXC_BENCH_BACKLOG', 0);
+    if (backlogN > 0) await measureBacklogSweeps(r, coord, db, backlogN);
     for (const a of agents) a.close();
     agents = [];
     const prof = await coord.stop();
@@ -246,4 +271,64 @@ export async function main(): Promise<void> {
     if (!profile) await rm(dataDir, { recursive: true, force: true });
     else r.note(`coordinator log and profile kept in ${dataDir}`);
   }
+}
+
+/**
+ * The leader's periodic sweep with `n` pending workloads that fit nowhere: coordinator and PostgreSQL
+ * CPU over SWEEPS_MEASURED sweep periods, beside the same window before the backlog was submitted (the
+ * agents' heartbeats and an empty sweep), and the longest event-loop stall in each.
+ */
+async function measureBacklogSweeps(
+  r: Report,
+  coord: Awaited<ReturnType<typeof startCoordinatorProcess>>,
+  db: Awaited<ReturnType<typeof createBenchDb>>,
+  n: number,
+): Promise<void> {
+  const windowS = SWEEP_S * SWEEPS_MEASURED;
+  const measure = async () => {
+    await coord.stallWindow();
+    const mark = cpuMark(coord.pid, db.name);
+    await sleep(windowS * 1000);
+    return { cpu: mark(), stall: await coord.stallWindow() };
+  };
+  r.progress(`backlog: ${windowS} s without it`);
+  const without = await measure();
+  const jobs = Math.ceil(n / BACKLOG_INSTANCES);
+  for (let i = 0; i < jobs; i++) {
+    const job = benchJob(1_000_000 + i, Math.min(BACKLOG_INSTANCES, n - i * BACKLOG_INSTANCES));
+    // More cpu than any agent has: it fits nowhere, ever.
+    job.task.resources.cpu = 1000;
+    await postJson(`${coord.url}/api/jobs`, job);
+  }
+  // Every one planned once (its reason written) before the window starts.
+  for (;;) {
+    const [w] = await queryOnce<{ n: number }>(
+      db.url,
+      "SELECT count(*)::int AS n FROM workloads WHERE status = 'pending' AND pending_reason LIKE '%insufficient cpu%'",
+    );
+    if ((w?.n ?? 0) >= n) break;
+    await sleep(500);
+  }
+  r.progress(`backlog: ${fmt(n)} pending workloads that fit nowhere; ${windowS} s with it`);
+  const withIt = await measure();
+  const per = (s: number) => s / SWEEPS_MEASURED;
+  r.figure({
+    name: `sweep with ${fmt(n)} unplaceable: coordinator CPU`,
+    value: per(withIt.cpu.coordinator),
+    unit: 's/sweep',
+    anchor: { value: per(without.cpu.coordinator), label: 'no backlog', higherIsBetter: false },
+  });
+  r.figure({
+    name: `sweep with ${fmt(n)} unplaceable: PostgreSQL CPU`,
+    value: per(withIt.cpu.postgres),
+    unit: 's/sweep',
+    anchor: { value: per(without.cpu.postgres), label: 'no backlog', higherIsBetter: false },
+  });
+  r.figure({
+    name: '  longest event-loop stall with the backlog',
+    value: withIt.stall.cpuMs,
+    unit: 'ms CPU',
+    anchor: { value: without.stall.cpuMs, label: 'no backlog', higherIsBetter: false },
+    note: `wall ${fmt(withIt.stall.wallMs, 0)} ms (no backlog ${fmt(without.stall.wallMs, 0)} ms)`,
+  });
 }

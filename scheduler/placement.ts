@@ -10,9 +10,12 @@ import { ClusterView, toNodeView } from './cluster-view.js';
 import type { SpecLookup } from './coordinator-types.js';
 import {
   type Demand,
+  type Failure,
   type NodeView,
   type PlacedInstance,
-  place,
+  type PlaceOptions,
+  Planner,
+  type Snapshot,
   type Strategy,
   workloadDemand,
 } from './core/place.js';
@@ -47,6 +50,13 @@ const PENDING_LIMIT = 100_000;
 const AHEAD_BATCHES = 16;
 /** Primed closure paths whose holders a pass reads in its first round; more wait for the second. */
 const PRIMED_PATHS = 50_000;
+/** Demands planned between two looks at the clock (see planInSlices). */
+const PLAN_SLICE = 250;
+/**
+ * Planning time after which a pass lets the event loop run (see planInSlices): a plan of 100,000
+ * demands was one synchronous run of ~2 s, with no heartbeat, request or agent message answered.
+ */
+const PLAN_YIELD_MS = 10;
 
 /**
  * What a coordinator keeps between passes: the cluster view and, per job version, its constraints and
@@ -111,7 +121,13 @@ export class SchedulerState {
     ws: readonly Pick<wl.WorkloadRow, 'job_id' | 'job_version'>[],
   ): Promise<Map<string, JobInfo>> {
     const keys = new Map<string, { job_id: string; job_version: number }>();
-    for (const w of ws) keys.set(`${w.job_id}/${w.job_version}`, w);
+    let last: (typeof ws)[number] | undefined;
+    for (const w of ws) {
+      // A job's workloads come one after another (the pending list is in submit order): one key each run.
+      if (last && last.job_id === w.job_id && last.job_version === w.job_version) continue;
+      keys.set(`${w.job_id}/${w.job_version}`, w);
+      last = w;
+    }
     const out = new Map<string, JobInfo>();
     await Promise.all(
       [...keys].map(async ([k, w]) => {
@@ -221,7 +237,6 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     const placed = [...placedRows, ...late].flatMap((p) =>
       p.node_id === null ? [] : [{ job_id: p.job_id, node_id: p.node_id, n: p.n }],
     );
-    const demands = demandsOf(pending, jobInfo);
     const wanted = [...new Set([...jobInfo.values()].flatMap((i) => i.closure.map((p) => p.path)))];
     const readEarly = new Set(early);
     const rest = wanted.filter((p) => !readEarly.has(p));
@@ -230,23 +245,123 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
       nodes: nodeViews.map((n) => (held.size ? { ...n, storePaths: held.get(n.id) ?? new Set() } : n)),
       placed: placed.map((p) => ({ jobId: p.job_id, nodeId: p.node_id, count: p.n })),
     };
-    const evalId = randomUUID();
-    const plan = place(snapshot, demands, { strategy: deps.strategy, seed: evalId });
-    await wl.setPendingReasons(
-      db,
-      plan.failures.map((f) => ({ id: f.workloadId, reason: f.summary })),
-    );
-    if (plan.placements.length === 0) return;
-    const byId = new Map(pending.map((w) => [w.id, w]));
-    const conflicts = await applyAndPlanAhead(
-      deps,
-      plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId })),
-      snapshot.nodes,
-    );
+    // Planned in slices, each applied as soon as planned (the database applies while the rest is planned).
+    const pipeline = new ApplyPipeline(deps);
+    let conflicts: number;
+    try {
+      const failures = await planInSlices(
+        snapshot,
+        pending,
+        (w) => w,
+        jobInfo,
+        { strategy: deps.strategy, seed: randomUUID() },
+        (ps) => pipeline.push(ps),
+      );
+      pipeline.flush();
+      await wl.setPendingReasons(
+        db,
+        failures.map((f) => ({ id: f.workloadId, reason: f.summary })),
+      );
+      if (pipeline.placed === 0) return;
+      conflicts = await applyAndPlanAhead(deps, pipeline, snapshot.nodes);
+    } catch (err) {
+      // No apply of this pass may outlive it (passes run one at a time).
+      await pipeline.settled().catch(() => {});
+      throw err;
+    }
     if (conflicts === 0) return;
     // The view was stale (another coordinator placed, a node changed): replan on every node read afresh.
     state.view.invalidate();
     deps.log.info({ conflicts, attempt }, 'plan partly rejected on fresh state; replanning');
+  }
+}
+
+/**
+ * Plans the workloads as place() does in one call, but in slices with the event loop let run whenever
+ * PLAN_YIELD_MS of planning have passed, so a big pass leaves heartbeats, requests and agent messages
+ * answered (one Planner carries the plan from slice to slice: the plan is the same). Each workload is
+ * turned into a pending one (`pendingOf`) and a demand only in its slice. Each slice's placements go
+ * to `placed` as soon as it is planned; returns the failures.
+ */
+async function planInSlices<T>(
+  snapshot: Snapshot,
+  workloads: readonly T[],
+  pendingOf: (w: T) => wl.PendingWorkload,
+  jobInfo: ReadonlyMap<string, JobInfo>,
+  opts: PlaceOptions,
+  placed: (ps: PlannedPlacement[]) => void,
+): Promise<Failure[]> {
+  const planner = new Planner(snapshot, opts);
+  const failures: Failure[] = [];
+  let since = performance.now();
+  for (let i = 0; i < workloads.length; i += PLAN_SLICE) {
+    if (performance.now() - since >= PLAN_YIELD_MS) {
+      await new Promise((resolve) => setImmediate(resolve));
+      since = performance.now();
+    }
+    const slice = workloads.slice(i, i + PLAN_SLICE).map(pendingOf);
+    const plan = planner.plan(demandsOf(slice, jobInfo));
+    if (plan.placements.length > 0) {
+      const byId = new Map(slice.map((w) => [w.id, w]));
+      placed(plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId })));
+    }
+    for (const f of plan.failures) failures.push(f);
+  }
+  return failures;
+}
+
+/**
+ * The applies of a pass, in order, one at a time, while the pass plans what comes next: placements
+ * pushed are applied APPLY_CHUNK at a time (the rest at `flush`), each once the one before has
+ * committed. Keeps what every placement pushed takes per node (`added`), committed or not, for the
+ * plans made beside the applies.
+ */
+class ApplyPipeline {
+  readonly added = new Map<string, { cpu: number; memory_mb: number; disk_mb: number }>();
+  /** Placements refused by an apply's re-check so far. */
+  conflicts = 0;
+  /** Placements pushed so far. */
+  placed = 0;
+  private queued: PlannedPlacement[] = [];
+  private tail: Promise<void> = Promise.resolve();
+  private failure: { err: unknown } | null = null;
+
+  constructor(private readonly deps: Pick<SchedulePassDeps, 'db' | 'holder' | 'started'>) {}
+
+  push(ps: readonly PlannedPlacement[]): void {
+    for (const p of ps) {
+      const { w, nodeId } = p;
+      const u = this.added.get(nodeId);
+      if (u) {
+        u.cpu += w.cpu;
+        u.memory_mb += w.memory_mb;
+        u.disk_mb += w.disk_mb;
+      } else this.added.set(nodeId, { cpu: w.cpu, memory_mb: w.memory_mb, disk_mb: w.disk_mb });
+      this.queued.push(p);
+      if (this.queued.length >= APPLY_CHUNK) this.flush();
+    }
+    this.placed += ps.length;
+  }
+
+  /** Applies what is queued (after the applies before it). */
+  flush(): void {
+    if (this.queued.length === 0) return;
+    const chunk = this.queued;
+    this.queued = [];
+    this.tail = this.tail.then(async () => {
+      if (this.failure) return;
+      try {
+        this.conflicts += (await applyPlacements(this.deps.db, chunk, this.deps)).conflicts;
+      } catch (err) {
+        this.failure = { err };
+      }
+    });
+  }
+
+  /** Resolves once every apply flushed has committed; throws the first apply's failure. */
+  async settled(): Promise<void> {
+    await this.tail;
+    if (this.failure) throw this.failure.err;
   }
 }
 
@@ -269,7 +384,12 @@ function withNewJobs(
 
 /** A new job's workloads as the pending list would return them. */
 function pendingOfNewJob(j: NewJobInsert): wl.PendingWorkload[] {
-  return j.workloads.map((w) => ({
+  return j.workloads.map(pendingOfNew);
+}
+
+/** A new workload as the pending list would return it. */
+function pendingOfNew(w: NewJobInsert['workloads'][number]): wl.PendingWorkload {
+  return {
     id: w.id,
     job_id: w.job_id,
     job_version: w.job_version,
@@ -280,7 +400,7 @@ function pendingOfNewJob(j: NewJobInsert): wl.PendingWorkload[] {
     isolation: w.isolation,
     not_before: null,
     restart_delay_ms: 0,
-  }));
+  };
 }
 
 /** What the pure core plans for each pending workload. */
@@ -292,77 +412,62 @@ function demandsOf(pending: readonly wl.PendingWorkload[], jobInfo: ReadonlyMap<
 }
 
 /**
- * Applies a pass's plan, then the jobs that submits here have sent since (their workloads are known
- * from memory, see expectNewJob), batch after batch while such jobs keep coming, reading nothing back.
- * Once the new workloads are at least as many as the nodes, the next batch is planned while the apply
- * before it runs in PostgreSQL (the coordinator plans while the database applies) and applied once that
- * one has committed and its starts are sent; fewer wait for the apply, to go in one bigger batch. The
- * batches are planned on the nodes as the pass read them plus everything the pass has placed since
- * (`nodes` is not read again, so an apply is never counted twice nor one in flight missed); a new job
- * has no placement anywhere yet and all its workloads go in one batch, so its limits and spread count
- * right. What others changed meanwhile is caught by the apply's re-check, as for any stale view.
- * Returns the conflicts; the caller then replans on a fresh view. With no new job, this is the apply.
+ * Goes on after a pass's plan (its applies under way in `pipeline`) with the jobs that submits here have
+ * sent since (their workloads are known from memory, see expectNewJob), batch after batch while such
+ * jobs keep coming, reading nothing back. Once the new workloads are at least as many as the nodes, the
+ * next batch is planned while the applies before it run in PostgreSQL (the coordinator plans while the
+ * database applies) and applied once they have committed and their starts are sent; fewer wait for the
+ * applies, to go in one bigger batch. The batches are planned on the nodes as the pass read them plus
+ * everything the pass has placed since (`nodes` is not read again, so an apply is never counted twice
+ * nor one in flight missed); a new job has no placement anywhere yet and all its workloads go in one
+ * batch, so its limits and spread count right. What others changed meanwhile is caught by the apply's
+ * re-check, as for any stale view. Returns the conflicts; the caller then replans on a fresh view. With
+ * no new job, this waits for the applies.
  */
 async function applyAndPlanAhead(
   deps: SchedulePassDeps,
-  first: PlannedPlacement[],
+  pipeline: ApplyPipeline,
   nodes: readonly NodeView[],
 ): Promise<number> {
-  const added = new Map<string, { cpu: number; memory_mb: number; disk_mb: number }>();
-  const addUse = (ps: readonly PlannedPlacement[]) => {
-    for (const { w, nodeId } of ps) {
-      const u = added.get(nodeId);
-      if (u) {
-        u.cpu += w.cpu;
-        u.memory_mb += w.memory_mb;
-        u.disk_mb += w.disk_mb;
-      } else added.set(nodeId, { cpu: w.cpu, memory_mb: w.memory_mb, disk_mb: w.disk_mb });
-    }
-  };
-  const apply = (ps: PlannedPlacement[]) => {
-    addUse(ps);
-    const p = applyPlacements(deps.db, ps, deps);
-    // Awaited later (after the next batch is planned); a failure must not count as unhandled meanwhile.
-    p.catch(() => {});
-    return p;
-  };
-  let applying: Promise<{ conflicts: number }> | null = apply(first);
-  let conflicts = 0;
   for (let batch = 0; batch < AHEAD_BATCHES; batch++) {
     // The starts the last commit queued go out (their sockets are uncorked on the next tick, which
     // would otherwise wait for this batch's plan) and the submits that came meanwhile are read in.
     await new Promise((resolve) => setImmediate(resolve));
-    // Planned beside the apply only once the new workloads are at least as many as the nodes: fewer
-    // wait for it to commit and go with those submitted meanwhile, in one bigger batch (an apply writes
-    // a usage row and an outbox row, and its starts a socket write, for each node it touches).
-    if (applying && deps.state.newWorkloads() < nodes.length) {
-      conflicts += (await applying).conflicts;
-      applying = null;
-    }
-    if (conflicts > 0) break;
+    // Planned beside the applies only once the new workloads are at least as many as the nodes: fewer
+    // wait for them to commit and go with those submitted meanwhile, in one bigger batch (an apply
+    // writes a usage row and an outbox row, and its starts a socket write, for each node it touches).
+    if (deps.state.newWorkloads() < nodes.length) await pipeline.settled();
+    if (pipeline.conflicts > 0) break;
     const jobs = deps.state.takeNewJobs();
     if (jobs.length === 0) break;
-    const next = await planNewJobs(deps, jobs, nodes, added);
-    if (applying) conflicts += (await applying).conflicts;
-    applying = next.length > 0 ? apply(next) : null;
+    await planNewJobs(deps, jobs, nodes, pipeline);
   }
-  if (applying) conflicts += (await applying).conflicts;
-  return conflicts;
+  await pipeline.settled();
+  return pipeline.conflicts;
 }
 
-/** Plans new jobs (expectNewJob) once their inserts have committed, on `nodes` plus `added`. */
+/**
+ * Plans new jobs (expectNewJob) once their inserts have committed, on `nodes` plus what the pipeline's
+ * placements take, and pushes their placements into it.
+ */
 async function planNewJobs(
   deps: SchedulePassDeps,
   jobs: readonly NewJobInsert[],
   nodes: readonly NodeView[],
-  added: ReadonlyMap<string, { cpu: number; memory_mb: number; disk_mb: number }>,
-): Promise<PlannedPlacement[]> {
+  pipeline: ApplyPipeline,
+): Promise<void> {
   const committed = await Promise.all(jobs.map((j) => j.inserted));
-  const pending = jobs.filter((_, i) => committed[i]).flatMap(pendingOfNewJob);
-  if (pending.length === 0) return [];
-  const jobInfo = await deps.state.jobInfoFor(deps.db, deps.specOf, pending);
+  const inserted = jobs.filter((_, i) => committed[i]);
+  if (inserted.length === 0) return;
+  // Read per job version, not per workload: all of a job's new workloads share its version.
+  const jobInfo = await deps.state.jobInfoFor(
+    deps.db,
+    deps.specOf,
+    inserted.flatMap((j) => j.workloads.slice(0, 1)),
+  );
   const paths = [...new Set([...jobInfo.values()].flatMap((i) => i.closure.map((p) => p.path)))];
   const held = paths.length ? await closures.holders(deps.db, paths) : null;
+  const added = pipeline.added;
   const snapshot: ClusterSnapshot = {
     nodes: nodes.map((n) => {
       const u = added.get(n.id);
@@ -381,13 +486,19 @@ async function planNewJobs(
     }),
     placed: [],
   };
-  const plan = place(snapshot, demandsOf(pending, jobInfo), { strategy: deps.strategy, seed: randomUUID() });
+  const failures = await planInSlices(
+    snapshot,
+    inserted.length === 1 ? inserted[0]!.workloads : inserted.flatMap((j) => j.workloads),
+    pendingOfNew,
+    jobInfo,
+    { strategy: deps.strategy, seed: randomUUID() },
+    (ps) => pipeline.push(ps),
+  );
+  pipeline.flush();
   await wl.setPendingReasons(
     deps.db,
-    plan.failures.map((f) => ({ id: f.workloadId, reason: f.summary })),
+    failures.map((f) => ({ id: f.workloadId, reason: f.summary })),
   );
-  const byId = new Map(pending.map((w) => [w.id, w]));
-  return plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId }));
 }
 
 /** Both reads of which nodes hold which paths, in one map (a is extended). */

@@ -4,11 +4,11 @@
  * `--cpu-prof`, whose profile is written when it exits on SIGINT.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, readdirSync } from 'node:fs';
+import { createWriteStream, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { repoPath } from '../../scheduler/paths.js';
 import { sleep } from './stats.js';
 
@@ -27,6 +27,8 @@ export interface CoordinatorProcessOptions {
   token?: string;
   /** How long to wait for it to answer. */
   startTimeoutMs?: number;
+  /** Measure its event loop's longest stall (stall-probe.ts): `stallWindow()` then answers. */
+  stallProbe?: boolean;
 }
 
 export interface CoordinatorProcess {
@@ -36,7 +38,14 @@ export interface CoordinatorProcess {
   child: ChildProcess;
   /** SIGINT, wait for exit (SIGKILL after 20 s); returns the CPU profile path when one was asked for. */
   stop(): Promise<string | null>;
+  /**
+   * The longest event-loop stall since the previous call (or since start), and a new window from now:
+   * in wall ms, and in ms of the main thread's CPU (see stall-probe.ts). Only with `stallProbe`.
+   */
+  stallWindow(): Promise<{ wallMs: number; cpuMs: number }>;
 }
+
+const STALL_PROBE = fileURLToPath(new URL('./stall-probe.js', import.meta.url));
 
 /** A free TCP port on 127.0.0.1. */
 export async function freePort(): Promise<number> {
@@ -60,6 +69,8 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions): 
   const logFile = join(opts.dataDir, 'coordinator.log');
   const log = createWriteStream(logFile);
   const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
+  const stallFile = join(opts.dataDir, 'stalls.txt');
+  if (opts.stallProbe) nodeArgs.push('--import', pathToFileURL(STALL_PROBE).href);
   // -e: process.argv is [node, ...the arguments after the code], main() wants [node, script, ...].
   const unbundled = [
     '--input-type=module',
@@ -83,6 +94,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions): 
       MXC_LOG_FORMAT: 'json',
       MXC_LOG_LEVEL: process.env.MXC_LOG_LEVEL ?? 'warn',
       ...(opts.databaseUrl ? { DATABASE_URL: opts.databaseUrl } : {}),
+      ...(opts.stallProbe ? { MXC_BENCH_STALL_FILE: stallFile } : {}),
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -109,11 +121,30 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions): 
     }
     await sleep(100);
   }
+  let stallWindows = 0;
   return {
     pid: child.pid!,
     url,
     logFile,
     child,
+    async stallWindow() {
+      if (!opts.stallProbe) throw new Error('stallWindow: the coordinator was started without stallProbe');
+      const n = ++stallWindows;
+      child.kill('SIGUSR2');
+      for (;;) {
+        const line = existsSync(stallFile)
+          ? readFileSync(stallFile, 'utf8')
+              .split('\n')
+              .find((l) => l.startsWith(`${n} `))
+          : undefined;
+        if (line) {
+          const [, wall, cpu] = line.split(' ');
+          return { wallMs: Number(wall), cpuMs: Number(cpu) };
+        }
+        if (child.exitCode !== null) throw new Error(`the coordinator exited; see ${logFile}`);
+        await sleep(20);
+      }
+    },
     async stop() {
       if (child.exitCode === null) {
         child.kill('SIGINT');

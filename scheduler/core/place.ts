@@ -331,137 +331,173 @@ function holdersFirst<N extends NodeView>(nodes: N[], closure: NonNullable<Deman
  * Never exceeds a node's capacity; every demand that does not fit gets a failure with its reasons.
  */
 export function place(snapshot: Snapshot, demands: readonly Demand[], opts: PlaceOptions): Plan {
-  const nodes = snapshot.nodes.map((n) => ({ ...n, used: { ...n.used } }));
-  const byId = new Map(nodes.map((n) => [n.id, n]));
-  // jobId → nodeId → count
-  const perNode = new Map<string, Map<string, number>>();
-  const bump = (jobId: string, nodeId: string, n = 1) => {
-    const m = perNode.get(jobId) ?? new Map<string, number>();
-    perNode.set(jobId, m);
-    m.set(nodeId, (m.get(nodeId) ?? 0) + n);
-  };
-  for (const p of snapshot.placed) bump(p.jobId, p.nodeId, p.count ?? 1);
-  const nodeSalt = new Map(nodes.map((n) => [n.id, hash32(n.id)]));
-  const limit =
-    opts.candidateLimit ??
-    (nodes.length <= 16 ? nodes.length : Math.max(16, 2 * Math.ceil(Math.log2(nodes.length))));
-  const countFor = (jobId: string, attribute: string, value: string | undefined) => {
-    const m = perNode.get(jobId);
-    if (!m || value === undefined) return 0;
-    let c = 0;
-    for (const [nodeId, k] of m) if (byId.get(nodeId)?.attributes[attribute] === value) c += k;
-    return c;
-  };
-  const scorer: Scorer = opts.strategy === 'pack' ? PackScorer : SpreadScorer;
+  return new Planner(snapshot, opts).plan(demands);
+}
 
-  const plan: Plan = { placements: [], failures: [], coalescedFailures: 0 };
-  if (nodes.length === 0) {
-    for (const demand of demands) {
-      plan.failures.push({
-        workloadId: demand.workloadId,
-        reasons: {} as Record<RejectionCode, number>,
-        summary: describe({}, 0, demand, nodes),
-      });
+/**
+ * place() in parts: a planner made from a snapshot plans the demands it is given, call after call, each
+ * on the snapshot plus everything it has placed before (room taken, instances per job, failures
+ * coalesced), so planning demands in slices makes the plan place() makes of them all in one call. A
+ * caller can then do other work between slices (the coordinator answers its agents and requests). It
+ * reads nothing but its arguments and keeps its own copy of the nodes.
+ */
+export class Planner {
+  private readonly nodes: NodeView[];
+  /** jobId → nodeId → instances. */
+  private readonly perNode = new Map<string, Map<string, number>>();
+  private readonly nodeSalt: Map<string, number>;
+  private readonly limit: number;
+  private readonly scorer: Scorer;
+  private readonly countFor: CheckContext['countFor'];
+  /** Placements made so far, over every call. */
+  private placedSoFar = 0;
+  /** The failure of each demand alike that found no node, and placedSoFar then (see alikeKey). */
+  private readonly failedAlike = new Map<string, { failure: Failure; placed: number }>();
+  private readonly constraintKeys = new WeakMap<object, string>();
+
+  constructor(
+    snapshot: Snapshot,
+    private readonly opts: PlaceOptions,
+  ) {
+    const nodes = snapshot.nodes.map((n) => ({ ...n, used: { ...n.used } }));
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    this.nodes = nodes;
+    for (const p of snapshot.placed) this.bump(p.jobId, p.nodeId, p.count ?? 1);
+    this.nodeSalt = new Map(nodes.map((n) => [n.id, hash32(n.id)]));
+    this.limit =
+      opts.candidateLimit ??
+      (nodes.length <= 16 ? nodes.length : Math.max(16, 2 * Math.ceil(Math.log2(nodes.length))));
+    const perNode = this.perNode;
+    this.countFor = (jobId, attribute, value) => {
+      const m = perNode.get(jobId);
+      if (!m || value === undefined) return 0;
+      let c = 0;
+      for (const [nodeId, k] of m) if (byId.get(nodeId)?.attributes[attribute] === value) c += k;
+      return c;
+    };
+    this.scorer = opts.strategy === 'pack' ? PackScorer : SpreadScorer;
+  }
+
+  private bump(jobId: string, nodeId: string, n = 1): void {
+    const m = this.perNode.get(jobId) ?? new Map<string, number>();
+    this.perNode.set(jobId, m);
+    m.set(nodeId, (m.get(nodeId) ?? 0) + n);
+  }
+
+  /**
+   * What every checker decides for a demand is its job, resources, isolation and constraints against
+   * the nodes' room and the job's instances so far: with nothing placed since a demand alike found no
+   * node, this one finds none either, for the same reasons, whatever order it would look in. Without
+   * this, a backlog of 100,000 that fits nowhere cost every pass (the leader sweeps every 10 s) a check
+   * of each on every node: 14–18 s of CPU on 1,000 nodes, in one synchronous run.
+   */
+  private alikeKey(d: Demand): string {
+    let c = this.constraintKeys.get(d.constraints);
+    if (c === undefined) {
+      c = JSON.stringify(Object.entries(d.constraints).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      this.constraintKeys.set(d.constraints, c);
+    }
+    return `${d.jobId}\u0000${d.cpu}\u0000${d.memory_mb}\u0000${d.disk_mb}\u0000${d.isolation}\u0000${c}`;
+  }
+
+  /** Plans `demands`, in order, after everything this planner planned before. */
+  plan(demands: readonly Demand[]): Plan {
+    const { nodes, perNode, nodeSalt, limit, scorer, opts, failedAlike } = this;
+    const plan: Plan = { placements: [], failures: [], coalescedFailures: 0 };
+    if (nodes.length === 0) {
+      for (const demand of demands) {
+        plan.failures.push({
+          workloadId: demand.workloadId,
+          reasons: {} as Record<RejectionCode, number>,
+          summary: describe({}, 0, demand, nodes),
+        });
+      }
+      return plan;
+    }
+    // The demand being placed and its search so far, read and written by `consider` (no allocation per
+    // demand or candidate beyond the reasons counted: a generator, a set and an object per better node
+    // here were a fifth of place()'s time in garbage collection).
+    let demand = demands[0]!;
+    let demandSalt = 0;
+    let jobCounts: Map<string, number> | undefined;
+    let reasons: Partial<Record<RejectionCode, number>> = {};
+    let best: NodeView | null = null;
+    let bestScore = 0;
+    let bestTie = 0;
+    let feasible = 0;
+    // One context, pointed at each demand and candidate in turn.
+    const ctx: CheckContext = { demand, node: nodes[0]!, countFor: this.countFor };
+    /** Checks and scores one candidate node; false once `limit` feasible nodes have been scored. */
+    const consider = (node: NodeView): boolean => {
+      if (feasible >= limit) return false;
+      ctx.node = node;
+      const rejected = firstRejection(ctx);
+      if (rejected) {
+        reasons[rejected] = (reasons[rejected] ?? 0) + 1;
+        return true;
+      }
+      feasible++;
+      const same = jobCounts?.get(node.id) ?? 0;
+      const score =
+        scorer(node, demand, same) +
+        JobSpreadScorer(node, demand, same) +
+        ClosureLocalityScorer(node, demand, same);
+      const tie = mix(demandSalt, nodeSalt.get(node.id)!);
+      if (!best || score > bestScore + EPS || (Math.abs(score - bestScore) <= EPS && tie > bestTie)) {
+        best = node;
+        bestScore = score;
+        bestTie = tie;
+      }
+      return true;
+    };
+    for (const d of demands) {
+      if (failedAlike.size > 0) {
+        const alike = failedAlike.get(this.alikeKey(d));
+        if (alike && alike.placed === this.placedSoFar) {
+          const { reasons, summary } = alike.failure;
+          plan.failures.push({ workloadId: d.workloadId, reasons, summary });
+          plan.coalescedFailures++;
+          continue;
+        }
+      }
+      demand = d;
+      ctx.demand = d;
+      demandSalt = hash32(`${opts.seed}\u0000${d.workloadId}`);
+      jobCounts = perNode.get(d.jobId);
+      reasons = {};
+      best = null;
+      feasible = 0;
+      // Nodes holding part of the closure first, then every other node from a seeded offset.
+      const first = d.closure?.length ? holdersFirst(nodes, d.closure) : [];
+      const seen = first.length > 0 ? new Set(first) : null;
+      let more = true;
+      for (let i = 0; more && i < first.length; i++) more = consider(first[i]!);
+      const start = demandSalt % nodes.length;
+      for (let i = 0; more && i < nodes.length; i++) {
+        const n = nodes[(start + i) % nodes.length]!;
+        if (!seen?.has(n)) more = consider(n);
+      }
+      const chosen = best as NodeView | null;
+      if (chosen) {
+        take(chosen.used, d);
+        this.bump(d.jobId, chosen.id);
+        this.placedSoFar++;
+        plan.placements.push({
+          workloadId: d.workloadId,
+          nodeId: chosen.id,
+          score: bestScore,
+          missingBytes: missingBytes(chosen, d),
+        });
+      } else {
+        const failure: Failure = {
+          workloadId: d.workloadId,
+          reasons: reasons as Record<RejectionCode, number>,
+          summary: describe(reasons, nodes.length, d, nodes),
+        };
+        plan.failures.push(failure);
+        failedAlike.set(this.alikeKey(d), { failure, placed: this.placedSoFar });
+      }
     }
     return plan;
   }
-  // The demand being placed and its search so far, read and written by `consider` (no allocation per
-  // demand or candidate beyond the reasons counted: a generator, a set and an object per better node
-  // here were a fifth of place()'s time in garbage collection).
-  let demand = demands[0]!;
-  let demandSalt = 0;
-  let jobCounts: Map<string, number> | undefined;
-  let reasons: Partial<Record<RejectionCode, number>> = {};
-  let best: (typeof nodes)[number] | null = null;
-  let bestScore = 0;
-  let bestTie = 0;
-  let feasible = 0;
-  // One context, pointed at each demand and candidate in turn.
-  const ctx: CheckContext = { demand, node: nodes[0]!, countFor };
-  /** Checks and scores one candidate node; false once `limit` feasible nodes have been scored. */
-  const consider = (node: (typeof nodes)[number]): boolean => {
-    if (feasible >= limit) return false;
-    ctx.node = node;
-    const rejected = firstRejection(ctx);
-    if (rejected) {
-      reasons[rejected] = (reasons[rejected] ?? 0) + 1;
-      return true;
-    }
-    feasible++;
-    const same = jobCounts?.get(node.id) ?? 0;
-    const score =
-      scorer(node, demand, same) +
-      JobSpreadScorer(node, demand, same) +
-      ClosureLocalityScorer(node, demand, same);
-    const tie = mix(demandSalt, nodeSalt.get(node.id)!);
-    if (!best || score > bestScore + EPS || (Math.abs(score - bestScore) <= EPS && tie > bestTie)) {
-      best = node;
-      bestScore = score;
-      bestTie = tie;
-    }
-    return true;
-  };
-  // What every checker decides for a demand is its job, resources, isolation and constraints against
-  // the nodes' room and the job's instances so far: with nothing placed since a demand alike found no
-  // node, this one finds none either, for the same reasons, whatever order it would look in. Without
-  // this, a backlog of 100,000 that fits nowhere cost every pass (the leader sweeps every 10 s) a check
-  // of each on every node: 14–18 s of CPU on 1,000 nodes, in one synchronous run.
-  const failedAlike = new Map<string, { failure: Failure; placed: number }>();
-  const constraintKeys = new WeakMap<object, string>();
-  const alikeKey = (d: Demand) => {
-    let c = constraintKeys.get(d.constraints);
-    if (c === undefined) {
-      c = JSON.stringify(Object.entries(d.constraints).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-      constraintKeys.set(d.constraints, c);
-    }
-    return `${d.jobId}\u0000${d.cpu}\u0000${d.memory_mb}\u0000${d.disk_mb}\u0000${d.isolation}\u0000${c}`;
-  };
-  for (const d of demands) {
-    if (failedAlike.size > 0) {
-      const alike = failedAlike.get(alikeKey(d));
-      if (alike && alike.placed === plan.placements.length) {
-        const { reasons, summary } = alike.failure;
-        plan.failures.push({ workloadId: d.workloadId, reasons, summary });
-        plan.coalescedFailures++;
-        continue;
-      }
-    }
-    demand = d;
-    ctx.demand = d;
-    demandSalt = hash32(`${opts.seed}\u0000${d.workloadId}`);
-    jobCounts = perNode.get(d.jobId);
-    reasons = {};
-    best = null;
-    feasible = 0;
-    // Nodes holding part of the closure first, then every other node from a seeded offset.
-    const first = d.closure?.length ? holdersFirst(nodes, d.closure) : [];
-    const seen = first.length > 0 ? new Set(first) : null;
-    let more = true;
-    for (let i = 0; more && i < first.length; i++) more = consider(first[i]!);
-    const start = demandSalt % nodes.length;
-    for (let i = 0; more && i < nodes.length; i++) {
-      const n = nodes[(start + i) % nodes.length]!;
-      if (!seen?.has(n)) more = consider(n);
-    }
-    const chosen = best as (typeof nodes)[number] | null;
-    if (chosen) {
-      take(chosen.used, d);
-      bump(d.jobId, chosen.id);
-      plan.placements.push({
-        workloadId: d.workloadId,
-        nodeId: chosen.id,
-        score: bestScore,
-        missingBytes: missingBytes(chosen, d),
-      });
-    } else {
-      const failure: Failure = {
-        workloadId: d.workloadId,
-        reasons: reasons as Record<RejectionCode, number>,
-        summary: describe(reasons, nodes.length, d, nodes),
-      };
-      plan.failures.push(failure);
-      failedAlike.set(alikeKey(d), { failure, placed: plan.placements.length });
-    }
-  }
-  return plan;
 }

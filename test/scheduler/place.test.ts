@@ -8,6 +8,7 @@ import {
   type Demand,
   firstRejection,
   type NodeView,
+  Planner,
   place,
 } from '../../scheduler/core/place.js';
 
@@ -264,6 +265,44 @@ describe('place', () => {
       { numRuns: 300 },
     );
     expect(coalesced).toBeGreaterThan(0);
+  });
+
+  it('a Planner given the demands in slices makes the plan place() makes of them in one call', () => {
+    const arbAlike = fc.record({
+      cpu: fc.constantFrom(1, 2, 8),
+      memory_mb: fc.constantFrom(256, 4096, 16384),
+      disk_mb: fc.constantFrom(0, 50_000),
+      jobId: fc.constantFrom('j1', 'j2'),
+      constraints: fc.constantFrom<Record<string, string>>({}, { host: 'limit:1' }, { host: 'n0' }),
+    });
+    fc.assert(
+      fc.property(
+        fc.array(arbNode, { maxLength: 8 }),
+        fc.array(arbAlike, { maxLength: 40 }),
+        fc.array(fc.integer({ min: 1, max: 7 }), { minLength: 1, maxLength: 10 }),
+        fc.constantFrom<'spread' | 'pack'>('spread', 'pack'),
+        (ns, ds, sizes, strategy) => {
+          const { nodes } = build(ns, []);
+          const demands = ds.map((d, i) => demand(`w${i}`, d));
+          const placed = nodes.length ? [{ jobId: 'j1', nodeId: nodes[0]!.id, count: 1 }] : [];
+          const whole = place({ nodes, placed }, demands, { strategy, seed: 's' });
+          const planner = new Planner({ nodes, placed }, { strategy, seed: 's' });
+          const parts = { placements: [] as typeof whole.placements, failures: [] as typeof whole.failures };
+          for (let i = 0, k = 0; i < demands.length; k++) {
+            const size = sizes[k % sizes.length]!;
+            const part = planner.plan(demands.slice(i, i + size));
+            parts.placements.push(...part.placements);
+            parts.failures.push(...part.failures);
+            i += size;
+          }
+          expect(parts.placements).toEqual(whole.placements);
+          expect(parts.failures).toEqual(whole.failures);
+          // The planner kept its own copy: the snapshot's nodes are as they were.
+          expect(nodes).toEqual(build(ns, []).nodes);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   it('coalesces the failures of a backlog that fits nowhere, each with its reason', () => {
