@@ -90,6 +90,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       s3: opts.cacheS3,
       keyFile: opts.cacheKeyFile,
       compression: opts.cacheCompression,
+      onCorrupt: (p) => opts.logger.error(p, p.message),
       // Coordinators sharing PostgreSQL sign with one key kept there (PGlite has one coordinator).
       sharedKey:
         db.engine === 'postgres'

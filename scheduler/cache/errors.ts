@@ -20,7 +20,8 @@ export type CacheErrorCode =
   | 'CACHE_KEY_NAME_INVALID'
   | 'CACHE_KEY_NAME_MISMATCH'
   | 'CACHE_STORAGE_UNAVAILABLE'
-  | 'CACHE_STORAGE_INVALID';
+  | 'CACHE_STORAGE_INVALID'
+  | 'CACHE_STORAGE_CORRUPT';
 
 export class CacheError extends Error {
   constructor(

@@ -36,7 +36,7 @@ import {
 } from './key.js';
 import { DirectoryStorage } from './storage-dir.js';
 import type { S3Credentials } from './storage-s3.js';
-import { CacheStore } from './store.js';
+import { CacheStore, type CacheStoreOptions } from './store.js';
 
 export { CacheError, type CacheErrorCode } from './errors.js';
 export { type CacheKey, DEFAULT_KEY_NAME } from './key.js';
@@ -60,6 +60,8 @@ export interface CacheOptions {
   narinfoRevalidateMs?: number;
   /** Use this store instead of opening `<dataDir>/cache` (when the app needs it elsewhere too). */
   store?: CacheStore;
+  /** Where a narinfo or NAR found corrupt on disk is said; the app's log by default. */
+  onCorrupt?: CacheStoreOptions['onCorrupt'];
   /** Who sent a request (a token's name), recorded with each path it uploads. */
   pusherOf?: (req: FastifyRequest) => string | undefined;
   /**
@@ -118,7 +120,7 @@ export async function openCacheStore(
   dataDir: string,
   opts: Pick<
     CacheOptions,
-    'keyName' | 'maxNarBytes' | 'compression' | 'brotliQuality' | 'narinfoRevalidateMs'
+    'keyName' | 'maxNarBytes' | 'compression' | 'brotliQuality' | 'narinfoRevalidateMs' | 'onCorrupt'
   > &
     CacheStorageOptions = {},
 ): Promise<CacheStore> {
@@ -180,7 +182,12 @@ function storedPath(result: IngestResult): StoredPath {
 
 /** Registered with `app.register(cachePlugin, opts)`; routes are absolute, not prefixed. */
 export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Promise<void> {
-  const store = opts.store ?? (await openCacheStore(opts.dataDir, opts));
+  const store =
+    opts.store ??
+    (await openCacheStore(opts.dataDir, {
+      ...opts,
+      onCorrupt: opts.onCorrupt ?? ((p) => app.log.error(p, p.message)),
+    }));
   // A store passed in belongs to the caller; one opened here is closed with the app.
   if (!opts.store) app.addHook('onClose', () => store.close());
   const maxNarBytes = store.maxNarBytes;

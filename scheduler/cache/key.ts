@@ -9,6 +9,7 @@ import {
   type KeyObject,
   randomBytes,
   sign,
+  verify,
 } from 'node:crypto';
 import { chmod, link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -62,6 +63,28 @@ export function parseSecretKey(text: string, source: string): CacheKey {
 /** Signs a narinfo fingerprint: `name:base64(signature)`. */
 export function signFingerprint(key: CacheKey, fp: string): string {
   return `${key.name}:${sign(null, Buffer.from(fp, 'utf8'), key.privateKey).toString('base64')}`;
+}
+
+/** Public halves derived so far, by private key: a check of a signature derives none. */
+const publicHalves = new WeakMap<KeyObject, KeyObject>();
+
+/**
+ * Whether `sigs` hold a valid signature of the fingerprint by this key; null when none of them is by
+ * a key of this name (a narinfo signed elsewhere, which this cache cannot check).
+ */
+export function signedByKey(key: CacheKey, fp: string, sigs: readonly string[]): boolean | null {
+  const own = sigs.filter((s) => s.startsWith(`${key.name}:`));
+  if (own.length === 0) return null;
+  let pub = publicHalves.get(key.privateKey);
+  if (!pub) {
+    pub = createPublicKey(key.privateKey);
+    publicHalves.set(key.privateKey, pub);
+  }
+  const data = Buffer.from(fp, 'utf8');
+  return own.some((s) => {
+    const sig = Buffer.from(s.slice(key.name.length + 1), 'base64');
+    return sig.length === 64 && verify(null, data, pub, sig);
+  });
 }
 
 async function readIfExists(path: string): Promise<string | null> {

@@ -23,7 +23,7 @@
  * upload survives a crash. Whole-file-system syncs (syncfs) were not taken: they also wait for every
  * other writer's data on the disk.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type Stats, stat as statCallback } from 'node:fs';
 import {
   type FileHandle,
@@ -35,16 +35,31 @@ import {
   rename,
   rm,
   unlink,
+  utimes,
   writeFile,
 } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { toNixBase32 } from '../../lib/nix-base32.js';
 import { PACK_MAGIC, PACK_TRAILER_BYTES, PackIndex } from '../../spec/cache-pack.js';
 import { CacheError } from './errors.js';
-import type { CacheStorage, NarinfoObject, NarObject, NarPut, ReadyNarinfos } from './storage.js';
+import type {
+  CacheStorage,
+  NarinfoObject,
+  NarObject,
+  NarPut,
+  ReadyNarinfos,
+  StorageProblem,
+} from './storage.js';
 
-/** Temp folders of crashed processes are removed once untouched this long. */
+/**
+ * Temp folders of crashed processes are removed once untouched this long (a live process touches its
+ * own every SPOOL_TOUCH_MS, however long it runs); a folder of a process of this host that is gone
+ * is removed at once.
+ */
 const STALE_SPOOL_MS = 86_400_000;
+const SPOOL_TOUCH_MS = 3_600_000;
 /**
  * Sub-folders of the temp folder that new files are spread over, in turn. Creating a file holds its
  * folder's lock, and the thread pool creates a group's files side by side: in one folder its threads
@@ -79,6 +94,19 @@ export class DirectoryStorage implements CacheStorage {
   private readonly packs = new Set<string>();
   private readonly packedNarinfos = new Map<string, Packed>();
   private readonly packedNars = new Map<string, Packed>();
+  /** Later copies of an entry (another pack holding it): served when the one before is found corrupt. */
+  private readonly shadowedNarinfos = new Map<string, Packed[]>();
+  private readonly shadowedNars = new Map<string, Packed[]>();
+  /**
+   * Narinfo files (the layout before packs) found corrupt, by hash part, with the version found so: not
+   * served, and a push may publish the path again in a pack. In memory only: a narinfo that does not
+   * verify may be one signed by another key of this cache's name, so nothing on disk is changed.
+   */
+  private readonly condemnedFiles = new Map<string, string>();
+  /** Touches this process's temp folder and removes stale ones (see STALE_SPOOL_MS). */
+  private spoolTimer: NodeJS.Timeout | null = null;
+  /** Where what is found broken on disk is said (CacheStore sets its log here). */
+  onProblem: (problem: StorageProblem) => void = (p) => process.emitWarning(p.message, { code: p.code });
   /** Hash parts this process is publishing in a pack right now. */
   private readonly publishing = new Set<string>();
   /** `pack/`'s mtime at the last listing and when that listing began (see SETTLED_MS). */
@@ -127,9 +155,20 @@ export class DirectoryStorage implements CacheStorage {
     }
     await this.scanPacks();
     await removeStaleSpools(this.tmpRoot, this.spoolDir);
+    // Another coordinator sharing the directory removes a temp folder untouched for a day: this one is
+    // touched while the process lives (its files go into sub-folders, which leave its mtime as it is).
+    this.spoolTimer = setInterval(() => {
+      const now = new Date();
+      void utimes(this.spoolDir, now, now)
+        .then(() => removeStaleSpools(this.tmpRoot, this.spoolDir))
+        .catch(() => {});
+    }, SPOOL_TOUCH_MS);
+    this.spoolTimer.unref();
   }
 
   async close(): Promise<void> {
+    if (this.spoolTimer) clearInterval(this.spoolTimer);
+    this.spoolTimer = null;
     await rm(this.spoolDir, { recursive: true, force: true });
   }
 
@@ -159,15 +198,23 @@ export class DirectoryStorage implements CacheStorage {
   }
 
   async getNarinfo(hash: string): Promise<NarinfoObject | null> {
-    const packed = await this.packedNarinfo(hash);
-    if (packed) {
-      const got = await readRange(join(this.packDir, packed.pack), packed);
-      if (got) return { text: got.bytes.toString('utf8'), version: packVersion(packed, got.stats) };
+    for (let packed = await this.packedNarinfo(hash); packed; packed = this.packedNarinfos.get(hash)) {
+      const path = join(this.packDir, packed.pack);
+      const got = await readRange(path, packed);
+      if (got === 'short') {
+        this.onProblem({
+          code: 'CACHE_STORAGE_CORRUPT',
+          message: `the cache pack ${path} ends before the narinfo ${hash} it indexes (truncated); the narinfo is no longer served and the next push of its path uploads it again`,
+          location: path,
+        });
+      } else if (got) return { text: got.bytes.toString('utf8'), version: packVersion(packed, got.stats) };
+      // Gone (removed by hand) or truncated: the next copy, if another pack holds one.
+      dropPacked(this.packedNarinfos, this.shadowedNarinfos, hash, packed);
     }
     if (!this.narinfoFolder) return null;
     const file = this.narinfoPath(hash);
     const st = await statOrNull(file);
-    if (!st) return null;
+    if (!st || this.condemnedFiles.get(hash) === `${st.mtimeMs}:${st.size}`) return null;
     const text = await readFile(file, 'utf8').catch(nullOnMissing);
     return text === null ? null : { text, version: `${st.mtimeMs}:${st.size}` };
   }
@@ -177,7 +224,8 @@ export class DirectoryStorage implements CacheStorage {
     const packed = this.packedNarinfos.get(hash);
     const st = await statOrNull(packed ? join(this.packDir, packed.pack) : this.narinfoPath(hash));
     if (packed) return st ? packVersion(packed, st) : null;
-    return st ? `${st.mtimeMs}:${st.size}` : null;
+    const version = st ? `${st.mtimeMs}:${st.size}` : null;
+    return version === this.condemnedFiles.get(hash) ? null : version;
   }
 
   async putNarinfo(hash: string, text: string): Promise<boolean> {
@@ -296,9 +344,7 @@ export class DirectoryStorage implements CacheStorage {
     await this.scanPacks();
     const filed = await Promise.all(
       kept.map(([hash]) =>
-        this.packedNarinfos.has(hash) || this.publishing.has(hash)
-          ? true
-          : this.narinfoFolder && statOrNull(this.narinfoPath(hash)).then((st) => st !== null),
+        this.packedNarinfos.has(hash) || this.publishing.has(hash) ? true : this.narinfoFiled(hash),
       ),
     );
     // From here to the rename's start nothing awaits: two publishes in this process never both win.
@@ -322,13 +368,16 @@ export class DirectoryStorage implements CacheStorage {
     return won;
   }
 
-  /** Adds a pack's entries to the index; an entry known already (from an earlier pack) stays as it is. */
+  /**
+   * Adds a pack's entries to the index; an entry known already (from an earlier pack) stays as it is,
+   * the new copy kept behind it in case it is found corrupt.
+   */
   private addPack(name: string, index: PackIndex): void {
     this.packs.add(name);
     for (const [file, at, size] of index.nars)
-      if (!this.packedNars.has(file)) this.packedNars.set(file, { pack: name, at, size });
+      addPacked(this.packedNars, this.shadowedNars, file, { pack: name, at, size });
     for (const [hash, at, size] of index.narinfos)
-      if (!this.packedNarinfos.has(hash)) this.packedNarinfos.set(hash, { pack: name, at, size });
+      addPacked(this.packedNarinfos, this.shadowedNarinfos, hash, { pack: name, at, size });
   }
 
   /**
@@ -366,9 +415,11 @@ export class DirectoryStorage implements CacheStorage {
         if (index) this.addPack(name, index);
         else {
           this.packs.add(name);
-          process.emitWarning(
-            `cache pack ${join(this.packDir, name)} is unreadable; its paths are not served`,
-          );
+          this.onProblem({
+            code: 'CACHE_STORAGE_CORRUPT',
+            message: `the cache pack ${join(this.packDir, name)} is not a whole pack (truncated, or its index is damaged); its paths are not served and the next push of them uploads them again`,
+            location: join(this.packDir, name),
+          });
         }
       });
     }
@@ -377,6 +428,24 @@ export class DirectoryStorage implements CacheStorage {
 
   async syncPublished(): Promise<void> {
     await Promise.all([syncDir(this.packDir), this.linkedNarinfos ? syncDir(this.narinfoDir) : undefined]);
+  }
+
+  async condemnNarinfo(hash: string, version: string): Promise<void> {
+    const packed = this.packedNarinfos.get(hash);
+    if (packed) {
+      if (version.startsWith(`pack:${packed.pack}:`))
+        dropPacked(this.packedNarinfos, this.shadowedNarinfos, hash, packed);
+      return;
+    }
+    if (version.startsWith('pack:')) return;
+    this.condemnedFiles.set(hash, version);
+  }
+
+  /** Whether a narinfo file (the layout before packs) is there and served. */
+  private async narinfoFiled(hash: string): Promise<boolean> {
+    if (!this.narinfoFolder) return false;
+    const st = await statOrNull(this.narinfoPath(hash));
+    return st !== null && this.condemnedFiles.get(hash) !== `${st.mtimeMs}:${st.size}`;
   }
 
   async deleteNarinfo(hash: string): Promise<void> {
@@ -394,20 +463,61 @@ export class DirectoryStorage implements CacheStorage {
     return [...this.packedNarinfos.keys(), ...filed];
   }
 
+  /**
+   * A NAR file as is from `nar/`, or a packed NAR read whole (a small one) and checked against its name
+   * (the nix-base32 sha256 of its bytes): a copy that does not match is never served, and the narinfos
+   * of its pack that name it are no longer served either (the next push uploads their paths again).
+   */
   async getNar(file: string): Promise<NarObject | null> {
+    if (!this.packedNars.has(file)) {
+      const path = join(this.narDir, file);
+      const st = await statOrNull(path);
+      if (st?.isFile()) return { size: st.size, stream: createReadStream(path) };
+      await this.scanPacks();
+    }
+    let corrupt: string | null = null;
+    for (let packed = this.packedNars.get(file); packed; packed = this.packedNars.get(file)) {
+      const path = join(this.packDir, packed.pack);
+      const got = await readRange(path, packed);
+      if (got && got !== 'short' && nameOfBytes(got.bytes, file) === file)
+        return { size: packed.size, stream: Readable.from([got.bytes]) };
+      dropPacked(this.packedNars, this.shadowedNars, file, packed);
+      if (got === null) continue; // the pack was removed by hand
+      corrupt = path;
+      const hidden = await this.hideNarinfosNaming(packed.pack, file);
+      this.onProblem({
+        code: 'CACHE_STORAGE_CORRUPT',
+        message: `the NAR ${file} in the cache pack ${path} is ${got === 'short' ? 'cut short (the pack is truncated)' : 'not the bytes its name hashes'}; it is not served, nor are the narinfos naming it in that pack (${hidden.join(', ') || 'none'}): push their paths again`,
+        location: path,
+      });
+    }
+    if (corrupt === null) return null;
     const path = join(this.narDir, file);
-    const st = this.packedNars.has(file) ? null : await statOrNull(path);
+    const st = await statOrNull(path);
     if (st?.isFile()) return { size: st.size, stream: createReadStream(path) };
-    if (!this.packedNars.has(file)) await this.scanPacks();
-    const packed = this.packedNars.get(file);
-    if (!packed) return null;
-    return {
-      size: packed.size,
-      stream: createReadStream(join(this.packDir, packed.pack), {
-        start: packed.at,
-        end: packed.at + packed.size - 1,
-      }),
-    };
+    throw new CacheError(
+      'CACHE_STORAGE_CORRUPT',
+      500,
+      `the NAR ${file} is corrupt in the cache pack ${corrupt}; push the paths that name it again`,
+    );
+  }
+
+  /** Stops serving the narinfos of a pack that name a NAR of it found corrupt; their hash parts. */
+  private async hideNarinfosNaming(pack: string, file: string): Promise<string[]> {
+    const path = join(this.packDir, pack);
+    const index = await readPackIndex(path).catch(() => null);
+    const hidden: string[] = [];
+    const ours = [...this.packedNarinfos].filter(([, p]) => p.pack === pack);
+    for (const [hash, packed] of ours) {
+      const got = index ? await readRange(path, packed).catch(() => null) : null;
+      // A pack whose index cannot be read any more: none of its narinfos is trusted.
+      const names =
+        got && got !== 'short' ? got.bytes.toString('utf8').includes(`\nURL: nar/${file}\n`) : true;
+      if (!names) continue;
+      dropPacked(this.packedNarinfos, this.shadowedNarinfos, hash, packed);
+      hidden.push(hash);
+    }
+    return hidden;
   }
 
   /** The NAR files in `nar/` (large uploads, and every NAR of the old layout); packed NARs live and go with their pack. */
@@ -552,11 +662,11 @@ async function readExactly(fh: FileHandle, position: number, length: number): Pr
   return buf;
 }
 
-/** Bytes of a packed entry, with its pack's stat; null when the pack is gone. */
+/** Bytes of a packed entry, with its pack's stat; null when the pack is gone, 'short' when it ends before them. */
 async function readRange(
   path: string,
   { at, size }: Packed,
-): Promise<{ bytes: Buffer; stats: Stats } | null> {
+): Promise<{ bytes: Buffer; stats: Stats } | null | 'short'> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
@@ -564,10 +674,46 @@ async function readRange(
     return nullOnMissing(err);
   }
   try {
-    return { stats: await fh.stat(), bytes: await readExactly(fh, at, size) };
+    const stats = await fh.stat();
+    if (stats.size < at + size) return 'short';
+    return { stats, bytes: await readExactly(fh, at, size) };
   } finally {
     await fh.close();
   }
+}
+
+/** The name under `nar/` these bytes have: the nix-base32 sha256 of them, with `file`'s suffix. */
+function nameOfBytes(bytes: Buffer, file: string): string {
+  return `${toNixBase32(createHash('sha256').update(bytes).digest())}${file.slice(52)}`;
+}
+
+/** Indexes a packed entry: first come first served, later copies kept behind it. */
+function addPacked(
+  served: Map<string, Packed>,
+  shadowed: Map<string, Packed[]>,
+  key: string,
+  packed: Packed,
+): void {
+  if (!served.has(key)) served.set(key, packed);
+  else {
+    const behind = shadowed.get(key);
+    if (behind) behind.push(packed);
+    else shadowed.set(key, [packed]);
+  }
+}
+
+/** Forgets a packed entry's copy (found corrupt, or its pack gone); the next copy, if any, is served. */
+function dropPacked(
+  served: Map<string, Packed>,
+  shadowed: Map<string, Packed[]>,
+  key: string,
+  packed: Packed,
+): void {
+  if (served.get(key) !== packed) return;
+  const next = shadowed.get(key)?.shift();
+  if (next) served.set(key, next);
+  else served.delete(key);
+  if (shadowed.get(key)?.length === 0) shadowed.delete(key);
 }
 
 /** A packed narinfo's version: its pack's name and stat. */
@@ -594,14 +740,36 @@ async function syncFile(path: string): Promise<void> {
   }
 }
 
-/** Removes day-old folders under `root` except `keep` (a live process's own). */
+/**
+ * Removes the temp folders under `root` (named `<host>-<pid>-<random>`) of processes that are gone:
+ * this host's whose process no longer runs (a crash's leftovers go at the next start), another host's
+ * once untouched for a day (a live process touches its own, see SPOOL_TOUCH_MS); never `keep` (this
+ * process's own) nor one of a live process of this host.
+ */
 export async function removeStaleSpools(root: string, keep: string): Promise<void> {
   const dayAgo = Date.now() - STALE_SPOOL_MS;
+  const host = hostname();
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const p = join(root, name);
     if (p === keep) continue;
+    const owner = /^(.+)-(\d+)-[0-9a-f]{8}$/.exec(name);
+    if (owner?.[1] === host) {
+      if (!processRuns(Number(owner[2]))) await rm(p, { recursive: true, force: true }).catch(() => {});
+      continue;
+    }
     const st = await statOrNull(p);
     if (st && st.mtimeMs < dayAgo) await rm(p, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/** Whether a process of this id runs on this host (one of another user counts). */
+function processRuns(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
 

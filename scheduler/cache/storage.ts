@@ -31,6 +31,14 @@ export interface ReadyNarinfos {
   drop(): Promise<void>;
 }
 
+/** Something a storage or the store found broken in what it holds: a coded problem for the coordinator's log. */
+export interface StorageProblem {
+  code: 'CACHE_STORAGE_CORRUPT';
+  message: string;
+  /** The file (or object) found broken. */
+  location: string;
+}
+
 export interface CacheStorage {
   /** Where the objects live, for logs and errors; never carries a credential. */
   readonly location: string;
@@ -75,6 +83,14 @@ export interface CacheStorage {
    */
   syncPublished(): Promise<void>;
   deleteNarinfo(hash: string): Promise<void>;
+  /**
+   * Stops serving a narinfo found corrupt at this version (CacheStore checks each one it reads), so an
+   * upload of its path can publish it again; another copy (another pack holding it) is served instead.
+   * A storage without it serves such a narinfo as not there.
+   */
+  condemnNarinfo?(hash: string, version: string): Promise<void>;
+  /** Where the storage says what it found broken (CacheStore sets it; a warning otherwise). */
+  onProblem?: (problem: StorageProblem) => void;
   /** The hash parts of every narinfo. */
   listNarinfos(): Promise<string[]>;
 

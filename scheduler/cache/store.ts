@@ -3,6 +3,7 @@
  * in-memory index of narinfos, and uploads checked, signed and published narinfo last.
  */
 import {
+  fingerprint,
   hashPart,
   type NarInfo,
   parseNarInfo,
@@ -27,8 +28,8 @@ import {
   stageNar,
   storeAndReady,
 } from './ingest.js';
-import type { CacheKey } from './key.js';
-import type { CacheStorage, NarObject, NarPut } from './storage.js';
+import { type CacheKey, signedByKey } from './key.js';
+import type { CacheStorage, NarObject, NarPut, StorageProblem } from './storage.js';
 
 /** Compressed NAR file names we serve: `<nix base32>.nar` plus a known compression suffix. */
 const NAR_FILE_RE = /^[0-9a-z]{52}\.nar(\.(br|xz|bz2|zst))?$/;
@@ -42,6 +43,8 @@ export interface CacheStoreOptions {
   brotliQuality?: number;
   /** How long a narinfo held in memory is served without checking the storage; default 1000 ms. */
   narinfoRevalidateMs?: number;
+  /** Where a narinfo or NAR found corrupt in the storage is said (the coordinator's log); a warning by default. */
+  onCorrupt?: (problem: StorageProblem) => void;
 }
 
 export const DEFAULT_MAX_NAR_BYTES = 8 * 1024 ** 3;
@@ -87,7 +90,12 @@ export class CacheStore {
     this.brotliQuality = opts.brotliQuality ?? 2;
     this.compression = opts.compression ?? 'none';
     this.narinfoRevalidateMs = opts.narinfoRevalidateMs ?? 1000;
+    this.onCorrupt =
+      opts.onCorrupt ?? ((p: StorageProblem) => process.emitWarning(p.message, { code: p.code }));
+    storage.onProblem = this.onCorrupt;
   }
+
+  private readonly onCorrupt: (problem: StorageProblem) => void;
 
   /** Prepares the storage (folders, reachability) and drops day-old temp files of crashed uploads. */
   async init(): Promise<void> {
@@ -142,13 +150,42 @@ export class CacheStore {
         return null;
       }
     }
-    const obj = await this.storage.getNarinfo(hash);
-    const info = obj ? parseNarInfo(obj.text) : null;
-    if (!obj || !info) {
-      this.published.delete(hash);
-      return null;
+    // A copy found corrupt is condemned and the next one read (another pack may hold the path too).
+    for (let copies = 0; copies < 8; copies++) {
+      const obj = await this.storage.getNarinfo(hash);
+      if (!obj) break;
+      const broken = this.brokenNarinfo(hash, obj.text);
+      if (!broken) return this.remember(hash, obj.text, parseNarInfo(obj.text), obj.version);
+      this.onCorrupt({
+        code: 'CACHE_STORAGE_CORRUPT',
+        message: `the narinfo ${hash} in the cache's storage (${this.storage.location}) ${broken}; it is not served, and the next push of its path uploads it again`,
+        location: `${this.storage.location} narinfo ${hash}`,
+      });
+      if (!this.storage.condemnNarinfo) break;
+      await this.storage.condemnNarinfo(hash, obj.version);
     }
-    return this.remember(hash, obj.text, info, obj.version);
+    this.published.delete(hash);
+    return null;
+  }
+
+  /**
+   * Why a narinfo read from the storage cannot be served (its text damaged on disk: a bit flipped, a
+   * pack's index pointing elsewhere), or null when it is whole: it parses, names a path of this hash
+   * part, and a signature by a key of this cache's name verifies (one signed by an earlier key of that
+   * name is refused too: nix trusting the current key would refuse it, and a push signs it again).
+   */
+  private brokenNarinfo(hash: string, text: string): string | null {
+    let info: NarInfo;
+    try {
+      info = parseNarInfo(text);
+    } catch (err) {
+      return `is unreadable (${(err as Error).message})`;
+    }
+    const base = storeBasename(info.storePath);
+    if (!base || hashPart(base) !== hash) return `names another path (${JSON.stringify(info.storePath)})`;
+    if (signedByKey(this.key, fingerprint(info), info.sigs) === false)
+      return `does not verify with this cache's key ${this.key.publicKey} (damaged on disk, or signed by another key of the name ${this.key.name})`;
+    return null;
   }
 
   /** Records a narinfo read from the storage or just published (version unknown: the next check re-reads it). */
@@ -187,7 +224,15 @@ export class CacheStore {
 
   /** The compressed NAR for a `nar/<file>` URL component, or null when absent or the name is not ours. */
   async getNar(file: string): Promise<NarObject | null> {
-    return NAR_FILE_RE.test(file) ? this.storage.getNar(file) : null;
+    if (!NAR_FILE_RE.test(file)) return null;
+    try {
+      return await this.storage.getNar(file);
+    } catch (err) {
+      // The storage no longer serves the narinfos naming a corrupt NAR; neither does this memory.
+      if (err instanceof CacheError && err.code === 'CACHE_STORAGE_CORRUPT')
+        for (const [hash, p] of this.published) if (p.info.url === `nar/${file}`) this.published.delete(hash);
+      throw err;
+    }
   }
 
   /**

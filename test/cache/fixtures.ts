@@ -2,17 +2,20 @@
  * Shared pieces of the cache tests: a small real closure built with nix (busybox + two script
  * derivations), a fastify app carrying only the cache plugin, and a raw upload helper.
  */
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { expect } from 'vitest';
 import { run } from '../../lib/exec.js';
 import { type NarInfo, parseNarInfo } from '../../lib/nar-info.js';
 import { closureOf, nixBuild } from '../../lib/nix.js';
-import { type CacheOptions, cachePlugin } from '../../scheduler/cache/index.js';
-import { readPackIndex } from '../../scheduler/cache/storage-dir.js';
+import { parseSha256 } from '../../lib/nix-base32.js';
+import { type CacheOptions, type CacheStorageOptions, cachePlugin } from '../../scheduler/cache/index.js';
+import { DirectoryStorage, readPackIndex } from '../../scheduler/cache/storage-dir.js';
 
 export const NIX_COMMAND = ['--extra-experimental-features', 'nix-command'] as const;
 
@@ -35,6 +38,33 @@ export async function buildClosure(salt: string): Promise<{ root: string; lib: s
   return { root, lib, busybox };
 }
 
+/**
+ * A closure of `count` leaves of ~60 KiB, each referencing earlier ones, under one root: several publish
+ * groups (GROUP_NARS each) of random bytes. Returns the root.
+ */
+export async function buildLayeredClosure(count: number): Promise<string> {
+  const expr = `
+    let
+      bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; };
+      mk = i: deps: derivation {
+        name = "mxc-push-crash-\${toString i}"; system = builtins.currentSystem; builder = "\${bb}/busybox";
+        args = [ "sh" "-c" ''
+          \${bb}/busybox mkdir -p $out
+          \${bb}/busybox head -c \${toString (60000 + i)} /dev/urandom > $out/random
+          echo \${builtins.concatStringsSep " " (map toString deps)} > $out/deps
+        '' ];
+      };
+      build = i: mk i (if i < 2 then [ ] else map (d: paths.\${toString d}) [ (i / 2) (i / 3) ]);
+      paths = builtins.listToAttrs (map (i: { name = toString i; value = build i; }) (builtins.genList (x: x) ${count}));
+    in derivation {
+      name = "mxc-push-crash-root"; system = builtins.currentSystem; builder = "\${bb}/busybox";
+      args = [ "sh" "-c" "echo \${builtins.concatStringsSep " " (builtins.attrValues paths)} > $out" ];
+    }`;
+  const [root] = await nixBuild(['-E', expr], { timeoutMs: 10 * 60_000 });
+  if (!root) throw new Error('the layered closure did not build');
+  return root;
+}
+
 export interface TestCache {
   app: FastifyInstance;
   url: string;
@@ -43,7 +73,7 @@ export interface TestCache {
 }
 
 /** A listening app with just the cache plugin, on 127.0.0.1 and a free port. */
-export async function startCache(opts: Partial<CacheOptions> = {}): Promise<TestCache> {
+export async function startCache(opts: Partial<CacheOptions> & CacheStorageOptions = {}): Promise<TestCache> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-cache-')));
   const app = Fastify({ logger: false });
   await app.register(cachePlugin, { ...opts, dataDir });
@@ -81,6 +111,56 @@ export async function packedAt(
     if (hit) return { file, at: hit[1], size: hit[2] };
   }
   throw new Error(`no pack in ${cacheDir} holds the ${kind} ${key}`);
+}
+
+/**
+ * Every published path read back through a fresh handle on the directory, checked whole: each NAR
+ * there with its narinfo's FileHash and FileSize, each reference published too, each pack in `pack/`
+ * whole. Returns the published paths.
+ */
+export async function publishedWhole(cacheDir: string): Promise<Set<string>> {
+  const storage = new DirectoryStorage(cacheDir);
+  const infos = await Promise.all(
+    (await storage.listNarinfos()).map(async (hash) => parseNarInfo((await storage.getNarinfo(hash))!.text)),
+  );
+  const paths = new Set(infos.map((i) => i.storePath));
+  for (const info of infos) {
+    const nar = await storage.getNar(info.url.slice('nar/'.length));
+    expect(nar, info.storePath).not.toBeNull();
+    const hash = createHash('sha256');
+    let bytes = 0;
+    for await (const chunk of nar!.stream as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      bytes += chunk.length;
+    }
+    expect([info.storePath, bytes]).toEqual([info.storePath, info.fileSize]);
+    expect(hash.digest().equals(parseSha256(info.fileHash)!), info.storePath).toBe(true);
+    for (const ref of info.references) expect(paths.has(ref), `${info.storePath} → ${ref}`).toBe(true);
+  }
+  // Every pack in pack/ is whole (a pack appears only once synced, by rename).
+  for (const name of await readdir(join(cacheDir, 'pack')))
+    expect(await readPackIndex(join(cacheDir, 'pack', name)), name).not.toBeNull();
+  return paths;
+}
+
+/**
+ * The signing key coordinators on a PostgreSQL database share (kept there, not in the cache directory),
+ * written to a key file, so that a cache-only app on their directory signs and checks with it too.
+ */
+export async function sharedKeyFile(databaseUrl: string, file: string): Promise<string> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ value: string }>(
+      "SELECT value FROM mxc_settings WHERE name = 'cache_signing_key'",
+    );
+    if (!rows[0]) throw new Error('the database holds no cache signing key');
+    await writeFile(file, rows[0].value, { mode: 0o600 });
+    return file;
+  } finally {
+    await client.end();
+  }
 }
 
 /** `nix-store --dump` of a path, in memory (test paths are small). */

@@ -18,6 +18,8 @@ const get = async (hash: string) => {
   return { status: r.status, text: await r.text() };
 };
 
+const keyOf = (c: TestCache) => join(c.dataDir, 'cache', 'secret.key');
+
 beforeAll(async () => {
   closure = await buildClosure('narinfo-memory');
   cache = await startCache({ narinfoRevalidateMs: 200 });
@@ -31,7 +33,8 @@ describe('narinfo in memory', () => {
   test('a narinfo file (the layout before packs) changed is served once revalidated; removed, it is then not found', async () => {
     const hash = closure.lib.slice(11, 43);
     const original = (await get(hash)).text;
-    const old = await startCache({ narinfoRevalidateMs: 200 });
+    // The same signing key: a narinfo signed by another key of the cache's name is not served.
+    const old = await startCache({ narinfoRevalidateMs: 200, keyFile: keyOf(cache) });
     const getOld = async () => {
       const r = await fetch(`${old.url}/cache/${hash}.narinfo`);
       return { status: r.status, text: await r.text() };
@@ -56,7 +59,7 @@ describe('narinfo in memory', () => {
     const hash = closure.busybox.slice(11, 43);
     const name = `${hash}.narinfo`;
     const text = (await get(hash)).text;
-    const other = await startCache({});
+    const other = await startCache({ keyFile: keyOf(cache) });
     try {
       const otherFile = join(other.dataDir, 'cache', 'narinfo', name);
       const r = await fetch(`${other.url}/cache/${name}`);

@@ -2,14 +2,19 @@
  * The contract every cache storage backend keeps, as a reusable suite: narinfos published once and
  * never replaced, NARs streamed in and out, listings and deletes, two handles on one storage.
  */
+import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { describe, expect, test } from 'vitest';
+import { toNixBase32 } from '../../lib/nix-base32.js';
 import type { CacheStorage } from '../../scheduler/cache/storage.js';
 
 const HASH = '0123456789abcdfghijklmnpqrsvwxyz'.slice(0, 32);
 const NAR = `${'1'.repeat(52)}.nar.br`;
+
+/** A NAR's name under `nar/`: the nix-base32 sha256 of its bytes. */
+const narName = (bytes: Buffer) => `${toNixBase32(createHash('sha256').update(bytes).digest())}.nar`;
 
 /** The contract every backend keeps; `open` gives two handles on one fresh storage (two coordinators). */
 export function storageContract(
@@ -65,7 +70,8 @@ export function storageContract(
       const large = 'large NAR bytes\n'.repeat(10_000);
       const spooled = join(a.spoolDir, 'large.tmp');
       await writeFile(spooled, large);
-      const names = ['4', '5'].map((c) => `${c.repeat(52)}.nar`);
+      // A packed NAR is named by the hash of its bytes, which reading it checks.
+      const names = [narName(small), `${'5'.repeat(52)}.nar`];
       const ready = await a.storeGroup(
         [
           { file: names[0]!, data: small },

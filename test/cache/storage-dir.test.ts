@@ -1,8 +1,8 @@
 // The directory storage keeps the storage contract, with two handles (two coordinators) on one folder.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DirectoryStorage } from '../../scheduler/cache/storage-dir.js';
 import { storageContract } from './storage-contract.js';
 
@@ -22,4 +22,37 @@ storageContract('directory storage', async () => {
   await b.init();
   expect(a.spoolDir).not.toBe(b.spoolDir);
   return [a, b];
+});
+
+describe('temp folders of processes sharing the directory', () => {
+  test("a live process's folder stays however old; a dead one's of this host goes at once, another host's after a day", async () => {
+    const dir = await mkdtemp(join(work, 'spools-'));
+    const live = new DirectoryStorage(dir);
+    await live.init();
+    try {
+      // Its files go into sub-folders, which leave the folder's own mtime as old as the process.
+      const longAgo = new Date(Date.now() - 3 * 86_400_000);
+      await utimes(live.spoolDir, longAgo, longAgo);
+      const tmp = join(dir, 'tmp');
+      // A process of this host that is gone (no such pid), and two of another host: stale and touched.
+      const dead = join(tmp, `${hostname()}-${2 ** 22 + 1}-0123abcd`);
+      const staleElsewhere = join(tmp, 'elsewhere-42-0123abcd');
+      const freshElsewhere = join(tmp, 'elsewhere-43-0123abcd');
+      for (const d of [dead, staleElsewhere, freshElsewhere]) await mkdir(join(d, '0'), { recursive: true });
+      await utimes(staleElsewhere, longAgo, longAgo);
+      const next = new DirectoryStorage(dir);
+      await next.init();
+      try {
+        expect((await readdir(tmp)).sort()).toEqual(
+          [live.spoolDir, next.spoolDir, freshElsewhere].map((p) => p.split('/').pop()).sort(),
+        );
+        // The old-looking live folder still takes uploads.
+        await live.putNars([{ file: `${'7'.repeat(52)}.nar`, data: Buffer.from('x') }]);
+      } finally {
+        await next.close();
+      }
+    } finally {
+      await live.close();
+    }
+  });
 });
