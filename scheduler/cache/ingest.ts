@@ -437,7 +437,7 @@ export async function publishReady(
   }
   const keep = items.map((s, i) => {
     if (firsts[i] === s.info.narHash) return true;
-    refusal ??= pathConflict(s.storePath, firsts[i]!, s.info.narHash);
+    refusal ??= claimConflict(s.storePath, firsts[i]!, s.info.narHash);
     return false;
   });
   const kept = items.filter((_, i) => keep[i]);
@@ -481,6 +481,21 @@ function sizeMismatch(storePath: string, claimed: number, got: string): CacheErr
     422,
     `the NAR received for ${storePath} is ${got} bytes, not the claimed NarSize ${claimed}; ` +
       'send exactly the output of `nix-store --dump <path>`',
+  );
+}
+
+/**
+ * An upload of a path another upload with another NarHash claimed first, whose narinfo this upload did
+ * not find (being published, or never: it may have died part way): refused while that claim is fresh
+ * (CLAIM_TTL_MS in store/cache-pushes.ts), saying so rather than that the cache holds the path.
+ */
+export function claimConflict(storePath: string, claimed: string, sent: string): CacheError {
+  return new CacheError(
+    'CACHE_PATH_CONFLICT',
+    409,
+    `another upload of ${storePath} with NarHash ${claimed} (not ${sent}) claimed the path first: it is ` +
+      'being published (through this or another coordinator), or it stopped part way. The same build is ' +
+      'accepted at once; another build of the path 10 minutes after that claim, if it was never published',
   );
 }
 

@@ -84,6 +84,8 @@ describe.each(ENGINES)('a claim whose narinfo was never published, on %s', (engi
     const refused = await upload(path, two);
     expect(refused.status).toBe(409);
     expect(refused.json.error?.code).toBe('CACHE_PATH_CONFLICT');
+    // Not "the cache holds it": nothing is published; the message says what the claim is and when it lapses.
+    expect(refused.json.error?.message).toMatch(/claimed the path first.*10 minutes after that claim/);
     expect(await claimOf(path)).toBe(narHash(one));
 
     // Expired and never published: the other build takes the path.
