@@ -12,8 +12,8 @@ import { madeStreams, watchStdio, writeOut } from './stdio.js';
 export const VERSION = '0.1.0';
 
 /**
- * commander, loaded by main() when the command line needs it: a plain `mxc build` (read by the
- * launcher, bin/build-early.js) and `mxc version` do not. Its module, the program, the command's
+ * commander, loaded by main() when the command line needs it: a plain `mxc build` or `mxc cluster
+ * status` (read by the launcher, bin/build-early.js and bin/client-early.js) and `mxc version` do not. Its module, the program, the command's
  * definition and their part of the code cache cost `mxc build` ~3 ms of CPU (the node process's own,
  * 84.3 -> 81.2 ms, medians of 30 interleaved runs at chrt -f 1), of its ~22 ms over `node -e 0`.
  */
@@ -477,11 +477,26 @@ command(['cluster'], () => {
   example(
     client(cl.command('status')).description('nodes, workloads, resources and cache key at a glance'),
     'npx mxc cluster status --json',
-  ).action(async (_opts, cmd: Command) => {
-    parseOnce();
-    return (await import('./commands/cluster.js')).status(withGlobals(cmd), early.request);
-  });
+  ).action((_opts, cmd: Command) => clusterStatus(withGlobals(cmd)));
 });
+
+/** `mxc cluster status`: from commander's action, or from main() for the command line the launcher read. */
+async function clusterStatus(opts: Record<string, unknown>): Promise<void> {
+  parseOnce();
+  return (await import('./commands/cluster.js')).status(opts, early.request);
+}
+
+/**
+ * The options commander gives a client command that was given none (`mxc cluster status [--json]`):
+ * the environment's, as Option.env reads it (a variable that is set, even empty), and --json.
+ */
+function plainClientOptions(argv: string[]): Record<string, unknown> {
+  const opts: Record<string, unknown> = {};
+  if ('MXC_COORDINATOR' in process.env) opts.coordinator = process.env.MXC_COORDINATOR;
+  if ('MXC_API_TOKEN' in process.env) opts.token = process.env.MXC_API_TOKEN;
+  if (argv.includes('--json')) opts.json = true;
+  return opts;
+}
 
 command(
   ['completion'],
@@ -575,7 +590,7 @@ export interface Early {
   /** The plain `mxc build` command line that nix-build was started for (bin/build-early.js). */
   build?: BuildCommandLine;
   pathInfo?: StartedCommand;
-  /** `mxc cluster status`'s GET (bin/client-early.js). */
+  /** `mxc cluster status`'s GET (bin/client-early.js), sent for a plain `mxc cluster status [--json]`. */
   request?: EarlyRequest;
 }
 let early: Early = {};
@@ -616,7 +631,8 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
   try {
     const line = started.build;
     // What commander would make of these command lines, without it (the commands' actions, as
-    // defined below; test/compiler/build.test.ts holds the launcher's reading of build to commander's).
+    // defined below; test/compiler/build.test.ts and test/cli/client-early.test.ts hold the
+    // launcher's readings of build and cluster status to commander's).
     if (line)
       await build(line.file, {
         ...(line.attr === undefined ? {} : { attr: line.attr }),
@@ -624,6 +640,7 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
         arg: flatPairs(line.arg),
         argstr: flatPairs(line.argstr),
       });
+    else if (started.request) await clusterStatus(plainClientOptions(argv));
     else if (argv.length === 3 && argv[2] === 'version') writeOut(`mxc ${VERSION}\n`);
     else {
       const args = liftNixArgs(argv);

@@ -129,6 +129,30 @@ describe('the early cluster status request', () => {
       expect(c.seen).toEqual([{ method: 'GET', url: '/api/cluster/status', authorization: undefined }]);
     });
 
+    it('prints, without commander, what the command prints through it (tables, JSON, errors)', async () => {
+      // The plain spelling, with its settings in the environment (the early request; main() runs the
+      // command without commander), against the same settings as options (commander reads them).
+      const bare = { MXC_API_TOKEN: '', MXC_API_TOKEN_FILE: '' };
+      const seen = (r: Awaited<ReturnType<typeof mxc>>) => ({
+        stdout: r.stdout,
+        stderr: r.stderr,
+        exitCode: r.exitCode,
+      });
+      for (const [url, token] of [
+        [c.url, 'a-token'],
+        ['http://127.0.0.1:1', ''],
+      ] as const)
+        for (const json of [[], ['--json']]) {
+          const plain = await mxc(['cluster', 'status', ...json], {
+            env: { ...bare, MXC_COORDINATOR: url, MXC_API_TOKEN: token },
+          });
+          const spelled = await mxc(['cluster', 'status', ...json, '-c', url, '--token', token], {
+            env: { ...bare, MXC_COORDINATOR: '' },
+          });
+          expect(seen(plain), `${url} ${json}`).toEqual(seen(spelled));
+        }
+    });
+
     it('an early request that is not the client’s own is aborted and the client sends its own', async () => {
       c.seen.length = 0;
       let aborted = false;
