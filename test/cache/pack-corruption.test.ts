@@ -94,6 +94,19 @@ describe('a damaged pack file', () => {
       expect((await fetch(`${cache.url}/cache/${hashOf(closure.lib)}.narinfo`)).status).toBe(404);
       expect((await fetch(`${cache.url}/cache/${hashOf(closure.busybox)}.narinfo`)).status).toBe(200);
       await repairedAndRealised(cache, dataDir, [closure.lib], 'store-nar-flip');
+      // A restart reads both packs: the damaged NAR is passed over for the new pack's copy.
+      await cache.app.close();
+      const { cache: third } = await reopen();
+      try {
+        await realiseFrom(
+          third.url,
+          (await ensureCacheKey(dataDir)).publicKey,
+          closure.lib,
+          join(work, 'store-nar-flip-restarted'),
+        );
+      } finally {
+        await third.app.close();
+      }
     } finally {
       await cache.app.close();
     }
