@@ -54,12 +54,15 @@ import type {
 } from './storage.js';
 
 /**
- * Temp folders of crashed processes are removed once untouched this long (a live process touches its
- * own every SPOOL_TOUCH_MS, however long it runs); a folder of a process of this host that is gone
- * is removed at once.
+ * Temp folders of crashed processes are removed by every process sharing the directory, at its start
+ * and every SPOOL_TOUCH_MS, when it also touches its own (its files go into sub-folders, which leave the
+ * folder's mtime as it is): one of this host whose process is gone once untouched GONE_SPOOL_MS (not at
+ * once: a container of another host may carry the same host name in another pid namespace), another
+ * host's once untouched STALE_SPOOL_MS (their clocks may be off).
  */
 const STALE_SPOOL_MS = 86_400_000;
-const SPOOL_TOUCH_MS = 3_600_000;
+const SPOOL_TOUCH_MS = 60_000;
+const GONE_SPOOL_MS = 3 * SPOOL_TOUCH_MS;
 /**
  * Sub-folders of the temp folder that new files are spread over, in turn. Creating a file holds its
  * folder's lock, and the thread pool creates a group's files side by side: in one folder its threads
@@ -155,8 +158,7 @@ export class DirectoryStorage implements CacheStorage {
     }
     await this.scanPacks();
     await removeStaleSpools(this.tmpRoot, this.spoolDir);
-    // Another coordinator sharing the directory removes a temp folder untouched for a day: this one is
-    // touched while the process lives (its files go into sub-folders, which leave its mtime as it is).
+    // Touched while the process lives, and the folders of processes gone swept (see STALE_SPOOL_MS).
     this.spoolTimer = setInterval(() => {
       const now = new Date();
       void utimes(this.spoolDir, now, now)
@@ -741,24 +743,21 @@ async function syncFile(path: string): Promise<void> {
 }
 
 /**
- * Removes the temp folders under `root` (named `<host>-<pid>-<random>`) of processes that are gone:
- * this host's whose process no longer runs (a crash's leftovers go at the next start), another host's
- * once untouched for a day (a live process touches its own, see SPOOL_TOUCH_MS); never `keep` (this
- * process's own) nor one of a live process of this host.
+ * Removes the temp folders under `root` (named `<host>-<pid>-<random>`) of processes that are gone (see
+ * STALE_SPOOL_MS): never `keep` (this process's own) nor one of a live process of this host.
  */
 export async function removeStaleSpools(root: string, keep: string): Promise<void> {
-  const dayAgo = Date.now() - STALE_SPOOL_MS;
+  const now = Date.now();
   const host = hostname();
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const p = join(root, name);
     if (p === keep) continue;
     const owner = /^(.+)-(\d+)-[0-9a-f]{8}$/.exec(name);
-    if (owner?.[1] === host) {
-      if (!processRuns(Number(owner[2]))) await rm(p, { recursive: true, force: true }).catch(() => {});
-      continue;
-    }
+    const here = owner?.[1] === host;
+    if (here && processRuns(Number(owner[2]))) continue;
     const st = await statOrNull(p);
-    if (st && st.mtimeMs < dayAgo) await rm(p, { recursive: true, force: true }).catch(() => {});
+    if (st && now - st.mtimeMs > (here ? GONE_SPOOL_MS : STALE_SPOOL_MS))
+      await rm(p, { recursive: true, force: true }).catch(() => {});
   }
 }
 

@@ -4,7 +4,7 @@
 // is served, the dead process's temp folder is gone, the claims it left do not stand in the way, and the
 // push completes uploading only what is missing; stock nix then realises the closure from the cache.
 import { type FSWatcher, watch } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -90,6 +90,11 @@ const push = (url: string) =>
 
 /** Restarts on the data dir and checks what a user sees: the dead temp folder gone, the push completing. */
 async function restartAndRepush(databaseUrl: string, dataDir: string, cacheDir: string, published: number) {
+  // The restart comes minutes after the crash (a folder of this host's dead process is removed once
+  // untouched for minutes, by the next start or the running coordinators' sweep every minute).
+  const minutesAgo = new Date(Date.now() - 10 * 60_000);
+  for (const name of await readdir(join(cacheDir, 'tmp')))
+    await utimes(join(cacheDir, 'tmp', name), minutesAgo, minutesAgo);
   const second = coordinator(databaseUrl, dataDir);
   const url = await listeningUrl(second);
   // The killed process's temp folder (its half-written or unrenamed pack) was removed at start.

@@ -25,7 +25,7 @@ storageContract('directory storage', async () => {
 });
 
 describe('temp folders of processes sharing the directory', () => {
-  test("a live process's folder stays however old; a dead one's of this host goes at once, another host's after a day", async () => {
+  test("a live process's folder stays however old; a dead one's of this host goes minutes later, another host's after a day", async () => {
     const dir = await mkdtemp(join(work, 'spools-'));
     const live = new DirectoryStorage(dir);
     await live.init();
@@ -34,17 +34,22 @@ describe('temp folders of processes sharing the directory', () => {
       const longAgo = new Date(Date.now() - 3 * 86_400_000);
       await utimes(live.spoolDir, longAgo, longAgo);
       const tmp = join(dir, 'tmp');
-      // A process of this host that is gone (no such pid), and two of another host: stale and touched.
+      // Processes of this host that are gone (no such pid): one untouched for minutes, one touched just
+      // now (maybe a container of another host with this name); two of another host: stale and touched.
       const dead = join(tmp, `${hostname()}-${2 ** 22 + 1}-0123abcd`);
+      const justDead = join(tmp, `${hostname()}-${2 ** 22 + 2}-0123abcd`);
       const staleElsewhere = join(tmp, 'elsewhere-42-0123abcd');
       const freshElsewhere = join(tmp, 'elsewhere-43-0123abcd');
-      for (const d of [dead, staleElsewhere, freshElsewhere]) await mkdir(join(d, '0'), { recursive: true });
+      for (const d of [dead, justDead, staleElsewhere, freshElsewhere])
+        await mkdir(join(d, '0'), { recursive: true });
+      const minutesAgo = new Date(Date.now() - 10 * 60_000);
+      await utimes(dead, minutesAgo, minutesAgo);
       await utimes(staleElsewhere, longAgo, longAgo);
       const next = new DirectoryStorage(dir);
       await next.init();
       try {
         expect((await readdir(tmp)).sort()).toEqual(
-          [live.spoolDir, next.spoolDir, freshElsewhere].map((p) => p.split('/').pop()).sort(),
+          [live.spoolDir, next.spoolDir, justDead, freshElsewhere].map((p) => p.split('/').pop()).sort(),
         );
         // The old-looking live folder still takes uploads.
         await live.putNars([{ file: `${'7'.repeat(52)}.nar`, data: Buffer.from('x') }]);
