@@ -1,11 +1,13 @@
 // Batch uploads (many NARs in one body): every NAR gets a single upload's checks; a refusal keeps the
 // NARs before it that passed, publishes nothing after it, and leaves no temp files; malformed frames and
 // lists past their maximum are coded 4xx.
-import { readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { run } from '../../lib/exec.js';
-import { GROUP_NARS } from '../../scheduler/cache/batch.js';
+import { GROUP_NARS, ingestBatch } from '../../scheduler/cache/batch.js';
+import { openCacheStore } from '../../scheduler/cache/index.js';
 import { DirectoryStorage } from '../../scheduler/cache/storage-dir.js';
 import { MAX_BATCH_NARS } from '../../spec/cache.js';
 import {
@@ -129,6 +131,47 @@ describe('batch uploads', () => {
       expect([inOne.status, inOne.json.error?.code]).toEqual([409, 'CACHE_PATH_CONFLICT']);
     } finally {
       await other.close();
+    }
+  });
+
+  test('a path another coordinator publishes while a batch streams in: the same NAR is a no-op, another a conflict', async () => {
+    // The other coordinator publishes between two frames of the body: the path's admission must find
+    // it (a cache may not look again for each NAR only once the batch ends), and with another NarHash
+    // refuse it with nothing after it published.
+    const frames = async function* (...parts: Buffer[]) {
+      yield* parts;
+    };
+    const forged = copy(entries.busybox, { path: entries.lib.header.path });
+    for (const [theirs, expected] of [
+      [entries.lib, 'no-op'],
+      [forged, 'CACHE_PATH_CONFLICT'],
+    ] as const) {
+      const dataDir = await mkdtemp(join(tmpdir(), 'mxc-cache-'));
+      const ours = await openCacheStore(dataDir);
+      const other = await openCacheStore(dataDir);
+      try {
+        const body = async function* () {
+          yield batchBody([entries.busybox], false);
+          await ingestBatch(other, frames(batchBody([entries.busybox, theirs])));
+          yield batchBody([entries.lib, entries.root]);
+        };
+        const batch = ingestBatch(ours, body());
+        if (expected === 'no-op') {
+          expect((await batch).map((r) => [r.info.storePath, r.created])).toEqual([
+            [closure.busybox, false],
+            [closure.lib, false],
+            [closure.root, true],
+          ]);
+          expect((await ours.info(closure.root))?.references).toContain(closure.lib);
+        } else {
+          await expect(batch).rejects.toMatchObject({ code: expected });
+          expect(await ours.info(closure.root)).toBeNull();
+        }
+      } finally {
+        await ours.close();
+        await other.close();
+        await rm(dataDir, { recursive: true, force: true });
+      }
     }
   });
 
