@@ -40,6 +40,7 @@ export const MissingRequest = z
 export const MissingAnswer = z.object({
   data: z.object({ missing: z.array(z.string()).describe('the asked paths the cache does not hold') }),
 });
+export type MissingAnswer = z.infer<typeof MissingAnswer>;
 
 /** One path as the cache holds it after an upload. */
 export const StoredPath = z.object({
@@ -74,3 +75,4 @@ export type NarBatchHeader = z.infer<typeof NarBatchHeader>;
 export const NarBatchAnswer = z.object({
   data: z.object({ stored: z.array(StoredPath).describe('every path of the batch, in upload order') }),
 });
+export type NarBatchAnswer = z.infer<typeof NarBatchAnswer>;
