@@ -268,57 +268,84 @@ describe('submits placed in their insert, with a coordinator killed', () => {
     60_000,
   );
 
-  it('two coordinators placing submits onto the same nodes, one killed part way, never over-commit', async () => {
-    const { databaseUrl, db } = await database();
-    const a = coordinator(databaseUrl, join(work, 'ha-a'));
-    const b = coordinator(databaseUrl, join(work, 'ha-b'));
-    const [urlA, urlB] = [await listeningUrl(a), await listeningUrl(b)];
-    // The agents talk to A; B's placements reach them through the outbox (NOTIFY).
-    const agents = [agent(urlA, 'h1', 2), agent(urlA, 'h2', 2)];
-    for (const x of agents) await x.connect();
-    await eventually(
-      async () => {
-        const r = await fetch(`${urlB}/api/nodes`);
-        const nodes = ((await r.json()) as { data: { status: string }[] }).data;
-        return nodes.filter((n) => n.status === 'ready').length === 2;
-      },
-      10_000,
-      'B to see both nodes ready',
-    );
-    // Watched while it happens: no node ever holds more than its capacity.
-    let watching = true;
-    let worst = 0;
-    const watch = (async () => {
-      while (watching) {
-        const r = await db.query<{ over: number }>('SELECT max(used_cpu - cpu)::float8 AS over FROM nodes');
-        worst = Math.max(worst, r.rows[0]!.over ?? 0);
-        await new Promise((r) => setTimeout(r, 5));
+  // The agents talk to the survivor A (B's placements reach them through the outbox and NOTIFY), or to
+  // the killed B (they reconnect to A with what they run, as a real agent fails over).
+  it.each([
+    ['the survivor', 'A'],
+    ['the killed one', 'B'],
+  ] as const)(
+    'two coordinators placing submits onto the same nodes, one killed part way, never over-commit (agents on %s)',
+    async (_, on) => {
+      const { databaseUrl, db } = await database();
+      const a = coordinator(databaseUrl, join(work, `ha-a-${on}`));
+      const b = coordinator(databaseUrl, join(work, `ha-b-${on}`));
+      const [urlA, urlB] = [await listeningUrl(a), await listeningUrl(b)];
+      const first = [
+        agent(on === 'A' ? urlA : urlB, `h1-${on}`, 2),
+        agent(on === 'A' ? urlA : urlB, `h2-${on}`, 2),
+      ];
+      for (const x of first) await x.connect();
+      await eventually(
+        async () => {
+          const r = await fetch(`${urlB}/api/nodes`);
+          const nodes = ((await r.json()) as { data: { status: string }[] }).data;
+          return nodes.filter((n) => n.status === 'ready').length === 2;
+        },
+        10_000,
+        'B to see both nodes ready',
+      );
+      // Watched while it happens: no node ever holds more than its capacity.
+      let watching = true;
+      let worst = 0;
+      const watch = (async () => {
+        while (watching) {
+          const r = await db.query<{ over: number }>('SELECT max(used_cpu - cpu)::float8 AS over FROM nodes');
+          worst = Math.max(worst, r.rows[0]!.over ?? 0);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      // 32 one-instance jobs of half a cpu through both: 16 cpu asked of 4.
+      const jobs = Array.from({ length: 32 }, (_, i) => smallJob(`ha-${i}`, 1, 0.5));
+      const instancesOf = new Map(jobs.map((j) => [j.name, 1]));
+      let answeredByB = 0;
+      const got = await submitAll([urlA, urlB], jobs, (x) => {
+        const fromB = jobs.findIndex((j) => j.name === x.name) % 2 === 1;
+        if (fromB && x.status !== null && ++answeredByB === 3) b.proc.kill('SIGKILL');
+      });
+      await b.proc;
+      let agents = first;
+      let runningAtHello: string[][] = first.map(() => []);
+      if (on === 'B') {
+        runningAtHello = first.map((x) => [...x.running]);
+        for (const x of first) x.close();
+        agents = first.map((x) => agent(urlA, x.opts.name, 2));
+        for (const [i, x] of agents.entries()) {
+          for (const id of runningAtHello[i]!) x.running.add(id);
+          await x.connect(runningAtHello[i]!);
+        }
       }
-    })();
-    // 32 one-instance jobs of half a cpu through both: 16 cpu asked of 4.
-    const jobs = Array.from({ length: 32 }, (_, i) => smallJob(`ha-${i}`, 1, 0.5));
-    const instancesOf = new Map(jobs.map((j) => [j.name, 1]));
-    let answeredByB = 0;
-    const got = await submitAll([urlA, urlB], jobs, (x) => {
-      const fromB = jobs.findIndex((j) => j.name === x.name) % 2 === 1;
-      if (fromB && x.status !== null && ++answeredByB === 3) b.proc.kill('SIGKILL');
-    });
-    await b.proc;
-    // What B got no answer for, submitted again through A.
-    const retried = got.filter((x) => x.status === null || x.status >= 500).map((x) => x.name);
-    const again = await submitAll(
-      [urlA],
-      jobs.filter((j) => retried.includes(j.name)),
-      () => {},
-    );
-    for (const x of again) expect(x.status, x.name).toBeLessThan(300);
-    await eventually(() => settled(urlA, agents), 20_000, 'every workload running or waiting with a reason');
-    watching = false;
-    await watch;
-    expect(worst).toBeLessThanOrEqual(1e-9);
-    const rows = await checkConsistent(queryOf(db), instancesOf, agents);
-    expect(new Set(rows.map((r) => r.job)).size).toBe(jobs.length);
-    // Full, and no more: 4 cpu of half-cpu workloads.
-    expect(rows.filter((r) => r.status === 'running')).toHaveLength(8);
-  }, 60_000);
+      // What B got no answer for, submitted again through A.
+      const retried = got.filter((x) => x.status === null || x.status >= 500).map((x) => x.name);
+      const again = await submitAll(
+        [urlA],
+        jobs.filter((j) => retried.includes(j.name)),
+        () => {},
+      );
+      for (const x of again) expect(x.status, x.name).toBeLessThan(300);
+      await eventually(
+        () => settled(urlA, agents),
+        20_000,
+        'every workload running or waiting with a reason',
+      );
+      watching = false;
+      await watch;
+      expect(worst).toBeLessThanOrEqual(1e-9);
+      const rows = await checkConsistent(queryOf(db), instancesOf, agents);
+      expect(new Set(rows.map((r) => r.job)).size).toBe(jobs.length);
+      for (const [i, x] of agents.entries()) expect(startsOfRunning(x, runningAtHello[i]!)).toEqual([]);
+      // Full, and no more: 4 cpu of half-cpu workloads.
+      expect(rows.filter((r) => r.status === 'running')).toHaveLength(8);
+    },
+    60_000,
+  );
 });
