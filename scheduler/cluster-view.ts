@@ -23,6 +23,8 @@ export class ClusterView {
   private invalidations = 0;
   /** Refreshes applied so far (see `took`). */
   private applied = 0;
+  /** Whether a refresh since the last takeRoomGrown read a change that could make room (see there). */
+  private roomGrown = true;
 
   /** Forgets what was read: the next refresh reads every node (after a rejected plan, for instance). */
   invalidate(): void {
@@ -45,9 +47,13 @@ export class ClusterView {
       this.capabilities.clear();
       this.ordered = null;
     }
+    if (full) this.roomGrown = true;
     for (const row of changes.rows) {
       const view = toNodeView(row);
       const before = this.byId.get(row.id);
+      if (!this.roomGrown && (!before || mayHaveMoreRoom(before, this.capabilities.get(row.id), view, row))) {
+        this.roomGrown = true;
+      }
       this.byId.set(row.id, view);
       this.capabilities.set(row.id, row.capabilities);
       if (!this.ordered) continue;
@@ -69,6 +75,18 @@ export class ClusterView {
       for (const [i, n] of this.ordered.entries()) this.position.set(n.id, i);
     }
     return this.ordered;
+  }
+
+  /**
+   * Whether the refreshes since the last call read a change that could let a workload fit where it did
+   * not: a node joined or was read afresh, its status, capacity or capabilities changed, or it holds
+   * less than the view thought (something on it ended). A node that only took more cannot. A pass whose
+   * backlog fit nowhere replans it only then (or when pending work was added).
+   */
+  takeRoomGrown(): boolean {
+    const grown = this.roomGrown;
+    this.roomGrown = false;
+    return grown;
   }
 
   /**
@@ -112,6 +130,26 @@ export class ClusterView {
     const at = this.position.get(nodeId);
     if (this.ordered && at !== undefined) this.ordered[at] = view;
   }
+}
+
+/** Whether a node's row, read again, could take a workload its view before could not (see takeRoomGrown). */
+function mayHaveMoreRoom(
+  before: NodeView,
+  beforeCapabilities: nodes.SchedulingNodeRow['capabilities'] | undefined,
+  after: NodeView,
+  row: nodes.SchedulingNodeRow,
+): boolean {
+  return (
+    before.name !== after.name ||
+    before.status !== after.status ||
+    before.cpu !== after.cpu ||
+    before.memory_mb !== after.memory_mb ||
+    before.disk_mb !== after.disk_mb ||
+    after.used.cpu < before.used.cpu - 1e-9 ||
+    after.used.memory_mb < before.used.memory_mb ||
+    after.used.disk_mb < before.used.disk_mb ||
+    JSON.stringify(beforeCapabilities) !== JSON.stringify(row.capabilities)
+  );
 }
 
 /** A node row as the pure core sees it; `used` defaults to the row's trigger-kept usage. */

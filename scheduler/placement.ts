@@ -69,6 +69,19 @@ export class SchedulerState {
   private primedPaths = new Set<string>();
   /** New jobs whose insert a submit here has sent since the last pass began (see expectNewJob). */
   private newJobs: NewJobInsert[] = [];
+  /** What the last pass left pending, when the next may skip it (see SettledBacklog). */
+  private settled: SettledBacklog | null = null;
+
+  /** The last pass's settled backlog, once (a pass that fails leaves none). */
+  takeSettled(): SettledBacklog | null {
+    const out = this.settled;
+    this.settled = null;
+    return out;
+  }
+
+  settle(backlog: SettledBacklog): void {
+    this.settled = backlog;
+  }
 
   /** What a submit just stored (the submitting coordinator's pass then reads neither back). */
   primeJob(jobId: string, version: number, spec: JobSpec, closure: readonly closures.ClosurePath[]): void {
@@ -90,6 +103,11 @@ export class SchedulerState {
    */
   expectNewJob(insert: NewJobInsert): void {
     this.newJobs.push(insert);
+  }
+
+  /** Whether new jobs are expected (see expectNewJob). */
+  hasNewJobs(): boolean {
+    return this.newJobs.length > 0;
   }
 
   /** How many workloads the new jobs expected now have. */
@@ -161,6 +179,24 @@ async function readJobInfo(
   };
 }
 
+/**
+ * A pass's pending work that it planned in full and could not place, kept so that the next pass (the
+ * leader's sweep every 10 s, or one an event asked for) re-plans it only when something changed that
+ * could make some of it fit: pending workloads were inserted since `watermark` (any coordinator's
+ * submit, restart or update; pending rows are only ever inserted), a node could take more than the
+ * plan saw (ClusterView.takeRoomGrown: joined, freed, changed), a new job was submitted here, or a
+ * restart's back-off ends (`wakeAt`). Failures for a job's `limit:` are not kept (they wait on the job's
+ * other instances, not on room). An unchanged backlog of 100,000 cost every sweep ~1 s of coordinator
+ * CPU and a scan of the backlog in PostgreSQL; now one index probe and the nodes' delta read. Its
+ * pending reasons are not rewritten meanwhile (a "max free" figure in them may lag until the next plan).
+ */
+interface SettledBacklog {
+  /** The pending-insert watermark taken before the pass read the backlog (pendingInsertedSince). */
+  watermark: string;
+  /** Wall time at which a restart in the backlog ends its back-off (Infinity: none). */
+  wakeAt: number;
+}
+
 export interface SchedulePassDeps {
   db: Db;
   log: Logger;
@@ -188,21 +224,44 @@ export interface SchedulePassDeps {
  */
 export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
   const { db, state } = deps;
+  // First, whether anything changed since the last pass that could place some of what it left pending.
+  const settled = state.takeSettled();
+  const [since, nodesNow] = await Promise.all([
+    wl.pendingInsertedSince(db, settled?.watermark ?? null),
+    state.view.refresh(db),
+  ]);
+  const roomGrown = state.view.takeRoomGrown();
+  if (
+    settled &&
+    !since.inserted &&
+    !roomGrown &&
+    !state.hasNewJobs() &&
+    (deps.now?.() ?? Date.now()) < settled.wakeAt
+  ) {
+    state.settle({ watermark: since.watermark, wakeAt: settled.wakeAt });
+    return;
+  }
+  let viewRead: readonly NodeView[] | null = nodesNow;
   for (let attempt = 0; attempt < 5; attempt++) {
-    // One round: the pending work, the nodes changed since the last pass, where the pending jobs run,
-    // and which nodes hold the closures of the jobs submitted here since the last pass (a submit's pass
-    // then needs no second round for them).
+    // One round: the pending work, the nodes changed since the last pass (read just before, on the first
+    // attempt), where the pending jobs run, and which nodes hold the closures of the jobs submitted here
+    // since the last pass (a submit's pass then needs no second round for them).
     const early = attempt === 0 ? state.takePrimedPaths() : [];
     // New jobs whose inserts submits here have sent: this round runs beside those inserts, and the pass
     // plans only once they have committed (the apply moves only workloads it finds pending).
     const newJobs = attempt === 0 ? state.takeNewJobs() : [];
     const [read, nodeViews, placedRows, heldEarly, committed] = await Promise.all([
       wl.listPending(db, PENDING_LIMIT),
-      state.view.refresh(db),
+      viewRead ??
+        state.view.refresh(db).then((v) => {
+          state.view.takeRoomGrown();
+          return v;
+        }),
       wl.activePlacementsOfPendingJobs(db),
       closures.holders(db, early),
       Promise.all(newJobs.map((j) => j.inserted)),
     ]);
+    viewRead = null;
     // A full list may have left them out for being the newest: they wait for a later pass, as others do.
     const { all, unplaced } =
       read.length < PENDING_LIMIT
@@ -214,8 +273,16 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     // Restarts of flapping tasks wait out their back-off (Aurora's THROTTLED): not planned before then.
     const now = deps.now?.() ?? Date.now();
     const waiting = all.filter((w) => w.not_before && w.not_before.getTime() > now);
+    let wakeAt = Number.POSITIVE_INFINITY;
+    for (const w of waiting) wakeAt = Math.min(wakeAt, w.not_before!.getTime());
+    // What this pass plans is all there is to plan until something changes (see SettledBacklog). A full
+    // list left the newest out: after placements, the next list holds others, so it is read again.
+    const settle = (failures: readonly Failure[], placed: number) => {
+      if ((read.length < PENDING_LIMIT || placed === 0) && !failures.some((f) => f.reasons.LIMIT))
+        state.settle({ watermark: since.watermark, wakeAt });
+    };
     if (waiting.length) {
-      deps.wakeAt?.(Math.min(...waiting.map((w) => w.not_before!.getTime())));
+      deps.wakeAt?.(wakeAt);
       await wl.setPendingReasons(
         db,
         waiting.map((w) => ({
@@ -226,7 +293,10 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     }
     const throttled = new Set(waiting);
     const pending = waiting.length ? all.filter((w) => !throttled.has(w)) : all;
-    if (pending.length === 0) return;
+    if (pending.length === 0) {
+      settle([], 0);
+      return;
+    }
     // A job that turned pending between the two reads is read now (rare), so limits always count.
     const covered = new Set([...placedRows.map((p) => p.job_id), ...unplaced]);
     const uncovered = [...new Set(pending.map((w) => w.job_id))].filter((j) => !covered.has(j));
@@ -248,8 +318,9 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
     // Planned in slices, each applied as soon as planned (the database applies while the rest is planned).
     const pipeline = new ApplyPipeline(deps);
     let conflicts: number;
+    let failures: Failure[];
     try {
-      const failures = await planInSlices(
+      failures = await planInSlices(
         snapshot,
         pending,
         (w) => w,
@@ -262,14 +333,16 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
         db,
         failures.map((f) => ({ id: f.workloadId, reason: f.summary })),
       );
-      if (pipeline.placed === 0) return;
-      conflicts = await applyAndPlanAhead(deps, pipeline, snapshot.nodes);
+      conflicts = pipeline.placed === 0 ? 0 : await applyAndPlanAhead(deps, pipeline, snapshot.nodes);
     } catch (err) {
       // No apply of this pass may outlive it (passes run one at a time).
       await pipeline.settled().catch(() => {});
       throw err;
     }
-    if (conflicts === 0) return;
+    if (conflicts === 0) {
+      settle(failures, pipeline.placed);
+      return;
+    }
     // The view was stale (another coordinator placed, a node changed): replan on every node read afresh.
     state.view.invalidate();
     deps.log.info({ conflicts, attempt }, 'plan partly rejected on fresh state; replanning');

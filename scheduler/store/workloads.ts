@@ -175,6 +175,27 @@ export async function listPending(q: Queryable, limit: number): Promise<PendingW
 }
 
 /**
+ * Whether pending workloads were inserted since `watermark` (a snapshot xmin this returned before; null:
+ * say yes), and the watermark to ask with next time: every transaction below it has ended, so a pending
+ * row this answer does not see has a created_xid at or past it.
+ */
+export async function pendingInsertedSince(
+  q: Queryable,
+  watermark: string | null,
+): Promise<{ watermark: string; inserted: boolean }> {
+  // The newest pending row's xid, from the end of the partial index (an EXISTS over `>=` could be
+  // planned as a filter over every pending row, as a generic plan guesses a third of them match).
+  const [row] = await q.query<{ watermark: string; inserted: boolean | null }>(
+    `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS watermark,
+            (SELECT created_xid FROM workloads WHERE status = 'pending' AND created_xid IS NOT NULL
+              ORDER BY created_xid DESC LIMIT 1) >= $1::xid8 AS inserted`,
+    [watermark],
+    'mxc_pending_inserted_since',
+  );
+  return { watermark: row!.watermark, inserted: watermark === null || row!.inserted === true };
+}
+
+/**
  * Moves a workload from `from` to `to` in one statement guarded by the expected status, recording the
  * event in the same statement. Returns the row as it is now, or null when the workload was not in
  * `from` any more (a concurrent change won): the caller re-reads and decides, never overwrites.
