@@ -100,6 +100,8 @@ export class DirectoryStorage implements CacheStorage {
   /** Later copies of an entry (another pack holding it): served when the one before is found corrupt. */
   private readonly shadowedNarinfos = new Map<string, Packed[]>();
   private readonly shadowedNars = new Map<string, Packed[]>();
+  /** Packed NARs found whole, with their pack's `mtime:size` then (see getNar). */
+  private readonly verifiedNars = new WeakMap<Packed, string>();
   /**
    * Narinfo files (the layout before packs) found corrupt, by hash part, with the version found so: not
    * served, and a push may publish the path again in a pack. In memory only: a narinfo that does not
@@ -481,8 +483,15 @@ export class DirectoryStorage implements CacheStorage {
     for (let packed = this.packedNars.get(file); packed; packed = this.packedNars.get(file)) {
       const path = join(this.packDir, packed.pack);
       const got = await readRange(path, packed);
-      if (got && got !== 'short' && nameOfBytes(got.bytes, file) === file)
-        return { size: packed.size, stream: Readable.from([got.bytes]) };
+      if (got && got !== 'short') {
+        // Hashed again only when the pack changed since (a write changes its mtime): a NAR many agents
+        // fetch costs its hash once.
+        const seen = `${got.stats.mtimeMs}:${got.stats.size}`;
+        if (this.verifiedNars.get(packed) === seen || nameOfBytes(got.bytes, file) === file) {
+          this.verifiedNars.set(packed, seen);
+          return { size: packed.size, stream: Readable.from([got.bytes], { objectMode: false }) };
+        }
+      }
       dropPacked(this.packedNars, this.shadowedNars, file, packed);
       if (got === null) continue; // the pack was removed by hand
       corrupt = path;
