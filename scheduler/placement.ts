@@ -397,6 +397,8 @@ class ApplyPipeline {
   placed = 0;
   private queued: PlannedPlacement[] = [];
   private tail: Promise<void> = Promise.resolve();
+  /** The applies flushed before the last one, committed. */
+  private beforeLast: Promise<void> = Promise.resolve();
   private failure: { err: unknown } | null = null;
 
   constructor(private readonly deps: Pick<SchedulePassDeps, 'db' | 'holder' | 'started'>) {}
@@ -421,6 +423,7 @@ class ApplyPipeline {
     if (this.queued.length === 0) return;
     const chunk = this.queued;
     this.queued = [];
+    this.beforeLast = this.tail;
     this.tail = this.tail.then(async () => {
       if (this.failure) return;
       try {
@@ -429,6 +432,12 @@ class ApplyPipeline {
         this.failure = { err };
       }
     });
+  }
+
+  /** Resolves once every apply flushed before the last one has committed (the last may still run). */
+  async allButLastSettled(): Promise<void> {
+    await this.beforeLast;
+    if (this.failure) throw this.failure.err;
   }
 
   /** Resolves once every apply flushed has committed; throws the first apply's failure. */
@@ -514,6 +523,9 @@ async function applyAndPlanAhead(
     const jobs = deps.state.takeNewJobs();
     if (jobs.length === 0) break;
     await planNewJobs(deps, jobs, nodes, pipeline);
+    // One batch applying, the next one planned beside it at most: the jobs submitted meanwhile then go
+    // in one bigger batch (fewer transactions, and fewer socket writes to each agent).
+    await pipeline.allButLastSettled();
   }
   await pipeline.settled();
   return pipeline.conflicts;
