@@ -40,7 +40,7 @@ import {
 } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { pipeline, Readable, Transform } from 'node:stream';
 import { toNixBase32 } from '../../lib/nix-base32.js';
 import { PACK_MAGIC, PACK_TRAILER_BYTES, PackIndex } from '../../spec/cache-pack.js';
 import { CacheError } from './errors.js';
@@ -102,6 +102,8 @@ export class DirectoryStorage implements CacheStorage {
   private readonly shadowedNars = new Map<string, Packed[]>();
   /** Packed NARs found whole, with their pack's `mtime:size` then (see getNar). */
   private readonly verifiedNars = new WeakMap<Packed, string>();
+  /** NAR files of `nar/` found whole as they were streamed, with their `mtime:size` then (see looseNar). */
+  private readonly verifiedFiles = new Map<string, string>();
   /**
    * Narinfo files (the layout before packs) found corrupt, by hash part, with the version found so: not
    * served, and a push may publish the path again in a pack. In memory only: a narinfo that does not
@@ -476,7 +478,7 @@ export class DirectoryStorage implements CacheStorage {
     if (!this.packedNars.has(file)) {
       const path = join(this.narDir, file);
       const st = await statOrNull(path);
-      if (st?.isFile()) return { size: st.size, stream: createReadStream(path) };
+      if (st?.isFile()) return { size: st.size, stream: this.looseNar(path, file, st) };
       await this.scanPacks();
     }
     let corrupt: string | null = null;
@@ -505,12 +507,49 @@ export class DirectoryStorage implements CacheStorage {
     if (corrupt === null) return null;
     const path = join(this.narDir, file);
     const st = await statOrNull(path);
-    if (st?.isFile()) return { size: st.size, stream: createReadStream(path) };
+    if (st?.isFile()) return { size: st.size, stream: this.looseNar(path, file, st) };
     throw new CacheError(
       'CACHE_STORAGE_CORRUPT',
       500,
       `the NAR ${file} is corrupt in the cache pack ${corrupt}; push the paths that name it again`,
     );
+  }
+
+  /**
+   * A NAR file of `nar/` (a large upload) streamed out and hashed on the way until it was once found
+   * whole: its last chunk is held back until the hash matches its name, so a damaged file never reaches
+   * a client whole (the transfer breaks short of its length, and the log says CACHE_STORAGE_CORRUPT).
+   */
+  private looseNar(path: string, file: string, st: Stats): Readable {
+    const seen = `${st.mtimeMs}:${st.size}`;
+    if (this.verifiedFiles.get(file) === seen) return createReadStream(path);
+    const hash = createHash('sha256');
+    let held: Buffer | null = null;
+    const check = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        hash.update(chunk);
+        const out = held;
+        held = chunk;
+        done(null, out ?? undefined);
+      },
+      flush: (done) => {
+        if (nameOfHash(hash.digest(), file) === file) {
+          if (this.verifiedFiles.size >= VERIFIED_FILES_MAX) this.verifiedFiles.clear();
+          this.verifiedFiles.set(file, seen);
+          done(null, held ?? undefined);
+          return;
+        }
+        this.onProblem({
+          code: 'CACHE_STORAGE_CORRUPT',
+          message: `the NAR file ${path} is not the bytes its name hashes; its transfer was broken off: push the paths naming it again after moving it away`,
+          location: path,
+        });
+        done(
+          new CacheError('CACHE_STORAGE_CORRUPT', 500, `the NAR ${file} is corrupt in the cache's storage`),
+        );
+      },
+    });
+    return pipeline(createReadStream(path), check, () => {});
   }
 
   /** Stops serving the narinfos of a pack that name a NAR of it found corrupt; their hash parts. */
@@ -695,8 +734,15 @@ async function readRange(
 
 /** The name under `nar/` these bytes have: the nix-base32 sha256 of them, with `file`'s suffix. */
 function nameOfBytes(bytes: Buffer, file: string): string {
-  return `${toNixBase32(createHash('sha256').update(bytes).digest())}${file.slice(52)}`;
+  return nameOfHash(createHash('sha256').update(bytes).digest(), file);
 }
+
+function nameOfHash(sha256: Buffer, file: string): string {
+  return `${toNixBase32(sha256)}${file.slice(52)}`;
+}
+
+/** NAR files remembered as found whole (a name and a stat each); forgotten all at once past this. */
+const VERIFIED_FILES_MAX = 100_000;
 
 /** Indexes a packed entry: first come first served, later copies kept behind it. */
 function addPacked(

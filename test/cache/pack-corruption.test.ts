@@ -7,8 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushClosure } from '../../compiler/push.js';
+import { nixBuild } from '../../lib/nix.js';
 import { ensureCacheKey } from '../../scheduler/cache/index.js';
 import type { StorageProblem } from '../../scheduler/cache/storage.js';
+import { eventually } from '../helpers/protocol-agent.js';
 import { buildClosure, packedAt, realiseFrom, servedInfo, startCache, type TestCache } from './fixtures.js';
 
 let work: string;
@@ -172,6 +174,45 @@ describe('a damaged pack file', () => {
         [closure.lib, closure.root, closure.busybox],
         'store-truncated',
       );
+    } finally {
+      await cache.app.close();
+    }
+  }, 60_000);
+
+  test('a bit flipped in a large NAR file (nar/): its transfer breaks off short, logged', async () => {
+    const expr = `
+      let bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; };
+      in derivation { name = "mxc-pack-corruption-large"; system = builtins.currentSystem; builder = "\${bb}/busybox";
+        args = [ "sh" "-c" "\${bb}/busybox head -c 2000000 /dev/urandom > $out" ]; }`;
+    const [large] = await nixBuild(['-E', expr]);
+    const dataDir = join(work, 'large');
+    const first = await startCache({ dataDir });
+    await pushClosure({ coordinator: first.url, paths: [large!] });
+    const narName = (await servedInfo(first.url, large!)).url.slice('nar/'.length);
+    const file = join(dataDir, 'cache', 'nar', narName);
+    // Whole, it is served whole (checked on the way the first time, then as it is).
+    for (let i = 0; i < 2; i++) {
+      const r = await fetch(`${first.url}/cache/nar/${narName}`);
+      expect((await r.arrayBuffer()).byteLength).toBe((await stat(file)).size);
+    }
+    await first.app.close();
+    await flipBit(file, 1_000_000);
+
+    const problems: StorageProblem[] = [];
+    const cache = await startCache({ dataDir, onCorrupt: (p) => problems.push(p) });
+    try {
+      const r = await fetch(`${cache.url}/cache/nar/${narName}`);
+      expect(r.status).toBe(200); // the headers go out before the last byte is read
+      const body = await r.arrayBuffer().then(
+        (b) => b.byteLength,
+        () => 'broken off',
+      );
+      expect(body).not.toBe((await stat(file)).size);
+      await eventually(async () => problems.length > 0, 5000, 'the damaged NAR to be logged');
+      expect(problems[0]).toMatchObject({ code: 'CACHE_STORAGE_CORRUPT', location: file });
+      await expect(
+        realiseFrom(cache.url, (await ensureCacheKey(dataDir)).publicKey, large!, join(work, 'store-large')),
+      ).rejects.toThrow();
     } finally {
       await cache.app.close();
     }
