@@ -24,7 +24,7 @@
  * other writer's data on the disk.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, type Stats, stat as statCallback } from 'node:fs';
+import { createReadStream, type Stats, stat as statCallback, statSync } from 'node:fs';
 import {
   type FileHandle,
   link,
@@ -104,6 +104,8 @@ export class DirectoryStorage implements CacheStorage {
   private readonly verifiedNars = new WeakMap<Packed, string>();
   /** NAR files of `nar/` found whole as they were streamed, with their `mtime:size` then (see looseNar). */
   private readonly verifiedFiles = new Map<string, string>();
+  /** NAR files of `nar/` found damaged, with their `mtime:size` then: until replaced, their narinfos are not served. */
+  private readonly damagedFiles = new Map<string, string>();
   /**
    * Narinfo files (the layout before packs) found corrupt, by hash part, with the version found so: not
    * served, and a push may publish the path again in a pack. In memory only: a narinfo that does not
@@ -539,10 +541,12 @@ export class DirectoryStorage implements CacheStorage {
           done(null, held ?? undefined);
           return;
         }
+        this.damagedFiles.set(file, seen);
         this.onProblem({
           code: 'CACHE_STORAGE_CORRUPT',
-          message: `the NAR file ${path} is not the bytes its name hashes; its transfer was broken off: push the paths naming it again after moving it away`,
+          message: `the NAR file ${path} is not the bytes its name hashes; its transfer was broken off, the narinfos naming it are no longer served, and the next push of their paths uploads it again`,
           location: path,
+          nar: file,
         });
         done(
           new CacheError('CACHE_STORAGE_CORRUPT', 500, `the NAR ${file} is corrupt in the cache's storage`),
@@ -550,6 +554,16 @@ export class DirectoryStorage implements CacheStorage {
       },
     });
     return pipeline(createReadStream(path), check, () => {});
+  }
+
+  narFoundCorrupt(file: string): boolean {
+    const seen = this.damagedFiles.get(file);
+    if (seen === undefined) return false;
+    // Replaced since (a push moved a new upload in under its name): whole until found otherwise.
+    const st = statSyncOrNull(join(this.narDir, file));
+    if (st && `${st.mtimeMs}:${st.size}` === seen) return true;
+    this.damagedFiles.delete(file);
+    return false;
   }
 
   /** Stops serving the narinfos of a pack that name a NAR of it found corrupt; their hash parts. */
@@ -739,6 +753,15 @@ function nameOfBytes(bytes: Buffer, file: string): string {
 
 function nameOfHash(sha256: Buffer, file: string): string {
   return `${toNixBase32(sha256)}${file.slice(52)}`;
+}
+
+/** A file's stat, or null when it is not there (rare calls: a NAR found damaged). */
+function statSyncOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
 }
 
 /** NAR files remembered as found whole (a name and a stat each); forgotten all at once past this. */

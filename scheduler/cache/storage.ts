@@ -37,6 +37,8 @@ export interface StorageProblem {
   message: string;
   /** The file (or object) found broken. */
   location: string;
+  /** The NAR (its name under `nar/`) found broken, when it is one: the narinfos naming it are not served. */
+  nar?: string;
 }
 
 export interface CacheStorage {
@@ -89,6 +91,8 @@ export interface CacheStorage {
    * A storage without it serves such a narinfo as not there.
    */
   condemnNarinfo?(hash: string, version: string): Promise<void>;
+  /** Whether a NAR (its name under `nar/`) was found broken as it lies now: its narinfos are not served. */
+  narFoundCorrupt?(file: string): boolean;
   /** Where the storage says what it found broken (CacheStore sets it; a warning otherwise). */
   onProblem?: (problem: StorageProblem) => void;
   /** The hash parts of every narinfo. */

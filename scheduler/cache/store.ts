@@ -92,7 +92,13 @@ export class CacheStore {
     this.narinfoRevalidateMs = opts.narinfoRevalidateMs ?? 1000;
     this.onCorrupt =
       opts.onCorrupt ?? ((p: StorageProblem) => process.emitWarning(p.message, { code: p.code }));
-    storage.onProblem = this.onCorrupt;
+    storage.onProblem = (p) => {
+      // The narinfos naming a damaged NAR are read again (and then not served: brokenNarinfo).
+      if (p.nar)
+        for (const [hash, e] of this.published)
+          if (e.info.url === `nar/${p.nar}`) this.published.delete(hash);
+      this.onCorrupt(p);
+    };
   }
 
   private readonly onCorrupt: (problem: StorageProblem) => void;
@@ -183,6 +189,8 @@ export class CacheStore {
     }
     const base = storeBasename(info.storePath);
     if (!base || hashPart(base) !== hash) return `names another path (${JSON.stringify(info.storePath)})`;
+    if (info.url.startsWith('nar/') && this.storage.narFoundCorrupt?.(info.url.slice(4)))
+      return `names the NAR ${info.url}, found damaged`;
     if (signedByKey(this.key, fingerprint(info), info.sigs) === false)
       return `does not verify with this cache's key ${this.key.publicKey} (damaged on disk, or signed by another key of the name ${this.key.name})`;
     return null;
