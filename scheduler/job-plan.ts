@@ -9,8 +9,8 @@ import type { z } from 'zod';
 import type { JobPlan } from '../spec/api.js';
 import { type JobSpec, jobKey } from '../spec/job.js';
 import { demandOf } from './core/fit.js';
-import { place, type Strategy } from './core/place.js';
-import { clusterSnapshot } from './placement.js';
+import type { Strategy } from './core/place.js';
+import { clusterSnapshot, placeYielding } from './placement.js';
 import * as closures from './store/closures.js';
 import type { Db } from './store/db.js';
 import * as jobs from './store/jobs.js';
@@ -92,7 +92,7 @@ export async function planJob(db: Db, input: PlanInput, strategy: Strategy): Pro
   if (job) snapshot.placed = snapshot.placed.filter((p) => p.jobId !== job.id || status === 'unchanged');
   const demand = demandOf(spec);
   const count = status === 'unchanged' ? 0 : wanted;
-  const placement = place(
+  const placement = await placeYielding(
     snapshot,
     Array.from({ length: count }, (_, i) => ({
       workloadId: `plan-${i}`,

@@ -14,6 +14,7 @@ import {
   type NodeView,
   type PlacedInstance,
   type PlaceOptions,
+  type Plan,
   Planner,
   type Snapshot,
   type Strategy,
@@ -366,12 +367,9 @@ async function planInSlices<T>(
 ): Promise<Failure[]> {
   const planner = new Planner(snapshot, opts);
   const failures: Failure[] = [];
-  let since = performance.now();
+  const breathe = loopBreather();
   for (let i = 0; i < workloads.length; i += PLAN_SLICE) {
-    if (performance.now() - since >= PLAN_YIELD_MS) {
-      await new Promise((resolve) => setImmediate(resolve));
-      since = performance.now();
-    }
+    await breathe();
     const slice = workloads.slice(i, i + PLAN_SLICE).map(pendingOf);
     const plan = planner.plan(demandsOf(slice, jobInfo));
     if (plan.placements.length > 0) {
@@ -381,6 +379,38 @@ async function planInSlices<T>(
     for (const f of plan.failures) failures.push(f);
   }
   return failures;
+}
+
+/**
+ * place() of `demands`, the same plan, with the event loop let run whenever PLAN_YIELD_MS of planning
+ * have passed (as a pass plans): for a dry run and a pre-warm, which plan up to a job's 10,000 instances.
+ */
+export async function placeYielding(
+  snapshot: Snapshot,
+  demands: readonly Demand[],
+  opts: PlaceOptions,
+): Promise<Plan> {
+  const planner = new Planner(snapshot, opts);
+  const out: Plan = { placements: [], failures: [], coalescedFailures: 0 };
+  const breathe = loopBreather();
+  for (let i = 0; i < demands.length; i += PLAN_SLICE) {
+    await breathe();
+    const part = planner.plan(demands.slice(i, i + PLAN_SLICE));
+    for (const p of part.placements) out.placements.push(p);
+    for (const f of part.failures) out.failures.push(f);
+    out.coalescedFailures += part.coalescedFailures;
+  }
+  return out;
+}
+
+/** A function to await between slices of work: it lets the event loop run once PLAN_YIELD_MS have passed. */
+function loopBreather(): () => Promise<void> {
+  let since = performance.now();
+  return async () => {
+    if (performance.now() - since < PLAN_YIELD_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    since = performance.now();
+  };
 }
 
 /**

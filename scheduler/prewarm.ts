@@ -5,9 +5,9 @@
 import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
 import type { SpecLookup } from './coordinator-types.js';
 import { demandOf } from './core/fit.js';
-import { place, type Strategy } from './core/place.js';
+import type { Strategy } from './core/place.js';
 import { errors } from './errors.js';
-import { clusterSnapshot } from './placement.js';
+import { clusterSnapshot, placeYielding } from './placement.js';
 import * as commands from './store/agent-commands.js';
 import * as closures from './store/closures.js';
 import type { Db } from './store/db.js';
@@ -63,7 +63,7 @@ export async function prewarmJob(deps: PrewarmDeps, idOrKey: string, body?: unkn
       .filter((n): n is string => n !== null),
   );
   const demand = demandOf(spec);
-  const plan = place(
+  const plan = await placeYielding(
     snapshot,
     Array.from({ length: spec.instances }, (_, i) => ({
       workloadId: `prewarm-${i}`,
