@@ -100,6 +100,11 @@ export class DirectoryStorage implements CacheStorage {
   /** Later copies of an entry (another pack holding it): served when the one before is found corrupt. */
   private readonly shadowedNarinfos = new Map<string, Packed[]>();
   private readonly shadowedNars = new Map<string, Packed[]>();
+  /**
+   * Hash parts whose packed narinfos were all dropped (damaged, or their pack gone): still listed, so that
+   * orphan collection, which cannot read them, collects nothing rather than the NAR files they name.
+   */
+  private readonly droppedNarinfos = new Set<string>();
   /** Packed NARs found whole, with their pack's `mtime:size` then (see getNar). */
   private readonly verifiedNars = new WeakMap<Packed, string>();
   /** NAR files of `nar/` found whole as they were streamed, with their `mtime:size` then (see looseNar). */
@@ -217,7 +222,7 @@ export class DirectoryStorage implements CacheStorage {
         });
       } else if (got) return { text: got.bytes.toString('utf8'), version: packVersion(packed, got.stats) };
       // Gone (removed by hand) or truncated: the next copy, if another pack holds one.
-      dropPacked(this.packedNarinfos, this.shadowedNarinfos, hash, packed);
+      this.dropNarinfo(hash, packed);
     }
     if (!this.narinfoFolder) return null;
     const file = this.narinfoPath(hash);
@@ -384,8 +389,16 @@ export class DirectoryStorage implements CacheStorage {
     this.packs.add(name);
     for (const [file, at, size] of index.nars)
       addPacked(this.packedNars, this.shadowedNars, file, { pack: name, at, size });
-    for (const [hash, at, size] of index.narinfos)
+    for (const [hash, at, size] of index.narinfos) {
       addPacked(this.packedNarinfos, this.shadowedNarinfos, hash, { pack: name, at, size });
+      this.droppedNarinfos.delete(hash);
+    }
+  }
+
+  /** Forgets a copy of a packed narinfo (see dropPacked), remembering the hash when none is left. */
+  private dropNarinfo(hash: string, packed: Packed): void {
+    dropPacked(this.packedNarinfos, this.shadowedNarinfos, hash, packed);
+    if (!this.packedNarinfos.has(hash)) this.droppedNarinfos.add(hash);
   }
 
   /**
@@ -441,8 +454,7 @@ export class DirectoryStorage implements CacheStorage {
   async condemnNarinfo(hash: string, version: string): Promise<void> {
     const packed = this.packedNarinfos.get(hash);
     if (packed) {
-      if (version.startsWith(`pack:${packed.pack}:`))
-        dropPacked(this.packedNarinfos, this.shadowedNarinfos, hash, packed);
+      if (version.startsWith(`pack:${packed.pack}:`)) this.dropNarinfo(hash, packed);
       return;
     }
     if (version.startsWith('pack:')) return;
@@ -467,8 +479,8 @@ export class DirectoryStorage implements CacheStorage {
     const filed = (await readdir(this.narinfoDir).catch((err) => nullOnMissing(err) ?? []))
       .filter((f) => f.endsWith('.narinfo'))
       .map((f) => f.slice(0, -8))
-      .filter((h) => !this.packedNarinfos.has(h));
-    return [...this.packedNarinfos.keys(), ...filed];
+      .filter((h) => !this.packedNarinfos.has(h) && !this.droppedNarinfos.has(h));
+    return [...this.packedNarinfos.keys(), ...this.droppedNarinfos, ...filed];
   }
 
   /**
@@ -578,7 +590,7 @@ export class DirectoryStorage implements CacheStorage {
       const names =
         got && got !== 'short' ? got.bytes.toString('utf8').includes(`\nURL: nar/${file}\n`) : true;
       if (!names) continue;
-      dropPacked(this.packedNarinfos, this.shadowedNarinfos, hash, packed);
+      this.dropNarinfo(hash, packed);
       hidden.push(hash);
     }
     return hidden;

@@ -61,3 +61,27 @@ describe('temp folders of processes sharing the directory', () => {
     }
   });
 });
+
+describe('a packed narinfo found damaged', () => {
+  test('is not served but stays listed (orphan collection then collects nothing) until published again', async () => {
+    const dir = await mkdtemp(join(work, 'condemned-'));
+    const storage = new DirectoryStorage(dir);
+    await storage.init();
+    try {
+      const hash = '0123456789abcdfghijklmnpqrsvwxyz';
+      const first = await storage.storeGroup([], [{ hash, text: 'damaged\n' }]);
+      expect(await first.publish([true])).toEqual([true]);
+      const { version } = (await storage.getNarinfo(hash))!;
+      await storage.condemnNarinfo(hash, version);
+      expect(await storage.getNarinfo(hash)).toBeNull();
+      expect(await storage.listNarinfos()).toEqual([hash]);
+      // A push publishes it again: served, listed once.
+      const again = await storage.storeGroup([], [{ hash, text: 'whole\n' }]);
+      expect(await again.publish([true])).toEqual([true]);
+      expect((await storage.getNarinfo(hash))?.text).toBe('whole\n');
+      expect(await storage.listNarinfos()).toEqual([hash]);
+    } finally {
+      await storage.close();
+    }
+  });
+});
