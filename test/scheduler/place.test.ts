@@ -150,6 +150,14 @@ describe('place', () => {
     disk_mb: fc.integer({ min: 0, max: 20_000 }),
     jobId: fc.constantFrom('j1', 'j2', 'j3'),
   });
+  // Coarse values, so that demands alike (job, resources, isolation, constraints) come up often.
+  const arbAlike = fc.record({
+    cpu: fc.constantFrom(1, 2, 8),
+    memory_mb: fc.constantFrom(256, 4096, 16384),
+    disk_mb: fc.constantFrom(0, 50_000),
+    jobId: fc.constantFrom('j1', 'j2'),
+    constraints: fc.constantFrom<Record<string, string>>({}, { host: 'limit:1' }, { host: 'n0' }),
+  });
   type ArbNode = typeof arbNode extends fc.Arbitrary<infer T> ? T : never;
   type ArbDemand = typeof arbDemand extends fc.Arbitrary<infer T> ? T : never;
   const build = (ns: ArbNode[], ds: ArbDemand[]) => ({
@@ -230,14 +238,6 @@ describe('place', () => {
   });
 
   it('a demand like one that failed, nothing placed since, fails as it would looking at every node again', () => {
-    // Coarse values, so that demands alike (job, resources, isolation, constraints) come up often.
-    const arbAlike = fc.record({
-      cpu: fc.constantFrom(1, 2, 8),
-      memory_mb: fc.constantFrom(256, 4096, 16384),
-      disk_mb: fc.constantFrom(0, 50_000),
-      jobId: fc.constantFrom('j1', 'j2'),
-      constraints: fc.constantFrom<Record<string, string>>({}, { host: 'limit:1' }, { host: 'n0' }),
-    });
     let coalesced = 0;
     fc.assert(
       fc.property(fc.array(arbNode, { maxLength: 6 }), fc.array(arbAlike, { maxLength: 30 }), (ns, ds) => {
@@ -268,13 +268,6 @@ describe('place', () => {
   });
 
   it('a Planner given the demands in slices makes the plan place() makes of them in one call', () => {
-    const arbAlike = fc.record({
-      cpu: fc.constantFrom(1, 2, 8),
-      memory_mb: fc.constantFrom(256, 4096, 16384),
-      disk_mb: fc.constantFrom(0, 50_000),
-      jobId: fc.constantFrom('j1', 'j2'),
-      constraints: fc.constantFrom<Record<string, string>>({}, { host: 'limit:1' }, { host: 'n0' }),
-    });
     fc.assert(
       fc.property(
         fc.array(arbNode, { maxLength: 8 }),
