@@ -23,7 +23,7 @@
  * upload survives a crash. Whole-file-system syncs (syncfs) were not taken: they also wait for every
  * other writer's data on the disk.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, type Stats, stat as statCallback, statSync } from 'node:fs';
 import {
   type FileHandle,
@@ -40,10 +40,10 @@ import {
 } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { pipeline, Readable, Transform } from 'node:stream';
-import { toNixBase32 } from '../../lib/nix-base32.js';
+import { pipeline, Readable } from 'node:stream';
 import { PACK_MAGIC, PACK_TRAILER_BYTES, PackIndex } from '../../spec/cache-pack.js';
 import { CacheError } from './errors.js';
+import { nameOfBytes, narNameCheck } from './nar-check.js';
 import type {
   CacheStorage,
   NarinfoObject,
@@ -537,33 +537,24 @@ export class DirectoryStorage implements CacheStorage {
   private looseNar(path: string, file: string, st: Stats): Readable {
     const seen = `${st.mtimeMs}:${st.size}`;
     if (this.verifiedFiles.get(file) === seen) return createReadStream(path);
-    const hash = createHash('sha256');
-    let held: Buffer | null = null;
-    const check = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        hash.update(chunk);
-        const out = held;
-        held = chunk;
-        done(null, out ?? undefined);
-      },
-      flush: (done) => {
-        if (nameOfHash(hash.digest(), file) === file) {
-          if (this.verifiedFiles.size >= VERIFIED_FILES_MAX) this.verifiedFiles.clear();
-          this.verifiedFiles.set(file, seen);
-          done(null, held ?? undefined);
-          return;
-        }
-        this.damagedFiles.set(file, seen);
-        this.onProblem({
-          code: 'CACHE_STORAGE_CORRUPT',
-          message: `the NAR file ${path} is not the bytes its name hashes; its transfer was broken off, the narinfos naming it are no longer served, and the next push of their paths uploads it again`,
-          location: path,
-          nar: file,
-        });
-        done(
-          new CacheError('CACHE_STORAGE_CORRUPT', 500, `the NAR ${file} is corrupt in the cache's storage`),
-        );
-      },
+    const check = narNameCheck(file, (whole) => {
+      if (whole) {
+        if (this.verifiedFiles.size >= VERIFIED_FILES_MAX) this.verifiedFiles.clear();
+        this.verifiedFiles.set(file, seen);
+        return undefined;
+      }
+      this.damagedFiles.set(file, seen);
+      this.onProblem({
+        code: 'CACHE_STORAGE_CORRUPT',
+        message: `the NAR file ${path} is not the bytes its name hashes; its transfer was broken off, the narinfos naming it are no longer served, and the next push of their paths uploads it again`,
+        location: path,
+        nar: file,
+      });
+      return new CacheError(
+        'CACHE_STORAGE_CORRUPT',
+        500,
+        `the NAR ${file} is corrupt in the cache's storage`,
+      );
     });
     return pipeline(createReadStream(path), check, () => {});
   }
@@ -756,15 +747,6 @@ async function readRange(
   } finally {
     await fh.close();
   }
-}
-
-/** The name under `nar/` these bytes have: the nix-base32 sha256 of them, with `file`'s suffix. */
-function nameOfBytes(bytes: Buffer, file: string): string {
-  return nameOfHash(createHash('sha256').update(bytes).digest(), file);
-}
-
-function nameOfHash(sha256: Buffer, file: string): string {
-  return `${toNixBase32(sha256)}${file.slice(52)}`;
 }
 
 /** A file's stat, or null when it is not there (rare calls: a NAR found damaged). */

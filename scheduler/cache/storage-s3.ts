@@ -4,13 +4,19 @@
  * spooled in a local folder while they are checked, then put; a narinfo is put only when none is
  * there, with `If-None-Match: *` so that on servers with conditional writes (AWS, MinIO, R2) not even
  * two simultaneous uploads let a second coordinator replace the first's.
+ *
+ * What is read back is checked: a NAR must hash to its name (a small one read whole before it is served,
+ * a large one hashed as it streams, its last chunk held back), and CacheStore checks each narinfo. A
+ * damaged object is not served, is said through `onProblem`, and is remembered with its ETag; the next
+ * upload of its path replaces exactly that object (a narinfo with `If-Match: <its ETag>`, so a copy
+ * another coordinator repaired meanwhile is kept), and never a whole one.
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -24,12 +30,14 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { describeS3Location, type S3Location } from '../../spec/s3-location.js';
 import { CacheError } from './errors.js';
+import { nameOfBytes, narNameCheck } from './nar-check.js';
 import {
   type CacheStorage,
   type NarinfoObject,
   type NarObject,
   type NarPut,
   type ReadyNarinfos,
+  type StorageProblem,
   storeSideBySide,
 } from './storage.js';
 import { removeStaleSpools } from './storage-dir.js';
@@ -56,6 +64,10 @@ export interface S3StorageOptions {
 const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n';
 /** NARs above this go up in parts of this size, four at a time (at most 64 MiB in memory). */
 const PART_BYTES = 16 * 1024 * 1024;
+/** NARs up to this size are read whole and checked before their first byte is served (a 500 when damaged). */
+const WHOLE_CHECK_BYTES = 4 * 1024 * 1024;
+/** NAR objects remembered as found whole (name and ETag), so a NAR many agents fetch is hashed once. */
+const VERIFIED_NARS_MAX = 100_000;
 
 export class S3Storage implements CacheStorage {
   readonly location: string;
@@ -63,6 +75,16 @@ export class S3Storage implements CacheStorage {
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
+  /** Where what is found broken in the bucket is said (CacheStore sets its log here). */
+  onProblem: (problem: StorageProblem) => void = (p) => process.emitWarning(p.message, { code: p.code });
+  /**
+   * Narinfo objects found damaged (CacheStore's check), by hash part, with their ETag then: not served,
+   * and the next upload of the path replaces that very object. In memory only, like the directory's.
+   */
+  private readonly condemnedNarinfos = new Map<string, string>();
+  /** NAR objects found whole, and found damaged (their narinfos then not served), with their ETag then. */
+  private readonly verifiedNars = new Map<string, string>();
+  private readonly damagedNars = new Map<string, string>();
 
   constructor(private readonly opts: S3StorageOptions) {
     const l = opts.location;
@@ -111,16 +133,29 @@ export class S3Storage implements CacheStorage {
     const got = await this.get(`${hash}.narinfo`);
     if (!got) return null;
     const text = await got.Body!.transformToString('utf8');
-    return { text, version: got.ETag ?? '' };
+    const version = got.ETag ?? '';
+    return version === this.condemnedNarinfos.get(hash) ? null : { text, version };
   }
 
   async narinfoVersion(hash: string): Promise<string | null> {
-    return (await this.head(`${hash}.narinfo`))?.etag ?? null;
+    const version = (await this.head(`${hash}.narinfo`))?.etag ?? null;
+    return version === this.condemnedNarinfos.get(hash) ? null : version;
   }
 
+  async condemnNarinfo(hash: string, version: string): Promise<void> {
+    this.condemnedNarinfos.set(hash, version);
+  }
+
+  /**
+   * Publishes a narinfo where none is, or where the one there is the object found damaged (condemned at
+   * this ETag): that one is replaced with `If-Match`, so a whole copy another coordinator put there
+   * meanwhile stays (412: the caller reads it back). Any other object there is kept: false.
+   */
   async putNarinfo(hash: string, text: string): Promise<boolean> {
     // Checked first too: some servers (s3rver, older MinIO) ignore If-None-Match and would overwrite.
-    if ((await this.head(`${hash}.narinfo`)) !== null) return false;
+    const there = await this.head(`${hash}.narinfo`);
+    const damaged = there?.etag === this.condemnedNarinfos.get(hash) ? there?.etag : undefined;
+    if (there !== null && damaged === undefined) return false;
     const put = () =>
       this.client.send(
         new PutObjectCommand({
@@ -128,12 +163,13 @@ export class S3Storage implements CacheStorage {
           Key: `${this.prefix}${hash}.narinfo`,
           Body: text,
           ContentType: 'text/x-nix-narinfo',
-          IfNoneMatch: '*',
+          ...(damaged === undefined ? { IfNoneMatch: '*' } : { IfMatch: damaged }),
         }),
       );
     for (let attempt = 1; ; attempt++) {
       try {
         await put();
+        if (damaged !== undefined) this.condemnedNarinfos.delete(hash);
         return true;
       } catch (err) {
         const status = statusOf(err);
@@ -198,14 +234,77 @@ export class S3Storage implements CacheStorage {
     return out;
   }
 
+  /**
+   * A NAR object checked against its name until found whole once (at its ETag): a small one read whole
+   * first (damaged: 500 CACHE_STORAGE_CORRUPT), a large one hashed as it streams, its last chunk held back
+   * (damaged: the transfer breaks off short). Either way it is logged, and its narinfos are not served
+   * until a push replaces it.
+   */
   async getNar(file: string): Promise<NarObject | null> {
     const got = await this.get(`nar/${file}`);
     if (!got) return null;
-    return { size: got.ContentLength ?? 0, stream: got.Body as Readable };
+    const size = got.ContentLength ?? 0;
+    const etag = got.ETag ?? '';
+    const body = got.Body as Readable;
+    if (etag && this.verifiedNars.get(file) === etag) return { size, stream: body };
+    if (etag && this.damagedNars.get(file) === etag) {
+      body.destroy();
+      throw this.corruptNar(file);
+    }
+    if (size <= WHOLE_CHECK_BYTES) {
+      const bytes = Buffer.from(await got.Body!.transformToByteArray());
+      if (nameOfBytes(bytes, file) !== file) throw this.foundDamaged(file, etag, 'read');
+      this.foundWhole(file, etag);
+      return { size: bytes.length, stream: Readable.from([bytes], { objectMode: false }) };
+    }
+    const check = narNameCheck(file, (whole) => {
+      if (whole) this.foundWhole(file, etag);
+      else return this.foundDamaged(file, etag, 'streamed (its transfer was broken off)');
+      return undefined;
+    });
+    return { size, stream: pipeline(body, check, () => {}) };
+  }
+
+  private foundWhole(file: string, etag: string): void {
+    if (!etag) return;
+    if (this.verifiedNars.size >= VERIFIED_NARS_MAX) this.verifiedNars.clear();
+    this.verifiedNars.set(file, etag);
+  }
+
+  private foundDamaged(file: string, etag: string, how: string): CacheError {
+    this.damagedNars.set(file, etag);
+    this.verifiedNars.delete(file);
+    const object = `s3://${this.bucket}/${this.prefix}nar/${file}`;
+    this.onProblem({
+      code: 'CACHE_STORAGE_CORRUPT',
+      message: `the NAR object ${object} is not the bytes its name hashes (found as it was ${how}); it is not served, nor are the narinfos naming it, and the next push of their paths uploads it again`,
+      location: object,
+      nar: file,
+    });
+    return this.corruptNar(file);
+  }
+
+  private corruptNar(file: string): CacheError {
+    return new CacheError(
+      'CACHE_STORAGE_CORRUPT',
+      500,
+      `the NAR ${file} is corrupt in the cache's bucket ${this.location}; push the paths that name it again`,
+    );
+  }
+
+  /** Whether a NAR object was found damaged and is still that object (same ETag): its narinfos are not served. */
+  async narFoundCorrupt(file: string): Promise<boolean> {
+    const seen = this.damagedNars.get(file);
+    if (seen === undefined) return false;
+    if ((await this.head(`nar/${file}`))?.etag === seen) return true;
+    // Replaced since (another coordinator's push) or gone: whole until found otherwise.
+    this.damagedNars.delete(file);
+    return false;
   }
 
   async hasNar(file: string): Promise<boolean> {
-    return (await this.head(`nar/${file}`)) !== null;
+    const there = await this.head(`nar/${file}`);
+    return there !== null && there.etag !== this.damagedNars.get(file);
   }
 
   async putNar(file: string, spooled: string): Promise<void> {
@@ -214,7 +313,8 @@ export class S3Storage implements CacheStorage {
   }
 
   private async putNarBody(file: string, body: () => Readable | Buffer): Promise<void> {
-    // NAR names are content hashes: one already there (another coordinator's) holds these bytes.
+    // NAR names are content hashes: one already there (another coordinator's) holds these bytes, unless
+    // it was found damaged; then it is overwritten (the upload was checked, so only these bytes can go there).
     if (!(await this.hasNar(file))) {
       await this.call('store a NAR', () =>
         new Upload({
@@ -229,6 +329,8 @@ export class S3Storage implements CacheStorage {
           },
         }).done(),
       );
+      this.damagedNars.delete(file);
+      this.verifiedNars.delete(file);
     }
   }
 

@@ -87,12 +87,16 @@ export interface CacheStorage {
   deleteNarinfo(hash: string): Promise<void>;
   /**
    * Stops serving a narinfo found corrupt at this version (CacheStore checks each one it reads), so an
-   * upload of its path can publish it again; another copy (another pack holding it) is served instead.
-   * A storage without it serves such a narinfo as not there.
+   * upload of its path can publish it again (a directory in a new pack, a bucket over that very object
+   * with `If-Match`); another copy (another pack holding it) is served instead. A storage without it
+   * serves such a narinfo as not there, and an upload of its path cannot repair it.
    */
   condemnNarinfo?(hash: string, version: string): Promise<void>;
-  /** Whether a NAR (its name under `nar/`) was found broken as it lies now: its narinfos are not served. */
-  narFoundCorrupt?(file: string): boolean;
+  /**
+   * Whether a NAR (its name under `nar/`) was found broken as it lies now: its narinfos are not served.
+   * Asked only when a narinfo is read from the storage; a bucket looks the object's ETag up when it found one.
+   */
+  narFoundCorrupt?(file: string): boolean | Promise<boolean>;
   /** Where the storage says what it found broken (CacheStore sets it; a warning otherwise). */
   onProblem?: (problem: StorageProblem) => void;
   /** The hash parts of every narinfo. */

@@ -160,7 +160,7 @@ export class CacheStore {
     for (let copies = 0; copies < 8; copies++) {
       const obj = await this.storage.getNarinfo(hash);
       if (!obj) break;
-      const broken = this.brokenNarinfo(hash, obj.text);
+      const broken = await this.brokenNarinfo(hash, obj.text);
       if (!broken) return this.remember(hash, obj.text, parseNarInfo(obj.text), obj.version);
       this.onCorrupt({
         code: 'CACHE_STORAGE_CORRUPT',
@@ -180,7 +180,7 @@ export class CacheStore {
    * part, and a signature by a key of this cache's name verifies (one signed by an earlier key of that
    * name is refused too: nix trusting the current key would refuse it, and a push signs it again).
    */
-  private brokenNarinfo(hash: string, text: string): string | null {
+  private async brokenNarinfo(hash: string, text: string): Promise<string | null> {
     let info: NarInfo;
     try {
       info = parseNarInfo(text);
@@ -189,7 +189,7 @@ export class CacheStore {
     }
     const base = storeBasename(info.storePath);
     if (!base || hashPart(base) !== hash) return `names another path (${JSON.stringify(info.storePath)})`;
-    if (info.url.startsWith('nar/') && this.storage.narFoundCorrupt?.(info.url.slice(4)))
+    if (info.url.startsWith('nar/') && (await this.storage.narFoundCorrupt?.(info.url.slice(4))))
       return `names the NAR ${info.url}, found damaged`;
     if (signedByKey(this.key, fingerprint(info), info.sigs) === false)
       return `does not verify with this cache's key ${this.key.publicKey} (damaged on disk, or signed by another key of the name ${this.key.name})`;

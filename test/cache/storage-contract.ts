@@ -106,6 +106,33 @@ export function storageContract(
       await Promise.all([a.close(), b.close()]);
     });
 
+    test('a narinfo condemned at its version is not served, and a group published again replaces it; never another', async () => {
+      const [a, b] = await open();
+      const hash = `${HASH.slice(0, 31)}6`;
+      expect(await (await a.storeGroup([], [{ hash, text: 'damaged\n' }])).publish([true])).toEqual([true]);
+      const { version } = (await a.getNarinfo(hash))!;
+      // Condemned at another version (a copy replaced since): what is there stays served and kept.
+      await a.condemnNarinfo!(hash, 'an-earlier-version');
+      expect((await a.getNarinfo(hash))?.text).toBe('damaged\n');
+      expect(await (await a.storeGroup([], [{ hash, text: 'other\n' }])).publish([true])).toEqual([false]);
+      await a.condemnNarinfo!(hash, version);
+      expect(await a.getNarinfo(hash)).toBeNull();
+      expect(await a.narinfoVersion(hash)).toBeNull();
+      expect(await (await a.storeGroup([], [{ hash, text: 'whole\n' }])).publish([true])).toEqual([true]);
+      expect((await a.getNarinfo(hash))?.text).toBe('whole\n');
+      // Another writer still reading the damaged copy (a directory's first pack) condemns it as its
+      // store does, then reads the repaired one.
+      const seen = (await b.getNarinfo(hash))!;
+      if (seen.text === 'damaged\n') await b.condemnNarinfo!(hash, seen.version);
+      expect((await b.getNarinfo(hash))?.text).toBe('whole\n');
+      // The repaired copy is never replaced again, by this writer or another.
+      expect(await (await a.storeGroup([], [{ hash, text: 'again\n' }])).publish([true])).toEqual([false]);
+      expect(await (await b.storeGroup([], [{ hash, text: 'theirs\n' }])).publish([true])).toEqual([false]);
+      expect((await b.getNarinfo(hash))?.text).toBe('whole\n');
+      expect(await b.listNarinfos()).toEqual([hash]);
+      await Promise.all([a.close(), b.close()]);
+    });
+
     test('a spooled NAR is moved in, streamed back out and deleted', async () => {
       const [a, b] = await open();
       const body = 'x'.repeat(100_000);
