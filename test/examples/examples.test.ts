@@ -228,6 +228,9 @@ describe('examples on a real coordinator and agent', () => {
       'pipeline serves',
     );
     expect(page.body).toMatch(/<h1>Hello from the pipeline, prepared .*<\/h1>/);
+    // The page can be served before the task's log lines reach the coordinator: wait for serve's start
+    // (prepare's lines come before it), then for the sidecar's, which may be written before or after it.
+    await waitLog(id, (l) => l.process === 'serve' && /^run 1 started/.test(l.line), 'serve started');
     const ls = await waitLog(
       id,
       (l) => l.process === 'sidecar' && l.line.startsWith('sidecar: alive'),
