@@ -154,7 +154,9 @@ export class S3Storage implements CacheStorage {
   async putNarinfo(hash: string, text: string): Promise<boolean> {
     // Checked first too: some servers (s3rver, older MinIO) ignore If-None-Match and would overwrite.
     const there = await this.head(`${hash}.narinfo`);
-    const damaged = there?.etag === this.condemnedNarinfos.get(hash) ? there?.etag : undefined;
+    // Without an ETag (a server that sends none) the object cannot be told from a repaired one: it is
+    // then only not served, never replaced.
+    const damaged = there?.etag && there.etag === this.condemnedNarinfos.get(hash) ? there.etag : undefined;
     if (there !== null && damaged === undefined) return false;
     const put = () =>
       this.client.send(
