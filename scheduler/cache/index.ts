@@ -337,8 +337,8 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
       const nar = await store.getNar(req.params.file);
       if (!nar) return reply.code(404).type('text/plain').send('not found\n');
       reply.header('content-length', nar.size).header('cache-control', 'public, max-age=31536000, immutable');
-      // A stream, sent as is (the declared string is what the document shows).
-      return reply.type('application/x-nix-nar').send(nar.stream as unknown as string);
+      // Bytes read whole, or a stream, sent as is (the declared string is what the document shows).
+      return reply.type('application/x-nix-nar').send((nar.bytes ?? nar.stream) as unknown as string);
     },
   );
 

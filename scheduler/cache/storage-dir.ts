@@ -105,6 +105,11 @@ export class DirectoryStorage implements CacheStorage {
    * orphan collection, which cannot read them, collects nothing rather than the NAR files they name.
    */
   private readonly droppedNarinfos = new Set<string>();
+  /**
+   * Packs opened so far, by name, kept open: a GET reads its range with the descriptor it has (one
+   * thread-pool round trip) instead of open, fstat, read and close (four). See packHandle.
+   */
+  private readonly openPacks = new Map<string, Promise<OpenPack | null>>();
   /** Packed NARs found whole, with their pack's `mtime:size` then (see getNar). */
   private readonly verifiedNars = new WeakMap<Packed, string>();
   /** NAR files of `nar/` found whole as they were streamed, with their `mtime:size` then (see looseNar). */
@@ -182,6 +187,9 @@ export class DirectoryStorage implements CacheStorage {
   async close(): Promise<void> {
     if (this.spoolTimer) clearInterval(this.spoolTimer);
     this.spoolTimer = null;
+    const open = [...this.openPacks.values()];
+    this.openPacks.clear();
+    await Promise.all(open.map(async (p) => (await p.catch(() => null))?.fh.close().catch(() => {})));
     await rm(this.spoolDir, { recursive: true, force: true });
   }
 
@@ -213,7 +221,8 @@ export class DirectoryStorage implements CacheStorage {
   async getNarinfo(hash: string): Promise<NarinfoObject | null> {
     for (let packed = await this.packedNarinfo(hash); packed; packed = this.packedNarinfos.get(hash)) {
       const path = join(this.packDir, packed.pack);
-      const got = await readRange(path, packed);
+      // Its version is what it is now (a narinfo is read from disk once per entry and version).
+      const got = await this.readPacked(packed, true);
       if (got === 'short') {
         this.onProblem({
           code: 'CACHE_STORAGE_CORRUPT',
@@ -498,14 +507,14 @@ export class DirectoryStorage implements CacheStorage {
     let corrupt: string | null = null;
     for (let packed = this.packedNars.get(file); packed; packed = this.packedNars.get(file)) {
       const path = join(this.packDir, packed.pack);
-      const got = await readRange(path, packed);
+      const got = await this.readPacked(packed, false);
       if (got && got !== 'short') {
-        // Hashed again only when the pack changed since (a write changes its mtime): a NAR many agents
-        // fetch costs its hash once.
+        // Hashed again only when the pack changed since (a write changes its mtime; its stat is looked
+        // at again PACK_RECHECK_MS after the last look): a NAR many agents fetch costs its hash once.
         const seen = `${got.stats.mtimeMs}:${got.stats.size}`;
         if (this.verifiedNars.get(packed) === seen || nameOfBytes(got.bytes, file) === file) {
           this.verifiedNars.set(packed, seen);
-          return { size: packed.size, stream: Readable.from([got.bytes], { objectMode: false }) };
+          return new BufferedNar(got.bytes);
         }
       }
       dropPacked(this.packedNars, this.shadowedNars, file, packed);
@@ -559,6 +568,72 @@ export class DirectoryStorage implements CacheStorage {
     return pipeline(createReadStream(path), check, () => {});
   }
 
+  /**
+   * A pack's open descriptor and its stat, or null when the pack is gone. Opened once and kept; its
+   * stat is looked at again (fstat) when `fresh`, or on a read PACK_RECHECK_MS after the last look, so
+   * a pack changed in place (a hand edit, a truncation) has its NARs hashed again within that time. A
+   * pack removed or replaced by hand (no link left to the open file) is opened again by name.
+   */
+  private async packHandle(pack: string, fresh: boolean): Promise<OpenPack | null> {
+    let opening = this.openPacks.get(pack);
+    if (!opening) {
+      if (this.openPacks.size >= OPEN_PACKS_MAX) {
+        // The first opened goes (FileHandle.close waits for the reads under way on it).
+        const [first, oldest] = this.openPacks.entries().next().value as [string, Promise<OpenPack | null>];
+        this.openPacks.delete(first);
+        void oldest.then((p) => p?.fh.close()).catch(() => {});
+      }
+      opening = openPack(join(this.packDir, pack));
+      this.openPacks.set(pack, opening);
+      // A failed open (not ENOENT) is tried again next time.
+      opening.catch(() => {
+        if (this.openPacks.get(pack) === opening) this.openPacks.delete(pack);
+      });
+    }
+    const open = await opening;
+    if (!open) {
+      if (this.openPacks.get(pack) === opening) this.openPacks.delete(pack);
+      return null;
+    }
+    if (!fresh && Date.now() - open.checkedAt < PACK_RECHECK_MS) return open;
+    const stats = await open.fh.stat();
+    if (stats.nlink > 0) {
+      open.stats = stats;
+      open.checkedAt = Date.now();
+      return open;
+    }
+    // Removed (or renamed over) since it was opened: what its name holds now, if anything.
+    if (this.openPacks.get(pack) === opening) this.openPacks.delete(pack);
+    void open.fh.close().catch(() => {});
+    return this.packHandle(pack, true);
+  }
+
+  /** Bytes of a packed entry, with its pack's stat; null when the pack is gone, 'short' when it ends before them. */
+  private async readPacked(
+    { pack, at, size }: Packed,
+    fresh: boolean,
+  ): Promise<{ bytes: Buffer; stats: Stats } | null | 'short'> {
+    const open = await this.packHandle(pack, fresh);
+    if (!open) return null;
+    if (open.stats.size < at + size) return 'short';
+    const bytes = Buffer.allocUnsafe(size);
+    let done = 0;
+    while (done < size) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await open.fh.read(bytes, done, size - done, at + done));
+      } catch (err) {
+        // Closed meanwhile (past OPEN_PACKS_MAX): read again through a new one.
+        if (open.fh.fd === -1) return this.readPacked({ pack, at, size }, fresh);
+        throw err;
+      }
+      // Cut short since the last look at its stat.
+      if (bytesRead === 0) return 'short';
+      done += bytesRead;
+    }
+    return { bytes, stats: open.stats };
+  }
+
   narFoundCorrupt(file: string): boolean {
     const seen = this.damagedFiles.get(file);
     if (seen === undefined) return false;
@@ -576,7 +651,7 @@ export class DirectoryStorage implements CacheStorage {
     const hidden: string[] = [];
     const ours = [...this.packedNarinfos].filter(([, p]) => p.pack === pack);
     for (const [hash, packed] of ours) {
-      const got = index ? await readRange(path, packed).catch(() => null) : null;
+      const got = index ? await this.readPacked(packed, true).catch(() => null) : null;
       // A pack whose index cannot be read any more: none of its narinfos is trusted.
       const names =
         got && got !== 'short' ? got.bytes.toString('utf8').includes(`\nURL: nar/${file}\n`) : true;
@@ -729,11 +804,19 @@ async function readExactly(fh: FileHandle, position: number, length: number): Pr
   return buf;
 }
 
-/** Bytes of a packed entry, with its pack's stat; null when the pack is gone, 'short' when it ends before them. */
-async function readRange(
-  path: string,
-  { at, size }: Packed,
-): Promise<{ bytes: Buffer; stats: Stats } | null | 'short'> {
+/** A pack kept open (see DirectoryStorage.packHandle): its descriptor, its stat, and when that was taken. */
+interface OpenPack {
+  fh: FileHandle;
+  stats: Stats;
+  checkedAt: number;
+}
+
+/** How long an open pack's stat is taken as it is before a read looks at it again. */
+const PACK_RECHECK_MS = 1000;
+/** Packs kept open at most (one descriptor each); past it the first opened is closed. */
+const OPEN_PACKS_MAX = 1024;
+
+async function openPack(path: string): Promise<OpenPack | null> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
@@ -741,11 +824,24 @@ async function readRange(
     return nullOnMissing(err);
   }
   try {
-    const stats = await fh.stat();
-    if (stats.size < at + size) return 'short';
-    return { stats, bytes: await readExactly(fh, at, size) };
-  } finally {
-    await fh.close();
+    return { fh, stats: await fh.stat(), checkedAt: Date.now() };
+  } catch (err) {
+    await fh.close().catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * A packed NAR read whole into memory: the route sends `bytes` as they are (one write, no stream); a
+ * caller that wants a stream gets one made of them.
+ */
+class BufferedNar implements NarObject {
+  constructor(readonly bytes: Buffer) {}
+  get size(): number {
+    return this.bytes.length;
+  }
+  get stream(): Readable {
+    return Readable.from([this.bytes], { objectMode: false });
   }
 }
 

@@ -15,6 +15,8 @@ export interface NarObject {
   /** Bytes of the compressed NAR. */
   size: number;
   stream: Readable;
+  /** The bytes themselves, when the storage read them whole (a packed NAR): sent as they are, no stream. */
+  readonly bytes?: Buffer;
 }
 
 /** A NAR to store as `nar/<file>`: from a spool file (gone afterwards) or from its bytes. */

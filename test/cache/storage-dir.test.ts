@@ -1,9 +1,13 @@
 // The directory storage keeps the storage contract, with two handles (two coordinators) on one folder.
-import { mkdir, mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, unlink, utimes } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buffer } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { toNixBase32 } from '../../lib/nix-base32.js';
 import { DirectoryStorage } from '../../scheduler/cache/storage-dir.js';
+import { eventually } from '../helpers/protocol-agent.js';
 import { storageContract } from './storage-contract.js';
 
 let work: string;
@@ -80,6 +84,75 @@ describe('a packed narinfo found damaged', () => {
       expect(await again.publish([true])).toEqual([true]);
       expect((await storage.getNarinfo(hash))?.text).toBe('whole\n');
       expect(await storage.listNarinfos()).toEqual([hash]);
+    } finally {
+      await storage.close();
+    }
+  });
+});
+
+describe('a packed NAR read again from its open pack', () => {
+  test('changed in place or removed after it was found whole: no longer served once its pack is looked at again', async () => {
+    const dir = await mkdtemp(join(work, 'reopened-'));
+    const storage = new DirectoryStorage(dir);
+    const problems: string[] = [];
+    storage.onProblem = (p) => problems.push(p.code);
+    await storage.init();
+    try {
+      const stored = async (data: Buffer, hash: string) => {
+        const file = `${toNixBase32(createHash('sha256').update(data).digest())}.nar`;
+        const ready = await storage.storeGroup(
+          [{ file, data }],
+          [{ hash, text: `StorePath: x\nURL: nar/${file}\n` }],
+        );
+        await ready.publish([true]);
+        return file;
+      };
+      const damaged = await stored(randomBytes(70_000), '0123456789abcdfghijklmnpqrsvwxya');
+      const removed = await stored(randomBytes(70_000), '0123456789abcdfghijklmnpqrsvwxyb');
+      const packs = await readdir(join(dir, 'pack'));
+      expect(packs).toHaveLength(2);
+      const served = async (file: string) => {
+        const nar = await storage.getNar(file);
+        return nar && (await buffer(nar.stream)).length;
+      };
+      // Found whole, then read with the descriptor kept open and not hashed again.
+      for (let i = 0; i < 2; i++) {
+        expect(await served(damaged)).toBe(70_000);
+        expect(await served(removed)).toBe(70_000);
+      }
+      const packOf = async (file: string) => {
+        for (const p of packs) {
+          const bytes = await readFile(join(dir, 'pack', p));
+          if (bytes.includes(file)) return join(dir, 'pack', p);
+        }
+        throw new Error(`no pack indexes ${file}`);
+      };
+      // A bit flipped by hand (its mtime a moment later), and the other pack removed by hand.
+      const damagedPack = await packOf(damaged);
+      const fh = await open(damagedPack, 'r+');
+      const byte = Buffer.alloc(1);
+      await fh.read(byte, 0, 1, 35_000);
+      byte[0]! ^= 1;
+      await fh.write(byte, 0, 1, 35_000);
+      await fh.close();
+      const later = new Date(Date.now() + 5000);
+      await utimes(damagedPack, later, later);
+      await unlink(await packOf(removed));
+      await eventually(
+        async () => (await served(removed)) === null,
+        5000,
+        'the removed pack to be no longer served',
+      );
+      await eventually(
+        () =>
+          storage.getNar(damaged).then(
+            () => false,
+            (err: { code?: string }) => err.code === 'CACHE_STORAGE_CORRUPT',
+          ),
+        5000,
+        'the damaged NAR to be refused',
+      );
+      expect(problems).toEqual(['CACHE_STORAGE_CORRUPT']);
     } finally {
       await storage.close();
     }
