@@ -316,6 +316,8 @@ in
         LoadCredential = credentials;
         Restart = "on-failure";
         RestartSec = 5;
+        # A socket per agent and per client, and the cache's pack files kept open (up to 1,024).
+        LimitNOFILE = 65536;
         ReadWritePaths = optional (cfg.cacheDir != null) (toString cfg.cacheDir);
 
         # Hardening: an unprivileged network service that writes only its state directory.

@@ -256,6 +256,7 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
       NoNewPrivileges: true,
       PrivateTmp: true,
       Restart: 'on-failure',
+      LimitNOFILE: 65536,
     });
     expect(c.serviceConfig.LoadCredential).toEqual([
       `api-token:${secrets.api}`,
