@@ -159,27 +159,32 @@ function load(
 }
 
 async function startPython(dir: string): Promise<{ proc: ChildProcess; url: string }> {
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const proc = spawn(
-    'python3',
-    ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', dir],
-    {
-      stdio: 'ignore',
-    },
-  );
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if (
-      await fetch(`${url}/`).then(
-        (r) => r.ok,
-        () => false,
-      )
-    )
-      return { proc, url };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  proc.kill();
-  throw new Error('python3 -m http.server did not start');
+  // Port 0: the kernel picks a free one, which python prints (unbuffered: -u). A random port could be
+  // one of this bench's own connections' (the ephemeral range), and python then exits at once.
+  const proc = spawn('python3', ['-u', '-m', 'http.server', '0', '--bind', '127.0.0.1', '--directory', dir], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('python3 -m http.server did not start in 10 s')), 10_000);
+    proc.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      const m = / port (\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`python3 -m http.server exited (${code}) before it listened`));
+    });
+  }).catch((err: unknown) => {
+    proc.kill();
+    throw err;
+  });
+  proc.stdout!.resume();
+  return { proc, url: `http://127.0.0.1:${port}` };
 }
 
 const mib = (b: number) => b / 1024 / 1024;
