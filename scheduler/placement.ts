@@ -365,19 +365,16 @@ async function planInSlices<T>(
   opts: PlaceOptions,
   placed: (ps: PlannedPlacement[]) => void,
 ): Promise<Failure[]> {
-  const planner = new Planner(snapshot, opts);
   const failures: Failure[] = [];
-  const breathe = loopBreather();
-  for (let i = 0; i < workloads.length; i += PLAN_SLICE) {
-    await breathe();
-    const slice = workloads.slice(i, i + PLAN_SLICE).map(pendingOf);
+  await forEachSlice(snapshot, workloads, opts, (planner, part) => {
+    const slice = part.map(pendingOf);
     const plan = planner.plan(demandsOf(slice, jobInfo));
     if (plan.placements.length > 0) {
       const byId = new Map(slice.map((w) => [w.id, w]));
       placed(plan.placements.map((p) => ({ w: byId.get(p.workloadId)!, nodeId: p.nodeId })));
     }
     for (const f of plan.failures) failures.push(f);
-  }
+  });
   return failures;
 }
 
@@ -390,17 +387,33 @@ export async function placeYielding(
   demands: readonly Demand[],
   opts: PlaceOptions,
 ): Promise<Plan> {
-  const planner = new Planner(snapshot, opts);
   const out: Plan = { placements: [], failures: [], coalescedFailures: 0 };
-  const breathe = loopBreather();
-  for (let i = 0; i < demands.length; i += PLAN_SLICE) {
-    await breathe();
-    const part = planner.plan(demands.slice(i, i + PLAN_SLICE));
-    for (const p of part.placements) out.placements.push(p);
-    for (const f of part.failures) out.failures.push(f);
-    out.coalescedFailures += part.coalescedFailures;
-  }
+  await forEachSlice(snapshot, demands, opts, (planner, part) => {
+    const plan = planner.plan(part);
+    for (const p of plan.placements) out.placements.push(p);
+    for (const f of plan.failures) out.failures.push(f);
+    out.coalescedFailures += plan.coalescedFailures;
+  });
   return out;
+}
+
+/**
+ * Hands `items` to `each` PLAN_SLICE at a time with one Planner on `snapshot` (so the slices make the
+ * plan one place() call would), letting the event loop run between slices once PLAN_YIELD_MS of planning
+ * have passed.
+ */
+async function forEachSlice<T>(
+  snapshot: Snapshot,
+  items: readonly T[],
+  opts: PlaceOptions,
+  each: (planner: Planner, slice: readonly T[]) => void,
+): Promise<void> {
+  const planner = new Planner(snapshot, opts);
+  const breathe = loopBreather();
+  for (let i = 0; i < items.length; i += PLAN_SLICE) {
+    await breathe();
+    each(planner, items.slice(i, i + PLAN_SLICE));
+  }
 }
 
 /** A function to await between slices of work: it lets the event loop run once PLAN_YIELD_MS have passed. */
