@@ -40,17 +40,18 @@ import {
 } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { pipeline, Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { PACK_MAGIC, PACK_TRAILER_BYTES, PackIndex } from '../../spec/cache-pack.js';
 import { CacheError } from './errors.js';
 import { nameOfBytes, narNameCheck } from './nar-check.js';
-import type {
-  CacheStorage,
-  NarinfoObject,
-  NarObject,
-  NarPut,
-  ReadyNarinfos,
-  StorageProblem,
+import {
+  BufferedNar,
+  type CacheStorage,
+  type NarinfoObject,
+  type NarObject,
+  type NarPut,
+  type ReadyNarinfos,
+  type StorageProblem,
 } from './storage.js';
 
 /**
@@ -828,20 +829,6 @@ async function openPack(path: string): Promise<OpenPack | null> {
   } catch (err) {
     await fh.close().catch(() => {});
     throw err;
-  }
-}
-
-/**
- * A packed NAR read whole into memory: the route sends `bytes` as they are (one write, no stream); a
- * caller that wants a stream gets one made of them.
- */
-class BufferedNar implements NarObject {
-  constructor(readonly bytes: Buffer) {}
-  get size(): number {
-    return this.bytes.length;
-  }
-  get stream(): Readable {
-    return Readable.from([this.bytes], { objectMode: false });
   }
 }
 

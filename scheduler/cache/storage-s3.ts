@@ -16,7 +16,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, rm, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { pipeline, Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -32,6 +32,7 @@ import { describeS3Location, type S3Location } from '../../spec/s3-location.js';
 import { CacheError } from './errors.js';
 import { nameOfBytes, narNameCheck } from './nar-check.js';
 import {
+  BufferedNar,
   type CacheStorage,
   type NarinfoObject,
   type NarObject,
@@ -257,7 +258,7 @@ export class S3Storage implements CacheStorage {
       const bytes = Buffer.from(await got.Body!.transformToByteArray());
       if (nameOfBytes(bytes, file) !== file) throw this.foundDamaged(file, etag, 'read');
       this.foundWhole(file, etag);
-      return { size: bytes.length, stream: Readable.from([bytes], { objectMode: false }) };
+      return new BufferedNar(bytes);
     }
     const check = narNameCheck(file, (whole) => {
       if (whole) this.foundWhole(file, etag);

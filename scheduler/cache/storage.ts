@@ -3,7 +3,7 @@
  * (`nar/<file>`). A path is in the cache exactly when its narinfo exists, so a NAR is stored before
  * its narinfo and a narinfo is published once, never replaced.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 export interface NarinfoObject {
   text: string;
@@ -17,6 +17,20 @@ export interface NarObject {
   stream: Readable;
   /** The bytes themselves, when the storage read them whole (a packed NAR): sent as they are, no stream. */
   readonly bytes?: Buffer;
+}
+
+/**
+ * A NAR read whole into memory (a packed one, a small object checked before it is served): the route
+ * sends `bytes` as they are (one write, no stream); a caller that wants a stream gets one made of them.
+ */
+export class BufferedNar implements NarObject {
+  constructor(readonly bytes: Buffer) {}
+  get size(): number {
+    return this.bytes.length;
+  }
+  get stream(): Readable {
+    return Readable.from([this.bytes], { objectMode: false });
+  }
 }
 
 /** A NAR to store as `nar/<file>`: from a spool file (gone afterwards) or from its bytes. */
