@@ -175,20 +175,25 @@ export async function listPending(q: Queryable, limit: number): Promise<PendingW
 }
 
 /**
- * Whether pending workloads were inserted since `watermark` (a snapshot xmin this returned before; null:
- * say yes), and the watermark to ask with next time: every transaction below it has ended, so a pending
- * row this answer does not see has a created_xid at or past it.
+ * Whether pending workloads were inserted since `watermark` (a snapshot this returned before; null: say
+ * yes), and the watermark to ask with next time. A pending row is new when its inserting transaction was
+ * not visible to that snapshot: at or past its xmax, or among its in-progress ones (xip). The snapshot's
+ * xmin alone would also count every row inserted after the oldest transaction still open then, anywhere
+ * on the server (another database's included), so one long transaction made every sweep read the backlog.
  */
 export async function pendingInsertedSince(
   q: Queryable,
   watermark: string | null,
 ): Promise<{ watermark: string; inserted: boolean }> {
   // The newest pending row's xid, from the end of the partial index (an EXISTS over `>=` could be
-  // planned as a filter over every pending row, as a generic plan guesses a third of them match).
+  // planned as a filter over every pending row, as a generic plan guesses a third of them match); the
+  // in-progress xids, each one index probe.
   const [row] = await q.query<{ watermark: string; inserted: boolean | null }>(
-    `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS watermark,
+    `SELECT pg_current_snapshot()::text AS watermark,
             (SELECT created_xid FROM workloads WHERE status = 'pending' AND created_xid IS NOT NULL
-              ORDER BY created_xid DESC LIMIT 1) >= $1::xid8 AS inserted`,
+              ORDER BY created_xid DESC LIMIT 1) >= pg_snapshot_xmax($1::pg_snapshot)
+            OR EXISTS (SELECT 1 FROM workloads WHERE status = 'pending'
+                         AND created_xid IN (SELECT pg_snapshot_xip($1::pg_snapshot))) AS inserted`,
     [watermark],
     'mxc_pending_inserted_since',
   );
