@@ -581,6 +581,20 @@ export class Coordinator {
 
   /** Submits placing their new job's workloads in their own insert right now (see submitPlacement). */
   private submitsPlacing = 0;
+  /**
+   * Nodes whose hello was answered while the node view did not hold them: a submit placing its own job
+   * would rank only the nodes the view knows (the newcomer may hold the closure), so it leaves the job to
+   * the pass the join asks for until the view has read them.
+   */
+  private readonly joinedOutsideView = new Set<string>();
+
+  /** Whether a node that joined is still missing from the view (those the view has read are forgotten). */
+  private viewMissesJoinedNode(): boolean {
+    for (const id of this.joinedOutsideView)
+      if (this.schedulerState.view.capabilitiesOf(id) !== undefined || !this.sessions.has(id))
+        this.joinedOutsideView.delete(id);
+    return this.joinedOutsideView.size > 0;
+  }
   /** Who holds which closure paths, for those submits. */
   private readonly holders = new HolderCache();
 
@@ -601,7 +615,8 @@ export class Coordinator {
       spec.instances > SUBMIT_PLACES_AT_MOST ||
       this.submitsPlacing > 0 ||
       this.queue.isRunning('schedule') ||
-      this.schedulerState.view.current() === null
+      this.schedulerState.view.current() === null ||
+      this.viewMissesJoinedNode()
     ) {
       return null;
     }
@@ -850,6 +865,7 @@ export class Coordinator {
       previous.close(4000, 'replaced by a newer connection from the same node');
     this.sessions.set(node.id, session);
     this.sessionEpochs.set(session, epoch);
+    if (this.schedulerState.view.capabilitiesOf(node.id) === undefined) this.joinedOutsideView.add(node.id);
     if (hello.store_paths) {
       await closures.setNodePaths(this.db, node.id, hello.store_paths);
       this.holders.clear();
