@@ -20,7 +20,7 @@ import { EvaluationQueue } from './engine/evaluation-queue.js';
 import { errors, MxcError } from './errors.js';
 import { planJob } from './job-plan.js';
 import { type RecordedSubmission, recordSubmission, type SubmitPlacement } from './job-submit.js';
-import { judgeSilentNodes, loseNodeWorkloads, nodeLeft } from './liveness.js';
+import { judgeSilentNodes, nodeLeft, removeNodeRecord } from './liveness.js';
 import { admitNode } from './node-identity.js';
 import { HolderCache, planSubmitted, SUBMIT_PLACES_AT_MOST } from './placed-submit.js';
 import {
@@ -495,11 +495,7 @@ export class Coordinator {
   async removeNode(idOrName: string): Promise<{ id: string; name: string; lost: number }> {
     const node = await nodes.getNode(this.db, idOrName);
     if (!node) throw errors.notFound('node', idOrName);
-    const lost = await this.db.tx(async (q) => {
-      const active = await loseNodeWorkloads(q, node, `node ${node.name} removed`);
-      await nodes.deleteNode(q, node.id);
-      return active;
-    });
+    const lost = await this.db.tx((q) => removeNodeRecord(q, node, `node ${node.name} removed`));
     this.sessions.get(node.id)?.close(4410, 'node removed by an operator');
     this.sessions.delete(node.id);
     this.log.warn({ node: node.name, lost: lost.length }, 'node removed');

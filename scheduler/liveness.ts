@@ -104,6 +104,22 @@ export async function nodeLeft(db: Db, n: { id: string; name: string }): Promise
 }
 
 /**
+ * Removes a node (an operator's decision), in the caller's transaction: its row is locked first, so no
+ * placement lands on it between the read of its workloads and its deletion (see nodes.lockNode); its
+ * active workloads are lost and replaced as a gone node's, then it is deleted. Returns those workloads.
+ */
+export async function removeNodeRecord(
+  q: Queryable,
+  n: { id: string; name: string },
+  why: string,
+): Promise<wl.WorkloadRow[]> {
+  await nodes.lockNode(q, n.id);
+  const active = await loseNodeWorkloads(q, n, why);
+  await nodes.deleteNode(q, n.id);
+  return active;
+}
+
+/**
  * Ends a gone node's workloads as core/reconcile/node decides: stopping ones stopped, the others lost,
  * their stops queued for the node in the outbox (delivered at once to an agent still connected, else
  * after it reconnects) and, where their job still wants them, replaced. Each move is guarded by the

@@ -132,8 +132,19 @@ export async function getNodeByName(q: Queryable, name: string): Promise<NodeRow
 }
 
 /**
+ * Locks a node row until the transaction ends. A removal takes it before it reads the node's workloads:
+ * a placement that locked the node first has committed by then, and one after it waits, then finds no
+ * node row and places nothing there (no foreign key checks workloads.node_id: migration 015).
+ */
+export async function lockNode(q: Queryable, id: string): Promise<boolean> {
+  const rows = await q.query('SELECT id FROM nodes WHERE id = $1 FOR UPDATE', [id]);
+  return rows.length > 0;
+}
+
+/**
  * Forgets a node (an operator's removal): its workloads keep their history but no longer name it;
- * its store paths, secret, socket claim and queued commands go with it (ON DELETE CASCADE).
+ * its store paths, secret, socket claim and queued commands go with it (ON DELETE CASCADE). Call it
+ * in the transaction that took lockNode before reading the node's workloads.
  */
 export async function deleteNode(q: Queryable, id: string): Promise<boolean> {
   await q.query('UPDATE workloads SET node_id = NULL WHERE node_id = $1', [id]);
