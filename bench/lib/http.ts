@@ -58,12 +58,17 @@ export async function pool(
 }
 
 /**
- * POSTs over node:http on a kept-alive connection, for a benchmark that times single requests on this
- * 2-core machine: undici's fetch spends 0.6-0.9 ms of the client's CPU on a POST (node:http 0.23-0.31 ms,
- * same payload, a server in another process), time taken from the coordinator and PostgreSQL it measures.
+ * POSTs over node:http on kept-alive connections (`maxSockets` of them, one by default), for a benchmark
+ * that shares this 2-core machine with what it measures: undici's fetch spends 0.6-0.9 ms of the
+ * client's CPU on a POST (node:http 0.23-0.31 ms, same payload, a server in another process), time taken
+ * from the coordinator and PostgreSQL. Give it as many sockets as requests are in flight, or they queue.
  */
 export class KeptAliveClient {
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  private readonly agent: http.Agent;
+
+  constructor(maxSockets = 1) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets });
+  }
 
   async postJson<T>(url: string, payload: unknown): Promise<T> {
     const body = JSON.stringify(payload);
