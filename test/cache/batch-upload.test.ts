@@ -13,6 +13,7 @@ import { MAX_BATCH_NARS } from '../../spec/cache.js';
 import {
   type BatchEntry,
   batchBody,
+  batchEntries,
   batchEntry,
   buildClosure,
   rawBatch,
@@ -98,7 +99,7 @@ describe('batch uploads', () => {
       `builtins.genList (i: builtins.toFile "mxc-batch-groups-\${toString i}" "path \${toString i}") ${n}`,
     ]);
     const paths = JSON.parse(stdout) as string[];
-    const many = await Promise.all(paths.map(batchEntry));
+    const many = await batchEntries(paths);
     const lie = copy(many[lieAt]!, { nar_hash: many[lieAt - 1]!.header.nar_hash });
     const r = await rawBatch(cache.url, batchBody([...many.slice(0, lieAt), lie, ...many.slice(lieAt + 1)]));
     expect([r.status, r.json.error?.code]).toEqual([422, 'CACHE_HASH_MISMATCH']);
