@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordSubmission } from '../../scheduler/job-submit.js';
 import { removeNodeRecord } from '../../scheduler/liveness.js';
-import type { Db } from '../../scheduler/store/db.js';
+import type { Db, Queryable } from '../../scheduler/store/db.js';
 import { openPostgres } from '../../scheduler/store/db.js';
 import * as nodes from '../../scheduler/store/nodes.js';
 import { applyStarts, type PlannedStart } from '../../scheduler/store/placement-apply.js';
@@ -112,9 +112,11 @@ describe('node removal racing a placement on postgres', () => {
     }
   }
 
-  it('a placement committed first is lost with the node’s other workloads', async () => {
-    await addNode(db, 'race-a');
-    const [w] = await pendingOf(db, 'race-first', 1);
+  /**
+   * Runs `work` in a transaction on the other connection and keeps that transaction open (its locks
+   * held) once `work` is done, until `release` is called; `held` resolves at that point.
+   */
+  function holdOpen<T>(work: (q: Queryable) => Promise<T>) {
     let release!: () => void;
     const gate = new Promise<void>((r) => {
       release = r;
@@ -123,17 +125,24 @@ describe('node removal racing a placement on postgres', () => {
     const held = new Promise<void>((r) => {
       holding = r;
     });
-    const placing = other.tx(async (q) => {
-      const r = await applyStarts(q, [start(w!, 'race-a')]);
+    const result = other.tx(async (q) => {
+      const r = await work(q);
       holding();
       await gate;
       return r;
     });
-    await held;
+    return { held, release, result };
+  }
+
+  it('a placement committed first is lost with the node’s other workloads', async () => {
+    await addNode(db, 'race-a');
+    const [w] = await pendingOf(db, 'race-first', 1);
+    const placement = holdOpen((q) => applyStarts(q, [start(w!, 'race-a')]));
+    await placement.held;
     const removing = db.tx((q) => removeNodeRecord(q, { id: 'race-a', name: 'race-a' }, 'test removal'));
     await someoneWaitsForALock();
-    release();
-    expect((await placing).moved).toHaveLength(1);
+    placement.release();
+    expect((await placement.result).moved).toHaveLength(1);
     const lost = await removing;
     expect(lost.map((x) => x.id)).toEqual([w!.id]);
     expect(await wl.getWorkload(db, w!.id)).toMatchObject({ status: 'lost', node_id: null });
@@ -143,25 +152,12 @@ describe('node removal racing a placement on postgres', () => {
   it('a placement after the removal locked the node finds it gone and leaves the workload pending', async () => {
     await addNode(db, 'race-b');
     const [w] = await pendingOf(db, 'race-after', 1);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
-    let holding!: () => void;
-    const held = new Promise<void>((r) => {
-      holding = r;
-    });
-    const removing = other.tx(async (q) => {
-      const lost = await removeNodeRecord(q, { id: 'race-b', name: 'race-b' }, 'test removal');
-      holding();
-      await gate;
-      return lost;
-    });
-    await held;
+    const removal = holdOpen((q) => removeNodeRecord(q, { id: 'race-b', name: 'race-b' }, 'test removal'));
+    await removal.held;
     const placing = applyStarts(db, [start(w!, 'race-b')]);
     await someoneWaitsForALock();
-    release();
-    expect(await removing).toEqual([]);
+    removal.release();
+    expect(await removal.result).toEqual([]);
     expect(await placing).toEqual({ fitted: 0, moved: [] });
     expect(await wl.getWorkload(db, w!.id)).toMatchObject({ status: 'pending', node_id: null });
     expect(await dangling(db)).toEqual([]);
