@@ -38,6 +38,17 @@ export async function buildClosure(salt: string): Promise<{ root: string; lib: s
   return { root, lib, busybox };
 }
 
+/** A store path (a file) of `bytes` random bytes, named `name`, with no references. */
+export async function buildRandomPath(name: string, bytes: number): Promise<string> {
+  const expr = `
+    let bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; };
+    in derivation { name = "${name}"; system = builtins.currentSystem; builder = "\${bb}/busybox";
+      args = [ "sh" "-c" "\${bb}/busybox head -c ${bytes} /dev/urandom > $out" ]; }`;
+  const [path] = await nixBuild(['-E', expr]);
+  if (!path) throw new Error(`${name} did not build`);
+  return path;
+}
+
 /**
  * A closure of `count` leaves of ~60 KiB, each referencing earlier ones, under one root: several publish
  * groups (GROUP_NARS each) of random bytes. Returns the root.

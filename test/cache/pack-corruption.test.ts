@@ -7,11 +7,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushClosure } from '../../compiler/push.js';
-import { nixBuild } from '../../lib/nix.js';
 import { ensureCacheKey } from '../../scheduler/cache/index.js';
 import type { StorageProblem } from '../../scheduler/cache/storage.js';
 import { eventually } from '../helpers/protocol-agent.js';
-import { buildClosure, packedAt, realiseFrom, servedInfo, startCache, type TestCache } from './fixtures.js';
+import {
+  buildClosure,
+  buildRandomPath,
+  packedAt,
+  realiseFrom,
+  servedInfo,
+  startCache,
+  type TestCache,
+} from './fixtures.js';
 
 let work: string;
 let closure: { root: string; lib: string; busybox: string };
@@ -180,15 +187,11 @@ describe('a damaged pack file', () => {
   }, 60_000);
 
   test('a bit flipped in a large NAR file (nar/): its transfer breaks off short, logged, pushed again', async () => {
-    const expr = `
-      let bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; };
-      in derivation { name = "mxc-pack-corruption-large"; system = builtins.currentSystem; builder = "\${bb}/busybox";
-        args = [ "sh" "-c" "\${bb}/busybox head -c 2000000 /dev/urandom > $out" ]; }`;
-    const [large] = await nixBuild(['-E', expr]);
+    const large = await buildRandomPath('mxc-pack-corruption-large', 2_000_000);
     const dataDir = join(work, 'large');
     const first = await startCache({ dataDir });
-    await pushClosure({ coordinator: first.url, paths: [large!] });
-    const narName = (await servedInfo(first.url, large!)).url.slice('nar/'.length);
+    await pushClosure({ coordinator: first.url, paths: [large] });
+    const narName = (await servedInfo(first.url, large)).url.slice('nar/'.length);
     const file = join(dataDir, 'cache', 'nar', narName);
     // Whole, it is served whole (checked on the way the first time, then as it is).
     for (let i = 0; i < 2; i++) {
@@ -211,14 +214,14 @@ describe('a damaged pack file', () => {
       await eventually(async () => problems.length > 0, 5000, 'the damaged NAR to be logged');
       expect(problems[0]).toMatchObject({ code: 'CACHE_STORAGE_CORRUPT', location: file });
       // Its narinfo is no longer served; a push uploads the path again, and nix then realises it.
-      expect((await fetch(`${cache.url}/cache/${hashOf(large!)}.narinfo`)).status).toBe(404);
-      expect((await pushClosure({ coordinator: cache.url, paths: [large!] })).uploaded).toEqual([large]);
+      expect((await fetch(`${cache.url}/cache/${hashOf(large)}.narinfo`)).status).toBe(404);
+      expect((await pushClosure({ coordinator: cache.url, paths: [large] })).uploaded).toEqual([large]);
       const again = await fetch(`${cache.url}/cache/nar/${narName}`);
       expect((await again.arrayBuffer()).byteLength).toBe((await stat(file)).size);
       await realiseFrom(
         cache.url,
         (await ensureCacheKey(dataDir)).publicKey,
-        large!,
+        large,
         join(work, 'store-large'),
       );
     } finally {

@@ -10,13 +10,19 @@ import { join } from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushClosure } from '../../compiler/push.js';
-import { nixBuild } from '../../lib/nix.js';
 import { ensureCacheKey } from '../../scheduler/cache/index.js';
 import type { StorageProblem } from '../../scheduler/cache/storage.js';
 import { parseS3Location, type S3Location } from '../../spec/s3-location.js';
 import { eventually } from '../helpers/protocol-agent.js';
 import { startS3Server, type TestS3Server } from '../helpers/s3-server.js';
-import { buildClosure, realiseFrom, servedInfo, startCache, type TestCache } from './fixtures.js';
+import {
+  buildClosure,
+  buildRandomPath,
+  realiseFrom,
+  servedInfo,
+  startCache,
+  type TestCache,
+} from './fixtures.js';
 
 const BUCKET = 'corrupt';
 let s3: TestS3Server;
@@ -160,15 +166,11 @@ describe('a damaged object in the S3 bucket', () => {
 
   test('a large NAR changed: its transfer breaks off short, logged, replaced by the next push; nix realises', async () => {
     // Over the size read whole before serving (4 MiB): checked as it streams.
-    const expr = `
-      let bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; };
-      in derivation { name = "mxc-s3-corruption-large"; system = builtins.currentSystem; builder = "\${bb}/busybox";
-        args = [ "sh" "-c" "\${bb}/busybox head -c 5000000 /dev/urandom > $out" ]; }`;
-    const [large] = await nixBuild(['-E', expr]);
-    const { dataDir, reopen } = await pushedThenRestarted('large', [large!]);
+    const large = await buildRandomPath('mxc-s3-corruption-large', 5_000_000);
+    const { dataDir, reopen } = await pushedThenRestarted('large', [large]);
     const { cache, problems } = await reopen();
     try {
-      const narName = (await servedInfo(cache.url, large!)).url.slice('nar/'.length);
+      const narName = (await servedInfo(cache.url, large)).url.slice('nar/'.length);
       const key = `large/nar/${narName}`;
       const before = await readObject(key);
       await flipBit(key, () => 3_000_000);
@@ -182,11 +184,11 @@ describe('a damaged object in the S3 bucket', () => {
       expect(got).not.toBe(before.length);
       await eventually(async () => problems.length > 0, 5000, 'the damaged NAR to be logged');
       expect(problems[0]).toMatchObject({ code: 'CACHE_STORAGE_CORRUPT', nar: narName });
-      expect((await fetch(`${cache.url}/cache/${hashOf(large!)}.narinfo`)).status).toBe(404);
+      expect((await fetch(`${cache.url}/cache/${hashOf(large)}.narinfo`)).status).toBe(404);
 
-      expect((await pushClosure({ coordinator: cache.url, paths: [large!] })).uploaded).toEqual([large]);
+      expect((await pushClosure({ coordinator: cache.url, paths: [large] })).uploaded).toEqual([large]);
       expect((await readObject(key)).equals(before)).toBe(true);
-      await realiseFrom(cache.url, await publicKey(dataDir), large!, join(work, 'store-large'));
+      await realiseFrom(cache.url, await publicKey(dataDir), large, join(work, 'store-large'));
     } finally {
       await cache.app.close();
     }
