@@ -618,20 +618,16 @@ export class DirectoryStorage implements CacheStorage {
     if (!open) return null;
     if (open.stats.size < at + size) return 'short';
     const bytes = Buffer.allocUnsafe(size);
-    let done = 0;
-    while (done < size) {
-      let bytesRead: number;
-      try {
-        ({ bytesRead } = await open.fh.read(bytes, done, size - done, at + done));
-      } catch (err) {
-        // Closed meanwhile (past OPEN_PACKS_MAX): read again through a new one.
-        if (open.fh.fd === -1) return this.readPacked({ pack, at, size }, fresh);
-        throw err;
-      }
-      // Cut short since the last look at its stat.
-      if (bytesRead === 0) return 'short';
-      done += bytesRead;
+    let read: number;
+    try {
+      read = await readUpTo(open.fh, bytes, at);
+    } catch (err) {
+      // Closed meanwhile (past OPEN_PACKS_MAX): read again through a new one.
+      if (open.fh.fd === -1) return this.readPacked({ pack, at, size }, fresh);
+      throw err;
     }
+    // Cut short since the last look at its stat.
+    if (read < size) return 'short';
     return { bytes, stats: open.stats };
   }
 
@@ -796,13 +792,19 @@ export async function readPackIndex(path: string): Promise<PackIndex | null> {
 
 async function readExactly(fh: FileHandle, position: number, length: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);
+  if ((await readUpTo(fh, buf, position)) < length) throw new Error('the file ended early');
+  return buf;
+}
+
+/** Fills `buf` from `position` on; the bytes read, fewer than its length when the file ends first. */
+async function readUpTo(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
   let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, position + done);
-    if (bytesRead === 0) throw new Error('the file ended early');
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done);
+    if (bytesRead === 0) break;
     done += bytesRead;
   }
-  return buf;
+  return done;
 }
 
 /** A pack kept open (see DirectoryStorage.packHandle): its descriptor, its stat, and when that was taken. */
