@@ -38,3 +38,47 @@ export function narNameCheck(file: string, onEnd: (whole: boolean) => Error | un
     },
   });
 }
+
+/** NARs remembered as found whole; forgotten all at once past this many. */
+const WHOLE_NARS_MAX = 100_000;
+
+/**
+ * What a storage found of its NARs as it read them, each at a version (a file's `mtime:size`, an
+ * object's ETag): whole (not hashed again while it is that version) or damaged (not served, nor the
+ * narinfos naming it, while it is). In memory only. An empty version is never remembered as whole.
+ */
+export class NarFindings {
+  private readonly whole = new Map<string, string>();
+  private readonly damaged = new Map<string, string>();
+
+  isWhole(file: string, version: string): boolean {
+    return version !== '' && this.whole.get(file) === version;
+  }
+
+  /** The version it was found damaged at, if it was (and not forgotten since). */
+  damagedAt(file: string): string | undefined {
+    return this.damaged.get(file);
+  }
+
+  foundWhole(file: string, version: string): void {
+    if (version === '') return;
+    if (this.whole.size >= WHOLE_NARS_MAX) this.whole.clear();
+    this.whole.set(file, version);
+  }
+
+  foundDamaged(file: string, version: string): void {
+    this.damaged.set(file, version);
+    this.whole.delete(file);
+  }
+
+  /** Forgets the damage found (the NAR was replaced since, or is gone). */
+  forgetDamage(file: string): void {
+    this.damaged.delete(file);
+  }
+
+  /** Forgets all it found of a NAR: a new copy was stored under its name. */
+  forget(file: string): void {
+    this.damaged.delete(file);
+    this.whole.delete(file);
+  }
+}

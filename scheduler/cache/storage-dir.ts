@@ -43,7 +43,7 @@ import { join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import { PACK_MAGIC, PACK_TRAILER_BYTES, PackIndex } from '../../spec/cache-pack.js';
 import { CacheError } from './errors.js';
-import { nameOfBytes, narNameCheck } from './nar-check.js';
+import { NarFindings, nameOfBytes, narNameCheck } from './nar-check.js';
 import {
   BufferedNar,
   type CacheStorage,
@@ -113,10 +113,11 @@ export class DirectoryStorage implements CacheStorage {
   private readonly openPacks = new Map<string, Promise<OpenPack | null>>();
   /** Packed NARs found whole, with their pack's `mtime:size` then (see getNar). */
   private readonly verifiedNars = new WeakMap<Packed, string>();
-  /** NAR files of `nar/` found whole as they were streamed, with their `mtime:size` then (see looseNar). */
-  private readonly verifiedFiles = new Map<string, string>();
-  /** NAR files of `nar/` found damaged, with their `mtime:size` then: until replaced, their narinfos are not served. */
-  private readonly damagedFiles = new Map<string, string>();
+  /**
+   * NAR files of `nar/` found whole as they were streamed (see looseNar), and found damaged (until
+   * replaced, their narinfos are not served), by their `mtime:size` then.
+   */
+  private readonly fileFindings = new NarFindings();
   /**
    * Narinfo files (the layout before packs) found corrupt, by hash part, with the version found so: not
    * served, and a push may publish the path again in a pack. In memory only: a narinfo that does not
@@ -546,14 +547,13 @@ export class DirectoryStorage implements CacheStorage {
    */
   private looseNar(path: string, file: string, st: Stats): Readable {
     const seen = `${st.mtimeMs}:${st.size}`;
-    if (this.verifiedFiles.get(file) === seen) return createReadStream(path);
+    if (this.fileFindings.isWhole(file, seen)) return createReadStream(path);
     const check = narNameCheck(file, (whole) => {
       if (whole) {
-        if (this.verifiedFiles.size >= VERIFIED_FILES_MAX) this.verifiedFiles.clear();
-        this.verifiedFiles.set(file, seen);
+        this.fileFindings.foundWhole(file, seen);
         return undefined;
       }
-      this.damagedFiles.set(file, seen);
+      this.fileFindings.foundDamaged(file, seen);
       this.onProblem({
         code: 'CACHE_STORAGE_CORRUPT',
         message: `the NAR file ${path} is not the bytes its name hashes; its transfer was broken off, the narinfos naming it are no longer served, and the next push of their paths uploads it again`,
@@ -632,12 +632,12 @@ export class DirectoryStorage implements CacheStorage {
   }
 
   narFoundCorrupt(file: string): boolean {
-    const seen = this.damagedFiles.get(file);
+    const seen = this.fileFindings.damagedAt(file);
     if (seen === undefined) return false;
     // Replaced since (a push moved a new upload in under its name): whole until found otherwise.
     const st = statSyncOrNull(join(this.narDir, file));
     if (st && `${st.mtimeMs}:${st.size}` === seen) return true;
-    this.damagedFiles.delete(file);
+    this.fileFindings.forgetDamage(file);
     return false;
   }
 
@@ -842,9 +842,6 @@ function statSyncOrNull(path: string): Stats | null {
     return null;
   }
 }
-
-/** NAR files remembered as found whole (a name and a stat each); forgotten all at once past this. */
-const VERIFIED_FILES_MAX = 100_000;
 
 /** Indexes a packed entry: first come first served, later copies kept behind it. */
 function addPacked(

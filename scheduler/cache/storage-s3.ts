@@ -30,7 +30,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { describeS3Location, type S3Location } from '../../spec/s3-location.js';
 import { CacheError } from './errors.js';
-import { nameOfBytes, narNameCheck } from './nar-check.js';
+import { NarFindings, nameOfBytes, narNameCheck } from './nar-check.js';
 import {
   BufferedNar,
   type CacheStorage,
@@ -67,8 +67,6 @@ const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n';
 const PART_BYTES = 16 * 1024 * 1024;
 /** NARs up to this size are read whole and checked before their first byte is served (a 500 when damaged). */
 const WHOLE_CHECK_BYTES = 4 * 1024 * 1024;
-/** NAR objects remembered as found whole (name and ETag), so a NAR many agents fetch is hashed once. */
-const VERIFIED_NARS_MAX = 100_000;
 
 export class S3Storage implements CacheStorage {
   readonly location: string;
@@ -83,9 +81,8 @@ export class S3Storage implements CacheStorage {
    * and the next upload of the path replaces that very object. In memory only, like the directory's.
    */
   private readonly condemnedNarinfos = new Map<string, string>();
-  /** NAR objects found whole, and found damaged (their narinfos then not served), with their ETag then. */
-  private readonly verifiedNars = new Map<string, string>();
-  private readonly damagedNars = new Map<string, string>();
+  /** NAR objects found whole (a NAR many agents fetch is hashed once), and found damaged, by ETag. */
+  private readonly findings = new NarFindings();
 
   constructor(private readonly opts: S3StorageOptions) {
     const l = opts.location;
@@ -249,34 +246,27 @@ export class S3Storage implements CacheStorage {
     const size = got.ContentLength ?? 0;
     const etag = got.ETag ?? '';
     const body = got.Body as Readable;
-    if (etag && this.verifiedNars.get(file) === etag) return { size, stream: body };
-    if (etag && this.damagedNars.get(file) === etag) {
+    if (this.findings.isWhole(file, etag)) return { size, stream: body };
+    if (etag && this.findings.damagedAt(file) === etag) {
       body.destroy();
       throw this.corruptNar(file);
     }
     if (size <= WHOLE_CHECK_BYTES) {
       const bytes = Buffer.from(await got.Body!.transformToByteArray());
       if (nameOfBytes(bytes, file) !== file) throw this.foundDamaged(file, etag, 'read');
-      this.foundWhole(file, etag);
+      this.findings.foundWhole(file, etag);
       return new BufferedNar(bytes);
     }
     const check = narNameCheck(file, (whole) => {
-      if (whole) this.foundWhole(file, etag);
+      if (whole) this.findings.foundWhole(file, etag);
       else return this.foundDamaged(file, etag, 'streamed (its transfer was broken off)');
       return undefined;
     });
     return { size, stream: pipeline(body, check, () => {}) };
   }
 
-  private foundWhole(file: string, etag: string): void {
-    if (!etag) return;
-    if (this.verifiedNars.size >= VERIFIED_NARS_MAX) this.verifiedNars.clear();
-    this.verifiedNars.set(file, etag);
-  }
-
   private foundDamaged(file: string, etag: string, how: string): CacheError {
-    this.damagedNars.set(file, etag);
-    this.verifiedNars.delete(file);
+    this.findings.foundDamaged(file, etag);
     const object = `s3://${this.bucket}/${this.prefix}nar/${file}`;
     this.onProblem({
       code: 'CACHE_STORAGE_CORRUPT',
@@ -297,17 +287,17 @@ export class S3Storage implements CacheStorage {
 
   /** Whether a NAR object was found damaged and is still that object (same ETag): its narinfos are not served. */
   async narFoundCorrupt(file: string): Promise<boolean> {
-    const seen = this.damagedNars.get(file);
+    const seen = this.findings.damagedAt(file);
     if (seen === undefined) return false;
     if ((await this.head(`nar/${file}`))?.etag === seen) return true;
     // Replaced since (another coordinator's push) or gone: whole until found otherwise.
-    this.damagedNars.delete(file);
+    this.findings.forgetDamage(file);
     return false;
   }
 
   async hasNar(file: string): Promise<boolean> {
     const there = await this.head(`nar/${file}`);
-    return there !== null && there.etag !== this.damagedNars.get(file);
+    return there !== null && there.etag !== this.findings.damagedAt(file);
   }
 
   async putNar(file: string, spooled: string): Promise<void> {
@@ -332,8 +322,7 @@ export class S3Storage implements CacheStorage {
           },
         }).done(),
       );
-      this.damagedNars.delete(file);
-      this.verifiedNars.delete(file);
+      this.findings.forget(file);
     }
   }
 
