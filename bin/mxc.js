@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS MXC_NODE_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} node
 // The `mxc` executable: runs the esbuild bundle (dist/bundle, made by `npm run build` and the set-up of
 // `npm start` / `npm test`), or the plain tsc output when only that exists. CommonJS (bin/package.json):
 // Node starts a CommonJS entry ~15 ms faster than an ES module one, and only CommonJS can be compiled
@@ -6,6 +6,15 @@
 // $MXC_CODE_CACHE_DIR (default ~/.cache/mxc/v8-<node version>; "off" turns it off): the first run
 // of a command writes it on exit, later runs skip most parsing and compiling.
 'use strict';
+
+// The shebang starts Node without NODE_EXTRA_CA_CERTS, which Node 20 would read (45 ms here) before
+// any command runs: bin/deferred-ca.js puts it back for child processes and reads the file at the
+// first TLS context instead. Started without the shebang (`node bin/mxc.js`), nothing here runs.
+if (process.env.MXC_NODE_EXTRA_CA_CERTS !== undefined) {
+  const deferredCa = require('./deferred-ca.js');
+  const file = deferredCa.take();
+  if (file) deferredCa.trust(file);
+}
 
 // A coordinator's cache writes and syncs a push's files on libuv's thread pool, whose 4 threads wait
 // on the disk in turn: with 16, a 301-path push took ~390 ms instead of ~460 (A/B at chrt -f 1). Set

@@ -70,6 +70,9 @@ buildNpmPackage {
     cp -r scheduler/ui/assets $dest/scheduler/ui/
     cp spec/job.schema.json $dest/spec/
     install -Dm755 mxc-task-supervisor $out/libexec/mxc/task-supervisor
+    # bin/mxc.js's shebang (`env -S -u NODE_EXTRA_CA_CERTS …`, bin/deferred-ca.js) is for npm's bin
+    # links; here the wrapper below runs it with this Node, and patchShebangs cannot rewrite `env -u`.
+    sed -i "1s|.*|#!${lib.getExe nodejs_20}|" $dest/bin/mxc.js
     makeWrapper ${lib.getExe nodejs_20} $out/bin/mxc \
       --add-flags $dest/bin/mxc.js \
       --prefix PATH : ${lib.makeBinPath runtimeTools} \

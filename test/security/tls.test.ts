@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { run } from '../../lib/exec.js';
+import { nixBuild } from '../../lib/nix.js';
+import { repoPath } from '../../scheduler/paths.js';
 import { type CoordinatorServer, startCoordinator } from '../../scheduler/server.js';
 import { type DaemonProcess, MXC_BIN, startDaemon } from '../helpers/daemon-process.js';
 import { testLogger } from '../helpers/logger.js';
@@ -122,3 +124,48 @@ test('a real agent joins over wss:// with the CA from NODE_EXTRA_CA_CERTS, and t
   const untrusted = await cli({});
   expect(untrusted.exitCode).not.toBe(0);
 });
+
+test('run as `mxc` through its shebang (which starts Node without NODE_EXTRA_CA_CERTS), an agent, the CLI and mxc push still trust it', async () => {
+  const tokenFile = join(dir, 'join');
+  await writeFile(tokenFile, TOKENS.agent, { mode: 0o600 });
+  const viaShebang = startDaemon(
+    MXC_BIN,
+    ['agent', '--coordinator', server.url, '--token-file', tokenFile, '--name', 'tls-shebang-agent'].concat(
+      ['--state-dir', join(dir, 'agent-shebang'), '--store-root', join(dir, 'store-shebang')],
+      ['--cpu', '1', '--memory', '256'],
+    ),
+    { NODE_EXTRA_CA_CERTS: cert },
+  );
+  try {
+    const ca = readFileSync(cert, 'utf8');
+    await eventually(
+      async () =>
+        (await httpsGet(`${server.url}/api/nodes`, ca)).body.data?.some(
+          (n: { name: string; status: string }) => n.name === 'tls-shebang-agent' && n.status === 'ready',
+        ),
+      60_000,
+      'the agent started through its shebang to join over wss://',
+    );
+    const cli = (args: string[], env: Record<string, string>) =>
+      execa(MXC_BIN, [...args, '--coordinator', server.url], {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, MXC_API_TOKEN: TOKENS.api, ...env },
+        extendEnv: false,
+        reject: false,
+      });
+    const trusted = await cli(['nodes', 'list', '--json'], { NODE_EXTRA_CA_CERTS: cert });
+    expect(trusted.exitCode, trusted.stderr).toBe(0);
+    expect(JSON.parse(trusted.stdout).map((n: { name: string }) => n.name)).toContain('tls-shebang-agent');
+    const untrusted = await cli(['nodes', 'list', '--json'], {});
+    expect(untrusted.exitCode).not.toBe(0);
+    const missing = await cli(['nodes', 'list', '--json'], { NODE_EXTRA_CA_CERTS: join(dir, 'missing.pem') });
+    expect(missing.exitCode).not.toBe(0);
+    expect(missing.stderr).toMatch(/Ignoring extra certs from `.*missing\.pem`/);
+
+    const [root] = (await nixBuild([repoPath('examples', 'hello_world')])) as [string];
+    const push = await cli(['push', '--json', root], { NODE_EXTRA_CA_CERTS: cert });
+    expect(push.exitCode, push.stderr).toBe(0);
+    expect(JSON.parse(push.stdout).uploaded).toContain(root);
+  } finally {
+    await viaShebang.stop();
+  }
+}, 120_000);
