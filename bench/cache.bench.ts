@@ -253,9 +253,12 @@ const nixCopy = (root: string, to: string) =>
     root,
   ]);
 
-/** `mxc push` as a user runs it: a Node process of its own, like nix copy (its start-up included). */
+/**
+ * `mxc push` as a user runs it (npm's bin link: bin/mxc.js through its shebang): a Node process of its
+ * own, like nix copy (its start-up included).
+ */
 const cliPush = (root: string, coordinator: string) =>
-  timedRun([process.execPath, repoPath('bin', 'mxc.js'), 'push', root], {
+  timedRun([repoPath('bin', 'mxc.js'), 'push', root], {
     ...process.env,
     MXC_COORDINATOR: coordinator,
     MXC_API_TOKEN: '',
