@@ -43,6 +43,7 @@ const SETTINGS = [
   'secureOptions',
   'sigalgs',
   'sessionTimeout',
+  'allowPartialTrustChain',
 ];
 /** Shared contexts kept at most (one per distinct settings; a client uses one or two). */
 const MAX_SHARED = 16;
