@@ -4,9 +4,8 @@
  * the median is printed), then measures narinfo requests/s and NAR MiB/s from the cache next to
  * `python3 -m http.server` serving the same bytes as plain files, plus a full `nix-store --realise` from the cache.
  */
-import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +18,7 @@ import { type CoordinatorProcess, startCoordinatorProcess } from './lib/coordina
 import { type BenchDb, createBenchDb } from './lib/pg.js';
 import { cpuSeconds } from './lib/proc.js';
 import { realiseFromCache } from './lib/realise.js';
+import { childrenCpuMs, timeCommandCpu } from './lib/timing.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_PATHS ?? 300);
 const PUSH_ROUNDS = Number(process.env.MXC_BENCH_CACHE_ROUNDS ?? 3);
@@ -225,23 +225,19 @@ async function startForked(file: string, arg: string): Promise<CacheServer> {
   };
 }
 
-/** `nix copy` of the closure into a fresh file:// cache: wall time and CPU time (through python's rusage). */
-/** Runs a command to its end under python3, which reports the CPU time of the command and its children. */
-function timedRun(argv: string[], env?: NodeJS.ProcessEnv): { s: number; cpuMs: number } {
-  const t = performance.now();
-  const r = spawnSync(
-    'python3',
-    [
-      '-c',
-      'import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); u = resource.getrusage(resource.RUSAGE_CHILDREN); print((u.ru_utime + u.ru_stime) * 1000)',
-      ...argv,
-    ],
-    { encoding: 'utf8', env: env ?? process.env },
-  );
-  if (r.status !== 0) throw new Error(`${argv.slice(0, 3).join(' ')} failed: ${r.stderr}`);
-  return { s: (performance.now() - t) / 1000, cpuMs: Number(r.stdout.trim()) };
+/**
+ * Runs a command to its end, spawned by this process (no shell, no wrapper): its wall time, and its CPU
+ * time with its children's (from /proc, 10 ms ticks). A python3 wrapper used to report the CPU time;
+ * python3 is a pyenv shim on this machine, which added ~80 ms of wall and ~55 ms of CPU (its own
+ * helper processes) to every command measured, nix copy's included.
+ */
+async function timedRun(argv: string[], env?: NodeJS.ProcessEnv): Promise<{ s: number; cpuMs: number }> {
+  const [file, ...args] = argv;
+  const r = await timeCommandCpu(file!, args, { env: env ?? process.env });
+  return { s: r.wallMs / 1000, cpuMs: r.cpuMs };
 }
 
+/** `nix copy` of the closure into a fresh file:// cache: wall time and CPU time. */
 const nixCopy = (root: string, to: string) =>
   timedRun([
     'nix',
@@ -263,13 +259,6 @@ const cliPush = (root: string, coordinator: string) =>
     MXC_COORDINATOR: coordinator,
     MXC_API_TOKEN: '',
   });
-
-/** CPU ms of this process's waited-for children (the push's `nix path-info`), from /proc (10 ms ticks). */
-function childrenCpuMs(): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[13]) + Number(f[14])) * 1000) / 100;
-}
 
 /**
  * What the cache serves for `closure`, written as plain files (`narinfo/<hash>.narinfo`, `nar/<file>`)
@@ -334,12 +323,12 @@ export async function main(): Promise<Record<string, number>> {
       const clientMs = (client.user + client.system) / 1000 + childrenCpuMs() - childCpu0;
       const serverCpuMs = (await server.cpuMs()) - serverCpu0;
       pushes.push({ s, cpuMs: clientMs + serverCpuMs, serverCpuMs });
-      copies.push(nixCopy(root, join(work, `nix-copy-${round}`)));
+      copies.push(await nixCopy(root, join(work, `nix-copy-${round}`)));
       // The same push through the CLI, into a fresh cache of its own.
       await server.stop();
       server = await startCacheServer(join(work, `data-cli-${round}`));
       const cliServerCpu0 = await server.cpuMs();
-      const cli = cliPush(root, server.url);
+      const cli = await cliPush(root, server.url);
       cliPushes.push({ s: cli.s, cpuMs: cli.cpuMs + (await server.cpuMs()) - cliServerCpu0 });
     }
     // What the reads below serve: the in-process push's cache.

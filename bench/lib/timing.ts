@@ -29,7 +29,7 @@ export function timeCommand(
 }
 
 /** User + system CPU of this process's reaped children so far, in ms (/proc, clock ticks of 10 ms). */
-function childrenCpuMs(): number {
+export function childrenCpuMs(): number {
   const stat = readFileSync('/proc/self/stat', 'utf8');
   // Fields after the command name (which may hold spaces): cutime and cstime are fields 16 and 17.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
