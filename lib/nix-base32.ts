@@ -4,7 +4,9 @@
  */
 
 const ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz';
-const DIGIT = new Map([...ALPHABET].map((c, i) => [c, i]));
+/** Each ASCII character's digit, -1 for those not in the alphabet (a table: no Map, no one-char strings). */
+const DIGIT = new Int8Array(128).fill(-1);
+for (let i = 0; i < ALPHABET.length; i++) DIGIT[ALPHABET.charCodeAt(i)] = i;
 
 /** Encodes bytes the way `nix-hash --to-base32` does. */
 export function toNixBase32(bytes: Uint8Array): string {
@@ -25,8 +27,9 @@ export function fromNixBase32(text: string, size: number): Buffer | null {
   if (text.length !== Math.ceil((size * 8) / 5)) return null;
   const out = Buffer.alloc(size);
   for (let n = 0; n < text.length; n++) {
-    const digit = DIGIT.get(text[text.length - n - 1]);
-    if (digit === undefined) return null;
+    const code = text.charCodeAt(text.length - n - 1);
+    const digit = code < 128 ? DIGIT[code]! : -1;
+    if (digit < 0) return null;
     const b = n * 5;
     const i = b >> 3;
     const j = b & 7;

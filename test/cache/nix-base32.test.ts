@@ -30,6 +30,8 @@ describe('nix base32', () => {
     expect(parseSha256('md5:0123')).toBeNull();
     expect(fromNixBase32('e'.repeat(52), 32)).toBeNull(); // 'e' is not in nix's alphabet
     expect(fromNixBase32('z'.repeat(52), 32)).toBeNull(); // overflows 32 bytes
+    expect(fromNixBase32(`${'0'.repeat(51)}é`, 32)).toBeNull(); // not ASCII
+    expect(fromNixBase32(`${'0'.repeat(51)}\u0130`, 32)).toBeNull(); // a code unit past the table
   });
 });
 
