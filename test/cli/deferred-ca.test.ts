@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { run } from '../../lib/exec.js';
 import { repoPath } from '../../scheduler/paths.js';
+import { selfSignedCert } from '../helpers/tls-cert.js';
 
 const deferredCa = createRequire(import.meta.url)(repoPath('bin', 'deferred-ca.js')) as {
   HANDOVER: string;
@@ -22,6 +22,7 @@ const deferredCa = createRequire(import.meta.url)(repoPath('bin', 'deferred-ca.j
 const createSecureContext = tls.createSecureContext;
 let dir: string;
 let caFile: string;
+let keyFile: string;
 let server: Server;
 let url: string;
 
@@ -37,28 +38,8 @@ function fetchStatus(opts: { ca?: string } = {}): Promise<number> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mxc-deferred-ca-'));
-  caFile = join(dir, 'ca.pem');
-  const key = join(dir, 'key.pem');
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-keyout',
-    key,
-    '-out',
-    caFile,
-    '-days',
-    '1',
-    '-subj',
-    '/CN=mxc deferred ca test',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-  ]);
-  server = createServer({ key: await readFile(key), cert: await readFile(caFile) }, (_req, res) =>
+  ({ cert: caFile, key: keyFile } = await selfSignedCert(dir, 'mxc deferred ca test', 'IP:127.0.0.1'));
+  server = createServer({ key: await readFile(keyFile), cert: await readFile(caFile) }, (_req, res) =>
     res.end('ok'),
   );
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -105,7 +86,7 @@ describe('trust', () => {
     const tls13 = tls.createSecureContext({ minVersion: 'TLSv1.3' });
     expect(tls13).not.toBe(a);
     expect(tls.createSecureContext({ minVersion: 'TLSv1.3' })).toBe(tls13);
-    const key = await readFile(join(dir, 'key.pem'));
+    const key = await readFile(keyFile);
     const cert = await readFile(caFile);
     expect(tls.createSecureContext({ key, cert })).not.toBe(tls.createSecureContext({ key, cert }));
   });

@@ -9,13 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { run } from '../../lib/exec.js';
 import { nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { type CoordinatorServer, startCoordinator } from '../../scheduler/server.js';
 import { type DaemonProcess, MXC_BIN, startDaemon } from '../helpers/daemon-process.js';
 import { testLogger } from '../helpers/logger.js';
 import { eventually } from '../helpers/protocol-agent.js';
+import { selfSignedCert } from '../helpers/tls-cert.js';
 
 const TOKENS = { api: 'tls-client', agent: 'tls-join' };
 let dir: string;
@@ -40,33 +40,14 @@ function httpsGet(url: string, ca?: string): Promise<{ status: number; body: any
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mxc-tls-'));
-  cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-keyout',
-    key,
-    '-out',
-    cert,
-    '-days',
-    '1',
-    '-subj',
-    '/CN=mxc test coordinator',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1,DNS:localhost',
-  ]);
+  const made = await selfSignedCert(dir, 'mxc test coordinator', 'IP:127.0.0.1,DNS:localhost');
+  cert = made.cert;
   server = await startCoordinator({
     port: 0,
     dataDir: join(dir, 'coordinator'),
     tokens: TOKENS,
     logger: testLogger(),
-    tls: { certFile: cert, keyFile: key },
+    tls: { certFile: cert, keyFile: made.key },
   });
 });
 afterAll(async () => {
