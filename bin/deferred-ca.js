@@ -17,9 +17,8 @@
 /** The variable the shebang hands NODE_EXTRA_CA_CERTS over in. */
 const HANDOVER = 'MXC_NODE_EXTRA_CA_CERTS';
 
-/** createSecureContext options that give a context an identity or state of its own: never shared. */
+/** createSecureContext options (beside `ca`) that give a context an identity or state of its own: never shared. */
 const OWN = [
-  'ca',
   'cert',
   'key',
   'pfx',
@@ -78,7 +77,8 @@ function trust(file) {
     return ca;
   };
   tls.createSecureContext = function createSecureContext(options) {
-    if (options?.ca !== undefined && options.ca !== null) return create(options);
+    // As Node reads it: a `ca` that is set (an empty list too) replaces the roots, a falsy one does not.
+    if (options?.ca) return create(options);
     const roots = extraCa();
     if (roots === null) return create(options);
     const own = OWN.some((k) => options?.[k] !== undefined && options[k] !== null);

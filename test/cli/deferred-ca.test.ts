@@ -72,6 +72,8 @@ describe('trust', () => {
     await expect(fetchStatus()).rejects.toThrow(/self.signed|certificate/i);
     deferredCa.trust(caFile);
     expect(await fetchStatus()).toBe(200);
+    // A falsy ca is no ca of its own, as Node reads it: the file's certificates are trusted there too.
+    expect(await fetchStatus({ ca: '' })).toBe(200);
     // A caller's own ca (here Node's roots alone) is kept to: the file's certificate is not added to it.
     await expect(fetchStatus({ ca: tls.rootCertificates.join('\n') })).rejects.toThrow(
       /self.signed|certificate/i,
