@@ -42,6 +42,7 @@ export async function startS3Server(buckets: string[]): Promise<TestS3Server> {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
       await rm(dir, { recursive: true, force: true });
+      await rm(`${dir}.spool`, { recursive: true, force: true }); // s3-server-main.mjs's PUTs in progress
     },
   };
 }
