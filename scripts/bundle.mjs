@@ -123,11 +123,20 @@ const zodEnglishOnly = {
  * of. The kept ones run in the same order, and each shape is still defined once, in its module.
  * (These modules have no other top-level statements, and their initialisers do nothing but build
  * their value.) With zod imported as a namespace (`import * as z`), esbuild drops zod's unused parts
- * too. cluster.cjs's load: 24 -> 12 ms; its size 280 -> 125 kB.
+ * too. cluster.cjs's load: 24 -> 12 ms; its size 280 -> 125 kB. The same modules are marked free of side
+ * effects where another imports them, so an import whose bindings a file never uses goes too: else
+ * messages.ts's import of job.ts kept the job spec's schemas in every command that reads an agent
+ * message shape, built at start even where only a dynamic import reaches them (spec/api-jobs.ts).
  */
 const pureSpecConstants = {
   name: 'mxc-pure-spec-constants',
   setup(b) {
+    b.onResolve({ filter: /^\.\.?\/.*\.js$/ }, (args) => {
+      const file = join(args.resolveDir, args.path.replace(/\.js$/, '.ts'));
+      return dirname(file) === join(root, 'spec') && args.kind === 'import-statement'
+        ? { path: file, sideEffects: false }
+        : undefined;
+    });
     b.onLoad({ filter: /[\\/]spec[\\/][\w-]+\.ts$/ }, (args) => {
       if (dirname(args.path) !== join(root, 'spec')) return undefined;
       const source = readFileSync(args.path, 'utf8');

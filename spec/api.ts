@@ -1,10 +1,9 @@
 /**
- * Shapes of the REST API's requests and responses (the job spec itself is job.ts). Each route declares
- * these as its schemas: the coordinator validates and serialises through them, the CLI parses answers
- * with them, and /api/openapi.json is generated from them.
+ * Shapes of the REST API's requests and responses (the job spec itself is job.ts; the answers that carry
+ * one are api-jobs.ts). Each route declares these as its schemas: the coordinator validates and
+ * serialises through them, the CLI parses answers with them, and /api/openapi.json is generated from them.
  */
 import * as z from 'zod';
-import { JobSpec } from './job.js';
 import { Capabilities, ProcessReport, WorkloadStatus } from './messages.js';
 
 /**
@@ -118,15 +117,6 @@ export const StateCounts = z.object({
   lost: z.number().int(),
 });
 
-/** A job with its current spec, what it is doing and its workloads per state (`GET /api/jobs`). */
-export const JobWithSpec = Job.extend({
-  spec: JobSpec,
-  state: z
-    .enum(['running', 'complete', 'failed', 'stopped'])
-    .describe('running while an instance is live; else failed, complete (all finished) or stopped'),
-  counts: StateCounts.describe('workloads per state, history included'),
-});
-
 /** A rolling update (or restart, or rollback) of a job. */
 export const JobUpdate = z.object({
   id: z.string(),
@@ -141,9 +131,6 @@ export const JobUpdate = z.object({
   created_at: Timestamp,
   updated_at: Timestamp,
 });
-
-/** `GET /api/jobs/:id`: the job with its workloads and latest update. */
-export const JobDetail = JobWithSpec.extend({ workloads: z.array(Workload), update: JobUpdate.nullable() });
 
 /** One serving instance of a job, for service discovery (`GET /api/jobs/:id/endpoints`). */
 export const InstanceEndpoint = z.object({
@@ -281,15 +268,6 @@ export const LogsQuery = z.object({
   after: z.coerce.number().int().min(0).optional().describe('only lines with a larger id'),
   limit: z.coerce.number().int().min(1).max(100000).optional(),
   follow: z.enum(['0', '1', 'true', 'false']).optional().describe('stream ndjson until the workload ends'),
-});
-
-/** `GET /api/jobs/:id/versions`: every submitted version. */
-export const JobVersion = z.object({
-  job_id: z.string(),
-  version: z.number().int(),
-  spec: JobSpec,
-  spec_hash: z.string(),
-  created_at: Timestamp,
 });
 
 /** `POST /api/jobs/:id/stop`. */

@@ -1,6 +1,7 @@
 /** `mxc jobs list|show|stop|versions|endpoints`. */
 import * as z from 'zod';
 import * as api from '../../spec/api.js';
+import * as apiJobs from '../../spec/api-jobs.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import { ago, bytes, color, printJson, printTable, statusColor } from '../output.js';
@@ -34,7 +35,7 @@ const stateColor = (s: string) => (s === 'complete' ? color.green(s) : statusCol
 
 /** Jobs with their state (running / complete / failed / stopped) and workloads per state, history included. */
 export async function list(opts: Opts) {
-  const rows = await new ApiClient(opts).get('/api/jobs', z.array(api.JobWithSpec));
+  const rows = await new ApiClient(opts).get('/api/jobs', z.array(apiJobs.JobWithSpec));
   if (opts.json) return printJson(rows);
   const n = (v: number, paint?: (s: string) => string) => (v && paint ? paint(String(v)) : String(v));
   printTable(
@@ -71,7 +72,7 @@ export async function list(opts: Opts) {
 
 export async function show(id: string, opts: Opts) {
   id = await resolveId(new ApiClient(opts), 'job', id);
-  const j = await new ApiClient(opts).get(`/api/jobs/${encodeURIComponent(id)}`, api.JobDetail);
+  const j = await new ApiClient(opts).get(`/api/jobs/${encodeURIComponent(id)}`, apiJobs.JobDetail);
   if (opts.json) return printJson(j);
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(10))}${v}\n`);
   out('job', j.key);
@@ -121,7 +122,7 @@ export async function versions(id: string, opts: Opts) {
   id = await resolveId(new ApiClient(opts), 'job', id);
   const rows = await new ApiClient(opts).get(
     `/api/jobs/${encodeURIComponent(id)}/versions`,
-    z.array(api.JobVersion),
+    z.array(apiJobs.JobVersion),
   );
   if (opts.json) return printJson(rows);
   printTable(
@@ -199,7 +200,10 @@ export async function revert(id: string, version: string, opts: Opts) {
   if (!Number.isInteger(n) || n < 1) throw new CliError(`VERSION is a version number, got "${version}"`, 2);
   const client = new ApiClient(opts);
   id = await resolveId(client, 'job', id);
-  const versions = await client.get(`/api/jobs/${encodeURIComponent(id)}/versions`, z.array(api.JobVersion));
+  const versions = await client.get(
+    `/api/jobs/${encodeURIComponent(id)}/versions`,
+    z.array(apiJobs.JobVersion),
+  );
   const v = versions.find((x) => x.version === n);
   if (!v)
     throw new CliError(

@@ -6,6 +6,7 @@
  */
 import * as z from 'zod';
 import * as api from '../../spec/api.js';
+import * as apiJobs from '../../spec/api-jobs.js';
 import type { ApiClient } from '../client.js';
 import { MiB } from '../output.js';
 
@@ -129,7 +130,7 @@ export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOpt
   const progress = new Progress(opts.quiet === true);
   const pendingSince = new Map<string, number>();
   for (;;) {
-    const job = await client.get(`/api/jobs/${encodeURIComponent(jobId)}`, api.JobDetail);
+    const job = await client.get(`/api/jobs/${encodeURIComponent(jobId)}`, apiJobs.JobDetail);
     const hasHealth = job.spec.health_check_config != null;
     const current = newestPerInstance(job);
     const all = job.workloads.filter((w) => w.job_version === job.current_version);

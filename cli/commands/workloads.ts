@@ -143,7 +143,9 @@ const printLog = (l: LogRow, json?: boolean, timestamps?: boolean) => {
 /** `-p NAME` must name a process of the workload's task (or mxc's own `mxc` / `:task` lines). */
 async function checkProcess(client: ApiClient, id: string, name: string): Promise<void> {
   const w = await client.get(`/api/workloads/${encodeURIComponent(id)}`, api.Workload);
-  const job = await client.get(`/api/jobs/${encodeURIComponent(w.job_id)}`, api.JobDetail);
+  // Loaded here, the one place this command needs a job spec (spec/api-jobs.ts says why).
+  const { JobDetail } = await import('../../spec/api-jobs.js');
+  const job = await client.get(`/api/jobs/${encodeURIComponent(w.job_id)}`, JobDetail);
   const names = new Set([
     'mxc',
     ':task',

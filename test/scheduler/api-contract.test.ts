@@ -11,6 +11,7 @@ import { data, installContract, isJsonApiRoute, typed } from '../../scheduler/ap
 import { installErrorHandler } from '../../scheduler/api/error-handler.js';
 import * as nodesStore from '../../scheduler/store/nodes.js';
 import * as api from '../../spec/api.js';
+import * as apiJobs from '../../spec/api-jobs.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { captureLogger } from '../helpers/logger.js';
 import { eventually, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
@@ -203,10 +204,10 @@ describe('API contract', () => {
       async () => (await c.api('GET', `/api/workloads/${wid}`)).body.data.status === 'running',
     );
 
-    await call('GET', '/api/jobs', data(z.array(api.JobWithSpec)));
-    const detail = (await call('GET', `/api/jobs/${jobId}`, data(api.JobDetail))).data;
+    await call('GET', '/api/jobs', data(z.array(apiJobs.JobWithSpec)));
+    const detail = (await call('GET', `/api/jobs/${jobId}`, data(apiJobs.JobDetail))).data;
     expect(detail.workloads[0]!.node).toBe('n1');
-    await call('GET', `/api/jobs/${jobId}/versions`, data(z.array(api.JobVersion)));
+    await call('GET', `/api/jobs/${jobId}/versions`, data(z.array(apiJobs.JobVersion)));
     await call('GET', `/api/jobs/${jobId}/updates`, data(z.array(api.JobUpdate)));
     await call('GET', `/api/jobs/${jobId}/closure`, data(z.array(api.ClosurePath)));
     await call('GET', `/api/jobs/${jobId}/closure?version=1`, data(z.array(api.ClosurePath)));

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import * as api from '../../../spec/api.js';
+import * as apiJobs from '../../../spec/api-jobs.js';
 import { JobSpec } from '../../../spec/job.js';
 import type { Coordinator } from '../../coordinator.js';
 import { jobEndpoints } from '../../core/endpoints.js';
@@ -80,7 +81,7 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
       schema: {
         summary: 'List jobs with their current spec',
         tags,
-        response: { 200: data(z.array(api.JobWithSpec)), ...errorResponses },
+        response: { 200: data(z.array(apiJobs.JobWithSpec)), ...errorResponses },
       },
     },
     async () => {
@@ -100,7 +101,7 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
         summary: 'A job, its spec, workloads and latest update',
         tags,
         params: IdParams,
-        response: { 200: data(api.JobDetail), ...errorResponses },
+        response: { 200: data(apiJobs.JobDetail), ...errorResponses },
       },
     },
     async (req) => {
@@ -162,7 +163,7 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
         summary: 'Every submitted version',
         tags,
         params: IdParams,
-        response: { 200: data(z.array(api.JobVersion)), ...errorResponses },
+        response: { 200: data(z.array(apiJobs.JobVersion)), ...errorResponses },
       },
     },
     async (req) => ({ data: await jobs.listJobVersions(db, (await load(req.params.id)).id) }),
