@@ -6,49 +6,14 @@
  * naming a node that does not exist.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { recordSubmission } from '../../scheduler/job-submit.js';
 import { removeNodeRecord } from '../../scheduler/liveness.js';
 import type { Db, Queryable } from '../../scheduler/store/db.js';
 import { openPostgres } from '../../scheduler/store/db.js';
 import * as nodes from '../../scheduler/store/nodes.js';
-import { applyStarts, type PlannedStart } from '../../scheduler/store/placement-apply.js';
+import { applyStarts } from '../../scheduler/store/placement-apply.js';
 import * as wl from '../../scheduler/store/workloads.js';
-import { JobSpec } from '../../spec/job.js';
-import { plainJob } from '../helpers/coordinator.js';
 import { ENGINES, freshDb } from '../helpers/db.js';
-import { PLAIN_CAPABILITIES } from '../helpers/protocol-agent.js';
-
-const MiB = 1024 * 1024;
-
-async function addNode(db: Db, id: string): Promise<void> {
-  await nodes.upsertNode(db, {
-    id,
-    name: id,
-    resources: { cpu: 8, memory_mb: 8192, disk_mb: 10_000 },
-    capabilities: PLAIN_CAPABILITIES,
-    version: 'test',
-  });
-}
-
-async function pendingOf(db: Db, name: string, instances: number): Promise<wl.PendingWorkload[]> {
-  const spec = JobSpec.parse(
-    plainJob({
-      name,
-      instances,
-      task: { ...plainJob().task, resources: { cpu: 1, ram: 256 * MiB, disk: MiB } },
-    }),
-  );
-  const { job } = await recordSubmission(db, `test/www/prod/${name}`, spec, []);
-  return (await wl.listPending(db, 100)).filter((w) => w.job_id === job.id);
-}
-
-const start = (w: wl.PendingWorkload, nodeId: string): PlannedStart => ({
-  id: w.id,
-  nodeId,
-  cpu: w.cpu,
-  memory_mb: w.memory_mb,
-  disk_mb: w.disk_mb,
-});
+import { addNode, plannedStart, submitPending } from '../helpers/placement-store.js';
 
 /** Workloads naming a node that does not exist (what the foreign key refused). */
 async function dangling(db: Db): Promise<string[]> {
@@ -70,8 +35,8 @@ for (const engine of ENGINES) {
 
     it('loses the node’s workloads, clears their node, and refuses a later placement on it', async () => {
       await addNode(db, 'gone-a');
-      const [w0, w1] = (await pendingOf(db, 'removal', 2)) as [wl.PendingWorkload, wl.PendingWorkload];
-      const placed = await applyStarts(db, [start(w0, 'gone-a')]);
+      const [w0, w1] = (await submitPending(db, 'removal', 2)) as [wl.PendingWorkload, wl.PendingWorkload];
+      const placed = await applyStarts(db, [plannedStart(w0, 'gone-a')]);
       expect(placed.moved).toHaveLength(1);
 
       const lost = await db.tx((q) => removeNodeRecord(q, { id: 'gone-a', name: 'gone-a' }, 'test removal'));
@@ -81,7 +46,7 @@ for (const engine of ENGINES) {
       expect(after).toMatchObject({ status: 'lost', node_id: null });
 
       // A plan made before the removal: the node is gone, so nothing moves and the workload waits.
-      const late = await applyStarts(db, [start(w1, 'gone-a')]);
+      const late = await applyStarts(db, [plannedStart(w1, 'gone-a')]);
       expect(late).toEqual({ fitted: 0, moved: [] });
       expect(await wl.getWorkload(db, w1.id)).toMatchObject({ status: 'pending', node_id: null });
       expect(await dangling(db)).toEqual([]);
@@ -136,8 +101,8 @@ describe('node removal racing a placement on postgres', () => {
 
   it('a placement committed first is lost with the node’s other workloads', async () => {
     await addNode(db, 'race-a');
-    const [w] = await pendingOf(db, 'race-first', 1);
-    const placement = holdOpen((q) => applyStarts(q, [start(w!, 'race-a')]));
+    const [w] = await submitPending(db, 'race-first', 1);
+    const placement = holdOpen((q) => applyStarts(q, [plannedStart(w!, 'race-a')]));
     await placement.held;
     const removing = db.tx((q) => removeNodeRecord(q, { id: 'race-a', name: 'race-a' }, 'test removal'));
     await someoneWaitsForALock();
@@ -151,10 +116,10 @@ describe('node removal racing a placement on postgres', () => {
 
   it('a placement after the removal locked the node finds it gone and leaves the workload pending', async () => {
     await addNode(db, 'race-b');
-    const [w] = await pendingOf(db, 'race-after', 1);
+    const [w] = await submitPending(db, 'race-after', 1);
     const removal = holdOpen((q) => removeNodeRecord(q, { id: 'race-b', name: 'race-b' }, 'test removal'));
     await removal.held;
-    const placing = applyStarts(db, [start(w!, 'race-b')]);
+    const placing = applyStarts(db, [plannedStart(w!, 'race-b')]);
     await someoneWaitsForALock();
     removal.release();
     expect(await removal.result).toEqual([]);

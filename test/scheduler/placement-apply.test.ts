@@ -6,17 +6,12 @@
  * on their pages, so those usage updates are HOT.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { recordSubmission } from '../../scheduler/job-submit.js';
 import type * as commands from '../../scheduler/store/agent-commands.js';
 import * as nodes from '../../scheduler/store/nodes.js';
 import { applyStarts } from '../../scheduler/store/placement-apply.js';
 import * as wl from '../../scheduler/store/workloads.js';
-import { JobSpec } from '../../spec/job.js';
-import { plainJob } from '../helpers/coordinator.js';
 import { ENGINES, freshDb } from '../helpers/db.js';
-import { PLAIN_CAPABILITIES } from '../helpers/protocol-agent.js';
-
-const MiB = 1024 * 1024;
+import { addNode, plannedStart, submitPending } from '../helpers/placement-store.js';
 
 for (const engine of ENGINES) {
   describe(`the one-statement placement apply on ${engine}`, () => {
@@ -33,25 +28,10 @@ for (const engine of ENGINES) {
         ['node-a', 2],
         ['node-b', 8],
         ['node-c', 8],
-      ] as const) {
-        await nodes.upsertNode(db, {
-          id,
-          name: id,
-          resources: { cpu, memory_mb: 8192, disk_mb: 10_000 },
-          capabilities: PLAIN_CAPABILITIES,
-          version: 'test',
-        });
-      }
+      ] as const)
+        await addNode(db, id, { cpu, memory_mb: 8192, disk_mb: 10_000 });
       await nodes.setNodeStatus(db, 'node-c', 'draining');
-      const spec = JobSpec.parse(
-        plainJob({
-          name: 'apply',
-          instances: 6,
-          task: { ...plainJob().task, resources: { cpu: 1, ram: 256 * MiB, disk: MiB } },
-        }),
-      );
-      await recordSubmission(db, 'test/www/prod/apply', spec, []);
-      const pending = await wl.listPending(db, 100);
+      const pending = await submitPending(db, 'apply', 6);
       expect(pending).toHaveLength(6);
       const [w0, w1, w2, w3, w4, w5] = pending as [wl.PendingWorkload, ...wl.PendingWorkload[]];
       // w5 is stopped before the apply: it still counts towards node-b's demand but does not move.
@@ -66,13 +46,7 @@ for (const engine of ENGINES) {
       ];
       const r = await applyStarts(
         db,
-        plan.map(({ w, nodeId }) => ({
-          id: w.id,
-          nodeId,
-          cpu: w.cpu,
-          memory_mb: w.memory_mb,
-          disk_mb: w.disk_mb,
-        })),
+        plan.map(({ w, nodeId }) => plannedStart(w, nodeId)),
       );
       expect(r.fitted).toBe(4);
       expect(r.moved.map((m) => m.index)).toEqual([0, 1, 2]);
@@ -122,13 +96,7 @@ for (const engine of ENGINES) {
       // Enough rows to fill pages; at the default fillfactor a full page has no room for a new version.
       for (let i = 0; i < 200; i++) {
         const id = `hot-${String(i).padStart(3, '0')}`;
-        await nodes.upsertNode(db, {
-          id,
-          name: id,
-          resources: { cpu: 64, memory_mb: 65536, disk_mb: 100_000 },
-          capabilities: PLAIN_CAPABILITIES,
-          version: 'test',
-        });
+        await addNode(db, id, { cpu: 64, memory_mb: 65536, disk_mb: 100_000 });
       }
       const pages = async () =>
         db.query<{ id: string; page: string }>(
