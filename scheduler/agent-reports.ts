@@ -35,13 +35,14 @@ export interface AgentReportDeps {
 /**
  * Matches what a (re)connecting agent runs with what the store wants on its node: core/reconcile/agent
  * decides; this sends the stops and starts, applies adopted statuses as the agent's reports, and loses
- * (and replaces) what the agent no longer runs with guarded transitions.
+ * (and replaces) what the agent no longer runs with guarded transitions. Returns the workloads whose
+ * start this settled: wanted here and run by the agent, or sent their start now.
  */
 export async function reconcileAgent(
   deps: AgentReportDeps,
   node: nodes.NodeRow,
   running: { workload_id: string; status: WorkloadStatus }[],
-): Promise<void> {
+): Promise<Set<string>> {
   const session = deps.sessionOf(node.id);
   const wanted = await wl.listWorkloads(deps.db, {
     nodeId: node.id,
@@ -58,7 +59,9 @@ export async function reconcileAgent(
   for (const r of changes.report) await applyStatus(deps, node.id, r.workloadId, r.status, r.reason);
   const byId = new Map(wanted.map((w) => [w.id, w]));
   for (const id of changes.start) deps.sendStart(node.id, byId.get(id)!);
-  if (changes.lose.length === 0) return;
+  const reported = new Set(running.map((r) => r.workload_id));
+  const settled = new Set([...changes.start, ...wanted.flatMap((w) => (reported.has(w.id) ? [w.id] : []))]);
+  if (changes.lose.length === 0) return settled;
   const moved = await deps.db.tx(async (q) => {
     const out: wl.WorkloadRow[] = [];
     for (const l of changes.lose) {
@@ -73,6 +76,7 @@ export async function reconcileAgent(
     return out;
   });
   for (const w of moved) deps.emit({ kind: 'workload', id: w.id, status: 'lost' });
+  return settled;
 }
 
 /** Applies a status an agent reported, when the state machine allows it; follows up failures. */

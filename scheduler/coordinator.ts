@@ -79,6 +79,18 @@ export class Coordinator {
   private readonly sessions = new Map<string, AgentSession>();
   /** The socket-ownership epoch of each local session (node_sessions.conn_epoch). */
   private readonly sessionEpochs = new Map<AgentSession, number>();
+  /**
+   * Sessions whose hello is being reconciled: no drain takes their outbox rows meanwhile (a start
+   * queued before the hello would go out while its workload still reads `starting`, though the agent
+   * said it runs it); the reconcile's own drain follows it.
+   */
+  private readonly reconciling = new Set<AgentSession>();
+  /**
+   * The workloads whose start a session's hello settled (the agent runs them, or the reconcile sent
+   * their start): a start queued for one of them before the hello is not sent again on that session.
+   * A workload is placed once, so it never needs a second start on one connection.
+   */
+  private readonly settledOnHello = new WeakMap<AgentSession, ReadonlySet<string>>();
   /** Monotonic time of each node's last message here, not yet written to the database. */
   private readonly unflushedSeen = new Map<string, number>();
   private closed = false;
@@ -679,7 +691,7 @@ export class Coordinator {
     const nodeIds = targets === 'all' ? [...this.sessions.keys()] : [...targets];
     const held = nodeIds.flatMap((nodeId) => {
       const session = this.sessions.get(nodeId);
-      const epoch = session && this.sessionEpochs.get(session);
+      const epoch = session && !this.reconciling.has(session) ? this.sessionEpochs.get(session) : undefined;
       return epoch === undefined ? [] : [{ nodeId, epoch }];
     });
     if (held.length === 0) return;
@@ -707,6 +719,8 @@ export class Coordinator {
         const w = r.workload;
         // Stopped, failed or moved since it was queued: nothing to start (a queued stop follows).
         if (!w || w.status !== 'starting' || w.node_id !== r.node_id) continue;
+        // Queued before the agent's hello, which settled it: the agent has it, or was just sent it.
+        if (this.settledOnHello.get(session)?.has(r.message.workload_id)) continue;
         const spec = specs.get(`${w.job_id}/${w.job_version}`);
         if (!spec) {
           this.log.error(
@@ -792,13 +806,14 @@ export class Coordinator {
    * row, `commandId`), from what the pass already has (the specs cached, the rows it moved), without
    * taking the row first; the row is deleted afterwards, fenced by the socket epoch. Called in the turn
    * of the event loop that handled the commit, so nothing queued after the placement (a stop) can have
-   * been sent before these starts. Returns false, sending nothing, when a spec is not in memory: the
-   * drain sends them.
+   * been sent before these starts. Returns false, sending nothing, when a spec is not in memory or the
+   * agent's hello is being reconciled: the drain sends them.
    */
   private sendPlacedStarts(nodeId: string, ws: StartedWorkload[], commandId: number): boolean {
     const session = this.sessions.get(nodeId);
     const epoch = session && this.sessionEpochs.get(session);
-    if (!session || epoch === undefined) return false;
+    // An agent whose hello is being reconciled gets its starts from the drain that follows.
+    if (!session || epoch === undefined || this.reconciling.has(session)) return false;
     const texts: string[] = [];
     let last: { key: string; json: string | undefined } = { key: '', json: undefined };
     for (const w of ws) {
@@ -861,19 +876,24 @@ export class Coordinator {
       previous.close(4000, 'replaced by a newer connection from the same node');
     this.sessions.set(node.id, session);
     this.sessionEpochs.set(session, epoch);
-    if (this.schedulerState.view.capabilitiesOf(node.id) === undefined) this.joinedOutsideView.add(node.id);
-    if (hello.store_paths) {
-      await closures.setNodePaths(this.db, node.id, hello.store_paths);
-      this.holders.clear();
+    this.reconciling.add(session);
+    try {
+      if (this.schedulerState.view.capabilitiesOf(node.id) === undefined) this.joinedOutsideView.add(node.id);
+      if (hello.store_paths) {
+        await closures.setNodePaths(this.db, node.id, hello.store_paths);
+        this.holders.clear();
+      }
+      session.send({
+        type: 'welcome',
+        node_id: node.id,
+        heartbeat_interval_ms: this.opts.heartbeatIntervalMs,
+        ...(issuedSecret ? { node_secret: issuedSecret } : {}),
+      });
+      this.log.info({ node: node.name, id: node.id }, 'agent connected');
+      this.settledOnHello.set(session, await reconcileAgent(this.agentDeps, node, hello.running));
+    } finally {
+      this.reconciling.delete(session);
     }
-    session.send({
-      type: 'welcome',
-      node_id: node.id,
-      heartbeat_interval_ms: this.opts.heartbeatIntervalMs,
-      ...(issuedSecret ? { node_secret: issuedSecret } : {}),
-    });
-    this.log.info({ node: node.name, id: node.id }, 'agent connected');
-    await reconcileAgent(this.agentDeps, node, hello.running);
     this.log.debug({ node: node.name, id: node.id }, 'agent hello reconciled');
     // What was queued while the agent was away or connected elsewhere.
     void this.drainCommands([node.id]);

@@ -250,6 +250,64 @@ describe('the agent command outbox', () => {
     expect(first.received.some((x) => x.type === 'prewarm')).toBe(false);
   });
 
+  it('lets go of an agent whose socket closes while its hello is still being handled', async () => {
+    const databaseUrl = await sharedDatabase();
+    const c = await coordinatorOn(databaseUrl);
+    // The welcome comes before the hello's reconcile: the agent is gone before that ends.
+    const p = await new ProtocolAgent({ url: c.url, name: 'brief' }).connect();
+    p.close();
+    await eventually(async () => !c.coordinator.isConnected(p.nodeId), 5000, 'the session let go');
+    // Its row in node_sessions says no coordinator holds it (another may take it at once).
+    await eventually(
+      async () =>
+        (
+          await c.coordinator.db.query<{ n: number }>(
+            'SELECT count(*)::int AS n FROM node_sessions WHERE coordinator_id IS NOT NULL',
+          )
+        )[0]!.n === 0,
+      5000,
+      'the session row released',
+    );
+  });
+
+  // A coordinator placed the workload and sent its start, then was killed before deleting the start's
+  // outbox row (test/ha/submit-kill.test.ts's B): the agent comes back to another with it running, or
+  // without it (the start never arrived). Drains run all the while, as NOTIFYs and the poll may.
+  it.each([
+    ['runs it', true, 0],
+    ['never got its start', false, 1],
+  ] as const)(
+    'an agent back after a kill whose hello says it %s gets the start queued before at most once, whenever drains run',
+    async (_, runs, starts) => {
+      const databaseUrl = await sharedDatabase();
+      const c = await coordinatorOn(databaseUrl);
+      const name = `back-${runs}`;
+      const first = await new ProtocolAgent({ url: c.url, name }).connect();
+      first.close();
+      await eventually(async () => !c.coordinator.isConnected(first.nodeId), 5000, 'the socket let go');
+      const rec = await decideAndDie(databaseUrl, (d) => submitAndPlace(d, plainJob({ name })));
+      const id = rec.workloads[0]!;
+      expect(await outboxRows(c.coordinator.db)).toBe(1);
+
+      let draining = true;
+      const drains = (async () => {
+        while (draining) {
+          await c.coordinator.drainCommands();
+          await new Promise((r) => setImmediate(r));
+        }
+      })();
+      const back = new ProtocolAgent({ url: c.url, name });
+      cleanup.push(async () => back.close());
+      if (runs) back.running.add(id);
+      await back.connect(runs ? [id] : []);
+      await eventually(async () => (await status(c, id)) === 'running', 5000, 'running');
+      await eventually(async () => (await outboxRows(c.coordinator.db)) === 0, 5000, 'the outbox drained');
+      draining = false;
+      await drains;
+      expect(back.received.filter((m) => m.type === 'start').length).toBe(starts);
+    },
+  );
+
   it('stops a lost workload on its node in the verdict: an agent gone silent but still connected elsewhere is told at once', async () => {
     const databaseUrl = await sharedDatabase();
     const logs = [captureLogger('warn'), captureLogger('warn')];

@@ -146,7 +146,12 @@ export async function agentSocketRoutes(
       socket.on('close', () => {
         untrack();
         clearTimeout(helloTimer);
-        if (nodeId) coordinator.agentDisconnected(nodeId, session);
+        // After the messages before the close: a hello still being handled has registered the
+        // session by then, and it must not outlive its socket.
+        const disconnect = () => {
+          if (nodeId) coordinator.agentDisconnected(nodeId, session);
+        };
+        chain = chain.then(disconnect, disconnect);
       });
       socket.on('error', (err) => req.log.warn({ err }, 'agent socket error'));
     },
