@@ -131,6 +131,14 @@ export async function packedAt(
  */
 export async function publishedWhole(cacheDir: string): Promise<Set<string>> {
   const storage = new DirectoryStorage(cacheDir);
+  try {
+    return await checkPublishedWhole(storage, cacheDir);
+  } finally {
+    await storage.close(); // its open packs
+  }
+}
+
+async function checkPublishedWhole(storage: DirectoryStorage, cacheDir: string): Promise<Set<string>> {
   const infos = await Promise.all(
     (await storage.listNarinfos()).map(async (hash) => parseNarInfo((await storage.getNarinfo(hash))!.text)),
   );
