@@ -8,7 +8,7 @@
  */
 
 import type { Logger } from 'pino';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { recordSubmission } from '../../scheduler/job-submit.js';
 import { SchedulerState, schedulePass } from '../../scheduler/placement.js';
 import * as commands from '../../scheduler/store/agent-commands.js';
@@ -22,8 +22,10 @@ import { captureLogger, testLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
-afterAll(async () => {
-  for (const f of cleanup.reverse()) await f().catch(() => {});
+// After each test: its coordinators' connection pools would otherwise add up to more than PostgreSQL's
+// 100 connections, beside the other suites running at the same time.
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => {});
 });
 
 /** A fresh PostgreSQL database for one test, dropped at the end; returns its URL. */
