@@ -1,6 +1,8 @@
 /**
  * `/api/agent/ws`: the agent connection. The agent authenticates with its join token, sends `hello`
- * within 10 s, then heartbeats and reports. Bad frames get an `error` message; they never crash the coordinator.
+ * within 10 s, then heartbeats and reports, handled one at a time in order; a connection whose backlog
+ * of unhandled messages is full is read no further until it drains. Bad frames get an `error` message;
+ * they never crash the coordinator.
  */
 
 import type { FastifyInstance } from 'fastify';
@@ -16,6 +18,19 @@ import { errorResponses } from '../contract.js';
 import { badTextError, findBadText } from '../input-check.js';
 
 const HELLO_TIMEOUT_MS = 10_000;
+/**
+ * Messages of one agent read and not yet handled (and their bytes) at which its socket is no longer
+ * read, so TCP holds the agent back instead of the coordinator's memory growing with whatever it sends
+ * faster than the database takes it; read again once half of that is handled.
+ */
+export const AGENT_BACKLOG_MESSAGES = 256;
+export const AGENT_BACKLOG_BYTES = 16 * 1024 * 1024;
+
+/** A received frame's size in bytes. */
+function frameBytes(raw: Buffer | ArrayBuffer | Buffer[]): number {
+  if (Array.isArray(raw)) return raw.reduce((n, b) => n + b.length, 0);
+  return raw instanceof ArrayBuffer ? raw.byteLength : raw.length;
+}
 
 export async function agentSocketRoutes(
   app: FastifyInstance,
@@ -78,8 +93,34 @@ export async function agentSocketRoutes(
       }, HELLO_TIMEOUT_MS);
       // Messages are handled one at a time, in order, per connection.
       let chain: Promise<void> = Promise.resolve();
+      let backlog = 0;
+      let backlogBytes = 0;
+      let heldBack = false;
 
       socket.on('message', (raw) => {
+        const bytes = frameBytes(raw);
+        backlog++;
+        backlogBytes += bytes;
+        if (!socket.isPaused && (backlog >= AGENT_BACKLOG_MESSAGES || backlogBytes >= AGENT_BACKLOG_BYTES)) {
+          socket.pause();
+          // Once a connection: a flood would pause and resume it many times.
+          if (!heldBack)
+            req.log.warn(
+              { node: nodeId, messages: backlog, bytes: backlogBytes },
+              'an agent sends faster than its messages are handled; its socket is read as they are',
+            );
+          heldBack = true;
+        }
+        const handled = () => {
+          backlog--;
+          backlogBytes -= bytes;
+          if (
+            socket.isPaused &&
+            backlog <= AGENT_BACKLOG_MESSAGES / 2 &&
+            backlogBytes <= AGENT_BACKLOG_BYTES / 2
+          )
+            socket.resume();
+        };
         chain = chain.then(async () => {
           let msg: AgentMessage;
           try {
@@ -141,6 +182,10 @@ export async function agentSocketRoutes(
               session.send({ type: 'error', code: err.code, message: err.message });
             else req.log.error({ err }, 'agent message failed');
           }
+        });
+        chain = chain.then(handled, (err: unknown) => {
+          req.log.error({ err }, 'agent message failed');
+          handled();
         });
       });
       socket.on('close', () => {

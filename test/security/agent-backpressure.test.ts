@@ -1,0 +1,72 @@
+// An agent that sends faster than the coordinator can handle (a flood of reports while the database
+// is slow, here held back by a lock) is held back by TCP once its backlog is full: the coordinator
+// stops reading its socket instead of buffering whatever arrives, reads it again as the backlog drains,
+// and handles every message, in order.
+import type { Socket } from 'node:net';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { AGENT_BACKLOG_BYTES, AGENT_BACKLOG_MESSAGES } from '../../scheduler/api/routes/agent-ws.js';
+import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { captureLogger } from '../helpers/logger.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+
+const HELD_BACK = 'an agent sends faster than its messages are handled; its socket is read as they are';
+const log = captureLogger('warn');
+let c: TestCoordinator;
+beforeAll(async () => {
+  c = await startTestCoordinator('postgres', { logger: log.logger });
+});
+afterAll(async () => {
+  await c?.stop();
+});
+
+test('a flooding agent is read no faster than its messages are handled, and every one is handled', async () => {
+  // The agent's connection as the coordinator holds it (the one accepted while it connects).
+  const accepted: Socket[] = [];
+  const onConnection = (s: Socket) => accepted.push(s);
+  c.app.server.on('connection', onConnection);
+  const p = await new ProtocolAgent({ url: c.url, name: 'flood', heartbeat: false }).connect();
+  c.app.server.off('connection', onConnection);
+  expect(accepted).toHaveLength(1);
+  const theirs = accepted[0]!;
+  // Reports are handled in a transaction that reads the workload: held up while the table is locked.
+  const lock = new pg.Client({ connectionString: c.databaseUrl! });
+  await lock.connect();
+  try {
+    await lock.query('BEGIN');
+    await lock.query('LOCK TABLE workloads IN ACCESS EXCLUSIVE MODE');
+    // 64 MiB of reports (32 KiB each): four times the backlog's byte limit, beyond any socket buffer.
+    const reason = 'x'.repeat(32 * 1024);
+    const count = (4 * AGENT_BACKLOG_BYTES) / reason.length;
+    for (let i = 0; i < count; i++)
+      p.send({ type: 'workload_status', workload_id: `flood-0-${i}`, status: 'running', reason });
+    // The coordinator stops reading once its backlog is full: the rest waits in the agent's buffers.
+    await eventually(
+      async () => log.records.some((r) => r.msg === HELD_BACK),
+      10_000,
+      'the coordinator to stop reading the flooding agent',
+    );
+    const held = log.records.find((r) => r.msg === HELD_BACK) as unknown as {
+      messages: number;
+      bytes: number;
+    };
+    // Held back at one limit or the other, never past them by more than the message that reached one.
+    expect(held.messages === AGENT_BACKLOG_MESSAGES || held.bytes >= AGENT_BACKLOG_BYTES).toBe(true);
+    expect(held.messages).toBeLessThanOrEqual(AGENT_BACKLOG_MESSAGES);
+    expect(held.bytes).toBeLessThan(AGENT_BACKLOG_BYTES + reason.length + 1024);
+    // And it has stopped reading: its end of the connection is paused, the rest waits in the agent's buffers.
+    expect(theirs.isPaused()).toBe(true);
+    expect(theirs.bytesRead).toBeLessThan(2 * AGENT_BACKLOG_BYTES);
+    expect(p.ws.bufferedAmount).toBeGreaterThan(0);
+  } finally {
+    await lock.query('ROLLBACK');
+    await lock.end();
+  }
+  // Read again as the backlog drains; a bad frame after the flood is answered only once every report
+  // before it was handled (one connection's messages are handled in order).
+  p.send({ type: 'not-a-message' });
+  await p.waitFor((m) => m.type === 'error' && m.code === 'BAD_MESSAGE', 60_000);
+  expect(p.ws.bufferedAmount).toBe(0);
+  expect((await c.api('GET', '/api/nodes')).status).toBe(200);
+  p.close();
+}, 90_000);
