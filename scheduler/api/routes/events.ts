@@ -1,9 +1,20 @@
-/** `/api/events`: server-sent events of every change (workloads, nodes, jobs, logs), for live views. */
+/**
+ * `/api/events`: server-sent events of every change (workloads, nodes, jobs, logs), for live views. A
+ * subscriber that leaves more than EVENTS_UNREAD_MAX bytes unread is dropped rather than buffered for.
+ */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import * as api from '../../../spec/api.js';
 import type { ChangeEvent, Coordinator } from '../../coordinator.js';
 import { errorResponses, typed } from '../contract.js';
+
+/**
+ * Bytes of events a subscriber may leave unread (beyond what the socket took) before it is dropped: a
+ * stalled client (a laptop asleep, or one that never reads) would otherwise hold every change since in
+ * the coordinator's memory. An EventSource reconnects by itself, and the dashboard then reads the state
+ * afresh, as after any reconnect.
+ */
+export const EVENTS_UNREAD_MAX = 4 * 1024 * 1024;
 
 export async function eventRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   typed(app).get(
@@ -28,11 +39,20 @@ export async function eventRoutes(app: FastifyInstance, { coordinator }: { coord
         'cache-control': 'no-cache',
         connection: 'keep-alive',
       });
-      reply.raw.write(': connected\n\n');
+      const send = (text: string) => {
+        if (reply.raw.writableLength <= EVENTS_UNREAD_MAX) reply.raw.write(text);
+        else if (!reply.raw.destroyed) {
+          req.log.warn(
+            { unread: reply.raw.writableLength },
+            'dropped an event subscriber that stopped reading; it may reconnect',
+          );
+          reply.raw.destroy();
+        }
+      };
+      send(': connected\n\n');
       // Written past fastify's serialiser: each event goes through its schema by hand.
-      const onChange = (e: ChangeEvent) =>
-        reply.raw.write(`data: ${JSON.stringify(api.ChangeEvent.parse(e))}\n\n`);
-      const ping = setInterval(() => reply.raw.write(': ping\n\n'), 15_000);
+      const onChange = (e: ChangeEvent) => send(`data: ${JSON.stringify(api.ChangeEvent.parse(e))}\n\n`);
+      const ping = setInterval(() => send(': ping\n\n'), 15_000);
       coordinator.events.on('change', onChange);
       req.raw.on('close', () => {
         clearInterval(ping);

@@ -1,0 +1,71 @@
+// A client that subscribes to /api/events and stops reading (a laptop asleep, or one that never reads)
+// is dropped once it leaves EVENTS_UNREAD_MAX unread, instead of the coordinator holding every change
+// since in memory; a subscriber that reads keeps up through the same burst.
+import { connect } from 'node:net';
+import { Worker } from 'node:worker_threads';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { EVENTS_UNREAD_MAX } from '../../scheduler/api/routes/events.js';
+import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { captureLogger } from '../helpers/logger.js';
+import { eventually } from '../helpers/protocol-agent.js';
+
+const READER = `
+const { parentPort, workerData } = require('node:worker_threads');
+(async () => {
+  const res = await fetch(workerData);
+  const dec = new TextDecoder();
+  let rest = '';
+  let n = 0;
+  for await (const chunk of res.body) {
+    rest += dec.decode(chunk, { stream: true });
+    const lines = rest.split('\\n');
+    rest = lines.pop();
+    const more = lines.filter((l) => l.startsWith('data: ')).length;
+    if (more) parentPort.postMessage((n += more));
+  }
+})();`;
+const DROPPED = 'dropped an event subscriber that stopped reading; it may reconnect';
+const log = captureLogger('warn');
+let c: TestCoordinator;
+beforeAll(async () => {
+  c = await startTestCoordinator('pglite', { logger: log.logger });
+});
+afterAll(async () => {
+  await c?.stop();
+});
+
+test('an event subscriber that stops reading is dropped, one that reads is not', async () => {
+  const changes = () => c.coordinator.events.listenerCount('change');
+  const before = changes();
+  const { port } = new URL(c.url);
+  // The stalled one: sends its request, then never reads.
+  const stalled = connect(Number(port), '127.0.0.1');
+  await new Promise((r) => stalled.once('connect', r));
+  stalled.pause();
+  stalled.write('GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+  // The reader, in a thread of its own (as a dashboard in a browser reads): reads everything, counting
+  // the events, and posts the count whenever it grows.
+  const reader = new Worker(READER, { eval: true, workerData: `${c.url}/api/events` });
+  let received = 0;
+  reader.on('message', (n: number) => {
+    received = n;
+  });
+  await eventually(async () => changes() === before + 2, 5000, 'both subscribed');
+
+  // A burst of changes, 1,000 to a turn of the event loop (as a scheduling pass emits them), ~250 bytes
+  // each: 8 times the limit, beyond what the sockets' buffers take.
+  const id = 'w'.repeat(200);
+  const total = Math.ceil((8 * EVENTS_UNREAD_MAX) / 250 / 1000) * 1000;
+  for (let i = 0; i < total; i += 1000) {
+    for (let j = 0; j < 1000; j++)
+      c.coordinator.events.emit('change', { kind: 'workload', id: `${id}-${i + j}`, status: 'running' });
+    await new Promise((r) => setImmediate(r));
+  }
+  // The stalled subscriber was dropped and its listener removed; the reader got every event.
+  await eventually(async () => changes() === before + 1, 10_000, 'the stalled subscriber dropped');
+  expect(log.records.filter((r) => r.msg === DROPPED)).toHaveLength(1);
+  await eventually(async () => received === total, 10_000, `all ${total} events read`);
+  await reader.terminate();
+  stalled.destroy();
+  await eventually(async () => changes() === before, 5000, 'the reader unsubscribed');
+}, 60_000);
