@@ -1,11 +1,13 @@
 // A client that subscribes to /api/events and stops reading (a laptop asleep, or one that never reads)
 // is dropped once it leaves EVENTS_UNREAD_MAX unread, instead of the coordinator holding every change
-// since in memory; a subscriber that reads keeps up through the same burst.
-import { connect } from 'node:net';
+// since in memory; a subscriber that reads keeps up through the same burst. A log follow whose client
+// stops reading stops reading the logs until it reads again, and then gets every line.
+import { connect, type Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { EVENTS_UNREAD_MAX } from '../../scheduler/api/routes/events.js';
-import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { insertLogs } from '../../scheduler/store/logs.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { captureLogger } from '../helpers/logger.js';
 import { eventually } from '../helpers/protocol-agent.js';
 
@@ -25,7 +27,7 @@ const { parentPort, workerData } = require('node:worker_threads');
   }
 })();`;
 const DROPPED = 'dropped an event subscriber that stopped reading; it may reconnect';
-const log = captureLogger('warn');
+const log = captureLogger('debug');
 let c: TestCoordinator;
 beforeAll(async () => {
   c = await startTestCoordinator('pglite', { logger: log.logger });
@@ -68,4 +70,61 @@ test('an event subscriber that stops reading is dropped, one that reads is not',
   await reader.terminate();
   stalled.destroy();
   await eventually(async () => changes() === before, 5000, 'the reader unsubscribed');
+}, 60_000);
+
+test('a log follow whose client stops reading waits for it, then sends every line', async () => {
+  const sub = await c.coordinator.submitJob(plainJob({ name: 'chatty' }));
+  const id = sub.workloads[0]!;
+  // ~10 MiB of logs: ten of the route's reads of 1,000 lines.
+  const text = 'y'.repeat(1000);
+  const total = 10_000;
+  for (let i = 0; i < total; i += 2000)
+    await insertLogs(
+      c.coordinator.db,
+      id,
+      Array.from({ length: 2000 }, (_, j) => ({
+        process: 'p',
+        stream: 'stdout' as const,
+        run: 0,
+        ts: Date.now(),
+        line: `${i + j} ${text}`,
+      })),
+    );
+  // The client's connection as the coordinator holds it (the one accepted while it connects).
+  const accepted: Socket[] = [];
+  const onConnection = (s: Socket) => accepted.push(s);
+  c.app.server.on('connection', onConnection);
+  const { port } = new URL(c.url);
+  const client = connect(Number(port), '127.0.0.1');
+  await new Promise((r) => client.once('connect', r));
+  c.app.server.off('connection', onConnection);
+  const theirs = accepted[0]!;
+  client.pause();
+  client.write(`GET /api/workloads/${id}/logs?follow=1&after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  await eventually(
+    async () => log.records.some((r) => r.msg === 'a log follow waits for its client to read'),
+    10_000,
+    'the follow to wait for its client',
+  );
+  // What it holds unsent is about one read's worth, not the whole log.
+  expect(theirs.writableLength).toBeLessThan(3 * 1024 * 1024);
+  // Read again: every line arrives, in order.
+  let seen = 0;
+  let rest = '';
+  let inOrder = true;
+  client.on('data', (chunk: Buffer) => {
+    rest += chunk.toString('latin1');
+    const lines = rest.split('\n');
+    rest = lines.pop()!;
+    for (const l of lines) {
+      const m = /"line":"(\d+) /.exec(l);
+      if (!m) continue;
+      if (Number(m[1]) !== seen) inOrder = false;
+      seen++;
+    }
+  });
+  client.resume();
+  await eventually(async () => seen === total, 20_000, `all ${total} lines read`);
+  expect(inOrder).toBe(true);
+  client.destroy();
 }, 60_000);

@@ -194,8 +194,10 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
       let first = true;
       let ended = false;
       let busy = false;
+      /** Set while the client has not taken what was written: the database holds the rest meanwhile. */
+      let waiting = false;
       const pump = async () => {
-        if (busy || ended) return;
+        if (busy || ended || waiting) return;
         busy = true;
         try {
           // The end is read before the lines: agents send an ended workload's last lines before its end,
@@ -214,6 +216,16 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
             // Written past fastify's serialiser: each line goes through the same schema by hand.
             for (const r of rows) reply.raw.write(`${JSON.stringify(api.LogEntry.parse(r))}\n`);
             if (rows.length) after = rows[rows.length - 1]!.id;
+            if (reply.raw.writableNeedDrain) {
+              // Read on from `after` once the client has taken these, not into the coordinator's memory.
+              waiting = true;
+              req.log.debug({ workload: w.id, after }, 'a log follow waits for its client to read');
+              reply.raw.once('drain', () => {
+                waiting = false;
+                void pump();
+              });
+              return;
+            }
             if (!tail && rows.length < 1000) break;
           }
           if (!now || isTerminal(now.status)) finish();
