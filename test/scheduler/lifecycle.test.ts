@@ -304,6 +304,12 @@ describe.each(ENGINES)('lifecycle on %s', (engine) => {
     const last = await a.waitFor((m) => m.type === 'start' && !seen.has(m.workload.id));
     if (last.type !== 'start') throw new Error('unreachable');
     a.send({ type: 'workload_status', workload_id: last.workload.id, status: 'running' });
+    // The report is handled after the send returns: read once it was.
+    await eventually(
+      async () => (await c!.api('GET', `/api/workloads/${last.workload.id}`)).body.data.status === 'running',
+      5000,
+      'the last instance running',
+    );
     const ws = (await c.api('GET', `/api/workloads?job=${jobId}`)).body.data as {
       id: string;
       status: string;
