@@ -5,7 +5,7 @@
  */
 
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,13 +29,18 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-/** Milliseconds from spawning the script as a plain process to its first stdout line. */
+/**
+ * Milliseconds from spawning the script as a plain process to its first stdout line. It runs in a
+ * folder of its own (what it writes stays there), removed once it exited.
+ */
 function plainFirstLine(script: string): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'mxc-bench-plain-'));
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(script, [], { stdio: ['ignore', 'pipe', 'ignore'], cwd: tmpdir() });
+    const child = spawn(script, [], { stdio: ['ignore', 'pipe', 'ignore'], cwd: dir });
     child.stdout.once('data', () => resolve(performance.now() - t0));
     child.once('error', reject);
+    child.once('close', () => rmSync(dir, { recursive: true, force: true }));
   });
 }
 
