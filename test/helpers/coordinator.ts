@@ -1,6 +1,7 @@
 /** Starts a real coordinator (listening on 127.0.0.1:0) on a fresh database of the given engine. */
 
 import { mkdtemp, rm } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -140,4 +141,23 @@ export async function clientTokens(
     out[name] = r.body.data.token;
   }
   return out;
+}
+
+/**
+ * Runs `open` (a client connecting to `c`) and returns what it returns, with the one connection the
+ * coordinator accepted meanwhile: its own end of the socket (paused when it stops reading, say).
+ */
+export async function acceptedWhile<T>(c: TestCoordinator, open: () => Promise<T>): Promise<[T, Socket]> {
+  const accepted: Socket[] = [];
+  const onConnection = (s: Socket) => accepted.push(s);
+  c.app.server.on('connection', onConnection);
+  let value: T;
+  try {
+    value = await open();
+  } finally {
+    c.app.server.off('connection', onConnection);
+  }
+  if (accepted.length !== 1)
+    throw new Error(`expected one connection accepted while the client connected, not ${accepted.length}`);
+  return [value, accepted[0]!];
 }

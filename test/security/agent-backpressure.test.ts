@@ -2,11 +2,10 @@
 // is slow, here held back by a lock) is held back by TCP once its backlog is full: the coordinator
 // stops reading its socket instead of buffering whatever arrives, reads it again as the backlog drains,
 // and handles every message, in order.
-import type { Socket } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { AGENT_BACKLOG_BYTES, AGENT_BACKLOG_MESSAGES } from '../../scheduler/api/routes/agent-ws.js';
-import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { acceptedWhile, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { captureLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 
@@ -21,14 +20,10 @@ afterAll(async () => {
 });
 
 test('a flooding agent is read no faster than its messages are handled, and every one is handled', async () => {
-  // The agent's connection as the coordinator holds it (the one accepted while it connects).
-  const accepted: Socket[] = [];
-  const onConnection = (s: Socket) => accepted.push(s);
-  c.app.server.on('connection', onConnection);
-  const p = await new ProtocolAgent({ url: c.url, name: 'flood', heartbeat: false }).connect();
-  c.app.server.off('connection', onConnection);
-  expect(accepted).toHaveLength(1);
-  const theirs = accepted[0]!;
+  // The agent, and its connection as the coordinator holds it.
+  const [p, theirs] = await acceptedWhile(c, () =>
+    new ProtocolAgent({ url: c.url, name: 'flood', heartbeat: false }).connect(),
+  );
   // Reports are handled in a transaction that reads the workload: held up while the table is locked.
   const lock = new pg.Client({ connectionString: c.databaseUrl! });
   await lock.connect();

@@ -2,12 +2,17 @@
 // is dropped once it leaves EVENTS_UNREAD_MAX unread, instead of the coordinator holding every change
 // since in memory; a subscriber that reads keeps up through the same burst. A log follow whose client
 // stops reading stops reading the logs until it reads again, and then gets every line.
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { EVENTS_UNREAD_MAX } from '../../scheduler/api/routes/events.js';
 import { insertLogs } from '../../scheduler/store/logs.js';
-import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import {
+  acceptedWhile,
+  plainJob,
+  startTestCoordinator,
+  type TestCoordinator,
+} from '../helpers/coordinator.js';
 import { captureLogger } from '../helpers/logger.js';
 import { eventually } from '../helpers/protocol-agent.js';
 
@@ -90,15 +95,13 @@ test('a log follow whose client stops reading waits for it, then sends every lin
         line: `${i + j} ${text}`,
       })),
     );
-  // The client's connection as the coordinator holds it (the one accepted while it connects).
-  const accepted: Socket[] = [];
-  const onConnection = (s: Socket) => accepted.push(s);
-  c.app.server.on('connection', onConnection);
+  // The client, and its connection as the coordinator holds it.
   const { port } = new URL(c.url);
-  const client = connect(Number(port), '127.0.0.1');
-  await new Promise((r) => client.once('connect', r));
-  c.app.server.off('connection', onConnection);
-  const theirs = accepted[0]!;
+  const [client, theirs] = await acceptedWhile(c, async () => {
+    const s = connect(Number(port), '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    return s;
+  });
   client.pause();
   client.write(`GET /api/workloads/${id}/logs?follow=1&after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
   await eventually(
