@@ -7,7 +7,11 @@
  */
 import * as z from 'zod';
 import { bindingProblems } from './bindings.js';
+import { boundedRecord } from './bounded.js';
 import { nextRun, parseCron } from './cron.js';
+
+/** Most environment variables a job sets (`mxc.env`). */
+export const MAX_ENV_VARS = 1024;
 
 /** A process name: used in file names and `nix_init_<name>`, so kept to a safe alphabet. */
 export const ProcessName = z
@@ -152,9 +156,11 @@ const LifecycleConfig = z
  * The attribute `dedicated` reserves nodes: a node with a `dedicated` attribute takes only jobs
  * that ask for that value.
  */
-export const PlacementConstraints = z.record(
-  z.string().regex(/^[A-Za-z0-9_.-]+$/, 'attribute names use letters, digits, _ . -'),
-  z.string().min(1),
+export const PlacementConstraints = boundedRecord(
+  z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'attribute names are 1-128 letters, digits, _ . -'),
+  z.string().min(1).max(1024),
+  64,
+  'constraints',
 );
 
 export const Isolation = z.enum(['process', 'sandbox', 'microvm']);
@@ -172,15 +178,15 @@ export const MxcFields = z
     isolation: Isolation.default('process'),
     /** Network for sandboxed and microVM workloads: `host` shares the host's, `none` unshares it. */
     network: z.enum(['host', 'none']).default('host'),
-    env: z
-      .record(
-        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are [A-Za-z_][A-Za-z0-9_]*'),
-        z.string(),
-      )
-      .default({}),
+    env: boundedRecord(
+      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are [A-Za-z_][A-Za-z0-9_]*'),
+      z.string(),
+      MAX_ENV_VARS,
+      'environment variables',
+    ).default({}),
     /** Named ports; the agent allocates each and exports `MXC_PORT_<NAME>`. */
     ports: z
-      .array(z.string().regex(/^[a-z][a-z0-9_]*$/, 'port names are lower-case [a-z][a-z0-9_]*'))
+      .array(z.string().regex(/^[a-z][a-z0-9_]{0,62}$/, 'port names are 1-63 lower-case [a-z][a-z0-9_]*'))
       .max(64)
       .default([]),
     /** Store paths whose closure the job needs (the process scripts at least). */

@@ -3,6 +3,8 @@
  * The agent opens `/api/agent/ws` with `Authorization: Bearer <MXC_AGENT_TOKEN>` and sends `hello`.
  */
 import * as z from 'zod';
+import { MAX_LINE_CHARS } from '../lib/line-reader.js';
+import { boundedRecord } from './bounded.js';
 import { JobSpec } from './job.js';
 
 /**
@@ -12,6 +14,41 @@ import { JobSpec } from './job.js';
 export const MAX_STORE_PATHS_PER_MESSAGE = 20_000;
 /** Most workloads an agent may report in its hello: far above what one node can run. */
 export const MAX_RUNNING_PER_NODE = 5_000;
+/** Most attributes a node may carry, and the longest name and value of one (`mxc agent --attr`). */
+export const MAX_NODE_ATTRIBUTES = 64;
+export const MAX_ATTRIBUTE_NAME_CHARS = 128;
+export const MAX_ATTRIBUTE_VALUE_CHARS = 1024;
+/**
+ * A status report's reason is kept (the workload's error, its event) up to this many characters; the
+ * rest is cut, so an agent cannot make every workload list carry megabytes.
+ */
+export const MAX_REASON_CHARS = 8 * 1024;
+/** A log line is kept up to this many characters: the agent's line reader cuts longer ones into pieces of it. */
+export const MAX_LOG_LINE_CHARS = MAX_LINE_CHARS;
+/** Most named ports a status report may carry (a job names at most 64, its announcer's portmap a few more). */
+const MAX_PORTS = 128;
+/** Longest workload id an agent may name (ids are the coordinator's, 1-200 characters: WorkloadId). */
+const ReportedWorkloadId = z.string().min(1).max(200);
+/** Longest process name an agent may report (a job's process names are at most 128 characters). */
+const ReportedProcessName = z.string().min(1).max(128);
+
+/** `text` cut to `max` characters, saying so; never inside a character of two UTF-16 units. */
+export function cutText(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const note = ` … (cut: ${text.length} characters in all)`;
+  let at = max - note.length;
+  const last = text.charCodeAt(at - 1);
+  if (last >= 0xd800 && last <= 0xdbff) at--;
+  return text.slice(0, at) + note;
+}
+
+/** Node attributes for placement constraints: at most MAX_NODE_ATTRIBUTES, each name and value bounded. */
+export const NodeAttributes = boundedRecord(
+  z.string().min(1).max(MAX_ATTRIBUTE_NAME_CHARS),
+  z.string().max(MAX_ATTRIBUTE_VALUE_CHARS),
+  MAX_NODE_ATTRIBUTES,
+  'attributes',
+);
 
 export const WORKLOAD_STATUSES = [
   'pending',
@@ -28,9 +65,9 @@ export type WorkloadStatus = z.infer<typeof WorkloadStatus>;
 /** What the agent knows about the machine and its abilities. */
 export const Capabilities = z
   .object({
-    os: z.string(),
-    arch: z.string(),
-    nix: z.string().nullable(),
+    os: z.string().max(64),
+    arch: z.string().max(64),
+    nix: z.string().max(256).nullable(),
     bubblewrap: z.boolean(),
     qemu: z.boolean(),
     kvm: z.boolean(),
@@ -38,7 +75,7 @@ export const Capabilities = z
     /** Isolations this node can run. */
     isolation: z.array(z.enum(['process', 'sandbox', 'microvm'])).max(3),
     /** Free-form attributes matched by placement constraints (host, rack, dedicated, …). */
-    attributes: z.record(z.string(), z.string()).default({}),
+    attributes: NodeAttributes.default({}),
   })
   .strict();
 export type Capabilities = z.infer<typeof Capabilities>;
@@ -53,7 +90,7 @@ export const NodeResources = z
 export type NodeResources = z.infer<typeof NodeResources>;
 
 /** What the agent runs, as it reports on (re)connect. */
-export const RunningReport = z.object({ workload_id: z.string(), status: WorkloadStatus }).strict();
+export const RunningReport = z.object({ workload_id: ReportedWorkloadId, status: WorkloadStatus }).strict();
 
 export const AgentHello = z
   .object({
@@ -61,7 +98,7 @@ export const AgentHello = z
     name: z.string().min(1).max(253),
     /** The node secret issued on this node's first join (absent on the first join). */
     secret: z.string().max(256).optional(),
-    version: z.string(),
+    version: z.string().max(128),
     resources: NodeResources,
     capabilities: Capabilities,
     running: z.array(RunningReport).max(MAX_RUNNING_PER_NODE).default([]),
@@ -83,23 +120,31 @@ export const AgentHeartbeat = z.object({ type: z.literal('heartbeat') }).strict(
 
 /** One process of a workload as the agent reports it. */
 export const ProcessReport = z.object({
-  name: z.string(),
+  name: ReportedProcessName,
   state: z.enum(['waiting', 'running', 'success', 'failed', 'killed']),
-  runs: z.number().int(),
-  failures: z.number().int(),
+  runs: z.number().int().min(0),
+  failures: z.number().int().min(0),
   exit_code: z.number().int().nullable(),
 });
 
 export const AgentWorkloadStatus = z
   .object({
     type: z.literal('workload_status'),
-    workload_id: z.string(),
+    workload_id: ReportedWorkloadId,
     status: WorkloadStatus,
-    reason: z.string().optional(),
+    reason: z
+      .string()
+      .transform((r) => cutText(r, MAX_REASON_CHARS))
+      .optional(),
     /** What realising the closure had to fetch from the cache. */
     fetched: z.object({ paths: z.number().int().min(0), bytes: z.number().int().min(0) }).optional(),
     /** Named ports allocated for the workload. */
-    ports: z.record(z.string(), z.number().int()).optional(),
+    ports: boundedRecord(
+      z.string().min(1).max(128),
+      z.number().int().min(0).max(65535),
+      MAX_PORTS,
+      'ports',
+    ).optional(),
     /** The HTTP health check's verdict, for jobs with a health_check_config. */
     health: z.enum(['unknown', 'healthy', 'unhealthy']).optional(),
     /** Per-process state, for the workload page. */
@@ -108,16 +153,16 @@ export const AgentWorkloadStatus = z
   .strict();
 
 export const LogLine = z.object({
-  process: z.string(),
+  process: ReportedProcessName,
   stream: z.enum(['stdout', 'stderr', 'system']),
-  run: z.number().int(),
+  run: z.number().int().min(0),
   ts: z.number(),
-  line: z.string(),
+  line: z.string().transform((l) => cutText(l, MAX_LOG_LINE_CHARS)),
 });
 export type LogLine = z.infer<typeof LogLine>;
 
 export const AgentLogs = z
-  .object({ type: z.literal('logs'), workload_id: z.string(), lines: z.array(LogLine).max(10000) })
+  .object({ type: z.literal('logs'), workload_id: ReportedWorkloadId, lines: z.array(LogLine).max(10000) })
   .strict();
 
 /** A clean stop: the agent is stopping its workloads, so they can be replaced now, not after the TTL. */

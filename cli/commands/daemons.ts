@@ -19,6 +19,8 @@ import { MxcError } from '../../scheduler/errors.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { startCoordinator } from '../../scheduler/server.js';
 import { SubmitResult } from '../../spec/api.js';
+import { describeIssues } from '../../spec/job.js';
+import { NodeAttributes } from '../../spec/messages.js';
 import { ApiClient } from '../client.js';
 import { CliError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -195,6 +197,9 @@ function parseAttributes(list: string[] = []): Record<string, string> {
     if (eq <= 0) throw new CliError(`--attr takes key=value, got "${a}"`, 2);
     out[a.slice(0, eq)] = a.slice(eq + 1);
   }
+  // The coordinator refuses a hello whose attributes are out of bounds: say so here, before joining.
+  const checked = NodeAttributes.safeParse(out);
+  if (!checked.success) throw new CliError(`--attr: ${describeIssues(checked.error).join('; ')}`, 2);
   return out;
 }
 

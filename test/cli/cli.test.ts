@@ -73,6 +73,15 @@ describe('mxc CLI', () => {
     expect((await mxc(['--help'])).exitCode).toBe(0);
   });
 
+  it('refuses node attributes the coordinator would refuse, before joining', async () => {
+    const base = ['agent', '--coordinator', 'http://127.0.0.1:9', '--token', 't', '--attr'];
+    const many = Array.from({ length: 65 }, (_, i) => `a${i}=x`);
+    const r = await mxc([...base, ...many]);
+    expect([r.exitCode, r.stderr]).toEqual([2, expect.stringMatching(/--attr: .*at most 64 attributes/)]);
+    const long = await mxc([...base, `rack=${'x'.repeat(1025)}`]);
+    expect([long.exitCode, long.stderr]).toEqual([2, expect.stringMatching(/--attr: rack: /)]);
+  });
+
   describe('against a coordinator', () => {
     let c: TestCoordinator;
     let agent: ProtocolAgent;

@@ -3,9 +3,18 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { MAX_MISSING_PATHS } from '../../scheduler/cache/index.js';
-import { MAX_RUNNING_PER_NODE, MAX_STORE_PATHS_PER_MESSAGE } from '../../spec/messages.js';
+import { MAX_ENV_VARS } from '../../spec/job.js';
+import {
+  MAX_ATTRIBUTE_NAME_CHARS,
+  MAX_ATTRIBUTE_VALUE_CHARS,
+  MAX_LOG_LINE_CHARS,
+  MAX_NODE_ATTRIBUTES,
+  MAX_REASON_CHARS,
+  MAX_RUNNING_PER_NODE,
+  MAX_STORE_PATHS_PER_MESSAGE,
+} from '../../spec/messages.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { helloFrame } from '../helpers/protocol-agent.js';
+import { eventually, helloFrame, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { snapshot } from './helpers.js';
 
 const ADMIN = 'lists-admin';
@@ -72,6 +81,35 @@ describe('list maxima', () => {
     expect(n).toBe(MAX_STORE_PATHS_PER_MESSAGE);
   });
 
+  test('agent hello: capability strings and node attributes are bounded; a refused hello registers no node', async () => {
+    const before = await snapshot(c.db);
+    const attrs = (n: number, name = 8, value = 8) =>
+      Object.fromEntries(
+        Array.from({ length: n }, (_, i) => [`${i}`.padStart(name, 'k'), `${i}`.padStart(value, 'v')]),
+      );
+    const withCaps = (name: string, caps: Record<string, unknown>) =>
+      helloFrame(name, { capabilities: { ...PLAIN_CAPABILITIES, ...caps } });
+    for (const frame of [
+      withCaps('many-attrs', { attributes: attrs(MAX_NODE_ATTRIBUTES + 1) }),
+      withCaps('long-attr-name', { attributes: attrs(1, MAX_ATTRIBUTE_NAME_CHARS + 1) }),
+      withCaps('long-attr-value', { attributes: attrs(1, 8, MAX_ATTRIBUTE_VALUE_CHARS + 1) }),
+      withCaps('long-os', { os: 'x'.repeat(65) }),
+      helloFrame('long-version', { version: 'v'.repeat(129) }),
+      helloFrame('long-running-id', { running: [{ workload_id: 'w'.repeat(201), status: 'running' }] }),
+    ]) {
+      expect(await agentAnswer(c, frame), frame.name).toMatchObject({ type: 'error', code: 'BAD_MESSAGE' });
+    }
+    expect(await snapshot(c.db)).toBe(before);
+    const most = attrs(MAX_NODE_ATTRIBUTES, MAX_ATTRIBUTE_NAME_CHARS, MAX_ATTRIBUTE_VALUE_CHARS);
+    expect(await agentAnswer(c, withCaps('most-attrs', { attributes: most }))).toMatchObject({
+      type: 'welcome',
+    });
+    const [node] = await c.db.query<{ capabilities: { attributes: Record<string, string> } }>(
+      "SELECT capabilities FROM nodes WHERE name = 'most-attrs'",
+    );
+    expect(node!.capabilities.attributes).toEqual(most);
+  });
+
   test('job specs: processes, order constraints, ports, secrets and closure roots are bounded', async () => {
     const before = await snapshot(c.db);
     const procs = (n: number) => Array.from({ length: n }, (_, i) => ({ name: `p${i}`, cmdline: 'true' }));
@@ -95,6 +133,19 @@ describe('list maxima', () => {
       [plainJob({ mxc: { ports: Array.from({ length: 65 }, (_, i) => `p${i}`) } }), 'mxc.ports'],
       [plainJob({ mxc: { secrets: Array.from({ length: 257 }, (_, i) => `s${i}`) } }), 'mxc.secrets'],
       [plainJob({ mxc: { closure: Array.from({ length: 10_001 }, (_, i) => path(i)) } }), 'mxc.closure'],
+      [
+        plainJob({
+          mxc: {
+            env: Object.fromEntries(Array.from({ length: MAX_ENV_VARS + 1 }, (_, i) => [`V${i}`, 'x'])),
+          },
+        }),
+        'mxc.env',
+      ],
+      [plainJob({ mxc: { ports: ['p'.repeat(64)] } }), 'mxc.ports.0'],
+      [
+        plainJob({ constraints: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`a${i}`, 'x'])) }),
+        'constraints',
+      ],
     ] as const) {
       const r = await c.api('POST', '/api/jobs', spec, auth);
       expect([r.status, r.body.error.code]).toEqual([422, 'VALIDATION_FAILED']);
@@ -110,5 +161,58 @@ describe('list maxima', () => {
       auth,
     );
     expect(ok.status).toBe(201);
+  });
+  test('a status reason and a log line past their bounds are kept cut, not whole', async () => {
+    const agent = await new ProtocolAgent({
+      url: c.url,
+      name: 'chatty',
+      token: ADMIN,
+      autoRun: false,
+      attributes: { host: 'chatty' },
+    }).connect();
+    try {
+      // Last in the file: its job's failed workload is replaced (a service), which the snapshots above
+      // would see.
+      const job = plainJob({ name: 'chatty', constraints: { host: 'chatty' } });
+      const submitted = await c.api('POST', '/api/jobs', job, auth);
+      expect(submitted.status).toBe(201);
+      const start = await agent.waitFor((m) => m.type === 'start');
+      const id = start.type === 'start' ? start.workload.id : '';
+      const reason = `it broke: ${'r'.repeat(1024 * 1024)}`;
+      const line = `${'l'.repeat(100_000)}`;
+      agent.send({
+        type: 'logs',
+        workload_id: id,
+        lines: [
+          { process: 'web', stream: 'stdout', run: 1, ts: Date.now(), line },
+          { process: 'web', stream: 'stdout', run: 1, ts: Date.now(), line: 'short' },
+        ],
+      });
+      agent.send({ type: 'workload_status', workload_id: id, status: 'failed', reason });
+      const row = await eventually(async () => {
+        const [w] = await c.db.query<{ status: string; error: string | null }>(
+          'SELECT status, error FROM workloads WHERE id = $1',
+          [id],
+        );
+        return w?.status === 'failed' && w;
+      });
+      expect(row.error!.length).toBeLessThanOrEqual(MAX_REASON_CHARS);
+      expect(row.error!.startsWith('it broke: rrr')).toBe(true);
+      expect(row.error).toMatch(/cut: 1048586 characters in all\)$/);
+      const events = await c.db.query<{ reason: string }>(
+        "SELECT reason FROM workload_events WHERE workload_id = $1 AND to_status = 'failed'",
+        [id],
+      );
+      expect(events.map((e) => e.reason.length <= MAX_REASON_CHARS)).toEqual([true]);
+      const lines = await c.db.query<{ line: string }>(
+        'SELECT line FROM workload_logs WHERE workload_id = $1 ORDER BY id',
+        [id],
+      );
+      expect(lines.map((l) => l.line.length)).toEqual([MAX_LOG_LINE_CHARS, 5]);
+      expect(lines[0]!.line.startsWith('lll')).toBe(true);
+      expect(agent.received.filter((m) => m.type === 'error')).toEqual([]);
+    } finally {
+      agent.close();
+    }
   });
 });
