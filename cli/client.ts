@@ -224,10 +224,11 @@ export class ApiClient {
       );
     }
     if (res.status < 200 || res.status > 299) {
-      const e = parsed.error;
+      // Coded as every mxc error is; anything else (a proxy's page, say) is shown as it came.
+      const e = typeof parsed.error?.message === 'string' ? parsed.error : undefined;
       const extra = e?.details?.missing ? `\n  ${e.details.missing.slice(0, 20).join('\n  ')}` : '';
       throw new CliError(
-        e ? `${e.message} [${e.code}]${extra}` : `HTTP ${res.status}`,
+        e ? `${e.message} [${e.code}]${extra}` : `HTTP ${res.status}: ${text.slice(0, 200)}`,
         res.status === 401 ? 3 : 1,
         e?.code,
       );

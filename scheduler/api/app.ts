@@ -8,6 +8,7 @@ import websocket from '@fastify/websocket';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
+  type FastifyReply,
   type FastifyRequest,
   LogController,
 } from 'fastify';
@@ -60,6 +61,13 @@ export function routeTableOf(app: FastifyInstance): RouteEntry[] {
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
+ * Longest path parameter the router takes (fastify's default, 100, refused a workload of a job named
+ * with more than ~85 characters and most job keys): a job key is four names of up to 128 characters
+ * (521 with its slashes escaped), a node name up to 253.
+ */
+export const MAX_PATH_PARAM_CHARS = 1024;
+
+/**
  * A state-changing request a browser could have been tricked into sending: one whose credential the
  * browser adds by itself (open mode: none; a `?token=` in the URL) from a page of another origin.
  */
@@ -84,6 +92,20 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true }),
     // Live streams (events, followed logs) must not hold a shutdown open.
     forceCloseConnections: true,
+    routerOptions: { maxParamLength: MAX_PATH_PARAM_CHARS },
+    // What the router refuses before any route runs is coded like every other error.
+    frameworkErrors: (err, _req, res) => {
+      const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      const reply = res as unknown as FastifyReply;
+      return reply.status(tooLong ? 414 : 400).send({
+        error: tooLong
+          ? {
+              code: 'URL_TOO_LONG',
+              message: `a path parameter is longer than ${MAX_PATH_PARAM_CHARS} characters`,
+            }
+          : { code: 'BAD_URL', message: err.message },
+      });
+    },
     // TLS through a server factory keeps the app's types those of a plain HTTP server.
     ...(opts.tls
       ? {

@@ -21,8 +21,11 @@ export const data = <T extends ZodType>(s: T) => z.object({ data: s });
 /** Coded errors, as the one error handler sends them. */
 export const errorResponses = { '4XX': ApiError, '5XX': ApiError } as const;
 
-/** `{ id }` path parameters. */
-export const IdParams = z.object({ id: z.string().min(1).max(256) });
+/**
+ * `{ id }` path parameters: an id, a name, or a job key (four names of up to 128 characters and their
+ * slashes, 515).
+ */
+export const IdParams = z.object({ id: z.string().min(1).max(515) });
 
 const PART_NAMES: Record<string, string> = {
   body: 'request body',

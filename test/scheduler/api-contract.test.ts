@@ -7,6 +7,7 @@
 import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ZodObject, type ZodType, z } from 'zod';
+import { MAX_PATH_PARAM_CHARS } from '../../scheduler/api/app.js';
 import { data, installContract, isJsonApiRoute, typed } from '../../scheduler/api/contract.js';
 import { installErrorHandler } from '../../scheduler/api/error-handler.js';
 import * as nodesStore from '../../scheduler/store/nodes.js';
@@ -334,6 +335,31 @@ describe('API contract', () => {
     const v = await c.api('GET', '/api/jobs/x/closure?version=-1');
     expect(v.status).toBe(422);
     expect(v.body.error.details.problems).toEqual([expect.stringMatching(/^version: /)]);
+  });
+
+  it('addresses names at their longest; a path the router cannot read is a coded 400 or 414', async () => {
+    c = await startTestCoordinator('pglite');
+    // Four names of 128 characters: the job key is 515, its workload ids ~140 (fastify's default bound
+    // on a path parameter, 100, refused both with an uncoded 414).
+    const name = (ch: string) => ch.repeat(128);
+    const job = plainJob({ cluster: name('c'), role: name('r'), environment: name('e'), name: name('n') });
+    const submitted = await c.api('POST', '/api/jobs', job);
+    expect(submitted.status).toBe(201);
+    const key = [name('c'), name('r'), name('e'), name('n')].join('/');
+    const byKey = await c.api('GET', `/api/jobs/${encodeURIComponent(key)}`);
+    expect([byKey.status, byKey.body.data?.key, byKey.body.error]).toEqual([200, key, undefined]);
+    const [id] = submitted.body.data.workloads as string[];
+    expect(id!.length).toBeGreaterThan(128);
+    const w = await c.api('GET', `/api/workloads/${id}`);
+    expect([w.status, w.body.data.id]).toEqual([200, id]);
+    expect((await c.api('GET', `/api/workloads/${id}/events`)).status).toBe(200);
+    const bad = await c.api('GET', '/api/workloads/%ff');
+    expect([bad.status, bad.body.error.code]).toEqual([400, 'BAD_URL']);
+    const long = await c.api('GET', `/api/nodes/${'x'.repeat(MAX_PATH_PARAM_CHARS + 1)}`);
+    expect([long.status, long.body.error.code]).toEqual([414, 'URL_TOO_LONG']);
+    // The router takes a parameter of the bound; the route's schema then refuses what no id can be.
+    const most = await c.api('GET', `/api/nodes/${'x'.repeat(MAX_PATH_PARAM_CHARS)}`);
+    expect([most.status, most.body.error.code]).toEqual([422, 'VALIDATION_FAILED']);
   });
 
   it('catches an answer that does not match its schema: a coded 500, the reason in the log', async () => {
