@@ -90,6 +90,10 @@ export class S3Storage implements CacheStorage {
     this.bucket = l.bucket;
     this.prefix = l.prefix;
     this.spoolDir = join(opts.spoolRoot, `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    // The SDK's first client prints a ten-line warning on Node 20 (mxc's runtime) that SDK versions
+    // published from 2027 will need Node 22: the version package-lock.json pins runs here, and the
+    // warning broke the coordinator's structured log on every start. Set it yourself to see it.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({
       endpoint: l.endpoint,
       region: l.region ?? process.env.AWS_REGION ?? 'us-east-1',

@@ -5,9 +5,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CacheError } from '../../scheduler/cache/errors.js';
 import { S3Storage, type S3StorageOptions } from '../../scheduler/cache/storage-s3.js';
+import { repoPath } from '../../scheduler/paths.js';
 import { parseS3Location, type S3Location } from '../../spec/s3-location.js';
 import { startS3Server, type TestS3Server } from '../helpers/s3-server.js';
 import { storageContract } from './storage-contract.js';
@@ -55,6 +57,35 @@ storageContract(
 );
 
 describe('S3 storage', () => {
+  test("a coordinator's S3 storage prints no SDK warning about Node 20 (its log stays structured)", async () => {
+    // A process of its own: the SDK warns once a process, and this file's own clients would have.
+    const script = `
+      import { S3Storage } from ${JSON.stringify(repoPath('dist', 'scheduler', 'cache', 'storage-s3.js'))};
+      import { parseS3Location } from ${JSON.stringify(repoPath('dist', 'spec', 's3-location.js'))};
+      const s = new S3Storage({
+        location: parseS3Location(process.argv[1]),
+        credentials: JSON.parse(process.argv[2]),
+        spoolRoot: process.argv[3],
+      });
+      await s.init();
+      await s.close();
+      console.log('ok');`;
+    const { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: _, ...env } = process.env;
+    const r = await execa(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        script,
+        s3.url('cache', 'warn/'),
+        JSON.stringify(s3.credentials),
+        join(work, 'spool'),
+      ],
+      { env, extendEnv: false, reject: false },
+    );
+    expect([r.exitCode, r.stdout, r.stderr]).toEqual([0, 'ok', '']);
+  });
+
   test('the stand-in replaces an object whole, as S3 does: two PUTs of one key at once leave one of them', async () => {
     // s3rver itself wrote objects in place, and tore ~2% of such pairs ('first\n' over 'second\n');
     // the contract above reads back what two writers published at once (test/helpers/s3-server-main.mjs).
