@@ -96,7 +96,7 @@ let
         if effective.service && effective.cron_schedule != null then
           types.fail fctx "a service cannot have a cron_schedule (use Job { … } for cron jobs, or drop cron_schedule)"
         else if badPort != null then
-          types.fail fctx "{{thermos.ports[${badPort}]}}: mxc port names are lower-case [a-z][a-z0-9_]*"
+          types.fail fctx "{{thermos.ports[${badPort}]}}: mxc port names are 1-63 lower-case [a-z][a-z0-9_]*"
         else if health != null && health ? port && !(elem health.port allPorts) then
           types.fail "${ctx}: HealthCheckConfig" "attribute 'port' names port ${toJSON health.port}, which mxc.ports does not declare (${
             if allPorts == [ ] then "add mxc.ports = [ ${toJSON health.port} ];" else "ports: ${util.join ", " allPorts}"
@@ -108,7 +108,7 @@ let
 
       # Ports a cmdline binds Aurora's way ({{thermos.ports[NAME]}}) are ports the agent allocates.
       boundPorts = util.unique (concatMap util.portBindings (map (p: p.cmdline) tk.processes));
-      badPort = util.findFirst (n: match "[a-z][a-z0-9_]*" n == null) boundPorts;
+      badPort = util.findFirst (n: match "[a-z][a-z0-9_]{0,62}" n == null) boundPorts;
       allPorts = util.unique (ports ++ boundPorts);
 
       scripts = builtins.listToAttrs (

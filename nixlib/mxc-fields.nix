@@ -19,7 +19,7 @@ rec {
       "none"
     ]) "host";
     env = field (t.attrsOf (t.either t.str t.storePathLike)) { };
-    ports = field (t.refine (t.listOf (t.matching "[a-z][a-z0-9_]*" "must be a port name of lower-case [a-z][a-z0-9_]*" t.str)) (
+    ports = field (t.refine (t.listOf (t.matching "[a-z][a-z0-9_]{0,62}" "must be a port name of 1-63 lower-case [a-z][a-z0-9_]*" t.str)) (
       v: if util.duplicates v != [ ] then "names port ${builtins.toJSON (builtins.head (util.duplicates v))} twice" else null
     )) [ ];
     secrets = field (t.listOf (t.matching "[A-Za-z0-9_.-]+" "must be a secret name of letters, digits, _ . -" t.str)) [ ];

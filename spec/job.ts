@@ -12,6 +12,13 @@ import { nextRun, parseCron } from './cron.js';
 
 /** Most environment variables a job sets (`mxc.env`). */
 export const MAX_ENV_VARS = 1024;
+/**
+ * Node attributes and the placement constraints that match them: at most this many, each name and
+ * value at most this long (`mxc agent --attr`, a job's `constraints`).
+ */
+export const MAX_NODE_ATTRIBUTES = 64;
+export const MAX_ATTRIBUTE_NAME_CHARS = 128;
+export const MAX_ATTRIBUTE_VALUE_CHARS = 1024;
 
 /** A process name: used in file names and `nix_init_<name>`, so kept to a safe alphabet. */
 export const ProcessName = z
@@ -157,9 +164,12 @@ const LifecycleConfig = z
  * that ask for that value.
  */
 export const PlacementConstraints = boundedRecord(
-  z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'attribute names are 1-128 letters, digits, _ . -'),
-  z.string().min(1).max(1024),
-  64,
+  z
+    .string()
+    .max(MAX_ATTRIBUTE_NAME_CHARS)
+    .regex(/^[A-Za-z0-9_.-]+$/, 'attribute names use letters, digits, _ . -'),
+  z.string().min(1).max(MAX_ATTRIBUTE_VALUE_CHARS),
+  MAX_NODE_ATTRIBUTES,
   'constraints',
 );
 

@@ -5,7 +5,7 @@
 import * as z from 'zod';
 import { MAX_LINE_CHARS } from '../lib/line-reader.js';
 import { boundedRecord } from './bounded.js';
-import { JobSpec } from './job.js';
+import { JobSpec, MAX_ATTRIBUTE_NAME_CHARS, MAX_ATTRIBUTE_VALUE_CHARS, MAX_NODE_ATTRIBUTES } from './job.js';
 
 /**
  * Most entries one message may carry in a list (issue 12.3: no message may stall the coordinator). An
@@ -14,10 +14,6 @@ import { JobSpec } from './job.js';
 export const MAX_STORE_PATHS_PER_MESSAGE = 20_000;
 /** Most workloads an agent may report in its hello: far above what one node can run. */
 export const MAX_RUNNING_PER_NODE = 5_000;
-/** Most attributes a node may carry, and the longest name and value of one (`mxc agent --attr`). */
-export const MAX_NODE_ATTRIBUTES = 64;
-export const MAX_ATTRIBUTE_NAME_CHARS = 128;
-export const MAX_ATTRIBUTE_VALUE_CHARS = 1024;
 /**
  * A status report's reason is kept (the workload's error, its event) up to this many characters; the
  * rest is cut, so an agent cannot make every workload list carry megabytes.

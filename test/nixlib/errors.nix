@@ -130,7 +130,11 @@ in
   };
   badPortName = {
     expr = (job { name = "web"; mxc.ports = [ "HTTP" ]; } task1).spec;
-    error = ''mxc: job "web": mxc: attribute 'ports' element 1 must be a port name of lower-case'';
+    error = ''mxc: job "web": mxc: attribute 'ports' element 1 must be a port name of 1-63 lower-case'';
+  };
+  longPortName = {
+    expr = (job { name = "web"; mxc.ports = [ "p${builtins.concatStringsSep "" (builtins.genList (_: "x") 63)}" ]; } task1).spec;
+    error = ''mxc: job "web": mxc: attribute 'ports' element 1 must be a port name of 1-63 lower-case'';
   };
   duplicatePort = {
     expr = (job { name = "web"; mxc.ports = [ "http" "http" ]; } task1).spec;

@@ -3,12 +3,14 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { MAX_MISSING_PATHS } from '../../scheduler/cache/index.js';
-import { MAX_ENV_VARS } from '../../spec/job.js';
 import {
   MAX_ATTRIBUTE_NAME_CHARS,
   MAX_ATTRIBUTE_VALUE_CHARS,
-  MAX_LOG_LINE_CHARS,
+  MAX_ENV_VARS,
   MAX_NODE_ATTRIBUTES,
+} from '../../spec/job.js';
+import {
+  MAX_LOG_LINE_CHARS,
   MAX_REASON_CHARS,
   MAX_RUNNING_PER_NODE,
   MAX_STORE_PATHS_PER_MESSAGE,
