@@ -2,13 +2,41 @@
  * The one error handler: coded JSON for every error; 4xx messages go to the client, 5xx details only to
  * the log (a response refused by its own schema is one of those). An unexpected error answers the coded
  * INTERNAL with a generic message and the request id; the log line under that id has the real message,
- * its causes and the stack. A coded 5xx (NOT_LEADER) keeps its message, written for clients.
+ * its causes and the stack. A coded 5xx (NOT_LEADER) keeps its message, written for clients. A database
+ * that cannot be reached is a coded 503 DATABASE_UNAVAILABLE (retry), logged once in a while, not once a
+ * request.
  */
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { MxcError } from '../errors.js';
+import { isDatabaseUnavailable } from '../store/db.js';
+
+/** While the database stays unreachable, requests refused for it are logged at most this often. */
+const UNAVAILABLE_LOG_MS = 10_000;
 
 export function installErrorHandler(app: FastifyInstance): void {
+  let unavailableLoggedAt = Number.NEGATIVE_INFINITY;
+  let refusedUnlogged = 0;
   app.setErrorHandler((err: FastifyError | MxcError | Error, req, reply) => {
+    if (!(err instanceof MxcError) && isDatabaseUnavailable(err)) {
+      const now = performance.now();
+      if (now - unavailableLoggedAt >= UNAVAILABLE_LOG_MS) {
+        req.log.warn(
+          { err: (err as Error).message, url: req.url, refused: refusedUnlogged + 1 },
+          'the database is unreachable; requests that need it are answered 503 until it is back',
+        );
+        unavailableLoggedAt = now;
+        refusedUnlogged = 0;
+      } else refusedUnlogged++;
+      return reply
+        .status(503)
+        .header('retry-after', '1')
+        .send({
+          error: {
+            code: 'DATABASE_UNAVAILABLE',
+            message: 'the coordinator cannot reach its database right now; retry shortly',
+          },
+        });
+    }
     if (err instanceof MxcError) {
       if (err.status >= 500) req.log.error({ err, url: req.url }, err.message);
       return reply

@@ -3,7 +3,9 @@
  * step, draining the outbox, the liveness tick, cron launches, retention). A request while that kind
  * runs coalesces into exactly one re-run; a failed run is logged and never crashes anything (and, for
  * work that asks for it, retried with a growing delay until a run succeeds); periodic work and "wake at"
- * requests run off the injected clock's timers; `close()` waits for what runs.
+ * requests run off the injected clock's timers; `close()` waits for what runs. A kind that keeps failing
+ * (the database away for a while) is logged at its first failure, then at most once a minute with the
+ * count, and once more when it runs again: not once a tick.
  */
 import type { Clock, Timer } from './clock.js';
 
@@ -11,7 +13,11 @@ import type { Clock, Timer } from './clock.js';
 export interface QueueLog {
   error(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
 }
+
+/** While a kind keeps failing, its failures are logged at most this often (the first at once). */
+export const REPEATED_FAILURE_LOG_MS = 60_000;
 
 export interface WorkKind {
   /** One run of the work; a rejection is logged, and a re-run that was asked for still happens. */
@@ -34,6 +40,8 @@ interface KindState {
   runs: number;
   /** Failed runs in a row (the retry delay grows with them). */
   failures: number;
+  /** When a failure of this streak was last logged (monotonic ms). */
+  failureLoggedAt: number;
   periodic: Timer | null;
   wake: { at: number; timer: Timer } | null;
 }
@@ -48,7 +56,15 @@ export class EvaluationQueue<K extends string> {
     private readonly log: QueueLog,
   ) {
     for (const k of Object.keys(kinds) as K[]) {
-      this.state.set(k, { loop: null, again: false, runs: 0, failures: 0, periodic: null, wake: null });
+      this.state.set(k, {
+        loop: null,
+        again: false,
+        runs: 0,
+        failures: 0,
+        failureLoggedAt: 0,
+        periodic: null,
+        wake: null,
+      });
     }
   }
 
@@ -133,11 +149,21 @@ export class EvaluationQueue<K extends string> {
         s.again = false;
         try {
           await work.run();
+          if (s.failures > 1)
+            this.log.info({ work: kind, failedRuns: s.failures }, 'runs again after failing');
           s.failures = 0;
         } catch (err) {
           s.failures++;
           const retryMs = work.retry && retryDelay(work.retry, s.failures);
-          this.log[work.level ?? 'error']({ err, work: kind, ...(retryMs ? { retryMs } : {}) }, work.failure);
+          const now = this.clock.monotonic();
+          if (s.failures === 1 || now - s.failureLoggedAt >= REPEATED_FAILURE_LOG_MS) {
+            s.failureLoggedAt = now;
+            const streak = s.failures > 1 ? { failedRuns: s.failures } : {};
+            this.log[work.level ?? 'error'](
+              { err, work: kind, ...streak, ...(retryMs ? { retryMs } : {}) },
+              work.failure,
+            );
+          }
           if (retryMs) this.requestAt(kind, this.clock.now() + retryMs);
         } finally {
           s.runs++;

@@ -33,6 +33,37 @@ export interface Db extends Queryable {
 pg.types.setTypeParser(20, (v) => Number(v));
 pg.types.setTypeParser(1700, (v) => Number(v));
 
+/** Network errors of a connection to the database that cannot be made, or was lost. */
+const CONNECTION_ERRNOS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
+/** SQLSTATEs of a server that is going away or not taking connections (class 08: connection exception). */
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+
+/**
+ * Whether `err` says the database cannot be reached now (refused, lost, shutting down, full), rather
+ * than that a statement failed: the request or work may succeed once it is back.
+ */
+export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
+  if (!err || typeof err !== 'object' || depth > 4) return false;
+  const e = err as { code?: unknown; message?: unknown; errors?: unknown; cause?: unknown };
+  const code = typeof e.code === 'string' ? e.code : '';
+  if (CONNECTION_ERRNOS.has(code) || UNAVAILABLE_SQLSTATES.has(code) || code.startsWith('08')) return true;
+  // pg's own words for a connection that ended, or that the pool could not hand out in time.
+  const message = typeof e.message === 'string' ? e.message : '';
+  if (/^Connection terminated|timeout exceeded when trying to connect|is not queryable/.test(message))
+    return true;
+  // Several addresses refused (localhost: ::1 and 127.0.0.1) come as one AggregateError.
+  if (Array.isArray(e.errors) && e.errors.some((x) => isDatabaseUnavailable(x, depth + 1))) return true;
+  return isDatabaseUnavailable(e.cause, depth + 1);
+}
+
 /** PostgreSQL's refusal of a prepared statement whose result columns a schema change altered. */
 function isStalePreparedStatement(err: unknown): boolean {
   const e = err as { code?: string; message?: string };

@@ -17,6 +17,7 @@ function recordingLog() {
   const log: QueueLog = {
     error: (obj, msg) => lines.push({ level: 'error', msg, ...(obj as object) }),
     warn: (obj, msg) => lines.push({ level: 'warn', msg, ...(obj as object) }),
+    info: (obj, msg) => lines.push({ level: 'info', msg, ...(obj as object) }),
   };
   return { lines, log };
 }
@@ -251,14 +252,53 @@ describe('evaluation queue', () => {
     await q.request('pass');
     await clock.advance(100);
     expect(at.slice(4)).toEqual([10_600, 10_700]);
-    expect(
-      lines.filter((l) => l.msg === 'pass failed').map((l) => (l as { retryMs?: number }).retryMs),
-    ).toEqual([100, 200, 300, 100]);
+    // Logged at the first failure of each streak (the rest of it within a minute is not), and once
+    // when the streak ends.
+    expect(lines.map((l) => [l.msg, (l as { retryMs?: number }).retryMs])).toEqual([
+      ['pass failed', 100],
+      ['runs again after failing', undefined],
+      ['pass failed', 100],
+    ]);
+    expect(lines[1]).toMatchObject({ level: 'info', work: 'pass', failedRuns: 3 });
+    lines.length = 0;
     // Work without a retry waits for the next request.
     await q.request('plain');
     await clock.advance(60_000);
     expect(q.runs('plain')).toBe(1);
     expect(clock.pendingTimers).toBe(0);
+    await q.close();
+  });
+
+  it('logs work that keeps failing once a minute with the count, not at every run', async () => {
+    const clock = new ManualClock();
+    const { lines, log } = recordingLog();
+    let failing = true;
+    const q = new EvaluationQueue(
+      {
+        tick: {
+          failure: 'tick failed',
+          run: async () => {
+            if (failing) throw new Error('connect ECONNREFUSED');
+          },
+        },
+      },
+      clock,
+      log,
+    );
+    q.every('tick', 1000);
+    await q.request('tick');
+    for (let i = 0; i < 150; i++) await clock.advance(1000);
+    // 151 failed runs over 150 s: the first, then at 60 s and 120 s, each with its run count.
+    expect(lines.map((l) => [l.level, l.msg, (l as { failedRuns?: number }).failedRuns])).toEqual([
+      ['error', 'tick failed', undefined],
+      ['error', 'tick failed', 61],
+      ['error', 'tick failed', 121],
+    ]);
+    failing = false;
+    await clock.advance(1000);
+    expect(lines.at(-1)).toMatchObject({ level: 'info', msg: 'runs again after failing', failedRuns: 151 });
+    await clock.advance(5000);
+    expect(lines).toHaveLength(4);
     await q.close();
   });
 

@@ -1,0 +1,58 @@
+// PostgreSQL out of reach under a running coordinator (through a TCP proxy this test cuts: the server
+// other tests share stays up): requests that need it get a coded, retryable 503 and /healthz says so,
+// the log says it once rather than once a request or tick, and once the database is back everything
+// works again without a restart.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { captureLogger } from '../helpers/logger.js';
+import { eventually } from '../helpers/protocol-agent.js';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+
+let proxy: TcpProxy;
+let c: TestCoordinator;
+let dbName = '';
+const { logger, records } = captureLogger('info');
+
+beforeAll(async () => {
+  const db = await createPostgresDb();
+  dbName = db.name;
+  const url = new URL(db.url);
+  proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
+  url.port = String(proxy.port);
+  c = await startTestCoordinator('postgres', { databaseUrl: url.toString(), logger });
+});
+afterAll(async () => {
+  await proxy?.restore();
+  await c?.stop();
+  await proxy?.close();
+  if (dbName) await dropPostgresDb(dbName);
+});
+
+describe('database outage', () => {
+  it('answers a coded 503 while PostgreSQL is out of reach, logs it once, and recovers by itself', async () => {
+    expect((await c.api('POST', '/api/jobs', plainJob({ name: 'before' }))).status).toBe(201);
+    await proxy.cut();
+    const since = records.length;
+    for (let i = 0; i < 10; i++) {
+      const r = await c.api('GET', '/api/workloads');
+      expect([r.status, r.body.error?.code]).toEqual([503, 'DATABASE_UNAVAILABLE']);
+    }
+    const health = await fetch(`${c.url}/healthz`);
+    expect([health.status, health.headers.get('retry-after')]).toEqual([503, '1']);
+    expect((await health.json()).error.code).toBe('DATABASE_UNAVAILABLE');
+    const submit = await c.api('POST', '/api/jobs', plainJob({ name: 'during' }));
+    expect([submit.status, submit.body.error?.code]).toEqual([503, 'DATABASE_UNAVAILABLE']);
+    // Twelve refused requests, one line about them (and nothing logged as an internal error).
+    const during = records.slice(since);
+    expect(during.filter((r) => /database is unreachable/.test(r.msg))).toHaveLength(1);
+    expect(during.filter((r) => r.msg === 'internal error')).toEqual([]);
+
+    await proxy.restore();
+    await eventually(async () => (await fetch(`${c.url}/healthz`)).status === 200, 15_000, 'healthz ok');
+    const after = await c.api('POST', '/api/jobs', plainJob({ name: 'after' }));
+    expect(after.status).toBe(201);
+    const jobs = await c.api('GET', '/api/jobs');
+    expect(jobs.body.data.map((j: { name: string }) => j.name).sort()).toEqual(['after', 'before']);
+  });
+});
