@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { type Clock, systemClock, type Timer } from './engine/clock.js';
+import { REPEATED_FAILURE_LOG_MS } from './engine/evaluation-queue.js';
 import { MxcError } from './errors.js';
 import type { Db, Queryable } from './store/db.js';
 import * as leader from './store/leader.js';
@@ -40,6 +41,9 @@ export class LeaderLease {
   private epoch: number | null = null;
   /** Monotonic time of the last successful acquire or renew. */
   private renewedAt = 0;
+  /** Rounds failed in a row, and when one of them was last logged (see round). */
+  private failedRounds = 0;
+  private failureLoggedAt = 0;
   private timer: Timer | null = null;
   private running: Promise<void> | null = null;
   private unlisten: (() => Promise<void>) | null = null;
@@ -109,29 +113,45 @@ export class LeaderLease {
     if (this.stopped) return;
     const started = this.mono();
     try {
-      if (this.epoch !== null) {
-        // Past the renew deadline we already stopped leader work; a late renewal must not resume it.
-        if (!this.isLeader()) return this.stepDown('the renew deadline passed');
-        const ok = await leader.renewLease(this.db, this.holder, this.epoch, this.timings.leaseMs);
-        if (ok) this.renewedAt = started;
-        else this.stepDown('the lease was lost');
-        return;
-      }
-      const epoch = await leader.acquireLease(
-        this.db,
-        this.holder,
-        this.timings.leaseMs,
-        this.db.engine === 'pglite',
-      );
-      if (epoch !== null && !this.stopped) {
-        this.epoch = epoch;
-        this.renewedAt = started;
-        this.log.info({ epoch }, 'became leader');
-        this.events.emit('elected', epoch);
-      }
+      await this.tryRound(started);
+      if (this.failedRounds > 1)
+        this.log.info({ failedRounds: this.failedRounds }, 'leader election rounds work again');
+      this.failedRounds = 0;
     } catch (err) {
-      this.log.warn({ err }, 'leader election round failed');
+      // The database away for a while: said at the first failed round, then once a minute, not each round.
+      this.failedRounds++;
+      if (this.failedRounds === 1 || started - this.failureLoggedAt >= REPEATED_FAILURE_LOG_MS) {
+        this.failureLoggedAt = started;
+        this.log.warn(
+          { err, ...(this.failedRounds > 1 ? { failedRounds: this.failedRounds } : {}) },
+          'leader election round failed',
+        );
+      }
       if (this.epoch !== null && !this.isLeader()) this.stepDown('renewals failed past the deadline');
+    }
+  }
+
+  /** One round: renew the lease held, or try to take it. */
+  private async tryRound(started: number) {
+    if (this.epoch !== null) {
+      // Past the renew deadline we already stopped leader work; a late renewal must not resume it.
+      if (!this.isLeader()) return this.stepDown('the renew deadline passed');
+      const ok = await leader.renewLease(this.db, this.holder, this.epoch, this.timings.leaseMs);
+      if (ok) this.renewedAt = started;
+      else this.stepDown('the lease was lost');
+      return;
+    }
+    const epoch = await leader.acquireLease(
+      this.db,
+      this.holder,
+      this.timings.leaseMs,
+      this.db.engine === 'pglite',
+    );
+    if (epoch !== null && !this.stopped) {
+      this.epoch = epoch;
+      this.renewedAt = started;
+      this.log.info({ epoch }, 'became leader');
+      this.events.emit('elected', epoch);
     }
   }
 

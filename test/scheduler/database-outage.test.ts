@@ -3,6 +3,10 @@
 // the log says it once rather than once a request or tick, and once the database is back everything
 // works again without a restart.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../scheduler/engine/clock.js';
+import { REPEATED_FAILURE_LOG_MS } from '../../scheduler/engine/evaluation-queue.js';
+import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
+import { openPostgres } from '../../scheduler/store/db.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
 import { captureLogger } from '../helpers/logger.js';
@@ -12,6 +16,7 @@ import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 let proxy: TcpProxy;
 let c: TestCoordinator;
 let dbName = '';
+let proxiedUrl = '';
 const { logger, records } = captureLogger('info');
 
 beforeAll(async () => {
@@ -20,7 +25,8 @@ beforeAll(async () => {
   const url = new URL(db.url);
   proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
   url.port = String(proxy.port);
-  c = await startTestCoordinator('postgres', { databaseUrl: url.toString(), logger });
+  proxiedUrl = url.toString();
+  c = await startTestCoordinator('postgres', { databaseUrl: proxiedUrl, logger });
 });
 afterAll(async () => {
   await proxy?.restore();
@@ -54,5 +60,40 @@ describe('database outage', () => {
     expect(after.status).toBe(201);
     const jobs = await c.api('GET', '/api/jobs');
     expect(jobs.body.data.map((j: { name: string }) => j.name).sort()).toEqual(['after', 'before']);
+  });
+
+  it('a leader lease whose rounds keep failing says so once a minute, and once when they work again', async () => {
+    const clock = new ManualClock();
+    const lease = captureLogger('info');
+    const db = await openPostgres(proxiedUrl);
+    const l = new LeaderLease(db, 'outage', leaseTimings(60_000), lease.logger, clock);
+    try {
+      await proxy.cut();
+      // A round every 2 s for two and a half minutes: 76 failed rounds.
+      for (let i = 0; i < 76; i++) {
+        await l.cycle();
+        await clock.advance(2000);
+      }
+      const failed = lease.records.filter((r) => r.msg === 'leader election round failed');
+      expect(failed.map((r) => r.failedRounds)).toEqual([
+        undefined,
+        REPEATED_FAILURE_LOG_MS / 2000 + 1,
+        (2 * REPEATED_FAILURE_LOG_MS) / 2000 + 1,
+      ]);
+      await proxy.restore();
+      // The coordinator above holds the lease: this one's rounds succeed without taking it.
+      await eventually(async () => {
+        await l.cycle();
+        return lease.records.some((r) => r.msg === 'leader election rounds work again');
+      });
+      expect(lease.records.filter((r) => r.msg === 'leader election rounds work again')).toMatchObject([
+        { failedRounds: expect.any(Number) },
+      ]);
+      expect(l.isLeader()).toBe(false);
+    } finally {
+      await proxy.restore();
+      await l.stop();
+      await db.close();
+    }
   });
 });
