@@ -24,6 +24,9 @@ import { bubblewrapAvailable } from './sandbox.js';
 import { listStorePaths } from './store-report.js';
 import { AGENT_VERSION } from './version.js';
 
+/** While no coordinator can be joined, the failed attempts are logged at most this often (the first at once). */
+export const UNREACHABLE_LOG_MS = 60_000;
+
 export interface ConnectionOptions {
   agent: AgentOptions;
   name: string;
@@ -64,6 +67,14 @@ export class CoordinatorConnection {
   private servers: string[];
   /** Failed attempts since the last welcome; backoff grows only after a full round of the list. */
   private failures = 0;
+  /**
+   * Since when no attempt got a welcome (performance.now(); null while joined), and when that was last
+   * logged: a coordinator down for an hour is said once a minute, not at every attempt.
+   */
+  private unreachableSince: number | null = null;
+  private unreachableLoggedAt = 0;
+  /** The socket that got the last welcome. */
+  private joinedWs: WebSocket | null = null;
   private resolvedAt = 0;
   private lastPong = 0;
   private pinger: NodeJS.Timeout | null = null;
@@ -142,11 +153,41 @@ export class CoordinatorConnection {
           'the coordinator refused this node identity: another machine joined under this name, or the state directory (node-secret.json) was lost; an operator can remove the node (mxc nodes remove) to let it join again',
         );
       if (!this.closed) {
-        this.log.warn({ code, reason: reason.toString() }, 'disconnected from coordinator; reconnecting');
+        this.logDisconnect(code, reason.toString(), this.joinedWs === ws);
         this.scheduleReconnect();
       }
     });
     ws.on('error', (err) => this.log.debug({ err }, 'coordinator connection error'));
+  }
+
+  /**
+   * A joined session's end is a warning; a failed attempt after it is one only once a minute (with how
+   * long and how many attempts), the others debug.
+   */
+  private logDisconnect(code: number, reason: string, joined: boolean) {
+    const now = performance.now();
+    if (joined || this.unreachableSince === null) {
+      this.unreachableSince = now;
+      this.unreachableLoggedAt = now;
+      this.log.warn(
+        { code, reason, coordinator: this.current },
+        joined ? 'disconnected from coordinator; reconnecting' : 'cannot reach the coordinator; retrying',
+      );
+      return;
+    }
+    if (now - this.unreachableLoggedAt < UNREACHABLE_LOG_MS) {
+      this.log.debug({ code, reason, coordinator: this.current }, 'connecting to the coordinator failed');
+      return;
+    }
+    this.unreachableLoggedAt = now;
+    this.log.warn(
+      {
+        coordinator: this.current,
+        seconds: Math.round((now - this.unreachableSince) / 1000),
+        attempts: this.failures,
+      },
+      'still no coordinator to join; retrying',
+    );
   }
 
   private scheduleReconnect() {
@@ -227,6 +268,8 @@ export class CoordinatorConnection {
     }
     if (msg.type === 'welcome') {
       this.failures = 0;
+      this.unreachableSince = null;
+      this.joinedWs = this.ws;
       this.watchCoordinator(msg.heartbeat_interval_ms);
       if (msg.node_secret) await this.saveNodeSecret(msg.node_secret);
       if (this.heartbeat) clearInterval(this.heartbeat);

@@ -57,6 +57,13 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
     agentLog.records.slice(since).filter((r) => r.msg === 'coordinator connection error').length;
   await eventually(async () => failedAttempts() >= 2, 20_000, 'two failed reconnect attempts');
   expect(agent.runningIds()).toEqual([id]);
+  // The session's end is one warning (it may come before `since`); the failed attempts after it are
+  // not one each (once a minute).
+  const warned = agentLog.records.filter((r) => r.level === 40 && /coordinator/.test(r.msg));
+  expect(warned.map((r) => r.msg)).toEqual(['disconnected from coordinator; reconnecting']);
+  expect(
+    agentLog.records.slice(since).filter((r) => r.msg === 'connecting to the coordinator failed').length,
+  ).toBeGreaterThanOrEqual(1);
 
   // Its log from the start: the agent may reconnect before anything could subscribe to its events.
   const coordinatorLog = captureLogger('debug');
