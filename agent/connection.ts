@@ -8,6 +8,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
+import { FailureStreak } from '../lib/failure-streak.js';
 import {
   CoordinatorMessage,
   type LogLine,
@@ -68,11 +69,10 @@ export class CoordinatorConnection {
   /** Failed attempts since the last welcome; backoff grows only after a full round of the list. */
   private failures = 0;
   /**
-   * Since when no attempt got a welcome (performance.now(); null while joined), and when that was last
-   * logged: a coordinator down for an hour is said once a minute, not at every attempt.
+   * The attempts that got no welcome since the last one (or since start): a coordinator down for an hour
+   * is said once a minute, not at every attempt.
    */
-  private unreachableSince: number | null = null;
-  private unreachableLoggedAt = 0;
+  private readonly unreachable = new FailureStreak(UNREACHABLE_LOG_MS);
   /** The socket that got the last welcome. */
   private joinedWs: WebSocket | null = null;
   private resolvedAt = 0;
@@ -166,28 +166,24 @@ export class CoordinatorConnection {
    */
   private logDisconnect(code: number, reason: string, joined: boolean) {
     const now = performance.now();
-    if (joined || this.unreachableSince === null) {
-      this.unreachableSince = now;
-      this.unreachableLoggedAt = now;
+    if (joined) this.unreachable.ended();
+    if (!this.unreachable.failed(now)) {
+      this.log.debug({ code, reason, coordinator: this.current }, 'connecting to the coordinator failed');
+    } else if (this.unreachable.count === 1) {
       this.log.warn(
         { code, reason, coordinator: this.current },
         joined ? 'disconnected from coordinator; reconnecting' : 'cannot reach the coordinator; retrying',
       );
-      return;
+    } else {
+      this.log.warn(
+        {
+          coordinator: this.current,
+          seconds: Math.round((now - this.unreachable.since) / 1000),
+          attempts: this.unreachable.count,
+        },
+        'still no coordinator to join; retrying',
+      );
     }
-    if (now - this.unreachableLoggedAt < UNREACHABLE_LOG_MS) {
-      this.log.debug({ code, reason, coordinator: this.current }, 'connecting to the coordinator failed');
-      return;
-    }
-    this.unreachableLoggedAt = now;
-    this.log.warn(
-      {
-        coordinator: this.current,
-        seconds: Math.round((now - this.unreachableSince) / 1000),
-        attempts: this.failures,
-      },
-      'still no coordinator to join; retrying',
-    );
   }
 
   private scheduleReconnect() {
@@ -268,7 +264,7 @@ export class CoordinatorConnection {
     }
     if (msg.type === 'welcome') {
       this.failures = 0;
-      this.unreachableSince = null;
+      this.unreachable.ended();
       this.joinedWs = this.ws;
       this.watchCoordinator(msg.heartbeat_interval_ms);
       if (msg.node_secret) await this.saveNodeSecret(msg.node_secret);

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import { FailureStreak } from '../lib/failure-streak.js';
 import { type Clock, systemClock, type Timer } from './engine/clock.js';
 import { REPEATED_FAILURE_LOG_MS } from './engine/evaluation-queue.js';
 import { MxcError } from './errors.js';
@@ -41,9 +42,8 @@ export class LeaderLease {
   private epoch: number | null = null;
   /** Monotonic time of the last successful acquire or renew. */
   private renewedAt = 0;
-  /** Rounds failed in a row, and when one of them was last logged (see round). */
-  private failedRounds = 0;
-  private failureLoggedAt = 0;
+  /** Rounds failed in a row, and which of them are logged (see round). */
+  private readonly failedRounds = new FailureStreak(REPEATED_FAILURE_LOG_MS);
   private timer: Timer | null = null;
   private running: Promise<void> | null = null;
   private unlisten: (() => Promise<void>) | null = null;
@@ -114,18 +114,13 @@ export class LeaderLease {
     const started = this.mono();
     try {
       await this.tryRound(started);
-      if (this.failedRounds > 1)
-        this.log.info({ failedRounds: this.failedRounds }, 'leader election rounds work again');
-      this.failedRounds = 0;
+      const failedRounds = this.failedRounds.ended();
+      if (failedRounds > 1) this.log.info({ failedRounds }, 'leader election rounds work again');
     } catch (err) {
       // The database away for a while: said at the first failed round, then once a minute, not each round.
-      this.failedRounds++;
-      if (this.failedRounds === 1 || started - this.failureLoggedAt >= REPEATED_FAILURE_LOG_MS) {
-        this.failureLoggedAt = started;
-        this.log.warn(
-          { err, ...(this.failedRounds > 1 ? { failedRounds: this.failedRounds } : {}) },
-          'leader election round failed',
-        );
+      if (this.failedRounds.failed(started)) {
+        const failedRounds = this.failedRounds.count;
+        this.log.warn({ err, ...(failedRounds > 1 ? { failedRounds } : {}) }, 'leader election round failed');
       }
       if (this.epoch !== null && !this.isLeader()) this.stepDown('renewals failed past the deadline');
     }

@@ -7,6 +7,7 @@
  * (the database away for a while) is logged at its first failure, then at most once a minute with the
  * count, and once more when it runs again: not once a tick.
  */
+import { FailureStreak } from '../../lib/failure-streak.js';
 import type { Clock, Timer } from './clock.js';
 
 /** Where a failed run is reported (a pino logger fits). */
@@ -38,10 +39,8 @@ interface KindState {
   loop: Promise<void> | null;
   again: boolean;
   runs: number;
-  /** Failed runs in a row (the retry delay grows with them). */
-  failures: number;
-  /** When a failure of this streak was last logged (monotonic ms). */
-  failureLoggedAt: number;
+  /** Failed runs in a row (the retry delay grows with them), and which of them are logged. */
+  failures: FailureStreak;
   periodic: Timer | null;
   wake: { at: number; timer: Timer } | null;
 }
@@ -60,8 +59,7 @@ export class EvaluationQueue<K extends string> {
         loop: null,
         again: false,
         runs: 0,
-        failures: 0,
-        failureLoggedAt: 0,
+        failures: new FailureStreak(REPEATED_FAILURE_LOG_MS),
         periodic: null,
         wake: null,
       });
@@ -149,16 +147,14 @@ export class EvaluationQueue<K extends string> {
         s.again = false;
         try {
           await work.run();
-          if (s.failures > 1)
-            this.log.info({ work: kind, failedRuns: s.failures }, 'runs again after failing');
-          s.failures = 0;
+          const failedRuns = s.failures.ended();
+          if (failedRuns > 1) this.log.info({ work: kind, failedRuns }, 'runs again after failing');
         } catch (err) {
-          s.failures++;
-          const retryMs = work.retry && retryDelay(work.retry, s.failures);
-          const now = this.clock.monotonic();
-          if (s.failures === 1 || now - s.failureLoggedAt >= REPEATED_FAILURE_LOG_MS) {
-            s.failureLoggedAt = now;
-            const streak = s.failures > 1 ? { failedRuns: s.failures } : {};
+          const logIt = s.failures.failed(this.clock.monotonic());
+          const failedRuns = s.failures.count;
+          const retryMs = work.retry && retryDelay(work.retry, failedRuns);
+          if (logIt) {
+            const streak = failedRuns > 1 ? { failedRuns } : {};
             this.log[work.level ?? 'error'](
               { err, work: kind, ...streak, ...(retryMs ? { retryMs } : {}) },
               work.failure,
