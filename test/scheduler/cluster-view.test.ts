@@ -219,9 +219,15 @@ describe('the incremental cluster view on postgres', () => {
         if (w) await wl.transition(db, w, 'failed', 'test: failed meanwhile');
       }
     };
+    // Three coordinators at once, each running its passes one after the other, as a coordinator does
+    // (its evaluation queue). The test ran two at once on each state, which no coordinator does; CI saw
+    // it once leave a node at 3 of 4 after the quiet pass (not reproduced in 8 runs under load, before
+    // or after): a pass's settled backlog and room-grown flag assume passes of a state do not overlap.
     await Promise.all([
-      ...states.map((s) => schedulePass(passDeps(db, s))),
-      ...states.map((s) => schedulePass(passDeps(db, s))),
+      ...states.map(async (s) => {
+        await schedulePass(passDeps(db, s));
+        await schedulePass(passDeps(db, s));
+      }),
       failSome(),
     ]);
     // Whatever a conflict left pending, a quiet pass places.
