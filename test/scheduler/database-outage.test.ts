@@ -10,7 +10,7 @@ import { openPostgres } from '../../scheduler/store/db.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
 import { captureLogger } from '../helpers/logger.js';
-import { eventually } from '../helpers/protocol-agent.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 let proxy: TcpProxy;
@@ -60,6 +60,32 @@ describe('database outage', () => {
     expect(after.status).toBe(201);
     const jobs = await c.api('GET', '/api/jobs');
     expect(jobs.body.data.map((j: { name: string }) => j.name).sort()).toEqual(['after', 'before']);
+  });
+
+  it('disconnects an agent whose report cannot be stored; its hello on reconnect says it again', async () => {
+    const agent = await new ProtocolAgent({ url: c.url, name: 'outage-agent', autoRun: false }).connect();
+    const start = await agent.waitFor((m) => m.type === 'start');
+    const id = start.type === 'start' ? start.workload.id : '';
+    await proxy.cut();
+    const since = records.length;
+    const closed = new Promise<number>((r) => agent.ws.once('close', (code) => r(code)));
+    agent.send({ type: 'workload_status', workload_id: id, status: 'running' });
+    expect(await closed).toBe(1011);
+    agent.close();
+    expect(records.slice(since).filter((r) => r.msg === 'agent message failed')).toEqual([]);
+    await proxy.restore();
+    await eventually(async () => (await fetch(`${c.url}/healthz`)).status === 200, 15_000, 'healthz ok');
+    // The report that was lost is in the next hello: the workload is running without another report.
+    const again = await new ProtocolAgent({ url: c.url, name: 'outage-agent', autoRun: false }).connect([id]);
+    try {
+      await eventually(
+        async () => (await c.api('GET', `/api/workloads/${id}`)).body.data?.status === 'running',
+        10_000,
+        'the workload running after the hello',
+      );
+    } finally {
+      again.close();
+    }
   });
 
   it('a leader lease whose rounds keep failing says so once a minute, and once when they work again', async () => {

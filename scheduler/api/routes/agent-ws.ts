@@ -2,17 +2,21 @@
  * `/api/agent/ws`: the agent connection. The agent authenticates with its join token, sends `hello`
  * within 10 s, then heartbeats and reports, handled one at a time in order; a connection whose backlog
  * of unhandled messages is full is read no further until it drains. Bad frames get an `error` message;
- * they never crash the coordinator.
+ * they never crash the coordinator. A message the database is out of reach for ends the connection: the
+ * agent reconnects (here or to another coordinator) and its hello says again what it runs.
  */
 
 import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
+import { FailureStreak } from '../../../lib/failure-streak.js';
 import { TokenQuery } from '../../../spec/api.js';
 import { describeIssues } from '../../../spec/job.js';
 import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js';
 import type { AgentSession, Coordinator } from '../../coordinator.js';
+import { REPEATED_FAILURE_LOG_MS } from '../../engine/evaluation-queue.js';
 import { MxcError } from '../../errors.js';
+import { isDatabaseUnavailable } from '../../store/db.js';
 import type { Auth } from '../auth.js';
 import { errorResponses } from '../contract.js';
 import { badTextError, findBadText } from '../input-check.js';
@@ -37,6 +41,8 @@ export async function agentSocketRoutes(
   opts: { coordinator: Coordinator; auth: Auth },
 ) {
   const { coordinator } = opts;
+  /** Agent messages refused because the database is out of reach: logged once a minute, not each. */
+  const outage = new FailureStreak(REPEATED_FAILURE_LOG_MS);
   const schema = {
     summary:
       'The agent connection (WebSocket): messages are spec/messages.ts AgentMessage and CoordinatorMessage',
@@ -177,10 +183,20 @@ export async function agentSocketRoutes(
               return;
             }
             await coordinator.agentMessage(nodeId, msg, session);
+            if (outage.count > 0) outage.ended();
           } catch (err) {
             if (err instanceof MxcError)
               session.send({ type: 'error', code: err.code, message: err.message });
-            else req.log.error({ err }, 'agent message failed');
+            else if (isDatabaseUnavailable(err)) {
+              // What the message said is not stored: the connection ends, and the agent says it again in
+              // its hello once it reconnects (here once the database is back, or to another coordinator).
+              if (outage.failed(performance.now()))
+                req.log.warn(
+                  { node: nodeId, err: (err as Error).message },
+                  'the database is unreachable: agents whose reports cannot be stored are disconnected, to report again on reconnect',
+                );
+              socket.close(1011, 'the coordinator cannot reach its database');
+            } else req.log.error({ err }, 'agent message failed');
           }
         });
         chain = chain.then(handled, (err: unknown) => {
