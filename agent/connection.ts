@@ -25,9 +25,6 @@ import { bubblewrapAvailable } from './sandbox.js';
 import { listStorePaths } from './store-report.js';
 import { AGENT_VERSION } from './version.js';
 
-/** While no coordinator can be joined, the failed attempts are logged at most this often (the first at once). */
-export const UNREACHABLE_LOG_MS = 60_000;
-
 export interface ConnectionOptions {
   agent: AgentOptions;
   name: string;
@@ -72,7 +69,7 @@ export class CoordinatorConnection {
    * The attempts that got no welcome since the last one (or since start): a coordinator down for an hour
    * is said once a minute, not at every attempt.
    */
-  private readonly unreachable = new FailureStreak(UNREACHABLE_LOG_MS);
+  private readonly unreachable = new FailureStreak();
   /** The socket that got the last welcome. */
   private joinedWs: WebSocket | null = null;
   private resolvedAt = 0;

@@ -3,6 +3,9 @@
  * keeps failing (a database or coordinator away for a while) is said once a minute with a count, not at
  * every attempt; and how long the streak was once it ends.
  */
+/** How often a failure of a streak is logged at most, by default (the first at once). */
+export const REPEATED_FAILURE_LOG_MS = 60_000;
+
 export class FailureStreak {
   /** Failures in a row so far. */
   count = 0;
@@ -10,7 +13,7 @@ export class FailureStreak {
   since = 0;
   private loggedAt = 0;
 
-  constructor(private readonly everyMs: number) {}
+  constructor(private readonly everyMs = REPEATED_FAILURE_LOG_MS) {}
 
   /** Counts a failure at `now`; whether to log this one. */
   failed(now: number): boolean {

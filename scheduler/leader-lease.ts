@@ -8,7 +8,6 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { FailureStreak } from '../lib/failure-streak.js';
 import { type Clock, systemClock, type Timer } from './engine/clock.js';
-import { REPEATED_FAILURE_LOG_MS } from './engine/evaluation-queue.js';
 import { MxcError } from './errors.js';
 import type { Db, Queryable } from './store/db.js';
 import * as leader from './store/leader.js';
@@ -43,7 +42,7 @@ export class LeaderLease {
   /** Monotonic time of the last successful acquire or renew. */
   private renewedAt = 0;
   /** Rounds failed in a row, and which of them are logged (see round). */
-  private readonly failedRounds = new FailureStreak(REPEATED_FAILURE_LOG_MS);
+  private readonly failedRounds = new FailureStreak();
   private timer: Timer | null = null;
   private running: Promise<void> | null = null;
   private unlisten: (() => Promise<void>) | null = null;

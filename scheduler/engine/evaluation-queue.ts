@@ -17,9 +17,6 @@ export interface QueueLog {
   info(obj: object, msg: string): void;
 }
 
-/** While a kind keeps failing, its failures are logged at most this often (the first at once). */
-export const REPEATED_FAILURE_LOG_MS = 60_000;
-
 export interface WorkKind {
   /** One run of the work; a rejection is logged, and a re-run that was asked for still happens. */
   run: () => Promise<void>;
@@ -59,7 +56,7 @@ export class EvaluationQueue<K extends string> {
         loop: null,
         again: false,
         runs: 0,
-        failures: new FailureStreak(REPEATED_FAILURE_LOG_MS),
+        failures: new FailureStreak(),
         periodic: null,
         wake: null,
       });

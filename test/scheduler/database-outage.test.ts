@@ -3,8 +3,8 @@
 // the log says it once rather than once a request or tick, and once the database is back everything
 // works again without a restart.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPEATED_FAILURE_LOG_MS } from '../../lib/failure-streak.js';
 import { ManualClock } from '../../scheduler/engine/clock.js';
-import { REPEATED_FAILURE_LOG_MS } from '../../scheduler/engine/evaluation-queue.js';
 import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
 import { openPostgres } from '../../scheduler/store/db.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';

@@ -14,7 +14,6 @@ import { TokenQuery } from '../../../spec/api.js';
 import { describeIssues } from '../../../spec/job.js';
 import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js';
 import type { AgentSession, Coordinator } from '../../coordinator.js';
-import { REPEATED_FAILURE_LOG_MS } from '../../engine/evaluation-queue.js';
 import { MxcError } from '../../errors.js';
 import { isDatabaseUnavailable } from '../../store/db.js';
 import type { Auth } from '../auth.js';
@@ -42,7 +41,7 @@ export async function agentSocketRoutes(
 ) {
   const { coordinator } = opts;
   /** Agent messages refused because the database is out of reach: logged once a minute, not each. */
-  const outage = new FailureStreak(REPEATED_FAILURE_LOG_MS);
+  const outage = new FailureStreak();
   const schema = {
     summary:
       'The agent connection (WebSocket): messages are spec/messages.ts AgentMessage and CoordinatorMessage',
