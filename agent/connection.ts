@@ -63,11 +63,10 @@ export class CoordinatorConnection {
 
   /** The coordinators to try, in order (shuffled once; a failed one moves to the end). */
   private servers: string[];
-  /** Failed attempts since the last welcome; backoff grows only after a full round of the list. */
-  private failures = 0;
   /**
-   * The attempts that got no welcome since the last one (or since start): a coordinator down for an hour
-   * is said once a minute, not at every attempt.
+   * The connections that ended without a welcome since the last one (or since start), the joined one
+   * whose end began the streak included: the reconnect backoff grows with them, and a coordinator down
+   * for an hour is said once a minute, not at every attempt.
    */
   private readonly unreachable = new FailureStreak();
   /** The socket that got the last welcome. */
@@ -187,7 +186,7 @@ export class CoordinatorConnection {
     if (this.reconnectTimer || this.closed) return;
     // Exponential backoff with full jitter, capped at 10 s; another coordinator on the list is tried
     // at once (within 250 ms), the backoff grows only when a whole round of the list failed.
-    const round = Math.floor(this.failures++ / this.servers.length);
+    const round = Math.floor((this.unreachable.count - 1) / this.servers.length);
     const base = Math.min(10_000, 250 * 2 ** round);
     const delay = Math.random() * base;
     this.reconnectTimer = setTimeout(() => {
@@ -260,7 +259,6 @@ export class CoordinatorConnection {
       return;
     }
     if (msg.type === 'welcome') {
-      this.failures = 0;
       this.unreachable.ended();
       this.joinedWs = this.ws;
       this.watchCoordinator(msg.heartbeat_interval_ms);

@@ -18,7 +18,7 @@ export interface LineSplitter {
 }
 
 /** Where to cut `text` (a piece starting at `from`) at most at `at`: one earlier rather than split a surrogate pair. */
-function cutAt(text: string, from: number, at: number): number {
+export function cutAt(text: string, from: number, at: number): number {
   const last = text.charCodeAt(at - 1);
   return last >= 0xd800 && last <= 0xdbff && at - 1 > from ? at - 1 : at;
 }

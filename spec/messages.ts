@@ -3,7 +3,7 @@
  * The agent opens `/api/agent/ws` with `Authorization: Bearer <MXC_AGENT_TOKEN>` and sends `hello`.
  */
 import * as z from 'zod';
-import { MAX_LINE_CHARS } from '../lib/line-reader.js';
+import { cutAt, MAX_LINE_CHARS } from '../lib/line-reader.js';
 import { boundedRecord } from './bounded.js';
 import { JobSpec, MAX_ATTRIBUTE_NAME_CHARS, MAX_ATTRIBUTE_VALUE_CHARS, MAX_NODE_ATTRIBUTES } from './job.js';
 
@@ -32,10 +32,7 @@ const ReportedProcessName = z.string().min(1).max(128);
 export function cutText(text: string, max: number): string {
   if (text.length <= max) return text;
   const note = ` … (cut: ${text.length} characters in all)`;
-  let at = max - note.length;
-  const last = text.charCodeAt(at - 1);
-  if (last >= 0xd800 && last <= 0xdbff) at--;
-  return text.slice(0, at) + note;
+  return text.slice(0, cutAt(text, 0, max - note.length)) + note;
 }
 
 /** Node attributes for placement constraints: at most MAX_NODE_ATTRIBUTES, each name and value bounded. */

@@ -182,7 +182,7 @@ export async function agentSocketRoutes(
               return;
             }
             await coordinator.agentMessage(nodeId, msg, session);
-            if (outage.count > 0) outage.ended();
+            outage.ended();
           } catch (err) {
             if (err instanceof MxcError)
               session.send({ type: 'error', code: err.code, message: err.message });
