@@ -21,7 +21,7 @@ import { realiseFromCache } from './lib/realise.js';
 import { childrenCpuMs, timeCommandCpu } from './lib/timing.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_PATHS ?? 300);
-const PUSH_ROUNDS = Number(process.env.MXC_BENCH_CACHE_ROUNDS ?? 3);
+const PUSH_ROUNDS = Number(process.env.MXC_BENCH_CACHE_ROUNDS ?? 5);
 /** narinfo GETs measured from mxc and the bare node server: at ~20,000/s and more, a second's worth or so. */
 const NARINFO_REQUESTS = Number(process.env.MXC_BENCH_NARINFO_REQUESTS ?? 30_000);
 /** python's http.server answers ~1,500/s: fewer of its GETs give as steady a rate in a few seconds. */
@@ -289,6 +289,10 @@ async function flatCopy(
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** The fastest and slowest of some rounds' seconds, as `0.16–0.19 s`: nix copy's own swing here is wide. */
+const spread = (rounds: { s: number }[]) =>
+  `${fmt(Math.min(...rounds.map((r) => r.s)), 2)}–${fmt(Math.max(...rounds.map((r) => r.s)), 2)} s`;
+
 export async function main(): Promise<Record<string, number>> {
   const work = await mkdtemp(join(tmpdir(), 'mxc-bench-cache-'));
   let server: CacheServer | undefined;
@@ -423,20 +427,32 @@ export async function main(): Promise<Record<string, number>> {
     coordinator = undefined;
 
     // The push through a whole coordinator, as a user's goes: the token's check, every API hook and the
-    // PostgreSQL claims (a statement a group), into a cache directory of its own; one round.
-    coordinator = await startCoordinatorProcess({
-      dataDir: join(work, 'coordinator-push'),
-      databaseUrl: db.url,
-      token,
-      env: { MXC_API_TOKEN: token, MXC_CACHE_DIR: join(work, 'coordinator-push-cache') },
-    });
-    const coordPushCpu0 = cpuSeconds(coordinator.pid);
-    t = performance.now();
-    await pushClosure({ coordinator: coordinator.url, token, paths: [root] });
-    const coordPushS = (performance.now() - t) / 1000;
-    const coordPushCpuMs = (cpuSeconds(coordinator.pid) - coordPushCpu0) * 1000;
-    await coordinator.stop();
-    coordinator = undefined;
+    // PostgreSQL claims (a statement a group), into a cache directory of its own; rounds alternate with
+    // a nix copy, as above, and the ratio is to those copies (a coordinator's rounds come minutes after
+    // the first ones, and this machine's speed drifts in minutes).
+    const coordPushes: { s: number; cpuMs: number }[] = [];
+    const coordCopies: { s: number; cpuMs: number }[] = [];
+    for (let round = 0; round < PUSH_ROUNDS; round++) {
+      coordinator = await startCoordinatorProcess({
+        dataDir: join(work, `coordinator-push-${round}`),
+        databaseUrl: db.url,
+        token,
+        env: { MXC_API_TOKEN: token, MXC_CACHE_DIR: join(work, `coordinator-push-cache-${round}`) },
+      });
+      const coordPushCpu0 = cpuSeconds(coordinator.pid);
+      t = performance.now();
+      await pushClosure({ coordinator: coordinator.url, token, paths: [root] });
+      coordPushes.push({
+        s: (performance.now() - t) / 1000,
+        cpuMs: (cpuSeconds(coordinator.pid) - coordPushCpu0) * 1000,
+      });
+      await coordinator.stop();
+      coordinator = undefined;
+      coordCopies.push(await nixCopy(root, join(work, `nix-copy-coordinator-${round}`)));
+    }
+    const coordPushS = median(coordPushes.map((p) => p.s));
+    const coordPushCpuMs = median(coordPushes.map((p) => p.cpuMs));
+    const coordNixCopyS = median(coordCopies.map((c) => c.s));
 
     for (const l of [oursInfo, pyInfo, bareInfo, coordInfo, oursNar, pyNar, oursNarAgain, pyNarAgain])
       if (l.errors > 0) throw new Error(`${l.errors} failed requests`);
@@ -452,6 +468,7 @@ export async function main(): Promise<Record<string, number>> {
       cli_push_cpu_ms: cliPushCpuMs,
       coordinator_push_s: coordPushS,
       coordinator_push_server_cpu_ms: coordPushCpuMs,
+      coordinator_nix_copy_s: coordNixCopyS,
       narinfo_rps: oursInfo.requests / (oursInfo.ms / 1000),
       python_narinfo_rps: pyInfo.requests / (pyInfo.ms / 1000),
       bare_node_narinfo_rps: bareInfo.requests / (bareInfo.ms / 1000),
@@ -471,9 +488,10 @@ export async function main(): Promise<Record<string, number>> {
     const lines = [
       `cache bench: ${r.paths} paths, ${fmt(r.nar_mib)} MiB of NARs (stored ${stored}: ${nars.length} files); built in ${fmt(buildS)} s`,
       `  push (batch upload, median of ${PUSH_ROUNDS}): mxc ${fmt(pushS, 2)} s (${fmt(r.push_mib_s)} MiB/s uncompressed) | nix copy --to file://…?compression=zstd ${fmt(nixCopyS, 2)} s | ratio ${fmt(pushS / nixCopyS, 2)}x the time`,
+      `    rounds: mxc ${spread(pushes)} | nix copy ${spread(copies)} | through the CLI ${spread(cliPushes)} | a whole coordinator ${spread(coordPushes)} | nix copy beside it ${spread(coordCopies)}`,
       `  push CPU (client + cache):   mxc ${fmt(pushCpuMs, 0)} ms | nix copy ${fmt(nixCopyCpuMs, 0)} ms | ratio ${fmt(pushCpuMs / nixCopyCpuMs, 2)}x`,
       `  the same push through the CLI (\`mxc push ROOT\`, its Node start-up included, as nix copy's own): ${fmt(cliPushS, 2)} s | ratio ${fmt(cliPushS / nixCopyS, 2)}x the time of nix copy; CPU ${fmt(cliPushCpuMs, 0)} ms (${fmt(cliPushCpuMs / nixCopyCpuMs, 2)}x)`,
-      `  the same push (in process) through a whole coordinator (a token, PostgreSQL claims), one round: ${fmt(coordPushS, 2)} s | ${fmt(coordPushS / nixCopyS, 2)}x the time of nix copy; the coordinator's CPU ${fmt(coordPushCpuMs, 0)} ms (the cache server's alone: ${fmt(median(pushes.map((p) => p.serverCpuMs)), 0)} ms)`,
+      `  the same push (in process) through a whole coordinator (a token, PostgreSQL claims), median of ${PUSH_ROUNDS}: ${fmt(coordPushS, 2)} s | nix copy in the same rounds ${fmt(coordNixCopyS, 2)} s | ratio ${fmt(coordPushS / coordNixCopyS, 2)}x the time; the coordinator's CPU ${fmt(coordPushCpuMs, 0)} ms (the cache server's alone: ${fmt(median(pushes.map((p) => p.serverCpuMs)), 0)} ms)`,
       `  narinfo GET, ${CONCURRENCY} concurrent:  mxc ${fmt(r.narinfo_rps, 0)} req/s | python http.server ${fmt(r.python_narinfo_rps, 0)} req/s | ratio ${fmt(r.narinfo_rps / r.python_narinfo_rps, 2)}x`,
       `    ceiling: bare node:http, same bytes from memory, same load generator: ${fmt(r.bare_node_narinfo_rps, 0)} req/s (mxc ${fmt(r.narinfo_rps / r.bare_node_narinfo_rps, 2)}x of it)`,
       `    through a whole coordinator (access hook, bearer token): ${fmt(r.coordinator_narinfo_rps, 0)} req/s, ${fmt(r.coordinator_server_cpu_us)} µs of its CPU a request`,

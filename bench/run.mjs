@@ -45,6 +45,41 @@ say(`[bench] compiled into dist/bench in ${((Date.now() - t0) / 1000).toFixed(1)
 const nofile = spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim();
 say(`[bench] open-file limit (ulimit -n): ${nofile}; node ${process.version}`);
 
+/** The machine's busy and total CPU ticks so far, over all cores (/proc/stat's first line). */
+function cpuTicks() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + (f[4] ?? 0); // idle + iowait
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/**
+ * Waits until the machine is quiet before a benchmark: what the one before left running (PostgreSQL
+ * dropping its database and vacuuming, the kernel writing back its files, a coordinator shutting down)
+ * took up to a second core in the first seconds of the next one, whose figures then came out as the
+ * machine's, not the code's. Quiet: under SETTLE_BUSY of all cores over a second; at most SETTLE_MAX_MS.
+ */
+const SETTLE_BUSY = 0.1;
+const SETTLE_MAX_MS = 30_000;
+function settle() {
+  const started = Date.now();
+  let busy = 1;
+  while (Date.now() - started < SETTLE_MAX_MS) {
+    const a = cpuTicks();
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000); // a second's CPU ticks
+    const b = cpuTicks();
+    busy = (b.busy - a.busy) / Math.max(1, b.total - a.total);
+    if (busy < SETTLE_BUSY) break;
+  }
+  const waited = ((Date.now() - started) / 1000).toFixed(1);
+  const pct = (busy * 100).toFixed(0);
+  say(
+    busy < SETTLE_BUSY
+      ? `[bench] machine quiet (${pct}% busy over the last second) after ${waited} s`
+      : `[bench] the machine stayed busy (${pct}% over the last second) for ${waited} s: figures below are pessimistic`,
+  );
+}
+
 const results = [];
 for (const name of chosen) {
   const file = join(out, 'bench', `${name}.bench.js`);
@@ -53,6 +88,7 @@ for (const name of chosen) {
     continue;
   }
   rmSync(join(out, 'results', `${name}.json`), { force: true });
+  settle();
   const started = Date.now();
   const r = spawnSync(process.execPath, [join(root, 'bench', 'lib', 'launch.mjs'), file], {
     cwd: root,
