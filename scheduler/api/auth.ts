@@ -3,8 +3,9 @@
  * (MXC_API_TOKEN, MXC_AGENT_TOKEN) and from the `api_tokens` table (`mxc tokens create`), stored as
  * SHA-256 digests and compared in constant time. A client token has a scope: `read` (look), `push` (look
  * and upload to the cache) or `admin` (everything). With no client token at all the API is open (and the
- * coordinator listens on loopback only); with no agent token, agents join with a client token (or freely
- * when the API is open). Every route declares its access level in its route config (`config.access`),
+ * coordinator listens on loopback only); with no agent token, agents join with an admin client token (or
+ * freely when the API is open): a `read` or `push` token must not be able to take workloads, their
+ * environment included. Every route declares its access level in its route config (`config.access`),
  * and one hook decides on the route fastify matched, never on the URL text.
  */
 import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -252,7 +253,10 @@ export class Auth {
 
   /** An agent joining or reading the cache. */
   isAgent(req: FastifyRequest): boolean {
-    if (!this.hasAgentTokens()) return this.isClient(req);
+    if (!this.hasAgentTokens()) {
+      const p = this.identify(req);
+      return p !== null && p.kind !== 'agent' && p.scope === 'admin';
+    }
     const given = bearer(req);
     const d = given === undefined ? undefined : digest(given);
     const { local, agent } = this.envDigests;

@@ -3,7 +3,13 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { routeTableOf } from '../../scheduler/api/app.js';
-import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import {
+  clientTokens,
+  plainJob,
+  startTestCoordinator,
+  type TestCoordinator,
+} from '../helpers/coordinator.js';
+import { helloFrame } from '../helpers/protocol-agent.js';
 import { rawRequest, snapshot, variants } from './helpers.js';
 
 const ADMIN = 'admin-secret';
@@ -176,5 +182,46 @@ describe('scopes', () => {
     expect([r.status, r.body.error.code]).toEqual([422, 'VALIDATION_FAILED']);
     const a = await c.api('POST', '/api/tokens', { name: 'bad', kind: 'agent', scope: 'push' }, as(ADMIN));
     expect(a.status).toBe(400);
+  });
+});
+
+describe('with no agent token', () => {
+  let open: TestCoordinator;
+  let tokens: Record<string, string>;
+  beforeAll(async () => {
+    open = await startTestCoordinator('pglite', { tokens: { api: ADMIN } });
+    tokens = await clientTokens(open, ADMIN, { viewer: 'read', ci: 'push', ops: 'admin' });
+  });
+  afterAll(async () => {
+    await open?.stop();
+  });
+
+  /** How the agent socket ends for a token: 4401 refused, or the welcome for a joined agent. */
+  const join = async (token: string, name: string) => {
+    const ws = new WebSocket(`${open.url.replace('http', 'ws')}/api/agent/ws`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    return new Promise<string>((resolve, reject) => {
+      ws.on('open', () => ws.send(JSON.stringify(helloFrame(name))));
+      ws.on('message', (raw) => {
+        const m = JSON.parse(raw.toString()) as { type: string };
+        if (m.type === 'welcome') {
+          ws.close();
+          resolve('welcome');
+        }
+      });
+      ws.on('close', (code) => resolve(String(code)));
+      ws.on('error', reject);
+    });
+  };
+
+  test('a read or push token cannot join as an agent (it would be handed workloads and their env); admin can', async () => {
+    expect(await join(tokens.viewer!, 'viewer-node')).toBe('4401');
+    expect(await join(tokens.ci!, 'ci-node')).toBe('4401');
+    expect(await join('wrong', 'nobody')).toBe('4401');
+    const nodes = await open.api('GET', '/api/nodes', undefined, { authorization: `Bearer ${ADMIN}` });
+    expect(nodes.body.data).toEqual([]);
+    expect(await join(tokens.ops!, 'ops-node')).toBe('welcome');
+    expect(await join(ADMIN, 'admin-node')).toBe('welcome');
   });
 });
