@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -165,6 +166,13 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
         async (a) => {
           if (opts.ui !== false) await a.register(dashboardPlugin);
         },
+      ],
+      openHosts: [
+        hostname(),
+        host,
+        ...(opts.advertiseUrl && URL.canParse(opts.advertiseUrl)
+          ? [new URL(opts.advertiseUrl).hostname]
+          : []),
       ],
       statusExtra: async () => ({
         cache_public_key: cache.key.publicKey,

@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { isIP } from 'node:net';
 import websocket from '@fastify/websocket';
 import Fastify, {
   type FastifyBaseLogger,
@@ -42,6 +43,11 @@ export interface AppOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** Extra fields for /api/cluster/status (cache key, …). */
   statusExtra?: () => Promise<Record<string, unknown>>;
+  /**
+   * Host names an open API (no client token) answers besides IP addresses and `localhost`: the
+   * advertise URL's, the listen address's, this machine's (see hostServesOpenApi).
+   */
+  openHosts?: readonly string[];
 }
 
 /** One route of the app with the access it needs (for tests and audits of the route table). */
@@ -84,7 +90,28 @@ function crossSite(req: FastifyRequest): boolean {
   }
 }
 
+/**
+ * Whether a request's Host header may reach an open API (no client token, so every caller is admin):
+ * an IP address, `localhost` (and `*.localhost`), or one of `names`. A page on a domain its owner
+ * points at 127.0.0.1 after loading (DNS rebinding) reaches a loopback-only coordinator from the
+ * user's own browser, same-origin as far as the browser knows; its Host is still that domain. A
+ * request without a Host (HTTP/1.0, not a browser) passes.
+ */
+export function hostServesOpenApi(host: string | undefined, names: ReadonlySet<string>): boolean {
+  if (host === undefined) return true;
+  let name: string;
+  try {
+    name = new URL(`http://${host}`).hostname.toLowerCase();
+  } catch {
+    return false;
+  }
+  if (name.endsWith('.')) name = name.slice(0, -1);
+  if (name.startsWith('[') || isIP(name) !== 0) return true;
+  return name === 'localhost' || name.endsWith('.localhost') || names.has(name);
+}
+
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
+  const openHosts = new Set((opts.openHosts ?? []).map((h) => h.toLowerCase()));
   const app = Fastify({
     loggerInstance: opts.logger as FastifyBaseLogger,
     bodyLimit: opts.bodyLimit ?? 4 * 1024 * 1024,
@@ -140,6 +167,23 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       // An unread upload body would otherwise be drained byte by byte before the socket is reused.
       if (!SAFE_METHODS.has(req.method)) reply.header('connection', 'close');
       return done(refusal(principal, access, cache));
+    }
+    if (
+      access !== 'public' &&
+      principal?.kind === 'anonymous' &&
+      !hostServesOpenApi(req.headers.host, openHosts)
+    ) {
+      // A refused upgrade (the agent socket) keeps its connection unless ended here: the websocket
+      // plugin's own hook, which ends it after an answer, comes after this one.
+      reply.header('connection', 'close');
+      if (req.headers.upgrade) reply.raw.once('finish', () => req.raw.socket?.destroy());
+      return done(
+        new MxcError(
+          'HOST_NOT_ALLOWED',
+          403,
+          `this coordinator's API is open (no client token), so it answers only requests addressed to it by an IP address, localhost or its own names, not "${req.headers.host}": create a token (mxc tokens create) or set --advertise-url to the name clients use`,
+        ),
+      );
     }
     if (access !== 'public' && crossSite(req)) {
       return done(

@@ -3,6 +3,7 @@
 // are a coded 400; unsafe names, zero resources and host-like health endpoints are refused by the spec.
 // Every refusal is checked to have changed nothing.
 import { rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { startCoordinator } from '../../scheduler/server.js';
@@ -88,6 +89,65 @@ describe('open mode', () => {
       origin: `http://${host}`,
     });
     expect(ok.status).toBe(201);
+  });
+
+  test('a page on a rebound domain reaches nothing: an open API answers only its own host names', async () => {
+    // DNS rebinding: the attacker's domain resolves to 127.0.0.1 once its page has loaded, so the
+    // user's browser sends the page's requests to the coordinator, same-origin in its eyes: Origin and
+    // Host both name the attacker's domain.
+    const port = new URL(c.url).port;
+    const evil = {
+      host: `rebind.attacker.example:${port}`,
+      origin: `http://rebind.attacker.example:${port}`,
+    };
+    const before = await snapshot(c.db);
+    const json = { 'content-type': 'application/json' };
+    const tries = [
+      ['POST', '/api/jobs', JSON.stringify(plainJob({ name: 'rebound' }))],
+      ['POST', '/api/tokens', JSON.stringify({ name: 'attacker', kind: 'client' })],
+      ['GET', '/api/jobs', undefined],
+      ['GET', '/api/tokens', undefined],
+      ['GET', '/api/events', undefined],
+    ] as const;
+    for (const [method, path, body] of tries) {
+      const r = await rawRequest(c.url, method, path, { headers: { ...evil, ...json }, body });
+      expect([method, path, r.status, (r.json as { error?: { code?: string } })?.error?.code]).toEqual([
+        method,
+        path,
+        403,
+        'HOST_NOT_ALLOWED',
+      ]);
+    }
+    // The agent socket too (it would be handed workloads).
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/api/agent/ws`, { headers: { host: evil.host } });
+    const refused = await new Promise<string>((resolve) => {
+      ws.on('unexpected-response', (req, res) => {
+        req.destroy();
+        resolve(String(res.statusCode));
+      });
+      ws.on('open', () => {
+        ws.send(JSON.stringify(helloFrame('rebound-node')));
+        ws.on('message', () => resolve('joined'));
+        ws.on('close', (code) => resolve(String(code)));
+      });
+      ws.on('error', () => resolve('error'));
+    });
+    ws.terminate();
+    expect(refused).toBe('403');
+    expect(await snapshot(c.db)).toBe(before);
+    // Its own names answer: an IP address, localhost, this machine's name.
+    for (const host of [
+      `127.0.0.1:${port}`,
+      `localhost:${port}`,
+      `LOCALHOST.:${port}`,
+      `[::1]:${port}`,
+      `${hostname()}:${port}`,
+    ]) {
+      const r = await rawRequest(c.url, 'GET', '/api/jobs', { headers: { host } });
+      expect([host, r.status]).toEqual([host, 200]);
+    }
+    // Public routes (health, the dashboard's files) reveal nothing and answer any name.
+    expect((await rawRequest(c.url, 'GET', '/healthz', { headers: { host: evil.host } })).status).toBe(200);
   });
 
   test('the first token can be minted only from loopback; an open API listens only on loopback', async () => {
