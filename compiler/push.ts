@@ -70,8 +70,8 @@ async function localClosure(
     if (gone.length === 0) throw err;
     throw new PushError(
       'PUSH_PATH_MISSING',
-      `the job's closure names ${gone.join(', ')}, which is not in this machine's Nix store: ` +
-        'build the job here first (nix-build …), or pass --no-push when the coordinator’s cache already has it',
+      `${gone.join(', ')} ${gone.length === 1 ? 'is' : 'are'} not in this machine's Nix store: build ${gone.length === 1 ? 'it' : 'them'} here first (nix-build …); ` +
+        '`mxc submit --no-push` skips the upload when the coordinator’s cache already has the closure',
       { cause: err },
     );
   }

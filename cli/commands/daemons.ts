@@ -349,7 +349,7 @@ export async function up(opts: UpOpts) {
   const say = (s = '') => banner.push(s);
   say();
   say(
-    `${color.bold('mxc is up')}  (standalone: coordinator + agent "local", ${server.db.engine} state in ${dataDir})`,
+    `${color.bold('mxc is up')}  (standalone: coordinator + agent "${s.MXC_AGENT_NAME ?? 'local'}", ${server.db.engine} state in ${dataDir})`,
   );
   say(`  dashboard   ${url}/`);
   say(`  API         ${url}/api/cluster/status`);
@@ -378,6 +378,7 @@ export async function up(opts: UpOpts) {
   }
   say();
   say('Try, in another terminal:');
+  if (server.url !== 'http://127.0.0.1:4000') say(`  ${color.dim('$')} export MXC_COORDINATOR=${server.url}`);
   say(`  ${color.dim('$')} npx mxc workloads list`);
   say(`  ${color.dim('$')} npx mxc workloads logs <id>`);
   say(`  ${color.dim('$')} nix-build examples/web --no-out-link | npx mxc submit --wait`);

@@ -2,6 +2,7 @@
  * Uploads closures to the coordinator's cache (only what it lacks), showing progress: a job's closure
  * before submit, and `mxc push [PATH…]`, the store paths given or read from stdin (as `cachix push`).
  */
+import { resolve } from 'node:path';
 import { PushError, type PushResult, pushClosure } from '../../compiler/push.js';
 import type { StartedCommand } from '../../lib/exec.js';
 import type { JobSpec } from '../../spec/job.js';
@@ -30,7 +31,8 @@ export async function push(
   opts: ClientOptions & { json?: boolean },
   pathInfo?: StartedCommand,
 ): Promise<void> {
-  const roots = paths.length ? paths : await pathsFromStdin();
+  // A relative argument (`mxc push result`) is a file, not a flake reference: nix path-info needs it absolute.
+  const roots = (paths.length ? paths : await pathsFromStdin()).map((p) => resolve(p));
   if (roots.length === 0) throw new CliError('no store paths given (as arguments or on stdin)', 2);
   if (roots.length > MAX_ROOTS)
     throw new CliError(`at most ${MAX_ROOTS} store paths a push (got ${roots.length})`, 2);

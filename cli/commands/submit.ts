@@ -37,6 +37,10 @@ export async function readJobArgument(file: string | undefined): Promise<JobSpec
 }
 
 export async function submit(file: string | undefined, opts: SubmitOptions): Promise<void> {
+  // Checked before anything is pushed or submitted: a usage error (exit 2) must change nothing.
+  const timeout = Number(opts.timeout ?? '300');
+  if (!Number.isFinite(timeout) || timeout <= 0)
+    throw new CliError(`--timeout takes a number of seconds, got "${opts.timeout}"`, 2);
   const spec = await readJobArgument(file);
   const client = new ApiClient(opts);
   if (opts.push !== false) {
@@ -72,9 +76,6 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
         ? `submitted ${res.job.key} version ${res.version}${rolling ? ': rolling update' : ''}; waiting until it is up\n`
         : `${res.job.key} is unchanged (version ${res.version}); checking that it is up\n`,
     );
-  const timeout = Number(opts.timeout ?? '300');
-  if (!Number.isFinite(timeout) || timeout <= 0)
-    throw new CliError(`--timeout takes a number of seconds, got "${opts.timeout}"`, 2);
   const result = await waitForJob(client, res.job.id, {
     timeoutMs: timeout * 1000,
     quiet: opts.json === true,

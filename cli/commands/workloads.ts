@@ -188,8 +188,22 @@ export async function logs(
   }
   let buf = '';
   const decoder = new TextDecoder();
-  for await (const chunk of res.body) {
-    buf += decoder.decode(chunk as Uint8Array, { stream: true });
+  const chunks = res.body[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<unknown>;
+    try {
+      next = await chunks.next();
+    } catch (err) {
+      // The coordinator went away or closed the stream (token revoked, restart): a message, not a crash.
+      throw new CliError(
+        `the log stream from the coordinator was cut (${(err as Error).message}); run the command again to resume`,
+        1,
+        undefined,
+        { cause: err },
+      );
+    }
+    if (next.done) break;
+    buf += decoder.decode(next.value as Uint8Array, { stream: true });
     let nl = buf.indexOf('\n');
     while (nl >= 0) {
       const line = buf.slice(0, nl);

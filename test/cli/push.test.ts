@@ -3,7 +3,7 @@
  * (or piped in) that the cache lacks, says what it did (`--json` for scripts), needs push scope, and
  * refuses an empty call as a usage error.
  */
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,6 +79,18 @@ describe('mxc push', () => {
     const again = await mxc(['push', '--json'], { env: env(tokens.ci!), input: `${root}\n` });
     expect(again.exitCode, again.stderr).toBe(0);
     expect(JSON.parse(again.stdout)).toEqual({ uploaded: [], skipped: closure.length, bytes: 0 });
+  }, 60_000);
+
+  test("a relative path is a file here (nix-build's ./result), not a flake reference", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mxc-push-rel-'));
+    try {
+      await symlink(root, join(dir, 'result'));
+      const r = await mxc(['push', 'result', '--json'], { env: env(tokens.ci!), cwd: dir });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).skipped + JSON.parse(r.stdout).uploaded.length).toBe(closure.length);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 
   test('bin/mxc.js starts nix path-info early for paths given as arguments, never for stdin, help or other spellings', () => {

@@ -43,6 +43,16 @@ describe('mxc submit --wait', () => {
     await cluster?.stop();
   });
 
+  it('a bad --timeout is a usage error before anything is pushed or submitted', async () => {
+    const job = await buildJob(dir, 'bad-timeout', 'sleep 60');
+    const r = await mxc(['submit', job, '--wait', '--timeout', 'abc'], { env });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/--timeout takes a number of seconds, got "abc"/);
+    expect(r.stderr).not.toMatch(/submitted|unchanged/);
+    const jobs = JSON.parse((await mxc(['jobs', 'list', '--json'], { env })).stdout) as { name: string }[];
+    expect(jobs.map((j) => j.name)).not.toContain('bad-timeout');
+  }, 60_000);
+
   it('a service with a health check: 0 once it is healthy, with progress on the way', async () => {
     const [web] = await nixBuild([repoPath('examples', 'web')]);
     const r = await mxc(['submit', web!, '--wait', '--timeout', '60'], { env });
@@ -99,7 +109,7 @@ describe('mxc submit --wait', () => {
     const r = await mxc(['submit', file, '--wait'], { env });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(
-      /not-built-here, which is not in this machine's Nix store: build the job here first .*\[PUSH_PATH_MISSING\]/,
+      /not-built-here is not in this machine's Nix store: build it here first .*\[PUSH_PATH_MISSING\]/,
     );
     expect(r.stderr).not.toMatch(/internal error/);
   });

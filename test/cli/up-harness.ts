@@ -11,12 +11,15 @@ import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
 import { eventually } from '../helpers/protocol-agent.js';
 
 /** Runs the real CLI; never rejects (check exitCode). */
-export const mxc = (args: string[], opts: { env?: Record<string, string>; input?: string } = {}) =>
+export const mxc = (
+  args: string[],
+  opts: { env?: Record<string, string>; input?: string; cwd?: string } = {},
+) =>
   execa('node', [repoPath('bin', 'mxc.js'), ...args], {
     reject: false,
     env: opts.env,
     input: opts.input,
-    cwd: repoPath(),
+    cwd: opts.cwd ?? repoPath(),
     extendEnv: true,
   });
 
