@@ -3,7 +3,7 @@
  * workload-run.ts) and keeps its store and state tidy. Processes keep running while the coordinator
  * is away; on reconnect the agent reports what it runs and the coordinator reconciles.
  */
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -61,7 +61,12 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    await mkdir(join(this.opts.stateDir, 'workloads'), { recursive: true });
+    // Only the agent's user may reach its workloads' folders: a job runs as that user (root, on most
+    // hosts; in a sandbox or a microVM too, as far as the files it writes go), so a file it leaves with
+    // the setuid bit in its work folder would otherwise be a root shell for every local user.
+    const workloads = join(this.opts.stateDir, 'workloads');
+    await mkdir(workloads, { recursive: true, mode: 0o700 });
+    await chmod(workloads, 0o700);
     // Workloads of a previous agent run: their supervisor is gone and their output pipes with it, so
     // stop what is left of them. The coordinator hears `running: []` and replaces them.
     for (const o of await stopOrphans(join(this.opts.stateDir, 'workloads'))) {
