@@ -70,7 +70,12 @@ export class Agent {
     // Workloads of a previous agent run: their supervisor is gone and their output pipes with it, so
     // stop what is left of them. The coordinator hears `running: []` and replaces them.
     for (const o of await stopOrphans(join(this.opts.stateDir, 'workloads'))) {
-      this.log.warn(o, 'stopped an orphaned process group from a previous agent run');
+      if (o.damaged)
+        this.log.error(
+          o,
+          "a previous agent run's record of this workload's processes (pids.json) is unreadable: what it ran may still run; the record is removed",
+        );
+      else this.log.warn(o, 'stopped an orphaned process group from a previous agent run');
     }
     await removeStaleRoots(this.opts.stateDir);
     if (this.opts.storeRoot) await initStore(this.opts.storeRoot);

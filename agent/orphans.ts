@@ -4,15 +4,26 @@
  * output pipes, so it stops them, and the start time keeps it from killing a recycled pid.
  */
 import { readFileSync } from 'node:fs';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import * as z from 'zod';
 import { signalGroup, waitGroupEmpty } from './thermos/process-group.js';
 
-export interface RecordedPid {
-  pid: number;
-  /** Field 22 of /proc/<pid>/stat (clock ticks since boot); null when it could not be read. */
-  start: number | null;
-}
+/** A recorded group leader; a bare number is an older agent's record (no start time). */
+const RecordedPid = z.union([
+  z.object({
+    pid: z.number().int().positive(),
+    /** Field 22 of /proc/<pid>/stat (clock ticks since boot); null when it could not be read. */
+    start: z.number().int().nonnegative().nullable(),
+  }),
+  z
+    .number()
+    .int()
+    .positive()
+    .transform((pid) => ({ pid, start: null })),
+]);
+export type RecordedPid = z.output<typeof RecordedPid>;
+const RecordedPids = z.array(RecordedPid).max(4096);
 
 /** The kernel start time of `pid`, or null when it does not exist. */
 export function processStartTime(pid: number): number | null {
@@ -25,20 +36,34 @@ export function processStartTime(pid: number): number | null {
   }
 }
 
+/**
+ * Records the groups, replacing the file whole (a temp file renamed over it): written in place, a full
+ * disk or a crash left it empty or cut, and an agent that could not read it would not start.
+ */
 export async function writePids(workloadDir: string, pids: number[]): Promise<void> {
   const rec: RecordedPid[] = pids.map((pid) => ({ pid, start: processStartTime(pid) }));
-  await writeFile(join(workloadDir, 'pids.json'), JSON.stringify(rec));
+  const file = join(workloadDir, 'pids.json');
+  await writeFile(`${file}.tmp`, JSON.stringify(rec));
+  await rename(`${file}.tmp`, file);
 }
 
-async function readPids(file: string): Promise<RecordedPid[]> {
-  const raw = JSON.parse(await readFile(file, 'utf8').catch(() => '[]')) as unknown;
-  if (!Array.isArray(raw)) return [];
-  return raw.map((r) => (typeof r === 'number' ? { pid: r, start: null } : (r as RecordedPid)));
+/** The recorded groups; null when the record is there but unreadable (damaged by hand or by a crash). */
+async function readPids(file: string): Promise<RecordedPid[] | null> {
+  const text = await readFile(file, 'utf8').catch(() => '[]');
+  try {
+    const parsed = RecordedPids.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
 }
 
 export interface StoppedOrphan {
   workload: string;
-  pid: number;
+  /** The group stopped; absent when the workload's record could not be read (`damaged`). */
+  pid?: number;
+  /** The record was unreadable: what it named could not be stopped, and it is removed. */
+  damaged?: true;
 }
 
 /**
@@ -49,7 +74,9 @@ export async function stopOrphans(workloadsDir: string): Promise<StoppedOrphan[]
   const stopped: StoppedOrphan[] = [];
   for (const id of await readdir(workloadsDir).catch(() => [] as string[])) {
     const file = join(workloadsDir, id, 'pids.json');
-    for (const { pid, start } of await readPids(file)) {
+    const recorded = await readPids(file);
+    if (recorded === null) stopped.push({ workload: id, damaged: true });
+    for (const { pid, start } of recorded ?? []) {
       const now = processStartTime(pid);
       if (now === null || (start !== null && now !== start)) continue; // gone, or the pid was reused
       signalGroup(pid, 'SIGKILL');
@@ -57,6 +84,7 @@ export async function stopOrphans(workloadsDir: string): Promise<StoppedOrphan[]
       stopped.push({ workload: id, pid });
     }
     await rm(file, { force: true });
+    await rm(`${file}.tmp`, { force: true });
   }
   return stopped;
 }
