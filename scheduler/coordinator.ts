@@ -97,6 +97,11 @@ export class Coordinator {
   /** No liveness verdict before this monotonic time: one TTL after start, an election or a stall. */
   private graceUntil = 0;
   private lastTickAt = 0;
+  /** Monotonic time of the last registry beat that reached the database (see releaseAgentsIfCut). */
+  private lastBeatAt = 0;
+  /** When releaseAgentsIfCut last looked: a look long after the one before follows a stall, not an outage. */
+  private lastCutCheckAt = 0;
+  private cutCheck: NodeJS.Timeout | null = null;
   /** What the agent-report handlers need from the coordinator. */
   private readonly agentDeps: AgentReportDeps;
   /** Wall, monotonic time and timers: the real clock, or a test's manual one. */
@@ -191,6 +196,11 @@ export class Coordinator {
    */
   start(): void {
     this.lastTickAt = this.clock.monotonic();
+    this.lastBeatAt = this.lastTickAt;
+    this.lastCutCheckAt = this.lastTickAt;
+    // Not a queue task: the queue waits on the very database this watches.
+    this.cutCheck = setInterval(() => this.releaseAgentsIfCut(), this.tickMs);
+    this.cutCheck.unref();
     this.grace('coordinator started');
     this.opts.lease.events.on('elected', () => {
       this.grace('became leader');
@@ -226,6 +236,7 @@ export class Coordinator {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.cutCheck) clearInterval(this.cutCheck);
     const stopped = this.queue.close();
     for (const s of this.sessions.values()) s.close(1001, 'coordinator shutting down');
     this.sessions.clear();
@@ -1025,6 +1036,29 @@ export class Coordinator {
   }
 
   /**
+   * A coordinator whose registry beats have not reached the database for half a heartbeat TTL closes its
+   * agents' sockets (1011), so they join another coordinator before the leader, which counts their
+   * silence from this coordinator's last beat, declares them down and starts their workloads elsewhere:
+   * held here, they kept running beside their replacements, and the stops for them waited in this
+   * coordinator's outbox. A lone coordinator's agents come back once its database does.
+   */
+  private releaseAgentsIfCut(): void {
+    const now = this.clock.monotonic();
+    const sinceCheck = now - this.lastCutCheckAt;
+    this.lastCutCheckAt = now;
+    // The event loop stalled: the liveness tick did not run either; it runs now and beats if it can.
+    if (sinceCheck > this.tickMs * 2 + 1000) return;
+    const cutFor = now - this.lastBeatAt;
+    if (this.closed || this.sessions.size === 0 || cutFor <= this.opts.heartbeatTtlMs / 2) return;
+    this.log.warn(
+      { agents: this.sessions.size, ms: Math.round(cutFor) },
+      'no registry beat has reached the database for half a heartbeat TTL: closing the agent sockets so the agents join another coordinator',
+    );
+    for (const s of this.sessions.values()) s.close(1011, 'this coordinator cannot reach its database');
+    this.sessions.clear();
+  }
+
+  /**
    * Launches the cron jobs that are due: each run places `instances` new workloads, after applying the
    * job's collision policy to a previous run still alive (KILL_EXISTING stops it, CANCEL_NEW skips this
    * run, RUN_OVERLAP lets both run).
@@ -1057,6 +1091,7 @@ export class Coordinator {
     if (gap > stallMs) this.grace(`event loop stalled for ${Math.round(gap)} ms`);
     await this.flushSeen();
     await coordinatorsStore.beatCoordinator(this.db, this.opts.id, this.opts.url ?? '');
+    this.lastBeatAt = this.clock.monotonic();
     // A stall (or a stuck database) between the flush and the beat: the beat claims we heard everyone
     // up to now, but heartbeats read since the flush are not written yet. Judge no one on that.
     const checkStall = () => {

@@ -57,7 +57,11 @@ export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
   if (CONNECTION_ERRNOS.has(code) || UNAVAILABLE_SQLSTATES.has(code) || code.startsWith('08')) return true;
   // pg's own words for a connection that ended, or that the pool could not hand out in time.
   const message = typeof e.message === 'string' ? e.message : '';
-  if (/^Connection terminated|timeout exceeded when trying to connect|is not queryable/.test(message))
+  if (
+    /^Connection terminated|timeout exceeded when trying to connect|is not queryable|^Query read timeout/.test(
+      message,
+    )
+  )
     return true;
   // Several addresses refused (localhost: ::1 and 127.0.0.1) come as one AggregateError.
   if (Array.isArray(e.errors) && e.errors.some((x) => isDatabaseUnavailable(x, depth + 1))) return true;
@@ -70,9 +74,31 @@ function isStalePreparedStatement(err: unknown): boolean {
   return e.code === '0A000' && /cached plan must not change result type/.test(e.message ?? '');
 }
 
+/** How long opening a connection to PostgreSQL may take. */
+export const CONNECT_TIMEOUT_MS = 5000;
+/**
+ * How long one statement may wait for PostgreSQL's answer (the longest here: a 10,000-placement apply,
+ * well under a second, or a migration).
+ */
+export const QUERY_TIMEOUT_MS = 60_000;
+
 /** Opens PostgreSQL at `url`. */
 export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<Db> {
-  const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 10 });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.max ?? 10,
+    // A database that stops answering without closing the connection (a network black hole, a hung
+    // proxy or failover address) held every query, /healthz included, with no end: a connection is
+    // given CONNECT_TIMEOUT_MS to open, a statement QUERY_TIMEOUT_MS to answer (then its connection is
+    // dropped), and the kernel probes idle connections.
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    query_timeout: QUERY_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    // A coordinator cut off mid-transaction would hold its row locks (nodes, the lease) against the
+    // others until its TCP connection died; the server ends such a session instead.
+    idle_in_transaction_session_timeout: QUERY_TIMEOUT_MS,
+  });
   pool.on('error', () => {
     // An idle client lost its connection; the pool replaces it. Queries report their own errors.
   });
@@ -119,7 +145,9 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         await client.query('COMMIT');
         return out;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
+        // A connection that timed out or broke is dropped, not handed to the next transaction.
+        if (isDatabaseUnavailable(err)) lost ??= err as Error;
+        else await client.query('ROLLBACK').catch(() => {});
         throw err;
       } finally {
         client.off('error', onLost);

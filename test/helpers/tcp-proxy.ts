@@ -1,7 +1,8 @@
 /**
  * A TCP proxy on 127.0.0.1 to a target port, which a test can cut (every connection dropped, and each
- * new one closed as soon as it is accepted) and restore: a database outage without stopping the
- * PostgreSQL server other tests share. It keeps its port while cut, so nothing else can take it.
+ * new one closed as soon as it is accepted) or freeze (every connection, and each new one, kept open
+ * with nothing passed either way: a network black hole) and restore: a database outage without
+ * stopping the PostgreSQL server other tests share. It keeps its port meanwhile.
  */
 import { createConnection, createServer, type Socket } from 'node:net';
 
@@ -9,7 +10,9 @@ export interface TcpProxy {
   port: number;
   /** Drops every connection through the proxy and closes new ones at once until `restore`. */
   cut(): Promise<void>;
-  /** Forwards new connections again. */
+  /** Holds every connection, and each new one, open and silent until `restore`. */
+  freeze(): Promise<void>;
+  /** Forwards new connections again (the frozen ones are dropped, as when a network comes back to resets). */
   restore(): Promise<void>;
   close(): Promise<void>;
 }
@@ -17,20 +20,29 @@ export interface TcpProxy {
 export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
   let cut = false;
+  let frozen = false;
+  const track = (socket: Socket, onError: () => void) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', onError);
+  };
   const server = createServer((client) => {
     if (cut) {
       client.destroy();
       return;
     }
-    const upstream = createConnection({ host: targetHost, port: targetPort });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {
-        client.destroy();
-        upstream.destroy();
-      });
+    if (frozen) {
+      track(client, () => client.destroy());
+      client.pause();
+      return;
     }
+    const upstream = createConnection({ host: targetHost, port: targetPort });
+    const both = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    track(client, both);
+    track(upstream, both);
     client.pipe(upstream).pipe(client);
   });
   await new Promise<void>((resolve, reject) => {
@@ -47,7 +59,16 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
       cut = true;
       dropAll();
     },
+    async freeze() {
+      frozen = true;
+      for (const socket of sockets) {
+        socket.unpipe();
+        socket.pause();
+      }
+    },
     async restore() {
+      if (frozen) dropAll();
+      frozen = false;
       cut = false;
     },
     async close() {

@@ -73,6 +73,8 @@ export async function clusterRoutes(
     }),
   );
 
+  /** How long /healthz waits for the database before it answers 503 DATABASE_UNAVAILABLE. */
+  const HEALTH_TIMEOUT_MS = 3000;
   r.get(
     '/healthz',
     {
@@ -85,7 +87,26 @@ export async function clusterRoutes(
       config: { access: 'public' },
     },
     async () => {
-      await opts.coordinator.db.query('SELECT 1');
+      // Answered within HEALTH_TIMEOUT_MS whatever the database does: a load balancer or a probe that
+      // waits on a database that stopped answering learns nothing.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              Object.assign(
+                new Error(`the database did not answer SELECT 1 within ${HEALTH_TIMEOUT_MS} ms`),
+                { code: 'ETIMEDOUT' },
+              ),
+            ),
+          HEALTH_TIMEOUT_MS,
+        );
+      });
+      try {
+        await Promise.race([opts.coordinator.db.query('SELECT 1'), late]);
+      } finally {
+        clearTimeout(timer);
+      }
       return { status: 'ok' as const };
     },
   );

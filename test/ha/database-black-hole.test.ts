@@ -1,0 +1,70 @@
+// PostgreSQL that stops answering without closing anything (a network black hole, a hung proxy), under a
+// running coordinator: /healthz answers 503 within seconds instead of never, and the coordinator lets
+// its agents go (1011) within half a heartbeat TTL, so they join another coordinator before the leader
+// declares them down and starts their workloads elsewhere (held here, they ran twice). Once the network
+// is back, the coordinator works again without a restart.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { captureLogger } from '../helpers/logger.js';
+import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+
+const TTL_MS = 2000;
+let proxy: TcpProxy;
+let c: TestCoordinator;
+let dbName = '';
+const { logger, records } = captureLogger('info');
+
+beforeAll(async () => {
+  const db = await createPostgresDb();
+  dbName = db.name;
+  const url = new URL(db.url);
+  proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
+  url.port = String(proxy.port);
+  c = await startTestCoordinator('postgres', { databaseUrl: url.toString(), logger, heartbeatTtlMs: TTL_MS });
+});
+afterAll(async () => {
+  await proxy?.restore();
+  await c?.stop();
+  await proxy?.close();
+  if (dbName) await dropPostgresDb(dbName);
+});
+
+it('a silent database: healthz says so within seconds, the agents are let go within half a TTL', async () => {
+  const agent = await new ProtocolAgent({ url: c.url, name: 'held' }).connect();
+  await eventually(async () => (await c.api('GET', '/api/nodes')).body.data?.length === 1);
+  const closed = new Promise<{ code: number; at: number }>((r) =>
+    agent.ws.once('close', (code) => r({ code, at: Date.now() })),
+  );
+  await proxy.freeze();
+  const frozenAt = Date.now();
+
+  const t0 = Date.now();
+  const health = await fetch(`${c.url}/healthz`);
+  expect([health.status, ((await health.json()) as { error: { code: string } }).error.code]).toEqual([
+    503,
+    'DATABASE_UNAVAILABLE',
+  ]);
+  expect(Date.now() - t0).toBeLessThan(5000);
+
+  const { code, at } = await closed;
+  expect(code).toBe(1011);
+  // Half a TTL after the last beat that reached the database (beats every TTL/4), plus a check's period.
+  expect(at - frozenAt).toBeLessThan(TTL_MS);
+  agent.close();
+  expect(records.filter((r) => /closing the agent sockets/.test(String(r.msg)))).toHaveLength(1);
+
+  await proxy.restore();
+  await eventually(async () => (await fetch(`${c.url}/healthz`)).status === 200, 20_000, 'healthz ok');
+  const back = await new ProtocolAgent({ url: c.url, name: 'held' }).connect();
+  try {
+    await eventually(
+      async () => (await c.api('GET', '/api/nodes')).body.data?.[0]?.status === 'ready',
+      10_000,
+      'the node ready again',
+    );
+  } finally {
+    back.close();
+  }
+}, 60_000);
