@@ -2,6 +2,7 @@
  * The coordinator's HTTP app as one fastify plugin tree: infrastructure first (errors, auth, websocket),
  * then the binary cache, then the API routes one file per resource, then the dashboard.
  */
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { isIP } from 'node:net';
@@ -110,6 +111,31 @@ export function hostServesOpenApi(host: string | undefined, names: ReadonlySet<s
   return name === 'localhost' || name.endsWith('.localhost') || names.has(name);
 }
 
+/** How long a client may take to send a request's headers. */
+export const HEADERS_TIMEOUT_MS = 10_000;
+/** Node checks for that every 30 s by default, so a slow client kept its connection up to 40 s. */
+const SERVER_TIMEOUTS = { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 };
+
+/** This process's soft limit of open files (/proc/self/limits), or 1024 when it cannot be read. */
+export function openFileLimit(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
+    const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+    if (soft === 'unlimited') return 1 << 20;
+    const n = Number(soft);
+    return Number.isInteger(n) && n > 0 ? n : 1024;
+  } catch {
+    return 1024;
+  }
+}
+
+/** Connections the API takes with `fdLimit` descriptors: an eighth of them (at least 256) kept for the rest. */
+export function maxConnectionsFor(fdLimit: number): number {
+  return Math.max(64, fdLimit - Math.max(256, Math.floor(fdLimit / 8)));
+}
+
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const openHosts = new Set((opts.openHosts ?? []).map((h) => h.toLowerCase()));
   const app = Fastify({
@@ -133,14 +159,51 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
           : { code: 'BAD_URL', message: err.message },
       });
     },
+    // What Node's HTTP parser refuses (headers over 16 KiB, a malformed request line) never reaches a
+    // route: it is answered here, coded like every other error, and the connection closed.
+    clientErrorHandler: (err, socket) => {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ECONNRESET' || socket.destroyed || !socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const [status, code, message] =
+        e.code === 'HPE_HEADER_OVERFLOW'
+          ? [
+              '431 Request Header Fields Too Large',
+              'HEADERS_TOO_LARGE',
+              'the request line and headers exceed 16 KiB',
+            ]
+          : e.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? [
+                '408 Request Timeout',
+                'REQUEST_TIMEOUT',
+                `the request's headers took over ${HEADERS_TIMEOUT_MS} ms`,
+              ]
+            : ['400 Bad Request', 'BAD_REQUEST', `the request could not be parsed (${e.code ?? 'bad HTTP'})`];
+      const body = JSON.stringify({ error: { code, message } });
+      socket.end(
+        `HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    },
+    http: SERVER_TIMEOUTS,
     // TLS through a server factory keeps the app's types those of a plain HTTP server.
     ...(opts.tls
       ? {
           serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) =>
-            createHttpsServer({ cert: opts.tls!.cert, key: opts.tls!.key }, handler) as unknown as Server,
+            createHttpsServer(
+              { cert: opts.tls!.cert, key: opts.tls!.key, ...SERVER_TIMEOUTS },
+              handler,
+            ) as unknown as Server,
         }
       : {}),
   });
+  // A client that opens connections and never finishes its headers held each for Node's 60 s, and
+  // ~20,000 of them took every file descriptor, the database's connections included: headers get 10 s,
+  // and connections past what the descriptors allow (leaving room for the database, files and the
+  // cache) are refused as they come instead of starving the coordinator.
+  app.server.maxConnections = maxConnectionsFor(openFileLimit());
   installErrorHandler(app);
   await installContract(app, opts.version ?? '0.0.0');
 

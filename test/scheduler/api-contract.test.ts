@@ -4,10 +4,17 @@
  * answer parsed by the spec/ schema the CLI uses); an answer that breaks its schema is caught (coded 500,
  * logged), and bad input is a coded VALIDATION_FAILED naming the JSON path.
  */
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ZodObject, type ZodType, z } from 'zod';
-import { MAX_PATH_PARAM_CHARS } from '../../scheduler/api/app.js';
+import {
+  HEADERS_TIMEOUT_MS,
+  MAX_PATH_PARAM_CHARS,
+  maxConnectionsFor,
+  openFileLimit,
+} from '../../scheduler/api/app.js';
 import { data, installContract, isJsonApiRoute, typed } from '../../scheduler/api/contract.js';
 import { installErrorHandler } from '../../scheduler/api/error-handler.js';
 import * as nodesStore from '../../scheduler/store/nodes.js';
@@ -360,6 +367,49 @@ describe('API contract', () => {
     // The router takes a parameter of the bound; the route's schema then refuses what no id can be.
     const most = await c.api('GET', `/api/nodes/${'x'.repeat(MAX_PATH_PARAM_CHARS)}`);
     expect([most.status, most.body.error.code]).toEqual([422, 'VALIDATION_FAILED']);
+  });
+
+  it("what Node's HTTP parser refuses is coded too; a client that never ends its headers is let go", async () => {
+    c = await startTestCoordinator('pglite');
+    const port = Number(new URL(c.url).port);
+    /** Sends raw bytes and reads what comes back until the server closes the connection. */
+    const raw = (bytes: string) =>
+      new Promise<{ text: string; ms: number }>((resolve, reject) => {
+        const t0 = Date.now();
+        let text = '';
+        const s = connect(port, '127.0.0.1', () => s.write(bytes));
+        s.on('data', (d) => {
+          text += d;
+        });
+        s.on('error', reject);
+        s.on('close', () => resolve({ text, ms: Date.now() - t0 }));
+      });
+    const bodyOf = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
+    const big = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big.text).toMatch(/^HTTP\/1\.1 431 /);
+    expect(bodyOf(big.text).error.code).toBe('HEADERS_TOO_LARGE');
+    const bad = await raw('BLAH\r\n\r\n');
+    expect(bad.text).toMatch(/^HTTP\/1\.1 400 /);
+    expect(bodyOf(bad.text).error.code).toBe('BAD_REQUEST');
+    const slow = await raw('GET /healthz HTTP/1.1\r\nHost: x\r\n');
+    expect(slow.text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(bodyOf(slow.text).error.code).toBe('REQUEST_TIMEOUT');
+    expect(slow.ms).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 100);
+    expect(slow.ms).toBeLessThan(HEADERS_TIMEOUT_MS + 3000);
+  }, 30_000);
+
+  it('takes as many connections as its descriptors allow, keeping room for the database and files', () => {
+    expect(maxConnectionsFor(1024)).toBe(768);
+    expect(maxConnectionsFor(20_000)).toBe(17_500);
+    expect(maxConnectionsFor(100)).toBe(64);
+    expect(openFileLimit()).toBe(
+      Number(
+        readFileSync('/proc/self/limits', 'utf8')
+          .split('\n')
+          .find((l) => l.startsWith('Max open files'))!
+          .split(/\s+/)[3],
+      ),
+    );
   });
 
   it('catches an answer that does not match its schema: a coded 500, the reason in the log', async () => {
