@@ -4,6 +4,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import pg from 'pg';
+import { FolderInUseError, lockFolder } from '../../lib/pid-lock.js';
+import { MxcError } from '../errors.js';
 
 export interface Queryable {
   /**
@@ -207,10 +209,28 @@ async function listenPostgres(
 export async function openPglite(dir: string | null): Promise<Db> {
   const { PGlite } = await import('@electric-sql/pglite');
   if (dir) mkdirSync(dir, { recursive: true });
+  // PGlite is one process's database: a second coordinator (or `mxc up`) on the same data dir wrote
+  // into it beside the first, both leading with one id.
+  let unlock = async () => {};
+  if (dir) {
+    try {
+      unlock = await lockFolder(dir);
+    } catch (err) {
+      if (err instanceof FolderInUseError)
+        throw new MxcError('DATA_DIR_IN_USE', 409, err.message, { pid: err.pid }, { cause: err });
+      throw err;
+    }
+  }
   // int8 and numeric as numbers, as with pg above.
   const parsers = { 20: (v: string) => Number(v), 1700: (v: string) => Number(v) };
-  const db = dir ? new PGlite(dir, { parsers }) : new PGlite({ parsers });
-  await db.waitReady;
+  let db: InstanceType<typeof PGlite>;
+  try {
+    db = dir ? new PGlite(dir, { parsers }) : new PGlite({ parsers });
+    await db.waitReady;
+  } catch (err) {
+    await unlock();
+    throw err;
+  }
   const wrap = (q: {
     query: (s: string, p?: unknown[]) => Promise<{ rows: unknown[] }>;
     exec: (s: string) => Promise<unknown>;
@@ -237,6 +257,7 @@ export async function openPglite(dir: string | null): Promise<Db> {
     },
     async close() {
       if (!db.closed) await db.close();
+      await unlock();
     },
   };
 }
