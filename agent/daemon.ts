@@ -157,6 +157,7 @@ export class Agent {
     const fetched = await realiseClosure({
       paths,
       storeRoot: this.opts.storeRoot,
+      stateDir: this.opts.stateDir,
       cache: this.conn.cache,
       gcRoot: await prepareWorkloadRoot(this.opts.stateDir, `prewarm-${jobId}`),
       scratchDir,

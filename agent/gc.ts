@@ -1,10 +1,22 @@
 /**
  * The agent's store garbage: each workload's closure is rooted under `<stateDir>/gcroots/<workload>/`
- * while the workload exists; `collectGarbage` (`mxc agent gc`, or automatic when the store's
- * filesystem runs low) deletes every store path no root keeps, never a live closure.
+ * while the workload exists. `collectGarbage` (`mxc agent gc`, or automatic when the store's filesystem
+ * runs low) never deletes a live closure. In the agent's own store (`--store-root`) it deletes every
+ * path no root keeps; in the host's store it deletes only paths this agent fetched (recorded in
+ * `<stateDir>/fetched-paths`) that no root keeps: the rest of that store is its owner's.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm, statfs, symlink } from 'node:fs/promises';
+import {
+  appendFile,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  statfs,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../lib/exec.js';
 import { toNixBase32 } from '../lib/nix-base32.js';
@@ -54,10 +66,32 @@ export async function removeStaleRoots(stateDir: string, keep: Iterable<string> 
   return removed;
 }
 
+/** Where an agent on the host's store lists the store paths it fetched, one a line. */
+export function fetchedListOf(stateDir: string): string {
+  return join(stateDir, 'fetched-paths');
+}
+
+const STORE_PATH = /^\/nix\/store\/[0-9a-z]{32}-[^/\s]+$/;
+
+/** Records store paths this agent fetched into the host's store (what its collections may delete). */
+export async function recordFetched(stateDir: string, paths: readonly string[]): Promise<void> {
+  const ok = paths.filter((p) => STORE_PATH.test(p));
+  if (ok.length) await appendFile(fetchedListOf(stateDir), ok.map((p) => `${p}\n`).join(''));
+}
+
+async function readFetched(stateDir: string): Promise<Set<string>> {
+  const text = await readFile(fetchedListOf(stateDir), 'utf8').catch(() => '');
+  return new Set(text.split('\n').filter((l) => STORE_PATH.test(l)));
+}
+
+/** Paths per nix command line. */
+const ARGS_BATCH = 1000;
+
 /**
- * `nix-store [--store DIR] --gc`: deletes every path that no GC root (nor a running nix) keeps.
- * Nix reports what it freed in MiB with two decimals; the bytes are counted from the NAR sizes of
- * the dead paths instead, listed just before.
+ * Deletes what no GC root (nor a running nix) keeps: in a chroot store everything (`nix-store --store
+ * DIR --gc`), in the host's store only what this agent fetched (`nix-store --delete`). Nix reports what
+ * it freed in MiB with two decimals; the bytes are counted from the NAR sizes of the dead paths instead,
+ * listed just before.
  */
 export async function collectGarbage(opts: GcOptions): Promise<GcResult> {
   const store = opts.storeRoot ? ['--store', opts.storeRoot] : [];
@@ -66,21 +100,29 @@ export async function collectGarbage(opts: GcOptions): Promise<GcResult> {
       signal: opts.signal,
       timeoutMs: 60 * 60_000,
     });
+  const deletedIn = (stderr: string) =>
+    [...stderr.matchAll(/^deleting '(\/nix\/store\/[^']+)'$/gm)]
+      .map((m) => m[1]!)
+      .filter((p) => STORE_PATH.test(p));
   try {
+    const fetched = opts.storeRoot ? null : await readFetched(opts.stateDir);
+    if (fetched?.size === 0) return { freedBytes: 0, deleted: 0, paths: [] };
     const dead = (await nix(['--gc', '--print-dead'])).stdout
       .split('\n')
-      .filter((l) => l.startsWith('/nix/store/'));
-    const sizes = new Map<string, number>();
-    if (dead.length > 0) {
-      const out = (await nix(['--query', '--size', ...dead]).catch(() => ({ stdout: '' }))).stdout.split(
-        '\n',
-      );
-      for (const [i, p] of dead.entries()) sizes.set(p, Number(out[i]) || 0);
+      .filter((l) => STORE_PATH.test(l) && (fetched === null || fetched.has(l)));
+    const sizes = await narSizes(nix, dead);
+    let paths: string[] = [];
+    if (fetched === null) paths = deletedIn((await nix(['--gc'])).stderr);
+    else {
+      for (let i = 0; i < dead.length; i += ARGS_BATCH)
+        paths.push(...deletedIn((await nix(['--delete', ...dead.slice(i, i + ARGS_BATCH)])).stderr));
+      // What is gone, or no longer in the store, leaves the list (rewritten whole).
+      const gone = new Set(paths);
+      const kept = [...fetched].filter((p) => !gone.has(p));
+      const list = fetchedListOf(opts.stateDir);
+      await writeFile(`${list}.tmp`, kept.map((p) => `${p}\n`).join(''));
+      await rename(`${list}.tmp`, list);
     }
-    const { stderr } = await nix(['--gc']);
-    const paths = [...stderr.matchAll(/^deleting '(\/nix\/store\/[^']+)'$/gm)]
-      .map((m) => m[1]!)
-      .filter((p) => /^\/nix\/store\/[0-9a-z]{32}-/.test(p));
     const freedBytes = paths.reduce((n, p) => n + (sizes.get(p) ?? 0), 0);
     return { freedBytes, deleted: paths.length, paths };
   } catch (err) {
@@ -89,6 +131,30 @@ export async function collectGarbage(opts: GcOptions): Promise<GcResult> {
       { cause: err },
     );
   }
+}
+
+/**
+ * NAR sizes of store paths, a batch at a time; a batch nix refuses (a path that is not valid, which
+ * `--print-dead` may list) is asked path by path, so one such path no longer makes every size 0.
+ */
+async function narSizes(
+  nix: (args: string[]) => Promise<{ stdout: string }>,
+  paths: readonly string[],
+): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  const ask = async (batch: readonly string[]) => {
+    const out = (await nix(['--query', '--size', ...batch])).stdout.split('\n');
+    for (const [i, p] of batch.entries()) sizes.set(p, Number(out[i]) || 0);
+  };
+  for (let i = 0; i < paths.length; i += ARGS_BATCH) {
+    const batch = paths.slice(i, i + ARGS_BATCH);
+    try {
+      await ask(batch);
+    } catch {
+      for (const p of batch) await ask([p]).catch(() => sizes.set(p, 0));
+    }
+  }
+  return sizes;
 }
 
 /** For `mxc agent gc`: one collection of the agent's store, keeping every workload's closure. */

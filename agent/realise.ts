@@ -5,6 +5,7 @@
  */
 import { withDir } from 'tmp-promise';
 import { CommandError, run } from '../lib/exec.js';
+import { recordFetched } from './gc.js';
 import { RealiseLog, type RealiseProgress } from './realise-log.js';
 
 export type { RealiseProgress } from './realise-log.js';
@@ -35,6 +36,11 @@ export interface RealiseOptions {
   onLine?: (line: string) => void;
   /** Called when a path finished copying (`finished` set) or the totals became known. */
   onProgress?: (p: RealiseProgress, finished?: string) => void;
+  /**
+   * The agent's state dir: paths fetched into the host's store are recorded there, the only ones its
+   * collections delete from that store (agent/gc.ts). Unused with `storeRoot` (the agent's own store).
+   */
+  stateDir?: string;
 }
 
 /** Nix refused or failed to realise the closure; `reason` is Nix's own words (warnings and errors). */
@@ -78,7 +84,14 @@ export function trustOptions(cache: CacheTrust | null | undefined): string[] {
 
 /** Realises `paths` (and their closure); resolves with the final progress, rejects with RealiseError. */
 export async function realiseClosure(opts: RealiseOptions): Promise<RealiseProgress> {
-  const log = new RealiseLog({ line: opts.onLine, progress: opts.onProgress });
+  const fetched: string[] = [];
+  const log = new RealiseLog({
+    line: opts.onLine,
+    progress: (p, finished) => {
+      if (finished) fetched.push(finished);
+      opts.onProgress?.(p, finished);
+    },
+  });
   if (opts.paths.length === 0) return log.snapshot();
   const store = opts.storeRoot ? ['--store', opts.storeRoot] : [];
   const root = opts.gcRoot ? ['--add-root', opts.gcRoot] : [];
@@ -114,6 +127,9 @@ export async function realiseClosure(opts: RealiseOptions): Promise<RealiseProgr
       }
     },
     { tmpdir: opts.scratchDir, prefix: 'mxc-realise-', unsafeCleanup: true },
+  ).finally(() =>
+    // Also when it failed part way: what was fetched is in the store.
+    !opts.storeRoot && opts.stateDir ? recordFetched(opts.stateDir, fetched) : undefined,
   );
   return log.complete();
 }

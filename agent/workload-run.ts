@@ -220,6 +220,7 @@ export class WorkloadRuns {
           : await realiseClosure({
               paths: closure,
               storeRoot: this.opts.storeRoot,
+              stateDir: this.opts.stateDir,
               cache: this.w.conn.cache,
               gcRoot,
               scratchDir: dir,

@@ -261,7 +261,9 @@ command(['agent'], () => {
   example(
     agentCommand
       .command('gc')
-      .description('collect store paths no workload of this agent needs (live closures are kept)')
+      .description(
+        "delete store paths this agent fetched that no workload needs (with --store-root: whatever its own store's roots do not keep); the host store's other paths are left alone",
+      )
       .addOption(
         new Option('--state-dir <dir>', 'agent state directory')
           .env('MXC_AGENT_STATE_DIR')

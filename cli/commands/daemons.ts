@@ -392,7 +392,7 @@ export async function up(opts: UpOpts) {
   await server.close();
 }
 
-/** `mxc agent gc`: collect what no workload of this agent needs (live closures are rooted and kept). */
+/** `mxc agent gc`: delete what this agent fetched and no workload needs (live closures are rooted and kept). */
 export async function agentGc(opts: { stateDir: string; storeRoot?: string; json?: boolean }) {
   const { runAgentGc } = await import('../../agent/gc.js');
   const r = await runAgentGc({
