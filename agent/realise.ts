@@ -116,6 +116,8 @@ export async function realiseClosure(opts: RealiseOptions): Promise<RealiseProgr
             signal: opts.signal,
             timeoutMs: 30 * 60_000,
             env: { XDG_CACHE_HOME: scratch },
+            // An agent killed mid-fetch left it downloading on, beside its restarted self's.
+            dieWithParent: true,
             onStderrLine: (l) => log.push(l),
           },
         );

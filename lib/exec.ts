@@ -11,6 +11,7 @@
  * through a bare spawn (+2.3 ms a call). One exception: bin/build-early.js starts `mxc build`'s
  * nix-build itself before anything loads (see there why), and `settleStarted` below takes it over.
  */
+import { accessSync, constants } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { ExecaError, Options, ResultPromise } from 'execa';
 import { readLines } from './line-reader.js';
@@ -36,6 +37,12 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Called with each stderr line as it arrives (progress output). */
   onStderrLine?: (line: string) => void;
+  /**
+   * Kill the command when this process dies, even by SIGKILL (`setpriv --pdeathsig KILL`, when util-linux
+   * has it): a daemon's long helper (an agent's `nix-store --realise`) must not run on, orphaned, and
+   * race the one the restarted daemon starts.
+   */
+  dieWithParent?: boolean;
 }
 
 export interface RunResult {
@@ -83,10 +90,32 @@ async function start(
     stripFinalNewline: false,
     buffer: { stdout: !streamStdout, stderr: true },
   };
-  const child = execa(file, args, options);
+  const setpriv = opts.dieWithParent ? setprivPath() : null;
+  const child = setpriv
+    ? execa(setpriv, ['--pdeathsig', 'KILL', '--', file, ...args], options)
+    : execa(file, args, options);
   if (opts.input !== undefined) child.stdin?.end(opts.input);
   if (opts.onStderrLine && child.stderr) void readLines(child.stderr, opts.onStderrLine);
   return { child };
+}
+
+let setprivFound: string | null | undefined;
+/** util-linux's setpriv on PATH, or null (looked up once). */
+function setprivPath(): string | null {
+  if (setprivFound === undefined) {
+    setprivFound = null;
+    for (const dir of (process.env.PATH ?? '').split(':')) {
+      const candidate = `${dir || '.'}/setpriv`;
+      try {
+        accessSync(candidate, constants.X_OK);
+        setprivFound = candidate;
+        break;
+      } catch {
+        // not here
+      }
+    }
+  }
+  return setprivFound;
 }
 
 /** Awaits `child`, turning execa's failure into a CommandError. */

@@ -1,8 +1,15 @@
 /** lib/exec.ts (helper commands through execa) and lib/line-reader.ts, with real processes. */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { CommandError, hasCommand, run, runStreaming } from '../../lib/exec.js';
 import { readLines } from '../../lib/line-reader.js';
+import { repoPath } from '../../scheduler/paths.js';
+import { isAlive } from '../agent/helpers.js';
+import { eventually } from '../helpers/protocol-agent.js';
 
 const node = process.execPath;
 const script = (js: string) => ['-e', js];
@@ -100,5 +107,33 @@ describe('readLines', () => {
     expect(lines.join('')).toBe(text);
     expect(lines.every((l) => l.length <= 4 && !l.includes('\uFFFD'))).toBe(true);
     expect(lines.every((l) => Buffer.from(l).toString() === l)).toBe(true);
+  });
+});
+
+describe('dieWithParent', () => {
+  it('a helper started so dies with its parent, even when the parent is SIGKILLed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mxc-pdeath-'));
+    try {
+      const pidFile = join(dir, 'pid');
+      // A parent process (the built lib/exec.js, as a daemon runs it) whose helper records its pid.
+      const parent = spawn(
+        node,
+        [
+          '--input-type=module',
+          '-e',
+          `const { run } = await import(${JSON.stringify(repoPath('dist', 'lib', 'exec.js'))});
+           await run('sh', ['-c', 'echo $$ > ${pidFile}; exec sleep 1000'], { dieWithParent: true });`,
+        ],
+        { stdio: 'ignore' },
+      );
+      const pid = await eventually(async () =>
+        Number((await readFile(pidFile, 'utf8').catch(() => '')).trim()),
+      );
+      expect(isAlive(pid)).toBe(true);
+      parent.kill('SIGKILL');
+      await eventually(async () => !isAlive(pid), 5000, 'the helper to die with its parent');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
