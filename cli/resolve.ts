@@ -39,7 +39,7 @@ async function candidates(c: ApiClient, kind: Kind, live = false): Promise<Candi
     }));
   }
   if (kind === 'job')
-    return (await c.get('/api/jobs', z.array(api.Job))).map((j) => ({
+    return (await c.getAll('/api/jobs', api.Job)).map((j) => ({
       id: j.id,
       label: j.key,
       handles: [j.id, j.key, j.name],

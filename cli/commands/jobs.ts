@@ -35,7 +35,7 @@ const stateColor = (s: string) => (s === 'complete' ? color.green(s) : statusCol
 
 /** Jobs with their state (running / complete / failed / stopped) and workloads per state, history included. */
 export async function list(opts: Opts) {
-  const rows = await new ApiClient(opts).get('/api/jobs', z.array(apiJobs.JobWithSpec));
+  const rows = await new ApiClient(opts).getAll('/api/jobs', apiJobs.JobWithSpec);
   if (opts.json) return printJson(rows);
   const n = (v: number, paint?: (s: string) => string) => (v && paint ? paint(String(v)) : String(v));
   printTable(
@@ -120,9 +120,9 @@ export async function restart(id: string, opts: Opts) {
 
 export async function versions(id: string, opts: Opts) {
   id = await resolveId(new ApiClient(opts), 'job', id);
-  const rows = await new ApiClient(opts).get(
+  const rows = await new ApiClient(opts).getAll(
     `/api/jobs/${encodeURIComponent(id)}/versions`,
-    z.array(apiJobs.JobVersion),
+    apiJobs.JobVersion,
   );
   if (opts.json) return printJson(rows);
   printTable(
@@ -200,10 +200,7 @@ export async function revert(id: string, version: string, opts: Opts) {
   if (!Number.isInteger(n) || n < 1) throw new CliError(`VERSION is a version number, got "${version}"`, 2);
   const client = new ApiClient(opts);
   id = await resolveId(client, 'job', id);
-  const versions = await client.get(
-    `/api/jobs/${encodeURIComponent(id)}/versions`,
-    z.array(apiJobs.JobVersion),
-  );
+  const versions = await client.getAll(`/api/jobs/${encodeURIComponent(id)}/versions`, apiJobs.JobVersion);
   const v = versions.find((x) => x.version === n);
   if (!v)
     throw new CliError(

@@ -108,3 +108,14 @@ export function documentWebSockets(app: FastifyInstance): void {
     if (route.websocket && route.schema) delete (route.schema as { hide?: boolean }).hide;
   });
 }
+
+/** Page cursors are opaque to clients: the last key of the page (a node's name, a job's key), base64url. */
+export const encodeCursor = (key: string) => Buffer.from(key, 'utf8').toString('base64url');
+
+/** The key a cursor names; a cursor this API did not give is a coded 400. */
+export function decodeCursor(cursor: string): string {
+  const key = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (!key || encodeCursor(key) !== cursor)
+    throw errors.badRequest('cursor is not one this API gave; start again without it');
+  return key;
+}

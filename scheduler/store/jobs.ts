@@ -62,6 +62,22 @@ export async function listJobs(q: Queryable): Promise<(JobRow & { spec: JobSpec 
   );
 }
 
+/**
+ * A page of jobs by key with their current spec and its size in bytes (so a page can stop short of its
+ * row count when the specs are large), after the key `after`.
+ */
+export async function listJobsPage(
+  q: Queryable,
+  opts: { after?: string; limit: number },
+): Promise<(JobRow & { spec: JobSpec; spec_bytes: number })[]> {
+  return q.query(
+    `SELECT j.*, v.spec, octet_length(v.spec::text) AS spec_bytes
+     FROM jobs j JOIN job_versions v ON v.job_id = j.id AND v.version = j.current_version
+     WHERE ($1::text IS NULL OR j.key > $1) ORDER BY j.key LIMIT $2`,
+    [opts.after ?? null, opts.limit],
+  );
+}
+
 export async function insertJob(
   q: Queryable,
   j: { id: string; key: string; spec: JobSpec; specHash: string },
@@ -219,10 +235,17 @@ export async function getJobVersion(
   return rows[0] ?? null;
 }
 
-export async function listJobVersions(q: Queryable, jobId: string): Promise<JobVersionRow[]> {
-  return q.query<JobVersionRow>('SELECT * FROM job_versions WHERE job_id = $1 ORDER BY version DESC', [
-    jobId,
-  ]);
+/** A page of a job's versions, newest first, before version `before`, with each spec's size in bytes. */
+export async function listJobVersionsPage(
+  q: Queryable,
+  jobId: string,
+  opts: { before?: number; limit: number },
+): Promise<(JobVersionRow & { spec_bytes: number })[]> {
+  return q.query(
+    `SELECT *, octet_length(spec::text) AS spec_bytes FROM job_versions
+     WHERE job_id = $1 AND ($2::int IS NULL OR version < $2) ORDER BY version DESC LIMIT $3`,
+    [jobId, opts.before ?? null, opts.limit],
+  );
 }
 
 export async function setNextRun(q: Queryable, jobId: string, at: Date | null): Promise<void> {

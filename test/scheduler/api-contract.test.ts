@@ -17,6 +17,7 @@ import {
 } from '../../scheduler/api/app.js';
 import { data, installContract, isJsonApiRoute, typed } from '../../scheduler/api/contract.js';
 import { installErrorHandler } from '../../scheduler/api/error-handler.js';
+import { JOB_PAGE_BYTES } from '../../scheduler/api/routes/jobs.js';
 import * as nodesStore from '../../scheduler/store/nodes.js';
 import * as api from '../../spec/api.js';
 import * as apiJobs from '../../spec/api-jobs.js';
@@ -212,10 +213,10 @@ describe('API contract', () => {
       async () => (await c.api('GET', `/api/workloads/${wid}`)).body.data.status === 'running',
     );
 
-    await call('GET', '/api/jobs', data(z.array(apiJobs.JobWithSpec)));
+    await call('GET', '/api/jobs', api.page(apiJobs.JobWithSpec));
     const detail = (await call('GET', `/api/jobs/${jobId}`, data(apiJobs.JobDetail))).data;
     expect(detail.workloads[0]!.node).toBe('n1');
-    await call('GET', `/api/jobs/${jobId}/versions`, data(z.array(apiJobs.JobVersion)));
+    await call('GET', `/api/jobs/${jobId}/versions`, api.page(apiJobs.JobVersion));
     await call('GET', `/api/jobs/${jobId}/updates`, data(z.array(api.JobUpdate)));
     await call('GET', `/api/jobs/${jobId}/closure`, data(z.array(api.ClosurePath)));
     await call('GET', `/api/jobs/${jobId}/closure?version=1`, data(z.array(api.ClosurePath)));
@@ -327,6 +328,38 @@ describe('API contract', () => {
     expect((await c.api('GET', '/api/nodes?limit=1001')).body.error.code).toBe('VALIDATION_FAILED');
     expect((await c.api('GET', '/api/nodes?cursor=%2F%2F')).body.error.code).toBe('BAD_REQUEST');
   });
+
+  it('pages /api/jobs by key, and ends a page early when its specs are large', async () => {
+    c = await startTestCoordinator('pglite');
+    // Jobs of ~1.5 MiB of env each (cron, so they never run): 8 MiB of specs is 5 of them a page.
+    const env = Object.fromEntries(
+      Array.from({ length: 24 }, (_, i) => [`BIG_${i}`, String(i % 10).repeat(64 * 1024)]),
+    );
+    const names = Array.from({ length: 12 }, (_, i) => `big-${String(11 - i).padStart(2, '0')}`);
+    for (const name of names) {
+      const job = plainJob({ name, service: false, cron_schedule: '0 0 1 1 *', mxc: { env } });
+      const r = await c.api('POST', '/api/jobs', job);
+      expect(r.status, JSON.stringify(r.body.error)).toBe(201);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const r = await c.api('GET', `/api/jobs?limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(r.status).toBe(200);
+      const p = api.page(apiJobs.JobWithSpec).parse(r.body);
+      expect(Buffer.byteLength(JSON.stringify(p.data))).toBeLessThan(JOB_PAGE_BYTES + 2 * 1024 * 1024);
+      seen.push(...p.data.map((j) => j.name));
+      cursor = p.next_cursor;
+      pages++;
+    } while (cursor);
+    expect(seen).toEqual([...names].sort());
+    expect(pages).toBeGreaterThanOrEqual(3);
+    // A page size is honoured as well, and the CLI reads every page.
+    const two = api.page(apiJobs.JobWithSpec).parse((await c.api('GET', '/api/jobs?limit=2')).body);
+    expect([two.data.length, two.next_cursor !== null]).toEqual([2, true]);
+    expect((await c.api('GET', '/api/jobs?cursor=%2F%2F')).body.error.code).toBe('BAD_REQUEST');
+  }, 60_000);
 
   it('refuses bad input with a coded error naming the JSON path', async () => {
     c = await startTestCoordinator('pglite');

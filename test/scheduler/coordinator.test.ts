@@ -111,6 +111,17 @@ describe.each(ENGINES)('coordinator on %s', (engine) => {
     await a.waitFor((m) => m.type === 'stop' && m.workload_id === first);
     const versions = await c.api('GET', `/api/jobs/${v1.body.data.job.id}/versions`);
     expect(versions.body.data.map((v: { version: number }) => v.version)).toEqual([2, 1]);
+    // Paged, newest first: a page of one, then the rest through its cursor.
+    const first1 = await c.api('GET', `/api/jobs/${v1.body.data.job.id}/versions?limit=1`);
+    expect(first1.body.data.map((v: { version: number }) => v.version)).toEqual([2]);
+    const rest = await c.api(
+      'GET',
+      `/api/jobs/${v1.body.data.job.id}/versions?limit=1&cursor=${first1.body.next_cursor}`,
+    );
+    expect([rest.body.data.map((v: { version: number }) => v.version), rest.body.next_cursor]).toEqual([
+      [1],
+      null,
+    ]);
   });
 
   it('never overcommits a node under many concurrent submits, and places the rest when capacity appears', async () => {

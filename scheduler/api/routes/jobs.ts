@@ -13,7 +13,7 @@ import * as jobs from '../../store/jobs.js';
 import * as nodesStore from '../../store/nodes.js';
 import * as updates from '../../store/updates.js';
 import * as wl from '../../store/workloads.js';
-import { data, errorResponses, IdParams, typed } from '../contract.js';
+import { data, decodeCursor, encodeCursor, errorResponses, IdParams, typed } from '../contract.js';
 import { presentWorkloads } from '../views.js';
 
 /** A job with what it is doing (running / complete / failed / stopped) and its workloads per state. */
@@ -31,6 +31,25 @@ function withState<J extends jobs.JobRow>(
 }
 
 const tags = ['jobs'];
+
+/** Bytes of specs in one page of jobs or versions (a page holds at least one). */
+export const JOB_PAGE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * How many of `rows` (fetched one past the page size) make the page: at most `limit`, and fewer when
+ * their specs pass JOB_PAGE_BYTES. Specs may be megabytes each: a list of them all held the event loop
+ * for seconds and the whole answer in memory.
+ */
+function pageLength(rows: readonly { spec_bytes: number }[], limit: number): number {
+  let bytes = 0;
+  let taken = 0;
+  while (taken < Math.min(rows.length, limit)) {
+    bytes += rows[taken]!.spec_bytes;
+    if (taken > 0 && bytes > JOB_PAGE_BYTES) break;
+    taken++;
+  }
+  return taken;
+}
 
 export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;
@@ -79,18 +98,25 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     '/api/jobs',
     {
       schema: {
-        summary: 'List jobs with their current spec',
+        summary: 'List jobs by key with their current spec, a page at a time (follow next_cursor)',
         tags,
-        response: { 200: data(z.array(apiJobs.JobWithSpec)), ...errorResponses },
+        querystring: api.PageQuery,
+        response: { 200: api.page(apiJobs.JobWithSpec), ...errorResponses },
       },
     },
-    async () => {
-      const list = await jobs.listJobs(db);
+    async (req) => {
+      const after = req.query.cursor === undefined ? undefined : decodeCursor(req.query.cursor);
+      const rows = await jobs.listJobsPage(db, { after, limit: req.query.limit + 1 });
+      const taken = pageLength(rows, req.query.limit);
+      const pageRows = rows.slice(0, taken);
       const states = await wl.jobStateCounts(
         db,
-        list.map((j) => j.id),
+        pageRows.map((j) => j.id),
       );
-      return { data: list.map((j) => withState(j, j.spec, states.get(j.id))) };
+      return {
+        data: pageRows.map(({ spec_bytes: _, ...j }) => withState(j, j.spec, states.get(j.id))),
+        next_cursor: taken < rows.length ? encodeCursor(pageRows[taken - 1]!.key) : null,
+      };
     },
   );
 
@@ -160,13 +186,26 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     '/api/jobs/:id/versions',
     {
       schema: {
-        summary: 'Every submitted version',
+        summary: 'Submitted versions, newest first, a page at a time (follow next_cursor)',
         tags,
         params: IdParams,
-        response: { 200: data(z.array(apiJobs.JobVersion)), ...errorResponses },
+        querystring: api.PageQuery,
+        response: { 200: api.page(apiJobs.JobVersion), ...errorResponses },
       },
     },
-    async (req) => ({ data: await jobs.listJobVersions(db, (await load(req.params.id)).id) }),
+    async (req) => {
+      const cursor = req.query.cursor === undefined ? undefined : Number(decodeCursor(req.query.cursor));
+      if (cursor !== undefined && !Number.isInteger(cursor))
+        throw errors.badRequest('cursor is not one this API gave; start again without it');
+      const id = (await load(req.params.id)).id;
+      const rows = await jobs.listJobVersionsPage(db, id, { before: cursor, limit: req.query.limit + 1 });
+      const taken = pageLength(rows, req.query.limit);
+      const pageRows = rows.slice(0, taken).map(({ spec_bytes: _, ...v }) => v);
+      return {
+        data: pageRows,
+        next_cursor: taken < rows.length ? encodeCursor(String(pageRows[taken - 1]!.version)) : null,
+      };
+    },
   );
 
   r.get(

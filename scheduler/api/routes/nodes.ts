@@ -6,18 +6,9 @@ import { errors } from '../../errors.js';
 import * as closures from '../../store/closures.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
-import { data, errorResponses, IdParams, typed } from '../contract.js';
+import { data, decodeCursor, encodeCursor, errorResponses, IdParams, typed } from '../contract.js';
 
 const tags = ['nodes'];
-
-/** Cursors are opaque to clients: the last name of the page, base64url. */
-const encodeCursor = (name: string) => Buffer.from(name, 'utf8').toString('base64url');
-const decodeCursor = (cursor: string) => {
-  const name = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!name || encodeCursor(name) !== cursor)
-    throw errors.badRequest('cursor is not one this API gave; start again without it');
-  return name;
-};
 
 export async function nodeRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
   const db = coordinator.db;

@@ -2,7 +2,7 @@
  * Jobs: the filterable list, and one job's page with its spec, schedule, rolling updates, closure
  * (with sizes and a pre-warm button), versions and workloads.
  */
-import { api, optional } from '../api.js';
+import { api, apiAll, optional } from '../api.js';
 import { ago, badge, errorBox, html, link, render, table } from '../html.js';
 import { closureCard } from './job-closure.js';
 import { scheduleFacts, updateCard, updatesTable } from './job-updates.js';
@@ -59,7 +59,7 @@ export async function showJobs(page, { query }) {
   form.addEventListener('input', draw);
   form.addEventListener('submit', (ev) => ev.preventDefault());
   const load = async () => {
-    const [js, ws] = await Promise.all([api('GET', '/api/jobs'), api('GET', '/api/workloads?limit=10000')]);
+    const [js, ws] = await Promise.all([apiAll('/api/jobs'), api('GET', '/api/workloads?limit=10000')]);
     jobs = js;
     byJob = new Map();
     for (const w of ws) byJob.set(w.job_id, [...(byJob.get(w.job_id) ?? []), w]);
@@ -148,7 +148,7 @@ export async function showJob(page, { params: [id] }) {
     // Closure and updates are newer endpoints: an older coordinator answers 404, and the page still works.
     [job, versions, closure, updates] = await Promise.all([
       api('GET', `/api/jobs/${enc}`),
-      api('GET', `/api/jobs/${enc}/versions`),
+      apiAll(`/api/jobs/${enc}/versions`),
       optional(`/api/jobs/${enc}/closure`),
       optional(`/api/jobs/${enc}/updates`).then((u) => u ?? []),
     ]);

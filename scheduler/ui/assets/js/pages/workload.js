@@ -2,7 +2,7 @@
  * One workload: status, why it is pending, ports, the process table, status history, stop, and the
  * live logs of one or all processes (a followed NDJSON stream, restarted when the process choice changes).
  */
-import { api, followLogs } from '../api.js';
+import { api, apiAll, followLogs } from '../api.js';
 import { ago, badge, bytes, cpu, errorBox, healthBadge, html, link, mb, render, table } from '../html.js';
 
 const TERMINAL = ['stopped', 'failed', 'lost'];
@@ -57,7 +57,7 @@ function ports(w) {
 export async function showWorkload(page, { params: [id] }) {
   const enc = encodeURIComponent(id);
   let w = await api('GET', `/api/workloads/${enc}`);
-  const versions = await api('GET', `/api/jobs/${encodeURIComponent(w.job_id)}/versions`).catch(() => []);
+  const versions = await apiAll(`/api/jobs/${encodeURIComponent(w.job_id)}/versions`).catch(() => []);
   const spec = versions.find((v) => v.version === w.job_version)?.spec;
   const processNames = (spec?.task?.processes ?? []).map((p) => p.name);
   let problem = null;

@@ -18,7 +18,7 @@ export async function showWorkloads(page, { query }) {
     job: query.get('job') ?? '',
     node: query.get('node') ?? '',
   };
-  const [jobs, nodes] = await Promise.all([api('GET', '/api/jobs'), apiAll('/api/nodes')]);
+  const [jobs, nodes] = await Promise.all([apiAll('/api/jobs'), apiAll('/api/nodes')]);
   render(
     page,
     html`<h1>Workloads</h1>
