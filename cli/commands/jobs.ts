@@ -1,5 +1,4 @@
 /** `mxc jobs list|show|stop|versions|endpoints`. */
-import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import * as apiJobs from '../../spec/api-jobs.js';
 import { ApiClient, type ClientOptions } from '../client.js';
