@@ -143,7 +143,9 @@ export class CoordinatorConnection {
       // This coordinator failed us: the next attempt goes to the next one on the list.
       if (this.servers.length > 1) this.servers.push(this.servers.shift()!);
       if (code === 4401)
-        this.log.error('the coordinator refused the agent token; check --token / MXC_AGENT_TOKEN');
+        this.log.error(
+          'the coordinator refused the agent token; check --token-file / --token (MXC_AGENT_TOKEN_FILE / MXC_AGENT_TOKEN) against the agent tokens the coordinator accepts',
+        );
       if (code === 4403)
         this.log.error(
           'the coordinator refused this node identity: another machine joined under this name, or the state directory (node-secret.json) was lost; an operator can remove the node (mxc nodes remove) to let it join again',

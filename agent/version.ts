@@ -1,2 +1,4 @@
 /** The agent's version, sent in its hello so the coordinator can tell agent builds apart. */
-export const AGENT_VERSION = '0.1.0';
+import { MXC_VERSION } from '../lib/version.js';
+
+export const AGENT_VERSION = MXC_VERSION;

@@ -42,6 +42,17 @@ function clientSettings(opts: ClientOptions) {
   }
 }
 
+/**
+ * The CLI's exit code for a refusal: 3 for authentication and permission (401, 403), 2 for input the
+ * coordinator refused as bad (400, 413, 414, 422), 1 for anything else (a conflict, a missing thing,
+ * the coordinator's own trouble).
+ */
+export function exitCodeOf(status: number): number {
+  if (status === 401 || status === 403) return 3;
+  if (status === 400 || status === 413 || status === 414 || status === 422) return 2;
+  return 1;
+}
+
 export class ApiClient {
   readonly base: string;
   readonly token?: string;
@@ -229,7 +240,7 @@ export class ApiClient {
       const extra = e?.details?.missing ? `\n  ${e.details.missing.slice(0, 20).join('\n  ')}` : '';
       throw new CliError(
         e ? `${e.message} [${e.code}]${extra}` : `HTTP ${res.status}: ${text.slice(0, 200)}`,
-        res.status === 401 ? 3 : 1,
+        exitCodeOf(res.status),
         e?.code,
       );
     }

@@ -2,14 +2,16 @@
  * `mxc`: the command definitions, only. Each command's work lives in `cli/commands/`, imported lazily so
  * `--help` stays fast. This is the only module that turns errors into exit codes.
  */
+
 import type { Command } from 'commander';
 import { config as zodConfig } from 'zod/v4/core';
 import type { StartedCommand } from '../lib/exec.js';
 import type { EarlyRequest } from '../lib/http-answer.js';
+import { MXC_VERSION } from '../lib/version.js';
 import { CliError } from './errors.js';
 import { madeStreams, watchStdio, writeOut } from './stdio.js';
 
-export const VERSION = '0.1.0';
+export const VERSION = MXC_VERSION;
 
 /**
  * commander, loaded by main() when the command line needs it: a plain `mxc build` or `mxc cluster
@@ -312,7 +314,7 @@ command(['build'], () => {
     .option('--json', 'print the job spec instead of its store path')
     .addHelpText(
       'after',
-      '\nExample:\n  $ npx mxc build examples/web --argstr greeting hi\n(--arg NAME EXPR and --argstr NAME VALUE are passed to nix-build)',
+      '\nExamples:\n  $ npx mxc build examples/web\n  $ npx mxc build ./job.nix --argstr env staging   # a job file taking { env ? "prod", ... }:\n(--arg NAME EXPR and --argstr NAME VALUE are passed to nix-build)',
     )
     .action((file: string, opts) => build(file, { ...opts, ...nixArgs }));
 });
@@ -626,7 +628,9 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
     argv.some((a, i) => (a === '-f' || a === '--format') && argv[i + 1] === 'json');
   /** An error for people on stderr, or with --json an API-shaped error on stdout for scripts. */
   const fail = (code: string, message: string, exitCode: number): never => {
-    if (json) writeOut(`${JSON.stringify({ error: { code, message } }, null, 2)}\n`);
+    // The human message ends with the code in brackets; the JSON error has it as its own field.
+    const plain = message.replace(` [${code}]`, '');
+    if (json) writeOut(`${JSON.stringify({ error: { code, message: plain } }, null, 2)}\n`);
     else process.stderr.write(`mxc: ${message}\n`);
     process.exit(exitCode);
   };

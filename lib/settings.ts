@@ -70,12 +70,18 @@ export function readSettings(opts: ReadSettingsOptions): Settings {
     let label: string = s.env;
     const flag = flags[s.env];
     const fileFlag = flags[`${s.env}_FILE`];
+    // Both in the environment is refused whichever a flag (commander fills flags from it) carries.
+    const bothInEnv = s.secret && set(env[s.env]) !== undefined && set(env[`${s.env}_FILE`]) !== undefined;
+    if (bothInEnv)
+      problems.push(
+        `${s.env} and ${s.env}_FILE are both set: keep one (the file keeps it out of the environment)`,
+      );
     if (set(flag?.value) !== undefined) {
       raw = flag!.value;
       label = `${flag!.flag} (${s.env})`;
     } else if (s.secret && (set(fileFlag?.value) ?? set(env[`${s.env}_FILE`])) !== undefined) {
       const fileLabel = set(fileFlag?.value) ? fileFlag!.flag : `${s.env}_FILE`;
-      if (set(env[s.env]) !== undefined)
+      if (set(env[s.env]) !== undefined && !bothInEnv)
         problems.push(
           `${s.env} and ${fileLabel} are both set: keep one (the file keeps it out of the environment)`,
         );

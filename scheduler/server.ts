@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { MXC_VERSION } from '../lib/version.js';
 import type { S3Location } from '../spec/s3-location.js';
 import { buildApp } from './api/app.js';
 import { Auth, type Tokens } from './api/auth.js';
@@ -126,7 +127,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       db,
       id,
       leaseTimings(opts.leaderLeaseMs),
-      log.child({ component: 'lease' }),
+      opts.logger.child({ component: 'lease', coordinator: id }),
       opts.clock,
     );
     const coordinator = new Coordinator(db, log, {
@@ -148,6 +149,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       },
     });
     const app = await buildApp({
+      version: MXC_VERSION,
       coordinator,
       auth,
       tls,

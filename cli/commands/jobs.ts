@@ -76,7 +76,7 @@ export async function show(id: string, opts: Opts) {
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(10))}${v}\n`);
   out('job', j.key);
   out('id', j.id);
-  out('status', statusColor(j.status));
+  out('state', stateColor(j.state));
   out('version', String(j.current_version));
   if (j.update) {
     out(

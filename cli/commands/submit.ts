@@ -17,7 +17,8 @@ export interface SubmitOptions extends ClientOptions {
 async function readStdin(): Promise<string> {
   if (process.stdin.isTTY) {
     throw new CliError(
-      'no job given: pipe `nix-build examples/x --no-out-link` into `mxc submit`, or pass a file path',
+      'no job given: pipe `nix-build examples/x --no-out-link` into this command, or pass a file path',
+      2,
     );
   }
   const chunks: Buffer[] = [];

@@ -44,7 +44,8 @@ export async function show(id: string, opts: Opts) {
   const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(12))}${v}\n`);
   out('id', w.id);
   out('job', `${w.job} (instance ${w.instance})`);
-  out('status', statusColor(w.status));
+  // How an ended workload ended: a finished batch and a stopped service are both `stopped`.
+  out('status', `${statusColor(w.status)}${w.outcome && w.outcome !== w.status ? ` (${w.outcome})` : ''}`);
   out('node', w.node ?? '-');
   out('isolation', w.isolation);
   out('resources', `cpu ${w.cpu}, memory ${w.memory_mb} MiB`);

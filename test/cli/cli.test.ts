@@ -166,8 +166,9 @@ describe('mxc CLI', () => {
       expect(bogus.stderr).toMatch(
         /workload "nope" not found; list them with `mxc workloads list` \[NOT_FOUND\]/,
       );
+      // Input the coordinator refuses is a usage error (2), as the CLI's own checks are.
       const badStatus = await mxc(['workloads', 'list', '--status', 'sleeping'], env);
-      expect(badStatus.exitCode).toBe(1);
+      expect(badStatus.exitCode).toBe(2);
       expect(badStatus.stderr).toMatch(/VALIDATION_FAILED/);
     });
 
