@@ -129,6 +129,11 @@ if (canApt && !kernelResolvable()) {
 const lock = join(root, 'package-lock.json');
 const stamp = join(root, 'node_modules', '.mxc-lock-hash');
 const lockHash = createHash('sha256').update(readFileSync(lock)).digest('hex');
+// A user's own `npm ci` (the README's first step for some) leaves npm's hidden lock file, written after
+// package-lock.json was last changed: that install is this lock file's, and is not done again (25 s).
+const hidden = join(root, 'node_modules', '.package-lock.json');
+if (!existsSync(stamp) && existsSync(hidden) && statSync(hidden).mtimeMs > statSync(lock).mtimeMs)
+  writeFileSync(stamp, lockHash);
 if (!existsSync(stamp) || readFileSync(stamp, 'utf8') !== lockHash) {
   say('installing npm dependencies (npm ci)');
   step('npm ci', 'npm', ['ci', '--no-audit', '--no-fund']);
