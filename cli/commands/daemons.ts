@@ -384,7 +384,7 @@ export async function up(opts: UpOpts) {
   say(`  ${color.dim('$')} nix-build examples/web --no-out-link | npx mxc submit --wait`);
   say(`  ${color.dim('$')} npx mxc nodes list; npx mxc cluster status`);
   say();
-  say('Ctrl-C stops everything; the next `npm start` finds this state again.');
+  say(`Ctrl-C stops everything; the next start with this data dir (${dataDir}) finds this state again.`);
   process.stdout.write(`${banner.join('\n')}\n`);
   await untilSignal();
   process.stdout.write('\nstopping…\n');
