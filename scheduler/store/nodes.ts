@@ -122,7 +122,12 @@ export async function listNodesPage(
 }
 
 export async function getNode(q: Queryable, idOrName: string): Promise<NodeRow | null> {
-  const rows = await q.query<NodeRow>('SELECT * FROM nodes WHERE id = $1 OR name = $1', [idOrName]);
+  // An id wins over a name: an agent may name its node after another node's id, and a drain or a
+  // removal by that id must still reach the node it names.
+  const rows = await q.query<NodeRow>(
+    'SELECT * FROM nodes WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1',
+    [idOrName],
+  );
   return rows[0] ?? null;
 }
 
