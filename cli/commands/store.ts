@@ -27,7 +27,8 @@ export async function where(needle: string, opts: Opts) {
   printTable(
     ['store path', 'size', 'pushed by', 'job', 'version', 'workloads'],
     rows.map((r) => [
-      r.path,
+      // The name part, which the search matched, first: a narrow table cuts the end of a column.
+      `${r.path.slice(44)} ${color.dim(`(${r.path.slice(11, 19)}…)`)}`,
       size(r.nar_size),
       r.pushed_by ?? '-',
       r.job,

@@ -83,6 +83,8 @@ describe.each(ENGINES)('hello_world end to end on %s', (engine) => {
     expect(shown.fetched_bytes).toBeGreaterThan(1_000_000);
     const where = JSON.parse((await mxc(['where', 'busybox', '--json'], { env })).stdout);
     expect(where[0].workloads).toEqual([{ id, status: 'running', node: `e2e-${engine}` }]);
+    // For people the matched name comes first in its column, so a narrow table does not cut it off.
+    expect((await mxc(['where', 'busybox'], { env })).stdout).toMatch(/^busybox \(\w{8}…\)/m);
 
     const list = JSON.parse((await mxc(['workloads', 'list', '--json'], { env })).stdout);
     expect(list.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[id, 'running']]);
