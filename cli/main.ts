@@ -419,6 +419,24 @@ command(['jobs'], () => {
     ),
     'npx mxc jobs plan $(nix-build examples/web --no-out-link)',
   ).action(lazy(jobs, 'plan'));
+  for (const [name, fn, what] of [
+    ['pause', 'pauseUpdate', 'pause the job’s rolling update: no batch moves on until it is resumed'],
+    ['resume', 'resumeUpdate', 'resume the job’s paused update'],
+    [
+      'abort',
+      'abortUpdate',
+      'abort the job’s rolling or paused update; instances stay on the versions they run',
+    ],
+  ] as const)
+    example(client(jb.command(`${name} <id>`)).description(what), `npx mxc jobs ${name} web`).action(
+      lazy(jobs, fn),
+    );
+  example(
+    client(jb.command('run <id>')).description(
+      'launch a cron job’s run now, outside its schedule (its cron_collision_policy applies)',
+    ),
+    'npx mxc jobs run nightly-report',
+  ).action(lazy(jobs, 'runNow'));
   example(
     client(jb.command('revert <id> <version>')).description(
       'submit an earlier version’s spec again (a new version with that spec)',

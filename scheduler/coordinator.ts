@@ -416,6 +416,77 @@ export class Coordinator {
     return { job, rolling: res.rolling, workloads: res.workloads };
   }
 
+  /**
+   * Pauses, resumes or aborts a job's rolling update (Aurora's `update pause|resume|abort`): paused, no
+   * batch moves on; aborted, the instances stay on the versions they have and the update ends.
+   */
+  async moveJobUpdate(
+    idOrKey: string,
+    action: 'pause' | 'resume' | 'abort',
+    by: string,
+  ): Promise<{ job: jobs.JobRow; update: updates.UpdateRow }> {
+    const job = await jobs.getJob(this.db, idOrKey);
+    if (!job) throw errors.notFound('job', idOrKey);
+    const [from, to, message]: [updates.UpdateStatus[], updates.UpdateStatus, string] =
+      action === 'pause'
+        ? [['rolling'], 'paused', `paused by ${by}`]
+        : action === 'resume'
+          ? [['paused'], 'rolling', `resumed by ${by}`]
+          : [['rolling', 'paused'], 'cancelled', `aborted by ${by}; instances stay on the versions they run`];
+    const update = await updates.moveUpdate(this.db, job.id, from, to, message);
+    if (!update)
+      throw errors.conflict(
+        'NO_UPDATE',
+        `job ${job.key} has no ${from.join(' or ')} update to ${action}; see its updates with \`mxc jobs show ${job.key}\``,
+      );
+    this.emit({ kind: 'job', id: job.id });
+    if (action === 'resume') this.requestRolloutStep();
+    return { job, update };
+  }
+
+  /**
+   * Launches a cron job's run now, outside its schedule (Aurora's `cron start`), under its collision
+   * policy: KILL_EXISTING stops a previous run still going, CANCEL_NEW refuses (409), RUN_OVERLAP lets
+   * both run. The schedule's next run stays as it was.
+   */
+  async runCronNow(
+    idOrKey: string,
+    by: string,
+  ): Promise<{ job: jobs.JobRow; workloads: string[]; stopped: number }> {
+    const job = await jobs.getJob(this.db, idOrKey);
+    if (!job) throw errors.notFound('job', idOrKey);
+    if (job.status !== 'active')
+      throw errors.conflict('JOB_STOPPED', `job ${job.key} is stopped; submit it again to run it`);
+    const spec = (await this.specOf(job.id, job.current_version))!;
+    if (!spec.cron_schedule)
+      throw errors.conflict('NOT_CRON', `job ${job.key} has no cron_schedule; it runs when submitted`);
+    const res = await this.db.tx(async (q) => {
+      await jobs.lockJob(q, job.id);
+      const live = await wl.listWorkloads(q, {
+        jobId: job.id,
+        status: ['pending', 'starting', 'running'],
+        limit: 100_000,
+      });
+      if (live.length > 0 && spec.cron_collision_policy === 'CANCEL_NEW')
+        throw errors.conflict(
+          'RUN_IN_PROGRESS',
+          `job ${job.key}'s previous run is still going and its cron_collision_policy is CANCEL_NEW`,
+        );
+      const kill = live.length > 0 && spec.cron_collision_policy === 'KILL_EXISTING';
+      // The agents are told to stop what runs; what was still pending just ends.
+      const stops = kill
+        ? await stopJobWorkloads(q, job.id, `a run started by ${by} replaces it (KILL_EXISTING)`)
+        : [];
+      const created = newWorkloads(job.id, job.current_version, spec, 0);
+      await wl.insertWorkloads(q, created, `cron run started now by ${by}`);
+      return { workloads: created.map((w) => w.id), stops, stopped: kill ? live.length : 0 };
+    });
+    this.announceStops(res.stops);
+    this.emit({ kind: 'job', id: job.id });
+    this.requestEvaluation();
+    return { job, workloads: res.workloads, stopped: res.stopped };
+  }
+
   async stopWorkload(id: string): Promise<wl.WorkloadRow> {
     const stopped = await this.db.tx(async (q) => {
       const w = await wl.getWorkload(q, id);

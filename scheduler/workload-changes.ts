@@ -121,7 +121,8 @@ export async function jobReplacementView(
     status: job.status,
     current_version: job.current_version,
     rolling:
-      latest?.status === 'rolling'
+      // Paused, the instances past next_instance still run the old version; a replacement keeps it.
+      latest?.status === 'rolling' || latest?.status === 'paused'
         ? { from_version: latest.from_version, next_instance: latest.next_instance }
         : null,
   };

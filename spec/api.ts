@@ -123,7 +123,7 @@ export const JobUpdate = z.object({
   job_id: z.string(),
   from_version: z.number().int(),
   to_version: z.number().int(),
-  status: z.enum(['rolling', 'succeeded', 'failed', 'rolled_back', 'cancelled']),
+  status: z.enum(['rolling', 'paused', 'succeeded', 'failed', 'rolled_back', 'cancelled']),
   rollback: z.boolean(),
   restart: z.boolean(),
   next_instance: z.number().int(),
@@ -281,6 +281,16 @@ export const RestartJobResult = z.object({
   job: Job,
   rolling: z.boolean().describe('true when the restart rolls batch by batch (the job has an update_config)'),
   workloads: z.array(z.string()).describe('workloads created at once (not rolling)'),
+});
+
+/** `POST /api/jobs/:id/update/{pause,resume,abort}`: the update as it now is. */
+export const UpdateActionResult = z.object({ job: Job, update: JobUpdate });
+
+/** `POST /api/jobs/:id/run`: a cron job's run launched now, outside its schedule. */
+export const RunNowResult = z.object({
+  job: Job,
+  workloads: z.array(z.string()).describe("the run's new workloads"),
+  stopped: z.number().int().describe('workloads of the previous run stopped (KILL_EXISTING)'),
 });
 
 /** `POST /api/jobs/:id/prewarm`. */

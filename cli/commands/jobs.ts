@@ -117,6 +117,32 @@ export async function restart(id: string, opts: Opts) {
   );
 }
 
+/** `mxc jobs pause|resume|abort JOB` (Aurora's `update pause|resume|abort`): the job's rolling update. */
+export async function moveUpdate(action: 'pause' | 'resume' | 'abort', id: string, opts: Opts) {
+  const client = new ApiClient(opts);
+  id = await resolveId(client, 'job', id);
+  const r = await client.post(`/api/jobs/${encodeURIComponent(id)}/update/${action}`, api.UpdateActionResult);
+  if (opts.json) return printJson(r);
+  process.stdout.write(
+    `${r.job.key}: update ${r.update.from_version} → ${r.update.to_version} ${r.update.status} (instance ${r.update.next_instance} next)\n`,
+  );
+}
+
+export const pauseUpdate = (id: string, opts: Opts) => moveUpdate('pause', id, opts);
+export const resumeUpdate = (id: string, opts: Opts) => moveUpdate('resume', id, opts);
+export const abortUpdate = (id: string, opts: Opts) => moveUpdate('abort', id, opts);
+
+/** `mxc jobs run JOB` (Aurora's `cron start`): a cron job's run now, outside its schedule. */
+export async function runNow(id: string, opts: Opts) {
+  const client = new ApiClient(opts);
+  id = await resolveId(client, 'job', id);
+  const r = await client.post(`/api/jobs/${encodeURIComponent(id)}/run`, api.RunNowResult);
+  if (opts.json) return printJson(r);
+  process.stdout.write(
+    `${r.job.key}: run started, ${r.workloads.length} workload(s)${r.stopped ? `; ${r.stopped} of the previous run stopped (KILL_EXISTING)` : ''}\n`,
+  );
+}
+
 export async function versions(id: string, opts: Opts) {
   id = await resolveId(new ApiClient(opts), 'job', id);
   const rows = await new ApiClient(opts).getAll(

@@ -33,6 +33,11 @@ export async function getJobByKey(q: Queryable, key: string): Promise<JobRow | n
   return rows[0] ?? null;
 }
 
+/** Locks a job's row for the transaction (a run started by hand against the cron launcher and submits). */
+export async function lockJob(q: Queryable, id: string): Promise<void> {
+  await q.query('SELECT id FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+}
+
 /** A job by key, locked for a submit, with the spec hash of its current version: one round trip. */
 export async function lockJobForSubmit(
   q: Queryable,

@@ -1,7 +1,7 @@
 /** SQL for `job_updates`: rolling updates of a job from one version to another, batch by batch. */
 import type { Queryable } from './db.js';
 
-export type UpdateStatus = 'rolling' | 'succeeded' | 'failed' | 'rolled_back' | 'cancelled';
+export type UpdateStatus = 'rolling' | 'paused' | 'succeeded' | 'failed' | 'rolled_back' | 'cancelled';
 
 export interface UpdateRow {
   id: string;
@@ -53,13 +53,33 @@ export async function moveRolling(
   return rows.length === 1;
 }
 
-/** Ends a job's rolling update, if any, because a newer submit or a stop supersedes it. */
+/** Ends a job's rolling (or paused) update, if any, because a newer submit or a stop supersedes it. */
 export async function cancelRolling(q: Queryable, jobId: string, message: string): Promise<void> {
   await q.query(
     `UPDATE job_updates SET status = 'cancelled', message = $2, updated_at = now()
-     WHERE job_id = $1 AND status = 'rolling'`,
+     WHERE job_id = $1 AND status IN ('rolling', 'paused')`,
     [jobId, message],
   );
+}
+
+/**
+ * Moves a job's update from one of `from` to `to` (pause: rolling → paused, resume: paused → rolling,
+ * abort: rolling or paused → cancelled), guarded: returns the update moved, or null when the job had
+ * none in those states.
+ */
+export async function moveUpdate(
+  q: Queryable,
+  jobId: string,
+  from: readonly UpdateStatus[],
+  to: UpdateStatus,
+  message: string,
+): Promise<UpdateRow | null> {
+  const rows = await q.query<UpdateRow>(
+    `UPDATE job_updates SET status = $3, message = $4, updated_at = now()
+     WHERE job_id = $1 AND status = ANY($2::text[]) RETURNING *`,
+    [jobId, from, to, message],
+  );
+  return rows[0] ?? null;
 }
 
 export async function listUpdates(q: Queryable, jobId: string): Promise<UpdateRow[]> {

@@ -28,6 +28,10 @@ const COMMANDS = [
   ['jobs', 'versions'],
   ['jobs', 'restart'],
   ['jobs', 'prewarm'],
+  ['jobs', 'pause'],
+  ['jobs', 'resume'],
+  ['jobs', 'abort'],
+  ['jobs', 'run'],
   ['cluster', 'status'],
   ['tokens', 'create'],
   ['tokens', 'list'],
@@ -41,7 +45,7 @@ describe('mxc CLI', () => {
   it.each(COMMANDS.map((c) => [c.join(' '), c]))('mxc %s --help shows an example', async (_name, cmd) => {
     const r = await mxc([...(cmd as string[]), '--help']);
     expect(r.exitCode).toBe(0);
-    expect(r.stdout).toMatch(/Example:\n {2}\$ /);
+    expect(r.stdout).toMatch(/Examples?:\n {2}\$ /);
   });
 
   it('prints completion scripts that name every command', async () => {

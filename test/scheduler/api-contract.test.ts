@@ -63,6 +63,10 @@ const RAW_BODY = new Set(['PUT /api/cache/nar/*', 'POST /api/cache/nars']);
 const TAKES_NO_BODY = new Set([
   'POST /api/jobs/:id/restart',
   'POST /api/jobs/:id/stop',
+  'POST /api/jobs/:id/update/pause',
+  'POST /api/jobs/:id/update/resume',
+  'POST /api/jobs/:id/update/abort',
+  'POST /api/jobs/:id/run',
   'POST /api/workloads/:id/stop',
   'POST /api/nodes/:id/drain',
   'POST /api/nodes/:id/undrain',

@@ -515,4 +515,30 @@ describe('cron jobs', () => {
     await c.api('POST', `/api/jobs/${ids.RUN_OVERLAP}/stop`);
     expect((await c.api('GET', `/api/jobs/${ids.RUN_OVERLAP}`)).body.data.next_run_at).toBeNull();
   });
+
+  it('start a run now, outside the schedule, under the collision policy (Aurora cron start)', async () => {
+    const clock = new ManualClock(new Date('2030-01-01T00:02:30Z'));
+    c = await startTestCoordinator('pglite', { clock });
+    const ids: Record<string, string> = {};
+    for (const policy of ['KILL_EXISTING', 'CANCEL_NEW', 'RUN_OVERLAP'] as const)
+      ids[policy] = (await c.api('POST', '/api/jobs', cronJob(policy))).body.data.job.id;
+    const nextRun = (await c.api('GET', `/api/jobs/${ids.KILL_EXISTING}`)).body.data.next_run_at;
+    for (const policy of ['KILL_EXISTING', 'CANCEL_NEW', 'RUN_OVERLAP'] as const) {
+      const r = await c.api('POST', `/api/jobs/${ids[policy]}/run`);
+      expect([r.status, r.body.data.workloads.length, r.body.data.stopped]).toEqual([200, 1, 0]);
+    }
+    // Again while the first runs are live: replaced, refused, beside it.
+    const kill = await c.api('POST', `/api/jobs/${ids.KILL_EXISTING}/run`);
+    expect([kill.status, kill.body.data.stopped]).toEqual([200, 1]);
+    const cancel = await c.api('POST', `/api/jobs/${ids.CANCEL_NEW}/run`);
+    expect([cancel.status, cancel.body.error.code]).toEqual([409, 'RUN_IN_PROGRESS']);
+    expect((await c.api('POST', `/api/jobs/${ids.RUN_OVERLAP}/run`)).status).toBe(200);
+    expect((await live(ids.KILL_EXISTING)).length).toBe(1);
+    expect((await live(ids.CANCEL_NEW)).length).toBe(1);
+    expect((await live(ids.RUN_OVERLAP)).length).toBe(2);
+    // The schedule is untouched; a job that is not cron has nothing to start.
+    expect((await c.api('GET', `/api/jobs/${ids.KILL_EXISTING}`)).body.data.next_run_at).toBe(nextRun);
+    const plain = (await c.api('POST', '/api/jobs', plainJob({ name: 'not-cron' }))).body.data.job.id;
+    expect((await c.api('POST', `/api/jobs/${plain}/run`)).body.error.code).toBe('NOT_CRON');
+  });
 });

@@ -396,3 +396,63 @@ describe('rolling updates', () => {
     await eventually(async () => (await byVersion(jobId))['v2:running'] === 3);
   });
 });
+
+describe('an update paused, resumed and aborted (Aurora update pause|resume|abort)', () => {
+  let c: TestCoordinator;
+  let a: ProtocolAgent;
+  afterEach(async () => {
+    a?.close();
+    await c?.stop();
+  });
+
+  it('holds a paused update through rollout steps, resumes it, and aborts another where it stands', async () => {
+    c = await startTestCoordinator('pglite');
+    a = await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect();
+    const spec = (cmd: string) =>
+      plainJob({
+        name: 'paused',
+        instances: 3,
+        task: {
+          name: 't',
+          processes: [{ name: 'p', cmdline: cmd }],
+          resources: { cpu: 0.5, ram: 64 << 20, disk: 1 << 20 },
+        },
+        update_config: { batch_size: 1, watch_secs: 1, max_total_failures: 0 },
+      });
+    const versions = async (jobId: string) => {
+      const ws = (await c.api('GET', `/api/workloads?job=${jobId}&status=running`)).body.data as {
+        job_version: number;
+      }[];
+      return ws.map((w) => w.job_version).sort();
+    };
+    const jobId = (await c.api('POST', '/api/jobs', spec('v1'))).body.data.job.id;
+    await eventually(async () => (await versions(jobId)).join() === '1,1,1');
+    expect((await c.api('POST', `/api/jobs/${jobId}/update/pause`)).body.error.code).toBe('NO_UPDATE');
+
+    await c.api('POST', '/api/jobs', spec('v2'));
+    await eventually(async () => (await versions(jobId)).join() === '1,1,2');
+    const paused = await c.api('POST', `/api/jobs/${jobId}/update/pause`);
+    expect([paused.status, paused.body.data.update.status]).toEqual([200, 'paused']);
+    // Rollout steps long past every watch period move nothing while it is paused.
+    const before = await versions(jobId);
+    for (let i = 1; i <= 3; i++) await c.coordinator.stepRollouts(new Date(Date.now() + i * 60_000));
+    expect(await versions(jobId)).toEqual(before);
+    expect((await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status).toBe('paused');
+    expect((await c.api('POST', `/api/jobs/${jobId}/update/resume`)).body.data.update.status).toBe('rolling');
+    await eventually(
+      async () => (await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status === 'succeeded',
+      20_000,
+    );
+    expect(await versions(jobId)).toEqual([2, 2, 2]);
+
+    // Aborted: the update ends and the instances stay as they are, mixed.
+    await c.api('POST', '/api/jobs', spec('v3'));
+    await eventually(async () => (await versions(jobId)).join() === '2,2,3');
+    const aborted = await c.api('POST', `/api/jobs/${jobId}/update/abort`);
+    expect([aborted.status, aborted.body.data.update.status]).toEqual([200, 'cancelled']);
+    expect(aborted.body.data.update.message).toMatch(/^aborted by anonymous/);
+    for (let i = 1; i <= 3; i++) await c.coordinator.stepRollouts(new Date(Date.now() + i * 60_000));
+    expect(await versions(jobId)).toEqual([2, 2, 3]);
+    expect((await c.api('POST', `/api/jobs/${jobId}/update/resume`)).body.error.code).toBe('NO_UPDATE');
+  }, 60_000);
+});

@@ -282,6 +282,43 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
     async (req) => ({ data: await coordinator.restartJob(req.params.id) }),
   );
 
+  for (const action of ['pause', 'resume', 'abort'] as const) {
+    r.post(
+      `/api/jobs/:id/update/${action}`,
+      {
+        schema: {
+          summary:
+            action === 'pause'
+              ? "Pause the job's rolling update: no batch moves on until it is resumed"
+              : action === 'resume'
+                ? "Resume the job's paused update"
+                : "Abort the job's rolling or paused update: instances stay on the versions they run",
+          tags,
+          params: IdParams,
+          response: { 200: data(api.UpdateActionResult), ...errorResponses },
+        },
+      },
+      async (req) => ({
+        data: await coordinator.moveJobUpdate(req.params.id, action, req.principal?.name ?? 'anonymous'),
+      }),
+    );
+  }
+
+  r.post(
+    '/api/jobs/:id/run',
+    {
+      schema: {
+        summary: "Launch a cron job's run now, outside its schedule, under its collision policy",
+        tags,
+        params: IdParams,
+        response: { 200: data(api.RunNowResult), ...errorResponses },
+      },
+    },
+    async (req) => ({
+      data: await coordinator.runCronNow(req.params.id, req.principal?.name ?? 'anonymous'),
+    }),
+  );
+
   r.post(
     '/api/jobs/:id/stop',
     {

@@ -30,7 +30,7 @@ export function updateCard(update, instances) {
       <dt>Status</dt><dd id="update-status">${badge(update.status)}</dd>
       <dt>Versions</dt><dd>${versions(update)}</dd>
       ${
-        update.status === 'rolling'
+        update.status === 'rolling' || update.status === 'paused'
           ? html`<dt>Progress</dt><dd>${bar(done, instances, (n) => `${n}`)}<span class="muted small">instances done</span></dd>`
           : ''
       }
