@@ -81,7 +81,7 @@ export async function show(id: string, opts: Opts) {
   if (j.update) {
     out(
       'update',
-      `${j.update.from_version} → ${j.update.to_version}: ${statusColor(j.update.status === 'rolling' ? 'starting' : j.update.status === 'succeeded' ? 'running' : 'failed').replace(/starting|running|failed/, j.update.status)} (${j.update.message})`,
+      `${j.update.from_version} → ${j.update.to_version}: ${statusColor(j.update.status === 'rolling' ? 'starting' : j.update.status === 'paused' ? 'pending' : j.update.status === 'succeeded' ? 'running' : 'failed').replace(/starting|pending|running|failed/, j.update.status)} (${j.update.message})`,
     );
   }
   if (j.spec.cron_schedule)
