@@ -5,10 +5,10 @@
 // is back, the coordinator works again without a restart.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { dropPostgresDb } from '../helpers/db.js';
 import { captureLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { proxiedPostgres, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 const TTL_MS = 2000;
 let proxy: TcpProxy;
@@ -17,12 +17,9 @@ let dbName = '';
 const { logger, records } = captureLogger('info');
 
 beforeAll(async () => {
-  const db = await createPostgresDb();
-  dbName = db.name;
-  const url = new URL(db.url);
-  proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
-  url.port = String(proxy.port);
-  c = await startTestCoordinator('postgres', { databaseUrl: url.toString(), logger, heartbeatTtlMs: TTL_MS });
+  let url: string;
+  ({ proxy, url, dbName } = await proxiedPostgres());
+  c = await startTestCoordinator('postgres', { databaseUrl: url, logger, heartbeatTtlMs: TTL_MS });
 });
 afterAll(async () => {
   await proxy?.restore();

@@ -78,3 +78,13 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     },
   };
 }
+
+/** A fresh PostgreSQL database reached through a proxy a test can cut or freeze: its URL through the proxy. */
+export async function proxiedPostgres(): Promise<{ proxy: TcpProxy; url: string; dbName: string }> {
+  const { createPostgresDb } = await import('./db.js');
+  const db = await createPostgresDb();
+  const url = new URL(db.url);
+  const proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
+  url.port = String(proxy.port);
+  return { proxy, url: url.toString(), dbName: db.name };
+}

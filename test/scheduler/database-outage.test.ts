@@ -8,10 +8,10 @@ import { ManualClock } from '../../scheduler/engine/clock.js';
 import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
 import { openPostgres } from '../../scheduler/store/db.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { dropPostgresDb } from '../helpers/db.js';
 import { captureLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { proxiedPostgres, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 let proxy: TcpProxy;
 let c: TestCoordinator;
@@ -20,12 +20,7 @@ let proxiedUrl = '';
 const { logger, records } = captureLogger('info');
 
 beforeAll(async () => {
-  const db = await createPostgresDb();
-  dbName = db.name;
-  const url = new URL(db.url);
-  proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
-  url.port = String(proxy.port);
-  proxiedUrl = url.toString();
+  ({ proxy, url: proxiedUrl, dbName } = await proxiedPostgres());
   c = await startTestCoordinator('postgres', { databaseUrl: proxiedUrl, logger });
 });
 afterAll(async () => {
