@@ -114,7 +114,17 @@ export function hostServesOpenApi(host: string | undefined, names: ReadonlySet<s
 /** How long a client may take to send a request's headers. */
 export const HEADERS_TIMEOUT_MS = 10_000;
 /** Node checks for that every 30 s by default, so a slow client kept its connection up to 40 s. */
-const SERVER_TIMEOUTS = { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 };
+/**
+ * How long a whole request may take to arrive (fastify's default, 0, is none): a backstop for slow
+ * bodies on routes that take them, all behind a token; long, as a batch upload of 256 MiB of NARs
+ * over a slow link is a legitimate request.
+ */
+export const REQUEST_TIMEOUT_MS = 30 * 60_000;
+const SERVER_TIMEOUTS = {
+  headersTimeout: HEADERS_TIMEOUT_MS,
+  requestTimeout: REQUEST_TIMEOUT_MS,
+  connectionsCheckingInterval: 1000,
+};
 
 /** This process's soft limit of open files (/proc/self/limits), or 1024 when it cannot be read. */
 export function openFileLimit(): number {
@@ -188,6 +198,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       );
     },
     http: SERVER_TIMEOUTS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
     // TLS through a server factory keeps the app's types those of a plain HTTP server.
     ...(opts.tls
       ? {
@@ -219,13 +230,27 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   // Callback hooks, not async ones: every request passes here (each narinfo GET of a substitution), and
   // an async hook costs a promise and its resolution per request.
   app.addHook('onRequest', (req, reply, done) => {
+    // A body where no route, or only a public one (all GETs), takes one is refused before it is read:
+    // sent a byte at a time it held the connection with no end, and enough of them, without any
+    // token, every connection the coordinator would take.
+    const url = req.routeOptions.url;
+    if (
+      (url === undefined || req.routeOptions.config.access === 'public') &&
+      (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0)
+    ) {
+      reply.header('connection', 'close');
+      return done(
+        url === undefined
+          ? new MxcError('NOT_FOUND', 404, `no route ${req.method} ${req.url.split('?')[0]}`)
+          : new MxcError('BODY_NOT_ALLOWED', 400, `${req.method} ${url} takes no request body`),
+      );
+    }
     // No route matched: the not-found handler answers, and it reveals nothing.
-    if (req.routeOptions.url === undefined) return done();
+    if (url === undefined) return done();
     const access = routeAccess(req.method, req.routeOptions.config.access);
     const principal = opts.auth.identify(req);
     req.principal = principal;
     if (!allows(principal, access)) {
-      const url = req.routeOptions.url;
       const cache = url.startsWith('/cache/') || url.startsWith('/api/cache/');
       // An unread upload body would otherwise be drained byte by byte before the socket is reused.
       if (!SAFE_METHODS.has(req.method)) reply.header('connection', 'close');

@@ -113,9 +113,15 @@ export function documentWebSockets(app: FastifyInstance): void {
 export const encodeCursor = (key: string) => Buffer.from(key, 'utf8').toString('base64url');
 
 /** The key a cursor names; a cursor this API did not give is a coded 400. */
-export function decodeCursor(cursor: string): string {
+export function decodeCursor(cursor: string, shape?: RegExp): string {
   const key = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!key || encodeCursor(key) !== cursor)
+  // Names and keys hold no control characters (a NUL reached PostgreSQL and came back a 500).
+  if (
+    !key ||
+    encodeCursor(key) !== cursor ||
+    /[\u0000-\u001f\u007f]/.test(key) ||
+    (shape && !shape.test(key))
+  )
     throw errors.badRequest('cursor is not one this API gave; start again without it');
   return key;
 }

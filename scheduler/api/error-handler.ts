@@ -17,6 +17,13 @@ export function installErrorHandler(app: FastifyInstance): void {
   let unavailableLoggedAt = Number.NEGATIVE_INFINITY;
   let refusedUnlogged = 0;
   app.setErrorHandler((err: FastifyError | MxcError | Error, req, reply) => {
+    // The client went away mid-request (its body cut short: "aborted", ECONNRESET): nobody to answer,
+    // and no database outage to report, whatever the error's code says.
+    // (Not req.raw.destroyed: a request whose body was read whole is destroyed too.)
+    if ((req.raw as { aborted?: boolean }).aborted || req.raw.socket?.destroyed) {
+      req.log.debug({ err: (err as Error).message, url: req.url }, 'the client left before its answer');
+      return reply.status(400).send({ error: { code: 'CLIENT_GONE', message: 'the client left' } });
+    }
     if (!(err instanceof MxcError) && isDatabaseUnavailable(err)) {
       const now = performance.now();
       if (now - unavailableLoggedAt >= UNAVAILABLE_LOG_MS) {

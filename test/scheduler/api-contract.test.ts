@@ -435,6 +435,49 @@ describe('API contract', () => {
     expect(slow.ms).toBeLessThan(HEADERS_TIMEOUT_MS + 3000);
   }, 30_000);
 
+  it('a body nobody takes is refused before it is read, and forged cursors are a coded 400', async () => {
+    c = await startTestCoordinator('pglite', { tokens: { api: 'contract-admin' } });
+    const port = Number(new URL(c.url).port);
+    // Headers that announce a large body, then nothing: answered at once and closed, token or not.
+    const held = (method: string, path: string) =>
+      new Promise<{ text: string; ms: number }>((resolve, reject) => {
+        const t0 = Date.now();
+        let text = '';
+        const s = connect(port, '127.0.0.1', () =>
+          s.write(`${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000000\r\n\r\nx`),
+        );
+        s.on('data', (d) => {
+          text += d;
+        });
+        s.on('error', reject);
+        s.on('close', () => resolve({ text, ms: Date.now() - t0 }));
+      });
+    const unmatched = await held('POST', '/nope');
+    expect(unmatched.text).toMatch(/^HTTP\/1\.1 404 /);
+    expect(unmatched.ms).toBeLessThan(2000);
+    const pub = await held('POST', '/healthz');
+    expect(pub.text).toMatch(/^HTTP\/1\.1 (400|404) /);
+    expect(pub.ms).toBeLessThan(2000);
+    const getWithBody = await held('GET', '/healthz');
+    expect(getWithBody.text).toMatch(/^HTTP\/1\.1 400 /);
+    expect(getWithBody.text).toContain('BODY_NOT_ALLOWED');
+
+    const auth = { authorization: 'Bearer contract-admin' };
+    const job = (await c.api('POST', '/api/jobs', plainJob(), auth)).body.data.job.id;
+    const b64 = (key: string) => Buffer.from(key, 'utf8').toString('base64url');
+    for (const path of [
+      `/api/jobs?cursor=${b64('\u0000')}`,
+      `/api/jobs?cursor=${b64('a\u0000b')}`,
+      `/api/nodes?cursor=${b64('\u0001')}`,
+      `/api/jobs/${job}/versions?cursor=${b64('99999999999')}`,
+      `/api/jobs/${job}/versions?cursor=${b64('1e300')}`,
+      `/api/jobs/${job}/versions?cursor=${b64('-1')}`,
+    ]) {
+      const r = await c.api('GET', path, undefined, auth);
+      expect([path, r.status, r.body.error?.code]).toEqual([path, 400, 'BAD_REQUEST']);
+    }
+  }, 30_000);
+
   it('takes as many connections as its descriptors allow, keeping room for the database and files', () => {
     expect(maxConnectionsFor(1024)).toBe(768);
     expect(maxConnectionsFor(20_000)).toBe(17_500);

@@ -194,9 +194,9 @@ export async function jobRoutes(app: FastifyInstance, { coordinator }: { coordin
       },
     },
     async (req) => {
-      const cursor = req.query.cursor === undefined ? undefined : Number(decodeCursor(req.query.cursor));
-      if (cursor !== undefined && !Number.isInteger(cursor))
-        throw errors.badRequest('cursor is not one this API gave; start again without it');
+      // A version number (PostgreSQL's integer: at most 2^31 - 1).
+      const cursor =
+        req.query.cursor === undefined ? undefined : Number(decodeCursor(req.query.cursor, /^[1-9]\d{0,8}$/));
       const id = (await load(req.params.id)).id;
       const rows = await jobs.listJobVersionsPage(db, id, { before: cursor, limit: req.query.limit + 1 });
       const taken = pageLength(rows, req.query.limit);

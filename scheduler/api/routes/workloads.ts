@@ -190,6 +190,8 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
 
       // Follow: newline-delimited JSON, one log line per line, until the workload ends or the client leaves.
       reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
+      // Sent now, not with the first line: a follow of a workload with nothing logged yet is answered.
+      reply.raw.flushHeaders();
       let after = q.after ?? 0;
       let first = true;
       let ended = false;
