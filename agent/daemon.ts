@@ -3,10 +3,12 @@
  * workload-run.ts) and keeps its store and state tidy. Processes keep running while the coordinator
  * is away; on reconnect the agent reports what it runs and the coordinator reconciles.
  */
+
 import { chmod, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { lockFolder } from '../lib/pid-lock.js';
 import type { CoordinatorMessage } from '../spec/messages.js';
 import { prepareCgroupRoot } from './cgroups.js';
 import { CoordinatorConnection } from './connection.js';
@@ -60,6 +62,8 @@ export class Agent {
     });
   }
 
+  private unlockState: () => Promise<void> = async () => {};
+
   async start(): Promise<void> {
     // Only the agent's user may reach its workloads' folders: a job runs as that user (root, on most
     // hosts; in a sandbox or a microVM too, as far as the files it writes go), so a file it leaves with
@@ -67,6 +71,9 @@ export class Agent {
     const workloads = join(this.opts.stateDir, 'workloads');
     await mkdir(workloads, { recursive: true, mode: 0o700 });
     await chmod(workloads, 0o700);
+    // One agent a state dir: a second one took the first one's live workloads for a previous run's
+    // orphans and killed them, and joined as the same node.
+    this.unlockState = await lockFolder(this.opts.stateDir);
     // Workloads of a previous agent run: their supervisor is gone and their output pipes with it, so
     // stop what is left of them. The coordinator hears `running: []` and replaces them.
     for (const o of await stopOrphans(join(this.opts.stateDir, 'workloads'))) {
@@ -188,5 +195,6 @@ export class Agent {
     this.conn.close({ goodbye: opts.stopWorkloads !== false });
     await this.workloads.closePool();
     if (opts.stopWorkloads !== false) await this.stopAll();
+    await this.unlockState();
   }
 }

@@ -114,11 +114,22 @@ export async function collectGarbage(opts: GcOptions): Promise<GcResult> {
     let paths: string[] = [];
     if (fetched === null) paths = deletedIn((await nix(['--gc'])).stderr);
     else {
-      for (let i = 0; i < dead.length; i += ARGS_BATCH)
-        paths.push(...deletedIn((await nix(['--delete', ...dead.slice(i, i + ARGS_BATCH)])).stderr));
-      // What is gone, or no longer in the store, leaves the list (rewritten whole).
+      for (let i = 0; i < dead.length; i += ARGS_BATCH) {
+        const batch = dead.slice(i, i + ARGS_BATCH);
+        try {
+          paths.push(...deletedIn((await nix(['--delete', ...batch])).stderr));
+        } catch {
+          // A path came alive since --print-dead (a workload rooted it, or a path of the host's owner
+          // refers to it): nix refuses the whole batch; the others go one by one, the live ones stay.
+          for (const p of batch) {
+            const one = await nix(['--delete', p]).catch(() => null);
+            if (one) paths.push(...deletedIn(one.stderr));
+          }
+        }
+      }
+      // The deleted leave the list, read again now: paths recorded while this ran stay on it.
       const gone = new Set(paths);
-      const kept = [...fetched].filter((p) => !gone.has(p));
+      const kept = [...(await readFetched(opts.stateDir))].filter((p) => !gone.has(p));
       const list = fetchedListOf(opts.stateDir);
       await writeFile(`${list}.tmp`, kept.map((p) => `${p}\n`).join(''));
       await rename(`${list}.tmp`, list);

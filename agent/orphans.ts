@@ -38,7 +38,14 @@ export async function writePids(workloadDir: string, pids: number[]): Promise<vo
 
 /** The recorded groups; null when the record is there but unreadable (damaged by hand or by a crash). */
 async function readPids(file: string): Promise<RecordedPid[] | null> {
-  const text = await readFile(file, 'utf8').catch(() => '[]');
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    // No record: nothing ran. Anything else (a folder in its place, no permission) is damage.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    return null;
+  }
   try {
     const parsed = RecordedPids.safeParse(JSON.parse(text));
     return parsed.success ? parsed.data : null;
@@ -61,7 +68,10 @@ export interface StoppedOrphan {
  */
 export async function stopOrphans(workloadsDir: string): Promise<StoppedOrphan[]> {
   const stopped: StoppedOrphan[] = [];
-  for (const id of await readdir(workloadsDir).catch(() => [] as string[])) {
+  const entries = await readdir(workloadsDir, { withFileTypes: true }).catch(() => []);
+  // Only workload folders; a stray file beside them is not one (it stopped every start of the agent).
+  for (const entry of entries.filter((e) => e.isDirectory())) {
+    const id = entry.name;
     const file = join(workloadsDir, id, 'pids.json');
     const recorded = await readPids(file);
     if (recorded === null) stopped.push({ workload: id, damaged: true });
@@ -72,8 +82,9 @@ export async function stopOrphans(workloadsDir: string): Promise<StoppedOrphan[]
       await waitGroupEmpty(pid, 5000);
       stopped.push({ workload: id, pid });
     }
-    await rm(file, { force: true });
-    await rm(`${file}.tmp`, { force: true });
+    // A record that cannot be removed (a folder in its place) is left; the next start reports it again.
+    await rm(file, { force: true }).catch(() => {});
+    await rm(`${file}.tmp`, { force: true }).catch(() => {});
   }
   return stopped;
 }

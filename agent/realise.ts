@@ -84,11 +84,15 @@ export function trustOptions(cache: CacheTrust | null | undefined): string[] {
 
 /** Realises `paths` (and their closure); resolves with the final progress, rejects with RealiseError. */
 export async function realiseClosure(opts: RealiseOptions): Promise<RealiseProgress> {
-  const fetched: string[] = [];
+  // Each fetched path is recorded as it arrives (in order, one append after another): an agent killed
+  // part way has its earlier fetches on the list that its collections delete from.
+  let recorded: Promise<void> = Promise.resolve();
+  const record = !opts.storeRoot && opts.stateDir ? opts.stateDir : null;
   const log = new RealiseLog({
     line: opts.onLine,
     progress: (p, finished) => {
-      if (finished) fetched.push(finished);
+      if (finished && record)
+        recorded = recorded.then(() => recordFetched(record, [finished]).catch(() => {}));
       opts.onProgress?.(p, finished);
     },
   });
@@ -129,10 +133,7 @@ export async function realiseClosure(opts: RealiseOptions): Promise<RealiseProgr
       }
     },
     { tmpdir: opts.scratchDir, prefix: 'mxc-realise-', unsafeCleanup: true },
-  ).finally(() =>
-    // Also when it failed part way: what was fetched is in the store.
-    !opts.storeRoot && opts.stateDir ? recordFetched(opts.stateDir, fetched) : undefined,
-  );
+  ).finally(() => recorded);
   return log.complete();
 }
 

@@ -1,10 +1,15 @@
 /**
- * A folder one process at a time: `<dir>/mxc.lock` names the holder's pid and kernel start time. A lock
- * whose holder is gone (killed, the machine rebooted and the pid reused) is taken over; a live holder's
- * is refused, naming it. Used for PGlite's data folder, which two processes opening at once corrupt.
+ * A folder one process at a time. The lock is a listening Unix socket in Linux's abstract namespace,
+ * named after the folder's real path: binding a name in use fails, and the kernel frees it the moment
+ * its process ends, however it ends, so there is no stale lock to take over (a lock file with a pid,
+ * taken over when its holder was dead, let two processes that found it dead at once both take it).
+ * `<dir>/mxc.lock` says who holds it, for the message only. Processes in other network namespaces (two
+ * containers sharing a volume) do not see each other's locks.
  */
-import { readFileSync } from 'node:fs';
-import { link, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFileSync, realpathSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 
 /** Field 22 of /proc/<pid>/stat (clock ticks since boot), or null when `pid` does not exist. */
@@ -23,44 +28,39 @@ export class FolderInUseError extends Error {
   readonly code = 'DATA_DIR_IN_USE';
   constructor(
     readonly dir: string,
-    readonly pid: number,
+    readonly pid: number | null,
   ) {
-    super(`${dir} is in use by another process (pid ${pid}); stop it first, or use another data dir`);
+    super(
+      `${dir} is in use by another process${pid ? ` (pid ${pid})` : ''}; stop it first, or use another folder`,
+    );
     this.name = 'FolderInUseError';
   }
 }
 
-/** Whether the lock text names a process that still runs (same pid, same start time). */
-function holderAlive(text: string): number | null {
-  const [pid, start] = text.trim().split(' ').map(Number);
-  if (!pid || !Number.isInteger(pid)) return null;
-  const now = processStartTime(pid);
-  return now !== null && now === start ? pid : null;
+/** The abstract socket name that locks `dir`. */
+function lockName(dir: string): string {
+  return `\0mxc-lock-${createHash('sha256').update(realpathSync(dir)).digest('hex').slice(0, 40)}`;
 }
 
-/** Takes `<dir>/mxc.lock` for this process; resolves to the function that gives it back. */
+/** Takes `dir` for this process; resolves to the function that gives it back. */
 export async function lockFolder(dir: string): Promise<() => Promise<void>> {
-  const lock = join(dir, 'mxc.lock');
-  const mine = `${process.pid} ${processStartTime(process.pid)}\n`;
-  const tmp = `${lock}.${process.pid}`;
-  await writeFile(tmp, mine);
+  const server = createServer();
   try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await link(tmp, lock); // atomic: exactly one process creates it
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
-        const holder = holderAlive(await readFile(lock, 'utf8').catch(() => ''));
-        if (holder !== null) throw new FolderInUseError(dir, holder);
-        await rm(lock, { force: true }); // its holder is gone
-      }
-    }
-  } finally {
-    await unlink(tmp).catch(() => {});
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(lockName(dir), () => resolve());
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    const holder = Number((await readFile(join(dir, 'mxc.lock'), 'utf8').catch(() => '')).trim());
+    throw new FolderInUseError(dir, Number.isInteger(holder) && holder > 0 ? holder : null);
   }
+  server.unref(); // a lock never keeps the process alive
+  const file = join(dir, 'mxc.lock');
+  const mine = `${process.pid}\n`;
+  await writeFile(file, mine);
   return async () => {
-    // Only our own lock: never one another process took over meanwhile.
-    if ((await readFile(lock, 'utf8').catch(() => '')) === mine) await rm(lock, { force: true });
+    if ((await readFile(file, 'utf8').catch(() => '')) === mine) await rm(file, { force: true });
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   };
 }

@@ -2,11 +2,13 @@
  * The long-running commands: `mxc coordinator`, `mxc agent` and `mxc up` (standalone: coordinator and one
  * agent in one process, state under ./.mxc, then builds and submits examples/hello_world).
  */
+
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Agent } from '../../agent/daemon.js';
 import { BuildError, buildJob } from '../../compiler/build.js';
+import { FolderInUseError } from '../../lib/pid-lock.js';
 import {
   databaseUrl,
   type ReadSettingsOptions,
@@ -162,6 +164,17 @@ async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promis
   }
 }
 
+/** Starts an agent; its state dir held by another agent is a message, not a crash. */
+async function startAgent(agent: Agent): Promise<void> {
+  try {
+    await startAgent(agent);
+  } catch (err) {
+    if (err instanceof FolderInUseError)
+      throw new CliError(`agent state dir: ${err.message}`, 1, err.code, { cause: err });
+    throw err;
+  }
+}
+
 export async function coordinator(opts: CoordinatorOpts) {
   const s = settings(['coordinator'], coordinatorFlags(opts));
   const log = logger('mxc-coordinator', s);
@@ -256,7 +269,7 @@ export async function agent(opts: AgentOpts) {
     attributes,
     logger: log,
   });
-  await a.start();
+  await startAgent(a);
   await untilSignal();
   log.info('shutting down; stopping workloads');
   await a.close();
@@ -340,7 +353,7 @@ export async function up(opts: UpOpts) {
     name: s.MXC_AGENT_NAME ?? 'local',
     logger,
   });
-  await agent.start();
+  await startAgent(agent);
   await agent.ready;
 
   const url = server.url.replace('127.0.0.1', 'localhost');

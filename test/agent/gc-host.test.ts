@@ -16,12 +16,13 @@ afterAll(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-/** An unrooted path of its own in the host's store. */
-async function unrootedPath(name: string): Promise<string> {
+/** An unrooted path of its own in the host's store; `refers` puts another path in it (a reference). */
+async function unrootedPath(name: string, refers?: string): Promise<string> {
   const tag = randomBytes(6).toString('hex');
+  const content = refers ? `\${builtins.storePath ${refers}}` : tag;
   const [p] = await nixBuild([
     '-E',
-    `let bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; }; in derivation { name = "${name}-${tag}"; system = builtins.currentSystem; builder = "\${bb}/busybox"; args = [ "sh" "-c" "echo ${tag} > $out" ]; }`,
+    `let bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; }; in derivation { name = "${name}-${tag}"; system = builtins.currentSystem; builder = "\${bb}/busybox"; args = [ "sh" "-c" "echo ${content} > $out" ]; }`,
   ]);
   return p!;
 }
@@ -44,5 +45,18 @@ it("deletes the dead paths the agent fetched and nothing of the host's own", asy
   expect(await readFile(fetchedListOf(state), 'utf8')).toBe('');
   // The owner's path is left for them (tidied here, as the test made it).
   await recordFetched(state, [owners]);
+  await runAgentGc({ stateDir: state });
+
+  // A fetched path one of the owner's own paths refers to is alive to nix: it stays, the rest go, and
+  // the collection does not fail for it.
+  const referred = await unrootedPath('agent-fetched-referred');
+  const other = await unrootedPath('agent-fetched-other');
+  const ownersReferrer = await unrootedPath('owners-referrer', referred);
+  await recordFetched(state, [referred, other]);
+  const partly = await runAgentGc({ stateDir: state });
+  expect(partly.paths).toEqual([other]);
+  expect([await isValidPath(referred), await isValidPath(ownersReferrer)]).toEqual([true, true]);
+  expect(await readFile(fetchedListOf(state), 'utf8')).toBe(`${referred}\n`);
+  await recordFetched(state, [ownersReferrer]);
   await runAgentGc({ stateDir: state });
 }, 120_000);

@@ -31,6 +31,9 @@ it('stops the recorded groups and survives records that are empty, cut or of the
     await mkdir(join(root, id));
     await writeFile(join(root, id, 'pids.json'), text);
   }
+  // A stray file beside the workload folders, and a folder where a record belongs.
+  await writeFile(join(root, 'notes.txt'), 'not a workload');
+  await mkdir(join(root, 'odd', 'pids.json'), { recursive: true });
   const stopped = await stopOrphans(root);
   expect(stopped.filter((s) => !s.damaged)).toEqual([{ workload: 'alive', pid }]);
   expect(
@@ -38,7 +41,7 @@ it('stops the recorded groups and survives records that are empty, cut or of the
       .filter((s) => s.damaged)
       .map((s) => s.workload)
       .sort(),
-  ).toEqual(Object.keys(damaged).sort());
+  ).toEqual([...Object.keys(damaged), 'odd'].sort());
   expect(isAlive(pid)).toBe(false);
   for (const id of ['alive', ...Object.keys(damaged)])
     expect(existsSync(join(root, id, 'pids.json'))).toBe(false);

@@ -1,14 +1,15 @@
 /**
  * PGlite's data folder is one process's: a second coordinator on it (another `mxc up`, a `mxc
- * coordinator` pointed at the same data dir) is refused, naming the holder; the lock of a holder that
- * was killed is taken over; a closed database gives it back.
+ * coordinator` pointed at the same data dir) is refused, naming the holder; a holder that is killed
+ * frees it at once, and of many takers at once exactly one wins; a closed database gives it back.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, expect, it } from 'vitest';
+import { lockFolder } from '../../lib/pid-lock.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { openPglite } from '../../scheduler/store/db.js';
 
@@ -30,18 +31,34 @@ it('refuses a second opener while the first holds it, and takes over from a kill
   await again.query('SELECT 1');
   await again.close();
 
-  // A holder killed with SIGKILL leaves its lock behind: a dead pid's lock is taken over.
-  const child = spawn('sleep', ['1000']);
-  const start = Number((await readFile(`/proc/${child.pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[19]);
-  await writeFile(join(dir, 'mxc.lock'), `${child.pid} ${start}\n`);
+  // A holder killed with SIGKILL frees it at once (the kernel holds the lock, not a file).
+  const holder = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const { lockFolder } = await import(${JSON.stringify(repoPath('dist', 'lib', 'pid-lock.js'))});
+       await lockFolder(${JSON.stringify(dir)}); console.log('held'); setInterval(() => {}, 1000);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  await new Promise((r) => holder.stdout!.once('data', r));
   await expect(openPglite(dir)).rejects.toMatchObject({
     code: 'DATA_DIR_IN_USE',
-    details: { pid: child.pid },
+    details: { pid: holder.pid },
   });
-  child.kill('SIGKILL');
-  await new Promise((r) => child.once('exit', r));
+  holder.kill('SIGKILL');
+  await new Promise((r) => holder.once('exit', r));
   const after = await openPglite(dir);
   await after.close();
+
+  // Many takers at once of a folder whose holder was killed: exactly one wins.
+  const takers = await Promise.allSettled(Array.from({ length: 5 }, () => lockFolder(dir)));
+  expect(takers.filter((t) => t.status === 'fulfilled')).toHaveLength(1);
+  expect(
+    takers.filter((t) => t.status === 'rejected').map((t) => (t as PromiseRejectedResult).reason.code),
+  ).toEqual(['DATA_DIR_IN_USE', 'DATA_DIR_IN_USE', 'DATA_DIR_IN_USE', 'DATA_DIR_IN_USE']);
+  await (takers.find((t) => t.status === 'fulfilled') as PromiseFulfilledResult<() => Promise<void>>).value();
 }, 60_000);
 
 it("a second mxc coordinator on a running one's data dir exits with the reason", async () => {
