@@ -167,7 +167,7 @@ async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promis
 /** Starts an agent; its state dir held by another agent is a message, not a crash. */
 async function startAgent(agent: Agent): Promise<void> {
   try {
-    await startAgent(agent);
+    await agent.start();
   } catch (err) {
     if (err instanceof FolderInUseError)
       throw new CliError(`agent state dir: ${err.message}`, 1, err.code, { cause: err });

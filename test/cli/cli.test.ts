@@ -1,4 +1,8 @@
 /** The CLI itself: help with an example everywhere, completion scripts, exit codes, JSON output. */
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoPath } from '../../scheduler/paths.js';
@@ -85,6 +89,31 @@ describe('mxc CLI', () => {
     const long = await mxc([...base, `rack=${'x'.repeat(1025)}`]);
     expect([long.exitCode, long.stderr]).toEqual([2, expect.stringMatching(/--attr: rack: /)]);
   });
+
+  it("refuses a second agent on a running agent's state dir, with the reason", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mxc-cli-state-'));
+    const args = ['agent', '--coordinator', 'http://127.0.0.1:9', '--token', 't', '--state-dir', dir];
+    // The first keeps trying to reach a coordinator that is not there, holding its state dir.
+    const first = execa('node', [repoPath('bin', 'mxc.js'), ...args, '--name', 'one'], {
+      reject: false,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      await eventually(
+        async () => existsSync(join(dir, 'mxc.lock')),
+        20_000,
+        'the first agent to hold its dir',
+      );
+      const second = await mxc([...args, '--name', 'two']);
+      expect(second.exitCode).toBe(1);
+      expect(second.stderr).toMatch(/^mxc: agent state dir: .* is in use by another process \(pid \d+\)/);
+      expect(second.stderr).not.toMatch(/internal error/);
+    } finally {
+      first.kill('SIGKILL');
+      await first;
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   describe('against a coordinator', () => {
     let c: TestCoordinator;
