@@ -113,7 +113,6 @@ export function hostServesOpenApi(host: string | undefined, names: ReadonlySet<s
 
 /** How long a client may take to send a request's headers. */
 export const HEADERS_TIMEOUT_MS = 10_000;
-/** Node checks for that every 30 s by default, so a slow client kept its connection up to 40 s. */
 /**
  * How long a whole request may take to arrive (fastify's default, 0, is none): a backstop for slow
  * bodies on routes that take them, all behind a token; long, as a batch upload of 256 MiB of NARs
@@ -123,6 +122,7 @@ export const REQUEST_TIMEOUT_MS = 30 * 60_000;
 const SERVER_TIMEOUTS = {
   headersTimeout: HEADERS_TIMEOUT_MS,
   requestTimeout: REQUEST_TIMEOUT_MS,
+  // Node checks both every 30 s by default, so a slow client kept its connection up to 40 s.
   connectionsCheckingInterval: 1000,
 };
 
