@@ -242,6 +242,7 @@ export class ApiClient {
         e ? `${e.message} [${e.code}]${extra}` : `HTTP ${res.status}: ${text.slice(0, 200)}`,
         exitCodeOf(res.status),
         e?.code,
+        { details: e?.details },
       );
     }
     const checked = schema.safeParse(pick(parsed));

@@ -645,10 +645,12 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
     argv.includes('--format=json') ||
     argv.some((a, i) => (a === '-f' || a === '--format') && argv[i + 1] === 'json');
   /** An error for people on stderr, or with --json an API-shaped error on stdout for scripts. */
-  const fail = (code: string, message: string, exitCode: number): never => {
-    // The human message ends with the code in brackets; the JSON error has it as its own field.
-    const plain = message.replace(` [${code}]`, '');
-    if (json) writeOut(`${JSON.stringify({ error: { code, message: plain } }, null, 2)}\n`);
+  const fail = (code: string, message: string, exitCode: number, details?: unknown): never => {
+    // The human message ends with the code in brackets (and may list details after it); the JSON
+    // error has the code and the details as fields of their own.
+    const plain = (details === undefined ? message : message.split('\n')[0]!).replace(` [${code}]`, '');
+    const error = details === undefined ? { code, message: plain } : { code, message: plain, details };
+    if (json) writeOut(`${JSON.stringify({ error }, null, 2)}\n`);
     else process.stderr.write(`mxc: ${message}\n`);
     process.exit(exitCode);
   };
@@ -683,7 +685,7 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
     if (err instanceof CliError) {
       const code =
         err.code ?? (err.exitCode === 2 ? 'USAGE' : err.exitCode === 3 ? 'UNAUTHORIZED' : 'FAILED');
-      fail(code, err.message, err.exitCode);
+      fail(code, err.message, err.exitCode, err.details);
     }
     // A helper command (nix, nix-store, …) that failed or is missing: its own words, not a bug in mxc.
     // By name: lib/exec.ts is not loaded by every command, and importing it here would make it so.

@@ -34,6 +34,11 @@ interface JobState {
   update: { status: string; message: string; to_version: number } | null;
 }
 
+/** Why a workload ended badly, in words: a lost one's node went away, which it says nothing of itself. */
+const reasonOf = (w: { status: string; error?: string | null }) =>
+  w.error ??
+  (w.status === 'lost' ? 'its node went away (the agent stopped or cannot be reached)' : 'no reason given');
+
 export interface WaitResult {
   ok: boolean;
   reason: string;
@@ -149,8 +154,7 @@ export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOpt
         (w.status === 'failed' || w.status === 'lost') &&
         (w.finished_at === null || w.finished_at.getTime() >= opts.since),
     );
-    if (failed)
-      return result(false, `workload ${failed.id} ${failed.status}: ${failed.error ?? 'no reason given'}`);
+    if (failed) return result(false, `workload ${failed.id} ${failed.status}: ${reasonOf(failed)}`);
     if (job.update && job.update.status !== 'rolling' && opts.rolling) {
       if (job.update.status !== 'succeeded')
         return result(false, `the rolling update ${job.update.status}: ${job.update.message}`);
@@ -163,12 +167,11 @@ export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOpt
         if (current.every((w) => w.status === 'running' && (!hasHealth || w.health === 'healthy')))
           return result(true, '');
         const gone = current.find(ended);
-        if (gone)
-          return result(false, `workload ${gone.id} ${gone.status}: ${gone.error ?? 'no reason given'}`);
+        if (gone) return result(false, `workload ${gone.id} ${gone.status}: ${reasonOf(gone)}`);
       } else if (current.every(succeeded)) return result(true, '');
       else {
         const bad = current.find((w) => ended(w) && !succeeded(w));
-        if (bad) return result(false, `workload ${bad.id} ${bad.status}: ${bad.error ?? 'no reason given'}`);
+        if (bad) return result(false, `workload ${bad.id} ${bad.status}: ${reasonOf(bad)}`);
       }
     }
 

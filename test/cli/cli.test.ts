@@ -1,6 +1,6 @@
 /** The CLI itself: help with an example everywhere, completion scripts, exit codes, JSON output. */
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -203,6 +203,25 @@ describe('mxc CLI', () => {
       const badStatus = await mxc(['workloads', 'list', '--status', 'sleeping'], env);
       expect(badStatus.exitCode).toBe(2);
       expect(badStatus.stderr).toMatch(/VALIDATION_FAILED/);
+    });
+
+    it('a refusal with details: --json carries them as a field, people get them as lines', async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'mxc-cli-missing-'));
+      try {
+        const missing = '/nix/store/00000000000000000000000000000000-not-in-the-cache';
+        const file = join(dir, 'job.json');
+        await writeFile(file, JSON.stringify(plainJob({ name: 'incomplete', mxc: { closure: [missing] } })));
+        const r = await mxc(['submit', file, '--no-push', '--json'], env);
+        expect(r.exitCode).toBe(2);
+        const { error } = JSON.parse(r.stdout);
+        expect(error.code).toBe('CLOSURE_INCOMPLETE');
+        expect(error.details.missing).toEqual([missing]);
+        expect(error.message).not.toContain(missing);
+        const human = await mxc(['submit', file, '--no-push'], env);
+        expect(human.stderr).toMatch(new RegExp(`\\[CLOSURE_INCOMPLETE\\]\\n {2}${missing}`));
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     });
 
     it('resolves unique prefixes of job and node ids; ambiguous ones list the candidates', async () => {
