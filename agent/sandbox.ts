@@ -2,9 +2,9 @@
  * The `sandbox` isolation: a launcher that wraps each process in bubblewrap with every namespace
  * unshared, only the workload's closure (path by path, read-only) and its work directory visible.
  */
-import { accessSync, constants, existsSync } from 'node:fs';
-import { delimiter, isAbsolute, join } from 'node:path';
-import { run } from '../lib/exec.js';
+import { existsSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import { findOnPath as findOnPathOrNull, run } from '../lib/exec.js';
 import type { Process } from '../spec/job.js';
 import { directArgv, type Launcher } from './thermos/cmdline.js';
 import { SUPERVISOR_ARG } from './thermos/task-supervisor.js';
@@ -38,23 +38,10 @@ export const SANDBOX_SUPERVISOR = '/.mxc/task-supervisor';
 
 const STORE_PATH = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$/;
 
-const found = new Map<string, string>();
-
-/**
- * Absolute path of `name` on the agent's own PATH (the child's env may have no PATH at all); looked
- * up once per agent process, not on every task's start.
- */
+/** `name` on the agent's PATH, or the reason it cannot sandbox without it. */
 function findOnPath(name: string): string {
-  const known = found.get(name);
-  if (known) return known;
-  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      found.set(name, candidate);
-      return candidate;
-    } catch {}
-  }
+  const path = findOnPathOrNull(name);
+  if (path) return path;
   throw new Error(
     `${name} was not found on PATH; install bubblewrap (apt-get install bubblewrap) to use isolation "sandbox"`,
   );

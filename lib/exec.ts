@@ -12,6 +12,7 @@
  * nix-build itself before anything loads (see there why), and `settleStarted` below takes it over.
  */
 import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ExecaError, Options, ResultPromise } from 'execa';
 import { readLines } from './line-reader.js';
@@ -90,7 +91,7 @@ async function start(
     stripFinalNewline: false,
     buffer: { stdout: !streamStdout, stderr: true },
   };
-  const setpriv = opts.dieWithParent ? setprivPath() : null;
+  const setpriv = opts.dieWithParent ? findOnPath('setpriv') : null;
   const child = setpriv
     ? execa(setpriv, ['--pdeathsig', 'KILL', '--', file, ...args], options)
     : execa(file, args, options);
@@ -99,23 +100,26 @@ async function start(
   return { child };
 }
 
-let setprivFound: string | null | undefined;
-/** util-linux's setpriv on PATH, or null (looked up once). */
-function setprivPath(): string | null {
-  if (setprivFound === undefined) {
-    setprivFound = null;
-    for (const dir of (process.env.PATH ?? '').split(':')) {
-      const candidate = `${dir || '.'}/setpriv`;
-      try {
-        accessSync(candidate, constants.X_OK);
-        setprivFound = candidate;
-        break;
-      } catch {
-        // not here
-      }
+const foundOnPath = new Map<string, string>();
+
+/**
+ * Absolute path of `name` on this process's PATH (a child's env may have no PATH at all), or null; a
+ * path found is remembered for the process, one not found is looked for again next time.
+ */
+export function findOnPath(name: string): string | null {
+  const known = foundOnPath.get(name);
+  if (known) return known;
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      foundOnPath.set(name, candidate);
+      return candidate;
+    } catch {
+      // not here
     }
   }
-  return setprivFound;
+  return null;
 }
 
 /** Awaits `child`, turning execa's failure into a CommandError. */
