@@ -3,10 +3,10 @@
  * `<workload dir>/pids.json` with their kernel start times; a restarted agent cannot re-attach their
  * output pipes, so it stops them, and the start time keeps it from killing a recycled pid.
  */
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as z from 'zod';
-import { processStartTime } from '../lib/pid-lock.js';
 import { signalGroup, waitGroupEmpty } from './thermos/process-group.js';
 
 /** A recorded group leader; a bare number is an older agent's record (no start time). */
@@ -24,6 +24,17 @@ const RecordedPid = z.union([
 ]);
 export type RecordedPid = z.output<typeof RecordedPid>;
 const RecordedPids = z.array(RecordedPid).max(4096);
+
+/** The kernel start time of `pid` (field 22 of /proc/<pid>/stat), or null when it does not exist. */
+export function processStartTime(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[19]);
+  } catch {
+    return null;
+  }
+}
 
 /**
  * Records the groups, replacing the file whole (a temp file renamed over it): written in place, a full

@@ -7,21 +7,10 @@
  * containers sharing a volume) do not see each other's locks.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-
-/** Field 22 of /proc/<pid>/stat (clock ticks since boot), or null when `pid` does not exist. */
-export function processStartTime(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[19]);
-  } catch {
-    return null;
-  }
-}
 
 /** The folder is held by another live process. */
 export class FolderInUseError extends Error {
