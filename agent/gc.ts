@@ -114,19 +114,11 @@ export async function collectGarbage(opts: GcOptions): Promise<GcResult> {
     let paths: string[] = [];
     if (fetched === null) paths = deletedIn((await nix(['--gc'])).stderr);
     else {
-      for (let i = 0; i < dead.length; i += ARGS_BATCH) {
-        const batch = dead.slice(i, i + ARGS_BATCH);
-        try {
-          paths.push(...deletedIn((await nix(['--delete', ...batch])).stderr));
-        } catch {
-          // A path came alive since --print-dead (a workload rooted it, or a path of the host's owner
-          // refers to it): nix refuses the whole batch; the others go one by one, the live ones stay.
-          for (const p of batch) {
-            const one = await nix(['--delete', p]).catch(() => null);
-            if (one) paths.push(...deletedIn(one.stderr));
-          }
-        }
-      }
+      // A path that came alive since --print-dead (a workload rooted it, or a path of the host's owner
+      // refers to it) makes nix refuse its whole batch: the others go one by one, the live ones stay.
+      await inBatchesOrOneByOne(dead, async (batch) => {
+        paths.push(...deletedIn((await nix(['--delete', ...batch])).stderr));
+      });
       // The deleted leave the list, read again now: paths recorded while this ran stay on it.
       const gone = new Set(paths);
       const kept = [...(await readFetched(opts.stateDir))].filter((p) => !gone.has(p));
@@ -145,26 +137,36 @@ export async function collectGarbage(opts: GcOptions): Promise<GcResult> {
 }
 
 /**
- * NAR sizes of store paths, a batch at a time; a batch nix refuses (a path that is not valid, which
- * `--print-dead` may list) is asked path by path, so one such path no longer makes every size 0.
+ * Runs `fn` on `paths` ARGS_BATCH at a time; a batch it fails is tried again path by path, and a path
+ * that fails alone is left out.
+ */
+async function inBatchesOrOneByOne(
+  paths: readonly string[],
+  fn: (batch: readonly string[]) => Promise<void>,
+): Promise<void> {
+  for (let i = 0; i < paths.length; i += ARGS_BATCH) {
+    const batch = paths.slice(i, i + ARGS_BATCH);
+    try {
+      await fn(batch);
+    } catch {
+      for (const p of batch) await fn([p]).catch(() => {});
+    }
+  }
+}
+
+/**
+ * NAR sizes of store paths; one nix refuses (not valid, which `--print-dead` may list) counts 0, and no
+ * longer makes every size of its batch 0.
  */
 async function narSizes(
   nix: (args: string[]) => Promise<{ stdout: string }>,
   paths: readonly string[],
 ): Promise<Map<string, number>> {
   const sizes = new Map<string, number>();
-  const ask = async (batch: readonly string[]) => {
+  await inBatchesOrOneByOne(paths, async (batch) => {
     const out = (await nix(['--query', '--size', ...batch])).stdout.split('\n');
     for (const [i, p] of batch.entries()) sizes.set(p, Number(out[i]) || 0);
-  };
-  for (let i = 0; i < paths.length; i += ARGS_BATCH) {
-    const batch = paths.slice(i, i + ARGS_BATCH);
-    try {
-      await ask(batch);
-    } catch {
-      for (const p of batch) await ask([p]).catch(() => sizes.set(p, 0));
-    }
-  }
+  });
   return sizes;
 }
 
