@@ -3,7 +3,6 @@
  * workload-run.ts) and keeps its store and state tidy. Processes keep running while the coordinator
  * is away; on reconnect the agent reports what it runs and the coordinator reconciles.
  */
-
 import { chmod, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -76,7 +75,7 @@ export class Agent {
     this.unlockState = await lockFolder(this.opts.stateDir);
     // Workloads of a previous agent run: their supervisor is gone and their output pipes with it, so
     // stop what is left of them. The coordinator hears `running: []` and replaces them.
-    for (const o of await stopOrphans(join(this.opts.stateDir, 'workloads'))) {
+    for (const o of await stopOrphans(workloads)) {
       if (o.damaged)
         this.log.error(
           o,

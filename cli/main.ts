@@ -2,7 +2,6 @@
  * `mxc`: the command definitions, only. Each command's work lives in `cli/commands/`, imported lazily so
  * `--help` stays fast. This is the only module that turns errors into exit codes.
  */
-
 import type { Command } from 'commander';
 import { config as zodConfig } from 'zod/v4/core';
 import type { StartedCommand } from '../lib/exec.js';

@@ -2,7 +2,6 @@
  * The long-running commands: `mxc coordinator`, `mxc agent` and `mxc up` (standalone: coordinator and one
  * agent in one process, state under ./.mxc, then builds and submits examples/hello_world).
  */
-
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
