@@ -70,22 +70,19 @@ export function readSettings(opts: ReadSettingsOptions): Settings {
     let label: string = s.env;
     const flag = flags[s.env];
     const fileFlag = flags[`${s.env}_FILE`];
-    // Both in the environment is refused whichever a flag (commander fills flags from it) carries.
-    const bothInEnv = s.secret && set(env[s.env]) !== undefined && set(env[`${s.env}_FILE`]) !== undefined;
-    if (bothInEnv)
+    const secretFile = s.secret ? (set(fileFlag?.value) ?? set(env[`${s.env}_FILE`])) : undefined;
+    const fileLabel = set(fileFlag?.value) ? fileFlag!.flag : `${s.env}_FILE`;
+    // The secret in the environment beside its file is refused, whichever a flag carries (commander
+    // fills a flag from the environment too).
+    if (secretFile !== undefined && set(env[s.env]) !== undefined)
       problems.push(
-        `${s.env} and ${s.env}_FILE are both set: keep one (the file keeps it out of the environment)`,
+        `${s.env} and ${fileLabel} are both set: keep one (the file keeps it out of the environment)`,
       );
     if (set(flag?.value) !== undefined) {
       raw = flag!.value;
       label = `${flag!.flag} (${s.env})`;
-    } else if (s.secret && (set(fileFlag?.value) ?? set(env[`${s.env}_FILE`])) !== undefined) {
-      const fileLabel = set(fileFlag?.value) ? fileFlag!.flag : `${s.env}_FILE`;
-      if (set(env[s.env]) !== undefined && !bothInEnv)
-        problems.push(
-          `${s.env} and ${fileLabel} are both set: keep one (the file keeps it out of the environment)`,
-        );
-      raw = readSecretFile((set(fileFlag?.value) ?? set(env[`${s.env}_FILE`]))!, fileLabel, problems);
+    } else if (secretFile !== undefined) {
+      raw = readSecretFile(secretFile, fileLabel, problems);
       label = fileLabel;
       if (raw === undefined) continue;
     } else {

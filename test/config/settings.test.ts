@@ -115,6 +115,26 @@ describe('readSettings', () => {
     });
     expect(s.MXC_AGENT_TOKEN).toBe('s3cret-value');
     for (const p of problems({ MXC_API_TOKEN: ' ' }, ['client'])) expect(p).not.toContain('"');
+    // commander fills --token from MXC_API_TOKEN: beside a token file (environment or flag) still refused.
+    const filled = { MXC_API_TOKEN: { value: 'env-s3cret', flag: '--token' } };
+    for (const [env, flags, label] of [
+      [{ MXC_API_TOKEN: 'env-s3cret', MXC_API_TOKEN_FILE: f }, filled, 'MXC_API_TOKEN_FILE'],
+      [
+        { MXC_API_TOKEN: 'env-s3cret' },
+        { ...filled, MXC_API_TOKEN_FILE: { value: f, flag: '--token-file' } },
+        '--token-file',
+      ],
+    ] as const) {
+      const refused = (() => {
+        try {
+          readSettings({ roles: ['client'], env, flags });
+          return '';
+        } catch (err) {
+          return (err as Error).message;
+        }
+      })();
+      expect(refused).toContain(`MXC_API_TOKEN and ${label} are both set`);
+    }
   });
 
   it('never echoes the password of a refused URL', () => {
