@@ -1,4 +1,5 @@
 /** `mxc jobs list|show|stop|versions|endpoints`. */
+import type * as z from 'zod';
 import * as api from '../../spec/api.js';
 import * as apiJobs from '../../spec/api-jobs.js';
 import { ApiClient, type ClientOptions } from '../client.js';
@@ -31,6 +32,16 @@ export async function endpoints(id: string, opts: Opts) {
 }
 
 const stateColor = (s: string) => (s === 'complete' ? color.green(s) : statusColor(s));
+
+/** An update's status coloured as workload statuses are: under way yellow, done green, ended short red. */
+const UPDATE_COLOR: Record<z.output<typeof api.JobUpdate>['status'], (s: string) => string> = {
+  rolling: color.yellow,
+  paused: color.yellow,
+  succeeded: color.green,
+  failed: color.red,
+  rolled_back: color.red,
+  cancelled: color.red,
+};
 
 /** Jobs with their state (running / complete / failed / stopped) and workloads per state, history included. */
 export async function list(opts: Opts) {
@@ -81,7 +92,7 @@ export async function show(id: string, opts: Opts) {
   if (j.update) {
     out(
       'update',
-      `${j.update.from_version} → ${j.update.to_version}: ${statusColor(j.update.status === 'rolling' ? 'starting' : j.update.status === 'paused' ? 'pending' : j.update.status === 'succeeded' ? 'running' : 'failed').replace(/starting|pending|running|failed/, j.update.status)} (${j.update.message})`,
+      `${j.update.from_version} → ${j.update.to_version}: ${UPDATE_COLOR[j.update.status](j.update.status)} (${j.update.message})`,
     );
   }
   if (j.spec.cron_schedule)
