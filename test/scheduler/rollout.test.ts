@@ -9,6 +9,20 @@ import type { JobSpecInput } from '../../spec/job.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 
+/** A job of three instances whose process runs `cmd`, updated two at a time (rolled back on failure). */
+const job = (cmd: string, over: Partial<JobSpecInput> = {}) =>
+  plainJob({
+    name: 'rolling',
+    instances: 3,
+    task: {
+      name: 't',
+      processes: [{ name: 'p', cmdline: cmd }],
+      resources: { cpu: 0.5, ram: 64 << 20, disk: 1 << 20 },
+    },
+    update_config: { batch_size: 2, watch_secs: 1, max_total_failures: 0, rollback_on_failure: true },
+    ...over,
+  });
+
 describe('rolling updates', () => {
   let c: TestCoordinator;
   const agents: ProtocolAgent[] = [];
@@ -17,18 +31,6 @@ describe('rolling updates', () => {
     await c?.stop();
   });
 
-  const job = (cmd: string, over: Partial<JobSpecInput> = {}) =>
-    plainJob({
-      name: 'rolling',
-      instances: 3,
-      task: {
-        name: 't',
-        processes: [{ name: 'p', cmdline: cmd }],
-        resources: { cpu: 0.5, ram: 64 << 20, disk: 1 << 20 },
-      },
-      update_config: { batch_size: 2, watch_secs: 1, max_total_failures: 0, rollback_on_failure: true },
-      ...over,
-    });
   const byVersion = async (jobId: string) => {
     const ws = (await c.api('GET', `/api/workloads?job=${jobId}`)).body.data as {
       job_version: number;
@@ -409,16 +411,7 @@ describe('an update paused, resumed and aborted (Aurora update pause|resume|abor
     c = await startTestCoordinator('pglite');
     a = await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect();
     const spec = (cmd: string) =>
-      plainJob({
-        name: 'paused',
-        instances: 3,
-        task: {
-          name: 't',
-          processes: [{ name: 'p', cmdline: cmd }],
-          resources: { cpu: 0.5, ram: 64 << 20, disk: 1 << 20 },
-        },
-        update_config: { batch_size: 1, watch_secs: 1, max_total_failures: 0 },
-      });
+      job(cmd, { name: 'paused', update_config: { batch_size: 1, watch_secs: 1, max_total_failures: 0 } });
     const versions = async (jobId: string) => {
       const ws = (await c.api('GET', `/api/workloads?job=${jobId}&status=running`)).body.data as {
         job_version: number;
