@@ -245,12 +245,6 @@ export class Auth {
     return null;
   }
 
-  /** A CLI or dashboard request. */
-  isClient(req: FastifyRequest): boolean {
-    const p = this.identify(req);
-    return p !== null && p.kind !== 'agent';
-  }
-
   /** An agent joining or reading the cache. */
   isAgent(req: FastifyRequest): boolean {
     if (!this.hasAgentTokens()) {
