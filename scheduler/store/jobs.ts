@@ -60,13 +60,6 @@ export async function getJob(q: Queryable, idOrKey: string): Promise<JobRow | nu
   return rows[0] ?? null;
 }
 
-export async function listJobs(q: Queryable): Promise<(JobRow & { spec: JobSpec })[]> {
-  return q.query(
-    `SELECT j.*, v.spec FROM jobs j JOIN job_versions v ON v.job_id = j.id AND v.version = j.current_version
-     ORDER BY j.key`,
-  );
-}
-
 /**
  * A page of jobs by key with their current spec and its size in bytes (so a page can stop short of its
  * row count when the specs are large), after the key `after`.
