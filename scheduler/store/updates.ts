@@ -55,11 +55,7 @@ export async function moveRolling(
 
 /** Ends a job's rolling (or paused) update, if any, because a newer submit or a stop supersedes it. */
 export async function cancelRolling(q: Queryable, jobId: string, message: string): Promise<void> {
-  await q.query(
-    `UPDATE job_updates SET status = 'cancelled', message = $2, updated_at = now()
-     WHERE job_id = $1 AND status IN ('rolling', 'paused')`,
-    [jobId, message],
-  );
+  await moveUpdate(q, jobId, ['rolling', 'paused'], 'cancelled', message);
 }
 
 /**
