@@ -13,6 +13,7 @@ import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
 import type { AgentMessage } from '../spec/messages.js';
 import { type AgentReportDeps, applyStatus, reconcileAgent } from './agent-reports.js';
 import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinator-types.js';
+import { collisionAction } from './core/cron.js';
 import { AURORA_FLAPPING } from './core/restart.js';
 import { launchDueCronJobs } from './cron-runner.js';
 import { type Clock, systemClock } from './engine/clock.js';
@@ -467,12 +468,13 @@ export class Coordinator {
         status: ['pending', 'starting', 'running'],
         limit: 100_000,
       });
-      if (live.length > 0 && spec.cron_collision_policy === 'CANCEL_NEW')
+      const action = collisionAction(spec.cron_collision_policy, live.length > 0);
+      if (action === 'skip')
         throw errors.conflict(
           'RUN_IN_PROGRESS',
           `job ${job.key}'s previous run is still going and its cron_collision_policy is CANCEL_NEW`,
         );
-      const kill = live.length > 0 && spec.cron_collision_policy === 'KILL_EXISTING';
+      const kill = action === 'kill_and_launch';
       // The agents are told to stop what runs; what was still pending just ends.
       const stops = kill
         ? await stopJobWorkloads(q, job.id, `a run started by ${by} replaces it (KILL_EXISTING)`)

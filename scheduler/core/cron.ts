@@ -31,17 +31,20 @@ export interface CronStep {
   next: Date;
 }
 
+/** What a run does under the collision policy, with or without a previous run still alive. */
+export function collisionAction(
+  policy: CollisionPolicy,
+  previousAlive: boolean,
+): 'launch' | 'kill_and_launch' | 'skip' {
+  if (!previousAlive || policy === 'RUN_OVERLAP') return 'launch';
+  return policy === 'CANCEL_NEW' ? 'skip' : 'kill_and_launch';
+}
+
 export function cronStep(job: CronJobState, now: Date): CronStep {
   const c = parseCron(job.schedule);
   const runs = runsDue(c, job.nextRunAt, now, 1000);
   if (runs.length === 0) return { due: false, runAt: null, missed: [], action: 'none', next: job.nextRunAt };
   const runAt = runs.at(-1)!;
-  const action = !job.previousAlive
-    ? 'launch'
-    : job.policy === 'CANCEL_NEW'
-      ? 'skip'
-      : job.policy === 'KILL_EXISTING'
-        ? 'kill_and_launch'
-        : 'launch';
+  const action = collisionAction(job.policy, job.previousAlive);
   return { due: true, runAt, missed: runs.slice(0, -1), action, next: nextRun(c, now) };
 }
