@@ -87,7 +87,7 @@ describe('task supervisor: one PID namespace per task', () => {
       task: makeTask([
         {
           name: 'svc',
-          cmdline: `setsid sleep 300 & sh -c 'trap "" TERM; sleep 300' & trap 'echo got TERM; exit 4' TERM; echo ready; while true; do sleep 0.05; done`,
+          cmdline: `setsid sleep 300 & sh -c 'trap "" TERM; echo child ignores TERM; sleep 300' & trap 'echo got TERM; exit 4' TERM; echo ready; while true; do sleep 0.05; done`,
         },
       ]),
       env: e,
@@ -95,7 +95,10 @@ describe('task supervisor: one PID namespace per task', () => {
       launch: hostLaunch({ supervisor }),
     });
     h.runner.start();
-    while (!h.stdout('svc').includes('ready')) await sleep(5);
+    // Both traps in place before the stop: a TERM before the child's trap (a busy machine) ended it at
+    // once, and the stop with it, with no grace period to measure.
+    while (!(h.stdout('svc').includes('ready') && h.stdout('svc').includes('child ignores TERM')))
+      await sleep(5);
     expect(markedPids(e.MXC_TEST_MARK).length).toBeGreaterThanOrEqual(5); // bwrap ×2, supervisor, script, children
     const t0 = Date.now();
     const snap = await h.runner.stop();
