@@ -22,19 +22,29 @@ import { childrenCpuMs, timeCommandCpu } from './lib/timing.js';
 
 const PATHS = Number(process.env.MXC_BENCH_CACHE_PATHS ?? 300);
 const PUSH_ROUNDS = Number(process.env.MXC_BENCH_CACHE_ROUNDS ?? 5);
+/**
+ * Pushes of other closures a running coordinator has served before its measured rounds. A freshly
+ * started one compiles its hot code while it takes its first pushes (V8's optimizing compiler, on the
+ * second core the client needs too: 70-90 ms of CPU a push, `--trace-opt` counted 15-30 functions
+ * compiled in each of the first five); one in service did that long ago.
+ */
+const RUNNING_WARM_PUSHES = 2;
 /** narinfo GETs measured from mxc and the bare node server: at ~20,000/s and more, a second's worth or so. */
 const NARINFO_REQUESTS = Number(process.env.MXC_BENCH_NARINFO_REQUESTS ?? 30_000);
 /** python's http.server answers ~1,500/s: fewer of its GETs give as steady a rate in a few seconds. */
 const PYTHON_NARINFO_REQUESTS = Math.min(NARINFO_REQUESTS, 6000);
 const CONCURRENCY = 32;
 
-/** `PATHS` leaves of mixed text and random bytes (~100 KiB each), each referencing 3 earlier ones (a closure about 9 levels deep). */
-function closureExpr(n: number): string {
+/**
+ * `PATHS` leaves of mixed text and random bytes (~100 KiB each), each referencing 3 earlier ones (a
+ * closure about 9 levels deep). Another `name` gives a closure of the same shape and other paths.
+ */
+function closureExpr(n: number, name = 'mxc-bench-cache'): string {
   return `
     let
       bb = builtins.path { path = /usr/bin; name = "busybox"; filter = p: t: baseNameOf p == "busybox"; };
       mk = i: deps: derivation {
-        name = "mxc-bench-cache-\${toString i}"; system = builtins.currentSystem; builder = "\${bb}/busybox";
+        name = "${name}-\${toString i}"; system = builtins.currentSystem; builder = "\${bb}/busybox";
         args = [ "sh" "-c" ''
           \${bb}/busybox mkdir -p $out
           \${bb}/busybox seq 1 \${toString (2000 + i * 7)} > $out/text
@@ -45,7 +55,7 @@ function closureExpr(n: number): string {
       build = i: mk i (if i < 3 then [ ] else map (d: paths.\${toString d}) [ (i / 2) (i / 3) (i / 5) ]);
       paths = builtins.listToAttrs (map (i: { name = toString i; value = build i; }) (builtins.genList (x: x) ${n}));
     in derivation {
-      name = "mxc-bench-cache-root"; system = builtins.currentSystem; builder = "\${bb}/busybox";
+      name = "${name}-root"; system = builtins.currentSystem; builder = "\${bb}/busybox";
       args = [ "sh" "-c" "echo \${builtins.concatStringsSep " " (builtins.attrValues paths)} > $out" ];
     }`;
 }
@@ -302,7 +312,21 @@ export async function main(): Promise<Record<string, number>> {
   let db: BenchDb | undefined;
   try {
     let t = performance.now();
-    const [root] = await nixBuild(['-E', closureExpr(PATHS)], { timeoutMs: 30 * 60_000 });
+    // The closure every figure below uses, and the ones a running coordinator is pushed (one a round).
+    const others = Array.from({ length: RUNNING_WARM_PUSHES + PUSH_ROUNDS }, (_, i) =>
+      closureExpr(PATHS, `mxc-bench-cache-other${i}`),
+    );
+    const built = await nixBuild(
+      ['-E', `[ (${closureExpr(PATHS)}) ${others.map((e) => `(${e})`).join(' ')} ]`],
+      { timeoutMs: 30 * 60_000 },
+    );
+    const rootNamed = (name: string) => {
+      const found = built.find((p) => p.endsWith(`-${name}-root`));
+      if (!found) throw new Error(`nix-build did not print the closure ${name}`);
+      return found;
+    };
+    const root = rootNamed('mxc-bench-cache');
+    const otherRoots = others.map((_, i) => rootNamed(`mxc-bench-cache-other${i}`));
     const closure = await closureOf([root]);
     const buildS = (performance.now() - t) / 1000;
 
@@ -450,6 +474,31 @@ export async function main(): Promise<Record<string, number>> {
       coordinator = undefined;
       coordCopies.push(await nixCopy(root, join(work, `nix-copy-coordinator-${round}`)));
     }
+
+    // A running coordinator, as users push to: started once, it served pushes of other closures first;
+    // each round pushes a closure it has not seen, between two nix copies of that closure (the ratio is
+    // to their mean, so a drift of this machine's speed within the round cancels out).
+    coordinator = await startCoordinatorProcess({
+      dataDir: join(work, 'coordinator-running'),
+      databaseUrl: db.url,
+      token,
+      env: { MXC_API_TOKEN: token, MXC_CACHE_DIR: join(work, 'coordinator-running-cache') },
+    });
+    for (const other of otherRoots.slice(0, RUNNING_WARM_PUSHES))
+      await pushClosure({ coordinator: coordinator.url, token, paths: [other] });
+    const running: { s: number; copyS: number; ratio: number }[] = [];
+    for (const [round, other] of otherRoots.slice(RUNNING_WARM_PUSHES).entries()) {
+      const before = await nixCopy(other, join(work, `nix-copy-running-${round}-before`));
+      t = performance.now();
+      await pushClosure({ coordinator: coordinator.url, token, paths: [other] });
+      const s = (performance.now() - t) / 1000;
+      const after = await nixCopy(other, join(work, `nix-copy-running-${round}-after`));
+      const copyS = (before.s + after.s) / 2;
+      running.push({ s, copyS, ratio: s / copyS });
+    }
+    await coordinator.stop();
+    coordinator = undefined;
+
     const coordPushS = median(coordPushes.map((p) => p.s));
     const coordPushCpuMs = median(coordPushes.map((p) => p.cpuMs));
     const coordNixCopyS = median(coordCopies.map((c) => c.s));
@@ -469,6 +518,9 @@ export async function main(): Promise<Record<string, number>> {
       coordinator_push_s: coordPushS,
       coordinator_push_server_cpu_ms: coordPushCpuMs,
       coordinator_nix_copy_s: coordNixCopyS,
+      running_coordinator_push_s: median(running.map((r) => r.s)),
+      running_coordinator_nix_copy_s: median(running.map((r) => r.copyS)),
+      running_coordinator_ratio: median(running.map((r) => r.ratio)),
       narinfo_rps: oursInfo.requests / (oursInfo.ms / 1000),
       python_narinfo_rps: pyInfo.requests / (pyInfo.ms / 1000),
       bare_node_narinfo_rps: bareInfo.requests / (bareInfo.ms / 1000),
@@ -491,7 +543,8 @@ export async function main(): Promise<Record<string, number>> {
       `    rounds: mxc ${spread(pushes)} | nix copy ${spread(copies)} | through the CLI ${spread(cliPushes)} | a whole coordinator ${spread(coordPushes)} | nix copy beside it ${spread(coordCopies)}`,
       `  push CPU (client + cache):   mxc ${fmt(pushCpuMs, 0)} ms | nix copy ${fmt(nixCopyCpuMs, 0)} ms | ratio ${fmt(pushCpuMs / nixCopyCpuMs, 2)}x`,
       `  the same push through the CLI (\`mxc push ROOT\`, its Node start-up included, as nix copy's own): ${fmt(cliPushS, 2)} s | ratio ${fmt(cliPushS / nixCopyS, 2)}x the time of nix copy; CPU ${fmt(cliPushCpuMs, 0)} ms (${fmt(cliPushCpuMs / nixCopyCpuMs, 2)}x)`,
-      `  the same push (in process) through a whole coordinator (a token, PostgreSQL claims), median of ${PUSH_ROUNDS}: ${fmt(coordPushS, 2)} s | nix copy in the same rounds ${fmt(coordNixCopyS, 2)} s | ratio ${fmt(coordPushS / coordNixCopyS, 2)}x the time; the coordinator's CPU ${fmt(coordPushCpuMs, 0)} ms (the cache server's alone: ${fmt(median(pushes.map((p) => p.serverCpuMs)), 0)} ms)`,
+      `  the same push (in process) through a whole coordinator (a token, PostgreSQL claims), its first push after it started, median of ${PUSH_ROUNDS}: ${fmt(coordPushS, 2)} s | nix copy in the same rounds ${fmt(coordNixCopyS, 2)} s | ratio ${fmt(coordPushS / coordNixCopyS, 2)}x the time; the coordinator's CPU ${fmt(coordPushCpuMs, 0)} ms (the cache server's alone: ${fmt(median(pushes.map((p) => p.serverCpuMs)), 0)} ms)`,
+      `  a push to a running coordinator (${RUNNING_WARM_PUSHES} pushes of other closures served before; each round a closure of this shape it has not seen, between two nix copies of it), median of ${running.length}: ${fmt(r.running_coordinator_push_s, 2)} s | nix copy ${fmt(r.running_coordinator_nix_copy_s, 2)} s | ratio ${fmt(r.running_coordinator_ratio, 2)}x the time (rounds ${running.map((x) => fmt(x.ratio, 2)).join(', ')})`,
       `  narinfo GET, ${CONCURRENCY} concurrent:  mxc ${fmt(r.narinfo_rps, 0)} req/s | python http.server ${fmt(r.python_narinfo_rps, 0)} req/s | ratio ${fmt(r.narinfo_rps / r.python_narinfo_rps, 2)}x`,
       `    ceiling: bare node:http, same bytes from memory, same load generator: ${fmt(r.bare_node_narinfo_rps, 0)} req/s (mxc ${fmt(r.narinfo_rps / r.bare_node_narinfo_rps, 2)}x of it)`,
       `    through a whole coordinator (access hook, bearer token): ${fmt(r.coordinator_narinfo_rps, 0)} req/s, ${fmt(r.coordinator_server_cpu_us)} µs of its CPU a request`,
