@@ -12,13 +12,15 @@ import { FailureStreak } from '../lib/failure-streak.js';
 import {
   CoordinatorMessage,
   type LogLine,
+  MAX_AGENT_MESSAGE_BYTES,
+  MAX_LOG_LINES_PER_MESSAGE,
   MAX_STORE_PATHS_PER_MESSAGE,
   type WorkloadStatus,
 } from '../spec/messages.js';
 import { fetchCacheTrust } from './cache-trust.js';
 import { detectCapabilities, detectResources } from './capabilities.js';
 import { parseCoordinators, resolveCoordinators, shuffle } from './coordinators.js';
-import { LogBuffer } from './log-buffer.js';
+import { LogBuffer, logFrames } from './log-buffer.js';
 import type { AgentOptions } from './options.js';
 import type { CacheTrust } from './realise.js';
 import { bubblewrapAvailable } from './sandbox.js';
@@ -37,6 +39,16 @@ export interface ConnectionOptions {
   onMessage: (msg: CoordinatorMessage) => void;
 }
 
+/** Bytes of lines (by lineBytes) in one `logs` message: a quarter of what the coordinator takes. */
+const LOG_FRAME_BYTES = MAX_AGENT_MESSAGE_BYTES / 4;
+/**
+ * Bytes the socket may hold unsent before log lines stop being handed to it: a coordinator slower than
+ * a chatty workload then leaves them in the bounded buffer, which drops the oldest and says so.
+ */
+const LOG_BACKLOG_BYTES = 16 * 1024 * 1024;
+/** Messages kept between a socket's opening and its welcome (sent after it, in order). */
+const MAX_EARLY_MESSAGES = 10_000;
+
 export class CoordinatorConnection {
   private ws: WebSocket | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
@@ -45,6 +57,11 @@ export class CoordinatorConnection {
   private trust: CacheTrust | null = null;
   private readonly pendingLogs: LogBuffer;
   private logFlush: NodeJS.Timeout | null = null;
+  /**
+   * Messages sent while the socket is open but not yet welcomed: the coordinator refuses anything
+   * before the hello (HELLO_FIRST), so they go once the welcome came.
+   */
+  private early: string[] = [];
   private readonly opts: AgentOptions;
   private readonly log: Logger;
 
@@ -135,7 +152,11 @@ export class CoordinatorConnection {
       );
     });
     ws.on('close', (code, reason) => {
-      if (this.ws === ws) this.ws = null;
+      if (this.ws === ws) {
+        this.ws = null;
+        // The next hello reports what runs then; log lines wait in their buffer.
+        this.early = [];
+      }
       if (this.heartbeat) clearInterval(this.heartbeat);
       this.heartbeat = null;
       if (this.pinger) clearInterval(this.pinger);
@@ -240,8 +261,17 @@ export class CoordinatorConnection {
     }
   }
 
+  /** Whether the socket is open and the coordinator welcomed this agent on it. */
+  private get joined(): boolean {
+    return this.ws !== null && this.ws === this.joinedWs && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** Sends a message once joined; between the socket's opening and the welcome it waits (see `early`). */
   send(msg: unknown): void {
-    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    const text = JSON.stringify(msg);
+    if (this.joined) this.ws.send(text);
+    else if (this.early.push(text) > MAX_EARLY_MESSAGES) this.early.shift();
   }
 
   /** Store changes, in messages of bounded size (the coordinator refuses longer lists). */
@@ -267,6 +297,10 @@ export class CoordinatorConnection {
       if (msg.node_secret) await this.saveNodeSecret(msg.node_secret);
       if (this.heartbeat) clearInterval(this.heartbeat);
       this.heartbeat = setInterval(() => this.send({ type: 'heartbeat' }), msg.heartbeat_interval_ms);
+      const early = this.early;
+      this.early = [];
+      for (const text of early) this.ws?.send(text);
+      this.flushLogs();
     }
     this.c.onMessage(msg);
   }
@@ -321,19 +355,25 @@ export class CoordinatorConnection {
   }
 
   queueLog(id: string, line: LogLine): void {
-    if (this.pendingLogs.push(id, line) >= 5000) this.flushLogs();
+    this.pendingLogs.push(id, line);
+    if (this.pendingLogs.size >= MAX_LOG_LINES_PER_MESSAGE || this.pendingLogs.bytes >= LOG_FRAME_BYTES)
+      this.flushLogs();
     if (!this.logFlush) this.logFlush = setTimeout(() => this.flushLogs(), 100);
   }
 
   flushLogs(): void {
     if (this.logFlush) clearTimeout(this.logFlush);
     this.logFlush = null;
-    // Away from the coordinator the lines wait in the bounded buffer (see log-buffer.ts) and go out on reconnect.
-    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    // Away from the coordinator (or before its welcome) the lines wait in the bounded buffer (see
+    // log-buffer.ts) and go out once joined.
+    if (!this.joined) return;
+    if (this.ws!.bufferedAmount > LOG_BACKLOG_BYTES) {
+      this.logFlush = setTimeout(() => this.flushLogs(), 100);
+      return;
+    }
     for (const [id, lines] of this.pendingLogs.drain()) {
-      for (let i = 0; i < lines.length; i += 5000) {
-        this.send({ type: 'logs', workload_id: id, lines: lines.slice(i, i + 5000) });
-      }
+      for (const frame of logFrames(lines, MAX_LOG_LINES_PER_MESSAGE, LOG_FRAME_BYTES))
+        this.send({ type: 'logs', workload_id: id, lines: frame });
     }
   }
 

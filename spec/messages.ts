@@ -19,6 +19,10 @@ export const MAX_RUNNING_PER_NODE = 5_000;
  * rest is cut, so an agent cannot make every workload list carry megabytes.
  */
 export const MAX_REASON_CHARS = 8 * 1024;
+/** The agent socket's largest message (its WebSocket maxPayload): a longer frame closes the socket (1009). */
+export const MAX_AGENT_MESSAGE_BYTES = 8 * 1024 * 1024;
+/** Most lines in one `logs` message. */
+export const MAX_LOG_LINES_PER_MESSAGE = 5_000;
 /** A log line is kept up to this many characters: the agent's line reader cuts longer ones into pieces of it. */
 export const MAX_LOG_LINE_CHARS = MAX_LINE_CHARS;
 /** Most named ports a status report may carry (a job names at most 64, its announcer's portmap a few more). */
@@ -155,7 +159,11 @@ export const LogLine = z.object({
 export type LogLine = z.infer<typeof LogLine>;
 
 export const AgentLogs = z
-  .object({ type: z.literal('logs'), workload_id: ReportedWorkloadId, lines: z.array(LogLine).max(10000) })
+  .object({
+    type: z.literal('logs'),
+    workload_id: ReportedWorkloadId,
+    lines: z.array(LogLine).max(MAX_LOG_LINES_PER_MESSAGE),
+  })
   .strict();
 
 /** A clean stop: the agent is stopping its workloads, so they can be replaced now, not after the TTL. */

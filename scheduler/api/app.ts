@@ -15,6 +15,7 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import type { Logger } from 'pino';
+import { MAX_AGENT_MESSAGE_BYTES } from '../../spec/messages.js';
 import type { Coordinator } from '../coordinator.js';
 import { MxcError } from '../errors.js';
 import { type Access, type Auth, allows, refusal, routeAccess } from './auth.js';
@@ -301,7 +302,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     done();
   });
 
-  await app.register(websocket, { options: { maxPayload: 8 * 1024 * 1024 } });
+  await app.register(websocket, { options: { maxPayload: MAX_AGENT_MESSAGE_BYTES } });
   documentWebSockets(app);
 
   await app.register(agentSocketRoutes, { coordinator: opts.coordinator, auth: opts.auth });

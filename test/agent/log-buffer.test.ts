@@ -1,7 +1,7 @@
 /** The agent's bounded buffer of log lines for the coordinator (issue 13.7): never above its bound. */
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { LogBuffer } from '../../agent/log-buffer.js';
+import { LogBuffer, lineBytes, logFrames } from '../../agent/log-buffer.js';
 import type { LogLine } from '../../spec/messages.js';
 
 const line = (n: number): LogLine => ({ process: 'p', stream: 'stdout', run: 1, ts: n, line: `line ${n}` });
@@ -42,6 +42,50 @@ describe('LogBuffer', () => {
             const dropped = notice ? Number(/^(\d+) /.exec(notice.line)![1]) : 0;
             expect(kept).toEqual(mine.slice(mine.length - kept.length));
             expect(kept.length + dropped).toBe(mine.length);
+          }
+        },
+      ),
+    );
+  });
+
+  test("also bounded by bytes: long lines drop the writer's oldest ones, and the drain says so", () => {
+    const long = (n: number): LogLine => ({ ...line(n), line: 'x'.repeat(10_000) });
+    const b = new LogBuffer(1000, 5 * lineBytes(long(0)));
+    b.push('quiet', line(0));
+    for (let i = 1; i <= 20; i++) b.push('chatty', long(i));
+    expect(b.bytes).toBeLessThanOrEqual(5 * lineBytes(long(0)));
+    const out = new Map(b.drain());
+    expect(out.get('quiet')!.map((l) => l.ts)).toEqual([0]);
+    const chatty = out.get('chatty')!;
+    expect(chatty[0]!.line).toMatch(/^16 log line\(s\) were not sent/);
+    expect(chatty.slice(1).map((l) => l.ts)).toEqual([17, 18, 19, 20]);
+    expect(b.bytes).toBe(0);
+  });
+});
+
+describe('logFrames', () => {
+  // Any UTF-16 text: control characters and lone surrogates are what JSON escapes longest.
+  const text = fc
+    .array(fc.integer({ min: 0, max: 0xffff }), { maxLength: 3000 })
+    .map((units) => String.fromCharCode(...units));
+  test('property: every frame within its line and byte limits as the JSON sent, the lines in order', () => {
+    fc.assert(
+      fc.property(
+        fc.array(text, { maxLength: 60 }),
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 1, max: 100_000 }),
+        (texts, maxLines, maxBytes) => {
+          const lines = texts.map((t, i): LogLine => ({ ...line(i), line: t }));
+          const frames = logFrames(lines, maxLines, maxBytes);
+          expect(frames.flat()).toEqual(lines);
+          for (const f of frames) {
+            expect(f.length).toBeGreaterThan(0);
+            expect(f.length).toBeLessThanOrEqual(maxLines);
+            // A single line larger than the limit still goes, alone.
+            if (f.length > 1) {
+              const sent = Buffer.byteLength(JSON.stringify({ type: 'logs', workload_id: 'w', lines: f }));
+              expect(sent).toBeLessThanOrEqual(maxBytes + 64);
+            }
           }
         },
       ),
