@@ -231,13 +231,15 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   // Callback hooks, not async ones: every request passes here (each narinfo GET of a substitution), and
   // an async hook costs a promise and its resolution per request.
   app.addHook('onRequest', (req, reply, done) => {
-    // A body where no route, or only a public one (all GETs), takes one is refused before it is read:
-    // sent a byte at a time it held the connection with no end, and enough of them, without any
-    // token, every connection the coordinator would take.
+    // A body where no route, only a public one, or a GET takes none is refused before it is read, token
+    // or not: sent a byte at a time it held the connection up to the request timeout, and enough of
+    // them, without any token, every connection the coordinator would take.
     const url = req.routeOptions.url;
+    const body =
+      req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
     if (
-      (url === undefined || req.routeOptions.config.access === 'public') &&
-      (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0)
+      body &&
+      (url === undefined || req.routeOptions.config.access === 'public' || SAFE_METHODS.has(req.method))
     ) {
       reply.header('connection', 'close');
       return done(
@@ -254,7 +256,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     if (!allows(principal, access)) {
       const cache = url.startsWith('/cache/') || url.startsWith('/api/cache/');
       // An unread upload body would otherwise be drained byte by byte before the socket is reused.
-      if (!SAFE_METHODS.has(req.method)) reply.header('connection', 'close');
+      if (body) reply.header('connection', 'close');
       return done(refusal(principal, access, cache));
     }
     if (

@@ -461,6 +461,21 @@ describe('API contract', () => {
     const getWithBody = await held('GET', '/healthz');
     expect(getWithBody.text).toMatch(/^HTTP\/1\.1 400 /);
     expect(getWithBody.text).toContain('BODY_NOT_ALLOWED');
+    // Without a token, on routes that need one (an attacker pass held 800 connections so, each up to
+    // the 30-minute request timeout, and locked every client out): refused at once, and closed.
+    for (const path of ['/api/nodes', '/cache/nix-cache-info', '/cache/nar/x.nar', '/api/agent/ws']) {
+      const r = await held('GET', path);
+      expect([path, r.text.slice(0, 12), r.text.includes('BODY_NOT_ALLOWED')]).toEqual([
+        path,
+        'HTTP/1.1 400',
+        true,
+      ]);
+      expect(r.ms).toBeLessThan(2000);
+    }
+    // A refused upload (no token) is closed too rather than read.
+    const upload = await held('POST', '/api/jobs');
+    expect(upload.text).toMatch(/^HTTP\/1\.1 401 /);
+    expect(upload.ms).toBeLessThan(2000);
 
     const auth = { authorization: 'Bearer contract-admin' };
     const job = (await c.api('POST', '/api/jobs', plainJob(), auth)).body.data.job.id;
