@@ -179,7 +179,7 @@ function recordKnownJob(
     if (!locked) {
       job = await jobs.insertJob(q, { id: randomUUID(), key, spec, specHash: hash });
     } else {
-      const { current_hash, ...row } = locked;
+      const { current_hash, latest_version, ...row } = locked;
       job = row;
       if (current_hash === hash && job.status === 'active') {
         return {
@@ -193,7 +193,7 @@ function recordKnownJob(
         };
       }
       previous = job.status === 'active' ? job.current_version : null;
-      version = job.current_version + 1;
+      version = Math.max(job.current_version, Number(latest_version)) + 1;
       await jobs.insertJobVersion(q, job.id, version, spec, hash);
       await jobs.setJobVersion(q, job.id, version);
       job = { ...job, current_version: version, status: 'active' };

@@ -42,9 +42,12 @@ export async function lockJob(q: Queryable, id: string): Promise<void> {
 export async function lockJobForSubmit(
   q: Queryable,
   key: string,
-): Promise<(JobRow & { current_hash: string | null }) | null> {
-  const rows = await q.query<JobRow & { current_hash: string | null }>(
-    `SELECT j.*, v.spec_hash AS current_hash FROM jobs j
+): Promise<(JobRow & { current_hash: string | null; latest_version: number }) | null> {
+  // The latest version, not the current one, numbers the next: a rollback makes an earlier one current.
+  const rows = await q.query<JobRow & { current_hash: string | null; latest_version: number }>(
+    `SELECT j.*, v.spec_hash AS current_hash,
+       (SELECT max(version) FROM job_versions WHERE job_id = j.id) AS latest_version
+     FROM jobs j
        LEFT JOIN job_versions v ON v.job_id = j.id AND v.version = j.current_version
      WHERE j.key = $1 FOR UPDATE OF j`,
     [key],

@@ -101,6 +101,19 @@ describe('rolling updates', () => {
       return x['v1:running'] === 3 ? x : null;
     });
     expect(v['v2:running']).toBeUndefined();
+
+    // The next submit is version 3 (version 2 is still in the history), and it rolls out. It was a 500
+    // (duplicate key) for every later submit, revert and resubmit after a stop: the job was stuck for good.
+    const v3 = await c.api('POST', '/api/jobs', job('fixed'));
+    expect([v3.status, v3.body.data?.version]).toEqual([201, 3]);
+    await eventually(async () => (await byVersion(jobId))['v3:running'] === 3, 20_000);
+    // `mxc jobs revert` submits an earlier version's spec again: a new version.
+    const versions = (await c.api('GET', `/api/jobs/${jobId}/versions`)).body.data as {
+      version: number;
+      spec: unknown;
+    }[];
+    const revert = await c.api('POST', '/api/jobs', versions.find((x) => x.version === 1)!.spec);
+    expect([revert.status, revert.body.data?.version]).toEqual([201, 4]);
   });
 
   it('mxc submit --wait follows a rolling update to its end; a cron job reports its schedule', async () => {
