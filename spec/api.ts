@@ -265,7 +265,13 @@ export const WorkloadListQuery = z.object({
 
 export const LogsQuery = z.object({
   process: z.string().optional(),
-  after: z.coerce.number().int().min(0).optional().describe('only lines with a larger id'),
+  after: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(Number.MAX_SAFE_INTEGER)
+    .optional()
+    .describe('only lines with a larger id'),
   limit: z.coerce.number().int().min(1).max(100000).optional(),
   follow: z.enum(['0', '1', 'true', 'false']).optional().describe('stream ndjson until the workload ends'),
 });
@@ -318,7 +324,13 @@ export const StorePathUse = ClosurePath.extend({
 });
 
 export const ClosureQuery = z.object({
-  version: z.coerce.number().int().min(1).optional().describe('a version number; the current one if absent'),
+  version: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(2 ** 31 - 1)
+    .optional()
+    .describe('a version number; the current one if absent'),
 });
 
 export const StorePathsQuery = z.object({
