@@ -117,12 +117,19 @@ export class Agent {
     switch (msg.type) {
       case 'welcome':
         this.nodeId = msg.node_id;
-        this.log.info({ node: msg.node_id }, 'joined coordinator');
+        this.log.info({ node: msg.node_id, coordinator: this.conn.current }, 'joined coordinator');
+        // Ends the coordinator may have missed (it was away when they came), after the hello that listed them.
+        this.workloads.reportEnded();
         this.connectedOnce?.();
         return;
       case 'start':
         if (this.workloads.has(msg.workload.id)) {
           this.workloads.report(msg.workload.id);
+          return;
+        }
+        // Ended here already (a start sent again after a reconnect): its end again, not a second run.
+        if (this.workloads.hasEnded(msg.workload.id)) {
+          this.workloads.reportEndOf(msg.workload.id);
           return;
         }
         void this.workloads.start(msg.workload).catch((err) => this.log.error({ err }, 'start failed'));

@@ -6,7 +6,13 @@ import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { closureOf } from '../lib/nix.js';
-import type { LogLine, WorkloadAssignment, WorkloadStatus } from '../spec/messages.js';
+import {
+  type AgentWorkloadStatus,
+  type LogLine,
+  MAX_RUNNING_PER_NODE,
+  type WorkloadAssignment,
+  type WorkloadStatus,
+} from '../spec/messages.js';
 import { removeWorkloadCgroup } from './cgroups.js';
 import type { CoordinatorConnection } from './connection.js';
 import { addIndirectRoots, prepareWorkloadRoot, removeWorkloadRoots } from './gc.js';
@@ -38,8 +44,18 @@ export interface WorkloadRunsOptions {
   gcIfLow: () => void;
 }
 
+/**
+ * How long an ended workload's last report is kept, and how many are: each hello lists them and each
+ * welcome sends them again, so an end the coordinator missed (it was away, or died before applying it)
+ * is not taken for a loss and run again. Sent again to a coordinator that has it, it changes nothing.
+ */
+const ENDED_KEPT_MS = 30 * 60_000;
+const MAX_ENDED_KEPT = 1000;
+
 export class WorkloadRuns {
   private readonly running = new Map<string, Running>();
+  /** The last report of workloads that ended here, oldest first (see ENDED_KEPT_MS). */
+  private readonly ended = new Map<string, { at: number; report: AgentWorkloadStatus }>();
   /**
    * Closure roots this agent realised (and Nix verified) since it started. Starting them again skips
    * nix: only the GC roots are added. Forgotten when the agent collects garbage.
@@ -97,13 +113,45 @@ export class WorkloadRuns {
     return this.running.has(id);
   }
 
+  /** Whether `id` ended here lately: a start for it is answered with its end, not run again. */
+  hasEnded(id: string): boolean {
+    this.pruneEnded();
+    return this.ended.has(id);
+  }
+
+  /** Sends the last report of every workload that ended lately again (after a welcome). */
+  reportEnded(): void {
+    this.pruneEnded();
+    for (const { report } of this.ended.values()) this.w.conn.send(report);
+  }
+
+  /** Sends one ended workload's last report again. */
+  reportEndOf(id: string): void {
+    const e = this.ended.get(id);
+    if (e) this.w.conn.send(e.report);
+  }
+
+  private pruneEnded(now = Date.now()): void {
+    for (const [id, e] of this.ended) {
+      if (now - e.at < ENDED_KEPT_MS && this.ended.size <= MAX_ENDED_KEPT) break;
+      this.ended.delete(id);
+    }
+  }
+
   ids(): IterableIterator<string> {
     return this.running.keys();
   }
 
-  /** What runs now, as the hello reports it. */
+  /** What runs now, and what ended lately (stopped or failed), as the hello reports it. */
   statuses(): { workload_id: string; status: WorkloadStatus }[] {
-    return [...this.running.entries()].map(([id, r]) => ({ workload_id: id, status: r.status }));
+    this.pruneEnded();
+    const out = [...this.running.entries()].map(([id, r]) => ({ workload_id: id, status: r.status }));
+    // Newest ends first when the hello has no room for all of them.
+    for (const [id, e] of [...this.ended].reverse()) {
+      if (out.length >= MAX_RUNNING_PER_NODE) break;
+      if (!this.running.has(id)) out.push({ workload_id: id, status: e.report.status });
+    }
+    return out;
   }
 
   report(id: string, reason?: string, processes?: TaskSnapshot['processes']): void {
@@ -111,8 +159,9 @@ export class WorkloadRuns {
     if (!r) return;
     // An ended workload's last lines (exit codes included) reach the coordinator before its end does, so
     // a follower that stops at the end has seen them all.
-    if (r.status === 'stopped' || r.status === 'failed') this.w.conn.flushLogs();
-    this.w.conn.send({
+    const ended = r.status === 'stopped' || r.status === 'failed';
+    if (ended) this.w.conn.flushLogs();
+    const report: AgentWorkloadStatus = {
       type: 'workload_status',
       workload_id: id,
       status: r.status,
@@ -121,7 +170,13 @@ export class WorkloadRuns {
       fetched: r.fetched,
       health: r.health,
       processes: processes?.map(({ pid: _pid, ...p }) => p),
-    });
+    };
+    this.w.conn.send(report);
+    if (ended) {
+      this.ended.delete(id);
+      this.ended.set(id, { at: Date.now(), report });
+      this.pruneEnded();
+    }
   }
 
   /** Whether every root was realised by this agent before and is still in its store. */

@@ -148,6 +148,7 @@ export const AgentWorkloadStatus = z
     processes: z.array(ProcessReport).max(1000).optional(),
   })
   .strict();
+export type AgentWorkloadStatus = z.input<typeof AgentWorkloadStatus>;
 
 export const LogLine = z.object({
   process: ReportedProcessName,

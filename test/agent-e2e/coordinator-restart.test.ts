@@ -2,7 +2,7 @@
  * The coordinator goes away and comes back on the same database: a real agent keeps its processes
  * running meanwhile, reconnects with backoff, reports what it runs, and nothing is rescheduled.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
@@ -80,4 +80,58 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
   const ws = (await c.api('GET', '/api/workloads')).body.data;
   expect(ws.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[id, 'running']]);
   expect(agent.runningIds()).toEqual([id]);
+});
+
+it('a task that ends while the coordinator is away is reported on reconnect: not lost, not run again', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mxc-coord-away-'));
+  const { url: databaseUrl, name } = await createPostgresDb();
+  cleanup.push(
+    () => rm(dir, { recursive: true, force: true }),
+    () => dropPostgresDb(name),
+  );
+  const dataDir = join(dir, 'coordinator');
+  let c: TestCoordinator = await startTestCoordinator('postgres', { dataDir, databaseUrl });
+  const port = Number(new URL(c.url).port);
+  const agent = new Agent({
+    coordinator: c.url,
+    name: 'batch',
+    stateDir: join(dir, 'agent'),
+    storeRoot: join(dir, 'store'),
+    logger: captureLogger('debug').logger,
+    gracePeriodMs: 500,
+  });
+  cleanup.push(() => agent.close());
+  await agent.start();
+  await agent.ready;
+
+  // A batch task that waits for the test's signal, then fails with code 3 (its end must be told as it was).
+  const go = join(dir, 'go');
+  const s = await buildScript('coord-away', `while [ ! -e ${go} ]; do sleep 0.05; done\necho done\nexit 3\n`);
+  await pushClosure({ coordinator: c.url, paths: [s.path] });
+  const sub = await c.coordinator.submitJob(scriptJob('batch', s.path));
+  const id = sub.workloads[0]!;
+  await eventually(async () => (await c.api('GET', `/api/workloads/${id}`)).body.data.status === 'running');
+
+  await c.coordinator.close();
+  await c.app.close();
+  await c.db.close();
+  await writeFile(go, '');
+  await eventually(async () => agent.runningIds().length === 0, 20_000, 'the task to end on the agent');
+
+  const coordinatorLog = captureLogger('debug');
+  c = await startTestCoordinator('postgres', { dataDir, databaseUrl, port, logger: coordinatorLog.logger });
+  cleanup.push(() => c.stop());
+  const ended = await eventually(
+    async () => {
+      const w = (await c.api('GET', `/api/workloads/${id}`)).body.data;
+      return w.status === 'failed' ? w : null;
+    },
+    20_000,
+    'the end to be reported on reconnect',
+  );
+  expect(JSON.stringify(ended)).toMatch(/process main failed/);
+  await c.coordinator.evaluate();
+  // One workload, failed as it did (max_task_failures 1): none lost, none run again.
+  const ws = (await c.api('GET', `/api/workloads?job=${sub.job.id}`)).body.data;
+  expect(ws.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[id, 'failed']]);
 });

@@ -61,9 +61,10 @@ export function reconcileHello(s: AgentSnapshot): AgentChanges {
   const reported = new Map(s.reported.map((r) => [r.workload_id, r.status]));
   const wantedIds = new Set(s.wanted.map((w) => w.id));
   const out: AgentChanges = { stop: [], start: [], report: [], lose: [] };
-  // Running on the agent but no longer wanted here: stop it.
-  for (const id of reported.keys()) {
-    if (!wantedIds.has(id)) out.stop.push({ workloadId: id, reason: NOT_WANTED });
+  // Running on the agent but no longer wanted here: stop it. (An agent also lists what ended lately,
+  // so that an end this coordinator missed is not taken for a loss; those need no stop.)
+  for (const [id, status] of reported) {
+    if (!wantedIds.has(id) && !isTerminal(status)) out.stop.push({ workloadId: id, reason: NOT_WANTED });
   }
   for (const w of s.wanted) {
     const st = reported.get(w.id);
