@@ -372,6 +372,8 @@ export class Coordinator {
     const job = await jobs.getJob(this.db, idOrKey);
     if (!job) throw errors.notFound('job', idOrKey);
     const stopped = await this.db.tx(async (q) => {
+      // After a restart or a run holding the job: what they created is stopped too.
+      await jobs.lockJob(q, job.id);
       await jobs.setJobStatus(q, job.id, 'stopped');
       await updates.cancelRolling(q, job.id, 'job stopped');
       await jobs.setNextRun(q, job.id, null);
@@ -380,6 +382,23 @@ export class Coordinator {
     this.announceStops(stopped);
     this.emit({ kind: 'job', id: job.id });
     return { job: { ...job, status: 'stopped' }, stopped: stopped.length };
+  }
+
+  /**
+   * Locks the job for the transaction and refuses (409) when it changed since `job` was read: stopped
+   * (JOB_STOPPED) or given another version (JOB_CHANGED) by a request that committed in between.
+   * Concurrent restarts and runs of one job then take turns, and none outlives a stop.
+   */
+  private async stillAsRead(q: Queryable, job: jobs.JobRow): Promise<void> {
+    const now = await jobs.lockJobState(q, job.id);
+    if (!now) throw errors.notFound('job', job.key);
+    if (now.status !== 'active')
+      throw errors.conflict('JOB_STOPPED', `job ${job.key} is stopped; submit it again to run it`);
+    if (now.current_version !== job.current_version)
+      throw errors.conflict(
+        'JOB_CHANGED',
+        `job ${job.key} moved to version ${now.current_version} meanwhile; look at it again (mxc jobs show ${job.key})`,
+      );
   }
 
   /**
@@ -399,6 +418,7 @@ export class Coordinator {
       );
     }
     const res = await this.db.tx(async (q) => {
+      await this.stillAsRead(q, job);
       const live = await wl.listWorkloads(q, { jobId: job.id, status: ['starting', 'running'], limit: 1 });
       if (spec.update_config && live.length > 0) {
         await startRollout(q, job.id, job.current_version, job.current_version, 'restart');
@@ -462,7 +482,7 @@ export class Coordinator {
     if (!spec.cron_schedule)
       throw errors.conflict('NOT_CRON', `job ${job.key} has no cron_schedule; it runs when submitted`);
     const res = await this.db.tx(async (q) => {
-      await jobs.lockJob(q, job.id);
+      await this.stillAsRead(q, job);
       const live = await wl.listWorkloads(q, {
         jobId: job.id,
         status: ['pending', 'starting', 'running'],

@@ -38,6 +38,21 @@ export async function lockJob(q: Queryable, id: string): Promise<void> {
   await q.query('SELECT id FROM jobs WHERE id = $1 FOR UPDATE', [id]);
 }
 
+/**
+ * Locks a job's row for the transaction and returns its status and current version as they are now,
+ * after any transaction that held the lock before (a stop, a submit, another restart) committed.
+ */
+export async function lockJobState(
+  q: Queryable,
+  id: string,
+): Promise<Pick<JobRow, 'status' | 'current_version'> | null> {
+  const rows = await q.query<Pick<JobRow, 'status' | 'current_version'>>(
+    'SELECT status, current_version FROM jobs WHERE id = $1 FOR UPDATE',
+    [id],
+  );
+  return rows[0] ?? null;
+}
+
 /** A job by key, locked for a submit, with the spec hash of its current version: one round trip. */
 export async function lockJobForSubmit(
   q: Queryable,
