@@ -1,5 +1,6 @@
 /** SQL for `jobs` (one row per job identity) and `job_versions` (every submitted spec). */
 import type { JobSpec } from '../../spec/job.js';
+import { errors } from '../errors.js';
 import type { ClosurePath } from './closures.js';
 import type { Queryable } from './db.js';
 import { type NewWorkload, WORKLOAD_INSERT_COLUMNS } from './workloads.js';
@@ -70,12 +71,26 @@ export async function lockJobForSubmit(
   return rows[0] ?? null;
 }
 
+/**
+ * A job by id, key or name: an id or a key (each names one job) wins over a name; a name that several
+ * jobs share (one per environment, say) names none of them: 409 AMBIGUOUS with their keys, never
+ * whichever the table returns first (a stop reached one environment's job, the next run another's).
+ */
 export async function getJob(q: Queryable, idOrKey: string): Promise<JobRow | null> {
   const rows = await q.query<JobRow>(
-    'SELECT * FROM jobs WHERE id = $1 OR key = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 2',
+    `SELECT * FROM jobs WHERE id = $1 OR key = $1 OR name = $1
+     ORDER BY (id = $1 OR key = $1) DESC, key LIMIT 6`,
     [idOrKey],
   );
-  return rows[0] ?? null;
+  const first = rows[0];
+  if (!first || rows.length === 1 || first.id === idOrKey || first.key === idOrKey) return first ?? null;
+  throw errors.conflict(
+    'AMBIGUOUS',
+    `${rows.length > 5 ? 'more than 5' : rows.length} jobs are named "${idOrKey}": ${rows
+      .slice(0, 5)
+      .map((r) => r.key)
+      .join(', ')}; name one by its key (cluster/role/environment/name) or id`,
+  );
 }
 
 /**

@@ -299,6 +299,29 @@ describe('API contract', () => {
     ctl.abort();
   });
 
+  it('a job name several jobs share names none of them: 409 AMBIGUOUS with their keys, nothing changed', async () => {
+    c = await startTestCoordinator('pglite');
+    for (const environment of ['devel', 'prod', 'staging'])
+      expect((await c.api('POST', '/api/jobs', plainJob({ name: 'cron', environment }))).status).toBe(201);
+    const only = (await c.api('POST', '/api/jobs', plainJob({ name: 'solo' }))).body.data.job;
+    for (const [method, path] of [
+      ['GET', '/api/jobs/cron'],
+      ['POST', '/api/jobs/cron/stop'],
+      ['POST', '/api/jobs/cron/restart'],
+    ] as const) {
+      const r = await c.api(method, path);
+      expect([path, r.status, r.body.error?.code]).toEqual([path, 409, 'AMBIGUOUS']);
+      expect(r.body.error.message).toContain(
+        'test/www/devel/cron, test/www/prod/cron, test/www/staging/cron',
+      );
+    }
+    const jobs = (await c.api('GET', '/api/jobs')).body.data as { key: string; status: string }[];
+    expect(jobs.filter((j) => j.status === 'stopped')).toEqual([]);
+    // A key or an id names one job; a name only one job has still names it.
+    expect((await c.api('GET', `/api/jobs/${encodeURIComponent('test/www/prod/cron')}`)).status).toBe(200);
+    expect((await c.api('GET', '/api/jobs/solo')).body.data.id).toBe(only.id);
+  });
+
   it('pages /api/nodes in name order: every node once, a bad cursor or page size refused', async () => {
     c = await startTestCoordinator('pglite');
     const capabilities = PLAIN_CAPABILITIES;
