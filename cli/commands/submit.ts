@@ -82,6 +82,7 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
     quiet: opts.json === true,
     since,
     rolling,
+    version: res.version,
   });
   if (opts.json)
     printJson({

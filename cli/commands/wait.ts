@@ -55,6 +55,11 @@ export interface WaitOptions {
   unplaceableMs?: number;
   /** Wait for a rolling update to end instead of for the workloads alone. */
   rolling?: boolean;
+  /**
+   * The version this submit made: when the job no longer runs it (rolled back, or replaced by another
+   * submit), the wait ends there, as a failure.
+   */
+  version?: number;
   pollMs?: number;
 }
 
@@ -118,7 +123,7 @@ class Progress {
   update(u: JobState['update']) {
     if (u && u.message !== this.updateMessage) {
       this.updateMessage = u.message;
-      if (!this.quiet) process.stderr.write(`rollout to version ${u.to_version}: ${u.message}\n`);
+      if (!this.quiet) process.stderr.write(`rolling update: ${u.message}\n`);
     }
   }
 }
@@ -136,6 +141,19 @@ export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOpt
   const pendingSince = new Map<string, number>();
   for (;;) {
     const job = await client.get(`/api/jobs/${encodeURIComponent(jobId)}`, apiJobs.JobDetail);
+    if (opts.version !== undefined && job.current_version !== opts.version) {
+      progress.update(job.update);
+      const why =
+        job.update && job.update.from_version === opts.version
+          ? job.update.message
+          : `the job moved to version ${job.current_version}`;
+      return {
+        ok: false,
+        reason: `version ${opts.version} is no longer the job's: ${why}`,
+        workloads: [],
+        update: job.update,
+      };
+    }
     const hasHealth = job.spec.health_check_config != null;
     const current = newestPerInstance(job);
     const all = job.workloads.filter((w) => w.job_version === job.current_version);

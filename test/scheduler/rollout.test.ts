@@ -118,7 +118,14 @@ describe('rolling updates', () => {
 
   it('mxc submit --wait follows a rolling update to its end; a cron job reports its schedule', async () => {
     c = await startTestCoordinator('postgres');
-    agents.push(await new ProtocolAgent({ url: c.url, name: 'n', cpu: 8 }).connect());
+    agents.push(
+      await new ProtocolAgent({
+        url: c.url,
+        name: 'n',
+        cpu: 8,
+        onStart: (m) => (m.workload.spec.task.processes[0]!.cmdline === 'broken' ? 'failed' : 'running'),
+      }).connect(),
+    );
     const env = { MXC_COORDINATOR: c.url };
     const submit = (spec: unknown) =>
       execa('node', [repoPath('bin', 'mxc.js'), 'submit', '--wait', '--no-push'], {
@@ -132,6 +139,12 @@ describe('rolling updates', () => {
     expect(v2.exitCode).toBe(0);
     expect(v2.stdout).toBe(
       'test/www/prod/rolling: rolling update to version 2 succeeded: all 3 instance(s) run version 2',
+    );
+    // An update that is rolled back fails the wait (it exited 0: the rollback's own update succeeded).
+    const v3 = await submit(job('broken'));
+    expect(v3.exitCode, v3.stderr).toBe(1);
+    expect(v3.stderr).toMatch(
+      /mxc: version 3 is no longer the job's: .*rolled back to version 2|version 3 is no longer the job's: rolling back to version 2/,
     );
     const cron = await submit(plainJob({ name: 'nightly', service: false, cron_schedule: '0 3 * * *' }));
     expect(cron.exitCode).toBe(0);
