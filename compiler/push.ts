@@ -49,11 +49,15 @@ export class PushError extends Error {
   constructor(
     readonly code: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; status?: number },
   ) {
     super(message, options);
     this.name = 'PushError';
+    this.status = options?.status;
   }
+
+  /** The HTTP status of the coordinator's refusal, when it refused. */
+  readonly status?: number;
 }
 
 /** The closure in the local store with each path's info; a root that is not there is the user's mistake, said plainly. */
@@ -275,8 +279,8 @@ async function askMissingSlice(
 
 function errorFrom(status: number, body: unknown, text: string, url: URL): PushError {
   const e = (body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
-  if (e && typeof e.code === 'string') return new PushError(e.code, String(e.message ?? e.code));
-  return new PushError('PUSH_HTTP_ERROR', `${url} answered ${status}: ${text.slice(0, 300)}`);
+  if (e && typeof e.code === 'string') return new PushError(e.code, String(e.message ?? e.code), { status });
+  return new PushError('PUSH_HTTP_ERROR', `${url} answered ${status}: ${text.slice(0, 300)}`, { status });
 }
 
 /** Where a NAR comes from: read in-process (default), or `nix-store --dump` piped in. */

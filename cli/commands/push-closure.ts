@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { PushError, type PushResult, pushClosure } from '../../compiler/push.js';
 import type { StartedCommand } from '../../lib/exec.js';
 import type { JobSpec } from '../../spec/job.js';
-import { ApiClient, type ClientOptions } from '../client.js';
+import { ApiClient, type ClientOptions, exitCodeOf } from '../client.js';
 import { CliError } from '../errors.js';
 import { MiB, printJson, progress } from '../output.js';
 
@@ -87,8 +87,8 @@ async function pushPaths(
     if (err instanceof PushError)
       throw new CliError(
         `could not upload the closure: ${err.message} [${err.code}]`,
-        err.code === 'PUSH_PATH_MISSING' ? 2 : 1,
-        undefined,
+        err.code === 'PUSH_PATH_MISSING' ? 2 : err.status !== undefined ? exitCodeOf(err.status) : 1,
+        err.code,
         { cause: err },
       );
     throw err;

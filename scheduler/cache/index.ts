@@ -22,6 +22,7 @@ import {
 } from '../../spec/cache.js';
 import type { S3Location } from '../../spec/s3-location.js';
 import { MxcError } from '../errors.js';
+import { isDatabaseUnavailable } from '../store/db.js';
 import { ingestBatch } from './batch.js';
 import { parseUploadClaim } from './claim.js';
 import { CacheError, sendCacheError } from './errors.js';
@@ -224,6 +225,9 @@ export async function cachePlugin(app: FastifyInstance, opts: CacheOptions): Pro
         .code(err.status)
         .send({ error: { code: err.code, message: err.message, details: err.details } });
     }
+    // A push's claims need the database: while it is unreachable, the coordinator's own handler (this
+    // one's parent) answers its retryable 503 DATABASE_UNAVAILABLE and logs the outage once in a while.
+    if (isDatabaseUnavailable(err)) throw err;
     const status = err.statusCode ?? 500;
     if (status >= 500) {
       req.log.error({ err }, 'internal error in the binary cache');

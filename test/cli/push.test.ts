@@ -59,9 +59,13 @@ afterAll(async () => {
 
 describe('mxc push', () => {
   test('a read token is refused and nothing is stored; no paths at all is a usage error', async () => {
+    // A permission refusal exits 3, as every other command's does; --json names the cache's code.
     const r = await mxc(['push', root], { env: env(tokens.viewer!) });
-    expect(r.exitCode, r.stderr).toBe(1);
-    expect(r.stderr).toMatch(/could not upload the closure: .*\[\w+\]/);
+    expect(r.exitCode, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/could not upload the closure: .*\[CACHE_FORBIDDEN\]/);
+    const j = await mxc(['push', '--json', root], { env: env(tokens.viewer!) });
+    expect(j.exitCode).toBe(3);
+    expect(JSON.parse(j.stdout || j.stderr).error.code).toBe('CACHE_FORBIDDEN');
     expect(await served()).toEqual([]);
     const none = await mxc(['push'], { env: env(tokens.ci!), input: '\n' });
     expect(none.exitCode).toBe(2);

@@ -3,9 +3,12 @@
 // the log says it once rather than once a request or tick, and once the database is back everything
 // works again without a restart.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pushClosure } from '../../compiler/push.js';
 import { REPEATED_FAILURE_LOG_MS } from '../../lib/failure-streak.js';
+import { nixBuild } from '../../lib/nix.js';
 import { ManualClock } from '../../scheduler/engine/clock.js';
 import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
+import { repoPath } from '../../scheduler/paths.js';
 import { openPostgres } from '../../scheduler/store/db.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { dropPostgresDb } from '../helpers/db.js';
@@ -19,7 +22,10 @@ let dbName = '';
 let proxiedUrl = '';
 const { logger, records } = captureLogger('info');
 
+let root = '';
+
 beforeAll(async () => {
+  [root] = (await nixBuild([repoPath('examples', 'hello_world')])) as [string];
   ({ proxy, url: proxiedUrl, dbName } = await proxiedPostgres());
   c = await startTestCoordinator('postgres', { databaseUrl: proxiedUrl, logger });
 });
@@ -44,10 +50,15 @@ describe('database outage', () => {
     expect((await health.json()).error.code).toBe('DATABASE_UNAVAILABLE');
     const submit = await c.api('POST', '/api/jobs', plainJob({ name: 'during' }));
     expect([submit.status, submit.body.error?.code]).toEqual([503, 'DATABASE_UNAVAILABLE']);
+    // A push's claims need the database too: the same retryable 503, not an internal error.
+    await expect(pushClosure({ coordinator: c.url, paths: [root] })).rejects.toMatchObject({
+      code: 'DATABASE_UNAVAILABLE',
+      status: 503,
+    });
     // Twelve refused requests, one line about them (and nothing logged as an internal error).
     const during = records.slice(since);
     expect(during.filter((r) => /database is unreachable/.test(r.msg))).toHaveLength(1);
-    expect(during.filter((r) => r.msg === 'internal error')).toEqual([]);
+    expect(during.filter((r) => /internal error/.test(r.msg))).toEqual([]);
 
     await proxy.restore();
     await eventually(async () => (await fetch(`${c.url}/healthz`)).status === 200, 15_000, 'healthz ok');
