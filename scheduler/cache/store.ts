@@ -385,10 +385,11 @@ export class CacheStore {
     );
   }
 
-  /** The full store path an upload names by its basename; CACHE_INVALID_PATH for anything else. */
+  /** The full store path an upload names by its basename or its full path; CACHE_INVALID_PATH for anything else. */
   storePathOf(basename: string): string {
+    // storeBasename takes `<hash>-<name>` with no slash in it, alone or after `/nix/store/`.
     const base = storeBasename(basename);
-    if (!base || basename.includes('/')) throw invalidPath(basename);
+    if (!base) throw invalidPath(basename);
     return `${STORE_DIR}/${base}`;
   }
 

@@ -69,7 +69,12 @@ describe('batch uploads', () => {
       [closure.lib, true],
       [closure.root, true],
     ]);
-    const again = await rawBatch(cache.url, body);
+    // A header may name its path in full, as the API says (it was refused: only basenames passed).
+    const again = await rawBatch(
+      cache.url,
+      batchBody([entries.busybox, copy(entries.lib, { path: closure.lib }), entries.root]),
+    );
+    expect(again.status).toBe(200);
     expect((again.json.data as { stored: { created: boolean }[] }).stored.map((s) => s.created)).toEqual([
       false,
       false,
