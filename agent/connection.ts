@@ -162,6 +162,7 @@ export class CoordinatorConnection {
       if (this.pinger) clearInterval(this.pinger);
       this.pinger = null;
       // This coordinator failed us: the next attempt goes to the next one on the list.
+      const coordinator = this.current;
       if (this.servers.length > 1) this.servers.push(this.servers.shift()!);
       if (code === 4401)
         this.log.error(
@@ -172,7 +173,7 @@ export class CoordinatorConnection {
           'the coordinator refused this node identity: another machine joined under this name, or the state directory (node-secret.json) was lost; an operator can remove the node (mxc nodes remove) to let it join again',
         );
       if (!this.closed) {
-        this.logDisconnect(code, reason.toString(), this.joinedWs === ws);
+        this.logDisconnect(coordinator, code, reason.toString(), this.joinedWs === ws);
         this.scheduleReconnect();
       }
     });
@@ -183,20 +184,20 @@ export class CoordinatorConnection {
    * A joined session's end is a warning; a failed attempt after it is one only once a minute (with how
    * long and how many attempts), the others debug.
    */
-  private logDisconnect(code: number, reason: string, joined: boolean) {
+  private logDisconnect(coordinator: string, code: number, reason: string, joined: boolean) {
     const now = performance.now();
     if (joined) this.unreachable.ended();
     if (!this.unreachable.failed(now)) {
-      this.log.debug({ code, reason, coordinator: this.current }, 'connecting to the coordinator failed');
+      this.log.debug({ code, reason, coordinator }, 'connecting to the coordinator failed');
     } else if (this.unreachable.count === 1) {
       this.log.warn(
-        { code, reason, coordinator: this.current },
+        { code, reason, coordinator, next: this.current },
         joined ? 'disconnected from coordinator; reconnecting' : 'cannot reach the coordinator; retrying',
       );
     } else {
       this.log.warn(
         {
-          coordinator: this.current,
+          coordinator,
           seconds: Math.round((now - this.unreachable.since) / 1000),
           attempts: this.unreachable.count,
         },
