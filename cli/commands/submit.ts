@@ -1,6 +1,7 @@
 /** `mxc submit [FILE]`: reads a job (store path, file or JSON; stdin by default), validates it, sends it, optionally waits. */
 import { JobInputError, readJobInput } from '../../compiler/job-input.js';
 import * as api from '../../spec/api.js';
+import * as apiJobs from '../../spec/api-jobs.js';
 import type { JobSpec } from '../../spec/job.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
@@ -68,7 +69,10 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
         `submitted ${res.job.key} version ${res.version}: ${res.workloads.length} workload(s)\n`,
       );
       for (const w of res.workloads) process.stdout.write(`  ${w}\n`);
-    } else process.stdout.write(`${res.job.key} is unchanged (version ${res.version}); nothing to do\n`);
+    } else
+      process.stdout.write(
+        `${res.job.key} is unchanged (version ${res.version}); ${await unchangedNote(client, res.job.id, spec)}\n`,
+      );
     return;
   }
   if (!opts.json)
@@ -104,4 +108,22 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
         );
   }
   if (!result.ok) throw new CliError(result.reason, 1);
+}
+
+/**
+ * What an unchanged submit says: nothing to do, unless instances of the service are not running (stopped
+ * by hand: a submit of the same spec does not start them again, a restart does).
+ */
+async function unchangedNote(client: ApiClient, jobId: string, spec: JobSpec): Promise<string> {
+  if (!spec.service) return 'nothing to do';
+  const job = await client.get(`/api/jobs/${encodeURIComponent(jobId)}`, apiJobs.JobDetail);
+  const live = new Set(
+    job.workloads
+      .filter(
+        (w) => w.job_version === job.current_version && ['pending', 'starting', 'running'].includes(w.status),
+      )
+      .map((w) => w.instance),
+  );
+  if (live.size >= job.spec.instances) return 'nothing to do';
+  return `but ${live.size} of its ${job.spec.instances} instance(s) run: \`mxc jobs restart ${job.key}\` starts them again`;
 }

@@ -113,4 +113,21 @@ describe('mxc submit --wait', () => {
     );
     expect(r.stderr).not.toMatch(/internal error/);
   });
+
+  it('an unchanged submit of a service whose instance was stopped by hand says how to start it again', async () => {
+    const job = await buildJob(dir, 'stopped-by-hand', 'sleep 600', 'service = true;');
+    expect((await mxc(['submit', job, '--wait', '--timeout', '60'], { env })).exitCode).toBe(0);
+    const list = JSON.parse((await mxc(['workloads', 'list', '--json'], { env })).stdout) as {
+      id: string;
+      job: string;
+      status: string;
+    }[];
+    const mine = list.find((w) => w.job.endsWith('/stopped-by-hand') && w.status === 'running')!;
+    expect((await mxc(['workloads', 'stop', mine.id], { env })).exitCode).toBe(0);
+    const again = await mxc(['submit', job], { env });
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(
+      /is unchanged \(version 1\); but 0 of its 1 instance\(s\) run: `mxc jobs restart devcluster\/www-data\/devel\/stopped-by-hand` starts them again/,
+    );
+  }, 60_000);
 });
