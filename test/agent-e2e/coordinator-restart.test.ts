@@ -5,6 +5,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import { afterAll, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
 import { pushClosure } from '../../compiler/push.js';
@@ -19,7 +20,11 @@ afterAll(async () => {
   for (const f of cleanup.reverse()) await f().catch(() => {});
 });
 
-it('keeps workloads running through a coordinator restart and reconciles on reconnect', async () => {
+/**
+ * A coordinator on a PostgreSQL database of its own and one real agent joined to it; `stopCoordinator`
+ * takes the coordinator away (the database stays), `restartCoordinator` brings one back on the same port.
+ */
+async function coordinatorWithAgent(agentName: string, agentLogger: Logger) {
   const dir = await mkdtemp(join(tmpdir(), 'mxc-coord-restart-'));
   const { url: databaseUrl, name } = await createPostgresDb();
   cleanup.push(
@@ -27,20 +32,41 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
     () => dropPostgresDb(name),
   );
   const dataDir = join(dir, 'coordinator');
-  const agentLog = captureLogger('debug');
-  let c: TestCoordinator = await startTestCoordinator('postgres', { dataDir, databaseUrl });
+  const c: TestCoordinator = await startTestCoordinator('postgres', { dataDir, databaseUrl });
   const port = Number(new URL(c.url).port);
   const agent = new Agent({
     coordinator: c.url,
-    name: 'steady',
+    name: agentName,
     stateDir: join(dir, 'agent'),
     storeRoot: join(dir, 'store'),
-    logger: agentLog.logger,
+    logger: agentLogger,
     gracePeriodMs: 500,
   });
   cleanup.push(() => agent.close());
   await agent.start();
   await agent.ready;
+  return {
+    dir,
+    c,
+    agent,
+    async stopCoordinator() {
+      await c.coordinator.close();
+      await c.app.close();
+      await c.db.close();
+    },
+    async restartCoordinator(logger: Logger) {
+      const again = await startTestCoordinator('postgres', { dataDir, databaseUrl, port, logger });
+      cleanup.push(() => again.stop());
+      return again;
+    },
+  };
+}
+
+it('keeps workloads running through a coordinator restart and reconciles on reconnect', async () => {
+  const agentLog = captureLogger('debug');
+  const setup = await coordinatorWithAgent('steady', agentLog.logger);
+  const { agent } = setup;
+  let c = setup.c;
 
   const s = await buildScript('coord-restart', 'echo up\nexec sleep 1000\n');
   await pushClosure({ coordinator: c.url, paths: [s.path] });
@@ -49,9 +75,7 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
   await eventually(async () => (await c.api('GET', `/api/workloads/${id}`)).body.data.status === 'running');
 
   // The coordinator goes away; the process does not, through the agent's failed attempts to reconnect.
-  await c.coordinator.close();
-  await c.app.close();
-  await c.db.close();
+  await setup.stopCoordinator();
   const since = agentLog.records.length;
   const failedAttempts = () =>
     agentLog.records.slice(since).filter((r) => r.msg === 'coordinator connection error').length;
@@ -67,8 +91,7 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
 
   // Its log from the start: the agent may reconnect before anything could subscribe to its events.
   const coordinatorLog = captureLogger('debug');
-  c = await startTestCoordinator('postgres', { dataDir, databaseUrl, port, logger: coordinatorLog.logger });
-  cleanup.push(() => c.stop());
+  c = await setup.restartCoordinator(coordinatorLog.logger);
   // Settled means: the agent's hello was reconciled (every stop, start and loss it decides is sent and
   // written by then) and a scheduling pass ran after that (a replacement would have been placed).
   await eventually(
@@ -83,26 +106,9 @@ it('keeps workloads running through a coordinator restart and reconciles on reco
 });
 
 it('a task that ends while the coordinator is away is reported on reconnect: not lost, not run again', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'mxc-coord-away-'));
-  const { url: databaseUrl, name } = await createPostgresDb();
-  cleanup.push(
-    () => rm(dir, { recursive: true, force: true }),
-    () => dropPostgresDb(name),
-  );
-  const dataDir = join(dir, 'coordinator');
-  let c: TestCoordinator = await startTestCoordinator('postgres', { dataDir, databaseUrl });
-  const port = Number(new URL(c.url).port);
-  const agent = new Agent({
-    coordinator: c.url,
-    name: 'batch',
-    stateDir: join(dir, 'agent'),
-    storeRoot: join(dir, 'store'),
-    logger: captureLogger('debug').logger,
-    gracePeriodMs: 500,
-  });
-  cleanup.push(() => agent.close());
-  await agent.start();
-  await agent.ready;
+  const setup = await coordinatorWithAgent('batch', captureLogger('debug').logger);
+  const { dir, agent } = setup;
+  let c = setup.c;
 
   // A batch task that waits for the test's signal, then fails with code 3 (its end must be told as it was).
   const go = join(dir, 'go');
@@ -112,15 +118,11 @@ it('a task that ends while the coordinator is away is reported on reconnect: not
   const id = sub.workloads[0]!;
   await eventually(async () => (await c.api('GET', `/api/workloads/${id}`)).body.data.status === 'running');
 
-  await c.coordinator.close();
-  await c.app.close();
-  await c.db.close();
+  await setup.stopCoordinator();
   await writeFile(go, '');
   await eventually(async () => agent.runningIds().length === 0, 20_000, 'the task to end on the agent');
 
-  const coordinatorLog = captureLogger('debug');
-  c = await startTestCoordinator('postgres', { dataDir, databaseUrl, port, logger: coordinatorLog.logger });
-  cleanup.push(() => c.stop());
+  c = await setup.restartCoordinator(captureLogger('debug').logger);
   const ended = await eventually(
     async () => {
       const w = (await c.api('GET', `/api/workloads/${id}`)).body.data;
