@@ -15,6 +15,11 @@ export interface LogStoreOptions {
   maxFiles?: number;
   /** Appended lines reach the disk at most this long after `append` (default 200 ms). */
   flushIntervalMs?: number;
+  /**
+   * Bytes of lines waiting for the disk (queued and being written) past which new lines are dropped,
+   * and counted in a line written once there is room again (default 16 MiB).
+   */
+  maxBacklogBytes?: number;
 }
 
 export interface LogQuery {
@@ -39,6 +44,11 @@ export class WorkloadLogStore {
   private readonly flushMs: number;
   private pending: string[] = [];
   private pendingBytes = 0;
+  private readonly maxBacklog: number;
+  /** Bytes appended and not yet on disk: pending, and in batches being written. */
+  private backlog = 0;
+  /** Lines dropped since the last one kept, for lack of room in the backlog. */
+  private dropped = 0;
   private timer: NodeJS.Timeout | null = null;
   /** Writes are serialised through this chain. */
   private writing: Promise<void> = Promise.resolve();
@@ -52,6 +62,7 @@ export class WorkloadLogStore {
     this.maxBytes = opts.maxBytesPerFile ?? 4 * 1024 * 1024;
     this.maxFiles = opts.maxFiles ?? 5;
     this.flushMs = opts.flushIntervalMs ?? 200;
+    this.maxBacklog = opts.maxBacklogBytes ?? 16 * 1024 * 1024;
     if (!Number.isFinite(this.maxBytes) || this.maxBytes < 1) {
       throw new Error(`maxBytesPerFile must be a positive number of bytes, got ${opts.maxBytesPerFile}`);
     }
@@ -61,13 +72,44 @@ export class WorkloadLogStore {
     // The directory is made with the first write, off the caller's path (a workload's start).
   }
 
-  /** Queues one line; it is written within flushIntervalMs, or on flush()/read()/close(). */
+  /**
+   * Queues one line; it is written within flushIntervalMs, or on flush()/read()/close(). While more than
+   * maxBacklogBytes wait for the disk (a process writing faster than the disk takes it: `yes`, `cat
+   * /dev/urandom`), lines are dropped and then counted in a line of their own: the agent's memory does
+   * not grow with the output (an attacker pass saw 3.3 GB in two minutes).
+   */
   append(line: LogLine): void {
     if (this.closed)
       throw new Error(`log store ${this.dir} is closed; lines cannot be appended after close()`);
     const text = `${JSON.stringify(line)}\n`;
+    const bytes = Buffer.byteLength(text);
+    if (this.backlog + bytes > this.maxBacklog) {
+      this.dropped++;
+      this.timer ??= setTimeout(() => this.flush().catch(() => {}), this.flushMs);
+      return;
+    }
+    this.noteDropped(line.ts);
+    this.queue(text, bytes);
+  }
+
+  /** Queues the line that counts the lines dropped since the last one kept, if any were. */
+  private noteDropped(ts: number): void {
+    if (this.dropped === 0) return;
+    const notice = `${JSON.stringify({
+      process: 'mxc',
+      stream: 'system',
+      run: 0,
+      ts,
+      line: `${this.dropped} line(s) of output were not kept: the workload wrote them faster than the disk took them`,
+    } satisfies LogLine)}\n`;
+    this.dropped = 0;
+    this.queue(notice, Buffer.byteLength(notice));
+  }
+
+  private queue(text: string, bytes: number): void {
     this.pending.push(text);
-    this.pendingBytes += Buffer.byteLength(text);
+    this.pendingBytes += bytes;
+    this.backlog += bytes;
     // Background flushes swallow errors: flush() already reported them as a warning.
     if (this.pendingBytes >= FLUSH_BYTES) this.flush().catch(() => {});
     else this.timer ??= setTimeout(() => this.flush().catch(() => {}), this.flushMs);
@@ -77,11 +119,17 @@ export class WorkloadLogStore {
   flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.noteDropped(Date.now());
     const lines = this.pending;
+    const bytes = this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
     if (lines.length === 0) return this.writing;
-    const attempt = this.writing.then(() => this.write(lines));
+    const attempt = this.writing
+      .then(() => this.write(lines))
+      .finally(() => {
+        this.backlog -= bytes;
+      });
     // One failed batch must not wedge the chain for the ones after it.
     this.writing = attempt.catch((err: unknown) => {
       process.emitWarning(`log store ${this.dir}: ${lines.length} log lines lost: ${String(err)}`);

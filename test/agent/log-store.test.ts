@@ -36,6 +36,27 @@ describe('WorkloadLogStore', () => {
     await store.close();
   });
 
+  test('output faster than the disk: lines past the backlog bound are dropped and counted, not held', async () => {
+    const store = new WorkloadLogStore(tempDir('logs'), {
+      maxBacklogBytes: 64 * 1024,
+      maxBytesPerFile: 1 << 30,
+    });
+    // 20,000 lines in one turn of the event loop (~1.6 MB): nothing reaches the disk meanwhile.
+    for (let i = 0; i < 20_000; i++) store.append(line(i));
+    store.append(line(20_000));
+    await store.close();
+    const got = await new WorkloadLogStore(store.dir).read();
+    const kept = got.filter((l) => l.stream === 'stdout');
+    const notices = got.filter((l) => l.stream === 'system');
+    // Held at most the bound: ~800 lines of ~80 bytes; the rest counted.
+    expect(kept.length).toBeLessThan(1000);
+    expect(notices).toHaveLength(1);
+    const dropped = Number(/^(\d+) line\(s\) of output were not kept/.exec(notices[0]!.line)![1]);
+    expect(kept.length + dropped).toBe(20_001);
+    // The first lines are kept in order; the counting line comes where the dropping ended.
+    expect(kept.slice(0, 3).map((l) => l.ts)).toEqual([1000, 1001, 1002]);
+  });
+
   test('rotates by size and drops the oldest file beyond maxFiles', async () => {
     const dir = tempDir('logs');
     const bytesPerLine = Buffer.byteLength(`${JSON.stringify(line(10))}\n`);
