@@ -356,7 +356,12 @@ export class CoordinatorConnection {
   }
 
   queueLog(id: string, line: LogLine): void {
-    this.pendingLogs.push(id, line);
+    // The coordinator takes no NUL byte (a frame holding one is refused whole): binary output (`cat
+    // /dev/urandom`) lost every line of its frames. Lines are decoded from UTF-8, so no lone surrogate.
+    this.pendingLogs.push(
+      id,
+      line.line.includes('\0') ? { ...line, line: line.line.replaceAll('\0', '\uFFFD') } : line,
+    );
     if (this.pendingLogs.size >= MAX_LOG_LINES_PER_MESSAGE || this.pendingLogs.bytes >= LOG_FRAME_BYTES)
       this.flushLogs();
     if (!this.logFlush) this.logFlush = setTimeout(() => this.flushLogs(), 100);

@@ -100,7 +100,7 @@ export class LogBuffer {
           run: 0,
           ts: lines[0]?.ts ?? now,
           line:
-            `${lost} log line(s) were not sent while the coordinator was unreachable (the agent keeps at most ` +
+            `${lost} log line(s) were not sent: the coordinator was unreachable or took them slower than they came (the agent keeps at most ` +
             `${this.maxLines} lines and ${this.maxBytes >> 20} MiB for it); the agent's own log of this workload has them`,
         });
       }

@@ -54,3 +54,23 @@ it('a burst of long lines arrives whole, in frames the coordinator takes, and th
   for (const id of [other, chatty])
     expect((await call('GET', `/api/workloads/${id}`)).body.data.status).toBe('running');
 }, 120_000);
+
+it('a line holding NUL bytes (binary output) arrives with them replaced, not its whole frame refused', async () => {
+  const id = (await call('POST', '/api/workloads', { command: 'sleep 300', cpu: 0.1, memory_mb: 16 })).body
+    .data.id as string;
+  await running(id);
+  const conn = (agent as unknown as { conn: { queueLog(id: string, l: LogLine): void } }).conn;
+  const base = { process: 'p', stream: 'stdout', run: 1, ts: Date.now() } as const;
+  conn.queueLog(id, { ...base, line: 'before' });
+  conn.queueLog(id, { ...base, line: 'bin\u0000ary' });
+  conn.queueLog(id, { ...base, line: 'after' });
+  const lines = await eventually(
+    async () => {
+      const got = (await logLines(cluster.c, id)).filter((l) => l.stream === 'stdout').map((l) => l.line);
+      return got.length >= 3 ? got : null;
+    },
+    20_000,
+    'the three lines',
+  );
+  expect(lines).toEqual(['before', 'bin\uFFFDary', 'after']);
+});
