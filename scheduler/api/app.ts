@@ -228,6 +228,15 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     }
   });
   app.decorateRequest('principal', null);
+  /**
+   * A refused request's connection ends with its answer: its body is never read (sent a byte at a
+   * time it held the connection), and an upgrade's socket, which the HTTP parser no longer owns, is
+   * destroyed once the answer is written (a refused upgrade otherwise stayed open for minutes).
+   */
+  const endWithAnswer = (req: FastifyRequest, reply: FastifyReply) => {
+    reply.header('connection', 'close');
+    if (req.headers.upgrade) reply.raw.once('finish', () => req.raw.socket?.destroy());
+  };
   // Callback hooks, not async ones: every request passes here (each narinfo GET of a substitution), and
   // an async hook costs a promise and its resolution per request.
   app.addHook('onRequest', (req, reply, done) => {
@@ -241,7 +250,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       body &&
       (url === undefined || req.routeOptions.config.access === 'public' || SAFE_METHODS.has(req.method))
     ) {
-      reply.header('connection', 'close');
+      endWithAnswer(req, reply);
       return done(
         url === undefined
           ? new MxcError('NOT_FOUND', 404, `no route ${req.method} ${req.url.split('?')[0]}`)
@@ -255,8 +264,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     req.principal = principal;
     if (!allows(principal, access)) {
       const cache = url.startsWith('/cache/') || url.startsWith('/api/cache/');
-      // An unread upload body would otherwise be drained byte by byte before the socket is reused.
-      if (body) reply.header('connection', 'close');
+      endWithAnswer(req, reply);
       return done(refusal(principal, access, cache));
     }
     if (
@@ -264,10 +272,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       principal?.kind === 'anonymous' &&
       !hostServesOpenApi(req.headers.host, openHosts)
     ) {
-      // A refused upgrade (the agent socket) keeps its connection unless ended here: the websocket
-      // plugin's own hook, which ends it after an answer, comes after this one.
-      reply.header('connection', 'close');
-      if (req.headers.upgrade) reply.raw.once('finish', () => req.raw.socket?.destroy());
+      endWithAnswer(req, reply);
       return done(
         new MxcError(
           'HOST_NOT_ALLOWED',
@@ -277,6 +282,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       );
     }
     if (access !== 'public' && crossSite(req)) {
+      endWithAnswer(req, reply);
       return done(
         new MxcError(
           'CROSS_SITE',

@@ -499,6 +499,40 @@ describe('API contract', () => {
     const upload = await held('POST', '/api/jobs');
     expect(upload.text).toMatch(/^HTTP\/1\.1 401 /);
     expect(upload.ms).toBeLessThan(2000);
+    // Refused upgrades end with their answer, and so does any refused request (a second attacker pass:
+    // an upgrade with a body, or to a route that needs a token, stayed open for minutes; a refused
+    // agent socket whose peer never answered the close, 30 s).
+    const upgrade =
+      'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    const ended = (request: string) =>
+      new Promise<{ text: string; ms: number }>((resolve, reject) => {
+        const t0 = Date.now();
+        let text = '';
+        const s = connect(port, '127.0.0.1', () => s.write(request));
+        const give = setTimeout(() => {
+          s.destroy();
+          resolve({ text, ms: Date.now() - t0 });
+        }, 8000);
+        s.on('data', (d) => {
+          text += d.toString('latin1');
+        });
+        s.on('error', reject);
+        s.on('close', () => {
+          clearTimeout(give);
+          resolve({ text, ms: Date.now() - t0 });
+        });
+      });
+    for (const [request, status] of [
+      [`GET /api/agent/ws HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgrade}Content-Length: 100000\r\n\r\nx`, '400'],
+      [`GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgrade}\r\n`, '401'],
+      ['GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', '401'],
+      // Welcomed as a WebSocket, refused for its token, and never answering the close.
+      [`GET /api/agent/ws HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgrade}\r\n`, '101'],
+    ] as const) {
+      const r = await ended(request);
+      expect([request.split('\r\n')[0], r.text.slice(9, 12)]).toEqual([request.split('\r\n')[0], status]);
+      expect(r.ms).toBeLessThan(3000);
+    }
 
     const auth = { authorization: 'Bearer contract-admin' };
     const job = (await c.api('POST', '/api/jobs', plainJob(), auth)).body.data.job.id;

@@ -78,23 +78,29 @@ export async function agentSocketRoutes(
         sendText,
         close: (code = 1000, reason = '') => socket.close(code, reason),
       };
+      // A refused peer gets a second to answer the close before its socket is ended: one that never
+      // answers otherwise held it for the close handshake's 30 s.
+      const refuse = (code: number, reason: string) => {
+        socket.close(code, reason);
+        setTimeout(() => socket.terminate(), 1000).unref();
+      };
       if (!opts.auth.isAgent(req)) {
         session.send({
           type: 'error',
           code: 'UNAUTHORIZED',
           message: 'wrong or missing agent token: start the agent with --token (MXC_AGENT_TOKEN)',
         });
-        socket.close(4401, 'unauthorized');
+        refuse(4401, 'unauthorized');
         return;
       }
       // Revoking the token the agent joined with ends its session.
       const untrack = opts.auth.track(
         () => opts.auth.isAgent(req),
-        () => socket.close(4401, 'agent token revoked'),
+        () => refuse(4401, 'agent token revoked'),
       );
       let nodeId: string | null = null;
       const helloTimer = setTimeout(() => {
-        if (!nodeId) socket.close(4408, 'no hello within 10 s');
+        if (!nodeId) refuse(4408, 'no hello within 10 s');
       }, HELLO_TIMEOUT_MS);
       // Messages are handled one at a time, in order, per connection.
       let chain: Promise<void> = Promise.resolve();
@@ -174,7 +180,7 @@ export async function agentSocketRoutes(
                 if (err instanceof MxcError && err.status === 403) {
                   session.send({ type: 'error', code: err.code, message: err.message });
                   req.log.warn({ node: msg.name, code: err.code }, 'refused an agent hello');
-                  socket.close(4403, err.code);
+                  refuse(4403, err.code);
                   return;
                 }
                 throw err;
