@@ -240,7 +240,8 @@ export class ApiClient {
       const extra = e?.details?.missing ? `\n  ${e.details.missing.slice(0, 20).join('\n  ')}` : '';
       throw new CliError(
         e ? `${e.message} [${e.code}]${extra}` : `HTTP ${res.status}: ${text.slice(0, 200)}`,
-        exitCodeOf(res.status),
+        // A name several jobs share is a usage error, as an ambiguous prefix is.
+        e?.code === 'AMBIGUOUS' ? 2 : exitCodeOf(res.status),
         e?.code,
         { details: e?.details },
       );

@@ -60,8 +60,6 @@ export async function resolveId(client: ApiClient, kind: Kind, given: string): P
   try {
     return await exact[kind](client, given);
   } catch (err) {
-    // A name several jobs share: a usage error, as an ambiguous prefix is.
-    if (err instanceof CliError && err.code === 'AMBIGUOUS') throw new CliError(err.message, 2, 'AMBIGUOUS');
     if (!(err instanceof CliError) || err.code !== 'NOT_FOUND' || given === '') throw err;
     const hits = (await candidates(client, kind)).filter((x) => x.handles.some((h) => h.startsWith(given)));
     if (hits.length === 1) return hits[0]!.id;

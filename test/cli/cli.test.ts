@@ -334,6 +334,24 @@ describe('mxc CLI', () => {
       expect([quiet.exitCode, quiet.stdout, quiet.stderr]).toEqual([0, '', '']);
       expect((await mxc(['__complete', 'nodes'], env)).stdout).toBe('cli-node\ncli-node-2');
     });
+
+    it('a job name several jobs share is a usage error (exit 2) for every command, listing their keys', async () => {
+      for (const environment of ['devel', 'prod'])
+        expect((await c.api('POST', '/api/jobs', plainJob({ name: 'twin', environment }))).status).toBe(201);
+      for (const args of [
+        ['jobs', 'show', 'twin'],
+        ['jobs', 'stop', 'twin'],
+        ['workloads', 'list', '--job', 'twin'],
+      ]) {
+        const r = await mxc(args, env);
+        expect([args.join(' '), r.exitCode]).toEqual([args.join(' '), 2]);
+        expect(r.stderr).toMatch(
+          /2 jobs are named "twin": test\/www\/devel\/twin, test\/www\/prod\/twin.*\[AMBIGUOUS\]/,
+        );
+      }
+      for (const key of ['test/www/devel/twin', 'test/www/prod/twin'])
+        expect((await mxc(['jobs', 'stop', key], env)).exitCode).toBe(0);
+    });
   });
 });
 
