@@ -461,20 +461,28 @@ describe('API contract', () => {
   it('a body nobody takes is refused before it is read, and forged cursors are a coded 400', async () => {
     c = await startTestCoordinator('pglite', { tokens: { api: 'contract-admin' } });
     const port = Number(new URL(c.url).port);
-    // Headers that announce a large body, then nothing: answered at once and closed, token or not.
-    const held = (method: string, path: string) =>
+    /** Sends `request` raw and reads the answer until the server closes the connection (or 8 s pass). */
+    const ended = (request: string) =>
       new Promise<{ text: string; ms: number }>((resolve, reject) => {
         const t0 = Date.now();
         let text = '';
-        const s = connect(port, '127.0.0.1', () =>
-          s.write(`${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000000\r\n\r\nx`),
-        );
+        const s = connect(port, '127.0.0.1', () => s.write(request));
+        const give = setTimeout(() => {
+          s.destroy();
+          resolve({ text, ms: Date.now() - t0 });
+        }, 8000);
         s.on('data', (d) => {
-          text += d;
+          text += d.toString('latin1');
         });
         s.on('error', reject);
-        s.on('close', () => resolve({ text, ms: Date.now() - t0 }));
+        s.on('close', () => {
+          clearTimeout(give);
+          resolve({ text, ms: Date.now() - t0 });
+        });
       });
+    // Headers that announce a large body, then nothing: answered at once and closed, token or not.
+    const held = (method: string, path: string) =>
+      ended(`${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000000\r\n\r\nx`);
     const unmatched = await held('POST', '/nope');
     expect(unmatched.text).toMatch(/^HTTP\/1\.1 404 /);
     expect(unmatched.ms).toBeLessThan(2000);
@@ -504,24 +512,6 @@ describe('API contract', () => {
     // agent socket whose peer never answered the close, 30 s).
     const upgrade =
       'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
-    const ended = (request: string) =>
-      new Promise<{ text: string; ms: number }>((resolve, reject) => {
-        const t0 = Date.now();
-        let text = '';
-        const s = connect(port, '127.0.0.1', () => s.write(request));
-        const give = setTimeout(() => {
-          s.destroy();
-          resolve({ text, ms: Date.now() - t0 });
-        }, 8000);
-        s.on('data', (d) => {
-          text += d.toString('latin1');
-        });
-        s.on('error', reject);
-        s.on('close', () => {
-          clearTimeout(give);
-          resolve({ text, ms: Date.now() - t0 });
-        });
-      });
     for (const [request, status] of [
       [`GET /api/agent/ws HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgrade}Content-Length: 100000\r\n\r\nx`, '400'],
       [`GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgrade}\r\n`, '401'],
