@@ -101,7 +101,7 @@ export class LogBuffer {
           ts: lines[0]?.ts ?? now,
           line:
             `${lost} log line(s) were not sent: the coordinator was unreachable or took them slower than they came (the agent keeps at most ` +
-            `${this.maxLines} lines and ${this.maxBytes >> 20} MiB for it); the agent's own log of this workload has them`,
+            `${this.maxLines} lines and ${this.maxBytes >> 20} MiB for it); the agent's own log of this workload (its last 20 MiB, on the agent) may still have them`,
         });
       }
       out.push([id, lines]);
