@@ -322,6 +322,27 @@ describe('API contract', () => {
     expect((await c.api('GET', '/api/jobs/solo')).body.data.id).toBe(only.id);
   });
 
+  /** Every page of a paged GET (`path` holds its query), following next_cursor; `eachPage` checks each. */
+  async function everyPage<T extends ZodType>(
+    path: string,
+    item: T,
+    eachPage: (data: z.infer<T>[]) => void,
+  ): Promise<{ items: z.infer<T>[]; pages: number }> {
+    const items: z.infer<T>[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const r = await c.api('GET', `${path}${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(r.status).toBe(200);
+      const p = api.page(item).parse(r.body);
+      eachPage(p.data);
+      items.push(...p.data);
+      cursor = p.next_cursor;
+      pages++;
+    } while (cursor);
+    return { items, pages };
+  }
+
   it('pages /api/nodes in name order: every node once, a bad cursor or page size refused', async () => {
     c = await startTestCoordinator('pglite');
     const capabilities = PLAIN_CAPABILITIES;
@@ -334,18 +355,10 @@ describe('API contract', () => {
         capabilities,
         version: 'test',
       });
-    const seen: string[] = [];
-    let cursor: string | null = null;
-    let pages = 0;
-    do {
-      const r = await c.api('GET', `/api/nodes?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
-      expect(r.status).toBe(200);
-      const p = api.page(api.Node).parse(r.body);
-      expect(p.data.length).toBeLessThanOrEqual(3);
-      seen.push(...p.data.map((n) => n.name));
-      cursor = p.next_cursor;
-      pages++;
-    } while (cursor);
+    const { items, pages } = await everyPage('/api/nodes?limit=3', api.Node, (data) =>
+      expect(data.length).toBeLessThanOrEqual(3),
+    );
+    const seen = items.map((n) => n.name);
     expect(pages).toBe(3);
     expect(seen).toEqual([...names].sort());
     // Default page: all 7 (default size 100), no next page.
@@ -368,18 +381,10 @@ describe('API contract', () => {
       const r = await c.api('POST', '/api/jobs', job);
       expect(r.status, JSON.stringify(r.body.error)).toBe(201);
     }
-    const seen: string[] = [];
-    let cursor: string | null = null;
-    let pages = 0;
-    do {
-      const r = await c.api('GET', `/api/jobs?limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
-      expect(r.status).toBe(200);
-      const p = api.page(apiJobs.JobWithSpec).parse(r.body);
-      expect(Buffer.byteLength(JSON.stringify(p.data))).toBeLessThan(JOB_PAGE_BYTES + 2 * 1024 * 1024);
-      seen.push(...p.data.map((j) => j.name));
-      cursor = p.next_cursor;
-      pages++;
-    } while (cursor);
+    const { items, pages } = await everyPage('/api/jobs?limit=1000', apiJobs.JobWithSpec, (data) =>
+      expect(Buffer.byteLength(JSON.stringify(data))).toBeLessThan(JOB_PAGE_BYTES + 2 * 1024 * 1024),
+    );
+    const seen = items.map((j) => j.name);
     expect(seen).toEqual([...names].sort());
     expect(pages).toBeGreaterThanOrEqual(3);
     // A page size is honoured as well, and the CLI reads every page.
