@@ -373,7 +373,7 @@ export class Coordinator {
     if (!job) throw errors.notFound('job', idOrKey);
     const stopped = await this.db.tx(async (q) => {
       // After a restart or a run holding the job: what they created is stopped too.
-      await jobs.lockJob(q, job.id);
+      await jobs.lockJobState(q, job.id);
       await jobs.setJobStatus(q, job.id, 'stopped');
       await updates.cancelRolling(q, job.id, 'job stopped');
       await jobs.setNextRun(q, job.id, null);

@@ -34,11 +34,6 @@ export async function getJobByKey(q: Queryable, key: string): Promise<JobRow | n
   return rows[0] ?? null;
 }
 
-/** Locks a job's row for the transaction (a run started by hand against the cron launcher and submits). */
-export async function lockJob(q: Queryable, id: string): Promise<void> {
-  await q.query('SELECT id FROM jobs WHERE id = $1 FOR UPDATE', [id]);
-}
-
 /**
  * Locks a job's row for the transaction and returns its status and current version as they are now,
  * after any transaction that held the lock before (a stop, a submit, another restart) committed.
