@@ -53,36 +53,130 @@ export function exitCodeOf(status: number): number {
   return 1;
 }
 
+/** Errors that say a request never reached a coordinator: nothing was applied, any request may go elsewhere. */
+const NOT_SENT = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+]);
+
+/** A change waits this many times the answer timeout: it is never sent twice, so giving up costs more. */
+const CHANGE_TIMEOUT_FACTOR = 6;
+
+/** One coordinator did not answer in time; `sent` when the request reached it (it may still apply it). */
+class NoAnswer extends Error {
+  constructor(
+    readonly ms: number,
+    readonly sent: boolean,
+  ) {
+    super(`no answer within ${ms / 1000} s`);
+  }
+}
+
+/** Whether a failed attempt may be made again at the next coordinator. */
+function movesOn(err: unknown, method: string, sent: boolean): boolean {
+  if (method === 'GET' || method === 'HEAD') return true;
+  if (err instanceof NoAnswer) return !err.sent;
+  const code =
+    (err as { code?: string; cause?: { code?: string } }).code ??
+    (err as { cause?: { code?: string } }).cause?.code;
+  return !sent || (code !== undefined && NOT_SENT.has(code));
+}
+
 export class ApiClient {
-  readonly base: string;
+  /** Every coordinator of MXC_COORDINATOR, in order; requests go to the first that answers. */
+  readonly coordinators: readonly string[];
   readonly token?: string;
   readonly timeoutMs?: number;
+  /** How long a read waits for its answer (MXC_REQUEST_TIMEOUT); a change waits CHANGE_TIMEOUT_FACTOR times that. */
+  readonly answerMs: number;
   private early?: EarlyRequest;
+  /** The coordinator that answered last (where the next request goes first). */
+  private current = 0;
 
   constructor(opts: ClientOptions) {
     this.early = opts.early;
     const s = clientSettings(opts);
     this.timeoutMs = opts.timeoutMs;
-    this.base = s.MXC_COORDINATOR![0]!.replace(/\/+$/, '');
+    this.coordinators = s.MXC_COORDINATOR!.map((u) => u.replace(/\/+$/, ''));
     this.token = s.MXC_API_TOKEN;
+    this.answerMs = opts.timeoutMs ?? s.MXC_REQUEST_TIMEOUT! * 1000;
+  }
+
+  /** The coordinator requests go to: the first of the list until one did not answer. */
+  get base(): string {
+    return this.coordinators[this.current]!;
+  }
+
+  /**
+   * The first coordinator of the list that answers (one GET /healthz when there are several), for a
+   * request made elsewhere (`mxc push` streams its upload through compiler/push.ts).
+   */
+  async answering(): Promise<string> {
+    if (this.coordinators.length > 1) await this.send('GET', '/healthz');
+    return this.base;
   }
 
   headers(extra: Record<string, string> = {}): Record<string, string> {
     return { ...(this.token ? { authorization: `Bearer ${this.token}` } : {}), ...extra };
   }
 
+  private waitFor(method: string): number {
+    return method === 'GET' || method === 'HEAD' || this.timeoutMs !== undefined
+      ? this.answerMs
+      : this.answerMs * CHANGE_TIMEOUT_FACTOR;
+  }
+
+  /**
+   * Runs `attempt` against the current coordinator, then the next ones while a failure allows it
+   * (`movesOn`): a coordinator that refuses connections, or does not answer a read in time, is skipped.
+   * `attempt` reports through `sent` whether its request reached the coordinator.
+   */
+  private async failOver<T>(
+    method: string,
+    attempt: (base: string, ms: number, sent: { value: boolean }) => Promise<T>,
+  ): Promise<T> {
+    const failures: string[] = [];
+    const ms = this.waitFor(method);
+    for (let i = this.current; i < this.coordinators.length; i++) {
+      const sent = { value: false };
+      try {
+        const out = await attempt(this.coordinators[i]!, ms, sent);
+        this.current = i;
+        return out;
+      } catch (err) {
+        failures.push(`${this.coordinators[i]} (${reasonOf(err)})`);
+        if (i + 1 < this.coordinators.length && movesOn(err, method, sent.value)) continue;
+        this.current = i;
+        throw this.unreachable(err, method, failures);
+      }
+    }
+    throw new Error('unreachable: the coordinator list is never empty');
+  }
+
   /** The request as fetch's Response, for an answer read as a stream (followed logs). */
   async raw(method: string, path: string, body?: unknown): Promise<Response> {
-    try {
-      return await fetch(`${this.base}${path}`, {
-        method,
-        headers: this.headers(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        body: body !== undefined ? JSON.stringify(body) : undefined,
-        ...(this.timeoutMs ? { signal: AbortSignal.timeout(this.timeoutMs) } : {}),
-      });
-    } catch (err) {
-      throw this.unreachable(err);
-    }
+    return this.failOver(method, async (base, ms, sent) => {
+      const aborter = new AbortController();
+      const timer = setTimeout(() => aborter.abort(new NoAnswer(ms, true)), ms);
+      try {
+        return await fetch(`${base}${path}`, {
+          method,
+          headers: this.headers(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          body: body !== undefined ? JSON.stringify(body) : undefined,
+          signal: aborter.signal,
+        });
+      } catch (err) {
+        // fetch does not say whether its request went out: a refused connection says it did not.
+        sent.value = !NOT_SENT.has((err as { cause?: { code?: string } }).cause?.code ?? '');
+        throw aborter.signal.aborted ? aborter.signal.reason : err;
+      } finally {
+        clearTimeout(timer);
+      }
+    });
   }
 
   /**
@@ -91,45 +185,48 @@ export class ApiClient {
    * background compilation to end. `mxc jobs list` against a coordinator on this machine (chrt -f 1,
    * load ~13, medians of 15): 205 → 116 ms, `node -e 0` ~60.
    */
-  private async send(method: string, path: string, body?: unknown): Promise<HttpAnswer> {
+  private send(method: string, path: string, body?: unknown): Promise<HttpAnswer> {
+    return this.failOver(method, (base, ms, sent) => this.sendTo(base, ms, sent, method, path, body));
+  }
+
+  private async sendTo(
+    base: string,
+    ms: number,
+    sent: { value: boolean },
+    method: string,
+    path: string,
+    body: unknown,
+  ): Promise<HttpAnswer> {
     let payload = body !== undefined ? Buffer.from(JSON.stringify(body)) : undefined;
-    const signal = this.timeoutMs ? AbortSignal.timeout(this.timeoutMs) : undefined;
-    try {
-      let url = new URL(`${this.base}${path}`);
-      const origin = url.origin;
-      // Redirects are followed as fetch follows them (a coordinator behind a proxy that moves it, or
-      // sends http to https): 303, and 301/302 after a POST, turn into a GET without the body; the
-      // token goes only to the coordinator's own origin.
-      for (let hops = 0; ; hops++) {
-        const early = this.takeEarly(method, url, payload, signal);
-        const res = await (early ?? this.once(url, method, payload, url.origin === origin, signal));
-        const location = res.location;
-        if (!REDIRECTS.has(res.status) || location === undefined) return res;
-        if (hops === MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
-        url = new URL(location, url);
-        if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-          throw new Error(`a redirect to ${url.protocol} is not followed`);
-        }
-        if (res.status === 303 || ((res.status === 301 || res.status === 302) && method === 'POST')) {
-          if (method !== 'HEAD') method = 'GET';
-          payload = undefined;
-        }
+    let url = new URL(`${base}${path}`);
+    const origin = url.origin;
+    // Redirects are followed as fetch follows them (a coordinator behind a proxy that moves it, or
+    // sends http to https): 303, and 301/302 after a POST, turn into a GET without the body; the
+    // token goes only to the coordinator's own origin.
+    for (let hops = 0; ; hops++) {
+      const early = this.takeEarly(method, url, payload);
+      const res = await (early
+        ? withDeadline(early.answer, ms, early.abort)
+        : this.once(url, method, payload, url.origin === origin, ms, sent));
+      const location = res.location;
+      if (!REDIRECTS.has(res.status) || location === undefined) return res;
+      if (hops === MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
+      url = new URL(location, url);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+        throw new Error(`a redirect to ${url.protocol} is not followed`);
       }
-    } catch (err) {
-      throw this.unreachable(err);
+      if (res.status === 303 || ((res.status === 301 || res.status === 302) && method === 'POST')) {
+        if (method !== 'HEAD') method = 'GET';
+        payload = undefined;
+      }
     }
   }
 
   /**
    * The answer to the request bin/mxc.js sent early, when that request is exactly this one (method,
-   * URL, headers, no body, no timeout); otherwise that request is aborted. Once per client.
+   * URL, headers, no body); otherwise that request is aborted. Once per client.
    */
-  private takeEarly(
-    method: string,
-    url: URL,
-    payload: Buffer | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<HttpAnswer> | undefined {
+  private takeEarly(method: string, url: URL, payload: Buffer | undefined): EarlyRequest | undefined {
     const early = this.early;
     if (!early) return undefined;
     this.early = undefined;
@@ -138,39 +235,46 @@ export class ApiClient {
       early.method === method &&
       early.href === url.href &&
       payload === undefined &&
-      signal === undefined &&
       Object.keys(early.headers).length === Object.keys(headers).length &&
       Object.entries(headers).every(([k, v]) => early.headers[k] === v);
-    if (same) return early.answer;
+    if (same) return early;
     early.abort();
     return undefined;
   }
 
-  /** One request and its whole answer (and where a redirect points). */
+  /** One request and its whole answer (and where a redirect points), given up after `ms`. */
   private async once(
     url: URL,
     method: string,
     payload: Buffer | undefined,
     withToken: boolean,
-    signal: AbortSignal | undefined,
+    ms: number,
+    sent: { value: boolean },
   ): Promise<HttpAnswer> {
     const { request } = url.protocol === 'https:' ? await import('node:https') : http;
     const type: Record<string, string> = payload
       ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
       : {};
-    const req = request(url, {
-      method,
-      headers: withToken ? this.headers(type) : type,
-      ...(signal ? { signal } : {}),
+    const req = request(url, { method, headers: withToken ? this.headers(type) : type });
+    // The request reached the coordinator once its connection is up (a reused one already is).
+    const connected = url.protocol === 'https:' ? 'secureConnect' : 'connect';
+    req.once('socket', (socket) => {
+      if (!socket.connecting) sent.value = true;
+      else socket.once(connected, () => (sent.value = true));
     });
     const answer = answerOf(req);
     req.end(payload);
-    return answer;
+    return withDeadline(answer, ms, () => req.destroy(new NoAnswer(ms, sent.value)));
   }
 
-  private unreachable(err: unknown): CliError {
+  private unreachable(err: unknown, method: string, failures: string[]): CliError {
+    const sentChange = err instanceof NoAnswer && err.sent && method !== 'GET' && method !== 'HEAD';
+    const where =
+      failures.length === 1 ? `the coordinator at ${failures[0]}` : `any coordinator: ${failures.join(', ')}`;
     return new CliError(
-      `cannot reach the coordinator at ${this.base} (${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}); start one with \`mxc up\` or set --coordinator / MXC_COORDINATOR`,
+      sentChange
+        ? `the coordinator at ${failures.at(-1)} took the request but did not answer; it may still apply it: look (mxc jobs list, mxc workloads list…) before sending it again`
+        : `cannot reach ${where}; start one with \`mxc up\` or set --coordinator / MXC_COORDINATOR`,
       1,
       undefined,
       { cause: err },
@@ -265,4 +369,22 @@ export class ApiClient {
   delete<S extends z.ZodType>(path: string, schema: S) {
     return this.request('DELETE', path, schema);
   }
+}
+
+/** What went wrong with one attempt, short (the cause's message when fetch wrapped it). */
+function reasonOf(err: unknown): string {
+  const e = err as Error & { cause?: Error };
+  return e instanceof NoAnswer ? e.message : (e.cause?.message ?? e.message);
+}
+
+/** `answer`, or a NoAnswer after `ms` (then `giveUp` drops the request). */
+function withDeadline(answer: Promise<HttpAnswer>, ms: number, giveUp: () => void): Promise<HttpAnswer> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      giveUp();
+      reject(new NoAnswer(ms, true));
+    }, ms);
+  });
+  return Promise.race([answer, deadline]).finally(() => clearTimeout(timer));
 }

@@ -437,8 +437,16 @@ export const SETTINGS = [
     default: 'http://127.0.0.1:4000',
     value: 'http://127.0.0.1:4000',
     flag: '--coordinator',
-    doc: 'coordinator URL for the CLI and agents; agents take a comma-separated list (or one load-balancer URL) and fail over along it',
+    doc: 'coordinator URL for the CLI and agents; both take a comma-separated list (or one load-balancer URL) and fail over along it',
     schema: urlList,
+  },
+  {
+    env: 'MXC_REQUEST_TIMEOUT',
+    roles: ['client'],
+    default: '10',
+    value: '10',
+    doc: 'seconds the CLI waits for a coordinator to answer: a read not answered in time goes to the next coordinator of `MXC_COORDINATOR`; a change (POST, DELETE) waits 6 times as long and is never sent twice (it fails, saying the coordinator may still apply it)',
+    schema: number('a number of seconds > 0', 0, true),
   },
   {
     env: 'MXC_DNS_QUERY',

@@ -63,7 +63,7 @@ async function pushPaths(
 ): Promise<PushResult> {
   try {
     const r = await pushClosure({
-      coordinator: client.base,
+      coordinator: await client.answering(),
       token: client.token,
       paths,
       pathInfo: opts.pathInfo,

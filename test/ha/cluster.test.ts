@@ -10,8 +10,12 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { ApiClient } from '../../cli/client.js';
+import { CliError } from '../../cli/errors.js';
 import { pushClosure } from '../../compiler/push.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { buildScript } from '../agent/helpers.js';
@@ -367,4 +371,72 @@ describe('three coordinators on one database', () => {
     const narUrl = /^URL: (.+)$/m.exec(text)![1]!;
     expect((await fetch(`${b.url}/cache/${narUrl}`)).status).toBe(200);
   }, 60_000);
+
+  it('the CLI goes past a frozen or dead coordinator of MXC_COORDINATOR; a change it sent is never sent twice', async () => {
+    const [frozen, other] = procs as [Proc, Proc];
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const cli = (env: Record<string, string>, ...args: string[]) =>
+      execa(process.execPath, [repoPath('bin', 'mxc.js'), ...args], {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, MXC_REQUEST_TIMEOUT: '1', ...env },
+        extendEnv: false,
+        reject: false,
+        timeout: 30_000,
+      });
+    frozen.child.kill('SIGSTOP');
+    try {
+      // A read: the frozen one takes the connection (the kernel does) and never answers; the next does.
+      for (const args of [
+        ['cluster', 'status', '--json'],
+        ['--json', 'jobs', 'list'],
+      ]) {
+        const r = await cli({ MXC_COORDINATOR: `${dead},${frozen.url},${other.url}` }, ...args);
+        expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+        if (args[0] === 'cluster') expect(JSON.parse(r.stdout).coordinator).toBe(other.url);
+      }
+      // A change goes on past a refused connection (nothing was sent) …
+      const past = new ApiClient({ coordinator: `${dead},${other.url}`, timeoutMs: 1000 });
+      await past.post('/api/jobs', z.unknown(), plainJob({ name: 'failover-sent-once' }));
+      expect(past.base).toBe(other.url);
+      // … but not past a coordinator that took it without answering: it may still apply it.
+      const stuck = new ApiClient({ coordinator: `${frozen.url},${other.url}`, timeoutMs: 1000 });
+      const err = await stuck
+        .post('/api/jobs', z.unknown(), plainJob({ name: 'failover-frozen' }))
+        .catch((e: unknown) => e as CliError);
+      expect(err).toBeInstanceOf(CliError);
+      expect((err as CliError).message).toMatch(/took the request but did not answer; it may still apply it/);
+      expect(await jobNames(other)).not.toContain('failover-frozen');
+      // A push asks which coordinator answers, then streams its upload there.
+      const script = await buildScript('ha-failover-push', 'echo pushed past a frozen coordinator\n');
+      const push = await cli(
+        { MXC_COORDINATOR: `${frozen.url},${other.url}` },
+        'push',
+        '--json',
+        script.path,
+      );
+      expect(push.exitCode, push.stderr).toBe(0);
+      expect(JSON.parse(push.stdout).uploaded).toContain(script.path);
+      // Both coordinators dead or frozen: a read says which and why.
+      const none = await cli({ MXC_COORDINATOR: `${dead},${frozen.url}` }, 'jobs', 'list');
+      expect(none.exitCode).toBe(1);
+      expect(none.stderr).toContain(`cannot reach any coordinator: ${dead} (`);
+      expect(none.stderr).toContain(`${frozen.url} (no answer within 1 s)`);
+    } finally {
+      frozen.child.kill('SIGCONT');
+    }
+    // Woken, the frozen coordinator applies what it had taken: once, as the CLI said it might.
+    await eventually(
+      async () => (await jobNames(other)).includes('failover-frozen'),
+      10_000,
+      'the late submit',
+    );
+    expect((await jobNames(other)).filter((n) => n.startsWith('failover-')).sort()).toEqual([
+      'failover-frozen',
+      'failover-sent-once',
+    ]);
+  }, 60_000);
 });
+
+/** The names of every job, as one coordinator lists them. */
+async function jobNames(p: Proc): Promise<string[]> {
+  return ((await api(p, 'GET', '/api/jobs')).body.data as { name: string }[]).map((j) => j.name);
+}
