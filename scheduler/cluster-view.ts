@@ -142,6 +142,7 @@ function mayHaveMoreRoom(
   return (
     before.name !== after.name ||
     before.status !== after.status ||
+    before.connected !== after.connected ||
     before.cpu !== after.cpu ||
     before.memory_mb !== after.memory_mb ||
     before.disk_mb !== after.disk_mb ||
@@ -161,6 +162,7 @@ export function toNodeView(
     id: n.id,
     name: n.name,
     status: n.status,
+    connected: n.connected,
     cpu: n.cpu,
     memory_mb: n.memory_mb,
     disk_mb: n.disk_mb,

@@ -13,6 +13,8 @@ export interface NodeView {
   id: string;
   name: string;
   status: 'ready' | 'down' | 'draining';
+  /** False while its agent is known to have no socket to any coordinator (a node view without it is connected). */
+  connected?: boolean;
   cpu: number;
   memory_mb: number;
   disk_mb: number;
@@ -116,6 +118,7 @@ export interface Plan {
 export const REJECTION = {
   NODE_DOWN: 'node down',
   NODE_DRAINING: 'node draining',
+  NODE_DISCONNECTED: 'agent disconnected',
   CPU: 'insufficient cpu',
   MEMORY: 'insufficient memory',
   DISK: 'insufficient disk',
@@ -149,7 +152,13 @@ const free = (n: NodeView) => ({
 const EPS = 1e-9;
 
 export const NodeReadyChecker: Checker = ({ node }) =>
-  node.status === 'down' ? 'NODE_DOWN' : node.status === 'draining' ? 'NODE_DRAINING' : null;
+  node.status === 'down'
+    ? 'NODE_DOWN'
+    : node.status === 'draining'
+      ? 'NODE_DRAINING'
+      : node.connected === false
+        ? 'NODE_DISCONNECTED'
+        : null;
 export const IsolationChecker: Checker = ({ node, demand }) =>
   node.isolation.includes(demand.isolation) ? null : 'ISOLATION';
 export const CpuChecker: Checker = ({ node, demand }) =>

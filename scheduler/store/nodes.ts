@@ -6,6 +6,8 @@ export interface NodeRow {
   id: string;
   name: string;
   status: 'ready' | 'down' | 'draining';
+  /** Whether its agent holds a socket to a coordinator (migration 017); nothing is placed on it while not. */
+  connected: boolean;
   cpu: number;
   memory_mb: number;
   disk_mb: number;
@@ -26,6 +28,7 @@ export type SchedulingNodeRow = Pick<
   | 'id'
   | 'name'
   | 'status'
+  | 'connected'
   | 'cpu'
   | 'memory_mb'
   | 'disk_mb'
@@ -94,7 +97,7 @@ export async function nodesChangedSince(q: Queryable, watermark: string | null):
   // The columns the scheduler sees only: every pass reads each node its last apply changed, and the
   // row's three timestamps were most of the parsing (postgres-date, ~3 µs each).
   const rows = await q.query<SchedulingNodeRow & { watermark: string; total: number }>(
-    `SELECT s.watermark, s.total, n.id, n.name, n.status, n.cpu, n.memory_mb, n.disk_mb, n.capabilities,
+    `SELECT s.watermark, s.total, n.id, n.name, n.status, n.connected, n.cpu, n.memory_mb, n.disk_mb, n.capabilities,
             n.used_cpu, n.used_memory_mb, n.used_disk_mb FROM
        (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS watermark,
                (SELECT count(*)::int FROM nodes) AS total) s
@@ -227,19 +230,30 @@ export async function nodeLiveness(
   );
 }
 
-/** Records that `coordinatorId` now holds the node's socket; the new epoch fences the previous holder. */
+/**
+ * Records that `coordinatorId` now holds the node's socket (and that its agent is connected again); the
+ * new epoch fences the previous holder.
+ */
 export async function claimSession(q: Queryable, nodeId: string, coordinatorId: string): Promise<number> {
   const rows = await q.query<{ conn_epoch: number }>(
-    `INSERT INTO node_sessions (node_id, coordinator_id, conn_epoch) VALUES ($1, $2, 1)
-     ON CONFLICT (node_id) DO UPDATE SET coordinator_id = EXCLUDED.coordinator_id,
-       conn_epoch = node_sessions.conn_epoch + 1, connected_at = now()
-     RETURNING conn_epoch`,
+    `WITH claimed AS (
+       INSERT INTO node_sessions (node_id, coordinator_id, conn_epoch) VALUES ($1, $2, 1)
+       ON CONFLICT (node_id) DO UPDATE SET coordinator_id = EXCLUDED.coordinator_id,
+         conn_epoch = node_sessions.conn_epoch + 1, connected_at = now()
+       RETURNING conn_epoch
+     ), back AS (
+       UPDATE nodes SET connected = true WHERE id = $1 AND NOT connected
+     )
+     SELECT conn_epoch FROM claimed`,
     [nodeId, coordinatorId],
   );
   return rows[0]!.conn_epoch;
 }
 
-/** The socket closed: the claim is cleared unless a newer connection took it meanwhile. */
+/**
+ * The socket closed: the claim is cleared, and the node marked disconnected (nothing more is placed on
+ * it), unless a newer connection took it meanwhile.
+ */
 export async function releaseSession(
   q: Queryable,
   nodeId: string,
@@ -247,7 +261,12 @@ export async function releaseSession(
   epoch: number,
 ): Promise<void> {
   await q.query(
-    'UPDATE node_sessions SET coordinator_id = NULL WHERE node_id = $1 AND coordinator_id = $2 AND conn_epoch = $3',
+    `WITH released AS (
+       UPDATE node_sessions SET coordinator_id = NULL
+        WHERE node_id = $1 AND coordinator_id = $2 AND conn_epoch = $3
+       RETURNING node_id
+     )
+     UPDATE nodes SET connected = false FROM released WHERE nodes.id = released.node_id AND nodes.connected`,
     [nodeId, coordinatorId, epoch],
   );
 }

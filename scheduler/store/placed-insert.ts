@@ -51,7 +51,7 @@ export async function insertPlacedJob(q: Queryable, j: PlacedJobInsert): Promise
      ), locked AS (
        SELECT n.id, n.name, n.cpu, n.memory_mb, n.disk_mb, n.used_cpu, n.used_memory_mb, n.used_disk_mb
          FROM nodes n JOIN unnest($16::text[], $17::text[]) AS e(id, capabilities) ON e.id = n.id
-        WHERE n.status = 'ready' AND n.capabilities = e.capabilities::jsonb
+        WHERE n.status = 'ready' AND n.connected AND n.capabilities = e.capabilities::jsonb
         ORDER BY n.id FOR UPDATE OF n
      ), fit AS (
        SELECT w.i, l.name,

@@ -61,12 +61,12 @@ export async function applyStarts(
        SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::bigint[], $5::bigint[])
          WITH ORDINALITY AS p(id, node_id, cpu, memory_mb, disk_mb, i)
      ), locked AS (
-       SELECT id, name, status, cpu, memory_mb, disk_mb, used_cpu, used_memory_mb, used_disk_mb FROM nodes
+       SELECT id, name, status, connected, cpu, memory_mb, disk_mb, used_cpu, used_memory_mb, used_disk_mb FROM nodes
         WHERE id = ANY($2::text[]) ORDER BY id FOR UPDATE
      ), want AS (
        SELECT p.id, p.node_id, p.i, l.name,
               ${fitsLockedNodeSql('sum(p.cpu) OVER w', 'sum(p.memory_mb) OVER w', 'sum(p.disk_mb) OVER w')} AS fit
-         FROM p JOIN locked l ON l.id = p.node_id AND l.status = 'ready'
+         FROM p JOIN locked l ON l.id = p.node_id AND l.status = 'ready' AND l.connected
        WINDOW w AS (PARTITION BY p.node_id ORDER BY p.i)
      ), lockw AS (
        -- Carries the placement along, so the update joins one CTE to the table's key: joining two CTEs
