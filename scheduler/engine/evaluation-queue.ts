@@ -8,6 +8,7 @@
  * count, and once more when it runs again: not once a tick.
  */
 import { FailureStreak } from '../../lib/failure-streak.js';
+import { isDatabaseUnavailable } from '../store/db.js';
 import type { Clock, Timer } from './clock.js';
 
 /** Where a failed run is reported (a pino logger fits). */
@@ -22,7 +23,11 @@ export interface WorkKind {
   run: () => Promise<void>;
   /** Logged when a run fails, e.g. "scheduling pass failed". */
   failure: string;
-  /** Log level of a failure; `warn` for work whose next run repairs it. Default `error`. */
+  /**
+   * Log level of a failure; `warn` for work whose next run repairs it. Default `error`, but `warn` for
+   * any failure to reach the database: an outage (or a connection lost while this process was frozen) is
+   * the operator's condition, said once in a while, not a fault of the work.
+   */
   level?: 'error' | 'warn';
   /**
    * Retry a failed run by itself: after `firstMs`, doubling with each failure in a row up to `maxMs`
@@ -152,7 +157,7 @@ export class EvaluationQueue<K extends string> {
           const retryMs = work.retry && retryDelay(work.retry, failedRuns);
           if (logIt) {
             const streak = failedRuns > 1 ? { failedRuns } : {};
-            this.log[work.level ?? 'error'](
+            this.log[isDatabaseUnavailable(err) ? 'warn' : (work.level ?? 'error')](
               { err, work: kind, ...streak, ...(retryMs ? { retryMs } : {}) },
               work.failure,
             );

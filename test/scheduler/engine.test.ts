@@ -1,7 +1,9 @@
 /** The evaluation queue and the manual clock: coalescing, errors, close, wake-ups and periodic work, without sleeps. */
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { ManualClock, systemClock } from '../../scheduler/engine/clock.js';
 import { EvaluationQueue, type QueueLog } from '../../scheduler/engine/evaluation-queue.js';
+import { PG_ADMIN_URL } from '../helpers/db.js';
 
 /** A run that stays open until the test lets it finish. */
 function gate() {
@@ -142,6 +144,37 @@ describe('evaluation queue', () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ level: 'warn', msg: 'flaky work failed', work: 'flaky' });
     expect((lines[0]!.err as Error).message).toBe('boom');
+  });
+
+  it('logs a failure to reach the database as a warning, whatever the work’s level', async () => {
+    const { lines, log } = recordingLog();
+    // A real pg client used after its connection ended, as one is after this process was frozen.
+    const client = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await client.connect();
+    await client.end();
+    const q = new EvaluationQueue(
+      {
+        lostConnection: {
+          failure: 'needs the database',
+          run: async () => void (await client.query('SELECT 1')),
+        },
+        bug: {
+          failure: 'has a bug',
+          run: async () => {
+            throw new TypeError('x is undefined');
+          },
+        },
+      },
+      new ManualClock(),
+      log,
+    );
+    await q.request('lostConnection');
+    await q.request('bug');
+    expect(lines.map((l) => [l.work, l.level])).toEqual([
+      ['lostConnection', 'warn'],
+      ['bug', 'error'],
+    ]);
+    expect((lines[0]!.err as Error).message).toMatch(/not queryable/);
   });
 
   it('close waits for the run in progress, drops the owed re-run and refuses new requests', async () => {
