@@ -80,6 +80,8 @@ export class Coordinator {
   private readonly sessions = new Map<string, AgentSession>();
   /** The socket-ownership epoch of each local session (node_sessions.conn_epoch). */
   private readonly sessionEpochs = new Map<AgentSession, number>();
+  /** Sockets whose reports were dropped as superseded (logged once each). */
+  private readonly supersededSessions = new WeakSet<AgentSession>();
   /**
    * Sessions whose hello is being reconciled: no drain takes their outbox rows meanwhile (a start
    * queued before the hello would go out while its workload still reads `starting`, though the agent
@@ -1019,7 +1021,11 @@ export class Coordinator {
       session &&
       (epoch === undefined || !(await nodes.holdsSession(this.db, nodeId, this.opts.id, epoch)))
     ) {
-      this.log.warn({ node: nodeId, type: msg.type }, 'dropped a report from a superseded connection');
+      // Said once a socket: an agent may have queued many reports before it learns it was superseded.
+      if (!this.supersededSessions.has(session)) {
+        this.supersededSessions.add(session);
+        this.log.warn({ node: nodeId, type: msg.type }, 'dropped a report from a superseded connection');
+      }
       session.close(4409, 'superseded by a newer connection of this node');
       return;
     }

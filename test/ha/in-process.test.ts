@@ -10,7 +10,7 @@ import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
 import { openPostgres } from '../../scheduler/store/db.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
-import { testLogger } from '../helpers/logger.js';
+import { captureLogger, testLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -73,7 +73,8 @@ describe('two coordinators on one database', () => {
   it('fences a stale socket holder: reports over the superseded connection are dropped', async () => {
     const { url: databaseUrl, name } = await createPostgresDb();
     cleanup.push(() => dropPostgresDb(name));
-    const a = await startTestCoordinator('postgres', { databaseUrl });
+    const { logger, records } = captureLogger('warn');
+    const a = await startTestCoordinator('postgres', { databaseUrl, logger });
     cleanup.push(() => a.stop());
     const b = await startTestCoordinator('postgres', { databaseUrl });
     cleanup.push(() => b.stop());
@@ -86,9 +87,12 @@ describe('two coordinators on one database', () => {
     const moved = await new ProtocolAgent({ url: b.url, name: 'moving', autoRun: false }).connect([id]);
     cleanup.push(async () => moved.close());
     const closed = new Promise<number>((r) => old.ws.once('close', (code) => r(code)));
-    old.send({ type: 'workload_status', workload_id: id, status: 'failed', reason: 'stale' });
+    // A burst of stale reports (an agent flushing what it queued): dropped, and said once for the socket.
+    for (const reason of ['stale', 'staler', 'stalest'])
+      old.send({ type: 'workload_status', workload_id: id, status: 'failed', reason });
     expect(await closed).toBe(4409);
     expect(await status(a, id)).not.toBe('failed');
+    expect(records.filter((r) => r.msg === 'dropped a report from a superseded connection')).toHaveLength(1);
   });
 });
 
