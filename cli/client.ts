@@ -363,6 +363,10 @@ export class ApiClient {
   get<S extends z.ZodType>(path: string, schema: S) {
     return this.request('GET', path, schema);
   }
+  /** A GET whose whole answer (not only its `data`) is parsed with `schema`. */
+  getWhole<S extends z.ZodType>(path: string, schema: S) {
+    return this.requestBody('GET', path, schema, undefined, (x) => x);
+  }
   post<S extends z.ZodType>(path: string, schema: S, body?: unknown) {
     return this.request('POST', path, schema, body ?? {});
   }

@@ -35,6 +35,11 @@ export interface CoordinatorOptions {
   /** Retention of ended workloads (Nomad's core GC); 7 days and 100 per job when unset. */
   retention?: RetentionPolicy;
   /**
+   * The newest lines of each workload's log the database keeps (older ones are deleted as new ones
+   * come, counted in `workload_log_trims`); DEFAULT_LOG_LINES_KEPT when unset.
+   */
+  logLinesKept?: number;
+  /**
    * Deletes the cache's orphan NARs (stored, never published); run by the leader's retention pass at
    * start and then at most hourly (it lists the whole cache). Returns what it deleted.
    */

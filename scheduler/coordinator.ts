@@ -22,6 +22,7 @@ import { errors, MxcError } from './errors.js';
 import { planJob } from './job-plan.js';
 import { type RecordedSubmission, recordSubmission, type SubmitPlacement } from './job-submit.js';
 import { judgeSilentNodes, nodeLeft, removeNodeRecord } from './liveness.js';
+import { DEFAULT_LOG_LINES_KEPT, LogIntake } from './log-intake.js';
 import { admitNode } from './node-identity.js';
 import { HolderCache, planSubmitted, SUBMIT_PLACES_AT_MOST } from './placed-submit.js';
 import {
@@ -40,7 +41,6 @@ import * as closures from './store/closures.js';
 import * as coordinatorsStore from './store/coordinators.js';
 import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
-import * as logs from './store/logs.js';
 import * as nodes from './store/nodes.js';
 import * as retention from './store/retention.js';
 import * as updates from './store/updates.js';
@@ -94,6 +94,8 @@ export class Coordinator {
    * A workload is placed once, so it never needs a second start on one connection.
    */
   private readonly settledOnHello = new WeakMap<AgentSession, ReadonlySet<string>>();
+  /** Agents' log lines into the database, each workload's log bounded. */
+  private readonly logIntake: LogIntake;
   /** Monotonic time of each node's last message here, not yet written to the database. */
   private readonly unflushedSeen = new Map<string, number>();
   private closed = false;
@@ -119,6 +121,7 @@ export class Coordinator {
   ) {
     this.events.setMaxListeners(0);
     this.clock = opts.clock ?? systemClock;
+    this.logIntake = new LogIntake(db, opts.logLinesKept ?? DEFAULT_LOG_LINES_KEPT);
     this.queue = new EvaluationQueue<WorkKindName>(
       {
         // A failed pass (the database away a moment, say) is retried by itself: pending workloads must
@@ -1060,8 +1063,7 @@ export class Coordinator {
       case 'logs': {
         const w = await wl.getWorkload(this.db, msg.workload_id);
         if (!w || w.node_id !== nodeId) return;
-        await logs.insertLogs(this.db, msg.workload_id, msg.lines);
-        this.emit({ kind: 'log', id: msg.workload_id });
+        if ((await this.logIntake.take(w, msg.lines)) > 0) this.emit({ kind: 'log', id: msg.workload_id });
         return;
       }
     }

@@ -67,6 +67,8 @@ export interface CoordinatorServerOptions {
   insecure?: boolean;
   /** How long and how many ended workloads are kept (MXC_RETENTION_*); 7 days and 100 per job. */
   retention?: RetentionPolicy;
+  /** The newest lines of a workload's log kept (MXC_LOG_LINES_KEPT); 100,000 when unset. */
+  logLinesKept?: number;
   /** The coordinator's and the lease's clock; the system clock when unset (tests pass a manual one). */
   clock?: Clock;
 }
@@ -138,6 +140,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       strategy: opts.strategy ?? 'spread',
       flapping: opts.flapping ?? AURORA_FLAPPING,
       retention: opts.retention,
+      logLinesKept: opts.logLinesKept,
       collectCache: () => cache.collectOrphanNars(),
       clock: opts.clock,
       // A job is accepted only when its closure is complete in the cache (the cache refuses a path

@@ -272,8 +272,34 @@ export const LogsQuery = z.object({
     .max(Number.MAX_SAFE_INTEGER)
     .optional()
     .describe('only lines with a larger id'),
-  limit: z.coerce.number().int().min(1).max(100000).optional(),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(100000)
+    .optional()
+    .describe('the newest lines wanted (default 1000); an answer holds a page of them, follow next_cursor'),
+  cursor: z.string().max(1024).optional().describe('next_cursor of the previous answer (not with follow)'),
   follow: z.enum(['0', '1', 'true', 'false']).optional().describe('stream ndjson until the workload ends'),
+});
+
+/** At most this many lines in one logs answer (or one write of a follow). */
+export const LOG_PAGE_LINES = 5000;
+/** At most this many bytes of log entries (as JSON) in one logs answer (or one write of a follow). */
+export const LOG_PAGE_BYTES = 1024 * 1024;
+
+/** `GET /api/workloads/:id/logs` without follow: a page of the lines asked for, oldest first. */
+export const LogsPage = z.object({
+  data: z.array(LogEntry),
+  next_cursor: z
+    .string()
+    .nullable()
+    .describe('more of the lines asked for: pass it as cursor; null: no more'),
+  dropped: z
+    .number()
+    .int()
+    .min(0)
+    .describe("the workload's older lines the coordinator dropped to keep its bound (MXC_LOG_LINES_KEPT)"),
 });
 
 /** `POST /api/jobs/:id/stop`. */

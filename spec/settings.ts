@@ -318,6 +318,14 @@ export const SETTINGS = [
     schema: integer('a whole number ≥ 1', 1),
   },
   {
+    env: 'MXC_LOG_LINES_KEPT',
+    roles: C,
+    default: '100000',
+    value: '100000',
+    doc: "the newest lines of a workload's log the coordinator keeps; older ones are deleted as new ones come (the logs API says how many went)",
+    schema: integer('a whole number ≥ 1000', 1000),
+  },
+  {
     env: 'MXC_LEADER_LEASE',
     roles: C,
     default: '15',

@@ -90,6 +90,7 @@ function coordinatorOptions(s: Settings) {
       periodMs: Math.round(s.MXC_RETENTION_HOURS! * 3_600_000),
       perJob: s.MXC_RETENTION_PER_JOB!,
     },
+    logLinesKept: s.MXC_LOG_LINES_KEPT,
     flapping: {
       thresholdMs: Math.round(s.MXC_FLAPPING_TASK_THRESHOLD! * 1000),
       initialDelayMs: Math.round(s.MXC_INITIAL_FLAPPING_TASK_DELAY! * 1000),

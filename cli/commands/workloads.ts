@@ -173,12 +173,28 @@ export async function logs(
   }
   if (opts.tail) q.set('limit', opts.tail);
   if (!opts.follow) {
-    const rows = await client.get(
-      `/api/workloads/${encodeURIComponent(id)}/logs?${q}`,
-      z.array(api.LogEntry),
-    );
-    if (opts.json) return printJson(rows);
-    for (const l of rows) printLog(l, false, opts.timestamps);
+    // An answer holds a page of the lines asked for: the rest follow its next_cursor.
+    const rows: LogRow[] = [];
+    let got = 0;
+    let dropped = 0;
+    let cursor: string | null = null;
+    do {
+      const page: z.output<typeof api.LogsPage> = await client.getWhole(
+        `/api/workloads/${encodeURIComponent(id)}/logs?${q}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+        api.LogsPage,
+      );
+      got += page.data.length;
+      dropped = page.dropped;
+      cursor = page.next_cursor;
+      if (opts.json) rows.push(...page.data);
+      else for (const l of page.data) printLog(l, false, opts.timestamps);
+    } while (cursor !== null);
+    if (opts.json) printJson(rows);
+    // The lines shown reach back to the oldest the coordinator still has, and it had older ones.
+    if (dropped > 0 && got < Number(opts.tail ?? 1000))
+      process.stderr.write(
+        `${color.yellow('note:')} the coordinator dropped this workload's ${dropped} oldest lines (it keeps the newest MXC_LOG_LINES_KEPT of a workload)\n`,
+      );
     return;
   }
   q.set('follow', '1');

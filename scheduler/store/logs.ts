@@ -1,4 +1,8 @@
-/** SQL for `workload_logs`: process output streamed from agents, inserted in batches. */
+/**
+ * SQL for `workload_logs`: process output streamed from agents, inserted in batches; a bounded tail of
+ * each workload kept (trimLogs, the count of what it dropped in `workload_log_trims`); read a page at a
+ * time, oldest first, each page bounded in lines and bytes.
+ */
 import type { LogLine } from '../../spec/messages.js';
 import type { Queryable } from './db.js';
 
@@ -24,26 +28,110 @@ export async function insertLogs(q: Queryable, workloadId: string, lines: LogLin
   );
 }
 
+/**
+ * Deletes a workload's lines but the newest `keep`, counting what went in `workload_log_trims`.
+ * Returns how many went. Finding the cut walks the (workload_id, id) index only.
+ */
+export async function trimLogs(q: Queryable, workloadId: string, keep: number): Promise<number> {
+  const rows = await q.query<{ n: number }>(
+    `WITH cut AS (
+       SELECT id FROM workload_logs WHERE workload_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1
+     ), gone AS (
+       DELETE FROM workload_logs WHERE workload_id = $1 AND id <= (SELECT id FROM cut) RETURNING id
+     ), total AS (
+       SELECT count(*)::int AS n, max(id) AS last FROM gone
+     ), counted AS (
+       INSERT INTO workload_log_trims (workload_id, dropped, before_id)
+         SELECT $1, n, last + 1 FROM total WHERE n > 0
+       ON CONFLICT (workload_id) DO UPDATE
+         SET dropped = workload_log_trims.dropped + EXCLUDED.dropped,
+             before_id = GREATEST(workload_log_trims.before_id, EXCLUDED.before_id)
+     )
+     SELECT n FROM total`,
+    [workloadId, keep],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** How many of a workload's older lines the coordinator dropped to keep its bound (0: none). */
+export async function droppedLines(q: Queryable, workloadId: string): Promise<number> {
+  const rows = await q.query<{ dropped: number }>(
+    'SELECT dropped FROM workload_log_trims WHERE workload_id = $1',
+    [workloadId],
+  );
+  return rows[0]?.dropped ?? 0;
+}
+
+export interface LogFilter {
+  process?: string;
+  /** Only lines with a larger id. */
+  afterId?: number;
+}
+
+function whereOf(workloadId: string, f: LogFilter): { where: string; params: unknown[] } {
+  const params: unknown[] = [workloadId, f.afterId ?? 0];
+  let where = 'workload_id = $1 AND id > $2';
+  if (f.process) {
+    params.push(f.process);
+    where += ` AND process = $${params.length}`;
+  }
+  return { where, params };
+}
+
+/**
+ * Where the newest `lines` lines (after `afterId`) begin: the id to read on after, oldest first. The
+ * index is walked, no line is read.
+ */
+export async function tailStart(
+  q: Queryable,
+  workloadId: string,
+  f: LogFilter & { lines: number },
+): Promise<number> {
+  const { where, params } = whereOf(workloadId, f);
+  params.push(f.lines);
+  const rows = await q.query<{ id: number }>(
+    `SELECT id FROM workload_logs WHERE ${where} ORDER BY id DESC OFFSET $${params.length} LIMIT 1`,
+    params,
+  );
+  return rows[0]?.id ?? f.afterId ?? 0;
+}
+
+/**
+ * The oldest lines after `afterId`: at most `limit`, and no more than `maxBytes` of line text (at least
+ * one line). `more` is true when lines may follow the page.
+ */
+export async function readLogPage(
+  q: Queryable,
+  workloadId: string,
+  f: LogFilter & { limit: number; maxBytes: number },
+): Promise<{ rows: LogRow[]; more: boolean }> {
+  const { where, params } = whereOf(workloadId, f);
+  params.push(f.limit, f.maxBytes);
+  const rows = await q.query<LogRow & { before: number; fetched: number }>(
+    `SELECT id, workload_id, process, stream, run, ts, line, before, fetched FROM (
+       SELECT *, sum(octet_length(line)) OVER (ORDER BY id) - octet_length(line) AS before,
+              count(*) OVER () AS fetched FROM (
+         SELECT id, workload_id, process, stream, run, ts, line FROM workload_logs WHERE ${where}
+         ORDER BY id LIMIT $${params.length - 1}) l) t
+     WHERE before = 0 OR before + octet_length(line) <= $${params.length}
+     ORDER BY id`,
+    params,
+  );
+  const fetched = rows[0]?.fetched ?? 0;
+  return {
+    rows: rows.map(({ before: _b, fetched: _f, ...r }) => r),
+    more: fetched === f.limit || rows.length < fetched,
+  };
+}
+
+/** The newest `limit` lines after `afterId`, oldest first, in one read (for tests and tools: unbounded in bytes). */
 export async function readLogs(
   q: Queryable,
   workloadId: string,
-  opts: { process?: string; afterId?: number; limit?: number; oldestFirst?: boolean } = {},
+  opts: LogFilter & { limit?: number } = {},
 ): Promise<LogRow[]> {
-  const params: unknown[] = [workloadId, opts.afterId ?? 0];
-  let where = 'workload_id = $1 AND id > $2';
-  if (opts.process) {
-    params.push(opts.process);
-    where += ` AND process = $${params.length}`;
-  }
+  const { where, params } = whereOf(workloadId, opts);
   params.push(opts.limit ?? 1000);
-  // Following pages forward through the oldest `limit` lines after `afterId`, so nothing is skipped.
-  if (opts.oldestFirst)
-    return q.query<LogRow>(
-      `SELECT id, workload_id, process, stream, run, ts, line FROM workload_logs WHERE ${where}
-         ORDER BY id LIMIT $${params.length}`,
-      params,
-    );
-  // The newest `limit` lines after `afterId`, returned oldest first.
   return q.query<LogRow>(
     `SELECT * FROM (SELECT id, workload_id, process, stream, run, ts, line FROM workload_logs WHERE ${where}
        ORDER BY id DESC LIMIT $${params.length}) t ORDER BY id`,

@@ -51,6 +51,8 @@ export async function startTestCoordinator(
     clock?: Clock;
     /** The leader lease (MXC_LEADER_LEASE_MS); a long one keeps leading through big manual-clock jumps. */
     leaderLeaseMs?: number;
+    /** The newest lines of a workload's log kept (MXC_LOG_LINES_KEPT). */
+    logLinesKept?: number;
   } = {},
 ): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
@@ -68,6 +70,7 @@ export async function startTestCoordinator(
     insecure: opts.insecure,
     clock: opts.clock,
     leaderLeaseMs: opts.leaderLeaseMs,
+    logLinesKept: opts.logLinesKept,
     dataDir,
     databaseUrl,
     tokens: opts.tokens ?? {},

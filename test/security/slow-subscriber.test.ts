@@ -131,3 +131,47 @@ test('a log follow whose client stops reading waits for it, then sends every lin
   expect(inOrder).toBe(true);
   client.destroy();
 }, 60_000);
+
+test('a tail follow (no after, limit 100,000) of wide lines holds one page for a client that does not read', async () => {
+  const sub = await c.coordinator.submitJob(plainJob({ name: 'wide-tail' }));
+  const id = sub.workloads[0]!;
+  // 3,000 lines of 16 KiB (the most an agent sends): 47 MiB, all of it in the tail asked for.
+  const wide = 'z'.repeat(16 * 1024 - 10);
+  const total = 3000;
+  for (let i = 0; i < total; i += 500)
+    await insertLogs(
+      c.coordinator.db,
+      id,
+      Array.from({ length: 500 }, (_, j) => ({
+        process: 'p',
+        stream: 'stdout' as const,
+        run: 0,
+        ts: Date.now(),
+        line: `${i + j} ${wide}`,
+      })),
+    );
+  const waits = () => log.records.filter((r) => r.msg === 'a log follow waits for its client to read').length;
+  const before = waits();
+  const { port } = new URL(c.url);
+  const [client, theirs] = await acceptedWhile(c, async () => {
+    const s = connect(Number(port), '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    return s;
+  });
+  client.pause();
+  client.write(`GET /api/workloads/${id}/logs?follow=1&limit=100000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  await eventually(async () => waits() > before, 10_000, 'the follow to wait for its client');
+  // Unsent, it holds about one page (1 MiB of entries), not the 47 MiB asked for.
+  expect(theirs.writableLength).toBeLessThan(2 * 1024 * 1024);
+  let seen = 0;
+  let rest = '';
+  client.on('data', (chunk: Buffer) => {
+    rest += chunk.toString('latin1');
+    const lines = rest.split('\n');
+    rest = lines.pop()!;
+    seen += lines.filter((l) => l.includes('"line":"')).length;
+  });
+  client.resume();
+  await eventually(async () => seen === total, 30_000, `all ${total} lines read`);
+  client.destroy();
+}, 60_000);

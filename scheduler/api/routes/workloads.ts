@@ -11,7 +11,7 @@ import * as jobs from '../../store/jobs.js';
 import * as logs from '../../store/logs.js';
 import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
-import { data, errorResponses, IdParams, typed } from '../contract.js';
+import { data, decodeCursor, encodeCursor, errorResponses, IdParams, typed } from '../contract.js';
 import { isSeedJobKey, seedJobSpec, seedView } from '../seed-workloads.js';
 import { presentWorkloads } from '../views.js';
 
@@ -31,6 +31,31 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
   const r = typed(app);
 
   const present = (ws: wl.WorkloadRow[]) => presentWorkloads(db, ws);
+
+  /**
+   * A page of log lines after `after`, oldest first: at most `limit` lines and LOG_PAGE_BYTES of them
+   * as JSON (at least one), each checked by its schema; `text` is the page as ndjson, `more` true when
+   * lines may follow it.
+   */
+  const readPage = async (workloadId: string, process: string | undefined, after: number, limit: number) => {
+    const read = await logs.readLogPage(db, workloadId, {
+      process,
+      afterId: after,
+      limit,
+      maxBytes: api.LOG_PAGE_BYTES,
+    });
+    const rows: logs.LogRow[] = [];
+    let text = '';
+    let bytes = 0;
+    for (const r of read.rows) {
+      const line = `${JSON.stringify(api.LogEntry.parse(r))}\n`;
+      bytes += Buffer.byteLength(line);
+      if (rows.length > 0 && bytes > api.LOG_PAGE_BYTES) break;
+      rows.push(r);
+      text += line;
+    }
+    return { rows, text, more: read.more || rows.length < read.rows.length };
+  };
 
   r.get(
     '/api/workloads',
@@ -167,12 +192,13 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
     '/api/workloads/:id/logs',
     {
       schema: {
-        summary: 'Process output; with follow=1 an ndjson stream of log entries until the workload ends',
+        summary:
+          'Process output, a page at a time (follow next_cursor); with follow=1 an ndjson stream of log entries until the workload ends',
         tags,
         params: IdParams,
         querystring: api.LogsQuery,
         response: {
-          200: data(z.array(api.LogEntry)).describe(
+          200: api.LogsPage.describe(
             'without follow; with follow=1 the answer is application/x-ndjson, one LogEntry a line',
           ),
           ...errorResponses,
@@ -183,10 +209,29 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
       const q = req.query;
       const w = await load(req.params.id);
       const follow = q.follow === '1' || q.follow === 'true';
-      if (!follow)
+      if (follow && q.cursor !== undefined)
+        throw errors.badRequest('cursor pages a read without follow; a follow takes after');
+      if (!follow) {
+        // The lines asked for: the newest `limit` (after `after`), or what a cursor says is left of them.
+        let after: number;
+        let wanted: number;
+        if (q.cursor !== undefined) {
+          const [a, n] = decodeCursor(q.cursor, /^(0|[1-9]\d{0,15})\.[1-9]\d{0,5}$/).split('.');
+          after = Number(a);
+          wanted = Number(n);
+        } else {
+          wanted = q.limit ?? 1000;
+          after = await logs.tailStart(db, w.id, { process: q.process, afterId: q.after, lines: wanted });
+        }
+        const page = await readPage(w.id, q.process, after, Math.min(wanted, api.LOG_PAGE_LINES));
+        const left = wanted - page.rows.length;
+        const last = page.rows[page.rows.length - 1];
         return {
-          data: await logs.readLogs(db, w.id, { process: q.process, afterId: q.after, limit: q.limit }),
+          data: page.rows,
+          next_cursor: left > 0 && page.more && last ? encodeCursor(`${last.id}.${left}`) : null,
+          dropped: await logs.droppedLines(db, w.id),
         };
+      }
 
       // Follow: newline-delimited JSON, one log line per line, until the workload ends or the client leaves.
       reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
@@ -205,19 +250,17 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
           // The end is read before the lines: agents send an ended workload's last lines before its end,
           // so the lines read after seeing it are all there are.
           const now = await wl.getWorkload(db, w.id);
+          // Without `after`, reading starts at the tail (-n): the newest `limit` lines.
+          if (first && q.after === undefined)
+            after = await logs.tailStart(db, w.id, { process: q.process, lines: q.limit ?? 1000 });
+          first = false;
           for (;;) {
-            // Without `after`, the first read is the tail (-n); then every line after the last one sent.
-            const tail = first && q.after === undefined;
-            first = false;
-            const rows = await logs.readLogs(db, w.id, {
-              process: q.process,
-              afterId: after,
-              limit: tail ? (q.limit ?? 1000) : 1000,
-              oldestFirst: !tail,
-            });
-            // Written past fastify's serialiser: each line goes through the same schema by hand.
-            for (const r of rows) reply.raw.write(`${JSON.stringify(api.LogEntry.parse(r))}\n`);
-            if (rows.length) after = rows[rows.length - 1]!.id;
+            // One page at a time, each written whole, and none while the client has not taken the last.
+            const page = await readPage(w.id, q.process, after, 1000);
+            if (page.rows.length) {
+              reply.raw.write(page.text);
+              after = page.rows[page.rows.length - 1]!.id;
+            }
             if (reply.raw.writableNeedDrain) {
               // Read on from `after` once the client has taken these, not into the coordinator's memory.
               waiting = true;
@@ -228,7 +271,7 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
               });
               return;
             }
-            if (!tail && rows.length < 1000) break;
+            if (!page.more) break;
           }
           if (!now || isTerminal(now.status)) finish();
         } catch (err) {
