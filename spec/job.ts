@@ -157,6 +157,19 @@ const LifecycleConfig = z
   })
   .strict();
 
+/** A node attribute's name, as a node reports it and a constraint names it. */
+export const AttributeName = z
+  .string()
+  .min(1)
+  .max(MAX_ATTRIBUTE_NAME_CHARS)
+  .regex(/^[A-Za-z0-9_.-]+$/, 'attribute names use letters, digits, _ . -');
+
+/**
+ * Control characters (C0, DEL, C1): none in a name or value that is printed, since a terminal acts on
+ * them (an escape sequence retitles or clears it, a CR LF forges a row).
+ */
+export const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+
 /**
  * Placement constraints, Aurora style: attribute → value. `"value"` must match the node attribute,
  * `"!value"` must not, `"limit:N"` allows at most N instances of the job per attribute value.
@@ -164,10 +177,7 @@ const LifecycleConfig = z
  * that ask for that value.
  */
 export const PlacementConstraints = boundedRecord(
-  z
-    .string()
-    .max(MAX_ATTRIBUTE_NAME_CHARS)
-    .regex(/^[A-Za-z0-9_.-]+$/, 'attribute names use letters, digits, _ . -'),
+  AttributeName,
   z.string().min(1).max(MAX_ATTRIBUTE_VALUE_CHARS),
   MAX_NODE_ATTRIBUTES,
   'constraints',

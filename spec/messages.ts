@@ -5,7 +5,13 @@
 import * as z from 'zod';
 import { cutAt, MAX_LINE_CHARS } from '../lib/line-reader.js';
 import { boundedRecord } from './bounded.js';
-import { JobSpec, MAX_ATTRIBUTE_NAME_CHARS, MAX_ATTRIBUTE_VALUE_CHARS, MAX_NODE_ATTRIBUTES } from './job.js';
+import {
+  AttributeName,
+  CONTROL_CHARS,
+  JobSpec,
+  MAX_ATTRIBUTE_VALUE_CHARS,
+  MAX_NODE_ATTRIBUTES,
+} from './job.js';
 
 /**
  * Most entries one message may carry in a list (issue 12.3: no message may stall the coordinator). An
@@ -41,11 +47,26 @@ export function cutText(text: string, max: number): string {
 
 /** Node attributes for placement constraints: at most MAX_NODE_ATTRIBUTES, each name and value bounded. */
 export const NodeAttributes = boundedRecord(
-  z.string().min(1).max(MAX_ATTRIBUTE_NAME_CHARS),
-  z.string().max(MAX_ATTRIBUTE_VALUE_CHARS),
+  AttributeName,
+  z
+    .string()
+    .max(MAX_ATTRIBUTE_VALUE_CHARS)
+    .refine((v) => !CONTROL_CHARS.test(v), 'attribute values hold no control characters'),
   MAX_NODE_ATTRIBUTES,
   'attributes',
 );
+
+/**
+ * A node's name: hostname-like (letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most
+ * 253 characters, a DNS name's most), so it prints as it is and can stand as an endpoint's host. The
+ * agent's MXC_AGENT_NAME setting takes the same.
+ */
+export const NodeName = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/,
+    'must be 1-253 letters, digits, ".", "_" or "-", starting with a letter or digit',
+  );
 
 export const WORKLOAD_STATUSES = [
   'pending',
@@ -92,7 +113,7 @@ export const RunningReport = z.object({ workload_id: ReportedWorkloadId, status:
 export const AgentHello = z
   .object({
     type: z.literal('hello'),
-    name: z.string().min(1).max(253),
+    name: NodeName,
     /** The node secret issued on this node's first join (absent on the first join). */
     secret: z.string().max(256).optional(),
     version: z.string().max(128),

@@ -4,6 +4,7 @@
  * README's configuration table, the daemons' start-up validation and the NixOS modules follow it.
  */
 import * as z from 'zod';
+import { NodeName } from './messages.js';
 import { s3LocationSchema } from './s3-location.js';
 
 /** Who reads a setting: the coordinator, the agent, or every client command (`mxc jobs list`, …). */
@@ -476,12 +477,7 @@ export const SETTINGS = [
     default: 'hostname',
     flag: '--name',
     doc: 'node name',
-    schema: lazily(() =>
-      z
-        .string()
-        .trim()
-        .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, ".", "_" or "-"'),
-    ),
+    schema: lazily(() => z.string().trim().pipe(NodeName)),
   },
   {
     env: 'MXC_AGENT_CPU',

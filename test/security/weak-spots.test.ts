@@ -233,6 +233,58 @@ describe('bad characters and unsafe specs', () => {
     expect(await snapshot(c.db)).toBe(before);
   });
 
+  test('terminal escapes and forged rows in a node name or attribute are refused on the socket; a hostname is taken', async () => {
+    const before = await snapshot(c.db);
+    const caps = (attributes: Record<string, string>) => ({
+      capabilities: {
+        os: 'linux',
+        arch: 'x64',
+        nix: null,
+        bubblewrap: false,
+        qemu: false,
+        kvm: false,
+        cgroups: false,
+        isolation: ['process'],
+        attributes,
+      },
+    });
+    const hostile = [
+      helloFrame('\u001b]0;pwned\u0007\u001b[2Jnode'),
+      helloFrame('evil\r\nfake-node   ready'),
+      helloFrame('tab\tnode'),
+      helloFrame('csi\u009bnode'),
+      helloFrame('has space'),
+      helloFrame('-dash-first'),
+      helloFrame('n'.repeat(254)),
+      helloFrame('attr-key', caps({ 'rack\u001b[2J': 'a' })),
+      helloFrame('attr-value', caps({ rack: 'a\u001b]0;pwned\u0007' })),
+      helloFrame('attr-value-c1', caps({ rack: 'a\u0085b' })),
+    ];
+    for (const frame of hostile) {
+      const ws = new WebSocket(`${c.url.replace('http', 'ws')}/api/agent/ws`, { headers: asAdmin });
+      await new Promise((r) => ws.once('open', r));
+      const answer = new Promise<{ type: string; code: string }>((r) =>
+        ws.once('message', (m) => r(JSON.parse(m.toString()))),
+      );
+      ws.send(JSON.stringify(frame));
+      expect(await answer, JSON.stringify(frame.name)).toMatchObject({ type: 'error', code: 'BAD_MESSAGE' });
+      ws.close();
+    }
+    expect(await snapshot(c.db)).toBe(before);
+    // What a hostname is (an FQDN up to 253 characters, attribute values with spaces and unicode) still joins.
+    const fqdn = `${'a'.repeat(60)}.${'b'.repeat(60)}.${'c'.repeat(60)}.${'d'.repeat(60)}.example_1-x`.slice(
+      0,
+      253,
+    );
+    const ok = await new ProtocolAgent({
+      url: c.url,
+      name: fqdn,
+      token: ADMIN,
+      attributes: { rack: 'Zürich rack 2' },
+    }).connect();
+    ok.close();
+  });
+
   test('job names like .., zero resources, a secret named .., host-like health endpoints: 422', async () => {
     const before = await snapshot(c.db);
     const res = { cpu: 1, ram: 1 << 20, disk: 0 };
