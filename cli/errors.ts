@@ -14,3 +14,14 @@ export class CliError extends Error {
     this.details = options?.details;
   }
 }
+
+/** C0 and C1 control characters (ESC, CR, LF, BEL, DEL, CSI, …): a terminal acts on them rather than showing them. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+const escaped = (c: string) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+
+/**
+ * Text that came over the wire (a node's name, an agent's reason, a coordinator's message) as a terminal
+ * should show it: every control character written out as `\x1b`, `\x0d`, …, so none retitles or clears
+ * the terminal or starts a forged line. `--json` needs none of it: JSON escapes them itself.
+ */
+export const printable = (s: string) => s.replace(CONTROL, escaped);

@@ -7,7 +7,7 @@ import { config as zodConfig } from 'zod/v4/core';
 import type { StartedCommand } from '../lib/exec.js';
 import type { EarlyRequest } from '../lib/http-answer.js';
 import { MXC_VERSION } from '../lib/version.js';
-import { CliError } from './errors.js';
+import { CliError, printable } from './errors.js';
 import { madeStreams, watchStdio, writeOut } from './stdio.js';
 
 export const VERSION = MXC_VERSION;
@@ -650,7 +650,8 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
     const plain = (details === undefined ? message : message.split('\n')[0]!).replace(` [${code}]`, '');
     const error = details === undefined ? { code, message: plain } : { code, message: plain, details };
     if (json) writeOut(`${JSON.stringify({ error }, null, 2)}\n`);
-    else process.stderr.write(`mxc: ${message}\n`);
+    // Line by line: the coordinator's words are escaped (cli/errors.ts printable), our own line breaks kept.
+    else process.stderr.write(`mxc: ${message.split('\n').map(printable).join('\n')}\n`);
     process.exit(exitCode);
   };
   try {

@@ -1,5 +1,8 @@
 /** Output for people (tables sized to the terminal, colour only on a TTY) and for scripts (`--json`). */
+import { printable } from './errors.js';
 import { stdoutIsPlain, writeOut } from './stdio.js';
+
+export { printable };
 
 // Known to be no TTY without making process.stdout (cli/stdio.ts): a pipe, a file, /dev/null.
 const tty = !stdoutIsPlain() && process.stdout.isTTY === true && !process.env.NO_COLOR;
@@ -20,12 +23,25 @@ export function printJson(v: unknown): void {
 
 const visible = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, '').length;
 
+/** The colour codes `paint` writes, and only on a TTY: what a table cell or a field may hold unescaped. */
+const OWN_COLOR = /(\u001b\[(?:0|1|2|31|32|33)m)|[\u0000-\u001f\u007f-\u009f]/g;
+
+/** Like `printable`, keeping the colour codes `paint` adds (`printTable` and `printField` run every text through it). */
+const printableCell = (s: string) =>
+  s.replace(OWN_COLOR, (c, own?: string) => (own && tty ? own : printable(c)));
+
+/** One `label   value` line of a `show` command; the value's control characters are escaped. */
+export function printField(label: string, value: string, pad: number): void {
+  writeOut(`${color.bold(label.padEnd(pad))}${printableCell(value)}\n`);
+}
+
 /** A table with a header row; the widest column is cut to fit the terminal. */
 export function printTable(headers: string[], rows: string[][]): void {
   if (rows.length === 0) {
     writeOut(color.dim('(none)\n'));
     return;
   }
+  rows = rows.map((r) => r.map((c) => printableCell(c ?? '')));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => visible(r[i] ?? ''))));
   const max = stdoutIsPlain() ? 160 : (process.stdout.columns ?? 160);
   const total = () => widths.reduce((a, b) => a + b + 2, 0);

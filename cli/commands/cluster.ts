@@ -3,15 +3,14 @@
 import type { EarlyRequest } from '../../lib/http-answer.js';
 import { ClusterStatus } from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
-import { ago, color, printJson } from '../output.js';
-import { writeOut } from '../stdio.js';
+import { ago, color, printField, printJson } from '../output.js';
 
 export async function status(opts: ClientOptions & { json?: boolean }, early?: EarlyRequest) {
   // The GET bin/mxc.js sent before the CLI loaded, taken over when it is this one (ApiClient).
   const client = new ApiClient({ ...opts, early });
   const s = await client.get('/api/cluster/status', ClusterStatus);
   if (opts.json) return printJson({ coordinator: client.base, ...s });
-  const out = (k: string, v: unknown) => writeOut(`${color.bold(k.padEnd(14))}${v}\n`);
+  const out = (k: string, v: unknown) => printField(k, String(v), 14);
   out('coordinator', client.base);
   out('database', s.database);
   out(

@@ -4,7 +4,7 @@ import * as api from '../../spec/api.js';
 import * as apiJobs from '../../spec/api-jobs.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { ago, bytes, color, printJson, printTable, statusColor } from '../output.js';
+import { ago, bytes, color, printable, printField, printJson, printTable, statusColor } from '../output.js';
 import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
@@ -84,7 +84,7 @@ export async function show(id: string, opts: Opts) {
   id = await resolveId(new ApiClient(opts), 'job', id);
   const j = await new ApiClient(opts).get(`/api/jobs/${encodeURIComponent(id)}`, apiJobs.JobDetail);
   if (opts.json) return printJson(j);
-  const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(10))}${v}\n`);
+  const out = (k: string, v: string) => printField(k, v, 10);
   out('job', j.key);
   out('id', j.id);
   out('state', stateColor(j.state));
@@ -92,7 +92,7 @@ export async function show(id: string, opts: Opts) {
   if (j.update) {
     out(
       'update',
-      `${j.update.from_version} → ${j.update.to_version}: ${UPDATE_COLOR[j.update.status](j.update.status)} (${j.update.message})`,
+      `${j.update.from_version} → ${j.update.to_version}: ${UPDATE_COLOR[j.update.status](j.update.status)} (${printable(j.update.message)})`,
     );
   }
   if (j.spec.cron_schedule)

@@ -2,7 +2,7 @@
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { ago, color, printJson, printTable, statusColor } from '../output.js';
+import { ago, color, printable, printField, printJson, printTable, statusColor } from '../output.js';
 import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
@@ -39,8 +39,8 @@ export async function show(id: string, opts: Opts) {
   id = await resolveId(new ApiClient(opts), 'node', id);
   const n = await new ApiClient(opts).get(`/api/nodes/${encodeURIComponent(id)}`, api.NodeDetail);
   if (opts.json) return printJson(n);
-  const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(14))}${v}\n`);
-  out('name', n.name);
+  const out = (k: string, v: string) => printField(k, v, 14);
+  out('name', printable(n.name));
   out('id', n.id);
   out('status', `${statusColor(n.status)}${n.connected ? '' : ' (not connected)'}`);
   out('cpu', `${round(n.used.cpu)} of ${n.cpu} reserved`);
@@ -52,7 +52,7 @@ export async function show(id: string, opts: Opts) {
   out(
     'attributes',
     Object.entries(n.capabilities.attributes)
-      .map(([k, v]) => `${k}=${v}`)
+      .map(([k, v]) => printable(`${k}=${v}`))
       .join(', ') || '-',
   );
   out('agent', n.version);
@@ -71,7 +71,7 @@ export async function drain(id: string, opts: Opts & { undo?: boolean }) {
     api.Node,
   );
   if (opts.json) return printJson(n);
-  process.stdout.write(`${n.name}: ${statusColor(n.status)}\n`);
+  process.stdout.write(`${printable(n.name)}: ${statusColor(n.status)}\n`);
 }
 
 /** Forgets a node, e.g. after reinstalling its machine: its next join gets a new node secret. */
@@ -79,6 +79,6 @@ export async function remove(id: string, opts: Opts) {
   id = await resolveId(new ApiClient(opts), 'node', id);
   const r = await new ApiClient(opts).delete(`/api/nodes/${encodeURIComponent(id)}`, api.RemovedNode);
   if (opts.json) return printJson(r);
-  process.stdout.write(`${r.name}: removed (${r.lost} workload(s) replaced elsewhere)
+  process.stdout.write(`${printable(r.name)}: removed (${r.lost} workload(s) replaced elsewhere)
 `);
 }

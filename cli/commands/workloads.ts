@@ -4,7 +4,7 @@ import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { ago, color, printJson, printTable, statusColor } from '../output.js';
+import { ago, color, printable, printField, printJson, printTable, statusColor } from '../output.js';
 import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
@@ -32,7 +32,9 @@ export async function list(opts: Opts & { status?: string; job?: string; node?: 
       String(w.cpu),
       `${w.memory_mb}M`,
       ago(w.updated_at),
-      w.status === 'pending' ? (w.pending_reason ?? 'waiting for a scheduling pass') : (w.error ?? ''),
+      printable(
+        w.status === 'pending' ? (w.pending_reason ?? 'waiting for a scheduling pass') : (w.error ?? ''),
+      ),
     ]),
   );
 }
@@ -41,7 +43,7 @@ export async function show(id: string, opts: Opts) {
   id = await resolveId(new ApiClient(opts), 'workload', id);
   const w = await new ApiClient(opts).get(`/api/workloads/${encodeURIComponent(id)}`, api.WorkloadDetail);
   if (opts.json) return printJson(w);
-  const out = (k: string, v: string) => process.stdout.write(`${color.bold(k.padEnd(12))}${v}\n`);
+  const out = (k: string, v: string) => printField(k, v, 12);
   out('id', w.id);
   out('job', `${w.job} (instance ${w.instance})`);
   // How an ended workload ended: a finished batch and a stopped service are both `stopped`.
@@ -72,8 +74,8 @@ export async function show(id: string, opts: Opts) {
         .map(([n, p]) => `${n}=${p}`)
         .join(', '),
     );
-  if (w.status === 'pending') out('pending', w.pending_reason ?? 'waiting for a scheduling pass');
-  if (w.error) out('error', w.error);
+  if (w.status === 'pending') out('pending', printable(w.pending_reason ?? 'waiting for a scheduling pass'));
+  if (w.error) out('error', printable(w.error));
   if (w.processes.length) {
     process.stdout.write(`\n${color.bold('processes')}\n`);
     printTable(
@@ -90,7 +92,11 @@ export async function show(id: string, opts: Opts) {
   process.stdout.write(`\n${color.bold('events')}\n`);
   printTable(
     ['when', 'transition', 'reason'],
-    w.events.map((e) => [new Date(e.ts).toISOString(), `${e.from_status ?? '∅'} → ${e.to_status}`, e.reason]),
+    w.events.map((e) => [
+      new Date(e.ts).toISOString(),
+      `${e.from_status ?? '∅'} → ${e.to_status}`,
+      printable(e.reason),
+    ]),
   );
 }
 
@@ -128,7 +134,11 @@ export async function events(id: string, opts: Opts) {
   if (opts.json) return printJson(rows);
   printTable(
     ['when', 'transition', 'reason'],
-    rows.map((e) => [new Date(e.ts).toISOString(), `${e.from_status ?? '∅'} → ${e.to_status}`, e.reason]),
+    rows.map((e) => [
+      new Date(e.ts).toISOString(),
+      `${e.from_status ?? '∅'} → ${e.to_status}`,
+      printable(e.reason),
+    ]),
   );
 }
 

@@ -355,6 +355,51 @@ describe('mxc CLI', () => {
   });
 });
 
+describe('mxc on hostile text from an agent', () => {
+  let c: TestCoordinator;
+  let agent: ProtocolAgent;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    c = await startTestCoordinator('postgres');
+    agent = await new ProtocolAgent({ url: c.url, name: 'esc-node', autoRun: false }).connect();
+    env = { MXC_COORDINATOR: c.url };
+  });
+  afterAll(async () => {
+    agent?.close();
+    await c?.stop();
+  });
+
+  it('escapes control characters in tables, show fields, events and errors; --json stays exact', async () => {
+    const hostile = 'boom\u001b]0;pwned\u0007\u001b[2J\r\nfake-node   ready\u009b';
+    const sub = await c.api('POST', '/api/jobs', plainJob({ name: 'esc', service: false }));
+    expect(sub.status).toBe(201);
+    const [id] = sub.body.data.workloads as string[];
+    await agent.waitFor((m) => m.type === 'start' && m.workload.id === id);
+    agent.send({ type: 'workload_status', workload_id: id, status: 'running' });
+    agent.send({ type: 'workload_status', workload_id: id, status: 'failed', reason: hostile });
+    await eventually(async () => (await c.api('GET', `/api/workloads/${id}`)).body.data.status === 'failed');
+    const shown = 'boom\\x1b]0;pwned\\x07\\x1b[2J\\x0d\\x0afake-node   ready\\x9b';
+    for (const args of [
+      ['workloads', 'show', id],
+      ['workloads', 'events', id],
+      ['workloads', 'list', '--all'],
+    ]) {
+      const r = await mxc(args, env);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stdout, args.join(' ')).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+      expect(r.stdout, args.join(' ')).not.toMatch(/^\s*fake-node/m);
+      expect(r.stdout, args.join(' ')).toContain(args[1] === 'list' ? 'boom\\x1b]0;pwned' : shown);
+    }
+    const json = await mxc(['workloads', 'show', id, '--json'], env);
+    expect(JSON.parse(json.stdout).error).toBe(hostile);
+    // The coordinator's own words echo what it was asked: escaped on stderr too.
+    const missing = await mxc(['workloads', 'show', 'x\u001b[2Jy'], env);
+    expect(missing.exitCode).toBe(1);
+    expect(missing.stderr).toContain('x\\x1b[2Jy');
+    expect(missing.stderr).not.toContain('\u001b');
+  });
+});
+
 describe('mxc when a helper command fails', () => {
   /** A PATH with node and nothing else: no nix, nix-build or nix-store. */
   const nodeOnly = async () => {
