@@ -17,10 +17,15 @@ interface Candidate {
   label: string;
   /** Every name a prefix may start. */
   handles: string[];
+  /** A workload's status: whether it is live, and shown in a list of candidates. */
+  status?: string;
 }
 
 /** The workloads `workloads list` shows by default: the live ones. */
-const LIVE = 'pending,starting,running,stopping';
+const LIVE_STATUSES = ['pending', 'starting', 'running', 'stopping'];
+const LIVE = LIVE_STATUSES.join(',');
+/** The most workloads one lookup reads (the API's most); a prefix naming more is ambiguous anyway. */
+const MAX_WORKLOADS = 10000;
 
 const exact: Record<Kind, (c: ApiClient, id: string) => Promise<string>> = {
   workload: async (c, id) => (await c.get(`/api/workloads/${encodeURIComponent(id)}`, api.Workload)).id,
@@ -28,14 +33,20 @@ const exact: Record<Kind, (c: ApiClient, id: string) => Promise<string>> = {
   node: async (c, id) => (await c.get(`/api/nodes/${encodeURIComponent(id)}`, api.Node)).id,
 };
 
-/** Every candidate of a kind; `live` keeps workloads to the live ones (what completion offers). */
-async function candidates(c: ApiClient, kind: Kind, live = false): Promise<Candidate[]> {
+/**
+ * Every candidate of a kind; `live` keeps workloads to the live ones (what completion offers), `prefix`
+ * to those whose id starts with it (asked of the coordinator, so history beyond one list does not hide any).
+ */
+async function candidates(c: ApiClient, kind: Kind, live = false, prefix = ''): Promise<Candidate[]> {
   if (kind === 'workload') {
-    const q = live ? `status=${LIVE}&limit=10000` : 'limit=10000';
+    const q = new URLSearchParams({ limit: String(MAX_WORKLOADS) });
+    if (live) q.set('status', LIVE);
+    if (prefix) q.set('id_prefix', prefix);
     return (await c.get(`/api/workloads?${q}`, z.array(api.Workload))).map((w) => ({
       id: w.id,
       label: w.id,
       handles: [w.id],
+      status: w.status,
     }));
   }
   if (kind === 'job')
@@ -52,22 +63,32 @@ async function candidates(c: ApiClient, kind: Kind, live = false): Promise<Candi
 }
 
 /**
- * The id of the workload, job or node `given` names: exactly, else as a unique prefix. An ambiguous
- * prefix is a usage error (exit 2) listing the candidates; no match at all is the coordinator's own
- * NOT_FOUND.
+ * The id of the workload, job or node `given` names: exactly; else as a unique prefix; else, for a
+ * command acting on live workloads (`live`: stop), as the prefix of one live workload among ended ones
+ * (a restarted job's name). An ambiguous prefix is a usage error (exit 2) listing the candidates with
+ * their status; no match at all is the coordinator's own NOT_FOUND.
  */
-export async function resolveId(client: ApiClient, kind: Kind, given: string): Promise<string> {
+export async function resolveId(
+  client: ApiClient,
+  kind: Kind,
+  given: string,
+  opts: { live?: boolean } = {},
+): Promise<string> {
   try {
     return await exact[kind](client, given);
   } catch (err) {
     if (!(err instanceof CliError) || err.code !== 'NOT_FOUND' || given === '') throw err;
-    const hits = (await candidates(client, kind)).filter((x) => x.handles.some((h) => h.startsWith(given)));
+    const hits = (await candidates(client, kind, false, kind === 'workload' ? given : '')).filter((x) =>
+      x.handles.some((h) => h.startsWith(given)),
+    );
     if (hits.length === 1) return hits[0]!.id;
+    const live = hits.filter((h) => h.status !== undefined && LIVE_STATUSES.includes(h.status));
+    if (opts.live && live.length === 1) return live[0]!.id;
     if (hits.length > 1)
       throw new CliError(
-        `"${given}" names ${hits.length} ${kind}s; say which:\n  ${hits
+        `"${given}" names ${hits.length >= MAX_WORKLOADS && kind === 'workload' ? `${hits.length} or more` : hits.length} ${kind}s; say which:\n  ${hits
           .slice(0, 20)
-          .map((h) => h.label)
+          .map((h) => (h.status ? `${h.label}  ${h.status}` : h.label))
           .join('\n  ')}${hits.length > 20 ? `\n  … and ${hits.length - 20} more` : ''}`,
         2,
         'AMBIGUOUS',

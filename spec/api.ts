@@ -260,6 +260,8 @@ export const WorkloadListQuery = z.object({
   status: z.string().optional().describe('comma-separated statuses'),
   job: z.string().optional().describe('job id or key'),
   node: z.string().optional().describe('node id or name'),
+  /** What the CLI's prefix lookup asks for (cli/resolve.ts); a workload id is at most 200 characters. */
+  id_prefix: z.string().min(1).max(200).optional().describe('only workloads whose id starts with this'),
   limit: z.coerce.number().int().min(1).max(10000).optional(),
 });
 

@@ -119,7 +119,8 @@ export async function create(file: string, opts: Opts) {
 }
 
 export async function stop(id: string, opts: Opts) {
-  id = await resolveId(new ApiClient(opts), 'workload', id);
+  // Stopping acts on a live workload: a prefix naming one live among ended ones names it.
+  id = await resolveId(new ApiClient(opts), 'workload', id, { live: true });
   const w = await new ApiClient(opts).post(`/api/workloads/${encodeURIComponent(id)}/stop`, api.Workload);
   if (opts.json) return printJson(w);
   process.stdout.write(`${w.id}: ${statusColor(w.status)}\n`);

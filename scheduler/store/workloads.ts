@@ -122,6 +122,8 @@ export interface WorkloadFilter {
   status?: WorkloadStatus[];
   jobId?: string;
   nodeId?: string;
+  /** Only workloads whose id starts with this. */
+  idPrefix?: string;
   limit?: number;
 }
 
@@ -139,6 +141,11 @@ export async function listWorkloads(q: Queryable, f: WorkloadFilter = {}): Promi
   if (f.nodeId) {
     params.push(f.nodeId);
     where.push(`node_id = $${params.length}`);
+  }
+  if (f.idPrefix) {
+    params.push(f.idPrefix);
+    // Not LIKE: `_` in an id is a character, not a wildcard.
+    where.push(`left(id, length($${params.length})) = $${params.length}`);
   }
   params.push(f.limit ?? 1000);
   return q.query<WorkloadRow>(

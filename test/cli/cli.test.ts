@@ -400,6 +400,68 @@ describe('mxc on hostile text from an agent', () => {
   });
 });
 
+describe('mxc naming workloads of a restarted job by prefix', () => {
+  let c: TestCoordinator;
+  let agent: ProtocolAgent;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    c = await startTestCoordinator('postgres');
+    agent = await new ProtocolAgent({ url: c.url, name: 'prefix-node' }).connect();
+    env = { MXC_COORDINATOR: c.url };
+  });
+  afterAll(async () => {
+    agent?.close();
+    await c?.stop();
+  });
+
+  const statuses = async () =>
+    Object.fromEntries(
+      (
+        JSON.parse((await mxc(['workloads', 'list', '--all', '--json'], env)).stdout) as {
+          id: string;
+          status: string;
+        }[]
+      ).map((w) => [w.id, w.status]),
+    );
+
+  it('stop takes the one live workload a name starts; show lists each candidate with its status', async () => {
+    expect((await c.api('POST', '/api/jobs', plainJob({ name: 'hello_world' }))).status).toBe(201);
+    const [first] = Object.keys(
+      await eventually(async () => {
+        const s = await statuses();
+        return Object.values(s).includes('running') && s;
+      }),
+    );
+    expect((await mxc(['jobs', 'restart', 'hello_world'], env)).exitCode).toBe(0);
+    const after = await eventually(async () => {
+      const s = await statuses();
+      return s[first!] === 'stopped' && Object.values(s).filter((v) => v === 'running').length === 1 && s;
+    });
+    const second = Object.keys(after).find((id) => after[id] === 'running')!;
+
+    const show = await mxc(['workloads', 'show', 'hello_world'], env);
+    expect(show.exitCode).toBe(2);
+    expect(show.stderr).toContain('"hello_world" names 2 workloads; say which:');
+    expect(show.stderr).toContain(`${first}  stopped`);
+    expect(show.stderr).toContain(`${second}  running`);
+
+    const stop = await mxc(['workloads', 'stop', 'hello_world'], env);
+    expect([stop.exitCode, stop.stderr]).toEqual([0, '']);
+    expect(stop.stdout).toMatch(new RegExp(`^${second}: stopping`));
+    // Now none is live: stop too finds two, ended both.
+    await eventually(async () => (await statuses())[second] === 'stopped');
+    const again = await mxc(['workloads', 'stop', 'hello_world'], env);
+    expect(again.exitCode).toBe(2);
+    expect(again.stderr).toContain(`${second}  stopped`);
+    // An `_` in the prefix is itself, not a wildcard; the prefix is bounded.
+    const none = await c.api('GET', '/api/workloads?id_prefix=hello%5Fworld-&limit=10');
+    expect(none.body.data.map((w: { id: string }) => w.id).sort()).toEqual([first, second].sort());
+    expect((await c.api('GET', '/api/workloads?id_prefix=helloxworld')).body.data).toEqual([]);
+    const long = await c.api('GET', `/api/workloads?id_prefix=${'h'.repeat(201)}`);
+    expect([long.status, long.body.error.code]).toEqual([422, 'VALIDATION_FAILED']);
+  });
+});
+
 describe('mxc when a helper command fails', () => {
   /** A PATH with node and nothing else: no nix, nix-build or nix-store. */
   const nodeOnly = async () => {

@@ -82,7 +82,15 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
         nodeId = node.id;
       }
       return {
-        data: await present(await wl.listWorkloads(db, { status: q.status, jobId, nodeId, limit: q.limit })),
+        data: await present(
+          await wl.listWorkloads(db, {
+            status: q.status,
+            jobId,
+            nodeId,
+            idPrefix: q.id_prefix,
+            limit: q.limit,
+          }),
+        ),
       };
     },
   );
