@@ -34,10 +34,20 @@ interface JobState {
   update: { status: string; message: string; to_version: number } | null;
 }
 
-/** Why a workload ended badly, in words: a lost one's node went away, which it says nothing of itself. */
-const reasonOf = (w: { status: string; error?: string | null }) =>
-  w.error ??
-  (w.status === 'lost' ? 'its node went away (the agent stopped or cannot be reached)' : 'no reason given');
+/**
+ * Why a workload ended badly, in words: its error; else the reason of the event that ended it (a stop
+ * by request leaves no error, only its event's "stopped by request"); a lost one's node went away.
+ */
+async function reasonOf(client: ApiClient, w: { id: string; status: string; error?: string | null }) {
+  if (w.error) return w.error;
+  if (w.status === 'lost') return 'its node went away (the agent stopped or cannot be reached)';
+  const events = await client.get(
+    `/api/workloads/${encodeURIComponent(w.id)}/events`,
+    z.array(api.WorkloadEvent),
+  );
+  const last = events.filter((e) => e.to_status === w.status).sort((a, b) => b.id - a.id)[0];
+  return last?.reason || 'no reason given';
+}
 
 export interface WaitResult {
   ok: boolean;
@@ -172,7 +182,8 @@ export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOpt
         (w.status === 'failed' || w.status === 'lost') &&
         (w.finished_at === null || w.finished_at.getTime() >= opts.since),
     );
-    if (failed) return result(false, `workload ${failed.id} ${failed.status}: ${reasonOf(failed)}`);
+    if (failed)
+      return result(false, `workload ${failed.id} ${failed.status}: ${await reasonOf(client, failed)}`);
     if (job.update && job.update.status !== 'rolling' && opts.rolling) {
       if (job.update.status !== 'succeeded')
         return result(false, `the rolling update ${job.update.status}: ${job.update.message}`);
@@ -185,11 +196,11 @@ export async function waitForJob(client: ApiClient, jobId: string, opts: WaitOpt
         if (current.every((w) => w.status === 'running' && (!hasHealth || w.health === 'healthy')))
           return result(true, '');
         const gone = current.find(ended);
-        if (gone) return result(false, `workload ${gone.id} ${gone.status}: ${reasonOf(gone)}`);
+        if (gone) return result(false, `workload ${gone.id} ${gone.status}: ${await reasonOf(client, gone)}`);
       } else if (current.every(succeeded)) return result(true, '');
       else {
         const bad = current.find((w) => ended(w) && !succeeded(w));
-        if (bad) return result(false, `workload ${bad.id} ${bad.status}: ${reasonOf(bad)}`);
+        if (bad) return result(false, `workload ${bad.id} ${bad.status}: ${await reasonOf(client, bad)}`);
       }
     }
 

@@ -129,5 +129,9 @@ describe('mxc submit --wait', () => {
     expect(again.stdout).toMatch(
       /is unchanged \(version 1\); but 0 of its 1 instance\(s\) run: `mxc jobs restart devcluster\/www-data\/devel\/stopped-by-hand` starts them again/,
     );
+    // --wait says why the instance ended: its stop event's reason (a stop leaves no error of its own).
+    const waited = await mxc(['submit', job, '--wait', '--timeout', '30'], { env });
+    expect(waited.exitCode).toBe(1);
+    expect(waited.stderr).toContain(`mxc: workload ${mine.id} stopped: stop requested`);
   }, 60_000);
 });
