@@ -85,7 +85,7 @@ export function installErrorHandler(app: FastifyInstance): void {
   });
   app.setNotFoundHandler((req, reply) =>
     reply.status(404).send({
-      error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` },
+      error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` },
     }),
   );
 }

@@ -409,6 +409,22 @@ describe('API contract', () => {
     expect(v.body.error.details.problems).toEqual([expect.stringMatching(/^version: /)]);
   });
 
+  it('an unknown route is 404 NOT_FOUND for every method, with a body or without', async () => {
+    c = await startTestCoordinator('pglite');
+    const seen: unknown[] = [];
+    const expected: unknown[] = [];
+    for (const method of ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
+      for (const body of [undefined, { a: 1 }]) {
+        if (body && (method === 'GET' || method === 'HEAD')) continue;
+        const r = await c.api(method, '/api/nope', body);
+        // A HEAD answer has no body to carry the code.
+        seen.push([method, body !== undefined, r.status, method === 'HEAD' ? '' : r.body.error?.code]);
+        expected.push([method, body !== undefined, 404, method === 'HEAD' ? '' : 'NOT_FOUND']);
+      }
+    }
+    expect(seen).toEqual(expected);
+  });
+
   it('addresses names at their longest; a path the router cannot read is a coded 400 or 414', async () => {
     c = await startTestCoordinator('pglite');
     // Four names of 128 characters: the job key is 515, its workload ids ~140 (fastify's default bound
