@@ -3,6 +3,7 @@
  * data dir), migrates it, builds the HTTP app and listens. Returns handles for a clean shutdown.
  */
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ import { type Db, openDb } from './store/db.js';
 import { migrate } from './store/migrate.js';
 import type { RetentionPolicy } from './store/retention.js';
 import * as settingsStore from './store/settings.js';
+import * as tokensStore from './store/tokens.js';
 import { dashboardPlugin } from './ui/index.js';
 
 /** The mxc_settings row holding the cache signing key coordinators on one database share. */
@@ -84,9 +86,23 @@ export interface CoordinatorServer {
 }
 
 export async function startCoordinator(opts: CoordinatorServerOptions): Promise<CoordinatorServer> {
+  const host = opts.host ?? '127.0.0.1';
+  // Without a client token anyone who reaches the port controls the cluster: loopback only.
+  const openApiRefusal = () =>
+    new MxcError(
+      'OPEN_API_NOT_LOOPBACK',
+      400,
+      `refusing to listen on ${host} with an open API (no client token): set MXC_API_TOKEN or MXC_API_TOKEN_FILE, create a token first on 127.0.0.1 (mxc tokens create), or pass --insecure (MXC_INSECURE=1) to accept the risk`,
+    );
+  const mayBeOpen = opts.tokens.api === undefined && !isLoopbackHost(host) && !opts.insecure;
+  // An embedded database not made yet holds no token: refused before anything is made.
+  if (mayBeOpen && !opts.databaseUrl && !existsSync(join(opts.dataDir, 'db'))) throw openApiRefusal();
   await mkdir(opts.dataDir, { recursive: true });
   const db = await openDb({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, poolSize: opts.poolSize });
   try {
+    // Decided on the tokens the database already holds, before it is migrated: a refused start
+    // changes nothing.
+    if (mayBeOpen && !(await tokensStore.hasStoredClientTokens(db))) throw openApiRefusal();
     const applied = await migrate(db);
     if (applied.length) opts.logger.info({ applied }, 'database migrated');
     const cache = await openCacheStore(opts.dataDir, {
@@ -106,15 +122,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     });
     const auth = new Auth(opts.tokens, db);
     await auth.load();
-    const host = opts.host ?? '127.0.0.1';
-    // Without a client token anyone who reaches the port controls the cluster: loopback only.
-    if (!auth.hasClientTokens() && !isLoopbackHost(host) && !opts.insecure) {
-      throw new MxcError(
-        'OPEN_API_NOT_LOOPBACK',
-        400,
-        `refusing to listen on ${host} with an open API (no client token): set MXC_API_TOKEN or MXC_API_TOKEN_FILE, create a token first on 127.0.0.1 (mxc tokens create), or pass --insecure (MXC_INSECURE=1) to accept the risk`,
-      );
-    }
+    if (mayBeOpen && !auth.hasClientTokens()) throw openApiRefusal();
     const tls = opts.tls
       ? { cert: await readFile(opts.tls.certFile), key: await readFile(opts.tls.keyFile) }
       : undefined;

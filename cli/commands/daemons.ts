@@ -158,8 +158,13 @@ async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promis
         { cause: err },
       );
     }
-    // A coded refusal (an unreachable cache bucket, an unreadable key file, …) is a message, not a crash.
-    if (err instanceof MxcError || err instanceof CacheError) throw new CliError(err.message, 1, err.code);
+    // A coded refusal (an unreachable database or cache bucket, a data dir in use, an unreadable key
+    // file, …) is a message ending with its code, not a crash; a refused configuration exits 2, as a
+    // bad setting does.
+    if (err instanceof MxcError || err instanceof CacheError) {
+      const exit = err.code === 'OPEN_API_NOT_LOOPBACK' ? 2 : 1;
+      throw new CliError(`${err.message} [${err.code}]`, exit, err.code, { cause: err });
+    }
     throw err;
   }
 }
@@ -170,7 +175,7 @@ async function startAgent(agent: Agent): Promise<void> {
     await agent.start();
   } catch (err) {
     if (err instanceof FolderInUseError)
-      throw new CliError(`agent state dir: ${err.message}`, 1, err.code, { cause: err });
+      throw new CliError(`agent state dir: ${err.message} [${err.code}]`, 1, err.code, { cause: err });
     throw err;
   }
 }

@@ -84,6 +84,27 @@ export const CONNECT_TIMEOUT_MS = 5000;
  */
 export const QUERY_TIMEOUT_MS = 60_000;
 
+/** A connection string with its password left out (for messages and logs). */
+export function urlWithoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = '';
+    return u.toString();
+  } catch {
+    // Not a URL the WHATWG parser reads: drop whatever sits between the user's colon and the '@'.
+    return url.replace(/^([^:/]+:\/\/[^:@/]*):[^@]*@/, '$1@');
+  }
+}
+
+/** Why a connection failed, in pg's or the kernel's words (several addresses tried: each of them). */
+function describeConnectError(err: unknown): string {
+  const e = err as { message?: string; code?: string; errors?: unknown[] };
+  if (Array.isArray(e.errors) && e.errors.length)
+    return e.errors.map((x) => (x as Error).message ?? String(x)).join('; ');
+  return e.message || e.code || String(err);
+}
+
 /** Opens PostgreSQL at `url`. */
 export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<Db> {
   const pool = new pg.Pool({
@@ -104,7 +125,20 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
   pool.on('error', () => {
     // An idle client lost its connection; the pool replaces it. Queries report their own errors.
   });
-  await pool.query('SELECT 1');
+  try {
+    await pool.query('SELECT 1');
+  } catch (err) {
+    await pool.end().catch(() => {});
+    // A start against a database that cannot be reached (down, a wrong host, port, name or password)
+    // is said plainly, naming it without its password, not shown as a crash with a stack trace.
+    throw new MxcError(
+      'DATABASE_UNREACHABLE',
+      503,
+      `the database at ${urlWithoutPassword(url)} is unreachable: ${describeConnectError(err)}`,
+      undefined,
+      { cause: err },
+    );
+  }
   return {
     engine: 'postgres',
     async query<T>(sql: string, params: readonly unknown[] = [], name?: string) {

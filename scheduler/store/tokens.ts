@@ -24,6 +24,16 @@ export async function insertToken(
   ]);
 }
 
+/**
+ * Whether the database holds a client token, read without migrating it: a database not migrated yet
+ * (no `api_tokens` table) holds none.
+ */
+export async function hasStoredClientTokens(q: Queryable): Promise<boolean> {
+  const [t] = await q.query<{ present: boolean }>("SELECT to_regclass('api_tokens') IS NOT NULL AS present");
+  if (!t?.present) return false;
+  return (await q.query("SELECT 1 FROM api_tokens WHERE kind = 'client' LIMIT 1")).length > 0;
+}
+
 export async function listTokens(q: Queryable): Promise<TokenRow[]> {
   return q.query<TokenRow>('SELECT * FROM api_tokens ORDER BY name');
 }

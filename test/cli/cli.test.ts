@@ -106,7 +106,9 @@ describe('mxc CLI', () => {
       );
       const second = await mxc([...args, '--name', 'two']);
       expect(second.exitCode).toBe(1);
-      expect(second.stderr).toMatch(/^mxc: agent state dir: .* is in use by another process \(pid \d+\)/);
+      expect(second.stderr).toMatch(
+        /^mxc: agent state dir: .* is in use by another process \(pid \d+\).*\[DATA_DIR_IN_USE\]$/m,
+      );
       expect(second.stderr).not.toMatch(/internal error/);
     } finally {
       first.kill('SIGKILL');

@@ -6,17 +6,21 @@
  * resources with MXC_AGENT_CPU=0, MXC_UI_ENABLED=false turns the dashboard off, and
  * MXC_SCHEDULER_STRATEGY=pack places a job on the fullest node that fits.
  */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixBuild } from '../../lib/nix.js';
 import { databaseUrl, readSettings, SettingsError } from '../../lib/settings.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { SETTINGS } from '../../spec/settings.js';
 import { type DaemonProcess, listeningUrl, MXC_BIN, startDaemon } from '../helpers/daemon-process.js';
-import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { createPostgresDb, dropPostgresDb, PG_ADMIN_URL, urlFor } from '../helpers/db.js';
 import { eventually } from '../helpers/protocol-agent.js';
 
 let dir = '';
@@ -222,6 +226,65 @@ describe('through the real CLI', () => {
     expect(r.stderr).toMatch(/^mxc: bad configuration/);
     expect(r.stderr).toMatch(message);
     expect(r.exitCode).toBe(2);
+  });
+
+  it('an open API on a non-loopback address is refused with its code, exit 2, before the database is made', async () => {
+    const dataDir = join(dir, 'open-api');
+    const r = await mxc(['coordinator', '--port', '0'], {
+      MXC_DATA_DIR: dataDir,
+      MXC_LISTEN_ADDRESS: '0.0.0.0',
+    });
+    expect(r.stderr).toMatch(
+      /^mxc: refusing to listen on 0\.0\.0\.0 with an open API .*\[OPEN_API_NOT_LOOPBACK\]$/m,
+    );
+    expect(r.exitCode).toBe(2);
+    expect(existsSync(dataDir)).toBe(false);
+  });
+
+  it('an open API refused on PostgreSQL leaves its database as it was (not migrated)', async () => {
+    const name = `mxc_test_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await admin.connect();
+    try {
+      await admin.query(`CREATE DATABASE ${name} TEMPLATE template0`);
+      const r = await mxc(['coordinator', '--port', '0', '--host', '0.0.0.0'], {
+        MXC_DATA_DIR: join(dir, 'open-api-pg'),
+        DATABASE_URL: urlFor(name),
+      });
+      expect(r.stderr).toMatch(/\[OPEN_API_NOT_LOOPBACK\]$/m);
+      expect(r.exitCode).toBe(2);
+      const db = new pg.Client({ connectionString: urlFor(name) });
+      await db.connect();
+      const tables = await db.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'");
+      await db.end();
+      expect(tables.rows).toEqual([]);
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+
+  it('a PostgreSQL that cannot be reached is named without its password: DATABASE_UNREACHABLE, exit 1', async () => {
+    // A port nothing listens on: taken from the kernel, then let go.
+    const port = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as AddressInfo).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const r = await mxc(['coordinator', '--port', '0'], {
+      MXC_DATA_DIR: join(dir, 'no-db'),
+      DATABASE_URL: `postgres://mxc:hunter2-secret@127.0.0.1:${port}/mxc`,
+    });
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^mxc: the database at postgres://mxc@127\\.0\\.0\\.1:${port}/mxc is unreachable: .*ECONNREFUSED.*\\[DATABASE_UNREACHABLE\\]$`,
+        'm',
+      ),
+    );
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr + r.stdout).not.toContain('hunter2');
+    expect(r.stderr).not.toMatch(/internal error|This is a bug/);
   });
 
   describe('mxc serve with the seed’s settings on PostgreSQL', () => {

@@ -74,8 +74,8 @@ it("a second mxc coordinator on a running one's data dir exits with the reason",
         timeout: 60_000,
       },
     );
-    expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toMatch(/is in use by another process \(pid \d+\)/);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/is in use by another process \(pid \d+\).*\[DATA_DIR_IN_USE\]$/m);
     expect(r.stderr).not.toMatch(/internal error/);
   } finally {
     await db.close();
