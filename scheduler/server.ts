@@ -71,6 +71,10 @@ export interface CoordinatorServerOptions {
   retention?: RetentionPolicy;
   /** The newest lines of a workload's log kept (MXC_LOG_LINES_KEPT); 100,000 when unset. */
   logLinesKept?: number;
+  /** Connections taken at once; default: as the open-file limit allows. */
+  maxConnections?: number;
+  /** Connections taken from one client address (MXC_MAX_CONNECTIONS_PER_ADDRESS); default half the limit. */
+  maxConnectionsPerAddress?: number;
   /** The coordinator's and the lease's clock; the system clock when unset (tests pass a manual one). */
   clock?: Clock;
 }
@@ -165,6 +169,8 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       auth,
       tls,
       logger: opts.logger,
+      maxConnections: opts.maxConnections,
+      maxConnectionsPerAddress: opts.maxConnectionsPerAddress,
       plugins: [
         async (a) => {
           await a.register(cachePlugin, {

@@ -433,6 +433,13 @@ export const SETTINGS = [
     schema: boolean,
   },
   {
+    env: 'MXC_MAX_CONNECTIONS_PER_ADDRESS',
+    roles: C,
+    default: 'half the connection limit',
+    doc: 'connections the coordinator takes from one client address (agents behind one NAT share one); past it, new ones from that address are refused and logged',
+    schema: integer('a whole number ≥ 1', 1),
+  },
+  {
     env: 'MXC_UI_ENABLED',
     roles: C,
     default: 'true',

@@ -104,6 +104,7 @@ function coordinatorOptions(s: Settings) {
     cacheKeyFile: s.MXC_CACHE_KEY_FILE ? resolve(s.MXC_CACHE_KEY_FILE) : undefined,
     cacheCompression: s.MXC_CACHE_COMPRESSION,
     insecure: s.MXC_INSECURE === true,
+    maxConnectionsPerAddress: s.MXC_MAX_CONNECTIONS_PER_ADDRESS,
     tls: tlsOptions(s),
   };
 }

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import websocket from '@fastify/websocket';
 import Fastify, {
   type FastifyBaseLogger,
@@ -50,6 +50,10 @@ export interface AppOptions {
    * advertise URL's, the listen address's, this machine's (see hostServesOpenApi).
    */
   openHosts?: readonly string[];
+  /** Connections taken at once; default: as the open-file limit allows (maxConnectionsFor). */
+  maxConnections?: number;
+  /** Connections taken from one client address (MXC_MAX_CONNECTIONS_PER_ADDRESS); default half the above. */
+  maxConnectionsPerAddress?: number;
 }
 
 /** One route of the app with the access it needs (for tests and audits of the route table). */
@@ -120,9 +124,16 @@ export const HEADERS_TIMEOUT_MS = 10_000;
  * over a slow link is a legitimate request.
  */
 export const REQUEST_TIMEOUT_MS = 30 * 60_000;
+/**
+ * How long a kept-alive connection stays open with no request (Node's default). fastify's 72 s let one
+ * public request a minute hold a connection forever, and enough of them every connection there is.
+ * Agent sockets and streams (events, followed logs) are not idle and stay.
+ */
+export const KEEP_ALIVE_TIMEOUT_MS = 5000;
 const SERVER_TIMEOUTS = {
   headersTimeout: HEADERS_TIMEOUT_MS,
   requestTimeout: REQUEST_TIMEOUT_MS,
+  keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
   // Node checks both every 30 s by default, so a slow client kept its connection up to 40 s.
   connectionsCheckingInterval: 1000,
 };
@@ -145,6 +156,83 @@ export function openFileLimit(): number {
 /** Connections the API takes with `fdLimit` descriptors: an eighth of them (at least 256) kept for the rest. */
 export function maxConnectionsFor(fdLimit: number): number {
   return Math.max(64, fdLimit - Math.max(256, Math.floor(fdLimit / 8)));
+}
+
+/** Share of the connection limit past which each new connection first closes the idle kept-alive ones. */
+const SHED_IDLE_AT = 0.9;
+/** While connections are being refused, the log says so at most this often. */
+const REFUSED_LOG_MS = 10_000;
+
+/**
+ * Caps the server's connections, in all and per client address, and keeps room for new ones: once
+ * nearly every connection is taken, idle kept-alive ones are closed before any new one is refused (an
+ * attacker's idle connections are the first to go; a request in flight, an agent socket, an event
+ * stream are not idle), and so are they before a client address at its share is refused one more.
+ * Refusals are logged, at most every REFUSED_LOG_MS, with their counts.
+ */
+function guardConnections(server: Server, log: FastifyBaseLogger, limit: number, perAddress: number): void {
+  server.maxConnections = limit;
+  const all = new Set<Socket>();
+  const byAddress = new Map<string, Set<Socket>>();
+  const counts = { refusedAtLimit: 0, refusedPerAddress: 0, idleClosed: 0 };
+  let loggedAt = Number.NEGATIVE_INFINITY;
+  const report = () => {
+    const now = performance.now();
+    if (now - loggedAt < REFUSED_LOG_MS) return;
+    loggedAt = now;
+    log.warn(
+      { ...counts, maxConnections: limit, maxConnectionsPerAddress: perAddress, open: all.size },
+      'connections refused: the coordinator is at its connection limit, or a client address at its own',
+    );
+    counts.refusedAtLimit = 0;
+    counts.refusedPerAddress = 0;
+    counts.idleClosed = 0;
+  };
+  /** Live sockets of `set`: one closed a moment ago is destroyed at once, but leaves the set later. */
+  const live = (set: Set<Socket>) => {
+    let n = 0;
+    for (const s of set) if (!s.destroyed) n++;
+    return n;
+  };
+  const shedIdle = () => {
+    const before = live(all);
+    server.closeIdleConnections();
+    counts.idleClosed += before - live(all);
+  };
+  server.on('drop', () => {
+    counts.refusedAtLimit++;
+    shedIdle();
+    report();
+  });
+  // Ahead of the HTTP server's own listener, so the idle connections closed for a new one never
+  // include the new one itself (not sent a byte yet, it would count as idle).
+  server.prependListener('connection', (socket: Socket) => {
+    const address = socket.remoteAddress ?? '';
+    let mine = byAddress.get(address);
+    if (mine && mine.size >= perAddress) {
+      // The address's idle connections go before the new one is refused.
+      shedIdle();
+      if (live(mine) >= perAddress) {
+        counts.refusedPerAddress++;
+        socket.destroy();
+        report();
+        return;
+      }
+    }
+    if (!mine) {
+      mine = new Set();
+      byAddress.set(address, mine);
+    }
+    const own = mine;
+    own.add(socket);
+    all.add(socket);
+    socket.once('close', () => {
+      all.delete(socket);
+      own.delete(socket);
+      if (own.size === 0) byAddress.delete(address);
+    });
+    if (all.size >= limit * SHED_IDLE_AT) shedIdle();
+  });
 }
 
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
@@ -200,6 +288,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     },
     http: SERVER_TIMEOUTS,
     requestTimeout: REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     // TLS through a server factory keeps the app's types those of a plain HTTP server.
     ...(opts.tls
       ? {
@@ -215,7 +304,16 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   // ~20,000 of them took every file descriptor, the database's connections included: headers get 10 s,
   // and connections past what the descriptors allow (leaving room for the database, files and the
   // cache) are refused as they come instead of starving the coordinator.
-  app.server.maxConnections = maxConnectionsFor(openFileLimit());
+  // Idle kept-alive connections go after 5 s, and first when connections run short; one address may
+  // hold at most its share (half by default: agents behind one NAT share an address).
+  app.server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  const limit = opts.maxConnections ?? maxConnectionsFor(openFileLimit());
+  guardConnections(
+    app.server,
+    app.log,
+    limit,
+    opts.maxConnectionsPerAddress ?? Math.max(1, Math.floor(limit / 2)),
+  );
   installErrorHandler(app);
   await installContract(app, opts.version ?? '0.0.0');
 

@@ -53,6 +53,9 @@ export async function startTestCoordinator(
     leaderLeaseMs?: number;
     /** The newest lines of a workload's log kept (MXC_LOG_LINES_KEPT). */
     logLinesKept?: number;
+    /** Connections taken at once, and from one address (default: as the open-file limit allows, half). */
+    maxConnections?: number;
+    maxConnectionsPerAddress?: number;
   } = {},
 ): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
@@ -71,6 +74,8 @@ export async function startTestCoordinator(
     clock: opts.clock,
     leaderLeaseMs: opts.leaderLeaseMs,
     logLinesKept: opts.logLinesKept,
+    maxConnections: opts.maxConnections,
+    maxConnectionsPerAddress: opts.maxConnectionsPerAddress,
     dataDir,
     databaseUrl,
     tokens: opts.tokens ?? {},
