@@ -160,6 +160,11 @@ export function maxConnectionsFor(fdLimit: number): number {
 
 /** Share of the connection limit past which each new connection first closes the idle kept-alive ones. */
 const SHED_IDLE_AT = 0.9;
+/**
+ * Idle connections are closed at most this often: closing them walks every connection, and a flood of
+ * new ones must not make each new one walk them all (the 10 % headroom takes a burst meanwhile).
+ */
+const SHED_EVERY_MS = 100;
 /** While connections are being refused, the log says so at most this often. */
 const REFUSED_LOG_MS = 10_000;
 
@@ -194,7 +199,11 @@ function guardConnections(server: Server, log: FastifyBaseLogger, limit: number,
     for (const s of set) if (!s.destroyed) n++;
     return n;
   };
+  let shedAt = Number.NEGATIVE_INFINITY;
   const shedIdle = () => {
+    const now = performance.now();
+    if (now - shedAt < SHED_EVERY_MS) return;
+    shedAt = now;
     const before = live(all);
     server.closeIdleConnections();
     counts.idleClosed += before - live(all);
