@@ -287,6 +287,16 @@ describe('the agent command outbox', () => {
       const first = await new ProtocolAgent({ url: c.url, name }).connect();
       first.close();
       await eventually(async () => !c.coordinator.isConnected(first.nodeId), 5000, 'the socket let go');
+      // The dying coordinator decided while the agent was still connected (its socket closed right after):
+      // nothing is placed on a node known to be disconnected.
+      const connected = async () =>
+        (
+          await c.coordinator.db.query<{ connected: boolean }>('SELECT connected FROM nodes WHERE id = $1', [
+            first.nodeId,
+          ])
+        )[0]!.connected;
+      await eventually(async () => !(await connected()), 5000, 'the node marked disconnected');
+      await c.coordinator.db.query('UPDATE nodes SET connected = true WHERE id = $1', [first.nodeId]);
       const rec = await decideAndDie(databaseUrl, (d) => submitAndPlace(d, plainJob({ name })));
       const id = rec.workloads[0]!;
       expect(await outboxRows(c.coordinator.db)).toBe(1);
