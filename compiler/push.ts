@@ -4,6 +4,7 @@
  * spec/cache.ts), each NAR streamed as it is read; small NARs are read a few paths ahead.
  */
 
+import { realpath } from 'node:fs/promises';
 import http from 'node:http';
 import { type CommandError, runStreaming, type StartedCommand } from '../lib/exec.js';
 import { answerOf, type HttpAnswer } from '../lib/http-answer.js';
@@ -69,6 +70,11 @@ async function localClosure(
   try {
     return await queryClosureInfos(paths, { signal, started });
   } catch (err) {
+    // nix's own words for a root outside the store are about flakes ("does not contain a 'flake.nix'").
+    if ((err as CommandError).exitCode !== undefined) {
+      const refused = await notInStore(paths);
+      if (refused) throw Object.assign(refused, { cause: err });
+    }
     const stderr = (err as CommandError).stderr ?? '';
     const gone = [...stderr.matchAll(/path '([^']+)' is not valid/g)].map((m) => m[1]!);
     if (gone.length === 0) throw err;
@@ -79,6 +85,28 @@ async function localClosure(
       { cause: err },
     );
   }
+}
+
+/** The first root that does not exist or is not in the Nix store, as a PushError; null when none. */
+async function notInStore(paths: readonly string[]): Promise<PushError | null> {
+  for (const path of paths) {
+    let real: string;
+    try {
+      real = await realpath(path);
+    } catch {
+      return new PushError(
+        'PUSH_PATH_MISSING',
+        `${path} does not exist: build it here first (nix-build …) and push what it printed, or its ./result link`,
+      );
+    }
+    if (!real.startsWith(`${STORE_DIR}/`)) {
+      return new PushError(
+        'PUSH_NOT_A_STORE_PATH',
+        `${path} is not in the Nix store (${real === path ? STORE_DIR : `it is ${real}, not in ${STORE_DIR}`}): push what nix-build printed, or its ./result link`,
+      );
+    }
+  }
+  return null;
 }
 
 /** Uncompressed bytes per batch request (a NAR larger than this goes alone). */

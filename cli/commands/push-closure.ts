@@ -87,7 +87,11 @@ async function pushPaths(
     if (err instanceof PushError)
       throw new CliError(
         `could not upload the closure: ${err.message} [${err.code}]`,
-        err.code === 'PUSH_PATH_MISSING' ? 2 : err.status !== undefined ? exitCodeOf(err.status) : 1,
+        err.code === 'PUSH_PATH_MISSING' || err.code === 'PUSH_NOT_A_STORE_PATH'
+          ? 2
+          : err.status !== undefined
+            ? exitCodeOf(err.status)
+            : 1,
         err.code,
         { cause: err },
       );

@@ -491,12 +491,27 @@ describe('mxc when a helper command fails', () => {
     expect(push.stderr).not.toContain('internal error');
   });
 
-  it("answers a nix command's own failure with its stderr and a code", async () => {
-    // Not a store path's name, so nix path-info itself refuses it.
-    const r = await mxc(['push', '/nix/store/not-a-store-path']);
-    expect(r.exitCode).toBe(1);
-    expect(r.stderr).toMatch(/^mxc: nix exited with code 1:\n/);
-    expect(r.stderr).toContain("getting status of '/nix/store/not-a-store-path'");
-    expect(r.stderr).not.toContain('internal error');
+  it('says plainly that a pushed path does not exist or is not in the store (exit 2), not in nix’s words', async () => {
+    const gone = await mxc(['push', '/nix/store/not-a-store-path']);
+    expect(gone.exitCode).toBe(2);
+    expect(gone.stderr).toContain(
+      '/nix/store/not-a-store-path does not exist: build it here first (nix-build …) and push what it printed, or its ./result link [PUSH_PATH_MISSING]',
+    );
+    const dir = await mkdtemp(join(tmpdir(), 'mxc-push-'));
+    try {
+      await writeFile(join(dir, 'f'), 'x');
+      const outside = await mxc(['push', '--json', join(dir, 'f')]);
+      expect(outside.exitCode).toBe(2);
+      expect(JSON.parse(outside.stdout).error).toEqual({
+        code: 'PUSH_NOT_A_STORE_PATH',
+        message: expect.stringContaining(`${join(dir, 'f')} is not in the Nix store (/nix/store)`),
+      });
+      for (const r of [gone, outside]) {
+        expect(r.stderr).not.toContain('flake.nix');
+        expect(r.stderr).not.toContain('internal error');
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
