@@ -16,6 +16,9 @@ export const JobWithSpec = Job.extend({
     .enum(['running', 'complete', 'failed', 'stopped'])
     .describe('running while an instance is live; else failed, complete (all finished) or stopped'),
   counts: StateCounts.describe('workloads per state, history included'),
+  latest: StateCounts.describe(
+    "each instance's newest workload per state: what the job is doing now (mxc jobs list shows these)",
+  ),
 });
 
 /** `GET /api/jobs/:id`: the job with its workloads and latest update. */

@@ -43,7 +43,10 @@ const UPDATE_COLOR: Record<z.output<typeof api.JobUpdate>['status'], (s: string)
   cancelled: color.red,
 };
 
-/** Jobs with their state (running / complete / failed / stopped) and workloads per state, history included. */
+/**
+ * Jobs with their state (running / complete / failed / stopped) and their instances per state (each
+ * instance's newest workload: a restarted instance counts once, as what it does now).
+ */
 export async function list(opts: Opts) {
   const rows = await new ApiClient(opts).getAll('/api/jobs', apiJobs.JobWithSpec);
   if (opts.json) return printJson(rows);
@@ -69,11 +72,11 @@ export async function list(opts: Opts) {
       String(j.current_version),
       j.spec.cron_schedule ? 'cron' : j.spec.service ? 'service' : 'batch',
       String(j.spec.instances),
-      n(j.counts.running + j.counts.stopping),
-      n(j.counts.pending + j.counts.starting),
-      n(j.counts.finished),
-      n(j.counts.failed, color.red),
-      n(j.counts.lost),
+      n(j.latest.running + j.latest.stopping),
+      n(j.latest.pending + j.latest.starting),
+      n(j.latest.finished),
+      n(j.latest.failed, color.red),
+      n(j.latest.lost),
       j.spec.mxc.isolation,
       ago(j.updated_at),
     ]),

@@ -173,6 +173,25 @@ describe('mxc CLI', () => {
           JSON.parse((await mxc(['workloads', 'list', '--json', '--status', 'running'], env)).stdout)
             .length === 2,
       );
+      // One instance's process fails and the service starts it again: the job's table counts its two
+      // instances by what they do now (both running), not its five workloads by what they ever did.
+      const live = JSON.parse(
+        (await mxc(['workloads', 'list', '--json', '--status', 'running'], env)).stdout,
+      );
+      agent.send({ type: 'workload_status', workload_id: live[0].id, status: 'failed', reason: 'crashed' });
+      const now = await eventually(
+        async () => {
+          const j = JSON.parse((await mxc(['jobs', 'list', '--json'], env)).stdout)[0];
+          return j.counts.failed === 1 && j.latest.running === 2 ? j : null;
+        },
+        15_000,
+        'the failed instance running again',
+      );
+      expect(now.latest).toMatchObject({ running: 2, pending: 0, failed: 0, lost: 0 });
+      expect(Object.values(now.counts as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(5);
+      expect((await mxc(['jobs', 'list'], env)).stdout).toMatch(
+        /test\/www\/prod\/clijob\s+running\s+1\s+service\s+2\s+2\s+0\s+0\s+0\s+0\s+process/,
+      );
 
       const stop = await mxc(['jobs', 'stop', 'test/www/prod/clijob'], env);
       expect(stop.stdout).toMatch(/stopped \(2 workload\(s\) stopping\)/);
@@ -185,8 +204,8 @@ describe('mxc CLI', () => {
       expect(JSON.parse(byPrefix.stdout).id).toBe(w0);
       const ambiguous = await mxc(['workloads', 'events', 'clijob-'], env);
       expect(ambiguous.exitCode).toBe(2);
-      // (the drain above replaced both, so the history holds four)
-      expect(ambiguous.stderr).toMatch(/"clijob-" names 4 workloads; say which:\n {2}clijob-/);
+      // (the drain above replaced both, and a failed one was started again: the history holds five)
+      expect(ambiguous.stderr).toMatch(/"clijob-" names 5 workloads; say which:\n {2}clijob-/);
       expect(ambiguous.stderr).toContain(w0);
       expect(ambiguous.stderr).toContain(w1);
       // Client options work before the command too, and with --json errors are JSON on stdout.

@@ -16,17 +16,21 @@ import * as wl from '../../store/workloads.js';
 import { data, decodeCursor, encodeCursor, errorResponses, IdParams, typed } from '../contract.js';
 import { presentWorkloads } from '../views.js';
 
-/** A job with what it is doing (running / complete / failed / stopped) and its workloads per state. */
+/**
+ * A job with what it is doing (running / complete / failed / stopped) and its workloads per state: all
+ * of them (`counts`) and each instance's newest (`latest`).
+ */
 function withState<J extends jobs.JobRow>(
   job: J,
   spec: { cron_schedule?: string | null } | undefined,
   s: { counts: StateCounts; latest: StateCounts } | undefined,
 ) {
-  const counts = s?.counts ?? emptyCounts();
+  const latest = s?.latest ?? emptyCounts();
   return {
     ...job,
-    state: jobState({ status: job.status, cron: !!spec?.cron_schedule }, s?.latest ?? emptyCounts()),
-    counts,
+    state: jobState({ status: job.status, cron: !!spec?.cron_schedule }, latest),
+    counts: s?.counts ?? emptyCounts(),
+    latest,
   };
 }
 
