@@ -77,17 +77,13 @@ test('an event subscriber that stops reading is dropped, one that reads is not',
   await eventually(async () => changes() === before, 5000, 'the reader unsubscribed');
 }, 60_000);
 
-test('a log follow whose client stops reading waits for it, then sends every line', async () => {
-  const sub = await c.coordinator.submitJob(plainJob({ name: 'chatty' }));
-  const id = sub.workloads[0]!;
-  // ~10 MiB of logs: ten of the route's reads of 1,000 lines.
-  const text = 'y'.repeat(1000);
-  const total = 10_000;
-  for (let i = 0; i < total; i += 2000)
+/** Stores `total` lines `<n> <text>` for a workload, `batch` to a statement, as an agent's reports would. */
+async function fillLogs(id: string, total: number, batch: number, text: string) {
+  for (let i = 0; i < total; i += batch)
     await insertLogs(
       c.coordinator.db,
       id,
-      Array.from({ length: 2000 }, (_, j) => ({
+      Array.from({ length: batch }, (_, j) => ({
         process: 'p',
         stream: 'stdout' as const,
         run: 0,
@@ -95,6 +91,15 @@ test('a log follow whose client stops reading waits for it, then sends every lin
         line: `${i + j} ${text}`,
       })),
     );
+}
+
+test('a log follow whose client stops reading waits for it, then sends every line', async () => {
+  const sub = await c.coordinator.submitJob(plainJob({ name: 'chatty' }));
+  const id = sub.workloads[0]!;
+  // ~10 MiB of logs: ten of the route's reads of 1,000 lines.
+  const text = 'y'.repeat(1000);
+  const total = 10_000;
+  await fillLogs(id, total, 2000, text);
   // The client, and its connection as the coordinator holds it.
   const { port } = new URL(c.url);
   const [client, theirs] = await acceptedWhile(c, async () => {
@@ -138,18 +143,7 @@ test('a tail follow (no after, limit 100,000) of wide lines holds one page for a
   // 3,000 lines of 16 KiB (the most an agent sends): 47 MiB, all of it in the tail asked for.
   const wide = 'z'.repeat(16 * 1024 - 10);
   const total = 3000;
-  for (let i = 0; i < total; i += 500)
-    await insertLogs(
-      c.coordinator.db,
-      id,
-      Array.from({ length: 500 }, (_, j) => ({
-        process: 'p',
-        stream: 'stdout' as const,
-        run: 0,
-        ts: Date.now(),
-        line: `${i + j} ${wide}`,
-      })),
-    );
+  await fillLogs(id, total, 500, wide);
   const waits = () => log.records.filter((r) => r.msg === 'a log follow waits for its client to read').length;
   const before = waits();
   const { port } = new URL(c.url);

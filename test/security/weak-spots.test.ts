@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import { startCoordinator } from '../../scheduler/server.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { testLogger } from '../helpers/logger.js';
-import { helloFrame, ProtocolAgent } from '../helpers/protocol-agent.js';
+import { helloFrame, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { rawRequest, snapshot } from './helpers.js';
 
 const ADMIN = 'weak-admin';
@@ -236,17 +236,7 @@ describe('bad characters and unsafe specs', () => {
   test('terminal escapes and forged rows in a node name or attribute are refused on the socket; a hostname is taken', async () => {
     const before = await snapshot(c.db);
     const caps = (attributes: Record<string, string>) => ({
-      capabilities: {
-        os: 'linux',
-        arch: 'x64',
-        nix: null,
-        bubblewrap: false,
-        qemu: false,
-        kvm: false,
-        cgroups: false,
-        isolation: ['process'],
-        attributes,
-      },
+      capabilities: { ...PLAIN_CAPABILITIES, attributes },
     });
     const hostile = [
       helloFrame('\u001b]0;pwned\u0007\u001b[2Jnode'),
