@@ -36,7 +36,12 @@ const MAX_PORTS = 128;
 /** Longest workload id an agent may name (ids are the coordinator's, 1-200 characters: WorkloadId). */
 const ReportedWorkloadId = z.string().min(1).max(200);
 /** Longest process name an agent may report (a job's process names are at most 128 characters). */
-const ReportedProcessName = z.string().min(1).max(128);
+/** A process name as an agent reports it (the CLI prints it before each log line): no control characters. */
+const ReportedProcessName = z
+  .string()
+  .min(1)
+  .max(128)
+  .refine((v) => !CONTROL_CHARS.test(v), 'process names hold no control characters');
 
 /** `text` cut to `max` characters, saying so; never inside a character of two UTF-16 units. */
 export function cutText(text: string, max: number): string {

@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import { startCoordinator } from '../../scheduler/server.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { testLogger } from '../helpers/logger.js';
-import { helloFrame, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
+import { eventually, helloFrame, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { rawRequest, snapshot } from './helpers.js';
 
 const ADMIN = 'weak-admin';
@@ -231,6 +231,31 @@ describe('bad characters and unsafe specs', () => {
     expect(await answer).toMatchObject({ type: 'error', code: 'BAD_MESSAGE' });
     ws.close();
     expect(await snapshot(c.db)).toBe(before);
+  });
+
+  test('a process name with terminal escapes in an agent’s logs is refused on the socket; nothing is stored', async () => {
+    const agent = await new ProtocolAgent({
+      url: c.url,
+      name: 'esc-logs',
+      token: ADMIN,
+      autoRun: false,
+    }).connect();
+    try {
+      const sub = await c.api('POST', '/api/jobs', plainJob({ name: 'esc-logs' }), asAdmin);
+      const [id] = sub.body.data.workloads as string[];
+      await agent.waitFor((m) => m.type === 'start');
+      const line = { stream: 'stdout', run: 0, ts: Date.now(), line: 'hello' };
+      agent.send({ type: 'logs', workload_id: id, lines: [{ ...line, process: '\u001b[2J\r\nfake' }] });
+      expect(await agent.waitFor((m) => m.type === 'error')).toMatchObject({ code: 'BAD_MESSAGE' });
+      agent.send({ type: 'logs', workload_id: id, lines: [{ ...line, process: 'web' }] });
+      const stored = await eventually(async () => {
+        const logs = await c.api('GET', `/api/workloads/${id}/logs`, undefined, asAdmin);
+        return logs.body.data.length > 0 ? logs.body.data : null;
+      });
+      expect(stored.map((l: { process: string }) => l.process)).toEqual(['web']);
+    } finally {
+      agent.close();
+    }
   });
 
   test('terminal escapes and forged rows in a node name or attribute are refused on the socket; a hostname is taken', async () => {
