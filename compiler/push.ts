@@ -78,13 +78,17 @@ async function localClosure(
     const stderr = (err as CommandError).stderr ?? '';
     const gone = [...stderr.matchAll(/path '([^']+)' is not valid/g)].map((m) => m[1]!);
     if (gone.length === 0) throw err;
-    throw new PushError(
-      'PUSH_PATH_MISSING',
-      `${gone.join(', ')} ${gone.length === 1 ? 'is' : 'are'} not in this machine's Nix store: build ${gone.length === 1 ? 'it' : 'them'} here first (nix-build …); ` +
-        '`mxc submit --no-push` skips the upload when the coordinator’s cache already has the closure',
-      { cause: err },
-    );
+    throw Object.assign(notBuiltHere(gone), { cause: err });
   }
+}
+
+/** Store paths this machine's store does not hold. */
+function notBuiltHere(gone: readonly string[]): PushError {
+  return new PushError(
+    'PUSH_PATH_MISSING',
+    `${gone.join(', ')} ${gone.length === 1 ? 'is' : 'are'} not in this machine's Nix store: build ${gone.length === 1 ? 'it' : 'them'} here first (nix-build …); ` +
+      '`mxc submit --no-push` skips the upload when the coordinator’s cache already has the closure',
+  );
 }
 
 /** The first root that does not exist or is not in the Nix store, as a PushError; null when none. */
@@ -94,6 +98,7 @@ async function notInStore(paths: readonly string[]): Promise<PushError | null> {
     try {
       real = await realpath(path);
     } catch {
+      if (path.startsWith(`${STORE_DIR}/`)) return notBuiltHere([path]);
       return new PushError(
         'PUSH_PATH_MISSING',
         `${path} does not exist: build it here first (nix-build …) and push what it printed, or its ./result link`,

@@ -423,16 +423,16 @@ describe('three coordinators on one database', () => {
     } finally {
       frozen.child.kill('SIGCONT');
     }
-    // Woken, the frozen coordinator applies what it had taken: once, as the CLI said it might.
+    // Woken, the frozen coordinator may still apply what it took (or drop it: its headers timeout may
+    // have passed while it was frozen), never twice; the one sent past a dead coordinator is there once.
     await eventually(
-      async () => (await jobNames(other)).includes('failover-frozen'),
+      async () => (await api(frozen, 'GET', '/healthz')).status === 200,
       10_000,
-      'the late submit',
+      'the woken one',
     );
-    expect((await jobNames(other)).filter((n) => n.startsWith('failover-')).sort()).toEqual([
-      'failover-frozen',
-      'failover-sent-once',
-    ]);
+    const names = (await jobNames(other)).filter((n) => n.startsWith('failover-'));
+    expect(names.filter((n) => n === 'failover-sent-once')).toHaveLength(1);
+    expect(names.filter((n) => n === 'failover-frozen').length).toBeLessThanOrEqual(1);
   }, 60_000);
 });
 
