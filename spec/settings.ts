@@ -436,7 +436,7 @@ export const SETTINGS = [
     env: 'MXC_MAX_CONNECTIONS_PER_ADDRESS',
     roles: C,
     default: 'half the connection limit',
-    doc: 'connections the coordinator takes from one client address (agents behind one NAT share one); past it, new ones from that address are refused and logged',
+    doc: 'connections the coordinator takes from one client address (agents behind one NAT share one); past it, a new one from that address takes the place of the connection of that address that has waited longest for a request, else it is refused and logged',
     schema: integer('a whole number ≥ 1', 1),
   },
   {

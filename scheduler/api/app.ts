@@ -158,90 +158,144 @@ export function maxConnectionsFor(fdLimit: number): number {
   return Math.max(64, fdLimit - Math.max(256, Math.floor(fdLimit / 8)));
 }
 
-/** Share of the connection limit past which each new connection first closes the idle kept-alive ones. */
-const SHED_IDLE_AT = 0.9;
 /**
- * Idle connections are closed at most this often: closing them walks every connection, and a flood of
- * new ones must not make each new one walk them all (the 10 % headroom takes a burst meanwhile).
+ * A connection that has not yet sent a whole request is kept at least this long before another may
+ * take its place (a client's headers are on their way); one that was answered and sits idle, kept
+ * alive, may go at once.
  */
-const SHED_EVERY_MS = 100;
+const FRESH_KEPT_MS = 1000;
+/** Waiting connections looked at for one to close, oldest first, before a new one is refused. */
+const EVICTION_SCAN = 64;
+/** Past the limit, connections the kernel hands over before ours is enforced (closed at once). */
+const ACCEPT_SLACK = 64;
 /** While connections are being refused, the log says so at most this often. */
 const REFUSED_LOG_MS = 10_000;
 
+/** What the guard knows of a connection: since when it waits for a request, and whether it had one. */
+interface Waiting {
+  socket: Socket;
+  since: number;
+  served: boolean;
+}
+
 /**
- * Caps the server's connections, in all and per client address, and keeps room for new ones: once
- * nearly every connection is taken, idle kept-alive ones are closed before any new one is refused (an
- * attacker's idle connections are the first to go; a request in flight, an agent socket, an event
- * stream are not idle), and so are they before a client address at its share is refused one more.
- * Refusals are logged, at most every REFUSED_LOG_MS, with their counts.
+ * A connection's key: its peer's address and port, the same for the TCP socket the server accepts and
+ * the TLS socket a request of an https coordinator comes on.
+ */
+const keyOf = (socket: { remoteAddress?: string; remotePort?: number }) =>
+  `${socket.remoteAddress ?? ''}|${socket.remotePort ?? ''}`;
+
+/**
+ * Caps the server's connections, in all and per client address, without letting connections that do
+ * nothing lock everyone out. A connection either serves a request (its headers are in: handled,
+ * streaming, or an agent's WebSocket) or waits for one: new and silent, sending its headers slowly, or
+ * idle after an answer. When the limit (or the address's share) is reached, a new connection takes the
+ * place of the one that has waited longest (a new one after FRESH_KEPT_MS, an idle one at once); when
+ * none may go, the new one is refused. Requests in flight, agent sockets and event streams never go.
+ * Refusals and closings are logged, at most every REFUSED_LOG_MS, with their counts.
  */
 function guardConnections(server: Server, log: FastifyBaseLogger, limit: number, perAddress: number): void {
-  server.maxConnections = limit;
-  const all = new Set<Socket>();
-  const byAddress = new Map<string, Set<Socket>>();
-  const counts = { refusedAtLimit: 0, refusedPerAddress: 0, idleClosed: 0 };
+  // The kernel's accept stays open a little past the limit: this guard decides who stays.
+  server.maxConnections = limit + ACCEPT_SLACK;
+  let open = 0;
+  /** The connections open, by key (see keyOf). */
+  const sockets = new Map<string, Socket>();
+  /** Waiting connections by key, in the order they began to wait (a Map keeps insertion order). */
+  const waiting = new Map<string, Waiting>();
+  const waitingAt = new Map<string, Map<string, Waiting>>();
+  const openAt = new Map<string, number>();
+  const counts = { refusedAtLimit: 0, refusedPerAddress: 0, closedWaiting: 0 };
   let loggedAt = Number.NEGATIVE_INFINITY;
   const report = () => {
     const now = performance.now();
     if (now - loggedAt < REFUSED_LOG_MS) return;
     loggedAt = now;
     log.warn(
-      { ...counts, maxConnections: limit, maxConnectionsPerAddress: perAddress, open: all.size },
-      'connections refused: the coordinator is at its connection limit, or a client address at its own',
+      { ...counts, maxConnections: limit, maxConnectionsPerAddress: perAddress, open },
+      'connections refused or closed: the coordinator is at its connection limit, or a client address at its own',
     );
     counts.refusedAtLimit = 0;
     counts.refusedPerAddress = 0;
-    counts.idleClosed = 0;
+    counts.closedWaiting = 0;
   };
-  /** Live sockets of `set`: one closed a moment ago is destroyed at once, but leaves the set later. */
-  const live = (set: Set<Socket>) => {
-    let n = 0;
-    for (const s of set) if (!s.destroyed) n++;
-    return n;
+  const stopWaiting = (key: string, address: string) => {
+    waiting.delete(key);
+    const mine = waitingAt.get(address);
+    mine?.delete(key);
+    if (mine?.size === 0) waitingAt.delete(address);
   };
-  let shedAt = Number.NEGATIVE_INFINITY;
-  const shedIdle = () => {
+  const startWaiting = (key: string, address: string, served: boolean) => {
+    const socket = sockets.get(key);
+    if (!socket || socket.destroyed) return;
+    stopWaiting(key, address);
+    const w = { socket, since: performance.now(), served };
+    let mine = waitingAt.get(address);
+    if (!mine) {
+      mine = new Map();
+      waitingAt.set(address, mine);
+    }
+    waiting.set(key, w);
+    mine.set(key, w);
+  };
+  /** Closes the connection of `among` that has waited longest and may go; false when none may. */
+  const closeOneWaiting = (among: Map<string, Waiting> | undefined): boolean => {
+    if (!among) return false;
     const now = performance.now();
-    if (now - shedAt < SHED_EVERY_MS) return;
-    shedAt = now;
-    const before = live(all);
-    server.closeIdleConnections();
-    counts.idleClosed += before - live(all);
+    let looked = 0;
+    for (const [key, w] of among) {
+      if (looked++ >= EVICTION_SCAN) break;
+      if (!w.served && now - w.since < FRESH_KEPT_MS) continue;
+      stopWaiting(key, w.socket.remoteAddress ?? '');
+      w.socket.destroy();
+      counts.closedWaiting++;
+      return true;
+    }
+    return false;
   };
   server.on('drop', () => {
     counts.refusedAtLimit++;
-    shedIdle();
     report();
   });
-  // Ahead of the HTTP server's own listener, so the idle connections closed for a new one never
-  // include the new one itself (not sent a byte yet, it would count as idle).
+  // Ahead of the HTTP server's own listener: a refused connection never reaches it.
   server.prependListener('connection', (socket: Socket) => {
     const address = socket.remoteAddress ?? '';
-    let mine = byAddress.get(address);
-    if (mine && mine.size >= perAddress) {
-      // The address's idle connections go before the new one is refused.
-      shedIdle();
-      if (live(mine) >= perAddress) {
-        counts.refusedPerAddress++;
-        socket.destroy();
-        report();
-        return;
-      }
+    const key = keyOf(socket);
+    if (open >= limit && !closeOneWaiting(waiting)) {
+      counts.refusedAtLimit++;
+      socket.destroy();
+      report();
+      return;
     }
-    if (!mine) {
-      mine = new Set();
-      byAddress.set(address, mine);
+    if ((openAt.get(address) ?? 0) >= perAddress && !closeOneWaiting(waitingAt.get(address))) {
+      counts.refusedPerAddress++;
+      socket.destroy();
+      report();
+      return;
     }
-    const own = mine;
-    own.add(socket);
-    all.add(socket);
+    open++;
+    openAt.set(address, (openAt.get(address) ?? 0) + 1);
+    sockets.set(key, socket);
+    startWaiting(key, address, false);
     socket.once('close', () => {
-      all.delete(socket);
-      own.delete(socket);
-      if (own.size === 0) byAddress.delete(address);
+      open--;
+      const left = (openAt.get(address) ?? 1) - 1;
+      if (left === 0) openAt.delete(address);
+      else openAt.set(address, left);
+      if (sockets.get(key) === socket) sockets.delete(key);
+      stopWaiting(key, address);
     });
-    if (all.size >= limit * SHED_IDLE_AT) shedIdle();
   });
+  // A request's headers are in: the connection serves until its answer is sent, then waits again.
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const key = keyOf(req.socket);
+    const address = req.socket.remoteAddress ?? '';
+    stopWaiting(key, address);
+    res.once('finish', () => startWaiting(key, address, true));
+  });
+  // An agent's WebSocket (or any upgrade) serves for as long as it is open.
+  server.on('upgrade', (req: IncomingMessage) =>
+    stopWaiting(keyOf(req.socket), req.socket.remoteAddress ?? ''),
+  );
 }
 
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {

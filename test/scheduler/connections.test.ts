@@ -12,6 +12,15 @@ import { captureLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 const HEALTHZ = 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+/** A request that holds its connection for good: an event stream (what agents' and dashboards' are like). */
+const EVENTS = 'GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+
+/** A connection serving an event stream, once its stream began. */
+async function streaming(url: string, localAddress?: string): Promise<Conn> {
+  const c = await open(url, EVENTS, localAddress);
+  await eventually(async () => c.text().includes(': connected'), 5000, 'the stream to begin');
+  return c;
+}
 
 interface Conn {
   socket: Socket;
@@ -98,6 +107,25 @@ describe('connections', () => {
     for (let i = 0; i < 3; i++) expect(await healthz(c.url)).toBe('HTTP/1.1 200 OK');
   }, 30_000);
 
+  it('connections that never finish their headers, or send nothing, give their places up to new ones', async () => {
+    c = await startTestCoordinator('pglite', { maxConnections: 20, maxConnectionsPerAddress: 20 });
+    // Every place taken: half by silent connections, half by requests whose headers never end.
+    const silent: Conn[] = [];
+    const slow: Conn[] = [];
+    for (let i = 0; i < 10; i++) silent.push(await open(c.url));
+    for (let i = 0; i < 10; i++) slow.push(await open(c.url, 'GET /healthz HTTP/1.1\r\nHost: x\r\n'));
+    conns.push(...silent, ...slow);
+    // A new one takes the place of the one that has waited longest, once it waited a second.
+    expect(await eventually(async () => (await healthz(c!.url)) === 'HTTP/1.1 200 OK', 10_000)).toBe(true);
+    await silent[0]!.closed;
+    for (let i = 0; i < 5; i++) expect(await healthz(c.url)).toBe('HTTP/1.1 200 OK');
+    // The same within one address's share.
+    await c.stop();
+    c = await startTestCoordinator('pglite', { maxConnections: 40, maxConnectionsPerAddress: 10 });
+    for (let i = 0; i < 10; i++) conns.push(await open(c.url, 'GET /healthz HTTP/1.1\r\n'));
+    expect(await eventually(async () => (await healthz(c!.url)) === 'HTTP/1.1 200 OK', 10_000)).toBe(true);
+  }, 60_000);
+
   it('refusals at the limit are logged, with their count, at most every 10 s', async () => {
     const log = captureLogger('warn');
     c = await startTestCoordinator('pglite', {
@@ -105,8 +133,8 @@ describe('connections', () => {
       maxConnectionsPerAddress: 20,
       logger: log.logger,
     });
-    // Requests in flight (headers begun, not finished) are not idle: they hold their connections.
-    for (let i = 0; i < 20; i++) conns.push(await open(c.url, 'GET /healthz HTTP/1.1\r\n'));
+    // Requests being served (event streams) hold their connections: a new one has no place.
+    for (let i = 0; i < 20; i++) conns.push(await streaming(c.url));
     for (let i = 0; i < 3; i++) expect(await healthz(c.url)).toBe('refused');
     await eventually(async () => {
       const warned = log.records.filter((r) => /connections refused/.test(r.msg));
@@ -123,7 +151,7 @@ describe('connections', () => {
       maxConnectionsPerAddress: 10,
       logger: log.logger,
     });
-    for (let i = 0; i < 10; i++) conns.push(await open(c.url, 'GET /healthz HTTP/1.1\r\n'));
+    for (let i = 0; i < 10; i++) conns.push(await streaming(c.url));
     expect(await healthz(c.url)).toBe('refused');
     expect(await healthz(c.url, '127.0.0.2')).toBe('HTTP/1.1 200 OK');
     await eventually(async () => {
@@ -137,7 +165,7 @@ describe('connections', () => {
 
   it('the per-address share defaults to half the limit, room for many agents behind one NAT', async () => {
     c = await startTestCoordinator('pglite', { maxConnections: 40 });
-    for (let i = 0; i < 20; i++) conns.push(await open(c.url, 'GET /healthz HTTP/1.1\r\n'));
+    for (let i = 0; i < 20; i++) conns.push(await streaming(c.url));
     expect(await healthz(c.url)).toBe('refused');
     expect(await healthz(c.url, '127.0.0.2')).toBe('HTTP/1.1 200 OK');
   }, 30_000);
