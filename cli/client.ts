@@ -7,7 +7,7 @@ import type { z } from 'zod';
 import { answerOf, type EarlyRequest, type HttpAnswer } from '../lib/http-answer.js';
 import { readSettings, SettingsError } from '../lib/settings.js';
 import { page } from '../spec/api.js';
-import { CliError } from './errors.js';
+import { CliError, printable } from './errors.js';
 
 /** Statuses that redirect, and how many redirects a request follows (fetch follows 20). */
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -341,9 +341,15 @@ export class ApiClient {
     if (res.status < 200 || res.status > 299) {
       // Coded as every mxc error is; anything else (a proxy's page, say) is shown as it came.
       const e = typeof parsed.error?.message === 'string' ? parsed.error : undefined;
-      const extra = e?.details?.missing ? `\n  ${e.details.missing.slice(0, 20).join('\n  ')}` : '';
+      const extra = e?.details?.missing
+        ? `\n  ${e.details.missing.slice(0, 20).map(printable).join('\n  ')}`
+        : '';
       throw new CliError(
-        e ? `${e.message} [${e.code}]${extra}` : `HTTP ${res.status}: ${text.slice(0, 200)}`,
+        // The coordinator's words on one line: a line break in them (echoing a name it was sent) would
+        // start a line that reads as the CLI's own.
+        e
+          ? `${printable(e.message)} [${printable(e.code)}]${extra}`
+          : `HTTP ${res.status}: ${printable(text.slice(0, 200))}`,
         // A name several jobs share is a usage error, as an ambiguous prefix is.
         e?.code === 'AMBIGUOUS' ? 2 : exitCodeOf(res.status),
         e?.code,

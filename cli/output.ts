@@ -26,13 +26,16 @@ const visible = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, '').length;
 /** The colour codes `paint` writes, and only on a TTY: what a table cell or a field may hold unescaped. */
 const OWN_COLOR = /(\u001b\[(?:0|1|2|31|32|33)m)|[\u0000-\u001f\u007f-\u009f]/g;
 
-/** Like `printable`, keeping the colour codes `paint` adds (`printTable` and `printField` run every text through it). */
-const printableCell = (s: string) =>
+/**
+ * Like `printable`, keeping the colour codes `paint` adds: what `printTable` and `printField` run every
+ * text through, and any other line the CLI prints that holds what came over the wire.
+ */
+export const printableLine = (s: string) =>
   s.replace(OWN_COLOR, (c, own?: string) => (own && tty ? own : printable(c)));
 
 /** One `label   value` line of a `show` command; the value's control characters are escaped. */
 export function printField(label: string, value: string, pad: number): void {
-  writeOut(`${color.bold(label.padEnd(pad))}${printableCell(value)}\n`);
+  writeOut(`${color.bold(label.padEnd(pad))}${printableLine(value)}\n`);
 }
 
 /** A table with a header row; the widest column is cut to fit the terminal. */
@@ -41,7 +44,7 @@ export function printTable(headers: string[], rows: string[][]): void {
     writeOut(color.dim('(none)\n'));
     return;
   }
-  rows = rows.map((r) => r.map((c) => printableCell(c ?? '')));
+  rows = rows.map((r) => r.map((c) => printableLine(c ?? '')));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => visible(r[i] ?? ''))));
   const max = stdoutIsPlain() ? 160 : (process.stdout.columns ?? 160);
   const total = () => widths.reduce((a, b) => a + b + 2, 0);

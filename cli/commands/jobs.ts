@@ -4,7 +4,17 @@ import * as api from '../../spec/api.js';
 import * as apiJobs from '../../spec/api-jobs.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { ago, bytes, color, printable, printField, printJson, printTable, statusColor } from '../output.js';
+import {
+  ago,
+  bytes,
+  color,
+  printable,
+  printableLine,
+  printField,
+  printJson,
+  printTable,
+  statusColor,
+} from '../output.js';
 import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
@@ -192,7 +202,7 @@ export async function plan(file: string | undefined, opts: Opts) {
     ...(closure ? { closure } : {}),
   });
   if (opts.json) return printJson(p);
-  const out = (s: string) => process.stdout.write(`${s}\n`);
+  const out = (s: string) => process.stdout.write(`${printableLine(s)}\n`);
   const versions =
     p.status === 'new'
       ? 'version 1'

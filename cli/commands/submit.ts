@@ -5,7 +5,7 @@ import * as apiJobs from '../../spec/api-jobs.js';
 import type { JobSpec } from '../../spec/job.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { printJson } from '../output.js';
+import { printableLine, printJson } from '../output.js';
 import { waitForJob } from './wait.js';
 
 export interface SubmitOptions extends ClientOptions {
@@ -99,15 +99,16 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
   else {
     if (rolling && result.update)
       process.stdout.write(
-        `${res.job.key}: rolling update to version ${res.version} ${result.update.status}: ${result.update.message}\n`,
+        `${res.job.key}: rolling update to version ${res.version} ${result.update.status}: ${printableLine(result.update.message)}\n`,
       );
     else
       for (const w of result.workloads)
         process.stdout.write(
-          `${w.id}  ${w.status}${w.node ? `  on ${w.node}` : ''}${w.health && w.health !== 'unknown' ? `  ${w.health}` : ''}\n`,
+          `${printableLine(`${w.id}  ${w.status}${w.node ? `  on ${w.node}` : ''}${w.health && w.health !== 'unknown' ? `  ${w.health}` : ''}`)}\n`,
         );
   }
-  if (!result.ok) throw new CliError(result.reason, 1);
+  // One line: the reason holds an agent's words (a line break in them would start a forged line).
+  if (!result.ok) throw new CliError(printableLine(result.reason), 1);
 }
 
 /**

@@ -3,7 +3,7 @@ import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { color, printJson, printTable } from '../output.js';
+import { color, printable, printJson, printTable } from '../output.js';
 
 interface Opts extends ClientOptions {
   json?: boolean;
@@ -31,7 +31,9 @@ export async function create(name: string, opts: Opts & { kind: string; scope?: 
   }
   process.stdout.write(`${t.token}\n`);
   const scope = t.kind === 'client' ? ` (scope ${t.scope})` : '';
-  process.stderr.write(`created ${t.kind} token "${t.name}"${scope}; it is shown only now, keep it safe\n`);
+  process.stderr.write(
+    `created ${t.kind} token "${printable(t.name)}"${scope}; it is shown only now, keep it safe\n`,
+  );
   if (closed) process.stderr.write(`${color.yellow('note:')} ${closed}\n`);
 }
 

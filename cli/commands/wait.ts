@@ -8,7 +8,7 @@ import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import * as apiJobs from '../../spec/api-jobs.js';
 import type { ApiClient } from '../client.js';
-import { MiB } from '../output.js';
+import { MiB, printableLine } from '../output.js';
 
 type W = Pick<
   z.infer<typeof api.Workload>,
@@ -103,7 +103,8 @@ class Progress {
   private say(key: string, state: string, line: string) {
     if (this.seen.get(key) === state) return;
     this.seen.set(key, state);
-    if (!this.quiet) process.stderr.write(`${line}\n`);
+    // Reasons and errors are an agent's words: escaped, as every table cell is.
+    if (!this.quiet) process.stderr.write(`${printableLine(line)}\n`);
   }
 
   workload(w: W, hasHealthCheck: boolean) {
@@ -133,7 +134,7 @@ class Progress {
   update(u: JobState['update']) {
     if (u && u.message !== this.updateMessage) {
       this.updateMessage = u.message;
-      if (!this.quiet) process.stderr.write(`rolling update: ${u.message}\n`);
+      if (!this.quiet) process.stderr.write(`rolling update: ${printableLine(u.message)}\n`);
     }
   }
 }

@@ -418,6 +418,35 @@ describe('mxc on hostile text from an agent', () => {
     expect(missing.exitCode).toBe(1);
     expect(missing.stderr).toContain('x\\x1b[2Jy');
     expect(missing.stderr).not.toContain('\u001b');
+    // A line break the coordinator echoes stays on its line: no forged `mxc:` line follows.
+    const forged = await mxc(['workloads', 'show', 'x\nmxc: forged'], env);
+    expect(forged.stderr).toContain('x\\x0amxc: forged');
+    expect(forged.stderr).not.toMatch(/^mxc: forged/m);
+  });
+
+  it('escapes an agent’s reason in submit --wait’s progress and its answer', async () => {
+    const hostile = '\u001b]0;PWNED\u0007\u001b[2J\rOVERWRITE\nmxc: forged line';
+    const waiting = execa('node', [repoPath('bin', 'mxc.js'), 'submit', '--wait'], {
+      input: JSON.stringify(plainJob({ name: 'esc-wait', service: false })),
+      env,
+      reject: false,
+    });
+    const start = await agent.waitFor(
+      (m) => m.type === 'start' && m.workload.job_id !== undefined && m.workload.id.startsWith('esc-wait'),
+    );
+    if (start.type !== 'start') throw new Error('not a start');
+    agent.send({ type: 'workload_status', workload_id: start.workload.id, status: 'running' });
+    agent.send({
+      type: 'workload_status',
+      workload_id: start.workload.id,
+      status: 'failed',
+      reason: hostile,
+    });
+    const r = await waiting;
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('\\x1b]0;PWNED\\x07\\x1b[2J\\x0dOVERWRITE\\x0amxc: forged line');
+    expect(r.stderr).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(r.stderr).not.toMatch(/^mxc: forged/m);
   });
 });
 
