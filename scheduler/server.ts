@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { FolderInUseError, lockFolder } from '../lib/pid-lock.js';
 import { MXC_VERSION } from '../lib/version.js';
 import type { S3Location } from '../spec/s3-location.js';
 import { buildApp } from './api/app.js';
@@ -102,7 +103,16 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
   // An embedded database not made yet holds no token: refused before anything is made.
   if (mayBeOpen && !opts.databaseUrl && !existsSync(join(opts.dataDir, 'db'))) throw openApiRefusal();
   await mkdir(opts.dataDir, { recursive: true });
-  const db = await openDb({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, poolSize: opts.poolSize });
+  // The data dir holds this coordinator's id (and, unless told otherwise, its cache): two coordinators
+  // on one dir would lead with one id and void each other's fencing, on PostgreSQL as on PGlite.
+  const unlockDataDir = await lockDataDir(opts.dataDir);
+  let db: Db;
+  try {
+    db = await openDb({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, poolSize: opts.poolSize });
+  } catch (err) {
+    await unlockDataDir();
+    throw err;
+  }
   try {
     // Decided on the tokens the database already holds, before it is migrated: a refused start
     // changes nothing.
@@ -219,10 +229,23 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
         await app.close();
         await cache.close().catch(() => {});
         await db.close();
+        await unlockDataDir();
       },
     };
   } catch (err) {
     await db.close().catch(() => {});
+    await unlockDataDir();
+    throw err;
+  }
+}
+
+/** Holds the data dir for this process; a dir another one holds is DATA_DIR_IN_USE. */
+async function lockDataDir(dir: string): Promise<() => Promise<void>> {
+  try {
+    return await lockFolder(dir);
+  } catch (err) {
+    if (err instanceof FolderInUseError)
+      throw new MxcError('DATA_DIR_IN_USE', 409, err.message, { pid: err.pid }, { cause: err });
     throw err;
   }
 }

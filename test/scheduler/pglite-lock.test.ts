@@ -1,7 +1,8 @@
 /**
  * PGlite's data folder is one process's: a second coordinator on it (another `mxc up`, a `mxc
  * coordinator` pointed at the same data dir) is refused, naming the holder; a holder that is killed
- * frees it at once, and of many takers at once exactly one wins; a closed database gives it back.
+ * frees it at once, and of many takers at once exactly one wins; a closed database gives it back. A
+ * coordinator's data dir (its id) is one process's on PostgreSQL too.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { afterAll, expect, it } from 'vitest';
 import { lockFolder } from '../../lib/pid-lock.js';
 import { repoPath } from '../../scheduler/paths.js';
 import { openPglite } from '../../scheduler/store/db.js';
+import { startTestCoordinator } from '../helpers/coordinator.js';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -59,6 +61,22 @@ it('refuses a second opener while the first holds it, and takes over from a kill
     takers.filter((t) => t.status === 'rejected').map((t) => (t as PromiseRejectedResult).reason.code),
   ).toEqual(['DATA_DIR_IN_USE', 'DATA_DIR_IN_USE', 'DATA_DIR_IN_USE', 'DATA_DIR_IN_USE']);
   await (takers.find((t) => t.status === 'fulfilled') as PromiseFulfilledResult<() => Promise<void>>).value();
+}, 60_000);
+
+it('a second coordinator on PostgreSQL with a running one’s data dir (its id) is refused; a stop gives it back', async () => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mxc-pg-datadir-lock-'));
+  dirs.push(dataDir);
+  const first = await startTestCoordinator('postgres', { dataDir });
+  try {
+    await expect(
+      startTestCoordinator('postgres', { dataDir, databaseUrl: first.databaseUrl }),
+    ).rejects.toMatchObject({ code: 'DATA_DIR_IN_USE', details: { pid: process.pid } });
+  } finally {
+    await first.stop();
+  }
+  const again = await startTestCoordinator('postgres', { dataDir });
+  expect((await again.api('GET', '/api/cluster/status')).status).toBe(200);
+  await again.stop();
 }, 60_000);
 
 it("a second mxc coordinator on a running one's data dir exits with the reason", async () => {
