@@ -84,16 +84,24 @@ export const CONNECT_TIMEOUT_MS = 5000;
  */
 export const QUERY_TIMEOUT_MS = 60_000;
 
-/** A connection string with its password left out (for messages and logs). */
+/** Query parameters of a connection string that carry a secret (pg reads `?password=` as the user info's). */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+
+/** A connection string with its password left out, in the user info or the query (for messages and logs). */
 export function urlWithoutPassword(url: string): string {
   try {
     const u = new URL(url);
-    if (!u.password) return url;
+    const secrets = SECRET_PARAMS.filter((p) => u.searchParams.has(p));
+    if (!u.password && secrets.length === 0) return url;
     u.password = '';
+    for (const p of secrets) u.searchParams.set(p, '***');
     return u.toString();
   } catch {
-    // Not a URL the WHATWG parser reads: drop whatever sits between the user's colon and the '@'.
-    return url.replace(/^([^:/]+:\/\/[^:@/]*):[^@]*@/, '$1@');
+    // Not a URL the WHATWG parser reads: drop whatever sits between the user's colon and the '@', and
+    // every secret parameter's value.
+    return url
+      .replace(/^([^:/]+:\/\/[^:@/]*):[^@]*@/, '$1@')
+      .replace(/([?&](?:ssl)?password=)[^&]*/gi, '$1***');
   }
 }
 

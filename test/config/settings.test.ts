@@ -285,6 +285,14 @@ describe('through the real CLI', () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr + r.stdout).not.toContain('hunter2');
     expect(r.stderr).not.toMatch(/internal error|This is a bug/);
+    // pg also reads the password from the query: left out there too.
+    const query = await mxc(['coordinator', '--port', '0'], {
+      MXC_DATA_DIR: join(dir, 'no-db-query'),
+      DATABASE_URL: `postgres://127.0.0.1:${port}/mxc?user=bob&password=S3cr3tQ&sslpassword=K3yPass`,
+    });
+    expect(query.stderr).toMatch(/\[DATABASE_UNREACHABLE\]$/m);
+    expect(query.stderr).toContain('password=***');
+    expect(query.stderr + query.stdout).not.toMatch(/S3cr3tQ|K3yPass/);
   });
 
   describe('mxc serve with the seed’s settings on PostgreSQL', () => {
