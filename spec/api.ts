@@ -265,6 +265,9 @@ export const WorkloadListQuery = z.object({
   limit: z.coerce.number().int().min(1).max(10000).optional(),
 });
 
+/** The most lines one logs read asks for (`limit`), paged or not. */
+export const MAX_LOG_LINES_ASKED = 100_000;
+
 export const LogsQuery = z.object({
   process: z.string().optional(),
   after: z.coerce
@@ -278,7 +281,7 @@ export const LogsQuery = z.object({
     .number()
     .int()
     .min(1)
-    .max(100000)
+    .max(MAX_LOG_LINES_ASKED)
     .optional()
     .describe('the newest lines wanted (default 1000); an answer holds a page of them, follow next_cursor'),
   cursor: z.string().max(1024).optional().describe('next_cursor of the previous answer (not with follow)'),

@@ -461,8 +461,12 @@ export const SETTINGS = [
     roles: ['client'],
     default: '10',
     value: '10',
-    doc: 'seconds the CLI waits for a coordinator to answer: a read not answered in time goes to the next coordinator of `MXC_COORDINATOR`; a change (POST, DELETE) waits 6 times as long and is never sent twice (it fails, saying the coordinator may still apply it)',
-    schema: number('a number of seconds > 0', 0, true),
+    doc: 'seconds the CLI waits for a coordinator to answer (at most 86400): a read not answered in time goes to the next coordinator of `MXC_COORDINATOR`; a change (POST, DELETE) waits 6 times as long and is never sent twice (it fails, saying the coordinator may still apply it)',
+    schema: lazily(() =>
+      number('a number of seconds > 0', 0, true)().pipe(
+        z.number().max(86_400, 'must be at most 86400 seconds (a day)'),
+      ),
+    ),
   },
   {
     env: 'MXC_DNS_QUERY',

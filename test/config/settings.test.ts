@@ -221,6 +221,11 @@ describe('through the real CLI', () => {
     [['agent', '--token-file', '/nonexistent/join'], {}, /--token-file=\/nonexistent\/join: cannot read it/],
     [['up', '--no-demo'], { PORT: 'http' }, /PORT="http"/],
     [['jobs', 'list'], { MXC_API_TOKEN_FILE: '/nonexistent/api' }, /MXC_API_TOKEN_FILE=\/nonexistent\/api/],
+    [
+      ['nodes', 'list'],
+      { MXC_REQUEST_TIMEOUT: '3000000' },
+      /MXC_REQUEST_TIMEOUT="3000000": must be at most 86400/,
+    ],
   ])('mxc %j with %o exits 2 before starting anything', async (args, env, message) => {
     const r = await mxc(args, { MXC_DATA_DIR: join(dir, 'never'), ...env });
     expect(r.stderr).toMatch(/^mxc: bad configuration/);

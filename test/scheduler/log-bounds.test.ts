@@ -168,6 +168,12 @@ describe('a logs answer is bounded in bytes, the rest follows next_cursor', () =
     );
     expect(withFollow.status).toBe(400);
     expect(withFollow.body.error.code).toBe('BAD_REQUEST');
+    // A forged cursor asks no more than a limit may (100,000 lines).
+    const forged = Buffer.from('0.999999').toString('base64url');
+    const tooMany = await c.api('GET', `/api/workloads/${id}/logs?cursor=${forged}`);
+    expect([tooMany.status, tooMany.body.error.code]).toEqual([400, 'BAD_REQUEST']);
+    const most = Buffer.from('0.100000').toString('base64url');
+    expect((await c.api('GET', `/api/workloads/${id}/logs?cursor=${most}`)).status).toBe(200);
   });
 
   it('mxc workloads logs -n gets every line across the pages', async () => {

@@ -227,6 +227,9 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
           const [a, n] = decodeCursor(q.cursor, /^(0|[1-9]\d{0,15})\.[1-9]\d{0,5}$/).split('.');
           after = Number(a);
           wanted = Number(n);
+          // A cursor is the client's to keep, and to forge: it asks no more than a limit may.
+          if (wanted > api.MAX_LOG_LINES_ASKED)
+            throw errors.badRequest(`a cursor asks for at most ${api.MAX_LOG_LINES_ASKED} lines`);
         } else {
           wanted = q.limit ?? 1000;
           after = await logs.tailStart(db, w.id, { process: q.process, afterId: q.after, lines: wanted });
