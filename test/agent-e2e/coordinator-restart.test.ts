@@ -50,9 +50,7 @@ async function coordinatorWithAgent(agentName: string, agentLogger: Logger) {
     c,
     agent,
     async stopCoordinator() {
-      await c.coordinator.close();
-      await c.app.close();
-      await c.db.close();
+      await c.close(); // the server alone (its data dir let go): the database stays for the restart
     },
     async restartCoordinator(logger: Logger) {
       const again = await startTestCoordinator('postgres', { dataDir, databaseUrl, port, logger });

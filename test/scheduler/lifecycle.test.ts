@@ -397,9 +397,7 @@ describe.each(ENGINES)('lifecycle on %s', (engine) => {
       async () => (await c!.api('GET', `/api/workloads/${id}`)).body.data.status === 'running',
     );
     a.close();
-    await c.coordinator.close();
-    await c.app.close();
-    await c.db.close();
+    await c.close(); // the server alone: its database stays for the restart
     c = undefined;
 
     const c2 = await startTestCoordinator(engine, { dataDir, databaseUrl: keepDb.databaseUrl, port });
