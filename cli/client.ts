@@ -7,7 +7,7 @@ import type { z } from 'zod';
 import { answerOf, type EarlyRequest, type HttpAnswer } from '../lib/http-answer.js';
 import { readSettings, SettingsError } from '../lib/settings.js';
 import { page } from '../spec/api.js';
-import { CliError, printable } from './errors.js';
+import { CliError } from './errors.js';
 
 /** Statuses that redirect, and how many redirects a request follows (fetch follows 20). */
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -86,6 +86,13 @@ function movesOn(err: unknown, method: string, sent: boolean): boolean {
   return !sent || (code !== undefined && NOT_SENT.has(code));
 }
 
+/**
+ * The coordinator that answered last, per coordinator list, for the whole command: a command's lookup
+ * (resolveId) and its change are made by clients of their own, and the change must not go back to the
+ * frozen coordinator the lookup went past.
+ */
+const answeredLast = new Map<string, number>();
+
 export class ApiClient {
   /** Every coordinator of MXC_COORDINATOR, in order; requests go to the first that answers. */
   readonly coordinators: readonly string[];
@@ -104,6 +111,7 @@ export class ApiClient {
     this.coordinators = s.MXC_COORDINATOR!.map((u) => u.replace(/\/+$/, ''));
     this.token = s.MXC_API_TOKEN;
     this.answerMs = opts.timeoutMs ?? s.MXC_REQUEST_TIMEOUT! * 1000;
+    this.current = answeredLast.get(this.coordinators.join(',')) ?? 0;
   }
 
   /** The coordinator requests go to: the first of the list until one did not answer. */
@@ -146,6 +154,7 @@ export class ApiClient {
       try {
         const out = await attempt(this.coordinators[i]!, ms, sent);
         this.current = i;
+        answeredLast.set(this.coordinators.join(','), i);
         return out;
       } catch (err) {
         failures.push(`${this.coordinators[i]} (${reasonOf(err)})`);
@@ -341,19 +350,14 @@ export class ApiClient {
     if (res.status < 200 || res.status > 299) {
       // Coded as every mxc error is; anything else (a proxy's page, say) is shown as it came.
       const e = typeof parsed.error?.message === 'string' ? parsed.error : undefined;
-      const extra = e?.details?.missing
-        ? `\n  ${e.details.missing.slice(0, 20).map(printable).join('\n  ')}`
-        : '';
+      const extra = e?.details?.missing ? `\n${e.details.missing.slice(0, 20).join('\n')}` : '';
       throw new CliError(
-        // The coordinator's words on one line: a line break in them (echoing a name it was sent) would
-        // start a line that reads as the CLI's own.
-        e
-          ? `${printable(e.message)} [${printable(e.code)}]${extra}`
-          : `HTTP ${res.status}: ${printable(text.slice(0, 200))}`,
+        // The coordinator's words, exact for --json; shown escaped and indented (cli/main.ts fail).
+        e ? `${e.message} [${e.code}]${extra}` : `HTTP ${res.status}: ${text.slice(0, 200)}`,
         // A name several jobs share is a usage error, as an ambiguous prefix is.
         e?.code === 'AMBIGUOUS' ? 2 : exitCodeOf(res.status),
         e?.code,
-        { details: e?.details },
+        { details: e?.details, remote: true },
       );
     }
     const checked = schema.safeParse(pick(parsed));

@@ -2,16 +2,22 @@
 export class CliError extends Error {
   /** The API's error details (the missing paths of CLOSURE_INCOMPLETE, …), kept for `--json`. */
   readonly details?: unknown;
+  /**
+   * The message is the coordinator's words: shown to people with every line after the first indented,
+   * so a line break in them (echoing a name it was sent) cannot start a line that reads as the CLI's own.
+   */
+  readonly remote: boolean;
   constructor(
     message: string,
     readonly exitCode = 1,
     /** The API's error code, when the coordinator refused (shown in `--json` errors). */
     readonly code?: string,
-    options?: { cause?: unknown; details?: unknown },
+    options?: { cause?: unknown; details?: unknown; remote?: boolean },
   ) {
     super(message, options);
     this.name = 'CliError';
     this.details = options?.details;
+    this.remote = options?.remote ?? false;
   }
 }
 

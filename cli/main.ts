@@ -644,14 +644,27 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
     argv.includes('--format=json') ||
     argv.some((a, i) => (a === '-f' || a === '--format') && argv[i + 1] === 'json');
   /** An error for people on stderr, or with --json an API-shaped error on stdout for scripts. */
-  const fail = (code: string, message: string, exitCode: number, details?: unknown): never => {
+  const fail = (
+    code: string,
+    message: string,
+    exitCode: number,
+    details?: unknown,
+    remote = false,
+  ): never => {
     // The human message ends with the code in brackets (and may list details after it); the JSON
     // error has the code and the details as fields of their own.
     const plain = (details === undefined ? message : message.split('\n')[0]!).replace(` [${code}]`, '');
     const error = details === undefined ? { code, message: plain } : { code, message: plain, details };
     if (json) writeOut(`${JSON.stringify({ error }, null, 2)}\n`);
-    // Line by line: the coordinator's words are escaped (cli/errors.ts printable), our own line breaks kept.
-    else process.stderr.write(`mxc: ${message.split('\n').map(printable).join('\n')}\n`);
+    // Line by line: control characters escaped (cli/errors.ts printable), line breaks kept; the
+    // coordinator's lines after its first indented, so none reads as a line of the CLI's own.
+    else
+      process.stderr.write(
+        `mxc: ${message
+          .split('\n')
+          .map(printable)
+          .join(remote ? '\n  ' : '\n')}\n`,
+      );
     process.exit(exitCode);
   };
   try {
@@ -685,7 +698,7 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
     if (err instanceof CliError) {
       const code =
         err.code ?? (err.exitCode === 2 ? 'USAGE' : err.exitCode === 3 ? 'UNAUTHORIZED' : 'FAILED');
-      fail(code, err.message, err.exitCode, err.details);
+      fail(code, err.message, err.exitCode, err.details, err.remote);
     }
     // A helper command (nix, nix-store, …) that failed or is missing: its own words, not a bug in mxc.
     // By name: lib/exec.ts is not loaded by every command, and importing it here would make it so.

@@ -420,8 +420,11 @@ describe('mxc on hostile text from an agent', () => {
     expect(missing.stderr).not.toContain('\u001b');
     // A line break the coordinator echoes stays on its line: no forged `mxc:` line follows.
     const forged = await mxc(['workloads', 'show', 'x\nmxc: forged'], env);
-    expect(forged.stderr).toContain('x\\x0amxc: forged');
+    expect(forged.stderr).toContain('x\n  mxc: forged');
     expect(forged.stderr).not.toMatch(/^mxc: forged/m);
+    // With --json the coordinator's words are exact (JSON escapes them itself).
+    const exact = await mxc(['workloads', 'show', 'x\nmxc: forged', '--json'], env);
+    expect(JSON.parse(exact.stdout).error.message).toContain('x\nmxc: forged');
   });
 
   it('escapes an agent’s reason in submit --wait’s progress and its answer', async () => {

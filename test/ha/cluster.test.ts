@@ -405,6 +405,14 @@ describe('three coordinators on one database', () => {
       expect(err).toBeInstanceOf(CliError);
       expect((err as CliError).message).toMatch(/took the request but did not answer; it may still apply it/);
       expect(await jobNames(other)).not.toContain('failover-frozen');
+      // A command that looks a name up, then changes it: the change goes where the lookup was answered.
+      const stop = await cli(
+        { MXC_COORDINATOR: `${frozen.url},${other.url}` },
+        'jobs',
+        'stop',
+        'failover-sent-once',
+      );
+      expect(stop.exitCode, stop.stderr).toBe(0);
       // A push asks which coordinator answers, then streams its upload there.
       const script = await buildScript('ha-failover-push', 'echo pushed past a frozen coordinator\n');
       const push = await cli(
