@@ -323,7 +323,7 @@ export const SETTINGS = [
     roles: C,
     default: '100000',
     value: '100000',
-    doc: "the newest lines of a workload's log the coordinator keeps; older ones are deleted as new ones come (the logs API says how many went)",
+    doc: "the newest lines of a workload's log the coordinator keeps (at least 1000); older ones are deleted as new ones come (the logs API says how many went)",
     schema: integer('a whole number ≥ 1000', 1000),
   },
   {

@@ -159,6 +159,14 @@ async function listenOrExplain<T>(port: number, start: () => Promise<T>): Promis
         { cause: err },
       );
     }
+    if ((err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') {
+      throw new CliError(
+        `cannot listen on that address: this machine has no such address (${(err as Error).message}); set --host / MXC_LISTEN_ADDRESS to one of its own`,
+        2,
+        'LISTEN_ADDRESS_NOT_AVAILABLE',
+        { cause: err },
+      );
+    }
     // A coded refusal (an unreachable database or cache bucket, a data dir in use, an unreadable key
     // file, …) is a message ending with its code, not a crash; a refused configuration exits 2, as a
     // bad setting does.

@@ -269,6 +269,19 @@ describe('through the real CLI', () => {
     }
   });
 
+  it('an address this machine does not have is said plainly (exit 2), not as an internal error', async () => {
+    // 192.0.2.1 is TEST-NET-1: documentation only, never a local address.
+    const r = await mxc(['coordinator', '--port', '0', '--host', '192.0.2.1'], {
+      MXC_DATA_DIR: join(dir, 'no-such-address'),
+      MXC_API_TOKEN: 'a-token-for-a-non-loopback-address',
+    });
+    expect(r.stderr).toMatch(
+      /^mxc: cannot listen on that address: this machine has no such address .*192\.0\.2\.1/m,
+    );
+    expect(r.stderr).not.toMatch(/internal error|This is a bug/);
+    expect(r.exitCode).toBe(2);
+  });
+
   it('a PostgreSQL that cannot be reached is named without its password: DATABASE_UNREACHABLE, exit 1', async () => {
     // A port nothing listens on: taken from the kernel, then let go.
     const port = await new Promise<number>((resolve) => {
