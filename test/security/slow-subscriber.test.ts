@@ -77,6 +77,18 @@ test('an event subscriber that stops reading is dropped, one that reads is not',
   await eventually(async () => changes() === before, 5000, 'the reader unsubscribed');
 }, 60_000);
 
+/** A connection that reads nothing, and the coordinator's end of it. */
+async function pausedClient() {
+  const { port } = new URL(c.url);
+  const [client, theirs] = await acceptedWhile(c, async () => {
+    const s = connect(Number(port), '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    return s;
+  });
+  client.pause();
+  return [client, theirs] as const;
+}
+
 /** Stores `total` lines `<n> <text>` for a workload, `batch` to a statement, as an agent's reports would. */
 async function fillLogs(id: string, total: number, batch: number, text: string) {
   for (let i = 0; i < total; i += batch)
@@ -101,13 +113,7 @@ test('a log follow whose client stops reading waits for it, then sends every lin
   const total = 10_000;
   await fillLogs(id, total, 2000, text);
   // The client, and its connection as the coordinator holds it.
-  const { port } = new URL(c.url);
-  const [client, theirs] = await acceptedWhile(c, async () => {
-    const s = connect(Number(port), '127.0.0.1');
-    await new Promise((r) => s.once('connect', r));
-    return s;
-  });
-  client.pause();
+  const [client, theirs] = await pausedClient();
   client.write(`GET /api/workloads/${id}/logs?follow=1&after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
   await eventually(
     async () => log.records.some((r) => r.msg === 'a log follow waits for its client to read'),
@@ -146,13 +152,7 @@ test('a tail follow (no after, limit 100,000) of wide lines holds one page for a
   await fillLogs(id, total, 500, wide);
   const waits = () => log.records.filter((r) => r.msg === 'a log follow waits for its client to read').length;
   const before = waits();
-  const { port } = new URL(c.url);
-  const [client, theirs] = await acceptedWhile(c, async () => {
-    const s = connect(Number(port), '127.0.0.1');
-    await new Promise((r) => s.once('connect', r));
-    return s;
-  });
-  client.pause();
+  const [client, theirs] = await pausedClient();
   client.write(`GET /api/workloads/${id}/logs?follow=1&limit=100000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
   await eventually(async () => waits() > before, 10_000, 'the follow to wait for its client');
   // Unsent, it holds about one page (1 MiB of entries), not the 47 MiB asked for.
