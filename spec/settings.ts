@@ -3,6 +3,7 @@
  * default, what it means, and the zod schema that turns its text into a value or refuses it. The
  * README's configuration table, the daemons' start-up validation and the NixOS modules follow it.
  */
+import { isIP } from 'node:net';
 import * as z from 'zod';
 import { NodeName } from './messages.js';
 import { s3LocationSchema } from './s3-location.js';
@@ -106,6 +107,21 @@ const urlList = lazily(() =>
         .filter(Boolean),
     )
     .pipe(z.array(httpUrl()).min(1, 'must name at least one URL').max(64, 'at most 64 URLs')),
+);
+
+/** `ip`, `ip:port` or `[ipv6]:port`: what node:dns's setServers takes. */
+function isDnsServer(v: string): boolean {
+  const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(v) ?? /^([^:]+):(\d{1,5})$/.exec(v);
+  if (!m) return isIP(v) !== 0;
+  const port = m[2] === undefined ? 53 : Number(m[2]);
+  return isIP(m[1]!) !== 0 && port >= 1 && port <= 65_535;
+}
+
+const dnsServer = lazily(() =>
+  z
+    .string()
+    .trim()
+    .refine(isDnsServer, 'must be an IP address, optionally with a port (10.0.0.2:53, [fd00::2]:53)'),
 );
 
 const postgresUrl = lazily(() =>
@@ -480,7 +496,7 @@ export const SETTINGS = [
     roles: A,
     default: 'the system resolver',
     doc: 'the DNS server (`ip[:port]`) `MXC_DNS_QUERY` asks',
-    schema: text,
+    schema: dnsServer,
   },
   {
     env: 'MXC_AGENT_NAME',

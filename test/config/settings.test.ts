@@ -218,6 +218,12 @@ describe('through the real CLI', () => {
       /MXC_SCHEDULER_STRATEGY="random"/,
     ],
     [['agent'], { MXC_HYPERVISOR: 'firecracker' }, /"firecracker" is not supported/],
+    [['agent'], { MXC_DNS_SERVER: 'notanip' }, /MXC_DNS_SERVER="notanip": must be an IP address/],
+    [
+      ['agent'],
+      { MXC_DNS_SERVER: '10.0.0.2:70000' },
+      /MXC_DNS_SERVER="10.0.0.2:70000": must be an IP address/,
+    ],
     [['agent', '--token-file', '/nonexistent/join'], {}, /--token-file=\/nonexistent\/join: cannot read it/],
     [['up', '--no-demo'], { PORT: 'http' }, /PORT="http"/],
     [['jobs', 'list'], { MXC_API_TOKEN_FILE: '/nonexistent/api' }, /MXC_API_TOKEN_FILE=\/nonexistent\/api/],
