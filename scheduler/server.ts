@@ -9,7 +9,6 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { FolderInUseError, lockFolder } from '../lib/pid-lock.js';
 import { MXC_VERSION } from '../lib/version.js';
 import type { S3Location } from '../spec/s3-location.js';
 import { buildApp } from './api/app.js';
@@ -26,7 +25,7 @@ import { errors, MxcError } from './errors.js';
 import { LeaderLease, leaseTimings } from './leader-lease.js';
 import * as cachePushes from './store/cache-pushes.js';
 import * as coordinatorsStore from './store/coordinators.js';
-import { type Db, openDb } from './store/db.js';
+import { type Db, lockDataFolder, openDb } from './store/db.js';
 import { migrate } from './store/migrate.js';
 import type { RetentionPolicy } from './store/retention.js';
 import * as settingsStore from './store/settings.js';
@@ -105,7 +104,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
   await mkdir(opts.dataDir, { recursive: true });
   // The data dir holds this coordinator's id (and, unless told otherwise, its cache): two coordinators
   // on one dir would lead with one id and void each other's fencing, on PostgreSQL as on PGlite.
-  const unlockDataDir = await lockDataDir(opts.dataDir);
+  const unlockDataDir = await lockDataFolder(opts.dataDir);
   let db: Db;
   try {
     db = await openDb({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, poolSize: opts.poolSize });
@@ -235,17 +234,6 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
   } catch (err) {
     await db.close().catch(() => {});
     await unlockDataDir();
-    throw err;
-  }
-}
-
-/** Holds the data dir for this process; a dir another one holds is DATA_DIR_IN_USE. */
-async function lockDataDir(dir: string): Promise<() => Promise<void>> {
-  try {
-    return await lockFolder(dir);
-  } catch (err) {
-    if (err instanceof FolderInUseError)
-      throw new MxcError('DATA_DIR_IN_USE', 409, err.message, { pid: err.pid }, { cause: err });
     throw err;
   }
 }

@@ -265,22 +265,24 @@ async function listenPostgres(
   };
 }
 
+/** Holds `dir` for this process (see lib/pid-lock.ts); a folder another one holds is DATA_DIR_IN_USE. */
+export async function lockDataFolder(dir: string): Promise<() => Promise<void>> {
+  try {
+    return await lockFolder(dir);
+  } catch (err) {
+    if (err instanceof FolderInUseError)
+      throw new MxcError('DATA_DIR_IN_USE', 409, err.message, { pid: err.pid }, { cause: err });
+    throw err;
+  }
+}
+
 /** Opens (creating when needed) an embedded PGlite database in `dir`, or in memory when dir is null. */
 export async function openPglite(dir: string | null): Promise<Db> {
   const { PGlite } = await import('@electric-sql/pglite');
   if (dir) mkdirSync(dir, { recursive: true });
   // PGlite is one process's database: a second coordinator (or `mxc up`) on the same data dir wrote
   // into it beside the first, both leading with one id.
-  let unlock = async () => {};
-  if (dir) {
-    try {
-      unlock = await lockFolder(dir);
-    } catch (err) {
-      if (err instanceof FolderInUseError)
-        throw new MxcError('DATA_DIR_IN_USE', 409, err.message, { pid: err.pid }, { cause: err });
-      throw err;
-    }
-  }
+  const unlock = dir ? await lockDataFolder(dir) : async () => {};
   // int8 and numeric as numbers, as with pg above.
   const parsers = { 20: (v: string) => Number(v), 1700: (v: string) => Number(v) };
   let db: InstanceType<typeof PGlite>;
