@@ -22,7 +22,7 @@ import { errors, MxcError } from './errors.js';
 import { planJob } from './job-plan.js';
 import { type RecordedSubmission, recordSubmission, type SubmitPlacement } from './job-submit.js';
 import { judgeSilentNodes, nodeLeft, removeNodeRecord } from './liveness.js';
-import { DEFAULT_LOG_LINES_KEPT, LogIntake } from './log-intake.js';
+import { LogIntake } from './log-intake.js';
 import { admitNode } from './node-identity.js';
 import { HolderCache, planSubmitted, SUBMIT_PLACES_AT_MOST } from './placed-submit.js';
 import {
@@ -121,7 +121,7 @@ export class Coordinator {
   ) {
     this.events.setMaxListeners(0);
     this.clock = opts.clock ?? systemClock;
-    this.logIntake = new LogIntake(db, opts.logLinesKept ?? DEFAULT_LOG_LINES_KEPT);
+    this.logIntake = new LogIntake(db, opts.logLinesKept);
     this.queue = new EvaluationQueue<WorkKindName>(
       {
         // A failed pass (the database away a moment, say) is retried by itself: pending workloads must
