@@ -47,7 +47,8 @@ function openModeWarning(kind: string): string {
     'the API was open and now needs a token for every request. Pass it with --token TOKEN, or\n' +
     '  export MXC_API_TOKEN=TOKEN   (the token printed above)\n' +
     'The dashboard asks for it once. A running `mxc up` goes on working: its own credential is the file\n' +
-    '`local-token` in its data dir, which it prints at its next start.'
+    '`local-token` in its data dir, which it prints at its next start. Agents that joined without a token\n' +
+    'are disconnected: start them with an agent token (mxc tokens create NAME --kind agent).'
   );
 }
 

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { startCoordinator } from '../../scheduler/server.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { testLogger } from '../helpers/logger.js';
+import { captureLogger, testLogger } from '../helpers/logger.js';
 import { eventually, helloFrame, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { rawRequest, snapshot } from './helpers.js';
 
@@ -340,5 +340,25 @@ describe('bad characters and unsafe specs', () => {
       asAdmin,
     );
     expect(fine.status).toBe(201);
+  });
+});
+
+describe('an open API closing', () => {
+  test('an agent that joined without a token is disconnected, and both sides are told why', async () => {
+    const { logger, records } = captureLogger('warn');
+    const c = await startTestCoordinator('pglite', { logger });
+    try {
+      const a = await new ProtocolAgent({ url: c.url, name: 'tokenless' }).connect();
+      const closed = new Promise<[number, string]>((r) =>
+        a.ws.once('close', (code, reason) => r([code, reason.toString()])),
+      );
+      expect((await c.api('POST', '/api/tokens', { name: 'first', kind: 'client' })).status).toBe(201);
+      expect(await closed).toEqual([4401, 'the API now needs a token']);
+      expect(records.map((r) => r.msg)).toContainEqual(
+        expect.stringMatching(/joined the open API without a token is disconnected/),
+      );
+    } finally {
+      await c.stop();
+    }
   });
 });

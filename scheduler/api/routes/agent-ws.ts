@@ -16,7 +16,7 @@ import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js
 import type { AgentSession, Coordinator } from '../../coordinator.js';
 import { MxcError } from '../../errors.js';
 import { isDatabaseUnavailable } from '../../store/db.js';
-import type { Auth } from '../auth.js';
+import { type Auth, bearer } from '../auth.js';
 import { errorResponses } from '../contract.js';
 import { badTextError, findBadText } from '../input-check.js';
 
@@ -93,10 +93,18 @@ export async function agentSocketRoutes(
         refuse(4401, 'unauthorized');
         return;
       }
-      // Revoking the token the agent joined with ends its session.
+      // Revoking the token the agent joined with ends its session; so does closing the open API that an
+      // agent joined without a token (the first client token): said so, on both sides.
       const untrack = opts.auth.track(
         () => opts.auth.isAgent(req),
-        () => refuse(4401, 'agent token revoked'),
+        () => {
+          if (bearer(req) !== undefined) return refuse(4401, 'agent token revoked');
+          req.log.warn(
+            { node: nodeId ?? undefined },
+            'an agent that joined the open API without a token is disconnected: the API now needs one (give the agent an agent token: mxc tokens create NAME --kind agent)',
+          );
+          refuse(4401, 'the API now needs a token');
+        },
       );
       let nodeId: string | null = null;
       const helloTimer = setTimeout(() => {
