@@ -116,6 +116,48 @@ in
       description = "Pin the coordinator cache's public key instead of asking for it on join (MXC_CACHE_PUBLIC_KEY).";
     };
 
+    storeRoot = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/mxc-agent/store";
+      description = "Run workloads from a chroot Nix store under this directory instead of the host's (MXC_AGENT_STORE_ROOT).";
+    };
+
+    logRetentionDays = mkOption {
+      type = types.nullOr types.numbers.nonnegative;
+      default = null;
+      description = "Days the logs of ended workloads are kept on the node (MXC_AGENT_LOG_RETENTION); null: the agent's default (7).";
+    };
+
+    dns = {
+      query = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "_mxc._tcp.example.org";
+        description = "Find coordinators by DNS, beside `coordinators` (MXC_DNS_QUERY): an SRV name (`_mxc._tcp.example.org`) or `host[:port]` (A/AAAA, port 4000 by default).";
+      };
+      server = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "10.0.0.2:53";
+        description = "The DNS server `dns.query` asks, an IP address with an optional port (MXC_DNS_SERVER); null: the system resolver.";
+      };
+    };
+
+    logLevel = mkOption {
+      type = types.enum [
+        "fatal"
+        "error"
+        "warn"
+        "info"
+        "debug"
+        "trace"
+        "silent"
+      ];
+      default = "info";
+      description = "Log level (MXC_LOG_LEVEL); logs are JSON lines in the journal.";
+    };
+
     hypervisor = mkOption {
       type = types.enum [ "qemu" ];
       default = "qemu";
@@ -131,7 +173,7 @@ in
     extraEnvironment = mkOption {
       type = types.attrsOf types.str;
       default = { };
-      description = "More environment variables (see the README's configuration table). Never secrets: use tokenFile.";
+      description = "More environment variables (see the README's configuration table; every mxc setting of the agent has an option). Never secrets: use tokenFile.";
     };
   };
 
@@ -162,6 +204,7 @@ in
           MXC_AGENT_STATE_DIR = cfg.stateDir;
           MXC_HYPERVISOR = if cfg.microvm.enable then cfg.hypervisor else "none";
           MXC_MICROVM_ASSETS = "${cfg.stateDir}/microvm-assets";
+          MXC_LOG_LEVEL = cfg.logLevel;
           MXC_LOG_FORMAT = "json";
         }
         // optionalAttrs (cfg.tokenFile != null) { MXC_AGENT_TOKEN_FILE = "%d/agent-token"; }
@@ -171,6 +214,10 @@ in
         // optionalAttrs (cfg.supervisorPool != null) {
           MXC_AGENT_SUPERVISOR_POOL = toString cfg.supervisorPool;
         }
+        // optionalAttrs (cfg.storeRoot != null) { MXC_AGENT_STORE_ROOT = cfg.storeRoot; }
+        // optionalAttrs (cfg.logRetentionDays != null) { MXC_AGENT_LOG_RETENTION = toString cfg.logRetentionDays; }
+        // optionalAttrs (cfg.dns.query != null) { MXC_DNS_QUERY = cfg.dns.query; }
+        // optionalAttrs (cfg.dns.server != null) { MXC_DNS_SERVER = cfg.dns.server; }
         // cfg.extraEnvironment;
 
       serviceConfig = {

@@ -33,7 +33,12 @@ let
     ++ optional (cfg.cacheS3.accessKeyIdFile != null) "s3-access-key-id:${toString cfg.cacheS3.accessKeyIdFile}"
     ++ optional (
       cfg.cacheS3.secretAccessKeyFile != null
-    ) "s3-secret-access-key:${toString cfg.cacheS3.secretAccessKeyFile}";
+    ) "s3-secret-access-key:${toString cfg.cacheS3.secretAccessKeyFile}"
+    ++ optional (
+      cfg.cacheS3.sessionTokenFile != null
+    ) "s3-session-token:${toString cfg.cacheS3.sessionTokenFile}";
+  # A setting left null stays unset, so the coordinator's own default applies.
+  setIf = name: value: optionalAttrs (value != null) { ${name} = toString value; };
 in
 {
   options.services.mxc.coordinator = {
@@ -165,6 +170,11 @@ in
         default = null;
         description = "File holding the bucket's secret access key (AWS_SECRET_ACCESS_KEY_FILE, through LoadCredential).";
       };
+      sessionTokenFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "File holding a session token for temporary bucket credentials (AWS_SESSION_TOKEN_FILE, through LoadCredential).";
+      };
     };
 
     cacheKeyFile = mkOption {
@@ -186,6 +196,62 @@ in
       type = types.ints.positive;
       default = 30;
       description = "Seconds of agent silence before its node is down and its workloads are placed elsewhere (MXC_HEARTBEAT_TTL).";
+    };
+
+    flappingTaskThreshold = mkOption {
+      type = types.nullOr types.numbers.nonnegative;
+      default = null;
+      description = "Seconds: a task that ran for less than this is flapping and restarts after a back-off (MXC_FLAPPING_TASK_THRESHOLD, Aurora's -flapping_task_threshold); null: mxc's default (300).";
+    };
+
+    initialFlappingTaskDelay = mkOption {
+      type = types.nullOr types.numbers.nonnegative;
+      default = null;
+      description = "Seconds a flapping task first waits before it restarts, doubling with each flapping restart (MXC_INITIAL_FLAPPING_TASK_DELAY); null: mxc's default (30).";
+    };
+
+    maxFlappingTaskDelay = mkOption {
+      type = types.nullOr types.numbers.nonnegative;
+      default = null;
+      description = "Seconds a flapping task waits at most before it restarts (MXC_MAX_FLAPPING_TASK_DELAY); null: mxc's default (300).";
+    };
+
+    retention = {
+      hours = mkOption {
+        type = types.nullOr types.numbers.positive;
+        default = null;
+        description = "Hours an ended workload, its events and logs are kept; the newest of each instance stays (MXC_RETENTION_HOURS); null: mxc's default (168).";
+      };
+      perJob = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Ended workloads kept per job, the newest (MXC_RETENTION_PER_JOB); null: mxc's default (100).";
+      };
+    };
+
+    logLinesKept = mkOption {
+      type = types.nullOr (types.ints.between 1000 9007199254740991);
+      default = null;
+      description = "The newest lines of each workload's log the coordinator keeps, at least 1000 (MXC_LOG_LINES_KEPT); null: mxc's default (100000).";
+    };
+
+    leaderLease = mkOption {
+      type = types.nullOr (types.addCheck types.number (x: x >= 0.3));
+      default = null;
+      description = "Seconds of the leader lease among coordinators sharing one PostgreSQL, at least 0.3 (MXC_LEADER_LEASE); null: mxc's default (15).";
+    };
+
+    advertiseUrl = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "https://coordinator-1.example.org:4000";
+      description = "The URL others reach this coordinator at, as `GET /api/cluster/status` lists it (MXC_ADVERTISE_URL); null: the listen address.";
+    };
+
+    maxConnectionsPerAddress = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      description = "Connections taken from one client address, e.g. agents behind one NAT (MXC_MAX_CONNECTIONS_PER_ADDRESS); null: half the connection limit, which LimitNOFILE sets.";
     };
 
     schedulerStrategy = mkOption {
@@ -221,9 +287,9 @@ in
       type = types.attrsOf types.str;
       default = { };
       example = {
-        MXC_LEADER_LEASE = "15";
+        NODE_EXTRA_CA_CERTS = "/etc/ssl/private-ca.pem";
       };
-      description = "More environment variables (see the README's configuration table). Never secrets: use the *File options.";
+      description = "More environment variables (see the README's configuration table; every mxc setting of the coordinator has an option). Never secrets: use the *File options.";
     };
   };
 
@@ -303,7 +369,19 @@ in
         // optionalAttrs (cfg.cacheS3.secretAccessKeyFile != null) {
           AWS_SECRET_ACCESS_KEY_FILE = "%d/s3-secret-access-key";
         }
+        // optionalAttrs (cfg.cacheS3.sessionTokenFile != null) {
+          AWS_SESSION_TOKEN_FILE = "%d/s3-session-token";
+        }
         // optionalAttrs (cfg.cacheKeyFile != null) { MXC_CACHE_KEY_FILE = "%d/cache-key"; }
+        // setIf "MXC_FLAPPING_TASK_THRESHOLD" cfg.flappingTaskThreshold
+        // setIf "MXC_INITIAL_FLAPPING_TASK_DELAY" cfg.initialFlappingTaskDelay
+        // setIf "MXC_MAX_FLAPPING_TASK_DELAY" cfg.maxFlappingTaskDelay
+        // setIf "MXC_RETENTION_HOURS" cfg.retention.hours
+        // setIf "MXC_RETENTION_PER_JOB" cfg.retention.perJob
+        // setIf "MXC_LOG_LINES_KEPT" cfg.logLinesKept
+        // setIf "MXC_LEADER_LEASE" cfg.leaderLease
+        // setIf "MXC_ADVERTISE_URL" cfg.advertiseUrl
+        // setIf "MXC_MAX_CONNECTIONS_PER_ADDRESS" cfg.maxConnectionsPerAddress
         // cfg.extraEnvironment;
 
       serviceConfig = {

@@ -19,7 +19,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../lib/exec.js';
 import { nixBuild } from '../../lib/nix.js';
+import { readSettings } from '../../lib/settings.js';
 import { repoPath } from '../../scheduler/paths.js';
+import { SETTINGS } from '../../spec/settings.js';
 import {
   type DaemonProcess,
   listeningUrl,
@@ -57,6 +59,21 @@ interface Rendered {
 describe('NixOS modules', () => {
   it('parse', async () => {
     for (const m of MODULES) await run('nix-instantiate', ['--parse', m]);
+  });
+
+  it('set every setting their daemon reads from an option or a fixed value, not extraEnvironment alone', async () => {
+    // MXC_MODE picks what `mxc serve` runs; the units run `mxc coordinator` and `mxc agent` themselves.
+    const notApplicable = new Set(['MXC_MODE']);
+    const missing: string[] = [];
+    for (const role of ['coordinator', 'agent'] as const) {
+      const text = await readFile(repoPath('nix', 'modules', `${role}.nix`), 'utf8');
+      for (const s of SETTINGS) {
+        if (!(s.roles as readonly string[]).includes(role) || notApplicable.has(s.env)) continue;
+        // Assigned in the unit's environment (`NAME = …`, `NAME_FILE = …`) or through setIf "NAME".
+        if (!new RegExp(`\\b${s.env}(_FILE)? = |"${s.env}"`).test(text)) missing.push(`${role}: ${s.env}`);
+      }
+    }
+    expect(missing).toEqual([]);
   });
 });
 
@@ -201,6 +218,63 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
       's3-access-key-id:/run/secrets/id',
       's3-secret-access-key:/run/secrets/key',
     ]);
+  });
+
+  it('sets the tuning, retention, DNS and log settings from options, in words mxc accepts', async () => {
+    const token = join(dir, 's3-session-token');
+    await writeFile(token, 'session\n');
+    const c = await evaluate(`{ ... }: { services.mxc.coordinator = {
+      enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1";
+      flappingTaskThreshold = 120; initialFlappingTaskDelay = 5; maxFlappingTaskDelay = 600;
+      retention = { hours = 24; perJob = 20; }; logLinesKept = 5000; leaderLease = 7.5;
+      advertiseUrl = "https://c1.example.org:4000"; maxConnectionsPerAddress = 200;
+      cacheS3 = { url = "s3://mxc-cache/prod?region=eu-1"; sessionTokenFile = ${nixString(token)}; };
+    }; }`);
+    const coordinator = c.services['mxc-coordinator']!;
+    expect(coordinator.environment).toMatchObject({
+      MXC_FLAPPING_TASK_THRESHOLD: '120',
+      MXC_RETENTION_HOURS: '24',
+      MXC_LOG_LINES_KEPT: '5000',
+      MXC_MAX_CONNECTIONS_PER_ADDRESS: '200',
+      AWS_SESSION_TOKEN_FILE: '%d/s3-session-token',
+    });
+    expect(coordinator.serviceConfig.LoadCredential).toEqual([`s3-session-token:${token}`]);
+    const cs = readSettings({ roles: ['coordinator'], env: (await prepare('tuning-c', coordinator)).env });
+    expect(cs).toMatchObject({
+      MXC_FLAPPING_TASK_THRESHOLD: 120,
+      MXC_INITIAL_FLAPPING_TASK_DELAY: 5,
+      MXC_MAX_FLAPPING_TASK_DELAY: 600,
+      MXC_RETENTION_HOURS: 24,
+      MXC_RETENTION_PER_JOB: 20,
+      MXC_LOG_LINES_KEPT: 5000,
+      MXC_LEADER_LEASE: 7.5,
+      MXC_ADVERTISE_URL: 'https://c1.example.org:4000',
+      MXC_MAX_CONNECTIONS_PER_ADDRESS: 200,
+      AWS_SESSION_TOKEN: 'session',
+    });
+    // Left unset, each stays out of the environment and mxc's own default applies.
+    const plain = await evaluate(`{ ... }: { services.mxc.coordinator = {
+      enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1"; }; }`);
+    expect(Object.keys(plain.services['mxc-coordinator']!.environment)).not.toContain('MXC_LOG_LINES_KEPT');
+    await expect(
+      evaluate(`{ ... }: { services.mxc.coordinator = {
+        enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1"; logLinesKept = 10; }; }`),
+    ).rejects.toThrow(/logLinesKept/);
+
+    const a = await evaluate(`{ ... }: { services.mxc.agent = {
+      enable = true; package = ${fakePackage()}; microvm.enable = false;
+      storeRoot = "/var/lib/mxc-agent/store"; logRetentionDays = 2;
+      dns = { query = "_mxc._tcp.example.org"; server = "10.0.0.2:53"; }; logLevel = "debug";
+    }; }`);
+    const agent = a.services['mxc-agent']!;
+    const as = readSettings({ roles: ['agent'], env: (await prepare('tuning-a', agent)).env });
+    expect(as).toMatchObject({
+      MXC_AGENT_STORE_ROOT: '/var/lib/mxc-agent/store',
+      MXC_AGENT_LOG_RETENTION: 2,
+      MXC_DNS_QUERY: '_mxc._tcp.example.org',
+      MXC_DNS_SERVER: '10.0.0.2:53',
+      MXC_LOG_LEVEL: 'debug',
+    });
   });
 
   it('hands TLS files over as credentials, and refuses a certificate without its key', async () => {
