@@ -17,6 +17,15 @@ export function statusColor(s: string): string {
   return s;
 }
 
+/**
+ * A workload's status with how it ended when the status alone does not say it: a finished batch
+ * instance and a service stopped by hand are both `stopped`, so the first shows `stopped (finished)`.
+ */
+export function workloadStatus(w: { status: string; outcome?: string | null }, paint = true): string {
+  const how = w.outcome && w.outcome !== w.status ? ` (${w.outcome})` : '';
+  return `${paint ? statusColor(w.status) : w.status}${how}`;
+}
+
 export function printJson(v: unknown): void {
   writeOut(`${JSON.stringify(v, null, 2)}\n`);
 }

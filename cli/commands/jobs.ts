@@ -14,6 +14,7 @@ import {
   printJson,
   printTable,
   statusColor,
+  workloadStatus,
 } from '../output.js';
 import { resolveId } from '../resolve.js';
 
@@ -116,7 +117,7 @@ export async function show(id: string, opts: Opts) {
   process.stdout.write(`\n${color.bold('workloads')}\n`);
   printTable(
     ['id', 'version', 'status'],
-    (j.workloads ?? []).map((w) => [w.id, String(w.job_version), statusColor(w.status)]),
+    (j.workloads ?? []).map((w) => [w.id, String(w.job_version), workloadStatus(w)]),
   );
 }
 

@@ -2,7 +2,16 @@
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { ago, color, printable, printField, printJson, printTable, statusColor } from '../output.js';
+import {
+  ago,
+  color,
+  printable,
+  printField,
+  printJson,
+  printTable,
+  statusColor,
+  workloadStatus,
+} from '../output.js';
 import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
@@ -60,7 +69,7 @@ export async function show(id: string, opts: Opts) {
   process.stdout.write(`\n${color.bold('workloads')}\n`);
   printTable(
     ['id', 'status'],
-    (n.workloads ?? []).map((w) => [w.id, statusColor(w.status)]),
+    (n.workloads ?? []).map((w) => [w.id, workloadStatus(w)]),
   );
 }
 

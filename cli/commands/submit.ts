@@ -5,7 +5,7 @@ import * as apiJobs from '../../spec/api-jobs.js';
 import type { JobSpec } from '../../spec/job.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { printableLine, printJson } from '../output.js';
+import { printableLine, printJson, workloadStatus } from '../output.js';
 import { waitForJob } from './wait.js';
 
 export interface SubmitOptions extends ClientOptions {
@@ -104,7 +104,7 @@ export async function submit(file: string | undefined, opts: SubmitOptions): Pro
     else
       for (const w of result.workloads)
         process.stdout.write(
-          `${printableLine(`${w.id}  ${w.status}${w.node ? `  on ${w.node}` : ''}${w.health && w.health !== 'unknown' ? `  ${w.health}` : ''}`)}\n`,
+          `${printableLine(`${w.id}  ${workloadStatus(w, false)}${w.node ? `  on ${w.node}` : ''}${w.health && w.health !== 'unknown' ? `  ${w.health}` : ''}`)}\n`,
         );
   }
   // One line: the reason holds an agent's words (a line break in them would start a forged line).

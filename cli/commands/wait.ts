@@ -8,7 +8,7 @@ import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import * as apiJobs from '../../spec/api-jobs.js';
 import type { ApiClient } from '../client.js';
-import { MiB, printableLine } from '../output.js';
+import { MiB, printableLine, workloadStatus } from '../output.js';
 
 type W = Pick<
   z.infer<typeof api.Workload>,
@@ -128,7 +128,8 @@ class Progress {
       this.say(`${id}:r`, 'x', `${id}  running${hasHealthCheck ? '; waiting for its health check' : ''}`);
     if (hasHealthCheck && w.health && w.health !== 'unknown')
       this.say(`${id}:h`, w.health, `${id}  ${w.health}`);
-    if (ended(w)) this.say(`${id}:e`, w.status, `${id}  ${w.status}${w.error ? `: ${w.error}` : ''}`);
+    if (ended(w))
+      this.say(`${id}:e`, w.status, `${id}  ${workloadStatus(w, false)}${w.error ? `: ${w.error}` : ''}`);
   }
 
   update(u: JobState['update']) {

@@ -4,7 +4,16 @@ import * as z from 'zod';
 import * as api from '../../spec/api.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
-import { ago, color, printable, printField, printJson, printTable, statusColor } from '../output.js';
+import {
+  ago,
+  color,
+  printable,
+  printField,
+  printJson,
+  printTable,
+  statusColor,
+  workloadStatus,
+} from '../output.js';
 import { resolveId } from '../resolve.js';
 
 interface Opts extends ClientOptions {
@@ -27,7 +36,7 @@ export async function list(opts: Opts & { status?: string; job?: string; node?: 
     rows.map((w) => [
       w.id,
       w.job,
-      statusColor(w.status),
+      workloadStatus(w),
       w.node ?? '-',
       String(w.cpu),
       `${w.memory_mb}M`,
@@ -46,8 +55,7 @@ export async function show(id: string, opts: Opts) {
   const out = (k: string, v: string) => printField(k, v, 12);
   out('id', w.id);
   out('job', `${w.job} (instance ${w.instance})`);
-  // How an ended workload ended: a finished batch and a stopped service are both `stopped`.
-  out('status', `${statusColor(w.status)}${w.outcome && w.outcome !== w.status ? ` (${w.outcome})` : ''}`);
+  out('status', workloadStatus(w));
   out('node', w.node ?? '-');
   out('isolation', w.isolation);
   out('resources', `cpu ${w.cpu}, memory ${w.memory_mb} MiB`);

@@ -75,7 +75,17 @@ describe('mxc submit --wait', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     const rows = r.stdout.trim().split('\n');
     expect(rows).toHaveLength(2);
-    for (const row of rows) expect(row).toMatch(/^batch-[01]-\S+ {2}(stopped|finished) {2}on local$/);
+    // A finished instance says so: `stopped` alone reads as if someone had stopped it.
+    for (const row of rows) expect(row).toMatch(/^batch-[01]-\S+ {2}stopped \(finished\) {2}on local$/);
+    expect(r.stderr).toMatch(/^batch-0-\S+ {2}stopped \(finished\)$/m);
+    const list = (await mxc(['workloads', 'list', '--all', '--job', 'batch'], { env })).stdout;
+    expect(
+      list.match(/^batch-[01]-\S+ +devcluster\/www-data\/devel\/batch +stopped \(finished\) +local /gm),
+    ).toHaveLength(2);
+    const job = (await mxc(['jobs', 'show', 'batch'], { env })).stdout;
+    expect(job.match(/^batch-[01]-\S+ +1 +stopped \(finished\)$/gm)).toHaveLength(2);
+    const node = (await mxc(['nodes', 'show', 'local'], { env })).stdout;
+    expect(node).toMatch(/^batch-0-\S+ +stopped \(finished\)$/m);
   }, 90_000);
 
   it('exits 1 with the reason as soon as an instance fails', async () => {
