@@ -238,9 +238,11 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
   }
 }
 
-/** This coordinator's id: MXC_COORDINATOR_ID, else one kept in the data dir (stable across restarts). */
+/**
+ * This coordinator's id, kept in its data dir (stable across restarts). The data dir's lock makes it
+ * one process's; no variable overrides it, since two coordinators with one id void each other's fencing.
+ */
 async function coordinatorId(dataDir: string): Promise<string> {
-  if (process.env.MXC_COORDINATOR_ID) return process.env.MXC_COORDINATOR_ID;
   const file = join(dataDir, 'coordinator-id');
   try {
     const id = (await readFile(file, 'utf8')).trim();

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -184,6 +184,39 @@ describe('readSettings', () => {
       }),
     );
     expect(ecto).toBe('postgres://u:p%40ss%2Fword@h/d');
+  });
+
+  it('reads no variable of its own that the README does not name (a hidden knob is a setting nobody checks)', async () => {
+    // Others' variables, read as their owners define them, and one that only bin/mxc.js's shebang sets.
+    const others = new Set([
+      'PATH',
+      'HOME',
+      'XDG_CACHE_HOME',
+      'AWS_REGION',
+      'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED',
+      'MXC_NODE_EXTRA_CA_CERTS',
+    ]);
+    const readme = await readFile(repoPath('README.md'), 'utf8');
+    const files = (
+      await Promise.all(
+        ['agent', 'cli', 'lib', 'scheduler', 'compiler', 'spec', 'bin'].map((d) =>
+          readdir(repoPath(d), { recursive: true }),
+        ),
+      )
+    ).flatMap((names, i) =>
+      names
+        .filter((n) => /\.(ts|js)$/.test(n))
+        .map((n) => repoPath(['agent', 'cli', 'lib', 'scheduler', 'compiler', 'spec', 'bin'][i]!, n)),
+    );
+    const undocumented = new Set<string>();
+    for (const f of files) {
+      const text = await readFile(f, 'utf8');
+      for (const m of text.matchAll(/(?:process\.env|\benv)(?:\.|\[['"])([A-Z][A-Z0-9_]+)/g)) {
+        const name = m[1]!;
+        if (!others.has(name) && !readme.includes(`\`${name}\``)) undocumented.add(name);
+      }
+    }
+    expect([...undocumented]).toEqual([]);
   });
 
   it('documents every setting in the README configuration table with its default', async () => {
