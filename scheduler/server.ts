@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -107,6 +108,9 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
   const unlockDataDir = await lockDataFolder(opts.dataDir);
   let db: Db;
   try {
+    // A port in use or an address this machine lacks is said now, not after a database was made and
+    // migrated (PGlite: seconds, and a database left in a folder the user may have mistyped).
+    await probeListen(opts.port, host);
     db = await openDb({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, poolSize: opts.poolSize });
   } catch (err) {
     await unlockDataDir();
@@ -236,6 +240,18 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     await unlockDataDir();
     throw err;
   }
+}
+
+/**
+ * Binds `host:port` and lets it go at once: the error app.listen would meet later (EADDRINUSE,
+ * EADDRNOTAVAIL), met before anything is opened. The real listen still reports a port taken in between.
+ */
+function probeListen(port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolve()));
+  });
 }
 
 /**

@@ -319,6 +319,22 @@ describe('through the real CLI', () => {
     );
     expect(r.stderr).not.toMatch(/internal error|This is a bug/);
     expect(r.exitCode).toBe(2);
+    // Said before a database is made (and migrated, seconds on PGlite) in the data dir.
+    expect(existsSync(join(dir, 'no-such-address', 'db'))).toBe(false);
+  });
+
+  it('a port in use is said before a database is made in the data dir', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const r = await mxc(['coordinator', '--port', String(port)], { MXC_DATA_DIR: join(dir, 'port-taken') });
+      expect(r.stderr).toMatch(new RegExp(`^mxc: port ${port} is in use: is another mxc running\\?`, 'm'));
+      expect(r.exitCode).toBe(1);
+      expect(existsSync(join(dir, 'port-taken', 'db'))).toBe(false);
+    } finally {
+      taken.close();
+    }
   });
 
   it('a PostgreSQL that cannot be reached is named without its password: DATABASE_UNREACHABLE, exit 1', async () => {
