@@ -2,6 +2,7 @@
 import type * as z from 'zod';
 import * as api from '../../spec/api.js';
 import * as apiJobs from '../../spec/api-jobs.js';
+import { jobKey } from '../../spec/job.js';
 import { ApiClient, type ClientOptions } from '../client.js';
 import { CliError } from '../errors.js';
 import {
@@ -254,7 +255,8 @@ export async function revert(id: string, version: string, opts: Opts) {
   const v = versions.find((x) => x.version === n);
   if (!v)
     throw new CliError(
-      `job ${id} has no version ${n}; its versions: ${versions.map((x) => x.version).join(', ')}`,
+      // Named by its key, as the user knows it (the id is what the lookup gave).
+      `job ${versions[0] ? jobKey(versions[0].spec) : id} has no version ${n}; its versions: ${versions.map((x) => x.version).join(', ')}`,
       2,
     );
   const res = await client.post('/api/jobs', api.SubmitResult, v.spec);
