@@ -280,10 +280,12 @@ export const LogsQuery = z.object({
   limit: z.coerce
     .number()
     .int()
-    .min(1)
+    .min(0)
     .max(MAX_LOG_LINES_ASKED)
     .optional()
-    .describe('the newest lines wanted (default 1000); an answer holds a page of them, follow next_cursor'),
+    .describe(
+      'the newest lines wanted (default 1000; 0 with follow: only lines logged from now); an answer holds a page of them, follow next_cursor',
+    ),
   cursor: z.string().max(1024).optional().describe('next_cursor of the previous answer (not with follow)'),
   follow: z.enum(['0', '1', 'true', 'false']).optional().describe('stream ndjson until the workload ends'),
 });

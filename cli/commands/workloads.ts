@@ -183,6 +183,15 @@ export async function logs(
   id: string,
   opts: Opts & { process?: string; follow?: boolean; tail?: string; timestamps?: boolean },
 ) {
+  // Checked here, named as the user gave it (the coordinator would name its query's `limit`).
+  if (
+    opts.tail !== undefined &&
+    !(/^\d+$/.test(opts.tail.trim()) && Number(opts.tail) <= api.MAX_LOG_LINES_ASKED)
+  )
+    throw new CliError(
+      `-n/--tail takes a number of lines from 0 to ${api.MAX_LOG_LINES_ASKED} (0 with -f: only new lines), not "${opts.tail}"`,
+      2,
+    );
   const client = new ApiClient(opts);
   id = await resolveId(client, 'workload', id);
   const q = new URLSearchParams();

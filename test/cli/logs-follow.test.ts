@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixBuild } from '../../lib/nix.js';
 import { repoPath } from '../../scheduler/paths.js';
+import { eventually } from '../helpers/protocol-agent.js';
 import { mxc, startUpCluster, type UpCluster } from './up-harness.js';
 
 const LINES = 2000;
@@ -79,5 +80,54 @@ describe('mxc workloads logs -f', () => {
     const nope = await mxc(['workloads', 'logs', id!, '-p', 'nope'], { env });
     expect(nope.exitCode).toBe(2);
     expect(nope.stderr).toMatch(/has no process "nope"; its processes: .*burst/);
+  }, 120_000);
+
+  it('-n 0 -f prints only the lines logged from then on; a bad -n is a usage error naming it', async () => {
+    const file = join(dir, 'later.nix');
+    await writeFile(
+      file,
+      `let mxc = import ${repoPath('nixlib')} { }; in mxc.Job {
+        name = "later"; cluster = "devcluster"; role = "www-data"; environment = "devel";
+        task = mxc.Task {
+          processes = [ (mxc.Process { name = "later"; min_duration = 0; cmdline = ''
+            echo "logged before"
+            while [ ! -e ${join(dir, 'go-later')} ]; do ${'$'}{mxc.busybox} sleep 0.2; done
+            echo "logged after"
+          ''; }) ];
+          resources = mxc.Resources { cpu = 0.1; ram = 16 * mxc.MB; disk = 8 * mxc.MB; };
+        };
+      }`,
+    );
+    const [job] = await nixBuild([file]);
+    const submitted = await mxc(['submit', job!, '--json'], { env });
+    expect(submitted.exitCode, submitted.stderr).toBe(0);
+    const [id] = JSON.parse(submitted.stdout).workloads as string[];
+    await eventually(async () =>
+      (await mxc(['workloads', 'logs', id!], { env })).stdout.includes('[later] logged before'),
+    );
+
+    // Without -f, no lines at all.
+    const none = await mxc(['workloads', 'logs', id!, '-n', '0'], { env });
+    expect([none.exitCode, none.stdout, none.stderr]).toEqual([0, '', '']);
+    const follow = execa('node', [repoPath('bin', 'mxc.js'), 'workloads', 'logs', id!, '-n', '0', '-f'], {
+      env,
+      reject: false,
+      timeout: 60_000,
+    });
+    // The follow has begun (its request answered) before the workload logs again.
+    await new Promise((r) => setTimeout(r, 2000));
+    const shown = JSON.parse((await mxc(['workloads', 'show', id!, '--json'], { env })).stdout);
+    expect(shown.status).toBe('running');
+    await writeFile(join(dir, 'go-later'), '');
+    const r = await follow;
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain('[later] logged after');
+    expect(r.stdout).not.toContain('logged before');
+
+    for (const bad of ['abc', '-1', '100001']) {
+      const b = await mxc(['workloads', 'logs', id!, '-n', bad], { env });
+      expect(b.exitCode).toBe(2);
+      expect(b.stderr).toMatch(/^mxc: -n\/--tail takes a number of lines from 0 to 100000/m);
+    }
   }, 120_000);
 });
