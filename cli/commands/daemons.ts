@@ -3,7 +3,7 @@
  * agent in one process, state under ./.mxc, then builds and submits examples/hello_world).
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Agent } from '../../agent/daemon.js';
 import { BuildError, buildJob } from '../../compiler/build.js';
@@ -421,9 +421,26 @@ export async function up(opts: UpOpts) {
 
 /** `mxc agent gc`: delete what this agent fetched and no workload needs (live closures are rooted and kept). */
 export async function agentGc(opts: { stateDir: string; storeRoot?: string; json?: boolean }) {
+  const stateDir = resolve(opts.stateDir);
+  // A mistyped or relative state dir (the default is .mxc/agent under the current folder) has nothing
+  // to collect: said, rather than "deleted 0" as if the agent's store were clean. An agent that ran
+  // there left its lock file, and once joined its node secret.
+  const marks = await Promise.all(
+    ['mxc.lock', 'node-secret.json'].map((f) =>
+      stat(join(stateDir, f)).then(
+        () => true,
+        () => false,
+      ),
+    ),
+  );
+  if (!marks.includes(true))
+    throw new CliError(
+      `${stateDir} is not an agent's state directory (no agent has run there): pass the agent's --state-dir (MXC_AGENT_STATE_DIR; the default, .mxc/agent, is under the current folder)`,
+      2,
+    );
   const { runAgentGc } = await import('../../agent/gc.js');
   const r = await runAgentGc({
-    stateDir: resolve(opts.stateDir),
+    stateDir,
     storeRoot: opts.storeRoot ? resolve(opts.storeRoot) : undefined,
   });
   if (opts.json)

@@ -117,6 +117,32 @@ describe('mxc CLI', () => {
     }
   }, 60_000);
 
+  it('agent gc in a folder no agent ran in says so (exit 2), not "deleted 0"; in an agent\'s, it collects', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mxc-cli-gc-'));
+    try {
+      for (const stateDir of [join(dir, 'typo'), dir]) {
+        const r = await mxc(['agent', 'gc', '--state-dir', stateDir]);
+        expect([r.exitCode, r.stdout]).toEqual([2, '']);
+        expect(r.stderr).toContain(
+          `mxc: ${stateDir} is not an agent's state directory (no agent has run there)`,
+        );
+      }
+      // An agent that ran there (it cannot reach its coordinator) leaves its lock file.
+      const agent = execa(
+        'node',
+        [repoPath('bin', 'mxc.js'), 'agent', '-c', 'http://127.0.0.1:9', '--token', 't', '--state-dir', dir],
+        { reject: false, stdio: 'ignore' },
+      );
+      await eventually(async () => existsSync(join(dir, 'mxc.lock')), 20_000, 'the agent to take its dir');
+      agent.kill('SIGKILL');
+      await agent;
+      const ok = await mxc(['agent', 'gc', '--state-dir', dir]);
+      expect([ok.exitCode, ok.stdout]).toEqual([0, 'deleted 0 store path(s), freed 0.0 MiB']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   describe('against a coordinator', () => {
     let c: TestCoordinator;
     let agent: ProtocolAgent;
