@@ -37,3 +37,26 @@ export const errors = {
       { missing },
     ),
 } as const;
+
+/**
+ * A request's URL as the log may show it: a `?token=` (the dashboard's event stream, a browser's
+ * WebSocket) is a credential, and a log line naming the URL wrote it whole. Its name is matched as the
+ * query parser reads it (`%74oken=` is a token too).
+ */
+export function loggedUrl(url: string): string {
+  const q = url.indexOf('?');
+  if (q < 0) return url;
+  const pairs = url.slice(q + 1).split('&');
+  for (let i = 0; i < pairs.length; i++) {
+    const eq = pairs[i]!.indexOf('=');
+    const name = eq < 0 ? pairs[i]! : pairs[i]!.slice(0, eq);
+    let decoded = name;
+    try {
+      decoded = decodeURIComponent(name.replaceAll('+', ' '));
+    } catch {
+      // not decodable: the parser keeps it as it is
+    }
+    if (decoded === 'token') pairs[i] = `${name}=[redacted]`;
+  }
+  return `${url.slice(0, q)}?${pairs.join('&')}`;
+}

@@ -7,7 +7,7 @@
  * request.
  */
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { MxcError } from '../errors.js';
+import { loggedUrl, MxcError } from '../errors.js';
 import { isDatabaseUnavailable } from '../store/db.js';
 
 /** While the database stays unreachable, requests refused for it are logged at most this often. */
@@ -21,14 +21,17 @@ export function installErrorHandler(app: FastifyInstance): void {
     // and no database outage to report, whatever the error's code says.
     // (Not req.raw.destroyed: a request whose body was read whole is destroyed too.)
     if ((req.raw as { aborted?: boolean }).aborted || req.raw.socket?.destroyed) {
-      req.log.debug({ err: (err as Error).message, url: req.url }, 'the client left before its answer');
+      req.log.debug(
+        { err: (err as Error).message, url: loggedUrl(req.url) },
+        'the client left before its answer',
+      );
       return reply.status(400).send({ error: { code: 'CLIENT_GONE', message: 'the client left' } });
     }
     if (!(err instanceof MxcError) && isDatabaseUnavailable(err)) {
       const now = performance.now();
       if (now - unavailableLoggedAt >= UNAVAILABLE_LOG_MS) {
         req.log.warn(
-          { err: (err as Error).message, url: req.url, refused: refusedUnlogged + 1 },
+          { err: (err as Error).message, url: loggedUrl(req.url), refused: refusedUnlogged + 1 },
           'the database is unreachable; requests that need it are answered 503 until it is back',
         );
         unavailableLoggedAt = now;
@@ -45,7 +48,7 @@ export function installErrorHandler(app: FastifyInstance): void {
         });
     }
     if (err instanceof MxcError) {
-      if (err.status >= 500) req.log.error({ err, url: req.url }, err.message);
+      if (err.status >= 500) req.log.error({ err, url: loggedUrl(req.url) }, err.message);
       return reply
         .status(err.status)
         .send({ error: { code: err.code, message: err.message, details: err.details } });
@@ -73,8 +76,8 @@ export function installErrorHandler(app: FastifyInstance): void {
       // The handler answered something its declared response schema refuses: a bug on our side,
       // never sent half-checked to the client.
       const issues = (err.cause as { issues?: unknown } | undefined)?.issues;
-      req.log.error({ err, issues, url: req.url }, 'response does not match its schema');
-    } else req.log.error({ err, url: req.url }, 'internal error');
+      req.log.error({ err, issues, url: loggedUrl(req.url) }, 'response does not match its schema');
+    } else req.log.error({ err, url: loggedUrl(req.url) }, 'internal error');
     return reply.status(500).send({
       error: {
         code: 'INTERNAL',

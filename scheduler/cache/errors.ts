@@ -3,6 +3,7 @@
  * sent as `{ error: { code, message } }` like every other API error.
  */
 import type { FastifyReply } from 'fastify';
+import { loggedUrl } from '../errors.js';
 
 export type CacheErrorCode =
   | 'CACHE_UNAUTHORIZED'
@@ -44,7 +45,7 @@ export function sendCacheError(reply: FastifyReply, err: unknown): FastifyReply 
   if (!(err instanceof CacheError)) throw err;
   if (err.statusCode >= 500) {
     const id = reply.request.id;
-    reply.log.error({ err, url: reply.request.url }, err.message);
+    reply.log.error({ err, url: loggedUrl(reply.request.url) }, err.message);
     return reply.code(err.statusCode).send({
       error: {
         code: err.code,

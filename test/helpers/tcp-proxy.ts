@@ -17,7 +17,11 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
+export async function startTcpProxy(
+  targetPort: number,
+  targetHost = '127.0.0.1',
+  listenPort = 0,
+): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
   let cut = false;
   let frozen = false;
@@ -47,7 +51,7 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(listenPort, '127.0.0.1', () => resolve());
   });
   const address = server.address();
   const dropAll = () => {
@@ -80,11 +84,13 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
 }
 
 /** A fresh PostgreSQL database reached through a proxy a test can cut or freeze: its URL through the proxy. */
-export async function proxiedPostgres(): Promise<{ proxy: TcpProxy; url: string; dbName: string }> {
+export async function proxiedPostgres(
+  listenPort = 0,
+): Promise<{ proxy: TcpProxy; url: string; dbName: string }> {
   const { createPostgresDb } = await import('./db.js');
   const db = await createPostgresDb();
   const url = new URL(db.url);
-  const proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
+  const proxy = await startTcpProxy(Number(url.port || 5432), url.hostname, listenPort);
   url.port = String(proxy.port);
   return { proxy, url: url.toString(), dbName: db.name };
 }
