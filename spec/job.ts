@@ -13,6 +13,12 @@ import { nextRun, parseCron } from './cron.js';
 /** Most environment variables a job sets (`mxc.env`). */
 export const MAX_ENV_VARS = 1024;
 /**
+ * Most aliases an announcer's `portmap` names, and most `task_links`: each is copied into every
+ * endpoint of every instance (or every job answer), so an unbounded map made every read of them stall.
+ */
+export const MAX_PORTMAP_ENTRIES = 64;
+export const MAX_TASK_LINKS = 64;
+/**
  * Node attributes and the placement constraints that match them: at most this many, each name and
  * value at most this long (`mxc agent --attr`, a job's `constraints`).
  */
@@ -139,7 +145,12 @@ export const Announcer = z
   .object({
     primary_port: z.string().default('http'),
     /** Aurora's `portmap`: alias → port name (`aurora = "http"`) or a static port number as text. */
-    portmap: z.record(z.string(), z.string()).optional(),
+    portmap: boundedRecord(
+      z.string().min(1).max(128),
+      z.string().max(128),
+      MAX_PORTMAP_ENTRIES,
+      'portmap aliases',
+    ).optional(),
   })
   .strict();
 
@@ -242,7 +253,12 @@ export const AuroraJob = z
     tier: z.string().optional(),
     lifecycle: LifecycleConfig.optional(),
     /** Aurora's UI links ("unsupported" upstream, AURORA-739): stored, shown, not interpreted. */
-    task_links: z.record(z.string(), z.string()).optional(),
+    task_links: boundedRecord(
+      z.string().max(128),
+      z.string().max(4096),
+      MAX_TASK_LINKS,
+      'task links',
+    ).optional(),
   })
   .strict();
 

@@ -1,0 +1,47 @@
+// The maps of a job spec have a maximum, as its lists do. An announcer's `portmap` had none: a 4 MiB
+// spec carried 300,000 aliases, copied into the ports of every serving instance, and each read of the
+// job's endpoints then held the event loop ~1.7 s per instance; `task_links` had none either.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { MAX_PORTMAP_ENTRIES, MAX_TASK_LINKS } from '../../spec/job.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { snapshot } from './helpers.js';
+
+const ADMIN = 'maps-admin';
+const auth = { authorization: `Bearer ${ADMIN}` };
+const entries = (n: number, value: (i: number) => string) =>
+  Object.fromEntries(Array.from({ length: n }, (_, i) => [`a${i}`, value(i)]));
+
+describe('job spec maps', () => {
+  let c: TestCoordinator;
+  beforeAll(async () => {
+    c = await startTestCoordinator('postgres', { port: 47234, tokens: { api: ADMIN } });
+  });
+  afterAll(async () => {
+    await c?.stop();
+  });
+
+  test('portmap and task_links are bounded: one past is a coded 422 that changes nothing', async () => {
+    const before = await snapshot(c.db);
+    const tooMany = [
+      plainJob({ name: 'pm', announce: { primary_port: 'http', portmap: entries(300_000, () => '1') } }),
+      plainJob({
+        name: 'pm',
+        announce: { primary_port: 'http', portmap: entries(MAX_PORTMAP_ENTRIES + 1, () => '80') },
+      }),
+      plainJob({ name: 'tl', task_links: entries(MAX_TASK_LINKS + 1, (i) => `http://x/${i}`) }),
+      plainJob({ name: 'tl', task_links: { a: 'x'.repeat(100_000) } }),
+    ];
+    for (const spec of tooMany) {
+      const r = await c.api('POST', '/api/jobs', spec, auth);
+      expect([spec.name, r.status, r.body.error?.code]).toEqual([spec.name, 422, 'VALIDATION_FAILED']);
+    }
+    expect(await snapshot(c.db)).toBe(before);
+    // At the maximum the job is taken: the limit, not something else, refused the others.
+    const atMax = plainJob({
+      name: 'pm',
+      announce: { primary_port: 'http', portmap: entries(MAX_PORTMAP_ENTRIES, () => '80') },
+      task_links: entries(MAX_TASK_LINKS, (i) => `http://x/${i}`),
+    });
+    expect((await c.api('POST', '/api/jobs', atMax, auth)).status).toBe(201);
+  });
+});
