@@ -3,6 +3,7 @@ import { statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { hasCommand } from '../lib/exec.js';
 import { nixVersion } from '../lib/nix.js';
+import { MAX_CPU_CORES, MAX_RESOURCE_MB } from '../spec/job.js';
 import type { Capabilities, NodeResources } from '../spec/messages.js';
 
 export async function detectResources(
@@ -16,11 +17,12 @@ export async function detectResources(
   } catch {
     disk = 0;
   }
-  // 0 means "detect" (the seed's MXC_AGENT_CPU=0): a node offering nothing could never join.
+  // 0 means "detect" (the seed's MXC_AGENT_CPU=0): a node offering nothing could never join. What is
+  // detected is offered up to what a hello may say (a network file system may report exabytes free).
   return {
-    cpu: override.cpu || os.cpus().length,
-    memory_mb: override.memory_mb || Math.floor(os.totalmem() / 1048576),
-    disk_mb: override.disk_mb || disk,
+    cpu: override.cpu || Math.min(os.cpus().length, MAX_CPU_CORES),
+    memory_mb: override.memory_mb || Math.min(Math.floor(os.totalmem() / 1048576), MAX_RESOURCE_MB),
+    disk_mb: override.disk_mb || Math.min(disk, MAX_RESOURCE_MB),
   };
 }
 

@@ -31,12 +31,32 @@ export const ProcessName = z
   .string()
   .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, 'must be 1-128 characters of letters, digits, _ . -');
 
+/**
+ * The most a node offers and a task asks for: CPU cores, and MiB of memory or disk (what the database's
+ * integer columns hold, about 2 PiB). Without a bound an agent offering 1e308 cores made the cluster's
+ * totals Infinity (every status answer a 500), and a task of 8 PiB failed its submit with a 500.
+ */
+export const MAX_CPU_CORES = 65_536;
+export const MAX_RESOURCE_MB = 2 ** 31 - 1;
+const MiB = 1024 * 1024;
+
 /** Task resources in Aurora units: cpu cores (fractional), ram and disk in bytes. */
 export const Resources = z
   .object({
-    cpu: z.number().positive('must be more than 0 (a workload needs some CPU)'),
-    ram: z.number().int().positive('must be more than 0 bytes'),
-    disk: z.number().int().min(0, 'must not be negative'),
+    cpu: z
+      .number()
+      .positive('must be more than 0 (a workload needs some CPU)')
+      .max(MAX_CPU_CORES, `must be at most ${MAX_CPU_CORES} cores`),
+    ram: z
+      .number()
+      .int()
+      .positive('must be more than 0 bytes')
+      .max(MAX_RESOURCE_MB * MiB, `must be at most ${MAX_RESOURCE_MB} MiB`),
+    disk: z
+      .number()
+      .int()
+      .min(0, 'must not be negative')
+      .max(MAX_RESOURCE_MB * MiB, `must be at most ${MAX_RESOURCE_MB} MiB`),
     /** Aurora's GPU count: mxc places no GPUs, so only 0 is accepted. */
     gpu: z.literal(0, { error: 'mxc does not schedule GPUs; leave gpu out or 0' }).optional(),
   })

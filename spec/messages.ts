@@ -10,7 +10,9 @@ import {
   CONTROL_CHARS,
   JobSpec,
   MAX_ATTRIBUTE_VALUE_CHARS,
+  MAX_CPU_CORES,
   MAX_NODE_ATTRIBUTES,
+  MAX_RESOURCE_MB,
 } from './job.js';
 
 /**
@@ -105,9 +107,9 @@ export type Capabilities = z.infer<typeof Capabilities>;
 
 export const NodeResources = z
   .object({
-    cpu: z.number().positive(),
-    memory_mb: z.number().int().positive(),
-    disk_mb: z.number().int().min(0),
+    cpu: z.number().positive().max(MAX_CPU_CORES),
+    memory_mb: z.number().int().positive().max(MAX_RESOURCE_MB),
+    disk_mb: z.number().int().min(0).max(MAX_RESOURCE_MB),
   })
   .strict();
 export type NodeResources = z.infer<typeof NodeResources>;

@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import * as z from 'zod';
+import { MAX_CPU_CORES, MAX_RESOURCE_MB } from './job.js';
 import { NodeName } from './messages.js';
 import { s3LocationSchema } from './s3-location.js';
 
@@ -51,14 +52,19 @@ const integer = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
       .pipe(z.number().int().min(min, `must be ${what}`).max(max, `must be ${what}`)),
   );
 
-const number = (what: string, min: number, exclusive = false) =>
+const number = (what: string, min: number, exclusive = false, max = Number.MAX_VALUE) =>
   lazily(() =>
     z
       .string()
       .trim()
       .regex(/^\d+(\.\d+)?$/, `must be ${what}`)
       .transform(Number)
-      .pipe(exclusive ? z.number().gt(min, `must be ${what}`) : z.number().min(min, `must be ${what}`)),
+      .pipe(
+        (exclusive ? z.number().gt(min, `must be ${what}`) : z.number().min(min, `must be ${what}`)).max(
+          max,
+          `must be ${what}`,
+        ),
+      ),
   );
 
 const boolean = lazily(() =>
@@ -513,7 +519,7 @@ export const SETTINGS = [
     value: '0',
     flag: '--cpu',
     doc: 'CPU cores offered to workloads; 0 = all detected cores',
-    schema: number('a number of cores ≥ 0 (0: detect)', 0),
+    schema: number(`a number of cores from 0 (detect) to ${MAX_CPU_CORES}`, 0, false, MAX_CPU_CORES),
   },
   {
     env: 'MXC_AGENT_MEMORY',
@@ -522,7 +528,7 @@ export const SETTINGS = [
     value: '0',
     flag: '--memory',
     doc: 'memory offered to workloads in MiB; 0 = all detected memory',
-    schema: integer('a whole number of MiB ≥ 0 (0: detect)', 0),
+    schema: integer(`a whole number of MiB from 0 (detect) to ${MAX_RESOURCE_MB}`, 0, MAX_RESOURCE_MB),
   },
   {
     env: 'MXC_AGENT_DISK',
@@ -531,7 +537,7 @@ export const SETTINGS = [
     value: '0',
     flag: '--disk',
     doc: 'disk offered to workloads in MiB; 0 = free space of the state directory',
-    schema: integer('a whole number of MiB ≥ 0 (0: detect)', 0),
+    schema: integer(`a whole number of MiB from 0 (detect) to ${MAX_RESOURCE_MB}`, 0, MAX_RESOURCE_MB),
   },
   {
     env: 'MXC_AGENT_STATE_DIR',

@@ -61,7 +61,16 @@ describe('readSettings', () => {
   });
 
   it.each([
-    [{ MXC_AGENT_CPU: 'lots' }, /^MXC_AGENT_CPU="lots": must be a number of cores ≥ 0 \(0: detect\)$/],
+    [
+      { MXC_AGENT_CPU: 'lots' },
+      /^MXC_AGENT_CPU="lots": must be a number of cores from 0 \(detect\) to 65536$/,
+    ],
+    [{ MXC_AGENT_CPU: '1e308' }, /^MXC_AGENT_CPU="1e308"/],
+    [{ MXC_AGENT_CPU: '70000' }, /^MXC_AGENT_CPU="70000": must be a number of cores from 0/],
+    [
+      { MXC_AGENT_DISK: '2147483648' },
+      /^MXC_AGENT_DISK="2147483648": must be a whole number of MiB from 0 \(detect\) to 2147483647$/,
+    ],
     [{ MXC_AGENT_MEMORY: '1.5' }, /^MXC_AGENT_MEMORY="1.5"/],
     [{ MXC_COORDINATOR: 'ftp://x' }, /^MXC_COORDINATOR="ftp:\/\/x": must be an http/],
     [{ MXC_HYPERVISOR: 'firecracker' }, /"firecracker" is not supported: mxc runs microVMs with QEMU/],
