@@ -17,6 +17,11 @@ export const MAX_ENV_VARS = 1024;
  * endpoint of every instance (or every job answer), so an unbounded map made every read of them stall.
  */
 export const MAX_PORTMAP_ENTRIES = 64;
+/**
+ * Longest cron schedule: one listing every minute, hour, day, month and weekday is under 400
+ * characters. A schedule of 2 MiB of list items took the coordinator ~3 s of event loop to parse at submit.
+ */
+export const MAX_CRON_CHARS = 1024;
 export const MAX_TASK_LINKS = 64;
 /**
  * Node attributes and the placement constraints that match them: at most this many, each name and
@@ -260,7 +265,11 @@ export const AuroraJob = z
     instances: z.number().int().min(1).max(10000).default(1),
     task: Task,
     announce: Announcer.nullable().optional(),
-    cron_schedule: z.string().nullable().optional(),
+    cron_schedule: z
+      .string()
+      .max(MAX_CRON_CHARS, `must be at most ${MAX_CRON_CHARS} characters`)
+      .nullable()
+      .optional(),
     cron_collision_policy: z.enum(['KILL_EXISTING', 'CANCEL_NEW', 'RUN_OVERLAP']).default('KILL_EXISTING'),
     constraints: PlacementConstraints.nullable().optional(),
     service: z.boolean().default(false),

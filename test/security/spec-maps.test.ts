@@ -1,8 +1,9 @@
 // The maps of a job spec have a maximum, as its lists do. An announcer's `portmap` had none: a 4 MiB
 // spec carried 300,000 aliases, copied into the ports of every serving instance, and each read of the
-// job's endpoints then held the event loop ~1.7 s per instance; `task_links` had none either.
+// job's endpoints then held the event loop ~1.7 s per instance; `task_links` had none either. A cron
+// schedule's length had none: 2 MiB of list items held the event loop ~3 s at submit.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { MAX_PORTMAP_ENTRIES, MAX_TASK_LINKS } from '../../spec/job.js';
+import { MAX_CRON_CHARS, MAX_PORTMAP_ENTRIES, MAX_TASK_LINKS } from '../../spec/job.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { snapshot } from './helpers.js';
 
@@ -43,5 +44,29 @@ describe('job spec maps', () => {
       task_links: entries(MAX_TASK_LINKS, (i) => `http://x/${i}`),
     });
     expect((await c.api('POST', '/api/jobs', atMax, auth)).status).toBe(201);
+  });
+
+  test('a cron schedule is at most MAX_CRON_CHARS characters: a longer one is a coded 422', async () => {
+    // Valid cron, padded with list items: "0 0 1,1,1,… * *".
+    const cron = (chars: number) => `0 0 ${'1,'.repeat((chars - 9) / 2)}1 * *`;
+    expect(cron(MAX_CRON_CHARS + 1)).toHaveLength(MAX_CRON_CHARS + 1);
+    const before = await snapshot(c.db);
+    for (const chars of [MAX_CRON_CHARS + 1, 2_000_001]) {
+      const r = await c.api(
+        'POST',
+        '/api/jobs',
+        plainJob({ name: 'cron', service: false, cron_schedule: cron(chars) }),
+        auth,
+      );
+      expect([chars, r.status, r.body.error?.code]).toEqual([chars, 422, 'VALIDATION_FAILED']);
+    }
+    expect(await snapshot(c.db)).toBe(before);
+    const ok = await c.api(
+      'POST',
+      '/api/jobs',
+      plainJob({ name: 'cron', service: false, cron_schedule: cron(MAX_CRON_CHARS - 1) }),
+      auth,
+    );
+    expect(ok.status).toBe(201);
   });
 });
