@@ -234,6 +234,49 @@ describe('rolling updates', () => {
     expect((await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status).toBe('rolling');
   });
 
+  it('an instance of the new version lost with its node is placed again, not counted as failed', async () => {
+    c = await startTestCoordinator('postgres', { heartbeatTtlMs: 800 });
+    // The node's agent dies while it starts version 2: the version is not at fault.
+    let startedV2 = false;
+    const fragile = new ProtocolAgent({
+      url: c.url,
+      name: 'fragile',
+      cpu: 8,
+      onStart: (m) => {
+        if (m.workload.spec.task.processes[0]!.cmdline !== 'v2') return 'running';
+        startedV2 = true;
+        return null;
+      },
+    });
+    agents.push(await fragile.connect());
+    const jobId = (await c.api('POST', '/api/jobs', job('v1', { instances: 1 }))).body.data.job.id;
+    await eventually(async () => (await byVersion(jobId))['v1:running'] === 1);
+    await c.api(
+      'POST',
+      '/api/jobs',
+      job('v2', {
+        instances: 1,
+        update_config: { batch_size: 1, watch_secs: 1, max_total_failures: 0, rollback_on_failure: true },
+      }),
+    );
+    await eventually(async () => startedV2, 10_000, 'version 2 sent to the fragile node');
+    agents.push(await new ProtocolAgent({ url: c.url, name: 'steady', cpu: 8 }).connect());
+    fragile.stopHeartbeats();
+    const history = await eventually(async () => {
+      const us = (await c.api('GET', `/api/jobs/${jobId}/updates`)).body.data;
+      return us[0].status !== 'rolling' ? us : null;
+    }, 20_000);
+    // Counted as a failed instance, the lost one rolled the update back (max_total_failures 0).
+    expect(history).toHaveLength(1);
+    expect(history[0]).toMatchObject({
+      status: 'succeeded',
+      to_version: 2,
+      message: 'all 1 instance(s) run version 2',
+    });
+    expect(await byVersion(jobId)).toMatchObject({ 'v2:lost': 1, 'v2:running': 1 });
+    expect((await c.api('GET', `/api/jobs/${jobId}`)).body.data.current_version).toBe(2);
+  });
+
   it('retries an instance up to max_per_shard_failures before counting it failed', async () => {
     c = await startTestCoordinator('postgres');
     const seen = new Set<number>();

@@ -7,9 +7,9 @@
  *
  * The rules (Aurora's JobUpdateSettings): an instance of the new version is done once it has run for
  * `watch_secs` (and, when the job has a health check, reported healthy). An instance is retried until
- * it failed more than `max_per_shard_failures` (Aurora's maxPerInstanceFailures) times; then it has
- * failed the update for good: the update no longer creates workloads for it and moves past it, as
- * past a done one. More failed instances than `max_total_failures` (maxFailedInstances) end the
+ * it failed more than `max_per_shard_failures` (Aurora's maxPerInstanceFailures) times (a workload
+ * lost with its node is placed again and is no failure); then it has failed the update for good: the
+ * update no longer creates workloads for it and moves past it, as past a done one. More failed instances than `max_total_failures` (maxFailedInstances) end the
  * update: rolled back to the previous version when `rollback_on_failure` (and this is not already a
  * rollback), else marked failed. An instance not running within `restart_threshold` seconds fails
  * its update. With `wait_for_batch_completion` the next batch starts once the whole batch is done or
@@ -97,7 +97,9 @@ export const isLive = (w: Pick<RolloutWorkload, 'status'>) => LIVE.has(w.status)
 
 /**
  * Instances of the target version that failed more than max_per_shard_failures times since the
- * update began (such an instance has failed the update; until then it is retried).
+ * update began (such an instance has failed the update; until then it is retried). A lost workload
+ * is not a failure of the version: its node went away (an agent killed, a host down) and it is placed
+ * again, as a lost workload is outside an update (Aurora: LOST is rescheduled regardless).
  */
 export function failedInstances(s: RolloutSnapshot, cfg: RolloutConfig): number {
   return failedInstanceSet(s, cfg).size;
@@ -109,7 +111,7 @@ export function failedInstanceSet(s: RolloutSnapshot, cfg: RolloutConfig): Set<n
   for (const w of s.workloads) {
     if (
       w.job_version === s.update.to_version &&
-      (w.status === 'failed' || w.status === 'lost') &&
+      w.status === 'failed' &&
       w.created_at >= s.update.created_at
     ) {
       perInstance.set(w.instance, (perInstance.get(w.instance) ?? 0) + 1);
