@@ -10,6 +10,12 @@ import * as wl from './store/workloads.js';
 import { newWorkloads, stopJobWorkloads } from './workload-changes.js';
 
 /**
+ * A run launched this long after its time is said to be late (logged, and in its workloads' event): the
+ * leader looks every second, and a fail-over takes a lease and a few retries, well under a minute.
+ */
+export const LATE_RUN_MS = 60_000;
+
+/**
  * Launches the cron jobs that are due in one transaction: each run places `instances` new workloads,
  * after applying the job's collision policy to a previous run still alive (KILL_EXISTING stops it,
  * CANCEL_NEW skips this run, RUN_OVERLAP lets both run). Returns the workloads an agent must stop.
@@ -46,6 +52,8 @@ export async function launchDueCronJobs(
       );
       if (!step.due) continue;
       await jobs.setCronRun(q, job.id, step.runAt, step.next);
+      const lateS = Math.round((now.getTime() - step.runAt!.getTime()) / 1000);
+      const late = lateS * 1000 >= LATE_RUN_MS;
       if (step.missed.length > 0) {
         log.warn(
           {
@@ -53,9 +61,16 @@ export async function launchDueCronJobs(
             missed: step.missed.length,
             first: step.missed[0]!.toISOString(),
             last: step.missed.at(-1)!.toISOString(),
+            ...(late ? { run: step.runAt!.toISOString(), late_s: lateS } : {}),
             policy: spec.cron_collision_policy,
           },
           'cron runs fell due while no coordinator launched them; launching once for the latest',
+        );
+      } else if (late) {
+        // The only run due, taken late (every coordinator down, or none leading, at its time).
+        log.warn(
+          { job: job.key, run: step.runAt!.toISOString(), late_s: lateS, policy: spec.cron_collision_policy },
+          'a cron run fell due while no coordinator launched it; launching it late',
         );
       }
       if (step.action === 'skip') {
@@ -70,7 +85,7 @@ export async function launchDueCronJobs(
       await wl.insertWorkloads(
         q,
         created,
-        `cron run for ${step.runAt!.toISOString().slice(0, 16)}Z${missed}`,
+        `cron run for ${step.runAt!.toISOString().slice(0, 16)}Z${late ? `, launched ${lateS} s late` : ''}${missed}`,
       );
       launched++;
     }

@@ -23,6 +23,7 @@ import { JobSpec } from '../../spec/job.js';
 import { WORKLOAD_STATUSES, type WorkloadStatus } from '../../spec/messages.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { dropPostgresDb, ENGINES, freshDb, PG_ADMIN_URL, urlFor } from '../helpers/db.js';
+import { captureLogger } from '../helpers/logger.js';
 import { eventually, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 // The state machine as documented (spec/glossary): every pair not listed here must be refused.
@@ -512,6 +513,30 @@ describe('cron jobs', () => {
     // A stopped cron job never runs again.
     await c.api('POST', `/api/jobs/${ids.RUN_OVERLAP}/stop`);
     expect((await c.api('GET', `/api/jobs/${ids.RUN_OVERLAP}`)).body.data.next_run_at).toBeNull();
+  });
+
+  it('a run launched late is logged and says so, though no earlier run was missed', async () => {
+    const clock = new ManualClock(new Date('2030-01-01T00:02:30Z'));
+    const log = captureLogger();
+    c = await startTestCoordinator('pglite', { clock, logger: log.logger });
+    const id = (await c.api('POST', '/api/jobs', cronJob('RUN_OVERLAP'))).body.data.job.id;
+    // No coordinator ran from before 00:05 until 00:08: the 00:05 run is the only one due, 3 min late.
+    clock.setWall(new Date('2030-01-01T00:08:00Z'));
+    expect(await c.coordinator.runDueCronJobs()).toBe(1);
+    const [w] = await live(id);
+    const ev = (await c.api('GET', `/api/workloads/${w.id}/events`)).body.data;
+    expect(ev[0].reason).toBe('cron run for 2030-01-01T00:05Z, launched 180 s late');
+    const said = log.records.filter((r) => /cron run/.test(String(r.msg)) && r.level >= 40);
+    expect(said).toMatchObject([
+      { job: expect.stringContaining('cron-run_overlap'), run: '2030-01-01T00:05:00.000Z', late_s: 180 },
+    ]);
+    // On time (within the minute) is not late.
+    clock.setWall(new Date('2030-01-01T00:10:30Z'));
+    expect(await c.coordinator.runDueCronJobs()).toBe(1);
+    const newest = (await live(id)).find((x: { id: string }) => x.id !== w.id);
+    const ev2 = (await c.api('GET', `/api/workloads/${newest.id}/events`)).body.data;
+    expect(ev2[0].reason).toBe('cron run for 2030-01-01T00:10Z');
+    expect(log.records.filter((r) => /cron run/.test(String(r.msg)) && r.level >= 40)).toHaveLength(1);
   });
 
   it('start a run now, outside the schedule, under the collision policy (Aurora cron start)', async () => {
