@@ -49,6 +49,14 @@ const LOG_BACKLOG_BYTES = 16 * 1024 * 1024;
 /** Messages kept between a socket's opening and its welcome (sent after it, in order). */
 const MAX_EARLY_MESSAGES = 10_000;
 
+/** Log lines sent on a socket, kept until a pong for a ping sent after them says the coordinator read them. */
+interface UnconfirmedFrame {
+  /** The number of the first ping sent after this frame (its pong confirms the frame). */
+  ping: number;
+  id: string;
+  lines: LogLine[];
+}
+
 export class CoordinatorConnection {
   private ws: WebSocket | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
@@ -57,6 +65,16 @@ export class CoordinatorConnection {
   private trust: CacheTrust | null = null;
   private readonly pendingLogs: LogBuffer;
   private logFlush: NodeJS.Timeout | null = null;
+  /**
+   * Log frames sent on the joined socket and not yet confirmed: a coordinator that froze (or whose
+   * host went away) never reads them, and the socket is given up on with them in it; they are queued
+   * again, before newer lines, for the next coordinator. A woken one drops them (its socket is
+   * superseded by then), so they are stored once.
+   */
+  private unconfirmed: UnconfirmedFrame[] = [];
+  private unconfirmedLines = 0;
+  /** The number the next ping carries (its pong echoes it). */
+  private nextPing = 0;
   /**
    * Messages sent while the socket is open but not yet welcomed: the coordinator refuses anything
    * before the hello (HELLO_FIRST), so they go once the welcome came.
@@ -137,8 +155,9 @@ export class CoordinatorConnection {
       handshakeTimeout: 10_000,
     });
     this.ws = ws;
-    ws.on('pong', () => {
+    ws.on('pong', (data) => {
       this.lastPong = performance.now();
+      if (ws === this.joinedWs) this.confirmLogs(Number(data.toString()));
     });
     ws.on('open', () => {
       this.onOpen(ws).catch((err) => {
@@ -157,6 +176,7 @@ export class CoordinatorConnection {
         // The next hello reports what runs then; log lines wait in their buffer.
         this.early = [];
       }
+      if (this.joinedWs === ws) this.requeueUnconfirmed();
       if (this.heartbeat) clearInterval(this.heartbeat);
       this.heartbeat = null;
       if (this.pinger) clearInterval(this.pinger);
@@ -327,7 +347,7 @@ export class CoordinatorConnection {
           ws.terminate();
           return;
         }
-        ws.ping();
+        this.ping(ws);
       },
       Math.max(250, Math.min(intervalMs, limit / 3)),
     );
@@ -377,10 +397,49 @@ export class CoordinatorConnection {
       this.logFlush = setTimeout(() => this.flushLogs(), 100);
       return;
     }
+    const ws = this.ws!;
+    let sent = false;
     for (const [id, lines] of this.pendingLogs.drain()) {
-      for (const frame of logFrames(lines, MAX_LOG_LINES_PER_MESSAGE, LOG_FRAME_BYTES))
+      for (const frame of logFrames(lines, MAX_LOG_LINES_PER_MESSAGE, LOG_FRAME_BYTES)) {
         this.send({ type: 'logs', workload_id: id, lines: frame });
+        this.unconfirmed.push({ ping: this.nextPing, id, lines: frame });
+        this.unconfirmedLines += frame.length;
+        sent = true;
+      }
     }
+    if (!sent) return;
+    // Kept within the buffer's bound: past it the oldest are taken as read (a pong is due by then).
+    while (this.unconfirmedLines > this.pendingLogs.maxLines && this.unconfirmed.length > 1)
+      this.unconfirmedLines -= this.unconfirmed.shift()!.lines.length;
+    this.ping(ws);
+  }
+
+  /** Pings the coordinator; the pong echoes the ping's number, confirming what was sent before it. */
+  private ping(ws: WebSocket) {
+    ws.ping(String(this.nextPing++));
+  }
+
+  /** The pong of ping `n`: the coordinator has read every frame sent before it. */
+  private confirmLogs(n: number) {
+    if (!Number.isInteger(n)) return;
+    while (this.unconfirmed.length > 0 && this.unconfirmed[0]!.ping <= n)
+      this.unconfirmedLines -= this.unconfirmed.shift()!.lines.length;
+  }
+
+  /** The joined socket ended: what it never confirmed goes to the next coordinator, in order. */
+  private requeueUnconfirmed() {
+    const frames = this.unconfirmed;
+    this.unconfirmed = [];
+    this.unconfirmedLines = 0;
+    const byWorkload = new Map<string, LogLine[]>();
+    for (const f of frames) {
+      const lines = byWorkload.get(f.id);
+      if (lines) lines.push(...f.lines);
+      else byWorkload.set(f.id, [...f.lines]);
+    }
+    for (const [id, lines] of byWorkload) this.pendingLogs.requeue(id, lines);
+    if (frames.length > 0)
+      this.log.debug({ frames: frames.length }, 'log lines the coordinator did not confirm are sent again');
   }
 
   /**

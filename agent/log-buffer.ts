@@ -75,6 +75,23 @@ export class LogBuffer {
     }
   }
 
+  /**
+   * Puts lines taken earlier back before the workload's queued ones (sent to a coordinator that never
+   * confirmed them); past a bound the oldest go first, counted as dropped.
+   */
+  requeue(id: string, lines: readonly LogLine[]): void {
+    if (lines.length === 0) return;
+    const q = [...lines, ...(this.queues.get(id) ?? [])];
+    this.queues.set(id, q);
+    this.total += lines.length;
+    for (const line of lines) this.totalBytes += lineBytes(line);
+    while (q.length > 0 && (this.total > this.maxLines || this.totalBytes > this.maxBytes)) {
+      this.totalBytes -= lineBytes(q.shift()!);
+      this.total--;
+      this.dropped.set(id, (this.dropped.get(id) ?? 0) + 1);
+    }
+  }
+
   /** Lines queued over all workloads. */
   get size(): number {
     return this.total;

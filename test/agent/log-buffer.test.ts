@@ -24,6 +24,22 @@ describe('LogBuffer', () => {
     expect(b.drain()).toEqual([]);
   });
 
+  test('lines sent but never confirmed go back before the newer ones, within the bound', () => {
+    const b = new LogBuffer(5);
+    b.push('w', line(3));
+    b.push('w', line(4));
+    b.requeue('w', [line(0), line(1), line(2)]);
+    expect(b.size).toBe(5);
+    expect(b.drain()[0]![1].map((l) => l.line)).toEqual(['line 0', 'line 1', 'line 2', 'line 3', 'line 4']);
+    // Past the bound the oldest go, and the drain says how many.
+    b.push('w', line(9));
+    b.requeue('w', [line(4), line(5), line(6), line(7), line(8)]);
+    expect(b.size).toBe(5);
+    const [[, out]] = b.drain() as [[string, LogLine[]]];
+    expect(out[0]!.line).toMatch(/^1 log line\(s\) were not sent/);
+    expect(out.slice(1).map((l) => l.line)).toEqual(['line 5', 'line 6', 'line 7', 'line 8', 'line 9']);
+  });
+
   test('property: bounded, order kept, and kept + dropped = pushed, per workload', () => {
     fc.assert(
       fc.property(

@@ -1,7 +1,8 @@
 /**
  * Agents fail over: a real agent given two coordinators moves to the other within seconds when its
- * coordinator goes away, and finds coordinators by DNS (SRV and A records) from a resolver run here
- * (node:dgram + dns-packet), keeping its node identity throughout.
+ * coordinator goes away (or stops answering: its log lines then go to the other, once each), and finds
+ * coordinators by DNS (SRV and A records) from a resolver run here (node:dgram + dns-packet), keeping
+ * its node identity throughout.
  */
 import { createSocket } from 'node:dgram';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -10,10 +11,15 @@ import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { afterAll, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
+import { pushClosure } from '../../compiler/push.js';
+import * as logs from '../../scheduler/store/logs.js';
+import { buildScript } from '../agent/helpers.js';
+import { scriptJob } from '../agent-e2e/harness.js';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
 import { testLogger } from '../helpers/logger.js';
 import { eventually } from '../helpers/protocol-agent.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -113,4 +119,59 @@ it('finds coordinators by DNS: SRV records, and A records with a port', async ()
     dnsServer: server,
   });
   expect(a.coordinator.isConnected(byA.nodeId!)).toBe(true);
+});
+
+it('sends the log lines a coordinator that stopped answering never read to the next one, once each', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mxc-failover-logs-'));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const { url: databaseUrl, name } = await createPostgresDb();
+  cleanup.push(() => dropPostgresDb(name));
+  // One cache for both; agents ping every 300 ms, so a silent coordinator is left after 2 s.
+  const opts = { databaseUrl, heartbeatIntervalMs: 300, cache: { cacheDir: join(dir, 'cache') } };
+  const cs = [await startTestCoordinator('postgres', opts), await startTestCoordinator('postgres', opts)];
+  for (const c of cs) cleanup.push(() => c.stop());
+  // The agent reaches each through a proxy that can go silent both ways (a frozen coordinator, as the
+  // agent sees it).
+  const proxies = await Promise.all(cs.map((c) => startTcpProxy(Number(new URL(c.url).port))));
+  for (const p of proxies) cleanup.push(() => p.close());
+  const script = await buildScript(
+    'failover-logs',
+    'i=0\nwhile true; do echo "line $i"; i=$((i+1)); sleep 0.02; done\n',
+  );
+  await pushClosure({ coordinator: cs[0]!.url, paths: [script.path] });
+  const a = new Agent({
+    coordinator: proxies.map((p) => `http://127.0.0.1:${p.port}`).join(','),
+    name: 'chatty',
+    stateDir: join(dir, 'state'),
+    storeRoot: join(dir, 'store'),
+    logger: testLogger(),
+    gracePeriodMs: 500,
+    cgroups: false,
+  });
+  cleanup.push(() => a.close());
+  await a.start();
+  await a.ready;
+  const holder = cs.findIndex((c) => c.coordinator.isConnected(a.nodeId!));
+  const other = cs[1 - holder]!;
+  const job = await other.coordinator.submitJob(scriptJob('chatty', script.path));
+  const id = job.workloads[0]!;
+  const numbers = async () =>
+    (await logs.readLogs(other.db, id, { limit: 100_000 }))
+      .filter((l) => l.stream === 'stdout')
+      .map((l) => Number(l.line.slice('line '.length)));
+  await eventually(async () => (await numbers()).length >= 20, 30_000, 'the first lines');
+
+  await proxies[holder]!.freeze();
+  const frozenAt = Math.max(...(await numbers()));
+  await eventually(async () => other.coordinator.isConnected(a.nodeId!), 15_000, 'the move to the other');
+  // Lines printed while the agent still sent to the silent one, and after, are all there once.
+  await eventually(
+    async () => Math.max(...(await numbers())) > frozenAt + 150,
+    20_000,
+    'lines past the move',
+  );
+  const got = await numbers();
+  const last = Math.max(...got);
+  expect(got.filter((n, i) => got.indexOf(n) !== i)).toEqual([]);
+  expect(Array.from({ length: last + 1 }, (_, i) => i).filter((n) => !got.includes(n))).toEqual([]);
 });

@@ -37,6 +37,8 @@ export async function startTestCoordinator(
   opts: {
     tokens?: Tokens;
     heartbeatTtlMs?: number;
+    /** How often agents beat and ping (default: a third of the TTL, at most 5 s). */
+    heartbeatIntervalMs?: number;
     flapping?: FlappingPolicy;
     dataDir?: string;
     databaseUrl?: string;
@@ -81,6 +83,7 @@ export async function startTestCoordinator(
     tokens: opts.tokens ?? {},
     logger: opts.logger ?? testLogger(),
     heartbeatTtlMs: opts.heartbeatTtlMs ?? 30_000,
+    heartbeatIntervalMs: opts.heartbeatIntervalMs,
     // Aurora's back-off in miniature: restarts of flapping tasks wait 50 ms, doubling up to 400 ms.
     flapping: opts.flapping ?? { thresholdMs: 60_000, initialDelayMs: 50, maxDelayMs: 400 },
     ...opts.cache,
