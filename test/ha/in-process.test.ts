@@ -1,17 +1,19 @@
 /**
  * High availability, in one process on one PostgreSQL database: commands decided on one coordinator
  * reach an agent connected to another (outbox + NOTIFY), a stale socket holder is fenced out, a
- * deposed leader's fenced write fails, and an event-loop stall never marks a healthy agent down (really,
- * and on a manual clock that shows the grace after start and after a stall to the millisecond).
+ * deposed leader's fenced write fails, a slow database does not make the lease flap, and an event-loop
+ * stall never marks a healthy agent down (really, and on a manual clock that shows the grace after
+ * start and after a stall to the millisecond).
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../scheduler/engine/clock.js';
 import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
-import { openPostgres } from '../../scheduler/store/db.js';
+import { type Db, openPostgres } from '../../scheduler/store/db.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
 import { captureLogger, testLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+import { proxiedPostgres } from '../helpers/tcp-proxy.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -126,6 +128,44 @@ it('a deposed leader fails its fenced write, and a clean stop hands the lease ov
   await elected;
   expect(Date.now() - stoppedAt).toBeLessThan(1000);
 });
+
+it('a leader keeps its lease, without flapping, while each statement takes most of the renew deadline', async () => {
+  const { proxy, url, dbName } = await proxiedPostgres();
+  cleanup.push(
+    () => dropPostgresDb(dbName),
+    () => proxy.close(),
+  );
+  const pool = await openPostgres(url, { max: 1 });
+  cleanup.push(() => pool.close());
+  let renewals = 0;
+  const db: Db = {
+    ...pool,
+    query: async <T>(sql: string, params?: readonly unknown[], name?: string) => {
+      const rows = await pool.query<T>(sql, params, name);
+      if (sql.startsWith('UPDATE mxc_leader SET expires_at = clock_timestamp() +')) renewals++;
+      return rows;
+    },
+  };
+  const t = leaseTimings(6000); // renew deadline 4 s, retry 0.8 s
+  const l = new LeaderLease(db, 'slow', t, testLogger());
+  cleanup.push(() => l.stop());
+  await l.start();
+  expect(l.isLeader()).toBe(true);
+  const changes: string[] = [];
+  l.events.on('lost', () => changes.push('lost'));
+  l.events.on('elected', () => changes.push('elected'));
+  // A renewal now takes 3.4 s: with the retry period after it, 4.2 s from one renewal's start to the
+  // next, past the deadline. A round that took longer than the retry period is followed at once.
+  proxy.slow(3400);
+  const from = renewals;
+  await eventually(
+    async () => changes.length > 0 || renewals >= from + 4,
+    60_000,
+    'four slow renewals, or a change of leader',
+  );
+  expect(changes).toEqual([]);
+  expect(l.isLeader()).toBe(true);
+}, 90_000);
 
 it('an event-loop stall longer than the TTL marks no healthy agent down', async () => {
   const c = await startTestCoordinator('postgres', { heartbeatTtlMs: 1000 });

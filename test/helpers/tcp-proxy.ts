@@ -1,10 +1,12 @@
 /**
  * A TCP proxy on 127.0.0.1 to a target port, which a test can cut (every connection dropped, and each
- * new one closed as soon as it is accepted) or freeze (every connection, and each new one, kept open
- * with nothing passed either way: a network black hole) and restore: a database outage without
- * stopping the PostgreSQL server other tests share. It keeps its port meanwhile.
+ * new one closed as soon as it is accepted), freeze (every connection, and each new one, kept open
+ * with nothing passed either way: a network black hole) or slow down (what clients send is passed on
+ * later), and restore: a database outage without stopping the PostgreSQL server other tests share. It
+ * keeps its port meanwhile.
  */
 import { createConnection, createServer, type Socket } from 'node:net';
+import { Transform } from 'node:stream';
 
 export interface TcpProxy {
   port: number;
@@ -12,6 +14,11 @@ export interface TcpProxy {
   cut(): Promise<void>;
   /** Holds every connection, and each new one, open and silent until `restore`. */
   freeze(): Promise<void>;
+  /**
+   * Passes on each chunk a client sends `ms` after it came, in order, on every connection (a database
+   * answering each statement that much later); 0 passes them on at once again.
+   */
+  slow(ms: number): void;
   /** Forwards new connections again (the frozen ones are dropped, as when a network comes back to resets). */
   restore(): Promise<void>;
   close(): Promise<void>;
@@ -25,6 +32,29 @@ export async function startTcpProxy(
   const sockets = new Set<Socket>();
   let cut = false;
   let frozen = false;
+  let delayMs = 0;
+  /** Holds each chunk `delayMs` from its arrival, never past one that came before it. */
+  const delayer = () => {
+    let held = 0;
+    let lastDue = 0;
+    let flushed: (() => void) | null = null;
+    return new Transform({
+      transform(chunk, _enc, done) {
+        if (delayMs === 0 && held === 0) return done(null, chunk);
+        held++;
+        lastDue = Math.max(lastDue, performance.now() + delayMs);
+        setTimeout(() => {
+          this.push(chunk);
+          if (--held === 0) flushed?.();
+        }, lastDue - performance.now());
+        done();
+      },
+      flush(done) {
+        if (held === 0) done();
+        else flushed = () => done();
+      },
+    });
+  };
   const track = (socket: Socket, onError: () => void) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
@@ -47,7 +77,7 @@ export async function startTcpProxy(
     };
     track(client, both);
     track(upstream, both);
-    client.pipe(upstream).pipe(client);
+    client.pipe(delayer()).pipe(upstream).pipe(client);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -69,6 +99,9 @@ export async function startTcpProxy(
         socket.unpipe();
         socket.pause();
       }
+    },
+    slow(ms: number) {
+      delayMs = ms;
     },
     async restore() {
       if (frozen) dropAll();
