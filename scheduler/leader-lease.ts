@@ -39,6 +39,11 @@ export const notLeader = () =>
 export class LeaderLease {
   readonly events = new EventEmitter();
   private epoch: number | null = null;
+  /**
+   * Whether `epoch` was announced (elected): a lease taken only after the renew deadline (the acquire
+   * waited on a row lock a frozen leader held) is renewed before it is led with.
+   */
+  private announced = false;
   /** Monotonic time of the last successful acquire or renew. */
   private renewedAt = 0;
   /** Rounds failed in a row, and which of them are logged (see round). */
@@ -63,7 +68,9 @@ export class LeaderLease {
 
   /** True while we hold the lease and renewed it within the renew deadline (our monotonic clock). */
   isLeader(): boolean {
-    return this.epoch !== null && this.mono() - this.renewedAt < this.timings.renewDeadlineMs;
+    return (
+      this.epoch !== null && this.announced && this.mono() - this.renewedAt < this.timings.renewDeadlineMs
+    );
   }
 
   /** The epoch we lead at, or null. */
@@ -83,8 +90,9 @@ export class LeaderLease {
   async start(): Promise<void> {
     // A clean shutdown elsewhere NOTIFYs: try at once instead of at the next retry.
     this.unlisten = await this.db.listen(LEADER_CHANNEL, () => this.kick()).catch(() => null);
+    const began = this.mono();
     await this.cycle();
-    this.schedule();
+    this.schedule(Math.max(0, this.timings.retryMs - (this.mono() - began)));
   }
 
   /**
@@ -138,10 +146,11 @@ export class LeaderLease {
   private async tryRound(started: number) {
     if (this.epoch !== null) {
       // Past the renew deadline we already stopped leader work; a late renewal must not resume it.
-      if (!this.isLeader()) return this.stepDown('the renew deadline passed');
+      if (this.announced && !this.isLeader()) return this.stepDown('the renew deadline passed');
       const ok = await leader.renewLease(this.db, this.holder, this.epoch, this.timings.leaseMs);
-      if (ok) this.renewedAt = started;
-      else this.stepDown('the lease was lost');
+      if (!ok) return this.stepDown('the lease was lost');
+      this.renewedAt = started;
+      this.announce();
       return;
     }
     const epoch = await leader.acquireLease(
@@ -152,16 +161,34 @@ export class LeaderLease {
     );
     if (epoch !== null && !this.stopped) {
       this.epoch = epoch;
+      this.announced = false;
       this.renewedAt = started;
-      this.log.info({ epoch }, 'became leader');
-      this.events.emit('elected', epoch);
+      this.announce();
+      // Taken too late to lead on: the next round, at once (see schedule), renews it first. Announced and
+      // stepped down at once, it was taken again at a new epoch: two elections, each a TTL of grace.
+      if (!this.announced)
+        this.log.info({ epoch }, 'took the leader lease past the renew deadline; renewing it before leading');
     }
+  }
+
+  /** Announces the epoch held (once) when it was taken or renewed within the renew deadline. */
+  private announce() {
+    if (this.announced || this.epoch === null) return;
+    if (this.mono() - this.renewedAt >= this.timings.renewDeadlineMs) return;
+    this.announced = true;
+    this.log.info({ epoch: this.epoch }, 'became leader');
+    this.events.emit('elected', this.epoch);
   }
 
   private stepDown(why: string) {
     if (this.epoch === null) return;
     const epoch = this.epoch;
     this.epoch = null;
+    if (!this.announced) {
+      this.log.info({ epoch, why }, 'let go of a leader lease taken too late, before leading');
+      return;
+    }
+    this.announced = false;
     this.log.warn({ epoch, why }, 'stepped down as leader');
     this.events.emit('lost', epoch);
   }
@@ -174,6 +201,7 @@ export class LeaderLease {
     await this.unlisten?.().catch(() => {});
     const epoch = this.epoch;
     this.epoch = null;
+    this.announced = false;
     if (epoch !== null) {
       await leader.releaseLease(this.db, this.holder, epoch).catch(() => {});
       await this.db.query('SELECT pg_notify($1, $2)', [LEADER_CHANNEL, 'released']).catch(() => {});

@@ -5,6 +5,7 @@
  * stall never marks a healthy agent down (really, and on a manual clock that shows the grace after
  * start and after a stall to the millisecond).
  */
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../scheduler/engine/clock.js';
 import { LeaderLease, leaseTimings } from '../../scheduler/leader-lease.js';
@@ -166,6 +167,49 @@ it('a leader keeps its lease, without flapping, while each statement takes most 
   expect(changes).toEqual([]);
   expect(l.isLeader()).toBe(true);
 }, 90_000);
+
+it('a lease taken only after the renew deadline is renewed before it is led with, not announced twice', async () => {
+  const { url, name } = await createPostgresDb();
+  cleanup.push(() => dropPostgresDb(name));
+  const db = await openPostgres(url);
+  cleanup.push(() => db.close());
+  const t = leaseTimings(1500); // renew deadline 1 s
+  const one = new LeaderLease(db, 'one', t, testLogger());
+  const two = new LeaderLease(db, 'two', t, testLogger());
+  await one.cycle();
+  expect(one.isLeader()).toBe(true);
+  // One froze inside a leader transaction, its lease run out: its share lock on the row holds the
+  // other's election until the server ends that session.
+  await db.query(`UPDATE mxc_leader SET expires_at = clock_timestamp() - interval '1 second'`);
+  const frozen = new pg.Client({ connectionString: url });
+  await frozen.connect();
+  cleanup.push(() => frozen.end());
+  await frozen.query('BEGIN');
+  await frozen.query(`SELECT 1 FROM mxc_leader FOR SHARE`);
+  const changes: string[] = [];
+  two.events.on('elected', (e) => changes.push(`elected ${e}`));
+  two.events.on('lost', (e) => changes.push(`lost ${e}`));
+  const round = two.cycle();
+  await eventually(async () => {
+    const r = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`,
+      [name],
+    );
+    return r[0]!.n > 0;
+  });
+  const blockedAt = performance.now();
+  // The renew deadline passes while it waits (the condition itself is time).
+  await new Promise((r) => setTimeout(r, t.renewDeadlineMs - (performance.now() - blockedAt) + 50));
+  await frozen.query('COMMIT');
+  await round;
+  expect(two.isLeader()).toBe(false); // taken, not yet led with
+  await two.cycle();
+  expect(two.isLeader()).toBe(true);
+  await two.cycle();
+  // Elected once, at the epoch it took; before, it was announced, stepped down and elected again.
+  expect(changes).toEqual(['elected 2']);
+  await two.stop();
+});
 
 it('an event-loop stall longer than the TTL marks no healthy agent down', async () => {
   const c = await startTestCoordinator('postgres', { heartbeatTtlMs: 1000 });
