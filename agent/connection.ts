@@ -106,6 +106,9 @@ export class CoordinatorConnection {
   private readonly unreachable = new FailureStreak();
   /** The socket that got the last welcome. */
   private joinedWs: WebSocket | null = null;
+  /** Welcomes received so far (a new session, here or with another coordinator, counts one more). */
+  private welcomes = 0;
+  private joinWaiters: (() => void)[] = [];
   private resolvedAt = 0;
   private lastPong = 0;
   private pinger: NodeJS.Timeout | null = null;
@@ -287,6 +290,27 @@ export class CoordinatorConnection {
     return this.ws !== null && this.ws === this.joinedWs && this.ws.readyState === WebSocket.OPEN;
   }
 
+  /** How many sessions this agent has had: one that ended and another that began say so. */
+  get sessions(): number {
+    return this.welcomes;
+  }
+
+  /** Resolves true once joined (at once when joined now), false after `timeoutMs` without. */
+  whenJoined(timeoutMs: number): Promise<boolean> {
+    if (this.joined) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.joinWaiters = this.joinWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      this.joinWaiters.push(done);
+    });
+  }
+
   /** Sends a message once joined; between the socket's opening and the welcome it waits (see `early`). */
   send(msg: unknown): void {
     if (this.ws?.readyState !== WebSocket.OPEN) return;
@@ -322,6 +346,8 @@ export class CoordinatorConnection {
       this.early = [];
       for (const text of early) this.ws?.send(text);
       this.flushLogs();
+      this.welcomes++;
+      for (const w of this.joinWaiters.splice(0)) w();
     }
     this.c.onMessage(msg);
   }

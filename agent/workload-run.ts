@@ -37,7 +37,10 @@ export type { Running } from './running.js';
 export interface WorkloadRunsOptions {
   agent: AgentOptions;
   log: Logger;
-  conn: Pick<CoordinatorConnection, 'send' | 'sendStorePaths' | 'queueLog' | 'flushLogs' | 'cache'>;
+  conn: Pick<
+    CoordinatorConnection,
+    'send' | 'sendStorePaths' | 'queueLog' | 'flushLogs' | 'cache' | 'sessions' | 'whenJoined'
+  >;
   /** `<cgroup2>/mxc` when task limits are enforced, else null (known once the agent started). */
   cgroupRoot: () => string | null;
   /** Collects garbage now if the store runs short of space. */
@@ -272,21 +275,7 @@ export class WorkloadRuns {
               bytesDone: 0,
               bytesTotal: 0,
             }))
-          : await realiseClosure({
-              paths: closure,
-              storeRoot: this.opts.storeRoot,
-              stateDir: this.opts.stateDir,
-              cache: this.w.conn.cache,
-              gcRoot,
-              scratchDir: dir,
-              signal: abort.signal,
-              onLine: (line) => {
-                if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
-              },
-              onProgress: (p, finished) => {
-                if (finished) system(`fetched ${finished} (${progressText(p)})`);
-              },
-            });
+          : await this.realiseFromCoordinator(closure, gcRoot, dir, abort.signal, system);
       for (const p of closure) this.realised.add(p);
       system(
         `closure ready in ${Date.now() - t0} ms` +
@@ -347,6 +336,50 @@ export class WorkloadRuns {
       entry.status = entry.stopping ? 'stopped' : 'failed';
       this.report(a.id, reason);
       await this.cleanup(a.id);
+    }
+  }
+
+  /**
+   * Realises the closure from the cache of the coordinator joined now. When its session ended meanwhile
+   * (the coordinator killed or frozen mid-fetch, its cache with it), the fetch is tried once more from
+   * the cache of the next one joined (within a minute): the workload failed for good otherwise, and a
+   * rolling update counted it as a failed instance of the new version.
+   */
+  private async realiseFromCoordinator(
+    closure: string[],
+    gcRoot: string | undefined,
+    dir: string,
+    signal: AbortSignal,
+    system: (line: string) => void,
+  ) {
+    const realise = () =>
+      realiseClosure({
+        paths: closure,
+        storeRoot: this.opts.storeRoot,
+        stateDir: this.opts.stateDir,
+        cache: this.w.conn.cache,
+        gcRoot,
+        scratchDir: dir,
+        signal,
+        onLine: (line) => {
+          if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
+        },
+        onProgress: (p, finished) => {
+          if (finished) system(`fetched ${finished} (${progressText(p)})`);
+        },
+      });
+    const session = this.w.conn.sessions;
+    const url = this.w.conn.cache?.url;
+    try {
+      return await realise();
+    } catch (err) {
+      if (!(err instanceof RealiseError) || signal.aborted) throw err;
+      const joined = await this.w.conn.whenJoined(60_000);
+      if (!joined || this.w.conn.sessions === session || signal.aborted) throw err;
+      system(
+        `fetching from ${url ?? 'the cache'} failed, and the agent lost that coordinator meanwhile; trying again from ${this.w.conn.cache?.url ?? 'the cache'}`,
+      );
+      return realise();
     }
   }
 

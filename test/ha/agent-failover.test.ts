@@ -1,6 +1,7 @@
 /**
  * Agents fail over: a real agent given two coordinators moves to the other within seconds when its
- * coordinator goes away (or stops answering: its log lines then go to the other, once each), and finds
+ * coordinator goes away (or stops answering: its log lines then go to the other, once each, and a
+ * closure it was fetching from the first is fetched from the other), and finds
  * coordinators by DNS (SRV and A records) from a resolver run here (node:dgram + dns-packet), keeping
  * its node identity throughout.
  */
@@ -174,4 +175,57 @@ it('sends the log lines a coordinator that stopped answering never read to the n
   const last = Math.max(...got);
   expect(got.filter((n, i) => got.indexOf(n) !== i)).toEqual([]);
   expect(Array.from({ length: last + 1 }, (_, i) => i).filter((n) => !got.includes(n))).toEqual([]);
+});
+
+it('fetches a closure again from the next coordinator when the one it was fetching from goes away', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mxc-failover-realise-'));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const { url: databaseUrl, name } = await createPostgresDb();
+  cleanup.push(() => dropPostgresDb(name));
+  const opts = { databaseUrl, heartbeatIntervalMs: 1000, cache: { cacheDir: join(dir, 'cache') } };
+  const cs = [await startTestCoordinator('postgres', opts), await startTestCoordinator('postgres', opts)];
+  for (const c of cs) cleanup.push(() => c.stop());
+  const proxies = await Promise.all(cs.map((c) => startTcpProxy(Number(new URL(c.url).port))));
+  for (const p of proxies) cleanup.push(() => p.close());
+  const script = await buildScript('failover-realise', 'echo up\nexec sleep 1000\n');
+  await pushClosure({ coordinator: cs[0]!.url, paths: [script.path] });
+  const a = new Agent({
+    coordinator: proxies.map((p) => `http://127.0.0.1:${p.port}`).join(','),
+    name: 'fetcher',
+    stateDir: join(dir, 'state'),
+    storeRoot: join(dir, 'store'),
+    logger: testLogger(),
+    gracePeriodMs: 500,
+    cgroups: false,
+  });
+  cleanup.push(() => a.close());
+  await a.start();
+  await a.ready;
+  const holder = cs.findIndex((c) => c.coordinator.isConnected(a.nodeId!));
+  const other = cs[1 - holder]!;
+  // What the agent sends its coordinator, its cache requests included, arrives 1.5 s late: the fetch
+  // is still going when that coordinator goes away.
+  proxies[holder]!.slow(1500);
+  const id = (await other.coordinator.submitJob(scriptJob('fetcher', script.path))).workloads[0]!;
+  await eventually(
+    async () =>
+      (await logs.readLogs(other.db, id, { limit: 100 })).some((l) => l.line.startsWith('realising ')),
+    30_000,
+    'the fetch to begin',
+  );
+  await proxies[holder]!.cut();
+  const w = await eventually(
+    async () => {
+      const r = (await other.api('GET', `/api/workloads/${id}`)).body.data;
+      return r.status !== 'starting' ? r : null;
+    },
+    60_000,
+    'the workload to start or fail',
+  );
+  expect([w.status, w.error ?? null]).toEqual(['running', null]);
+  expect(other.coordinator.isConnected(a.nodeId!)).toBe(true);
+  const said = (await logs.readLogs(other.db, id, { limit: 100 })).map((l) => l.line);
+  expect(said).toContainEqual(
+    expect.stringMatching(/failed, and the agent lost that coordinator meanwhile; trying again from/),
+  );
 });
