@@ -109,6 +109,8 @@ export class CoordinatorConnection {
   /** Welcomes received so far (a new session, here or with another coordinator, counts one more). */
   private welcomes = 0;
   private joinWaiters: (() => void)[] = [];
+  /** Called at every welcome after they subscribed (onNewSession). */
+  private readonly sessionListeners = new Set<() => void>();
   private resolvedAt = 0;
   private lastPong = 0;
   private pinger: NodeJS.Timeout | null = null;
@@ -295,6 +297,12 @@ export class CoordinatorConnection {
     return this.welcomes;
   }
 
+  /** Calls `listener` at each session that begins from now on; returns the function that unsubscribes. */
+  onNewSession(listener: () => void): () => void {
+    this.sessionListeners.add(listener);
+    return () => this.sessionListeners.delete(listener);
+  }
+
   /** Resolves true once joined (at once when joined now), false after `timeoutMs` without. */
   whenJoined(timeoutMs: number): Promise<boolean> {
     if (this.joined) return Promise.resolve(true);
@@ -348,6 +356,7 @@ export class CoordinatorConnection {
       this.flushLogs();
       this.welcomes++;
       for (const w of this.joinWaiters.splice(0)) w();
+      for (const l of [...this.sessionListeners]) l();
     }
     this.c.onMessage(msg);
   }

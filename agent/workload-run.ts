@@ -39,7 +39,14 @@ export interface WorkloadRunsOptions {
   log: Logger;
   conn: Pick<
     CoordinatorConnection,
-    'send' | 'sendStorePaths' | 'queueLog' | 'flushLogs' | 'cache' | 'sessions' | 'whenJoined'
+    | 'send'
+    | 'sendStorePaths'
+    | 'queueLog'
+    | 'flushLogs'
+    | 'cache'
+    | 'sessions'
+    | 'whenJoined'
+    | 'onNewSession'
   >;
   /** `<cgroup2>/mxc` when task limits are enforced, else null (known once the agent started). */
   cgroupRoot: () => string | null;
@@ -343,7 +350,9 @@ export class WorkloadRuns {
    * Realises the closure from the cache of the coordinator joined now. When its session ended meanwhile
    * (the coordinator killed or frozen mid-fetch, its cache with it), the fetch is tried once more from
    * the cache of the next one joined (within a minute): the workload failed for good otherwise, and a
-   * rolling update counted it as a failed instance of the new version.
+   * rolling update counted it as a failed instance of the new version. A fetch still going when the
+   * agent joins another session is given up at once and begun again from that session's cache: from a
+   * frozen cache, nix waited out its stalled-download timeout (5 minutes) before failing.
    */
   private async realiseFromCoordinator(
     closure: string[],
@@ -352,7 +361,7 @@ export class WorkloadRuns {
     signal: AbortSignal,
     system: (line: string) => void,
   ) {
-    const realise = () =>
+    const realise = (attempt: AbortSignal) =>
       realiseClosure({
         paths: closure,
         storeRoot: this.opts.storeRoot,
@@ -360,7 +369,7 @@ export class WorkloadRuns {
         cache: this.w.conn.cache,
         gcRoot,
         scratchDir: dir,
-        signal,
+        signal: attempt,
         onLine: (line) => {
           if (line.startsWith('copying path') || line.startsWith('warning:')) system(line);
         },
@@ -370,16 +379,34 @@ export class WorkloadRuns {
       });
     const session = this.w.conn.sessions;
     const url = this.w.conn.cache?.url;
+    const first = new AbortController();
+    const giveUp = () => first.abort();
+    signal.addEventListener('abort', giveUp, { once: true });
+    let moved = false;
+    const unsubscribe = this.w.conn.onNewSession(() => {
+      moved = true;
+      first.abort();
+    });
     try {
-      return await realise();
+      return await realise(first.signal);
     } catch (err) {
-      if (!(err instanceof RealiseError) || signal.aborted) throw err;
+      if (signal.aborted) throw err;
+      if (moved) {
+        system(
+          `fetching from ${url ?? 'the cache'} was given up: the agent lost that coordinator meanwhile; trying again from ${this.w.conn.cache?.url ?? 'the cache'}`,
+        );
+        return realise(signal);
+      }
+      if (!(err instanceof RealiseError)) throw err;
       const joined = await this.w.conn.whenJoined(60_000);
       if (!joined || this.w.conn.sessions === session || signal.aborted) throw err;
       system(
-        `fetching from ${url ?? 'the cache'} failed, and the agent lost that coordinator meanwhile; trying again from ${this.w.conn.cache?.url ?? 'the cache'}`,
+        `fetching from ${url ?? 'the cache'} failed: the agent lost that coordinator meanwhile; trying again from ${this.w.conn.cache?.url ?? 'the cache'}`,
       );
-      return realise();
+      return realise(signal);
+    } finally {
+      unsubscribe();
+      signal.removeEventListener('abort', giveUp);
     }
   }
 

@@ -226,6 +226,61 @@ it('fetches a closure again from the next coordinator when the one it was fetchi
   expect(other.coordinator.isConnected(a.nodeId!)).toBe(true);
   const said = (await logs.readLogs(other.db, id, { limit: 100 })).map((l) => l.line);
   expect(said).toContainEqual(
-    expect.stringMatching(/failed, and the agent lost that coordinator meanwhile; trying again from/),
+    expect.stringMatching(
+      /(failed|was given up): the agent lost that coordinator meanwhile; trying again from/,
+    ),
+  );
+});
+
+it('gives up a fetch from a coordinator that froze and fetches from the next one, not after nix’s 5-minute stall', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mxc-failover-frozen-'));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const { url: databaseUrl, name } = await createPostgresDb();
+  cleanup.push(() => dropPostgresDb(name));
+  const opts = { databaseUrl, heartbeatIntervalMs: 1000, cache: { cacheDir: join(dir, 'cache') } };
+  const cs = [await startTestCoordinator('postgres', opts), await startTestCoordinator('postgres', opts)];
+  for (const c of cs) cleanup.push(() => c.stop());
+  const proxies = await Promise.all(cs.map((c) => startTcpProxy(Number(new URL(c.url).port))));
+  for (const p of proxies) cleanup.push(() => p.close());
+  const script = await buildScript('failover-frozen', 'echo up\nexec sleep 1000\n');
+  await pushClosure({ coordinator: cs[0]!.url, paths: [script.path] });
+  const a = new Agent({
+    coordinator: proxies.map((p) => `http://127.0.0.1:${p.port}`).join(','),
+    name: 'frozen-fetcher',
+    stateDir: join(dir, 'state'),
+    storeRoot: join(dir, 'store'),
+    logger: testLogger(),
+    gracePeriodMs: 500,
+    cgroups: false,
+  });
+  cleanup.push(() => a.close());
+  await a.start();
+  await a.ready;
+  const holder = cs.findIndex((c) => c.coordinator.isConnected(a.nodeId!));
+  const other = cs[1 - holder]!;
+  // The fetch is still going (its requests arrive 1.5 s late) when that coordinator stops answering,
+  // its sockets left open: nix alone would wait 300 s for the stalled download.
+  proxies[holder]!.slow(1500);
+  const id = (await other.coordinator.submitJob(scriptJob('frozen-fetcher', script.path))).workloads[0]!;
+  await eventually(
+    async () =>
+      (await logs.readLogs(other.db, id, { limit: 100 })).some((l) => l.line.startsWith('realising ')),
+    30_000,
+    'the fetch to begin',
+  );
+  await proxies[holder]!.freeze();
+  const w = await eventually(
+    async () => {
+      const r = (await other.api('GET', `/api/workloads/${id}`)).body.data;
+      return r.status !== 'starting' ? r : null;
+    },
+    60_000,
+    'the workload to start or fail',
+  );
+  expect([w.status, w.error ?? null]).toEqual(['running', null]);
+  expect(other.coordinator.isConnected(a.nodeId!)).toBe(true);
+  const said = (await logs.readLogs(other.db, id, { limit: 100 })).map((l) => l.line);
+  expect(said).toContainEqual(
+    expect.stringMatching(/was given up: the agent lost that coordinator meanwhile; trying again from/),
   );
 });
