@@ -6,7 +6,8 @@
  * CLI commands only: files are read synchronously (the command waits for them anyway, and each async
  * read is several thread-pool round trips on `mxc build`'s path after nix-build).
  */
-import { readFileSync, type Stats, statSync } from 'node:fs';
+import { existsSync, readFileSync, type Stats, statSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   AuroraJob,
   describeIssues,
@@ -120,6 +121,11 @@ export async function readJobInput(
       { cause: err },
     );
   }
+  // A job's Nix expression (a file, or a folder with default.nix as the examples are) is built first.
+  if (path.endsWith('.nix') || (info.isDirectory() && existsSync(join(path, 'default.nix'))))
+    throw new JobInputError(
+      `${path} is a Nix expression, not a job spec: build it first and pass the store path \`mxc build ${path}\` (or nix-build) prints, or pipe it in: \`mxc build ${path} | mxc submit\``,
+    );
   if (info.isDirectory())
     throw new JobInputError(`${path} is a directory; pass the job JSON file nix-build produced`);
   if (info.size > 16 * 1024 * 1024)

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { type DirectoryResult, dir as tmpDir } from 'tmp-promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readJobInput } from '../../compiler/job-input.js';
+import { repoPath } from '../../scheduler/paths.js';
 
 const S = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz';
 const aurora = (processes: { name: string; cmdline: string }[]) => ({
@@ -37,6 +38,16 @@ describe('readJobInput', () => {
       ports: ['http'],
       isolation: 'process',
     });
+  });
+
+  it('a Nix expression (a .nix file, or a folder with default.nix) is said to need building first', async () => {
+    const examples = repoPath('examples', 'web');
+    for (const path of [examples, join(examples, 'default.nix')])
+      await expect(readJobInput(path)).rejects.toThrow(
+        `${path} is a Nix expression, not a job spec: build it first and pass the store path \`mxc build ${path}\` (or nix-build) prints`,
+      );
+    // A folder without one is only a folder.
+    await expect(readJobInput(dir)).rejects.toThrow(`${dir} is a directory; pass the job JSON file`);
   });
 
   it('a spec that carries mxc is taken as is', async () => {
