@@ -205,6 +205,11 @@ export const ClusterStatus = z.object({
   nodes_ready: z.number(),
   nodes_down: z.number(),
   nodes_draining: z.number(),
+  /**
+   * Nodes not down whose agent is not connected now: within the heartbeat TTL they keep their status
+   * (the agent may come back), and take no new work. Optional: a coordinator before it sent none.
+   */
+  nodes_not_connected: z.number().optional(),
   workload_count: z.number(),
   workloads_by_status: z.record(z.string(), z.number()),
   workloads_running: z.number(),

@@ -15,7 +15,9 @@ export async function status(opts: ClientOptions & { json?: boolean }, early?: E
   out('database', s.database);
   out(
     'nodes',
-    `${s.node_count} (${s.nodes_ready} ready, ${s.nodes_draining} draining, ${s.nodes_down} down)`,
+    `${s.node_count} (${s.nodes_ready} ready, ${s.nodes_draining} draining, ${s.nodes_down} down${
+      s.nodes_not_connected ? `; ${s.nodes_not_connected} not connected` : ''
+    })`,
   );
   out(
     'workloads',

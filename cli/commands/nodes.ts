@@ -32,7 +32,8 @@ export async function list(opts: Opts & { limit?: string }) {
     ['name', 'status', 'cpu', 'memory', 'isolation', 'seen', 'id'],
     rows.map((n) => [
       n.name,
-      statusColor(n.status),
+      // Within the heartbeat TTL a node whose agent left keeps its status (it may come back).
+      `${statusColor(n.status)}${n.connected || n.status === 'down' ? '' : ' (not connected)'}`,
       `${round(n.used.cpu)}/${n.cpu}`,
       `${n.used.memory_mb}/${n.memory_mb} MiB`,
       n.capabilities.isolation.join(','),

@@ -332,6 +332,20 @@ describe('mxc CLI', () => {
       } finally {
         second.close();
       }
+      // Gone within the heartbeat TTL: still ready (it may come back), and said to be not connected.
+      const listed = await eventually(
+        async () => {
+          const r = await mxc(['nodes', 'list'], env);
+          return /cli-node-2 +ready \(not connected\)/.test(r.stdout) ? r.stdout : null;
+        },
+        10_000,
+        'cli-node-2 listed as not connected',
+      );
+      expect(listed).toMatch(/cli-node +ready +\S+ .* connected /);
+      const status = await mxc(['cluster', 'status'], env);
+      expect(status.stdout).toMatch(/nodes +2 \(2 ready, 0 draining, 0 down; 1 not connected\)/);
+      const metrics = await fetch(`${c.url}/metrics`);
+      expect(await metrics.text()).toMatch(/^mxc_nodes_not_connected 1$/m);
     });
 
     it('completes live workload ids, job keys and node names in bash', async () => {

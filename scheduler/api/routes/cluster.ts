@@ -26,6 +26,7 @@ export async function clusterStatus(coordinator: Coordinator) {
     nodes_ready: all.filter((n) => n.status === 'ready').length,
     nodes_down: all.filter((n) => n.status === 'down').length,
     nodes_draining: all.filter((n) => n.status === 'draining').length,
+    nodes_not_connected: live.filter((n) => !n.connected).length,
     workload_count: Object.values(byStatus).reduce((a, b) => a + b, 0),
     workloads_by_status: byStatus,
     workloads_running: byStatus.running ?? 0,
@@ -131,6 +132,9 @@ export async function clusterRoutes(
         `mxc_nodes{status="ready"} ${s.nodes_ready}`,
         `mxc_nodes{status="draining"} ${s.nodes_draining}`,
         `mxc_nodes{status="down"} ${s.nodes_down}`,
+        '# HELP mxc_nodes_not_connected Nodes not down whose agent is not connected (within the heartbeat TTL).',
+        '# TYPE mxc_nodes_not_connected gauge',
+        `mxc_nodes_not_connected ${s.nodes_not_connected}`,
         '# HELP mxc_workloads Workloads by status.',
         '# TYPE mxc_workloads gauge',
         ...['pending', 'starting', 'running', 'stopping', 'stopped', 'failed', 'lost'].map(
