@@ -20,7 +20,7 @@ export const errors = {
     new MxcError(
       'UNAUTHORIZED',
       401,
-      `missing or wrong ${what} token: pass it as "Authorization: Bearer <token>" (mxc: --token or MXC_API_TOKEN)`,
+      `missing or wrong ${what} token: pass it as "Authorization: Bearer <token>" (mxc: --token-file or MXC_API_TOKEN_FILE, --token or MXC_API_TOKEN)`,
     ),
   validation: (what: string, problems: string[]) =>
     new MxcError('VALIDATION_FAILED', 422, `${what} is invalid:\n  ${problems.join('\n  ')}`, { problems }),
