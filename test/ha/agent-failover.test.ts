@@ -177,8 +177,14 @@ it('sends the log lines a coordinator that stopped answering never read to the n
   expect(Array.from({ length: last + 1 }, (_, i) => i).filter((n) => !got.includes(n))).toEqual([]);
 });
 
-it('fetches a closure again from the next coordinator when the one it was fetching from goes away', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'mxc-failover-realise-'));
+/**
+ * A real agent fetching a closure from its coordinator's cache (its requests arriving 1.5 s late, so the
+ * fetch is still going) when that coordinator goes away (`cut`) or stops answering with its sockets left
+ * open (`freeze`); the job was submitted on the other. Returns the workload once it left `starting`, and
+ * its log lines.
+ */
+async function fetchWhileCoordinatorGoes(how: 'cut' | 'freeze', agentName: string) {
+  const dir = await mkdtemp(join(tmpdir(), `mxc-failover-${how}-`));
   cleanup.push(() => rm(dir, { recursive: true, force: true }));
   const { url: databaseUrl, name } = await createPostgresDb();
   cleanup.push(() => dropPostgresDb(name));
@@ -187,11 +193,11 @@ it('fetches a closure again from the next coordinator when the one it was fetchi
   for (const c of cs) cleanup.push(() => c.stop());
   const proxies = await Promise.all(cs.map((c) => startTcpProxy(Number(new URL(c.url).port))));
   for (const p of proxies) cleanup.push(() => p.close());
-  const script = await buildScript('failover-realise', 'echo up\nexec sleep 1000\n');
+  const script = await buildScript(`failover-${how}`, 'echo up\nexec sleep 1000\n');
   await pushClosure({ coordinator: cs[0]!.url, paths: [script.path] });
   const a = new Agent({
     coordinator: proxies.map((p) => `http://127.0.0.1:${p.port}`).join(','),
-    name: 'fetcher',
+    name: agentName,
     stateDir: join(dir, 'state'),
     storeRoot: join(dir, 'store'),
     logger: testLogger(),
@@ -203,17 +209,15 @@ it('fetches a closure again from the next coordinator when the one it was fetchi
   await a.ready;
   const holder = cs.findIndex((c) => c.coordinator.isConnected(a.nodeId!));
   const other = cs[1 - holder]!;
-  // What the agent sends its coordinator, its cache requests included, arrives 1.5 s late: the fetch
-  // is still going when that coordinator goes away.
   proxies[holder]!.slow(1500);
-  const id = (await other.coordinator.submitJob(scriptJob('fetcher', script.path))).workloads[0]!;
+  const id = (await other.coordinator.submitJob(scriptJob(agentName, script.path))).workloads[0]!;
   await eventually(
     async () =>
       (await logs.readLogs(other.db, id, { limit: 100 })).some((l) => l.line.startsWith('realising ')),
     30_000,
     'the fetch to begin',
   );
-  await proxies[holder]!.cut();
+  await (how === 'cut' ? proxies[holder]!.cut() : proxies[holder]!.freeze());
   const w = await eventually(
     async () => {
       const r = (await other.api('GET', `/api/workloads/${id}`)).body.data;
@@ -222,9 +226,14 @@ it('fetches a closure again from the next coordinator when the one it was fetchi
     60_000,
     'the workload to start or fail',
   );
-  expect([w.status, w.error ?? null]).toEqual(['running', null]);
   expect(other.coordinator.isConnected(a.nodeId!)).toBe(true);
   const said = (await logs.readLogs(other.db, id, { limit: 100 })).map((l) => l.line);
+  return { w, said };
+}
+
+it('fetches a closure again from the next coordinator when the one it was fetching from goes away', async () => {
+  const { w, said } = await fetchWhileCoordinatorGoes('cut', 'fetcher');
+  expect([w.status, w.error ?? null]).toEqual(['running', null]);
   expect(said).toContainEqual(
     expect.stringMatching(
       /(failed|was given up): the agent lost that coordinator meanwhile; trying again from/,
@@ -233,53 +242,8 @@ it('fetches a closure again from the next coordinator when the one it was fetchi
 });
 
 it('gives up a fetch from a coordinator that froze and fetches from the next one, not after nix’s 5-minute stall', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'mxc-failover-frozen-'));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  const { url: databaseUrl, name } = await createPostgresDb();
-  cleanup.push(() => dropPostgresDb(name));
-  const opts = { databaseUrl, heartbeatIntervalMs: 1000, cache: { cacheDir: join(dir, 'cache') } };
-  const cs = [await startTestCoordinator('postgres', opts), await startTestCoordinator('postgres', opts)];
-  for (const c of cs) cleanup.push(() => c.stop());
-  const proxies = await Promise.all(cs.map((c) => startTcpProxy(Number(new URL(c.url).port))));
-  for (const p of proxies) cleanup.push(() => p.close());
-  const script = await buildScript('failover-frozen', 'echo up\nexec sleep 1000\n');
-  await pushClosure({ coordinator: cs[0]!.url, paths: [script.path] });
-  const a = new Agent({
-    coordinator: proxies.map((p) => `http://127.0.0.1:${p.port}`).join(','),
-    name: 'frozen-fetcher',
-    stateDir: join(dir, 'state'),
-    storeRoot: join(dir, 'store'),
-    logger: testLogger(),
-    gracePeriodMs: 500,
-    cgroups: false,
-  });
-  cleanup.push(() => a.close());
-  await a.start();
-  await a.ready;
-  const holder = cs.findIndex((c) => c.coordinator.isConnected(a.nodeId!));
-  const other = cs[1 - holder]!;
-  // The fetch is still going (its requests arrive 1.5 s late) when that coordinator stops answering,
-  // its sockets left open: nix alone would wait 300 s for the stalled download.
-  proxies[holder]!.slow(1500);
-  const id = (await other.coordinator.submitJob(scriptJob('frozen-fetcher', script.path))).workloads[0]!;
-  await eventually(
-    async () =>
-      (await logs.readLogs(other.db, id, { limit: 100 })).some((l) => l.line.startsWith('realising ')),
-    30_000,
-    'the fetch to begin',
-  );
-  await proxies[holder]!.freeze();
-  const w = await eventually(
-    async () => {
-      const r = (await other.api('GET', `/api/workloads/${id}`)).body.data;
-      return r.status !== 'starting' ? r : null;
-    },
-    60_000,
-    'the workload to start or fail',
-  );
+  const { w, said } = await fetchWhileCoordinatorGoes('freeze', 'frozen-fetcher');
   expect([w.status, w.error ?? null]).toEqual(['running', null]);
-  expect(other.coordinator.isConnected(a.nodeId!)).toBe(true);
-  const said = (await logs.readLogs(other.db, id, { limit: 100 })).map((l) => l.line);
   expect(said).toContainEqual(
     expect.stringMatching(/was given up: the agent lost that coordinator meanwhile; trying again from/),
   );
