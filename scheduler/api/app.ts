@@ -454,6 +454,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
         ),
       );
     }
+    // Only the agent socket is a WebSocket. An upgrade of any other route was switched (101) and then
+    // closed by a close handshake the client need never answer: 30 s a connection, counted as serving
+    // (never given up for another), and reachable without a token on the public routes (/healthz, /).
+    if (req.headers.upgrade !== undefined && req.routeOptions.config.access !== 'agent-socket') {
+      endWithAnswer(req, reply);
+      return done(new MxcError('NOT_A_WEBSOCKET', 400, `${req.method} ${url} is not a WebSocket`));
+    }
     // A revoked token's open streams (events, followed logs, NAR downloads) end at once, not when the
     // client leaves. Only responses already streaming are cut: an answer being computed finishes.
     if (access !== 'public' && access !== 'agent-socket') opts.auth.watch(req, reply.raw);

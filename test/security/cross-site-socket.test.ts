@@ -2,6 +2,7 @@
 // CORS check, and tells the server only its page's Origin. A page on any web site the user of an open
 // `mxc up` visits reached the agent socket on 127.0.0.1 (an IP address passes the Host check) and
 // joined as an agent: it was handed workloads, their environment included, and reported on them.
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
@@ -52,5 +53,61 @@ describe('the agent socket from a web page', () => {
     const a = await new ProtocolAgent({ url: c.url, name: 'real-agent' }).connect();
     a.close();
     expect(await tryJoin(c.url, 'own-origin', { origin: `http://${host}` })).toBe('welcome');
+  });
+});
+
+/** Sends an upgrade to `path` over raw TCP: the status line, and whether the socket closed within 3 s. */
+function rawUpgrade(url: string, path: string, extra = ''): Promise<{ status: string; closed: boolean }> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = connect(Number(u.port), u.hostname, () =>
+      s.write(
+        `GET ${path} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`,
+      ),
+    );
+    let got = '';
+    s.on('data', (d) => {
+      got += d.toString('latin1');
+    });
+    // Never answers a close frame, as a client holding connections would not.
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ status: got.split('\r\n')[0]!, closed: false });
+    }, 3000);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ status: got.split('\r\n')[0]!, closed: true });
+    });
+    s.on('error', () => undefined);
+  });
+}
+
+describe('upgrades of routes that are not WebSockets', () => {
+  let c: TestCoordinator;
+  beforeAll(async () => {
+    c = await startTestCoordinator('pglite', { port: 47237, tokens: { api: 'upgrade-admin' } });
+  });
+  afterAll(async () => {
+    await c?.stop();
+  });
+
+  test('are refused 400 and closed at once, without a token, on public routes too', async () => {
+    // Before: a 101 and a close handshake the client need not answer, its connection held 30 s and
+    // counted as serving, so connections without a token could hold every place the coordinator has.
+    for (const path of ['/healthz', '/', '/api/openapi.json', '/ui/favicon.svg']) {
+      expect([path, await rawUpgrade(c.url, path)]).toEqual([
+        path,
+        { status: 'HTTP/1.1 400 Bad Request', closed: true },
+      ]);
+    }
+    // With a token, on a route that needs one, the same.
+    expect(await rawUpgrade(c.url, '/api/jobs', 'Authorization: Bearer upgrade-admin\r\n')).toEqual({
+      status: 'HTTP/1.1 400 Bad Request',
+      closed: true,
+    });
+    // The agent socket is still one.
+    const a = await new ProtocolAgent({ url: c.url, name: 'still-joins', token: 'upgrade-admin' }).connect();
+    a.close();
   });
 });
