@@ -5,7 +5,7 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
-import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { helloFrame, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { snapshot } from './helpers.js';
 
@@ -109,5 +109,36 @@ describe('upgrades of routes that are not WebSockets', () => {
     // The agent socket is still one.
     const a = await new ProtocolAgent({ url: c.url, name: 'still-joins', token: 'upgrade-admin' }).connect();
     a.close();
+  });
+});
+
+describe('credentials a browser adds by itself', () => {
+  let c: TestCoordinator;
+  beforeAll(async () => {
+    c = await startTestCoordinator('pglite', { port: 47238, tokens: { api: 'basic-admin' } });
+  });
+  afterAll(async () => {
+    await c?.stop();
+  });
+
+  test('a cross-site change with Basic credentials is refused; with a Bearer token it is not', async () => {
+    // A browser keeps Basic credentials (a user who opened the cache with the token as the password)
+    // and sends them with any page's form to the same origin: they prove no script holds the token.
+    const basic = `Basic ${Buffer.from('mxc:basic-admin').toString('base64')}`;
+    const before = await snapshot(c.db);
+    for (const headers of [
+      { authorization: basic, origin: 'http://evil.example' },
+      { authorization: basic, 'sec-fetch-site': 'cross-site' },
+    ] as Record<string, string>[]) {
+      const r = await c.api('POST', '/api/jobs', plainJob({ name: 'basic-csrf' }), headers);
+      expect([headers, r.status, r.body.error?.code]).toEqual([headers, 403, 'CROSS_SITE']);
+    }
+    expect(await snapshot(c.db)).toBe(before);
+    // Basic from no other origin (the CLI, curl, nix) and Bearer from anywhere still work.
+    expect(
+      (await c.api('POST', '/api/jobs', plainJob({ name: 'basic-ok' }), { authorization: basic })).status,
+    ).toBe(201);
+    const bearer = { authorization: 'Bearer basic-admin', origin: 'http://evil.example' };
+    expect((await c.api('POST', '/api/jobs', plainJob({ name: 'bearer-ok' }), bearer)).status).toBe(201);
   });
 });
