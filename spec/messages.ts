@@ -178,11 +178,20 @@ export const AgentWorkloadStatus = z
   .strict();
 export type AgentWorkloadStatus = z.input<typeof AgentWorkloadStatus>;
 
+/** The latest time a Date holds (ms since 1970): a log line's `ts` past it is not a time any reader can show. */
+const MAX_TS_MS = 8.64e15;
+
 export const LogLine = z.object({
   process: ReportedProcessName,
   stream: z.enum(['stdout', 'stderr', 'system']),
-  run: z.number().int().min(0),
-  ts: z.number(),
+  // What the database's integer column holds: a run past it failed the whole batch's insert (a 500 in
+  // the log, the agent never told), and a `ts` no Date holds broke every reader that formats it.
+  run: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1),
+  ts: z.number().min(0).max(MAX_TS_MS),
   line: z.string().transform((l) => cutText(l, MAX_LOG_LINE_CHARS)),
 });
 export type LogLine = z.infer<typeof LogLine>;

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { MAX_CPU_CORES, MAX_RESOURCE_MB } from '../../spec/job.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
-import { helloFrame } from '../helpers/protocol-agent.js';
+import { eventually, helloFrame, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { snapshot } from './helpers.js';
 
 const ADMIN = 'bounds-admin';
@@ -81,5 +81,42 @@ describe('resource bounds', () => {
       expect([resources, r.status, r.body.error?.code]).toEqual([resources, 422, 'VALIDATION_FAILED']);
     }
     expect(await snapshot(c.db)).toBe(before);
+  });
+});
+
+describe('log lines an agent sends', () => {
+  let c: TestCoordinator;
+  beforeAll(async () => {
+    c = await startTestCoordinator('postgres', { port: 47239, tokens: { api: ADMIN, agent: ADMIN } });
+  });
+  afterAll(async () => {
+    await c?.stop();
+  });
+
+  test('a run or time past what is stored and shown is a coded BAD_MESSAGE, and nothing of the batch is kept', async () => {
+    const agent = await new ProtocolAgent({ url: c.url, name: 'log-agent', token: ADMIN }).connect();
+    try {
+      expect((await c.api('POST', '/api/jobs', plainJob({ name: 'logged' }), auth)).status).toBe(201);
+      const start = await agent.waitFor((m) => m.type === 'start');
+      const id = start.type === 'start' ? start.workload.id : '';
+      const line = { process: 'main', stream: 'stdout', run: 0, ts: Date.now(), line: 'fine' };
+      for (const bad of [{ run: 2 ** 40 }, { ts: 1e308 }, { ts: -1e20 }]) {
+        const seen = agent.received.length;
+        agent.send({ type: 'logs', workload_id: id, lines: [line, { ...line, ...bad, line: 'bad' }] });
+        const answer = await agent.waitFor((m) => agent.received.indexOf(m) >= seen && m.type === 'error');
+        expect([bad, answer]).toMatchObject([bad, { type: 'error', code: 'BAD_MESSAGE' }]);
+      }
+      agent.send({ type: 'logs', workload_id: id, lines: [line] });
+      await eventually(
+        async () =>
+          (await c.api('GET', `/api/workloads/${id}/logs`, undefined, auth)).body.data?.length === 1,
+        10_000,
+        'the good batch stored',
+      );
+      const logs = await c.api('GET', `/api/workloads/${id}/logs`, undefined, auth);
+      expect(logs.body.data.map((l: { line: string }) => l.line)).toEqual(['fine']);
+    } finally {
+      agent.close();
+    }
   });
 });
