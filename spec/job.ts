@@ -22,6 +22,12 @@ export const MAX_PORTMAP_ENTRIES = 64;
  * characters. A schedule of 2 MiB of list items took the coordinator ~3 s of event loop to parse at submit.
  */
 export const MAX_CRON_CHARS = 1024;
+/**
+ * The longest wait a spec may ask for, in seconds (24 days): the agent and the coordinator wait with
+ * timers, and a Node timer past 2^31-1 ms (24.8 days) fires at once instead.
+ */
+export const MAX_WAIT_SECS = 24 * 24 * 3600;
+const waitSecs = () => z.number().min(0).max(MAX_WAIT_SECS);
 export const MAX_TASK_LINKS = 64;
 /**
  * Node attributes and the placement constraints that match them: at most this many, each name and
@@ -104,7 +110,7 @@ export const Process = z
     /** Runs at teardown, after the other processes have stopped. */
     final: z.boolean().default(false),
     /** A run shorter than this (seconds) delays the restart until it has passed. */
-    min_duration: z.number().min(0).default(5),
+    min_duration: waitSecs().default(5),
     /** Aurora's log destination settings; mxc keeps every process's output in its own log store. */
     logger: AuroraLogger.optional(),
     /** Reserved by Thermos ("currently unused"); accepted for Aurora documents, not enforced. */
@@ -127,7 +133,7 @@ export const Task = z
     resources: Resources.optional(),
     max_failures: z.number().int().min(0).default(1),
     max_concurrency: z.number().int().min(0).default(0),
-    finalization_wait: z.number().min(0).default(30),
+    finalization_wait: waitSecs().default(30),
     /** Aurora's task user (MESOS-3546 stop-gap); mxc runs a workload as the agent's user. */
     user: z.string().optional(),
   })
@@ -136,22 +142,22 @@ export const Task = z
 export const UpdateConfig = z
   .object({
     batch_size: z.number().int().min(1).default(1),
-    restart_threshold: z.number().int().min(0).default(60),
-    watch_secs: z.number().int().min(0).default(45),
+    restart_threshold: waitSecs().int().default(60),
+    watch_secs: waitSecs().int().default(45),
     max_per_shard_failures: z.number().int().min(0).default(0),
     max_total_failures: z.number().int().min(0).default(0),
     rollback_on_failure: z.boolean().default(true),
     wait_for_batch_completion: z.boolean().default(false),
     /** Aurora's update heartbeat: an update with it pauses when no pulse arrives in time. */
-    pulse_interval_secs: z.number().int().min(1).optional(),
+    pulse_interval_secs: waitSecs().int().min(1).optional(),
   })
   .strict();
 
 export const HealthCheckConfig = z
   .object({
-    initial_interval_secs: z.number().min(0).default(15),
-    interval_secs: z.number().min(0).default(10),
-    timeout_secs: z.number().min(0).default(1),
+    initial_interval_secs: waitSecs().default(15),
+    interval_secs: waitSecs().default(10),
+    timeout_secs: waitSecs().default(1),
     max_consecutive_failures: z.number().int().min(0).default(0),
     /** A plain path on the workload's own port: never `@host:port/…` or `//host/…`. */
     endpoint: z

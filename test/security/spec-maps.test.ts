@@ -1,9 +1,10 @@
 // The maps of a job spec have a maximum, as its lists do. An announcer's `portmap` had none: a 4 MiB
 // spec carried 300,000 aliases, copied into the ports of every serving instance, and each read of the
 // job's endpoints then held the event loop ~1.7 s per instance; `task_links` had none either. A cron
-// schedule's length had none: 2 MiB of list items held the event loop ~3 s at submit.
+// schedule's length had none: 2 MiB of list items held the event loop ~3 s at submit. Waits (seconds)
+// had none either: one past a Node timer's 24.8 days fired at once on the agent.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { MAX_CRON_CHARS, MAX_PORTMAP_ENTRIES, MAX_TASK_LINKS } from '../../spec/job.js';
+import { MAX_CRON_CHARS, MAX_PORTMAP_ENTRIES, MAX_TASK_LINKS, MAX_WAIT_SECS } from '../../spec/job.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { snapshot } from './helpers.js';
 
@@ -68,5 +69,25 @@ describe('job spec maps', () => {
       auth,
     );
     expect(ok.status).toBe(201);
+  });
+
+  test('a wait is at most MAX_WAIT_SECS (24 days): one past it is a coded 422, as a Node timer would fire at once', async () => {
+    const proc = (min_duration: number) => ({ name: 'web', cmdline: 'sleep 1000', min_duration });
+    const task = plainJob().task;
+    const specs = (secs: number) => [
+      plainJob({ name: 'w1', task: { ...task, processes: [proc(secs)] } }),
+      plainJob({ name: 'w2', task: { ...task, finalization_wait: secs } }),
+      plainJob({ name: 'w3', update_config: { watch_secs: secs } }),
+      plainJob({ name: 'w4', health_check_config: { interval_secs: secs } }),
+      plainJob({ name: 'w5', health_check_config: { timeout_secs: secs } }),
+    ];
+    const before = await snapshot(c.db);
+    for (const spec of specs(MAX_WAIT_SECS + 1)) {
+      const r = await c.api('POST', '/api/jobs', spec, auth);
+      expect([spec.name, r.status, r.body.error?.code]).toEqual([spec.name, 422, 'VALIDATION_FAILED']);
+    }
+    expect(await snapshot(c.db)).toBe(before);
+    for (const spec of specs(MAX_WAIT_SECS))
+      expect([spec.name, (await c.api('POST', '/api/jobs', spec, auth)).status]).toEqual([spec.name, 201]);
   });
 });
