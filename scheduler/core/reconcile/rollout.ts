@@ -9,10 +9,10 @@
  * `watch_secs` (and, when the job has a health check, reported healthy). An instance is retried until
  * it failed more than `max_per_shard_failures` (Aurora's maxPerInstanceFailures) times (a workload
  * lost with its node is placed again and is no failure); then it has failed the update for good: the
- * update no longer creates workloads for it and moves past it, as past a done one. More failed instances than `max_total_failures` (maxFailedInstances) end the
- * update: rolled back to the previous version when `rollback_on_failure` (and this is not already a
- * rollback), else marked failed. An instance not running within `restart_threshold` seconds fails
- * its update. With `wait_for_batch_completion` the next batch starts once the whole batch is done or
+ * update no longer creates workloads for it and moves past it, as past a done one. More failed
+ * instances than `max_total_failures` (maxFailedInstances) end the update: rolled back to the
+ * previous version when `rollback_on_failure` (and this is not already a rollback), else marked
+ * failed. An instance not running within `restart_threshold` seconds fails its update. With `wait_for_batch_completion` the next batch starts once the whole batch is done or
  * failed; without (Aurora's default) a window of `batch_size` instances slides: as soon as one is done
  * or failed, the next starts. Once every instance is done or failed (no more than
  * `max_total_failures` of them), the update has succeeded and instances beyond the new count stop.
