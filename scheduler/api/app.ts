@@ -82,9 +82,9 @@ export const MAX_PATH_PARAM_CHARS = 1024;
 /**
  * A state-changing request a browser could have been tricked into sending: one whose credential the
  * browser adds by itself (open mode: none; a `?token=` in the URL; Basic credentials it keeps) from a
- * page of another origin. A
- * WebSocket handshake is a GET, but a browser opens one from any page with no CORS check, and the agent
- * socket acts: an open API's agent socket joined a page of any web site as an agent.
+ * page of another origin. A WebSocket handshake is a GET, but a browser opens one from any page with
+ * no CORS check, and the agent socket acts: an open API's agent socket joined a page of any web site
+ * as an agent.
  */
 function crossSite(req: FastifyRequest): boolean {
   if (SAFE_METHODS.has(req.method) && req.headers.upgrade === undefined) return false;
