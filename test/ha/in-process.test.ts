@@ -212,17 +212,19 @@ it('a lease taken only after the renew deadline is renewed before it is led with
 });
 
 it('an event-loop stall longer than the TTL marks no healthy agent down', async () => {
-  const c = await startTestCoordinator('postgres', { heartbeatTtlMs: 1000 });
+  // A TTL of 2 s: with 1 s, a heartbeat that a busy machine (the suite's other files) delayed by a
+  // second after the stall's grace marked the node down, which is the TTL at work, not the stall.
+  const c = await startTestCoordinator('postgres', { heartbeatTtlMs: 2000 });
   cleanup.push(() => c.stop());
   const p = await new ProtocolAgent({ url: c.url, name: 'patient' }).connect();
   cleanup.push(async () => p.close());
   // Past the start-up grace, so only the stall's grace can save the node.
-  await new Promise((r) => setTimeout(r, 1500));
-  const end = Date.now() + 3000;
+  await new Promise((r) => setTimeout(r, 2500));
+  const end = Date.now() + 5000;
   while (Date.now() < end) {
     // a synchronous stall: no timer, no socket read, no flush
   }
-  const until = Date.now() + 2500;
+  const until = Date.now() + 4000;
   while (Date.now() < until) {
     expect((await c.api('GET', `/api/nodes/${p.nodeId}`)).body.data.status).toBe('ready');
     await new Promise((r) => setTimeout(r, 100));
