@@ -64,8 +64,10 @@ export function startRun(
         signal !== null
           ? { code: 128 + (constants.signals[signal] ?? 0), signal }
           : { code: code ?? 0, signal: null };
-      // Leftover children may hold the pipes open forever; give the output a moment, not more.
-      const timer = setTimeout(() => resolve(result), DRAIN_MS);
+      // Leftover children may hold the pipes open forever; give the output a moment, not more. The
+      // moment ends after one more poll of the event loop (setImmediate): on a busy host the timer came
+      // due in the same turn as the last output, ran first (timers before I/O) and lost it.
+      const timer = setTimeout(() => setImmediate(() => resolve(result)), DRAIN_MS);
       void drained.then(() => {
         clearTimeout(timer);
         resolve(result);
