@@ -18,7 +18,7 @@ describe('binding regex', () => {
   let c: TestCoordinator;
   let reader = '';
   beforeAll(async () => {
-    c = await startTestCoordinator('postgres', { port: 47236, tokens: { api: ADMIN } });
+    c = await startTestCoordinator('postgres', { tokens: { api: ADMIN } });
     ({ reader } = (await clientTokens(c, ADMIN, { reader: 'read' })) as { reader: string });
   });
   afterAll(async () => {

@@ -30,7 +30,7 @@ function tryJoin(url: string, name: string, headers: Record<string, string>): Pr
 describe('the agent socket from a web page', () => {
   let c: TestCoordinator;
   beforeAll(async () => {
-    c = await startTestCoordinator('pglite', { port: 47231 });
+    c = await startTestCoordinator('pglite');
   });
   afterAll(async () => {
     await c?.stop();
@@ -86,7 +86,7 @@ function rawUpgrade(url: string, path: string, extra = ''): Promise<{ status: st
 describe('upgrades of routes that are not WebSockets', () => {
   let c: TestCoordinator;
   beforeAll(async () => {
-    c = await startTestCoordinator('pglite', { port: 47237, tokens: { api: 'upgrade-admin' } });
+    c = await startTestCoordinator('pglite', { tokens: { api: 'upgrade-admin' } });
   });
   afterAll(async () => {
     await c?.stop();
@@ -115,7 +115,7 @@ describe('upgrades of routes that are not WebSockets', () => {
 describe('credentials a browser adds by itself', () => {
   let c: TestCoordinator;
   beforeAll(async () => {
-    c = await startTestCoordinator('pglite', { port: 47238, tokens: { api: 'basic-admin' } });
+    c = await startTestCoordinator('pglite', { tokens: { api: 'basic-admin' } });
   });
   afterAll(async () => {
     await c?.stop();

@@ -38,7 +38,7 @@ async function helloAnswer(
 describe('resource bounds', () => {
   let c: TestCoordinator;
   beforeAll(async () => {
-    c = await startTestCoordinator('postgres', { port: 47235, tokens: { api: ADMIN, agent: ADMIN } });
+    c = await startTestCoordinator('postgres', { tokens: { api: ADMIN, agent: ADMIN } });
   });
   afterAll(async () => {
     await c?.stop();
@@ -87,7 +87,7 @@ describe('resource bounds', () => {
 describe('log lines an agent sends', () => {
   let c: TestCoordinator;
   beforeAll(async () => {
-    c = await startTestCoordinator('postgres', { port: 47239, tokens: { api: ADMIN, agent: ADMIN } });
+    c = await startTestCoordinator('postgres', { tokens: { api: ADMIN, agent: ADMIN } });
   });
   afterAll(async () => {
     await c?.stop();

@@ -16,7 +16,7 @@ const entries = (n: number, value: (i: number) => string) =>
 describe('job spec maps', () => {
   let c: TestCoordinator;
   beforeAll(async () => {
-    c = await startTestCoordinator('postgres', { port: 47234, tokens: { api: ADMIN } });
+    c = await startTestCoordinator('postgres', { tokens: { api: ADMIN } });
   });
   afterAll(async () => {
     await c?.stop();

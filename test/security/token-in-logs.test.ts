@@ -18,11 +18,10 @@ describe('a token in the query', () => {
   const { logger, records } = captureLogger('debug');
   beforeAll(async () => {
     let url: string;
-    ({ proxy, url, dbName } = await proxiedPostgres(47233));
+    ({ proxy, url, dbName } = await proxiedPostgres());
     c = await startTestCoordinator('postgres', {
       databaseUrl: url,
       logger,
-      port: 47232,
       tokens: { api: TOKEN },
     });
   });
