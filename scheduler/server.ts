@@ -219,6 +219,15 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
     await lease.start();
     coordinator.start();
     opts.logger.info({ url, database: db.engine }, 'coordinator listening');
+    // Said at every start while it holds: an open API is root on every agent for whoever reaches it.
+    if (!auth.hasClientTokens()) {
+      opts.logger.warn(
+        { url, host },
+        isLoopbackHost(host)
+          ? 'open API (no client token): every process on this machine, any user’s and any workload’s with network "host", can submit jobs that agents run as root; `mxc tokens create` closes it'
+          : 'open API (no client token) on a non-loopback address (--insecure): everyone who reaches it can submit jobs that agents run as root; `mxc tokens create` closes it',
+      );
+    }
     return {
       app,
       coordinator,

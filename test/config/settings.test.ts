@@ -317,6 +317,30 @@ describe('through the real CLI', () => {
     }
   });
 
+  it('an open API is said at start, as a warning naming how to close it; a token silences it', async () => {
+    const warning = (l: Record<string, unknown>) => l.level === 40 && /^open API/.test(String(l.msg));
+    const open = startDaemon(MXC_BIN, ['coordinator', '--port', '0'], {
+      MXC_DATA_DIR: join(dir, 'open-warn'),
+    });
+    try {
+      await open.waitFor((l) => l.msg === 'coordinator listening', 'listening');
+      const line = open.lines.find(warning);
+      expect(line?.msg).toMatch(/every process on this machine.*run as root; `mxc tokens create` closes it/);
+    } finally {
+      await open.stop();
+    }
+    const closed = startDaemon(MXC_BIN, ['coordinator', '--port', '0'], {
+      MXC_DATA_DIR: join(dir, 'open-warn'), // the same database, now closed by a token
+      MXC_API_TOKEN: 'a-token-that-closes-the-api',
+    });
+    try {
+      await closed.waitFor((l) => l.msg === 'coordinator listening', 'listening');
+      expect(closed.lines.filter(warning)).toEqual([]);
+    } finally {
+      await closed.stop();
+    }
+  });
+
   it('an address this machine does not have is said plainly (exit 2), not as an internal error', async () => {
     // 192.0.2.1 is TEST-NET-1: documentation only, never a local address.
     const r = await mxc(['coordinator', '--port', '0', '--host', '192.0.2.1'], {
