@@ -32,6 +32,11 @@ export interface CoordinatorOptions {
   strategy: Strategy;
   /** Restart back-off for flapping tasks; Aurora's defaults when unset. */
   flapping?: FlappingPolicy;
+  /**
+   * How long a pending workload that may preempt (production, or priority above 0) waits before the
+   * leader stops lower-ranked workloads to make room; null: never preempt. Default 180 s.
+   */
+  preemptionDelayMs?: number | null;
   /** Retention of ended workloads (Nomad's core GC); 7 days and 100 per job when unset. */
   retention?: RetentionPolicy;
   /**

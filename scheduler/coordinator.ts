@@ -14,6 +14,7 @@ import type { AgentMessage } from '../spec/messages.js';
 import { type AgentReportDeps, applyStatus, reconcileAgent } from './agent-reports.js';
 import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinator-types.js';
 import { collisionAction } from './core/cron.js';
+import type { Preemptor } from './core/preempt.js';
 import { AURORA_FLAPPING } from './core/restart.js';
 import { launchDueCronJobs } from './cron-runner.js';
 import { type Clock, systemClock } from './engine/clock.js';
@@ -33,6 +34,7 @@ import {
   type StartedWorkload,
   schedulePass,
 } from './placement.js';
+import { DEFAULT_PREEMPTION_DELAY_MS, preemptFor } from './preemption.js';
 import { type PrewarmResult, prewarmJob } from './prewarm.js';
 import { advanceRollouts, startRollout } from './rollout.js';
 import { type StartTarget, startMessageText } from './start-message.js';
@@ -671,7 +673,30 @@ export class Coordinator {
       specOf: (jobId, version) => this.specOf(jobId, version),
       holder: this.opts.id,
       started: (ws, commandOf) => this.placedStarted(ws, commandOf),
+      preempt: this.preemptionDelayMs() === null || !this.isLeader() ? undefined : (c) => this.preempt(c),
     });
+  }
+
+  /** The preemption delay in ms, null when preemption is off. */
+  private preemptionDelayMs(): number | null {
+    return this.opts.preemptionDelayMs === undefined
+      ? DEFAULT_PREEMPTION_DELAY_MS
+      : this.opts.preemptionDelayMs;
+  }
+
+  /** The leader's preemptions after a pass (preemption.ts). */
+  private preempt(candidates: Preemptor[]): Promise<{ reserved: string[]; due: number }> {
+    return preemptFor(
+      {
+        db: this.db,
+        log: this.log,
+        delayMs: this.preemptionDelayMs()!,
+        now: () => this.clock.now(),
+        nodes: () => this.schedulerState.view.refresh(this.db),
+        stopped: (ws) => this.announceStops(ws),
+      },
+      candidates,
+    );
   }
 
   /**

@@ -20,6 +20,7 @@ import {
   type Strategy,
   workloadDemand,
 } from './core/place.js';
+import { compareRank, type Preemptor, preempts, type Rank } from './core/preempt.js';
 import type { NewJobInsert } from './job-submit.js';
 import * as closures from './store/closures.js';
 import type { Db, Queryable } from './store/db.js';
@@ -35,6 +36,13 @@ export interface ClusterSnapshot {
 interface JobInfo {
   constraints: Record<string, string>;
   closure: { path: string; size: number }[];
+  /** The job's role, production flag and priority: the order of pending work, and preemption. */
+  rank: Rank;
+}
+
+/** A job spec's rank (Aurora's `production` and `priority`). */
+function rankOf(spec: Pick<JobSpec, 'role' | 'production' | 'priority'> | null | undefined): Rank {
+  return { role: spec?.role ?? '', production: spec?.production ?? false, priority: spec?.priority ?? 0 };
 }
 
 /**
@@ -72,6 +80,11 @@ export class SchedulerState {
   private newJobs: NewJobInsert[] = [];
   /** What the last pass left pending, when the next may skip it (see SettledBacklog). */
   private settled: SettledBacklog | null = null;
+  /**
+   * Pending workloads that preempted (or await room being freed for them): planned before all others,
+   * so the room made for them is theirs. Dropped once no longer pending.
+   */
+  readonly preempting = new Set<string>();
 
   /** The last pass's settled backlog, once (a pass that fails leaves none). */
   takeSettled(): SettledBacklog | null {
@@ -94,6 +107,7 @@ export class SchedulerState {
       Promise.resolve({
         constraints: spec.constraints ?? {},
         closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
+        rank: rankOf(spec),
       }),
     );
   }
@@ -177,6 +191,7 @@ async function readJobInfo(
   return {
     constraints: spec?.constraints ?? {},
     closure: closure.map((p) => ({ path: p.path, size: p.nar_size })),
+    rank: rankOf(spec),
   };
 }
 
@@ -216,6 +231,12 @@ export interface SchedulePassDeps {
   holder?: string;
   /** Wall-clock time in ms (the coordinator's clock); Date.now when unset. */
   now?: () => number;
+  /**
+   * Set on the leader when preemption is on: given the pending workloads that fit nowhere and may
+   * preempt (highest rank first), preempts for those pending long enough (preemption.ts) and returns
+   * those that room is made for, and when the next of the others is due (Infinity: none).
+   */
+  preempt?: (candidates: Preemptor[]) => Promise<{ reserved: string[]; due: number }>;
 }
 
 /**
@@ -305,6 +326,20 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
       wl.activePlacementsOf(db, uncovered),
       state.jobInfoFor(db, deps.specOf, pending),
     ]);
+    // Those room was made for first, then production work, then higher priorities, each in submit
+    // order (a stable sort).
+    const rankOfPending = (w: wl.PendingWorkload) => jobInfo.get(`${w.job_id}/${w.job_version}`)!.rank;
+    const { preempting } = state;
+    if (preempting.size) {
+      const still = new Set(pending.map((w) => w.id));
+      for (const id of preempting) if (!still.has(id)) preempting.delete(id);
+    }
+    if (preempting.size || [...jobInfo.values()].some((i) => i.rank.production || i.rank.priority !== 0))
+      pending.sort(
+        (a, b) =>
+          Number(preempting.has(b.id)) - Number(preempting.has(a.id)) ||
+          compareRank(rankOfPending(a), rankOfPending(b)),
+      );
     const placed = [...placedRows, ...late].flatMap((p) =>
       p.node_id === null ? [] : [{ job_id: p.job_id, node_id: p.node_id, n: p.n }],
     );
@@ -341,6 +376,14 @@ export async function schedulePass(deps: SchedulePassDeps): Promise<void> {
       throw err;
     }
     if (conflicts === 0) {
+      if (deps.preempt) {
+        const { due, reserved } = await deps.preempt(preemptorsOf(failures, pending, jobInfo));
+        for (const id of reserved) preempting.add(id);
+        if (due < wakeAt) {
+          wakeAt = due;
+          deps.wakeAt?.(due);
+        }
+      }
       settle(failures, pipeline.placed);
       return;
     }
@@ -526,6 +569,26 @@ function pendingOfNew(w: NewJobInsert['workloads'][number]): wl.PendingWorkload 
     not_before: null,
     restart_delay_ms: 0,
   };
+}
+
+/** Pending workloads that may preempt (their rank, room short on some node), highest rank first. */
+function preemptorsOf(
+  failures: readonly Failure[],
+  pending: readonly wl.PendingWorkload[],
+  jobInfo: ReadonlyMap<string, JobInfo>,
+): Preemptor[] {
+  if (failures.length === 0) return [];
+  const failed = new Map(failures.map((f) => [f.workloadId, f]));
+  const out: Preemptor[] = [];
+  // `pending` is in rank order already.
+  for (const w of pending) {
+    const f = failed.get(w.id);
+    const info = jobInfo.get(`${w.job_id}/${w.job_version}`);
+    if (!f || !info || !preempts(info.rank) || !(f.reasons.CPU || f.reasons.MEMORY || f.reasons.DISK))
+      continue;
+    out.push({ demand: workloadDemand(w, info.constraints, info.closure), rank: info.rank });
+  }
+  return out;
 }
 
 /** What the pure core plans for each pending workload. */

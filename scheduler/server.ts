@@ -64,6 +64,8 @@ export interface CoordinatorServerOptions {
   advertiseUrl?: string;
   /** Restart back-off for flapping tasks (MXC_*_FLAPPING_*); Aurora's defaults when unset. */
   flapping?: FlappingPolicy;
+  /** MXC_PREEMPTION_DELAY in ms; null: never preempt; default 180 s. */
+  preemptionDelayMs?: number | null;
   /** PEM files of the certificate chain and key: serve HTTPS (and WSS for agents). */
   tls?: { certFile: string; keyFile: string };
   /** Allow an open API (no client token) on a non-loopback address. */
@@ -164,6 +166,7 @@ export async function startCoordinator(opts: CoordinatorServerOptions): Promise<
       heartbeatIntervalMs: opts.heartbeatIntervalMs ?? Math.max(50, Math.min(5000, Math.floor(ttl / 3))),
       strategy: opts.strategy ?? 'spread',
       flapping: opts.flapping ?? AURORA_FLAPPING,
+      preemptionDelayMs: opts.preemptionDelayMs,
       retention: opts.retention,
       logLinesKept: opts.logLinesKept,
       collectCache: () => cache.collectOrphanNars(),

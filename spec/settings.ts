@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import * as z from 'zod';
-import { MAX_CPU_CORES, MAX_RESOURCE_MB } from './job.js';
+import { MAX_CPU_CORES, MAX_RESOURCE_MB, MAX_WAIT_SECS } from './job.js';
 import { NodeName } from './messages.js';
 import { s3LocationSchema } from './s3-location.js';
 
@@ -323,6 +323,21 @@ export const SETTINGS = [
     value: '300',
     doc: 'seconds a flapping task waits at most before it restarts',
     schema: number('a number of seconds ≥ 0', 0),
+  },
+  {
+    env: 'MXC_PREEMPTION_DELAY',
+    roles: C,
+    default: '180',
+    value: '180',
+    doc: "seconds a pending workload of a production job or of priority above 0 waits before the leader stops lower-ranked workloads to make room for it (Aurora's preemption); `off` never preempts",
+    schema: lazily(() =>
+      z
+        .string()
+        .trim()
+        .regex(/^(off|\d+(\.\d+)?)$/, 'must be a number of seconds ≥ 0, or off')
+        .transform((s) => (s === 'off' ? null : Number(s)))
+        .pipe(z.number().max(MAX_WAIT_SECS, 'must be a number of seconds ≥ 0, or off').nullable()),
+    ),
   },
   {
     env: 'MXC_RETENTION_HOURS',

@@ -91,6 +91,7 @@ function coordinatorOptions(s: Settings) {
       perJob: s.MXC_RETENTION_PER_JOB!,
     },
     logLinesKept: s.MXC_LOG_LINES_KEPT,
+    preemptionDelayMs: s.MXC_PREEMPTION_DELAY === null ? null : Math.round(s.MXC_PREEMPTION_DELAY! * 1000),
     flapping: {
       thresholdMs: Math.round(s.MXC_FLAPPING_TASK_THRESHOLD! * 1000),
       initialDelayMs: Math.round(s.MXC_INITIAL_FLAPPING_TASK_DELAY! * 1000),

@@ -235,6 +235,12 @@ in
       description = "The newest lines of each workload's log the coordinator keeps, at least 1000 (MXC_LOG_LINES_KEPT); null: mxc's default (100000).";
     };
 
+    preemptionDelay = mkOption {
+      type = types.nullOr (types.either (types.addCheck types.number (x: x >= 0)) (types.enum [ "off" ]));
+      default = null;
+      description = "Seconds a pending workload of a production job or of priority above 0 waits before the leader stops lower-ranked workloads to make room for it, or \"off\" (MXC_PREEMPTION_DELAY); null: mxc's default (180).";
+    };
+
     leaderLease = mkOption {
       type = types.nullOr (types.addCheck types.number (x: x >= 0.3));
       default = null;
@@ -380,6 +386,7 @@ in
         // setIf "MXC_RETENTION_PER_JOB" cfg.retention.perJob
         // setIf "MXC_LOG_LINES_KEPT" cfg.logLinesKept
         // setIf "MXC_LEADER_LEASE" cfg.leaderLease
+        // setIf "MXC_PREEMPTION_DELAY" cfg.preemptionDelay
         // setIf "MXC_ADVERTISE_URL" cfg.advertiseUrl
         // setIf "MXC_MAX_CONNECTIONS_PER_ADDRESS" cfg.maxConnectionsPerAddress
         // cfg.extraEnvironment;

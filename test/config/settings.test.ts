@@ -323,7 +323,7 @@ describe('through the real CLI', () => {
       MXC_DATA_DIR: join(dir, 'open-warn'),
     });
     try {
-      await open.waitFor((l) => l.msg === 'coordinator listening', 'listening');
+      await open.waitFor((l) => l.msg === 'coordinator listening', 'listening', 90_000);
       const line = open.lines.find(warning);
       expect(line?.msg).toMatch(/every process on this machine.*run as root; `mxc tokens create` closes it/);
     } finally {
@@ -334,12 +334,12 @@ describe('through the real CLI', () => {
       MXC_API_TOKEN: 'a-token-that-closes-the-api',
     });
     try {
-      await closed.waitFor((l) => l.msg === 'coordinator listening', 'listening');
+      await closed.waitFor((l) => l.msg === 'coordinator listening', 'listening', 90_000);
       expect(closed.lines.filter(warning)).toEqual([]);
     } finally {
       await closed.stop();
     }
-  });
+  }, 200_000);
 
   it('an address this machine does not have is said plainly (exit 2), not as an internal error', async () => {
     // 192.0.2.1 is TEST-NET-1: documentation only, never a local address.

@@ -58,6 +58,8 @@ export async function startTestCoordinator(
     /** Connections taken at once, and from one address (default: as the open-file limit allows, half). */
     maxConnections?: number;
     maxConnectionsPerAddress?: number;
+    /** MXC_PREEMPTION_DELAY in ms (null: off; default 180 s). */
+    preemptionDelayMs?: number | null;
   } = {},
 ): Promise<TestCoordinator> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mxc-coord-')));
@@ -78,6 +80,7 @@ export async function startTestCoordinator(
     logLinesKept: opts.logLinesKept,
     maxConnections: opts.maxConnections,
     maxConnectionsPerAddress: opts.maxConnectionsPerAddress,
+    preemptionDelayMs: opts.preemptionDelayMs,
     dataDir,
     databaseUrl,
     tokens: opts.tokens ?? {},

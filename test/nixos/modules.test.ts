@@ -226,7 +226,7 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
     const c = await evaluate(`{ ... }: { services.mxc.coordinator = {
       enable = true; package = ${fakePackage()}; listenAddress = "127.0.0.1";
       flappingTaskThreshold = 120; initialFlappingTaskDelay = 5; maxFlappingTaskDelay = 600;
-      retention = { hours = 24; perJob = 20; }; logLinesKept = 5000; leaderLease = 7.5;
+      retention = { hours = 24; perJob = 20; }; logLinesKept = 5000; leaderLease = 7.5; preemptionDelay = "off";
       advertiseUrl = "https://c1.example.org:4000"; maxConnectionsPerAddress = 200;
       cacheS3 = { url = "s3://mxc-cache/prod?region=eu-1"; sessionTokenFile = ${nixString(token)}; };
     }; }`);
@@ -248,6 +248,7 @@ describe.skipIf(!LIB)('NixOS modules under lib.evalModules (MXC_NIXPKGS_LIB)', (
       MXC_RETENTION_PER_JOB: 20,
       MXC_LOG_LINES_KEPT: 5000,
       MXC_LEADER_LEASE: 7.5,
+      MXC_PREEMPTION_DELAY: null,
       MXC_ADVERTISE_URL: 'https://c1.example.org:4000',
       MXC_MAX_CONNECTIONS_PER_ADDRESS: 200,
       AWS_SESSION_TOKEN: 'session',
