@@ -577,7 +577,7 @@ function preemptorsOf(
   pending: readonly wl.PendingWorkload[],
   jobInfo: ReadonlyMap<string, JobInfo>,
 ): Preemptor[] {
-  if (failures.length === 0) return [];
+  if (failures.length === 0 || ![...jobInfo.values()].some((i) => preempts(i.rank))) return [];
   const failed = new Map(failures.map((f) => [f.workloadId, f]));
   const out: Preemptor[] = [];
   // `pending` is in rank order already.
