@@ -104,6 +104,9 @@ export async function show(id: string, opts: Opts) {
   out('id', j.id);
   out('state', stateColor(j.state));
   out('version', String(j.current_version));
+  // Aurora's rank, when not the default: what scheduling order and preemption go by.
+  if (j.spec.production || j.spec.priority)
+    out('rank', `${j.spec.production ? 'production, ' : ''}priority ${j.spec.priority ?? 0}`);
   if (j.update) {
     out(
       'update',

@@ -5,7 +5,9 @@
  * not across roles, the default rank never preempts, the delay is waited out, and pending work is
  * placed highest rank first.
  */
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { repoPath } from '../../scheduler/paths.js';
 import type { JobSpecInput } from '../../spec/job.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { ENGINES } from '../helpers/db.js';
@@ -92,6 +94,13 @@ for (const engine of ENGINES) {
       expect(replacement.pending_reason).toMatch(/insufficient cpu/);
       // The replacement preempts nothing: the default rank never does.
       expect((await workloadsOf(prod)).filter((w) => w.status === 'running')).toHaveLength(1);
+      // The CLI shows the rank of a job that has one, and none for the default.
+      const show = (key: string) =>
+        execa('node', [repoPath('bin', 'mxc.js'), 'jobs', 'show', key], {
+          env: { MXC_COORDINATOR: c.url, NO_COLOR: '1' },
+        });
+      expect((await show(prod)).stdout).toMatch(/^rank +production, priority 0$/m);
+      expect((await show(low)).stdout).not.toMatch(/^rank/m);
     });
 
     it('within a role a higher priority preempts; across roles it does not; pending work is placed by rank', async () => {
