@@ -250,13 +250,21 @@ describe('dashboard', () => {
     const cron = await c.api(
       'POST',
       '/api/jobs',
-      plainJob({ name: 'nightly', service: false, cron_schedule: '0 3 * * *' }),
+      plainJob({
+        name: 'nightly',
+        service: false,
+        cron_schedule: '0 3 * * *',
+        production: true,
+        priority: 2,
+      }),
     );
     expect(cron.status).toBe(201);
     await page.goto(`${c.url}/#/jobs/${cron.body.data.job.id}`);
     await page.locator('#cron').waitFor();
     expect(await page.textContent('#cron')).toContain('0 3 * * *');
     expect(await page.textContent('#next-run')).toMatch(/^in \d+[smh]/);
+    // Its rank (Aurora's production and priority), what scheduling order and preemption go by.
+    expect((await page.textContent('#rank'))?.replace(/\s+/g, ' ').trim()).toBe('production priority 2');
 
     // Where is…: which jobs and live workloads have busybox in their closure; search terms stay text.
     await page.click('nav >> text=Where is');

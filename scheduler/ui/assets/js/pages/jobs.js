@@ -114,6 +114,7 @@ export async function showJob(page, { params: [id] }) {
             <dt>Version</dt><dd>v${job.current_version}</dd>
             <dt>Instances</dt><dd>${spec.instances ?? 1}${spec.service ? ' (service)' : ''}</dd>
             <dt>Isolation</dt><dd>${spec.mxc?.isolation ?? 'process'}</dd>
+            <dt>Rank</dt><dd id="rank">${spec.production ? html`<span class="chip">production</span> ` : ''}priority ${spec.priority ?? 0}</dd>
             ${scheduleFacts(job, spec)}
             ${spec.health_check_config ? html`<dt>Health check</dt><dd><code>${spec.health_check_config.endpoint ?? '/health'}</code></dd>` : ''}
             <dt>Updated</dt><dd>${ago(job.updated_at)}</dd>
