@@ -146,14 +146,47 @@ export async function restart(id: string, opts: Opts) {
   );
 }
 
-/** `mxc jobs pause|resume|abort JOB` (Aurora's `update pause|resume|abort`): the job's rolling update. */
+/** "3 on v2, 1 on v1": the job's live instances by the version they run (each instance once, its newest). */
+function instancesByVersion(workloads: z.output<typeof api.Workload>[]): string {
+  const newest = new Map<number, z.output<typeof api.Workload>>();
+  for (const w of workloads) {
+    const seen = newest.get(w.instance);
+    if (!seen || w.created_at > seen.created_at) newest.set(w.instance, w);
+  }
+  const perVersion = new Map<number, number>();
+  for (const w of newest.values())
+    if (['pending', 'starting', 'running', 'stopping'].includes(w.status))
+      perVersion.set(w.job_version, (perVersion.get(w.job_version) ?? 0) + 1);
+  if (perVersion.size === 0) return 'no instance live';
+  return [...perVersion.entries()]
+    .sort(([a], [b]) => b - a)
+    .map(([v, n]) => `${n} on v${v}`)
+    .join(', ');
+}
+
+/**
+ * `mxc jobs pause|resume|abort JOB` (Aurora's `update pause|resume|abort`): the job's rolling update.
+ * Says what happened, where the instances stand (by version) and what comes next.
+ */
 export async function moveUpdate(action: 'pause' | 'resume' | 'abort', id: string, opts: Opts) {
   const client = new ApiClient(opts);
   id = await resolveId(client, 'job', id);
   const r = await client.post(`/api/jobs/${encodeURIComponent(id)}/update/${action}`, api.UpdateActionResult);
   if (opts.json) return printJson(r);
+  const u = r.update;
+  const key = r.job.key;
+  const j = await client.get(`/api/jobs/${encodeURIComponent(r.job.id)}`, apiJobs.JobDetail);
+  const what = `${u.rollback ? 'rollback' : u.restart ? 'restart' : 'update'} v${u.from_version} → v${u.to_version}`;
+  const next =
+    action === 'pause'
+      ? `no instance moves until \`mxc jobs resume ${key}\` (or \`mxc jobs abort ${key}\` to end the update here)`
+      : action === 'resume'
+        ? `the rest move to v${u.to_version} batch by batch; follow it with \`mxc jobs show ${key}\``
+        : `\`mxc jobs restart ${key}\` replaces every instance with the job's version, v${j.current_version}`;
+  // The update's message says what was done and by whom: "paused by alice".
   process.stdout.write(
-    `${r.job.key}: update ${r.update.from_version} → ${r.update.to_version} ${r.update.status} (instance ${r.update.next_instance} next)\n`,
+    `${key}: ${what} ${UPDATE_COLOR[u.status](printable(u.message))}\n` +
+      `  instances: ${instancesByVersion(j.workloads)}; ${next}\n`,
   );
 }
 

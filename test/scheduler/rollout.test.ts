@@ -493,14 +493,30 @@ describe('an update paused, resumed and aborted (Aurora update pause|resume|abor
 
     await c.api('POST', '/api/jobs', spec('v2'));
     await eventually(async () => (await versions(jobId)).join() === '1,1,2');
-    const paused = await c.api('POST', `/api/jobs/${jobId}/update/pause`);
-    expect([paused.status, paused.body.data.update.status]).toEqual([200, 'paused']);
+    // The CLI says what was done, where the instances stand and what comes next.
+    const cli = (...args: string[]) =>
+      execa('node', [repoPath('bin', 'mxc.js'), ...args], { reject: false, env: { MXC_COORDINATOR: c.url } });
+    const key = 'test/www/prod/paused';
+    const paused = await cli('jobs', 'pause', 'paused');
+    expect(paused.exitCode, paused.stderr).toBe(0);
+    expect(paused.stdout).toMatch(
+      new RegExp(
+        `^${key}: update v1 → v2 paused by anonymous\n {2}instances: [12] on v2, [12] on v1; no instance moves until \`mxc jobs resume ${key}\` \\(or \`mxc jobs abort ${key}\` to end the update here\\)$`,
+      ),
+    );
+    expect(paused.stdout).not.toMatch(/next\)/);
     // Rollout steps long past every watch period move nothing while it is paused.
     const before = await versions(jobId);
     for (let i = 1; i <= 3; i++) await c.coordinator.stepRollouts(new Date(Date.now() + i * 60_000));
     expect(await versions(jobId)).toEqual(before);
     expect((await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status).toBe('paused');
-    expect((await c.api('POST', `/api/jobs/${jobId}/update/resume`)).body.data.update.status).toBe('rolling');
+    const resumed = await cli('jobs', 'resume', 'paused');
+    expect(resumed.stdout).toMatch(
+      new RegExp(
+        `^${key}: update v1 → v2 resumed by anonymous\n {2}instances: [12] on v2, [12] on v1; the rest move to v2 batch by batch; follow it with \`mxc jobs show ${key}\`$`,
+      ),
+    );
+    expect((await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status).not.toBe('paused');
     await eventually(
       async () => (await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status === 'succeeded',
       20_000,
@@ -510,9 +526,17 @@ describe('an update paused, resumed and aborted (Aurora update pause|resume|abor
     // Aborted: the update ends and the instances stay as they are, mixed.
     await c.api('POST', '/api/jobs', spec('v3'));
     await eventually(async () => (await versions(jobId)).join() === '2,2,3');
-    const aborted = await c.api('POST', `/api/jobs/${jobId}/update/abort`);
-    expect([aborted.status, aborted.body.data.update.status]).toEqual([200, 'cancelled']);
-    expect(aborted.body.data.update.message).toMatch(/^aborted by anonymous/);
+    const aborted = await cli('jobs', 'abort', 'paused');
+    expect(aborted.stdout).toBe(
+      `${key}: update v2 → v3 aborted by anonymous; instances stay on the versions they run\n` +
+        `  instances: 1 on v3, 2 on v2; \`mxc jobs restart ${key}\` replaces every instance with the job's version, v3`,
+    );
+    expect((await c.api('GET', `/api/jobs/${jobId}`)).body.data.update.status).toBe('cancelled');
+    const again = await cli('jobs', 'abort', 'paused');
+    expect([again.exitCode, again.stderr]).toEqual([
+      1,
+      expect.stringContaining(`job ${key} has no rolling or paused update to abort`),
+    ]);
     for (let i = 1; i <= 3; i++) await c.coordinator.stepRollouts(new Date(Date.now() + i * 60_000));
     expect(await versions(jobId)).toEqual([2, 2, 3]);
     expect((await c.api('POST', `/api/jobs/${jobId}/update/resume`)).body.error.code).toBe('NO_UPDATE');
