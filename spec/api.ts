@@ -86,6 +86,11 @@ export const Workload = z.object({
     .describe('how it ended: finished (success), failed, stopped (by a user, an update or a drain), lost'),
   not_before: Timestamp.nullable().describe('a restart of a flapping task is not placed before this'),
   restart_delay_ms: z.number().int().describe('the back-off this restart waited (Aurora flapping delay)'),
+  reason: z
+    .string()
+    .describe(
+      'why it is in its status: the reason of its last status change (for a stopped one, why it was stopped: "job stopped")',
+    ),
 });
 
 export const Job = z.object({
@@ -153,7 +158,9 @@ export const JobEndpoints = z.object({
 export const WorkloadDetail = Workload.extend({ events: z.array(WorkloadEvent) });
 
 /** `GET /api/nodes/:id`: the node with its workloads. */
-export const NodeDetail = Node.extend({ workloads: z.array(Workload.omit({ job: true, node: true })) });
+export const NodeDetail = Node.extend({
+  workloads: z.array(Workload.omit({ job: true, node: true, reason: true })),
+});
 
 export const SubmitResult = z.object({
   job: Job,

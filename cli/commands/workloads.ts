@@ -23,6 +23,16 @@ interface Opts extends ClientOptions {
 /** What `workloads list` shows without `--status` or `--all`: what is alive now, not the history. */
 const LIVE = 'pending,starting,running,stopping';
 
+/**
+ * The NOTE of a workload in a list: why it is pending, its error, else for one ending or ended the
+ * reason of its last status change (lost with its node, stopped by request, replaced by an update).
+ */
+function note(w: z.output<typeof api.Workload>): string {
+  if (w.status === 'pending') return w.pending_reason ?? 'waiting for a scheduling pass';
+  if (w.error) return w.error;
+  return ['starting', 'running'].includes(w.status) ? '' : w.reason;
+}
+
 export async function list(opts: Opts & { status?: string; job?: string; node?: string; all?: boolean }) {
   const q = new URLSearchParams();
   if (opts.status) q.set('status', opts.status);
@@ -41,9 +51,7 @@ export async function list(opts: Opts & { status?: string; job?: string; node?: 
       String(w.cpu),
       `${w.memory_mb}M`,
       ago(w.updated_at),
-      printable(
-        w.status === 'pending' ? (w.pending_reason ?? 'waiting for a scheduling pass') : (w.error ?? ''),
-      ),
+      printable(note(w)),
     ]),
   );
 }

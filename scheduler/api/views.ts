@@ -2,9 +2,9 @@
 import type { Queryable } from '../store/db.js';
 import * as jobs from '../store/jobs.js';
 import * as nodes from '../store/nodes.js';
-import type { WorkloadRow } from '../store/workloads.js';
+import { lastReasons, type WorkloadRow } from '../store/workloads.js';
 
-export type WorkloadView = WorkloadRow & { job: string; node: string | null };
+export type WorkloadView = WorkloadRow & { job: string; node: string | null; reason: string };
 
 export async function presentWorkloads(db: Queryable, ws: WorkloadRow[]): Promise<WorkloadView[]> {
   const nodeNames = new Map((await nodes.listNodes(db)).map((n) => [n.id, n.name]));
@@ -12,8 +12,13 @@ export async function presentWorkloads(db: Queryable, ws: WorkloadRow[]): Promis
   for (const w of ws) {
     if (!jobKeys.has(w.job_id)) jobKeys.set(w.job_id, (await jobs.getJob(db, w.job_id))?.key ?? w.job_id);
   }
+  const reasons = await lastReasons(
+    db,
+    ws.map((w) => w.id),
+  );
   return ws.map((w) => ({
     ...w,
+    reason: reasons.get(w.id) ?? '',
     job: jobKeys.get(w.job_id)!,
     node: w.node_id ? (nodeNames.get(w.node_id) ?? null) : null,
   }));

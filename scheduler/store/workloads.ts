@@ -405,6 +405,22 @@ export async function activePlacementsOfPendingJobs(
   );
 }
 
+/**
+ * Why each workload is in its status, by workload id: the reason of its last status change, except that
+ * a stop's reason is the one it began with ("job stopped", "replaced by version 2"), not the agent's
+ * word at its end ("stopped").
+ */
+export async function lastReasons(q: Queryable, workloadIds: string[]): Promise<Map<string, string>> {
+  if (workloadIds.length === 0) return new Map();
+  const rows = await q.query<{ workload_id: string; reason: string }>(
+    `SELECT DISTINCT ON (workload_id) workload_id, reason FROM workload_events
+     WHERE workload_id = ANY($1::text[]) AND NOT (from_status = 'stopping' AND to_status = 'stopped')
+     ORDER BY workload_id, id DESC`,
+    [workloadIds],
+  );
+  return new Map(rows.map((r) => [r.workload_id, r.reason]));
+}
+
 export async function listEvents(q: Queryable, workloadId: string): Promise<WorkloadEventRow[]> {
   return q.query<WorkloadEventRow>('SELECT * FROM workload_events WHERE workload_id = $1 ORDER BY id', [
     workloadId,

@@ -221,6 +221,21 @@ describe('mxc CLI', () => {
 
       const stop = await mxc(['jobs', 'stop', 'test/www/prod/clijob'], env);
       expect(stop.stdout).toMatch(/stopped \(2 workload\(s\) stopping\)/);
+      // Every ended workload's NOTE says why it ended: its error, else its last status change's reason.
+      const ended = await eventually(async () => {
+        const ws = JSON.parse(
+          (await mxc(['workloads', 'list', '--json', '--all', '--job', 'test/www/prod/clijob'], env)).stdout,
+        ) as { status: string; reason: string; error: string | null }[];
+        return ws.every((w) => ['stopped', 'failed', 'lost'].includes(w.status)) ? ws : null;
+      });
+      expect(ended.every((w) => w.reason !== '')).toBe(true);
+      const rows = (await mxc(['workloads', 'list', '--all', '--job', 'test/www/prod/clijob'], env)).stdout
+        .split('\n')
+        .slice(1);
+      expect(rows).toHaveLength(5);
+      for (const row of rows) expect(row).toMatch(/ (stopped|failed) .* ago +\S/);
+      expect(rows.some((r) => r.endsWith('crashed'))).toBe(true);
+      expect(rows.some((r) => r.endsWith('job stopped'))).toBe(true);
       const show = await mxc(['workloads', 'show', submitted.workloads[0].id], env);
       expect(show.stdout).toMatch(/events/);
       // A unique prefix of a workload id names it; an ambiguous one lists the candidates.

@@ -5,6 +5,9 @@ function why(w) {
   if (w.status === 'pending' && w.pending_reason)
     return html`<span class="reason">${w.pending_reason}</span>`;
   if (w.error) return html`<span class="reason bad">${w.error}</span>`;
+  // Ending or ended: why (lost with its node, stopped by request, replaced by an update).
+  if (w.reason && !['pending', 'starting', 'running'].includes(w.status))
+    return html`<span class="reason">${w.reason}</span>`;
   return '';
 }
 
