@@ -7,6 +7,7 @@ import * as z from 'zod';
 import * as api from '../spec/api.js';
 import type { ApiClient } from './client.js';
 import { CliError } from './errors.js';
+import { ago, printableLine, workloadStatus } from './output.js';
 
 export type Kind = 'workload' | 'job' | 'node';
 
@@ -17,8 +18,10 @@ interface Candidate {
   label: string;
   /** Every name a prefix may start. */
   handles: string[];
-  /** A workload's status: whether it is live, and shown in a list of candidates. */
+  /** A workload's status: whether it is live. */
   status?: string;
+  /** What tells candidates apart in a list of them, after the label: job, node, status, age. */
+  columns: string[];
 }
 
 /** The workloads `workloads list` shows by default: the live ones. */
@@ -47,6 +50,7 @@ async function candidates(c: ApiClient, kind: Kind, live = false, prefix = ''): 
       label: w.id,
       handles: [w.id],
       status: w.status,
+      columns: [w.job, w.node ?? '-', workloadStatus(w, false), `created ${ago(w.created_at)}`],
     }));
   }
   if (kind === 'job')
@@ -54,19 +58,35 @@ async function candidates(c: ApiClient, kind: Kind, live = false, prefix = ''): 
       id: j.id,
       label: j.key,
       handles: [j.id, j.key, j.name],
+      columns: [j.id, `v${j.current_version}`, j.status, `updated ${ago(j.updated_at)}`],
     }));
   return (await c.getAll('/api/nodes', api.Node)).map((n) => ({
     id: n.id,
     label: n.name,
     handles: [n.id, n.name],
+    columns: [n.id, n.status, `seen ${ago(n.last_seen_at)}`],
   }));
+}
+
+/** Renders candidates as aligned columns: the label, then what tells them apart. */
+function candidateLine(shown: Candidate[]): (c: Candidate) => string {
+  const cells = (c: Candidate) => [c.label, ...c.columns].map(printableLine);
+  const widths: number[] = [];
+  for (const c of shown)
+    for (const [i, v] of cells(c).entries()) widths[i] = Math.max(widths[i] ?? 0, v.length);
+  return (c) =>
+    cells(c)
+      .map((v, i) => v.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
 }
 
 /**
  * The id of the workload, job or node `given` names: exactly; else as a unique prefix; else, for a
  * command acting on live workloads (`live`: stop), as the prefix of one live workload among ended ones
  * (a restarted job's name). An ambiguous prefix is a usage error (exit 2) listing the candidates with
- * their status; no match at all is the coordinator's own NOT_FOUND.
+ * what tells them apart (a workload's job, node, status and age); no match at all is the coordinator's
+ * own NOT_FOUND.
  */
 export async function resolveId(
   client: ApiClient,
@@ -88,7 +108,7 @@ export async function resolveId(
       throw new CliError(
         `"${given}" names ${hits.length >= MAX_WORKLOADS && kind === 'workload' ? `${hits.length} or more` : hits.length} ${kind}s; say which:\n  ${hits
           .slice(0, 20)
-          .map((h) => (h.status ? `${h.label}  ${h.status}` : h.label))
+          .map(candidateLine(hits.slice(0, 20)))
           .join('\n  ')}${hits.length > 20 ? `\n  … and ${hits.length - 20} more` : ''}`,
         2,
         'AMBIGUOUS',

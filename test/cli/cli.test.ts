@@ -309,7 +309,7 @@ describe('mxc CLI', () => {
       const ambiguousJob = await mxc(['jobs', 'stop', 'test/www/prod/'], env);
       expect(ambiguousJob.exitCode).toBe(2);
       expect(ambiguousJob.stderr).toMatch(
-        /"test\/www\/prod\/" names 2 jobs; say which:\n {2}test\/www\/prod\/clijob\n {2}test\/www\/prod\/other$/,
+        /"test\/www\/prod\/" names 2 jobs; say which:\n {2}test\/www\/prod\/clijob {2}[0-9a-f-]{36} {2}v1 {2}stopped {2}updated \d+s ago\n {2}test\/www\/prod\/other {3}[0-9a-f-]{36} {2}v1 {2}active {3}updated \d+s ago$/,
       );
       const stillRunning = JSON.parse((await mxc(['jobs', 'show', 'other', '--json'], env)).stdout);
       expect(stillRunning.status).toBe('active');
@@ -330,7 +330,7 @@ describe('mxc CLI', () => {
         const ambiguousNode = await mxc(['nodes', 'drain', 'cli-'], env);
         expect(ambiguousNode.exitCode).toBe(2);
         expect(ambiguousNode.stderr).toMatch(
-          /"cli-" names 2 nodes; say which:\n {2}cli-node\n {2}cli-node-2$/,
+          /"cli-" names 2 nodes; say which:\n {2}cli-node {4}[0-9a-f-]{36} {2}ready {2}seen \d+s ago\n {2}cli-node-2 {2}[0-9a-f-]{36} {2}ready {2}seen \d+s ago$/,
         );
         const after = JSON.parse((await mxc(['nodes', 'list', '--json'], env)).stdout) as {
           status: string;
@@ -550,8 +550,16 @@ describe('mxc naming workloads of a restarted job by prefix', () => {
     const show = await mxc(['workloads', 'show', 'hello_world'], env);
     expect(show.exitCode).toBe(2);
     expect(show.stderr).toContain('"hello_world" names 2 workloads; say which:');
-    expect(show.stderr).toContain(`${first}  stopped`);
-    expect(show.stderr).toContain(`${second}  running`);
+    // Each candidate with what tells it apart: its job, node, status and age.
+    for (const [id, status] of [
+      [first, 'stopped'],
+      [second, 'running'],
+    ])
+      expect(show.stderr).toMatch(
+        new RegExp(
+          `\\n {2}${id} {2}test/www/prod/hello_world {2}\\S+ +${status} +created \\d+[sm] ago(\\n|$)`,
+        ),
+      );
 
     const stop = await mxc(['workloads', 'stop', 'hello_world'], env);
     expect([stop.exitCode, stop.stderr]).toEqual([0, '']);
@@ -560,7 +568,9 @@ describe('mxc naming workloads of a restarted job by prefix', () => {
     await eventually(async () => (await statuses())[second] === 'stopped');
     const again = await mxc(['workloads', 'stop', 'hello_world'], env);
     expect(again.exitCode).toBe(2);
-    expect(again.stderr).toContain(`${second}  stopped`);
+    expect(again.stderr).toMatch(
+      new RegExp(`\\n {2}${second} {2}test/www/prod/hello_world {2}\\S+ +stopped +created`),
+    );
     // An `_` in the prefix is itself, not a wildcard; the prefix is bounded.
     const none = await c.api('GET', '/api/workloads?id_prefix=hello%5Fworld-&limit=10');
     expect(none.body.data.map((w: { id: string }) => w.id).sort()).toEqual([first, second].sort());
