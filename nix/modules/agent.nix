@@ -17,6 +17,7 @@ let
     optionalAttrs
     types
     ;
+  common = import ./common.nix { inherit lib pkgs; };
   cfg = config.services.mxc.agent;
   attrFlags = lib.concatMap (k: [
     "--attr"
@@ -27,14 +28,7 @@ in
   options.services.mxc.agent = {
     enable = mkEnableOption "an mxc agent that joins coordinators and runs their workloads";
 
-    package = mkOption {
-      type = types.package;
-      default =
-        pkgs.mxc
-          or (throw "services.mxc.agent.package: set it to mxc.packages.<system>.default, or add mxc's overlays.default");
-      defaultText = lib.literalExpression "pkgs.mxc (from mxc's overlay; the flake's module sets its own package)";
-      description = "The mxc package; its bin/mxc (wrapped with nix, bubblewrap, util-linux and QEMU) runs the agent.";
-    };
+    package = common.package "agent" "The mxc package; its bin/mxc (wrapped with nix, bubblewrap, util-linux and QEMU) runs the agent.";
 
     coordinators = mkOption {
       type = types.listOf types.str;
@@ -144,19 +138,7 @@ in
       };
     };
 
-    logLevel = mkOption {
-      type = types.enum [
-        "fatal"
-        "error"
-        "warn"
-        "info"
-        "debug"
-        "trace"
-        "silent"
-      ];
-      default = "info";
-      description = "Log level (MXC_LOG_LEVEL); logs are JSON lines in the journal.";
-    };
+    inherit (common) logLevel;
 
     hypervisor = mkOption {
       type = types.enum [ "qemu" ];
@@ -170,10 +152,9 @@ in
       description = "Offer microVM isolation (MXC_HYPERVISOR=qemu, or none when false).";
     };
 
-    extraEnvironment = mkOption {
-      type = types.attrsOf types.str;
-      default = { };
-      description = "More environment variables (see the README's configuration table; every mxc setting of the agent has an option). Never secrets: use tokenFile.";
+    extraEnvironment = common.extraEnvironment {
+      role = "agent";
+      secrets = "tokenFile";
     };
   };
 

@@ -17,6 +17,7 @@ let
     optionalAttrs
     types
     ;
+  common = import ./common.nix { inherit lib pkgs; };
   cfg = config.services.mxc.coordinator;
   db = cfg.database;
   # A database on this machine (socket or loopback): order after the local PostgreSQL.
@@ -44,14 +45,7 @@ in
   options.services.mxc.coordinator = {
     enable = mkEnableOption "the mxc coordinator (API, dashboard, scheduler, binary cache)";
 
-    package = mkOption {
-      type = types.package;
-      default =
-        pkgs.mxc
-          or (throw "services.mxc.coordinator.package: set it to mxc.packages.<system>.default, or add mxc's overlays.default");
-      defaultText = lib.literalExpression "pkgs.mxc (from mxc's overlay; the flake's module sets its own package)";
-      description = "The mxc package; its bin/mxc runs the coordinator.";
-    };
+    package = common.package "coordinator" "The mxc package; its bin/mxc runs the coordinator.";
 
     port = mkOption {
       type = types.port;
@@ -275,27 +269,14 @@ in
       description = "Serve the dashboard (MXC_UI_ENABLED).";
     };
 
-    logLevel = mkOption {
-      type = types.enum [
-        "fatal"
-        "error"
-        "warn"
-        "info"
-        "debug"
-        "trace"
-        "silent"
-      ];
-      default = "info";
-      description = "Log level (MXC_LOG_LEVEL); logs are JSON lines in the journal.";
-    };
+    inherit (common) logLevel;
 
-    extraEnvironment = mkOption {
-      type = types.attrsOf types.str;
-      default = { };
+    extraEnvironment = common.extraEnvironment {
+      role = "coordinator";
+      secrets = "the *File options";
       example = {
         NODE_EXTRA_CA_CERTS = "/etc/ssl/private-ca.pem";
       };
-      description = "More environment variables (see the README's configuration table; every mxc setting of the coordinator has an option). Never secrets: use the *File options.";
     };
   };
 

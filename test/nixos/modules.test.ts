@@ -32,7 +32,9 @@ import {
 import { PG_ADMIN_URL } from '../helpers/db.js';
 
 const LIB = process.env.MXC_NIXPKGS_LIB;
-const MODULES = ['coordinator', 'agent', 'postgres'].map((m) => repoPath('nix', 'modules', `${m}.nix`));
+const MODULES = ['coordinator', 'agent', 'postgres', 'common'].map((m) =>
+  repoPath('nix', 'modules', `${m}.nix`),
+);
 
 interface Unit {
   environment: Record<string, string>;
