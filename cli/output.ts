@@ -67,7 +67,15 @@ export function printTable(headers: string[], rows: string[][]): void {
     if (v > w) return `${s.replace(/\u001b\[[0-9;]*m/g, '').slice(0, w - 1)}…`;
     return s + ' '.repeat(w - v);
   };
-  writeOut(`${headers.map((h, i) => color.bold(cell(h.toUpperCase(), widths[i]!))).join('  ')}\n`);
+  // No padding after the last column, in the header as in the rows (copied text carries no trailing blanks).
+  writeOut(
+    `${color.bold(
+      headers
+        .map((h, i) => cell(h.toUpperCase(), widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )}\n`,
+  );
   for (const r of rows)
     writeOut(
       `${r

@@ -182,6 +182,10 @@ describe('mxc CLI', () => {
       );
       expect(versions).toHaveLength(1);
 
+      // No line of a table ends in blanks, its header included (the last column, ID, is wider than it).
+      const nodeTable = (await mxc(['nodes', 'list'], env)).stdout;
+      expect(nodeTable).toMatch(/^NAME +STATUS .* ID\n/);
+      for (const line of nodeTable.split('\n')) expect(line).toBe(line.trimEnd());
       const node = JSON.parse((await mxc(['nodes', 'show', 'cli-node', '--json'], env)).stdout);
       expect(node.workloads).toHaveLength(2);
       const drained = await mxc(['nodes', 'drain', 'cli-node'], env);
