@@ -345,7 +345,7 @@ command(['workloads', 'wl'], () => {
     'npx mxc workloads show hello_world-0-1a2b3c4d',
   ).action(lazy(workloads, 'show'));
   example(
-    client(wl.command('create <file>')).description(
+    client(wl.command('create <file>').alias('deploy')).description(
       'run one command (samrose/mxc): FILE.json is {type, command, args, env, cpu, memory_mb, constraints}',
     ),
     'npx mxc workloads create workload.json',
@@ -558,6 +558,37 @@ function liftNixArgs(argv: string[]): string[] {
   return out;
 }
 
+/** The subcommands of `workloads` and `nodes`: any other word after them is an id (samrose/mxc's forms). */
+const SUBCOMMANDS: Record<string, string[]> = {
+  workloads: ['list', 'show', 'create', 'deploy', 'stop', 'events', 'logs', 'help'],
+  nodes: ['list', 'show', 'drain', 'remove', 'help'],
+};
+
+/**
+ * samrose/mxc's command forms, as its users type them: `mxc workloads` and `mxc nodes` list,
+ * `mxc workloads ID` and `mxc nodes ID` show, `mxc workloads ID stop` stops (`workloads deploy FILE`
+ * is `create`'s alias). Rewritten into ours before commander reads the line.
+ */
+function seedForms(argv: string[]): string[] {
+  let i = 2;
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (GLOBAL_VALUE_OPTIONS.has(a)) i++;
+    else if (!(GLOBAL_FLAGS.has(a) || /^--(coordinator|token|token-file|format)=/.test(a))) break;
+  }
+  const group = argv[i] === 'wl' ? 'workloads' : argv[i];
+  const subs = group === undefined ? undefined : SUBCOMMANDS[group];
+  if (!subs) return argv;
+  const next = argv[i + 1];
+  const head = argv.slice(0, i + 1);
+  // `mxc workloads`, `mxc nodes -f json`: the list (help stays help).
+  if (next === undefined || (next.startsWith('-') && next !== '-h' && next !== '--help'))
+    return [...head, 'list', ...argv.slice(i + 1)];
+  if (next.startsWith('-') || subs.includes(next)) return argv;
+  if (group === 'workloads' && argv[i + 2] === 'stop') return [...head, 'stop', next, ...argv.slice(i + 3)];
+  return [...head, 'show', ...argv.slice(i + 1)];
+}
+
 /**
  * Ends a finished command's process once stdout and stderr have taken what it wrote (on Linux they
  * write synchronously, so at once): it does not wait for idle handles to close (a finished child's
@@ -682,7 +713,7 @@ export async function main(argv = process.argv, started: Early = {}): Promise<vo
     else if (started.request) await clusterStatus(plainClientOptions(argv));
     else if (argv.length === 3 && argv[2] === 'version') writeOut(`mxc ${VERSION}\n`);
     else {
-      const args = liftNixArgs(argv);
+      const args = seedForms(liftNixArgs(argv));
       await loadProgram();
       defineCommands(args);
       await program.parseAsync(args);

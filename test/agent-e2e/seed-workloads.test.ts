@@ -97,3 +97,27 @@ it('DELETE stops a seed workload (204) and its job; cluster status has the seed 
   expect(bad.body.error.details.problems.join('\n')).toMatch(/^type: /m);
   expect(bad.body.error.details.problems.join('\n')).toMatch(/^cpu: /m);
 });
+
+it("takes the seed CLI's own forms: workloads deploy FILE, workloads ID [stop], workloads and nodes alone, nodes ID", async () => {
+  const file = join(cluster.dir, 'sleep.json');
+  await writeFile(file, JSON.stringify({ type: 'process', command: 'sleep 300' }));
+  const deployed = await mxc(['workloads', 'deploy', file, '-f', 'json']);
+  expect(deployed.exitCode, deployed.stderr).toBe(0);
+  const id: string = JSON.parse(deployed.stdout).id;
+  await eventually(async () => (await workload(id)).status === 'running', 60_000, 'sleep to run');
+
+  const list = await mxc(['workloads', '-f', 'json']);
+  expect(list.exitCode, list.stderr).toBe(0);
+  expect(JSON.parse(list.stdout).map((w: { id: string }) => w.id)).toContain(id);
+  expect((await mxc(['workloads'])).stdout).toMatch(/^ID +JOB +STATUS/);
+  const shown = await mxc(['workloads', id, '-f', 'json']);
+  expect([shown.exitCode, JSON.parse(shown.stdout).events.length > 0]).toEqual([0, true]);
+  expect((await mxc(['nodes'])).stdout).toMatch(/^NAME +STATUS[^\n]*\nseed-node /);
+  expect(JSON.parse((await mxc(['nodes', 'seed-node', '-f', 'json'])).stdout).name).toBe('seed-node');
+  // Help is still help.
+  expect((await mxc(['workloads', '--help'])).stdout).toMatch(/^Usage: mxc workloads/);
+
+  const stopped = await mxc(['workloads', id, 'stop']);
+  expect([stopped.exitCode, stopped.stdout]).toEqual([0, `${id}: stopping`]);
+  await eventually(async () => (await workload(id)).status === 'stopped', 30_000, 'sleep to stop');
+});
