@@ -116,7 +116,11 @@ export async function show(id: string, opts: Opts) {
   if (j.spec.cron_schedule)
     out(
       'schedule',
-      `${j.spec.cron_schedule} (UTC); next run ${j.next_run_at ? new Date(j.next_run_at).toISOString() : '-'}`,
+      `${j.spec.cron_schedule} (UTC); ${
+        j.status === 'stopped'
+          ? 'descheduled: the job is stopped (submit it again to schedule it)'
+          : `next run ${j.next_run_at ? new Date(j.next_run_at).toISOString() : '-'}`
+      }`,
     );
   process.stdout.write(`\n${color.bold('workloads')}\n`);
   printTable(

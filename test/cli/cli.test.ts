@@ -432,6 +432,23 @@ describe('mxc CLI', () => {
       for (const key of ['test/www/devel/twin', 'test/www/prod/twin'])
         expect((await mxc(['jobs', 'stop', key], env)).exitCode).toBe(0);
     });
+
+    it('a stopped cron job shows as descheduled (Aurora cron deschedule), not "next run -"', async () => {
+      const cron = plainJob({
+        name: 'ticker',
+        environment: 'cron',
+        service: false,
+        cron_schedule: '*/5 * * * *',
+      });
+      expect((await c.api('POST', '/api/jobs', cron)).status).toBe(201);
+      expect((await mxc(['jobs', 'show', 'ticker'], env)).stdout).toMatch(
+        /^schedule +\*\/5 \* \* \* \* \(UTC\); next run \d{4}-\d\d-\d\dT\d\d:\d[05]:00\.000Z$/m,
+      );
+      expect((await mxc(['jobs', 'stop', 'ticker'], env)).exitCode).toBe(0);
+      expect((await mxc(['jobs', 'show', 'ticker'], env)).stdout).toMatch(
+        /^schedule +\*\/5 \* \* \* \* \(UTC\); descheduled: the job is stopped \(submit it again to schedule it\)$/m,
+      );
+    });
   });
 });
 
