@@ -20,7 +20,7 @@ import type { Coordinator } from '../coordinator.js';
 import { MxcError } from '../errors.js';
 import { type Access, type Auth, allows, refusal, routeAccess } from './auth.js';
 import { documentWebSockets, installContract } from './contract.js';
-import { installErrorHandler } from './error-handler.js';
+import { installErrorHandler, noRoute } from './error-handler.js';
 import { badTextError, findBadText } from './input-check.js';
 import { openApiRoutes } from './openapi.js';
 import { agentSocketRoutes } from './routes/agent-ws.js';
@@ -419,7 +419,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       endWithAnswer(req, reply);
       return done(
         url === undefined
-          ? new MxcError('NOT_FOUND', 404, `no route ${req.method} ${req.url.split('?')[0]}`)
+          ? new MxcError('NOT_FOUND', 404, noRoute(req.method, req.url))
           : new MxcError('BODY_NOT_ALLOWED', 400, `${req.method} ${url} takes no request body`),
       );
     }

@@ -87,8 +87,38 @@ export function installErrorHandler(app: FastifyInstance): void {
     });
   });
   app.setNotFoundHandler((req, reply) =>
-    reply.status(404).send({
-      error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` },
-    }),
+    reply.status(404).send({ error: { code: 'NOT_FOUND', message: noRoute(req.method, req.url) } }),
   );
+}
+
+/**
+ * samrose/mxc's routes that mxc has no route for, and what its users do instead (matched on the
+ * method and the path; the answer stays 404 NOT_FOUND).
+ */
+const SEED_ROUTES: { method: RegExp; path: RegExp; instead: string }[] = [
+  {
+    method: /^POST$/,
+    path: /^\/api\/nodes\/?$/,
+    instead:
+      "nodes are not registered through the API (samrose/mxc's POST /api/nodes): a node joins when its agent starts, `mxc agent --coordinator URL --token-file FILE` (services.mxc.agent on NixOS)",
+  },
+  {
+    method: /^(PUT|PATCH)$/,
+    path: /^\/api\/nodes\/[^/]+\/?$/,
+    instead:
+      "a node's status changes with POST /api/nodes/:id/drain and /undrain (`mxc nodes drain ID [--undo]`); its resources and attributes are what its agent offers (`mxc agent --cpu N --memory MiB --attr k=v`)",
+  },
+  {
+    method: /./,
+    path: /^\/api\/rules(\/|$)/,
+    instead:
+      'mxc has no scheduling-rule objects (samrose/mxc\'s /api/rules): placement follows each job\'s constraints (Job { constraints = { rack = "a1"; }; }, matched against `mxc agent --attr rack=a1`) and MXC_SCHEDULER_STRATEGY (spread or pack)',
+  },
+];
+
+/** The 404 message for a request no route takes: which, and for samrose/mxc's routes what to do instead. */
+export function noRoute(method: string, url: string): string {
+  const path = url.split('?')[0]!;
+  const seed = SEED_ROUTES.find((r) => r.method.test(method) && r.path.test(path));
+  return `no route ${method} ${path}${seed ? `; ${seed.instead}` : ''}`;
 }

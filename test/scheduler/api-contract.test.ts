@@ -425,6 +425,30 @@ describe('API contract', () => {
     expect(seen).toEqual(expected);
   });
 
+  it("samrose/mxc's routes mxc has none of say what to do instead (404 NOT_FOUND), with a body or without", async () => {
+    c = await startTestCoordinator('pglite');
+    const cases: [string, string, unknown, RegExp][] = [
+      [
+        'POST',
+        '/api/nodes',
+        { hostname: 'n1', cpu_total: 4 },
+        /a node joins when its agent starts, `mxc agent/,
+      ],
+      ['PUT', '/api/nodes/n1', { status: 'draining' }, /POST \/api\/nodes\/:id\/drain and \/undrain/],
+      ['GET', '/api/rules', undefined, /placement follows each job's constraints/],
+      ['POST', '/api/rules', { name: 'r', rule_text: 'x' }, /no scheduling-rule objects/],
+      ['DELETE', '/api/rules/7', undefined, /MXC_SCHEDULER_STRATEGY/],
+    ];
+    for (const [method, path, body, instead] of cases) {
+      const r = await c.api(method, path, body);
+      expect([method, path, r.status, r.body.error.code]).toEqual([method, path, 404, 'NOT_FOUND']);
+      expect(r.body.error.message).toMatch(new RegExp(`^no route ${method} ${path}; `));
+      expect(r.body.error.message).toMatch(instead);
+    }
+    // Other unknown routes are answered as before.
+    expect((await c.api('GET', '/api/nope')).body.error.message).toBe('no route GET /api/nope');
+  });
+
   it('addresses names at their longest; a path the router cannot read is a coded 400 or 414', async () => {
     c = await startTestCoordinator('pglite');
     // Four names of 128 characters: the job key is 515, its workload ids ~140 (fastify's default bound
