@@ -81,8 +81,12 @@ export class LeaderLease {
   /** Inside a leader-only transaction: throws NOT_LEADER unless the lease is still ours at our epoch. */
   async fence(q: Queryable): Promise<void> {
     const epoch = this.currentEpoch;
-    if (epoch === null || !(await leader.holdsLease(q, this.holder, epoch, this.timings.leaseMs))) {
-      this.stepDown('a fenced write found the lease gone');
+    // Past the renew deadline (not leading, the lease perhaps still ours): refused, and the next round
+    // renews the lease or steps down. Stepping down here, a late renewal's lease was taken again at a
+    // new epoch: a second election (and a TTL of grace) for a leader no one else could have replaced.
+    if (epoch === null) throw notLeader();
+    if (!(await leader.holdsLease(q, this.holder, epoch, this.timings.leaseMs))) {
+      if (this.epoch === epoch) this.stepDown('a fenced write found the lease gone');
       throw notLeader();
     }
   }
@@ -138,18 +142,29 @@ export class LeaderLease {
         const failedRounds = this.failedRounds.count;
         this.log.warn({ err, ...(failedRounds > 1 ? { failedRounds } : {}) }, 'leader election round failed');
       }
-      if (this.epoch !== null && !this.isLeader()) this.stepDown('renewals failed past the deadline');
+      // Past the deadline leader work already stopped; the lease may still be ours (the database back
+      // within the lease renews it at the same epoch), but not after a whole lease without a renewal.
+      if (this.epoch !== null && this.mono() - this.renewedAt >= this.timings.leaseMs)
+        this.stepDown('renewals failed for a whole lease');
     }
   }
 
   /** One round: renew the lease held, or try to take it. */
   private async tryRound(started: number) {
     if (this.epoch !== null) {
-      // Past the renew deadline we already stopped leader work; a late renewal must not resume it.
-      if (this.announced && !this.isLeader()) return this.stepDown('the renew deadline passed');
+      // Past the renew deadline leader work stopped (isLeader). The renewal still succeeds only while the
+      // lease is ours at this epoch and unexpired, so no one else can have led meanwhile: leading resumes
+      // at the same epoch. Stepping down instead, the lease was taken again at once (it names us) at a
+      // new epoch: leadership bounced, and each election granted agents another TTL of grace.
+      const late = this.announced && !this.isLeader();
       const ok = await leader.renewLease(this.db, this.holder, this.epoch, this.timings.leaseMs);
       if (!ok) return this.stepDown('the lease was lost');
       this.renewedAt = started;
+      if (late && this.isLeader())
+        this.log.warn(
+          { epoch: this.epoch },
+          'renewed the leader lease after the renew deadline; leading again',
+        );
       this.announce();
       return;
     }

@@ -269,3 +269,45 @@ it('grants one TTL of grace after start and after an event-loop stall, and judge
   await c.coordinator.requestLiveness();
   expect(await nodeStatus()).toBe('down');
 });
+
+it('a leader whose renewal comes after its renew deadline, its lease still unexpired, keeps its epoch: it pauses, it does not bounce', async () => {
+  const { url, name } = await createPostgresDb();
+  cleanup.push(() => dropPostgresDb(name));
+  const db = await openPostgres(url);
+  cleanup.push(() => db.close());
+  const clock = new ManualClock();
+  // A 60 s lease on the database's clock; the renew deadline (40 s) passes on the manual one.
+  const t = leaseTimings(60_000);
+  const one = new LeaderLease(db, 'one', t, testLogger(), clock);
+  const two = new LeaderLease(db, 'two', t, testLogger(), clock);
+  cleanup.push(
+    () => one.stop(),
+    () => two.stop(),
+  );
+  const changes: string[] = [];
+  one.events.on('elected', (e) => changes.push(`elected ${e}`));
+  one.events.on('lost', (e) => changes.push(`lost ${e}`));
+  await one.cycle();
+  expect(one.isLeader()).toBe(true);
+  // Its event loop (or its database) held it past the renew deadline: it stops leading at once ...
+  clock.jump(t.renewDeadlineMs + 1);
+  expect(one.isLeader()).toBe(false);
+  // ... and a fenced write begun just before refuses, without giving up a lease that is still its own.
+  await expect(db.tx((q) => one.fence(q))).rejects.toMatchObject({ code: 'NOT_LEADER' });
+  await two.cycle();
+  expect(two.isLeader()).toBe(false); // no one else can take it meanwhile
+  // The late round renews the lease at the epoch held and leads again: no second election, no grace.
+  await one.cycle();
+  expect(one.isLeader()).toBe(true);
+  expect(changes).toEqual(['elected 1']);
+  expect((await db.query<{ epoch: number }>('SELECT epoch FROM mxc_leader'))[0]!.epoch).toBe(1);
+  await db.tx((q) => one.fence(q));
+  // A lease that did run out meanwhile is lost for good: it steps down once.
+  clock.jump(t.renewDeadlineMs + 1);
+  await db.query(`UPDATE mxc_leader SET expires_at = clock_timestamp() - interval '1 second'`);
+  await two.cycle();
+  expect(two.isLeader()).toBe(true);
+  await one.cycle();
+  expect(one.isLeader()).toBe(false);
+  expect(changes).toEqual(['elected 1', 'lost 1']);
+});
