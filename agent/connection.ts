@@ -11,6 +11,7 @@ import WebSocket from 'ws';
 import { FailureStreak } from '../lib/failure-streak.js';
 import {
   CoordinatorMessage,
+  LOG_STREAM_HEADER,
   type LogLine,
   MAX_AGENT_MESSAGE_BYTES,
   MAX_LOG_LINES_PER_MESSAGE,
@@ -49,10 +50,15 @@ const LOG_BACKLOG_BYTES = 16 * 1024 * 1024;
 /** Messages kept between a socket's opening and its welcome (sent after it, in order). */
 const MAX_EARLY_MESSAGES = 10_000;
 
-/** Log lines sent on a socket, kept until a pong for a ping sent after them says the coordinator read them. */
+/**
+ * Log lines sent on a socket, kept until the coordinator confirms them: with `log_acks` its `logs_ack`
+ * says they are committed; an older coordinator's pong for a ping sent after them says only it read them.
+ */
 interface UnconfirmedFrame {
-  /** The number of the first ping sent after this frame (its pong confirms the frame). */
+  /** The number of the first ping sent after this frame (its pong confirms the frame, without acks). */
   ping: number;
+  /** Its number in this agent's log stream: sent again, it keeps it, so it is stored once. */
+  seq: number;
   id: string;
   lines: LogLine[];
 }
@@ -66,13 +72,21 @@ export class CoordinatorConnection {
   private readonly pendingLogs: LogBuffer;
   private logFlush: NodeJS.Timeout | null = null;
   /**
-   * Log frames sent on the joined socket and not yet confirmed: a coordinator that froze (or whose
-   * host went away) never reads them, and the socket is given up on with them in it; they are queued
-   * again, before newer lines, for the next coordinator. A woken one drops them (its socket is
-   * superseded by then), so they are stored once.
+   * Log frames sent on the joined socket and not yet confirmed: a coordinator killed after reading them
+   * (but before its commit), or one that froze or whose host went away, never stores them, and the socket
+   * ends with them unconfirmed; they are sent again, before newer lines and under the same numbers, to the
+   * next coordinator, which stores them once (see LOG_STREAM_HEADER). A woken one drops them (its socket
+   * is superseded by then).
    */
   private unconfirmed: UnconfirmedFrame[] = [];
   private unconfirmedLines = 0;
+  /** Frames an ended socket never confirmed, sent first once joined again. */
+  private resend: UnconfirmedFrame[] = [];
+  /** This agent's log stream (one per process): its log messages are numbered in it. */
+  private readonly logStream = randomBytes(12).toString('base64url');
+  private nextSeq = 1;
+  /** Whether the joined coordinator acknowledges numbered log messages once committed (`log_acks`). */
+  private acks = false;
   /** The number the next ping carries (its pong echoes it). */
   private nextPing = 0;
   /**
@@ -156,13 +170,16 @@ export class CoordinatorConnection {
   private open(): void {
     if (this.closed) return;
     const ws = new WebSocket(this.wsUrl(), {
-      headers: this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {},
+      headers: {
+        ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}),
+        [LOG_STREAM_HEADER]: this.logStream,
+      },
       handshakeTimeout: 10_000,
     });
     this.ws = ws;
     ws.on('pong', (data) => {
       this.lastPong = performance.now();
-      if (ws === this.joinedWs) this.confirmLogs(Number(data.toString()));
+      if (ws === this.joinedWs && !this.acks) this.confirmLogs(Number(data.toString()));
     });
     ws.on('open', () => {
       this.onOpen(ws).catch((err) => {
@@ -346,6 +363,7 @@ export class CoordinatorConnection {
     if (msg.type === 'welcome') {
       this.unreachable.ended();
       this.joinedWs = this.ws;
+      this.acks = msg.log_acks === true;
       this.watchCoordinator(msg.heartbeat_interval_ms);
       if (msg.node_secret) await this.saveNodeSecret(msg.node_secret);
       if (this.heartbeat) clearInterval(this.heartbeat);
@@ -358,6 +376,7 @@ export class CoordinatorConnection {
       for (const w of this.joinWaiters.splice(0)) w();
       for (const l of [...this.sessionListeners]) l();
     }
+    if (msg.type === 'logs_ack') return this.acknowledged(msg.seq);
     this.c.onMessage(msg);
   }
 
@@ -433,20 +452,41 @@ export class CoordinatorConnection {
       return;
     }
     const ws = this.ws!;
-    let sent = false;
-    for (const [id, lines] of this.pendingLogs.drain()) {
-      for (const frame of logFrames(lines, MAX_LOG_LINES_PER_MESSAGE, LOG_FRAME_BYTES)) {
-        this.send({ type: 'logs', workload_id: id, lines: frame });
-        this.unconfirmed.push({ ping: this.nextPing, id, lines: frame });
-        this.unconfirmedLines += frame.length;
-        sent = true;
+    // What the last coordinator never confirmed goes first, in order, under its numbers.
+    const resend = this.resend;
+    this.resend = [];
+    for (const f of resend) this.sendFrame(f);
+    let sent = resend.length > 0;
+    // Acknowledged after commits, unconfirmed lines wait on the database: the buffer's bound holds them
+    // back meanwhile (its oldest are dropped, and said so), and the next acknowledgement flushes.
+    if (!this.acks || this.unconfirmedLines < this.pendingLogs.maxLines) {
+      for (const [id, lines] of this.pendingLogs.drain()) {
+        for (const frame of logFrames(lines, MAX_LOG_LINES_PER_MESSAGE, LOG_FRAME_BYTES)) {
+          this.sendFrame({ ping: 0, seq: this.nextSeq++, id, lines: frame });
+          sent = true;
+        }
       }
     }
-    if (!sent) return;
+    if (!sent || this.acks) return;
     // Kept within the buffer's bound: past it the oldest are taken as read (a pong is due by then).
     while (this.unconfirmedLines > this.pendingLogs.maxLines && this.unconfirmed.length > 1)
       this.unconfirmedLines -= this.unconfirmed.shift()!.lines.length;
     this.ping(ws);
+  }
+
+  /** Sends a log frame on the joined socket and keeps it until confirmed; numbered for a coordinator that acknowledges. */
+  private sendFrame(f: UnconfirmedFrame) {
+    f.ping = this.nextPing;
+    this.send({ type: 'logs', workload_id: f.id, lines: f.lines, ...(this.acks ? { seq: f.seq } : {}) });
+    this.unconfirmed.push(f);
+    this.unconfirmedLines += f.lines.length;
+  }
+
+  /** `logs_ack`: every numbered frame up to `seq` is committed. */
+  private acknowledged(seq: number) {
+    while (this.unconfirmed.length > 0 && this.unconfirmed[0]!.seq <= seq)
+      this.unconfirmedLines -= this.unconfirmed.shift()!.lines.length;
+    if (this.pendingLogs.size > 0 && this.unconfirmedLines < this.pendingLogs.maxLines) this.flushLogs();
   }
 
   /** Pings the coordinator; the pong echoes the ping's number, confirming what was sent before it. */
@@ -461,18 +501,12 @@ export class CoordinatorConnection {
       this.unconfirmedLines -= this.unconfirmed.shift()!.lines.length;
   }
 
-  /** The joined socket ended: what it never confirmed goes to the next coordinator, in order. */
+  /** The joined socket ended: what it never confirmed goes to the next coordinator, in order, first. */
   private requeueUnconfirmed() {
     const frames = this.unconfirmed;
     this.unconfirmed = [];
     this.unconfirmedLines = 0;
-    const byWorkload = new Map<string, LogLine[]>();
-    for (const f of frames) {
-      const lines = byWorkload.get(f.id);
-      if (lines) lines.push(...f.lines);
-      else byWorkload.set(f.id, [...f.lines]);
-    }
-    for (const [id, lines] of byWorkload) this.pendingLogs.requeue(id, lines);
+    this.resend.push(...frames);
     if (frames.length > 0)
       this.log.debug({ frames: frames.length }, 'log lines the coordinator did not confirm are sent again');
   }

@@ -18,6 +18,11 @@ export interface AgentSession {
   /** Sends a message already serialised: the JSON text of a CoordinatorMessage. */
   sendText(text: string): void;
   close(code?: number, reason?: string): void;
+  /**
+   * The agent's log stream (its LOG_STREAM_HEADER): its log messages are numbered, stored once each and
+   * acknowledged after the commit. Absent for an agent that predates it.
+   */
+  logStream?: string;
 }
 
 export interface CoordinatorOptions {

@@ -43,6 +43,7 @@ import * as closures from './store/closures.js';
 import * as coordinatorsStore from './store/coordinators.js';
 import type { Db, Queryable } from './store/db.js';
 import * as jobs from './store/jobs.js';
+import * as logsStore from './store/logs.js';
 import * as nodes from './store/nodes.js';
 import * as retention from './store/retention.js';
 import * as updates from './store/updates.js';
@@ -63,6 +64,11 @@ type WorkKindName = 'schedule' | 'sweep' | 'rollout' | 'drain' | 'poll' | 'liven
 
 /** How often the leader runs a scheduling pass that no event asked for (see the `sweep` work). */
 const SWEEP_MS = 10_000;
+/**
+ * A log stream's mark is kept this long after its last message: an agent resends only what a
+ * coordinator had not acknowledged when its socket ended, moments later, never a week later.
+ */
+const LOG_STREAM_KEPT_MS = 7 * 86_400_000;
 
 /**
  * Outbox rows taken and sent per round of a drain (an apply transaction writes one row of starts per
@@ -165,6 +171,7 @@ export class Coordinator {
             if (!this.isLeader()) return;
             await this.collectGarbage();
             await coordinatorsStore.pruneCoordinators(this.db, 3_600_000);
+            await logsStore.deleteStaleLogStreams(this.db, LOG_STREAM_KEPT_MS);
             await this.collectCache();
           },
           failure: 'retention pass failed',
@@ -1022,6 +1029,7 @@ export class Coordinator {
         node_id: node.id,
         heartbeat_interval_ms: this.opts.heartbeatIntervalMs,
         ...(issuedSecret ? { node_secret: issuedSecret } : {}),
+        ...(session.logStream ? { log_acks: true as const } : {}),
       });
       this.log.info({ node: node.name, id: node.id }, 'agent connected');
       this.settledOnHello.set(session, await reconcileAgent(this.agentDeps, node, hello.running));
@@ -1086,6 +1094,20 @@ export class Coordinator {
         await this.agentLeft(nodeId);
         return;
       case 'logs': {
+        // A numbered message is acknowledged once committed: the agent keeps it until then and sends it
+        // again to whichever coordinator it joins next (a coordinator killed after reading it lost it).
+        if (msg.seq !== undefined && session?.logStream) {
+          const n = await this.logIntake.takeNumbered(
+            nodeId,
+            session.logStream,
+            msg.seq,
+            msg.workload_id,
+            msg.lines,
+          );
+          session.send({ type: 'logs_ack', seq: msg.seq });
+          if (n > 0) this.emit({ kind: 'log', id: msg.workload_id });
+          return;
+        }
         const w = await wl.getWorkload(this.db, msg.workload_id);
         if (!w || w.node_id !== nodeId) return;
         if ((await this.logIntake.take(w, msg.lines)) > 0) this.emit({ kind: 'log', id: msg.workload_id });

@@ -4,9 +4,9 @@
  * newest `keep` lines; older ones are deleted every `keep / 10` lines stored here).
  */
 import type { LogLine } from '../spec/messages.js';
-import type { Queryable } from './store/db.js';
+import type { Db, Queryable } from './store/db.js';
 import * as logs from './store/logs.js';
-import type { WorkloadRow } from './store/workloads.js';
+import { getWorkload, type WorkloadRow } from './store/workloads.js';
 
 /** The newest lines of a workload's log kept when MXC_LOG_LINES_KEPT is unset. */
 export const DEFAULT_LOG_LINES_KEPT = 100_000;
@@ -20,7 +20,7 @@ export class LogIntake {
   private readonly trimEvery: number;
 
   constructor(
-    private readonly db: Queryable,
+    private readonly db: Db,
     readonly keep = DEFAULT_LOG_LINES_KEPT,
   ) {
     this.trimEvery = Math.max(100, Math.ceil(keep / 10));
@@ -34,19 +34,60 @@ export class LogIntake {
    * `keep + keep / 10` lines (per coordinator it reached; each trims what it stored).
    */
   async take(w: Pick<WorkloadRow, 'id' | 'status' | 'finished_at'>, lines: LogLine[]): Promise<number> {
+    const n = await this.insert(this.db, w, lines);
+    await this.stored(w.id, n);
+    return n;
+  }
+
+  /**
+   * Stores the lines as `take` does, through `q` (the transaction that also records a numbered message as
+   * stored, see takeNumbered); returns how many. `stored` counts them once that transaction committed.
+   */
+  private async insert(
+    q: Queryable,
+    w: Pick<WorkloadRow, 'id' | 'status' | 'finished_at'>,
+    lines: LogLine[],
+  ): Promise<number> {
     const lostAt = w.status === 'lost' ? (w.finished_at?.getTime() ?? 0) : Number.POSITIVE_INFINITY;
     const kept = lostAt === Number.POSITIVE_INFINITY ? lines : lines.filter((l) => l.ts <= lostAt);
-    if (kept.length === 0) return 0;
-    await logs.insertLogs(this.db, w.id, kept);
-    const n = (this.sinceTrim.get(w.id) ?? 0) + kept.length;
-    if (n < this.trimEvery) {
-      if (this.sinceTrim.size >= MAX_COUNTED && !this.sinceTrim.has(w.id)) this.sinceTrim.clear();
-      this.sinceTrim.set(w.id, n);
-      return kept.length;
+    if (kept.length > 0) await logs.insertLogs(q, w.id, kept);
+    return kept.length;
+  }
+
+  /**
+   * Stores the lines of a numbered message (`seq` of the agent's log `stream`, see LOG_STREAM_HEADER) in
+   * one transaction with the stream's mark, so a message sent again (its first coordinator died after
+   * reading it, or after committing it but before acknowledging) is stored once. Returns how many lines
+   * were stored (0 for a resend); the message is committed, and may be acknowledged, once it resolves.
+   */
+  async takeNumbered(
+    nodeId: string,
+    stream: string,
+    seq: number,
+    workloadId: string,
+    lines: LogLine[],
+  ): Promise<number> {
+    const n = await this.db.tx(async (q) => {
+      if (!(await logs.advanceLogStream(q, stream, nodeId, seq))) return 0;
+      const w = await getWorkload(q, workloadId);
+      if (!w || w.node_id !== nodeId) return 0;
+      return this.insert(q, w, lines);
+    });
+    await this.stored(workloadId, n);
+    return n;
+  }
+
+  /** Counts `n` lines stored for a workload and trims its log when that many are due. */
+  private async stored(id: string, n: number): Promise<void> {
+    if (n === 0) return;
+    const since = (this.sinceTrim.get(id) ?? 0) + n;
+    if (since < this.trimEvery) {
+      if (this.sinceTrim.size >= MAX_COUNTED && !this.sinceTrim.has(id)) this.sinceTrim.clear();
+      this.sinceTrim.set(id, since);
+      return;
     }
     // Awaited: an agent that floods a workload's log is read no faster than its lines are trimmed.
-    this.sinceTrim.delete(w.id);
-    await logs.trimLogs(this.db, w.id, this.keep);
-    return kept.length;
+    this.sinceTrim.delete(id);
+    await logs.trimLogs(this.db, id, this.keep);
   }
 }

@@ -196,11 +196,26 @@ export const LogLine = z.object({
 });
 export type LogLine = z.infer<typeof LogLine>;
 
+/**
+ * The upgrade header with which an agent numbers its `logs` messages (its value names the agent's stream
+ * of them, one per agent process): a coordinator that knows it welcomes it with `log_acks` and answers
+ * each numbered message with `logs_ack` once its lines are committed; the agent keeps a message until
+ * then and sends it again (same stream, same number) to whichever coordinator it joins next, which stores
+ * it once. Negotiated so, since both sides' messages are strict: an older coordinator ignores the header
+ * (and is sent no numbers), an older agent sends none (and is sent neither `log_acks` nor `logs_ack`).
+ */
+export const LOG_STREAM_HEADER = 'x-mxc-log-stream';
+export const LogStreamId = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{16,64}$/, 'a log stream id is 16-64 letters, digits, _ or -');
+
 export const AgentLogs = z
   .object({
     type: z.literal('logs'),
     workload_id: ReportedWorkloadId,
     lines: z.array(LogLine).max(MAX_LOG_LINES_PER_MESSAGE),
+    /** The message's number in the agent's log stream (see LOG_STREAM_HEADER), increasing; only with `log_acks`. */
+    seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   })
   .strict();
 
@@ -244,7 +259,13 @@ export const CoordinatorWelcome = z
     heartbeat_interval_ms: z.number().int().positive(),
     /** Issued on a node's first join: keep it (0600) and present it in every later hello. */
     node_secret: z.string().max(256).optional(),
+    /** Sent to an agent that numbers its log messages (LOG_STREAM_HEADER): they are acknowledged once stored. */
+    log_acks: z.literal(true).optional(),
   })
+  .strict();
+/** Every numbered `logs` message up to `seq` of this connection's stream is committed (or was before). */
+export const CoordinatorLogsAck = z
+  .object({ type: z.literal('logs_ack'), seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER) })
   .strict();
 export const CoordinatorStart = z.object({ type: z.literal('start'), workload: WorkloadAssignment }).strict();
 export const CoordinatorStop = z
@@ -275,5 +296,6 @@ export const CoordinatorMessage = z.discriminatedUnion('type', [
   CoordinatorStop,
   CoordinatorPrewarm,
   CoordinatorError,
+  CoordinatorLogsAck,
 ]);
 export type CoordinatorMessage = z.infer<typeof CoordinatorMessage>;

@@ -29,6 +29,36 @@ export async function insertLogs(q: Queryable, workloadId: string, lines: LogLin
 }
 
 /**
+ * Records message `seq` of an agent's log stream as stored, in the transaction that stores its lines;
+ * false when that message (or a later one) already was: a resend, its lines not to be stored again. Two
+ * coordinators given one message at once are ordered by the row's lock: the second sees the first's mark.
+ */
+export async function advanceLogStream(
+  q: Queryable,
+  stream: string,
+  nodeId: string,
+  seq: number,
+): Promise<boolean> {
+  const rows = await q.query(
+    `INSERT INTO log_streams (stream, node_id, seq) VALUES ($1, $2, $3)
+     ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+     WHERE log_streams.seq < EXCLUDED.seq AND log_streams.node_id = EXCLUDED.node_id
+     RETURNING 1`,
+    [stream, nodeId, seq],
+  );
+  return rows.length > 0;
+}
+
+/** Forgets the marks of log streams silent for `olderThanMs` (their agents long restarted or acknowledged). */
+export async function deleteStaleLogStreams(q: Queryable, olderThanMs: number): Promise<number> {
+  const rows = await q.query(
+    `DELETE FROM log_streams WHERE updated_at < now() - $1 * interval '1 millisecond' RETURNING 1`,
+    [olderThanMs],
+  );
+  return rows.length;
+}
+
+/**
  * Deletes a workload's lines but the newest `keep`, counting what went in `workload_log_trims`.
  * Returns how many went. Finding the cut walks the (workload_id, id) index only.
  */

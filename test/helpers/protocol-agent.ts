@@ -23,6 +23,8 @@ export interface ProtocolAgentOptions {
    * agent keeping it in its state directory. `null` presents none.
    */
   secret?: string | null;
+  /** Further headers of the upgrade request (a log stream, say). */
+  headers?: Record<string, string>;
 }
 
 /** What a node offering nothing but plain processes reports (no nix, bubblewrap, QEMU or cgroups). */
@@ -66,7 +68,10 @@ export class ProtocolAgent {
     u.protocol = 'ws:';
     u.pathname = '/api/agent/ws';
     this.ws = new WebSocket(u, {
-      headers: this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {},
+      headers: {
+        ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}),
+        ...this.opts.headers,
+      },
     });
     await new Promise<void>((resolve, reject) => {
       this.ws.once('open', () => resolve());

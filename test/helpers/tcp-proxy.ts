@@ -19,6 +19,11 @@ export interface TcpProxy {
    * answering each statement that much later); 0 passes them on at once again.
    */
   slow(ms: number): void;
+  /**
+   * Bytes passed on so far, over every connection: `up` from clients to the target, `down` back: a test
+   * sees what a peer sent and whether it answered after.
+   */
+  bytes(): { up: number; down: number };
   /** Forwards new connections again (the frozen ones are dropped, as when a network comes back to resets). */
   restore(): Promise<void>;
   close(): Promise<void>;
@@ -33,6 +38,7 @@ export async function startTcpProxy(
   let cut = false;
   let frozen = false;
   let delayMs = 0;
+  const passed = { up: 0, down: 0 };
   /** Holds each chunk `delayMs` from its arrival, never past one that came before it. */
   const delayer = () => {
     let held = 0;
@@ -77,6 +83,12 @@ export async function startTcpProxy(
     };
     track(client, both);
     track(upstream, both);
+    client.on('data', (chunk: Buffer) => {
+      passed.up += chunk.length;
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      passed.down += chunk.length;
+    });
     client.pipe(delayer()).pipe(upstream).pipe(client);
   });
   await new Promise<void>((resolve, reject) => {
@@ -102,6 +114,9 @@ export async function startTcpProxy(
     },
     slow(ms: number) {
       delayMs = ms;
+    },
+    bytes() {
+      return { ...passed };
     },
     async restore() {
       if (frozen) dropAll();

@@ -12,7 +12,12 @@ import { z } from 'zod';
 import { FailureStreak } from '../../../lib/failure-streak.js';
 import { TokenQuery } from '../../../spec/api.js';
 import { describeIssues } from '../../../spec/job.js';
-import { AgentMessage, type CoordinatorMessage } from '../../../spec/messages.js';
+import {
+  AgentMessage,
+  type CoordinatorMessage,
+  LOG_STREAM_HEADER,
+  LogStreamId,
+} from '../../../spec/messages.js';
 import type { AgentSession, Coordinator } from '../../coordinator.js';
 import { MxcError } from '../../errors.js';
 import { isDatabaseUnavailable } from '../../store/db.js';
@@ -78,6 +83,9 @@ export async function agentSocketRoutes(
         sendText,
         close: (code = 1000, reason = '') => socket.close(code, reason),
       };
+      // An agent that numbers its log messages (a malformed stream id is taken as none: unnumbered).
+      const stream = LogStreamId.safeParse(req.headers[LOG_STREAM_HEADER]);
+      if (stream.success) session.logStream = stream.data;
       // A refused peer gets a second to answer the close before its socket is ended: one that never
       // answers otherwise held it for the close handshake's 30 s.
       const refuse = (code: number, reason: string) => {
