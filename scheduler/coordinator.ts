@@ -1098,9 +1098,7 @@ export class Coordinator {
         // again to whichever coordinator it joins next (a coordinator killed after reading it lost it).
         if (msg.seq !== undefined && session?.logStream) {
           const n = await this.logIntake.takeNumbered(
-            nodeId,
-            session.logStream,
-            msg.seq,
+            { stream: session.logStream, nodeId, seq: msg.seq },
             msg.workload_id,
             msg.lines,
           );

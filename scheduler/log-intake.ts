@@ -4,7 +4,7 @@
  * newest `keep` lines; older ones are deleted every `keep / 10` lines stored here).
  */
 import type { LogLine } from '../spec/messages.js';
-import type { Db, Queryable } from './store/db.js';
+import type { Queryable } from './store/db.js';
 import * as logs from './store/logs.js';
 import { getWorkload, type WorkloadRow } from './store/workloads.js';
 
@@ -20,7 +20,7 @@ export class LogIntake {
   private readonly trimEvery: number;
 
   constructor(
-    private readonly db: Db,
+    private readonly db: Queryable,
     readonly keep = DEFAULT_LOG_LINES_KEPT,
   ) {
     this.trimEvery = Math.max(100, Math.ceil(keep / 10));
@@ -34,45 +34,34 @@ export class LogIntake {
    * `keep + keep / 10` lines (per coordinator it reached; each trims what it stored).
    */
   async take(w: Pick<WorkloadRow, 'id' | 'status' | 'finished_at'>, lines: LogLine[]): Promise<number> {
-    const n = await this.insert(this.db, w, lines);
-    await this.stored(w.id, n);
-    return n;
-  }
-
-  /**
-   * Stores the lines as `take` does, through `q` (the transaction that also records a numbered message as
-   * stored, see takeNumbered); returns how many. `stored` counts them once that transaction committed.
-   */
-  private async insert(
-    q: Queryable,
-    w: Pick<WorkloadRow, 'id' | 'status' | 'finished_at'>,
-    lines: LogLine[],
-  ): Promise<number> {
-    const lostAt = w.status === 'lost' ? (w.finished_at?.getTime() ?? 0) : Number.POSITIVE_INFINITY;
-    const kept = lostAt === Number.POSITIVE_INFINITY ? lines : lines.filter((l) => l.ts <= lostAt);
-    if (kept.length > 0) await logs.insertLogs(q, w.id, kept);
+    const kept = this.kept(w, lines);
+    if (kept.length > 0) await logs.insertLogs(this.db, w.id, kept);
+    await this.stored(w.id, kept.length);
     return kept.length;
   }
 
+  /** The lines of `lines` a workload keeps: all, but a lost one's only up to when it was declared lost. */
+  private kept(w: Pick<WorkloadRow, 'status' | 'finished_at'>, lines: LogLine[]): LogLine[] {
+    const lostAt = w.status === 'lost' ? (w.finished_at?.getTime() ?? 0) : Number.POSITIVE_INFINITY;
+    return lostAt === Number.POSITIVE_INFINITY ? lines : lines.filter((l) => l.ts <= lostAt);
+  }
+
   /**
-   * Stores the lines of a numbered message (`seq` of the agent's log `stream`, see LOG_STREAM_HEADER) in
-   * one transaction with the stream's mark, so a message sent again (its first coordinator died after
-   * reading it, or after committing it but before acknowledging) is stored once. Returns how many lines
-   * were stored (0 for a resend); the message is committed, and may be acknowledged, once it resolves.
+   * Stores the lines of a numbered message (`seq` of the agent's log `stream`, see LOG_STREAM_HEADER)
+   * with the stream's mark, so a message sent again (its first coordinator died after reading it, or
+   * after committing it but before acknowledging) is stored once. Returns how many lines were stored (0
+   * for a resend); the message is committed, and may be acknowledged, once it resolves.
    */
   async takeNumbered(
-    nodeId: string,
-    stream: string,
-    seq: number,
+    message: { stream: string; nodeId: string; seq: number },
     workloadId: string,
     lines: LogLine[],
   ): Promise<number> {
-    const n = await this.db.tx(async (q) => {
-      if (!(await logs.advanceLogStream(q, stream, nodeId, seq))) return 0;
-      const w = await getWorkload(q, workloadId);
-      if (!w || w.node_id !== nodeId) return 0;
-      return this.insert(q, w, lines);
-    });
+    const w = await getWorkload(this.db, workloadId);
+    // Not this node's workload: nothing to store, but the number is taken (the message is handled).
+    const kept = w && w.node_id === message.nodeId ? this.kept(w, lines) : [];
+    const fresh = await logs.insertLogsOnce(this.db, message, workloadId, kept);
+    const n = fresh ? kept.length : 0;
     await this.stored(workloadId, n);
     return n;
   }

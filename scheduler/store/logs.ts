@@ -29,24 +29,45 @@ export async function insertLogs(q: Queryable, workloadId: string, lines: LogLin
 }
 
 /**
- * Records message `seq` of an agent's log stream as stored, in the transaction that stores its lines;
- * false when that message (or a later one) already was: a resend, its lines not to be stored again. Two
- * coordinators given one message at once are ordered by the row's lock: the second sees the first's mark.
+ * Stores the lines of message `seq` of an agent's log stream unless that message (or a later one) was
+ * stored already: a resend, whose lines are not stored again. Returns whether the message was new. One
+ * statement, the stream's mark and the lines together: a coordinator frozen between two statements of a
+ * transaction would hold the mark's row lock, and the coordinator the agent moved to would wait on it
+ * with that agent's every message (its heartbeats too). Two coordinators given one message at once are
+ * ordered by that lock; the second sees the first's mark.
  */
-export async function advanceLogStream(
+export async function insertLogsOnce(
   q: Queryable,
-  stream: string,
-  nodeId: string,
-  seq: number,
+  message: { stream: string; nodeId: string; seq: number },
+  workloadId: string,
+  lines: LogLine[],
 ): Promise<boolean> {
-  const rows = await q.query(
-    `INSERT INTO log_streams (stream, node_id, seq) VALUES ($1, $2, $3)
-     ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
-     WHERE log_streams.seq < EXCLUDED.seq AND log_streams.node_id = EXCLUDED.node_id
-     RETURNING 1`,
-    [stream, nodeId, seq],
+  const rows = await q.query<{ fresh: number }>(
+    `WITH mark AS (
+       INSERT INTO log_streams (stream, node_id, seq) VALUES ($1, $2, $3)
+       ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+       WHERE log_streams.seq < EXCLUDED.seq AND log_streams.node_id = EXCLUDED.node_id
+       RETURNING 1
+     ), stored AS (
+       INSERT INTO workload_logs (workload_id, process, stream, run, ts, line)
+       SELECT $4, * FROM unnest($5::text[], $6::text[], $7::int[], $8::float8[], $9::text[])
+       WHERE EXISTS (SELECT 1 FROM mark)
+       RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM mark)::int AS fresh`,
+    [
+      message.stream,
+      message.nodeId,
+      message.seq,
+      workloadId,
+      lines.map((l) => l.process),
+      lines.map((l) => l.stream),
+      lines.map((l) => l.run),
+      lines.map((l) => l.ts),
+      lines.map((l) => l.line.replaceAll('\u0000', '')),
+    ],
   );
-  return rows.length > 0;
+  return (rows[0]?.fresh ?? 0) > 0;
 }
 
 /** Forgets the marks of log streams silent for `olderThanMs` (their agents long restarted or acknowledged). */

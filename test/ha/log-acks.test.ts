@@ -13,7 +13,7 @@ import { afterAll, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
 import { pushClosure } from '../../compiler/push.js';
 import * as logs from '../../scheduler/store/logs.js';
-import { LOG_STREAM_HEADER } from '../../spec/messages.js';
+import { LOG_STREAM_HEADER, type LogLine } from '../../spec/messages.js';
 import { buildScript } from '../agent/helpers.js';
 import { scriptJob } from '../agent-e2e/harness.js';
 import { plainJob, startTestCoordinator } from '../helpers/coordinator.js';
@@ -28,7 +28,7 @@ afterAll(async () => {
   for (const f of cleanup.reverse()) await f().catch(() => {});
 });
 
-const line = (n: number) => ({
+const line = (n: number): LogLine => ({
   process: 'main',
   stream: 'stdout',
   run: 1,
@@ -167,3 +167,19 @@ it('lines a coordinator read but had not committed when it was SIGKILLed reach t
   expect(got.filter((n, i) => got.indexOf(n) !== i)).toEqual([]);
   expect(Array.from({ length: last + 1 }, (_, i) => i).filter((n) => !got.includes(n))).toEqual([]);
 }, 120_000);
+
+it('one message stored through two coordinators at once is stored once', async () => {
+  const c = await startTestCoordinator('postgres');
+  cleanup.push(() => c.stop());
+  const p = await new ProtocolAgent({ url: c.url, name: 'twice' }).connect();
+  cleanup.push(async () => p.close());
+  const id = (await c.coordinator.submitJob(plainJob({ name: 'twice-logs', instances: 1 }))).workloads[0]!;
+  await p.waitFor((m) => m.type === 'start');
+  const message = { stream: 'stream-stored-twice-at-once', nodeId: p.nodeId, seq: 7 };
+  const fresh = await Promise.all(
+    Array.from({ length: 4 }, () => logs.insertLogsOnce(c.db, message, id, [line(0), line(1)])),
+  );
+  expect(fresh.filter(Boolean)).toHaveLength(1);
+  expect(await logs.insertLogsOnce(c.db, { ...message, seq: 6 }, id, [line(2)])).toBe(false);
+  expect((await logs.readLogs(c.db, id, { limit: 100 })).map((l) => l.line)).toEqual(['line 0', 'line 1']);
+});
