@@ -4,7 +4,8 @@
  * coordinator killed after reading it, or after committing it but before acknowledging) is stored once.
  * An agent that predates the numbering is neither welcomed with `log_acks` nor sent acknowledgements.
  * End to end: a real agent's coordinator process SIGKILLed after reading lines it could not commit (its
- * database stalled): they reach the database through the next coordinator, once each.
+ * database stalled): they reach the database through the next coordinator, once each; and a
+ * database restarted under the only coordinator loses none of the lines sent meanwhile.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,7 +22,7 @@ import { listeningUrl, MXC_BIN, startDaemon } from '../helpers/daemon-process.js
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
 import { testLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
-import { startTcpProxy } from '../helpers/tcp-proxy.js';
+import { proxiedPostgres, startTcpProxy } from '../helpers/tcp-proxy.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -183,3 +184,66 @@ it('one message stored through two coordinators at once is stored once', async (
   expect(await logs.insertLogsOnce(c.db, { ...message, seq: 6 }, id, [line(2)])).toBe(false);
   expect((await logs.readLogs(c.db, id, { limit: 100 })).map((l) => l.line)).toEqual(['line 0', 'line 1']);
 });
+
+it('a database restarted under the only coordinator loses none of the lines its agent sent meanwhile', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mxc-log-restart-'));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const { proxy, url, dbName } = await proxiedPostgres();
+  cleanup.push(
+    () => dropPostgresDb(dbName),
+    () => proxy.close(),
+  );
+  const c = await startTestCoordinator('postgres', { databaseUrl: url, heartbeatIntervalMs: 300 });
+  cleanup.push(() => c.stop());
+  const script = await buildScript(
+    'log-restart',
+    'i=0\nwhile true; do echo "line $i"; i=$((i+1)); sleep 0.02; done\n',
+  );
+  await pushClosure({ coordinator: c.url, paths: [script.path] });
+  const a = new Agent({
+    coordinator: c.url,
+    name: 'through-restart',
+    stateDir: join(dir, 'state'),
+    storeRoot: join(dir, 'store'),
+    logger: testLogger(),
+    gracePeriodMs: 500,
+    cgroups: false,
+  });
+  cleanup.push(() => a.close());
+  await a.start();
+  await a.ready;
+  const id = (await c.coordinator.submitJob(scriptJob('log-restart', script.path))).workloads[0]!;
+  const numbers = async () =>
+    (await logs.readLogs(c.db, id, { limit: 100_000 }))
+      .filter((l) => l.stream === 'stdout')
+      .map((l) => Number(l.line.slice('line '.length)));
+  await eventually(async () => (await numbers()).length >= 20, 30_000, 'the first lines');
+
+  // The server restarts: every connection ends, and new ones are refused until it is back. The
+  // coordinator reads what the agent sends meanwhile (and answers its pings) but cannot store it.
+  await proxy.cut();
+  const read = await c.db.query('SELECT 1').then(
+    () => true,
+    () => false,
+  );
+  expect(read).toBe(false);
+  await eventually(
+    async () => c.coordinator.isConnected(a.nodeId!) === false,
+    15_000,
+    'the agent let go (its reports cannot be stored)',
+  );
+  await proxy.restore();
+  const restoredAt = Math.max(
+    ...(await eventually(async () => numbers().catch(() => null), 15_000, 'a read')),
+  );
+  await eventually(async () => c.coordinator.isConnected(a.nodeId!), 30_000, 'the agent back');
+  await eventually(
+    async () => Math.max(...(await numbers())) > restoredAt + 100,
+    30_000,
+    'lines past the restart',
+  );
+  const got = await numbers();
+  const last = Math.max(...got);
+  expect(got.filter((n, i) => got.indexOf(n) !== i)).toEqual([]);
+  expect(Array.from({ length: last + 1 }, (_, i) => i).filter((n) => !got.includes(n))).toEqual([]);
+}, 120_000);
