@@ -311,3 +311,39 @@ it('a leader whose renewal comes after its renew deadline, its lease still unexp
   expect(one.isLeader()).toBe(false);
   expect(changes).toEqual(['elected 1', 'lost 1']);
 });
+
+it('a leader whose database went away past its renew deadline, and came back within the lease, leads on at its epoch', async () => {
+  const { proxy, url, dbName } = await proxiedPostgres();
+  cleanup.push(
+    () => dropPostgresDb(dbName),
+    () => proxy.close(),
+  );
+  const db = await openPostgres(url);
+  cleanup.push(() => db.close());
+  const clock = new ManualClock();
+  const t = leaseTimings(60_000);
+  const l = new LeaderLease(db, 'cut-off', t, testLogger(), clock);
+  cleanup.push(() => l.stop());
+  const changes: string[] = [];
+  l.events.on('elected', (e) => changes.push(`elected ${e}`));
+  l.events.on('lost', (e) => changes.push(`lost ${e}`));
+  await l.cycle();
+  expect(l.isLeader()).toBe(true);
+  // The server restarts: the rounds past the renew deadline fail, and leader work stops.
+  await proxy.cut();
+  clock.jump(t.renewDeadlineMs + 1);
+  await l.cycle();
+  expect(l.isLeader()).toBe(false);
+  await proxy.restore();
+  // Back within the lease: renewed at the same epoch; it was lost, then taken again at a new one.
+  await eventually(async () => {
+    await l.cycle();
+    return l.isLeader();
+  });
+  expect(changes).toEqual(['elected 1']);
+  // A whole lease without a renewal: the lease may be another's by now, so it steps down.
+  await proxy.cut();
+  clock.jump(t.leaseMs);
+  await l.cycle();
+  expect(changes).toEqual(['elected 1', 'lost 1']);
+});
