@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { type JobPlan, JobPlanRequest } from '../spec/api.js';
 import { describeIssues, JobSpec, jobKey } from '../spec/job.js';
-import type { AgentMessage } from '../spec/messages.js';
+import { type AgentMessage, MAX_STORE_PATHS_PER_NODE } from '../spec/messages.js';
 import { type AgentReportDeps, applyStatus, reconcileAgent } from './agent-reports.js';
 import type { AgentSession, ChangeEvent, CoordinatorOptions } from './coordinator-types.js';
 import { collisionAction } from './core/cron.js';
@@ -102,6 +102,10 @@ export class Coordinator {
    * A workload is placed once, so it never needs a second start on one connection.
    */
   private readonly settledOnHello = new WeakMap<AgentSession, ReadonlySet<string>>();
+  /** How many store paths each node connected here holds (MAX_STORE_PATHS_PER_NODE), once known. */
+  private readonly storePathCounts = new Map<string, number>();
+  /** Sessions told their node's store reached MAX_STORE_PATHS_PER_NODE (said once a session). */
+  private readonly storePathsFull = new WeakSet<AgentSession>();
   /** Agents' log lines into the database, each workload's log bounded. */
   private readonly logIntake: LogIntake;
   /** Monotonic time of each node's last message here, not yet written to the database. */
@@ -1021,9 +1025,9 @@ export class Coordinator {
     try {
       if (this.schedulerState.view.capabilitiesOf(node.id) === undefined) this.joinedOutsideView.add(node.id);
       if (hello.store_paths) {
-        await closures.setNodePaths(this.db, node.id, hello.store_paths);
+        this.storePathCounts.set(node.id, await closures.setNodePaths(this.db, node.id, hello.store_paths));
         this.holders.clear();
-      }
+      } else this.storePathCounts.delete(node.id);
       session.send({
         type: 'welcome',
         node_id: node.id,
@@ -1070,10 +1074,7 @@ export class Coordinator {
       case 'hello':
         throw errors.badRequest('hello sent twice on one connection');
       case 'store_paths':
-        await closures.addNodePaths(this.db, nodeId, msg.added);
-        await closures.removeNodePaths(this.db, nodeId, msg.removed);
-        this.holders.changed(nodeId, msg.added, msg.removed);
-        this.emit({ kind: 'node', id: nodeId });
+        await this.storePathsChanged(nodeId, msg.added, msg.removed, session);
         return;
       case 'workload_status': {
         const runtime =
@@ -1114,6 +1115,34 @@ export class Coordinator {
     }
   }
 
+  /**
+   * A node's store changed: what it holds now is at most MAX_STORE_PATHS_PER_NODE paths. Past that its
+   * further additions are not kept (said once a session, to the agent and the log): an agent cannot
+   * grow the table without bound, and a node that big still ranks by what was kept.
+   */
+  private async storePathsChanged(
+    nodeId: string,
+    added: string[],
+    removed: string[],
+    session: AgentSession | undefined,
+  ): Promise<void> {
+    let count = this.storePathCounts.get(nodeId) ?? (await closures.nodePathCount(this.db, nodeId));
+    const room = Math.max(0, MAX_STORE_PATHS_PER_NODE - count);
+    const { added: kept, refused } = await closures.addNodePaths(this.db, nodeId, added, room);
+    count += kept - (await closures.removeNodePaths(this.db, nodeId, removed));
+    this.storePathCounts.set(nodeId, count);
+    const full = refused > 0;
+    // Which of them were kept only the database knows: the cache of holders reads it again.
+    this.holders.changed(nodeId, full ? [] : added, removed);
+    if (full && session && !this.storePathsFull.has(session)) {
+      this.storePathsFull.add(session);
+      const message = `a node's store is known up to ${MAX_STORE_PATHS_PER_NODE} paths: the paths reported past that are not kept (placement ranks this node by the ones kept)`;
+      this.log.warn({ node: nodeId, code: 'STORE_PATHS_LIMIT', paths: count }, message);
+      session.send({ type: 'error', code: 'STORE_PATHS_LIMIT', message });
+    }
+    this.emit({ kind: 'node', id: nodeId });
+  }
+
   /** A clean stop of an agent: its node is down and its workloads are replaced now, not after the TTL. */
   private async agentLeft(nodeId: string): Promise<void> {
     const node = await nodes.getNode(this.db, nodeId);
@@ -1131,6 +1160,7 @@ export class Coordinator {
     if (epoch !== undefined) void nodes.releaseSession(this.db, nodeId, this.opts.id, epoch).catch(() => {});
     if (this.sessions.get(nodeId) === session) {
       this.sessions.delete(nodeId);
+      this.storePathCounts.delete(nodeId);
       // What we heard last is written now, so the leader's clock starts from the real last heartbeat.
       void this.flushSeen().catch(() => {});
       this.log.warn(

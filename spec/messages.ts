@@ -20,6 +20,13 @@ import {
  * agent with more store paths sends the rest in `store_paths` messages of at most this many.
  */
 export const MAX_STORE_PATHS_PER_MESSAGE = 20_000;
+/**
+ * Most store paths the coordinator keeps for one node (closure locality only ranks nodes): far above
+ * what a real store holds (a NixOS workstation's has some 20,000-60,000 paths), so an agent cannot grow
+ * the coordinator's table without bound by reporting paths again and again. Reports past it are not
+ * kept (said once a session with the error STORE_PATHS_LIMIT).
+ */
+export const MAX_STORE_PATHS_PER_NODE = 200_000;
 /** Most workloads an agent may report in its hello: far above what one node can run. */
 export const MAX_RUNNING_PER_NODE = 5_000;
 /**

@@ -27,10 +27,10 @@ export async function jobClosure(q: Queryable, jobId: string, version: number): 
   );
 }
 
-/** Replaces what a node is known to hold (its report on hello). */
-export async function setNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<void> {
+/** Replaces what a node is known to hold (its report on hello); returns how many paths it now holds. */
+export async function setNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<number> {
   await q.query('DELETE FROM node_store_paths WHERE node_id = $1', [nodeId]);
-  await addNodePaths(q, nodeId, paths);
+  return (await addNodePaths(q, nodeId, paths)).added;
 }
 
 /**
@@ -46,19 +46,62 @@ async function inSlices(paths: string[], fn: (slice: string[]) => Promise<unknow
   }
 }
 
-export async function addNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<void> {
-  await inSlices(paths, (slice) =>
-    q.query(
-      `INSERT INTO node_store_paths (node_id, path) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`,
-      [nodeId, slice],
-    ),
-  );
+/** What adding paths to a node did: how many were new and kept, and how many new ones found no room. */
+export interface PathsAdded {
+  added: number;
+  refused: number;
 }
 
-export async function removeNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<void> {
-  await inSlices(paths, (slice) =>
-    q.query('DELETE FROM node_store_paths WHERE node_id = $1 AND path = ANY($2::text[])', [nodeId, slice]),
+/**
+ * Adds paths a node holds, at most `room` of them new (the first ones given; paths it already holds
+ * take no room).
+ */
+export async function addNodePaths(
+  q: Queryable,
+  nodeId: string,
+  paths: string[],
+  room = Number.POSITIVE_INFINITY,
+): Promise<PathsAdded> {
+  const out = { added: 0, refused: 0 };
+  await inSlices(paths, async (slice) => {
+    const limit = Math.max(0, Math.min(slice.length, room - out.added));
+    const [row] = await q.query<{ added: number; fresh: number }>(
+      `WITH fresh AS (
+         SELECT DISTINCT u.p FROM unnest($2::text[]) AS u(p)
+          WHERE NOT EXISTS (SELECT 1 FROM node_store_paths s WHERE s.node_id = $1 AND s.path = u.p)),
+       ins AS (
+         INSERT INTO node_store_paths (node_id, path) SELECT $1, p FROM fresh LIMIT $3
+         ON CONFLICT DO NOTHING RETURNING 1)
+       SELECT (SELECT count(*)::int FROM ins) AS added, (SELECT count(*)::int FROM fresh) AS fresh`,
+      [nodeId, slice, limit],
+    );
+    out.added += row?.added ?? 0;
+    out.refused += Math.max(0, (row?.fresh ?? 0) - limit);
+  });
+  return out;
+}
+
+/** Removes paths a node no longer holds; returns how many it held. */
+export async function removeNodePaths(q: Queryable, nodeId: string, paths: string[]): Promise<number> {
+  let removed = 0;
+  await inSlices(paths, async (slice) => {
+    const [row] = await q.query<{ n: number }>(
+      `WITH del AS (DELETE FROM node_store_paths WHERE node_id = $1 AND path = ANY($2::text[]) RETURNING 1)
+       SELECT count(*)::int AS n FROM del`,
+      [nodeId, slice],
+    );
+    removed += row?.n ?? 0;
+  });
+  return removed;
+}
+
+/** How many store paths a node is known to hold. */
+export async function nodePathCount(q: Queryable, nodeId: string): Promise<number> {
+  const [row] = await q.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM node_store_paths WHERE node_id = $1',
+    [nodeId],
   );
+  return row?.n ?? 0;
 }
 
 /** For the given paths, which nodes hold which of them. */

@@ -14,6 +14,7 @@ import {
   MAX_REASON_CHARS,
   MAX_RUNNING_PER_NODE,
   MAX_STORE_PATHS_PER_MESSAGE,
+  MAX_STORE_PATHS_PER_NODE,
 } from '../../spec/messages.js';
 import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { eventually, helloFrame, PLAIN_CAPABILITIES, ProtocolAgent } from '../helpers/protocol-agent.js';
@@ -82,6 +83,49 @@ describe('list maxima', () => {
     );
     expect(n).toBe(MAX_STORE_PATHS_PER_MESSAGE);
   });
+
+  test('store_paths: a node is known to hold at most MAX_STORE_PATHS_PER_NODE paths, however many messages add them', async () => {
+    const agent = await new ProtocolAgent({ url: c.url, name: 'hoarder', token: ADMIN }).connect();
+    const count = async () =>
+      (
+        await c.db.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM node_store_paths WHERE node_id = $1',
+          [agent.nodeId],
+        )
+      )[0]!.n;
+    try {
+      const batch = (from: number) =>
+        Array.from({ length: MAX_STORE_PATHS_PER_MESSAGE }, (_, i) => path(1_000_000 + from + i));
+      const batches = MAX_STORE_PATHS_PER_NODE / MAX_STORE_PATHS_PER_MESSAGE;
+      for (let b = 0; b < batches; b++)
+        agent.send({ type: 'store_paths', added: batch(b * MAX_STORE_PATHS_PER_MESSAGE), removed: [] });
+      // Paths it holds already take no room, and say nothing.
+      agent.send({ type: 'store_paths', added: batch(0), removed: [] });
+      await eventually(async () => (await count()) === MAX_STORE_PATHS_PER_NODE, 120_000, 'the paths stored');
+      const over = batch(MAX_STORE_PATHS_PER_NODE);
+      agent.send({ type: 'store_paths', added: over, removed: [] });
+      const refused = await agent.waitFor((m) => m.type === 'error', 30_000);
+      expect(refused).toMatchObject({ type: 'error', code: 'STORE_PATHS_LIMIT' });
+      expect(agent.received.filter((m) => m.type === 'error')).toHaveLength(1);
+      expect(await count()).toBe(MAX_STORE_PATHS_PER_NODE);
+      // Paths removed make room again, for as many.
+      agent.send({ type: 'store_paths', added: [], removed: batch(0).slice(0, 3) });
+      agent.send({ type: 'store_paths', added: over, removed: [] });
+      agent.send({ type: 'heartbeat' });
+      await eventually(async () => {
+        const [{ n }] = await c.db.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM node_store_paths WHERE node_id = $1 AND path = ANY($2::text[])',
+          [agent.nodeId, over],
+        );
+        return n === 3;
+      });
+      expect(await count()).toBe(MAX_STORE_PATHS_PER_NODE);
+      // Said once a session, not once a message.
+      expect(agent.received.filter((m) => m.type === 'error')).toHaveLength(1);
+    } finally {
+      agent.close();
+    }
+  }, 180_000);
 
   test('agent hello: capability strings and node attributes are bounded; a refused hello registers no node', async () => {
     const before = await snapshot(c.db);
