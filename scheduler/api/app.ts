@@ -30,6 +30,7 @@ import { jobRoutes } from './routes/jobs.js';
 import { nodeRoutes } from './routes/nodes.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { workloadRoutes } from './routes/workloads.js';
+import { maxStreamsFor, StreamSlots } from './stream-slots.js';
 
 export interface AppOptions {
   coordinator: Coordinator;
@@ -382,6 +383,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     limit,
     opts.maxConnectionsPerAddress ?? Math.max(1, Math.floor(limit / 2)),
   );
+  // Event streams and followed logs never give their connection up: a bound per token and in all.
+  const streams = new StreamSlots(maxStreamsFor(limit));
   installErrorHandler(app);
   await installContract(app, opts.version ?? '0.0.0');
 
@@ -489,10 +492,10 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(agentSocketRoutes, { coordinator: opts.coordinator, auth: opts.auth });
   await app.register(tokenRoutes, { auth: opts.auth, db: opts.coordinator.db });
   await app.register(jobRoutes, { coordinator: opts.coordinator });
-  await app.register(workloadRoutes, { coordinator: opts.coordinator });
+  await app.register(workloadRoutes, { coordinator: opts.coordinator, streams });
   await app.register(nodeRoutes, { coordinator: opts.coordinator });
   await app.register(clusterRoutes, { coordinator: opts.coordinator, extra: opts.statusExtra });
-  await app.register(eventRoutes, { coordinator: opts.coordinator });
+  await app.register(eventRoutes, { coordinator: opts.coordinator, streams });
   await app.register(openApiRoutes);
   for (const p of opts.plugins ?? []) await p(app);
   routeTables.set(app, routeTable);

@@ -15,6 +15,10 @@ const HEALTHZ = 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
 /** A request that holds its connection for good: an event stream (what agents' and dashboards' are like). */
 const EVENTS = 'GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
 
+/** A request being served as long as the client likes: an upload whose body never comes whole. */
+const SLOW_UPLOAD =
+  'POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{';
+
 /** A connection serving an event stream, once its stream began. */
 async function streaming(url: string, localAddress?: string): Promise<Conn> {
   const c = await open(url, EVENTS, localAddress);
@@ -133,9 +137,12 @@ describe('connections', () => {
       maxConnectionsPerAddress: 20,
       logger: log.logger,
     });
-    // Requests being served (event streams) hold their connections: a new one has no place.
-    for (let i = 0; i < 20; i++) conns.push(await streaming(c.url));
-    for (let i = 0; i < 3; i++) expect(await healthz(c.url)).toBe('refused');
+    // Requests being served hold their connections: a new one has no place. Event streams may take
+    // half of them (TOO_MANY_STREAMS past that), uploads whose bodies come slowly the rest.
+    for (let i = 0; i < 10; i++) conns.push(await streaming(c.url));
+    for (let i = 0; i < 10; i++) conns.push(await open(c.url, SLOW_UPLOAD));
+    await eventually(async () => (await healthz(c!.url)) === 'refused', 5000);
+    for (let i = 0; i < 2; i++) expect(await healthz(c.url)).toBe('refused');
     await eventually(async () => {
       const warned = log.records.filter((r) => /connections refused/.test(r.msg));
       expect(warned).toHaveLength(1);

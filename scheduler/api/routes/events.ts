@@ -7,6 +7,7 @@ import { z } from 'zod';
 import * as api from '../../../spec/api.js';
 import type { ChangeEvent, Coordinator } from '../../coordinator.js';
 import { errorResponses, typed } from '../contract.js';
+import type { StreamSlots } from '../stream-slots.js';
 
 /**
  * Bytes of events a subscriber may leave unread (beyond what the socket took) before it is dropped: a
@@ -16,7 +17,10 @@ import { errorResponses, typed } from '../contract.js';
  */
 export const EVENTS_UNREAD_MAX = 4 * 1024 * 1024;
 
-export async function eventRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
+export async function eventRoutes(
+  app: FastifyInstance,
+  { coordinator, streams }: { coordinator: Coordinator; streams: StreamSlots },
+) {
   typed(app).get(
     '/api/events',
     {
@@ -34,6 +38,7 @@ export async function eventRoutes(app: FastifyInstance, { coordinator }: { coord
       },
     },
     async (req, reply) => {
+      streams.take(req, reply.raw);
       reply.raw.writeHead(200, {
         'content-type': 'text/event-stream',
         'cache-control': 'no-cache',

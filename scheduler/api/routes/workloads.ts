@@ -13,6 +13,7 @@ import * as nodes from '../../store/nodes.js';
 import * as wl from '../../store/workloads.js';
 import { data, decodeCursor, encodeCursor, errorResponses, IdParams, typed } from '../contract.js';
 import { isSeedJobKey, seedJobSpec, seedView } from '../seed-workloads.js';
+import type { StreamSlots } from '../stream-slots.js';
 import { presentWorkloads } from '../views.js';
 
 const tags = ['workloads'];
@@ -26,7 +27,10 @@ const ListQuery = api.WorkloadListQuery.extend({
     .optional(),
 });
 
-export async function workloadRoutes(app: FastifyInstance, { coordinator }: { coordinator: Coordinator }) {
+export async function workloadRoutes(
+  app: FastifyInstance,
+  { coordinator, streams }: { coordinator: Coordinator; streams: StreamSlots },
+) {
   const db = coordinator.db;
   const r = typed(app);
 
@@ -245,6 +249,7 @@ export async function workloadRoutes(app: FastifyInstance, { coordinator }: { co
       }
 
       // Follow: newline-delimited JSON, one log line per line, until the workload ends or the client leaves.
+      streams.take(req, reply.raw);
       reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
       // Sent now, not with the first line: a follow of a workload with nothing logged yet is answered.
       reply.raw.flushHeaders();
