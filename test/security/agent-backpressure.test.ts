@@ -4,10 +4,15 @@
 // and handles every message, in order.
 import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { AGENT_BACKLOG_BYTES, AGENT_BACKLOG_MESSAGES } from '../../scheduler/api/routes/agent-ws.js';
+import WebSocket from 'ws';
+import {
+  AGENT_BACKLOG_BYTES,
+  AGENT_BACKLOG_MESSAGES,
+  AGENT_UNREAD_BYTES,
+} from '../../scheduler/api/routes/agent-ws.js';
 import { acceptedWhile, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { captureLogger } from '../helpers/logger.js';
-import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
+import { eventually, helloFrame, ProtocolAgent } from '../helpers/protocol-agent.js';
 
 const HELD_BACK = 'an agent sends faster than its messages are handled; its socket is read as they are';
 const log = captureLogger('warn');
@@ -65,3 +70,43 @@ test('a flooding agent is read no faster than its messages are handled, and ever
   expect((await c.api('GET', '/api/nodes')).status).toBe(200);
   p.close();
 }, 90_000);
+
+test('an agent that sends bad frames and never reads the answers holds little of the coordinator', async () => {
+  const [ws, theirs] = await acceptedWhile(c, async () => {
+    const ws = new WebSocket(`${c.url.replace('http', 'ws')}/api/agent/ws`);
+    await new Promise((r, j) => ws.once('open', r).once('error', j));
+    return ws;
+  });
+  const welcome = new Promise((r) => ws.once('message', r));
+  ws.send(JSON.stringify(helloFrame('deaf')));
+  await welcome;
+  // The agent reads nothing from now on.
+  (ws as unknown as { _socket: import('node:net').Socket })._socket.pause();
+  // Each of these frames is answered by an error naming its problems: 20,000 wrong entries named one
+  // by one made a 1 MiB answer to a 40 KiB frame; a one-byte frame gets a hundred-byte answer.
+  const wrong = JSON.stringify({ type: 'store_paths', added: Array.from({ length: 20_000 }, () => 1) });
+  for (let i = 0; i < 40; i++) ws.send(wrong);
+  for (let i = 0; i < 100_000; i++) ws.send('1');
+  await new Promise<void>((r) => ws.send('1', () => r()));
+  // The coordinator reads the frames until what it wrote and the agent did not take reaches its bound,
+  // and then no further: what it holds for the agent stays near that bound.
+  const NOT_READING =
+    'an agent does not read what the coordinator sends; its socket is read no further until it does';
+  // Until the coordinator reads no more: all of it read, or the rest left unread.
+  let last = -1;
+  await eventually(
+    async () => {
+      const now = theirs.bytesRead;
+      const still = now === last;
+      last = now;
+      await new Promise((r) => setTimeout(r, 1000));
+      return still;
+    },
+    60_000,
+    'the coordinator to read no more',
+  );
+  expect(theirs.writableLength).toBeLessThan(AGENT_UNREAD_BYTES + 64 * 1024);
+  expect(theirs.isPaused()).toBe(true);
+  expect(log.records.filter((r) => r.msg === NOT_READING)).toHaveLength(1);
+  ws.terminate();
+}, 60_000);

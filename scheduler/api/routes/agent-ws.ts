@@ -33,6 +33,22 @@ const HELLO_TIMEOUT_MS = 10_000;
  */
 export const AGENT_BACKLOG_MESSAGES = 256;
 export const AGENT_BACKLOG_BYTES = 16 * 1024 * 1024;
+/**
+ * Bytes written to an agent and not yet taken by it at which its socket is no longer read, until it
+ * has taken them all: every frame may be answered (a bad one by an error), so an agent that sent
+ * frames and never read the answers grew the coordinator's memory by more than it sent (a one-byte
+ * frame got a hundred-byte error).
+ */
+export const AGENT_UNREAD_BYTES = 4 * 1024 * 1024;
+/** Problems a BAD_MESSAGE error names; the rest are counted (20,000 wrong entries made a 1 MiB error). */
+const MAX_PROBLEMS_NAMED = 20;
+
+/** What is wrong with a frame, in at most MAX_PROBLEMS_NAMED problems. */
+function problemsOf(error: z.ZodError): string {
+  const all = describeIssues(error);
+  const named = all.slice(0, MAX_PROBLEMS_NAMED).join('; ');
+  return all.length > MAX_PROBLEMS_NAMED ? `${named}; … and ${all.length - MAX_PROBLEMS_NAMED} more` : named;
+}
 
 /** A received frame's size in bytes. */
 function frameBytes(raw: Buffer | ArrayBuffer | Buffer[]): number {
@@ -124,29 +140,49 @@ export async function agentSocketRoutes(
       let backlogBytes = 0;
       let heldBack = false;
 
-      socket.on('message', (raw) => {
-        const bytes = frameBytes(raw);
-        backlog++;
-        backlogBytes += bytes;
-        if (!socket.isPaused && (backlog >= AGENT_BACKLOG_MESSAGES || backlogBytes >= AGENT_BACKLOG_BYTES)) {
+      let notReading = false;
+      /**
+       * Reads the socket while the agent's unhandled messages and the bytes it has not taken are few:
+       * past either bound it is read no further (TCP holds the agent back) until both are low again.
+       */
+      const flow = () => {
+        const unread = tcp.writableLength;
+        const full = backlog >= AGENT_BACKLOG_MESSAGES || backlogBytes >= AGENT_BACKLOG_BYTES;
+        if (!socket.isPaused) {
+          if (!full && unread < AGENT_UNREAD_BYTES) return;
           socket.pause();
           // Once a connection: a flood would pause and resume it many times.
-          if (!heldBack)
+          if (full && !heldBack)
             req.log.warn(
               { node: nodeId, messages: backlog, bytes: backlogBytes },
               'an agent sends faster than its messages are handled; its socket is read as they are',
             );
-          heldBack = true;
+          heldBack ||= full;
         }
+        if (backlog > AGENT_BACKLOG_MESSAGES / 2 || backlogBytes > AGENT_BACKLOG_BYTES / 2) return;
+        if (unread < AGENT_UNREAD_BYTES / 2) {
+          socket.resume();
+          return;
+        }
+        // Paused for what the agent has not taken: read again at the socket's drain.
+        if (!notReading)
+          req.log.warn(
+            { node: nodeId, unread },
+            'an agent does not read what the coordinator sends; its socket is read no further until it does',
+          );
+        notReading = true;
+      };
+      tcp.on('drain', flow);
+
+      socket.on('message', (raw) => {
+        const bytes = frameBytes(raw);
+        backlog++;
+        backlogBytes += bytes;
+        flow();
         const handled = () => {
           backlog--;
           backlogBytes -= bytes;
-          if (
-            socket.isPaused &&
-            backlog <= AGENT_BACKLOG_MESSAGES / 2 &&
-            backlogBytes <= AGENT_BACKLOG_BYTES / 2
-          )
-            socket.resume();
+          flow();
         };
         chain = chain.then(async () => {
           let msg: AgentMessage;
@@ -156,7 +192,7 @@ export async function agentSocketRoutes(
               session.send({
                 type: 'error',
                 code: 'BAD_MESSAGE',
-                message: describeIssues(parsed.error).join('; '),
+                message: problemsOf(parsed.error),
               });
               return;
             }
