@@ -2,7 +2,8 @@
  * Learns which binary cache the agent realises closures from, and the one key it trusts for it:
  * the coordinator's served key, or the key pinned out of band when they differ.
  */
-import { writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { AgentOptions } from './options.js';
@@ -34,9 +35,15 @@ export async function fetchCacheTrust(
     let netrcFile: string | undefined;
     if (opts.token) {
       netrcFile = join(opts.stateDir, 'netrc');
-      await writeFile(netrcFile, `machine ${url.hostname} login mxc password ${opts.token}\n`, {
+      // A new file, owner-only from its creation, renamed over the old one: writing the old one in place
+      // kept whatever mode it had (a netrc left 0644 showed the token to every user) and followed a
+      // symlink in its place; a nix fetch reading it meanwhile never sees it half written.
+      const tmp = `${netrcFile}.${randomBytes(4).toString('hex')}.tmp`;
+      await writeFile(tmp, `machine ${url.hostname} login mxc password ${opts.token}\n`, {
         mode: 0o600,
+        flag: 'wx',
       });
+      await rename(tmp, netrcFile);
     }
     return { url: url.toString(), publicKey, netrcFile };
   } catch (err) {
