@@ -3,6 +3,7 @@
  * the job spec or the coordinator. At start each secret the job names is copied into the workload's
  * work directory (mode 0400, removed with the workload) and its path exported as MXC_SECRET_<NAME>_FILE.
  */
+import { constants } from 'node:fs';
 import { chmod, copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -34,9 +35,14 @@ export async function provideSecrets(
     );
   }
   const dir = join(workDir, SECRETS_SUBDIR);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // Made afresh, never taken as found: the work directory is the job's to write, and a start of a
+  // workload whose directory is still here (re-sent after the agent restarted) found what its processes
+  // left, a symlink in the folder's place or a secret's (to /etc, say): the agent removed and wrote the
+  // file it pointed at. rm removes a symlink, not what it points at; the copy creates its file or fails.
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { mode: 0o700 });
   const env: Record<string, string> = {};
-  for (const name of names) {
+  for (const name of new Set(names)) {
     if (!NAME.test(name) || name === '.' || name === '..')
       throw new SecretError(`"${name}" is not a valid secret name`);
     const source = join(secretsDir, name);
@@ -45,8 +51,7 @@ export async function provideSecrets(
       throw new SecretError(`secret "${name}" is not available on this agent: put its value in ${source}`);
     }
     const target = join(dir, name);
-    await rm(target, { force: true });
-    await copyFile(source, target);
+    await copyFile(source, target, constants.COPYFILE_EXCL);
     await chmod(target, 0o400);
     env[secretEnvName(name)] = join(seenAs, SECRETS_SUBDIR, name);
   }
