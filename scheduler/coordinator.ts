@@ -1267,7 +1267,13 @@ export class Coordinator {
     if (gap > stallMs) this.grace(`event loop stalled for ${Math.round(gap)} ms`);
     await this.flushSeen();
     await coordinatorsStore.beatCoordinator(this.db, this.opts.id, this.opts.url ?? '');
-    this.lastBeatAt = this.clock.monotonic();
+    const beatAt = this.clock.monotonic();
+    // The database was out of reach (restarted, say) for longer than a stall: no heartbeat heard
+    // meanwhile could be stored, and the agents, let go, are still coming back (their backoff grown).
+    // The silence is ours: without grace the first tick back declared every node down.
+    if (beatAt - this.lastBeatAt > stallMs)
+      this.grace(`no registry beat reached the database for ${Math.round(beatAt - this.lastBeatAt)} ms`);
+    this.lastBeatAt = beatAt;
     // A stall (or a stuck database) between the flush and the beat: the beat claims we heard everyone
     // up to now, but heartbeats read since the flush are not written yet. Judge no one on that.
     const checkStall = () => {

@@ -2,9 +2,11 @@
 // running coordinator: /healthz answers 503 within seconds instead of never, and the coordinator lets
 // its agents go (1011) within half a heartbeat TTL, so they join another coordinator before the leader
 // declares them down and starts their workloads elsewhere (held here, they ran twice). Once the network
-// is back, the coordinator works again without a restart.
+// is back, the coordinator works again without a restart. A database restarted for longer than a TTL
+// under the only coordinator: once back, it grants the agents a TTL of grace to return (its own silence)
+// instead of declaring every node down at its first tick.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
+import { plainJob, startTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js';
 import { dropPostgresDb } from '../helpers/db.js';
 import { captureLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
@@ -63,5 +65,42 @@ it('a silent database: healthz says so within seconds, the agents are let go wit
     );
   } finally {
     back.close();
+  }
+}, 60_000);
+
+it('a database restarted for longer than a TTL under the only coordinator marks no node down when it is back', async () => {
+  const restart = await proxiedPostgres();
+  const lone = await startTestCoordinator('postgres', { databaseUrl: restart.url, heartbeatTtlMs: TTL_MS });
+  try {
+    const agent = await new ProtocolAgent({ url: lone.url, name: 'patient' }).connect();
+    const id = (await lone.coordinator.submitJob(plainJob({ name: 'through-restart', instances: 1 })))
+      .workloads[0]!;
+    await eventually(
+      async () => (await lone.api('GET', `/api/workloads/${id}`)).body.data?.status === 'running',
+      10_000,
+      'running',
+    );
+    const closed = new Promise<number>((r) => agent.ws.once('close', (code) => r(code)));
+    await restart.proxy.cut();
+    const cutAt = Date.now();
+    // The coordinator, unable to store the agent's heartbeats, lets it go; the agent retries meanwhile.
+    expect(await closed).toBe(1011);
+    agent.close();
+    // The server stays down past a TTL (the condition is time itself).
+    await new Promise((r) => setTimeout(r, TTL_MS * 1.5 - (Date.now() - cutAt)));
+    await restart.proxy.restore();
+    // Back: liveness ticks run again before the agent (its backoff grown meanwhile) reconnects. The
+    // coordinator heard no one while its database was away: the silence is its own, not the node's.
+    await eventually(async () => lone.db.query('SELECT 1').then(() => true), 20_000, 'the database back');
+    for (let i = 0; i < 3; i++) await lone.coordinator.requestLiveness();
+    expect((await lone.api('GET', `/api/nodes/${agent.nodeId}`)).body.data.status).toBe('ready');
+    const back = await new ProtocolAgent({ url: lone.url, name: 'patient' }).connect([id]);
+    back.close();
+    expect((await lone.api('GET', `/api/workloads/${id}`)).body.data.status).toBe('running');
+  } finally {
+    await restart.proxy.restore();
+    await lone.stop();
+    await restart.proxy.close();
+    await dropPostgresDb(restart.dbName);
   }
 }, 60_000);
