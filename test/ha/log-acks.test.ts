@@ -169,21 +169,24 @@ it('lines a coordinator read but had not committed when it was SIGKILLed reach t
   expect(Array.from({ length: last + 1 }, (_, i) => i).filter((n) => !got.includes(n))).toEqual([]);
 }, 120_000);
 
-it('one message stored through two coordinators at once is stored once', async () => {
-  const c = await startTestCoordinator('postgres');
-  cleanup.push(() => c.stop());
-  const p = await new ProtocolAgent({ url: c.url, name: 'twice' }).connect();
-  cleanup.push(async () => p.close());
-  const id = (await c.coordinator.submitJob(plainJob({ name: 'twice-logs', instances: 1 }))).workloads[0]!;
-  await p.waitFor((m) => m.type === 'start');
-  const message = { stream: 'stream-stored-twice-at-once', nodeId: p.nodeId, seq: 7 };
-  const fresh = await Promise.all(
-    Array.from({ length: 4 }, () => logs.insertLogsOnce(c.db, message, id, [line(0), line(1)])),
-  );
-  expect(fresh.filter(Boolean)).toHaveLength(1);
-  expect(await logs.insertLogsOnce(c.db, { ...message, seq: 6 }, id, [line(2)])).toBe(false);
-  expect((await logs.readLogs(c.db, id, { limit: 100 })).map((l) => l.line)).toEqual(['line 0', 'line 1']);
-});
+it.each(['postgres', 'pglite'] as const)(
+  'one message stored through two coordinators at once is stored once (%s)',
+  async (engine) => {
+    const c = await startTestCoordinator(engine);
+    cleanup.push(() => c.stop());
+    const p = await new ProtocolAgent({ url: c.url, name: 'twice' }).connect();
+    cleanup.push(async () => p.close());
+    const id = (await c.coordinator.submitJob(plainJob({ name: 'twice-logs', instances: 1 }))).workloads[0]!;
+    await p.waitFor((m) => m.type === 'start');
+    const message = { stream: 'stream-stored-twice-at-once', nodeId: p.nodeId, seq: 7 };
+    const fresh = await Promise.all(
+      Array.from({ length: 4 }, () => logs.insertLogsOnce(c.db, message, id, [line(0), line(1)])),
+    );
+    expect(fresh.filter(Boolean)).toHaveLength(1);
+    expect(await logs.insertLogsOnce(c.db, { ...message, seq: 6 }, id, [line(2)])).toBe(false);
+    expect((await logs.readLogs(c.db, id, { limit: 100 })).map((l) => l.line)).toEqual(['line 0', 'line 1']);
+  },
+);
 
 it('a database restarted under the only coordinator loses none of the lines its agent sent meanwhile', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'mxc-log-restart-'));
