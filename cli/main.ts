@@ -538,8 +538,18 @@ command(['__complete'], () => {
 });
 
 command(['version'], () => {
-  example(program.command('version').description('print the mxc version'), 'npx mxc version').action(() => {
-    writeOut(`mxc ${VERSION}\n`);
+  example(
+    program
+      .command('version')
+      .description('print the mxc version')
+      .option('--json', 'as {"version": …}')
+      .option('-f, --format <format>', 'table (the default) or json'),
+    'npx mxc version',
+  ).action((opts: { json?: boolean; format?: string }) => {
+    // Given before the command too (`mxc --json version`), as for every other command.
+    const g = program.opts() as { json?: boolean; format?: string };
+    const json = opts.json || opts.format === 'json' || g.json || g.format === 'json';
+    writeOut(json ? `${JSON.stringify({ version: VERSION })}\n` : `mxc ${VERSION}\n`);
   });
 });
 

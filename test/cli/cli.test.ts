@@ -52,6 +52,23 @@ describe('mxc CLI', () => {
     expect(r.stdout).toMatch(/Examples?:\n {2}\$ /);
   });
 
+  it('prints its version, as JSON with --json or -f json, before the command or after it', async () => {
+    expect((await mxc(['version'])).stdout).toMatch(/^mxc \d+\.\d+\.\d+$/);
+    for (const args of [
+      ['version', '--json'],
+      ['--json', 'version'],
+      ['version', '-f', 'json'],
+      ['-f', 'json', 'version'],
+    ]) {
+      const r = await mxc(args);
+      expect([args.join(' '), r.exitCode, JSON.parse(r.stdout)]).toEqual([
+        args.join(' '),
+        0,
+        { version: expect.stringMatching(/^\d+\.\d+\.\d+$/) },
+      ]);
+    }
+  });
+
   it('prints completion scripts that name every command', async () => {
     for (const shell of ['bash', 'zsh', 'fish']) {
       const r = await mxc(['completion', shell]);
