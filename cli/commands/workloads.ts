@@ -265,4 +265,11 @@ export async function logs(
       nl = buf.indexOf('\n');
     }
   }
+  // The stream ends with the workload: say how it ended (on stderr, so stdout holds its lines alone).
+  if (!opts.json) {
+    const w = await client.get(`/api/workloads/${encodeURIComponent(id)}`, api.Workload);
+    process.stderr.write(
+      `${color.dim(`mxc: ${w.id} ${workloadStatus(w, false)}${w.error ? `: ${printable(w.error)}` : w.reason ? `: ${printable(w.reason)}` : ''}; no more lines will come`)}\n`,
+    );
+  }
 }

@@ -75,6 +75,10 @@ describe('mxc workloads logs -f', () => {
     expect(follow.stdout).toMatch(/\[burst\] run 1 exited with code 0 after/);
     const finished = out.findIndex((l) => /task finished: success/.test(l));
     expect(finished).toBeGreaterThan(out.indexOf('[burst] the very last line'));
+    // Then it says how the workload ended, on stderr, and why the follow stops.
+    expect(follow.stderr).toBe(
+      `mxc: ${id} stopped (finished): task finished successfully; no more lines will come`,
+    );
 
     // With -p only that process, its exit line included; --timestamps prefixes each line with its time.
     const one = await mxc(['workloads', 'logs', id, '-p', 'burst', '-f', '--timestamps'], { env });
