@@ -110,7 +110,12 @@ export async function show(id: string, opts: Opts) {
   if (j.update) {
     out(
       'update',
-      `${j.update.from_version} → ${j.update.to_version}: ${UPDATE_COLOR[j.update.status](j.update.status)} (${printable(j.update.message)})`,
+      // "v1 → v2: paused by alice", not "paused (paused by alice)"; else the status, then the message.
+      `v${j.update.from_version} → v${j.update.to_version}: ${
+        j.update.message.startsWith(j.update.status)
+          ? UPDATE_COLOR[j.update.status](printable(j.update.message))
+          : `${UPDATE_COLOR[j.update.status](j.update.status)} (${printable(j.update.message)})`
+      }`,
     );
   }
   if (j.spec.cron_schedule)

@@ -505,6 +505,7 @@ describe('an update paused, resumed and aborted (Aurora update pause|resume|abor
       ),
     );
     expect(paused.stdout).not.toMatch(/next\)/);
+    expect((await cli('jobs', 'show', 'paused')).stdout).toMatch(/^update +v1 → v2: paused by anonymous$/m);
     // Rollout steps long past every watch period move nothing while it is paused.
     const before = await versions(jobId);
     for (let i = 1; i <= 3; i++) await c.coordinator.stepRollouts(new Date(Date.now() + i * 60_000));
