@@ -3,7 +3,9 @@
  * for the workloads an agent runs when it (re)connects, and the status changes it reports, checked
  * against the lifecycle state machine.
  */
+
 import type { Logger } from 'pino';
+import { FailureStreak } from '../lib/failure-streak.js';
 import type { WorkloadStatus } from '../spec/messages.js';
 import type { AgentSession, ChangeEvent } from './coordinator-types.js';
 import { ACTIVE_STATUSES, canTransition, isTerminal } from './core/lifecycle.js';
@@ -30,6 +32,11 @@ export interface AgentReportDeps {
   wakeAt: (at: number) => void;
   /** Wall-clock time in ms (the coordinator's clock). */
   now: () => number;
+  /**
+   * Each node's refused reports in a row, said at most once a minute with their count: an agent can
+   * repeat one in every message, and a warning each wrote its flood into the coordinator's log.
+   */
+  refusedReports: Map<string, FailureStreak>;
 }
 
 /**
@@ -106,10 +113,13 @@ export async function applyStatus(
       if (w.status === 'lost' && (status === 'stopped' || status === 'failed')) return 'ignored' as const;
       if (!canTransition(w.status, status)) {
         // A late "running" for a workload we are stopping, or a report after loss: keep ours.
-        deps.log.warn(
-          { workload: id, from: w.status, to: status },
-          'refused invalid transition reported by agent',
-        );
+        const streak = deps.refusedReports.get(nodeId) ?? new FailureStreak();
+        deps.refusedReports.set(nodeId, streak);
+        if (streak.failed(performance.now()))
+          deps.log.warn(
+            { node: nodeId, workload: id, from: w.status, to: status, refused: streak.count },
+            'refused invalid transition reported by agent',
+          );
         if (w.status === 'stopping' && status === 'running') {
           deps.sessionOf(nodeId)?.send({ type: 'stop', workload_id: id, reason: 'stop requested' });
         }

@@ -187,6 +187,7 @@ export class Coordinator {
     this.agentDeps = {
       db,
       log,
+      refusedReports: new Map(),
       sessionOf: (nodeId) => this.sessions.get(nodeId),
       emit: (e) => this.emit(e),
       sendStart: (nodeId, w) => this.sendStart(nodeId, w),

@@ -149,6 +149,7 @@ describe.each(ENGINES)('guarded transitions on %s', (engine) => {
     flapping: { thresholdMs: 60_000, initialDelayMs: 0, maxDelayMs: 0 },
     wakeAt: () => {},
     now: () => Date.now(),
+    refusedReports: new Map(),
   };
 
   it("writes a report's runtime in its status's transaction: one commit, nothing written outside it", async () => {
