@@ -21,7 +21,7 @@ import { MxcError } from '../errors.js';
 import { type Access, type Auth, allows, refusal, routeAccess } from './auth.js';
 import { documentWebSockets, installContract } from './contract.js';
 import { installErrorHandler, noRoute } from './error-handler.js';
-import { badTextError, findBadText } from './input-check.js';
+import { badTextError, crowdedObjectError, findBadText, findCrowdedObject } from './input-check.js';
 import { openApiRoutes } from './openapi.js';
 import { agentSocketRoutes } from './routes/agent-ws.js';
 import { clusterRoutes } from './routes/cluster.js';
@@ -483,6 +483,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     if (found) return done(badTextError('the query', found));
     found = req.body === undefined ? null : findBadText(req.body);
     if (found) return done(badTextError('the body', found));
+    const crowded = req.body === undefined ? null : findCrowdedObject(req.body);
+    if (crowded) return done(crowdedObjectError('the body', crowded));
     done();
   });
 

@@ -50,3 +50,34 @@ export function badTextError(where: string, found: { path: string; problem: stri
     { path: found.path },
   );
 }
+
+/**
+ * Most keys one JSON object of a request may have: far above any map a request carries (a job's
+ * environment has at most 1,024 variables), and checked before the schemas, which validate every entry
+ * of a map before counting them (300,000 keys in a 4 MiB spec held the event loop ~3 s, and a strict
+ * object listed every unknown key in a 7.5 MiB answer).
+ */
+export const MAX_OBJECT_KEYS = 4096;
+
+/** The JSON path of the first object in `v` with more than MAX_OBJECT_KEYS keys, or null. */
+export function findCrowdedObject(v: unknown, depth = 0): string | null {
+  if (v === null || typeof v !== 'object' || depth > 64) return null;
+  if (Buffer.isBuffer(v) || typeof (v as { pipe?: unknown }).pipe === 'function') return null;
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o);
+  if (keys.length > MAX_OBJECT_KEYS && !Array.isArray(v)) return '(value)';
+  for (const k of keys) {
+    const found = findCrowdedObject(o[k], depth + 1);
+    if (found) return found === '(value)' ? k : `${k}.${found}`;
+  }
+  return null;
+}
+
+export function crowdedObjectError(where: string, path: string): MxcError {
+  return new MxcError(
+    'TOO_MANY_KEYS',
+    400,
+    `${where} holds an object with more than ${MAX_OBJECT_KEYS} keys at ${path}; no map mxc takes has that many`,
+    { path },
+  );
+}

@@ -2,6 +2,7 @@
 // that changes nothing; at the maximum the request works (so the limit, not something else, refused).
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
+import { MAX_OBJECT_KEYS } from '../../scheduler/api/input-check.js';
 import { MAX_MISSING_PATHS } from '../../scheduler/cache/index.js';
 import {
   MAX_ATTRIBUTE_NAME_CHARS,
@@ -126,6 +127,40 @@ describe('list maxima', () => {
       agent.close();
     }
   }, 180_000);
+
+  test('an object of more than MAX_OBJECT_KEYS keys is refused before any schema looks at its entries', async () => {
+    const before = await snapshot(c.db);
+    const keys = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`K${i}`, 'v']));
+    const crowded = await c.api(
+      'POST',
+      '/api/jobs/plan',
+      { spec: plainJob({ mxc: { env: keys(MAX_OBJECT_KEYS + 1) } }) },
+      auth,
+    );
+    expect([crowded.status, crowded.body.error.code, crowded.body.error.details]).toEqual([
+      400,
+      'TOO_MANY_KEYS',
+      { path: 'spec.mxc.env' },
+    ]);
+    const top = await c.api('POST', '/api/jobs', { ...plainJob(), ...keys(MAX_OBJECT_KEYS + 1) }, auth);
+    expect([top.status, top.body.error.code]).toEqual([400, 'TOO_MANY_KEYS']);
+    // At the bound the schemas judge it, as before.
+    const most = await c.api('POST', '/api/jobs', plainJob({ mxc: { env: keys(MAX_OBJECT_KEYS) } }), auth);
+    expect([most.status, most.body.error.code]).toEqual([422, 'VALIDATION_FAILED']);
+    expect(
+      await agentAnswer(c, {
+        type: 'workload_status',
+        workload_id: 'w',
+        status: 'running',
+        ports: keys(MAX_OBJECT_KEYS + 1),
+      }),
+    ).toMatchObject({
+      type: 'error',
+      code: 'BAD_MESSAGE',
+      message: expect.stringMatching(/more than 4096 keys at ports/),
+    });
+    expect(await snapshot(c.db)).toBe(before);
+  });
 
   test('agent hello: capability strings and node attributes are bounded; a refused hello registers no node', async () => {
     const before = await snapshot(c.db);

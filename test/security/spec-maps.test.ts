@@ -22,7 +22,7 @@ describe('job spec maps', () => {
     await c?.stop();
   });
 
-  test('portmap and task_links are bounded: one past is a coded 422 that changes nothing', async () => {
+  test('portmap and task_links are bounded: one past is a coded 4xx that changes nothing', async () => {
     const before = await snapshot(c.db);
     const tooMany = [
       plainJob({ name: 'pm', announce: { primary_port: 'http', portmap: entries(300_000, () => '1') } }),
@@ -33,9 +33,11 @@ describe('job spec maps', () => {
       plainJob({ name: 'tl', task_links: entries(MAX_TASK_LINKS + 1, (i) => `http://x/${i}`) }),
       plainJob({ name: 'tl', task_links: { a: 'x'.repeat(100_000) } }),
     ];
-    for (const spec of tooMany) {
+    for (const [i, spec] of tooMany.entries()) {
       const r = await c.api('POST', '/api/jobs', spec, auth);
-      expect([spec.name, r.status, r.body.error?.code]).toEqual([spec.name, 422, 'VALIDATION_FAILED']);
+      // 300,000 keys are past what any object of a request may have: refused before the schemas.
+      const refusal = i === 0 ? [400, 'TOO_MANY_KEYS'] : [422, 'VALIDATION_FAILED'];
+      expect([spec.name, r.status, r.body.error?.code]).toEqual([spec.name, ...refusal]);
     }
     expect(await snapshot(c.db)).toBe(before);
     // At the maximum the job is taken: the limit, not something else, refused the others.

@@ -23,7 +23,7 @@ import { MxcError } from '../../errors.js';
 import { isDatabaseUnavailable } from '../../store/db.js';
 import { type Auth, bearer } from '../auth.js';
 import { errorResponses } from '../contract.js';
-import { badTextError, findBadText } from '../input-check.js';
+import { badTextError, crowdedObjectError, findBadText, findCrowdedObject } from '../input-check.js';
 
 const HELLO_TIMEOUT_MS = 10_000;
 /**
@@ -187,7 +187,17 @@ export async function agentSocketRoutes(
         chain = chain.then(async () => {
           let msg: AgentMessage;
           try {
-            const parsed = AgentMessage.safeParse(JSON.parse(raw.toString()));
+            const json: unknown = JSON.parse(raw.toString());
+            const crowded = findCrowdedObject(json);
+            if (crowded) {
+              session.send({
+                type: 'error',
+                code: 'BAD_MESSAGE',
+                message: crowdedObjectError('the message', crowded).message,
+              });
+              return;
+            }
+            const parsed = AgentMessage.safeParse(json);
             if (!parsed.success) {
               session.send({
                 type: 'error',
