@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
 import { pushClosure } from '../../compiler/push.js';
+import type { Queryable } from '../../scheduler/store/db.js';
 import * as logs from '../../scheduler/store/logs.js';
 import { LOG_STREAM_HEADER, type LogLine } from '../../spec/messages.js';
 import { buildScript } from '../agent/helpers.js';
@@ -28,6 +29,29 @@ const cleanup: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
   for (const f of cleanup.reverse()) await f().catch(() => {});
 });
+
+/** A real agent on `coordinator` (a comma-separated list), its state and store under `dir`, started and ready. */
+async function startAgent(coordinator: string, name: string, dir: string): Promise<Agent> {
+  const a = new Agent({
+    coordinator,
+    name,
+    stateDir: join(dir, 'state'),
+    storeRoot: join(dir, 'store'),
+    logger: testLogger(),
+    gracePeriodMs: 500,
+    cgroups: false,
+  });
+  cleanup.push(() => a.close());
+  await a.start();
+  await a.ready;
+  return a;
+}
+
+/** The numbers N of the `line N` stdout lines stored for workload `id`. */
+const lineNumbers = async (db: Queryable, id: string) =>
+  (await logs.readLogs(db, id, { limit: 100_000 }))
+    .filter((l) => l.stream === 'stdout')
+    .map((l) => Number(l.line.slice('line '.length)));
 
 const line = (n: number): LogLine => ({
   process: 'main',
@@ -121,23 +145,13 @@ it('lines a coordinator read but had not committed when it was SIGKILLed reach t
   for (const c of [doomedUrl, other.url]) await pushClosure({ coordinator: c, paths: [script.path] });
   // The agent joins the doomed one first (the other refuses connections until it is killed).
   await toOther.cut();
-  const a = new Agent({
-    coordinator: [toDoomed, toOther].map((p) => `http://127.0.0.1:${p.port}`).join(','),
-    name: 'witness',
-    stateDir: join(dir, 'state'),
-    storeRoot: join(dir, 'store'),
-    logger: testLogger(),
-    gracePeriodMs: 500,
-    cgroups: false,
-  });
-  cleanup.push(() => a.close());
-  await a.start();
-  await a.ready;
+  const a = await startAgent(
+    [toDoomed, toOther].map((p) => `http://127.0.0.1:${p.port}`).join(','),
+    'witness',
+    dir,
+  );
   const id = (await other.coordinator.submitJob(scriptJob('log-kill', script.path))).workloads[0]!;
-  const numbers = async () =>
-    (await logs.readLogs(other.db, id, { limit: 100_000 }))
-      .filter((l) => l.stream === 'stdout')
-      .map((l) => Number(l.line.slice('line '.length)));
+  const numbers = () => lineNumbers(other.db, id);
   await eventually(async () => (await numbers()).length >= 20, 30_000, 'the first lines');
 
   // Its database stalls: the coordinator reads the agent's lines (and answers its pings) but cannot
@@ -203,23 +217,9 @@ it('a database restarted under the only coordinator loses none of the lines its 
     'i=0\nwhile true; do echo "line $i"; i=$((i+1)); sleep 0.02; done\n',
   );
   await pushClosure({ coordinator: c.url, paths: [script.path] });
-  const a = new Agent({
-    coordinator: c.url,
-    name: 'through-restart',
-    stateDir: join(dir, 'state'),
-    storeRoot: join(dir, 'store'),
-    logger: testLogger(),
-    gracePeriodMs: 500,
-    cgroups: false,
-  });
-  cleanup.push(() => a.close());
-  await a.start();
-  await a.ready;
+  const a = await startAgent(c.url, 'through-restart', dir);
   const id = (await c.coordinator.submitJob(scriptJob('log-restart', script.path))).workloads[0]!;
-  const numbers = async () =>
-    (await logs.readLogs(c.db, id, { limit: 100_000 }))
-      .filter((l) => l.stream === 'stdout')
-      .map((l) => Number(l.line.slice('line '.length)));
+  const numbers = () => lineNumbers(c.db, id);
   await eventually(async () => (await numbers()).length >= 20, 30_000, 'the first lines');
 
   // The server restarts: every connection ends, and new ones are refused until it is back. The

@@ -10,19 +10,9 @@ import {
   preempts,
   type Rank,
 } from '../../scheduler/core/preempt.js';
+import { nodeView } from '../helpers/node-view.js';
 
-const node = (id: string, over: Partial<NodeView> = {}): NodeView => ({
-  id,
-  name: id,
-  status: 'ready',
-  cpu: 4,
-  memory_mb: 4096,
-  disk_mb: 10_000,
-  used: { cpu: 0, memory_mb: 0, disk_mb: 0 },
-  isolation: ['process', 'sandbox'],
-  attributes: { host: id },
-  ...over,
-});
+const node = nodeView;
 
 const demand = (id: string, over: Partial<Demand> = {}): Demand => ({
   workloadId: id,
