@@ -122,34 +122,38 @@ for (const engine of ENGINES) {
       expect((await workloadsOf(low)).map((w) => w.status).sort()).toEqual(['pending', 'stopped']);
     });
 
-    it('waits out the preemption delay; with preemption off, never preempts', async () => {
-      const slow = await startTestCoordinator(engine, { preemptionDelayMs: 1500 });
-      const off = await startTestCoordinator(engine, { preemptionDelayMs: null });
-      try {
-        for (const [co, name] of [
-          [slow, 'pre-slow'],
-          [off, 'pre-off'],
-        ] as const) {
-          await agent(name, 1, co);
-          await running(await submit(job('low', name), co), 1, co);
+    // Two more coordinators: on PostgreSQL only (PGlite makes each a database of its own, ~10 s here).
+    it.runIf(engine === 'postgres')(
+      'waits out the preemption delay; with preemption off, never preempts',
+      async () => {
+        const slow = await startTestCoordinator(engine, { preemptionDelayMs: 1500 });
+        const off = await startTestCoordinator(engine, { preemptionDelayMs: null });
+        try {
+          for (const [co, name] of [
+            [slow, 'pre-slow'],
+            [off, 'pre-off'],
+          ] as const) {
+            await agent(name, 1, co);
+            await running(await submit(job('low', name), co), 1, co);
+          }
+          const prodOff = await submit(job('prod', 'pre-off', { production: true }), off);
+          const prodSlow = await submit(job('prod', 'pre-slow', { production: true }), slow);
+          const [w] = await running(prodSlow, 1, slow);
+          const submitted = Date.parse((await workloadsOf(prodSlow, slow))[0]!.created_at);
+          const preempted = (await slow.api('GET', `/api/workloads/${w!.id}/events`)).body.data as {
+            ts: string;
+            to_status: string;
+          }[];
+          const started = Date.parse(preempted.find((e) => e.to_status === 'starting')!.ts);
+          expect(started - submitted).toBeGreaterThanOrEqual(1500);
+          // The same wait has passed for the coordinator with preemption off: its job still waits.
+          const [pendingOff] = await workloadsOf(prodOff, off);
+          expect(pendingOff!.status).toBe('pending');
+        } finally {
+          await slow.stop();
+          await off.stop();
         }
-        const prodOff = await submit(job('prod', 'pre-off', { production: true }), off);
-        const prodSlow = await submit(job('prod', 'pre-slow', { production: true }), slow);
-        const [w] = await running(prodSlow, 1, slow);
-        const submitted = Date.parse((await workloadsOf(prodSlow, slow))[0]!.created_at);
-        const preempted = (await slow.api('GET', `/api/workloads/${w!.id}/events`)).body.data as {
-          ts: string;
-          to_status: string;
-        }[];
-        const started = Date.parse(preempted.find((e) => e.to_status === 'starting')!.ts);
-        expect(started - submitted).toBeGreaterThanOrEqual(1500);
-        // The same wait has passed for the coordinator with preemption off: its job still waits.
-        const [pendingOff] = await workloadsOf(prodOff, off);
-        expect(pendingOff!.status).toBe('pending');
-      } finally {
-        await slow.stop();
-        await off.stop();
-      }
-    });
+      },
+    );
   });
 }
