@@ -11,20 +11,24 @@ export interface LogRow extends LogLine {
   workload_id: string;
 }
 
+/** The lines as the columns both inserts unnest: process, stream, run, ts, line. */
+function lineColumns(lines: readonly LogLine[]): unknown[] {
+  return [
+    lines.map((l) => l.process),
+    lines.map((l) => l.stream),
+    lines.map((l) => l.run),
+    lines.map((l) => l.ts),
+    // PostgreSQL text cannot hold NUL.
+    lines.map((l) => l.line.replaceAll('\u0000', '')),
+  ];
+}
+
 export async function insertLogs(q: Queryable, workloadId: string, lines: LogLine[]): Promise<void> {
   if (lines.length === 0) return;
   await q.query(
     `INSERT INTO workload_logs (workload_id, process, stream, run, ts, line)
      SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::float8[], $6::text[])`,
-    [
-      workloadId,
-      lines.map((l) => l.process),
-      lines.map((l) => l.stream),
-      lines.map((l) => l.run),
-      lines.map((l) => l.ts),
-      // PostgreSQL text cannot hold NUL.
-      lines.map((l) => l.line.replaceAll('\u0000', '')),
-    ],
+    [workloadId, ...lineColumns(lines)],
   );
 }
 
@@ -55,17 +59,7 @@ export async function insertLogsOnce(
        RETURNING 1
      )
      SELECT (SELECT count(*) FROM mark)::int AS fresh`,
-    [
-      message.stream,
-      message.nodeId,
-      message.seq,
-      workloadId,
-      lines.map((l) => l.process),
-      lines.map((l) => l.stream),
-      lines.map((l) => l.run),
-      lines.map((l) => l.ts),
-      lines.map((l) => l.line.replaceAll('\u0000', '')),
-    ],
+    [message.stream, message.nodeId, message.seq, workloadId, ...lineColumns(lines)],
   );
   return (rows[0]?.fresh ?? 0) > 0;
 }
