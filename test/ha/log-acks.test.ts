@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { Agent } from '../../agent/daemon.js';
 import { pushClosure } from '../../compiler/push.js';
-import type { Queryable } from '../../scheduler/store/db.js';
 import * as logs from '../../scheduler/store/logs.js';
 import { LOG_STREAM_HEADER, type LogLine } from '../../spec/messages.js';
 import { buildScript } from '../agent/helpers.js';
@@ -21,6 +20,7 @@ import { scriptJob } from '../agent-e2e/harness.js';
 import { plainJob, startTestCoordinator } from '../helpers/coordinator.js';
 import { listeningUrl, MXC_BIN, startDaemon } from '../helpers/daemon-process.js';
 import { createPostgresDb, dropPostgresDb } from '../helpers/db.js';
+import { expectEachLineOnce, storedLineNumbers } from '../helpers/log-lines.js';
 import { testLogger } from '../helpers/logger.js';
 import { eventually, ProtocolAgent } from '../helpers/protocol-agent.js';
 import { proxiedPostgres, startTcpProxy } from '../helpers/tcp-proxy.js';
@@ -46,12 +46,6 @@ async function startAgent(coordinator: string, name: string, dir: string): Promi
   await a.ready;
   return a;
 }
-
-/** The numbers N of the `line N` stdout lines stored for workload `id`. */
-const lineNumbers = async (db: Queryable, id: string) =>
-  (await logs.readLogs(db, id, { limit: 100_000 }))
-    .filter((l) => l.stream === 'stdout')
-    .map((l) => Number(l.line.slice('line '.length)));
 
 const line = (n: number): LogLine => ({
   process: 'main',
@@ -151,7 +145,7 @@ it('lines a coordinator read but had not committed when it was SIGKILLed reach t
     dir,
   );
   const id = (await other.coordinator.submitJob(scriptJob('log-kill', script.path))).workloads[0]!;
-  const numbers = () => lineNumbers(other.db, id);
+  const numbers = () => storedLineNumbers(other.db, id);
   await eventually(async () => (await numbers()).length >= 20, 30_000, 'the first lines');
 
   // Its database stalls: the coordinator reads the agent's lines (and answers its pings) but cannot
@@ -177,10 +171,7 @@ it('lines a coordinator read but had not committed when it was SIGKILLed reach t
     30_000,
     'lines past the kill',
   );
-  const got = await numbers();
-  const last = Math.max(...got);
-  expect(got.filter((n, i) => got.indexOf(n) !== i)).toEqual([]);
-  expect(Array.from({ length: last + 1 }, (_, i) => i).filter((n) => !got.includes(n))).toEqual([]);
+  expectEachLineOnce(await numbers());
 }, 120_000);
 
 it.each(['postgres', 'pglite'] as const)(
@@ -219,7 +210,7 @@ it('a database restarted under the only coordinator loses none of the lines its 
   await pushClosure({ coordinator: c.url, paths: [script.path] });
   const a = await startAgent(c.url, 'through-restart', dir);
   const id = (await c.coordinator.submitJob(scriptJob('log-restart', script.path))).workloads[0]!;
-  const numbers = () => lineNumbers(c.db, id);
+  const numbers = () => storedLineNumbers(c.db, id);
   await eventually(async () => (await numbers()).length >= 20, 30_000, 'the first lines');
 
   // The server restarts: every connection ends, and new ones are refused until it is back. The
@@ -245,8 +236,5 @@ it('a database restarted under the only coordinator loses none of the lines its 
     30_000,
     'lines past the restart',
   );
-  const got = await numbers();
-  const last = Math.max(...got);
-  expect(got.filter((n, i) => got.indexOf(n) !== i)).toEqual([]);
-  expect(Array.from({ length: last + 1 }, (_, i) => i).filter((n) => !got.includes(n))).toEqual([]);
+  expectEachLineOnce(await numbers());
 }, 120_000);
