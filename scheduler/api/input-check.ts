@@ -19,6 +19,15 @@ export function findBadText(v: unknown): { path: string; problem: string } | nul
   return found ? { path: found.keys.reverse().join('.') || '(value)', problem: found.problem } : null;
 }
 
+/**
+ * Whether the checks here look into `v`: an object or array parsed from JSON, at most 64 levels deep
+ * (a Buffer body or a stream is not parsed JSON).
+ */
+function isWalked(v: unknown, depth: number): v is object {
+  if (v === null || typeof v !== 'object' || depth > 64) return false;
+  return !Buffer.isBuffer(v) && typeof (v as { pipe?: unknown }).pipe !== 'function';
+}
+
 /** The walk behind findBadText: keys are collected innermost first, and only on the way out of a find,
  * so a clean message (an agent's thousands of store paths, every log line) builds no path strings. */
 function findIn(v: unknown, depth: number): { keys: string[]; problem: string } | null {
@@ -26,8 +35,7 @@ function findIn(v: unknown, depth: number): { keys: string[]; problem: string } 
     const p = badText(v);
     return p ? { keys: [], problem: p } : null;
   }
-  if (v === null || typeof v !== 'object' || depth > 64) return null;
-  if (Buffer.isBuffer(v) || typeof (v as { pipe?: unknown }).pipe === 'function') return null;
+  if (!isWalked(v, depth)) return null;
   // Keys, not entries: no [key, value] array per property (this runs on every request's params and query).
   const o = v as Record<string, unknown>;
   for (const k of Object.keys(o)) {
@@ -61,8 +69,7 @@ export const MAX_OBJECT_KEYS = 4096;
 
 /** The JSON path of the first object in `v` with more than MAX_OBJECT_KEYS keys, or null. */
 export function findCrowdedObject(v: unknown, depth = 0): string | null {
-  if (v === null || typeof v !== 'object' || depth > 64) return null;
-  if (Buffer.isBuffer(v) || typeof (v as { pipe?: unknown }).pipe === 'function') return null;
+  if (!isWalked(v, depth)) return null;
   const o = v as Record<string, unknown>;
   const keys = Object.keys(o);
   if (keys.length > MAX_OBJECT_KEYS && !Array.isArray(v)) return '(value)';
